@@ -1,0 +1,199 @@
+/*
+ * vms-channel.c — see vms-channel.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vms-channel.h"
+#include "vms-log.h"
+
+#define CHANNEL_TX_DEFAULT (1024u * 1024u)
+#define CHANNEL_READ_CHUNK 4096
+#define CHANNEL_READ_BUDGET (64u * 1024u)
+
+int vms_channel_init(struct vms_channel *c, const char *name, const char *vm, size_t tx_max)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = -1;
+    c->vm = vm;
+    snprintf(c->name, sizeof(c->name), "%s", name ? name : "channel");
+    c->tx_max = tx_max ? tx_max : CHANNEL_TX_DEFAULT;
+    return vms_deframer_init(&c->rx);
+}
+
+void vms_channel_free(struct vms_channel *c)
+{
+    vms_channel_detach(c, 1);
+    vms_deframer_free(&c->rx);
+    free(c->tx);
+    c->tx = NULL;
+    c->tx_cap = 0;
+}
+
+void vms_channel_attach(struct vms_channel *c, int fd)
+{
+    int flags;
+
+    if (c->fd >= 0 && c->fd != fd)
+        close(c->fd);
+    c->fd = fd;
+    flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    vms_deframer_reset(&c->rx);
+}
+
+void vms_channel_detach(struct vms_channel *c, int drop_output)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    vms_deframer_reset(&c->rx);
+    if (drop_output)
+        c->tx_len = 0;
+}
+
+int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
+{
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    char err[256];
+
+    if (vms_msg_encode_frame(m, &frame, &len, err, sizeof(err)) < 0) {
+        vms_err(c->vm, m->request_id[0] ? m->request_id : NULL, "%s: cannot encode %s: %s",
+                c->name, vms_msg_type_name(m->type), err);
+        return -1;
+    }
+    if (c->tx_len + len > c->tx_max) {
+        vms_warn(c->vm, m->request_id[0] ? m->request_id : NULL,
+                 "%s: output queue full (%zu bytes), %s not sent", c->name, c->tx_len,
+                 vms_msg_type_name(m->type));
+        free(frame);
+        return -1;
+    }
+    if (c->tx_len + len > c->tx_cap) {
+        size_t cap = c->tx_cap ? c->tx_cap : 4096;
+        uint8_t *grown;
+        while (cap < c->tx_len + len)
+            cap *= 2;
+        grown = realloc(c->tx, cap);
+        if (!grown) {
+            free(frame);
+            return -1;
+        }
+        c->tx = grown;
+        c->tx_cap = cap;
+    }
+    memcpy(c->tx + c->tx_len, frame, len);
+    c->tx_len += len;
+    explicit_bzero(frame, len);
+    free(frame);
+    if (c->fd >= 0)
+        vms_channel_flush(c);
+    return 0;
+}
+
+int vms_channel_flush(struct vms_channel *c)
+{
+    size_t off = 0;
+    int rc = 1;
+
+    if (c->fd < 0)
+        return c->tx_len ? 0 : 1;
+    while (off < c->tx_len) {
+        ssize_t n = write(c->fd, c->tx + off, c->tx_len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            rc = 0;
+            break;
+        }
+        rc = -1;
+        break;
+    }
+    memmove(c->tx, c->tx + off, c->tx_len - off);
+    c->tx_len -= off;
+    if (rc == 1 && c->tx_len)
+        rc = 0;
+    return rc;
+}
+
+void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len,
+                      vms_channel_msg_fn fn, void *opaque)
+{
+    while (len > 0) {
+        const uint8_t *payload = NULL;
+        size_t used = 0, plen = 0;
+        enum vms_wire_error werr;
+        enum vms_deframe_result r;
+        struct vms_decode_report rep;
+        struct vms_msg m;
+
+        r = vms_deframer_feed(&c->rx, data, len, &used, &payload, &plen, &werr);
+        data += used;
+        len -= used;
+        if (r == VMS_DEFRAME_ERROR) {
+            vms_warn(c->vm, NULL, "%s: dropped bytes: %s", c->name, vms_wire_error_str(werr));
+            continue;
+        }
+        if (r != VMS_DEFRAME_FRAME)
+            break;
+        switch (vms_msg_decode(payload, plen, &m, &rep)) {
+        case VMS_DECODE_OK:
+            c->msgs_in++;
+            if (rep.unknown_fields)
+                vms_info(c->vm, m.request_id[0] ? m.request_id : NULL,
+                         "%s: %s: skipped %u unknown field(s), e.g. '%s'", c->name,
+                         vms_msg_type_name(m.type), rep.unknown_fields, rep.first_unknown_field);
+            fn(opaque, c, &m);
+            vms_msg_clear(&m);
+            break;
+        case VMS_DECODE_UNKNOWN_TYPE:
+            c->msgs_unknown++;
+            vms_info(c->vm, NULL, "%s: skipped unknown message type '%s'", c->name,
+                     rep.unknown_type);
+            break;
+        case VMS_DECODE_INVALID:
+            c->msgs_bad++;
+            vms_warn(c->vm, NULL, "%s: rejected message: %s", c->name, rep.error);
+            break;
+        }
+    }
+}
+
+int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn, void *opaque)
+{
+    uint8_t buf[CHANNEL_READ_CHUNK];
+    size_t total = 0;
+
+    if (c->fd < 0)
+        return 0;
+    if (!budget)
+        budget = CHANNEL_READ_BUDGET;
+    while (total < budget) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+        if (n > 0) {
+            total += (size_t)n;
+            vms_channel_feed(c, buf, (size_t)n, fn, opaque);
+            continue;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 1;
+        return -1;
+    }
+    return 1;
+}

@@ -1,0 +1,41 @@
+/*
+ * vms-dedup.h — recognise events already acted on.
+ *
+ * An event is identified by (epoch, request id) (design invariant 3). After
+ * a snapshot restore QEMU may replay bytes the guest had not read, and after
+ * a bridge restart unacked events are resent: both arrive as duplicates.
+ * The set remembers the last VMS_DEDUP_CAPACITY keys (oldest forgotten
+ * first), so memory is fixed.
+ */
+#ifndef VMS_DEDUP_H
+#define VMS_DEDUP_H
+
+#include <stdint.h>
+
+#include "vms-proto.h"
+
+#define VMS_DEDUP_CAPACITY 1024
+
+struct vms_dedup_key {
+    uint64_t epoch;
+    char request_id[VMS_REQUEST_ID_LEN + 1];
+};
+
+struct vms_dedup {
+    struct vms_dedup_key keys[VMS_DEDUP_CAPACITY];
+    unsigned next;  /* slot the next insert overwrites */
+    unsigned count; /* filled slots, <= capacity */
+};
+
+void vms_dedup_init(struct vms_dedup *d);
+
+/*
+ * Record (@epoch, @request_id). Returns 1 if it was new, 0 if already seen
+ * (a duplicate: do not act on it again), -1 if @request_id is not a valid id.
+ */
+int vms_dedup_check_and_add(struct vms_dedup *d, uint64_t epoch, const char *request_id);
+
+/* 1 if seen, without recording. */
+int vms_dedup_seen(const struct vms_dedup *d, uint64_t epoch, const char *request_id);
+
+#endif

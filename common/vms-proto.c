@@ -1,0 +1,859 @@
+/*
+ * vms-proto.c — schema, encoder and decoder of the wire messages.
+ */
+#include "config.h"
+
+#include <dbus/dbus.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "vms-proto.h"
+#include "vms-wire.h"
+
+/* ---- the schema ------------------------------------------------------- */
+
+enum field_kind {
+    FK_U32,    /* "u" */
+    FK_U64,    /* "t" */
+    FK_ID,     /* "s", vms_valid_id */
+    FK_REQID,  /* "s", vms_valid_request_id */
+    FK_TEXT,   /* "s", vms_valid_text */
+    FK_SECRET, /* "s", any valid UTF-8 up to VMS_STR_MAX (libdbus checks UTF-8) */
+    FK_BYTES,  /* "ay", up to VMS_APP_DATA_MAX */
+    FK_CAPS,   /* "as", known names mapped to VMS_CAP_* bits */
+    FK_STATES, /* "a(ssssx)": id, label, app_id, parent, created */
+};
+
+struct field_desc {
+    const char *key;
+    enum field_kind kind;
+    size_t offset; /* into struct vms_msg; unused for FK_BYTES/FK_STATES */
+};
+
+#define FIELD(f, key, kind, member) [f] = {key, kind, offsetof(struct vms_msg, member)}
+static const struct field_desc field_table[VMS_F__COUNT] = {
+    FIELD(VMS_F_VERSION, "version", FK_U32, version),
+    FIELD(VMS_F_MIN_VERSION, "min_version", FK_U32, min_version),
+    FIELD(VMS_F_CAPS, "caps", FK_CAPS, caps),
+    FIELD(VMS_F_NONCE, "nonce", FK_U64, nonce),
+    FIELD(VMS_F_HOST_NONCE, "host_nonce", FK_U64, host_nonce),
+    FIELD(VMS_F_EPOCH, "epoch", FK_U64, epoch),
+    FIELD(VMS_F_SEQ, "seq", FK_U64, seq),
+    FIELD(VMS_F_REQUEST_ID, "request_id", FK_REQID, request_id),
+    FIELD(VMS_F_OP, "op", FK_ID, op),
+    FIELD(VMS_F_APP_ID, "app_id", FK_ID, app_id),
+    FIELD(VMS_F_PRINCIPAL, "principal", FK_ID, principal),
+    FIELD(VMS_F_SECRET, "secret", FK_SECRET, secret),
+    FIELD(VMS_F_UID, "uid", FK_U32, uid),
+    FIELD(VMS_F_APP_DATA, "app_data", FK_BYTES, app_data),
+    FIELD(VMS_F_LABEL, "label", FK_TEXT, label),
+    FIELD(VMS_F_STATE_ID, "state_id", FK_ID, state_id),
+    FIELD(VMS_F_BYTES, "bytes", FK_U64, bytes),
+    FIELD(VMS_F_STATUS, "status", FK_U32, status),
+    FIELD(VMS_F_MESSAGE, "message", FK_TEXT, message),
+    FIELD(VMS_F_STATES, "states", FK_STATES, states),
+    FIELD(VMS_F_FREE_BYTES, "free_bytes", FK_U64, free_bytes),
+    FIELD(VMS_F_MEM_BYTES, "mem_bytes", FK_U64, mem_bytes),
+    FIELD(VMS_F_HOSTNAME, "hostname", FK_TEXT, hostname),
+    FIELD(VMS_F_BRIDGE_VERSION, "bridge_version", FK_TEXT, bridge_version),
+    FIELD(VMS_F_REASON, "reason", FK_TEXT, reason),
+    FIELD(VMS_F_PARENT_ID, "parent_id", FK_ID, parent_id),
+};
+
+static const char *const kind_signature[] = {
+    [FK_U32] = "u",   [FK_U64] = "t",   [FK_ID] = "s",     [FK_REQID] = "s",        [FK_TEXT] = "s",
+    [FK_SECRET] = "s", [FK_BYTES] = "ay", [FK_CAPS] = "as", [FK_STATES] = "a(ssssx)",
+};
+
+struct msg_desc {
+    const char *name;  /* D-Bus member name on the wire */
+    uint64_t required; /* VMS_BIT()s a valid message must carry */
+};
+
+static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
+    [VMS_MSG_UNKNOWN] = {"Unknown", 0},
+    [VMS_MSG_HELLO] = {"Hello", VMS_BIT(VMS_F_VERSION) | VMS_BIT(VMS_F_NONCE)},
+    [VMS_MSG_WELCOME] = {"Welcome",
+                         VMS_BIT(VMS_F_VERSION) | VMS_BIT(VMS_F_NONCE) | VMS_BIT(VMS_F_EPOCH)},
+    [VMS_MSG_REQUEST] = {"Request", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_OP) |
+                                        VMS_BIT(VMS_F_APP_ID) | VMS_BIT(VMS_F_PRINCIPAL) |
+                                        VMS_BIT(VMS_F_SECRET)},
+    [VMS_MSG_REPLY] = {"Reply", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_STATUS)},
+    [VMS_MSG_EVENT] = {"Event", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_OP) |
+                                    VMS_BIT(VMS_F_STATUS) | VMS_BIT(VMS_F_EPOCH) |
+                                    VMS_BIT(VMS_F_SEQ)},
+    [VMS_MSG_ACK] = {"Ack", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_EPOCH) | VMS_BIT(VMS_F_SEQ)},
+    [VMS_MSG_TIMELINE] = {"Timeline", VMS_BIT(VMS_F_EPOCH)},
+};
+
+static const char *const op_names[VMS_OP__COUNT] = {
+    [VMS_OP_UNKNOWN] = "unknown", [VMS_OP_SAVE] = "save",         [VMS_OP_RESTORE] = "restore",
+    [VMS_OP_LIST] = "list",       [VMS_OP_DELETE] = "delete",     [VMS_OP_HOSTINFO] = "hostinfo",
+    [VMS_OP_SET_MEMORY] = "set-memory",
+};
+
+static const struct {
+    const char *name;
+    const char *text;
+} status_table[VMS_STATUS__COUNT] = {
+    [VMS_STATUS_OK] = {"ok", "success"},
+    [VMS_STATUS_ERR_INVALID] = {"invalid", "the request is malformed"},
+    [VMS_STATUS_ERR_AUTH] = {"auth", "unknown principal or wrong secret"},
+    [VMS_STATUS_ERR_DENIED] = {"denied", "the principal has no right to do this on this VM"},
+    [VMS_STATUS_ERR_QUOTA] = {"quota", "a quota of this VM is exhausted"},
+    [VMS_STATUS_ERR_RATE_LIMITED] = {"rate-limited", "too many attempts; try again later"},
+    [VMS_STATUS_ERR_NOT_FOUND] = {"not-found", "no such state for this VM"},
+    [VMS_STATUS_ERR_BACKEND] = {"backend", "the hypervisor failed the operation"},
+    [VMS_STATUS_ERR_UNSUPPORTED] = {"unsupported", "operation not supported"},
+    [VMS_STATUS_ERR_VERSION] = {"version", "no common protocol version"},
+    [VMS_STATUS_ERR_BUSY] = {"busy", "busy; try again later"},
+    [VMS_STATUS_ERR_UNAVAILABLE] = {"unavailable", "the host bridge is not reachable"},
+    [VMS_STATUS_ERR_ABORTED] = {"aborted", "the operation was interrupted"},
+    [VMS_STATUS_ERR_PERMISSION] = {"permission", "this user may not use vmstate"},
+    [VMS_STATUS_ERR_INHIBITED] = {"inhibited", "an application vetoed the operation"},
+    [VMS_STATUS_ERR_TIMEOUT] = {"timeout", "the operation timed out"},
+    [VMS_STATUS_ERR_INTERNAL] = {"internal", "internal error"},
+};
+
+static const struct {
+    const char *name;
+    uint32_t bit;
+} cap_table[] = {
+    {"timeline", VMS_CAP_TIMELINE},
+    {"ack", VMS_CAP_ACK},
+    {"hostinfo", VMS_CAP_HOSTINFO},
+};
+
+#define CAPS_MAX_ENTRIES 64 /* bound the work on a hostile caps list */
+
+/* ---- names ------------------------------------------------------------ */
+
+const char *vms_msg_type_name(enum vms_msg_type t)
+{
+    return (unsigned)t < VMS_MSG__COUNT ? msg_table[t].name : "Unknown";
+}
+
+const char *vms_op_name(enum vms_op op)
+{
+    return (unsigned)op < VMS_OP__COUNT ? op_names[op] : "unknown";
+}
+
+enum vms_op vms_op_from_name(const char *name)
+{
+    for (int i = 1; i < VMS_OP__COUNT; i++)
+        if (name && strcmp(name, op_names[i]) == 0)
+            return (enum vms_op)i;
+    return VMS_OP_UNKNOWN;
+}
+
+const char *vms_status_name(enum vms_status s)
+{
+    return (unsigned)s < VMS_STATUS__COUNT ? status_table[s].name : "unknown";
+}
+
+const char *vms_status_str(enum vms_status s)
+{
+    return (unsigned)s < VMS_STATUS__COUNT ? status_table[s].text : "unknown status";
+}
+
+/* ---- validation ------------------------------------------------------- */
+
+int vms_valid_id(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == ':' || c == '@'))
+            return 0;
+        if (n >= VMS_STR_MAX)
+            return 0;
+    }
+    return n > 0;
+}
+
+int vms_valid_request_id(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++) {
+        if (n >= VMS_REQUEST_ID_LEN)
+            return 0;
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return 0;
+    }
+    return n == VMS_REQUEST_ID_LEN;
+}
+
+/* Valid UTF-8 (no overlongs, no surrogates) without C0/C1 controls or DEL. */
+int vms_valid_text(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strnlen(s, VMS_STR_MAX + 1);
+
+    if (n > VMS_STR_MAX)
+        return 0;
+    while (*p) {
+        unsigned c = *p;
+        unsigned cp, len;
+
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7F)
+                return 0;
+            p++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            cp = c & 0x1F;
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            cp = c & 0x0F;
+            len = 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            cp = c & 0x07;
+            len = 4;
+        } else {
+            return 0;
+        }
+        for (unsigned i = 1; i < len; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i] & 0x3F);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || (cp >= 0x80 && cp < 0xA0))
+            return 0;
+        p += len;
+    }
+    return 1;
+}
+
+static int valid_for_kind(enum field_kind kind, const char *s)
+{
+    switch (kind) {
+    case FK_ID:
+        return vms_valid_id(s);
+    case FK_REQID:
+        return vms_valid_request_id(s);
+    case FK_TEXT:
+        return vms_valid_text(s);
+    case FK_SECRET:
+        return strnlen(s, VMS_STR_MAX + 1) <= VMS_STR_MAX;
+    default:
+        return 0;
+    }
+}
+
+/* ---- message construction -------------------------------------------- */
+
+void vms_msg_init(struct vms_msg *m, enum vms_msg_type t)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = t;
+}
+
+void vms_msg_clear(struct vms_msg *m)
+{
+    enum vms_msg_type t = m->type;
+
+    free(m->app_data);
+    free(m->states);
+    explicit_bzero(m->secret, sizeof(m->secret));
+    vms_msg_init(m, t);
+}
+
+static char *field_str(struct vms_msg *m, enum vms_field f)
+{
+    return (char *)m + field_table[f].offset;
+}
+
+int vms_msg_set_str(struct vms_msg *m, enum vms_field f, const char *value)
+{
+    size_t n;
+
+    if ((unsigned)f >= VMS_F__COUNT || field_table[f].kind < FK_ID ||
+        field_table[f].kind > FK_SECRET || !value)
+        return -1;
+    n = strnlen(value, VMS_STR_MAX + 1);
+    if (n > VMS_STR_MAX)
+        return -1;
+    memcpy(field_str(m, f), value, n + 1);
+    m->fields |= VMS_BIT(f);
+    return 0;
+}
+
+void vms_msg_set_u64(struct vms_msg *m, enum vms_field f, uint64_t value)
+{
+    char *p;
+
+    if ((unsigned)f >= VMS_F__COUNT)
+        return;
+    p = field_str(m, f);
+    switch (field_table[f].kind) {
+    case FK_U32:
+    case FK_CAPS:
+        *(uint32_t *)(void *)p = (uint32_t)value;
+        break;
+    case FK_U64:
+        *(uint64_t *)(void *)p = value;
+        break;
+    default:
+        return;
+    }
+    m->fields |= VMS_BIT(f);
+}
+
+int vms_msg_set_app_data(struct vms_msg *m, const void *data, size_t len)
+{
+    uint8_t *copy = NULL;
+
+    if (len > VMS_APP_DATA_MAX || (len && !data))
+        return -1;
+    if (len) {
+        copy = malloc(len);
+        if (!copy)
+            return -1;
+        memcpy(copy, data, len);
+    }
+    free(m->app_data);
+    m->app_data = copy;
+    m->app_data_len = len;
+    m->fields |= VMS_BIT(VMS_F_APP_DATA);
+    return 0;
+}
+
+int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st)
+{
+    struct vms_state_info *grown;
+
+    if (m->n_states >= VMS_STATES_MAX)
+        return -1;
+    grown = realloc(m->states, (m->n_states + 1) * sizeof(*grown));
+    if (!grown)
+        return -1;
+    m->states = grown;
+    m->states[m->n_states++] = *st;
+    m->fields |= VMS_BIT(VMS_F_STATES);
+    return 0;
+}
+
+uint32_t vms_proto_negotiate(uint32_t peer_version, uint32_t peer_min_version)
+{
+    uint32_t v = peer_version < VMS_PROTO_VERSION ? peer_version : VMS_PROTO_VERSION;
+
+    if (peer_min_version == 0)
+        peer_min_version = peer_version;
+    if (v < VMS_PROTO_MIN_VERSION || v < peer_min_version)
+        return 0;
+    return v;
+}
+
+int vms_request_id_new(char out[VMS_REQUEST_ID_LEN + 1], uint64_t epoch)
+{
+    static uint64_t counter;
+    uint8_t raw[16];
+    uint64_t mix[2];
+    struct timespec ts;
+    size_t got = 0;
+
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    mix[0] = (epoch * 0x9E3779B97F4A7C15ull) ^ ++counter;
+    mix[1] = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    for (int i = 0; i < 16; i++)
+        raw[i] ^= (uint8_t)(mix[i / 8] >> (8 * (i % 8)));
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* ---- encode ----------------------------------------------------------- */
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int append_field(DBusMessageIter *dict, const struct vms_msg *m, enum vms_field f)
+{
+    const struct field_desc *fd = &field_table[f];
+    const char *p = (const char *)m + fd->offset;
+    DBusMessageIter entry, var, arr, st;
+    int ok;
+
+    if (!dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &entry))
+        return 0;
+    ok = dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &fd->key) &&
+         dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, kind_signature[fd->kind],
+                                          &var);
+    if (!ok)
+        return 0;
+    switch (fd->kind) {
+    case FK_U32: {
+        dbus_uint32_t v = *(const uint32_t *)(const void *)p;
+        ok = dbus_message_iter_append_basic(&var, DBUS_TYPE_UINT32, &v);
+        break;
+    }
+    case FK_U64: {
+        dbus_uint64_t v = *(const uint64_t *)(const void *)p;
+        ok = dbus_message_iter_append_basic(&var, DBUS_TYPE_UINT64, &v);
+        break;
+    }
+    case FK_ID:
+    case FK_REQID:
+    case FK_TEXT:
+    case FK_SECRET:
+        ok = dbus_message_iter_append_basic(&var, DBUS_TYPE_STRING, &p);
+        break;
+    case FK_BYTES: {
+        const uint8_t *data = m->app_data ? m->app_data : (const uint8_t *)"";
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "y", &arr) &&
+             dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data,
+                                                  (int)m->app_data_len) &&
+             dbus_message_iter_close_container(&var, &arr);
+        break;
+    }
+    case FK_CAPS:
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "s", &arr);
+        for (size_t i = 0; ok && i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
+            if (m->caps & cap_table[i].bit)
+                ok = dbus_message_iter_append_basic(&arr, DBUS_TYPE_STRING, &cap_table[i].name);
+        ok = ok && dbus_message_iter_close_container(&var, &arr);
+        break;
+    case FK_STATES:
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "(ssssx)", &arr);
+        for (size_t i = 0; ok && i < m->n_states; i++) {
+            const struct vms_state_info *s = &m->states[i];
+            const char *id = s->id, *label = s->label, *app = s->app_id, *parent = s->parent;
+            dbus_int64_t created = s->created;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &id) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &label) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &app) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &parent) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_INT64, &created) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&var, &arr);
+        break;
+    }
+    return ok && dbus_message_iter_close_container(&entry, &var) &&
+           dbus_message_iter_close_container(dict, &entry);
+}
+
+static int state_valid(const struct vms_state_info *s)
+{
+    return vms_valid_id(s->id) && vms_valid_text(s->label) &&
+           (!s->app_id[0] || vms_valid_id(s->app_id)) && (!s->parent[0] || vms_valid_id(s->parent));
+}
+
+/* The checks decode applies, so that we never send what the peer must refuse. */
+static int msg_check(const struct vms_msg *m, char *err, size_t errlen)
+{
+    uint64_t missing;
+
+    if (m->type <= VMS_MSG_UNKNOWN || m->type >= VMS_MSG__COUNT) {
+        seterr(err, errlen, "unknown message type %d", (int)m->type);
+        return -1;
+    }
+    missing = msg_table[m->type].required & ~m->fields;
+    for (int f = 0; f < VMS_F__COUNT; f++) {
+        const struct field_desc *fd = &field_table[f];
+        if (missing & VMS_BIT(f)) {
+            seterr(err, errlen, "%s: required field '%s' missing", msg_table[m->type].name,
+                   fd->key);
+            return -1;
+        }
+        if (!(m->fields & VMS_BIT(f)))
+            continue;
+        if (fd->kind >= FK_ID && fd->kind <= FK_SECRET &&
+            !valid_for_kind(fd->kind, (const char *)m + fd->offset)) {
+            seterr(err, errlen, "field '%s': invalid value", fd->key);
+            return -1;
+        }
+        if (fd->kind == FK_BYTES && m->app_data_len > VMS_APP_DATA_MAX) {
+            seterr(err, errlen, "field '%s': %zu bytes, over the %u byte cap", fd->key,
+                   m->app_data_len, VMS_APP_DATA_MAX);
+            return -1;
+        }
+        if (fd->kind == FK_STATES) {
+            for (size_t i = 0; i < m->n_states; i++)
+                if (!state_valid(&m->states[i])) {
+                    seterr(err, errlen, "field 'states': entry %zu invalid", i);
+                    return -1;
+                }
+        }
+    }
+    return 0;
+}
+
+int vms_msg_encode(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
+                   size_t errlen)
+{
+    DBusMessage *dm = NULL;
+    DBusMessageIter it, dict;
+    char *raw = NULL;
+    int raw_len = 0, rc = -1, ok;
+
+    *out = NULL;
+    *out_len = 0;
+    if (msg_check(m, err, errlen) < 0)
+        return -1;
+    dm = dbus_message_new_signal(VMS_WIRE_PATH, VMS_WIRE_INTERFACE, msg_table[m->type].name);
+    if (!dm)
+        goto oom;
+    dbus_message_iter_init_append(dm, &it);
+    ok = dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+    for (int f = 0; ok && f < VMS_F__COUNT; f++)
+        if (m->fields & VMS_BIT(f))
+            ok = append_field(&dict, m, (enum vms_field)f);
+    if (!ok || !dbus_message_iter_close_container(&it, &dict))
+        goto oom;
+    dbus_message_set_serial(dm, 1);
+    if (!dbus_message_marshal(dm, &raw, &raw_len))
+        goto oom;
+    if ((size_t)raw_len > VMS_WIRE_PAYLOAD_MAX) {
+        seterr(err, errlen, "%s: %d bytes, over the %u byte frame cap", msg_table[m->type].name,
+               raw_len, VMS_WIRE_PAYLOAD_MAX);
+        goto out;
+    }
+    *out = malloc((size_t)raw_len);
+    if (!*out)
+        goto oom;
+    memcpy(*out, raw, (size_t)raw_len);
+    *out_len = (size_t)raw_len;
+    rc = 0;
+    goto out;
+oom:
+    seterr(err, errlen, "out of memory");
+out:
+    if (raw) {
+        explicit_bzero(raw, (size_t)raw_len); /* may hold a secret */
+        dbus_free(raw);
+    }
+    if (dm)
+        dbus_message_unref(dm);
+    return rc;
+}
+
+int vms_msg_encode_frame(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
+                         size_t errlen)
+{
+    uint8_t *payload = NULL, *frame = NULL;
+    size_t plen = 0, cap, n;
+
+    *out = NULL;
+    *out_len = 0;
+    if (vms_msg_encode(m, &payload, &plen, err, errlen) < 0)
+        return -1;
+    cap = 1 + 2 * (VMS_WIRE_HEADER_LEN + plen + VMS_WIRE_TRAILER_LEN);
+    frame = malloc(cap);
+    if (!frame) {
+        seterr(err, errlen, "out of memory");
+        goto fail;
+    }
+    n = vms_wire_encode(payload, plen, frame, cap);
+    if (!n) {
+        seterr(err, errlen, "framing failed");
+        goto fail;
+    }
+    explicit_bzero(payload, plen);
+    free(payload);
+    *out = frame;
+    *out_len = n;
+    return 0;
+fail:
+    explicit_bzero(payload, plen);
+    free(payload);
+    free(frame);
+    return -1;
+}
+
+/* ---- decode ----------------------------------------------------------- */
+
+static int lookup_field(const char *key)
+{
+    for (int f = 0; f < VMS_F__COUNT; f++)
+        if (strcmp(field_table[f].key, key) == 0)
+            return f;
+    return -1;
+}
+
+/* Copy a validated string out of @it; -1 if it breaks @kind. */
+static int take_string(DBusMessageIter *it, enum field_kind kind, char *dst)
+{
+    const char *s = NULL;
+    size_t n;
+
+    dbus_message_iter_get_basic(it, &s);
+    n = strnlen(s, VMS_STR_MAX + 1);
+    if (n > VMS_STR_MAX || !valid_for_kind(kind, s))
+        return -1;
+    memcpy(dst, s, n + 1);
+    return 0;
+}
+
+static int take_optional_id(DBusMessageIter *it, char *dst)
+{
+    const char *s = NULL;
+
+    dbus_message_iter_get_basic(it, &s);
+    if (s[0] == '\0') {
+        dst[0] = '\0';
+        return 0;
+    }
+    return take_string(it, FK_ID, dst);
+}
+
+static int decode_states(DBusMessageIter *var, struct vms_msg *m, char *why, size_t whylen)
+{
+    DBusMessageIter arr, st;
+    struct vms_state_info info;
+
+    dbus_message_iter_recurse(var, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+        dbus_int64_t created;
+
+        if (m->n_states >= VMS_STATES_MAX) {
+            seterr(why, whylen, "more than %d states", VMS_STATES_MAX);
+            return -1;
+        }
+        memset(&info, 0, sizeof(info));
+        dbus_message_iter_recurse(&arr, &st); /* signature already checked: ssssx */
+        if (take_string(&st, FK_ID, info.id) < 0)
+            goto bad;
+        dbus_message_iter_next(&st);
+        if (take_string(&st, FK_TEXT, info.label) < 0)
+            goto bad;
+        dbus_message_iter_next(&st);
+        if (take_optional_id(&st, info.app_id) < 0)
+            goto bad;
+        dbus_message_iter_next(&st);
+        if (take_optional_id(&st, info.parent) < 0)
+            goto bad;
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &created);
+        info.created = created;
+        if (vms_msg_add_state(m, &info) < 0) {
+            seterr(why, whylen, "out of memory");
+            return -1;
+        }
+        dbus_message_iter_next(&arr);
+    }
+    return 0;
+bad:
+    seterr(why, whylen, "state entry %zu has an invalid string", m->n_states);
+    return -1;
+}
+
+static int decode_field(DBusMessageIter *var, struct vms_msg *m, enum vms_field f, char *why,
+                        size_t whylen)
+{
+    const struct field_desc *fd = &field_table[f];
+    char *p = (char *)m + fd->offset;
+    DBusMessageIter arr;
+
+    switch (fd->kind) {
+    case FK_U32: {
+        dbus_uint32_t v;
+        dbus_message_iter_get_basic(var, &v);
+        *(uint32_t *)(void *)p = v;
+        return 0;
+    }
+    case FK_U64: {
+        dbus_uint64_t v;
+        dbus_message_iter_get_basic(var, &v);
+        *(uint64_t *)(void *)p = v;
+        return 0;
+    }
+    case FK_ID:
+    case FK_REQID:
+    case FK_TEXT:
+    case FK_SECRET:
+        if (take_string(var, fd->kind, p) < 0) {
+            seterr(why, whylen, "invalid characters or over %d bytes", VMS_STR_MAX);
+            return -1;
+        }
+        return 0;
+    case FK_BYTES: {
+        const uint8_t *data = NULL;
+        int n = 0;
+        dbus_message_iter_recurse(var, &arr);
+        dbus_message_iter_get_fixed_array(&arr, &data, &n);
+        if (n < 0 || (size_t)n > VMS_APP_DATA_MAX) {
+            seterr(why, whylen, "%d bytes, over the %u byte cap", n, VMS_APP_DATA_MAX);
+            return -1;
+        }
+        if (vms_msg_set_app_data(m, data, (size_t)n) < 0) {
+            seterr(why, whylen, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    case FK_CAPS: {
+        int entries = 0;
+        dbus_message_iter_recurse(var, &arr);
+        m->caps = 0;
+        while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRING) {
+            const char *name;
+            if (++entries > CAPS_MAX_ENTRIES) {
+                seterr(why, whylen, "more than %d capabilities", CAPS_MAX_ENTRIES);
+                return -1;
+            }
+            dbus_message_iter_get_basic(&arr, &name);
+            for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
+                if (strcmp(name, cap_table[i].name) == 0)
+                    m->caps |= cap_table[i].bit;
+            dbus_message_iter_next(&arr);
+        }
+        return 0;
+    }
+    case FK_STATES:
+        return decode_states(var, m, why, whylen);
+    }
+    return -1;
+}
+
+static enum vms_decode_result decode_fail(struct vms_msg *m, struct vms_decode_report *rep,
+                                          const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum vms_decode_result decode_fail(struct vms_msg *m, struct vms_decode_report *rep,
+                                          const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(rep->error, sizeof(rep->error), fmt, ap);
+    va_end(ap);
+    m->type = VMS_MSG_UNKNOWN;
+    vms_msg_clear(m);
+    return VMS_DECODE_INVALID;
+}
+
+enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct vms_msg *m,
+                                      struct vms_decode_report *report)
+{
+    struct vms_decode_report scratch;
+    struct vms_decode_report *rep = report ? report : &scratch;
+    enum vms_decode_result res = VMS_DECODE_INVALID;
+    DBusMessage *dm = NULL;
+    DBusError derr;
+    DBusMessageIter it, dict;
+    const char *member, *iface;
+    int need;
+
+    memset(rep, 0, sizeof(*rep));
+    vms_msg_init(m, VMS_MSG_UNKNOWN);
+    dbus_error_init(&derr);
+
+    if (len < 16 || len > VMS_WIRE_PAYLOAD_MAX)
+        return decode_fail(m, rep, "payload of %zu bytes is not a message", len);
+    /* demarshal ignores trailing bytes; a frame must hold exactly one message. */
+    need = dbus_message_demarshal_bytes_needed((const char *)payload, (int)len);
+    if (need != (int)len)
+        return decode_fail(m, rep, "payload length %zu does not match the message (%d)", len,
+                           need);
+    dm = dbus_message_demarshal((const char *)payload, (int)len, &derr);
+    if (!dm) {
+        res = decode_fail(m, rep, "not a valid message: %s",
+                          derr.message ? derr.message : "unknown");
+        dbus_error_free(&derr);
+        return res;
+    }
+    iface = dbus_message_get_interface(dm);
+    member = dbus_message_get_member(dm);
+    if (dbus_message_get_type(dm) != DBUS_MESSAGE_TYPE_SIGNAL || !iface || !member ||
+        strcmp(iface, VMS_WIRE_INTERFACE) != 0) {
+        res = decode_fail(m, rep, "not a vmstate wire message");
+        goto out;
+    }
+    for (int t = 1; t < VMS_MSG__COUNT; t++)
+        if (strcmp(member, msg_table[t].name) == 0)
+            m->type = (enum vms_msg_type)t;
+    if (m->type == VMS_MSG_UNKNOWN) {
+        snprintf(rep->unknown_type, sizeof(rep->unknown_type), "%s", member);
+        res = VMS_DECODE_UNKNOWN_TYPE;
+        goto out;
+    }
+    if (!dbus_message_has_signature(dm, "a{sv}")) {
+        res = decode_fail(m, rep, "%s: body signature '%s', expected 'a{sv}'", member,
+                          dbus_message_get_signature(dm));
+        goto out;
+    }
+    dbus_message_iter_init(dm, &it);
+    dbus_message_iter_recurse(&it, &dict);
+    while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
+        DBusMessageIter entry, var;
+        const char *key;
+        char *sig;
+        int f, sig_ok;
+        char why[160] = "";
+
+        dbus_message_iter_recurse(&dict, &entry);
+        dbus_message_iter_get_basic(&entry, &key);
+        dbus_message_iter_next(&entry);
+        f = lookup_field(key);
+        if (f < 0) {
+            if (!rep->unknown_fields++)
+                snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
+                         VMS_STR_MAX, key);
+            dbus_message_iter_next(&dict);
+            continue;
+        }
+        if (m->fields & VMS_BIT(f)) {
+            res = decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
+            goto out;
+        }
+        dbus_message_iter_recurse(&entry, &var);
+        sig = dbus_message_iter_get_signature(&var);
+        sig_ok = sig && strcmp(sig, kind_signature[field_table[f].kind]) == 0;
+        if (!sig_ok) {
+            res = decode_fail(m, rep, "%s: field '%s' has type '%s', expected '%s'", member, key,
+                              sig ? sig : "?", kind_signature[field_table[f].kind]);
+            dbus_free(sig);
+            goto out;
+        }
+        dbus_free(sig);
+        if (decode_field(&var, m, (enum vms_field)f, why, sizeof(why)) < 0) {
+            res = decode_fail(m, rep, "%s: field '%s': %s", member, key, why);
+            goto out;
+        }
+        m->fields |= VMS_BIT(f);
+        dbus_message_iter_next(&dict);
+    }
+    for (int f = 0; f < VMS_F__COUNT; f++)
+        if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {
+            res = decode_fail(m, rep, "%s: required field '%s' missing", member,
+                              field_table[f].key);
+            goto out;
+        }
+    res = VMS_DECODE_OK;
+out:
+    if (res == VMS_DECODE_UNKNOWN_TYPE)
+        vms_msg_clear(m);
+    dbus_message_unref(dm);
+    return res;
+}

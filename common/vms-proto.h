@@ -1,0 +1,257 @@
+/*
+ * vms-proto.h — the one definition of the guest-helper <-> host-bridge
+ * messages. Both daemons encode and decode with this code only.
+ *
+ * Port A (guest -> host) carries Hello, Request, Ack.
+ * Port B (host -> guest) carries Welcome, Reply, Event, Timeline.
+ *
+ * Each message is a D-Bus message (type SIGNAL, path /org/vmstate/Wire,
+ * interface org.vmstate.Wire1, member = the message type's name) whose only
+ * argument is a dictionary a{sv} of named fields, marshalled with
+ * dbus_message_marshal() and framed by vms-wire.h. libdbus validates the
+ * bytes exactly as dbus-daemon validates untrusted clients; this file then
+ * checks every field against the schema below (type, size cap, characters).
+ * Unknown message types and unknown fields are reported, never fatal: that is
+ * how newer peers add things. doc/protocol.md documents every field.
+ */
+#ifndef VMS_PROTO_H
+#define VMS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VMS_PROTO_VERSION     1 /* what this code speaks */
+#define VMS_PROTO_MIN_VERSION 1 /* oldest peer it accepts */
+
+#define VMS_STR_MAX           255           /* every string field, in bytes */
+#define VMS_APP_DATA_MAX      (64u * 1024u) /* opaque app data */
+#define VMS_STATES_MAX        256           /* entries in one list reply */
+#define VMS_REQUEST_ID_LEN    32            /* lowercase hex chars, see vms_request_id_new */
+
+#define VMS_WIRE_PATH         "/org/vmstate/Wire"
+#define VMS_WIRE_INTERFACE    "org.vmstate.Wire1"
+
+/* Port names the helper looks for (udev attribute "name"). */
+#define VMS_PORT_REQUEST_NAME "org.vmstate.request.0"
+#define VMS_PORT_EVENT_NAME   "org.vmstate.event.0"
+
+enum vms_msg_type {
+    VMS_MSG_UNKNOWN = 0,
+    VMS_MSG_HELLO,    /* A: guest announces itself; starts every session */
+    VMS_MSG_WELCOME,  /* B: bridge answers a Hello: negotiated version, current epoch */
+    VMS_MSG_REQUEST,  /* A: an operation asked for by an app */
+    VMS_MSG_REPLY,    /* B: immediate accept (status 0) or refusal of a Request */
+    VMS_MSG_EVENT,    /* B: the completion of a request, acked by the guest */
+    VMS_MSG_ACK,      /* A: the guest delivered an Event */
+    VMS_MSG_TIMELINE, /* B: the guest now runs in a new timeline (after a restore) */
+    VMS_MSG__COUNT
+};
+
+enum vms_op {
+    VMS_OP_UNKNOWN = 0,
+    VMS_OP_SAVE,
+    VMS_OP_RESTORE,
+    VMS_OP_LIST,
+    VMS_OP_DELETE,
+    VMS_OP_HOSTINFO,
+    VMS_OP_SET_MEMORY,
+    VMS_OP__COUNT
+};
+
+/* Status of a Reply or Event. Values are part of the wire format: never renumber. */
+enum vms_status {
+    VMS_STATUS_OK = 0,
+    VMS_STATUS_ERR_INVALID = 1,      /* the request was malformed */
+    VMS_STATUS_ERR_AUTH = 2,         /* unknown principal or wrong secret */
+    VMS_STATUS_ERR_DENIED = 3,       /* principal lacks the right for this VM/operation */
+    VMS_STATUS_ERR_QUOTA = 4,        /* a per-VM quota is exhausted */
+    VMS_STATUS_ERR_RATE_LIMITED = 5, /* too many failures or requests, retry later */
+    VMS_STATUS_ERR_NOT_FOUND = 6,    /* no such state in this VM's catalogue */
+    VMS_STATUS_ERR_BACKEND = 7,      /* the hypervisor failed the operation */
+    VMS_STATUS_ERR_UNSUPPORTED = 8,  /* unknown operation or capability */
+    VMS_STATUS_ERR_VERSION = 9,      /* no common protocol version */
+    VMS_STATUS_ERR_BUSY = 10,        /* the peer cannot take it now */
+    VMS_STATUS_ERR_UNAVAILABLE = 11, /* bridge or hypervisor unreachable */
+    VMS_STATUS_ERR_ABORTED = 12,     /* interrupted, e.g. QEMU exited mid-operation */
+    VMS_STATUS_ERR_PERMISSION = 13,  /* the caller's uid is not allowed (helper) */
+    VMS_STATUS_ERR_INHIBITED = 14,   /* an app vetoed the save */
+    VMS_STATUS_ERR_TIMEOUT = 15,
+    VMS_STATUS_ERR_INTERNAL = 16,
+    VMS_STATUS__COUNT
+};
+
+/* Capabilities exchanged in Hello/Welcome ("caps" field, by name). */
+#define VMS_CAP_TIMELINE (1u << 0) /* "timeline": Timeline messages and epochs */
+#define VMS_CAP_ACK      (1u << 1) /* "ack": events are acked and resent until acked */
+#define VMS_CAP_HOSTINFO (1u << 2) /* "hostinfo" */
+#define VMS_CAP_ALL      (VMS_CAP_TIMELINE | VMS_CAP_ACK | VMS_CAP_HOSTINFO)
+
+/* Field presence bits (struct vms_msg.fields). */
+enum vms_field {
+    VMS_F_VERSION,
+    VMS_F_MIN_VERSION,
+    VMS_F_CAPS,
+    VMS_F_NONCE,
+    VMS_F_HOST_NONCE,
+    VMS_F_EPOCH,
+    VMS_F_SEQ,
+    VMS_F_REQUEST_ID,
+    VMS_F_OP,
+    VMS_F_APP_ID,
+    VMS_F_PRINCIPAL,
+    VMS_F_SECRET,
+    VMS_F_UID,
+    VMS_F_APP_DATA,
+    VMS_F_LABEL,
+    VMS_F_STATE_ID,
+    VMS_F_BYTES,
+    VMS_F_STATUS,
+    VMS_F_MESSAGE,
+    VMS_F_STATES,
+    VMS_F_FREE_BYTES,
+    VMS_F_MEM_BYTES,
+    VMS_F_HOSTNAME,
+    VMS_F_BRIDGE_VERSION,
+    VMS_F_REASON,
+    VMS_F_PARENT_ID,
+    VMS_F__COUNT
+};
+#define VMS_BIT(f) (1ull << (f))
+
+struct vms_state_info {
+    char id[VMS_STR_MAX + 1];
+    char label[VMS_STR_MAX + 1];
+    char app_id[VMS_STR_MAX + 1];
+    char parent[VMS_STR_MAX + 1]; /* "" for a root state */
+    int64_t created;              /* unix seconds */
+};
+
+/*
+ * One decoded or to-be-encoded message. Only fields whose bit is set in
+ * .fields are meaningful. Strings are NUL-terminated and at most VMS_STR_MAX
+ * bytes. app_data and states are heap-owned: release with vms_msg_clear().
+ */
+struct vms_msg {
+    enum vms_msg_type type;
+    uint64_t fields;
+
+    uint32_t version;     /* highest protocol version the sender speaks */
+    uint32_t min_version; /* lowest it accepts */
+    uint32_t caps;        /* VMS_CAP_* */
+    uint64_t nonce;       /* Hello: random per session; Welcome: echoed */
+    uint64_t host_nonce;  /* Welcome: random per bridge session */
+    uint64_t epoch;       /* timeline epoch (bridge-assigned, grows on every restore) */
+    uint64_t seq;         /* Event/Ack: bridge's event sequence for this VM */
+    uint32_t status;      /* enum vms_status */
+    uint32_t uid;         /* Request: D-Bus caller's uid in the guest */
+    uint64_t bytes;       /* Request set-memory: target size */
+    uint64_t free_bytes;  /* hostinfo */
+    uint64_t mem_bytes;   /* hostinfo */
+
+    char request_id[VMS_STR_MAX + 1];
+    char op[VMS_STR_MAX + 1];
+    char app_id[VMS_STR_MAX + 1];
+    char principal[VMS_STR_MAX + 1];
+    char secret[VMS_STR_MAX + 1]; /* wiped by vms_msg_clear(); never log */
+    char label[VMS_STR_MAX + 1];
+    char state_id[VMS_STR_MAX + 1];
+    char parent_id[VMS_STR_MAX + 1];
+    char message[VMS_STR_MAX + 1];
+    char hostname[VMS_STR_MAX + 1];
+    char bridge_version[VMS_STR_MAX + 1];
+    char reason[VMS_STR_MAX + 1];
+
+    uint8_t *app_data;
+    size_t app_data_len;
+    struct vms_state_info *states;
+    size_t n_states;
+};
+
+/* What decode saw besides the message itself (for the caller's log line). */
+struct vms_decode_report {
+    unsigned unknown_fields;                    /* skipped */
+    char first_unknown_field[VMS_STR_MAX + 1];  /* name of one, for logging */
+    char unknown_type[VMS_STR_MAX + 1];         /* member name when type is unknown */
+    char error[256];                            /* why decode failed */
+};
+
+enum vms_decode_result {
+    VMS_DECODE_OK = 0,
+    VMS_DECODE_UNKNOWN_TYPE, /* well-formed, but a message type we do not know: skip it */
+    VMS_DECODE_INVALID,      /* rejected; report.error says why */
+};
+
+/* Names used on the wire and in logs. *_name() never returns NULL. */
+const char *vms_msg_type_name(enum vms_msg_type t);
+const char *vms_op_name(enum vms_op op);
+enum vms_op vms_op_from_name(const char *name); /* VMS_OP_UNKNOWN if not an operation */
+const char *vms_status_name(enum vms_status s); /* e.g. "denied" */
+const char *vms_status_str(enum vms_status s);  /* human sentence */
+
+/* Zero-initialise @m as a message of type @t. */
+void vms_msg_init(struct vms_msg *m, enum vms_msg_type t);
+/* Free heap members, wipe the secret, and leave @m empty (type kept). */
+void vms_msg_clear(struct vms_msg *m);
+
+/*
+ * Setters mark the field present. String setters return -1 (and set
+ * nothing) when the value is over VMS_STR_MAX; vms_msg_set_app_data returns -1
+ * over VMS_APP_DATA_MAX or on allocation failure. Values are validated again
+ * by encode.
+ */
+int vms_msg_set_str(struct vms_msg *m, enum vms_field f, const char *value);
+void vms_msg_set_u64(struct vms_msg *m, enum vms_field f, uint64_t value);
+int vms_msg_set_app_data(struct vms_msg *m, const void *data, size_t len);
+/* Appends one state (list replies); -1 over VMS_STATES_MAX or on allocation failure. */
+int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st);
+static inline int vms_msg_has(const struct vms_msg *m, enum vms_field f)
+{
+    return (m->fields & VMS_BIT(f)) != 0;
+}
+
+/*
+ * Marshal @m into a payload (not yet framed). On success returns 0 and sets
+ * *out (free() it) and *out_len. Returns -1 with @err filled when a field
+ * breaks the schema (over a cap, bad characters, required field missing):
+ * encode refuses what decode would refuse.
+ */
+int vms_msg_encode(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
+                   size_t errlen);
+
+/*
+ * Marshal and frame @m in one go (vms_msg_encode + vms_wire_encode).
+ * *out is malloc()ed; returns 0 or -1 with @err filled.
+ */
+int vms_msg_encode_frame(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
+                         size_t errlen);
+
+/*
+ * Decode one payload (@len bytes, untrusted) into @m, which must not hold a
+ * message (vms_msg_clear it first). Bounded work and memory in @len. On
+ * VMS_DECODE_INVALID and VMS_DECODE_UNKNOWN_TYPE, @m is left cleared.
+ * @report may be NULL.
+ */
+enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct vms_msg *m,
+                                      struct vms_decode_report *report);
+
+/*
+ * Version negotiation: given the peer's (version, min_version), the version
+ * both speak, or 0 when there is none.
+ */
+uint32_t vms_proto_negotiate(uint32_t peer_version, uint32_t peer_min_version);
+
+/* Validators used by decode, exported for config and D-Bus input checks. */
+int vms_valid_id(const char *s);        /* 1..255 of [A-Za-z0-9._:@-] */
+int vms_valid_text(const char *s);      /* <= 255 bytes, valid UTF-8, no control chars */
+int vms_valid_request_id(const char *s); /* exactly VMS_REQUEST_ID_LEN lowercase hex */
+
+/*
+ * Fill @out (VMS_REQUEST_ID_LEN + 1 bytes) with a fresh request id: 128
+ * random bits from getrandom(), so ids stay unique across restored timelines
+ * (a counter that a restore rewinds would repeat). Callers that know the
+ * current epoch pass it to be mixed in too: the restored guest's kernel RNG
+ * state is restored with it, and the epoch is what differs. Returns 0 or -1.
+ */
+int vms_request_id_new(char out[VMS_REQUEST_ID_LEN + 1], uint64_t epoch);
+
+#endif

@@ -1,0 +1,227 @@
+/*
+ * vms-wire.c — resynchronising framing (see vms-wire.h for the format).
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "vms-wire.h"
+
+static uint32_t crc32c_table[256];
+static int crc32c_ready;
+
+static void crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+    crc32c_ready = 1;
+}
+
+uint32_t vms_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+
+    if (!crc32c_ready)
+        crc32c_init();
+    crc = ~crc;
+    while (len--)
+        crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+static size_t put_escaped(uint8_t *out, size_t pos, size_t cap, const uint8_t *src, size_t n)
+{
+    for (size_t i = 0; i < n && pos; i++) {
+        uint8_t b = src[i];
+        if (b == VMS_WIRE_SYNC || b == VMS_WIRE_ESC) {
+            if (pos + 2 > cap)
+                return 0;
+            out[pos++] = VMS_WIRE_ESC;
+            out[pos++] = b == VMS_WIRE_SYNC ? 0x01 : 0x00;
+        } else {
+            if (pos + 1 > cap)
+                return 0;
+            out[pos++] = b;
+        }
+    }
+    return pos;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = v & 0xFF;
+    p[1] = (v >> 8) & 0xFF;
+    p[2] = (v >> 16) & 0xFF;
+    p[3] = (v >> 24) & 0xFF;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+size_t vms_wire_encode(const uint8_t *payload, size_t len, uint8_t *out, size_t out_cap)
+{
+    uint8_t header[VMS_WIRE_HEADER_LEN], trailer[VMS_WIRE_TRAILER_LEN];
+    uint32_t crc;
+    size_t pos;
+
+    if (len > VMS_WIRE_PAYLOAD_MAX || out_cap < 1 || (len && !payload))
+        return 0;
+    header[0] = VMS_WIRE_VERSION;
+    put_le32(header + 1, (uint32_t)len);
+    crc = vms_crc32c(0, header, sizeof(header));
+    crc = vms_crc32c(crc, payload, len);
+    put_le32(trailer, crc);
+
+    out[0] = VMS_WIRE_SYNC;
+    pos = put_escaped(out, 1, out_cap, header, sizeof(header));
+    pos = put_escaped(out, pos, out_cap, payload, len);
+    pos = put_escaped(out, pos, out_cap, trailer, sizeof(trailer));
+    return pos;
+}
+
+const char *vms_wire_error_str(enum vms_wire_error err)
+{
+    switch (err) {
+    case VMS_WIRE_ERR_NONE:
+        return "no error";
+    case VMS_WIRE_ERR_GARBAGE:
+        return "garbage outside a frame";
+    case VMS_WIRE_ERR_TRUNCATED:
+        return "truncated frame (new sync byte inside a frame)";
+    case VMS_WIRE_ERR_BAD_ESCAPE:
+        return "invalid escape sequence";
+    case VMS_WIRE_ERR_VERSION:
+        return "unknown frame version";
+    case VMS_WIRE_ERR_TOO_LONG:
+        return "frame longer than 128 KiB";
+    case VMS_WIRE_ERR_CRC:
+        return "checksum mismatch";
+    case VMS_WIRE_ERR__COUNT:
+        break;
+    }
+    return "unknown error";
+}
+
+int vms_deframer_init(struct vms_deframer *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->buf = malloc(VMS_WIRE_HEADER_LEN + VMS_WIRE_PAYLOAD_MAX + VMS_WIRE_TRAILER_LEN);
+    return d->buf ? 0 : -1;
+}
+
+void vms_deframer_free(struct vms_deframer *d)
+{
+    free(d->buf);
+    d->buf = NULL;
+}
+
+void vms_deframer_reset(struct vms_deframer *d)
+{
+    d->len = 0;
+    d->need = 0;
+    d->in_frame = 0;
+    d->escaped = 0;
+    d->garbage = 0;
+}
+
+static enum vms_deframe_result deframe_fail(struct vms_deframer *d, enum vms_wire_error why,
+                                            enum vms_wire_error *error)
+{
+    d->errors[why]++;
+    *error = why;
+    d->in_frame = 0;
+    d->escaped = 0;
+    d->len = 0;
+    d->need = 0;
+    return VMS_DEFRAME_ERROR;
+}
+
+enum vms_deframe_result vms_deframer_feed(struct vms_deframer *d, const uint8_t *data, size_t len,
+                                          size_t *consumed, const uint8_t **payload,
+                                          size_t *payload_len, enum vms_wire_error *error)
+{
+    size_t i = 0;
+
+    *error = VMS_WIRE_ERR_NONE;
+    while (i < len) {
+        uint8_t b = data[i++];
+
+        if (b == VMS_WIRE_SYNC) {
+            int was_in_frame = d->in_frame && (d->len > 0 || d->escaped);
+            size_t garbage = d->garbage;
+
+            d->in_frame = 1;
+            d->escaped = 0;
+            d->len = 0;
+            d->need = 0;
+            d->garbage = 0;
+            if (was_in_frame) {
+                *consumed = i;
+                d->errors[VMS_WIRE_ERR_TRUNCATED]++;
+                *error = VMS_WIRE_ERR_TRUNCATED;
+                return VMS_DEFRAME_ERROR;
+            }
+            if (garbage) {
+                *consumed = i;
+                d->errors[VMS_WIRE_ERR_GARBAGE]++;
+                *error = VMS_WIRE_ERR_GARBAGE;
+                return VMS_DEFRAME_ERROR;
+            }
+            continue;
+        }
+        if (!d->in_frame) {
+            d->garbage++;
+            continue;
+        }
+        if (d->escaped) {
+            d->escaped = 0;
+            if (b > 0x01) {
+                *consumed = i;
+                return deframe_fail(d, VMS_WIRE_ERR_BAD_ESCAPE, error);
+            }
+            b = b == 0x01 ? VMS_WIRE_SYNC : VMS_WIRE_ESC;
+        } else if (b == VMS_WIRE_ESC) {
+            d->escaped = 1;
+            continue;
+        }
+        d->buf[d->len++] = b;
+
+        if (d->len == VMS_WIRE_HEADER_LEN) {
+            uint32_t plen = get_le32(d->buf + 1);
+            if (d->buf[0] != VMS_WIRE_VERSION) {
+                *consumed = i;
+                return deframe_fail(d, VMS_WIRE_ERR_VERSION, error);
+            }
+            if (plen > VMS_WIRE_PAYLOAD_MAX) {
+                *consumed = i;
+                return deframe_fail(d, VMS_WIRE_ERR_TOO_LONG, error);
+            }
+            d->need = VMS_WIRE_HEADER_LEN + plen + VMS_WIRE_TRAILER_LEN;
+        }
+        if (d->need && d->len == d->need) {
+            size_t plen = d->need - VMS_WIRE_HEADER_LEN - VMS_WIRE_TRAILER_LEN;
+            uint32_t want = get_le32(d->buf + d->need - VMS_WIRE_TRAILER_LEN);
+            uint32_t got = vms_crc32c(0, d->buf, d->need - VMS_WIRE_TRAILER_LEN);
+
+            *consumed = i;
+            if (want != got)
+                return deframe_fail(d, VMS_WIRE_ERR_CRC, error);
+            d->in_frame = 0;
+            d->len = 0;
+            d->need = 0;
+            d->frames_ok++;
+            *payload = d->buf + VMS_WIRE_HEADER_LEN;
+            *payload_len = plen;
+            return VMS_DEFRAME_FRAME;
+        }
+    }
+    *consumed = i;
+    return VMS_DEFRAME_NEED_MORE;
+}

@@ -1,0 +1,31 @@
+# Fuzz targets: fuzz/fuzz-<name>.c, seed corpus in fuzz/corpus/<name>/.
+# With --enable-fuzzing (CC=clang) they link libFuzzer; otherwise they link
+# standalone.c and `make check` replays the committed corpus through them.
+FUZZ_TARGETS = fuzz/fuzz-deframe fuzz/fuzz-message
+FUZZ_LDADD = common/libvmscommon.la $(DBUS_LIBS)
+fuzz_fuzz_deframe_SOURCES = fuzz/fuzz-deframe.c
+fuzz_fuzz_deframe_LDADD = $(FUZZ_LDADD)
+fuzz_fuzz_message_SOURCES = fuzz/fuzz-message.c
+fuzz_fuzz_message_LDADD = $(FUZZ_LDADD)
+if ENABLE_FUZZING
+FUZZ_LINK_FLAGS = -fsanitize=fuzzer
+else
+FUZZ_LINK_FLAGS =
+fuzz_fuzz_deframe_SOURCES += fuzz/standalone.c
+fuzz_fuzz_message_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_deframe_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+fuzz_fuzz_message_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+check_PROGRAMS += $(FUZZ_TARGETS)
+TESTS += fuzz/run-corpus.sh
+TESTS_ENVIRONMENT = FUZZ_TARGETS='$(FUZZ_TARGETS)' top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)'
+dist_noinst_SCRIPTS += fuzz/run-corpus.sh fuzz/run-fuzzers.sh
+EXTRA_DIST += fuzz/corpus fuzz/standalone.c
+
+noinst_PROGRAMS += fuzz/make-seeds
+fuzz_make_seeds_SOURCES = fuzz/make-seeds.c
+fuzz_make_seeds_LDADD = $(FUZZ_LDADD)
+fuzz-seeds: fuzz/make-seeds
+	mkdir -p $(top_srcdir)/fuzz/corpus/message $(top_srcdir)/fuzz/corpus/deframe
+	fuzz/make-seeds $(top_srcdir)/fuzz/corpus
+.PHONY: fuzz-seeds

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Run every libFuzzer target for SECONDS (default 60) each, under ASan+UBSan.
+# Usage: fuzz/run-fuzzers.sh BUILDDIR [SECONDS]   (BUILDDIR configured with
+#   CC=clang --enable-fuzzing). New corpus entries go to a scratch dir, so the
+#   committed seeds stay small; a crash leaves its input in BUILDDIR/fuzz/.
+set -eu
+builddir=${1:?builddir}
+secs=${2:-60}
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
+rc=0
+for t in "$builddir"/fuzz/fuzz-*; do
+    case "$t" in *.o|*.c|*.log) continue;; esac
+    [ -x "$t" ] || continue
+    name=$(basename "$t"); name=${name#fuzz-}
+    scratch=$(mktemp -d)
+    echo "== fuzzing $name for ${secs}s"
+    if ! (cd "$builddir/fuzz" && "$t" -max_total_time="$secs" -max_len=140000 \
+            -rss_limit_mb=1024 -print_final_stats=1 "$scratch" "$srcdir/fuzz/corpus/$name" \
+            >"$builddir/fuzz/fuzz-$name.log" 2>&1); then
+        echo "FINDING in $name:"; tail -40 "$builddir/fuzz/fuzz-$name.log"; rc=1
+    else
+        grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$builddir/fuzz/fuzz-$name.log" | tr '\n' ' '; echo
+    fi
+    rm -rf "$scratch"
+done
+exit $rc

@@ -1,0 +1,1 @@
+# guest-helper build rules (filled in by its issue)

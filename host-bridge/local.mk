@@ -1,0 +1,1 @@
+# host-bridge build rules (filled in by its issue)

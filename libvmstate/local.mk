@@ -1,0 +1,1 @@
+# libvmstate build rules (filled in by its issue)

@@ -1,0 +1,1 @@
+# tests/guest build rules (filled in by its issue)

@@ -1,0 +1,11 @@
+# Unit tests (criterion) for the shared protocol code.
+TESTS += tests/test-wire tests/test-proto
+check_PROGRAMS += tests/test-wire tests/test-proto
+TEST_COMMON_LDADD = common/libvmscommon.la $(CRITERION_LIBS) $(DBUS_LIBS)
+TEST_COMMON_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(DBUS_CFLAGS)
+tests_test_wire_SOURCES = tests/test-wire.c
+tests_test_wire_CFLAGS = $(TEST_COMMON_CFLAGS)
+tests_test_wire_LDADD = $(TEST_COMMON_LDADD)
+tests_test_proto_SOURCES = tests/test-proto.c
+tests_test_proto_CFLAGS = $(TEST_COMMON_CFLAGS)
+tests_test_proto_LDADD = $(TEST_COMMON_LDADD)

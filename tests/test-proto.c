@@ -1,0 +1,510 @@
+/*
+ * test-proto.c — messages: round trip of every type, caps, unknown types and
+ * fields, bad types, version negotiation, duplicates, and the channel over a
+ * socketpair.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <dbus/dbus.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vms-channel.h"
+#include "vms-dedup.h"
+#include "vms-proto.h"
+#include "vms-wire.h"
+
+#define REQ_ID "0123456789abcdef0123456789abcdef"
+
+static void fill_request(struct vms_msg *m)
+{
+    vms_msg_init(m, VMS_MSG_REQUEST);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_REQUEST_ID, REQ_ID), 0);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_OP, "save"), 0);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_APP_ID, "org.example.app"), 0);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_PRINCIPAL, "alice"), 0);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_SECRET, "s3cret with spaces ✓"), 0);
+    cr_assert_eq(vms_msg_set_str(m, VMS_F_LABEL, "before-upgrade"), 0);
+    vms_msg_set_u64(m, VMS_F_UID, 1000);
+    cr_assert_eq(vms_msg_set_app_data(m, "\0\xff\xfe data", 9), 0);
+}
+
+static enum vms_decode_result round_trip(const struct vms_msg *in, struct vms_msg *out,
+                                         struct vms_decode_report *rep)
+{
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+    cr_assert_eq(vms_msg_encode(in, &buf, &len, err, sizeof(err)), 0, "encode: %s", err);
+    enum vms_decode_result r = vms_msg_decode(buf, len, out, rep);
+    free(buf);
+    return r;
+}
+
+Test(proto, request_round_trip)
+{
+    struct vms_msg in, out;
+    struct vms_decode_report rep;
+    fill_request(&in);
+    cr_assert_eq(round_trip(&in, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.type, VMS_MSG_REQUEST);
+    cr_assert_eq(out.fields, in.fields);
+    cr_assert_str_eq(out.request_id, REQ_ID);
+    cr_assert_str_eq(out.op, "save");
+    cr_assert_str_eq(out.app_id, "org.example.app");
+    cr_assert_str_eq(out.principal, "alice");
+    cr_assert_str_eq(out.secret, "s3cret with spaces ✓");
+    cr_assert_str_eq(out.label, "before-upgrade");
+    cr_assert_eq(out.uid, 1000);
+    cr_assert_eq(out.app_data_len, 9);
+    cr_assert_arr_eq(out.app_data, "\0\xff\xfe data", 9);
+    vms_msg_clear(&in);
+    vms_msg_clear(&out);
+    cr_assert_eq(out.secret[0], 0);
+}
+
+Test(proto, every_type_round_trips)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+
+    vms_msg_init(&m, VMS_MSG_HELLO);
+    vms_msg_set_u64(&m, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&m, VMS_F_MIN_VERSION, 1);
+    vms_msg_set_u64(&m, VMS_F_NONCE, 0xdeadbeefcafef00dull);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 7);
+    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_ALL);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.type, VMS_MSG_HELLO);
+    cr_assert_eq(out.nonce, 0xdeadbeefcafef00dull);
+    cr_assert_eq(out.caps, VMS_CAP_ALL);
+    cr_assert_eq(out.epoch, 7);
+    vms_msg_clear(&out);
+
+    vms_msg_init(&m, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&m, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&m, VMS_F_NONCE, 42);
+    vms_msg_set_u64(&m, VMS_F_HOST_NONCE, 43);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 3);
+    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_TIMELINE);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.type, VMS_MSG_WELCOME);
+    cr_assert_eq(out.host_nonce, 43);
+    cr_assert_eq(out.caps, VMS_CAP_TIMELINE);
+    vms_msg_clear(&out);
+
+    vms_msg_init(&m, VMS_MSG_REPLY);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, REQ_ID);
+    vms_msg_set_u64(&m, VMS_F_STATUS, VMS_STATUS_ERR_DENIED);
+    vms_msg_set_str(&m, VMS_F_MESSAGE, "principal 'bob' may not restore on vm1");
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.status, VMS_STATUS_ERR_DENIED);
+    cr_assert_str_eq(out.message, "principal 'bob' may not restore on vm1");
+    vms_msg_clear(&out);
+
+    vms_msg_init(&m, VMS_MSG_EVENT);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, REQ_ID);
+    vms_msg_set_str(&m, VMS_F_OP, "list");
+    vms_msg_set_u64(&m, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 2);
+    vms_msg_set_u64(&m, VMS_F_SEQ, 99);
+    vms_msg_set_str(&m, VMS_F_STATE_ID, "s-1");
+    vms_msg_set_str(&m, VMS_F_LABEL, "snap");
+    vms_msg_set_str(&m, VMS_F_APP_ID, "org.example.app");
+    vms_msg_set_str(&m, VMS_F_HOSTNAME, "host1");
+    vms_msg_set_u64(&m, VMS_F_FREE_BYTES, 1ull << 40);
+    struct vms_state_info st = {.id = "s-1", .label = "snap", .app_id = "org.example.app",
+                                .parent = "", .created = 1700000000};
+    cr_assert_eq(vms_msg_add_state(&m, &st), 0);
+    st.created++;
+    strcpy(st.id, "s-2");
+    strcpy(st.parent, "s-1");
+    cr_assert_eq(vms_msg_add_state(&m, &st), 0);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.seq, 99);
+    cr_assert_eq(out.n_states, 2);
+    cr_assert_str_eq(out.states[1].id, "s-2");
+    cr_assert_str_eq(out.states[1].parent, "s-1");
+    cr_assert_eq(out.states[1].created, 1700000001);
+    cr_assert_eq(out.free_bytes, 1ull << 40);
+    vms_msg_clear(&m);
+    vms_msg_clear(&out);
+
+    vms_msg_init(&m, VMS_MSG_ACK);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, REQ_ID);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 2);
+    vms_msg_set_u64(&m, VMS_F_SEQ, 99);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.type, VMS_MSG_ACK);
+    vms_msg_clear(&out);
+
+    vms_msg_init(&m, VMS_MSG_TIMELINE);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 5);
+    vms_msg_set_str(&m, VMS_F_STATE_ID, "s-1");
+    vms_msg_set_str(&m, VMS_F_REASON, "restore");
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.type, VMS_MSG_TIMELINE);
+    cr_assert_str_eq(out.reason, "restore");
+    vms_msg_clear(&out);
+}
+
+Test(proto, string_cap_at_limit_and_one_over)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    char s[VMS_STR_MAX + 2];
+    memset(s, 'a', sizeof(s));
+    s[VMS_STR_MAX] = 0;
+    fill_request(&m);
+    cr_assert_eq(vms_msg_set_str(&m, VMS_F_LABEL, s), 0);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(strlen(out.label), VMS_STR_MAX);
+    vms_msg_clear(&out);
+    s[VMS_STR_MAX] = 'a';
+    s[VMS_STR_MAX + 1] = 0;
+    cr_assert_eq(vms_msg_set_str(&m, VMS_F_LABEL, s), -1);
+    vms_msg_clear(&m);
+}
+
+/* Build a raw wire message with arbitrary dict entries, bypassing the encoder's checks. */
+struct raw_field {
+    const char *key;
+    int type; /* DBUS_TYPE_STRING, _UINT32, _UINT64, or 'a' for ay */
+    const void *val;
+    int len;
+};
+
+static uint8_t *raw_message(const char *member, const struct raw_field *f, int n, size_t *len)
+{
+    DBusMessage *dm = dbus_message_new_signal(VMS_WIRE_PATH, VMS_WIRE_INTERFACE, member);
+    DBusMessageIter it, dict, entry, var, arr;
+    char sig[2] = {0, 0};
+    dbus_message_iter_init_append(dm, &it);
+    dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+    for (int i = 0; i < n; i++) {
+        dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &entry);
+        dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &f[i].key);
+        if (f[i].type == 'a') {
+            const uint8_t *p = f[i].val;
+            dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, "ay", &var);
+            dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "y", &arr);
+            dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &p, f[i].len);
+            dbus_message_iter_close_container(&var, &arr);
+        } else {
+            sig[0] = (char)f[i].type;
+            dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, sig, &var);
+            if (f[i].type == DBUS_TYPE_STRING)
+                dbus_message_iter_append_basic(&var, f[i].type, &f[i].val);
+            else
+                dbus_message_iter_append_basic(&var, f[i].type, f[i].val);
+        }
+        dbus_message_iter_close_container(&entry, &var);
+        dbus_message_iter_close_container(&dict, &entry);
+    }
+    dbus_message_iter_close_container(&it, &dict);
+    dbus_message_set_serial(dm, 1);
+    char *raw;
+    int rlen;
+    cr_assert(dbus_message_marshal(dm, &raw, &rlen));
+    uint8_t *copy = malloc((size_t)rlen);
+    memcpy(copy, raw, (size_t)rlen);
+    *len = (size_t)rlen;
+    dbus_free(raw);
+    dbus_message_unref(dm);
+    return copy;
+}
+
+static const dbus_uint64_t one = 1;
+static const dbus_uint32_t v1 = 1;
+
+Test(proto, app_data_cap_at_limit_and_one_over)
+{
+    uint8_t *data = calloc(1, VMS_APP_DATA_MAX + 1);
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    fill_request(&m);
+    cr_assert_eq(vms_msg_set_app_data(&m, data, VMS_APP_DATA_MAX), 0);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.app_data_len, VMS_APP_DATA_MAX);
+    vms_msg_clear(&out);
+    cr_assert_eq(vms_msg_set_app_data(&m, data, VMS_APP_DATA_MAX + 1), -1);
+    vms_msg_clear(&m);
+
+    /* a hostile peer sends one byte over: rejected with a clear error */
+    struct raw_field f[] = {
+        {"request_id", DBUS_TYPE_STRING, REQ_ID, 0}, {"op", DBUS_TYPE_STRING, "save", 0},
+        {"app_id", DBUS_TYPE_STRING, "a", 0},        {"principal", DBUS_TYPE_STRING, "p", 0},
+        {"secret", DBUS_TYPE_STRING, "s", 0},        {"app_data", 'a', data, VMS_APP_DATA_MAX + 1},
+    };
+    size_t len;
+    uint8_t *raw = raw_message("Request", f, 6, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "app_data"), "%s", rep.error);
+    cr_assert(strstr(rep.error, "cap"), "%s", rep.error);
+    free(raw);
+    free(data);
+}
+
+Test(proto, hostile_string_over_cap_rejected)
+{
+    char big[VMS_STR_MAX + 2];
+    memset(big, 'x', sizeof(big));
+    big[VMS_STR_MAX + 1] = 0;
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"reason", DBUS_TYPE_STRING, big, 0}};
+    size_t len;
+    struct vms_msg out;
+    struct vms_decode_report rep;
+    uint8_t *raw = raw_message("Timeline", f, 2, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "reason"), "%s", rep.error);
+    free(raw);
+    big[VMS_STR_MAX] = 0;
+    raw = raw_message("Timeline", f, 2, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    free(raw);
+}
+
+Test(proto, frame_cap_enforced_by_encoder)
+{
+    struct vms_msg m;
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+    uint8_t *data = calloc(1, VMS_APP_DATA_MAX);
+    fill_request(&m);
+    vms_msg_set_app_data(&m, data, VMS_APP_DATA_MAX);
+    /* 256 states of ~1 KiB push the message over 128 KiB */
+    vms_msg_init(&m, VMS_MSG_EVENT);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, REQ_ID);
+    vms_msg_set_str(&m, VMS_F_OP, "list");
+    vms_msg_set_u64(&m, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&m, VMS_F_SEQ, 1);
+    struct vms_state_info st;
+    memset(&st, 0, sizeof(st));
+    memset(st.id, 'i', VMS_STR_MAX);
+    memset(st.label, 'l', VMS_STR_MAX);
+    memset(st.app_id, 'a', VMS_STR_MAX);
+    memset(st.parent, 'p', VMS_STR_MAX);
+    for (int i = 0; i < VMS_STATES_MAX; i++)
+        cr_assert_eq(vms_msg_add_state(&m, &st), 0);
+    cr_assert_eq(vms_msg_add_state(&m, &st), -1, "more than VMS_STATES_MAX accepted");
+    cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "frame cap"), "%s", err);
+    vms_msg_clear(&m);
+    free(data);
+}
+
+Test(proto, unknown_type_skipped)
+{
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0}};
+    size_t len;
+    struct vms_msg out;
+    struct vms_decode_report rep;
+    uint8_t *raw = raw_message("FutureThing", f, 1, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_UNKNOWN_TYPE);
+    cr_assert_str_eq(rep.unknown_type, "FutureThing");
+    free(raw);
+}
+
+Test(proto, unknown_field_skipped)
+{
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"colour", DBUS_TYPE_STRING, "blue", 0},
+                            {"weight", DBUS_TYPE_UINT32, &v1, 0}};
+    size_t len;
+    struct vms_msg out;
+    struct vms_decode_report rep;
+    uint8_t *raw = raw_message("Timeline", f, 3, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(rep.unknown_fields, 2);
+    cr_assert_str_eq(rep.first_unknown_field, "colour");
+    cr_assert_eq(out.epoch, 1);
+    free(raw);
+}
+
+Test(proto, wrong_field_type_missing_field_duplicate_field)
+{
+    size_t len;
+    struct vms_msg out;
+    struct vms_decode_report rep;
+    struct raw_field wrong[] = {{"epoch", DBUS_TYPE_STRING, "1", 0}};
+    uint8_t *raw = raw_message("Timeline", wrong, 1, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "expected 't'"), "%s", rep.error);
+    free(raw);
+
+    raw = raw_message("Timeline", NULL, 0, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "required field 'epoch'"), "%s", rep.error);
+    free(raw);
+
+    struct raw_field dup[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                              {"epoch", DBUS_TYPE_UINT64, &one, 0}};
+    raw = raw_message("Timeline", dup, 2, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "twice"), "%s", rep.error);
+    free(raw);
+}
+
+Test(proto, bad_characters_rejected)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    size_t len;
+    /* ids: no spaces or slashes; text: no control characters (log injection) */
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"state_id", DBUS_TYPE_STRING, "../etc/passwd", 0}};
+    uint8_t *raw = raw_message("Timeline", f, 2, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    free(raw);
+    struct raw_field g[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"reason", DBUS_TYPE_STRING, "line\nforged log line", 0}};
+    raw = raw_message("Timeline", g, 2, &len);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    free(raw);
+    /* the encoder refuses the same */
+    fill_request(&m);
+    vms_msg_set_str(&m, VMS_F_APP_ID, "has space");
+    uint8_t *buf;
+    char err[128];
+    cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), -1);
+    vms_msg_set_str(&m, VMS_F_APP_ID, "ok");
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, "NOTHEX");
+    cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), -1);
+    vms_msg_clear(&m);
+    cr_assert(vms_valid_text("héllo wörld"));
+    cr_assert_not(vms_valid_text("\xc0\xaf")); /* overlong */
+    cr_assert_not(vms_valid_text("\xed\xa0\x80")); /* surrogate */
+}
+
+Test(proto, garbage_and_trailing_bytes_rejected)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    uint8_t junk[64];
+    memset(junk, 'l', sizeof(junk));
+    cr_assert_eq(vms_msg_decode(junk, sizeof(junk), &out, &rep), VMS_DECODE_INVALID);
+    cr_assert_eq(vms_msg_decode(junk, 3, &out, &rep), VMS_DECODE_INVALID);
+
+    uint8_t *buf;
+    size_t len;
+    char err[128];
+    fill_request(&m);
+    cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), 0);
+    uint8_t *longer = malloc(len + 4);
+    memcpy(longer, buf, len);
+    memset(longer + len, 0, 4);
+    cr_assert_eq(vms_msg_decode(longer, len + 4, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert_eq(vms_msg_decode(buf, len - 1, &out, &rep), VMS_DECODE_INVALID);
+    free(longer);
+    free(buf);
+    vms_msg_clear(&m);
+}
+
+Test(proto, version_negotiation)
+{
+    cr_assert_eq(vms_proto_negotiate(1, 1), 1);
+    cr_assert_eq(vms_proto_negotiate(5, 1), 1); /* newer peer that still speaks 1 */
+    cr_assert_eq(vms_proto_negotiate(5, 3), 0); /* newer peer that dropped 1 */
+    cr_assert_eq(vms_proto_negotiate(0, 0), 0); /* older than anything we speak */
+}
+
+Test(proto, request_ids_unique_and_valid)
+{
+    char a[VMS_REQUEST_ID_LEN + 1], b[VMS_REQUEST_ID_LEN + 1];
+    cr_assert_eq(vms_request_id_new(a, 1), 0);
+    cr_assert_eq(vms_request_id_new(b, 1), 0);
+    cr_assert(vms_valid_request_id(a));
+    cr_assert_str_neq(a, b);
+}
+
+Test(proto, replayed_event_recognised)
+{
+    static struct vms_dedup d;
+    vms_dedup_init(&d);
+    cr_assert_eq(vms_dedup_check_and_add(&d, 1, REQ_ID), 1);
+    cr_assert_eq(vms_dedup_check_and_add(&d, 1, REQ_ID), 0, "replay not recognised");
+    /* the same request in another timeline is a different event */
+    cr_assert_eq(vms_dedup_check_and_add(&d, 2, REQ_ID), 1);
+    cr_assert_eq(vms_dedup_check_and_add(&d, 1, "bogus"), -1);
+    /* bounded: the oldest key is forgotten after capacity inserts */
+    char id[VMS_REQUEST_ID_LEN + 1];
+    for (int i = 0; i < VMS_DEDUP_CAPACITY; i++) {
+        vms_request_id_new(id, 9);
+        cr_assert_eq(vms_dedup_check_and_add(&d, 9, id), 1);
+    }
+    cr_assert_eq(d.count, VMS_DEDUP_CAPACITY);
+    cr_assert_not(vms_dedup_seen(&d, 1, REQ_ID));
+}
+
+/* ---- channel over a socketpair ---- */
+
+struct got {
+    int n;
+    struct vms_msg last;
+};
+
+static void on_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
+{
+    struct got *g = opaque;
+    (void)c;
+    g->n++;
+    vms_msg_clear(&g->last);
+    g->last = *m; /* take ownership of heap members */
+    vms_msg_init(m, m->type);
+}
+
+Test(proto, channel_socketpair_with_garbage_and_hangup)
+{
+    int sv[2];
+    struct vms_channel a, b;
+    struct got g;
+    struct vms_msg m;
+
+    memset(&g, 0, sizeof(g));
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(vms_channel_init(&a, "a", "vm1", 0), 0);
+    cr_assert_eq(vms_channel_init(&b, "b", "vm1", 0), 0);
+    vms_channel_attach(&a, sv[0]);
+    vms_channel_attach(&b, sv[1]);
+
+    cr_assert_eq(write(sv[0], "\x01\x02junk", 6), 6);
+    fill_request(&m);
+    cr_assert_eq(vms_channel_send(&a, &m), 0);
+    cr_assert_eq(vms_channel_send(&a, &m), 0);
+    cr_assert_eq(vms_channel_flush(&a), 1);
+    cr_assert_eq(vms_channel_read(&b, 0, on_msg, &g), 1);
+    cr_assert_eq(g.n, 2);
+    cr_assert_str_eq(g.last.principal, "alice");
+    cr_assert_arr_eq(g.last.app_data, "\0\xff\xfe data", 9);
+    cr_assert_eq(b.rx.errors[VMS_WIRE_ERR_GARBAGE], 1);
+
+    vms_channel_detach(&a, 1);
+    cr_assert_eq(vms_channel_read(&b, 0, on_msg, &g), 0, "hangup not reported");
+    vms_msg_clear(&m);
+    vms_msg_clear(&g.last);
+    vms_channel_free(&a);
+    vms_channel_free(&b);
+}
+
+Test(proto, channel_output_queue_bounded)
+{
+    struct vms_channel a;
+    struct vms_msg m;
+    int sent = 0;
+    cr_assert_eq(vms_channel_init(&a, "a", NULL, 4096), 0);
+    fill_request(&m);
+    /* no fd: nothing drains; the queue must refuse instead of growing */
+    for (int i = 0; i < 100; i++)
+        if (vms_channel_send(&a, &m) == 0)
+            sent++;
+    cr_assert_lt(sent, 100);
+    cr_assert_leq(a.tx_len, 4096);
+    vms_msg_clear(&m);
+    vms_channel_free(&a);
+}

@@ -1,0 +1,231 @@
+/*
+ * test-wire.c — framing: round trips, caps, truncation, garbage and resync.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vms-wire.h"
+
+struct collected {
+    int frames;
+    int errors[VMS_WIRE_ERR__COUNT];
+    size_t last_len;
+    uint8_t last[VMS_WIRE_PAYLOAD_MAX];
+};
+
+static void feed_all(struct vms_deframer *d, const uint8_t *data, size_t len, struct collected *c)
+{
+    while (len) {
+        const uint8_t *p = NULL;
+        size_t used = 0, plen = 0;
+        enum vms_wire_error e;
+        enum vms_deframe_result r = vms_deframer_feed(d, data, len, &used, &p, &plen, &e);
+        cr_assert(used > 0 || r == VMS_DEFRAME_NEED_MORE);
+        data += used;
+        len -= used;
+        if (r == VMS_DEFRAME_FRAME) {
+            c->frames++;
+            c->last_len = plen;
+            memcpy(c->last, p, plen);
+        } else if (r == VMS_DEFRAME_ERROR) {
+            c->errors[e]++;
+        } else {
+            break;
+        }
+    }
+}
+
+static size_t encode(const uint8_t *p, size_t n, uint8_t *out)
+{
+    return vms_wire_encode(p, n, out, VMS_WIRE_FRAME_MAX_ENCODED);
+}
+
+static struct vms_deframer d;
+static struct collected *col;
+static uint8_t *out;
+
+static void setup(void)
+{
+    cr_assert_eq(vms_deframer_init(&d), 0);
+    col = calloc(1, sizeof(*col));
+    out = malloc(2 * VMS_WIRE_FRAME_MAX_ENCODED);
+}
+static void teardown(void)
+{
+    vms_deframer_free(&d);
+    free(col);
+    free(out);
+}
+
+TestSuite(wire, .init = setup, .fini = teardown);
+
+Test(wire, crc32c_known_vector)
+{
+    /* RFC 3720 test vector: "123456789" -> 0xE3069283 */
+    cr_assert_eq(vms_crc32c(0, "123456789", 9), 0xE3069283u);
+}
+
+Test(wire, round_trip_with_escapes)
+{
+    uint8_t payload[512];
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (uint8_t)i; /* includes 0xFE and 0xFF */
+    size_t n = encode(payload, sizeof(payload), out);
+    cr_assert_gt(n, sizeof(payload));
+    for (size_t i = 1; i < n; i++)
+        cr_assert_neq(out[i], 0xFF, "sync byte inside frame at %zu", i);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+    cr_assert_eq(col->last_len, sizeof(payload));
+    cr_assert_arr_eq(col->last, payload, sizeof(payload));
+}
+
+Test(wire, empty_payload)
+{
+    size_t n = encode(NULL, 0, out);
+    cr_assert_gt(n, 0);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+    cr_assert_eq(col->last_len, 0);
+}
+
+Test(wire, byte_by_byte)
+{
+    const uint8_t payload[] = {1, 0xFF, 2, 0xFE, 3};
+    size_t n = encode(payload, sizeof(payload), out);
+    for (size_t i = 0; i < n; i++)
+        feed_all(&d, out + i, 1, col);
+    cr_assert_eq(col->frames, 1);
+    cr_assert_arr_eq(col->last, payload, sizeof(payload));
+}
+
+Test(wire, cap_at_limit_and_one_over)
+{
+    uint8_t *big = calloc(1, VMS_WIRE_PAYLOAD_MAX + 1);
+    memset(big, 0xAB, VMS_WIRE_PAYLOAD_MAX + 1);
+    size_t n = encode(big, VMS_WIRE_PAYLOAD_MAX, out);
+    cr_assert_gt(n, 0);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+    cr_assert_eq(col->last_len, VMS_WIRE_PAYLOAD_MAX);
+    /* the encoder refuses one byte over */
+    cr_assert_eq(encode(big, VMS_WIRE_PAYLOAD_MAX + 1, out), 0);
+    free(big);
+}
+
+Test(wire, reader_rejects_declared_length_over_cap)
+{
+    /* hand-made header claiming cap+1 bytes, then a good frame */
+    uint8_t bad[] = {0xFF, 1, 0x01, 0x00, 0x02, 0x00}; /* 0x00020001 = 128 KiB + 1 */
+    feed_all(&d, bad, sizeof(bad), col);
+    cr_assert_eq(col->errors[VMS_WIRE_ERR_TOO_LONG], 1);
+    const uint8_t ok[] = "ok";
+    size_t n = encode(ok, 2, out);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+}
+
+Test(wire, truncated_frame_then_good_frame)
+{
+    const uint8_t a[] = "first frame, cut short";
+    const uint8_t b[] = "second";
+    size_t na = encode(a, sizeof(a), out);
+    size_t nb = encode(b, sizeof(b), out + na / 2);
+    /* only half of frame a, then all of frame b */
+    feed_all(&d, out, na / 2 + nb, col);
+    cr_assert_eq(col->errors[VMS_WIRE_ERR_TRUNCATED], 1);
+    cr_assert_eq(col->frames, 1);
+    cr_assert_arr_eq(col->last, b, sizeof(b));
+}
+
+Test(wire, truncated_at_end_waits)
+{
+    const uint8_t a[] = "payload";
+    size_t n = encode(a, sizeof(a), out);
+    feed_all(&d, out, n - 1, col);
+    cr_assert_eq(col->frames, 0);
+    feed_all(&d, out + n - 1, 1, col);
+    cr_assert_eq(col->frames, 1);
+}
+
+Test(wire, garbage_before_between_and_inside)
+{
+    const uint8_t p[] = "hello";
+    const uint8_t junk[] = "\x01\x02garbage\xFE\x07";
+    uint8_t buf[512];
+    size_t pos = 0, n;
+
+    memcpy(buf + pos, junk, sizeof(junk)); /* before */
+    pos += sizeof(junk);
+    n = encode(p, sizeof(p), buf + pos);
+    pos += n;
+    memcpy(buf + pos, junk, sizeof(junk)); /* between */
+    pos += sizeof(junk);
+    n = encode(p, sizeof(p), buf + pos);
+    buf[pos + n / 2] ^= 0x5A; /* inside: corrupt a byte of this frame */
+    if (buf[pos + n / 2] == 0xFF || buf[pos + n / 2] == 0xFE)
+        buf[pos + n / 2] = 0x42;
+    pos += n;
+    n = encode(p, sizeof(p), buf + pos); /* a good frame after all that */
+    pos += n;
+    feed_all(&d, buf, pos, col);
+    cr_assert_eq(col->frames, 2, "frames=%d", col->frames);
+    cr_assert_geq(col->errors[VMS_WIRE_ERR_GARBAGE], 2);
+    cr_assert_eq(col->errors[VMS_WIRE_ERR_CRC], 1);
+    cr_assert_arr_eq(col->last, p, sizeof(p));
+}
+
+Test(wire, bad_escape_then_resync)
+{
+    uint8_t bad[] = {0xFF, 1, 0xFE, 0x09};
+    feed_all(&d, bad, sizeof(bad), col);
+    cr_assert_eq(col->errors[VMS_WIRE_ERR_BAD_ESCAPE], 1);
+    const uint8_t p[] = "x";
+    size_t n = encode(p, 1, out);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+}
+
+Test(wire, wrong_frame_version)
+{
+    const uint8_t p[] = "v";
+    size_t n = encode(p, 1, out);
+    out[1] = 2; /* version byte */
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->errors[VMS_WIRE_ERR_VERSION], 1);
+    cr_assert_eq(col->frames, 0);
+    n = encode(p, 1, out);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+}
+
+Test(wire, random_garbage_never_yields_bad_frames)
+{
+    uint8_t junk[4096];
+    unsigned seed = 12345;
+    for (size_t i = 0; i < sizeof(junk); i++) {
+        seed = seed * 1103515245u + 12345u;
+        junk[i] = (uint8_t)(seed >> 16);
+    }
+    feed_all(&d, junk, sizeof(junk), col);
+    const uint8_t p[] = "after the storm";
+    size_t n = encode(p, sizeof(p), out);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->last_len, sizeof(p));
+    cr_assert_arr_eq(col->last, p, sizeof(p));
+}
+
+Test(wire, reset_forgets_partial)
+{
+    const uint8_t p[] = "abc";
+    size_t n = encode(p, sizeof(p), out);
+    feed_all(&d, out, n - 2, col);
+    vms_deframer_reset(&d);
+    feed_all(&d, out + n - 2, 2, col); /* tail alone is garbage */
+    cr_assert_eq(col->frames, 0);
+    feed_all(&d, out, n, col);
+    cr_assert_eq(col->frames, 1);
+}
