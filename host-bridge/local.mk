@@ -1,1 +1,30 @@
-# host-bridge build rules (filled in by its issue)
+# host-bridge: vmstate-bridged (the host daemon) and vmstate-admin.
+# The daemon's modules live in a convenience library so that unit tests and
+# the fuzz target link the same code.
+noinst_LTLIBRARIES += host-bridge/libbridge.la
+host_bridge_libbridge_la_SOURCES = \
+	host-bridge/bridge.h \
+	host-bridge/bridge-config.c host-bridge/bridge-config.h \
+	host-bridge/db.c host-bridge/db.h \
+	host-bridge/auth.c host-bridge/auth.h \
+	host-bridge/loop.c host-bridge/loop.h \
+	host-bridge/queue.c host-bridge/queue.h \
+	host-bridge/backend.h host-bridge/backend-qmp.c \
+	host-bridge/guest.c host-bridge/vm.c
+BRIDGE_DEP_CFLAGS = $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
+BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
+host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS)
+
+sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
+host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
+host_bridge_vmstate_bridged_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
+host_bridge_vmstate_bridged_LDADD = host-bridge/libbridge.la
+host_bridge_vmstate_admin_SOURCES = host-bridge/admin.c
+host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
+host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
+
+systemdsystemunit_DATA = host-bridge/vmstate-bridged.service
+vmstateconfdir = $(sysconfdir)/vmstate
+dist_vmstateconf_DATA = host-bridge/vmstate-bridged.conf.example
+EXTRA_DIST += host-bridge/vmstate-bridged.service
