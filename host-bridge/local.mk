@@ -28,3 +28,9 @@ systemdsystemunit_DATA = host-bridge/vmstate-bridged.service
 vmstateconfdir = $(sysconfdir)/vmstate
 dist_vmstateconf_DATA = host-bridge/vmstate-bridged.conf.example
 EXTRA_DIST += host-bridge/vmstate-bridged.service
+
+# Guest-side test client for the system tests (runs inside the test VM).
+noinst_PROGRAMS += tests/bridge/vms-wire-client
+tests_bridge_vms_wire_client_SOURCES = tests/bridge/vms-wire-client.c
+tests_bridge_vms_wire_client_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
+tests_bridge_vms_wire_client_LDADD = common/libvmscommon.la $(DBUS_LIBS)
