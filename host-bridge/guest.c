@@ -78,6 +78,8 @@ static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r,
                              enum vms_status status, const char *why)
 {
     struct vms_msg ev;
+    size_t data_len;
+    int rc;
 
     vm->stat_refused++;
     vms_warn(vmname(vm), r->id, "refused %s from app %s principal %s: %s (%s)",
@@ -85,7 +87,12 @@ static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r,
     r->status = BRIDGE_REQ_REFUSED;
     r->result = status;
     snprintf(r->message, sizeof(r->message), "%s", why);
-    if (bridge_db_request_insert(&vm->br->db, r) < 0) {
+    /* the refused request's app data goes back in its event only: it does not count as kept */
+    data_len = r->app_data_len;
+    r->app_data_len = 0;
+    rc = bridge_db_request_insert(&vm->br->db, r);
+    r->app_data_len = data_len;
+    if (rc < 0) {
         send_reply(vm, r->id, VMS_STATUS_ERR_INTERNAL, "journal failed");
         return;
     }

@@ -34,3 +34,13 @@ noinst_PROGRAMS += tests/bridge/vms-wire-client
 tests_bridge_vms_wire_client_SOURCES = tests/bridge/vms-wire-client.c
 tests_bridge_vms_wire_client_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
 tests_bridge_vms_wire_client_LDADD = common/libvmscommon.la $(DBUS_LIBS)
+
+# Unit tests (criterion), real SQLite files in temporary directories.
+TESTS += tests/test-bridge-config tests/test-bridge-core
+check_PROGRAMS += tests/test-bridge-config tests/test-bridge-core
+tests_test_bridge_config_SOURCES = tests/test-bridge-config.c
+tests_test_bridge_config_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+tests_test_bridge_core_SOURCES = tests/test-bridge-core.c
+tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
