@@ -44,3 +44,23 @@ tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_core_SOURCES = tests/test-bridge-core.c
 tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+
+# Fuzz target over the guest-facing path (see fuzz/local.mk for the conventions).
+FUZZ_TARGETS += fuzz/fuzz-bridge-request
+check_PROGRAMS += fuzz/fuzz-bridge-request
+fuzz_fuzz_bridge_request_SOURCES = fuzz/fuzz-bridge-request.c
+if !ENABLE_FUZZING
+fuzz_fuzz_bridge_request_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_bridge_request_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+fuzz_fuzz_bridge_request_LDADD = host-bridge/libbridge.la
+fuzz_fuzz_bridge_request_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+EXTRA_DIST += fuzz/corpus/bridge-request
+
+noinst_PROGRAMS += tests/bridge/make-bridge-seeds
+tests_bridge_make_bridge_seeds_SOURCES = tests/bridge/make-bridge-seeds.c
+tests_bridge_make_bridge_seeds_LDADD = common/libvmscommon.la $(DBUS_LIBS)
+fuzz-bridge-seeds: tests/bridge/make-bridge-seeds
+	mkdir -p $(top_srcdir)/fuzz/corpus/bridge-request
+	tests/bridge/make-bridge-seeds $(top_srcdir)/fuzz/corpus/bridge-request
+.PHONY: fuzz-bridge-seeds
