@@ -64,3 +64,14 @@ fuzz-bridge-seeds: tests/bridge/make-bridge-seeds
 	mkdir -p $(top_srcdir)/fuzz/corpus/bridge-request
 	tests/bridge/make-bridge-seeds $(top_srcdir)/fuzz/corpus/bridge-request
 .PHONY: fuzz-bridge-seeds
+
+# Real-QEMU system tests (acceptance 1-5 of issue 3): two TCG guests, ~25 s in all, so
+# they run in plain `make check` too (skipped, exit 77, without QEMU or tests/guest).
+# `make check-bridge-system` runs them alone; BRIDGE_SYSTEM_FLAGS=--valgrind runs the
+# bridge under valgrind.
+TESTS += tests/bridge/run-system.sh
+dist_noinst_SCRIPTS += tests/bridge/run-system.sh
+EXTRA_DIST += tests/bridge/test-bridge-system.py
+check-bridge-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/bridge/run-system.sh
+.PHONY: check-bridge-system
