@@ -13,7 +13,7 @@
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 
-log() { echo "vmstate-init: $*"; }
+log() { read -r up _ </proc/uptime; echo "vmstate-init: [$up] $*"; }
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -45,16 +45,12 @@ for opt in $cmdline; do
     esac
 done
 
-hostname -F /etc/hostname
-ip link set lo up 2>/dev/null
-head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/machine-id
-syslogd -O /var/log/messages
-
 # Modules, in the order build-image.sh resolved (dependencies first, built-ins left out).
 while read -r mod path; do
     [ -d "/sys/module/$mod" ] || insmod "$path" || log "insmod $mod failed"
 done </etc/vmstate/modules
 
+log modules loaded
 # Wait until the virtio-serial ports have their names (they arrive after the driver loads).
 named_ports() {
     n=0
@@ -75,6 +71,12 @@ for f in /sys/class/virtio-ports/*/name; do
     [ -f "$f" ] || continue
     d=${f%/name}; log "port ${d##*/} = $(cat "$f")"
 done
+
+hostname -F /etc/hostname
+ip link set lo up 2>/dev/null
+# (not /dev/urandom: reading it blocks until the crng is ready, ~1 s into a TCG boot)
+tr -d '-' </proc/sys/kernel/random/uuid >/etc/machine-id
+syslogd -O /var/log/messages
 
 if dbus-daemon --system --fork; then log "dbus-daemon started"
 else log "dbus-daemon failed to start"; fi

@@ -329,7 +329,10 @@ class VM:
         chardev = lambda cid, path: ["-chardev", f"socket,id={cid},path={esc(path)},server=on,wait=off"]
         port = lambda cid, pid, name: ["-device", f"virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}"]
         nports = 3 if self.ports else 1
-        argv = [QEMU, "-accel", accel, "-m", self.mem, "-smp", str(self.smp), "-nodefaults",
+        # TCG: offer RDRAND so the guest's crng is ready at once (else getrandom() and
+        # /dev/urandom users such as dbus-daemon wait ~1 s at boot).
+        cpu = ["-cpu", "qemu64,+rdrand"] if accel == "tcg" else []
+        argv = [QEMU, "-accel", accel, *cpu, "-m", self.mem, "-smp", str(self.smp), "-nodefaults",
                 "-no-user-config", "-display", "none", "-no-reboot", "-S",
                 "-kernel", os.path.join(self.image_dir, self.image["kernel"]),
                 "-initrd", os.path.join(self.image_dir, self.image["initrd"]),
