@@ -10,10 +10,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmharness import VM, choose_accel  # noqa: E402
+from vmharness import VM, AgentLost, choose_accel  # noqa: E402
 
 failures, passed = [], []
 
@@ -21,6 +22,36 @@ failures, passed = [], []
 def check(cond, what):
     print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
     (passed if cond else failures).append(what)
+
+
+def in_flight(vm):
+    """The agent across restores with a command running in another thread."""
+    def bg(cmd, out):
+        try:
+            out.append(vm.run(cmd, timeout=20))
+        except AgentLost as e:
+            out.append(e)
+    vm.snapshot_save("idle")
+    out = []
+    t = threading.Thread(target=bg, args=("sleep 5; echo late", out))
+    t.start()
+    time.sleep(0.5)
+    vm.snapshot_load("idle")
+    t.join(5)
+    check(out and isinstance(out[0], AgentLost), f"command in flight at load: AgentLost ({out})")
+    check(vm.run("echo ok") == (0, "ok\n"), "run works after a load that cut a command short")
+    out = []
+    t = threading.Thread(target=bg, args=("sleep 1.5; echo once >>/tmp/replayed", out))
+    t.start()
+    time.sleep(0.5)
+    vm.snapshot_save("busy")  # taken while the command runs
+    t.join(10)
+    vm.write_file("/tmp/replayed", "")
+    vm.snapshot_load("busy")  # the command goes on from where it was, and answers again
+    rc, text = vm.run("cat /tmp/replayed")
+    check(out == [(0, "")] and text == "once\n", "command running at save time finishes after load")
+    vm.snapshot_delete("idle")
+    vm.snapshot_delete("busy")
 
 
 def main():
@@ -74,7 +105,8 @@ def main():
             check(all(s["name"] != "smoke" for s in vm.qmp("query-block")[0]["inserted"]
                       .get("image", {}).get("snapshots", [])), "snapshot deleted")
 
-            check("vmstate-init: ready" in vm.console_log(), "console log has the init's lines")
+            in_flight(vm)
+            check("vmstate-init: " in vm.console_log(), "console log has the init's lines")
             if vm.agent.ignored:
                 print(f"note: ignored agent answers: {vm.agent.ignored}")
     except Exception:
