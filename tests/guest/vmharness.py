@@ -11,6 +11,7 @@ See README.md beside this file for the agent protocol and the caveats across res
 import atexit
 import base64
 import ctypes
+import functools
 import itertools
 import json
 import math
@@ -202,9 +203,11 @@ class Agent(_Reader):
         try:
             line = f"\n@@C {cid} {math.ceil(timeout) if timeout else 0} {payload}"
             self.send(f"{line} {len(input)}\n".encode() + input if input else f"{line}\n".encode())
+            if wait is None:
+                wait = (timeout or 3600) + 10
             with self.cond:
-                self.wait_for(lambda: cid in self._results or self._epoch != epoch,
-                              wait if wait is not None else (timeout or 3600) + 10, f"guest command {cid} {script[:60]!r}")
+                self.wait_for(lambda: cid in self._results or self._epoch != epoch, wait,
+                              f"guest command {cid} {script[:60]!r}")
                 if cid not in self._results:
                     raise AgentLost(f"guest restored while {script[:60]!r} ran; no answer")
                 return self._results.pop(cid)
@@ -240,7 +243,9 @@ def _install_handlers():
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
         _prev_handlers[sig] = signal.signal(sig, _on_signal)
-    atexit.register(_kill_all)
+
+
+atexit.register(_kill_all)
 
 
 def _child_setup():
@@ -308,11 +313,12 @@ class VM:
             raise VMError(f"no guest image in {image_dir} (run build-image.sh): {e}") from None
         self.mem, self.extra_args, self.ports, self.append = mem, list(extra_args), ports, append
         self.accel, self.smp, self.paused, self.disk_size = accel, smp, paused, disk_size
-        p = lambda name: os.path.join(self.workdir, name)
+        p = functools.partial(os.path.join, self.workdir)
         self.qmp_sock, self.qmp_test_sock = p("qmp.sock"), p("qmp-test.sock")
         self.a_sock, self.b_sock, self.t_sock = p("a.sock"), p("b.sock"), p("t.sock")
         self.console_path, self.qemu_log_path = p("console.log"), p("qemu.log")
-        self.disk_path, self._fresh_disk = (os.path.abspath(disk), False) if disk else (p("disk.qcow2"), True)
+        self.disk_path = os.path.abspath(disk) if disk else p("disk.qcow2")
+        self._fresh_disk = not disk
         self.proc = self._qmp = self.agent = None
         self.boot_time = None
         self._jobs, self._t_cont = itertools.count(1), None
@@ -325,9 +331,15 @@ class VM:
         self.stop()
 
     def _argv(self, accel):
-        esc = lambda path: path.replace(",", ",,")
-        chardev = lambda cid, path: ["-chardev", f"socket,id={cid},path={esc(path)},server=on,wait=off"]
-        port = lambda cid, pid, name: ["-device", f"virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}"]
+        def esc(path):  # QEMU option values double their commas
+            return path.replace(",", ",,")
+
+        def chardev(cid, path):
+            return ["-chardev", f"socket,id={cid},path={esc(path)},server=on,wait=off"]
+
+        def port(cid, pid, name):
+            return ["-device", f"virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}"]
+
         nports = 3 if self.ports else 1
         # TCG: offer RDRAND so the guest's crng is ready at once (else getrandom() and
         # /dev/urandom users such as dbus-daemon wait ~1 s at boot).
@@ -337,7 +349,8 @@ class VM:
                 "-kernel", os.path.join(self.image_dir, self.image["kernel"]),
                 "-initrd", os.path.join(self.image_dir, self.image["initrd"]),
                 "-append", f"{self.image['append']} vmstate.ports={nports} {self.append}".strip(),
-                "-serial", f"file:{self.console_path}"]
+                "-chardev", f"file,id=ser0,path={esc(self.console_path)},append=on",
+                "-serial", "chardev:ser0"]
         argv += chardev("qmp0", self.qmp_sock) + ["-mon", "chardev=qmp0,mode=control"]
         argv += chardev("qmp1", self.qmp_test_sock) + ["-mon", "chardev=qmp1,mode=control"]
         argv += ["-device", "virtio-serial-pci,id=vser0"]
@@ -353,6 +366,8 @@ class VM:
         return argv + self.extra_args
 
     def start(self):
+        """Start QEMU. After kill() or stop(), start() again boots the same disk (its
+        snapshots kept) and appends to console.log: a restart of the VM."""
         os.makedirs(self.workdir, exist_ok=True)
         if len(self.qmp_test_sock.encode()) > 107:
             raise VMError(f"workdir {self.workdir} too long for unix socket paths (max ~90 chars)")
@@ -362,6 +377,8 @@ class VM:
         if self._fresh_disk or not os.path.exists(self.disk_path):
             subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", self.disk_path, self.disk_size],
                            check=True)
+            open(self.console_path, "wb").close()
+        self._fresh_disk, self.boot_time, self._t_cont = False, None, None
         accel = choose_accel(self.image_dir, self.accel)
         _install_handlers()
         with open(self.qemu_log_path, "wb") as log:
@@ -369,7 +386,8 @@ class VM:
                                          stderr=subprocess.STDOUT, preexec_fn=_child_setup)
         _live.add(self)
         try:
-            alive = lambda: self.proc.poll() is None
+            def alive():
+                return self.proc.poll() is None
             self._qmp = QMP(self.qmp_test_sock, alive=alive)
             self.agent = Agent(self.t_sock, alive=alive)
             if not self.paused:
