@@ -60,7 +60,12 @@ dbus_conf=/usr/share/dbus-1/system.conf
 [ -f "$dbus_conf" ] || die "$dbus_conf not found: apt-get install dbus-system-bus-common"
 
 # ---- kernel package ---------------------------------------------------------------------
-mkdir -p "$cache/debs" "$cache/kernel"
+need flock util-linux
+mkdir -p "$cache/debs" "$cache/kernel" "$outdir"
+# One builder at a time per cache (downloads, kernel unpacking) and per output directory.
+exec 8>"$cache/.lock" 9>"$outdir/.lock"
+flock 8
+flock 9
 kernel_deb() {
     if [ -n "${VMSTATE_KERNEL_DEB:-}" ]; then
         [ -f "$VMSTATE_KERNEL_DEB" ] || die "VMSTATE_KERNEL_DEB=$VMSTATE_KERNEL_DEB: no such file"
@@ -188,6 +193,7 @@ if [ ! -s "$kdir/vmlinux" ] || [ ! -s "$kdir/modules.list" ]; then
     mv "$kdir/vmlinux.tmp" "$kdir/vmlinux"
 fi
 kver=$(cat "$kdir/release")
+flock -u 8
 
 # ---- initramfs --------------------------------------------------------------------------
 log "building initramfs for kernel $kver"
