@@ -73,7 +73,12 @@ kernel_deb() {
     fi
     need apt-cache apt
     local pkg ver file
-    pkg=$(apt-cache depends "$kflavour" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
+    local dep
+    # The metapackage's "Depends: linux-image-<abi>-cloud-amd64 (= <version>)" names both
+    # (what `apt-cache depends` shows, and the version with it: one apt-cache call).
+    dep=$(apt-cache show --no-all-versions "$kflavour" 2>/dev/null \
+        | sed -n 's/^Depends: \(linux-image-[0-9][^ ,]*\)\( (= \([^)]*\))\)\{0,1\}.*/\1 \3/p' | head -n1)
+    pkg=${dep%% *} ver=${dep#* }
     if [ -z "$pkg" ]; then
         # Offline, or no package lists: fall back to the newest cached kernel.
         file=$(find "$cache/debs" -name 'linux-image-*-cloud-amd64_*.deb' | sort -V | tail -n1)
@@ -81,7 +86,7 @@ kernel_deb() {
         log "apt knows no $kflavour; using cached $(basename "$file")"
         echo "$file"; return
     fi
-    ver=$(apt-cache show --no-all-versions "$pkg" | sed -n 's/^Version: //p' | head -n1)
+    [ -n "$ver" ] || ver=$(apt-cache show --no-all-versions "$pkg" | sed -n 's/^Version: //p' | head -n1)
     file="$cache/debs/${pkg}_${ver//:/%3a}_amd64.deb"
     if [ ! -s "$file" ]; then
         log "downloading $pkg $ver"

@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,12 +168,12 @@ class Agent(_Reader):
                 self._lines.append(line)
             return
         f = line[at:].decode("ascii", "replace").split()
-        if f[0] == "@@H" and len(f) == 3:
+        if f[0] == "@@H" and len(f) == 3 and f[1].isdigit():
             self.hellos.append((int(f[1]), f[2], time.monotonic()))
             self.last_heard = time.monotonic()
         elif f[0] == "@@B" and len(f) == 2:
             self._cur, self._lines = f[1], []
-        elif f[0] == "@@E" and len(f) == 4 and f[1] == self._cur:
+        elif f[0] == "@@E" and len(f) == 4 and f[1] == self._cur and f[2].isdigit() and f[3].isdigit():
             self._cur, self.last_heard = None, time.monotonic()
             try:
                 data = base64.b64decode(b"".join(self._lines), validate=True)
@@ -184,6 +185,8 @@ class Agent(_Reader):
                 self._results[f[1]] = (int(f[2]), data)
             else:
                 self.ignored.append((f[1], "unexpected"))
+        else:  # a damaged line: drop the answer being collected
+            self._cur = None
 
     def restored(self):
         """The guest was restored: commands in flight now will never be answered."""
@@ -253,6 +256,13 @@ def _child_setup():
 
 
 # ---- accelerator and device probes --------------------------------------------------------
+def _which(prog, package):
+    path = shutil.which(prog)
+    if not path:
+        raise VMError(f"{prog} not found: apt-get install {package}")
+    return path
+
+
 _vmgenid = {}
 
 
@@ -271,9 +281,8 @@ def choose_accel(image_dir, accel=None):
         return accel
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg"
-    qemu = subprocess.run(["sh", "-c", f"command -v {shlex.quote(QEMU)}"],
-                          capture_output=True, text=True).stdout.strip()
-    key = f"{os.uname().release} {qemu} {os.stat(qemu).st_mtime_ns if qemu else 0}"
+    qemu = _which(QEMU, "qemu-system-x86")
+    key = f"{os.uname().release} {qemu} {os.stat(qemu).st_mtime_ns}"
     path = os.path.join(CACHE, "kvm-probe.json")
     try:
         with open(path) as f:
@@ -374,8 +383,10 @@ class VM:
         for s in (self.qmp_sock, self.qmp_test_sock, self.a_sock, self.b_sock, self.t_sock):
             if os.path.lexists(s):
                 os.unlink(s)
+        _which(QEMU, "qemu-system-x86")
         if self._fresh_disk or not os.path.exists(self.disk_path):
-            subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", self.disk_path, self.disk_size],
+            qemu_img = _which(QEMU_IMG, "qemu-utils")
+            subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", self.disk_path, self.disk_size],
                            check=True)
             open(self.console_path, "wb").close()
         self._fresh_disk, self.boot_time, self._t_cont = False, None, None
