@@ -75,3 +75,7 @@ EXTRA_DIST += tests/bridge/test-bridge-system.py
 check-bridge-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/bridge/run-system.sh
 .PHONY: check-bridge-system
+clean-local: clean-bridge-image
+clean-bridge-image:
+	rm -rf tests/bridge/image
+.PHONY: clean-bridge-image

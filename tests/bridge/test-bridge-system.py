@@ -63,7 +63,7 @@ class Bridge:
         argv = [self.exe, "-c", self.conf]
         if self.valgrind:
             argv = ["valgrind", "--error-exitcode=99", "--leak-check=full",
-                    "--errors-for-leak-kinds=definite", f"--log-file={self.log_path}.vg"] + argv
+                    "--errors-for-leak-kinds=definite", f"--log-file={self.log_path}.vg.%p"] + argv
         self.logf = open(self.log_path, "a")
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
         return self.proc.pid
@@ -301,6 +301,12 @@ def main():
         rc = bridge.stop() if bridge else None
         if bridge and a.valgrind:
             check(rc == 0, f"valgrind: bridge exit status {rc} (99 = valgrind errors)")
+            for vg in sorted(f for f in os.listdir(workdir) if ".vg." in f):
+                with open(os.path.join(workdir, vg)) as f:
+                    summary = [l.split("== ", 1)[-1].strip() for l in f
+                               if "ERROR SUMMARY" in l or "definitely lost" in l or
+                               "indirectly lost" in l or "possibly lost" in l]
+                print(f"valgrind {vg}: " + "; ".join(summary))
         for vm in (vm1, vm2):
             try:
                 vm.stop()
