@@ -465,7 +465,7 @@ int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vm
                            const char *request_id)
 {
     sqlite3_stmt *st = prep(db, vm,
-                            "INSERT INTO states(vm, id, label, request_id, app_id, created, "
+                            "INSERT OR IGNORE INTO states(vm, id, label, request_id, app_id, created, "
                             "parent) VALUES (?,?,?,?,?,?,?)");
     if (!st)
         return -1;

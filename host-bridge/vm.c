@@ -174,29 +174,44 @@ void bridge_event_for_request(struct vms_msg *ev, const struct bridge_request *r
         vms_msg_set_str(ev, VMS_F_STATE_ID, r->state_id);
 }
 
-int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r,
-                       enum vms_status status, struct vms_msg *ev)
+/* The journal part of a completion, inside the caller's transaction. */
+static int complete_in_tx(struct bridge_vm *vm, const struct bridge_request *r,
+                          enum vms_status status, struct vms_msg *ev)
 {
-    struct bridge_db *db = &vm->br->db;
     enum bridge_req_status final =
         r->status == BRIDGE_REQ_REFUSED ? BRIDGE_REQ_REFUSED : BRIDGE_REQ_DONE;
 
-    if (bridge_db_begin(db) < 0)
-        return -1;
-    if (bridge_db_request_set_status(db, vmname(vm), r->id, final, status,
+    if (bridge_db_request_set_status(&vm->br->db, vmname(vm), r->id, final, status,
                                      vms_msg_has(ev, VMS_F_MESSAGE) ? ev->message : "") < 0 ||
-        bridge_db_event_add(db, vmname(vm), ev) < 0) {
-        bridge_db_rollback(db);
+        bridge_db_event_add(&vm->br->db, vmname(vm), ev) < 0)
         return -1;
-    }
-    if (bridge_db_commit(db) < 0)
-        return -1;
+    return 0;
+}
+
+/* After the commit: log and send. */
+static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum vms_status status,
+                      const struct vms_msg *ev)
+{
     vms_info(vmname(vm), r->id, "%s %s: %s%s%s (event epoch %llu seq %llu)",
-             final == BRIDGE_REQ_REFUSED ? "refused" : "completed", vms_op_name(r->op),
+             r->status == BRIDGE_REQ_REFUSED ? "refused" : "completed", vms_op_name(r->op),
              vms_status_name(status), vms_msg_has(ev, VMS_F_MESSAGE) ? ": " : "",
              vms_msg_has(ev, VMS_F_MESSAGE) ? ev->message : "", (unsigned long long)ev->epoch,
              (unsigned long long)ev->seq);
     bridge_vm_send(vm, ev);
+}
+
+int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r,
+                       enum vms_status status, struct vms_msg *ev)
+{
+    struct bridge_db *db = &vm->br->db;
+
+    if (bridge_db_begin(db) < 0)
+        return -1;
+    if (complete_in_tx(vm, r, status, ev) < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        return -1;
+    }
+    completed(vm, r, status, ev);
     return 0;
 }
 
@@ -301,33 +316,37 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     switch (r.op) {
     case VMS_OP_SAVE:
         if (res->status == VMS_STATUS_OK) {
+            /* catalogue entry and completion in one transaction: a crash between them
+             * would leave a state without its request's completion */
             struct vms_state_info s;
             struct bridge_db_vm row;
 
             memset(&s, 0, sizeof(s));
-            if (bridge_db_vm_ensure(db, vmname(vm), &row) < 0)
-                break;
             snprintf(s.id, sizeof(s.id), "%s", r.state_id);
             snprintf(s.label, sizeof(s.label), "%s", r.label);
             snprintf(s.app_id, sizeof(s.app_id), "%s", r.app_id);
-            snprintf(s.parent, sizeof(s.parent), "%s", row.current_state);
             s.created = (int64_t)time(NULL);
             bridge_event_for_request(&ev, &r, VMS_STATUS_OK, NULL);
+            if (bridge_db_begin(db) < 0)
+                goto journal_failed;
+            if (bridge_db_vm_ensure(db, vmname(vm), &row) < 0)
+                goto rollback;
+            snprintf(s.parent, sizeof(s.parent), "%s", row.current_state);
             if (s.parent[0])
                 vms_msg_set_str(&ev, VMS_F_PARENT_ID, s.parent);
-            if (bridge_db_begin(db) < 0)
-                break;
             if (bridge_db_state_insert(db, vmname(vm), &s, r.id) < 0 ||
                 bridge_db_vm_set_current_state(db, vmname(vm), s.id) < 0 ||
-                bridge_db_commit(db) < 0) {
-                bridge_db_rollback(db);
-                break;
-            }
-            bridge_vm_complete(vm, &r, VMS_STATUS_OK, &ev);
+                complete_in_tx(vm, &r, VMS_STATUS_OK, &ev) < 0 || bridge_db_commit(db) < 0)
+                goto rollback;
+            completed(vm, &r, VMS_STATUS_OK, &ev);
         } else {
-            bridge_db_state_delete(db, vmname(vm), r.state_id); /* its pending records */
             bridge_event_for_request(&ev, &r, res->status, res->message);
-            bridge_vm_complete(vm, &r, res->status, &ev);
+            if (bridge_db_begin(db) < 0)
+                goto journal_failed;
+            if (bridge_db_state_delete(db, vmname(vm), r.state_id) < 0 || /* pending records */
+                complete_in_tx(vm, &r, res->status, &ev) < 0 || bridge_db_commit(db) < 0)
+                goto rollback;
+            completed(vm, &r, res->status, &ev);
         }
         break;
     case VMS_OP_RESTORE:
@@ -340,10 +359,13 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         }
         break;
     case VMS_OP_DELETE:
-        if (res->status == VMS_STATUS_OK)
-            bridge_db_state_delete(db, vmname(vm), r.state_id);
         bridge_event_for_request(&ev, &r, res->status, res->message);
-        bridge_vm_complete(vm, &r, res->status, &ev);
+        if (bridge_db_begin(db) < 0)
+            goto journal_failed;
+        if ((res->status == VMS_STATUS_OK && bridge_db_state_delete(db, vmname(vm), r.state_id) < 0) ||
+            complete_in_tx(vm, &r, res->status, &ev) < 0 || bridge_db_commit(db) < 0)
+            goto rollback;
+        completed(vm, &r, res->status, &ev);
         break;
     case VMS_OP_HOSTINFO: {
         struct statvfs sv;
@@ -371,6 +393,18 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         complete_simple(vm, &r, VMS_STATUS_ERR_INTERNAL, "unexpected operation");
         break;
     }
+    goto out;
+rollback:
+    bridge_db_rollback(db);
+journal_failed:
+    /* the journal refused the completion: the request stays "running" and is re-judged by
+     * the next start; stop this VM's queue rather than run later requests out of order */
+    vms_err(vmname(vm), r.id, "cannot journal the completion of %s; the VM's queue is stopped",
+            vms_op_name(r.op));
+    vms_msg_clear(&ev);
+    bridge_request_clear(&r);
+    return;
+out:
     vms_msg_clear(&ev);
     bridge_request_clear(&r);
     finish_running(vm);

@@ -280,6 +280,40 @@ def main():
             snaps = [l for l in snapshots(vm1).splitlines() if field(ev, "state") in l]
             check(len(snaps) <= 1, "4: no duplicate snapshot")
 
+        # ---- other operations: hostinfo, delete, set-memory bounds ----
+        rid = c1.request("hostinfo org.example.Notes app s3cret")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "0" and int(field(ev, "mem")) == 128 << 20 and
+              int(field(ev, "free")) > 0, f"hostinfo: memory and free space ({ev})")
+        victim = field(c1.event(ids[0]), "state")
+        rid = c1.request(f"delete org.example.Notes app s3cret state={victim}")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "0" and victim not in snapshots(vm1),
+              f"delete: snapshot {victim} gone from QEMU ({ev})")
+        rid = c1.request("set-memory org.example.Notes app s3cret bytes=67108864")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "8", f"set-memory refused when mem_max is not set ({ev})")
+
+        # ---- QEMU dies during a save (invariant 4), comes back; the bridge reconnects ----
+        n_run = bridge.log().count("vm=vm2 req=")
+        c2.cmd("req save org.example.Other app s3cret label=doomed data=doomed", delay=True)
+        deadline = time.monotonic() + 30
+        while "running save" not in bridge.log().split("vm=vm2 req=", n_run)[-1][-4000:] and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
+        vm2.kill()
+        print("vm2's QEMU killed (SIGKILL) during a save", flush=True)
+        vm2.start()
+        vm2.wait_ready(90)
+        c2 = Client(vm2)
+        ev = c2.wait(r"^EVENT id=\w+ op=save .*$", 120).group(0)
+        st = field(ev, "status")
+        check(st == "12" or (st == "0" and field(ev, "state") in snapshots(vm2)),
+              f"QEMU killed mid-save: the save is judged when the VM is back: status {st} ({ev})")
+        rid = c2.request("list org.example.Other app s3cret")
+        ev = c2.event(rid)
+        check(field(ev, "status") == "0", f"bridge reconnected to the restarted QEMU ({ev})")
+
         # ---- 5. hostile frames ----
         time.sleep(1)
         rss0 = bridge.rss_kib()
