@@ -35,12 +35,28 @@ static struct bridge_backend *f_open(const struct bridge_vm_config *c, struct br
                                      unsigned a, unsigned b, const struct bridge_backend_hooks *h,
                                      void *o)
 {
-    (void)c; (void)l; (void)a; (void)b; (void)h; (void)o;
+    (void)c;
+    (void)l;
+    (void)a;
+    (void)b;
+    (void)h;
+    (void)o;
     return &fake;
 }
-static void f_close(struct bridge_backend *b) { (void)b; }
-static int f_ready(struct bridge_backend *b) { (void)b; return 1; }
-static void f_tick(struct bridge_backend *b, double n) { (void)b; (void)n; }
+static void f_close(struct bridge_backend *b)
+{
+    (void)b;
+}
+static int f_ready(struct bridge_backend *b)
+{
+    (void)b;
+    return 1;
+}
+static void f_tick(struct bridge_backend *b, double n)
+{
+    (void)b;
+    (void)n;
+}
 static int f_rec(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
 {
     if (b->done)
@@ -52,13 +68,16 @@ static int f_rec(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
 static int f_job(struct bridge_backend *b, const char *t, const char *j, bridge_backend_done_fn d,
                  void *o)
 {
-    (void)t; (void)j;
+    (void)t;
+    (void)j;
     return f_rec(b, d, o);
 }
 static int f_recover(struct bridge_backend *b, enum vms_op op, const char *t, const char *j,
                      bridge_backend_done_fn d, void *o)
 {
-    (void)op; (void)t; (void)j;
+    (void)op;
+    (void)t;
+    (void)j;
     return f_rec(b, d, o);
 }
 static int f_has(struct bridge_backend *b, const char *t, bridge_backend_done_fn d, void *o)
@@ -76,9 +95,18 @@ static int f_balloon(struct bridge_backend *b, uint64_t n, bridge_backend_done_f
     return f_rec(b, d, o);
 }
 static const struct bridge_backend_ops fake_ops = {
-    .name = "fuzz", .open = f_open, .close = f_close, .is_ready = f_ready, .tick = f_tick,
-    .save = f_job, .restore = f_job, .delete = f_job, .recover = f_recover, .has_snapshot = f_has,
-    .query_memory = f_mem, .set_balloon = f_balloon,
+    .name = "fuzz",
+    .open = f_open,
+    .close = f_close,
+    .is_ready = f_ready,
+    .tick = f_tick,
+    .save = f_job,
+    .restore = f_job,
+    .delete = f_job,
+    .recover = f_recover,
+    .has_snapshot = f_has,
+    .query_memory = f_mem,
+    .set_balloon = f_balloon,
 };
 
 static struct bridge_config cfg;

@@ -107,10 +107,18 @@ int main(int argc, char **argv)
     vms_log_init("vmstate-admin", LOG_WARNING);
     while ((opt = getopt(argc, argv, "+c:d:h")) != -1) {
         switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 'd': db_path = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            db_path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind >= argc) {
@@ -119,8 +127,8 @@ int main(int argc, char **argv)
     }
     cmd = argv[optind++];
     if (!db_path) {
-        if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err,
-                               sizeof(err)) < 0) {
+        if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err, sizeof(err)) <
+            0) {
             fprintf(stderr, "vmstate-admin: %s\n", err);
             goto out;
         }
@@ -207,8 +215,10 @@ int main(int argc, char **argv)
                 goto out;
         rc = 0;
     } else if (!strcmp(cmd, "principals")) {
-        rc = print_query(&db, "SELECT name, datetime(created,'unixepoch') AS created FROM "
-                              "principals ORDER BY name", NULL);
+        rc = print_query(&db,
+                         "SELECT name, datetime(created,'unixepoch') AS created FROM "
+                         "principals ORDER BY name",
+                         NULL);
     } else if (!strcmp(cmd, "rights")) {
         rc = print_query(&db, "SELECT principal, vm, op FROM rights ORDER BY 1,2,3", NULL);
     } else if (!strcmp(cmd, "states") || !strcmp(cmd, "requests") || !strcmp(cmd, "events")) {

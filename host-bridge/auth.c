@@ -98,8 +98,7 @@ enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limit
     bucket = found ? principal_bucket(lim, principal, now) : &lim->unknown;
     if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
         return VMS_STATUS_ERR_RATE_LIMITED;
-    ok = found && sodium_init() >= 0 &&
-         crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+    ok = found && sodium_init() >= 0 && crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
     sodium_memzero(hash, sizeof(hash));
     if (!ok) {
         bridge_bucket_take(bucket, lim->max, lim->window, now);

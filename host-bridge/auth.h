@@ -19,16 +19,16 @@
 #include "vms-proto.h"
 
 /* Hash costs. "default" is below libsodium's INTERACTIVE (2 passes, 64 MiB). */
-#define BRIDGE_PWHASH_OPS_DEFAULT  2
-#define BRIDGE_PWHASH_MEM_DEFAULT  (16u * 1024u * 1024u)
+#define BRIDGE_PWHASH_OPS_DEFAULT 2
+#define BRIDGE_PWHASH_MEM_DEFAULT (16u * 1024u * 1024u)
 /* The cheapest libsodium accepts: for tests only. */
-#define BRIDGE_PWHASH_OPS_TEST     crypto_pwhash_OPSLIMIT_MIN
-#define BRIDGE_PWHASH_MEM_TEST     crypto_pwhash_MEMLIMIT_MIN
+#define BRIDGE_PWHASH_OPS_TEST crypto_pwhash_OPSLIMIT_MIN
+#define BRIDGE_PWHASH_MEM_TEST crypto_pwhash_MEMLIMIT_MIN
 
 /* A token bucket: @capacity tokens, refilled at capacity/window per second. */
 struct bridge_bucket {
     double tokens;
-    double last;     /* time of the last refill, seconds */
+    double last; /* time of the last refill, seconds */
     int primed;
 };
 

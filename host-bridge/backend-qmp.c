@@ -31,7 +31,8 @@
 
 #define QMP_RX_MAX (4u * 1024u * 1024u) /* one reply line, e.g. query-named-block-nodes */
 
-typedef void (*qmp_reply_fn)(struct bridge_backend *q, json_object *ret, const char *err, void *arg);
+typedef void (*qmp_reply_fn)(struct bridge_backend *q, json_object *ret, const char *err,
+                             void *arg);
 
 struct qmp_cmd {
     uint64_t id;
@@ -52,8 +53,8 @@ struct qmp_job {
     char job_id[VMS_STR_MAX + 1];
     bridge_backend_done_fn done;
     void *opaque;
-    int concluded;     /* JOB_STATUS_CHANGE concluded seen */
-    int need_recover;  /* the connection dropped while it ran */
+    int concluded;    /* JOB_STATUS_CHANGE concluded seen */
+    int need_recover; /* the connection dropped while it ran */
     double deadline;
 };
 
@@ -80,7 +81,7 @@ struct bridge_backend {
     struct qmp_cmd *cmds;
     double now, retry_at;
     unsigned backoff_ms, backoff_min, backoff_max;
-    int broken;        /* a write failed: disconnect at the next tick */
+    int broken; /* a write failed: disconnect at the next tick */
     struct qmp_job job;
 };
 
@@ -216,15 +217,13 @@ static json_object *find_job(json_object *jobs, const char *job_id)
     size_t n = json_object_is_type(jobs, json_type_array) ? json_object_array_length(jobs) : 0;
     for (size_t i = 0; i < n; i++) {
         json_object *j = json_object_array_get_idx(jobs, i), *id;
-        if (json_object_object_get_ex(j, "id", &id) &&
-            !strcmp(json_object_get_string(id), job_id))
+        if (json_object_object_get_ex(j, "id", &id) && !strcmp(json_object_get_string(id), job_id))
             return j;
     }
     return NULL;
 }
 
-static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const char *err,
-                             void *arg)
+static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     (void)ret;
     (void)arg;
@@ -305,8 +304,9 @@ static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backe
     }
     if (q->job.op == VMS_OP_SAVE)
         job_finish(q, present ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
-                   present ? "" : "interrupted: QEMU or the bridge restarted before the snapshot "
-                                  "was complete");
+                   present ? ""
+                           : "interrupted: QEMU or the bridge restarted before the snapshot "
+                             "was complete");
     else
         job_finish(q, present ? VMS_STATUS_ERR_ABORTED : VMS_STATUS_OK,
                    present ? "interrupted: the snapshot was not deleted" : "");
@@ -354,8 +354,7 @@ static void on_job_event(struct bridge_backend *q, json_object *data)
         !json_object_object_get_ex(data, "status", &status) ||
         strcmp(json_object_get_string(id), q->job.job_id))
         return;
-    vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id,
-              json_object_get_string(status));
+    vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, json_object_get_string(status));
     if (strcmp(json_object_get_string(status), "concluded"))
         return;
     q->job.concluded = 1;
@@ -523,8 +522,7 @@ static void on_memory_summary(struct bridge_backend *q, json_object *ret, const 
     call_finish(c, VMS_STATUS_OK, "", mem);
 }
 
-static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err,
-                             void *arg)
+static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     struct qmp_call *c = arg;
     json_object *actual;
@@ -641,8 +639,8 @@ static void handle_line(struct bridge_backend *q, const char *line)
     if (q->state == Q_GREETING) {
         if (json_object_object_get_ex(o, "QMP", &v)) {
             q->state = Q_CAPS;
-            if (qmp_command(q, "qmp_capabilities", NULL, q->cfg->command_timeout,
-                            on_capabilities, NULL) < 0)
+            if (qmp_command(q, "qmp_capabilities", NULL, q->cfg->command_timeout, on_capabilities,
+                            NULL) < 0)
                 q->broken = 1;
         }
     } else if (json_object_object_get_ex(o, "event", &v)) {

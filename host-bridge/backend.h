@@ -21,10 +21,10 @@
 struct bridge_backend; /* one per VM, private to the implementation */
 
 struct bridge_backend_result {
-    enum vms_status status;          /* VMS_STATUS_OK or the reason it failed */
-    char message[VMS_STR_MAX + 1];   /* the hypervisor's error text, "" on success */
-    uint64_t mem_bytes;              /* query_memory: the guest's current memory */
-    uint64_t bytes;                  /* set_balloon: the target set */
+    enum vms_status status;        /* VMS_STATUS_OK or the reason it failed */
+    char message[VMS_STR_MAX + 1]; /* the hypervisor's error text, "" on success */
+    uint64_t mem_bytes;            /* query_memory: the guest's current memory */
+    uint64_t bytes;                /* set_balloon: the target set */
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);

@@ -19,7 +19,7 @@ struct parse_ctx {
     struct bridge_config *cfg;
     struct bridge_vm_config *vm; /* section being read, NULL in [bridge] */
     int in_bridge;
-    char why[256];               /* first error: "[SECTION] KEY: why" */
+    char why[256]; /* first error: "[SECTION] KEY: why" */
     int failed;
 };
 
@@ -77,10 +77,26 @@ static int parse_size(const char *s, uint64_t *out)
     switch (*end) {
     case '\0':
         break;
-    case 'k': case 'K': mult = 1ull << 10; end++; break;
-    case 'm': case 'M': mult = 1ull << 20; end++; break;
-    case 'g': case 'G': mult = 1ull << 30; end++; break;
-    case 't': case 'T': mult = 1ull << 40; end++; break;
+    case 'k':
+    case 'K':
+        mult = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1ull << 40;
+        end++;
+        break;
     default:
         return -1;
     }
@@ -116,7 +132,7 @@ static int set_path(char *dst, const char *value)
 
 static int parse_log_level(const char *v)
 {
-    static const char *const names[] = {"emerg", "alert", "crit", "error",
+    static const char *const names[] = {"emerg",   "alert",  "crit", "error",
                                         "warning", "notice", "info", "debug"};
     for (int i = 0; i < 8; i++)
         if (!strcmp(v, names[i]))
@@ -182,13 +198,13 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
 #define UINT_KEY(k, field, max)                                                                    \
     if (!strcmp(key, k)) {                                                                         \
         if (parse_uint(value, max, &vm->field) < 0)                                                \
-            return fail(ctx, section, key, "'%s' is not a number in 0.." #max, value);            \
+            return fail(ctx, section, key, "'%s' is not a number in 0.." #max, value);             \
         return 1;                                                                                  \
     }
 #define SIZE_KEY(k, field)                                                                         \
     if (!strcmp(key, k)) {                                                                         \
         if (parse_size(value, &sz) < 0)                                                            \
-            return fail(ctx, section, key, "'%s' is not a size (number, optional K/M/G/T)",       \
+            return fail(ctx, section, key, "'%s' is not a size (number, optional K/M/G/T)",        \
                         value);                                                                    \
         vm->field = sz;                                                                            \
         return 1;                                                                                  \
@@ -196,7 +212,7 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
 #define PATH_KEY(k, field, bit)                                                                    \
     if (!strcmp(key, k)) {                                                                         \
         if (set_path(vm->field, value) < 0)                                                        \
-            return fail(ctx, section, key, "empty or longer than %s bytes", "511");               \
+            return fail(ctx, section, key, "empty or longer than %s bytes", "511");                \
         vm->seen |= (bit);                                                                         \
         return 1;                                                                                  \
     }
@@ -282,7 +298,7 @@ static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
 {
     for (size_t i = 0; i < cfg->n_vms; i++) {
         struct bridge_vm_config *vm = &cfg->vms[i];
-        const char *missing = !(vm->seen & K_PORT_A) ? "port_a"
+        const char *missing = !(vm->seen & K_PORT_A)   ? "port_a"
                               : !(vm->seen & K_PORT_B) ? "port_b"
                               : !(vm->seen & K_QMP)    ? "qmp"
                               : !(vm->seen & K_NODES)  ? "nodes"
@@ -304,8 +320,7 @@ static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
                 strcpy(vm->state_dir, slash ? "/" : ".");
         }
         if (vm->mem_max_bytes && vm->mem_min_bytes > vm->mem_max_bytes) {
-            snprintf(err, errlen, "%s: [vm %s] mem_min: greater than mem_max", cfg->path,
-                     vm->name);
+            snprintf(err, errlen, "%s: [vm %s] mem_min: greater than mem_max", cfg->path, vm->name);
             return -1;
         }
         if (vm->rate_requests && !vm->rate_window) {

@@ -23,27 +23,27 @@ struct bridge_vm_config {
     char port_b[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the event port (host -> guest) */
     char qmp[BRIDGE_PATH_MAX];       /* QMP socket */
     char state_dir[BRIDGE_PATH_MAX]; /* where the VM's states live (hostinfo free space) */
-    char vmstate_node[BRIDGE_NODE_NAME_MAX];             /* node holding the RAM state */
-    char nodes[BRIDGE_NODES_MAX][BRIDGE_NODE_NAME_MAX];  /* qcow2 nodes snapshotted */
+    char vmstate_node[BRIDGE_NODE_NAME_MAX];            /* node holding the RAM state */
+    char nodes[BRIDGE_NODES_MAX][BRIDGE_NODE_NAME_MAX]; /* qcow2 nodes snapshotted */
     unsigned n_nodes;
     unsigned max_states;
     unsigned max_pending;
     uint64_t max_app_data_bytes;
-    unsigned rate_requests;      /* requests allowed per rate_window seconds (0: unlimited) */
+    unsigned rate_requests; /* requests allowed per rate_window seconds (0: unlimited) */
     unsigned rate_window;
-    unsigned auth_fail_max;      /* auth failures per principal per auth_fail_window seconds */
+    unsigned auth_fail_max; /* auth failures per principal per auth_fail_window seconds */
     unsigned auth_fail_window;
-    uint64_t mem_min_bytes;      /* set-memory bounds; max 0 = set-memory disabled */
+    uint64_t mem_min_bytes; /* set-memory bounds; max 0 = set-memory disabled */
     uint64_t mem_max_bytes;
-    unsigned job_timeout;        /* seconds a snapshot job may take */
-    unsigned command_timeout;    /* seconds a plain QMP command may take */
-    unsigned seen;               /* bit set of keys given, for the checks after parsing */
+    unsigned job_timeout;     /* seconds a snapshot job may take */
+    unsigned command_timeout; /* seconds a plain QMP command may take */
+    unsigned seen;            /* bit set of keys given, for the checks after parsing */
 };
 
 struct bridge_config {
-    char path[BRIDGE_PATH_MAX];     /* file it was read from */
+    char path[BRIDGE_PATH_MAX]; /* file it was read from */
     char database[BRIDGE_PATH_MAX];
-    int log_level;                  /* syslog level */
+    int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
     struct bridge_vm_config *vms;
     size_t n_vms;

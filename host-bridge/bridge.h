@@ -36,19 +36,19 @@ struct bridge_port {
 struct bridge_vm {
     struct bridge *br;
     const struct bridge_vm_config *cfg;
-    struct bridge_port a, b;               /* a: requests in, b: events out */
+    struct bridge_port a, b; /* a: requests in, b: events out */
     struct bridge_backend *backend;
     /* session with the guest helper */
     uint64_t host_nonce;
-    int version_refused;                   /* last Hello had no common version */
+    int version_refused; /* last Hello had no common version */
     uint32_t caps;
     /* protection */
     struct bridge_auth_limiter auth;
     struct bridge_bucket rate;
     /* execution */
     struct bridge_queue queue;
-    int busy;                              /* a request is running */
-    int need_recover;                      /* it was running when the bridge last stopped */
+    int busy;         /* a request is running */
+    int need_recover; /* it was running when the bridge last stopped */
     char running[VMS_REQUEST_ID_LEN + 1];
     double now;
     uint64_t stat_requests, stat_refused;
@@ -102,8 +102,8 @@ void bridge_event_for_request(struct vms_msg *ev, const struct bridge_request *r
  * @ev (already built) as an unacked event in the current epoch, in one
  * transaction; then send it. Returns 0 or -1.
  */
-int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r,
-                       enum vms_status status, struct vms_msg *ev);
+int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r, enum vms_status status,
+                       struct vms_msg *ev);
 
 /*
  * The timeline step after restore request @r loaded state @state_id: in one
@@ -113,8 +113,7 @@ int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r,
  * pending inside S and has completed. Then sends Timeline and the new
  * epoch's unacked events. Returns 0 or -1.
  */
-int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r,
-                       const char *state_id);
+int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id);
 
 /* ---- guest.c ---- */
 
@@ -130,7 +129,7 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m);
  * Whether @r may be accepted for @vm given its quotas (pending requests,
  * states, app data bytes): VMS_STATUS_OK or VMS_STATUS_ERR_QUOTA with @why.
  */
-enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_request *r,
-                                   char *why, size_t whylen);
+enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_request *r, char *why,
+                                   size_t whylen);
 
 #endif

@@ -161,8 +161,8 @@ int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t err
     }
     version = bridge_db_schema_version(db);
     if (version < 0 || version > n_mig) {
-        snprintf(err, errlen, "%s: schema version %d is newer than this bridge (%d)", path,
-                 version, n_mig);
+        snprintf(err, errlen, "%s: schema version %d is newer than this bridge (%d)", path, version,
+                 n_mig);
         goto fail;
     }
     for (; version < n_mig; version++) {
@@ -257,8 +257,7 @@ int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch
     bind_text(st, 1, vm);
     if (step_done(db, vm, st, "new epoch") < 0)
         return -1;
-    st = prep(db, vm,
-              "UPDATE events SET superseded = 1 WHERE vm = ? AND epoch <= ? AND acked = 0");
+    st = prep(db, vm, "UPDATE events SET superseded = 1 WHERE vm = ? AND epoch <= ? AND acked = 0");
     if (!st)
         return -1;
     bind_text(st, 1, vm);
@@ -366,12 +365,11 @@ int bridge_db_request_set_status(struct bridge_db *db, const char *vm, const cha
                                  enum bridge_req_status status, uint32_t result,
                                  const char *message)
 {
-    sqlite3_stmt *st = prep(
-        db, vm,
-        "UPDATE requests SET status = ?, result = ?, message = ?,"
-        " started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,"
-        " done_at = CASE WHEN ? IN ('done','refused') THEN ? ELSE done_at END"
-        " WHERE vm = ? AND id = ?");
+    sqlite3_stmt *st = prep(db, vm,
+                            "UPDATE requests SET status = ?, result = ?, message = ?,"
+                            " started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,"
+                            " done_at = CASE WHEN ? IN ('done','refused') THEN ? ELSE done_at END"
+                            " WHERE vm = ? AND id = ?");
     int64_t now = now_s();
 
     if (!st)
@@ -442,8 +440,8 @@ int bridge_db_count_pending(struct bridge_db *db, const char *vm)
 
 int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm)
 {
-    return query_int(db, vm,
-                     "SELECT coalesce(sum(length(app_data)), 0) FROM requests WHERE vm = ?", NULL);
+    return query_int(db, vm, "SELECT coalesce(sum(length(app_data)), 0) FROM requests WHERE vm = ?",
+                     NULL);
 }
 
 int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id)
@@ -464,9 +462,10 @@ int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, con
 int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vms_state_info *s,
                            const char *request_id)
 {
-    sqlite3_stmt *st = prep(db, vm,
-                            "INSERT OR IGNORE INTO states(vm, id, label, request_id, app_id, created, "
-                            "parent) VALUES (?,?,?,?,?,?,?)");
+    sqlite3_stmt *st =
+        prep(db, vm,
+             "INSERT OR IGNORE INTO states(vm, id, label, request_id, app_id, created, "
+             "parent) VALUES (?,?,?,?,?,?,?)");
     if (!st)
         return -1;
     bind_text(st, 1, vm);
@@ -784,9 +783,9 @@ int bridge_db_right_grant(struct bridge_db *db, const char *principal, const cha
 int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,
                            const char *op)
 {
-    sqlite3_stmt *st = prep(db, vm,
-                            !strcmp(op, "all")
-                                ? "DELETE FROM rights WHERE principal = ? AND vm = ?"
+    sqlite3_stmt *st =
+        prep(db, vm,
+             !strcmp(op, "all") ? "DELETE FROM rights WHERE principal = ? AND vm = ?"
                                 : "DELETE FROM rights WHERE principal = ? AND vm = ? AND op = ?");
     if (!st)
         return -1;

@@ -51,7 +51,7 @@ struct bridge_request {
     char label[VMS_STR_MAX + 1];
     char state_id[VMS_STR_MAX + 1]; /* save: the id the bridge chose; restore/delete: the target */
     uint64_t bytes;
-    uint64_t epoch;                 /* epoch when accepted */
+    uint64_t epoch; /* epoch when accepted */
     enum bridge_req_status status;
     uint32_t result;
     char message[VMS_STR_MAX + 1];
@@ -99,8 +99,7 @@ int bridge_db_request_set_status(struct bridge_db *db, const char *vm, const cha
 /* Requests in @status for @vm, oldest first; @fn gets each (cleared after). */
 int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
                                  enum bridge_req_status status,
-                                 void (*fn)(void *opaque, struct bridge_request *r),
-                                 void *opaque);
+                                 void (*fn)(void *opaque, struct bridge_request *r), void *opaque);
 /* Accepted or running requests of @vm. */
 int bridge_db_count_pending(struct bridge_db *db, const char *vm);
 /* Bytes of app data kept for @vm. */

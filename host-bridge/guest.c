@@ -74,16 +74,16 @@ static void refuse_unjournaled(struct bridge_vm *vm, const struct vms_msg *req,
 }
 
 /* A refusal after authentication: journaled as refused, with its event. */
-static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r,
-                             enum vms_status status, const char *why)
+static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r, enum vms_status status,
+                             const char *why)
 {
     struct vms_msg ev;
     size_t data_len;
     int rc;
 
     vm->stat_refused++;
-    vms_warn(vmname(vm), r->id, "refused %s from app %s principal %s: %s (%s)",
-             vms_op_name(r->op), r->app_id, r->principal, vms_status_name(status), why);
+    vms_warn(vmname(vm), r->id, "refused %s from app %s principal %s: %s (%s)", vms_op_name(r->op),
+             r->app_id, r->principal, vms_status_name(status), why);
     r->status = BRIDGE_REQ_REFUSED;
     r->result = status;
     snprintf(r->message, sizeof(r->message), "%s", why);

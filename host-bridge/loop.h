@@ -15,8 +15,8 @@ struct bridge_watch;
 typedef void (*bridge_watch_fn)(struct bridge_watch *w, uint32_t revents);
 
 struct bridge_watch {
-    int fd;              /* -1 when not registered */
-    uint32_t events;     /* EPOLLIN / EPOLLOUT currently asked for */
+    int fd;          /* -1 when not registered */
+    uint32_t events; /* EPOLLIN / EPOLLOUT currently asked for */
     bridge_watch_fn fn;
     void *opaque;
 };

@@ -21,7 +21,7 @@
 #include "vms-log.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/vmstate/vmstate-bridged.conf"
-#define LOOP_TICK_MS 100
+#define LOOP_TICK_MS   100
 
 static int stop_requested;
 
@@ -37,12 +37,13 @@ static void on_signal(struct bridge_watch *w, uint32_t revents)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]\n"
-               "  -c CONFIG    configuration file (default %s)\n"
-               "  -d DATABASE  override [bridge] database\n"
-               "  -v           log at debug level\n"
-               "  -t           check the configuration and exit\n",
-               DEFAULT_CONFIG);
+    fprintf(f,
+            "usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]\n"
+            "  -c CONFIG    configuration file (default %s)\n"
+            "  -d DATABASE  override [bridge] database\n"
+            "  -v           log at debug level\n"
+            "  -t           check the configuration and exit\n",
+            DEFAULT_CONFIG);
 }
 
 int main(int argc, char **argv)
@@ -60,12 +61,24 @@ int main(int argc, char **argv)
     br.loop.epfd = -1;
     while ((opt = getopt(argc, argv, "c:d:vth")) != -1) {
         switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 'd': db_override = optarg; break;
-        case 'v': verbose = 1; break;
-        case 't': check_only = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            db_override = optarg;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     vms_log_init("vmstate-bridged", LOG_INFO);

@@ -19,7 +19,7 @@
 
 #include "vms-log.h"
 
-#define PORT_READ_BUDGET (64u * 1024u)
+#define PORT_READ_BUDGET     (64u * 1024u)
 #define PENDING_IN_STATE_MAX 1024
 
 static const char *vmname(const struct bridge_vm *vm)
@@ -200,8 +200,8 @@ static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum
     bridge_vm_send(vm, ev);
 }
 
-int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r,
-                       enum vms_status status, struct vms_msg *ev)
+int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r, enum vms_status status,
+                       struct vms_msg *ev)
 {
     struct bridge_db *db = &vm->br->db;
 
@@ -239,8 +239,7 @@ int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, con
         return -1;
     if (bridge_db_vm_new_epoch(db, vmname(vm), &epoch) < 0 ||
         bridge_db_vm_set_current_state(db, vmname(vm), state_id) < 0 ||
-        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_DONE, VMS_STATUS_OK, "") <
-            0)
+        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_DONE, VMS_STATUS_OK, "") < 0)
         goto fail;
     bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
     if (bridge_db_event_add(db, vmname(vm), &ev) < 0)
@@ -362,7 +361,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (bridge_db_begin(db) < 0)
             goto journal_failed;
-        if ((res->status == VMS_STATUS_OK && bridge_db_state_delete(db, vmname(vm), r.state_id) < 0) ||
+        if ((res->status == VMS_STATUS_OK &&
+             bridge_db_state_delete(db, vmname(vm), r.state_id) < 0) ||
             complete_in_tx(vm, &r, res->status, &ev) < 0 || bridge_db_commit(db) < 0)
             goto rollback;
         completed(vm, &r, res->status, &ev);

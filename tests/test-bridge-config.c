@@ -61,7 +61,8 @@ static void expect_error(const char *text, const char *want)
 
 Test(config, errors_name_file_line_and_key)
 {
-    expect_error("[bridge]\nlog_level = info\nbogus = 1\n", "bad.conf:3: [bridge] bogus: unknown key");
+    expect_error("[bridge]\nlog_level = info\nbogus = 1\n",
+                 "bad.conf:3: [bridge] bogus: unknown key");
     expect_error("[bridge]\nlog_level = loud\n", "bad.conf:2: [bridge] log_level: 'loud'");
     expect_error("[vm a]\nport_a = x\nmax_states = -1\n", "bad.conf:3: [vm a] max_states:");
     expect_error("[vm a]\nport_a = x\nmax_app_data_bytes = 12Q\n",

@@ -33,12 +33,27 @@ static struct bridge_backend *fake_open(const struct bridge_vm_config *cfg, stru
                                         unsigned a, unsigned b,
                                         const struct bridge_backend_hooks *h, void *o)
 {
-    (void)cfg; (void)l; (void)a; (void)b; (void)h; (void)o;
+    (void)cfg;
+    (void)l;
+    (void)a;
+    (void)b;
+    (void)h;
+    (void)o;
     return &fake;
 }
-static void fake_close(struct bridge_backend *b) { (void)b; }
-static int fake_is_ready(struct bridge_backend *b) { return b->ready; }
-static void fake_tick(struct bridge_backend *b, double now) { (void)b; (void)now; }
+static void fake_close(struct bridge_backend *b)
+{
+    (void)b;
+}
+static int fake_is_ready(struct bridge_backend *b)
+{
+    return b->ready;
+}
+static void fake_tick(struct bridge_backend *b, double now)
+{
+    (void)b;
+    (void)now;
+}
 static int fake_record(struct bridge_backend *b, enum vms_op op, const char *tag,
                        bridge_backend_done_fn done, void *opaque)
 {
@@ -67,8 +82,8 @@ static int fake_delete(struct bridge_backend *b, const char *tag, const char *jo
     (void)job;
     return fake_record(b, VMS_OP_DELETE, tag, d, o);
 }
-static int fake_recover(struct bridge_backend *b, enum vms_op op, const char *tag,
-                        const char *job, bridge_backend_done_fn d, void *o)
+static int fake_recover(struct bridge_backend *b, enum vms_op op, const char *tag, const char *job,
+                        bridge_backend_done_fn d, void *o)
 {
     (void)job;
     return fake_record(b, op, tag, d, o);
@@ -81,16 +96,23 @@ static int fake_mem(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
 {
     return fake_record(b, VMS_OP_HOSTINFO, NULL, d, o);
 }
-static int fake_balloon(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn d,
-                        void *o)
+static int fake_balloon(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn d, void *o)
 {
     (void)bytes;
     return fake_record(b, VMS_OP_SET_MEMORY, NULL, d, o);
 }
 static const struct bridge_backend_ops fake_ops = {
-    .name = "fake", .open = fake_open, .close = fake_close, .is_ready = fake_is_ready,
-    .tick = fake_tick, .save = fake_save, .restore = fake_restore, .delete = fake_delete,
-    .recover = fake_recover, .has_snapshot = fake_has, .query_memory = fake_mem,
+    .name = "fake",
+    .open = fake_open,
+    .close = fake_close,
+    .is_ready = fake_is_ready,
+    .tick = fake_tick,
+    .save = fake_save,
+    .restore = fake_restore,
+    .delete = fake_delete,
+    .recover = fake_recover,
+    .has_snapshot = fake_has,
+    .query_memory = fake_mem,
     .set_balloon = fake_balloon,
 };
 
@@ -171,7 +193,8 @@ static void setup(void)
     br.loop.epfd = -1;
     snprintf(dbpath, sizeof(dbpath), "%s/bridge.db", dir);
     cr_assert_eq(bridge_db_open(&br.db, dbpath, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(bridge_secret_hash("s3cret", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash), 0);
+    cr_assert_eq(bridge_secret_hash("s3cret", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash),
+                 0);
     cr_assert_eq(bridge_db_principal_add(&br.db, "app", hash), 0);
     cr_assert_eq(bridge_db_principal_add(&br.db, "saver", hash), 0);
     cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm1", "all"), 0);
@@ -205,8 +228,7 @@ static int id_counter;
 
 /* Send a Request into @vm; returns its id in @id. */
 static void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *op,
-                    const char *principal, const char *secret, const char *state,
-                    const char *data)
+                    const char *principal, const char *secret, const char *state, const char *data)
 {
     struct vms_msg m;
 
@@ -468,8 +490,7 @@ Test(bridge, quotas)
 
 Test(bridge, restore_timeline_reconciliation)
 {
-    char save_id[VMS_REQUEST_ID_LEN + 1], id[VMS_REQUEST_ID_LEN + 1] = "",
-                                          state[VMS_STR_MAX + 1];
+    char save_id[VMS_REQUEST_ID_LEN + 1], id[VMS_REQUEST_ID_LEN + 1] = "", state[VMS_STR_MAX + 1];
     const struct vms_msg *t, *rev, *copy, *old;
     int i_t = -1, i_r = -1, i_c = -1;
 

@@ -119,7 +119,7 @@ int main(int argc, char **argv)
 
     add_request(r1, "save", "app", "s3cret", NULL, "a");
     add_request(r1, "save", "app", "s3cret", NULL, "a"); /* duplicate */
-    buf[len++] = 0x41; /* garbage between frames */
+    buf[len++] = 0x41;                                   /* garbage between frames */
     buf[len++] = 0xFF;
     add_hello();
     flush(dir, "duplicate-garbage-hello");

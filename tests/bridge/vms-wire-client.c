@@ -134,8 +134,8 @@ static void on_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
         printf("EVENT id=%s op=%s status=%u epoch=%llu seq=%llu dup=%d state=%s parent=%s "
                "reason=%s app=%s data=",
                m->request_id, m->op, m->status, (unsigned long long)m->epoch,
-               (unsigned long long)m->seq, fresh == 1 ? 0 : 1, m->state_id, m->parent_id,
-               m->reason, m->app_id);
+               (unsigned long long)m->seq, fresh == 1 ? 0 : 1, m->state_id, m->parent_id, m->reason,
+               m->app_id);
         print_hex(m->app_data, m->app_data_len);
         printf(" states=%zu", m->n_states);
         for (size_t i = 0; i < m->n_states; i++)
@@ -195,7 +195,10 @@ static void send_hostile(int n)
         case 1: /* declared length over the cap: 1 MiB */
             frame[0] = 0xFF;
             frame[1] = 1;
-            frame[2] = 0x00; frame[3] = 0x00; frame[4] = 0x10; frame[5] = 0x00;
+            frame[2] = 0x00;
+            frame[3] = 0x00;
+            frame[4] = 0x10;
+            frame[5] = 0x00;
             memset(frame + 6, 0x42, 32);
             send_raw(frame, 38);
             break;
@@ -230,8 +233,14 @@ static void send_hostile(int n)
             break;
         }
         case 5: /* bad escape, then a truncated frame cut by the next sync byte */
-            frame[0] = 0xFF; frame[1] = 1; frame[2] = 0xFE; frame[3] = 0x07;
-            frame[4] = 0xFF; frame[5] = 1; frame[6] = 10; frame[7] = 0;
+            frame[0] = 0xFF;
+            frame[1] = 1;
+            frame[2] = 0xFE;
+            frame[3] = 0x07;
+            frame[4] = 0xFF;
+            frame[5] = 1;
+            frame[6] = 10;
+            frame[7] = 0;
             send_raw(frame, 8);
             break;
         }
@@ -315,9 +324,15 @@ int main(int argc, char **argv)
 
     while ((opt = getopt(argc, argv, "i:a:b:")) != -1) {
         switch (opt) {
-        case 'i': fifo = optarg; break;
-        case 'a': snprintf(dev_a, sizeof(dev_a), "%s", optarg); break;
-        case 'b': snprintf(dev_b, sizeof(dev_b), "%s", optarg); break;
+        case 'i':
+            fifo = optarg;
+            break;
+        case 'a':
+            snprintf(dev_a, sizeof(dev_a), "%s", optarg);
+            break;
+        case 'b':
+            snprintf(dev_b, sizeof(dev_b), "%s", optarg);
+            break;
         default:
             fprintf(stderr, "usage: vms-wire-client [-i FIFO] [-a DEV -b DEV]\n");
             return 2;
