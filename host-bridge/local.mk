@@ -79,3 +79,5 @@ clean-local: clean-bridge-image
 clean-bridge-image:
 	rm -rf tests/bridge/image
 .PHONY: clean-bridge-image
+TESTS += tests/bridge/test-admin.sh
+dist_noinst_SCRIPTS += tests/bridge/test-admin.sh

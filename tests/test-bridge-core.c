@@ -574,3 +574,68 @@ Test(bridge, restart_requeues_and_rejudges)
     cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id1, 1), 1);
     cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id2, 1), 1);
 }
+
+Test(bridge, version_mismatch_refused_until_next_hello)
+{
+    struct vms_msg h;
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 99);
+    vms_msg_set_u64(&h, VMS_F_MIN_VERSION, 50);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 7);
+    bridge_guest_input(&vm1, &vm1.a.ch, &h);
+    vms_msg_clear(&h);
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_WELCOME, NULL));
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->status, VMS_STATUS_ERR_VERSION);
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->nonce, 7);
+    request(&vm1, id, "save", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(n_got, 0, "requests ignored after a refused Hello");
+    cr_assert_eq(fake.calls, 0);
+    hello(&vm1);
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->version, 1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
+
+Test(bridge, request_rate_limit_per_vm)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    int limited = 0;
+
+    /* vm2 has the default 60 requests per 60 s */
+    for (int i = 0; i < 70; i++) {
+        id[0] = '\0';
+        request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+        drain(&in2);
+        if (find(VMS_MSG_EVENT, id)->status == VMS_STATUS_ERR_RATE_LIMITED)
+            limited++;
+    }
+    cr_assert_eq(limited, 10, "%d refused", limited);
+    /* vm1 is not affected */
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
+
+Test(bridge, hostile_bytes_then_valid_request)
+{
+    uint8_t junk[4096];
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+
+    for (int round = 0; round < 200; round++) {
+        for (size_t i = 0; i < sizeof(junk); i++)
+            junk[i] = (uint8_t)(i * 31 + round * 7);
+        junk[0] = 0xFF; /* a sync byte, then nonsense */
+        vms_channel_feed(&vm1.a.ch, junk, sizeof(junk), bridge_guest_input, &vm1);
+    }
+    cr_assert_eq(fake.calls, 0);
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}

@@ -327,6 +327,10 @@ def main():
         check(field(ev, "status") == "0", f"5: valid request after 200 hostile frames served ({ev})")
         check(rss1 - rss0 < 4096, f"5: bridge RSS bounded: {rss0} KiB -> {rss1} KiB")
         check(bridge.proc.poll() is None, "5: bridge still running")
+        noise = len(re.findall(r"vm=vm1: vm1/port-a: (dropped bytes|rejected message)",
+                               bridge.log()))
+        numbers["hostile_log_lines"] = noise
+        check(noise < 40, f"5: hostile input does not flood the log ({noise} lines)")
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()
