@@ -27,7 +27,7 @@ host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 systemdsystemunit_DATA = host-bridge/vmstate-bridged.service
 vmstateconfdir = $(sysconfdir)/vmstate
 dist_vmstateconf_DATA = host-bridge/vmstate-bridged.conf.example
-EXTRA_DIST += host-bridge/vmstate-bridged.service
+EXTRA_DIST += host-bridge/vmstate-bridged.service host-bridge/README.md
 
 # Guest-side test client for the system tests (runs inside the test VM).
 noinst_PROGRAMS += tests/bridge/vms-wire-client
