@@ -337,8 +337,10 @@ def main():
         check(False, f"exception: {e}")
     finally:
         rc = bridge.stop() if bridge else None
+        if bridge:
+            check(rc == 0, f"bridge exits 0 on SIGTERM (status {rc}; 99 = valgrind errors)")
+            check("Sanitizer" not in bridge.log(), "no sanitizer report in the bridge's log")
         if bridge and a.valgrind:
-            check(rc == 0, f"valgrind: bridge exit status {rc} (99 = valgrind errors)")
             for vg in sorted(f for f in os.listdir(workdir) if ".vg." in f):
                 with open(os.path.join(workdir, vg)) as f:
                     summary = [l.split("== ", 1)[-1].strip() for l in f
