@@ -25,9 +25,14 @@ host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 
 systemdsystemunit_DATA = host-bridge/vmstate-bridged.service
+host-bridge/vmstate-bridged.service: $(top_srcdir)/host-bridge/vmstate-bridged.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) host-bridge && sed -e 's|@sbindir[@]|$(sbindir)|g' \
+		-e 's|@sysconfdir[@]|$(sysconfdir)|g' -e 's|@localstatedir[@]|$(localstatedir)|g' \
+		$(top_srcdir)/host-bridge/vmstate-bridged.service.in >$@
+CLEANFILES += host-bridge/vmstate-bridged.service
 vmstateconfdir = $(sysconfdir)/vmstate
 dist_vmstateconf_DATA = host-bridge/vmstate-bridged.conf.example
-EXTRA_DIST += host-bridge/vmstate-bridged.service host-bridge/README.md
+EXTRA_DIST += host-bridge/vmstate-bridged.service.in host-bridge/README.md
 
 # Guest-side test client for the system tests (runs inside the test VM).
 noinst_PROGRAMS += tests/bridge/vms-wire-client
