@@ -25,6 +25,10 @@
 
 struct bridge;
 
+/* Hellos (each answered with a Welcome and a resend) allowed per VM: 10 per 10 s. */
+#define BRIDGE_HELLO_BURST  10
+#define BRIDGE_HELLO_WINDOW 10
+
 struct bridge_port {
     struct vms_channel ch;
     struct bridge_watch watch;
@@ -44,7 +48,8 @@ struct bridge_vm {
     uint32_t caps;
     /* protection */
     struct bridge_auth_limiter auth;
-    struct bridge_bucket rate;
+    struct bridge_bucket rate;       /* requests: rate_requests per rate_window */
+    struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
     /* execution */
     struct bridge_queue queue;
     int busy;         /* a request is running */

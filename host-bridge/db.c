@@ -205,33 +205,51 @@ void bridge_request_clear(struct bridge_request *r)
 
 /* ---- VMs ---- */
 
+/* Read @vm's row: 1 found, 0 missing, -1 error. */
+static int vm_read(struct bridge_db *db, const char *vm, struct bridge_db_vm *out)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT epoch, next_seq, current_state FROM vms WHERE name = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->epoch = (uint64_t)sqlite3_column_int64(st, 0);
+        out->next_seq = (uint64_t)sqlite3_column_int64(st, 1);
+        copy_col(st, 2, out->current_state, sizeof(out->current_state));
+        rc = 1;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0;
+    } else {
+        db_error(db, vm, "read vm");
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int bridge_db_vm_ensure(struct bridge_db *db, const char *vm, struct bridge_db_vm *out)
 {
-    sqlite3_stmt *st = prep(db, vm, "INSERT OR IGNORE INTO vms(name, created) VALUES (?, ?)");
-    int rc = -1;
+    struct bridge_db_vm row;
+    sqlite3_stmt *st;
+    int rc;
 
+    if (!out)
+        out = &row;
+    rc = vm_read(db, vm, out); /* a read only: callers on the guest path stay cheap */
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    st = prep(db, vm, "INSERT OR IGNORE INTO vms(name, created) VALUES (?, ?)");
     if (!st)
         return -1;
     bind_text(st, 1, vm);
     sqlite3_bind_int64(st, 2, now_s());
     if (step_done(db, vm, st, "insert vm") < 0)
         return -1;
-    if (!out)
-        return 0;
-    st = prep(db, vm, "SELECT epoch, next_seq, current_state FROM vms WHERE name = ?");
-    if (!st)
-        return -1;
-    bind_text(st, 1, vm);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        out->epoch = (uint64_t)sqlite3_column_int64(st, 0);
-        out->next_seq = (uint64_t)sqlite3_column_int64(st, 1);
-        copy_col(st, 2, out->current_state, sizeof(out->current_state));
-        rc = 0;
-    } else {
-        db_error(db, vm, "read vm");
-    }
-    sqlite3_finalize(st);
-    return rc;
+    return vm_read(db, vm, out) == 1 ? 0 : -1;
 }
 
 int bridge_db_vm_set_current_state(struct bridge_db *db, const char *vm, const char *state_id)

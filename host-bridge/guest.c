@@ -304,6 +304,11 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
     uint32_t version = vms_proto_negotiate(m->version, min);
     uint64_t nonce;
 
+    if (!bridge_bucket_take(&vm->hello_rate, BRIDGE_HELLO_BURST, BRIDGE_HELLO_WINDOW, vm->now)) {
+        vms_debug(vmname(vm), NULL, "hello ignored: more than %d in %d s", BRIDGE_HELLO_BURST,
+                  BRIDGE_HELLO_WINDOW);
+        return;
+    }
     if (getrandom(&nonce, sizeof(nonce), 0) == (ssize_t)sizeof(nonce))
         vm->host_nonce = nonce;
     vms_msg_init(&w, VMS_MSG_WELCOME);
