@@ -158,6 +158,13 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
             return fail(ctx, "bridge", key,
                         "'%s' is not one of error, warning, notice, info, debug", value);
         cfg->log_level = l;
+    } else if (!strcmp(key, "privsep")) {
+        if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+            cfg->privsep = 1;
+        else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+            cfg->privsep = 0;
+        else
+            return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
     } else if (!strcmp(key, "reconnect_min_ms")) {
         if (parse_uint(value, 600000, &u) < 0 || u == 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
@@ -291,6 +298,7 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->reconnect_min_ms = 200;
     cfg->reconnect_max_ms = 5000;
+    cfg->privsep = 1;
 }
 
 /* Checks that need the whole file: required keys, consistent bounds. */

@@ -45,6 +45,7 @@ struct bridge_config {
     char database[BRIDGE_PATH_MAX];
     int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
+    int privsep; /* read port A in an unprivileged reader process (default yes) */
     struct bridge_vm_config *vms;
     size_t n_vms;
 };

@@ -14,6 +14,7 @@
 #define BRIDGE_BRIDGE_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "auth.h"
 #include "backend.h"
@@ -35,6 +36,7 @@ struct bridge_port {
     const char *path;
     double retry_at;
     unsigned backoff_ms;
+    pid_t reader; /* port A with privsep: the reader process, 0 if none */
 };
 
 struct bridge_vm {

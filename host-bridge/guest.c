@@ -11,8 +11,10 @@
  * cannot grow the database. Refusals after it (denied, quota, not-found,
  * unsupported) are journaled like any completion.
  *
- * Privilege separation (parsing in an unprivileged child, OpenBSD style) is
- * future work; this function is the narrow interface it would wrap.
+ * With privsep (the default), the bytes were deframed and decoded by an
+ * unprivileged reader process (privsep.c) and re-encoded by it: this
+ * function then sees only messages our own encoder wrote, and runs in the
+ * parent, which holds the database.
  */
 #include "config.h"
 #include "bridge.h"

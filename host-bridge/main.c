@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "privsep.h"
 #include "vms-log.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/vmstate/vmstate-bridged.conf"
@@ -54,13 +55,24 @@ int main(int argc, char **argv)
     struct bridge_watch sigw;
     sigset_t mask;
     char err[1024];
-    int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1;
+    int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
+    const char *reader_vm = NULL;
+    long reader_parent = 0;
 
     memset(&br, 0, sizeof(br));
     memset(&cfg, 0, sizeof(cfg));
     br.loop.epfd = -1;
-    while ((opt = getopt(argc, argv, "c:d:vth")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:")) != -1) {
         switch (opt) {
+        case 'R':
+            reader_vm = optarg;
+            break; /* internal: privsep reader */
+        case 'L':
+            reader_level = atoi(optarg);
+            break;
+        case 'P':
+            reader_parent = atol(optarg);
+            break;
         case 'c':
             config_path = optarg;
             break;
@@ -81,7 +93,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (reader_vm) {
+        vms_log_init("vmstate-bridged[reader]", reader_level);
+        bridge_privsep_reader_main(reader_vm, reader_parent);
+    }
     vms_log_init("vmstate-bridged", LOG_INFO);
+    bridge_privsep_init(argv[0]);
     if (bridge_config_load(&cfg, config_path, err, sizeof(err)) < 0) {
         vms_err(NULL, NULL, "configuration: %s", err);
         goto out;
@@ -134,6 +151,7 @@ int main(int argc, char **argv)
         double now = bridge_now();
         for (size_t i = 0; i < br.n_vms; i++)
             bridge_vm_tick(&br.vms[i], now);
+        bridge_privsep_reap();
         if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
@@ -144,6 +162,7 @@ out:
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);
+    bridge_privsep_reap();
     if (sfd >= 0)
         close(sfd);
     bridge_loop_free(&br.loop);

@@ -14,9 +14,11 @@
 #include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/un.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "privsep.h"
 #include "vms-log.h"
 
 #define PORT_READ_BUDGET     (64u * 1024u)
@@ -34,8 +36,16 @@ static void port_schedule_retry(struct bridge_vm *vm, struct bridge_port *p)
     p->backoff_ms = p->backoff_ms * 2 > max ? max : p->backoff_ms * 2;
 }
 
+static void port_stop_reader(struct bridge_port *p)
+{
+    if (p->reader > 0)
+        kill(p->reader, SIGTERM); /* reaped by bridge_privsep_reap() */
+    p->reader = 0;
+}
+
 static void port_close(struct bridge_vm *vm, struct bridge_port *p, const char *why)
 {
+    port_stop_reader(p);
     if (p->ch.fd >= 0) {
         vms_warn(vmname(vm), NULL, "%s: disconnected: %s", p->ch.name, why);
         bridge_watch_del(&vm->br->loop, &p->watch);
@@ -115,6 +125,17 @@ static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watc
         vms_debug(vmname(vm), NULL, "%s: connect %s: %s", p->ch.name, p->path, strerror(errno));
         close(fd);
         return -1;
+    }
+    if (p == &vm->a && vm->br->cfg->privsep) {
+        /* the guest's bytes are parsed by an unprivileged reader; we read its output */
+        int sp = bridge_privsep_spawn(fd, vmname(vm), &p->reader);
+        if (sp < 0) {
+            vms_err(vmname(vm), NULL, "%s: cannot start the guest reader: %s", p->ch.name,
+                    strerror(errno));
+            close(fd);
+            return -1;
+        }
+        fd = sp;
     }
     vms_channel_attach(&p->ch, fd);
     bridge_watch_init(&p->watch, fn, vm);
@@ -562,6 +583,7 @@ void bridge_vm_free(struct bridge_vm *vm)
     if (vm->backend)
         vm->br->backend->close(vm->backend);
     vm->backend = NULL;
+    port_stop_reader(&vm->a);
     if (vm->a.ch.fd >= 0)
         bridge_watch_del(&vm->br->loop, &vm->a.watch);
     if (vm->b.ch.fd >= 0)

@@ -68,12 +68,36 @@ class Bridge:
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
         return self.proc.pid
 
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
+    def rss_kib(self, pid=None):
+        with open(f"/proc/{pid or self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return -1
+
+    def readers(self, parents=None):
+        """PIDs of privsep reader processes of this bridge (or of the given parent PIDs)."""
+        parents = {str(p) for p in (parents or [self.proc.pid])}
+        found = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == b"vmstate-bridged-reader" and b"-P" in argv and \
+                    argv[argv.index(b"-P") + 1].decode() in parents:
+                found.append(int(d))
+        return found
+
+    def status_of(self, pid, key):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return line.split(":", 1)[1].split()
+        return []
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
@@ -254,7 +278,10 @@ def main():
         deadline = time.monotonic() + 30
         while bridge.log().count(": accepted save") < n_acc + 2 and time.monotonic() < deadline:
             time.sleep(0.005)
+        old_pid = bridge.proc.pid
         bridge.kill9()
+        time.sleep(0.3)
+        check(not bridge.readers([old_pid]), "4: the killed bridge's guest readers died with it")
         tail = bridge.log().split(": accepted save")[-1]
         check(bridge.log().count(": accepted save") == n_acc + 2 and "completed save" not in tail,
               "4: bridge SIGKILLed after accepting 2 saves, before completing them")
@@ -316,16 +343,30 @@ def main():
 
         # ---- 5. hostile frames ----
         time.sleep(1)
+        readers = bridge.readers()
+        check(len(readers) == 2, f"privsep: one guest reader per VM ({readers})")
+        for r in readers:
+            uid = bridge.status_of(r, "Uid")
+            check((os.geteuid() != 0 or uid[0] == "65534") and
+                  bridge.status_of(r, "NoNewPrivs") == ["1"],
+                  f"privsep: reader {r} unprivileged (uid {uid[0]}, no_new_privs, seccomp mode "
+                  f"{bridge.status_of(r, 'Seccomp')[0]})")
         rss0 = bridge.rss_kib()
+        rrss0 = sum(bridge.rss_kib(r) for r in readers)
         c1.cmd("hostile 200")
         c1.wait(r"^SENT hostile=200", 60)
         time.sleep(2)
         rid = c1.request("list org.example.Notes app s3cret")
         ev = c1.event(rid, timeout=60)
         rss1 = bridge.rss_kib()
+        readers1 = bridge.readers()
+        rrss1 = sum(bridge.rss_kib(r) for r in readers1)
         numbers["rss_before_kib"], numbers["rss_after_kib"] = rss0, rss1
+        numbers["reader_rss_before_kib"], numbers["reader_rss_after_kib"] = rrss0, rrss1
         check(field(ev, "status") == "0", f"5: valid request after 200 hostile frames served ({ev})")
         check(rss1 - rss0 < 4096, f"5: bridge RSS bounded: {rss0} KiB -> {rss1} KiB")
+        check(sorted(readers1) == sorted(readers) and rrss1 - rrss0 < 4096,
+              f"5: readers survived, their RSS bounded: {rrss0} KiB -> {rrss1} KiB (2 readers)")
         check(bridge.proc.poll() is None, "5: bridge still running")
         noise = len(re.findall(r"vm=vm1: vm1/port-a: (dropped bytes|rejected message)",
                                bridge.log()))
@@ -339,6 +380,8 @@ def main():
         rc = bridge.stop() if bridge else None
         if bridge:
             check(rc == 0, f"bridge exits 0 on SIGTERM (status {rc}; 99 = valgrind errors)")
+            time.sleep(0.3)
+            check(not bridge.readers([bridge.proc.pid]), "no guest reader left after the bridge")
             check("Sanitizer" not in bridge.log(), "no sanitizer report in the bridge's log")
         if bridge and a.valgrind:
             for vg in sorted(f for f in os.listdir(workdir) if ".vg." in f):
