@@ -8,6 +8,7 @@ Needs (Debian packages): python3 qemu-system-x86 qemu-utils; an image from build
 import argparse
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -22,6 +23,18 @@ failures, passed = [], []
 def check(cond, what):
     print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
     (passed if cond else failures).append(what)
+
+
+def ports_round_trip(vm):
+    """Bytes go host -> port B -> guest and guest -> port A -> host."""
+    with socket.socket(socket.AF_UNIX) as a, socket.socket(socket.AF_UNIX) as b:
+        a.connect(vm.a_sock)
+        b.connect(vm.b_sock)
+        b.sendall(b"ping\n")
+        pa, pb = vm.port_device("org.vmstate.request.0"), vm.port_device("org.vmstate.event.0")
+        rc, out = vm.run(f"timeout 5 head -n1 {pb} && echo pong >{pa}", timeout=10)
+        a.settimeout(5)
+        check((rc, out, a.recv(16)) == (0, "ping\n", b"pong\n"), f"port B -> {pb}, {pa} -> port A")
 
 
 def in_flight(vm):
@@ -77,6 +90,7 @@ def main():
             check({"org.vmstate.request.0", "org.vmstate.event.0"} <= set(names),
                   f"vmstate ports in the guest: {names}")
             check(vm.run("test -S /run/dbus/system_bus_socket")[0] == 0, "system bus is up")
+            ports_round_trip(vm)
 
             blob = bytes(range(256)) * 400  # binary, > one write_file chunk
             vm.write_file("/tmp/blob", blob)

@@ -294,7 +294,7 @@ def choose_accel(image_dir, accel=None):
         try:
             with tempfile.TemporaryDirectory(prefix="vmh-kvm-") as d:
                 with VM(d, image_dir, accel="kvm", ports=False) as vm:
-                    vm.wait_ready(timeout=20)
+                    vm.wait_ready(timeout=10)  # a working KVM boots in ~1 s
                     ok = vm.run("echo ok", timeout=10) == (0, "ok\n")
         except (VMError, TimeoutError, OSError):
             ok = False
@@ -511,6 +511,11 @@ class VM:
         if rc != 0:
             raise VMError(f"guest command {cmd!r} exited {rc}: {out}")
         return out
+
+    def port_device(self, name):
+        """The guest device of the virtio-serial port named name, e.g. /dev/vport0p1."""
+        out = self.check(f"grep -l -x {shlex.quote(name)} /sys/class/virtio-ports/*/name")
+        return "/dev/" + out.split()[0].split("/")[-2]
 
     def spawn(self, cmd, log="/dev/null"):
         """Start cmd in the background in its own session, output to guest file log; pid."""
