@@ -111,7 +111,11 @@ $(grep 'not found' <<<"$out")" ;; esac
 filelist=$(mktemp); trap 'rm -f "$filelist"' EXIT
 add_file() { # add_file GUESTPATH HOSTPATH
     echo "$1|$2" >>"$filelist"
-    if is_elf "$2"; then local l; for l in $(libs_of "$2"); do echo "$l|$(realpath "$l")" >>"$filelist"; done; fi
+    if is_elf "$2"; then
+        local libs l
+        libs=$(libs_of "$2") || exit 1
+        for l in $libs; do echo "$l|$(realpath "$l")" >>"$filelist"; done
+    fi
 }
 add_file /usr/bin/dbus-daemon "$dbus_daemon"
 add_file /usr/share/dbus-1/system.conf "$dbus_conf"

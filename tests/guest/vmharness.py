@@ -199,7 +199,7 @@ class Agent(_Reader):
         The guest kills it after `timeout` s (rc 137); the host waits `wait` s (default:
         timeout + 10)."""
         cid = f"{self._prefix}-{next(self._ids)}"
-        payload = base64.b64encode(script.encode()).decode()
+        payload = base64.b64encode((script or ":").encode()).decode()
         with self.cond:
             self._pending.add(cid)
             epoch = self._epoch
@@ -500,9 +500,14 @@ class VM:
         self.agent.exec("true", timeout=10)  # answers in order: the agent is now idle
         return self.boot_time
 
+    def _exec(self, script, timeout, **kw):
+        if self.agent.last_heard is None:  # never talk to an agent that may not listen yet
+            self.wait_ready()
+        return self.agent.exec(script, timeout, **kw)
+
     def run(self, cmd, timeout=30):
         """Run a shell command in the guest: (rc, output text; stdout and stderr merged)."""
-        rc, out = self.agent.exec(cmd, timeout)
+        rc, out = self._exec(cmd, timeout)
         return rc, out.decode("utf-8", "replace")
 
     def check(self, cmd, timeout=30):
@@ -523,7 +528,7 @@ class VM:
         return int(self.check(script).strip())
 
     def read_file(self, path, timeout=30):
-        rc, out = self.agent.exec(f"cat -- {shlex.quote(path)}", timeout)
+        rc, out = self._exec(f"cat -- {shlex.quote(path)}", timeout)
         if rc != 0:
             raise VMError(f"read_file {path}: {out.decode(errors='replace').strip()}")
         return out
@@ -535,7 +540,7 @@ class VM:
         script = f"cat >{shlex.quote(path)}"
         if mode is not None:
             script += f" && chmod {mode:o} {shlex.quote(path)}"
-        rc, out = self.agent.exec(script, timeout, input=data)
+        rc, out = self._exec(script, timeout, input=data)
         if rc != 0:
             raise VMError(f"write_file {path}: {out.decode(errors='replace').strip()}")
 
