@@ -11,7 +11,7 @@
 # Environment: VMSTATE_CACHE (default ~/.cache/vmstate) caches kernel packages;
 #   VMSTATE_KERNEL_DEB=/path/to/linux-image-*.deb uses that kernel package instead of apt.
 #
-# Debian packages needed: bash coreutils findutils grep sed gawk|mawk gzip apt dpkg kmod
+# Debian packages needed: bash coreutils findutils grep sed gzip apt dpkg kmod
 #   libc-bin util-linux busybox-static dbus lz4 xz-utils zstd bzip2 (only the kernel's
 #   compressor is actually used; bookworm's cloud kernel uses lz4).
 set -euo pipefail
@@ -110,6 +110,9 @@ $(grep 'not found' <<<"$out")" ;; esac
 
 filelist=$(mktemp); trap 'rm -f "$filelist"' EXIT
 add_file() { # add_file GUESTPATH HOSTPATH
+    if head -n 5 "$2" | grep -q 'temporary wrapper script for'; then
+        die "$2 is a libtool wrapper script: link it with -no-install, or add its .libs/ binary"
+    fi
     echo "$1|$2" >>"$filelist"
     if is_elf "$2"; then
         local libs l

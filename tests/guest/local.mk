@@ -7,9 +7,11 @@ GUEST_IMAGE_DIR = $(abs_builddir)/tests/guest/image
 # Extra build-image.sh arguments (--add HOST[:GUEST], --add-dir HOST:GUEST); components
 # append their binaries, policy files and /etc/vmstate/init.d start scripts here.
 GUEST_IMAGE_ARGS =
+# ... and the files those arguments name, so that the image follows them.
+GUEST_IMAGE_DEPS =
 PYTHON3 = python3
 
-guest-image:
+guest-image: $(GUEST_IMAGE_DEPS)
 	$(AM_V_GEN)$(SHELL) $(abs_top_srcdir)/tests/guest/build-image.sh $(GUEST_IMAGE_DIR) $(GUEST_IMAGE_ARGS)
 
 check-system-smoke: guest-image
@@ -21,6 +23,6 @@ EXTRA_DIST += tests/guest/build-image.sh tests/guest/guest-init.sh tests/guest/g
 	tests/guest/vmharness.py tests/guest/test-vm-smoke.py tests/guest/README.md
 
 clean-local: clean-guest-image
-clean-guest-image:
+clean-guest-image: $(GUEST_IMAGE_DEPS)
 	rm -rf $(GUEST_IMAGE_DIR)
 .PHONY: clean-guest-image
