@@ -23,6 +23,6 @@ EXTRA_DIST += tests/guest/build-image.sh tests/guest/guest-init.sh tests/guest/g
 	tests/guest/vmharness.py tests/guest/test-vm-smoke.py tests/guest/README.md
 
 clean-local: clean-guest-image
-clean-guest-image: $(GUEST_IMAGE_DEPS)
+clean-guest-image:
 	rm -rf $(GUEST_IMAGE_DIR)
 .PHONY: clean-guest-image
