@@ -110,6 +110,7 @@ $(grep 'not found' <<<"$out")" ;; esac
 
 filelist=$(mktemp); trap 'rm -f "$filelist"' EXIT
 add_file() { # add_file GUESTPATH HOSTPATH
+    case $1 in /proc/*|/sys/*|/dev/*) die "$1: the guest mounts over /proc, /sys and /dev" ;; esac
     if head -n 5 "$2" | grep -q 'temporary wrapper script for'; then
         die "$2 is a libtool wrapper script: link it with -no-install, or add its .libs/ binary"
     fi
