@@ -84,7 +84,10 @@ class _Reader:
 
     def send(self, data):
         with self._send_lock:
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                raise VMError(f"cannot send (QEMU gone?): {e}") from None
 
     def wait_for(self, pred, timeout, what):
         """Wait (holding self.cond) until pred() is true; errors on timeout or EOF."""
@@ -204,7 +207,7 @@ class Agent(_Reader):
             self._pending.add(cid)
             epoch = self._epoch
         try:
-            line = f"\n@@C {cid} {math.ceil(timeout) if timeout else 0} {payload}"
+            line = f"\n@@C {cid} {math.ceil(timeout) if timeout else 0} {payload} {len(payload)}"
             self.send(f"{line} {len(input)}\n".encode() + input if input else f"{line}\n".encode())
             if wait is None:
                 wait = (timeout or 3600) + 10
