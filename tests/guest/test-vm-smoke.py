@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from vmharness import VM, AgentLost, choose_accel  # noqa: E402
 

@@ -293,6 +293,7 @@ def choose_accel(image_dir, accel=None):
     except (OSError, ValueError):
         cache = {}
     if key not in cache:
+        VM("/nonexistent", image_dir)  # a missing image raises here, not as "KVM failed"
         ok = False
         try:
             with tempfile.TemporaryDirectory(prefix="vmh-kvm-") as d:
