@@ -18,6 +18,7 @@ check-system-smoke: guest-image
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/guest/test-vm-smoke.py --image $(GUEST_IMAGE_DIR)
 
 .PHONY: guest-image check-system-smoke
+SYSTEM_CHECKS += check-system-smoke
 
 EXTRA_DIST += tests/guest/build-image.sh tests/guest/guest-init.sh tests/guest/guest-agent.sh \
 	tests/guest/vmharness.py tests/guest/test-vm-smoke.py tests/guest/README.md
