@@ -40,3 +40,13 @@ guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd
 	$(AM_V_GEN)$(MKDIR_P) guest-helper && \
 	  sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@sysconfdir[@]|$(sysconfdir)|g' $< > $@.tmp && mv $@.tmp $@
 CLEANFILES += guest-helper/vmstate-helperd.service
+
+# Component tests: the real daemon against a private dbus-daemon and a fake bridge.
+TESTS += tests/test-helper-bus
+check_PROGRAMS += tests/test-helper-bus
+HELPER_TEST_CFLAGS = $(TEST_COMMON_CFLAGS) \
+	-DHELPERD_PATH='"$(abs_top_builddir)/guest-helper/vmstate-helperd"'
+tests_test_helper_bus_SOURCES = tests/test-helper-bus.c \
+	tests/test-helper-fixture.c tests/test-helper-fixture.h
+tests_test_helper_bus_CFLAGS = $(HELPER_TEST_CFLAGS)
+tests_test_helper_bus_LDADD = $(TEST_COMMON_LDADD)
