@@ -50,3 +50,14 @@ tests_test_helper_bus_SOURCES = tests/test-helper-bus.c \
 	tests/test-helper-fixture.c tests/test-helper-fixture.h
 tests_test_helper_bus_CFLAGS = $(HELPER_TEST_CFLAGS)
 tests_test_helper_bus_LDADD = $(TEST_COMMON_LDADD)
+
+# Fuzz target over the helper's port-B input path (see fuzz/local.mk for the pattern).
+FUZZ_TARGETS += fuzz/fuzz-helper-events
+fuzz_fuzz_helper_events_SOURCES = fuzz/fuzz-helper-events.c
+fuzz_fuzz_helper_events_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/guest-helper $(DBUS_CFLAGS) $(UDEV_CFLAGS)
+fuzz_fuzz_helper_events_LDADD = $(HELPER_CORE_LIBS) $(FUZZ_LDADD)
+if !ENABLE_FUZZING
+fuzz_fuzz_helper_events_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_helper_events_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+EXTRA_DIST += fuzz/corpus/helper-events
