@@ -552,7 +552,8 @@ void fx_completed_args(DBusMessage *m, const char **request_id, const char **op,
     dbus_message_iter_get_fixed_array(&arr, &data, &len);
     if (app_data) {
         size_t n = (size_t)len < cap - 1 ? (size_t)len : cap - 1;
-        memcpy(app_data, data, n);
+        if (n)
+            memcpy(app_data, data, n);
         app_data[n] = '\0';
     }
     dbus_message_iter_next(&it);
