@@ -6,9 +6,12 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "test-helper-fixture.h"
@@ -474,4 +477,126 @@ Test(helper, introspect_and_properties)
     cr_assert(dbus_message_has_signature(r, "a{sv}"));
     dbus_message_unref(r);
     fx_client_close(c);
+}
+
+Test(helper, bad_config_names_file_line_and_key)
+{
+    char conf[300], cmd[1024], out[1024] = "";
+    FILE *p;
+    size_t n;
+    int st;
+
+    fx_start_bus(&F);
+    snprintf(conf, sizeof(conf), "%s/bad.conf", F.dir);
+    p = fopen(conf, "w");
+    cr_assert_not_null(p);
+    fputs("[helper]\n# comment\ngrace_period_ms = soon\n", p);
+    fclose(p);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
+             F.bus_address);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    st = pclose(p);
+    cr_assert_eq(WEXITSTATUS(st), 2, "%s", out);
+    snprintf(cmd, sizeof(cmd), "%s:3: key 'grace_period_ms': bad value 'soon'", conf);
+    cr_assert(strstr(out, cmd), "%s", out);
+    p = fopen(conf, "w");
+    fputs("[helper]\nallow_users = root\nno_such_key = 1\n", p);
+    fclose(p);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
+             F.bus_address);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    cr_assert(strstr(out, ":3: key 'no_such_key': unknown key"), "%s", out);
+}
+
+/* CPU time (ms) the helper has used so far. */
+static long helper_cpu_ms(void)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, stt = 0;
+    FILE *f;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)F.helper_pid);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    p = strrchr(buf, ')');
+    cr_assert_not_null(p);
+    /* fields after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime */
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt),
+                 2);
+    return (long)((ut + stt) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+static int open_raw_pty(char *slave_path, size_t len, int *slave_fd)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC); /* the helper must not inherit it */
+    struct termios t;
+
+    cr_assert_geq(m, 0);
+    cr_assert_eq(grantpt(m), 0);
+    cr_assert_eq(unlockpt(m), 0);
+    cr_assert_eq(ptsname_r(m, slave_path, len), 0);
+    *slave_fd = open(slave_path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    cr_assert_geq(*slave_fd, 0);
+    cr_assert_eq(tcgetattr(*slave_fd, &t), 0);
+    cfmakeraw(&t);
+    cr_assert_eq(tcsetattr(*slave_fd, TCSANOW, &t), 0);
+    return m;
+}
+
+/* Ports as device nodes (ptys stand in for virtio-serial): the host side going away leaves the
+ * helper waiting without spinning, requests queue, and nothing blocks. */
+Test(helper, device_ports_host_gone_no_spin)
+{
+    char sa[128], sb[128], extra[400];
+    int ma, mb, ka, kb;
+    struct fx_opts o = {.extra_config = extra};
+    DBusConnection *c;
+    const char *id, *err;
+    struct vms_msg *hello, w;
+    long cpu0, cpu1;
+
+    fx_start_bus(&F);
+    ma = open_raw_pty(sa, sizeof(sa), &ka);
+    mb = open_raw_pty(sb, sizeof(sb), &kb);
+    /* later keys override the fixture's unix: ports */
+    snprintf(extra, sizeof(extra), "request_port = %s\nevent_port = %s\n", sa, sb);
+    F.listen_a = F.listen_b = -1;
+    o.no_ports = 1;
+    fx_start_helper(&F, &o);
+    vms_channel_attach(&F.a, ma);
+    vms_channel_attach(&F.b, mb);
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 5000);
+    cr_assert_not_null(hello, "no Hello over the pty (see %s)", F.helper_log);
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, 1);
+    fx_bridge_send(&F, &w);
+    fx_msg_free(hello);
+    c = fx_client(&F);
+    usleep(200000);
+    cr_assert_eq(bridge_connected(c), 1);
+    fx_bridge_hangup(&F); /* closes the masters: the "host side" is gone */
+    usleep(300000);
+    cr_assert_eq(bridge_connected(c), 0);
+    cpu0 = helper_cpu_ms();
+    usleep(1500000);
+    cpu1 = helper_cpu_ms();
+    cr_assert_lt(cpu1 - cpu0, 150, "helper used %ld ms CPU in 1.5 s with the host gone",
+                 cpu1 - cpu0);
+    id = fx_save(c, "while the host is away", APP, "", &err);
+    cr_assert_not_null(id, "%s", err);
+    fx_client_close(c);
+    close(ka);
+    close(kb);
 }
