@@ -34,6 +34,7 @@ dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules
 systemdsystemunit_DATA = guest-helper/vmstate-helperd.service
 helperexampledir = $(docdir)/examples
 dist_helperexample_DATA = guest-helper/helper.conf.example
+EXTRA_DIST += guest-helper/README.md
 EXTRA_DIST += guest-helper/vmstate-helperd.service.in
 
 guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd.service.in Makefile
