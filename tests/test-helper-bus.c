@@ -600,3 +600,54 @@ Test(helper, device_ports_host_gone_no_spin)
     close(ka);
     close(kb);
 }
+
+/* A list completion updates the States property (and announces it with PropertiesChanged). */
+Test(helper, list_updates_states_property)
+{
+    DBusConnection *c;
+    DBusMessage *m, *r;
+    DBusMessageIter it, v, arr, st;
+    const char *iface = "org.vmstate.Helper1", *prop = "States", *id;
+    char *sig;
+    struct vms_msg e;
+    struct vms_state_info s1 = {.id = "s1", .label = "one", .app_id = APP, .created = 5};
+    int n = 0;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    vms_msg_init(&e, VMS_MSG_EVENT);
+    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000cccc");
+    vms_msg_set_str(&e, VMS_F_OP, "list");
+    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
+    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "Get");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                             DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r);
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &v);
+    sig = dbus_message_iter_get_signature(&v);
+    cr_assert_str_eq(sig, "a(ssssx)");
+    dbus_free(sig);
+    dbus_message_iter_recurse(&v, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+        dbus_message_iter_recurse(&arr, &st);
+        dbus_message_iter_get_basic(&st, &id);
+        cr_assert_str_eq(id, "s1");
+        n++;
+        dbus_message_iter_next(&arr);
+    }
+    cr_assert_eq(n, 1);
+    dbus_message_unref(r);
+    fx_client_close(c);
+}
