@@ -265,3 +265,43 @@ Test(tools, busctl_script_save_list_restore)
                  out);
     cr_assert(strstr(out, "a(ssssx)"), "%s", out);
 }
+
+Test(tools, vmstatectl_watch_prints_events_until_interrupted)
+{
+    struct proc p;
+    struct vms_msg t;
+    char *out;
+    uint64_t until;
+
+    fx_start(&F, NULL);
+    started = 1;
+    fx_bridge_handshake(&F, 1);
+    spawn(&p, (char *[]){CTL, "--json", "--app-id", "org.example.W", "watch", NULL}, 0);
+    until = fx_now_ms() + 5000; /* until it has registered */
+    while (fx_now_ms() < until) {
+        FILE *f = fopen(F.helper_log, "r");
+        char buf[1 << 15];
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        if (strstr(buf, "registered for app org.example.W"))
+            break;
+        usleep(20000);
+    }
+    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "save", 0, "org.example.W", "w",
+                    "s3", 1);
+    vms_msg_init(&t, VMS_MSG_TIMELINE);
+    vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
+    vms_msg_set_str(&t, VMS_F_STATE_ID, "s3");
+    fx_bridge_send(&F, &t);
+    until = fx_now_ms() + 3000;
+    while (!strstr(output(&p), "\"restored\"") && fx_now_ms() < until)
+        usleep(20000);
+    kill(p.pid, SIGINT);
+    cr_assert_eq(finish(&p, 3000), 0, "%s", output(&p));
+    out = output(&p);
+    cr_assert(strstr(out, "\"event\":\"completed\""), "%s", out);
+    cr_assert(strstr(out, "\"state_id\":\"s3\""), "%s", out);
+    cr_assert(strstr(out, "\"event\":\"restored\""), "%s", out);
+}
