@@ -33,10 +33,10 @@ struct app {
     const char *message;
     char save_id[VMSTATE_REQUEST_ID_LEN + 1];
     char restore_id[VMSTATE_REQUEST_ID_LEN + 1];
-    int restored;     /* we run in a restored timeline */
+    int restored; /* we run in a restored timeline */
     int got_message;
-    int save_done;    /* the save's completion reached this instance */
-    int exit_code;    /* -1 while running */
+    int save_done; /* the save's completion reached this instance */
+    int exit_code; /* -1 while running */
 };
 
 static void write_file(const char *path, const char *text)
@@ -100,8 +100,8 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
     }
     if (a->restored || a->got_message || !strcmp(ev->reason, "restored-copy")) {
         /* The save this instance was waiting for, completed in the restored timeline. */
-        printf("my save completed too (state %s%s%s)\n", ev->state_id,
-               ev->reason[0] ? ", " : "", ev->reason);
+        printf("my save completed too (state %s%s%s)\n", ev->state_id, ev->reason[0] ? ", " : "",
+               ev->reason);
         a->save_done = 1;
         if (a->got_message)
             a->exit_code = 0;
@@ -125,17 +125,13 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"address", required_argument, NULL, 'A'},
-                                         {"app-id", required_argument, NULL, 'a'},
-                                         {"file", required_argument, NULL, 'f'},
-                                         {"label", required_argument, NULL, 'l'},
-                                         {"message", required_argument, NULL, 'm'},
-                                         {"timeout", required_argument, NULL, 't'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    struct app a = {.file = "/tmp/vmstate-example.txt",
-                    .message = "hello from the future",
-                    .exit_code = -1};
+    static const struct option opts[] = {
+        {"address", required_argument, NULL, 'A'}, {"app-id", required_argument, NULL, 'a'},
+        {"file", required_argument, NULL, 'f'},    {"label", required_argument, NULL, 'l'},
+        {"message", required_argument, NULL, 'm'}, {"timeout", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    struct app a = {
+        .file = "/tmp/vmstate-example.txt", .message = "hello from the future", .exit_code = -1};
     const char *address = getenv("VMSTATE_BUS_ADDRESS"), *app_id = "org.vmstate.Example";
     const char *label = "vmstate-example", *principal, *secret;
     int timeout_s = 300, c, rc;
@@ -143,12 +139,24 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "a:f:l:m:t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'A': address = optarg; break;
-        case 'a': app_id = optarg; break;
-        case 'f': a.file = optarg; break;
-        case 'l': label = optarg; break;
-        case 'm': a.message = optarg; break;
-        case 't': timeout_s = atoi(optarg); break;
+        case 'A':
+            address = optarg;
+            break;
+        case 'a':
+            app_id = optarg;
+            break;
+        case 'f':
+            a.file = optarg;
+            break;
+        case 'l':
+            label = optarg;
+            break;
+        case 'm':
+            a.message = optarg;
+            break;
+        case 't':
+            timeout_s = atoi(optarg);
+            break;
         default:
             printf("Usage: vmstate-example [--app-id ID] [--file PATH] [--label L] "
                    "[--message TEXT] [--timeout SEC] [--address DBUS_ADDRESS]\n"

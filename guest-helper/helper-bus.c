@@ -155,9 +155,9 @@ struct request_method {
 };
 
 static const struct request_method request_methods[] = {
-    {"Save", "ssaya{ss}", VMS_OP_SAVE},         {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
-    {"ListStates", "sa{ss}", VMS_OP_LIST},      {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
-    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO},    {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
 };
 
 static const char *status_error_name(int status)
@@ -226,8 +226,7 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
         dbus_message_iter_get_fixed_array(&arr, &data, &len);
         dbus_message_iter_next(&it);
         if ((size_t)len > VMS_APP_DATA_MAX) {
-            snprintf(why, sizeof(why), "app data is %d bytes; at most %u", len,
-                     VMS_APP_DATA_MAX);
+            snprintf(why, sizeof(why), "app data is %d bytes; at most %u", len, VMS_APP_DATA_MAX);
             break;
         }
         if (len > 0 && vms_msg_set_app_data(&req, data, (size_t)len) < 0) {
@@ -465,8 +464,7 @@ static int dict_str(DBusMessageIter *dict, const char *key, const char *value)
            dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
            dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "s", &v) &&
            dbus_message_iter_append_basic(&v, DBUS_TYPE_STRING, &value) &&
-           dbus_message_iter_close_container(&e, &v) &&
-           dbus_message_iter_close_container(dict, &e);
+           dbus_message_iter_close_container(&e, &v) && dbus_message_iter_close_container(dict, &e);
 }
 
 static int dict_u64(DBusMessageIter *dict, const char *key, uint64_t value)
@@ -478,8 +476,7 @@ static int dict_u64(DBusMessageIter *dict, const char *key, uint64_t value)
            dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
            dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "t", &v) &&
            dbus_message_iter_append_basic(&v, DBUS_TYPE_UINT64, &x) &&
-           dbus_message_iter_close_container(&e, &v) &&
-           dbus_message_iter_close_container(dict, &e);
+           dbus_message_iter_close_container(&e, &v) && dbus_message_iter_close_container(dict, &e);
 }
 
 static int append_details(DBusMessageIter *it, const struct vms_msg *ev)
@@ -543,8 +540,7 @@ void helper_bus_emit_completed(struct helper *h, const char *owner, const struct
          dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &label) &&
          dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &app) &&
          dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &arr) &&
-         dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data,
-                                              (int)ev->app_data_len) &&
+         dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data, (int)ev->app_data_len) &&
          dbus_message_iter_close_container(&it, &arr) &&
          dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT64, &epoch) && append_details(&it, ev);
     if (ok)

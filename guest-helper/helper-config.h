@@ -14,25 +14,25 @@
 #include <sys/types.h>
 
 #define HELPER_CONFIG_DEFAULT SYSCONFDIR "/vmstate/helper.conf"
-#define HELPER_ALLOW_MAX 64
+#define HELPER_ALLOW_MAX      64
 
 struct helper_config {
-    char path[PATH_MAX];           /* file that was read ("" for built-in defaults) */
+    char path[PATH_MAX];                /* file that was read ("" for built-in defaults) */
     uid_t allow_uids[HELPER_ALLOW_MAX]; /* callers allowed to use the helper */
     size_t n_allow_uids;
     gid_t allow_gids[HELPER_ALLOW_MAX]; /* members of these groups are allowed too */
     size_t n_allow_gids;
-    unsigned grace_period_ms;      /* hold events for an app id with no listener */
-    unsigned queue_max;            /* requests kept while waiting for the bridge */
-    int queue_when_disconnected;   /* 0: refuse at once when the bridge is unreachable */
-    unsigned queue_timeout_ms;     /* a queued request fails after this long unsent */
-    unsigned recheck_interval_ms;  /* look at ports again when down or hung up */
-    unsigned hello_retry_ms;       /* resend Hello while no Welcome came */
+    unsigned grace_period_ms;     /* hold events for an app id with no listener */
+    unsigned queue_max;           /* requests kept while waiting for the bridge */
+    int queue_when_disconnected;  /* 0: refuse at once when the bridge is unreachable */
+    unsigned queue_timeout_ms;    /* a queued request fails after this long unsent */
+    unsigned recheck_interval_ms; /* look at ports again when down or hung up */
+    unsigned hello_retry_ms;      /* resend Hello while no Welcome came */
     unsigned max_listeners;
-    unsigned max_held;             /* events held for late listeners */
-    char request_port[PATH_MAX];   /* "" = find by name with libudev */
-    char event_port[PATH_MAX];     /* or a device/FIFO path, "unix:/path", "fd:N" */
-    int log_level;                 /* LOG_ERR .. LOG_DEBUG */
+    unsigned max_held;           /* events held for late listeners */
+    char request_port[PATH_MAX]; /* "" = find by name with libudev */
+    char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
+    int log_level;               /* LOG_ERR .. LOG_DEBUG */
 };
 
 /* Fill @c with built-in defaults (allow uid 0 only). */

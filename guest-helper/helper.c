@@ -98,8 +98,7 @@ static void send_hello(struct helper *h)
 {
     struct vms_msg m;
 
-    if (getrandom(&h->hello_nonce, sizeof(h->hello_nonce), GRND_NONBLOCK) !=
-        sizeof(h->hello_nonce))
+    if (getrandom(&h->hello_nonce, sizeof(h->hello_nonce), GRND_NONBLOCK) != sizeof(h->hello_nonce))
         h->hello_nonce = helper_now_ms() ^ ((uint64_t)getpid() << 32);
     vms_msg_init(&m, VMS_MSG_HELLO);
     vms_msg_set_u64(&m, VMS_F_VERSION, VMS_PROTO_VERSION);
@@ -224,7 +223,8 @@ static int port_open(struct helper *h, const char *spec, const char *name, char 
     return open(spec, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 }
 
-/* SIGIO on host connect/disconnect (virtio-serial), so a hang-up ends without waiting for the timer. */
+/* SIGIO on host connect/disconnect (virtio-serial), so a hang-up ends without waiting for the
+ * timer. */
 static void port_enable_sigio(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
@@ -476,8 +476,8 @@ void helper_deliver_held(struct helper *h, const char *app_id)
     while (*pp) {
         struct helper_held *e = *pp;
         if (!strcmp(e->ev.app_id, app_id)) {
-            vms_info(NULL, e->ev.request_id, "delivering held %s completion to app %s",
-                     e->ev.op, app_id);
+            vms_info(NULL, e->ev.request_id, "delivering held %s completion to app %s", e->ev.op,
+                     app_id);
             deliver_now(h, &e->ev, 0);
             *pp = e->next;
             held_free(e);
@@ -702,8 +702,8 @@ static void fail_request(struct helper *h, struct helper_request *r)
         vms_msg_set_str(&ev, VMS_F_LABEL, r->msg.label);
     if (r->msg.state_id[0])
         vms_msg_set_str(&ev, VMS_F_STATE_ID, r->msg.state_id);
-    snprintf(ev.message, sizeof(ev.message),
-             "bridge unreachable for %u ms: request not sent", h->cfg.queue_timeout_ms);
+    snprintf(ev.message, sizeof(ev.message), "bridge unreachable for %u ms: request not sent",
+             h->cfg.queue_timeout_ms);
     ev.fields |= VMS_BIT(VMS_F_MESSAGE);
     vms_warn(NULL, r->msg.request_id, "%s failed: %s", r->msg.op, ev.message);
     vms_dedup_check_and_add(&h->delivered, DEDUP_EPOCH, ev.request_id);

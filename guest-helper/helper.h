@@ -23,9 +23,9 @@ struct udev;
 struct udev_monitor;
 
 enum helper_port_state {
-    PORTS_DOWN,  /* not found or not open: rescan/reconnect on the recheck timer */
-    PORTS_HUNG,  /* open, but the host side is closed: not polled for input */
-    PORTS_UP,    /* open and the host side is there */
+    PORTS_DOWN, /* not found or not open: rescan/reconnect on the recheck timer */
+    PORTS_HUNG, /* open, but the host side is closed: not polled for input */
+    PORTS_UP,   /* open and the host side is there */
 };
 
 enum helper_session {
@@ -37,9 +37,9 @@ enum helper_session {
 /* A request not yet answered by the bridge (Reply or Event). */
 struct helper_request {
     struct helper_request *next;
-    struct vms_msg msg;    /* the Request, secret included (wiped when freed) */
-    int sent;              /* written in the current session */
-    uint64_t deadline_ms;  /* while unsent: fail it at this time */
+    struct vms_msg msg;   /* the Request, secret included (wiped when freed) */
+    int sent;             /* written in the current session */
+    uint64_t deadline_ms; /* while unsent: fail it at this time */
 };
 
 struct helper_listener {
@@ -72,9 +72,9 @@ struct helper {
     enum helper_session session;
     uint64_t hello_nonce;
     uint64_t hello_sent_ms;
-    uint32_t version;   /* negotiated */
+    uint32_t version; /* negotiated */
     uint32_t host_caps;
-    uint64_t epoch;     /* 0 until the first Welcome */
+    uint64_t epoch;       /* 0 until the first Welcome */
     int bridge_connected; /* the BridgeConnected property */
 
     /* requests */

@@ -49,8 +49,9 @@ static void setup_udev_monitor(struct helper *h)
     if (!h->udev_mon ||
         udev_monitor_filter_add_match_subsystem_devtype(h->udev_mon, "virtio-ports", NULL) < 0 ||
         udev_monitor_enable_receiving(h->udev_mon) < 0) {
-        vms_info(NULL, NULL, "no %s hot-plug events; rescanning every %u ms while ports are missing",
-                 source, h->cfg.recheck_interval_ms);
+        vms_info(NULL, NULL,
+                 "no %s hot-plug events; rescanning every %u ms while ports are missing", source,
+                 h->cfg.recheck_interval_ms);
         if (h->udev_mon)
             udev_monitor_unref(h->udev_mon);
         h->udev_mon = NULL;
@@ -157,8 +158,8 @@ int main(int argc, char **argv)
             b_i = n;
             p[n++] = (struct pollfd){.fd = h->port_b.fd, .events = POLLIN};
             a_i = n;
-            p[n++] = (struct pollfd){
-                .fd = h->port_a.fd, .events = vms_channel_wants_write(&h->port_a) ? POLLOUT : 0};
+            p[n++] = (struct pollfd){.fd = h->port_a.fd,
+                                     .events = vms_channel_wants_write(&h->port_a) ? POLLOUT : 0};
         }
         if (poll(p, (nfds_t)n, timeout) < 0) {
             if (errno == EINTR)

@@ -23,9 +23,9 @@
 #include "vms-proto.h"
 #include "vmstate.h"
 
-#define HELPER_NAME  "org.vmstate.Helper1"
-#define HELPER_PATH  "/org/vmstate/Helper1"
-#define HELPER_IFACE "org.vmstate.Helper1"
+#define HELPER_NAME     "org.vmstate.Helper1"
+#define HELPER_PATH     "/org/vmstate/Helper1"
+#define HELPER_IFACE    "org.vmstate.Helper1"
 #define CALL_TIMEOUT_MS 5000
 
 struct event_priv {
@@ -389,8 +389,8 @@ int vmstate_open(const char *bus_address, const char *app_id, vmstate **out)
                        "arg0='" HELPER_NAME "'",
                        &err);
     if (!dbus_error_is_set(&err))
-        dbus_bus_add_match(v->bus,
-                           "type='signal',sender='" HELPER_NAME "',path='" HELPER_PATH "'", &err);
+        dbus_bus_add_match(v->bus, "type='signal',sender='" HELPER_NAME "',path='" HELPER_PATH "'",
+                           &err);
     if (dbus_error_is_set(&err)) {
         rc = VMSTATE_E_CONNECT;
         goto fail;
@@ -507,8 +507,8 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
 
 static void register_async(vmstate *v)
 {
-    DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE,
-                                                  "RegisterListener");
+    DBusMessage *m =
+        dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
     const char *app = v->app_id;
 
     if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
@@ -640,8 +640,8 @@ static DBusMessage *begin(vmstate *v, const char *method, char *request_id, int 
     return m;
 }
 
-static int save_or_restore(vmstate *v, const char *method, const char *first,
-                           const void *app_data, size_t len, char *request_id)
+static int save_or_restore(vmstate *v, const char *method, const char *first, const void *app_data,
+                           size_t len, char *request_id)
 {
     DBusMessage *m;
     const uint8_t *data = app_data ? app_data : (const uint8_t *)"";

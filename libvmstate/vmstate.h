@@ -36,26 +36,26 @@
 extern "C" {
 #endif
 
-#define VMSTATE_REQUEST_ID_LEN 32   /* lowercase hex characters */
-#define VMSTATE_APP_DATA_MAX 65536  /* bytes of app data per request */
+#define VMSTATE_REQUEST_ID_LEN 32    /* lowercase hex characters */
+#define VMSTATE_APP_DATA_MAX   65536 /* bytes of app data per request */
 
 typedef struct vmstate vmstate;
 
 enum vmstate_error {
     VMSTATE_OK = 0,
-    VMSTATE_E_INVALID = -1,        /* bad argument: NULL, over a cap, bad characters */
+    VMSTATE_E_INVALID = -1, /* bad argument: NULL, over a cap, bad characters */
     VMSTATE_E_NO_MEMORY = -2,
-    VMSTATE_E_CONNECT = -3,        /* cannot connect to the D-Bus bus */
-    VMSTATE_E_NO_HELPER = -4,      /* vmstate-helperd is not running */
-    VMSTATE_E_PERMISSION = -5,     /* the helper (or the bus) refused this user */
-    VMSTATE_E_UNAVAILABLE = -6,    /* the host bridge is unreachable and the helper refused */
-    VMSTATE_E_BUSY = -7,           /* too many requests waiting for the host; retry later */
-    VMSTATE_E_TIMEOUT = -8,        /* nothing within the timeout */
-    VMSTATE_E_DISCONNECTED = -9,   /* the bus connection was lost; close the handle */
+    VMSTATE_E_CONNECT = -3,         /* cannot connect to the D-Bus bus */
+    VMSTATE_E_NO_HELPER = -4,       /* vmstate-helperd is not running */
+    VMSTATE_E_PERMISSION = -5,      /* the helper (or the bus) refused this user */
+    VMSTATE_E_UNAVAILABLE = -6,     /* the host bridge is unreachable and the helper refused */
+    VMSTATE_E_BUSY = -7,            /* too many requests waiting for the host; retry later */
+    VMSTATE_E_TIMEOUT = -8,         /* nothing within the timeout */
+    VMSTATE_E_DISCONNECTED = -9,    /* the bus connection was lost; close the handle */
     VMSTATE_E_NO_CREDENTIALS = -10, /* vmstate_set_credentials() was not called */
-    VMSTATE_E_PROTOCOL = -11,      /* the helper answered something unexpected */
-    VMSTATE_E_HELPER = -12,        /* another error from the helper: see vmstate_last_error() */
-    VMSTATE_E_LIMIT = -13,         /* the helper's listener table is full */
+    VMSTATE_E_PROTOCOL = -11,       /* the helper answered something unexpected */
+    VMSTATE_E_HELPER = -12,         /* another error from the helper: see vmstate_last_error() */
+    VMSTATE_E_LIMIT = -13,          /* the helper's listener table is full */
 };
 
 /* Short English description of an enum vmstate_error. Never NULL. */
@@ -64,8 +64,8 @@ const char *vmstate_strerror(int code);
 /*
  * Open a handle for application @app_id (1-255 of [A-Za-z0-9._:@-], e.g.
  * "org.example.Notes"; "*" opens a watch-only handle that, for root, receives
- * every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL means the system bus; tests pass a
- * private bus address. Does not contact the helper (it may start later).
+ * every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL means the
+ * system bus; tests pass a private bus address. Does not contact the helper (it may start later).
  * On success returns 0 and sets *out; on failure returns VMSTATE_E_INVALID,
  * VMSTATE_E_NO_MEMORY or VMSTATE_E_CONNECT and sets *out to NULL.
  */
@@ -122,24 +122,24 @@ enum vmstate_event_type {
 struct vmstate_state {
     const char *id;
     const char *label;
-    const char *app_id;   /* the app that saved it */
-    const char *parent;   /* "" for a root state */
-    int64_t created;      /* unix seconds */
+    const char *app_id; /* the app that saved it */
+    const char *parent; /* "" for a root state */
+    int64_t created;    /* unix seconds */
 };
 
 struct vmstate_event {
     enum vmstate_event_type type;
     /* COMPLETED */
     const char *request_id;
-    const char *operation;   /* save, restore, list, delete, hostinfo, set-memory */
-    uint32_t status;         /* 0 ok; else the protocol's status code (doc/protocol.md) */
-    const char *message;     /* human sentence ("" when ok) */
-    const char *state_id;    /* save/restore: the state */
+    const char *operation; /* save, restore, list, delete, hostinfo, set-memory */
+    uint32_t status;       /* 0 ok; else the protocol's status code (doc/protocol.md) */
+    const char *message;   /* human sentence ("" when ok) */
+    const char *state_id;  /* save/restore: the state */
     const char *label;
     const char *app_id;
     const uint8_t *app_data; /* the request's app data (restore: the requester's) */
     size_t app_data_len;
-    const char *reason;      /* "restored-copy" when replayed into a restored timeline, or "" */
+    const char *reason; /* "restored-copy" when replayed into a restored timeline, or "" */
     const char *parent_id;
     const struct vmstate_state *states; /* list */
     size_t n_states;

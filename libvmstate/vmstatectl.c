@@ -20,10 +20,10 @@
 /* Exit codes (documented in vmstatectl.1). */
 enum {
     EXIT_OK = 0,
-    EXIT_FAILED = 1,   /* the request completed with an error status */
-    EXIT_USAGE = 2,    /* bad command line or unreadable credentials */
-    EXIT_REFUSED = 3,  /* could not submit: helper absent, permission, bridge unavailable, ... */
-    EXIT_TIMEOUT = 4,  /* --wait ran out of time (the request may still complete) */
+    EXIT_FAILED = 1,  /* the request completed with an error status */
+    EXIT_USAGE = 2,   /* bad command line or unreadable credentials */
+    EXIT_REFUSED = 3, /* could not submit: helper absent, permission, bridge unavailable, ... */
+    EXIT_TIMEOUT = 4, /* --wait ran out of time (the request may still complete) */
 };
 
 struct opts {
@@ -123,9 +123,9 @@ static json_object *event_json(const struct vmstate_event *ev)
     json_object_object_add(o, "label", json_object_new_string(ev->label));
     json_object_object_add(o, "app_id", json_object_new_string(ev->app_id));
     if (printable(ev->app_data, ev->app_data_len)) {
-        json_object_object_add(o, "app_data",
-                               json_object_new_string_len((const char *)ev->app_data,
-                                                          (int)ev->app_data_len));
+        json_object_object_add(
+            o, "app_data",
+            json_object_new_string_len((const char *)ev->app_data, (int)ev->app_data_len));
     } else {
         char *hex = malloc(ev->app_data_len * 2 + 1);
         if (hex) {
@@ -184,8 +184,7 @@ static void print_event(const struct vmstate_event *ev, int json)
                ev->status ? vmstate_status_name(ev->status) : "ok", ev->message[0] ? ": " : "",
                ev->message);
         if (ev->state_id[0])
-            printf("  state: %s%s%s\n", ev->state_id, ev->label[0] ? "  label: " : "",
-                   ev->label);
+            printf("  state: %s%s%s\n", ev->state_id, ev->label[0] ? "  label: " : "", ev->label);
         if (ev->reason[0])
             printf("  reason: %s\n", ev->reason);
         if (ev->app_data_len && printable(ev->app_data, ev->app_data_len))
@@ -241,10 +240,23 @@ static int parse_bytes(const char *s, uint64_t *out)
     if (errno || end == s || s[0] == '-')
         return -1;
     switch (*end) {
-    case 'K': case 'k': n <<= 10; end++; break;
-    case 'M': case 'm': n <<= 20; end++; break;
-    case 'G': case 'g': n <<= 30; end++; break;
-    default: break;
+    case 'K':
+    case 'k':
+        n <<= 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        n <<= 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        n <<= 30;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end || n == 0)
         return -1;
@@ -306,10 +318,11 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
     if (w->json)
         print_event(ev, 1);
     else
-        fprintf(stderr, "%s\n", ev->type == VMSTATE_EVENT_RESTORED
-                                    ? "vmstatectl: the VM was restored"
-                                    : (ev->bridge_connected ? "vmstatectl: bridge connected"
-                                                            : "vmstatectl: bridge disconnected"));
+        fprintf(stderr, "%s\n",
+                ev->type == VMSTATE_EVENT_RESTORED
+                    ? "vmstatectl: the VM was restored"
+                    : (ev->bridge_connected ? "vmstatectl: bridge connected"
+                                            : "vmstatectl: bridge disconnected"));
 }
 
 static int follow(vmstate *v, const char *op, const char *rid, const struct opts *o,
@@ -383,14 +396,19 @@ static void print_event_cb(vmstate *v, const struct vmstate_event *ev, void *use
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"wait", no_argument, NULL, 'w'},        {"timeout", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},        {"quiet", no_argument, NULL, 'q'},
-        {"app-id", required_argument, NULL, 'a'}, {"principal", required_argument, NULL, 'p'},
-        {"secret-file", required_argument, NULL, 'S'}, {"data", required_argument, NULL, 'd'},
-        {"data-file", required_argument, NULL, 'D'}, {"address", required_argument, NULL, 'A'},
-        {"help", no_argument, NULL, 'h'},        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"wait", no_argument, NULL, 'w'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"app-id", required_argument, NULL, 'a'},
+                                             {"principal", required_argument, NULL, 'p'},
+                                             {"secret-file", required_argument, NULL, 'S'},
+                                             {"data", required_argument, NULL, 'd'},
+                                             {"data-file", required_argument, NULL, 'D'},
+                                             {"address", required_argument, NULL, 'A'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
     struct opts o = {.timeout_s = 600};
     struct watch_ctx w = {0};
     const char *cmd, *arg = NULL;
@@ -404,7 +422,9 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "wt:jqa:p:d:hV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'w': o.wait = 1; break;
+        case 'w':
+            o.wait = 1;
+            break;
         case 't':
             o.timeout_s = atoi(optarg);
             if (o.timeout_s <= 0) {
@@ -412,17 +432,39 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
-        case 'j': o.json = 1; break;
-        case 'q': o.quiet = 1; break;
-        case 'a': o.app_id = optarg; break;
-        case 'p': o.principal = optarg; break;
-        case 'S': o.secret_file = optarg; break;
-        case 'd': o.data = optarg; break;
-        case 'D': o.data_file = optarg; break;
-        case 'A': o.address = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        case 'V': printf("vmstatectl %s\n", PACKAGE_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'q':
+            o.quiet = 1;
+            break;
+        case 'a':
+            o.app_id = optarg;
+            break;
+        case 'p':
+            o.principal = optarg;
+            break;
+        case 'S':
+            o.secret_file = optarg;
+            break;
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'D':
+            o.data_file = optarg;
+            break;
+        case 'A':
+            o.address = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("vmstatectl %s\n", PACKAGE_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
         }
     }
     if (optind >= argc) {

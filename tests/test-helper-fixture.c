@@ -23,7 +23,7 @@
 #include "test-helper-fixture.h"
 
 #define SECRET_PRINCIPAL "alice"
-#define SECRET_VALUE "correct horse"
+#define SECRET_VALUE     "correct horse"
 
 uint64_t fx_now_ms(void)
 {
@@ -152,11 +152,11 @@ void fx_start_helper(struct fx *f, const struct fx_opts *o)
             close(fd);
         }
         if (getenv("VMSTATE_TEST_VALGRIND"))
-            execl("/usr/bin/valgrind", "valgrind", "--leak-check=full", "--error-exitcode=99",
-                  "-q", HELPERD_PATH, "--config", conf, "--address", f->bus_address, "--debug",
+            execl("/usr/bin/valgrind", "valgrind", "--leak-check=full", "--error-exitcode=99", "-q",
+                  HELPERD_PATH, "--config", conf, "--address", f->bus_address, "--debug",
                   (char *)NULL);
-        execl(HELPERD_PATH, HELPERD_PATH, "--config", conf, "--address", f->bus_address,
-              "--debug", (char *)NULL);
+        execl(HELPERD_PATH, HELPERD_PATH, "--config", conf, "--address", f->bus_address, "--debug",
+              (char *)NULL);
         _exit(127);
     }
     c = fx_client(f);
@@ -330,6 +330,44 @@ void fx_bridge_send_raw(struct fx *f, const void *data, size_t len)
     cr_assert_eq(write(f->b.fd, data, len), (ssize_t)len);
 }
 
+static int get_bridge_connected(DBusConnection *c)
+{
+    const char *iface = "org.vmstate.Helper1", *prop = "BridgeConnected";
+    DBusMessage *m, *r;
+    DBusMessageIter it, v;
+    dbus_bool_t b = FALSE;
+
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "Get");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                             DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+    dbus_message_unref(m);
+    if (r && dbus_message_has_signature(r, "v")) {
+        dbus_message_iter_init(r, &it);
+        dbus_message_iter_recurse(&it, &v);
+        if (dbus_message_iter_get_arg_type(&v) == DBUS_TYPE_BOOLEAN)
+            dbus_message_iter_get_basic(&v, &b);
+    }
+    if (r)
+        dbus_message_unref(r);
+    return b ? 1 : 0;
+}
+
+/* The helper handles the Welcome asynchronously: wait until it says so, so that tests
+ * start from a known state. */
+static void wait_bridge_connected(struct fx *f)
+{
+    DBusConnection *c = fx_client(f);
+    uint64_t until = fx_now_ms() + 5000;
+
+    while (!get_bridge_connected(c)) {
+        cr_assert_lt(fx_now_ms(), until, "helper did not take the Welcome (see %s)", f->helper_log);
+        usleep(5000);
+    }
+    fx_client_close(c);
+}
+
 void fx_bridge_handshake(struct fx *f, uint64_t epoch)
 {
     struct vms_msg *hello, w;
@@ -345,11 +383,11 @@ void fx_bridge_handshake(struct fx *f, uint64_t epoch)
     vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_ALL);
     fx_bridge_send(f, &w);
     fx_msg_free(hello);
+    wait_bridge_connected(f);
 }
 
 void fx_bridge_event(struct fx *f, const char *request_id, const char *op, uint32_t status,
-                     const char *app_id, const char *app_data, const char *state_id,
-                     uint64_t seq)
+                     const char *app_id, const char *app_data, const char *state_id, uint64_t seq)
 {
     struct vms_msg e;
 
@@ -461,9 +499,9 @@ const char *fx_save(DBusConnection *c, const char *label, const char *app_id, co
     static char id[64];
     const unsigned char *bytes = (const unsigned char *)data;
     const char *rid;
-    DBusMessage *r = fx_call(c, "Save", 2000, err_name, DBUS_TYPE_STRING, &label,
-                             DBUS_TYPE_STRING, &app_id, DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &bytes,
-                             (int)strlen(data), DBUS_TYPE_INVALID);
+    DBusMessage *r =
+        fx_call(c, "Save", 2000, err_name, DBUS_TYPE_STRING, &label, DBUS_TYPE_STRING, &app_id,
+                DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &bytes, (int)strlen(data), DBUS_TYPE_INVALID);
     if (!r)
         return NULL;
     cr_assert(dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &rid, DBUS_TYPE_INVALID));
@@ -475,8 +513,8 @@ const char *fx_save(DBusConnection *c, const char *label, const char *app_id, co
 int fx_register(DBusConnection *c, const char *app_id)
 {
     const char *e;
-    DBusMessage *r = fx_call(c, "RegisterListener", 2000, &e, DBUS_TYPE_STRING, &app_id,
-                             DBUS_TYPE_INVALID);
+    DBusMessage *r =
+        fx_call(c, "RegisterListener", 2000, &e, DBUS_TYPE_STRING, &app_id, DBUS_TYPE_INVALID);
     if (!r)
         return -1;
     dbus_message_unref(r);
@@ -490,8 +528,8 @@ DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_m
     for (;;) {
         DBusMessage *m;
         for (unsigned i = 0; i < n_pending; i++)
-            if (pending[i].c == c && dbus_message_is_signal(pending[i].m, "org.vmstate.Helper1",
-                                                            member)) {
+            if (pending[i].c == c &&
+                dbus_message_is_signal(pending[i].m, "org.vmstate.Helper1", member)) {
                 m = pending[i].m;
                 memmove(&pending[i], &pending[i + 1], (n_pending - i - 1) * sizeof(*pending));
                 n_pending--;
@@ -515,9 +553,8 @@ DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_m
     }
 }
 
-void fx_completed_args(DBusMessage *m, const char **request_id, const char **op,
-                       uint32_t *status, const char **app_id, char *app_data, size_t cap,
-                       uint64_t *epoch)
+void fx_completed_args(DBusMessage *m, const char **request_id, const char **op, uint32_t *status,
+                       const char **app_id, char *app_data, size_t cap, uint64_t *epoch)
 {
     DBusMessageIter it, arr;
     const char *s;

@@ -52,7 +52,8 @@ void fx_start_helper(struct fx *f, const struct fx_opts *o);
 /* Fake bridge. */
 void fx_bridge_accept(struct fx *f, int timeout_ms);
 void fx_bridge_hangup(struct fx *f);
-/* Wait for the next message of @type from the helper (others are kept in order). NULL on timeout. */
+/* Wait for the next message of @type from the helper (others are kept in order). NULL on timeout.
+ */
 struct vms_msg *fx_bridge_expect(struct fx *f, enum vms_msg_type type, int timeout_ms);
 /* Count messages of @type received so far (pumps for @wait_ms first). */
 unsigned fx_bridge_count(struct fx *f, enum vms_msg_type type, int wait_ms);
@@ -62,8 +63,7 @@ void fx_bridge_send_raw(struct fx *f, const void *data, size_t len);
 void fx_bridge_handshake(struct fx *f, uint64_t epoch);
 /* Send an Event for @request_id with the fields a completion carries. */
 void fx_bridge_event(struct fx *f, const char *request_id, const char *op, uint32_t status,
-                     const char *app_id, const char *app_data, const char *state_id,
-                     uint64_t seq);
+                     const char *app_id, const char *app_data, const char *state_id, uint64_t seq);
 void fx_msg_free(struct vms_msg *m);
 
 /* D-Bus clients. */
@@ -79,9 +79,8 @@ int fx_register(DBusConnection *c, const char *app_id);
 /* Wait for signal @member of the helper; NULL on timeout. Caller unrefs. */
 DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms);
 /* Completed's request id, op, status, app_id, app_data (as a string) */
-void fx_completed_args(DBusMessage *m, const char **request_id, const char **op,
-                       uint32_t *status, const char **app_id, char *app_data, size_t cap,
-                       uint64_t *epoch);
+void fx_completed_args(DBusMessage *m, const char **request_id, const char **op, uint32_t *status,
+                       const char **app_id, char *app_data, size_t cap, uint64_t *epoch);
 
 /* ms monotonic */
 uint64_t fx_now_ms(void);

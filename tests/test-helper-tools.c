@@ -174,9 +174,9 @@ Test(tools, vmstatectl_submit_wait_json_and_exit_codes)
     fx_msg_free(req);
 
     /* no completion within --timeout exits 4 */
-    cr_assert_eq(run((char *[]){CTL, "--wait", "--timeout", "1", "delete", "s1", NULL}, 1, 5000,
-                     &out),
-                 4, "%s", out);
+    cr_assert_eq(
+        run((char *[]){CTL, "--wait", "--timeout", "1", "delete", "s1", NULL}, 1, 5000, &out), 4,
+        "%s", out);
 }
 
 Test(tools, vmstatectl_refused_exits_3)
@@ -201,9 +201,10 @@ Test(tools, example_receives_the_message_in_the_restored_state)
     started = 1;
     fx_bridge_handshake(&F, 1);
     snprintf(file, sizeof(file), "%s/example.txt", F.dir);
-    spawn(&p, (char *[]){EXAMPLE_PATH, "--file", file, "--message", "it worked", "--timeout",
-                         "20", NULL},
-          1);
+    spawn(
+        &p,
+        (char *[]){EXAMPLE_PATH, "--file", file, "--message", "it worked", "--timeout", "20", NULL},
+        1);
     save = fx_bridge_expect(&F, VMS_MSG_REQUEST, 5000);
     cr_assert_not_null(save, "%s", output(&p));
     cr_assert_str_eq(save->op, "save");
@@ -242,18 +243,18 @@ Test(tools, busctl_script_save_list_restore)
     fx_start(&F, NULL);
     started = 1;
     fx_bridge_handshake(&F, 1);
-    cr_assert_eq(run((char *[]){"/bin/sh", SCRIPT_PATH, "save", "from script", NULL}, 1, 10000,
-                     &out),
-                 0, "%s", out);
+    cr_assert_eq(
+        run((char *[]){"/bin/sh", SCRIPT_PATH, "save", "from script", NULL}, 1, 10000, &out), 0,
+        "%s", out);
     req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
     cr_assert_not_null(req);
     cr_assert_str_eq(req->op, "save");
     cr_assert_str_eq(req->label, "from script");
     cr_assert_str_eq(req->principal, "alice");
     fx_msg_free(req);
-    cr_assert_eq(run((char *[]){"/bin/sh", SCRIPT_PATH, "restore", "s1", "hi there", NULL}, 1,
-                     10000, &out),
-                 0, "%s", out);
+    cr_assert_eq(
+        run((char *[]){"/bin/sh", SCRIPT_PATH, "restore", "s1", "hi there", NULL}, 1, 10000, &out),
+        0, "%s", out);
     req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
     cr_assert_not_null(req);
     cr_assert_str_eq(req->op, "restore");
@@ -289,8 +290,8 @@ Test(tools, vmstatectl_watch_prints_events_until_interrupted)
             break;
         usleep(20000);
     }
-    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "save", 0, "org.example.W", "w",
-                    "s3", 1);
+    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "save", 0, "org.example.W", "w", "s3",
+                    1);
     vms_msg_init(&t, VMS_MSG_TIMELINE);
     vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
     vms_msg_set_str(&t, VMS_F_STATE_ID, "s3");
