@@ -651,3 +651,64 @@ Test(helper, list_updates_states_property)
     dbus_message_unref(r);
     fx_client_close(c);
 }
+
+static void send_welcome(uint64_t nonce, uint64_t epoch, uint32_t status)
+{
+    struct vms_msg w;
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, epoch);
+    if (status) {
+        vms_msg_set_u64(&w, VMS_F_STATUS, status);
+        vms_msg_set_str(&w, VMS_F_MESSAGE, "no common version");
+    }
+    fx_bridge_send(&F, &w);
+}
+
+/* Stale Welcome (wrong nonce) and a refusing Welcome leave the session closed; the helper
+ * says Hello again on its timer; a Welcome with a newer epoch than the helper knew is a
+ * restore it missed: Restored("", epoch). */
+Test(helper, handshake_edge_cases)
+{
+    DBusConnection *c;
+    DBusMessage *s;
+    struct vms_msg *h1, *h2, *h3;
+    const char *sid;
+    dbus_uint64_t epoch;
+
+    fx_start(&F, NULL); /* hello_retry_ms = 1000 */
+    fx_bridge_accept(&F, 5000);
+    c = fx_client(&F);
+    h1 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(h1);
+    cr_assert(!vms_msg_has(h1, VMS_F_EPOCH) || h1->epoch == 0);
+    send_welcome(h1->nonce + 1, 1, 0); /* stale: ignored */
+    send_welcome(h1->nonce, 1, 9);     /* refused: version */
+    usleep(300000);
+    cr_assert_eq(bridge_connected(c), 0);
+    cr_assert(log_contains("bridge refused our Hello: version"));
+    h2 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000); /* retried */
+    cr_assert_not_null(h2, "no Hello retry");
+    cr_assert_neq(h2->nonce, h1->nonce);
+    send_welcome(h2->nonce, 4, 0);
+    usleep(200000);
+    cr_assert_eq(bridge_connected(c), 1);
+    fx_bridge_hangup(&F);
+    fx_bridge_accept(&F, 5000);
+    h3 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(h3);
+    cr_assert_eq(h3->epoch, 4, "Hello must carry the epoch the helper believes");
+    send_welcome(h3->nonce, 6, 0); /* the VM was restored while we were not listening */
+    s = fx_wait_signal(c, "Restored", 3000);
+    cr_assert_not_null(s);
+    cr_assert(dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_UINT64, &epoch,
+                                    DBUS_TYPE_INVALID));
+    cr_assert_str_eq(sid, "");
+    cr_assert_eq(epoch, 6);
+    dbus_message_unref(s);
+    fx_msg_free(h1);
+    fx_msg_free(h2);
+    fx_msg_free(h3);
+    fx_client_close(c);
+}
