@@ -50,6 +50,15 @@ static void reply_empty(DBusConnection *c, DBusMessage *call)
     }
 }
 
+/* Callers' uids, by unique name. Unique names are never reused on a bus, so an entry stays
+ * true; the cache only saves a blocking GetConnectionUnixUser round trip per call. */
+#define UID_CACHE_SIZE 32
+static struct {
+    char name[VMS_STR_MAX + 1];
+    unsigned long uid;
+} uid_cache[UID_CACHE_SIZE];
+static unsigned uid_cache_next;
+
 /* The caller's uid via GetConnectionUnixUser; -1 if the bus cannot say. */
 static long caller_uid(DBusConnection *c, DBusMessage *call)
 {
@@ -57,8 +66,11 @@ static long caller_uid(DBusConnection *c, DBusMessage *call)
     unsigned long uid;
     const char *sender = dbus_message_get_sender(call);
 
-    if (!sender)
+    if (!sender || strlen(sender) > VMS_STR_MAX)
         return -1;
+    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
+        if (!strcmp(uid_cache[i].name, sender))
+            return (long)uid_cache[i].uid;
     dbus_error_init(&err);
     uid = dbus_bus_get_unix_user(c, sender, &err);
     if (dbus_error_is_set(&err)) {
@@ -66,7 +78,17 @@ static long caller_uid(DBusConnection *c, DBusMessage *call)
         dbus_error_free(&err);
         return -1;
     }
+    snprintf(uid_cache[uid_cache_next].name, sizeof(uid_cache[0].name), "%s", sender);
+    uid_cache[uid_cache_next].uid = uid;
+    uid_cache_next = (uid_cache_next + 1) % UID_CACHE_SIZE;
     return (long)uid;
+}
+
+static void uid_cache_forget(const char *name)
+{
+    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
+        if (!strcmp(uid_cache[i].name, name))
+            uid_cache[i].name[0] = '\0';
 }
 
 /* Check the caller against the allow-list; replies with an error and returns -1 if refused. */
@@ -620,8 +642,10 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
     if (dbus_message_is_signal(m, DBUS_INTERFACE_DBUS, "NameOwnerChanged") &&
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old_owner,
                               DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
-        name[0] == ':' && !new_owner[0])
+        name[0] == ':' && !new_owner[0]) {
         helper_listener_owner_gone(h, name);
+        uid_cache_forget(name);
+    }
     return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 }
 
