@@ -151,6 +151,26 @@ Test(tools, vmstatectl_submit_wait_json_and_exit_codes)
     cr_assert(strstr(out, req->request_id), "%s", out);
     fx_msg_free(req);
 
+    /* the secret from a file (no env) */
+    {
+        char sf[300];
+        FILE *f;
+        snprintf(sf, sizeof(sf), "%s/secret", F.dir);
+        f = fopen(sf, "w");
+        cr_assert_not_null(f);
+        fputs("from a file\n", f);
+        fclose(f);
+        cr_assert_eq(run((char *[]){CTL, "--secret-file", sf, "-p", "bob", "delete", "s2", NULL}, 0,
+                         5000, &out),
+                     0, "%s", out);
+        req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
+        cr_assert_not_null(req);
+        cr_assert_str_eq(req->secret, "from a file");
+        cr_assert_str_eq(req->principal, "bob");
+        cr_assert_str_eq(req->state_id, "s2");
+        fx_msg_free(req);
+    }
+
     /* --wait --json: follows to the completion */
     spawn(&p, (char *[]){CTL, "--wait", "--json", "--data", "note", "save", "slow", NULL}, 1);
     req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
