@@ -62,3 +62,4 @@ fuzz_fuzz_helper_events_SOURCES += fuzz/standalone.c
 endif
 fuzz_fuzz_helper_events_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
 EXTRA_DIST += fuzz/corpus/helper-events
+dist_man8_MANS = guest-helper/vmstate-helperd.8
