@@ -385,17 +385,30 @@ void helper_sigio(struct helper *h)
 
 /* ---- delivery --------------------------------------------------------- */
 
+/* 1 if @owner is registered for exactly @app_id. */
+static int has_exact(const struct helper *h, const char *owner, const char *app_id)
+{
+    for (unsigned i = 0; i < h->n_listeners; i++)
+        if (!strcmp(h->listeners[i].owner, owner) && !strcmp(h->listeners[i].app_id, app_id))
+            return 1;
+    return 0;
+}
+
+/* Emit to the listeners of ev->app_id (and to "*" watchers, once per connection). Returns
+ * the number of exact listeners. */
 static int deliver_now(struct helper *h, const struct vms_msg *ev, int include_watchers)
 {
     int exact = 0;
 
     for (unsigned i = 0; i < h->n_listeners; i++) {
         const struct helper_listener *l = &h->listeners[i];
-        int match = !strcmp(l->app_id, ev->app_id);
-        if (match)
+        if (!strcmp(l->app_id, ev->app_id)) {
             exact++;
-        if (match || (include_watchers && !strcmp(l->app_id, "*")))
             helper_bus_emit_completed(h, l->owner, ev);
+        } else if (include_watchers && !strcmp(l->app_id, "*") &&
+                   !has_exact(h, l->owner, ev->app_id)) {
+            helper_bus_emit_completed(h, l->owner, ev);
+        }
     }
     return exact;
 }
