@@ -28,6 +28,7 @@ void helper_config_defaults(struct helper_config *c)
     c->hello_retry_ms = 5000;
     c->max_listeners = 256;
     c->max_held = 256;
+    c->max_held_bytes = 1024 * 1024;
     c->log_level = LOG_INFO;
 }
 
@@ -149,7 +150,12 @@ static int on_key(void *user, const char *section, const char *key, const char *
         rc = parse_uint(value, 65536, &c->max_listeners);
     else if (!strcmp(key, "max_held"))
         rc = parse_uint(value, 65536, &c->max_held);
-    else if (!strcmp(key, "request_port"))
+    else if (!strcmp(key, "max_held_bytes")) {
+        unsigned n;
+        rc = parse_uint(value, 256u * 1024 * 1024, &n);
+        if (rc == 0)
+            c->max_held_bytes = n;
+    } else if (!strcmp(key, "request_port"))
         rc = set_port(c->request_port, value, why, sizeof(why));
     else if (!strcmp(key, "event_port"))
         rc = set_port(c->event_port, value, why, sizeof(why));

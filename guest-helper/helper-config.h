@@ -30,6 +30,7 @@ struct helper_config {
     unsigned hello_retry_ms;      /* resend Hello while no Welcome came */
     unsigned max_listeners;
     unsigned max_held;           /* events held for late listeners */
+    size_t max_held_bytes;       /* and their memory */
     char request_port[PATH_MAX]; /* "" = find by name with libudev */
     char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
     int log_level;               /* LOG_ERR .. LOG_DEBUG */

@@ -55,10 +55,26 @@ static void request_free(struct helper_request *r)
     free(r);
 }
 
+static size_t held_cost(const struct vms_msg *ev)
+{
+    return sizeof(struct helper_held) + ev->app_data_len + ev->n_states * sizeof(*ev->states);
+}
+
 static void held_free(struct helper_held *e)
 {
     vms_msg_clear(&e->ev);
     free(e);
+}
+
+/* Unlink *pp from the held list and free it. */
+static void held_remove(struct helper *h, struct helper_held **pp)
+{
+    struct helper_held *e = *pp;
+
+    *pp = e->next;
+    h->n_held--;
+    h->held_bytes -= held_cost(&e->ev);
+    held_free(e);
 }
 
 void helper_free(struct helper *h)
@@ -68,11 +84,8 @@ void helper_free(struct helper *h)
         h->requests = r->next;
         request_free(r);
     }
-    while (h->held) {
-        struct helper_held *e = h->held;
-        h->held = e->next;
-        held_free(e);
-    }
+    while (h->held)
+        held_remove(h, &h->held);
     free(h->listeners);
     vms_msg_clear(&h->last_list);
     vms_channel_free(&h->port_a);
@@ -446,14 +459,13 @@ static void hold_event(struct helper *h, const struct vms_msg *ev)
         h->events_dropped++;
         return;
     }
-    if (h->n_held >= h->cfg.max_held) {
-        struct helper_held *old = h->held;
-        vms_warn(NULL, old->ev.request_id,
-                 "dropped %s completion held for app %s: too many held events (%u)", old->ev.op,
-                 old->ev.app_id, h->n_held);
-        h->held = old->next;
-        held_free(old);
-        h->n_held--;
+    while (h->held && (h->n_held >= h->cfg.max_held ||
+                       h->held_bytes + held_cost(ev) > h->cfg.max_held_bytes)) {
+        vms_warn(NULL, h->held->ev.request_id,
+                 "dropped %s completion held for app %s: held events over max_held=%u or "
+                 "max_held_bytes=%zu",
+                 h->held->ev.op, h->held->ev.app_id, h->cfg.max_held, h->cfg.max_held_bytes);
+        held_remove(h, &h->held);
         h->events_dropped++;
     }
     e = calloc(1, sizeof(*e));
@@ -467,6 +479,7 @@ static void hold_event(struct helper *h, const struct vms_msg *ev)
         ;
     *tail = e;
     h->n_held++;
+    h->held_bytes += held_cost(&e->ev);
     vms_info(NULL, ev->request_id, "holding %s completion for app %s for %u ms (no listener yet)",
              ev->op, ev->app_id, h->cfg.grace_period_ms);
 }
@@ -492,9 +505,7 @@ void helper_deliver_held(struct helper *h, const char *app_id)
             vms_info(NULL, e->ev.request_id, "delivering held %s completion to app %s", e->ev.op,
                      app_id);
             deliver_now(h, &e->ev, 0);
-            *pp = e->next;
-            held_free(e);
-            h->n_held--;
+            held_remove(h, pp);
         } else {
             pp = &e->next;
         }
@@ -822,9 +833,7 @@ int helper_timers(struct helper *h)
                      "dropped %s completion for app %s: no listener registered within %u ms",
                      e->ev.op, e->ev.app_id, h->cfg.grace_period_ms);
             h->events_dropped++;
-            *pp = e->next;
-            held_free(e);
-            h->n_held--;
+            held_remove(h, pp);
             continue;
         }
         consider(&next, e->deadline_ms, now);

@@ -86,6 +86,7 @@ struct helper {
     unsigned n_listeners;
     struct helper_held *held;
     unsigned n_held;
+    size_t held_bytes;
     struct vms_dedup delivered; /* request ids delivered in this memory (key epoch 0) */
     struct vms_msg last_list;   /* the States property */
 
