@@ -712,3 +712,26 @@ Test(helper, handshake_edge_cases)
     fx_msg_free(h3);
     fx_client_close(c);
 }
+
+/* libudev lookup with no such ports on this machine: the helper waits (rescans on its
+ * timer, watches hot-plug) without spinning, and requests queue. */
+Test(helper, udev_ports_missing_no_spin)
+{
+    struct fx_opts o = {.extra_config = "request_port = udev\nevent_port = udev\n"
+                                        "recheck_interval_ms = 100"};
+    DBusConnection *c;
+    const char *id, *err;
+    long cpu0, cpu1;
+
+    fx_start(&F, &o);
+    cpu0 = helper_cpu_ms();
+    usleep(1500000);
+    cpu1 = helper_cpu_ms();
+    cr_assert_lt(cpu1 - cpu0, 150, "helper used %ld ms CPU in 1.5 s without ports", cpu1 - cpu0);
+    cr_assert(log_contains("org.vmstate.request.0 not available yet"));
+    c = fx_client(&F);
+    id = fx_save(c, "no ports yet", APP, "", &err);
+    cr_assert_not_null(id, "%s", err);
+    cr_assert_eq(bridge_connected(c), 0);
+    fx_client_close(c);
+}
