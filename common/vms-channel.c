@@ -13,8 +13,8 @@
 #include "vms-channel.h"
 #include "vms-log.h"
 
-#define CHANNEL_TX_DEFAULT (1024u * 1024u)
-#define CHANNEL_READ_CHUNK 4096
+#define CHANNEL_TX_DEFAULT  (1024u * 1024u)
+#define CHANNEL_READ_CHUNK  4096
 #define CHANNEL_READ_BUDGET (64u * 1024u)
 
 int vms_channel_init(struct vms_channel *c, const char *name, const char *vm, size_t tx_max)
@@ -66,8 +66,8 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
     char err[256];
 
     if (vms_msg_encode_frame(m, &frame, &len, err, sizeof(err)) < 0) {
-        vms_err(c->vm, m->request_id[0] ? m->request_id : NULL, "%s: cannot encode %s: %s",
-                c->name, vms_msg_type_name(m->type), err);
+        vms_err(c->vm, m->request_id[0] ? m->request_id : NULL, "%s: cannot encode %s: %s", c->name,
+                vms_msg_type_name(m->type), err);
         return -1;
     }
     if (c->tx_len + len > c->tx_max) {
@@ -145,8 +145,8 @@ static int log_input_error(const struct vms_channel *c, uint64_t *total)
     return n <= CHANNEL_LOG_ERRORS || (n & (n - 1)) == 0;
 }
 
-void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len,
-                      vms_channel_msg_fn fn, void *opaque)
+void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vms_channel_msg_fn fn,
+                      void *opaque)
 {
     uint64_t total;
 

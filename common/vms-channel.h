@@ -17,14 +17,14 @@
 #include "vms-wire.h"
 
 struct vms_channel {
-    int fd;             /* -1 when detached */
-    char name[64];      /* for log lines, e.g. "vm1/port-a" */
-    const char *vm;     /* VM name for log lines, may be NULL */
+    int fd;         /* -1 when detached */
+    char name[64];  /* for log lines, e.g. "vm1/port-a" */
+    const char *vm; /* VM name for log lines, may be NULL */
     struct vms_deframer rx;
-    uint8_t *tx;        /* encoded frames not yet written */
+    uint8_t *tx; /* encoded frames not yet written */
     size_t tx_len;
     size_t tx_cap;
-    size_t tx_max;      /* queue cap; send fails beyond it */
+    size_t tx_max; /* queue cap; send fails beyond it */
     uint64_t msgs_in, msgs_bad, msgs_unknown;
 };
 
@@ -73,7 +73,7 @@ int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn
  * Feed bytes that were read some other way (tests, fuzzing). Same handling
  * as vms_channel_read().
  */
-void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len,
-                      vms_channel_msg_fn fn, void *opaque);
+void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vms_channel_msg_fn fn,
+                      void *opaque);
 
 #endif

@@ -6,6 +6,11 @@
  * a bridge restart unacked events are resent: both arrive as duplicates.
  * The set remembers the last VMS_DEDUP_CAPACITY keys (oldest forgotten
  * first), so memory is fixed.
+ *
+ * The helper delivers at most one completion per request id per guest
+ * memory (doc/protocol.md, "A request's life" step 6), so it keys by request
+ * id alone and passes epoch 0; the bridge-side identity of an event stays
+ * (epoch, request id).
  */
 #ifndef VMS_DEDUP_H
 #define VMS_DEDUP_H

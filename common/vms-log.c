@@ -28,8 +28,8 @@ int vms_log_level(void)
 
 static const char *level_name(int level)
 {
-    static const char *const names[] = {"emerg", "alert", "crit",  "error",
-                                        "warn",  "note",  "info",  "debug"};
+    static const char *const names[] = {"emerg", "alert", "crit", "error",
+                                        "warn",  "note",  "info", "debug"};
     return level >= 0 && level <= LOG_DEBUG ? names[level] : "?";
 }
 

@@ -67,8 +67,9 @@ static const struct field_desc field_table[VMS_F__COUNT] = {
 };
 
 static const char *const kind_signature[] = {
-    [FK_U32] = "u",   [FK_U64] = "t",   [FK_ID] = "s",     [FK_REQID] = "s",        [FK_TEXT] = "s",
-    [FK_SECRET] = "s", [FK_BYTES] = "ay", [FK_CAPS] = "as", [FK_STATES] = "a(ssssx)",
+    [FK_U32] = "u",    [FK_U64] = "t",   [FK_ID] = "s",
+    [FK_REQID] = "s",  [FK_TEXT] = "s",  [FK_SECRET] = "s",
+    [FK_BYTES] = "ay", [FK_CAPS] = "as", [FK_STATES] = "a(ssssx)",
 };
 
 struct msg_desc {
@@ -93,8 +94,9 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
 };
 
 static const char *const op_names[VMS_OP__COUNT] = {
-    [VMS_OP_UNKNOWN] = "unknown", [VMS_OP_SAVE] = "save",         [VMS_OP_RESTORE] = "restore",
-    [VMS_OP_LIST] = "list",       [VMS_OP_DELETE] = "delete",     [VMS_OP_HOSTINFO] = "hostinfo",
+    [VMS_OP_UNKNOWN] = "unknown",       [VMS_OP_SAVE] = "save",
+    [VMS_OP_RESTORE] = "restore",       [VMS_OP_LIST] = "list",
+    [VMS_OP_DELETE] = "delete",         [VMS_OP_HOSTINFO] = "hostinfo",
     [VMS_OP_SET_MEMORY] = "set-memory",
 };
 
@@ -406,9 +408,9 @@ static int append_field(DBusMessageIter *dict, const struct vms_msg *m, enum vms
 
     if (!dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &entry))
         return 0;
-    ok = dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &fd->key) &&
-         dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, kind_signature[fd->kind],
-                                          &var);
+    ok =
+        dbus_message_iter_append_basic(&entry, DBUS_TYPE_STRING, &fd->key) &&
+        dbus_message_iter_open_container(&entry, DBUS_TYPE_VARIANT, kind_signature[fd->kind], &var);
     if (!ok)
         return 0;
     switch (fd->kind) {
@@ -774,12 +776,11 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     /* demarshal ignores trailing bytes; a frame must hold exactly one message. */
     need = dbus_message_demarshal_bytes_needed((const char *)payload, (int)len);
     if (need != (int)len)
-        return decode_fail(m, rep, "payload length %zu does not match the message (%d)", len,
-                           need);
+        return decode_fail(m, rep, "payload length %zu does not match the message (%d)", len, need);
     dm = dbus_message_demarshal((const char *)payload, (int)len, &derr);
     if (!dm) {
-        res = decode_fail(m, rep, "not a valid message: %s",
-                          derr.message ? derr.message : "unknown");
+        res =
+            decode_fail(m, rep, "not a valid message: %s", derr.message ? derr.message : "unknown");
         dbus_error_free(&derr);
         return res;
     }
@@ -846,8 +847,8 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     }
     for (int f = 0; f < VMS_F__COUNT; f++)
         if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {
-            res = decode_fail(m, rep, "%s: required field '%s' missing", member,
-                              field_table[f].key);
+            res =
+                decode_fail(m, rep, "%s: required field '%s' missing", member, field_table[f].key);
             goto out;
         }
     res = VMS_DECODE_OK;

@@ -23,13 +23,13 @@
 #define VMS_PROTO_VERSION     1 /* what this code speaks */
 #define VMS_PROTO_MIN_VERSION 1 /* oldest peer it accepts */
 
-#define VMS_STR_MAX           255           /* every string field, in bytes */
-#define VMS_APP_DATA_MAX      (64u * 1024u) /* opaque app data */
-#define VMS_STATES_MAX        256           /* entries in one list reply */
-#define VMS_REQUEST_ID_LEN    32            /* lowercase hex chars, see vms_request_id_new */
+#define VMS_STR_MAX        255           /* every string field, in bytes */
+#define VMS_APP_DATA_MAX   (64u * 1024u) /* opaque app data */
+#define VMS_STATES_MAX     256           /* entries in one list reply */
+#define VMS_REQUEST_ID_LEN 32            /* lowercase hex chars, see vms_request_id_new */
 
-#define VMS_WIRE_PATH         "/org/vmstate/Wire"
-#define VMS_WIRE_INTERFACE    "org.vmstate.Wire1"
+#define VMS_WIRE_PATH      "/org/vmstate/Wire"
+#define VMS_WIRE_INTERFACE "org.vmstate.Wire1"
 
 /* Port names the helper looks for (udev attribute "name"). */
 #define VMS_PORT_REQUEST_NAME "org.vmstate.request.0"
@@ -169,10 +169,10 @@ struct vms_msg {
 
 /* What decode saw besides the message itself (for the caller's log line). */
 struct vms_decode_report {
-    unsigned unknown_fields;                    /* skipped */
-    char first_unknown_field[VMS_STR_MAX + 1];  /* name of one, for logging */
-    char unknown_type[VMS_STR_MAX + 1];         /* member name when type is unknown */
-    char error[256];                            /* why decode failed */
+    unsigned unknown_fields;                   /* skipped */
+    char first_unknown_field[VMS_STR_MAX + 1]; /* name of one, for logging */
+    char unknown_type[VMS_STR_MAX + 1];        /* member name when type is unknown */
+    char error[256];                           /* why decode failed */
 };
 
 enum vms_decode_result {
@@ -241,8 +241,8 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
 uint32_t vms_proto_negotiate(uint32_t peer_version, uint32_t peer_min_version);
 
 /* Validators used by decode, exported for config and D-Bus input checks. */
-int vms_valid_id(const char *s);        /* 1..255 of [A-Za-z0-9._:@-] */
-int vms_valid_text(const char *s);      /* <= 255 bytes, valid UTF-8, no control chars */
+int vms_valid_id(const char *s);         /* 1..255 of [A-Za-z0-9._:@-] */
+int vms_valid_text(const char *s);       /* <= 255 bytes, valid UTF-8, no control chars */
 int vms_valid_request_id(const char *s); /* exactly VMS_REQUEST_ID_LEN lowercase hex */
 
 /*

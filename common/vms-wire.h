@@ -24,14 +24,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VMS_WIRE_SYNC          0xFF
-#define VMS_WIRE_ESC           0xFE
-#define VMS_WIRE_VERSION       1
+#define VMS_WIRE_SYNC    0xFF
+#define VMS_WIRE_ESC     0xFE
+#define VMS_WIRE_VERSION 1
 /* Hard cap on a frame's payload: 128 KiB. Larger frames are rejected, never truncated. */
-#define VMS_WIRE_PAYLOAD_MAX   (128u * 1024u)
+#define VMS_WIRE_PAYLOAD_MAX (128u * 1024u)
 /* Unescaped header (version + length) and trailer (crc). */
-#define VMS_WIRE_HEADER_LEN    5
-#define VMS_WIRE_TRAILER_LEN   4
+#define VMS_WIRE_HEADER_LEN  5
+#define VMS_WIRE_TRAILER_LEN 4
 /* Worst case on the wire: sync byte plus every byte escaped. */
 #define VMS_WIRE_FRAME_MAX_ENCODED                                                                 \
     (1 + 2 * (VMS_WIRE_HEADER_LEN + VMS_WIRE_PAYLOAD_MAX + VMS_WIRE_TRAILER_LEN))
@@ -52,12 +52,12 @@ size_t vms_wire_encode(const uint8_t *payload, size_t len, uint8_t *out, size_t 
 /* Why a reader dropped bytes; counted per reader and logged by callers. */
 enum vms_wire_error {
     VMS_WIRE_ERR_NONE = 0,
-    VMS_WIRE_ERR_GARBAGE,     /* bytes outside any frame (before a sync byte) */
-    VMS_WIRE_ERR_TRUNCATED,   /* a sync byte arrived inside a frame: partial frame dropped */
-    VMS_WIRE_ERR_BAD_ESCAPE,  /* 0xFE followed by something other than 0x00/0x01 */
-    VMS_WIRE_ERR_VERSION,     /* unknown frame version */
-    VMS_WIRE_ERR_TOO_LONG,    /* declared length over VMS_WIRE_PAYLOAD_MAX */
-    VMS_WIRE_ERR_CRC,         /* checksum mismatch */
+    VMS_WIRE_ERR_GARBAGE,    /* bytes outside any frame (before a sync byte) */
+    VMS_WIRE_ERR_TRUNCATED,  /* a sync byte arrived inside a frame: partial frame dropped */
+    VMS_WIRE_ERR_BAD_ESCAPE, /* 0xFE followed by something other than 0x00/0x01 */
+    VMS_WIRE_ERR_VERSION,    /* unknown frame version */
+    VMS_WIRE_ERR_TOO_LONG,   /* declared length over VMS_WIRE_PAYLOAD_MAX */
+    VMS_WIRE_ERR_CRC,        /* checksum mismatch */
     VMS_WIRE_ERR__COUNT
 };
 

@@ -50,8 +50,11 @@ int main(int argc, char **argv)
     const char *corpus = argc > 1 ? argv[1] : "fuzz/corpus";
     const char *rid = "0123456789abcdef0123456789abcdef";
     struct vms_msg m;
-    struct vms_state_info st = {.id = "s-1", .label = "before-upgrade", .app_id = "org.ex.app",
-                                .parent = "", .created = 1700000000};
+    struct vms_state_info st = {.id = "s-1",
+                                .label = "before-upgrade",
+                                .app_id = "org.ex.app",
+                                .parent = "",
+                                .created = 1700000000};
 
     vms_msg_init(&m, VMS_MSG_HELLO);
     vms_msg_set_u64(&m, VMS_F_VERSION, 1);

@@ -1,1 +1,65 @@
-# guest-helper build rules (filled in by its issue)
+# guest-helper: vmstate-helperd, the in-guest D-Bus service.
+# The core (everything but main) is a convenience library so the component
+# tests and the fuzz target drive the same code the daemon runs.
+noinst_LTLIBRARIES += guest-helper/libhelpercore.la
+guest_helper_libhelpercore_la_SOURCES = \
+	guest-helper/helper.c guest-helper/helper.h \
+	guest-helper/helper-bus.c guest-helper/helper-bus.h \
+	guest-helper/helper-config.c guest-helper/helper-config.h
+nodist_guest_helper_libhelpercore_la_SOURCES = guest-helper/helper-introspect.c
+guest_helper_libhelpercore_la_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS) $(INIH_CFLAGS)
+guest_helper_libhelpercore_la_LIBADD = common/libvmscommon.la $(DBUS_LIBS) $(UDEV_LIBS) $(INIH_LIBS)
+HELPER_CORE_LIBS = guest-helper/libhelpercore.la $(DBUS_LIBS) $(UDEV_LIBS) $(INIH_LIBS)
+
+# The introspection XML is the interface's documentation; compile it in for Introspect.
+guest-helper/helper-introspect.c: $(top_srcdir)/guest-helper/org.vmstate.Helper1.xml
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && { \
+	  echo '/* generated from org.vmstate.Helper1.xml */'; \
+	  echo 'extern const char helper_introspect_xml[];'; \
+	  echo 'const char helper_introspect_xml[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@.tmp && mv $@.tmp $@
+CLEANFILES += guest-helper/helper-introspect.c
+
+sbin_PROGRAMS += guest-helper/vmstate-helperd
+guest_helper_vmstate_helperd_SOURCES = guest-helper/vmstate-helperd.c
+guest_helper_vmstate_helperd_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS)
+guest_helper_vmstate_helperd_LDADD = $(HELPER_CORE_LIBS)
+
+# Installed integration files.
+dbusinterfacesdir = $(datadir)/dbus-1/interfaces
+dist_dbusinterfaces_DATA = guest-helper/org.vmstate.Helper1.xml
+dist_dbussystembus_DATA = guest-helper/org.vmstate.Helper1.conf
+dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules
+systemdsystemunit_DATA = guest-helper/vmstate-helperd.service
+helperexampledir = $(docdir)/examples
+dist_helperexample_DATA = guest-helper/helper.conf.example
+EXTRA_DIST += guest-helper/README.md
+EXTRA_DIST += guest-helper/vmstate-helperd.service.in
+
+guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && \
+	  sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@sysconfdir[@]|$(sysconfdir)|g' $< > $@.tmp && mv $@.tmp $@
+CLEANFILES += guest-helper/vmstate-helperd.service
+
+# Component tests: the real daemon against a private dbus-daemon and a fake bridge.
+TESTS += tests/test-helper-bus
+check_PROGRAMS += tests/test-helper-bus
+HELPER_TEST_CFLAGS = $(TEST_COMMON_CFLAGS) \
+	-DHELPERD_PATH='"$(abs_top_builddir)/guest-helper/vmstate-helperd"'
+tests_test_helper_bus_SOURCES = tests/test-helper-bus.c \
+	tests/test-helper-fixture.c tests/test-helper-fixture.h
+tests_test_helper_bus_CFLAGS = $(HELPER_TEST_CFLAGS)
+tests_test_helper_bus_LDADD = $(TEST_COMMON_LDADD)
+
+# Fuzz target over the helper's port-B input path (see fuzz/local.mk for the pattern).
+FUZZ_TARGETS += fuzz/fuzz-helper-events
+fuzz_fuzz_helper_events_SOURCES = fuzz/fuzz-helper-events.c
+fuzz_fuzz_helper_events_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/guest-helper $(DBUS_CFLAGS) $(UDEV_CFLAGS)
+fuzz_fuzz_helper_events_LDADD = $(HELPER_CORE_LIBS) $(FUZZ_LDADD)
+if !ENABLE_FUZZING
+fuzz_fuzz_helper_events_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_helper_events_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+EXTRA_DIST += fuzz/corpus/helper-events
+dist_man8_MANS = guest-helper/vmstate-helperd.8

@@ -1,1 +1,26 @@
-# libvmstate build rules (filled in by its issue)
+# libvmstate: the C client library (public API in vmstate.h), and vmstatectl on top of it.
+lib_LTLIBRARIES += libvmstate/libvmstate.la
+include_HEADERS += libvmstate/vmstate.h
+libvmstate_libvmstate_la_SOURCES = libvmstate/vmstate.c libvmstate/vmstate.h
+libvmstate_libvmstate_la_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
+# common/ is linked in for the validators; only vmstate_* is exported.
+libvmstate_libvmstate_la_LIBADD = common/libvmscommon.la $(DBUS_LIBS)
+libvmstate_libvmstate_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(LIBVMSTATE_LT_VERSION) \
+	-export-symbols-regex '^vmstate_'
+pkgconfig_DATA += libvmstate/libvmstate.pc
+DISTCLEANFILES += libvmstate/libvmstate.pc
+EXTRA_DIST += libvmstate/libvmstate.pc.in
+
+bin_PROGRAMS += libvmstate/vmstatectl
+libvmstate_vmstatectl_SOURCES = libvmstate/vmstatectl.c
+libvmstate_vmstatectl_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
+libvmstate_vmstatectl_LDADD = libvmstate/libvmstate.la $(JSONC_LIBS)
+dist_man1_MANS = libvmstate/vmstatectl.1
+
+# libvmstate tests: the library against the real helper and a fake bridge.
+TESTS += tests/test-libvmstate
+check_PROGRAMS += tests/test-libvmstate
+tests_test_libvmstate_SOURCES = tests/test-libvmstate.c \
+	tests/test-helper-fixture.c tests/test-helper-fixture.h
+tests_test_libvmstate_CFLAGS = $(HELPER_TEST_CFLAGS)
+tests_test_libvmstate_LDADD = libvmstate/libvmstate.la $(TEST_COMMON_LDADD)

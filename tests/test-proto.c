@@ -116,8 +116,11 @@ Test(proto, every_type_round_trips)
     vms_msg_set_str(&m, VMS_F_APP_ID, "org.example.app");
     vms_msg_set_str(&m, VMS_F_HOSTNAME, "host1");
     vms_msg_set_u64(&m, VMS_F_FREE_BYTES, 1ull << 40);
-    struct vms_state_info st = {.id = "s-1", .label = "snap", .app_id = "org.example.app",
-                                .parent = "", .created = 1700000000};
+    struct vms_state_info st = {.id = "s-1",
+                                .label = "snap",
+                                .app_id = "org.example.app",
+                                .parent = "",
+                                .created = 1700000000};
     cr_assert_eq(vms_msg_add_state(&m, &st), 0);
     st.created++;
     strcpy(st.id, "s-2");
@@ -378,7 +381,7 @@ Test(proto, bad_characters_rejected)
     cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), -1);
     vms_msg_clear(&m);
     cr_assert(vms_valid_text("héllo wörld"));
-    cr_assert_not(vms_valid_text("\xc0\xaf")); /* overlong */
+    cr_assert_not(vms_valid_text("\xc0\xaf"));     /* overlong */
     cr_assert_not(vms_valid_text("\xed\xa0\x80")); /* surrogate */
 }
 

@@ -11,8 +11,8 @@
 # Environment: VMSTATE_CACHE (default ~/.cache/vmstate) caches kernel packages;
 #   VMSTATE_KERNEL_DEB=/path/to/linux-image-*.deb uses that kernel package instead of apt.
 #
-# Debian packages needed: bash coreutils findutils grep sed gawk|mawk gzip apt dpkg kmod
-#   libc-bin busybox-static dbus-daemon (or dbus) lz4 xz-utils zstd bzip2 (only the kernel's
+# Debian packages needed: bash coreutils findutils grep sed gzip apt dpkg kmod
+#   libc-bin util-linux busybox-static dbus lz4 xz-utils zstd bzip2 (only the kernel's
 #   compressor is actually used; bookworm's cloud kernel uses lz4).
 set -euo pipefail
 
@@ -110,8 +110,16 @@ $(grep 'not found' <<<"$out")" ;; esac
 
 filelist=$(mktemp); trap 'rm -f "$filelist"' EXIT
 add_file() { # add_file GUESTPATH HOSTPATH
+    case $1 in /proc/*|/sys/*|/dev/*) die "$1: the guest mounts over /proc, /sys and /dev" ;; esac
+    if head -n 5 "$2" | grep -q 'temporary wrapper script for'; then
+        die "$2 is a libtool wrapper script: link it with -no-install, or add its .libs/ binary"
+    fi
     echo "$1|$2" >>"$filelist"
-    if is_elf "$2"; then local l; for l in $(libs_of "$2"); do echo "$l|$(realpath "$l")" >>"$filelist"; done; fi
+    if is_elf "$2"; then
+        local libs l
+        libs=$(libs_of "$2") || exit 1
+        for l in $libs; do echo "$l|$(realpath "$l")" >>"$filelist"; done
+    fi
 }
 add_file /usr/bin/dbus-daemon "$dbus_daemon"
 add_file /usr/share/dbus-1/system.conf "$dbus_conf"
@@ -143,7 +151,7 @@ fi
 
 # ---- kernel: vmlinux and modules --------------------------------------------------------
 extract_vmlinux() { # extract_vmlinux BZIMAGE OUT: find the compressed payload, decompress it
-    local img=$1 out=$2 magic tool off
+    local img=$1 out=$2 magic tool off missing=
     # magic bytes (as grep -P escapes) and the decompressor for them, as the kernel's
     # scripts/extract-vmlinux does
     for spec in '\x1f\x8b\x08|gzip -dc|gzip' '\xfd\x37\x7a\x58\x5a\x00|xz -dc|xz-utils' \
@@ -152,12 +160,13 @@ extract_vmlinux() { # extract_vmlinux BZIMAGE OUT: find the compressed payload, 
             '\x89\x4c\x5a\x4f|lzop -dc|lzop'; do
         magic=${spec%%|*}; tool=${spec#*|}; tool=${tool%|*}
         while read -r off; do
-            need "${tool%% *}" "${spec##*|}"
+            if ! command -v "${tool%% *}" >/dev/null; then missing="$missing ${spec##*|}"; break; fi
             # shellcheck disable=SC2086 # $tool is a command line
             tail -c +"$((off + 1))" "$img" | $tool >"$out" 2>/dev/null || true
             if is_elf "$out"; then log "vmlinux: ${tool%% *} payload at offset $off"; return 0; fi
         done < <(LC_ALL=C grep -obUaP "$magic" "$img" | cut -d: -f1)
     done
+    [ -z "$missing" ] || die "cannot decompress $img: apt-get install$missing"
     die "no compressed kernel payload found in $img"
 }
 kdir="$cache/kernel/$(basename "$deb" .deb)"

@@ -4,8 +4,9 @@
 # (vmharness.py) on the virtio-serial port named org.vmstate.test.0.
 #
 # Protocol, one line per message, every field printable ASCII, base64 for payloads:
-#   host -> guest  "@@C ID TIMEOUT BASE64(shell script) [N]" run it (TIMEOUT 0: no limit);
-#                  with N, N raw bytes follow the line: the script's standard input
+#   host -> guest  "@@C ID TIMEOUT BASE64(script) LEN [N]"  run it (TIMEOUT 0: no limit);
+#                  LEN is the length of BASE64 (a line cut short by a snapshot load is
+#                  dropped); with N, N raw bytes follow the line: the script's stdin
 #   guest -> host  "@@H PID BOOT_ID"                        the agent (re)started
 #                  "@@B ID", base64 lines of the output, "@@E ID RC NBYTES"
 # Text before the last "@@" on a line is ignored (it is the remnant of a line cut short
@@ -44,11 +45,15 @@ while :; do
     # shellcheck disable=SC2086 # split the fields
     set -- $line
     set +f
-    id=$2 to=$3 b64=$4 n=${5:-0}
+    id=$2 to=$3 b64=$4 len=$5 n=${6:-0}
     case "$id:$to:$n" in
         *[!A-Za-z0-9._:-]*|:*|*::*|*:) continue ;;
     esac
     case "$to$n" in *[!0-9]*) continue ;; esac
+    if [ "${#b64}" != "$len" ]; then
+        echo "vmstate-agent: dropped damaged command $id"
+        continue
+    fi
     in=/dev/null
     if [ "$n" -gt 0 ]; then
         # exactly N bytes (fullblock: a port read returns what has arrived so far)

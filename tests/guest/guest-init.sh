@@ -20,8 +20,17 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs -o mode=0755 tmpfs /run
+# tmpfs on /tmp and /run that keep what the image holds there (e.g. libraries of programs
+# built under /tmp, copied to their build paths)
+tmpfs_over() { # tmpfs_over DIR MODE
+    mkdir -p /.tmpfs
+    mount -t tmpfs -o "mode=$2" tmpfs /.tmpfs
+    cp -a "$1/." /.tmpfs/
+    mount --move /.tmpfs "$1"
+    chmod "$2" "$1"
+}
+tmpfs_over /tmp 1777
+tmpfs_over /run 0755
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mkdir -p /run/vmstate/flags /run/dbus /var/log
 

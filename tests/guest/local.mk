@@ -7,15 +7,18 @@ GUEST_IMAGE_DIR = $(abs_builddir)/tests/guest/image
 # Extra build-image.sh arguments (--add HOST[:GUEST], --add-dir HOST:GUEST); components
 # append their binaries, policy files and /etc/vmstate/init.d start scripts here.
 GUEST_IMAGE_ARGS =
+# ... and the files those arguments name, so that the image follows them.
+GUEST_IMAGE_DEPS =
 PYTHON3 = python3
 
-guest-image:
+guest-image: $(GUEST_IMAGE_DEPS)
 	$(AM_V_GEN)$(SHELL) $(abs_top_srcdir)/tests/guest/build-image.sh $(GUEST_IMAGE_DIR) $(GUEST_IMAGE_ARGS)
 
 check-system-smoke: guest-image
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/guest/test-vm-smoke.py --image $(GUEST_IMAGE_DIR)
 
 .PHONY: guest-image check-system-smoke
+SYSTEM_CHECKS += check-system-smoke
 
 EXTRA_DIST += tests/guest/build-image.sh tests/guest/guest-init.sh tests/guest/guest-agent.sh \
 	tests/guest/vmharness.py tests/guest/test-vm-smoke.py tests/guest/README.md

@@ -84,7 +84,10 @@ class _Reader:
 
     def send(self, data):
         with self._send_lock:
-            self.sock.sendall(data)
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                raise VMError(f"cannot send (QEMU gone?): {e}") from None
 
     def wait_for(self, pred, timeout, what):
         """Wait (holding self.cond) until pred() is true; errors on timeout or EOF."""
@@ -199,12 +202,12 @@ class Agent(_Reader):
         The guest kills it after `timeout` s (rc 137); the host waits `wait` s (default:
         timeout + 10)."""
         cid = f"{self._prefix}-{next(self._ids)}"
-        payload = base64.b64encode(script.encode()).decode()
+        payload = base64.b64encode((script or ":").encode()).decode()
         with self.cond:
             self._pending.add(cid)
             epoch = self._epoch
         try:
-            line = f"\n@@C {cid} {math.ceil(timeout) if timeout else 0} {payload}"
+            line = f"\n@@C {cid} {math.ceil(timeout) if timeout else 0} {payload} {len(payload)}"
             self.send(f"{line} {len(input)}\n".encode() + input if input else f"{line}\n".encode())
             if wait is None:
                 wait = (timeout or 3600) + 10
@@ -290,11 +293,12 @@ def choose_accel(image_dir, accel=None):
     except (OSError, ValueError):
         cache = {}
     if key not in cache:
+        VM("/nonexistent", image_dir)  # a missing image raises here, not as "KVM failed"
         ok = False
         try:
             with tempfile.TemporaryDirectory(prefix="vmh-kvm-") as d:
                 with VM(d, image_dir, accel="kvm", ports=False) as vm:
-                    vm.wait_ready(timeout=20)
+                    vm.wait_ready(timeout=10)  # a working KVM boots in ~1 s
                     ok = vm.run("echo ok", timeout=10) == (0, "ok\n")
         except (VMError, TimeoutError, OSError):
             ok = False
@@ -500,9 +504,14 @@ class VM:
         self.agent.exec("true", timeout=10)  # answers in order: the agent is now idle
         return self.boot_time
 
+    def _exec(self, script, timeout, **kw):
+        if self.agent.last_heard is None:  # never talk to an agent that may not listen yet
+            self.wait_ready()
+        return self.agent.exec(script, timeout, **kw)
+
     def run(self, cmd, timeout=30):
         """Run a shell command in the guest: (rc, output text; stdout and stderr merged)."""
-        rc, out = self.agent.exec(cmd, timeout)
+        rc, out = self._exec(cmd, timeout)
         return rc, out.decode("utf-8", "replace")
 
     def check(self, cmd, timeout=30):
@@ -512,13 +521,18 @@ class VM:
             raise VMError(f"guest command {cmd!r} exited {rc}: {out}")
         return out
 
+    def port_device(self, name):
+        """The guest device of the virtio-serial port named name, e.g. /dev/vport0p1."""
+        out = self.check(f"grep -l -x {shlex.quote(name)} /sys/class/virtio-ports/*/name")
+        return "/dev/" + out.split()[0].split("/")[-2]
+
     def spawn(self, cmd, log="/dev/null"):
         """Start cmd in the background in its own session, output to guest file log; pid."""
         script = f"setsid sh -c {shlex.quote(cmd)} >{shlex.quote(log)} 2>&1 </dev/null & echo $!"
         return int(self.check(script).strip())
 
     def read_file(self, path, timeout=30):
-        rc, out = self.agent.exec(f"cat -- {shlex.quote(path)}", timeout)
+        rc, out = self._exec(f"cat -- {shlex.quote(path)}", timeout)
         if rc != 0:
             raise VMError(f"read_file {path}: {out.decode(errors='replace').strip()}")
         return out
@@ -530,7 +544,7 @@ class VM:
         script = f"cat >{shlex.quote(path)}"
         if mode is not None:
             script += f" && chmod {mode:o} {shlex.quote(path)}"
-        rc, out = self.agent.exec(script, timeout, input=data)
+        rc, out = self._exec(script, timeout, input=data)
         if rc != 0:
             raise VMError(f"write_file {path}: {out.decode(errors='replace').strip()}")
 

@@ -1,0 +1,707 @@
+/*
+ * helper-bus.c — the org.vmstate.Helper1 object on the system bus (libdbus).
+ *
+ * Method handlers check the caller's uid, validate arguments, build a
+ * Request and hand it to the core, and reply with the request id at once.
+ * Completed is unicast to each registered listener's unique name.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helper-bus.h"
+#include "vms-log.h"
+
+#define NOC_MATCH                                                                                  \
+    "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"                    \
+    "interface='org.freedesktop.DBus',member='NameOwnerChanged'"
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void reply_error(DBusConnection *c, DBusMessage *call, const char *name, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+static void reply_error(DBusConnection *c, DBusMessage *call, const char *name, const char *fmt,
+                        ...)
+{
+    char text[512];
+    DBusMessage *r;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    r = dbus_message_new_error(call, name, text);
+    if (r) {
+        dbus_connection_send(c, r, NULL);
+        dbus_message_unref(r);
+    }
+}
+
+static void reply_empty(DBusConnection *c, DBusMessage *call)
+{
+    DBusMessage *r = dbus_message_new_method_return(call);
+
+    if (r) {
+        dbus_connection_send(c, r, NULL);
+        dbus_message_unref(r);
+    }
+}
+
+/* Callers' uids, by unique name. Unique names are never reused on a bus, so an entry stays
+ * true; the cache only saves a blocking GetConnectionUnixUser round trip per call. */
+#define UID_CACHE_SIZE 32
+static struct {
+    char name[VMS_STR_MAX + 1];
+    unsigned long uid;
+} uid_cache[UID_CACHE_SIZE];
+static unsigned uid_cache_next;
+
+/* The caller's uid via GetConnectionUnixUser; -1 if the bus cannot say. */
+static long caller_uid(DBusConnection *c, DBusMessage *call)
+{
+    DBusError err;
+    unsigned long uid;
+    const char *sender = dbus_message_get_sender(call);
+
+    if (!sender || strlen(sender) > VMS_STR_MAX)
+        return -1;
+    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
+        if (!strcmp(uid_cache[i].name, sender))
+            return (long)uid_cache[i].uid;
+    dbus_error_init(&err);
+    uid = dbus_bus_get_unix_user(c, sender, &err);
+    if (dbus_error_is_set(&err)) {
+        vms_warn(NULL, NULL, "cannot get the uid of %s: %s", sender, err.message);
+        dbus_error_free(&err);
+        return -1;
+    }
+    snprintf(uid_cache[uid_cache_next].name, sizeof(uid_cache[0].name), "%s", sender);
+    uid_cache[uid_cache_next].uid = uid;
+    uid_cache_next = (uid_cache_next + 1) % UID_CACHE_SIZE;
+    return (long)uid;
+}
+
+static void uid_cache_forget(const char *name)
+{
+    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
+        if (!strcmp(uid_cache[i].name, name))
+            uid_cache[i].name[0] = '\0';
+}
+
+/* Check the caller against the allow-list; replies with an error and returns -1 if refused. */
+static long check_caller(struct helper *h, DBusMessage *call)
+{
+    long uid = caller_uid(h->bus, call);
+
+    if (uid < 0) {
+        reply_error(h->bus, call, HELPER_ERR_PERMISSION, "cannot determine the caller's uid");
+        return -1;
+    }
+    if (!helper_config_uid_allowed(&h->cfg, (uid_t)uid)) {
+        vms_warn(NULL, NULL, "refused %s from uid %ld (%s): not in the allow-list",
+                 dbus_message_get_member(call), uid, dbus_message_get_sender(call));
+        reply_error(h->bus, call, HELPER_ERR_PERMISSION,
+                    "uid %ld is not allowed to use vmstate (allow_users/allow_groups in %s)", uid,
+                    h->cfg.path[0] ? h->cfg.path : HELPER_CONFIG_DEFAULT);
+        return -1;
+    }
+    return uid;
+}
+
+/* Read an a{ss} credentials dict into @req. Returns 0 or -1 with @why. */
+static int read_credentials(DBusMessageIter *it, struct vms_msg *req, char *why, size_t whylen)
+{
+    DBusMessageIter dict;
+    int have_principal = 0, have_secret = 0;
+
+    dbus_message_iter_recurse(it, &dict);
+    while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
+        DBusMessageIter e;
+        const char *k, *v;
+
+        dbus_message_iter_recurse(&dict, &e);
+        dbus_message_iter_get_basic(&e, &k);
+        dbus_message_iter_next(&e);
+        dbus_message_iter_get_basic(&e, &v);
+        if (!strcmp(k, "principal")) {
+            if (!vms_valid_id(v)) {
+                snprintf(why, whylen, "credentials: bad principal (1-255 of [A-Za-z0-9._:@-])");
+                return -1;
+            }
+            vms_msg_set_str(req, VMS_F_PRINCIPAL, v);
+            have_principal = 1;
+        } else if (!strcmp(k, "secret")) {
+            if (vms_msg_set_str(req, VMS_F_SECRET, v) < 0) {
+                snprintf(why, whylen, "credentials: secret longer than 255 bytes");
+                return -1;
+            }
+            have_secret = 1;
+        } else {
+            snprintf(why, whylen, "credentials: unknown key '%.64s' (expected principal, secret)",
+                     k);
+            return -1;
+        }
+        dbus_message_iter_next(&dict);
+    }
+    if (!have_principal || !have_secret) {
+        snprintf(why, whylen, "credentials need 'principal' and 'secret'");
+        return -1;
+    }
+    return 0;
+}
+
+static int take_id(DBusMessageIter *it, struct vms_msg *req, enum vms_field f, const char *what,
+                   char *why, size_t whylen)
+{
+    const char *v;
+
+    dbus_message_iter_get_basic(it, &v);
+    dbus_message_iter_next(it);
+    if (!vms_valid_id(v)) {
+        snprintf(why, whylen, "bad %s '%.64s' (1-255 of [A-Za-z0-9._:@-])", what, v);
+        return -1;
+    }
+    vms_msg_set_str(req, f, v);
+    return 0;
+}
+
+/* ---- request methods -------------------------------------------------- */
+
+struct request_method {
+    const char *name;
+    const char *signature;
+    enum vms_op op;
+};
+
+static const struct request_method request_methods[] = {
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+};
+
+static const char *status_error_name(int status)
+{
+    switch (status) {
+    case VMS_STATUS_ERR_UNAVAILABLE:
+        return HELPER_ERR_UNAVAILABLE;
+    case VMS_STATUS_ERR_BUSY:
+        return HELPER_ERR_BUSY;
+    case VMS_STATUS_ERR_INVALID:
+        return HELPER_ERR_INVALID;
+    default:
+        return HELPER_ERR_INTERNAL;
+    }
+}
+
+static void handle_request(struct helper *h, DBusMessage *call, const struct request_method *rm)
+{
+    struct vms_msg req;
+    DBusMessageIter it;
+    char why[300] = "";
+    long uid;
+    int status;
+    DBusMessage *reply;
+    const char *id;
+
+    vms_msg_init(&req, VMS_MSG_REQUEST);
+    if (!dbus_message_has_signature(call, rm->signature)) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "%s takes (%s), got (%s)", rm->name,
+                    rm->signature, dbus_message_get_signature(call));
+        goto out;
+    }
+    uid = check_caller(h, call);
+    if (uid < 0)
+        goto out;
+    vms_msg_set_str(&req, VMS_F_OP, vms_op_name(rm->op));
+    vms_msg_set_u64(&req, VMS_F_UID, (uint64_t)uid);
+    dbus_message_iter_init(call, &it);
+    switch (rm->op) {
+    case VMS_OP_SAVE:
+    case VMS_OP_RESTORE: {
+        const char *first;
+        DBusMessageIter arr;
+        const uint8_t *data;
+        int len;
+
+        dbus_message_iter_get_basic(&it, &first);
+        dbus_message_iter_next(&it);
+        if (rm->op == VMS_OP_SAVE) {
+            if (!vms_valid_text(first)) {
+                snprintf(why, sizeof(why),
+                         "bad label: at most 255 bytes of UTF-8 without control characters");
+                break;
+            }
+            vms_msg_set_str(&req, VMS_F_LABEL, first);
+        } else {
+            if (!vms_valid_id(first)) {
+                snprintf(why, sizeof(why), "bad state id '%.64s'", first);
+                break;
+            }
+            vms_msg_set_str(&req, VMS_F_STATE_ID, first);
+        }
+        if (take_id(&it, &req, VMS_F_APP_ID, "app id", why, sizeof(why)) < 0)
+            break;
+        dbus_message_iter_recurse(&it, &arr);
+        dbus_message_iter_get_fixed_array(&arr, &data, &len);
+        dbus_message_iter_next(&it);
+        if ((size_t)len > VMS_APP_DATA_MAX) {
+            snprintf(why, sizeof(why), "app data is %d bytes; at most %u", len, VMS_APP_DATA_MAX);
+            break;
+        }
+        if (len > 0 && vms_msg_set_app_data(&req, data, (size_t)len) < 0) {
+            snprintf(why, sizeof(why), "out of memory");
+            break;
+        }
+        break;
+    }
+    case VMS_OP_DELETE:
+        if (take_id(&it, &req, VMS_F_STATE_ID, "state id", why, sizeof(why)) < 0)
+            break;
+        take_id(&it, &req, VMS_F_APP_ID, "app id", why, sizeof(why));
+        break;
+    case VMS_OP_SET_MEMORY: {
+        dbus_uint64_t bytes;
+        dbus_message_iter_get_basic(&it, &bytes);
+        dbus_message_iter_next(&it);
+        if (bytes == 0) {
+            snprintf(why, sizeof(why), "bytes must be greater than 0");
+            break;
+        }
+        vms_msg_set_u64(&req, VMS_F_BYTES, bytes);
+        take_id(&it, &req, VMS_F_APP_ID, "app id", why, sizeof(why));
+        break;
+    }
+    default: /* list, hostinfo */
+        take_id(&it, &req, VMS_F_APP_ID, "app id", why, sizeof(why));
+        break;
+    }
+    if (!why[0])
+        read_credentials(&it, &req, why, sizeof(why));
+    if (why[0]) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "%s: %s", rm->name, why);
+        goto out;
+    }
+    status = helper_submit(h, &req);
+    if (status != 0) {
+        if (status == VMS_STATUS_ERR_UNAVAILABLE)
+            reply_error(h->bus, call, HELPER_ERR_UNAVAILABLE,
+                        "the host bridge is not connected and %s",
+                        h->cfg.queue_when_disconnected ? "the request queue is full"
+                                                       : "queueing is disabled");
+        else if (status == VMS_STATUS_ERR_BUSY)
+            reply_error(h->bus, call, HELPER_ERR_BUSY,
+                        "%u requests are already waiting for the host bridge", h->n_requests);
+        else
+            reply_error(h->bus, call, status_error_name(status), "%s: %s", rm->name,
+                        vms_status_str(status));
+        goto out;
+    }
+    reply = dbus_message_new_method_return(call);
+    id = req.request_id;
+    if (reply && dbus_message_append_args(reply, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, reply, NULL);
+    if (reply)
+        dbus_message_unref(reply);
+out:
+    vms_msg_clear(&req); /* wipes the secret */
+}
+
+/* ---- listeners -------------------------------------------------------- */
+
+static void handle_listener(struct helper *h, DBusMessage *call, int add)
+{
+    const char *app_id = NULL;
+    const char *sender = dbus_message_get_sender(call);
+    long uid;
+
+    if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &app_id, DBUS_TYPE_INVALID)) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "expected (s app_id)");
+        return;
+    }
+    uid = check_caller(h, call);
+    if (uid < 0)
+        return;
+    if (!(vms_valid_id(app_id) || (!strcmp(app_id, "*")))) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "bad app id '%.64s'", app_id);
+        return;
+    }
+    if (!strcmp(app_id, "*") && uid != 0 && add) {
+        reply_error(h->bus, call, HELPER_ERR_PERMISSION, "only root may watch every app ('*')");
+        return;
+    }
+    if (!add) {
+        helper_listener_remove(h, app_id, sender);
+        reply_empty(h->bus, call);
+        return;
+    }
+    if (helper_listener_add(h, app_id, sender) < 0) {
+        reply_error(h->bus, call, HELPER_ERR_LIMIT, "too many listeners (max_listeners=%u)",
+                    h->cfg.max_listeners);
+        return;
+    }
+    reply_empty(h->bus, call); /* the reply goes out before any held completion */
+    if (strcmp(app_id, "*") != 0)
+        helper_deliver_held(h, app_id);
+}
+
+/* ---- properties ------------------------------------------------------- */
+
+static int append_states(DBusMessageIter *it, const struct vms_msg *list)
+{
+    DBusMessageIter arr;
+    int ok = dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "(ssssx)", &arr);
+
+    for (size_t i = 0; ok && i < list->n_states; i++) {
+        const struct vms_state_info *s = &list->states[i];
+        DBusMessageIter st;
+        const char *id = s->id, *label = s->label, *app = s->app_id, *parent = s->parent;
+        dbus_int64_t created = s->created;
+
+        ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &id) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &label) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &app) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &parent) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_INT64, &created) &&
+             dbus_message_iter_close_container(&arr, &st);
+    }
+    return ok && dbus_message_iter_close_container(it, &arr);
+}
+
+/* Append property @name as a variant. Returns 1, 0 on OOM, -1 if unknown. */
+static int append_property(struct helper *h, DBusMessageIter *it, const char *name)
+{
+    DBusMessageIter v;
+
+    if (!strcmp(name, "BridgeConnected")) {
+        dbus_bool_t b = h->bridge_connected ? TRUE : FALSE;
+        return dbus_message_iter_open_container(it, DBUS_TYPE_VARIANT, "b", &v) &&
+               dbus_message_iter_append_basic(&v, DBUS_TYPE_BOOLEAN, &b) &&
+               dbus_message_iter_close_container(it, &v);
+    }
+    if (!strcmp(name, "Epoch")) {
+        dbus_uint64_t e = h->epoch;
+        return dbus_message_iter_open_container(it, DBUS_TYPE_VARIANT, "t", &v) &&
+               dbus_message_iter_append_basic(&v, DBUS_TYPE_UINT64, &e) &&
+               dbus_message_iter_close_container(it, &v);
+    }
+    if (!strcmp(name, "States")) {
+        return dbus_message_iter_open_container(it, DBUS_TYPE_VARIANT, "a(ssssx)", &v) &&
+               append_states(&v, &h->last_list) && dbus_message_iter_close_container(it, &v);
+    }
+    return -1;
+}
+
+static const char *const property_names[] = {"BridgeConnected", "States", "Epoch"};
+
+static int append_property_entry(struct helper *h, DBusMessageIter *dict, const char *name)
+{
+    DBusMessageIter e;
+
+    return dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &name) &&
+           append_property(h, &e, name) == 1 && dbus_message_iter_close_container(dict, &e);
+}
+
+static void handle_properties(struct helper *h, DBusMessage *call, const char *member)
+{
+    const char *iface = NULL, *name = NULL;
+    DBusMessage *reply = NULL;
+    DBusMessageIter it, dict;
+
+    if (!strcmp(member, "Set")) {
+        reply_error(h->bus, call, DBUS_ERROR_PROPERTY_READ_ONLY, "properties are read-only");
+        return;
+    }
+    if (!strcmp(member, "Get")) {
+        if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &name,
+                                   DBUS_TYPE_INVALID)) {
+            reply_error(h->bus, call, DBUS_ERROR_INVALID_ARGS, "expected (ss)");
+            return;
+        }
+        reply = dbus_message_new_method_return(call);
+        if (!reply)
+            return;
+        dbus_message_iter_init_append(reply, &it);
+        if (strcmp(iface, HELPER_BUS_IFACE) != 0 || append_property(h, &it, name) != 1) {
+            dbus_message_unref(reply);
+            reply_error(h->bus, call, DBUS_ERROR_UNKNOWN_PROPERTY, "no property %s.%s", iface,
+                        name);
+            return;
+        }
+    } else if (!strcmp(member, "GetAll")) {
+        if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &iface, DBUS_TYPE_INVALID)) {
+            reply_error(h->bus, call, DBUS_ERROR_INVALID_ARGS, "expected (s)");
+            return;
+        }
+        reply = dbus_message_new_method_return(call);
+        if (!reply)
+            return;
+        dbus_message_iter_init_append(reply, &it);
+        dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+        if (!strcmp(iface, HELPER_BUS_IFACE))
+            for (size_t i = 0; i < sizeof(property_names) / sizeof(*property_names); i++)
+                append_property_entry(h, &dict, property_names[i]);
+        dbus_message_iter_close_container(&it, &dict);
+    } else {
+        reply_error(h->bus, call, DBUS_ERROR_UNKNOWN_METHOD, "no method %s", member);
+        return;
+    }
+    dbus_connection_send(h->bus, reply, NULL);
+    dbus_message_unref(reply);
+}
+
+void helper_bus_property_changed(struct helper *h, const char *property)
+{
+    DBusMessage *sig;
+    DBusMessageIter it, dict, inval;
+    const char *iface = HELPER_BUS_IFACE;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged");
+    if (!sig)
+        return;
+    dbus_message_iter_init_append(sig, &it);
+    if (dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &iface) &&
+        dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict) &&
+        append_property_entry(h, &dict, property) &&
+        dbus_message_iter_close_container(&it, &dict) &&
+        dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "s", &inval) &&
+        dbus_message_iter_close_container(&it, &inval))
+        dbus_connection_send(h->bus, sig, NULL);
+    dbus_message_unref(sig);
+}
+
+/* ---- signals ---------------------------------------------------------- */
+
+static int dict_str(DBusMessageIter *dict, const char *key, const char *value)
+{
+    DBusMessageIter e, v;
+
+    return dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+           dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "s", &v) &&
+           dbus_message_iter_append_basic(&v, DBUS_TYPE_STRING, &value) &&
+           dbus_message_iter_close_container(&e, &v) && dbus_message_iter_close_container(dict, &e);
+}
+
+static int dict_u64(DBusMessageIter *dict, const char *key, uint64_t value)
+{
+    DBusMessageIter e, v;
+    dbus_uint64_t x = value;
+
+    return dbus_message_iter_open_container(dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+           dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "t", &v) &&
+           dbus_message_iter_append_basic(&v, DBUS_TYPE_UINT64, &x) &&
+           dbus_message_iter_close_container(&e, &v) && dbus_message_iter_close_container(dict, &e);
+}
+
+static int append_details(DBusMessageIter *it, const struct vms_msg *ev)
+{
+    DBusMessageIter dict;
+    int ok = dbus_message_iter_open_container(it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+
+#define STR_DETAIL(F, key, member)                                                                 \
+    if (ok && vms_msg_has(ev, F))                                                                  \
+        ok = dict_str(&dict, key, ev->member);
+#define U64_DETAIL(F, key, member)                                                                 \
+    if (ok && vms_msg_has(ev, F))                                                                  \
+        ok = dict_u64(&dict, key, ev->member);
+    STR_DETAIL(VMS_F_PARENT_ID, "parent_id", parent_id)
+    STR_DETAIL(VMS_F_REASON, "reason", reason)
+    STR_DETAIL(VMS_F_HOSTNAME, "hostname", hostname)
+    STR_DETAIL(VMS_F_BRIDGE_VERSION, "bridge_version", bridge_version)
+    U64_DETAIL(VMS_F_BYTES, "bytes", bytes)
+    U64_DETAIL(VMS_F_FREE_BYTES, "free_bytes", free_bytes)
+    U64_DETAIL(VMS_F_MEM_BYTES, "mem_bytes", mem_bytes)
+    U64_DETAIL(VMS_F_SEQ, "seq", seq)
+#undef STR_DETAIL
+#undef U64_DETAIL
+    if (ok && vms_msg_has(ev, VMS_F_STATES)) {
+        DBusMessageIter e, v;
+        const char *key = "states";
+        ok = dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+             dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+             dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "a(ssssx)", &v) &&
+             append_states(&v, ev) && dbus_message_iter_close_container(&e, &v) &&
+             dbus_message_iter_close_container(&dict, &e);
+    }
+    return ok && dbus_message_iter_close_container(it, &dict);
+}
+
+void helper_bus_emit_completed(struct helper *h, const char *owner, const struct vms_msg *ev)
+{
+    DBusMessage *sig;
+    DBusMessageIter it, arr;
+    const char *rid = ev->request_id, *op = ev->op, *msg = ev->message, *sid = ev->state_id,
+               *label = ev->label, *app = ev->app_id;
+    dbus_uint32_t status = ev->status;
+    dbus_uint64_t epoch = ev->epoch;
+    const uint8_t *data = ev->app_data;
+    int ok;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Completed");
+    if (!sig)
+        return;
+    if (!msg[0] && status != 0)
+        msg = vms_status_str(status);
+    dbus_message_iter_init_append(sig, &it);
+    ok = dbus_message_set_destination(sig, owner) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &rid) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &op) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT32, &status) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &msg) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &sid) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &label) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &app) &&
+         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &arr) &&
+         dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data, (int)ev->app_data_len) &&
+         dbus_message_iter_close_container(&it, &arr) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT64, &epoch) && append_details(&it, ev);
+    if (ok)
+        dbus_connection_send(h->bus, sig, NULL);
+    else
+        vms_err(NULL, ev->request_id, "out of memory building Completed");
+    dbus_message_unref(sig);
+}
+
+void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch)
+{
+    DBusMessage *sig;
+    dbus_uint64_t e = epoch;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Restored");
+    if (!sig)
+        return;
+    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &state_id, DBUS_TYPE_UINT64, &e,
+                                 DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, sig, NULL);
+    dbus_message_unref(sig);
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, void *data)
+{
+    struct helper *h = data;
+    const char *iface = dbus_message_get_interface(m);
+    const char *member = dbus_message_get_member(m);
+
+    (void)c;
+    if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_METHOD_CALL || !member)
+        return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+    if (iface && !strcmp(iface, DBUS_INTERFACE_INTROSPECTABLE) && !strcmp(member, "Introspect")) {
+        DBusMessage *r = dbus_message_new_method_return(m);
+        const char *xml = helper_introspect_xml;
+        if (r && dbus_message_append_args(r, DBUS_TYPE_STRING, &xml, DBUS_TYPE_INVALID))
+            dbus_connection_send(h->bus, r, NULL);
+        if (r)
+            dbus_message_unref(r);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (iface && !strcmp(iface, DBUS_INTERFACE_PROPERTIES)) {
+        handle_properties(h, m, member);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (iface && strcmp(iface, HELPER_BUS_IFACE) != 0)
+        return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+    for (size_t i = 0; i < sizeof(request_methods) / sizeof(*request_methods); i++)
+        if (!strcmp(member, request_methods[i].name)) {
+            handle_request(h, m, &request_methods[i]);
+            return DBUS_HANDLER_RESULT_HANDLED;
+        }
+    if (!strcmp(member, "RegisterListener")) {
+        handle_listener(h, m, 1);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (!strcmp(member, "UnregisterListener")) {
+        handle_listener(h, m, 0);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    reply_error(h->bus, m, DBUS_ERROR_UNKNOWN_METHOD, "no method %s on %s", member,
+                HELPER_BUS_IFACE);
+    return DBUS_HANDLER_RESULT_HANDLED;
+}
+
+/* A listener's connection closed: its registrations end (NameOwnerChanged name, old, ""). */
+static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data)
+{
+    struct helper *h = data;
+    const char *name, *old_owner, *new_owner;
+
+    (void)c;
+    if (dbus_message_is_signal(m, DBUS_INTERFACE_DBUS, "NameOwnerChanged") &&
+        dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old_owner,
+                              DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
+        name[0] == ':' && !new_owner[0]) {
+        helper_listener_owner_gone(h, name);
+        uid_cache_forget(name);
+    }
+    return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+}
+
+int helper_bus_open(struct helper *h, const char *address)
+{
+    static const DBusObjectPathVTable vtable = {.message_function = on_object_message};
+    DBusError err;
+    int r;
+
+    dbus_error_init(&err);
+    if (address) {
+        h->bus = dbus_connection_open_private(address, &err);
+        if (h->bus && !dbus_bus_register(h->bus, &err)) {
+            dbus_connection_close(h->bus);
+            dbus_connection_unref(h->bus);
+            h->bus = NULL;
+        }
+    } else {
+        h->bus = dbus_bus_get_private(DBUS_BUS_SYSTEM, &err);
+    }
+    if (!h->bus) {
+        vms_err(NULL, NULL, "cannot connect to the %s bus: %s", address ? address : "system",
+                err.message);
+        goto fail;
+    }
+    dbus_connection_set_exit_on_disconnect(h->bus, FALSE);
+    if (!dbus_connection_register_object_path(h->bus, HELPER_BUS_PATH, &vtable, h) ||
+        !dbus_connection_add_filter(h->bus, on_filter, h, NULL)) {
+        vms_err(NULL, NULL, "out of memory setting up D-Bus");
+        goto fail;
+    }
+    dbus_bus_add_match(h->bus, NOC_MATCH, &err);
+    if (dbus_error_is_set(&err)) {
+        vms_err(NULL, NULL, "cannot watch NameOwnerChanged: %s", err.message);
+        goto fail;
+    }
+    r = dbus_bus_request_name(h->bus, HELPER_BUS_NAME, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err);
+    if (r != DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER) {
+        vms_err(NULL, NULL, "cannot own %s: %s", HELPER_BUS_NAME,
+                dbus_error_is_set(&err) ? err.message : "another helper owns it");
+        goto fail;
+    }
+    vms_info(NULL, NULL, "on the bus as %s (%s)", HELPER_BUS_NAME,
+             dbus_bus_get_unique_name(h->bus));
+    return 0;
+fail:
+    dbus_error_free(&err);
+    helper_bus_close(h);
+    return -1;
+}
+
+void helper_bus_close(struct helper *h)
+{
+    if (!h->bus)
+        return;
+    dbus_connection_close(h->bus);
+    dbus_connection_unref(h->bus);
+    h->bus = NULL;
+}

@@ -1,0 +1,41 @@
+/*
+ * helper-bus.h — the org.vmstate.Helper1 D-Bus object.
+ *
+ * guest-helper/org.vmstate.Helper1.xml is the interface's documentation and
+ * is compiled in (helper-introspect.c) to answer Introspect.
+ */
+#ifndef HELPER_BUS_H
+#define HELPER_BUS_H
+
+#include <dbus/dbus.h>
+
+#include "helper.h"
+
+#define HELPER_BUS_NAME  "org.vmstate.Helper1"
+#define HELPER_BUS_PATH  "/org/vmstate/Helper1"
+#define HELPER_BUS_IFACE "org.vmstate.Helper1"
+
+#define HELPER_ERR_PERMISSION  "org.vmstate.Error.Permission"
+#define HELPER_ERR_UNAVAILABLE "org.vmstate.Error.Unavailable"
+#define HELPER_ERR_BUSY        "org.vmstate.Error.Busy"
+#define HELPER_ERR_INVALID     "org.vmstate.Error.InvalidArgs"
+#define HELPER_ERR_LIMIT       "org.vmstate.Error.LimitReached"
+#define HELPER_ERR_INTERNAL    "org.vmstate.Error.Internal"
+
+extern const char helper_introspect_xml[];
+
+/*
+ * Connect to @address (NULL: the system bus), own HELPER_BUS_NAME, and
+ * export the object. Returns 0 or -1 (logged).
+ */
+int helper_bus_open(struct helper *h, const char *address);
+void helper_bus_close(struct helper *h);
+
+/* Emit Completed for @ev to the listener @owner (unicast). */
+void helper_bus_emit_completed(struct helper *h, const char *owner, const struct vms_msg *ev);
+/* Broadcast Restored(state_id, epoch). */
+void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch);
+/* Broadcast PropertiesChanged for @property ("BridgeConnected", "States" or "Epoch"). */
+void helper_bus_property_changed(struct helper *h, const char *property);
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * helper-config.c — see helper-config.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <ini.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "helper-config.h"
+
+void helper_config_defaults(struct helper_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->allow_uids[0] = 0;
+    c->n_allow_uids = 1;
+    c->grace_period_ms = 10000;
+    c->queue_max = 32;
+    c->queue_when_disconnected = 1;
+    c->queue_timeout_ms = 60000;
+    c->recheck_interval_ms = 1000;
+    c->hello_retry_ms = 5000;
+    c->max_listeners = 256;
+    c->max_held = 256;
+    c->max_held_bytes = 1024 * 1024;
+    c->log_level = LOG_INFO;
+}
+
+struct parse_state {
+    struct helper_config *c;
+    char why[256]; /* first error; ini_parse returns its line */
+};
+
+static int parse_uint(const char *v, unsigned long max, unsigned *out)
+{
+    char *end;
+    unsigned long n;
+
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-' || n > max)
+        return -1;
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* Comma/space separated list; each item a number or a name looked up with @lookup. */
+static int parse_id_list(const char *v, int groups, struct helper_config *c, char *why,
+                         size_t whylen)
+{
+    char buf[1024], *save = NULL, *tok;
+
+    if (strlen(v) >= sizeof(buf)) {
+        snprintf(why, whylen, "list too long");
+        return -1;
+    }
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        unsigned n;
+        size_t *count = groups ? &c->n_allow_gids : &c->n_allow_uids;
+
+        if (*count >= HELPER_ALLOW_MAX) {
+            snprintf(why, whylen, "more than %d entries", HELPER_ALLOW_MAX);
+            return -1;
+        }
+        if (parse_uint(tok, 0xfffffffeul, &n) < 0) {
+            if (groups) {
+                struct group *g = getgrnam(tok);
+                if (!g) {
+                    snprintf(why, whylen, "unknown group '%s'", tok);
+                    return -1;
+                }
+                n = g->gr_gid;
+            } else {
+                struct passwd *p = getpwnam(tok);
+                if (!p) {
+                    snprintf(why, whylen, "unknown user '%s'", tok);
+                    return -1;
+                }
+                n = p->pw_uid;
+            }
+        }
+        if (groups)
+            c->allow_gids[c->n_allow_gids++] = n;
+        else
+            c->allow_uids[c->n_allow_uids++] = n;
+    }
+    return 0;
+}
+
+static int set_port(char *dst, const char *v, char *why, size_t whylen)
+{
+    if (strlen(v) >= PATH_MAX) {
+        snprintf(why, whylen, "path too long");
+        return -1;
+    }
+    if (!strcmp(v, "udev"))
+        v = "";
+    snprintf(dst, PATH_MAX, "%s", v);
+    return 0;
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_state *ps = user;
+    struct helper_config *c = ps->c;
+    char why[200] = "";
+    int rc = 0;
+
+    if (ps->why[0])
+        return 1; /* keep the first error only */
+    if (strcmp(section, "helper") != 0) {
+        snprintf(ps->why, sizeof(ps->why), "key '%s': unknown section [%s]", key, section);
+        return 0;
+    }
+    if (!strcmp(key, "allow_users"))
+        rc = parse_id_list(value, 0, c, why, sizeof(why));
+    else if (!strcmp(key, "allow_groups"))
+        rc = parse_id_list(value, 1, c, why, sizeof(why));
+    else if (!strcmp(key, "grace_period_ms"))
+        rc = parse_uint(value, 3600000, &c->grace_period_ms);
+    else if (!strcmp(key, "queue_max"))
+        rc = parse_uint(value, 4096, &c->queue_max);
+    else if (!strcmp(key, "queue_when_disconnected"))
+        rc = parse_bool(value, &c->queue_when_disconnected);
+    else if (!strcmp(key, "queue_timeout_ms"))
+        rc = parse_uint(value, 86400000, &c->queue_timeout_ms);
+    else if (!strcmp(key, "recheck_interval_ms"))
+        rc = parse_uint(value, 600000, &c->recheck_interval_ms);
+    else if (!strcmp(key, "hello_retry_ms"))
+        rc = parse_uint(value, 600000, &c->hello_retry_ms);
+    else if (!strcmp(key, "max_listeners"))
+        rc = parse_uint(value, 65536, &c->max_listeners);
+    else if (!strcmp(key, "max_held"))
+        rc = parse_uint(value, 65536, &c->max_held);
+    else if (!strcmp(key, "max_held_bytes")) {
+        unsigned n;
+        rc = parse_uint(value, 256u * 1024 * 1024, &n);
+        if (rc == 0)
+            c->max_held_bytes = n;
+    } else if (!strcmp(key, "request_port"))
+        rc = set_port(c->request_port, value, why, sizeof(why));
+    else if (!strcmp(key, "event_port"))
+        rc = set_port(c->event_port, value, why, sizeof(why));
+    else if (!strcmp(key, "log_level")) {
+        static const char *const names[] = {"error", "warning", "notice", "info", "debug"};
+        rc = -1;
+        for (unsigned i = 0; i < 5; i++)
+            if (!strcmp(value, names[i])) {
+                c->log_level = LOG_ERR + (int)i;
+                rc = 0;
+            }
+        if (rc)
+            snprintf(why, sizeof(why), "expected error|warning|notice|info|debug");
+    } else {
+        snprintf(ps->why, sizeof(ps->why), "key '%s': unknown key", key);
+        return 0;
+    }
+    if (rc == 0 && !strcmp(key, "recheck_interval_ms") && c->recheck_interval_ms < 10) {
+        snprintf(why, sizeof(why), "must be at least 10");
+        rc = -1;
+    }
+    if (rc < 0) {
+        snprintf(ps->why, sizeof(ps->why), "key '%s': bad value '%.40s'%s%s", key, value,
+                 why[0] ? ": " : "", why);
+        return 0;
+    }
+    return 1;
+}
+
+int helper_config_load(struct helper_config *c, const char *path, int must_exist, char *err,
+                       size_t errlen)
+{
+    struct parse_state ps = {.c = c};
+    int line;
+
+    if (access(path, F_OK) < 0 && errno == ENOENT && !must_exist)
+        return 0;
+    /* An allow-list in the file replaces the default (root only) instead of adding to it. */
+    c->n_allow_uids = 0;
+    c->n_allow_gids = 0;
+    line = ini_parse(path, on_key, &ps);
+    if (line == -1) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    if (line != 0) {
+        snprintf(err, errlen, "%s:%d: %s", path, line, ps.why[0] ? ps.why : "syntax error");
+        return -1;
+    }
+    if (c->n_allow_uids == 0 && c->n_allow_gids == 0) {
+        c->allow_uids[0] = 0; /* root is always allowed when nothing is said */
+        c->n_allow_uids = 1;
+    }
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    return 0;
+}
+
+int helper_config_uid_allowed(const struct helper_config *c, uid_t uid)
+{
+    for (size_t i = 0; i < c->n_allow_uids; i++)
+        if (c->allow_uids[i] == uid)
+            return 1;
+    if (c->n_allow_gids) {
+        struct passwd *pw = getpwuid(uid);
+        gid_t groups[64];
+        int n = 64;
+
+        if (!pw)
+            return 0;
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+            n = 64; /* more groups than we look at: check the first 64 */
+        for (int i = 0; i < n; i++)
+            for (size_t j = 0; j < c->n_allow_gids; j++)
+                if (groups[i] == c->allow_gids[j])
+                    return 1;
+    }
+    return 0;
+}

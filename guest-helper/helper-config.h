@@ -1,0 +1,53 @@
+/*
+ * helper-config.h — vmstate-helperd's configuration (INI, read with inih).
+ *
+ * Default file: SYSCONFDIR/vmstate/helper.conf (a missing default file means
+ * built-in defaults; a missing file named with --config is an error). Every
+ * key is documented in guest-helper/helper.conf.example. A bad value is an
+ * error naming the file, the line and the key.
+ */
+#ifndef HELPER_CONFIG_H
+#define HELPER_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define HELPER_CONFIG_DEFAULT SYSCONFDIR "/vmstate/helper.conf"
+#define HELPER_ALLOW_MAX      64
+
+struct helper_config {
+    char path[PATH_MAX];                /* file that was read ("" for built-in defaults) */
+    uid_t allow_uids[HELPER_ALLOW_MAX]; /* callers allowed to use the helper */
+    size_t n_allow_uids;
+    gid_t allow_gids[HELPER_ALLOW_MAX]; /* members of these groups are allowed too */
+    size_t n_allow_gids;
+    unsigned grace_period_ms;     /* hold events for an app id with no listener */
+    unsigned queue_max;           /* requests kept while waiting for the bridge */
+    int queue_when_disconnected;  /* 0: refuse at once when the bridge is unreachable */
+    unsigned queue_timeout_ms;    /* a queued request fails after this long unsent */
+    unsigned recheck_interval_ms; /* look at ports again when down or hung up */
+    unsigned hello_retry_ms;      /* resend Hello while no Welcome came */
+    unsigned max_listeners;
+    unsigned max_held;           /* events held for late listeners */
+    size_t max_held_bytes;       /* and their memory */
+    char request_port[PATH_MAX]; /* "" = find by name with libudev */
+    char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
+    int log_level;               /* LOG_ERR .. LOG_DEBUG */
+};
+
+/* Fill @c with built-in defaults (allow uid 0 only). */
+void helper_config_defaults(struct helper_config *c);
+
+/*
+ * Read @path over the current values of @c. When @path does not exist and
+ * @must_exist is 0, keep @c and return 0. On error return -1 with @err set to
+ * "FILE:LINE: key 'K': why".
+ */
+int helper_config_load(struct helper_config *c, const char *path, int must_exist, char *err,
+                       size_t errlen);
+
+/* 1 when @uid (or one of its groups) is allowed by @c. */
+int helper_config_uid_allowed(const struct helper_config *c, uid_t uid);
+
+#endif

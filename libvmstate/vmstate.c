@@ -1,0 +1,854 @@
+/*
+ * vmstate.c — libvmstate, see vmstate.h.
+ *
+ * One private libdbus connection per handle. The pollable fd is an epoll
+ * set holding the bus socket and an eventfd: libdbus may read signals into
+ * its queue during a blocking method call, when the socket is no longer
+ * readable, so the library raises the eventfd whenever messages wait.
+ */
+#include "config.h"
+
+#include <dbus/dbus.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vms-proto.h"
+#include "vmstate.h"
+
+#define HELPER_NAME     "org.vmstate.Helper1"
+#define HELPER_PATH     "/org/vmstate/Helper1"
+#define HELPER_IFACE    "org.vmstate.Helper1"
+#define CALL_TIMEOUT_MS 5000
+
+struct event_priv {
+    struct vmstate_event pub; /* first: vmstate_event_free() casts back */
+    DBusMessage *msg;         /* strings point into it */
+    struct vmstate_state *states;
+};
+
+struct vmstate {
+    DBusConnection *bus;
+    int epfd, evfd, bus_fd;
+    char app_id[VMS_STR_MAX + 1];
+    char principal[VMS_STR_MAX + 1];
+    char secret[VMS_STR_MAX + 1];
+    int have_credentials;
+    int registered;
+    char helper_owner[VMS_STR_MAX + 1]; /* unique name of the helper we registered with */
+    vmstate_event_fn fn;
+    void *userdata;
+    /* vmstate_wait */
+    const char *waiting_for;
+    struct event_priv *waited;
+    int delivered; /* events delivered in the current dispatch */
+    char error[512];
+};
+
+static const char *const error_text[] = {
+    [0] = "success",
+    [1] = "invalid argument",
+    [2] = "out of memory",
+    [3] = "cannot connect to the D-Bus bus",
+    [4] = "vmstate-helperd is not running",
+    [5] = "permission denied",
+    [6] = "the host bridge is unreachable",
+    [7] = "too many requests waiting; retry later",
+    [8] = "timed out",
+    [9] = "the bus connection was lost",
+    [10] = "no credentials set",
+    [11] = "unexpected answer from the helper",
+    [12] = "the helper reported an error",
+    [13] = "the helper's listener table is full",
+};
+
+const char *vmstate_strerror(int code)
+{
+    int i = -code;
+    if (i < 0 || i >= (int)(sizeof(error_text) / sizeof(*error_text)))
+        return "unknown error";
+    return error_text[i];
+}
+
+const char *vmstate_status_name(uint32_t status)
+{
+    return vms_status_name((enum vms_status)status);
+}
+
+static int fail(vmstate *v, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(vmstate *v, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (v) {
+        va_start(ap, fmt);
+        vsnprintf(v->error, sizeof(v->error), fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *vmstate_last_error(const vmstate *v)
+{
+    return v ? v->error : "no handle";
+}
+
+/* Raise the eventfd when libdbus holds messages the socket will not announce. */
+static void update_wakeup(vmstate *v)
+{
+    if (dbus_connection_get_dispatch_status(v->bus) == DBUS_DISPATCH_DATA_REMAINS) {
+        uint64_t one = 1;
+        if (write(v->evfd, &one, sizeof(one)) < 0) {
+            /* counter saturated: it is readable anyway */
+        }
+    }
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static void event_free_priv(struct event_priv *e)
+{
+    if (!e)
+        return;
+    if (e->msg)
+        dbus_message_unref(e->msg);
+    free(e->states);
+    free(e);
+}
+
+void vmstate_event_free(struct vmstate_event *ev)
+{
+    event_free_priv((struct event_priv *)ev);
+}
+
+static int read_states(DBusMessageIter *arr, struct event_priv *e)
+{
+    DBusMessageIter it = *arr, st;
+    size_t n = 0, cap = 0;
+
+    while (dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_STRUCT) {
+        struct vmstate_state *s;
+        dbus_int64_t created;
+        if (n == cap) {
+            struct vmstate_state *g = realloc(e->states, (cap ? cap * 2 : 8) * sizeof(*g));
+            if (!g)
+                return -1;
+            e->states = g;
+            cap = cap ? cap * 2 : 8;
+        }
+        s = &e->states[n++];
+        dbus_message_iter_recurse(&it, &st);
+        dbus_message_iter_get_basic(&st, &s->id);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &s->label);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &s->app_id);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &s->parent);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &created);
+        s->created = created;
+        dbus_message_iter_next(&it);
+    }
+    e->pub.states = e->states;
+    e->pub.n_states = n;
+    return 0;
+}
+
+static void read_details(DBusMessageIter *dict, struct event_priv *e)
+{
+    DBusMessageIter d = *dict;
+
+    while (dbus_message_iter_get_arg_type(&d) == DBUS_TYPE_DICT_ENTRY) {
+        DBusMessageIter ent, var;
+        const char *key;
+        int t;
+
+        dbus_message_iter_recurse(&d, &ent);
+        dbus_message_iter_get_basic(&ent, &key);
+        dbus_message_iter_next(&ent);
+        dbus_message_iter_recurse(&ent, &var);
+        t = dbus_message_iter_get_arg_type(&var);
+        if (t == DBUS_TYPE_STRING) {
+            const char *s;
+            dbus_message_iter_get_basic(&var, &s);
+            if (!strcmp(key, "parent_id"))
+                e->pub.parent_id = s;
+            else if (!strcmp(key, "reason"))
+                e->pub.reason = s;
+            else if (!strcmp(key, "hostname"))
+                e->pub.hostname = s;
+            else if (!strcmp(key, "bridge_version"))
+                e->pub.bridge_version = s;
+        } else if (t == DBUS_TYPE_UINT64) {
+            dbus_uint64_t x;
+            dbus_message_iter_get_basic(&var, &x);
+            if (!strcmp(key, "bytes"))
+                e->pub.bytes = x;
+            else if (!strcmp(key, "free_bytes"))
+                e->pub.free_bytes = x;
+            else if (!strcmp(key, "mem_bytes"))
+                e->pub.mem_bytes = x;
+        } else if (t == DBUS_TYPE_ARRAY && !strcmp(key, "states")) {
+            DBusMessageIter arr;
+            dbus_message_iter_recurse(&var, &arr);
+            if (dbus_message_iter_get_element_type(&var) == DBUS_TYPE_STRUCT)
+                read_states(&arr, e);
+        }
+        dbus_message_iter_next(&d);
+    }
+}
+
+/* Parse a Completed signal; NULL when malformed or out of memory. */
+static struct event_priv *parse_completed(DBusMessage *m)
+{
+    struct event_priv *e;
+    DBusMessageIter it, arr, dict;
+    const uint8_t *data;
+    int len;
+    dbus_uint32_t status;
+    dbus_uint64_t epoch;
+
+    if (!dbus_message_has_signature(m, "ssussssayta{sv}"))
+        return NULL;
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->pub.type = VMSTATE_EVENT_COMPLETED;
+    e->pub.reason = e->pub.parent_id = e->pub.hostname = e->pub.bridge_version = "";
+    dbus_message_iter_init(m, &it);
+    dbus_message_iter_get_basic(&it, &e->pub.request_id);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &e->pub.operation);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &status);
+    e->pub.status = status;
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &e->pub.message);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &e->pub.state_id);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &e->pub.label);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &e->pub.app_id);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_recurse(&it, &arr);
+    dbus_message_iter_get_fixed_array(&arr, &data, &len);
+    e->pub.app_data = data;
+    e->pub.app_data_len = (size_t)len;
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &epoch);
+    e->pub.epoch = epoch;
+    dbus_message_iter_next(&it);
+    dbus_message_iter_recurse(&it, &dict);
+    read_details(&dict, e);
+    e->msg = dbus_message_ref(m);
+    return e;
+}
+
+static void deliver(vmstate *v, struct event_priv *e)
+{
+    v->delivered++;
+    if (v->fn)
+        v->fn(v, &e->pub, v->userdata);
+    if (v->waiting_for && !v->waited && e->pub.type == VMSTATE_EVENT_COMPLETED &&
+        !strcmp(e->pub.request_id, v->waiting_for)) {
+        v->waited = e; /* handed to vmstate_wait's caller */
+        return;
+    }
+    event_free_priv(e);
+}
+
+static void register_async(vmstate *v);
+
+static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data)
+{
+    vmstate *v = data;
+    const char *sender = dbus_message_get_sender(m);
+
+    (void)c;
+    if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_SIGNAL)
+        return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+    if (dbus_message_is_signal(m, DBUS_INTERFACE_DBUS, "NameOwnerChanged")) {
+        const char *name, *old_owner, *new_owner;
+        if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old_owner,
+                                  DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
+            !strcmp(name, HELPER_NAME)) {
+            snprintf(v->helper_owner, sizeof(v->helper_owner), "%s", new_owner);
+            if (new_owner[0] && v->registered)
+                register_async(v); /* the helper restarted: register again */
+        }
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    /* Only the helper's signals; a unicast Completed from anyone else is ignored. */
+    if (!sender || !v->helper_owner[0] || strcmp(sender, v->helper_owner) != 0)
+        return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+    if (dbus_message_is_signal(m, HELPER_IFACE, "Completed")) {
+        struct event_priv *e = parse_completed(m);
+        if (e)
+            deliver(v, e);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (dbus_message_is_signal(m, HELPER_IFACE, "Restored")) {
+        struct event_priv *e = calloc(1, sizeof(*e));
+        dbus_uint64_t epoch;
+        if (e && dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id,
+                                       DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID)) {
+            e->pub.type = VMSTATE_EVENT_RESTORED;
+            e->pub.epoch = epoch;
+            e->msg = dbus_message_ref(m);
+            deliver(v, e);
+        } else {
+            free(e);
+        }
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (dbus_message_is_signal(m, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged")) {
+        DBusMessageIter it, dict;
+        const char *iface;
+        if (!dbus_message_has_signature(m, "sa{sv}as"))
+            return DBUS_HANDLER_RESULT_HANDLED;
+        dbus_message_iter_init(m, &it);
+        dbus_message_iter_get_basic(&it, &iface);
+        dbus_message_iter_next(&it);
+        dbus_message_iter_recurse(&it, &dict);
+        while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
+            DBusMessageIter ent, var;
+            const char *key;
+            dbus_message_iter_recurse(&dict, &ent);
+            dbus_message_iter_get_basic(&ent, &key);
+            dbus_message_iter_next(&ent);
+            dbus_message_iter_recurse(&ent, &var);
+            if (!strcmp(key, "BridgeConnected") &&
+                dbus_message_iter_get_arg_type(&var) == DBUS_TYPE_BOOLEAN) {
+                dbus_bool_t b;
+                struct event_priv *e = calloc(1, sizeof(*e));
+                dbus_message_iter_get_basic(&var, &b);
+                if (e) {
+                    e->pub.type = VMSTATE_EVENT_BRIDGE;
+                    e->pub.bridge_connected = b ? 1 : 0;
+                    deliver(v, e);
+                }
+            }
+            dbus_message_iter_next(&dict);
+        }
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+}
+
+/* ---- open/close ---------------------------------------------------------- */
+
+int vmstate_open(const char *bus_address, const char *app_id, vmstate **out)
+{
+    vmstate *v;
+    DBusError err;
+    struct epoll_event ev = {.events = EPOLLIN};
+    int rc;
+
+    if (!out)
+        return VMSTATE_E_INVALID;
+    *out = NULL;
+    if (!app_id || (!vms_valid_id(app_id) && strcmp(app_id, "*") != 0))
+        return VMSTATE_E_INVALID;
+    v = calloc(1, sizeof(*v));
+    if (!v)
+        return VMSTATE_E_NO_MEMORY;
+    v->epfd = v->evfd = v->bus_fd = -1;
+    snprintf(v->app_id, sizeof(v->app_id), "%s", app_id);
+    dbus_threads_init_default(); /* handles may live in different threads */
+    dbus_error_init(&err);
+    if (bus_address) {
+        v->bus = dbus_connection_open_private(bus_address, &err);
+        if (v->bus && !dbus_bus_register(v->bus, &err)) {
+            dbus_connection_close(v->bus);
+            dbus_connection_unref(v->bus);
+            v->bus = NULL;
+        }
+    } else {
+        v->bus = dbus_bus_get_private(DBUS_BUS_SYSTEM, &err);
+    }
+    if (!v->bus) {
+        rc = VMSTATE_E_CONNECT;
+        goto fail;
+    }
+    dbus_connection_set_exit_on_disconnect(v->bus, FALSE);
+    if (!dbus_connection_add_filter(v->bus, on_filter, v, NULL)) {
+        rc = VMSTATE_E_NO_MEMORY;
+        goto fail;
+    }
+    dbus_bus_add_match(v->bus,
+                       "type='signal',sender='" DBUS_SERVICE_DBUS "',member='NameOwnerChanged',"
+                       "arg0='" HELPER_NAME "'",
+                       &err);
+    if (!dbus_error_is_set(&err))
+        dbus_bus_add_match(v->bus, "type='signal',sender='" HELPER_NAME "',path='" HELPER_PATH "'",
+                           &err);
+    if (dbus_error_is_set(&err)) {
+        rc = VMSTATE_E_CONNECT;
+        goto fail;
+    }
+    v->epfd = epoll_create1(EPOLL_CLOEXEC);
+    v->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (v->epfd < 0 || v->evfd < 0 || !dbus_connection_get_unix_fd(v->bus, &v->bus_fd) ||
+        epoll_ctl(v->epfd, EPOLL_CTL_ADD, v->evfd, &ev) < 0 ||
+        epoll_ctl(v->epfd, EPOLL_CTL_ADD, v->bus_fd, &ev) < 0) {
+        rc = VMSTATE_E_NO_MEMORY;
+        goto fail;
+    }
+    *out = v;
+    return 0;
+fail:
+    dbus_error_free(&err);
+    vmstate_close(v);
+    return rc;
+}
+
+void vmstate_close(vmstate *v)
+{
+    if (!v)
+        return;
+    if (v->bus) {
+        if (v->registered && dbus_connection_get_is_connected(v->bus)) {
+            DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE,
+                                                          "UnregisterListener");
+            const char *app = v->app_id;
+            if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+                dbus_message_set_no_reply(m, TRUE);
+                dbus_connection_send(v->bus, m, NULL);
+                dbus_connection_flush(v->bus);
+            }
+            if (m)
+                dbus_message_unref(m);
+        }
+        dbus_connection_remove_filter(v->bus, on_filter, v);
+        dbus_connection_close(v->bus);
+        dbus_connection_unref(v->bus);
+    }
+    if (v->epfd >= 0)
+        close(v->epfd);
+    if (v->evfd >= 0)
+        close(v->evfd);
+    event_free_priv(v->waited);
+    explicit_bzero(v->secret, sizeof(v->secret));
+    free(v);
+}
+
+int vmstate_set_credentials(vmstate *v, const char *principal, const char *secret)
+{
+    if (!v)
+        return VMSTATE_E_INVALID;
+    if (!principal || !vms_valid_id(principal))
+        return fail(v, VMSTATE_E_INVALID, "bad principal (1-255 of [A-Za-z0-9._:@-])");
+    if (!secret || strnlen(secret, VMS_STR_MAX + 1) > VMS_STR_MAX)
+        return fail(v, VMSTATE_E_INVALID, "secret missing or longer than 255 bytes");
+    snprintf(v->principal, sizeof(v->principal), "%s", principal);
+    explicit_bzero(v->secret, sizeof(v->secret));
+    snprintf(v->secret, sizeof(v->secret), "%s", secret);
+    v->have_credentials = 1;
+    return 0;
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static int map_error(vmstate *v, const DBusError *err)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } map[] = {
+        {"org.vmstate.Error.Permission", VMSTATE_E_PERMISSION},
+        {"org.vmstate.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
+        {"org.vmstate.Error.Busy", VMSTATE_E_BUSY},
+        {"org.vmstate.Error.InvalidArgs", VMSTATE_E_INVALID},
+        {"org.vmstate.Error.LimitReached", VMSTATE_E_LIMIT},
+        {DBUS_ERROR_SERVICE_UNKNOWN, VMSTATE_E_NO_HELPER},
+        {DBUS_ERROR_NAME_HAS_NO_OWNER, VMSTATE_E_NO_HELPER},
+        {DBUS_ERROR_NO_REPLY, VMSTATE_E_TIMEOUT},
+        {DBUS_ERROR_TIMEOUT, VMSTATE_E_TIMEOUT},
+        {DBUS_ERROR_DISCONNECTED, VMSTATE_E_DISCONNECTED},
+        {DBUS_ERROR_ACCESS_DENIED, VMSTATE_E_PERMISSION},
+        {DBUS_ERROR_NO_MEMORY, VMSTATE_E_NO_MEMORY},
+    };
+    int code = VMSTATE_E_HELPER;
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(*map); i++)
+        if (!strcmp(err->name, map[i].name))
+            code = map[i].code;
+    if (code == VMSTATE_E_HELPER && !dbus_connection_get_is_connected(v->bus))
+        code = VMSTATE_E_DISCONNECTED;
+    return fail(v, code, "%s (%s)", err->message ? err->message : vmstate_strerror(code),
+                err->name);
+}
+
+/* Send @m (consumed), wait for the reply. Returns 0 with *reply set, or an error. */
+static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
+{
+    DBusError err;
+    int rc = 0;
+
+    dbus_error_init(&err);
+    *reply = dbus_connection_send_with_reply_and_block(v->bus, m, CALL_TIMEOUT_MS, &err);
+    dbus_message_unref(m);
+    if (!*reply) {
+        rc = map_error(v, &err);
+        dbus_error_free(&err);
+    }
+    update_wakeup(v);
+    return rc;
+}
+
+static void register_async(vmstate *v)
+{
+    DBusMessage *m =
+        dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
+    const char *app = v->app_id;
+
+    if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+        dbus_message_set_no_reply(m, TRUE);
+        dbus_connection_send(v->bus, m, NULL);
+    }
+    if (m)
+        dbus_message_unref(m);
+}
+
+static int ensure_registered(vmstate *v)
+{
+    DBusMessage *m, *r;
+    const char *app = v->app_id;
+    const char *owner;
+    DBusError err;
+    int rc;
+
+    if (v->registered)
+        return 0;
+    /* Learn the helper's unique name first: signals from anyone else are ignored. */
+    m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
+                                     "GetNameOwner");
+    if (!m)
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    owner = HELPER_NAME;
+    if (!dbus_message_append_args(m, DBUS_TYPE_STRING, &owner, DBUS_TYPE_INVALID)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    rc = call(v, m, &r);
+    if (rc < 0)
+        return rc;
+    dbus_error_init(&err);
+    if (!dbus_message_get_args(r, &err, DBUS_TYPE_STRING, &owner, DBUS_TYPE_INVALID)) {
+        dbus_error_free(&err);
+        dbus_message_unref(r);
+        return fail(v, VMSTATE_E_PROTOCOL, "bad GetNameOwner reply");
+    }
+    snprintf(v->helper_owner, sizeof(v->helper_owner), "%s", owner);
+    dbus_message_unref(r);
+
+    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
+    if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+        if (m)
+            dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    rc = call(v, m, &r);
+    if (rc < 0)
+        return rc;
+    dbus_message_unref(r);
+    v->registered = 1;
+    return 0;
+}
+
+int vmstate_listen(vmstate *v, vmstate_event_fn fn, void *userdata)
+{
+    if (!v)
+        return VMSTATE_E_INVALID;
+    v->fn = fn;
+    v->userdata = userdata;
+    return ensure_registered(v);
+}
+
+static int append_credentials(vmstate *v, DBusMessage *m)
+{
+    DBusMessageIter it, dict, e;
+    const char *kp = "principal", *ks = "secret", *p = v->principal, *s = v->secret;
+
+    dbus_message_iter_init_append(m, &it);
+    return dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{ss}", &dict) &&
+           dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &kp) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &p) &&
+           dbus_message_iter_close_container(&dict, &e) &&
+           dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &ks) &&
+           dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &s) &&
+           dbus_message_iter_close_container(&dict, &e) &&
+           dbus_message_iter_close_container(&it, &dict);
+}
+
+/* Common tail of every request: credentials, call, read the id. Consumes @m. */
+static int request(vmstate *v, DBusMessage *m, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    DBusMessage *r;
+    const char *id;
+    int rc;
+
+    if (!append_credentials(v, m)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    rc = call(v, m, &r);
+    if (rc < 0)
+        return rc;
+    if (!dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID) ||
+        !vms_valid_request_id(id)) {
+        dbus_message_unref(r);
+        return fail(v, VMSTATE_E_PROTOCOL, "the helper returned no valid request id");
+    }
+    memcpy(request_id, id, VMSTATE_REQUEST_ID_LEN + 1);
+    dbus_message_unref(r);
+    v->error[0] = '\0';
+    return 0;
+}
+
+/* Checks shared by every request; returns a new method call or NULL with the error in *rc. */
+static DBusMessage *begin(vmstate *v, const char *method, char *request_id, int *rc)
+{
+    DBusMessage *m;
+
+    *rc = 0;
+    if (!v)
+        *rc = VMSTATE_E_INVALID;
+    else if (!request_id)
+        *rc = fail(v, VMSTATE_E_INVALID, "request_id buffer is NULL");
+    else if (!v->have_credentials)
+        *rc = fail(v, VMSTATE_E_NO_CREDENTIALS, "call vmstate_set_credentials() first");
+    if (*rc)
+        return NULL;
+    *rc = ensure_registered(v);
+    if (*rc)
+        return NULL;
+    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, method);
+    if (!m)
+        *rc = fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    return m;
+}
+
+static int save_or_restore(vmstate *v, const char *method, const char *first, const void *app_data,
+                           size_t len, char *request_id)
+{
+    DBusMessage *m;
+    const uint8_t *data = app_data ? app_data : (const uint8_t *)"";
+    const char *app;
+    int rc;
+
+    if (v && (!first || len > VMSTATE_APP_DATA_MAX || (len && !app_data)))
+        return fail(v, VMSTATE_E_INVALID, "%s: bad %s or app data over %d bytes", method,
+                    strcmp(method, "Save") ? "state id" : "label", VMSTATE_APP_DATA_MAX);
+    if (v && !strcmp(method, "Save") && !vms_valid_text(first))
+        return fail(v, VMSTATE_E_INVALID, "bad label (255 bytes of UTF-8, no control chars)");
+    if (v && strcmp(method, "Save") && !vms_valid_id(first))
+        return fail(v, VMSTATE_E_INVALID, "bad state id");
+    m = begin(v, method, request_id, &rc);
+    if (!m)
+        return rc;
+    app = v->app_id;
+    if (!dbus_message_append_args(m, DBUS_TYPE_STRING, &first, DBUS_TYPE_STRING, &app,
+                                  DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, (int)len,
+                                  DBUS_TYPE_INVALID)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return request(v, m, request_id);
+}
+
+int vmstate_save(vmstate *v, const char *label, const void *app_data, size_t len,
+                 char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return save_or_restore(v, "Save", label, app_data, len, request_id);
+}
+
+int vmstate_restore(vmstate *v, const char *state_id, const void *app_data, size_t len,
+                    char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return save_or_restore(v, "Restore", state_id, app_data, len, request_id);
+}
+
+static int simple_request(vmstate *v, const char *method, char *request_id)
+{
+    int rc;
+    DBusMessage *m = begin(v, method, request_id, &rc);
+    const char *app;
+
+    if (!m)
+        return rc;
+    app = v->app_id;
+    if (!dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return request(v, m, request_id);
+}
+
+int vmstate_list(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return simple_request(v, "ListStates", request_id);
+}
+
+int vmstate_hostinfo(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return simple_request(v, "HostInfo", request_id);
+}
+
+int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    DBusMessage *m;
+    const char *app;
+    int rc;
+
+    if (v && (!state_id || !vms_valid_id(state_id)))
+        return fail(v, VMSTATE_E_INVALID, "bad state id");
+    m = begin(v, "DeleteState", request_id, &rc);
+    if (!m)
+        return rc;
+    app = v->app_id;
+    if (!dbus_message_append_args(m, DBUS_TYPE_STRING, &state_id, DBUS_TYPE_STRING, &app,
+                                  DBUS_TYPE_INVALID)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return request(v, m, request_id);
+}
+
+int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    DBusMessage *m;
+    const char *app;
+    dbus_uint64_t b = bytes;
+    int rc;
+
+    if (v && bytes == 0)
+        return fail(v, VMSTATE_E_INVALID, "bytes must be greater than 0");
+    m = begin(v, "SetMemory", request_id, &rc);
+    if (!m)
+        return rc;
+    app = v->app_id;
+    if (!dbus_message_append_args(m, DBUS_TYPE_UINT64, &b, DBUS_TYPE_STRING, &app,
+                                  DBUS_TYPE_INVALID)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return request(v, m, request_id);
+}
+
+/* ---- event loop ---------------------------------------------------------- */
+
+int vmstate_get_fd(const vmstate *v)
+{
+    return v ? v->epfd : -1;
+}
+
+int vmstate_dispatch(vmstate *v)
+{
+    uint64_t n;
+
+    if (!v)
+        return VMSTATE_E_INVALID;
+    while (read(v->evfd, &n, sizeof(n)) == sizeof(n))
+        ;
+    v->delivered = 0;
+    if (!dbus_connection_read_write(v->bus, 0) || !dbus_connection_get_is_connected(v->bus))
+        return fail(v, VMSTATE_E_DISCONNECTED, "the bus connection was lost");
+    while (dbus_connection_dispatch(v->bus) == DBUS_DISPATCH_DATA_REMAINS)
+        ;
+    update_wakeup(v);
+    return v->delivered;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int vmstate_wait(vmstate *v, const char *request_id, int timeout_ms, struct vmstate_event **out)
+{
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+    int rc = VMSTATE_E_TIMEOUT;
+
+    if (!v)
+        return VMSTATE_E_INVALID;
+    if (!out || !request_id || !vms_valid_request_id(request_id))
+        return fail(v, VMSTATE_E_INVALID, "bad request id or NULL out");
+    *out = NULL;
+    v->waiting_for = request_id;
+    for (;;) {
+        struct pollfd p = {.fd = v->epfd, .events = POLLIN};
+        uint64_t now;
+        int d = vmstate_dispatch(v);
+
+        if (d < 0) {
+            rc = d;
+            break;
+        }
+        if (v->waited) {
+            *out = &v->waited->pub;
+            v->waited = NULL;
+            rc = 0;
+            break;
+        }
+        now = now_ms();
+        if (now >= until)
+            break;
+        if (poll(&p, 1, until == UINT64_MAX ? -1 : (int)(until - now)) < 0 && errno != EINTR) {
+            rc = fail(v, VMSTATE_E_DISCONNECTED, "poll: %s", strerror(errno));
+            break;
+        }
+    }
+    v->waiting_for = NULL;
+    if (rc == VMSTATE_E_TIMEOUT)
+        fail(v, rc, "no completion for %s within %d ms", request_id, timeout_ms);
+    return rc;
+}
+
+int vmstate_bridge_connected(vmstate *v)
+{
+    const char *iface = HELPER_IFACE, *prop = "BridgeConnected";
+    DBusMessage *m, *r;
+    DBusMessageIter it, var;
+    dbus_bool_t b;
+    int rc;
+
+    if (!v)
+        return VMSTATE_E_INVALID;
+    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, DBUS_INTERFACE_PROPERTIES, "Get");
+    if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                                        DBUS_TYPE_INVALID)) {
+        if (m)
+            dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    rc = call(v, m, &r);
+    if (rc < 0)
+        return rc;
+    if (!dbus_message_has_signature(r, "v")) {
+        dbus_message_unref(r);
+        return fail(v, VMSTATE_E_PROTOCOL, "BridgeConnected is not a variant");
+    }
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &var);
+    if (dbus_message_iter_get_arg_type(&var) != DBUS_TYPE_BOOLEAN) {
+        dbus_message_unref(r);
+        return fail(v, VMSTATE_E_PROTOCOL, "BridgeConnected is not a boolean");
+    }
+    dbus_message_iter_get_basic(&var, &b);
+    dbus_message_unref(r);
+    return b ? 1 : 0;
+}

@@ -1,0 +1,203 @@
+/*
+ * vmstate.h — libvmstate: ask the host to save, list and restore this VM's
+ * own state, through vmstate-helperd (D-Bus name org.vmstate.Helper1).
+ *
+ * Model. Every request function returns a request id at once; the host does
+ * the work later and the outcome arrives as an event (Completed) carrying
+ * that id. Events are delivered to the app id the handle was opened with:
+ * after a restore, the instance of your program that runs in the restored
+ * state receives the restore's completion with the app data the requesting
+ * instance sent. Receive events either
+ *   - from your own main loop: poll vmstate_get_fd() for POLLIN and call
+ *     vmstate_dispatch(), which runs your callback (vmstate_listen()); or
+ *   - by blocking: vmstate_wait() for one request's completion.
+ *
+ * Errors. Functions return 0 (or a non-negative count) on success and a
+ * negative enum vmstate_error on failure; vmstate_strerror() names the code
+ * and vmstate_last_error() gives the sentence for the handle's last failure
+ * (e.g. the helper's D-Bus error message).
+ *
+ * Threads. A handle is not thread-safe: use it from one thread at a time
+ * (or lock around every call). Different handles are independent and may be
+ * used from different threads at once. Callbacks run in the thread that
+ * calls vmstate_dispatch() or vmstate_wait().
+ *
+ * Memory. Strings in a struct vmstate_event passed to a callback are valid
+ * during the callback only; vmstate_wait() hands out an event you own and
+ * release with vmstate_event_free().
+ */
+#ifndef VMSTATE_H
+#define VMSTATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VMSTATE_REQUEST_ID_LEN 32    /* lowercase hex characters */
+#define VMSTATE_APP_DATA_MAX   65536 /* bytes of app data per request */
+
+typedef struct vmstate vmstate;
+
+enum vmstate_error {
+    VMSTATE_OK = 0,
+    VMSTATE_E_INVALID = -1, /* bad argument: NULL, over a cap, bad characters */
+    VMSTATE_E_NO_MEMORY = -2,
+    VMSTATE_E_CONNECT = -3,         /* cannot connect to the D-Bus bus */
+    VMSTATE_E_NO_HELPER = -4,       /* vmstate-helperd is not running */
+    VMSTATE_E_PERMISSION = -5,      /* the helper (or the bus) refused this user */
+    VMSTATE_E_UNAVAILABLE = -6,     /* the host bridge is unreachable and the helper refused */
+    VMSTATE_E_BUSY = -7,            /* too many requests waiting for the host; retry later */
+    VMSTATE_E_TIMEOUT = -8,         /* nothing within the timeout */
+    VMSTATE_E_DISCONNECTED = -9,    /* the bus connection was lost; close the handle */
+    VMSTATE_E_NO_CREDENTIALS = -10, /* vmstate_set_credentials() was not called */
+    VMSTATE_E_PROTOCOL = -11,       /* the helper answered something unexpected */
+    VMSTATE_E_HELPER = -12,         /* another error from the helper: see vmstate_last_error() */
+    VMSTATE_E_LIMIT = -13,          /* the helper's listener table is full */
+};
+
+/* Short English description of an enum vmstate_error. Never NULL. */
+const char *vmstate_strerror(int code);
+
+/*
+ * Open a handle for application @app_id (1-255 of [A-Za-z0-9._:@-], e.g.
+ * "org.example.Notes"; "*" opens a watch-only handle that, for root, receives
+ * every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL means the
+ * system bus; tests pass a private bus address. Does not contact the helper (it may start later).
+ * On success returns 0 and sets *out; on failure returns VMSTATE_E_INVALID,
+ * VMSTATE_E_NO_MEMORY or VMSTATE_E_CONNECT and sets *out to NULL.
+ */
+int vmstate_open(const char *bus_address, const char *app_id, vmstate **out);
+
+/* Close the handle (NULL is allowed): unregisters, wipes the secret, frees everything. */
+void vmstate_close(vmstate *v);
+
+/*
+ * The message for the last failure on @v ("" if none). Valid until the next
+ * call on @v. Never contains the secret.
+ */
+const char *vmstate_last_error(const vmstate *v);
+
+/*
+ * Credentials the host bridge checks for every request: @principal (an id)
+ * and @secret (at most 255 bytes). Copied; the copy is wiped on close.
+ * Returns 0 or VMSTATE_E_INVALID / VMSTATE_E_NO_MEMORY.
+ */
+int vmstate_set_credentials(vmstate *v, const char *principal, const char *secret);
+
+/*
+ * Requests. Each returns 0 at once (never waiting for the host) and writes
+ * the request id (VMSTATE_REQUEST_ID_LEN chars + NUL) to @request_id, or a
+ * negative error: VMSTATE_E_INVALID (bad argument), VMSTATE_E_NO_CREDENTIALS,
+ * VMSTATE_E_NO_HELPER, VMSTATE_E_PERMISSION, VMSTATE_E_UNAVAILABLE,
+ * VMSTATE_E_BUSY, VMSTATE_E_TIMEOUT (the helper did not answer within 5 s),
+ * VMSTATE_E_DISCONNECTED, VMSTATE_E_HELPER. Before the first request the
+ * handle registers as a listener for its app id, so the completion cannot be
+ * missed; it is delivered through vmstate_dispatch() or vmstate_wait().
+ *
+ * @app_data (may be NULL when @len is 0; at most VMSTATE_APP_DATA_MAX bytes)
+ * is kept by the host and returned with the completion. For a restore it is
+ * how this instance talks to the instance that runs in the restored state.
+ */
+int vmstate_save(vmstate *v, const char *label, const void *app_data, size_t len,
+                 char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+int vmstate_restore(vmstate *v, const char *state_id, const void *app_data, size_t len,
+                    char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/* The list arrives in the completion's states/n_states. */
+int vmstate_list(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/* free_bytes, mem_bytes, hostname, bridge_version arrive in the completion. */
+int vmstate_hostinfo(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/* @bytes > 0; the size reached arrives in the completion's bytes. */
+int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+
+enum vmstate_event_type {
+    VMSTATE_EVENT_COMPLETED = 1, /* a request of this app id finished (status 0 = ok) */
+    VMSTATE_EVENT_RESTORED,      /* the VM now runs in a restored state (state_id, epoch) */
+    VMSTATE_EVENT_BRIDGE,        /* bridge_connected changed */
+};
+
+struct vmstate_state {
+    const char *id;
+    const char *label;
+    const char *app_id; /* the app that saved it */
+    const char *parent; /* "" for a root state */
+    int64_t created;    /* unix seconds */
+};
+
+struct vmstate_event {
+    enum vmstate_event_type type;
+    /* COMPLETED */
+    const char *request_id;
+    const char *operation; /* save, restore, list, delete, hostinfo, set-memory */
+    uint32_t status;       /* 0 ok; else the protocol's status code (doc/protocol.md) */
+    const char *message;   /* human sentence ("" when ok) */
+    const char *state_id;  /* save/restore: the state */
+    const char *label;
+    const char *app_id;
+    const uint8_t *app_data; /* the request's app data (restore: the requester's) */
+    size_t app_data_len;
+    const char *reason; /* "restored-copy" when replayed into a restored timeline, or "" */
+    const char *parent_id;
+    const struct vmstate_state *states; /* list */
+    size_t n_states;
+    uint64_t bytes, free_bytes, mem_bytes; /* set-memory, hostinfo */
+    const char *hostname, *bridge_version; /* hostinfo */
+    /* COMPLETED and RESTORED */
+    uint64_t epoch;
+    /* BRIDGE */
+    int bridge_connected;
+};
+
+typedef void (*vmstate_event_fn)(vmstate *v, const struct vmstate_event *ev, void *userdata);
+
+/*
+ * Register with the helper as a listener for the handle's app id and call
+ * @fn (may be NULL: events are then only seen by vmstate_wait()) for each
+ * event from vmstate_dispatch()/vmstate_wait(). The registration ends with
+ * vmstate_close() or when the process exits; if the helper restarts, the
+ * handle registers again by itself. Returns 0 or a negative error
+ * (VMSTATE_E_NO_HELPER, VMSTATE_E_PERMISSION, VMSTATE_E_LIMIT, ...).
+ */
+int vmstate_listen(vmstate *v, vmstate_event_fn fn, void *userdata);
+
+/*
+ * A file descriptor that becomes readable (POLLIN) when vmstate_dispatch()
+ * has work. Owned by the handle: do not read or close it. Never fails on an
+ * open handle.
+ */
+int vmstate_get_fd(const vmstate *v);
+
+/*
+ * Process what is pending without blocking: calls the callback for each
+ * event. Returns the number of events delivered (0 is normal: spurious
+ * wake-ups happen), or VMSTATE_E_DISCONNECTED.
+ */
+int vmstate_dispatch(vmstate *v);
+
+/*
+ * Block until the completion of @request_id arrives, at most @timeout_ms
+ * (-1: no limit). Other events received meanwhile still go to the callback.
+ * On success returns 0 and *out holds the completion (free it with
+ * vmstate_event_free()); otherwise VMSTATE_E_TIMEOUT, VMSTATE_E_INVALID (bad
+ * id) or VMSTATE_E_DISCONNECTED. A completion already received by a previous
+ * vmstate_dispatch() is not kept: wait before dispatching, or use the
+ * callback.
+ */
+int vmstate_wait(vmstate *v, const char *request_id, int timeout_ms, struct vmstate_event **out);
+
+void vmstate_event_free(struct vmstate_event *ev);
+
+/* 1 if the helper reports the host bridge connected, 0 if not, or a negative error. */
+int vmstate_bridge_connected(vmstate *v);
+
+/* Name of a completion status code (e.g. 6 -> "not-found"). Never NULL. */
+const char *vmstate_status_name(uint32_t status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,565 @@
+/*
+ * vmstatectl — command-line client of vmstate-helperd, built on libvmstate.
+ * See vmstatectl(1) (libvmstate/vmstatectl.1) for usage and exit codes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vmstate.h"
+
+/* Exit codes (documented in vmstatectl.1). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILED = 1,  /* the request completed with an error status */
+    EXIT_USAGE = 2,   /* bad command line or unreadable credentials */
+    EXIT_REFUSED = 3, /* could not submit: helper absent, permission, bridge unavailable, ... */
+    EXIT_TIMEOUT = 4, /* --wait ran out of time (the request may still complete) */
+};
+
+struct opts {
+    const char *address;
+    const char *app_id;
+    const char *principal;
+    const char *secret_file;
+    const char *data;
+    const char *data_file;
+    int wait;
+    int timeout_s;
+    int json;
+    int quiet;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+    fputs("Usage: vmstatectl [OPTIONS] COMMAND [ARG]\n"
+          "Ask the host (through vmstate-helperd) to save, list or restore this VM's state.\n\n"
+          "Commands:\n"
+          "  save LABEL          save the VM's state under LABEL\n"
+          "  restore STATE_ID    restore a saved state\n"
+          "  list                list the saved states (waits for the answer)\n"
+          "  delete STATE_ID     delete a saved state\n"
+          "  hostinfo            show host information (waits for the answer)\n"
+          "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
+          "  watch               print this app id's events until interrupted\n\n"
+          "Options:\n"
+          "  -w, --wait            follow the request to its completion, with a progress line\n"
+          "  -t, --timeout SEC     give up waiting after SEC seconds (default 600)\n"
+          "  -j, --json            machine-readable output (one JSON object per line)\n"
+          "  -q, --quiet           no progress line\n"
+          "  -a, --app-id ID       app id (env VMSTATE_APP_ID; default \"vmstatectl\")\n"
+          "  -p, --principal NAME  principal (env VMSTATE_PRINCIPAL)\n"
+          "      --secret-file F   read the secret from F (first line); else env VMSTATE_SECRET\n"
+          "  -d, --data TEXT       app data sent with save/restore\n"
+          "      --data-file F     app data read from F (at most 64 KiB)\n"
+          "      --address ADDR    D-Bus address instead of the system bus (env\n"
+          "                        VMSTATE_BUS_ADDRESS)\n"
+          "  -h, --help            this text\n"
+          "  -V, --version         print the version\n\n"
+          "Exit status: 0 ok; 1 the request completed with an error; 2 usage or credentials\n"
+          "error; 3 the helper refused or is unreachable; 4 timed out waiting.\n"
+          "The secret is never taken from the command line.\n",
+          f);
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+static int printable(const uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((d[i] < 0x20 && d[i] != '\n' && d[i] != '\t') || d[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+static void put_time(char *buf, size_t len, int64_t t)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static json_object *event_json(const struct vmstate_event *ev)
+{
+    json_object *o = json_object_new_object();
+
+    if (ev->type == VMSTATE_EVENT_RESTORED) {
+        json_object_object_add(o, "event", json_object_new_string("restored"));
+        json_object_object_add(o, "state_id", json_object_new_string(ev->state_id));
+        json_object_object_add(o, "epoch", json_object_new_uint64(ev->epoch));
+        return o;
+    }
+    if (ev->type == VMSTATE_EVENT_BRIDGE) {
+        json_object_object_add(o, "event", json_object_new_string("bridge"));
+        json_object_object_add(o, "connected", json_object_new_boolean(ev->bridge_connected));
+        return o;
+    }
+    json_object_object_add(o, "event", json_object_new_string("completed"));
+    json_object_object_add(o, "request_id", json_object_new_string(ev->request_id));
+    json_object_object_add(o, "operation", json_object_new_string(ev->operation));
+    json_object_object_add(o, "status", json_object_new_int((int)ev->status));
+    json_object_object_add(o, "status_name",
+                           json_object_new_string(vmstate_status_name(ev->status)));
+    json_object_object_add(o, "message", json_object_new_string(ev->message));
+    json_object_object_add(o, "state_id", json_object_new_string(ev->state_id));
+    json_object_object_add(o, "label", json_object_new_string(ev->label));
+    json_object_object_add(o, "app_id", json_object_new_string(ev->app_id));
+    if (printable(ev->app_data, ev->app_data_len)) {
+        json_object_object_add(
+            o, "app_data",
+            json_object_new_string_len((const char *)ev->app_data, (int)ev->app_data_len));
+    } else {
+        char *hex = malloc(ev->app_data_len * 2 + 1);
+        if (hex) {
+            for (size_t i = 0; i < ev->app_data_len; i++)
+                snprintf(hex + 2 * i, 3, "%02x", ev->app_data[i]);
+            hex[ev->app_data_len * 2] = '\0';
+            json_object_object_add(o, "app_data_hex", json_object_new_string(hex));
+            free(hex);
+        }
+    }
+    json_object_object_add(o, "epoch", json_object_new_uint64(ev->epoch));
+    if (ev->reason[0])
+        json_object_object_add(o, "reason", json_object_new_string(ev->reason));
+    if (ev->parent_id[0])
+        json_object_object_add(o, "parent_id", json_object_new_string(ev->parent_id));
+    if (!strcmp(ev->operation, "list")) {
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < ev->n_states; i++) {
+            json_object *s = json_object_new_object();
+            json_object_object_add(s, "id", json_object_new_string(ev->states[i].id));
+            json_object_object_add(s, "label", json_object_new_string(ev->states[i].label));
+            json_object_object_add(s, "app_id", json_object_new_string(ev->states[i].app_id));
+            json_object_object_add(s, "parent", json_object_new_string(ev->states[i].parent));
+            json_object_object_add(s, "created", json_object_new_int64(ev->states[i].created));
+            json_object_array_add(arr, s);
+        }
+        json_object_object_add(o, "states", arr);
+    }
+    if (!strcmp(ev->operation, "hostinfo")) {
+        json_object_object_add(o, "free_bytes", json_object_new_uint64(ev->free_bytes));
+        json_object_object_add(o, "mem_bytes", json_object_new_uint64(ev->mem_bytes));
+        json_object_object_add(o, "hostname", json_object_new_string(ev->hostname));
+        json_object_object_add(o, "bridge_version", json_object_new_string(ev->bridge_version));
+    }
+    if (!strcmp(ev->operation, "set-memory"))
+        json_object_object_add(o, "bytes", json_object_new_uint64(ev->bytes));
+    return o;
+}
+
+static void print_event(const struct vmstate_event *ev, int json)
+{
+    if (json) {
+        json_object *o = event_json(ev);
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        json_object_put(o);
+        fflush(stdout);
+        return;
+    }
+    if (ev->type == VMSTATE_EVENT_RESTORED) {
+        printf("restored: now running state %s (epoch %llu)\n",
+               ev->state_id[0] ? ev->state_id : "?", (unsigned long long)ev->epoch);
+    } else if (ev->type == VMSTATE_EVENT_BRIDGE) {
+        printf("bridge %s\n", ev->bridge_connected ? "connected" : "disconnected");
+    } else {
+        printf("%s %s: %s%s%s\n", ev->operation, ev->request_id,
+               ev->status ? vmstate_status_name(ev->status) : "ok", ev->message[0] ? ": " : "",
+               ev->message);
+        if (ev->state_id[0])
+            printf("  state: %s%s%s\n", ev->state_id, ev->label[0] ? "  label: " : "", ev->label);
+        if (ev->reason[0])
+            printf("  reason: %s\n", ev->reason);
+        if (ev->app_data_len && printable(ev->app_data, ev->app_data_len))
+            printf("  app data: %.*s\n", (int)ev->app_data_len, (const char *)ev->app_data);
+        else if (ev->app_data_len)
+            printf("  app data: %zu bytes (binary)\n", ev->app_data_len);
+        if (!strcmp(ev->operation, "list")) {
+            printf("  %-24s %-20s %-24s %-24s %s\n", "ID", "CREATED", "LABEL", "APP", "PARENT");
+            for (size_t i = 0; i < ev->n_states; i++) {
+                char when[32];
+                put_time(when, sizeof(when), ev->states[i].created);
+                printf("  %-24s %-20s %-24s %-24s %s\n", ev->states[i].id, when,
+                       ev->states[i].label, ev->states[i].app_id, ev->states[i].parent);
+            }
+        }
+        if (!strcmp(ev->operation, "hostinfo"))
+            printf("  host: %s  bridge: %s  memory: %llu bytes  free: %llu bytes\n", ev->hostname,
+                   ev->bridge_version, (unsigned long long)ev->mem_bytes,
+                   (unsigned long long)ev->free_bytes);
+        if (!strcmp(ev->operation, "set-memory"))
+            printf("  memory: %llu bytes\n", (unsigned long long)ev->bytes);
+    }
+    fflush(stdout);
+}
+
+/* ---- inputs ---------------------------------------------------------------- */
+
+static int read_file(const char *path, char *buf, size_t cap, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n;
+
+    if (!f)
+        return -1;
+    n = fread(buf, 1, cap, f);
+    if (n == cap && fgetc(f) != EOF) {
+        fclose(f);
+        errno = EFBIG;
+        return -1;
+    }
+    fclose(f);
+    *len = n;
+    return 0;
+}
+
+static int parse_bytes(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long n;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -1;
+    switch (*end) {
+    case 'K':
+    case 'k':
+        n <<= 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        n <<= 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        n <<= 30;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end || n == 0)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int set_credentials(vmstate *v, const struct opts *o)
+{
+    char secret[512] = "";
+    const char *principal = o->principal ? o->principal : getenv("VMSTATE_PRINCIPAL");
+    size_t len = 0;
+    int rc;
+
+    if (!principal) {
+        fprintf(stderr, "vmstatectl: no principal: use --principal or VMSTATE_PRINCIPAL\n");
+        return -1;
+    }
+    if (o->secret_file) {
+        if (read_file(o->secret_file, secret, sizeof(secret) - 1, &len) < 0) {
+            fprintf(stderr, "vmstatectl: %s: %s\n", o->secret_file, strerror(errno));
+            return -1;
+        }
+        secret[len] = '\0';
+        secret[strcspn(secret, "\r\n")] = '\0';
+    } else if (getenv("VMSTATE_SECRET")) {
+        snprintf(secret, sizeof(secret), "%s", getenv("VMSTATE_SECRET"));
+    } else {
+        fprintf(stderr, "vmstatectl: no secret: use --secret-file or VMSTATE_SECRET\n");
+        return -1;
+    }
+    rc = vmstate_set_credentials(v, principal, secret);
+    explicit_bzero(secret, sizeof(secret));
+    if (rc < 0) {
+        fprintf(stderr, "vmstatectl: credentials: %s\n", vmstate_last_error(v));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- waiting ---------------------------------------------------------------- */
+
+struct watch_ctx {
+    int json;
+    int progress; /* a progress line is on the terminal */
+};
+
+static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
+{
+    struct watch_ctx *w = userdata;
+
+    (void)v;
+    if (ev->type == VMSTATE_EVENT_COMPLETED)
+        return; /* printed by the caller (wait) or by watch below */
+    if (w->progress) {
+        fputs("\r\033[K", stderr);
+        w->progress = 0;
+    }
+    if (w->json)
+        print_event(ev, 1);
+    else
+        fprintf(stderr, "%s\n",
+                ev->type == VMSTATE_EVENT_RESTORED
+                    ? "vmstatectl: the VM was restored"
+                    : (ev->bridge_connected ? "vmstatectl: bridge connected"
+                                            : "vmstatectl: bridge disconnected"));
+}
+
+static int follow(vmstate *v, const char *op, const char *rid, const struct opts *o,
+                  struct watch_ctx *w)
+{
+    uint64_t start = (uint64_t)time(NULL);
+    int tty = isatty(2) && !o->quiet && !o->json;
+    struct vmstate_event *ev = NULL;
+    int rc;
+
+    if (!o->quiet && !o->json && !tty)
+        fprintf(stderr, "vmstatectl: waiting for %s %s\n", op, rid);
+    for (;;) {
+        uint64_t elapsed = (uint64_t)time(NULL) - start;
+        if (tty) {
+            fprintf(stderr, "\r\033[Kwaiting for %s %.8s… %llus", op, rid,
+                    (unsigned long long)elapsed);
+            w->progress = 1;
+        }
+        if ((int)elapsed >= o->timeout_s) {
+            rc = VMSTATE_E_TIMEOUT;
+            break;
+        }
+        rc = vmstate_wait(v, rid, 1000, &ev); /* 1 s slices keep the progress line moving */
+        if (rc != VMSTATE_E_TIMEOUT || interrupted)
+            break;
+    }
+    if (w->progress)
+        fputs("\r\033[K", stderr);
+    w->progress = 0;
+    if (rc == VMSTATE_E_TIMEOUT) {
+        fprintf(stderr, "vmstatectl: no completion for %s within %d s (it may still complete)\n",
+                rid, o->timeout_s);
+        return EXIT_TIMEOUT;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v));
+        return EXIT_REFUSED;
+    }
+    print_event(ev, o->json);
+    rc = ev->status == 0 ? EXIT_OK : EXIT_FAILED;
+    vmstate_event_free(ev);
+    return rc;
+}
+
+/* Print events (the callback set by vmstate_listen) until interrupted. */
+static int watch(vmstate *v, const struct opts *o)
+{
+    if (!o->json)
+        fprintf(stderr, "vmstatectl: watching events (Ctrl-C to stop)\n");
+    while (!interrupted) {
+        struct pollfd p = {.fd = vmstate_get_fd(v), .events = POLLIN};
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (vmstate_dispatch(v) < 0) {
+            fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v));
+            return EXIT_REFUSED;
+        }
+    }
+    return EXIT_OK;
+}
+
+static void print_event_cb(vmstate *v, const struct vmstate_event *ev, void *userdata)
+{
+    (void)v;
+    print_event(ev, *(int *)userdata);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"wait", no_argument, NULL, 'w'},
+                                             {"timeout", required_argument, NULL, 't'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"quiet", no_argument, NULL, 'q'},
+                                             {"app-id", required_argument, NULL, 'a'},
+                                             {"principal", required_argument, NULL, 'p'},
+                                             {"secret-file", required_argument, NULL, 'S'},
+                                             {"data", required_argument, NULL, 'd'},
+                                             {"data-file", required_argument, NULL, 'D'},
+                                             {"address", required_argument, NULL, 'A'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {"version", no_argument, NULL, 'V'},
+                                             {NULL, 0, NULL, 0}};
+    struct opts o = {.timeout_s = 600};
+    struct watch_ctx w = {0};
+    const char *cmd, *arg = NULL;
+    char rid[VMSTATE_REQUEST_ID_LEN + 1];
+    static char data[VMSTATE_APP_DATA_MAX];
+    size_t data_len = 0;
+    uint64_t bytes = 0;
+    vmstate *v = NULL;
+    int c, rc, needs_arg, must_wait = 0;
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    while ((c = getopt_long(argc, argv, "wt:jqa:p:d:hV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'w':
+            o.wait = 1;
+            break;
+        case 't':
+            o.timeout_s = atoi(optarg);
+            if (o.timeout_s <= 0) {
+                fprintf(stderr, "vmstatectl: --timeout needs a positive number of seconds\n");
+                return EXIT_USAGE;
+            }
+            break;
+        case 'j':
+            o.json = 1;
+            break;
+        case 'q':
+            o.quiet = 1;
+            break;
+        case 'a':
+            o.app_id = optarg;
+            break;
+        case 'p':
+            o.principal = optarg;
+            break;
+        case 'S':
+            o.secret_file = optarg;
+            break;
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'D':
+            o.data_file = optarg;
+            break;
+        case 'A':
+            o.address = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("vmstatectl %s\n", PACKAGE_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    cmd = argv[optind++];
+    needs_arg = !strcmp(cmd, "save") || !strcmp(cmd, "restore") || !strcmp(cmd, "delete") ||
+                !strcmp(cmd, "set-memory");
+    if (needs_arg) {
+        if (optind >= argc) {
+            fprintf(stderr, "vmstatectl: %s needs an argument (see --help)\n", cmd);
+            return EXIT_USAGE;
+        }
+        arg = argv[optind++];
+    } else if (strcmp(cmd, "list") && strcmp(cmd, "hostinfo") && strcmp(cmd, "watch")) {
+        fprintf(stderr, "vmstatectl: unknown command '%s' (see --help)\n", cmd);
+        return EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vmstatectl: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(cmd, "set-memory") && parse_bytes(arg, &bytes) < 0) {
+        fprintf(stderr, "vmstatectl: bad size '%s' (e.g. 1073741824, 512M, 2G)\n", arg);
+        return EXIT_USAGE;
+    }
+    if (o.data && o.data_file) {
+        fprintf(stderr, "vmstatectl: --data and --data-file exclude each other\n");
+        return EXIT_USAGE;
+    }
+    if (o.data) {
+        data_len = strlen(o.data);
+        if (data_len > sizeof(data)) {
+            fprintf(stderr, "vmstatectl: --data is over %d bytes\n", VMSTATE_APP_DATA_MAX);
+            return EXIT_USAGE;
+        }
+        memcpy(data, o.data, data_len);
+    } else if (o.data_file && read_file(o.data_file, data, sizeof(data), &data_len) < 0) {
+        fprintf(stderr, "vmstatectl: %s: %s\n", o.data_file, strerror(errno));
+        return EXIT_USAGE;
+    }
+    if (!o.app_id)
+        o.app_id = getenv("VMSTATE_APP_ID") ? getenv("VMSTATE_APP_ID") : "vmstatectl";
+    if (!o.address)
+        o.address = getenv("VMSTATE_BUS_ADDRESS");
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    rc = vmstate_open(o.address, o.app_id, &v);
+    if (rc < 0) {
+        fprintf(stderr, "vmstatectl: %s%s\n", vmstate_strerror(rc),
+                rc == VMSTATE_E_INVALID ? " (bad --app-id)" : "");
+        return rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
+    }
+    if (!strcmp(cmd, "watch")) {
+        int json = o.json;
+        rc = vmstate_listen(v, print_event_cb, &json);
+        rc = rc < 0 ? (fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v)), EXIT_REFUSED)
+                    : watch(v, &o);
+        goto out;
+    }
+    if (set_credentials(v, &o) < 0) {
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    w.json = o.json;
+    vmstate_listen(v, on_event, &w); /* errors surface with the request below */
+    if (!strcmp(cmd, "save"))
+        rc = vmstate_save(v, arg, data, data_len, rid);
+    else if (!strcmp(cmd, "restore"))
+        rc = vmstate_restore(v, arg, data, data_len, rid);
+    else if (!strcmp(cmd, "delete"))
+        rc = vmstate_delete(v, arg, rid);
+    else if (!strcmp(cmd, "set-memory"))
+        rc = vmstate_set_memory(v, bytes, rid);
+    else if (!strcmp(cmd, "list"))
+        rc = vmstate_list(v, rid), must_wait = 1;
+    else
+        rc = vmstate_hostinfo(v, rid), must_wait = 1;
+    if (rc < 0) {
+        fprintf(stderr, "vmstatectl: %s: %s\n", cmd, vmstate_last_error(v));
+        rc = rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
+        goto out;
+    }
+    if (o.wait || must_wait) {
+        rc = follow(v, cmd, rid, &o, &w);
+    } else {
+        if (o.json)
+            printf("{\"request_id\":\"%s\",\"operation\":\"%s\"}\n", rid, cmd);
+        else
+            printf("%s\n", rid);
+        rc = EXIT_OK;
+    }
+out:
+    vmstate_close(v);
+    return rc;
+}

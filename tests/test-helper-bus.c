@@ -1,0 +1,737 @@
+/*
+ * test-helper-bus.c — vmstate-helperd component tests: the real daemon on a
+ * private dbus-daemon, unix sockets for its two ports, and a fake bridge
+ * built from common/ (issue 4 acceptance).
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "test-helper-fixture.h"
+#include "vms-wire.h"
+
+#define APP "org.example.Notes"
+
+static struct fx F;
+
+static void stop(void)
+{
+    fx_stop(&F);
+}
+
+TestSuite(helper, .fini = stop, .timeout = 60);
+
+static int log_contains(const char *needle)
+{
+    char buf[1 << 16];
+    FILE *fp = fopen(F.helper_log, "r");
+    size_t n;
+
+    if (!fp)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* The next Request on port A; checks it carries what the bridge needs. */
+static struct vms_msg *expect_request(const char *op)
+{
+    struct vms_msg *r = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
+    cr_assert_not_null(r, "no Request reached the bridge");
+    cr_assert_str_eq(r->op, op);
+    cr_assert_str_eq(r->principal, "alice");
+    cr_assert_str_eq(r->secret, "correct horse");
+    cr_assert(vms_msg_has(r, VMS_F_UID));
+    cr_assert_eq(r->uid, getuid());
+    return r;
+}
+
+static void reply_ok(const char *request_id)
+{
+    struct vms_msg m;
+    vms_msg_init(&m, VMS_MSG_REPLY);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, request_id);
+    vms_msg_set_u64(&m, VMS_F_STATUS, 0);
+    fx_bridge_send(&F, &m);
+}
+
+static void assert_completed(DBusConnection *c, const char *request_id, const char *data)
+{
+    DBusMessage *s = fx_wait_signal(c, "Completed", 3000);
+    const char *rid, *op, *app;
+    uint32_t status;
+    char buf[256];
+
+    cr_assert_not_null(s, "no Completed for %s", request_id);
+    fx_completed_args(s, &rid, &op, &status, &app, buf, sizeof(buf), NULL);
+    cr_assert_str_eq(rid, request_id);
+    cr_assert_str_eq(app, APP);
+    if (data)
+        cr_assert_str_eq(buf, data);
+    dbus_message_unref(s);
+}
+
+static void assert_no_completed(DBusConnection *c, int ms)
+{
+    DBusMessage *s = fx_wait_signal(c, "Completed", ms);
+    if (s) {
+        const char *rid;
+        fx_completed_args(s, &rid, NULL, NULL, NULL, NULL, 0, NULL);
+        cr_assert_fail("unexpected Completed for %s", rid);
+    }
+}
+
+static int bridge_connected(DBusConnection *c)
+{
+    const char *iface = "org.vmstate.Helper1", *prop = "BridgeConnected";
+    DBusMessage *m, *r;
+    DBusMessageIter it, v;
+    dbus_bool_t b;
+
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "Get");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                             DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r);
+    cr_assert(dbus_message_has_signature(r, "v"));
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &v);
+    dbus_message_iter_get_basic(&v, &b);
+    dbus_message_unref(r);
+    return b ? 1 : 0;
+}
+
+Test(helper, save_returns_id_at_once_and_completes)
+{
+    DBusConnection *c;
+    const char *id, *err;
+    char rid[64];
+    uint64_t t0;
+    struct vms_msg *req, *ack;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    t0 = fx_now_ms();
+    id = fx_save(c, "before upgrade", APP, "hello", &err);
+    cr_assert_not_null(id, "Save failed: %s", err);
+    cr_assert_lt(fx_now_ms() - t0, 500, "Save took %llu ms",
+                 (unsigned long long)(fx_now_ms() - t0));
+    cr_assert(vms_valid_request_id(id));
+    snprintf(rid, sizeof(rid), "%s", id);
+    req = expect_request("save");
+    cr_assert_str_eq(req->request_id, rid);
+    cr_assert_str_eq(req->label, "before upgrade");
+    cr_assert_eq(req->app_data_len, 5);
+    reply_ok(rid);
+    fx_bridge_event(&F, rid, "save", 0, APP, "hello", "s1", 1);
+    assert_completed(c, rid, "hello");
+    ack = fx_bridge_expect(&F, VMS_MSG_ACK, 3000);
+    cr_assert_not_null(ack, "event not acked");
+    cr_assert_str_eq(ack->request_id, rid);
+    cr_assert_eq(ack->seq, 1);
+    cr_assert_eq(ack->epoch, 1);
+    fx_msg_free(req);
+    fx_msg_free(ack);
+    fx_client_close(c);
+}
+
+Test(helper, request_id_returned_at_once_while_bridge_is_absent)
+{
+    DBusConnection *c;
+    const char *id, *err;
+    uint64_t t0;
+    char rid[64];
+    struct vms_msg *req;
+
+    fx_start(&F, NULL); /* nobody accepts on the port sockets */
+    c = fx_client(&F);
+    t0 = fx_now_ms();
+    id = fx_save(c, "x", APP, "", &err);
+    cr_assert_not_null(id, "Save refused: %s", err);
+    cr_assert_lt(fx_now_ms() - t0, 500);
+    snprintf(rid, sizeof(rid), "%s", id);
+    /* queued: goes out after the handshake */
+    fx_bridge_handshake(&F, 1);
+    req = expect_request("save");
+    cr_assert_str_eq(req->request_id, rid);
+    fx_msg_free(req);
+    fx_client_close(c);
+}
+
+Test(helper, fan_out_to_every_listener_of_the_app_only)
+{
+    DBusConnection *l[3], *other, *c;
+    const char *id, *err;
+    char rid[64];
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    for (int i = 0; i < 3; i++) {
+        l[i] = fx_client(&F);
+        cr_assert_eq(fx_register(l[i], APP), 0);
+    }
+    other = fx_client(&F);
+    cr_assert_eq(fx_register(other, "org.example.Other"), 0);
+    c = fx_client(&F);
+    id = fx_save(c, "x", APP, "data", &err);
+    cr_assert_not_null(id, "%s", err);
+    snprintf(rid, sizeof(rid), "%s", id);
+    fx_msg_free(expect_request("save"));
+    fx_bridge_event(&F, rid, "save", 0, APP, "data", "s1", 7);
+    for (int i = 0; i < 3; i++)
+        assert_completed(l[i], rid, "data");
+    assert_no_completed(other, 300);
+    assert_no_completed(c, 10); /* the caller did not register: unicast, not broadcast */
+    for (int i = 0; i < 3; i++)
+        fx_client_close(l[i]);
+    fx_client_close(other);
+    fx_client_close(c);
+}
+
+Test(helper, listener_dropped_with_its_connection)
+{
+    DBusConnection *gone, *late;
+    char rid[] = "00112233445566778899aabbccddeeff";
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    gone = fx_client(&F);
+    cr_assert_eq(fx_register(gone, APP), 0);
+    fx_client_close(gone);
+    usleep(200000); /* NameOwnerChanged reaches the helper */
+    cr_assert(log_contains("removed"), "registration not removed (see %s)", F.helper_log);
+    /* With no listener left the event is held, and a late listener still gets it. */
+    fx_bridge_event(&F, rid, "save", 0, APP, "kept", "s1", 1);
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    cr_assert(log_contains("holding save completion"));
+    late = fx_client(&F);
+    cr_assert_eq(fx_register(late, APP), 0);
+    assert_completed(late, rid, "kept");
+    fx_client_close(late);
+}
+
+Test(helper, grace_period_then_drop)
+{
+    DBusConnection *c;
+    char r1[] = "0000000000000000000000000000aaaa";
+    char r2[] = "0000000000000000000000000000bbbb";
+
+    fx_start(&F, NULL); /* grace_period_ms = 1500 */
+    fx_bridge_handshake(&F, 1);
+    fx_bridge_event(&F, r1, "restore", 0, APP, "message from the other instance", "s1", 1);
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000)); /* acked while held */
+    usleep(500000);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0); /* within the grace period */
+    assert_completed(c, r1, "message from the other instance");
+    fx_client_close(c);
+    usleep(200000); /* its registration ends (NameOwnerChanged) */
+
+    fx_bridge_event(&F, r2, "save", 0, APP, "late", "s2", 2);
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    usleep(2200000); /* past the grace period */
+    cr_assert(log_contains("no listener registered within 1500 ms"));
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    assert_no_completed(c, 300);
+    fx_client_close(c);
+}
+
+Test(helper, resync_after_garbage)
+{
+    DBusConnection *c;
+    char rid[] = "0123456789abcdef0123456789abcdef";
+    uint8_t junk[300];
+    uint8_t *frame;
+    size_t len;
+    char err[128];
+    struct vms_msg e;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (uint8_t)(i * 37 + 11);
+    fx_bridge_send_raw(&F, junk, sizeof(junk));
+    /* and a half frame: a sync byte and a header, then the real frame */
+    vms_msg_init(&e, VMS_MSG_EVENT);
+    vms_msg_set_str(&e, VMS_F_REQUEST_ID, rid);
+    vms_msg_set_str(&e, VMS_F_OP, "save");
+    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&e, VMS_F_SEQ, 3);
+    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    cr_assert_eq(vms_msg_encode_frame(&e, &frame, &len, err, sizeof(err)), 0);
+    fx_bridge_send_raw(&F, frame, len / 2);
+    fx_bridge_send_raw(&F, frame, len);
+    free(frame);
+    assert_completed(c, rid, NULL);
+    fx_client_close(c);
+}
+
+Test(helper, resync_after_hangup_resends_and_says_hello_again)
+{
+    DBusConnection *c, *w;
+    const char *id, *err;
+    char rid[64];
+    struct vms_msg *req;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 3);
+    c = fx_client(&F);
+    w = fx_client(&F);
+    cr_assert_eq(fx_register(w, APP), 0);
+    cr_assert_eq(bridge_connected(c), 1);
+    fx_bridge_hangup(&F);
+    usleep(200000);
+    cr_assert_eq(bridge_connected(c), 0);
+    id = fx_save(c, "during hangup", APP, "q", &err); /* queued */
+    cr_assert_not_null(id, "%s", err);
+    snprintf(rid, sizeof(rid), "%s", id);
+    fx_bridge_handshake(&F, 3); /* the helper reconnects and says Hello */
+    req = expect_request("save");
+    cr_assert_str_eq(req->request_id, rid);
+    cr_assert_eq(bridge_connected(c), 1);
+    reply_ok(rid);
+    fx_bridge_event(&F, rid, "save", 0, APP, "q", "s9", 4);
+    assert_completed(w, rid, "q");
+    cr_assert(log_contains("bridge disconnected"));
+    fx_msg_free(req);
+    fx_client_close(c);
+    fx_client_close(w);
+}
+
+Test(helper, duplicate_events_dropped_and_acked)
+{
+    DBusConnection *c;
+    char rid[] = "feedfacefeedfacefeedfacefeedface";
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    fx_bridge_event(&F, rid, "save", 0, APP, "once", "s1", 1);
+    fx_bridge_event(&F, rid, "save", 0, APP, "once", "s1", 1); /* resent */
+    F.epoch = 2; /* the same completion again in a new timeline (replay after restore) */
+    fx_bridge_event(&F, rid, "save", 0, APP, "once", "s1", 1);
+    assert_completed(c, rid, "once");
+    assert_no_completed(c, 400);
+    cr_assert_eq(fx_bridge_count(&F, VMS_MSG_ACK, 200), 3, "every copy must be acked");
+    fx_client_close(c);
+}
+
+Test(helper, uid_not_allowed_gets_permission_error)
+{
+    DBusConnection *c;
+    const char *err = NULL;
+    struct fx_opts o = {.allow_me = -1};
+
+    fx_start(&F, &o);
+    c = fx_client(&F);
+    cr_assert_null(fx_save(c, "x", APP, "", &err));
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_neq(fx_register(c, APP), 0);
+    fx_client_close(c);
+}
+
+Test(helper, bridge_unreachable_refused_when_queueing_is_off)
+{
+    DBusConnection *c;
+    const char *err = NULL;
+    uint64_t t0;
+    struct fx_opts o = {.extra_config = "queue_when_disconnected = false"};
+
+    fx_start(&F, &o);
+    c = fx_client(&F);
+    t0 = fx_now_ms();
+    cr_assert_null(fx_save(c, "x", APP, "", &err));
+    cr_assert_str_eq(err, "org.vmstate.Error.Unavailable");
+    cr_assert_lt(fx_now_ms() - t0, 500);
+    fx_client_close(c);
+}
+
+Test(helper, bridge_unreachable_queue_bounded_then_times_out)
+{
+    DBusConnection *c;
+    const char *err = NULL, *id;
+    char first[64];
+    DBusMessage *s;
+    const char *rid;
+    uint32_t status;
+    struct fx_opts o = {.extra_config = "queue_max = 2\nqueue_timeout_ms = 800"};
+
+    fx_start(&F, &o);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    id = fx_save(c, "1", APP, "", &err);
+    cr_assert_not_null(id);
+    snprintf(first, sizeof(first), "%s", id);
+    cr_assert_not_null(fx_save(c, "2", APP, "", &err));
+    cr_assert_null(fx_save(c, "3", APP, "", &err)); /* queue full */
+    cr_assert_str_eq(err, "org.vmstate.Error.Unavailable");
+    s = fx_wait_signal(c, "Completed", 3000); /* queue timeout: fails with status 11 */
+    cr_assert_not_null(s);
+    fx_completed_args(s, &rid, NULL, &status, NULL, NULL, 0, NULL);
+    cr_assert_str_eq(rid, first);
+    cr_assert_eq(status, 11);
+    dbus_message_unref(s);
+    fx_client_close(c);
+}
+
+Test(helper, timeline_emits_restored_and_hello)
+{
+    DBusConnection *c;
+    DBusMessage *s;
+    const char *sid;
+    dbus_uint64_t epoch;
+    struct vms_msg t, *hello;
+    char rid[] = "abababababababababababababababab";
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    vms_msg_init(&t, VMS_MSG_TIMELINE);
+    vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
+    vms_msg_set_str(&t, VMS_F_STATE_ID, "s1");
+    vms_msg_set_str(&t, VMS_F_REASON, "restore");
+    fx_bridge_send(&F, &t);
+    F.epoch = 2;
+    fx_bridge_event(&F, rid, "restore", 0, APP, "note from the future", "s1", 1);
+    s = fx_wait_signal(c, "Restored", 3000);
+    cr_assert_not_null(s);
+    cr_assert(dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_UINT64, &epoch,
+                                    DBUS_TYPE_INVALID));
+    cr_assert_str_eq(sid, "s1");
+    cr_assert_eq(epoch, 2);
+    dbus_message_unref(s);
+    assert_completed(c, rid, "note from the future");
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(hello, "no Hello after Timeline");
+    cr_assert_eq(hello->epoch, 2);
+    fx_msg_free(hello);
+    fx_bridge_send(&F, &t); /* a stale replay of the Timeline: ignored */
+    cr_assert_null(fx_wait_signal(c, "Restored", 300));
+    fx_client_close(c);
+}
+
+Test(helper, invalid_arguments_are_refused_clearly)
+{
+    DBusConnection *c;
+    const char *err = NULL;
+    const char *bad_app = "not an id!";
+    const char *label = "x";
+    const unsigned char *data = (const unsigned char *)"";
+    DBusMessage *r;
+
+    fx_start(&F, NULL);
+    c = fx_client(&F);
+    r = fx_call(c, "Save", 2000, &err, DBUS_TYPE_STRING, &label, DBUS_TYPE_STRING, &bad_app,
+                DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, 0, DBUS_TYPE_INVALID);
+    cr_assert_null(r);
+    cr_assert_str_eq(err, "org.vmstate.Error.InvalidArgs");
+    r = fx_call(c, "Save", 2000, &err, DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
+    cr_assert_null(r);
+    cr_assert_str_eq(err, "org.vmstate.Error.InvalidArgs");
+    fx_client_close(c);
+}
+
+Test(helper, introspect_and_properties)
+{
+    DBusConnection *c;
+    DBusMessage *m, *r;
+    DBusError e;
+    const char *xml, *iface = "org.vmstate.Helper1";
+
+    fx_start(&F, NULL);
+    c = fx_client(&F);
+    dbus_error_init(&e);
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Introspectable", "Introspect");
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, &e);
+    dbus_message_unref(m);
+    cr_assert_not_null(r, "%s", e.message);
+    cr_assert(dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &xml, DBUS_TYPE_INVALID));
+    cr_assert_not_null(strstr(xml, "<signal name=\"Completed\">"));
+    dbus_message_unref(r);
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "GetAll");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, &e);
+    dbus_message_unref(m);
+    cr_assert_not_null(r, "%s", e.message);
+    cr_assert(dbus_message_has_signature(r, "a{sv}"));
+    dbus_message_unref(r);
+    fx_client_close(c);
+}
+
+Test(helper, bad_config_names_file_line_and_key)
+{
+    char conf[300], cmd[1024], out[1024] = "";
+    FILE *p;
+    size_t n;
+    int st;
+
+    fx_start_bus(&F);
+    snprintf(conf, sizeof(conf), "%s/bad.conf", F.dir);
+    p = fopen(conf, "w");
+    cr_assert_not_null(p);
+    fputs("[helper]\n# comment\ngrace_period_ms = soon\n", p);
+    fclose(p);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
+             F.bus_address);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    st = pclose(p);
+    cr_assert_eq(WEXITSTATUS(st), 2, "%s", out);
+    snprintf(cmd, sizeof(cmd), "%s:3: key 'grace_period_ms': bad value 'soon'", conf);
+    cr_assert(strstr(out, cmd), "%s", out);
+    p = fopen(conf, "w");
+    fputs("[helper]\nallow_users = root\nno_such_key = 1\n", p);
+    fclose(p);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
+             F.bus_address);
+    p = popen(cmd, "r");
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    cr_assert(strstr(out, ":3: key 'no_such_key': unknown key"), "%s", out);
+}
+
+/* CPU time (ms) the helper has used so far. */
+static long helper_cpu_ms(void)
+{
+    char path[64], buf[1024];
+    unsigned long ut = 0, stt = 0;
+    FILE *f;
+    char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)F.helper_pid);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    p = strrchr(buf, ')');
+    cr_assert_not_null(p);
+    /* fields after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime */
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt),
+                 2);
+    return (long)((ut + stt) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+static int open_raw_pty(char *slave_path, size_t len, int *slave_fd)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC); /* the helper must not inherit it */
+    struct termios t;
+
+    cr_assert_geq(m, 0);
+    cr_assert_eq(grantpt(m), 0);
+    cr_assert_eq(unlockpt(m), 0);
+    cr_assert_eq(ptsname_r(m, slave_path, len), 0);
+    *slave_fd = open(slave_path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    cr_assert_geq(*slave_fd, 0);
+    cr_assert_eq(tcgetattr(*slave_fd, &t), 0);
+    cfmakeraw(&t);
+    cr_assert_eq(tcsetattr(*slave_fd, TCSANOW, &t), 0);
+    return m;
+}
+
+/* Ports as device nodes (ptys stand in for virtio-serial): the host side going away leaves the
+ * helper waiting without spinning, requests queue, and nothing blocks. */
+Test(helper, device_ports_host_gone_no_spin)
+{
+    char sa[128], sb[128], extra[400];
+    int ma, mb, ka, kb;
+    struct fx_opts o = {.extra_config = extra};
+    DBusConnection *c;
+    const char *id, *err;
+    struct vms_msg *hello, w;
+    long cpu0, cpu1;
+
+    fx_start_bus(&F);
+    ma = open_raw_pty(sa, sizeof(sa), &ka);
+    mb = open_raw_pty(sb, sizeof(sb), &kb);
+    /* later keys override the fixture's unix: ports */
+    snprintf(extra, sizeof(extra), "request_port = %s\nevent_port = %s\n", sa, sb);
+    F.listen_a = F.listen_b = -1;
+    o.no_ports = 1;
+    fx_start_helper(&F, &o);
+    vms_channel_attach(&F.a, ma);
+    vms_channel_attach(&F.b, mb);
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 5000);
+    cr_assert_not_null(hello, "no Hello over the pty (see %s)", F.helper_log);
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, 1);
+    fx_bridge_send(&F, &w);
+    fx_msg_free(hello);
+    c = fx_client(&F);
+    usleep(200000);
+    cr_assert_eq(bridge_connected(c), 1);
+    fx_bridge_hangup(&F); /* closes the masters: the "host side" is gone */
+    usleep(300000);
+    cr_assert_eq(bridge_connected(c), 0);
+    cpu0 = helper_cpu_ms();
+    usleep(1500000);
+    cpu1 = helper_cpu_ms();
+    cr_assert_lt(cpu1 - cpu0, 150, "helper used %ld ms CPU in 1.5 s with the host gone",
+                 cpu1 - cpu0);
+    id = fx_save(c, "while the host is away", APP, "", &err);
+    cr_assert_not_null(id, "%s", err);
+    fx_client_close(c);
+    close(ka);
+    close(kb);
+}
+
+/* A list completion updates the States property (and announces it with PropertiesChanged). */
+Test(helper, list_updates_states_property)
+{
+    DBusConnection *c;
+    DBusMessage *m, *r;
+    DBusMessageIter it, v, arr, st;
+    const char *iface = "org.vmstate.Helper1", *prop = "States", *id;
+    char *sig;
+    struct vms_msg e;
+    struct vms_state_info s1 = {.id = "s1", .label = "one", .app_id = APP, .created = 5};
+    int n = 0;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    vms_msg_init(&e, VMS_MSG_EVENT);
+    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000cccc");
+    vms_msg_set_str(&e, VMS_F_OP, "list");
+    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
+    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "Get");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                             DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r);
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &v);
+    sig = dbus_message_iter_get_signature(&v);
+    cr_assert_str_eq(sig, "a(ssssx)");
+    dbus_free(sig);
+    dbus_message_iter_recurse(&v, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+        dbus_message_iter_recurse(&arr, &st);
+        dbus_message_iter_get_basic(&st, &id);
+        cr_assert_str_eq(id, "s1");
+        n++;
+        dbus_message_iter_next(&arr);
+    }
+    cr_assert_eq(n, 1);
+    dbus_message_unref(r);
+    fx_client_close(c);
+}
+
+static void send_welcome(uint64_t nonce, uint64_t epoch, uint32_t status)
+{
+    struct vms_msg w;
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, epoch);
+    if (status) {
+        vms_msg_set_u64(&w, VMS_F_STATUS, status);
+        vms_msg_set_str(&w, VMS_F_MESSAGE, "no common version");
+    }
+    fx_bridge_send(&F, &w);
+}
+
+/* Stale Welcome (wrong nonce) and a refusing Welcome leave the session closed; the helper
+ * says Hello again on its timer; a Welcome with a newer epoch than the helper knew is a
+ * restore it missed: Restored("", epoch). */
+Test(helper, handshake_edge_cases)
+{
+    DBusConnection *c;
+    DBusMessage *s;
+    struct vms_msg *h1, *h2, *h3;
+    const char *sid;
+    dbus_uint64_t epoch;
+
+    fx_start(&F, NULL); /* hello_retry_ms = 1000 */
+    fx_bridge_accept(&F, 5000);
+    c = fx_client(&F);
+    h1 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(h1);
+    cr_assert(!vms_msg_has(h1, VMS_F_EPOCH) || h1->epoch == 0);
+    send_welcome(h1->nonce + 1, 1, 0); /* stale: ignored */
+    send_welcome(h1->nonce, 1, 9);     /* refused: version */
+    usleep(300000);
+    cr_assert_eq(bridge_connected(c), 0);
+    cr_assert(log_contains("bridge refused our Hello: version"));
+    h2 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000); /* retried */
+    cr_assert_not_null(h2, "no Hello retry");
+    cr_assert_neq(h2->nonce, h1->nonce);
+    send_welcome(h2->nonce, 4, 0);
+    usleep(200000);
+    cr_assert_eq(bridge_connected(c), 1);
+    fx_bridge_hangup(&F);
+    fx_bridge_accept(&F, 5000);
+    h3 = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(h3);
+    cr_assert_eq(h3->epoch, 4, "Hello must carry the epoch the helper believes");
+    send_welcome(h3->nonce, 6, 0); /* the VM was restored while we were not listening */
+    s = fx_wait_signal(c, "Restored", 3000);
+    cr_assert_not_null(s);
+    cr_assert(dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_UINT64, &epoch,
+                                    DBUS_TYPE_INVALID));
+    cr_assert_str_eq(sid, "");
+    cr_assert_eq(epoch, 6);
+    dbus_message_unref(s);
+    fx_msg_free(h1);
+    fx_msg_free(h2);
+    fx_msg_free(h3);
+    fx_client_close(c);
+}
+
+/* libudev lookup with no such ports on this machine: the helper waits (rescans on its
+ * timer, watches hot-plug) without spinning, and requests queue. */
+Test(helper, udev_ports_missing_no_spin)
+{
+    struct fx_opts o = {.extra_config = "request_port = udev\nevent_port = udev\n"
+                                        "recheck_interval_ms = 100"};
+    DBusConnection *c;
+    const char *id, *err;
+    long cpu0, cpu1;
+
+    fx_start(&F, &o);
+    cpu0 = helper_cpu_ms();
+    usleep(1500000);
+    cpu1 = helper_cpu_ms();
+    cr_assert_lt(cpu1 - cpu0, 150, "helper used %ld ms CPU in 1.5 s without ports", cpu1 - cpu0);
+    cr_assert(log_contains("org.vmstate.request.0 not available yet"));
+    c = fx_client(&F);
+    id = fx_save(c, "no ports yet", APP, "", &err);
+    cr_assert_not_null(id, "%s", err);
+    cr_assert_eq(bridge_connected(c), 0);
+    fx_client_close(c);
+}

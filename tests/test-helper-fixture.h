@@ -1,0 +1,88 @@
+/*
+ * test-helper-fixture.h — component-test rig for vmstate-helperd: a private
+ * dbus-daemon, the real helper binary, a fake host bridge written with
+ * common/ (listening unix sockets stand in for the two virtio-serial ports),
+ * and D-Bus test clients.
+ *
+ * Every wait has a timeout: a broken helper fails a test, never hangs it.
+ */
+#ifndef TEST_HELPER_FIXTURE_H
+#define TEST_HELPER_FIXTURE_H
+
+#include <dbus/dbus.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "vms-channel.h"
+#include "vms-proto.h"
+
+#define FX_MSGQ 256
+
+struct fx {
+    char dir[256];
+    char bus_address[512];
+    pid_t dbus_pid;
+    pid_t helper_pid;
+    char helper_log[300];
+    /* fake bridge */
+    int listen_a, listen_b;
+    struct vms_channel a; /* reads what the helper sends on port A */
+    struct vms_channel b; /* writes what the bridge sends on port B */
+    struct vms_msg *rxq[FX_MSGQ];
+    unsigned rx_n;
+    uint64_t epoch;
+    uint64_t seq;
+};
+
+struct fx_opts {
+    const char *extra_config; /* appended to [helper] */
+    int allow_me;             /* put the test's uid in allow_users (default 1 via fx_start) */
+    int no_ports;             /* do not configure ports */
+};
+
+/* Start dbus-daemon, the fake bridge's sockets and the helper; wait until it owns its name. */
+void fx_start(struct fx *f, const struct fx_opts *o);
+void fx_stop(struct fx *f);
+/* Start only the bus (libvmstate tests against a fake or no helper). */
+void fx_start_bus(struct fx *f);
+/* Start (again) the helper with @o; fx_start does this. */
+void fx_start_helper(struct fx *f, const struct fx_opts *o);
+
+/* Fake bridge. */
+void fx_bridge_accept(struct fx *f, int timeout_ms);
+void fx_bridge_hangup(struct fx *f);
+/* Wait for the next message of @type from the helper (others are kept in order). NULL on timeout.
+ */
+struct vms_msg *fx_bridge_expect(struct fx *f, enum vms_msg_type type, int timeout_ms);
+/* Count messages of @type received so far (pumps for @wait_ms first). */
+unsigned fx_bridge_count(struct fx *f, enum vms_msg_type type, int wait_ms);
+void fx_bridge_send(struct fx *f, const struct vms_msg *m);
+void fx_bridge_send_raw(struct fx *f, const void *data, size_t len);
+/* Accept, read Hello, answer Welcome with @epoch. */
+void fx_bridge_handshake(struct fx *f, uint64_t epoch);
+/* Send an Event for @request_id with the fields a completion carries. */
+void fx_bridge_event(struct fx *f, const char *request_id, const char *op, uint32_t status,
+                     const char *app_id, const char *app_data, const char *state_id, uint64_t seq);
+void fx_msg_free(struct vms_msg *m);
+
+/* D-Bus clients. */
+DBusConnection *fx_client(struct fx *f);
+void fx_client_close(DBusConnection *c);
+/* Call a request method; returns the reply or NULL with *err_name set (static storage). */
+DBusMessage *fx_call(DBusConnection *c, const char *member, int timeout_ms, const char **err_name,
+                     int first_type, ...);
+/* Save(label, app_id, data, {principal, secret}) → request id (static buffer) or NULL + err. */
+const char *fx_save(DBusConnection *c, const char *label, const char *app_id, const char *data,
+                    const char **err_name);
+int fx_register(DBusConnection *c, const char *app_id);
+/* Wait for signal @member of the helper; NULL on timeout. Caller unrefs. */
+DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms);
+/* Completed's request id, op, status, app_id, app_data (as a string) */
+void fx_completed_args(DBusMessage *m, const char **request_id, const char **op, uint32_t *status,
+                       const char **app_id, char *app_data, size_t cap, uint64_t *epoch);
+
+/* ms monotonic */
+uint64_t fx_now_ms(void);
+
+#endif
