@@ -36,6 +36,16 @@ static void on_signal(struct bridge_watch *w, uint32_t revents)
     }
 }
 
+/* The VM whose port A reader is @pid (the reader was already forgotten if its port closed). */
+static const char *vm_of_reader(pid_t pid, void *opaque)
+{
+    struct bridge *br = opaque;
+    for (size_t i = 0; i < br->n_vms; i++)
+        if (br->vms[i].a.reader == pid)
+            return br->vms[i].cfg->name;
+    return NULL;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -151,7 +161,7 @@ int main(int argc, char **argv)
         double now = bridge_now();
         for (size_t i = 0; i < br.n_vms; i++)
             bridge_vm_tick(&br.vms[i], now);
-        bridge_privsep_reap();
+        bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
@@ -162,7 +172,10 @@ out:
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);
-    bridge_privsep_reap();
+    br.vms = NULL;
+    br.n_vms = 0;
+    bridge_privsep_reap(NULL,
+                        NULL); /* readers just sent SIGTERM may not be gone yet: best effort */
     if (sfd >= 0)
         close(sfd);
     bridge_loop_free(&br.loop);

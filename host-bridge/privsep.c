@@ -75,21 +75,22 @@ int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)
     return sp[0];
 }
 
-void bridge_privsep_reap(void)
+void bridge_privsep_reap(const char *(*vm_of)(pid_t pid, void *opaque), void *opaque)
 {
     int status;
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        const char *vm = vm_of ? vm_of(pid, opaque) : NULL;
         if (WIFSIGNALED(status))
-            vms_warn(NULL, NULL, "guest reader %ld killed by signal %d%s", (long)pid,
+            vms_warn(vm, NULL, "guest reader %ld killed by signal %d%s", (long)pid,
                      WTERMSIG(status),
                      WTERMSIG(status) == SIGSYS ? " (a system call outside its seccomp list)" : "");
         else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
-            vms_warn(NULL, NULL, "guest reader %ld exited with status %d", (long)pid,
+            vms_warn(vm, NULL, "guest reader %ld exited with status %d", (long)pid,
                      WEXITSTATUS(status));
         else
-            vms_debug(NULL, NULL, "guest reader %ld exited", (long)pid);
+            vms_debug(vm, NULL, "guest reader %ld exited", (long)pid);
     }
 }
 

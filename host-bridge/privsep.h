@@ -27,8 +27,11 @@ void bridge_privsep_init(const char *argv0);
  */
 int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid);
 
-/* Reap exited readers (non-blocking); logs abnormal ends. */
-void bridge_privsep_reap(void);
+/*
+ * Reap exited readers (non-blocking); logs abnormal ends with the VM name
+ * @vm_of returns for the pid (may be NULL, or return NULL).
+ */
+void bridge_privsep_reap(const char *(*vm_of)(pid_t pid, void *opaque), void *opaque);
 
 /*
  * The reader's main: decodes fd 3 (the guest connection), forwards on fd 4.
