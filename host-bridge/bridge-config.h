@@ -37,6 +37,8 @@ struct bridge_vm_config {
     uint64_t mem_max_bytes;
     unsigned job_timeout;     /* seconds a snapshot job may take */
     unsigned command_timeout; /* seconds a plain QMP command may take */
+    unsigned clock_sync;         /* 1: send the host's time to the guest on timeline changes */
+    unsigned prepare_timeout_ms; /* wait this long for the helper's Ready before a save; 0: no Prepare */
     unsigned seen;            /* bit set of keys given, for the checks after parsing */
 };
 

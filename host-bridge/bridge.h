@@ -21,6 +21,7 @@
 #include "bridge-config.h"
 #include "db.h"
 #include "loop.h"
+#include "prepare.h"
 #include "queue.h"
 #include "vms-channel.h"
 
@@ -57,6 +58,7 @@ struct bridge_vm {
     int busy;         /* a request is running */
     int need_recover; /* it was running when the bridge last stopped */
     char running[VMS_REQUEST_ID_LEN + 1];
+    struct bridge_prepare hx; /* Prepare/Ready and clock state (prepare.c) */
     double now;
     uint64_t stat_requests, stat_refused;
 };
