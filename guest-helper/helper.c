@@ -40,6 +40,7 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
     h->session = SESSION_NONE;
     vms_dedup_init(&h->delivered);
     vms_msg_init(&h->last_list, VMS_MSG_EVENT);
+    helper_hooks_init(h);
     h->listeners = calloc(cfg->max_listeners ? cfg->max_listeners : 1, sizeof(*h->listeners));
     if (!h->listeners)
         return -1;
@@ -86,6 +87,7 @@ void helper_free(struct helper *h)
     }
     while (h->held)
         held_remove(h, &h->held);
+    helper_hooks_free(h);
     free(h->listeners);
     vms_msg_clear(&h->last_list);
     vms_channel_free(&h->port_a);
@@ -116,12 +118,13 @@ static void send_hello(struct helper *h)
     vms_msg_init(&m, VMS_MSG_HELLO);
     vms_msg_set_u64(&m, VMS_F_VERSION, VMS_PROTO_VERSION);
     vms_msg_set_u64(&m, VMS_F_MIN_VERSION, VMS_PROTO_MIN_VERSION);
-    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_ALL);
+    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_KNOWN);
     vms_msg_set_u64(&m, VMS_F_NONCE, h->hello_nonce);
     if (h->epoch)
         vms_msg_set_u64(&m, VMS_F_EPOCH, h->epoch);
     h->session = SESSION_HELLO_SENT;
     h->hello_sent_ms = helper_now_ms();
+    h->hooks.hello_sent_ns = helper_mono_ns();
     vms_debug(NULL, NULL, "Hello sent (epoch %llu)", (unsigned long long)h->epoch);
     vms_channel_send(&h->port_a, &m);
     vms_msg_clear(&m);
@@ -549,16 +552,24 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
     h->version = v;
     h->host_caps = vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0;
     h->session = SESSION_WELCOMED;
+    /* one-way delay estimate for the host's clock readings: half this round trip */
+    h->hooks.clock_delay_ns = (helper_mono_ns() - h->hooks.hello_sent_ns) / 2;
     if (h->epoch && m->epoch > h->epoch) {
         /* The timeline moved without us seeing its Timeline message. */
         vms_info(NULL, NULL, "epoch %llu -> %llu (from Welcome)", (unsigned long long)h->epoch,
                  (unsigned long long)m->epoch);
         h->epoch = m->epoch;
-        helper_bus_emit_restored(h, "", h->epoch);
+        if (vms_msg_has(m, VMS_F_TIME_NS)) /* a restore: the clock may go back */
+            helper_clock_sync(h, m->time_ns, "restore", 1, NULL);
+        helper_hooks_restored(h, "", h->epoch, NULL);
         helper_bus_property_changed(h, "Epoch");
-    } else if (m->epoch != h->epoch) {
-        h->epoch = m->epoch;
-        helper_bus_property_changed(h, "Epoch");
+    } else {
+        if (m->epoch != h->epoch) {
+            h->epoch = m->epoch;
+            helper_bus_property_changed(h, "Epoch");
+        }
+        if (vms_msg_has(m, VMS_F_TIME_NS))
+            helper_clock_sync(h, m->time_ns, "connect", 0, NULL);
     }
     vms_info(NULL, NULL, "Welcome: protocol %u, epoch %llu", v, (unsigned long long)h->epoch);
     set_bridge_connected(h, 1);
@@ -634,7 +645,11 @@ static void on_timeline(struct helper *h, const struct vms_msg *m)
              (unsigned long long)m->epoch, m->reason[0] ? m->reason : "restore",
              m->state_id[0] ? m->state_id : "");
     h->epoch = m->epoch;
-    helper_bus_emit_restored(h, m->state_id, h->epoch);
+    /* clock first (the restored clock shows the snapshot's moment; backward allowed only
+     * here), then post-restore.d, then Restored (helper-hooks.c) */
+    if (vms_msg_has(m, VMS_F_TIME_NS))
+        helper_clock_sync(h, m->time_ns, "restore", 1, m->request_id[0] ? m->request_id : NULL);
+    helper_hooks_restored(h, m->state_id, h->epoch, m->request_id);
     helper_bus_property_changed(h, "Epoch");
     /* Requests pending in this memory may never have left it: resend after the Welcome (the bridge
      * recognises duplicates by request id). */
@@ -661,6 +676,12 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         break;
     case VMS_MSG_TIMELINE:
         on_timeline(h, m);
+        break;
+    case VMS_MSG_CLOCK:
+        helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
+        break;
+    case VMS_MSG_PREPARE:
+        helper_hooks_prepare(h, m);
         break;
     default:
         vms_warn(NULL, NULL, "ignored %s on the event port", vms_msg_type_name(m->type));
@@ -838,6 +859,11 @@ int helper_timers(struct helper *h)
         }
         consider(&next, e->deadline_ms, now);
         pp = &e->next;
+    }
+    {
+        int hk = helper_hooks_timers(h);
+        if (hk >= 0)
+            consider(&next, now + (uint64_t)hk, now);
     }
     return next > INT32_MAX ? INT32_MAX : (int)next;
 }

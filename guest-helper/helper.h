@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "helper-config.h"
+#include "helper-hooks.h"
 #include "vms-channel.h"
 #include "vms-dedup.h"
 #include "vms-proto.h"
@@ -89,6 +90,9 @@ struct helper {
     size_t held_bytes;
     struct vms_dedup delivered; /* request ids delivered in this memory (key epoch 0) */
     struct vms_msg last_list;   /* the States property */
+
+    /* clock and pre-save/post-restore hooks (helper-hooks.h) */
+    struct helper_hooks hooks;
 
     /* counters for tests and logs */
     uint64_t events_in, events_dup, events_dropped, acks_sent;

@@ -5,7 +5,8 @@ noinst_LTLIBRARIES += guest-helper/libhelpercore.la
 guest_helper_libhelpercore_la_SOURCES = \
 	guest-helper/helper.c guest-helper/helper.h \
 	guest-helper/helper-bus.c guest-helper/helper-bus.h \
-	guest-helper/helper-config.c guest-helper/helper-config.h
+	guest-helper/helper-config.c guest-helper/helper-config.h \
+	guest-helper/helper-clock.c guest-helper/helper-hooks.c guest-helper/helper-hooks.h
 nodist_guest_helper_libhelpercore_la_SOURCES = guest-helper/helper-introspect.c
 guest_helper_libhelpercore_la_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS) $(INIH_CFLAGS)
 guest_helper_libhelpercore_la_LIBADD = common/libvmscommon.la $(DBUS_LIBS) $(UDEV_LIBS) $(INIH_LIBS)
