@@ -17,7 +17,9 @@
  * moment: it is normally far behind (positive step), and whatever the sign,
  * the host is the reference — the restored timeline continues from the
  * host's now. Timelines are replay-proof (a Timeline whose epoch is not newer
- * is ignored), so a replayed message cannot move the clock back.
+ * is ignored), so a replayed message cannot move the clock back. A guest ahead
+ * by at most 0.5 s outside a restore (at boot the RTC gives whole seconds) is
+ * slewed back with adjtime(): the wall clock slows, it never jumps back.
  *
  * Latency: the host reads its clock just before it writes the message. The
  * message then needs the one-way trip host -> QEMU -> guest -> helper; we add
@@ -27,7 +29,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "helper-bus.h"
@@ -36,6 +40,9 @@
 #include "vms-log.h"
 
 #define CLOCK_DELAY_CAP_NS 20000000ll
+/* A guest AHEAD of the host by at most this much (typically at boot: the RTC has whole
+ * seconds) is slewed back with adjtime() — time slows down, it never goes back. */
+#define CLOCK_SLEW_MAX_NS 500000000ll
 
 uint64_t helper_mono_ns(void)
 {
@@ -65,8 +72,9 @@ static int64_t realtime_ns(void)
     return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
-void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, int allow_backward,
-                       const char *request_id)
+/* Step the clock; returns the correction applied (0: none). Signals it when @emit. */
+static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason,
+                          int allow_backward, const char *request_id, int emit)
 {
     uint64_t delay = h->hooks.clock_delay_ns;
     int64_t target, guest, corr;
@@ -74,12 +82,12 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
 
     if (h->cfg.clock_sync == HELPER_CLOCK_OFF) {
         vms_debug(NULL, request_id, "clock (%s): clock_sync = no, not set", reason);
-        return;
+        return 0;
     }
     if (host_ns == 0 || host_ns > (uint64_t)INT64_MAX / 2) {
         vms_warn(NULL, request_id, "clock (%s): implausible host time %llu ignored", reason,
                  (unsigned long long)host_ns);
-        return;
+        return 0;
     }
     if (delay > (uint64_t)CLOCK_DELAY_CAP_NS)
         delay = CLOCK_DELAY_CAP_NS;
@@ -90,13 +98,23 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
     case CLOCK_SKIP_SMALL:
         vms_debug(NULL, request_id, "clock (%s): guest off by %+.6f s, under clock_min_step_ms",
                   reason, corr / 1e9);
-        return;
+        return 0;
     case CLOCK_REFUSE_BACKWARD:
+        if (-corr <= CLOCK_SLEW_MAX_NS && h->cfg.clock_sync == HELPER_CLOCK_ON) {
+            struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)(corr / 1000)};
+            if (adjtime(&tv, NULL) == 0) {
+                vms_info(NULL, request_id,
+                         "clock (%s): guest is %.6f s ahead of the host; slewing it back "
+                         "(adjtime, at most 0.5 ms/s): time never steps backwards here",
+                         reason, -corr / 1e9);
+                return 0;
+            }
+        }
         vms_warn(NULL, request_id,
                  "clock (%s): guest is %.6f s AHEAD of the host; not moving time backwards "
                  "(only a restore may)",
                  reason, -corr / 1e9);
-        return;
+        return 0;
     case CLOCK_APPLY:
         break;
     }
@@ -109,7 +127,7 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
             vms_err(NULL, request_id, "clock (%s): cannot step by %+.6f s: %s%s", reason,
                     corr / 1e9, strerror(errno),
                     errno == EPERM ? " (needs CAP_SYS_TIME: run the helper as root)" : "");
-            return;
+            return 0;
         }
     }
     h->hooks.clock_steps++;
@@ -117,5 +135,66 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
     vms_info(NULL, request_id, "clock (%s): %s guest clock by %+.6f s (one-way delay %.3f ms)",
              reason, h->cfg.clock_sync == HELPER_CLOCK_ON ? "stepped" : "dry-run: would step",
              corr / 1e9, delay / 1e6);
-    helper_bus_emit_clock_corrected(h, corr, reason);
+    if (emit)
+        helper_bus_emit_clock_corrected(h, corr, reason);
+    return corr;
+}
+
+void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, int allow_backward,
+                       const char *request_id)
+{
+    clock_step(h, host_ns, reason, allow_backward, request_id, 1);
+}
+
+void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch,
+                          const char *request_id, uint64_t time_ns)
+{
+    struct helper_hooks *k = &h->hooks;
+
+    if (k->restore_pending)
+        helper_restore_finish(h); /* an older restore never got its Welcome */
+    k->restore_pending = 1;
+    snprintf(k->restore_state, sizeof(k->restore_state), "%s", state_id ? state_id : "");
+    snprintf(k->restore_request, sizeof(k->restore_request), "%s", request_id ? request_id : "");
+    k->restore_epoch = epoch;
+    k->restore_corr_ns = 0;
+    k->restore_deadline_ms = helper_now_ms() + RESTORE_WELCOME_WAIT_MS;
+    if (time_ns)
+        k->restore_corr_ns += clock_step(h, time_ns, "restore", 1,
+                                         k->restore_request[0] ? k->restore_request : NULL, 0);
+}
+
+int helper_restore_welcome(struct helper *h, const struct vms_msg *w)
+{
+    struct helper_hooks *k = &h->hooks;
+
+    if (!k->restore_pending)
+        return 0;
+    if (vms_msg_has(w, VMS_F_TIME_NS)) {
+        /* this Welcome's delay is bounded by the round trip just measured: use it, not the
+         * session's best (the restored guest is slow for a while) */
+        uint64_t best = k->clock_delay_ns;
+        k->clock_delay_ns = (helper_mono_ns() - k->hello_sent_ns) / 2;
+        k->restore_corr_ns += clock_step(h, w->time_ns, "restore", 1,
+                                         k->restore_request[0] ? k->restore_request : NULL, 0);
+        k->clock_delay_ns = best;
+    }
+    helper_restore_finish(h);
+    return 1;
+}
+
+void helper_restore_finish(struct helper *h)
+{
+    struct helper_hooks *k = &h->hooks;
+
+    if (!k->restore_pending)
+        return;
+    k->restore_pending = 0;
+    if (k->restore_corr_ns) {
+        vms_info(NULL, k->restore_request[0] ? k->restore_request : NULL,
+                 "clock (restore): corrected by %+.6f s in all", k->restore_corr_ns / 1e9);
+        helper_bus_emit_clock_corrected(h, k->restore_corr_ns, "restore");
+    }
+    helper_hooks_restored(h, k->restore_state, k->restore_epoch,
+                          k->restore_request[0] ? k->restore_request : NULL);
 }

@@ -425,6 +425,15 @@ int helper_hooks_timers(struct helper *h)
             next = 50; /* reap it soon even if SIGCHLD was missed */
     }
     helper_hooks_sigchld(h);
+    if (h->hooks.restore_pending) {
+        if (now >= h->hooks.restore_deadline_ms) {
+            vms_info(NULL, NULL, "no Welcome within %d ms of the Timeline: finishing the restore",
+                     RESTORE_WELCOME_WAIT_MS);
+            helper_restore_finish(h);
+        } else if (next < 0 || (int64_t)(h->hooks.restore_deadline_ms - now) < next) {
+            next = (int64_t)(h->hooks.restore_deadline_ms - now);
+        }
+    }
     if (h->hooks.prep.active) {
         prepare_maybe_ready(h);
         /* still active: the window is open (wake at its end) or hooks run (their exit

@@ -55,7 +55,16 @@ struct helper_hooks {
     uint64_t hello_sent_ns;  /* CLOCK_MONOTONIC of the last Hello */
     uint64_t clock_steps;    /* corrections applied (or signalled in dry-run) */
     int64_t last_correction_ns;
+    /* a restore in progress: Timeline seen, waiting for the Welcome that refines the clock */
+    int restore_pending;
+    char restore_state[VMS_STR_MAX + 1];
+    char restore_request[VMS_STR_MAX + 1];
+    uint64_t restore_epoch;
+    int64_t restore_corr_ns; /* total stepped for this restore so far */
+    uint64_t restore_deadline_ms;
 };
+
+#define RESTORE_WELCOME_WAIT_MS 2000 /* then finish the restore without the Welcome */
 
 void helper_hooks_init(struct helper *h);
 void helper_hooks_free(struct helper *h);
@@ -80,6 +89,22 @@ enum helper_clock_action helper_clock_plan(int64_t correction_ns, int allow_back
  */
 void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, int allow_backward,
                        const char *request_id);
+
+/*
+ * A restore (Timeline, or a Welcome with a newer epoch): step the clock now
+ * from @time_ns (0: none; coarse: the restored guest is slow to read its
+ * port, so the message may have waited), then wait for the Welcome that
+ * answers our next Hello (its round trip bounds the delay) to refine it;
+ * then emit one ClockCorrected(total, "restore"), run post-restore.d and
+ * emit Restored. Without a Welcome within RESTORE_WELCOME_WAIT_MS, finish
+ * with what we have.
+ */
+void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch,
+                          const char *request_id, uint64_t time_ns);
+/* A Welcome arrived: refines a pending restore and finishes it (returns 1), or returns 0. */
+int helper_restore_welcome(struct helper *h, const struct vms_msg *w);
+/* Finish a pending restore (timer or Welcome). */
+void helper_restore_finish(struct helper *h);
 
 /* CLOCK_MONOTONIC in ns. */
 uint64_t helper_mono_ns(void);

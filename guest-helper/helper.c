@@ -552,23 +552,28 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
     h->version = v;
     h->host_caps = vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0;
     h->session = SESSION_WELCOMED;
-    /* one-way delay estimate for the host's clock readings: half this round trip */
-    h->hooks.clock_delay_ns = (helper_mono_ns() - h->hooks.hello_sent_ns) / 2;
+    /* one-way delay estimate for the host's clock readings: half the smallest Hello ->
+     * Welcome round trip seen (larger ones include the bridge's own work) */
+    {
+        uint64_t half = (helper_mono_ns() - h->hooks.hello_sent_ns) / 2;
+        if (!h->hooks.clock_delay_ns || half < h->hooks.clock_delay_ns)
+            h->hooks.clock_delay_ns = half;
+    }
     if (h->epoch && m->epoch > h->epoch) {
         /* The timeline moved without us seeing its Timeline message. */
         vms_info(NULL, NULL, "epoch %llu -> %llu (from Welcome)", (unsigned long long)h->epoch,
                  (unsigned long long)m->epoch);
         h->epoch = m->epoch;
-        if (vms_msg_has(m, VMS_F_TIME_NS)) /* a restore: the clock may go back */
-            helper_clock_sync(h, m->time_ns, "restore", 1, NULL);
-        helper_hooks_restored(h, "", h->epoch, NULL);
+        /* a restore: the clock may go back; this Welcome is the precise time source */
+        helper_restore_begin(h, "", h->epoch, NULL, 0);
+        helper_restore_welcome(h, m);
         helper_bus_property_changed(h, "Epoch");
     } else {
         if (m->epoch != h->epoch) {
             h->epoch = m->epoch;
             helper_bus_property_changed(h, "Epoch");
         }
-        if (vms_msg_has(m, VMS_F_TIME_NS))
+        if (!helper_restore_welcome(h, m) && vms_msg_has(m, VMS_F_TIME_NS))
             helper_clock_sync(h, m->time_ns, "connect", 0, NULL);
     }
     vms_info(NULL, NULL, "Welcome: protocol %u, epoch %llu", v, (unsigned long long)h->epoch);
@@ -645,11 +650,10 @@ static void on_timeline(struct helper *h, const struct vms_msg *m)
              (unsigned long long)m->epoch, m->reason[0] ? m->reason : "restore",
              m->state_id[0] ? m->state_id : "");
     h->epoch = m->epoch;
-    /* clock first (the restored clock shows the snapshot's moment; backward allowed only
-     * here), then post-restore.d, then Restored (helper-hooks.c) */
-    if (vms_msg_has(m, VMS_F_TIME_NS))
-        helper_clock_sync(h, m->time_ns, "restore", 1, m->request_id[0] ? m->request_id : NULL);
-    helper_hooks_restored(h, m->state_id, h->epoch, m->request_id);
+    /* clock first (backward allowed only here), refined by the Welcome that answers the
+     * Hello below; then post-restore.d, then Restored (helper-clock.c, helper-hooks.c) */
+    helper_restore_begin(h, m->state_id, h->epoch, m->request_id,
+                         vms_msg_has(m, VMS_F_TIME_NS) ? m->time_ns : 0);
     helper_bus_property_changed(h, "Epoch");
     /* Requests pending in this memory may never have left it: resend after the Welcome (the bridge
      * recognises duplicates by request id). */
