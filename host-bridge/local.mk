@@ -53,6 +53,11 @@ tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_core_SOURCES = tests/test-bridge-core.c
 tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+TESTS += tests/test-bridge-prepare
+check_PROGRAMS += tests/test-bridge-prepare
+tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c
+tests_test_bridge_prepare_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_prepare_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # Fuzz target over the guest-facing path (see fuzz/local.mk for the conventions).
 FUZZ_TARGETS += fuzz/fuzz-bridge-request
