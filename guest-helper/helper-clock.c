@@ -92,7 +92,7 @@ static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason
     if (delay > (uint64_t)CLOCK_DELAY_CAP_NS)
         delay = CLOCK_DELAY_CAP_NS;
     target = (int64_t)host_ns + (int64_t)delay;
-    guest = realtime_ns();
+    guest = realtime_ns() + h->hooks.dry_offset_ns; /* dry-run: as if we had stepped */
     corr = target - guest;
     switch (helper_clock_plan(corr, allow_backward, (int64_t)h->cfg.clock_min_step_ms * 1000000)) {
     case CLOCK_SKIP_SMALL:
@@ -129,6 +129,8 @@ static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason
                     errno == EPERM ? " (needs CAP_SYS_TIME: run the helper as root)" : "");
             return 0;
         }
+    } else {
+        h->hooks.dry_offset_ns += corr;
     }
     h->hooks.clock_steps++;
     h->hooks.last_correction_ns = corr;

@@ -185,6 +185,8 @@ static void run_next(struct helper *h, int kind)
             sigprocmask(SIG_SETMASK, &none, NULL);
             signal(SIGPIPE, SIG_DFL);
             setpgid(0, 0); /* a timeout kills the hook and whatever it started */
+            if (chdir("/") < 0)
+                _exit(126);
             if (devnull >= 0)
                 dup2(devnull, 0);
             dup2(p[1], 1);

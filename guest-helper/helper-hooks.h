@@ -55,6 +55,7 @@ struct helper_hooks {
     uint64_t hello_sent_ns;  /* CLOCK_MONOTONIC of the last Hello */
     uint64_t clock_steps;    /* corrections applied (or signalled in dry-run) */
     int64_t last_correction_ns;
+    int64_t dry_offset_ns;   /* clock_sync = dry-run: the steps we would have made */
     /* a restore in progress: Timeline seen, waiting for the Welcome that refines the clock */
     int restore_pending;
     char restore_state[VMS_STR_MAX + 1];

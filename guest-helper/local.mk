@@ -52,6 +52,12 @@ tests_test_helper_bus_SOURCES = tests/test-helper-bus.c \
 	tests/test-helper-fixture.c tests/test-helper-fixture.h
 tests_test_helper_bus_CFLAGS = $(HELPER_TEST_CFLAGS)
 tests_test_helper_bus_LDADD = $(TEST_COMMON_LDADD)
+TESTS += tests/test-helper-hooks
+check_PROGRAMS += tests/test-helper-hooks
+tests_test_helper_hooks_SOURCES = tests/test-helper-hooks.c \
+	tests/test-helper-fixture.c tests/test-helper-fixture.h
+tests_test_helper_hooks_CFLAGS = $(HELPER_TEST_CFLAGS) -I$(top_srcdir)/guest-helper $(UDEV_CFLAGS)
+tests_test_helper_hooks_LDADD = $(HELPER_CORE_LIBS) $(TEST_COMMON_LDADD)
 
 # Fuzz target over the helper's port-B input path (see fuzz/local.mk for the pattern).
 FUZZ_TARGETS += fuzz/fuzz-helper-events
