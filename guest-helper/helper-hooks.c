@@ -345,8 +345,10 @@ static void run_finished(struct helper *h, int kind)
                  "%s hooks done: %u ok, %u failed, %u killed at the timeout", kind_name[kind],
                  r->ok, r->failed, r->timed_out);
     r->active = 0;
-    if (kind == HOOK_POST_RESTORE)
+    if (kind == HOOK_POST_RESTORE) {
         helper_bus_emit_restored(h, r->state_id, r->epoch);
+        helper_deliver_deferred(h);
+    }
     else
         prepare_maybe_ready(h);
 }

@@ -87,6 +87,11 @@ void helper_free(struct helper *h)
     }
     while (h->held)
         held_remove(h, &h->held);
+    while (h->deferred) {
+        struct helper_held *e = h->deferred;
+        h->deferred = e->next;
+        held_free(e);
+    }
     helper_hooks_free(h);
     free(h->listeners);
     vms_msg_clear(&h->last_list);
@@ -489,6 +494,18 @@ static void hold_event(struct helper *h, const struct vms_msg *ev)
 
 static void deliver(struct helper *h, const struct vms_msg *ev)
 {
+    if (h->hooks.restore_pending || h->hooks.run[HOOK_POST_RESTORE].active) {
+        /* a restore is being finished: Restored goes out first (helper-hooks.c) */
+        struct helper_held *e = calloc(1, sizeof(*e)), **tail;
+        if (e && msg_copy(&e->ev, ev) == 0) {
+            for (tail = &h->deferred; *tail; tail = &(*tail)->next)
+                ;
+            *tail = e;
+            vms_debug(NULL, ev->request_id, "%s completion deferred until Restored", ev->op);
+            return;
+        }
+        free(e);
+    }
     if (!ev->app_id[0]) {
         vms_warn(NULL, ev->request_id, "dropped %s event without an app id", ev->op);
         h->events_dropped++;
@@ -496,6 +513,16 @@ static void deliver(struct helper *h, const struct vms_msg *ev)
     }
     if (deliver_now(h, ev, 1) == 0)
         hold_event(h, ev);
+}
+
+void helper_deliver_deferred(struct helper *h)
+{
+    while (h->deferred) {
+        struct helper_held *e = h->deferred;
+        h->deferred = e->next;
+        deliver(h, &e->ev);
+        held_free(e);
+    }
 }
 
 void helper_deliver_held(struct helper *h, const char *app_id)

@@ -93,6 +93,9 @@ struct helper {
 
     /* clock and pre-save/post-restore hooks (helper-hooks.h) */
     struct helper_hooks hooks;
+    /* completions that arrived while a restore was being finished (clock, post-restore.d):
+     * delivered right after Restored, so listeners see Restored first */
+    struct helper_held *deferred;
 
     /* counters for tests and logs */
     uint64_t events_in, events_dup, events_dropped, acks_sent;
@@ -141,6 +144,9 @@ int helper_listener_add(struct helper *h, const char *app_id, const char *owner)
 int helper_listener_remove(struct helper *h, const char *app_id, const char *owner);
 /* A D-Bus unique name went away: drop all its registrations. */
 void helper_listener_owner_gone(struct helper *h, const char *owner);
+/* Deliver the completions deferred during a restore (after Restored). */
+void helper_deliver_deferred(struct helper *h);
+
 /* Deliver events held for @app_id (after a listener registered). */
 void helper_deliver_held(struct helper *h, const char *app_id);
 
