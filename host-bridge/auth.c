@@ -98,7 +98,20 @@ enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limit
     bucket = found ? principal_bucket(lim, principal, now) : &lim->unknown;
     if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
         return VMS_STATUS_ERR_RATE_LIMITED;
-    ok = found && sodium_init() >= 0 && crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+    if (sodium_init() < 0)
+        return VMS_STATUS_ERR_INTERNAL;
+    if (found) {
+        ok = crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+        memcpy(lim->decoy, hash, sizeof(lim->decoy));
+    } else {
+        /* same work as a wrong secret; the result is ignored */
+        if (!lim->decoy[0] && bridge_secret_hash("decoy", BRIDGE_PWHASH_OPS_DEFAULT,
+                                                 BRIDGE_PWHASH_MEM_DEFAULT, lim->decoy) < 0)
+            lim->decoy[0] = '\0';
+        if (lim->decoy[0] && crypto_pwhash_str_verify(lim->decoy, secret, strlen(secret)) == 0)
+            vms_debug(vm, NULL, "secret matched the decoy hash; refused anyway");
+        ok = 0;
+    }
     sodium_memzero(hash, sizeof(hash));
     if (!ok) {
         bridge_bucket_take(bucket, lim->max, lim->window, now);

@@ -51,6 +51,13 @@ struct bridge_auth_limiter {
         double used;
     } slots[BRIDGE_AUTH_SLOTS];
     struct bridge_bucket unknown;
+    /*
+     * A copy of the last stored hash this limiter verified against. An
+     * unknown principal's secret is verified against it (and fails), so that
+     * "no such principal" costs as much time as "wrong secret" and a guest
+     * cannot learn which principals exist by timing.
+     */
+    char decoy[crypto_pwhash_STRBYTES + 1];
 };
 
 void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsigned window);

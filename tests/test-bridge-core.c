@@ -352,6 +352,21 @@ Test(bridge, auth_secret_rights_and_rate_limit)
     cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 25), 0);
 }
 
+Test(bridge, unknown_principal_costs_a_verification)
+{
+    struct bridge_auth_limiter lim;
+    bridge_auth_limiter_init(&lim, 3, 60);
+    /* no hash seen yet: an unknown principal still pays for a (decoy) verification */
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "x", "save", 0),
+                 VMS_STATUS_ERR_AUTH);
+    cr_assert(lim.decoy[0] != '\0', "no decoy hash to verify against");
+    cr_assert(strncmp(lim.decoy, "$argon2id$", 10) == 0, "%s", lim.decoy);
+    /* after a real principal, the decoy has that hash's cost parameters */
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "restore", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "s3cret", "save", 0),
+                 VMS_STATUS_ERR_AUTH, "the decoy must never authenticate");
+}
+
 Test(bridge, save_flow_reply_event_ack_and_resend)
 {
     char id[VMS_REQUEST_ID_LEN + 1] = "", state[VMS_STR_MAX + 1];
