@@ -12,7 +12,7 @@
  *       With --inhibit, answer every PrepareSave with Inhibit(id, REASON).
  *   vms-clock-tool save LABEL PRINCIPAL SECRET      prints the request id
  *   vms-clock-tool restore STATE PRINCIPAL SECRET   prints the request id
- *   vms-clock-tool now                              prints CLOCK_REALTIME (s.ns)
+ *   vms-clock-tool now          prints CLOCK_REALTIME and CLOCK_MONOTONIC (s.ns s.ns)
  */
 #include "config.h"
 
@@ -183,9 +183,11 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "now")) {
-        struct timespec ts;
+        struct timespec ts, mono;
         clock_gettime(CLOCK_REALTIME, &ts);
-        printf("%lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec);
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        printf("%lld.%09ld %lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec,
+               (long long)mono.tv_sec, mono.tv_nsec);
         return 0;
     }
     if (argc >= 3 && !strcmp(argv[1], "listen")) {
