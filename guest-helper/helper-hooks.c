@@ -307,6 +307,7 @@ void helper_hooks_prepare(struct helper *h, const struct vms_msg *m)
     memcpy(p->request_id, m->request_id, VMS_REQUEST_ID_LEN); /* validated by decode */
     p->request_id[VMS_REQUEST_ID_LEN] = '\0';
     p->window_end_ms = helper_now_ms() + window;
+    p->host_deadline_ms = helper_now_ms() + (m->timeout_ms ? m->timeout_ms : UINT32_MAX);
     vms_info(NULL, m->request_id, "save '%s' is about to start: PrepareSave (host waits %u ms)",
              m->label, m->timeout_ms);
     helper_bus_emit_prepare_save(h, m->request_id, m->label);
@@ -321,6 +322,10 @@ int helper_hooks_inhibit(struct helper *h, const char *request_id, const char *r
 
     if (!p->active || strcmp(p->request_id, request_id) != 0)
         return -1;
+    if (helper_now_ms() >= p->host_deadline_ms) {
+        vms_warn(NULL, request_id, "Inhibit after the host's prepare timeout: too late, refused");
+        return -1;
+    }
     snprintf(msg, sizeof(msg), "%.200s (uid %ld)", reason, uid);
     vms_info(NULL, request_id, "save inhibited: %s", msg);
     send_ready(h, request_id, VMS_STATUS_ERR_INHIBITED, msg);

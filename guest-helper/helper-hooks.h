@@ -45,6 +45,7 @@ struct helper_prepare {
     int active;
     char request_id[VMS_REQUEST_ID_LEN + 1];
     uint64_t window_end_ms; /* Inhibit accepted at least until then */
+    uint64_t host_deadline_ms; /* the host saves anyway after this: Inhibit is too late */
 };
 
 struct helper_hooks {

@@ -17,7 +17,9 @@ import argparse
 import importlib.util
 import os
 import re
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,7 +139,19 @@ def main():
     a = ap.parse_args()
     workdir = a.workdir or tempfile.mkdtemp(prefix="vmsc-")
     t_all = time.monotonic()
-    vm = VM(os.path.join(workdir, "vm1"), a.image)
+    vmdir = os.path.join(workdir, "vm1")
+    os.makedirs(vmdir, exist_ok=True)
+    errdisk = os.path.join(vmdir, "err.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", errdisk, "16M"], check=True)
+    # a second disk whose first data write fails once (blkdebug between qcow2 and file):
+    # the VM pauses on the I/O error (werror=stop) like with a failing store
+    blk = {"driver": "qcow2", "node-name": "errdisk",
+           "file": {"driver": "blkdebug", "node-name": "dbg0",
+                    "inject-error": [{"event": "write_aio", "errno": 5, "once": True}],
+                    "image": {"driver": "file", "filename": errdisk}}}
+    vm = VM(vmdir, a.image, extra_args=[
+        "-blockdev", json.dumps(blk),
+        "-device", "virtio-blk-pci,drive=errdisk,id=vblk1,werror=stop,rerror=stop"])
     bridge = None
     try:
         vm.start()
@@ -169,8 +183,8 @@ def main():
         vm.qmp("cont")
         t_cont = time.monotonic()
         pause = ev_time(vm.wait_event("RESUME", 5)) - ev_time(vm.wait_event("STOP", 5))
-        time.sleep(0.2)
-        err, hw, t_sample = clock_error(vm)
+        time.sleep(0.1)
+        err, hw, t_sample = clock_error(vm, samples=3)
         after = t_sample - t_cont
         numbers["resume_error_ms"] = round(err * 1000, 2)
         numbers["resume_sample_after_s"] = round(after, 3)
@@ -190,6 +204,32 @@ def main():
               f"1: one ClockCorrected({sec:+.3f} s, resume); expected {pause - err_before:+.3f} s "
               f"(pause {pause:.3f} s from QMP STOP/RESUME, guest was {err_before * 1000:+.0f} ms "
               f"off before); the guest's wall clock moved {applied:+.4f} s vs its monotonic")
+
+        # ---- 1b. resume after an I/O-error pause (the test plays the auto-resumer: cont) ----
+        r_before = wall_minus_mono(vm)
+        err_before = clock_error(vm)[0]
+        vm.clear_events()
+        # delayed: the VM stops at the write, the agent must have answered by then
+        vm.check("(sleep 0.5; dd if=/dev/urandom of=/dev/vdb bs=4096 count=16 conv=fsync) "
+                 ">/tmp/dd.log 2>&1 &")
+        vm.wait_event("BLOCK_IO_ERROR", 20)
+        t_stop = ev_time(vm.wait_event("STOP", 5))
+        check(vm.qmp("query-status")["status"] == "io-error", "1b: the VM paused on an I/O error")
+        time.sleep(3)
+        vm.qmp("cont")
+        pause = ev_time(vm.wait_event("RESUME", 5)) - t_stop
+        time.sleep(0.3)
+        err, hw, _ = clock_error(vm)
+        m = wait_for(vm, "/tmp/listener.log", r"ClockCorrected seconds=(\S+) ns=\S+ reason=io-error",
+                     5)
+        sec = float(m.group(1))
+        applied = wall_minus_mono(vm) - r_before
+        numbers["ioerror_pause_s"] = round(pause, 3)
+        numbers["ioerror_correction_s"] = sec
+        numbers["ioerror_error_ms"] = round(err * 1000, 1)
+        check(abs(err) < 0.05 and abs(sec - (pause - err_before)) < 0.1 and abs(sec - applied) < 0.01,
+              f"1b: after a {pause:.2f} s I/O-error pause: ClockCorrected({sec:+.3f} s, io-error), "
+              f"clock now off by {err * 1000:+.1f} ms (±{hw * 1000:.1f})")
 
         # ---- 2 + 3a. save (pre-save marker), wait 5 s, restore ----
         err_at_save, _, _ = clock_error(vm)
