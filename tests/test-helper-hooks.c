@@ -394,3 +394,45 @@ Test(hooks, hung_hook_is_killed_and_the_bus_stays_responsive)
     }
     fx_client_close(c);
 }
+
+Test(hooks, completions_after_a_timeline_wait_for_restored)
+{
+    DBusConnection *c;
+    DBusMessage *m;
+    struct vms_msg t, *hello, w;
+    uint64_t t0;
+
+    start(NULL);
+    write_hook("post-restore.d", "10-slow", "sleep 0.5");
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, "org.example.Notes"), 0);
+    handshake(1, 0);
+    vms_msg_init(&t, VMS_MSG_TIMELINE);
+    vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
+    vms_msg_set_str(&t, VMS_F_STATE_ID, "st-9");
+    fx_bridge_send(&F, &t);
+    vms_msg_clear(&t);
+    F.epoch = 2;
+    t0 = fx_now_ms();
+    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "restore", 0, "org.example.Notes",
+                    "hi", "st-9", 1);
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(hello);
+    cr_assert_not_null(fx_bridge_expect(&F, VMS_MSG_ACK, 3000), "the event is acked at once");
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, 2);
+    fx_bridge_send(&F, &w);
+    fx_msg_free(hello);
+    /* the post-restore hook takes 0.5 s: Restored after it, the completion after Restored */
+    m = fx_wait_signal(c, "Restored", 3000);
+    cr_assert_not_null(m);
+    dbus_message_unref(m);
+    cr_assert_geq(fx_now_ms() - t0, 450);
+    m = fx_wait_signal(c, "Completed", 3000);
+    cr_assert_not_null(m, "the deferred completion follows Restored");
+    dbus_message_unref(m);
+    cr_assert(log_contains("restore completion deferred until Restored"));
+    fx_client_close(c);
+}
