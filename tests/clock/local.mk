@@ -14,7 +14,7 @@ check-clock-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin \
 SYSTEM_CHECKS += check-clock-system
 .PHONY: check-clock-system
 dist_noinst_SCRIPTS += tests/clock/run-system.sh
-EXTRA_DIST += tests/clock/test-clock-system.py tests/clock/guest
+EXTRA_DIST += tests/clock/test-clock-system.py tests/clock/guest tests/clock/README.md
 clean-local: clean-clock-image
 clean-clock-image:
 	rm -rf tests/clock/image
