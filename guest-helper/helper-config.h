@@ -35,11 +35,11 @@ struct helper_config {
     char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
     int log_level;               /* LOG_ERR .. LOG_DEBUG */
     /* issue 8: clock and hooks (helper-hooks.h) */
-    int clock_sync;                /* HELPER_CLOCK_* */
-    unsigned clock_min_step_ms;    /* smaller corrections are not applied */
-    char hooks_dir[PATH_MAX];      /* holds pre-save.d/ and post-restore.d/ */
-    unsigned hook_timeout_ms;      /* each hook is killed after this long */
-    unsigned prepare_window_ms;    /* listeners may Inhibit at least this long */
+    int clock_sync;             /* HELPER_CLOCK_* */
+    unsigned clock_min_step_ms; /* smaller corrections are not applied */
+    char hooks_dir[PATH_MAX];   /* holds pre-save.d/ and post-restore.d/ */
+    unsigned hook_timeout_ms;   /* each hook is killed after this long */
+    unsigned prepare_window_ms; /* listeners may Inhibit at least this long */
 };
 
 enum { HELPER_CLOCK_OFF = 0, HELPER_CLOCK_ON = 1, HELPER_CLOCK_DRY_RUN = 2 };

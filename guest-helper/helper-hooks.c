@@ -91,7 +91,7 @@ static unsigned scan_dir(const char *dir, char (**out)[256])
 {
     DIR *d = opendir(dir);
     struct dirent *e;
-    char (*names)[256] = NULL;
+    char(*names)[256] = NULL;
     unsigned n = 0;
 
     *out = NULL;
@@ -120,8 +120,8 @@ static void log_line(struct helper_hookrun *r, int kind)
 {
     r->line[r->line_len] = '\0';
     if (r->line_len)
-        vms_info(NULL, r->request_id[0] ? r->request_id : NULL, "%s hook %s: %s",
-                 kind_name[kind], r->names[r->next], r->line);
+        vms_info(NULL, r->request_id[0] ? r->request_id : NULL, "%s hook %s: %s", kind_name[kind],
+                 r->names[r->next], r->line);
     r->line_len = 0;
 }
 
@@ -169,8 +169,8 @@ static void run_next(struct helper *h, int kind)
         snprintf(path, sizeof(path), "%s/%s/%s", h->cfg.hooks_dir, kind_dir[kind],
                  r->names[r->next]);
         if (pipe2(p, O_CLOEXEC) < 0) {
-            vms_err(NULL, r->request_id, "%s hook %s: pipe: %s", kind_name[kind],
-                    r->names[r->next], strerror(errno));
+            vms_err(NULL, r->request_id, "%s hook %s: pipe: %s", kind_name[kind], r->names[r->next],
+                    strerror(errno));
             r->failed++;
             r->next++;
             continue;
@@ -205,8 +205,8 @@ static void run_next(struct helper *h, int kind)
         }
         close(p[1]);
         if (pid < 0) {
-            vms_err(NULL, r->request_id, "%s hook %s: fork: %s", kind_name[kind],
-                    r->names[r->next], strerror(errno));
+            vms_err(NULL, r->request_id, "%s hook %s: fork: %s", kind_name[kind], r->names[r->next],
+                    strerror(errno));
             close(p[0]);
             r->failed++;
             r->next++;
@@ -353,8 +353,7 @@ static void run_finished(struct helper *h, int kind)
     if (kind == HOOK_POST_RESTORE) {
         helper_bus_emit_restored(h, r->state_id, r->epoch);
         helper_deliver_deferred(h);
-    }
-    else
+    } else
         prepare_maybe_ready(h);
 }
 
@@ -376,8 +375,8 @@ void helper_hooks_sigchld(struct helper *h)
             if (r->killed) {
                 r->timed_out++;
                 vms_warn(NULL, r->request_id[0] ? r->request_id : NULL,
-                         "%s hook %s killed after %u ms (hook_timeout_ms); going on",
-                         kind_name[k], r->names[r->next], h->cfg.hook_timeout_ms);
+                         "%s hook %s killed after %u ms (hook_timeout_ms); going on", kind_name[k],
+                         r->names[r->next], h->cfg.hook_timeout_ms);
             } else if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
                 r->ok++;
                 vms_info(NULL, r->request_id[0] ? r->request_id : NULL, "%s hook %s: exit 0",
@@ -385,8 +384,7 @@ void helper_hooks_sigchld(struct helper *h)
             } else {
                 r->failed++;
                 vms_warn(NULL, r->request_id[0] ? r->request_id : NULL, "%s hook %s failed: %s %d",
-                         kind_name[k], r->names[r->next],
-                         WIFEXITED(st) ? "exit" : "signal",
+                         kind_name[k], r->names[r->next], WIFEXITED(st) ? "exit" : "signal",
                          WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
             }
             r->next++;

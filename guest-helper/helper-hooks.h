@@ -19,8 +19,8 @@ struct helper;
 
 enum helper_hook_kind { HOOK_PRE_SAVE = 0, HOOK_POST_RESTORE = 1, HOOK__COUNT };
 
-#define HOOKS_MAX      64   /* executables run per directory */
-#define HOOK_LINE_MAX  512  /* a longer output line is logged in pieces */
+#define HOOKS_MAX     64  /* executables run per directory */
+#define HOOK_LINE_MAX 512 /* a longer output line is logged in pieces */
 
 /* One directory's run: its executables, one at a time. */
 struct helper_hookrun {
@@ -31,8 +31,8 @@ struct helper_hookrun {
     uint64_t epoch;
     char (*names)[256]; /* sorted executable names */
     unsigned n, next;
-    pid_t pid;          /* running hook, 0 if none */
-    int out_fd;         /* its stdout+stderr, -1 if none */
+    pid_t pid;  /* running hook, 0 if none */
+    int out_fd; /* its stdout+stderr, -1 if none */
     char line[HOOK_LINE_MAX];
     size_t line_len;
     uint64_t deadline_ms;
@@ -44,7 +44,7 @@ struct helper_hookrun {
 struct helper_prepare {
     int active;
     char request_id[VMS_REQUEST_ID_LEN + 1];
-    uint64_t window_end_ms; /* Inhibit accepted at least until then */
+    uint64_t window_end_ms;    /* Inhibit accepted at least until then */
     uint64_t host_deadline_ms; /* the host saves anyway after this: Inhibit is too late */
 };
 
@@ -56,7 +56,7 @@ struct helper_hooks {
     uint64_t hello_sent_ns;  /* CLOCK_MONOTONIC of the last Hello */
     uint64_t clock_steps;    /* corrections applied (or signalled in dry-run) */
     int64_t last_correction_ns;
-    int64_t dry_offset_ns;   /* clock_sync = dry-run: the steps we would have made */
+    int64_t dry_offset_ns; /* clock_sync = dry-run: the steps we would have made */
     /* a restore in progress: Timeline seen, waiting for the Welcome that refines the clock */
     int restore_pending;
     char restore_state[VMS_STR_MAX + 1];

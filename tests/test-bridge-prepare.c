@@ -270,7 +270,6 @@ static void hello_caps(struct bridge_vm *vm, uint32_t caps)
     vms_msg_clear(&h);
 }
 
-
 #define CAPS_NEW (VMS_CAP_ALL | VMS_CAP_CLOCK | VMS_CAP_PREPARE)
 
 TestSuite(prepare, .init = setup, .fini = teardown);

@@ -414,8 +414,8 @@ Test(hooks, completions_after_a_timeline_wait_for_restored)
     vms_msg_clear(&t);
     F.epoch = 2;
     t0 = fx_now_ms();
-    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "restore", 0, "org.example.Notes",
-                    "hi", "st-9", 1);
+    fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "restore", 0, "org.example.Notes", "hi",
+                    "st-9", 1);
     hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
     cr_assert_not_null(hello);
     cr_assert_not_null(fx_bridge_expect(&F, VMS_MSG_ACK, 3000), "the event is acked at once");

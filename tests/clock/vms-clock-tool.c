@@ -186,8 +186,8 @@ int main(int argc, char **argv)
         struct timespec ts, mono;
         clock_gettime(CLOCK_REALTIME, &ts);
         clock_gettime(CLOCK_MONOTONIC, &mono);
-        printf("%lld.%09ld %lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec,
-               (long long)mono.tv_sec, mono.tv_nsec);
+        printf("%lld.%09ld %lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec, (long long)mono.tv_sec,
+               mono.tv_nsec);
         return 0;
     }
     if (argc >= 3 && !strcmp(argv[1], "listen")) {
