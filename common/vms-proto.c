@@ -93,7 +93,7 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
                                     VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_ACK] = {"Ack", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_EPOCH) | VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_TIMELINE] = {"Timeline", VMS_BIT(VMS_F_EPOCH)},
-    [VMS_MSG_CLOCK] = {"Clock", VMS_BIT(VMS_F_TIME_NS) | VMS_BIT(VMS_F_REASON)},
+    [VMS_MSG_CLOCK] = {"Clock", VMS_BIT(VMS_F_REASON)}, /* time_ns optional (connect) */
     [VMS_MSG_PREPARE] = {"Prepare", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_TIMEOUT_MS)},
     [VMS_MSG_READY] = {"Ready", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_STATUS)},
 };

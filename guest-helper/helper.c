@@ -709,7 +709,15 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         on_timeline(h, m);
         break;
     case VMS_MSG_CLOCK:
-        helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
+        if (vms_msg_has(m, VMS_F_TIME_NS))
+            helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
+        if (!strcmp(m->reason, "connect") && h->session == SESSION_WELCOMED &&
+            h->ports == PORTS_UP) {
+            /* a bridge (re)connected to our port, maybe a new process: let it learn our
+             * capabilities (helper_ports_hangup covers the bounces we do notice) */
+            vms_info(NULL, NULL, "bridge (re)connected: sending Hello");
+            send_hello(h);
+        }
         break;
     case VMS_MSG_PREPARE:
         helper_hooks_prepare(h, m);

@@ -56,6 +56,23 @@ int bridge_clock_send(struct bridge_vm *vm, const char *reason)
     return 1;
 }
 
+void bridge_clock_port_connected(struct bridge_vm *vm)
+{
+    struct vms_msg m;
+
+    if (vm->caps && !(vm->caps & VMS_CAP_CLOCK))
+        return; /* this session's helper does not take Clock */
+    vms_msg_init(&m, VMS_MSG_CLOCK);
+    vms_msg_set_str(&m, VMS_F_REASON, "connect");
+    if (vm->cfg->clock_sync)
+        vms_msg_set_u64(&m, VMS_F_TIME_NS, bridge_clock_realtime_ns());
+    bridge_vm_send(vm, &m);
+    vms_msg_clear(&m);
+    vm->hx.clocks_sent++;
+    vms_debug(vmname(vm), NULL, "port B connected: Clock (connect%s) sent",
+              vm->cfg->clock_sync ? "" : ", no time: clock_sync = no");
+}
+
 /* The op of the request running now, VMS_OP_UNKNOWN if none. */
 static enum vms_op running_op(struct bridge_vm *vm)
 {

@@ -42,6 +42,14 @@ void bridge_clock_stamp(struct bridge_vm *vm, struct vms_msg *m);
 /* Send Clock{time_ns, reason} when clock sync applies to @vm. Returns 1 if sent. */
 int bridge_clock_send(struct bridge_vm *vm, const char *reason);
 
+/*
+ * Port B (re)connected: send Clock{reason "connect"} (with time_ns when
+ * clock_sync = yes) unless the helper is known not to speak "clock". A helper
+ * that is already welcomed answers with a Hello, so a restarted bridge learns
+ * its capabilities (prepare, clock) without waiting for the helper to notice.
+ */
+void bridge_clock_port_connected(struct bridge_vm *vm);
+
 /* Backend event hook (backend.h: event): RESUME, BLOCK_IO_ERROR. @opaque is the VM. */
 void bridge_clock_on_event(void *opaque, const char *name);
 

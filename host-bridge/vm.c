@@ -680,10 +680,12 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
             port_schedule_retry(vm, &vm->a);
     }
     if (vm->b.ch.fd < 0 && now >= vm->b.retry_at) {
-        if (port_connect(vm, &vm->b, port_b_io) < 0)
+        if (port_connect(vm, &vm->b, port_b_io) < 0) {
             port_schedule_retry(vm, &vm->b);
-        else
+        } else {
+            bridge_clock_port_connected(vm); /* time, and a Hello from a welcomed helper */
             bridge_vm_resend_unacked(vm);
+        }
     }
     if (vm->backend)
         vm->br->backend->tick(vm->backend, now);

@@ -436,3 +436,19 @@ Test(hooks, completions_after_a_timeline_wait_for_restored)
     cr_assert(log_contains("restore completion deferred until Restored"));
     fx_client_close(c);
 }
+
+Test(hooks, clock_connect_makes_a_welcomed_helper_say_hello)
+{
+    struct vms_msg c, *hello;
+
+    start(NULL);
+    handshake(1, 0);
+    vms_msg_init(&c, VMS_MSG_CLOCK);
+    vms_msg_set_str(&c, VMS_F_REASON, "connect"); /* no time: clock_sync = no on the host */
+    fx_bridge_send(&F, &c);
+    vms_msg_clear(&c);
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(hello, "a restarted bridge learns our capabilities");
+    cr_assert(hello->caps & VMS_CAP_PREPARE);
+    fx_msg_free(hello);
+}
