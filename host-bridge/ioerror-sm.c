@@ -274,6 +274,7 @@ void bridge_ioe_sm_init(struct bridge_ioe_sm *sm, const struct bridge_ioe_config
     sm->opaque = opaque;
     sm->state = BRIDGE_IOE_RUNNING;
     sm->last_healthy_to_running = -1;
+    sm->last_healthy_to_cont = -1;
 }
 
 static void notify(struct bridge_ioe_sm *sm, const char *kind, const char *fmt, ...)
@@ -329,8 +330,10 @@ static void escalate(struct bridge_ioe_sm *sm, double now, const char *why)
            why, now - sm->since, sm->node);
 }
 
-static void do_cont(struct bridge_ioe_sm *sm)
+static void do_cont(struct bridge_ioe_sm *sm, double now)
 {
+    if (sm->healthy_at > 0 && sm->cont_after_healthy == 0)
+        sm->cont_after_healthy = now;
     sm->state = BRIDGE_IOE_RESUMING;
     sm->conts++;
     sm->act->cont(sm->opaque);
@@ -381,8 +384,12 @@ static void io_paused(struct bridge_ioe_sm *sm, double now)
             sm->next_probe = now;
             sm->next_cont = now;
         } else {
+            /* the store looked healthy and the VM paused again at once: QEMU's client may
+             * still be reconnecting (NBD: ~1-2 s). Retry at the minimum pace a few times,
+             * then back off. */
             sm->next_probe = sm->next_cont = now + sm->retry_delay_ms / 1000.0;
-            sm->retry_delay_ms = dbl(sm->retry_delay_ms, c->probe_max_ms);
+            if (sm->pauses > BRIDGE_IOE_FAST_RETRIES + 1)
+                sm->retry_delay_ms = dbl(sm->retry_delay_ms, c->probe_max_ms);
         }
         return;
     }
@@ -438,6 +445,9 @@ static void close_episode(struct bridge_ioe_sm *sm)
     sm->episode = 0;
     sm->last_pause_len = sm->paused_total;
     sm->last_healthy_to_running = sm->healthy_at > 0 ? sm->resumed_at - sm->healthy_at : -1;
+    sm->last_healthy_to_cont =
+        sm->healthy_at > 0 && sm->cont_after_healthy > 0 ? sm->cont_after_healthy - sm->healthy_at
+                                                         : -1;
     notify(sm, "resumed",
            "resumed: paused %.1f s by a storage error (%s) on disk %s; %u pause(s), %u resume "
            "attempt(s)",
@@ -502,13 +512,15 @@ void bridge_ioe_on_probe(struct bridge_ioe_sm *sm, int healthy, const char *deta
         sm->probe_delay_ms = dbl(sm->probe_delay_ms, sm->cfg->probe_max_ms);
         return;
     }
-    if (!sm->healthy_at)
+    if (!sm->healthy_at) {
         sm->healthy_at = now;
+        sm->cont_after_healthy = 0;
+        notify(sm, "healthy", "store of node %s healthy: %s", sm->node, detail ? detail : "");
+    }
     sm->healthy = 1;
     sm->probe_delay_ms = sm->cfg->probe_interval_ms;
-    (void)detail;
     if (now >= sm->next_cont)
-        do_cont(sm);
+        do_cont(sm, now);
 }
 
 void bridge_ioe_on_cont(struct bridge_ioe_sm *sm, int ok, const char *err, double now)
@@ -564,7 +576,7 @@ void bridge_ioe_tick(struct bridge_ioe_sm *sm, double now)
     if (sm->probe) {
         if (sm->healthy) {
             if (now >= sm->next_cont)
-                do_cont(sm);
+                do_cont(sm, now);
         } else if (!sm->probing && now >= sm->next_probe) {
             sm->probing = 1;
             sm->act->probe(sm->opaque, sm->probe);
@@ -572,7 +584,7 @@ void bridge_ioe_tick(struct bridge_ioe_sm *sm, double now)
         return;
     }
     if (now >= sm->next_cont)
-        do_cont(sm);
+        do_cont(sm, now);
 }
 
 /* ---- probes ---- */

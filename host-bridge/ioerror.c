@@ -285,7 +285,7 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
     const char *line;
     char *copy;
 
-    if (!strcmp(kind, "repaused"))
+    if (!strcmp(kind, "repaused") || !strcmp(kind, "healthy"))
         vms_info(vmname(e), NULL, "io: %s", text);
     else if (!strcmp(kind, "resumed") || !strcmp(kind, "user-paused"))
         vms_info(vmname(e), NULL, "io: %s", text);
@@ -311,8 +311,12 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
     json_object_object_add(o, "since_s", json_object_new_double(sm->episode ? e->now - sm->since
                                                                              : 0));
     if (!strcmp(kind, "resumed"))
+    {
         json_object_object_add(o, "healthy_to_running_s",
                                json_object_new_double(sm->last_healthy_to_running));
+        json_object_object_add(o, "healthy_to_cont_s",
+                               json_object_new_double(sm->last_healthy_to_cont));
+    }
     json_object_object_add(o, "text", json_object_new_string(text));
     line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     copy = malloc(strlen(line) + 2);

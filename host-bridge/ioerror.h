@@ -24,6 +24,8 @@
 #define BRIDGE_IOE_PROBES_MAX 8
 #define BRIDGE_IOE_NODE_MAX   64
 #define BRIDGE_IOE_TARGET_MAX 256
+/* Repauses retried at io_retry_min_ms before the delay doubles (NBD clients reconnect). */
+#define BRIDGE_IOE_FAST_RETRIES 12
 
 enum bridge_ioe_policy { BRIDGE_IOE_AUTO_RESUME = 0, BRIDGE_IOE_LEAVE_PAUSED, BRIDGE_IOE_KILL };
 
@@ -85,7 +87,8 @@ struct bridge_ioe_actions {
     void (*probe)(void *opaque, const struct bridge_ioe_probe_cfg *p);
     void (*cont)(void *opaque);
     void (*kill)(void *opaque, const char *why);
-    /* kind: "paused", "resumed", "escalated", "killed", "gave-up", "user-paused";
+    /* kind: "paused", "repaused", "healthy", "resumed", "escalated", "killed",
+     * "user-paused";
      * @sm holds the details (node, reason, since, counters). */
     void (*notify)(void *opaque, const char *kind, const struct bridge_ioe_sm *sm,
                    const char *text);
@@ -121,7 +124,9 @@ struct bridge_ioe_sm {
     unsigned retry_delay_ms;
     double kill_at;
     /* stats */
+    double cont_after_healthy; /* first cont after healthy_at */
     double last_healthy_to_running; /* s, from the probe's healthy to RESUME of the last episode */
+    double last_healthy_to_cont;    /* s, from the probe's healthy to the bridge's first cont */
     double last_pause_len;
 };
 
