@@ -90,3 +90,4 @@ clean-bridge-image:
 .PHONY: clean-bridge-image
 TESTS += tests/bridge/test-admin.sh
 dist_noinst_SCRIPTS += tests/bridge/test-admin.sh
+include tests/ioerror/local.mk
