@@ -41,6 +41,7 @@ def main():
     ap.add_argument("--workdir")
     a = ap.parse_args()
     workdir = a.workdir or tempfile.mkdtemp(prefix="vmsio-bench-")
+    os.makedirs(workdir, exist_ok=True)
     rnd = random.Random(20)
     img = os.path.join(workdir, "nbd.raw")
     with open(img, "wb") as f:

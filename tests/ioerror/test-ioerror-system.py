@@ -75,7 +75,7 @@ def main():
     t_all = time.monotonic()
     rnd = random.Random(6)
     tmpfs = os.path.join(workdir, "tmpfs")
-    os.makedirs(tmpfs, exist_ok=True)
+    os.makedirs(tmpfs, exist_ok=True)  # also creates workdir
     have_tmpfs = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", tmpfs],
                                 capture_output=True).returncode == 0
     # disks (sizes tell them apart in the guest)
