@@ -276,6 +276,23 @@ fail:
     bridge_ioe_on_probe(&e->sm, 0, "cannot start a probe", e->now);
 }
 
+/* After a resume: tell the guest's listeners (best effort: port B connected, not journaled). */
+static void send_guest_notice(struct bridge_ioe *e, const struct bridge_ioe_sm *sm)
+{
+    struct vms_msg n;
+    char text[VMS_STR_MAX + 1];
+
+    snprintf(text, sizeof(text), "paused %.1f s by a storage error (%s) on disk %s",
+             sm->paused_total, sm->nospace ? "ENOSPC" : "EIO", sm->node[0] ? sm->node : "?");
+    if (!vms_valid_text(text))
+        return;
+    vms_msg_init(&n, VMS_MSG_NOTICE);
+    vms_msg_set_str(&n, VMS_F_REASON, "io-resumed");
+    vms_msg_set_str(&n, VMS_F_MESSAGE, text);
+    bridge_vm_send(e->vm, &n);
+    vms_msg_clear(&n);
+}
+
 static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_sm *sm,
                        const char *text)
 {
@@ -318,6 +335,8 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
                                json_object_new_double(sm->last_healthy_to_cont));
     }
     json_object_object_add(o, "text", json_object_new_string(text));
+    if (!strcmp(kind, "resumed"))
+        send_guest_notice(e, sm);
     line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     copy = malloc(strlen(line) + 2);
     if (copy) {

@@ -14,6 +14,7 @@
 
 #include "bridge-config.h"
 #include "ioerror.h"
+#include "vms-proto.h"
 
 /* ---- mock actions ---- */
 
@@ -427,4 +428,32 @@ Test(ioe, probe_unix_nbd)
     cr_assert_eq(bridge_ioe_probe_run(&p, 0, detail, sizeof(detail)), 1, "%s", detail);
     close(ls);
     unlink(path);
+}
+
+/* ---- the guest notice (protocol addition) ---- */
+
+Test(ioe, notice_roundtrip)
+{
+    struct vms_msg n, d;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[256];
+
+    vms_msg_init(&n, VMS_MSG_NOTICE);
+    vms_msg_set_str(&n, VMS_F_REASON, "io-resumed");
+    vms_msg_set_str(&n, VMS_F_MESSAGE, "paused 3.2 s by a storage error (EIO) on disk nbd1");
+    cr_assert_eq(vms_msg_encode(&n, &buf, &len, err, sizeof(err)), 0, "%s", err);
+    vms_msg_init(&d, VMS_MSG_UNKNOWN);
+    cr_assert_eq(vms_msg_decode(buf, len, &d, NULL), VMS_DECODE_OK);
+    cr_assert_eq(d.type, VMS_MSG_NOTICE);
+    cr_assert_str_eq(d.reason, "io-resumed");
+    cr_assert_str_eq(vms_msg_type_name(d.type), "Notice");
+    free(buf);
+    vms_msg_clear(&d);
+    vms_msg_clear(&n);
+    /* the message is required */
+    vms_msg_init(&n, VMS_MSG_NOTICE);
+    vms_msg_set_str(&n, VMS_F_REASON, "io-resumed");
+    cr_assert_eq(vms_msg_encode(&n, &buf, &len, err, sizeof(err)), -1);
+    vms_msg_clear(&n);
 }

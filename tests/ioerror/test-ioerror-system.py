@@ -129,6 +129,8 @@ def main():
         dev = guest_dev(vm, sizes["nbd"] // 512)
         pattern = rnd.randbytes(8 * MiB)
         vm.write_file("/tmp/pat", pattern)
+        portb = vm.port_device("org.vmstate.event.0")
+        vm.spawn(f"cat {portb} > /tmp/portb.bin")  # no helper in this image: catch the Notice
         vm.clear_events()
         vm.spawn(writer_script(dev, "/tmp/pat", 128, "/tmp/w1.log"))
         time.sleep(0.5)
@@ -155,6 +157,10 @@ def main():
         out = wait_guest_file(vm, "/tmp/w1.log", "DONE", 60)
         ok, text = guest_clean(vm, "/tmp/w1.log")
         check(ok, f"1: the guest's writes all completed, no I/O error seen in the guest ({text.strip()[:200]})")
+        time.sleep(0.3)
+        check("io-resumed" in vm.run("cat /tmp/portb.bin")[1] and "on disk nbd1" in
+              vm.run("cat /tmp/portb.bin")[1],
+              "1: the guest received a Notice (io-resumed, 'paused N s ... on disk nbd1') on port B")
         with open(nbd_img, "rb") as f:
             on_disk = f.read(len(pattern))
         check(on_disk == pattern, "1: the bytes on the NBD disk are the guest's pattern")
