@@ -491,11 +491,11 @@ void bridge_ioe_on_status(struct bridge_ioe_sm *sm, const char *status, double n
     }
     /* paused on purpose (or saving, migrating...): never resumed by us */
     if (sm->state != BRIDGE_IOE_USER_PAUSED) {
-        if (sm->episode)
-            sm->paused_total += 0; /* the episode stays open; it closes after a resume */
+        /* an open episode stays open; it closes after a resume */
         sm->state = BRIDGE_IOE_USER_PAUSED;
-        notify(sm, "user-paused", "stopped (status %s), not by an I/O error: not auto-resumed",
-               status);
+        if (!strcmp(status, "paused")) /* not save-vm, finish-migrate, ...: the bridge's own */
+            notify(sm, "user-paused",
+                   "stopped (status %s), not by an I/O error: not auto-resumed", status);
     }
     sm->error_seen = 0;
 }

@@ -457,3 +457,15 @@ Test(ioe, notice_roundtrip)
     cr_assert_eq(vms_msg_encode(&n, &buf, &len, err, sizeof(err)), -1);
     vms_msg_clear(&n);
 }
+
+Test(ioe, bridge_snapshot_stop_is_neither_resumed_nor_reported)
+{
+    bridge_ioe_on_stop(&sm, 1);
+    bridge_ioe_on_status(&sm, "save-vm", 1);
+    cr_assert_eq(sm.state, BRIDGE_IOE_USER_PAUSED);
+    cr_assert_eq(mk.n_kinds, 0);
+    bridge_ioe_tick(&sm, 100);
+    cr_assert_eq(mk.cont, 0);
+    bridge_ioe_on_resume(&sm, 101);
+    cr_assert_eq(sm.state, BRIDGE_IOE_RUNNING);
+}
