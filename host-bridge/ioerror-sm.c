@@ -361,7 +361,8 @@ static void io_paused(struct bridge_ioe_sm *sm, double now)
     }
     sm->pauses++;
     sm->paused_at = now;
-    sm->healthy = 0;
+    /* a probe said healthy less than a probe interval ago: cont again without re-probing */
+    sm->healthy = sm->healthy && sm->probe && now - sm->last_probe_ok < c->probe_interval_ms / 1000.0;
     sm->state = BRIDGE_IOE_IO_PAUSED;
     if (first)
         notify(sm, "paused", "paused by a storage error (%s) on node %s: %s %s; policy %s, %s",
@@ -518,6 +519,7 @@ void bridge_ioe_on_probe(struct bridge_ioe_sm *sm, int healthy, const char *deta
         notify(sm, "healthy", "store of node %s healthy: %s", sm->node, detail ? detail : "");
     }
     sm->healthy = 1;
+    sm->last_probe_ok = now;
     sm->probe_delay_ms = sm->cfg->probe_interval_ms;
     if (now >= sm->next_cont)
         do_cont(sm, now);

@@ -118,6 +118,7 @@ struct bridge_ioe_sm {
     int probing;             /* a probe is running */
     int healthy;             /* the last probe said healthy */
     double healthy_at;       /* when the probe first said healthy since the last pause */
+    double last_probe_ok;    /* the last healthy probe */
     double next_probe;
     unsigned probe_delay_ms;
     double next_cont;        /* not before (rate limit / resume timer) */
