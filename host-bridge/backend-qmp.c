@@ -646,6 +646,46 @@ static int qmp_query_status(struct bridge_backend *q, bridge_backend_done_fn don
     return 0;
 }
 
+static void on_query_block(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
+    size_t n = !err && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret)
+                                                                  : 0;
+    (void)q;
+
+    if (err)
+        snprintf(r.message, sizeof(r.message), "%s", err);
+    for (size_t i = 0; i < n; i++) {
+        json_object *dev = json_object_array_get_idx(ret, i), *ins;
+        const char *st = str_member(dev, "io-status"), *node = "";
+        if (!st[0] || !strcmp(st, "ok"))
+            continue;
+        if (json_object_object_get_ex(dev, "inserted", &ins))
+            node = str_member(ins, "node-name");
+        if (!node[0])
+            node = str_member(dev, "device");
+        sanitize_text(r.io_node, sizeof(r.io_node), node);
+        sanitize_text(r.io_status, sizeof(r.io_status), st);
+        break;
+    }
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static int qmp_query_block(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-block", NULL, q->cfg->command_timeout, on_query_block, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_cont(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     (void)q;
@@ -973,6 +1013,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .query_memory = qmp_query_memory,
     .set_balloon = qmp_set_balloon,
     .query_status = qmp_query_status,
+    .query_block = qmp_query_block,
     .cont = qmp_cont,
     .kill = qmp_kill,
 };

@@ -26,6 +26,8 @@ struct bridge_backend_result {
     uint64_t mem_bytes;            /* query_memory: the guest's current memory */
     uint64_t bytes;                /* set_balloon: the target set */
     char run_status[32];           /* query_status: QEMU's status, e.g. "running", "io-error" */
+    char io_node[BRIDGE_NODE_NAME_MAX]; /* query_block: first drive whose io-status is not ok */
+    char io_status[16];                 /* query_block: its io-status ("failed", "nospace") */
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
@@ -84,6 +86,8 @@ struct bridge_backend_ops {
                        void *opaque);
     /* The VM's run state (result.run_status). */
     int (*query_status)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* The first drive in an I/O-error state (result.io_node/io_status; "" when none). */
+    int (*query_block)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Resume a paused VM (QMP cont). */
     int (*cont)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the

@@ -175,9 +175,34 @@ static void admin_publish(const char *line)
 
 /* ---- actions ---- */
 
+/* io-error: which drive (query-block io-status), then the machine hears the status. */
+static void on_block_done(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_ioe *e = opaque;
+    double now = bridge_now();
+
+    if (r->status == VMS_STATUS_OK && r->io_node[0]) {
+        int nospace = !strcmp(r->io_status, "nospace");
+        if (strcmp(r->io_node, e->sm.node) || !e->sm.error_seen) {
+            vms_info(vmname(e), NULL, "io: query-block: node %s io-status %s", r->io_node,
+                     r->io_status);
+            bridge_ioe_on_io_error(&e->sm, r->io_node, e->sm.error_seen ? e->sm.operation : "",
+                                   e->sm.error_seen ? e->sm.reason : r->io_status, nospace, now);
+        }
+    } else if (r->status == VMS_STATUS_OK) {
+        vms_debug(vmname(e), NULL, "io: query-block shows no drive in error");
+    }
+    bridge_ioe_on_status(&e->sm, "io-error", now);
+}
+
 static void on_status_done(void *opaque, const struct bridge_backend_result *r)
 {
     struct bridge_ioe *e = opaque;
+
+    if (r->status == VMS_STATUS_OK && !strcmp(r->run_status, "io-error") &&
+        e->vm->backend && ops(e)->query_block &&
+        ops(e)->query_block(e->vm->backend, on_block_done, e) == 0)
+        return;
     bridge_ioe_on_status(&e->sm, r->status == VMS_STATUS_OK ? r->run_status : NULL, bridge_now());
 }
 

@@ -254,6 +254,15 @@ def main():
             time.sleep(2)
             check(status(vm) == "io-error", "5: stays paused while the file system is full "
                   "(file probe: free space below io_probe_min_free)")
+            t_r = time.time()
+            check(bridge.stop() == 0, "5: bridge stopped while the VM is paused")
+            bridge.start(vms)  # a new bridge must find the paused VM by itself
+            ev = bridge.events
+            p2 = ev.wait("dbg", "paused", 20, after=t_r)
+            check(p2["node"] == "full1" and p2["error"] == "ENOSPC" and status(vm) == "io-error",
+                  "5: a restarted bridge found the paused VM (query-status io-error, query-block "
+                  f"io-status nospace on full1): {p2['text']}")
+            time.sleep(1)
             t_free = time.time()
             os.unlink(filler)
             r = ev.wait("dbg", "resumed", 20, after=t_free)
