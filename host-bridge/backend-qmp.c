@@ -656,7 +656,7 @@ static void on_query_block(struct bridge_backend *q, json_object *ret, const cha
 
     if (err)
         snprintf(r.message, sizeof(r.message), "%s", err);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && r.n_io < 4; i++) {
         json_object *dev = json_object_array_get_idx(ret, i), *ins;
         const char *st = str_member(dev, "io-status"), *node = "";
         if (!st[0] || !strcmp(st, "ok"))
@@ -665,9 +665,9 @@ static void on_query_block(struct bridge_backend *q, json_object *ret, const cha
             node = str_member(ins, "node-name");
         if (!node[0])
             node = str_member(dev, "device");
-        sanitize_text(r.io_node, sizeof(r.io_node), node);
-        sanitize_text(r.io_status, sizeof(r.io_status), st);
-        break;
+        sanitize_text(r.io_node[r.n_io], sizeof(r.io_node[0]), node);
+        sanitize_text(r.io_status[r.n_io], sizeof(r.io_status[0]), st);
+        r.n_io++;
     }
     c->done(c->opaque, &r);
     free(c);

@@ -26,8 +26,11 @@ struct bridge_backend_result {
     uint64_t mem_bytes;            /* query_memory: the guest's current memory */
     uint64_t bytes;                /* set_balloon: the target set */
     char run_status[32];           /* query_status: QEMU's status, e.g. "running", "io-error" */
-    char io_node[BRIDGE_NODE_NAME_MAX]; /* query_block: first drive whose io-status is not ok */
-    char io_status[16];                 /* query_block: its io-status ("failed", "nospace") */
+    /* query_block: drives whose io-status is not "ok" (QEMU does not reset it on cont for
+     * -blockdev devices, so an entry may be stale) */
+    unsigned n_io;
+    char io_node[4][BRIDGE_NODE_NAME_MAX];
+    char io_status[4][16]; /* "failed", "nospace" */
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
@@ -86,7 +89,7 @@ struct bridge_backend_ops {
                        void *opaque);
     /* The VM's run state (result.run_status). */
     int (*query_status)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
-    /* The first drive in an I/O-error state (result.io_node/io_status; "" when none). */
+    /* The drives in an I/O-error state (result.n_io, io_node, io_status). */
     int (*query_block)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Resume a paused VM (QMP cont). */
     int (*cont)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);

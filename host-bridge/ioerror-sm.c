@@ -424,6 +424,7 @@ void bridge_ioe_on_stop(struct bridge_ioe_sm *sm, double now)
     if (sm->state == BRIDGE_IOE_KILLED)
         return;
     sm->state = BRIDGE_IOE_CHECKING;
+    sm->requery_at = 0;
     sm->act->query_status(sm->opaque);
 }
 
@@ -475,7 +476,7 @@ void bridge_ioe_on_status(struct bridge_ioe_sm *sm, const char *status, double n
     if (!status) { /* query failed: ask again at the next tick */
         if (sm->state == BRIDGE_IOE_CHECKING || sm->state == BRIDGE_IOE_RESUMING) {
             sm->state = BRIDGE_IOE_CHECKING;
-            sm->next_cont = now + 0.5; /* reused as the re-query time */
+            sm->requery_at = now + 0.5;
         }
         return;
     }
@@ -546,8 +547,8 @@ void bridge_ioe_tick(struct bridge_ioe_sm *sm, double now)
             close_episode(sm);
         return;
     case BRIDGE_IOE_CHECKING:
-        if (sm->next_cont > 0 && now >= sm->next_cont) {
-            sm->next_cont = 0;
+        if (sm->requery_at > 0 && now >= sm->requery_at) {
+            sm->requery_at = 0;
             sm->act->query_status(sm->opaque);
         }
         return;

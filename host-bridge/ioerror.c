@@ -181,16 +181,30 @@ static void on_block_done(void *opaque, const struct bridge_backend_result *r)
     struct bridge_ioe *e = opaque;
     double now = bridge_now();
 
-    if (r->status == VMS_STATUS_OK && r->io_node[0]) {
-        int nospace = !strcmp(r->io_status, "nospace");
-        if (strcmp(r->io_node, e->sm.node) || !e->sm.error_seen) {
-            vms_info(vmname(e), NULL, "io: query-block: node %s io-status %s", r->io_node,
-                     r->io_status);
-            bridge_ioe_on_io_error(&e->sm, r->io_node, e->sm.error_seen ? e->sm.operation : "",
-                                   e->sm.error_seen ? e->sm.reason : r->io_status, nospace, now);
+    int pick = -1, score = -1;
+
+    for (unsigned i = 0; r->status == VMS_STATUS_OK && i < r->n_io; i++) {
+        /* BLOCK_IO_ERROR named the drive: confirmed if listed. Else (the VM paused before we
+         * connected) guess: nospace first, then a drive with a probe, then the first. */
+        int s = e->sm.error_seen && !strcmp(r->io_node[i], e->sm.node)
+                    ? 10
+                    : 2 * !strcmp(r->io_status[i], "nospace") +
+                          (bridge_ioe_probe_for(e->sm.cfg, r->io_node[i]) != NULL);
+        vms_debug(vmname(e), NULL, "io: query-block: node %s io-status %s", r->io_node[i],
+                  r->io_status[i]);
+        if (s > score) {
+            score = s;
+            pick = (int)i;
         }
-    } else if (r->status == VMS_STATUS_OK) {
-        vms_debug(vmname(e), NULL, "io: query-block shows no drive in error");
+    }
+    if (pick >= 0 && !e->sm.error_seen && !e->sm.episode) {
+        vms_info(vmname(e), NULL, "io: paused before any BLOCK_IO_ERROR was seen; query-block: "
+                 "node %s io-status %s", r->io_node[pick], r->io_status[pick]);
+        bridge_ioe_on_io_error(&e->sm, r->io_node[pick], "", r->io_status[pick],
+                               !strcmp(r->io_status[pick], "nospace"), now);
+    } else if (e->sm.error_seen && score < 10) {
+        vms_info(vmname(e), NULL, "io: query-block does not list node %s as failed",
+                 e->sm.node);
     }
     bridge_ioe_on_status(&e->sm, "io-error", now);
 }

@@ -119,6 +119,7 @@ struct bridge_ioe_sm {
     int healthy;             /* the last probe said healthy */
     double healthy_at;       /* when the probe first said healthy since the last pause */
     double last_probe_ok;    /* the last healthy probe */
+    double requery_at;       /* CHECKING: ask query-status again (the last query failed) */
     double next_probe;
     unsigned probe_delay_ms;
     double next_cont;        /* not before (rate limit / resume timer) */

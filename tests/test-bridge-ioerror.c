@@ -479,3 +479,17 @@ Test(ioe, bridge_snapshot_stop_is_neither_resumed_nor_reported)
     bridge_ioe_on_resume(&sm, 101);
     cr_assert_eq(sm.state, BRIDGE_IOE_RUNNING);
 }
+
+Test(ioe, checking_asks_query_status_once)
+{
+    io_pause("disk9", 0, 10);
+    bridge_ioe_tick(&sm, 12);
+    cr_assert_eq(mk.cont, 1);
+    bridge_ioe_on_resume(&sm, 12);
+    bridge_ioe_on_io_error(&sm, "disk9", "write", "x", 0, 12.1);
+    bridge_ioe_on_stop(&sm, 12.1);
+    cr_assert_eq(mk.query, 2);
+    bridge_ioe_tick(&sm, 12.5);
+    bridge_ioe_tick(&sm, 15);
+    cr_assert_eq(mk.query, 2, "no second query while the first is pending");
+}
