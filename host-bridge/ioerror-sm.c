@@ -221,6 +221,14 @@ int bridge_ioe_config_key(struct bridge_ioe_config *c, const char *key, const ch
         }
         return 1;
     }
+    if (!strcmp(key, "io_restart_command")) {
+        if (!value[0] || strlen(value) >= sizeof(c->restart_command)) {
+            snprintf(why, wl, "empty or longer than %zu bytes", sizeof(c->restart_command) - 1);
+            return -1;
+        }
+        strcpy(c->restart_command, value);
+        return 1;
+    }
     if (!strcmp(key, "io_probe_min_free")) {
         if (ioe_size(value, &c->min_free_bytes) < 0) {
             snprintf(why, wl, "'%s' is not a size (number, optional K/M/G)", value);

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +42,7 @@ struct bridge_ioe {
     struct probe_job *job;
     double now;
     double kill_force_at;
+    int restart_pending; /* killed by us: run io_restart_command once QEMU is gone */
 };
 
 static const char *vmname(const struct bridge_ioe *e)
@@ -265,10 +267,40 @@ static void act_cont(void *opaque)
         bridge_ioe_on_cont(&e->sm, 0, "QMP unavailable", e->now);
 }
 
+/* io_restart_command, detached (double fork: the bridge's reaper never sees it). */
+static void run_restart(struct bridge_ioe *e)
+{
+    const char *cmd = e->vm->cfg->ioe.restart_command;
+    char vmenv[BRIDGE_VM_NAME_MAX + 16];
+    char *const envp[] = {vmenv, "VMSTATE_EVENT=io-killed", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                          NULL};
+    pid_t c;
+
+    e->restart_pending = 0;
+    if (!cmd[0])
+        return;
+    snprintf(vmenv, sizeof(vmenv), "VMSTATE_VM=%s", vmname(e));
+    vms_warn(vmname(e), NULL, "io: running io_restart_command");
+    c = fork();
+    if (c == 0) { /* only async-signal-safe calls: other threads may hold locks */
+        if (fork() == 0) {
+            setsid();
+            execle("/bin/sh", "sh", "-c", cmd, (char *)NULL, envp);
+            _exit(127);
+        }
+        _exit(0);
+    }
+    if (c < 0)
+        vms_err(vmname(e), NULL, "io: cannot run io_restart_command: %s", strerror(errno));
+    else
+        waitpid(c, NULL, 0);
+}
+
 static void act_kill(void *opaque, const char *why)
 {
     struct bridge_ioe *e = opaque;
     (void)why;
+    e->restart_pending = 1;
     if (e->vm->backend && ops(e)->kill(e->vm->backend, 0) == 0) {
         e->kill_force_at = e->now + KILL_FORCE_AFTER;
         return;
@@ -450,6 +482,14 @@ void bridge_ioe_ready(struct bridge_ioe *e)
         return;
     e->kill_force_at = 0;
     bridge_ioe_on_ready(&e->sm, bridge_now());
+}
+
+void bridge_ioe_lost(struct bridge_ioe *e)
+{
+    if (e && e->restart_pending) {
+        e->kill_force_at = 0;
+        run_restart(e);
+    }
 }
 
 void bridge_ioe_tick_vm(struct bridge_ioe *e, double now)

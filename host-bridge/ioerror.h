@@ -51,6 +51,7 @@ struct bridge_ioe_config {
     unsigned escalate_after_s;     /* io_escalate_after: paused this long: escalate (0 = never) */
     uint64_t min_free_bytes;       /* io_probe_min_free: a file probe needs this much free space */
     struct bridge_ioe_probe_cfg probes[BRIDGE_IOE_PROBES_MAX]; /* io_probe (repeatable) */
+    char restart_command[512];     /* io_restart_command: run (sh -c) once a killed VM's QEMU is gone */
     unsigned n_probes;
 };
 
@@ -171,6 +172,7 @@ void bridge_ioe_event(struct bridge_ioe *e, const char *name);
 void bridge_ioe_io_error(struct bridge_ioe *e, const char *node, const char *operation,
                          const char *reason, int nospace);
 void bridge_ioe_ready(struct bridge_ioe *e);
+void bridge_ioe_lost(struct bridge_ioe *e);
 void bridge_ioe_tick_vm(struct bridge_ioe *e, double now);
 
 /* The admin event socket (one per bridge): JSON lines to every client. */

@@ -561,6 +561,7 @@ static void on_backend_lost(void *opaque)
 {
     struct bridge_vm *vm = opaque;
     vms_warn(vmname(vm), NULL, "hypervisor connection lost; requests wait for it");
+    bridge_ioe_lost(vm->ioe);
 }
 
 static const struct bridge_backend_hooks backend_hooks = {

@@ -119,6 +119,10 @@ Test(ioe, config_keys)
     cr_assert_eq(bridge_ioe_config_key(&c, "io_probe_min_free", "16M", why, sizeof(why)), 1);
     cr_assert_eq(c.min_free_bytes, 16u << 20);
     cr_assert_eq(bridge_ioe_config_key(&c, "max_states", "3", why, sizeof(why)), 0);
+    cr_assert_eq(bridge_ioe_config_key(&c, "io_restart_command", "start-vm $VMSTATE_VM", why,
+                                       sizeof(why)),
+                 1);
+    cr_assert_str_eq(c.restart_command, "start-vm $VMSTATE_VM");
     /* probes */
     cr_assert_eq(bridge_ioe_config_key(&c, "io_probe", "a=/var/lib/a.qcow2", why, sizeof(why)), 1);
     cr_assert_eq(bridge_ioe_config_key(&c, "io_probe", "b=nbd://10.0.0.1", why, sizeof(why)), 1);

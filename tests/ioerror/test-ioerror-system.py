@@ -111,7 +111,9 @@ def main():
                 "io_probe_interval_ms = 500", "io_probe_max_ms = 1000", "io_probe_min_free = 2M",
                 "io_escalate_after = 120"],
         "lp": ["io_error_policy = leave-paused"],
-        "kill": ["io_error_policy = kill", "io_kill_timeout = 2"],
+        "kill": ["io_error_policy = kill", "io_kill_timeout = 2",
+                 f"io_restart_command = echo restart $VMSTATE_VM $VMSTATE_EVENT > "
+                 f"{workdir}/restart.out"],
     }
     bridge = None
     try:
@@ -217,6 +219,14 @@ def main():
         except subprocess.TimeoutExpired:
             gone = None
         k = ev.of("kill", "killed")
+        time.sleep(0.5)
+        try:
+            with open(os.path.join(workdir, "restart.out")) as f:
+                restart = f.read().strip()
+        except OSError:
+            restart = None
+        check(restart == "restart kill io-killed",
+              f"3: io_restart_command ran once QEMU was gone ({restart!r})")
         check(gone is not None and 2 <= gone + 0.3 and gone <= 9 and k,
               f"3: policy kill: QEMU gone {gone if gone is None else round(gone, 2)}s after the "
               "pause (io_kill_timeout = 2), 'killed' reported")
