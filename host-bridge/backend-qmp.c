@@ -613,10 +613,9 @@ static void on_block_io_error(struct bridge_backend *q, json_object *data)
     vms_info(vmname(q), NULL, "qmp: BLOCK_IO_ERROR node=%s op=%s reason=%s action=%s", node, op,
              reason, action);
     if (q->hooks->io_error)
-        q->hooks->io_error(q->opaque, node, op, reason,
-                           json_object_object_get_ex(data, "nospace", &ns) &&
-                               json_object_get_boolean(ns),
-                           action);
+        q->hooks->io_error(
+            q->opaque, node, op, reason,
+            json_object_object_get_ex(data, "nospace", &ns) && json_object_get_boolean(ns), action);
 }
 
 static void on_query_status(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
@@ -650,8 +649,8 @@ static void on_query_block(struct bridge_backend *q, json_object *ret, const cha
 {
     struct qmp_call *c = arg;
     struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
-    size_t n = !err && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret)
-                                                                  : 0;
+    size_t n =
+        !err && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
     (void)q;
 
     if (err)

@@ -268,8 +268,8 @@ const struct bridge_ioe_probe_cfg *bridge_ioe_probe_for(const struct bridge_ioe_
 
 const char *bridge_ioe_state_name(enum bridge_ioe_state s)
 {
-    static const char *const names[] = {"running", "user-paused", "checking", "io-paused",
-                                        "resuming", "gave-up", "killed"};
+    static const char *const names[] = {"running",  "user-paused", "checking", "io-paused",
+                                        "resuming", "gave-up",     "killed"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
 
@@ -370,15 +370,16 @@ static void io_paused(struct bridge_ioe_sm *sm, double now)
     sm->pauses++;
     sm->paused_at = now;
     /* a probe said healthy less than a probe interval ago: cont again without re-probing */
-    sm->healthy = sm->healthy && sm->probe && now - sm->last_probe_ok < c->probe_interval_ms / 1000.0;
+    sm->healthy =
+        sm->healthy && sm->probe && now - sm->last_probe_ok < c->probe_interval_ms / 1000.0;
     sm->state = BRIDGE_IOE_IO_PAUSED;
     if (first)
         notify(sm, "paused", "paused by a storage error (%s) on node %s: %s %s; policy %s, %s",
                err_name(sm), sm->node[0] ? sm->node : "?", sm->operation, sm->reason,
                bridge_ioe_policy_name(c->policy),
                c->policy != BRIDGE_IOE_AUTO_RESUME ? "no auto-resume"
-               : sm->probe                        ? "probing the store"
-                                                  : "unknown condition: resume timer");
+               : sm->probe                         ? "probing the store"
+                                                   : "unknown condition: resume timer");
     else
         notify(sm, "repaused", "paused again (%u) by %s on node %s after %u resume(s)", sm->pauses,
                err_name(sm), sm->node[0] ? sm->node : "?", sm->conts);
@@ -455,9 +456,9 @@ static void close_episode(struct bridge_ioe_sm *sm)
     sm->episode = 0;
     sm->last_pause_len = sm->paused_total;
     sm->last_healthy_to_running = sm->healthy_at > 0 ? sm->resumed_at - sm->healthy_at : -1;
-    sm->last_healthy_to_cont =
-        sm->healthy_at > 0 && sm->cont_after_healthy > 0 ? sm->cont_after_healthy - sm->healthy_at
-                                                         : -1;
+    sm->last_healthy_to_cont = sm->healthy_at > 0 && sm->cont_after_healthy > 0
+                                   ? sm->cont_after_healthy - sm->healthy_at
+                                   : -1;
     notify(sm, "resumed",
            "resumed: paused %.1f s by a storage error (%s) on disk %s; %u pause(s), %u resume "
            "attempt(s)",
@@ -504,8 +505,8 @@ void bridge_ioe_on_status(struct bridge_ioe_sm *sm, const char *status, double n
         /* an open episode stays open; it closes after a resume */
         sm->state = BRIDGE_IOE_USER_PAUSED;
         if (!strcmp(status, "paused")) /* not save-vm, finish-migrate, ...: the bridge's own */
-            notify(sm, "user-paused",
-                   "stopped (status %s), not by an I/O error: not auto-resumed", status);
+            notify(sm, "user-paused", "stopped (status %s), not by an I/O error: not auto-resumed",
+                   status);
     }
     sm->error_seen = 0;
 }
@@ -647,7 +648,8 @@ static int probe_file(const char *path, uint64_t min_free, char *detail, size_t 
     memset(buf, 0x5a, sizeof(buf));
     n = write(fd, buf, sizeof(buf));
     if (n != (ssize_t)sizeof(buf) || fsync(fd) < 0) {
-        snprintf(detail, len, "write probe in %s: %s", dir, n < 0 ? strerror(errno) : "short write");
+        snprintf(detail, len, "write probe in %s: %s", dir,
+                 n < 0 ? strerror(errno) : "short write");
         close(fd);
         unlink(probe);
         return 0;

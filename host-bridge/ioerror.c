@@ -200,13 +200,14 @@ static void on_block_done(void *opaque, const struct bridge_backend_result *r)
         }
     }
     if (pick >= 0 && !e->sm.error_seen && !e->sm.episode) {
-        vms_info(vmname(e), NULL, "io: paused before any BLOCK_IO_ERROR was seen; query-block: "
-                 "node %s io-status %s", r->io_node[pick], r->io_status[pick]);
+        vms_info(vmname(e), NULL,
+                 "io: paused before any BLOCK_IO_ERROR was seen; query-block: "
+                 "node %s io-status %s",
+                 r->io_node[pick], r->io_status[pick]);
         bridge_ioe_on_io_error(&e->sm, r->io_node[pick], "", r->io_status[pick],
                                !strcmp(r->io_status[pick], "nospace"), now);
     } else if (e->sm.error_seen && score < 10) {
-        vms_info(vmname(e), NULL, "io: query-block does not list node %s as failed",
-                 e->sm.node);
+        vms_info(vmname(e), NULL, "io: query-block does not list node %s as failed", e->sm.node);
     }
     bridge_ioe_on_status(&e->sm, "io-error", now);
 }
@@ -215,9 +216,8 @@ static void on_status_done(void *opaque, const struct bridge_backend_result *r)
 {
     struct bridge_ioe *e = opaque;
 
-    if (r->status == VMS_STATUS_OK && !strcmp(r->run_status, "io-error") &&
-        e->vm->backend && ops(e)->query_block &&
-        ops(e)->query_block(e->vm->backend, on_block_done, e) == 0)
+    if (r->status == VMS_STATUS_OK && !strcmp(r->run_status, "io-error") && e->vm->backend &&
+        ops(e)->query_block && ops(e)->query_block(e->vm->backend, on_block_done, e) == 0)
         return;
     bridge_ioe_on_status(&e->sm, r->status == VMS_STATUS_OK ? r->run_status : NULL, bridge_now());
 }
@@ -396,10 +396,9 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
     json_object_object_add(o, "pauses", json_object_new_int((int)sm->pauses));
     json_object_object_add(o, "conts", json_object_new_int((int)sm->conts));
     json_object_object_add(o, "paused_s", json_object_new_double(sm->paused_total));
-    json_object_object_add(o, "since_s", json_object_new_double(sm->episode ? e->now - sm->since
-                                                                             : 0));
-    if (!strcmp(kind, "resumed"))
-    {
+    json_object_object_add(o, "since_s",
+                           json_object_new_double(sm->episode ? e->now - sm->since : 0));
+    if (!strcmp(kind, "resumed")) {
         json_object_object_add(o, "healthy_to_running_s",
                                json_object_new_double(sm->last_healthy_to_running));
         json_object_object_add(o, "healthy_to_cont_s",

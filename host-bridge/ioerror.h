@@ -29,8 +29,12 @@
 
 enum bridge_ioe_policy { BRIDGE_IOE_AUTO_RESUME = 0, BRIDGE_IOE_LEAVE_PAUSED, BRIDGE_IOE_KILL };
 
-enum bridge_ioe_probe_kind { BRIDGE_IOE_PROBE_NONE = 0, BRIDGE_IOE_PROBE_FILE, BRIDGE_IOE_PROBE_TCP,
-                             BRIDGE_IOE_PROBE_UNIX };
+enum bridge_ioe_probe_kind {
+    BRIDGE_IOE_PROBE_NONE = 0,
+    BRIDGE_IOE_PROBE_FILE,
+    BRIDGE_IOE_PROBE_TCP,
+    BRIDGE_IOE_PROBE_UNIX
+};
 
 struct bridge_ioe_probe_cfg {
     char node[BRIDGE_IOE_NODE_MAX]; /* QMP node-name of the drive (BLOCK_IO_ERROR node-name) */
@@ -45,13 +49,13 @@ struct bridge_ioe_config {
     unsigned probe_max_ms;         /* io_probe_max_ms: backoff cap (probes and resume retries) */
     unsigned resume_delay_ms;      /* io_resume_delay_ms: unknown condition: resume timer */
     unsigned retry_min_ms;         /* io_retry_min_ms: first delay before a cont after a repause */
-    unsigned retry_limit;          /* io_retry_limit: unknown condition: repauses before escalation */
-    unsigned settle_ms;            /* io_settle_ms: running this long ends the episode */
-    unsigned kill_timeout_s;       /* io_kill_timeout: policy kill: seconds paused before quit */
-    unsigned escalate_after_s;     /* io_escalate_after: paused this long: escalate (0 = never) */
-    uint64_t min_free_bytes;       /* io_probe_min_free: a file probe needs this much free space */
+    unsigned retry_limit;      /* io_retry_limit: unknown condition: repauses before escalation */
+    unsigned settle_ms;        /* io_settle_ms: running this long ends the episode */
+    unsigned kill_timeout_s;   /* io_kill_timeout: policy kill: seconds paused before quit */
+    unsigned escalate_after_s; /* io_escalate_after: paused this long: escalate (0 = never) */
+    uint64_t min_free_bytes;   /* io_probe_min_free: a file probe needs this much free space */
     struct bridge_ioe_probe_cfg probes[BRIDGE_IOE_PROBES_MAX]; /* io_probe (repeatable) */
-    char restart_command[512];     /* io_restart_command: run (sh -c) once a killed VM's QEMU is gone */
+    char restart_command[512]; /* io_restart_command: run (sh -c) once a killed VM's QEMU is gone */
     unsigned n_probes;
 };
 
@@ -70,13 +74,13 @@ const struct bridge_ioe_probe_cfg *bridge_ioe_probe_for(const struct bridge_ioe_
 /* ---- the policy state machine ---- */
 
 enum bridge_ioe_state {
-    BRIDGE_IOE_RUNNING = 0,  /* running (an episode may still be settling) */
-    BRIDGE_IOE_USER_PAUSED,  /* stopped, not by an I/O error: never auto-resumed */
-    BRIDGE_IOE_CHECKING,     /* STOP seen, query-status asked */
-    BRIDGE_IOE_IO_PAUSED,    /* paused by an I/O error, waiting for probe / timer */
-    BRIDGE_IOE_RESUMING,     /* cont asked, waiting for its answer / RESUME */
-    BRIDGE_IOE_GAVE_UP,      /* escalated, stays paused (stateful, unknown condition) */
-    BRIDGE_IOE_KILLED,       /* quit asked */
+    BRIDGE_IOE_RUNNING = 0, /* running (an episode may still be settling) */
+    BRIDGE_IOE_USER_PAUSED, /* stopped, not by an I/O error: never auto-resumed */
+    BRIDGE_IOE_CHECKING,    /* STOP seen, query-status asked */
+    BRIDGE_IOE_IO_PAUSED,   /* paused by an I/O error, waiting for probe / timer */
+    BRIDGE_IOE_RESUMING,    /* cont asked, waiting for its answer / RESUME */
+    BRIDGE_IOE_GAVE_UP,     /* escalated, stays paused (stateful, unknown condition) */
+    BRIDGE_IOE_KILLED,      /* quit asked */
 };
 
 struct bridge_ioe_sm;
@@ -103,31 +107,31 @@ struct bridge_ioe_sm {
     /* last BLOCK_IO_ERROR not yet confirmed by a STOP + query-status */
     int error_seen;
     /* the episode */
-    int episode;             /* an episode is open */
+    int episode; /* an episode is open */
     char node[BRIDGE_IOE_NODE_MAX];
     char operation[16];
     char reason[128];
     int nospace;
-    double since;            /* first pause of the episode */
-    double paused_at;        /* the current pause */
-    double paused_total;     /* seconds paused in this episode, closed pauses */
-    double resumed_at;       /* last RESUME */
-    unsigned pauses;         /* pauses in this episode (1 = the first) */
-    unsigned conts;          /* cont commands sent in this episode */
+    double since;        /* first pause of the episode */
+    double paused_at;    /* the current pause */
+    double paused_total; /* seconds paused in this episode, closed pauses */
+    double resumed_at;   /* last RESUME */
+    unsigned pauses;     /* pauses in this episode (1 = the first) */
+    unsigned conts;      /* cont commands sent in this episode */
     int escalated;
     const struct bridge_ioe_probe_cfg *probe; /* NULL: unknown condition */
-    int probing;             /* a probe is running */
-    int healthy;             /* the last probe said healthy */
-    double healthy_at;       /* when the probe first said healthy since the last pause */
-    double last_probe_ok;    /* the last healthy probe */
-    double requery_at;       /* CHECKING: ask query-status again (the last query failed) */
+    int probing;                              /* a probe is running */
+    int healthy;                              /* the last probe said healthy */
+    double healthy_at;    /* when the probe first said healthy since the last pause */
+    double last_probe_ok; /* the last healthy probe */
+    double requery_at;    /* CHECKING: ask query-status again (the last query failed) */
     double next_probe;
     unsigned probe_delay_ms;
-    double next_cont;        /* not before (rate limit / resume timer) */
+    double next_cont; /* not before (rate limit / resume timer) */
     unsigned retry_delay_ms;
     double kill_at;
     /* stats */
-    double cont_after_healthy; /* first cont after healthy_at */
+    double cont_after_healthy;      /* first cont after healthy_at */
     double last_healthy_to_running; /* s, from the probe's healthy to RESUME of the last episode */
     double last_healthy_to_cont;    /* s, from the probe's healthy to the bridge's first cont */
     double last_pause_len;

@@ -88,9 +88,9 @@ static void setup(void)
 /* BLOCK_IO_ERROR + STOP + query-status io-error at @now */
 static void io_pause(const char *node, int nospace, double now)
 {
-    bridge_ioe_on_io_error(&sm, node, "write", nospace ? "No space left on device"
-                                                      : "Input/output error",
-                           nospace, now);
+    bridge_ioe_on_io_error(&sm, node, "write",
+                           nospace ? "No space left on device" : "Input/output error", nospace,
+                           now);
     bridge_ioe_on_stop(&sm, now);
     bridge_ioe_on_status(&sm, "io-error", now);
 }
@@ -119,9 +119,9 @@ Test(ioe, config_keys)
     cr_assert_eq(bridge_ioe_config_key(&c, "io_probe_min_free", "16M", why, sizeof(why)), 1);
     cr_assert_eq(c.min_free_bytes, 16u << 20);
     cr_assert_eq(bridge_ioe_config_key(&c, "max_states", "3", why, sizeof(why)), 0);
-    cr_assert_eq(bridge_ioe_config_key(&c, "io_restart_command", "start-vm $VMSTATE_VM", why,
-                                       sizeof(why)),
-                 1);
+    cr_assert_eq(
+        bridge_ioe_config_key(&c, "io_restart_command", "start-vm $VMSTATE_VM", why, sizeof(why)),
+        1);
     cr_assert_str_eq(c.restart_command, "start-vm $VMSTATE_VM");
     /* probes */
     cr_assert_eq(bridge_ioe_config_key(&c, "io_probe", "a=/var/lib/a.qcow2", why, sizeof(why)), 1);
