@@ -39,9 +39,9 @@ struct bridge_vm_config {
     uint64_t mem_max_bytes;
     unsigned job_timeout;     /* seconds a snapshot job may take */
     unsigned command_timeout; /* seconds a plain QMP command may take */
+    unsigned seen;            /* bit set of keys given, for the checks after parsing */
     /* I/O-error pauses: io_* keys and stateless (ioerror.h) */
     struct bridge_ioe_config ioe;
-    unsigned seen;            /* bit set of keys given, for the checks after parsing */
 };
 
 struct bridge_config {
