@@ -96,6 +96,7 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
     [VMS_MSG_CLOCK] = {"Clock", VMS_BIT(VMS_F_REASON)}, /* time_ns optional (connect) */
     [VMS_MSG_PREPARE] = {"Prepare", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_TIMEOUT_MS)},
     [VMS_MSG_READY] = {"Ready", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_STATUS)},
+    [VMS_MSG_NOTICE] = {"Notice", VMS_BIT(VMS_F_REASON) | VMS_BIT(VMS_F_MESSAGE)},
 };
 
 static const char *const op_names[VMS_OP__COUNT] = {

@@ -47,6 +47,7 @@ enum vms_msg_type {
     VMS_MSG_CLOCK,    /* B: the host's real time after the VM was paused (resume, save) */
     VMS_MSG_PREPARE,  /* B: a save of this VM is about to start: run pre-save hooks */
     VMS_MSG_READY,    /* A: answer to Prepare: go ahead (status 0) or inhibited (14) */
+    VMS_MSG_NOTICE,   /* B: host information for guest listeners, not acked (e.g. io-resumed) */
     VMS_MSG__COUNT
 };
 

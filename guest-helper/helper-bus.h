@@ -40,6 +40,8 @@ void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t e
 void helper_bus_emit_clock_corrected(struct helper *h, int64_t correction_ns, const char *reason);
 /* Broadcast PrepareSave(request_id, label): a save starts soon; Inhibit may veto it. */
 void helper_bus_emit_prepare_save(struct helper *h, const char *request_id, const char *label);
+/* Broadcast Notice(reason, message): host information (e.g. a storage-error pause ended). */
+void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message);
 /* Broadcast PropertiesChanged for @property ("BridgeConnected", "States" or "Epoch"). */
 void helper_bus_property_changed(struct helper *h, const char *property);
 

@@ -44,6 +44,7 @@ void bridge_vm_config_defaults(struct bridge_vm_config *vm)
     vm->command_timeout = 10;
     vm->clock_sync = 1;
     vm->prepare_timeout_ms = 15000;
+    bridge_ioe_config_defaults(&vm->ioe);
 }
 
 static int fail(struct parse_ctx *ctx, const char *section, const char *key, const char *fmt, ...)
@@ -167,6 +168,9 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
             cfg->privsep = 0;
         else
             return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "io_event_socket")) {
+        if (set_path(cfg->io_event_socket, value) < 0 || strlen(value) >= 108)
+            return fail(ctx, "bridge", key, "empty or longer than %s bytes", "107");
     } else if (!strcmp(key, "reconnect_min_ms")) {
         if (parse_uint(value, 600000, &u) < 0 || u == 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
@@ -203,6 +207,8 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
 {
     struct bridge_vm_config *vm = ctx->vm;
     uint64_t sz;
+    char why[160];
+    int r;
 
 #define UINT_KEY(k, field, max)                                                                    \
     if (!strcmp(key, k)) {                                                                         \
@@ -264,6 +270,9 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
             return fail(ctx, section, key, "'%s' is not yes or no", value);
         return 1;
     }
+    r = bridge_ioe_config_key(&vm->ioe, key, value, why, sizeof(why));
+    if (r != 0)
+        return r > 0 ? 1 : fail(ctx, section, key, "%s", why);
 #undef UINT_KEY
 #undef SIZE_KEY
 #undef PATH_KEY

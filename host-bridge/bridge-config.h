@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ioerror.h"
+
 #define BRIDGE_VM_NAME_MAX   64
 #define BRIDGE_PATH_MAX      512
 #define BRIDGE_NODES_MAX     8
@@ -40,6 +42,8 @@ struct bridge_vm_config {
     unsigned clock_sync;         /* 1: send the host's time to the guest on timeline changes */
     unsigned prepare_timeout_ms; /* max wait for the helper's Ready before a save; 0: none */
     unsigned seen;               /* bit set of keys given, for the checks after parsing */
+    /* I/O-error pauses: io_* keys and stateless (ioerror.h) */
+    struct bridge_ioe_config ioe;
 };
 
 struct bridge_config {
@@ -48,6 +52,7 @@ struct bridge_config {
     int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
     int privsep; /* read port A in an unprivileged reader process (default yes) */
+    char io_event_socket[BRIDGE_PATH_MAX]; /* I/O-error events, JSON lines ("" = none) */
     struct bridge_vm_config *vms;
     size_t n_vms;
 };
