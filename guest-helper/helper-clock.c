@@ -23,8 +23,10 @@
  *
  * Latency: the host reads its clock just before it writes the message. The
  * message then needs the one-way trip host -> QEMU -> guest -> helper; we add
- * half the round trip of our last Hello -> Welcome (measured with
- * CLOCK_MONOTONIC; ~0.4 ms under TCG here), capped at 20 ms.
+ * half the smallest Hello -> Welcome round trip (CLOCK_MONOTONIC), capped at
+ * 2 ms (that round trip includes both daemons' work; the port's own round trip
+ * is ~0.9 ms under TCG here). For the Welcome that refines a restore we use
+ * half of that very round trip, capped at 20 ms: the restored guest is slow.
  */
 #include "config.h"
 
@@ -40,6 +42,10 @@
 #include "vms-log.h"
 
 #define CLOCK_DELAY_CAP_NS 20000000ll
+/* Steady state: half the Hello -> Welcome round trip over-estimates the one-way delay (it
+ * includes both daemons' work; the bare port round trip is ~0.9 ms under TCG here), so cap
+ * it lower. Right after a restore the guest itself is slow and the round trip is the bound. */
+#define CLOCK_DELAY_STEADY_CAP_NS 2000000ll
 /* A guest AHEAD of the host by at most this much (typically at boot: the RTC has whole
  * seconds) is slewed back with adjtime() — time slows down, it never goes back. */
 #define CLOCK_SLEW_MAX_NS 500000000ll
@@ -89,8 +95,9 @@ static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason
                  (unsigned long long)host_ns);
         return 0;
     }
-    if (delay > (uint64_t)CLOCK_DELAY_CAP_NS)
-        delay = CLOCK_DELAY_CAP_NS;
+    if (delay >
+        (uint64_t)(h->hooks.restore_refining ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS))
+        delay = h->hooks.restore_refining ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS;
     target = (int64_t)host_ns + (int64_t)delay;
     guest = realtime_ns() + h->hooks.dry_offset_ns; /* dry-run: as if we had stepped */
     corr = target - guest;
@@ -177,8 +184,10 @@ int helper_restore_welcome(struct helper *h, const struct vms_msg *w)
          * session's best (the restored guest is slow for a while) */
         uint64_t best = k->clock_delay_ns;
         k->clock_delay_ns = (helper_mono_ns() - k->hello_sent_ns) / 2;
+        k->restore_refining = 1;
         k->restore_corr_ns += clock_step(h, w->time_ns, "restore", 1,
                                          k->restore_request[0] ? k->restore_request : NULL, 0);
+        k->restore_refining = 0;
         k->clock_delay_ns = best;
     }
     helper_restore_finish(h);

@@ -59,6 +59,7 @@ struct helper_hooks {
     int64_t dry_offset_ns; /* clock_sync = dry-run: the steps we would have made */
     /* a restore in progress: Timeline seen, waiting for the Welcome that refines the clock */
     int restore_pending;
+    int restore_refining; /* clock_step from the Welcome that refines a restore */
     char restore_state[VMS_STR_MAX + 1];
     char restore_request[VMS_STR_MAX + 1];
     uint64_t restore_epoch;
