@@ -4,7 +4,8 @@
  *
  * Save:    Prepare{request_id, label, timeout_ms} from the bridge → broadcast
  *          PrepareSave(request_id, label) and start pre-save.d → Ready{status 0}
- *          once the hooks are done and prepare_window_ms has passed, or at once
+ *          once the hooks are done and prepare_window_ms has passed (no wait
+ *          when no listener is registered: nobody could inhibit), or at once
  *          Ready{status 14 inhibited, message = reason} when a listener calls
  *          Inhibit(request_id, reason). A hook that outlives hook_timeout_ms is
  *          killed (SIGKILL to its process group) and the next one runs: the
@@ -300,6 +301,12 @@ void helper_hooks_prepare(struct helper *h, const struct vms_msg *m)
         vms_debug(NULL, m->request_id, "duplicate Prepare ignored");
         return;
     }
+    /*
+     * Only a registered listener can be told to inhibit in time, so with none
+     * registered there is nobody to wait for: the save is not slowed down.
+     */
+    if (h->n_listeners == 0)
+        window = 0;
     /* leave the host time to act on our Ready before it gives up on us */
     if (m->timeout_ms && window > m->timeout_ms / 2)
         window = m->timeout_ms / 2;

@@ -312,6 +312,22 @@ Test(hooks, pre_save_hooks_in_order_then_ready)
     fx_client_close(c);
 }
 
+Test(hooks, no_listener_no_wait)
+{
+    struct vms_msg *r;
+    uint64_t t0;
+
+    start("prepare_window_ms = 3000\n");
+    handshake(1, 0);
+    t0 = fx_now_ms();
+    send_prepare(RID, "x");
+    r = fx_bridge_expect(&F, VMS_MSG_READY, 2000);
+    cr_assert_not_null(r, "with no listener registered, Ready must not wait for the window");
+    cr_assert_eq(r->status, VMS_STATUS_OK);
+    cr_assert_lt(fx_now_ms() - t0, 2000);
+    fx_msg_free(r);
+}
+
 Test(hooks, inhibit_vetoes_the_save)
 {
     DBusConnection *c;
@@ -322,6 +338,7 @@ Test(hooks, inhibit_vetoes_the_save)
 
     start("prepare_window_ms = 2000\n");
     c = fx_client(&F);
+    cr_assert_eq(fx_register(c, "org.example.Notes"), 0); /* inhibitors are listeners */
     handshake(1, 0);
     send_prepare(RID, "x");
     m = fx_wait_signal(c, "PrepareSave", 3000);
