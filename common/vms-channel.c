@@ -128,9 +128,28 @@ int vms_channel_flush(struct vms_channel *c)
     return rc;
 }
 
+/*
+ * Whether to log the peer's latest input error. A hostile peer can send
+ * thousands of bad frames a second; logging each would flood the journal
+ * (and journald's rate limit would then drop other VMs' lines). The first
+ * CHANNEL_LOG_ERRORS errors are logged, then only the 2^k-th ones, with the
+ * total so far.
+ */
+#define CHANNEL_LOG_ERRORS 16
+static int log_input_error(const struct vms_channel *c, uint64_t *total)
+{
+    uint64_t n = c->msgs_bad + c->msgs_unknown;
+    for (int i = 0; i < VMS_WIRE_ERR__COUNT; i++)
+        n += c->rx.errors[i];
+    *total = n;
+    return n <= CHANNEL_LOG_ERRORS || (n & (n - 1)) == 0;
+}
+
 void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vms_channel_msg_fn fn,
                       void *opaque)
 {
+    uint64_t total;
+
     while (len > 0) {
         const uint8_t *payload = NULL;
         size_t used = 0, plen = 0;
@@ -143,7 +162,9 @@ void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vm
         data += used;
         len -= used;
         if (r == VMS_DEFRAME_ERROR) {
-            vms_warn(c->vm, NULL, "%s: dropped bytes: %s", c->name, vms_wire_error_str(werr));
+            if (log_input_error(c, &total))
+                vms_warn(c->vm, NULL, "%s: dropped bytes: %s (input error %llu)", c->name,
+                         vms_wire_error_str(werr), (unsigned long long)total);
             continue;
         }
         if (r != VMS_DEFRAME_FRAME)
@@ -160,12 +181,15 @@ void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vm
             break;
         case VMS_DECODE_UNKNOWN_TYPE:
             c->msgs_unknown++;
-            vms_info(c->vm, NULL, "%s: skipped unknown message type '%s'", c->name,
-                     rep.unknown_type);
+            if (log_input_error(c, &total))
+                vms_info(c->vm, NULL, "%s: skipped unknown message type '%s' (input error %llu)",
+                         c->name, rep.unknown_type, (unsigned long long)total);
             break;
         case VMS_DECODE_INVALID:
             c->msgs_bad++;
-            vms_warn(c->vm, NULL, "%s: rejected message: %s", c->name, rep.error);
+            if (log_input_error(c, &total))
+                vms_warn(c->vm, NULL, "%s: rejected message: %s (input error %llu)", c->name,
+                         rep.error, (unsigned long long)total);
             break;
         }
     }

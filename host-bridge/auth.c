@@ -1,0 +1,111 @@
+/*
+ * auth.c — see auth.h.
+ */
+#include "config.h"
+#include "auth.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "vms-log.h"
+
+double bridge_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void bucket_refill(struct bridge_bucket *b, unsigned capacity, unsigned window, double now)
+{
+    if (!b->primed) {
+        b->tokens = capacity;
+        b->last = now;
+        b->primed = 1;
+        return;
+    }
+    if (now > b->last) {
+        b->tokens += (now - b->last) * (double)capacity / (double)(window ? window : 1);
+        if (b->tokens > capacity)
+            b->tokens = capacity;
+    }
+    b->last = now;
+}
+
+int bridge_bucket_peek(struct bridge_bucket *b, unsigned capacity, unsigned window, double now)
+{
+    if (!capacity)
+        return 1;
+    bucket_refill(b, capacity, window, now);
+    return b->tokens >= 1.0;
+}
+
+int bridge_bucket_take(struct bridge_bucket *b, unsigned capacity, unsigned window, double now)
+{
+    if (!bridge_bucket_peek(b, capacity, window, now))
+        return 0;
+    if (capacity)
+        b->tokens -= 1.0;
+    return 1;
+}
+
+void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsigned window)
+{
+    memset(l, 0, sizeof(*l));
+    l->max = max;
+    l->window = window;
+}
+
+/* The bucket of a known principal (least recently used slot is recycled). */
+static struct bridge_bucket *principal_bucket(struct bridge_auth_limiter *l, const char *principal,
+                                              double now)
+{
+    int oldest = 0;
+
+    for (int i = 0; i < BRIDGE_AUTH_SLOTS; i++) {
+        if (!strcmp(l->slots[i].principal, principal)) {
+            l->slots[i].used = now;
+            return &l->slots[i].bucket;
+        }
+        if (l->slots[i].used < l->slots[oldest].used)
+            oldest = i;
+    }
+    memset(&l->slots[oldest], 0, sizeof(l->slots[oldest]));
+    snprintf(l->slots[oldest].principal, sizeof(l->slots[oldest].principal), "%s", principal);
+    l->slots[oldest].used = now;
+    return &l->slots[oldest].bucket;
+}
+
+int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
+                       char out[crypto_pwhash_STRBYTES])
+{
+    if (sodium_init() < 0)
+        return -1;
+    return crypto_pwhash_str(out, secret, strlen(secret), ops, mem);
+}
+
+enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                  const char *vm, const char *principal, const char *secret,
+                                  const char *op, double now)
+{
+    char hash[crypto_pwhash_STRBYTES + 1];
+    struct bridge_bucket *bucket;
+    int found, ok, right;
+
+    found = bridge_db_principal_hash(db, principal, hash, sizeof(hash));
+    if (found < 0)
+        return VMS_STATUS_ERR_INTERNAL;
+    bucket = found ? principal_bucket(lim, principal, now) : &lim->unknown;
+    if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
+        return VMS_STATUS_ERR_RATE_LIMITED;
+    ok = found && sodium_init() >= 0 && crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+    sodium_memzero(hash, sizeof(hash));
+    if (!ok) {
+        bridge_bucket_take(bucket, lim->max, lim->window, now);
+        return VMS_STATUS_ERR_AUTH;
+    }
+    right = bridge_db_right_check(db, principal, vm, op);
+    if (right < 0)
+        return VMS_STATUS_ERR_INTERNAL;
+    return right ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
+}

@@ -1,0 +1,79 @@
+/*
+ * auth.h — principals' secrets, rights, and rate limits.
+ *
+ * Secrets are stored as libsodium crypto_pwhash_str() strings (Argon2id,
+ * salted; the cost parameters are inside the string). The bridge verifies
+ * with crypto_pwhash_str_verify() (constant time in the secret) and never
+ * logs a secret. Failures are rate-limited per (VM, principal) with a token
+ * bucket: auth_fail_max failures per auth_fail_window seconds, after which
+ * the principal gets VMS_STATUS_ERR_RATE_LIMITED from that VM without its
+ * secret even being checked, until tokens refill.
+ */
+#ifndef BRIDGE_AUTH_H
+#define BRIDGE_AUTH_H
+
+#include <sodium.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "vms-proto.h"
+
+/* Hash costs. "default" is below libsodium's INTERACTIVE (2 passes, 64 MiB). */
+#define BRIDGE_PWHASH_OPS_DEFAULT 2
+#define BRIDGE_PWHASH_MEM_DEFAULT (16u * 1024u * 1024u)
+/* The cheapest libsodium accepts: for tests only. */
+#define BRIDGE_PWHASH_OPS_TEST crypto_pwhash_OPSLIMIT_MIN
+#define BRIDGE_PWHASH_MEM_TEST crypto_pwhash_MEMLIMIT_MIN
+
+/* A token bucket: @capacity tokens, refilled at capacity/window per second. */
+struct bridge_bucket {
+    double tokens;
+    double last; /* time of the last refill, seconds */
+    int primed;
+};
+
+/*
+ * Take one token if there is one: 1 taken, 0 empty. A capacity of 0 means
+ * unlimited (always 1). @now is a monotonic time in seconds.
+ */
+int bridge_bucket_take(struct bridge_bucket *b, unsigned capacity, unsigned window, double now);
+/* 1 if at least one token is available (does not take it). */
+int bridge_bucket_peek(struct bridge_bucket *b, unsigned capacity, unsigned window, double now);
+
+#define BRIDGE_AUTH_SLOTS 64
+
+/* Per-VM failure buckets, one per known principal, one shared by unknown names. */
+struct bridge_auth_limiter {
+    unsigned max, window; /* auth_fail_max, auth_fail_window */
+    struct {
+        char principal[VMS_STR_MAX + 1];
+        struct bridge_bucket bucket;
+        double used;
+    } slots[BRIDGE_AUTH_SLOTS];
+    struct bridge_bucket unknown;
+};
+
+void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsigned window);
+
+/*
+ * Hash @secret for storage into @out (crypto_pwhash_STRBYTES). Returns 0 or -1
+ * (out of memory for the chosen cost).
+ */
+int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
+                       char out[crypto_pwhash_STRBYTES]);
+
+/*
+ * Decide whether @principal with @secret may do @op on @vm:
+ * VMS_STATUS_OK, ERR_RATE_LIMITED (too many recent failures; the secret is
+ * not checked), ERR_AUTH (unknown principal or wrong secret; counts as a
+ * failure), ERR_DENIED (no right), or ERR_INTERNAL (database error).
+ * @now is monotonic seconds. The secret is not copied or logged.
+ */
+enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                  const char *vm, const char *principal, const char *secret,
+                                  const char *op, double now);
+
+/* Monotonic clock in seconds. */
+double bridge_now(void);
+
+#endif

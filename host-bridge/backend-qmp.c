@@ -1,0 +1,882 @@
+/*
+ * backend-qmp.c — the QMP backend (backend.h) over QEMU's UNIX monitor socket.
+ *
+ * Protocol handling: read the greeting, send qmp_capabilities, then tag
+ * every command with a numeric "id" and match replies by it; lines without
+ * an id are events, dispatched apart (JOB_STATUS_CHANGE drives snapshot jobs).
+ * Each command has a deadline; a lost connection fails every pending command
+ * and schedules a reconnect with exponential backoff. JSON is parsed with
+ * json-c, one document per line (QMP terminates each with CRLF).
+ *
+ * Snapshot jobs (snapshot-save/-load/-delete, QEMU >= 6.0) are followed to
+ * "concluded", their error read from query-jobs, then dismissed. If the
+ * connection drops while a job runs, the job is re-judged when QMP is back
+ * (still running: keep following; gone: decide from the disk's snapshot list).
+ */
+#include "config.h"
+#include "backend.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "vms-log.h"
+
+#define QMP_RX_MAX (4u * 1024u * 1024u) /* one reply line, e.g. query-named-block-nodes */
+
+typedef void (*qmp_reply_fn)(struct bridge_backend *q, json_object *ret, const char *err,
+                             void *arg);
+
+struct qmp_cmd {
+    uint64_t id;
+    double deadline;
+    qmp_reply_fn fn;
+    void *arg;
+    struct qmp_cmd *next;
+};
+
+enum qmp_state { Q_DOWN, Q_GREETING, Q_CAPS, Q_READY };
+
+enum job_phase { J_IDLE, J_START, J_WAIT, J_QUERY, J_RECOVER };
+
+struct qmp_job {
+    enum job_phase phase;
+    enum vms_op op;
+    char tag[VMS_STR_MAX + 1];
+    char job_id[VMS_STR_MAX + 1];
+    bridge_backend_done_fn done;
+    void *opaque;
+    int concluded;    /* JOB_STATUS_CHANGE concluded seen */
+    int need_recover; /* the connection dropped while it ran */
+    double deadline;
+};
+
+/* A small asynchronous request that is not a job (memory queries, has_snapshot). */
+struct qmp_call {
+    bridge_backend_done_fn done;
+    void *opaque;
+    char tag[VMS_STR_MAX + 1];
+    uint64_t bytes;
+};
+
+struct bridge_backend {
+    const struct bridge_vm_config *cfg;
+    struct bridge_loop *loop;
+    const struct bridge_backend_hooks *hooks;
+    void *opaque;
+    enum qmp_state state;
+    struct bridge_watch watch;
+    char *rx;
+    size_t rx_len, rx_cap;
+    char *tx;
+    size_t tx_len, tx_cap;
+    uint64_t next_id;
+    struct qmp_cmd *cmds;
+    double now, retry_at;
+    unsigned backoff_ms, backoff_min, backoff_max;
+    int broken; /* a write failed: disconnect at the next tick */
+    struct qmp_job job;
+};
+
+static void qmp_disconnect(struct bridge_backend *q, const char *why);
+static void job_recover_start(struct bridge_backend *q);
+
+static const char *vmname(struct bridge_backend *q)
+{
+    return q->cfg->name;
+}
+
+/* ---- output ---- */
+
+static int tx_append(struct bridge_backend *q, const char *s, size_t n)
+{
+    if (q->tx_len + n > q->tx_cap) {
+        size_t cap = q->tx_cap ? q->tx_cap : 4096;
+        char *g;
+        while (cap < q->tx_len + n)
+            cap *= 2;
+        g = realloc(q->tx, cap);
+        if (!g)
+            return -1;
+        q->tx = g;
+        q->tx_cap = cap;
+    }
+    memcpy(q->tx + q->tx_len, s, n);
+    q->tx_len += n;
+    return 0;
+}
+
+static void tx_flush(struct bridge_backend *q)
+{
+    size_t off = 0;
+
+    while (off < q->tx_len && q->watch.fd >= 0) {
+        ssize_t n = write(q->watch.fd, q->tx + off, q->tx_len - off);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        q->broken = 1;
+        break;
+    }
+    memmove(q->tx, q->tx + off, q->tx_len - off);
+    q->tx_len -= off;
+    if (q->watch.fd >= 0)
+        bridge_watch_set(q->loop, &q->watch, EPOLLIN | (q->tx_len ? EPOLLOUT : 0));
+}
+
+/*
+ * Send command @name with @args (owned, may be NULL) and call @fn with the
+ * reply's "return" value, or with @err set ("timeout", "lost" or the QMP
+ * error's desc). Returns 0 or -1 (not connected / no memory; @fn not called).
+ */
+static int qmp_command(struct bridge_backend *q, const char *name, json_object *args,
+                       unsigned timeout_s, qmp_reply_fn fn, void *arg)
+{
+    json_object *o = NULL;
+    struct qmp_cmd *c = NULL, **tail;
+    const char *text;
+    int rc = -1;
+
+    if (q->watch.fd < 0 || q->broken || (q->state != Q_READY && strcmp(name, "qmp_capabilities")))
+        goto out;
+    c = calloc(1, sizeof(*c));
+    o = json_object_new_object();
+    if (!c || !o)
+        goto out;
+    c->id = ++q->next_id;
+    c->deadline = q->now + (timeout_s ? timeout_s : 10);
+    c->fn = fn;
+    c->arg = arg;
+    json_object_object_add(o, "execute", json_object_new_string(name));
+    if (args) {
+        json_object_object_add(o, "arguments", args);
+        args = NULL;
+    }
+    json_object_object_add(o, "id", json_object_new_int64((int64_t)c->id));
+    text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    if (tx_append(q, text, strlen(text)) < 0 || tx_append(q, "\n", 1) < 0)
+        goto out;
+    vms_debug(vmname(q), NULL, "qmp -> %s", text);
+    for (tail = &q->cmds; *tail; tail = &(*tail)->next)
+        ;
+    *tail = c;
+    c = NULL;
+    tx_flush(q);
+    rc = 0;
+out:
+    free(c);
+    json_object_put(o);
+    json_object_put(args);
+    return rc;
+}
+
+static void ignore_reply(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    if (err)
+        vms_debug(vmname(q), NULL, "qmp: %s: %s", (const char *)arg, err);
+}
+
+/* ---- jobs ---- */
+
+static void job_finish(struct bridge_backend *q, enum vms_status status, const char *msg)
+{
+    struct bridge_backend_result r = {.status = status};
+    bridge_backend_done_fn done = q->job.done;
+    void *opaque = q->job.opaque;
+
+    snprintf(r.message, sizeof(r.message), "%s", msg ? msg : "");
+    memset(&q->job, 0, sizeof(q->job));
+    q->job.phase = J_IDLE;
+    if (done)
+        done(opaque, &r);
+}
+
+/* Copy @s into @dst keeping only characters allowed in a protocol text field. */
+static void sanitize_text(char *dst, size_t len, const char *s)
+{
+    size_t j = 0;
+    for (; s && *s && j + 1 < len; s++)
+        dst[j++] = ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) ? ' ' : *s;
+    dst[j] = '\0';
+}
+
+static json_object *find_job(json_object *jobs, const char *job_id)
+{
+    size_t n = json_object_is_type(jobs, json_type_array) ? json_object_array_length(jobs) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *j = json_object_array_get_idx(jobs, i), *id;
+        if (json_object_object_get_ex(j, "id", &id) && !strcmp(json_object_get_string(id), job_id))
+            return j;
+    }
+    return NULL;
+}
+
+static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    (void)arg;
+    if (err)
+        vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", q->job.job_id, err);
+}
+
+/* @j is the job's query-jobs entry, concluded: read its error, dismiss it, finish. */
+static void job_conclude(struct bridge_backend *q, json_object *j)
+{
+    json_object *e;
+    char msg[VMS_STR_MAX + 1] = "";
+    enum vms_status status = VMS_STATUS_OK;
+    json_object *args = json_object_new_object();
+
+    if (json_object_object_get_ex(j, "error", &e)) {
+        sanitize_text(msg, sizeof(msg), json_object_get_string(e));
+        status = VMS_STATUS_ERR_BACKEND;
+    }
+    json_object_object_add(args, "id", json_object_new_string(q->job.job_id));
+    qmp_command(q, "job-dismiss", args, q->cfg->command_timeout, on_job_dismissed, NULL);
+    vms_info(vmname(q), NULL, "qmp: job %s (%s %s) concluded: %s", q->job.job_id,
+             vms_op_name(q->job.op), q->job.tag, status ? msg : "ok");
+    job_finish(q, status, msg);
+}
+
+static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backend_result *r);
+
+static void on_query_jobs(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    json_object *j, *status;
+    (void)arg;
+
+    if (q->job.phase != J_QUERY && q->job.phase != J_RECOVER)
+        return;
+    if (err) {
+        if (!strcmp(err, "lost"))
+            return; /* re-judged when QMP is back */
+        job_finish(q, VMS_STATUS_ERR_BACKEND, err);
+        return;
+    }
+    j = find_job(ret, q->job.job_id);
+    if (j && json_object_object_get_ex(j, "status", &status) &&
+        !strcmp(json_object_get_string(status), "concluded")) {
+        job_conclude(q, j);
+        return;
+    }
+    if (j) { /* still running: follow its events */
+        q->job.phase = J_WAIT;
+        return;
+    }
+    if (q->job.phase == J_QUERY) {
+        job_finish(q, VMS_STATUS_ERR_BACKEND, "job vanished before it could be read");
+        return;
+    }
+    /* recovering, and QEMU has no such job: decide from the snapshot list */
+    if (q->job.op == VMS_OP_RESTORE) {
+        job_finish(q, VMS_STATUS_ERR_ABORTED,
+                   "interrupted: the bridge or QEMU restarted during the restore");
+        return;
+    }
+    if (bridge_backend_qmp.has_snapshot(q, q->job.tag, on_has_snapshot_for_recovery, q) < 0)
+        job_finish(q, VMS_STATUS_ERR_ABORTED, "interrupted; QMP unavailable to check");
+}
+
+static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_backend *q = opaque;
+    int present = r->status == VMS_STATUS_OK;
+
+    if (q->job.phase != J_RECOVER)
+        return;
+    if (r->status != VMS_STATUS_OK && r->status != VMS_STATUS_ERR_NOT_FOUND) {
+        if (q->state != Q_READY)
+            return; /* lost again: retried on reconnect */
+        job_finish(q, VMS_STATUS_ERR_ABORTED, r->message);
+        return;
+    }
+    if (q->job.op == VMS_OP_SAVE)
+        job_finish(q, present ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
+                   present ? ""
+                           : "interrupted: QEMU or the bridge restarted before the snapshot "
+                             "was complete");
+    else
+        job_finish(q, present ? VMS_STATUS_ERR_ABORTED : VMS_STATUS_OK,
+                   present ? "interrupted: the snapshot was not deleted" : "");
+}
+
+static void job_query(struct bridge_backend *q)
+{
+    q->job.phase = q->job.phase == J_RECOVER ? J_RECOVER : J_QUERY;
+    if (qmp_command(q, "query-jobs", NULL, q->cfg->command_timeout, on_query_jobs, NULL) < 0)
+        q->job.need_recover = 1;
+}
+
+static void job_recover_start(struct bridge_backend *q)
+{
+    q->job.need_recover = 0;
+    q->job.phase = J_RECOVER;
+    vms_info(vmname(q), NULL, "qmp: re-judging job %s (%s %s)", q->job.job_id,
+             vms_op_name(q->job.op), q->job.tag);
+    job_query(q);
+}
+
+static void on_job_started(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    (void)arg;
+    if (q->job.phase != J_START)
+        return;
+    if (err) {
+        if (!strcmp(err, "lost"))
+            return; /* need_recover is set: re-judged on reconnect */
+        job_finish(q, !strcmp(err, "timeout") ? VMS_STATUS_ERR_TIMEOUT : VMS_STATUS_ERR_BACKEND,
+                   err);
+        return;
+    }
+    q->job.phase = J_WAIT;
+    if (q->job.concluded)
+        job_query(q);
+}
+
+static void on_job_event(struct bridge_backend *q, json_object *data)
+{
+    json_object *id, *status;
+
+    if (q->job.phase == J_IDLE || !json_object_object_get_ex(data, "id", &id) ||
+        !json_object_object_get_ex(data, "status", &status) ||
+        strcmp(json_object_get_string(id), q->job.job_id))
+        return;
+    vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, json_object_get_string(status));
+    if (strcmp(json_object_get_string(status), "concluded"))
+        return;
+    q->job.concluded = 1;
+    if (q->job.phase == J_WAIT)
+        job_query(q);
+}
+
+static int job_begin(struct bridge_backend *q, enum vms_op op, const char *tag, const char *job_id,
+                     bridge_backend_done_fn done, void *opaque)
+{
+    if (q->state != Q_READY || q->job.phase != J_IDLE || strlen(tag) > VMS_STR_MAX ||
+        strlen(job_id) > VMS_STR_MAX)
+        return -1;
+    memset(&q->job, 0, sizeof(q->job));
+    q->job.op = op;
+    snprintf(q->job.tag, sizeof(q->job.tag), "%s", tag);
+    snprintf(q->job.job_id, sizeof(q->job.job_id), "%s", job_id);
+    q->job.done = done;
+    q->job.opaque = opaque;
+    q->job.deadline = q->now + q->cfg->job_timeout;
+    return 0;
+}
+
+static json_object *devices_array(const struct bridge_vm_config *cfg)
+{
+    json_object *a = json_object_new_array();
+    for (unsigned i = 0; i < cfg->n_nodes; i++)
+        json_object_array_add(a, json_object_new_string(cfg->nodes[i]));
+    return a;
+}
+
+static int job_command(struct bridge_backend *q, enum vms_op op, const char *cmd, const char *tag,
+                       const char *job_id, bridge_backend_done_fn done, void *opaque)
+{
+    json_object *args;
+
+    if (job_begin(q, op, tag, job_id, done, opaque) < 0)
+        return -1;
+    args = json_object_new_object();
+    json_object_object_add(args, "job-id", json_object_new_string(job_id));
+    json_object_object_add(args, "tag", json_object_new_string(tag));
+    if (op != VMS_OP_DELETE)
+        json_object_object_add(args, "vmstate", json_object_new_string(q->cfg->vmstate_node));
+    json_object_object_add(args, "devices", devices_array(q->cfg));
+    q->job.phase = J_START;
+    if (qmp_command(q, cmd, args, q->cfg->command_timeout, on_job_started, NULL) < 0) {
+        memset(&q->job, 0, sizeof(q->job));
+        return -1;
+    }
+    vms_info(vmname(q), NULL, "qmp: %s tag=%s job=%s", cmd, tag, job_id);
+    return 0;
+}
+
+static int qmp_save(struct bridge_backend *q, const char *tag, const char *job_id,
+                    bridge_backend_done_fn done, void *opaque)
+{
+    return job_command(q, VMS_OP_SAVE, "snapshot-save", tag, job_id, done, opaque);
+}
+
+static int qmp_restore(struct bridge_backend *q, const char *tag, const char *job_id,
+                       bridge_backend_done_fn done, void *opaque)
+{
+    return job_command(q, VMS_OP_RESTORE, "snapshot-load", tag, job_id, done, opaque);
+}
+
+static int qmp_delete(struct bridge_backend *q, const char *tag, const char *job_id,
+                      bridge_backend_done_fn done, void *opaque)
+{
+    return job_command(q, VMS_OP_DELETE, "snapshot-delete", tag, job_id, done, opaque);
+}
+
+static int qmp_recover(struct bridge_backend *q, enum vms_op op, const char *tag,
+                       const char *job_id, bridge_backend_done_fn done, void *opaque)
+{
+    if (job_begin(q, op, tag, job_id, done, opaque) < 0)
+        return -1;
+    job_recover_start(q);
+    return 0;
+}
+
+/* ---- plain calls ---- */
+
+/* The status for a failed command: its QMP error, a timeout, or the connection lost. */
+static enum vms_status err_status(const char *err)
+{
+    if (!strcmp(err, "timeout"))
+        return VMS_STATUS_ERR_TIMEOUT;
+    if (!strcmp(err, "lost"))
+        return VMS_STATUS_ERR_UNAVAILABLE;
+    return VMS_STATUS_ERR_BACKEND;
+}
+
+static void call_finish(struct qmp_call *c, enum vms_status st, const char *msg, uint64_t mem)
+{
+    struct bridge_backend_result r = {.status = st, .mem_bytes = mem, .bytes = c->bytes};
+    snprintf(r.message, sizeof(r.message), "%s", msg ? msg : "");
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static void on_block_nodes(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    size_t n;
+    (void)q;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
+        if (!json_object_object_get_ex(node, "node-name", &name) ||
+            strcmp(json_object_get_string(name), q->cfg->nodes[0]) ||
+            !json_object_object_get_ex(node, "image", &image))
+            continue;
+        if (!json_object_object_get_ex(image, "snapshots", &snaps))
+            break;
+        for (size_t k = 0; k < json_object_array_length(snaps); k++) {
+            json_object *s = json_object_array_get_idx(snaps, k), *sn;
+            if (json_object_object_get_ex(s, "name", &sn) &&
+                !strcmp(json_object_get_string(sn), c->tag)) {
+                call_finish(c, VMS_STATUS_OK, "", 0);
+                return;
+            }
+        }
+        break;
+    }
+    call_finish(c, VMS_STATUS_ERR_NOT_FOUND, "no such snapshot", 0);
+}
+
+static struct qmp_call *call_new(bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->done = done;
+        c->opaque = opaque;
+    }
+    return c;
+}
+
+static int qmp_has_snapshot(struct bridge_backend *q, const char *tag, bridge_backend_done_fn done,
+                            void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    snprintf(c->tag, sizeof(c->tag), "%s", tag);
+    if (qmp_command(q, "query-named-block-nodes", NULL, q->cfg->command_timeout, on_block_nodes,
+                    c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_memory_summary(struct bridge_backend *q, json_object *ret, const char *err,
+                              void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *base, *plugged;
+    uint64_t mem = 0;
+    (void)q;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    if (json_object_object_get_ex(ret, "base-memory", &base))
+        mem += (uint64_t)json_object_get_int64(base);
+    if (json_object_object_get_ex(ret, "plugged-memory", &plugged))
+        mem += (uint64_t)json_object_get_int64(plugged);
+    call_finish(c, VMS_STATUS_OK, "", mem);
+}
+
+static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *actual;
+
+    if (!err && json_object_object_get_ex(ret, "actual", &actual)) {
+        call_finish(c, VMS_STATUS_OK, "", (uint64_t)json_object_get_int64(actual));
+        return;
+    }
+    if (err && (!strcmp(err, "lost") || !strcmp(err, "timeout"))) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    /* no balloon device: the base size */
+    if (qmp_command(q, "query-memory-size-summary", NULL, q->cfg->command_timeout,
+                    on_memory_summary, c) < 0)
+        call_finish(c, VMS_STATUS_ERR_UNAVAILABLE, "QMP unavailable", 0);
+}
+
+static int qmp_query_memory(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-balloon", NULL, q->cfg->command_timeout, on_query_balloon, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)q;
+    (void)ret;
+    call_finish(arg, err ? err_status(err) : VMS_STATUS_OK, err, 0);
+}
+
+static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_backend_done_fn done,
+                           void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+    json_object *args;
+
+    if (!c)
+        return -1;
+    c->bytes = bytes;
+    args = json_object_new_object();
+    json_object_object_add(args, "value", json_object_new_int64((int64_t)bytes));
+    if (qmp_command(q, "balloon", args, q->cfg->command_timeout, on_balloon, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- input ---- */
+
+static void on_capabilities(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    (void)arg;
+    if (err) {
+        vms_err(vmname(q), NULL, "qmp: qmp_capabilities failed: %s", err);
+        q->broken = 1;
+        return;
+    }
+    q->state = Q_READY;
+    q->backoff_ms = q->backoff_min;
+    vms_info(vmname(q), NULL, "qmp: connected to %s", q->cfg->qmp);
+    if (q->job.phase != J_IDLE)
+        job_recover_start(q);
+    if (q->hooks->ready)
+        q->hooks->ready(q->opaque);
+}
+
+static void handle_reply(struct bridge_backend *q, json_object *o, uint64_t id)
+{
+    struct qmp_cmd **pp, *c;
+    json_object *ret = NULL, *error, *desc;
+    char err[VMS_STR_MAX + 1];
+
+    for (pp = &q->cmds; *pp && (*pp)->id != id; pp = &(*pp)->next)
+        ;
+    if (!*pp) {
+        vms_debug(vmname(q), NULL, "qmp: reply to unknown id %llu", (unsigned long long)id);
+        return;
+    }
+    c = *pp;
+    *pp = c->next;
+    if (json_object_object_get_ex(o, "error", &error)) {
+        if (!json_object_object_get_ex(error, "desc", &desc))
+            desc = NULL;
+        sanitize_text(err, sizeof(err), desc ? json_object_get_string(desc) : "QMP error");
+        if (!err[0])
+            strcpy(err, "QMP error");
+        c->fn(q, NULL, err, c->arg);
+    } else {
+        json_object_object_get_ex(o, "return", &ret);
+        c->fn(q, ret, NULL, c->arg);
+    }
+    free(c);
+}
+
+static void handle_line(struct bridge_backend *q, const char *line)
+{
+    json_object *o = json_tokener_parse(line), *v;
+
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        vms_warn(vmname(q), NULL, "qmp: unparsable line dropped");
+        json_object_put(o);
+        return;
+    }
+    if (q->state == Q_GREETING) {
+        if (json_object_object_get_ex(o, "QMP", &v)) {
+            q->state = Q_CAPS;
+            if (qmp_command(q, "qmp_capabilities", NULL, q->cfg->command_timeout, on_capabilities,
+                            NULL) < 0)
+                q->broken = 1;
+        }
+    } else if (json_object_object_get_ex(o, "event", &v)) {
+        const char *name = json_object_get_string(v);
+        json_object *data = NULL;
+        json_object_object_get_ex(o, "data", &data);
+        vms_debug(vmname(q), NULL, "qmp: event %s", name);
+        if (!strcmp(name, "JOB_STATUS_CHANGE"))
+            on_job_event(q, data);
+        if (q->hooks->event)
+            q->hooks->event(q->opaque, name);
+    } else if (json_object_object_get_ex(o, "id", &v)) {
+        handle_reply(q, o, (uint64_t)json_object_get_int64(v));
+    }
+    json_object_put(o);
+}
+
+static void qmp_readable(struct bridge_backend *q)
+{
+    for (int rounds = 0; rounds < 16; rounds++) {
+        char *nl;
+        ssize_t n;
+
+        if (q->rx_cap - q->rx_len < 4096) {
+            size_t cap = q->rx_cap ? q->rx_cap * 2 : 16384;
+            char *g;
+            if (cap > QMP_RX_MAX + 1) {
+                qmp_disconnect(q, "a QMP line is over the size cap");
+                return;
+            }
+            g = realloc(q->rx, cap);
+            if (!g) {
+                qmp_disconnect(q, "out of memory");
+                return;
+            }
+            q->rx = g;
+            q->rx_cap = cap;
+        }
+        n = read(q->watch.fd, q->rx + q->rx_len, q->rx_cap - q->rx_len - 1);
+        if (n == 0) {
+            qmp_disconnect(q, "QEMU closed the QMP socket");
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                qmp_disconnect(q, strerror(errno));
+            return;
+        }
+        q->rx_len += (size_t)n;
+        q->rx[q->rx_len] = '\0';
+        while ((nl = memchr(q->rx, '\n', q->rx_len))) {
+            size_t used = (size_t)(nl - q->rx) + 1;
+            *nl = '\0';
+            handle_line(q, q->rx);
+            if (q->watch.fd < 0) /* disconnected by a handler */
+                return;
+            memmove(q->rx, q->rx + used, q->rx_len - used);
+            q->rx_len -= used;
+            q->rx[q->rx_len] = '\0';
+        }
+    }
+}
+
+static void qmp_io(struct bridge_watch *w, uint32_t revents)
+{
+    struct bridge_backend *q = w->opaque;
+
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        qmp_readable(q);
+    if (q->watch.fd >= 0 && (revents & EPOLLOUT))
+        tx_flush(q);
+}
+
+/* ---- connection ---- */
+
+static void fail_commands(struct bridge_backend *q, const char *why)
+{
+    while (q->cmds) {
+        struct qmp_cmd *c = q->cmds;
+        q->cmds = c->next;
+        c->fn(q, NULL, why, c->arg);
+        free(c);
+    }
+}
+
+static void qmp_disconnect(struct bridge_backend *q, const char *why)
+{
+    int was_ready = q->state == Q_READY;
+
+    if (q->watch.fd >= 0) {
+        int fd = q->watch.fd;
+        bridge_watch_del(q->loop, &q->watch);
+        close(fd);
+        vms_warn(vmname(q), NULL, "qmp: disconnected: %s", why);
+    }
+    q->state = Q_DOWN;
+    q->rx_len = 0;
+    q->tx_len = 0;
+    q->broken = 0;
+    q->retry_at = q->now + q->backoff_ms / 1000.0;
+    q->backoff_ms = q->backoff_ms * 2 > q->backoff_max ? q->backoff_max : q->backoff_ms * 2;
+    if (q->job.phase != J_IDLE)
+        q->job.need_recover = 1;
+    fail_commands(q, "lost");
+    if (was_ready && q->hooks->lost)
+        q->hooks->lost(q->opaque);
+}
+
+static void qmp_connect(struct bridge_backend *q)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(q->cfg->qmp) >= sizeof(sa.sun_path)) {
+        vms_err(vmname(q), NULL, "qmp: socket path too long: %s", q->cfg->qmp);
+        q->retry_at = q->now + 3600;
+        return;
+    }
+    strcpy(sa.sun_path, q->cfg->qmp);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        bridge_watch_add(q->loop, &q->watch, fd, EPOLLIN) < 0) {
+        vms_debug(vmname(q), NULL, "qmp: connect %s: %s", q->cfg->qmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        q->retry_at = q->now + q->backoff_ms / 1000.0;
+        q->backoff_ms = q->backoff_ms * 2 > q->backoff_max ? q->backoff_max : q->backoff_ms * 2;
+        return;
+    }
+    q->state = Q_GREETING;
+}
+
+static void qmp_tick(struct bridge_backend *q, double now)
+{
+    struct qmp_cmd **pp;
+
+    q->now = now;
+    if (q->broken) {
+        qmp_disconnect(q, "write failed");
+        return;
+    }
+    if (q->state == Q_DOWN) {
+        if (now >= q->retry_at)
+            qmp_connect(q);
+        return;
+    }
+    for (pp = &q->cmds; *pp;) {
+        struct qmp_cmd *c = *pp;
+        if (now < c->deadline) {
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        vms_warn(vmname(q), NULL, "qmp: command %llu timed out", (unsigned long long)c->id);
+        c->fn(q, NULL, "timeout", c->arg);
+        free(c);
+        pp = &q->cmds; /* the callback may have changed the list */
+    }
+    if (q->job.phase != J_IDLE && now >= q->job.deadline) {
+        vms_err(vmname(q), NULL, "qmp: job %s timed out after %u s", q->job.job_id,
+                q->cfg->job_timeout);
+        job_finish(q, VMS_STATUS_ERR_TIMEOUT, "the hypervisor did not finish in time");
+    }
+}
+
+static struct bridge_backend *qmp_open(const struct bridge_vm_config *cfg, struct bridge_loop *loop,
+                                       unsigned reconnect_min_ms, unsigned reconnect_max_ms,
+                                       const struct bridge_backend_hooks *hooks, void *opaque)
+{
+    struct bridge_backend *q = calloc(1, sizeof(*q));
+
+    if (!q)
+        return NULL;
+    q->cfg = cfg;
+    q->loop = loop;
+    q->hooks = hooks;
+    q->opaque = opaque;
+    q->backoff_min = q->backoff_ms = reconnect_min_ms ? reconnect_min_ms : 200;
+    q->backoff_max = reconnect_max_ms ? reconnect_max_ms : 5000;
+    q->now = bridge_now();
+    bridge_watch_init(&q->watch, qmp_io, q);
+    return q;
+}
+
+static void qmp_close(struct bridge_backend *q)
+{
+    if (!q)
+        return;
+    q->job.done = NULL;
+    q->hooks = &(const struct bridge_backend_hooks){0};
+    if (q->watch.fd >= 0) {
+        int fd = q->watch.fd;
+        bridge_watch_del(q->loop, &q->watch);
+        close(fd);
+    }
+    while (q->cmds) { /* drop, without callbacks that would touch the caller */
+        struct qmp_cmd *c = q->cmds;
+        q->cmds = c->next;
+        if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
+            c->fn != on_capabilities && c->fn != on_job_dismissed)
+            free(c->arg); /* a struct qmp_call */
+        free(c);
+    }
+    free(q->rx);
+    free(q->tx);
+    free(q);
+}
+
+static int qmp_is_ready(struct bridge_backend *q)
+{
+    return q->state == Q_READY;
+}
+
+const struct bridge_backend_ops bridge_backend_qmp = {
+    .name = "qmp",
+    .open = qmp_open,
+    .close = qmp_close,
+    .is_ready = qmp_is_ready,
+    .tick = qmp_tick,
+    .save = qmp_save,
+    .restore = qmp_restore,
+    .delete = qmp_delete,
+    .recover = qmp_recover,
+    .has_snapshot = qmp_has_snapshot,
+    .query_memory = qmp_query_memory,
+    .set_balloon = qmp_set_balloon,
+};

@@ -1,0 +1,83 @@
+/*
+ * backend.h — what the bridge needs from a hypervisor, per VM.
+ *
+ * The QMP backend (backend-qmp.c) is the first; a libvirt backend can
+ * implement the same ops. Every operation is asynchronous: it returns 0
+ * when started, and then calls @done exactly once, later (never from inside
+ * the call), with the result; or returns -1 when it cannot start (not
+ * connected, or another snapshot operation is running) and never calls
+ * @done. One snapshot operation (save/restore/delete/recover) runs at a time
+ * per VM; the bridge's queue guarantees that.
+ */
+#ifndef BRIDGE_BACKEND_H
+#define BRIDGE_BACKEND_H
+
+#include <stdint.h>
+
+#include "bridge-config.h"
+#include "loop.h"
+#include "vms-proto.h"
+
+struct bridge_backend; /* one per VM, private to the implementation */
+
+struct bridge_backend_result {
+    enum vms_status status;        /* VMS_STATUS_OK or the reason it failed */
+    char message[VMS_STR_MAX + 1]; /* the hypervisor's error text, "" on success */
+    uint64_t mem_bytes;            /* query_memory: the guest's current memory */
+    uint64_t bytes;                /* set_balloon: the target set */
+};
+
+typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
+
+struct bridge_backend_hooks {
+    /* Connected (again) and usable. */
+    void (*ready)(void *opaque);
+    /* The connection to the hypervisor is gone (a reconnect is scheduled). */
+    void (*lost)(void *opaque);
+    /* An asynchronous hypervisor event, by name (for logs and later features). */
+    void (*event)(void *opaque, const char *name);
+};
+
+struct bridge_backend_ops {
+    const char *name;
+    /* Start connecting for @cfg; hooks are called with @opaque. NULL on allocation failure. */
+    struct bridge_backend *(*open)(const struct bridge_vm_config *cfg, struct bridge_loop *loop,
+                                   unsigned reconnect_min_ms, unsigned reconnect_max_ms,
+                                   const struct bridge_backend_hooks *hooks, void *opaque);
+    /* Disconnect and free; pending operations are dropped without their callback. */
+    void (*close)(struct bridge_backend *b);
+    /* 1 when connected and usable. */
+    int (*is_ready)(struct bridge_backend *b);
+    /* Timeouts and reconnects; called every loop turn with monotonic seconds. */
+    void (*tick)(struct bridge_backend *b, double now);
+
+    /* Internal snapshot @tag of the running VM (RAM + the configured disks). */
+    int (*save)(struct bridge_backend *b, const char *tag, const char *job_id,
+                bridge_backend_done_fn done, void *opaque);
+    /* Load snapshot @tag. */
+    int (*restore)(struct bridge_backend *b, const char *tag, const char *job_id,
+                   bridge_backend_done_fn done, void *opaque);
+    /* Delete snapshot @tag from the configured disks. */
+    int (*delete)(struct bridge_backend *b, const char *tag, const char *job_id,
+                  bridge_backend_done_fn done, void *opaque);
+    /*
+     * Judge an operation (@op of save/restore/delete, @tag, @job_id) that a
+     * previous bridge process started and did not see finish: follow the job
+     * if it still runs, else decide from the hypervisor's snapshot list.
+     * ok = it happened; ERR_ABORTED = it did not or cannot be known.
+     */
+    int (*recover)(struct bridge_backend *b, enum vms_op op, const char *tag, const char *job_id,
+                   bridge_backend_done_fn done, void *opaque);
+    /* Does the hypervisor hold snapshot @tag? ok = yes, ERR_NOT_FOUND = no. */
+    int (*has_snapshot)(struct bridge_backend *b, const char *tag, bridge_backend_done_fn done,
+                        void *opaque);
+    /* The guest's memory size (balloon actual if there is a balloon, else the base size). */
+    int (*query_memory)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* Ask the balloon for @bytes of guest memory. */
+    int (*set_balloon)(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn done,
+                       void *opaque);
+};
+
+extern const struct bridge_backend_ops bridge_backend_qmp;
+
+#endif

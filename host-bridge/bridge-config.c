@@ -1,0 +1,412 @@
+/*
+ * bridge-config.c — see bridge-config.h.
+ */
+#include "config.h"
+#include "bridge-config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "vms-proto.h"
+
+struct parse_ctx {
+    struct bridge_config *cfg;
+    struct bridge_vm_config *vm; /* section being read, NULL in [bridge] */
+    int in_bridge;
+    char why[256]; /* first error: "[SECTION] KEY: why" */
+    int failed;
+};
+
+enum vm_key_bit {
+    K_PORT_A = 1u << 0,
+    K_PORT_B = 1u << 1,
+    K_QMP = 1u << 2,
+    K_NODES = 1u << 3,
+};
+
+void bridge_vm_config_defaults(struct bridge_vm_config *vm)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->max_states = 32;
+    vm->max_pending = 16;
+    vm->max_app_data_bytes = 4u * 1024u * 1024u;
+    vm->rate_requests = 60;
+    vm->rate_window = 60;
+    vm->auth_fail_max = 5;
+    vm->auth_fail_window = 60;
+    vm->job_timeout = 600;
+    vm->command_timeout = 10;
+}
+
+static int fail(struct parse_ctx *ctx, const char *section, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(struct parse_ctx *ctx, const char *section, const char *key, const char *fmt, ...)
+{
+    char why[160];
+    va_list ap;
+
+    if (ctx->failed)
+        return 0;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(ctx->why, sizeof(ctx->why), "[%s] %s: %s", section, key, why);
+    ctx->failed = 1;
+    return 0;
+}
+
+/* Unsigned integer with an optional K/M/G/T suffix (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    uint64_t mult = 1;
+
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        mult = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1ull << 40;
+        end++;
+        break;
+    default:
+        return -1;
+    }
+    if (*end || (v && mult > UINT64_MAX / v))
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+static int parse_uint(const char *s, unsigned max, unsigned *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || v > max)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int set_path(char *dst, const char *value)
+{
+    size_t n = strlen(value);
+    if (n == 0 || n >= BRIDGE_PATH_MAX)
+        return -1;
+    memcpy(dst, value, n + 1);
+    return 0;
+}
+
+static int parse_log_level(const char *v)
+{
+    static const char *const names[] = {"emerg",   "alert",  "crit", "error",
+                                        "warning", "notice", "info", "debug"};
+    for (int i = 0; i < 8; i++)
+        if (!strcmp(v, names[i]))
+            return i;
+    if (!strcmp(v, "err"))
+        return LOG_ERR;
+    if (!strcmp(v, "warn"))
+        return LOG_WARNING;
+    return -1;
+}
+
+static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
+{
+    struct bridge_config *cfg = ctx->cfg;
+    unsigned u;
+
+    if (!strcmp(key, "database")) {
+        if (set_path(cfg->database, value) < 0)
+            return fail(ctx, "bridge", key, "empty or longer than %s bytes", "511");
+    } else if (!strcmp(key, "log_level")) {
+        int l = parse_log_level(value);
+        if (l < 0)
+            return fail(ctx, "bridge", key,
+                        "'%s' is not one of error, warning, notice, info, debug", value);
+        cfg->log_level = l;
+    } else if (!strcmp(key, "privsep")) {
+        if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+            cfg->privsep = 1;
+        else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+            cfg->privsep = 0;
+        else
+            return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "reconnect_min_ms")) {
+        if (parse_uint(value, 600000, &u) < 0 || u == 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
+        cfg->reconnect_min_ms = u;
+    } else if (!strcmp(key, "reconnect_max_ms")) {
+        if (parse_uint(value, 600000, &u) < 0 || u == 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
+        cfg->reconnect_max_ms = u;
+    } else {
+        return fail(ctx, "bridge", key, "unknown key%s", "");
+    }
+    return 1;
+}
+
+static int parse_nodes(struct bridge_vm_config *vm, const char *value)
+{
+    char buf[BRIDGE_NODES_MAX * BRIDGE_NODE_NAME_MAX];
+    char *save = NULL, *tok;
+
+    if (strlen(value) >= sizeof(buf))
+        return -1;
+    strcpy(buf, value);
+    vm->n_nodes = 0;
+    for (tok = strtok_r(buf, " ,\t", &save); tok; tok = strtok_r(NULL, " ,\t", &save)) {
+        if (vm->n_nodes >= BRIDGE_NODES_MAX || strlen(tok) >= BRIDGE_NODE_NAME_MAX ||
+            !vms_valid_id(tok))
+            return -1;
+        strcpy(vm->nodes[vm->n_nodes++], tok);
+    }
+    return vm->n_nodes ? 0 : -1;
+}
+
+static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, const char *value)
+{
+    struct bridge_vm_config *vm = ctx->vm;
+    uint64_t sz;
+
+#define UINT_KEY(k, field, max)                                                                    \
+    if (!strcmp(key, k)) {                                                                         \
+        if (parse_uint(value, max, &vm->field) < 0)                                                \
+            return fail(ctx, section, key, "'%s' is not a number in 0.." #max, value);             \
+        return 1;                                                                                  \
+    }
+#define SIZE_KEY(k, field)                                                                         \
+    if (!strcmp(key, k)) {                                                                         \
+        if (parse_size(value, &sz) < 0)                                                            \
+            return fail(ctx, section, key, "'%s' is not a size (number, optional K/M/G/T)",        \
+                        value);                                                                    \
+        vm->field = sz;                                                                            \
+        return 1;                                                                                  \
+    }
+#define PATH_KEY(k, field, bit)                                                                    \
+    if (!strcmp(key, k)) {                                                                         \
+        if (set_path(vm->field, value) < 0)                                                        \
+            return fail(ctx, section, key, "empty or longer than %s bytes", "511");                \
+        vm->seen |= (bit);                                                                         \
+        return 1;                                                                                  \
+    }
+    PATH_KEY("port_a", port_a, K_PORT_A)
+    PATH_KEY("port_b", port_b, K_PORT_B)
+    PATH_KEY("qmp", qmp, K_QMP)
+    PATH_KEY("state_dir", state_dir, 0)
+    if (!strcmp(key, "nodes")) {
+        if (parse_nodes(vm, value) < 0)
+            return fail(ctx, section, key,
+                        "'%s' is not a list of 1..8 node names ([A-Za-z0-9._:@-], < 64 bytes)",
+                        value);
+        vm->seen |= K_NODES;
+        return 1;
+    }
+    if (!strcmp(key, "vmstate_node")) {
+        if (strlen(value) >= BRIDGE_NODE_NAME_MAX || !vms_valid_id(value))
+            return fail(ctx, section, key, "'%s' is not a node name", value);
+        strcpy(vm->vmstate_node, value);
+        return 1;
+    }
+    UINT_KEY("max_states", max_states, 100000)
+    UINT_KEY("max_pending", max_pending, 10000)
+    SIZE_KEY("max_app_data_bytes", max_app_data_bytes)
+    UINT_KEY("rate_requests", rate_requests, 1000000)
+    UINT_KEY("rate_window", rate_window, 86400)
+    UINT_KEY("auth_fail_max", auth_fail_max, 1000000)
+    UINT_KEY("auth_fail_window", auth_fail_window, 86400)
+    SIZE_KEY("mem_min", mem_min_bytes)
+    SIZE_KEY("mem_max", mem_max_bytes)
+    UINT_KEY("job_timeout", job_timeout, 86400)
+    UINT_KEY("command_timeout", command_timeout, 3600)
+#undef UINT_KEY
+#undef SIZE_KEY
+#undef PATH_KEY
+    return fail(ctx, section, key, "unknown key%s", "");
+}
+
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_ctx *ctx = user;
+    struct bridge_config *cfg = ctx->cfg;
+
+    if (ctx->failed)
+        return 0;
+    if (!strcmp(section, "bridge"))
+        return bridge_key(ctx, key, value);
+    if (!strncmp(section, "vm ", 3)) {
+        const char *name = section + 3;
+        if (!ctx->vm || strcmp(ctx->vm->name, name)) {
+            struct bridge_vm_config *grown;
+            if (strlen(name) >= BRIDGE_VM_NAME_MAX || !vms_valid_id(name))
+                return fail(ctx, section, key,
+                            "VM name '%s' must be 1..63 characters of [A-Za-z0-9._:@-]", name);
+            if (bridge_config_vm(cfg, name))
+                return fail(ctx, section, key, "VM '%s' is defined twice", name);
+            if (cfg->n_vms >= BRIDGE_VMS_MAX)
+                return fail(ctx, section, key, "more than %s VMs", "256");
+            grown = realloc(cfg->vms, (cfg->n_vms + 1) * sizeof(*cfg->vms));
+            if (!grown)
+                return fail(ctx, section, key, "out of memory%s", "");
+            cfg->vms = grown;
+            ctx->vm = &cfg->vms[cfg->n_vms++];
+            bridge_vm_config_defaults(ctx->vm);
+            strcpy(ctx->vm->name, name);
+        }
+        return vm_key(ctx, section, key, value);
+    }
+    return fail(ctx, section, key, "unknown section (expected [bridge] or [vm NAME])%s", "");
+}
+
+static void config_defaults(struct bridge_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->database, sizeof(cfg->database), "%s/lib/vmstate/bridge.db", LOCALSTATEDIR);
+    cfg->log_level = LOG_INFO;
+    cfg->reconnect_min_ms = 200;
+    cfg->reconnect_max_ms = 5000;
+    cfg->privsep = 1;
+}
+
+/* Checks that need the whole file: required keys, consistent bounds. */
+static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->n_vms; i++) {
+        struct bridge_vm_config *vm = &cfg->vms[i];
+        const char *missing = !(vm->seen & K_PORT_A)   ? "port_a"
+                              : !(vm->seen & K_PORT_B) ? "port_b"
+                              : !(vm->seen & K_QMP)    ? "qmp"
+                              : !(vm->seen & K_NODES)  ? "nodes"
+                                                       : NULL;
+        if (missing) {
+            snprintf(err, errlen, "%s: [vm %s] %s: required key missing", cfg->path, vm->name,
+                     missing);
+            return -1;
+        }
+        if (!vm->vmstate_node[0])
+            strcpy(vm->vmstate_node, vm->nodes[0]);
+        if (!vm->state_dir[0]) {
+            /* default: the directory of the QMP socket */
+            const char *slash = strrchr(vm->qmp, '/');
+            if (slash && slash != vm->qmp)
+                snprintf(vm->state_dir, sizeof(vm->state_dir), "%.*s", (int)(slash - vm->qmp),
+                         vm->qmp);
+            else
+                strcpy(vm->state_dir, slash ? "/" : ".");
+        }
+        if (vm->mem_max_bytes && vm->mem_min_bytes > vm->mem_max_bytes) {
+            snprintf(err, errlen, "%s: [vm %s] mem_min: greater than mem_max", cfg->path, vm->name);
+            return -1;
+        }
+        if (vm->rate_requests && !vm->rate_window) {
+            snprintf(err, errlen, "%s: [vm %s] rate_window: must be > 0 when rate_requests is set",
+                     cfg->path, vm->name);
+            return -1;
+        }
+        if (vm->auth_fail_max && !vm->auth_fail_window) {
+            snprintf(err, errlen,
+                     "%s: [vm %s] auth_fail_window: must be > 0 when auth_fail_max is set",
+                     cfg->path, vm->name);
+            return -1;
+        }
+    }
+    if (cfg->reconnect_min_ms > cfg->reconnect_max_ms) {
+        snprintf(err, errlen, "%s: [bridge] reconnect_min_ms: greater than reconnect_max_ms",
+                 cfg->path);
+        return -1;
+    }
+    return 0;
+}
+
+static int finish(struct bridge_config *cfg, struct parse_ctx *ctx, int rc, char *err,
+                  size_t errlen)
+{
+    if (rc == -1) {
+        snprintf(err, errlen, "%s: cannot open: %s", cfg->path, strerror(errno));
+        return -1;
+    }
+    if (rc == -2) {
+        snprintf(err, errlen, "%s: out of memory", cfg->path);
+        return -1;
+    }
+    if (rc > 0) {
+        if (ctx->failed)
+            snprintf(err, errlen, "%s:%d: %s", cfg->path, rc, ctx->why);
+        else
+            snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
+                     cfg->path, rc);
+        return -1;
+    }
+    return config_check(cfg, err, errlen);
+}
+
+int bridge_config_load(struct bridge_config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct parse_ctx ctx = {.cfg = cfg};
+    int rc;
+
+    config_defaults(cfg);
+    snprintf(cfg->path, sizeof(cfg->path), "%s", path);
+    rc = ini_parse(path, on_key, &ctx);
+    return finish(cfg, &ctx, rc, err, errlen);
+}
+
+int bridge_config_load_string(struct bridge_config *cfg, const char *name, const char *text,
+                              char *err, size_t errlen)
+{
+    struct parse_ctx ctx = {.cfg = cfg};
+    int rc;
+
+    config_defaults(cfg);
+    snprintf(cfg->path, sizeof(cfg->path), "%s", name);
+    rc = ini_parse_string(text, on_key, &ctx);
+    return finish(cfg, &ctx, rc, err, errlen);
+}
+
+void bridge_config_free(struct bridge_config *cfg)
+{
+    free(cfg->vms);
+    cfg->vms = NULL;
+    cfg->n_vms = 0;
+}
+
+const struct bridge_vm_config *bridge_config_vm(const struct bridge_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_vms; i++)
+        if (!strcmp(cfg->vms[i].name, name))
+            return &cfg->vms[i];
+    return NULL;
+}

@@ -1,0 +1,72 @@
+/*
+ * config.h — vmstate-bridged's INI configuration (inih).
+ *
+ * [bridge] holds daemon-wide keys, one [vm NAME] section per VM. Every key,
+ * its meaning and its default are documented in vmstate-bridged.conf.example.
+ * Rights are not configured here: they live in the database (vmstate-admin).
+ */
+#ifndef BRIDGE_CONFIG_H
+#define BRIDGE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BRIDGE_VM_NAME_MAX   64
+#define BRIDGE_PATH_MAX      512
+#define BRIDGE_NODES_MAX     8
+#define BRIDGE_NODE_NAME_MAX 64
+#define BRIDGE_VMS_MAX       256
+
+struct bridge_vm_config {
+    char name[BRIDGE_VM_NAME_MAX];
+    char port_a[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the request port (guest -> host) */
+    char port_b[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the event port (host -> guest) */
+    char qmp[BRIDGE_PATH_MAX];       /* QMP socket */
+    char state_dir[BRIDGE_PATH_MAX]; /* where the VM's states live (hostinfo free space) */
+    char vmstate_node[BRIDGE_NODE_NAME_MAX];            /* node holding the RAM state */
+    char nodes[BRIDGE_NODES_MAX][BRIDGE_NODE_NAME_MAX]; /* qcow2 nodes snapshotted */
+    unsigned n_nodes;
+    unsigned max_states;
+    unsigned max_pending;
+    uint64_t max_app_data_bytes;
+    unsigned rate_requests; /* requests allowed per rate_window seconds (0: unlimited) */
+    unsigned rate_window;
+    unsigned auth_fail_max; /* auth failures per principal per auth_fail_window seconds */
+    unsigned auth_fail_window;
+    uint64_t mem_min_bytes; /* set-memory bounds; max 0 = set-memory disabled */
+    uint64_t mem_max_bytes;
+    unsigned job_timeout;     /* seconds a snapshot job may take */
+    unsigned command_timeout; /* seconds a plain QMP command may take */
+    unsigned seen;            /* bit set of keys given, for the checks after parsing */
+};
+
+struct bridge_config {
+    char path[BRIDGE_PATH_MAX]; /* file it was read from */
+    char database[BRIDGE_PATH_MAX];
+    int log_level; /* syslog level */
+    unsigned reconnect_min_ms, reconnect_max_ms;
+    int privsep; /* read port A in an unprivileged reader process (default yes) */
+    struct bridge_vm_config *vms;
+    size_t n_vms;
+};
+
+/*
+ * Read @path into @cfg (zeroed first, defaults applied). Returns 0, or -1 with
+ * @err holding "FILE:LINE: [SECTION] KEY: why" (or "FILE: why" for errors
+ * not tied to a line). Release with bridge_config_free() in both cases.
+ */
+int bridge_config_load(struct bridge_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Same as bridge_config_load() over a string; @name is used in messages. */
+int bridge_config_load_string(struct bridge_config *cfg, const char *name, const char *text,
+                              char *err, size_t errlen);
+
+void bridge_config_free(struct bridge_config *cfg);
+
+/* The VM named @name, or NULL. */
+const struct bridge_vm_config *bridge_config_vm(const struct bridge_config *cfg, const char *name);
+
+/* Defaults of one [vm] section (exported for tests and the fuzz target). */
+void bridge_vm_config_defaults(struct bridge_vm_config *vm);
+
+#endif

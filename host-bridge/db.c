@@ -1,0 +1,832 @@
+/*
+ * db.c — see db.h.
+ */
+#include "config.h"
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vms-log.h"
+
+/* Migration N takes the schema from version N to N+1. Never edit a shipped one: append. */
+static const char *const migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE vms ("
+    "  name TEXT PRIMARY KEY,"
+    "  epoch INTEGER NOT NULL DEFAULT 1,"
+    "  next_seq INTEGER NOT NULL DEFAULT 1,"
+    "  current_state TEXT NOT NULL DEFAULT '',"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE requests ("
+    "  vm TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL, app_id TEXT NOT NULL,"
+    "  principal TEXT NOT NULL, app_data BLOB, label TEXT NOT NULL DEFAULT '',"
+    "  state_id TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0,"
+    "  epoch INTEGER NOT NULL,"
+    "  status TEXT NOT NULL CHECK (status IN ('accepted','running','done','refused')),"
+    "  result INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '',"
+    "  accepted_at INTEGER NOT NULL, started_at INTEGER, done_at INTEGER,"
+    "  PRIMARY KEY (vm, id));"
+    "CREATE INDEX requests_status ON requests(vm, status);"
+    "CREATE TABLE states ("
+    "  vm TEXT NOT NULL, id TEXT NOT NULL, label TEXT NOT NULL, request_id TEXT NOT NULL,"
+    "  app_id TEXT NOT NULL, created INTEGER NOT NULL, parent TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (vm, id));"
+    "CREATE TABLE state_pending ("
+    "  vm TEXT NOT NULL, state_id TEXT NOT NULL, request_id TEXT NOT NULL,"
+    "  PRIMARY KEY (vm, state_id, request_id));"
+    "CREATE TABLE events ("
+    "  vm TEXT NOT NULL, seq INTEGER NOT NULL, epoch INTEGER NOT NULL,"
+    "  request_id TEXT NOT NULL, op TEXT NOT NULL, status INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '', acked INTEGER NOT NULL DEFAULT 0,"
+    "  superseded INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
+    "  payload BLOB NOT NULL, PRIMARY KEY (vm, seq));"
+    "CREATE INDEX events_req ON events(vm, request_id);"
+    "CREATE TABLE principals ("
+    "  name TEXT PRIMARY KEY, hash TEXT NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE rights ("
+    "  principal TEXT NOT NULL REFERENCES principals(name) ON DELETE CASCADE,"
+    "  vm TEXT NOT NULL, op TEXT NOT NULL, PRIMARY KEY (principal, vm, op));",
+};
+
+static const char *const status_names[] = {"accepted", "running", "done", "refused"};
+
+static enum bridge_req_status status_from_name(const char *s)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (s && !strcmp(s, status_names[i]))
+            return (enum bridge_req_status)i;
+    return BRIDGE_REQ_DONE;
+}
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void db_error(struct bridge_db *db, const char *vm, const char *what)
+{
+    vms_err(vm, NULL, "database: %s: %s", what, sqlite3_errmsg(db->h));
+}
+
+static sqlite3_stmt *prep(struct bridge_db *db, const char *vm, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_error(db, vm, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_TRANSIENT);
+}
+
+static void copy_col(sqlite3_stmt *st, int i, char *dst, size_t len)
+{
+    const unsigned char *s = sqlite3_column_text(st, i);
+    snprintf(dst, len, "%s", s ? (const char *)s : "");
+}
+
+/* Run a statement that returns no rows. Returns changes() or -1. */
+static int step_done(struct bridge_db *db, const char *vm, sqlite3_stmt *st, const char *what)
+{
+    int rc;
+    if (!st)
+        return -1;
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        db_error(db, vm, what);
+        return -1;
+    }
+    return sqlite3_changes(db->h);
+}
+
+static int exec(struct bridge_db *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        vms_err(NULL, NULL, "database: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+int bridge_db_begin(struct bridge_db *db)
+{
+    return exec(db, "BEGIN IMMEDIATE");
+}
+
+int bridge_db_commit(struct bridge_db *db)
+{
+    return exec(db, "COMMIT");
+}
+
+void bridge_db_rollback(struct bridge_db *db)
+{
+    exec(db, "ROLLBACK");
+}
+
+int bridge_db_schema_version(struct bridge_db *db)
+{
+    sqlite3_stmt *st = prep(db, NULL, "PRAGMA user_version");
+    int v = -1;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen)
+{
+    int version, n_mig = (int)(sizeof(migrations) / sizeof(migrations[0]));
+
+    db->h = NULL;
+    if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, db->h ? sqlite3_errmsg(db->h) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(db->h, 5000);
+    if (exec(db, "PRAGMA journal_mode=WAL") < 0 || exec(db, "PRAGMA synchronous=FULL") < 0 ||
+        exec(db, "PRAGMA foreign_keys=ON") < 0) {
+        snprintf(err, errlen, "%s: cannot set WAL mode: %s", path, sqlite3_errmsg(db->h));
+        goto fail;
+    }
+    version = bridge_db_schema_version(db);
+    if (version < 0 || version > n_mig) {
+        snprintf(err, errlen, "%s: schema version %d is newer than this bridge (%d)", path, version,
+                 n_mig);
+        goto fail;
+    }
+    for (; version < n_mig; version++) {
+        char sql[64];
+        if (bridge_db_begin(db) < 0)
+            goto mig_fail;
+        if (exec(db, migrations[version]) < 0) {
+            bridge_db_rollback(db);
+            goto mig_fail;
+        }
+        snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", version + 1);
+        if (exec(db, sql) < 0 || bridge_db_commit(db) < 0) {
+            bridge_db_rollback(db);
+            goto mig_fail;
+        }
+        vms_info(NULL, NULL, "database %s: migrated schema to version %d", path, version + 1);
+    }
+    return 0;
+mig_fail:
+    snprintf(err, errlen, "%s: migration to schema %d failed: %s", path, version + 1,
+             sqlite3_errmsg(db->h));
+fail:
+    sqlite3_close(db->h);
+    db->h = NULL;
+    return -1;
+}
+
+void bridge_db_close(struct bridge_db *db)
+{
+    if (db->h)
+        sqlite3_close(db->h);
+    db->h = NULL;
+}
+
+void bridge_request_clear(struct bridge_request *r)
+{
+    free(r->app_data);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- VMs ---- */
+
+/* Read @vm's row: 1 found, 0 missing, -1 error. */
+static int vm_read(struct bridge_db *db, const char *vm, struct bridge_db_vm *out)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT epoch, next_seq, current_state FROM vms WHERE name = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->epoch = (uint64_t)sqlite3_column_int64(st, 0);
+        out->next_seq = (uint64_t)sqlite3_column_int64(st, 1);
+        copy_col(st, 2, out->current_state, sizeof(out->current_state));
+        rc = 1;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0;
+    } else {
+        db_error(db, vm, "read vm");
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int bridge_db_vm_ensure(struct bridge_db *db, const char *vm, struct bridge_db_vm *out)
+{
+    struct bridge_db_vm row;
+    sqlite3_stmt *st;
+    int rc;
+
+    if (!out)
+        out = &row;
+    rc = vm_read(db, vm, out); /* a read only: callers on the guest path stay cheap */
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    st = prep(db, vm, "INSERT OR IGNORE INTO vms(name, created) VALUES (?, ?)");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, now_s());
+    if (step_done(db, vm, st, "insert vm") < 0)
+        return -1;
+    return vm_read(db, vm, out) == 1 ? 0 : -1;
+}
+
+int bridge_db_vm_set_current_state(struct bridge_db *db, const char *vm, const char *state_id)
+{
+    sqlite3_stmt *st = prep(db, vm, "UPDATE vms SET current_state = ? WHERE name = ?");
+    if (!st)
+        return -1;
+    bind_text(st, 1, state_id);
+    bind_text(st, 2, vm);
+    return step_done(db, vm, st, "set current state") < 0 ? -1 : 0;
+}
+
+int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch)
+{
+    struct bridge_db_vm row;
+    sqlite3_stmt *st;
+
+    if (bridge_db_vm_ensure(db, vm, &row) < 0)
+        return -1;
+    st = prep(db, vm, "UPDATE vms SET epoch = epoch + 1 WHERE name = ?");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    if (step_done(db, vm, st, "new epoch") < 0)
+        return -1;
+    st = prep(db, vm, "UPDATE events SET superseded = 1 WHERE vm = ? AND epoch <= ? AND acked = 0");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, (int64_t)row.epoch);
+    if (step_done(db, vm, st, "supersede events") < 0)
+        return -1;
+    *epoch = row.epoch + 1;
+    return 0;
+}
+
+/* ---- requests ---- */
+
+#define REQ_COLS                                                                                   \
+    "vm, id, op, app_id, principal, app_data, label, state_id, bytes, epoch, status, result, "     \
+    "message"
+
+static void request_from_row(sqlite3_stmt *st, struct bridge_request *r)
+{
+    const void *blob;
+    int n;
+
+    memset(r, 0, sizeof(*r));
+    copy_col(st, 0, r->vm, sizeof(r->vm));
+    copy_col(st, 1, r->id, sizeof(r->id));
+    r->op = vms_op_from_name((const char *)sqlite3_column_text(st, 2));
+    copy_col(st, 3, r->app_id, sizeof(r->app_id));
+    copy_col(st, 4, r->principal, sizeof(r->principal));
+    blob = sqlite3_column_blob(st, 5);
+    n = sqlite3_column_bytes(st, 5);
+    if (blob && n > 0) {
+        r->app_data = malloc((size_t)n);
+        if (r->app_data) {
+            memcpy(r->app_data, blob, (size_t)n);
+            r->app_data_len = (size_t)n;
+        }
+    }
+    copy_col(st, 6, r->label, sizeof(r->label));
+    copy_col(st, 7, r->state_id, sizeof(r->state_id));
+    r->bytes = (uint64_t)sqlite3_column_int64(st, 8);
+    r->epoch = (uint64_t)sqlite3_column_int64(st, 9);
+    r->status = status_from_name((const char *)sqlite3_column_text(st, 10));
+    r->result = (uint32_t)sqlite3_column_int(st, 11);
+    copy_col(st, 12, r->message, sizeof(r->message));
+}
+
+int bridge_db_request_find(struct bridge_db *db, const char *vm, const char *id,
+                           struct bridge_request *out)
+{
+    sqlite3_stmt *st = prep(db, vm, "SELECT " REQ_COLS " FROM requests WHERE vm = ? AND id = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (out)
+            request_from_row(st, out);
+        rc = 1;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0;
+    } else {
+        db_error(db, vm, "find request");
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *r)
+{
+    sqlite3_stmt *st = prep(db, r->vm,
+                            "INSERT INTO requests(" REQ_COLS ", accepted_at, done_at) VALUES "
+                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    int64_t now = now_s();
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, r->vm);
+    bind_text(st, 2, r->id);
+    bind_text(st, 3, vms_op_name(r->op));
+    bind_text(st, 4, r->app_id);
+    bind_text(st, 5, r->principal);
+    if (r->app_data_len)
+        sqlite3_bind_blob(st, 6, r->app_data, (int)r->app_data_len, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 6);
+    bind_text(st, 7, r->label);
+    bind_text(st, 8, r->state_id);
+    sqlite3_bind_int64(st, 9, (int64_t)r->bytes);
+    sqlite3_bind_int64(st, 10, (int64_t)r->epoch);
+    bind_text(st, 11, status_names[r->status]);
+    sqlite3_bind_int(st, 12, (int)r->result);
+    bind_text(st, 13, r->message);
+    sqlite3_bind_int64(st, 14, now);
+    if (r->status >= BRIDGE_REQ_DONE)
+        sqlite3_bind_int64(st, 15, now);
+    else
+        sqlite3_bind_null(st, 15);
+    return step_done(db, r->vm, st, "journal request") < 0 ? -1 : 0;
+}
+
+int bridge_db_request_set_status(struct bridge_db *db, const char *vm, const char *id,
+                                 enum bridge_req_status status, uint32_t result,
+                                 const char *message)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "UPDATE requests SET status = ?, result = ?, message = ?,"
+                            " started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,"
+                            " done_at = CASE WHEN ? IN ('done','refused') THEN ? ELSE done_at END"
+                            " WHERE vm = ? AND id = ?");
+    int64_t now = now_s();
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, status_names[status]);
+    sqlite3_bind_int(st, 2, (int)result);
+    bind_text(st, 3, message);
+    bind_text(st, 4, status_names[status]);
+    sqlite3_bind_int64(st, 5, now);
+    bind_text(st, 6, status_names[status]);
+    sqlite3_bind_int64(st, 7, now);
+    bind_text(st, 8, vm);
+    bind_text(st, 9, id);
+    return step_done(db, vm, st, "update request") < 0 ? -1 : 0;
+}
+
+int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
+                                 enum bridge_req_status status,
+                                 void (*fn)(void *opaque, struct bridge_request *r), void *opaque)
+{
+    sqlite3_stmt *st = prep(
+        db, vm, "SELECT " REQ_COLS " FROM requests WHERE vm = ? AND status = ? ORDER BY rowid");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, status_names[status]);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct bridge_request r;
+        request_from_row(st, &r);
+        fn(opaque, &r);
+        bridge_request_clear(&r);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        db_error(db, vm, "list requests");
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t query_int(struct bridge_db *db, const char *vm, const char *sql, const char *a2)
+{
+    sqlite3_stmt *st = prep(db, vm, sql);
+    int64_t v = -1;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    if (a2)
+        bind_text(st, 2, a2);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    else
+        db_error(db, vm, "count");
+    sqlite3_finalize(st);
+    return v;
+}
+
+int bridge_db_count_pending(struct bridge_db *db, const char *vm)
+{
+    return (int)query_int(db, vm,
+                          "SELECT count(*) FROM requests WHERE vm = ? AND status IN "
+                          "('accepted','running')",
+                          NULL);
+}
+
+int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm)
+{
+    return query_int(db, vm, "SELECT coalesce(sum(length(app_data)), 0) FROM requests WHERE vm = ?",
+                     NULL);
+}
+
+int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "UPDATE requests SET app_data = NULL WHERE vm = ?1 AND id = ?2 AND "
+                            "status IN ('done','refused') AND NOT EXISTS (SELECT 1 FROM "
+                            "state_pending WHERE vm = ?1 AND request_id = ?2)");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    return step_done(db, vm, st, "release app data") < 0 ? -1 : 0;
+}
+
+/* ---- states ---- */
+
+int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vms_state_info *s,
+                           const char *request_id)
+{
+    sqlite3_stmt *st =
+        prep(db, vm,
+             "INSERT OR IGNORE INTO states(vm, id, label, request_id, app_id, created, "
+             "parent) VALUES (?,?,?,?,?,?,?)");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, s->id);
+    bind_text(st, 3, s->label);
+    bind_text(st, 4, request_id);
+    bind_text(st, 5, s->app_id);
+    sqlite3_bind_int64(st, 6, s->created);
+    bind_text(st, 7, s->parent);
+    return step_done(db, vm, st, "insert state") < 0 ? -1 : 0;
+}
+
+static void state_from_row(sqlite3_stmt *st, struct vms_state_info *s)
+{
+    memset(s, 0, sizeof(*s));
+    copy_col(st, 0, s->id, sizeof(s->id));
+    copy_col(st, 1, s->label, sizeof(s->label));
+    copy_col(st, 2, s->app_id, sizeof(s->app_id));
+    copy_col(st, 3, s->parent, sizeof(s->parent));
+    s->created = sqlite3_column_int64(st, 4);
+}
+
+int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
+                         struct vms_state_info *out)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT id, label, app_id, parent, created FROM states WHERE vm = ? "
+                            "AND id = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if (out)
+            state_from_row(st, out);
+        rc = 1;
+    } else {
+        rc = rc == SQLITE_DONE ? 0 : -1;
+        if (rc < 0)
+            db_error(db, vm, "find state");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int bridge_db_state_delete(struct bridge_db *db, const char *vm, const char *id)
+{
+    sqlite3_stmt *st = prep(db, vm, "DELETE FROM state_pending WHERE vm = ? AND state_id = ?");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    if (step_done(db, vm, st, "delete state_pending") < 0)
+        return -1;
+    st = prep(db, vm, "DELETE FROM states WHERE vm = ? AND id = ?");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    return step_done(db, vm, st, "delete state");
+}
+
+int bridge_db_state_count(struct bridge_db *db, const char *vm)
+{
+    return (int)query_int(db, vm, "SELECT count(*) FROM states WHERE vm = ?", NULL);
+}
+
+int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT id, label, app_id, parent, created FROM (SELECT rowid AS r, * "
+                            "FROM states WHERE vm = ? ORDER BY rowid DESC LIMIT ?) ORDER BY r");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int(st, 2, VMS_STATES_MAX);
+    m->fields |= VMS_BIT(VMS_F_STATES);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct vms_state_info s;
+        state_from_row(st, &s);
+        if (vms_msg_add_state(m, &s) < 0)
+            break;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+int bridge_db_state_pending_record(struct bridge_db *db, const char *vm, const char *state_id)
+{
+    sqlite3_stmt *st = prep(
+        db, vm,
+        "INSERT OR IGNORE INTO state_pending(vm, state_id, request_id) "
+        "SELECT ?1, ?2, id FROM requests r WHERE r.vm = ?1 AND (r.status IN "
+        "('accepted','running') OR (r.status IN ('done','refused') AND EXISTS (SELECT 1 FROM "
+        "events e WHERE e.vm = ?1 AND e.request_id = r.id AND e.acked = 0 AND e.superseded = 0 "
+        "AND e.epoch = (SELECT epoch FROM vms WHERE name = ?1))))");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, state_id);
+    return step_done(db, vm, st, "record pending requests") < 0 ? -1 : 0;
+}
+
+int bridge_db_state_pending_list(struct bridge_db *db, const char *vm, const char *state_id,
+                                 char (*ids)[VMS_REQUEST_ID_LEN + 1], int max)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT p.request_id FROM state_pending p JOIN requests r ON r.vm = "
+                            "p.vm AND r.id = p.request_id WHERE p.vm = ? AND p.state_id = ? "
+                            "ORDER BY r.rowid");
+    int n = 0;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, state_id);
+    while (n < max && sqlite3_step(st) == SQLITE_ROW)
+        copy_col(st, 0, ids[n++], VMS_REQUEST_ID_LEN + 1);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* ---- events ---- */
+
+int bridge_db_event_add(struct bridge_db *db, const char *vm, struct vms_msg *ev)
+{
+    struct bridge_db_vm row;
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    char err[256];
+    sqlite3_stmt *st;
+    int rc = -1;
+
+    if (bridge_db_vm_ensure(db, vm, &row) < 0)
+        return -1;
+    vms_msg_set_u64(ev, VMS_F_EPOCH, row.epoch);
+    vms_msg_set_u64(ev, VMS_F_SEQ, row.next_seq);
+    if (vms_msg_encode(ev, &payload, &len, err, sizeof(err)) < 0) {
+        vms_err(vm, ev->request_id, "cannot encode event: %s", err);
+        return -1;
+    }
+    st = prep(db, vm, "UPDATE vms SET next_seq = next_seq + 1 WHERE name = ?");
+    if (!st)
+        goto out;
+    bind_text(st, 1, vm);
+    if (step_done(db, vm, st, "next seq") < 0)
+        goto out;
+    st = prep(db, vm,
+              "INSERT INTO events(vm, seq, epoch, request_id, op, status, reason, created, "
+              "payload) VALUES (?,?,?,?,?,?,?,?,?)");
+    if (!st)
+        goto out;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, (int64_t)row.next_seq);
+    sqlite3_bind_int64(st, 3, (int64_t)row.epoch);
+    bind_text(st, 4, ev->request_id);
+    bind_text(st, 5, ev->op);
+    sqlite3_bind_int(st, 6, (int)ev->status);
+    bind_text(st, 7, vms_msg_has(ev, VMS_F_REASON) ? ev->reason : "");
+    sqlite3_bind_int64(st, 8, now_s());
+    sqlite3_bind_blob(st, 9, payload, (int)len, SQLITE_TRANSIENT);
+    if (step_done(db, vm, st, "journal event") < 0)
+        goto out;
+    rc = 0;
+out:
+    free(payload);
+    return rc;
+}
+
+int bridge_db_event_ack(struct bridge_db *db, const char *vm, uint64_t epoch, uint64_t seq,
+                        const char *request_id)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "UPDATE events SET acked = 1 WHERE vm = ? AND epoch = ? AND seq = ? "
+                            "AND request_id = ? AND acked = 0");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, (int64_t)epoch);
+    sqlite3_bind_int64(st, 3, (int64_t)seq);
+    bind_text(st, 4, request_id);
+    return step_done(db, vm, st, "ack event") > 0 ? 1 : 0;
+}
+
+static int decode_payload(sqlite3_stmt *st, int col, struct vms_msg *m)
+{
+    const void *blob = sqlite3_column_blob(st, col);
+    int n = sqlite3_column_bytes(st, col);
+    if (!blob || n <= 0)
+        return -1;
+    return vms_msg_decode(blob, (size_t)n, m, NULL) == VMS_DECODE_OK ? 0 : -1;
+}
+
+int bridge_db_events_unacked(struct bridge_db *db, const char *vm, uint64_t epoch,
+                             void (*fn)(void *opaque, struct vms_msg *ev), void *opaque)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT payload FROM events WHERE vm = ? AND epoch = ? AND acked = 0 "
+                            "AND superseded = 0 ORDER BY seq");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, (int64_t)epoch);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct vms_msg m;
+        vms_msg_init(&m, VMS_MSG_EVENT);
+        if (decode_payload(st, 0, &m) == 0)
+            fn(opaque, &m);
+        vms_msg_clear(&m);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int bridge_db_event_latest(struct bridge_db *db, const char *vm, const char *id,
+                           struct vms_msg *out)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT payload FROM events WHERE vm = ? AND request_id = ? ORDER BY "
+                            "seq DESC LIMIT 1");
+    int rc = 0;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    vms_msg_clear(out);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        rc = decode_payload(st, 0, out) == 0 ? 1 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int bridge_db_event_count(struct bridge_db *db, const char *vm, const char *id, uint64_t epoch)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT count(*) FROM events WHERE vm = ? AND request_id = ? AND "
+                            "epoch = ?");
+    int n = -1;
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    sqlite3_bind_int64(st, 3, (int64_t)epoch);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* ---- principals and rights ---- */
+
+int bridge_db_principal_add(struct bridge_db *db, const char *name, const char *hash)
+{
+    sqlite3_stmt *st = prep(db, NULL,
+                            "INSERT INTO principals(name, hash, created) VALUES (?,?,?) ON "
+                            "CONFLICT(name) DO UPDATE SET hash = excluded.hash");
+    if (!st)
+        return -1;
+    bind_text(st, 1, name);
+    bind_text(st, 2, hash);
+    sqlite3_bind_int64(st, 3, now_s());
+    return step_done(db, NULL, st, "add principal") < 0 ? -1 : 0;
+}
+
+int bridge_db_principal_remove(struct bridge_db *db, const char *name)
+{
+    sqlite3_stmt *st = prep(db, NULL, "DELETE FROM principals WHERE name = ?");
+    int n;
+    if (!st)
+        return -1;
+    bind_text(st, 1, name);
+    n = step_done(db, NULL, st, "remove principal");
+    return n < 0 ? -1 : n > 0;
+}
+
+int bridge_db_principal_hash(struct bridge_db *db, const char *name, char *hash, size_t len)
+{
+    sqlite3_stmt *st = prep(db, NULL, "SELECT hash FROM principals WHERE name = ?");
+    int rc;
+    if (!st)
+        return -1;
+    bind_text(st, 1, name);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, hash, len);
+        rc = 1;
+    } else {
+        rc = rc == SQLITE_DONE ? 0 : -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int bridge_db_right_grant(struct bridge_db *db, const char *principal, const char *vm,
+                          const char *op)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "INSERT OR IGNORE INTO rights(principal, vm, op) VALUES (?,?,?)");
+    if (!st)
+        return -1;
+    bind_text(st, 1, principal);
+    bind_text(st, 2, vm);
+    bind_text(st, 3, op);
+    return step_done(db, vm, st, "grant") < 0 ? -1 : 0;
+}
+
+int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,
+                           const char *op)
+{
+    sqlite3_stmt *st =
+        prep(db, vm,
+             !strcmp(op, "all") ? "DELETE FROM rights WHERE principal = ? AND vm = ?"
+                                : "DELETE FROM rights WHERE principal = ? AND vm = ? AND op = ?");
+    if (!st)
+        return -1;
+    bind_text(st, 1, principal);
+    bind_text(st, 2, vm);
+    if (strcmp(op, "all"))
+        bind_text(st, 3, op);
+    return step_done(db, vm, st, "revoke") < 0 ? -1 : 0;
+}
+
+int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
+                          const char *op)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT 1 FROM rights WHERE principal = ? AND vm = ? AND op IN (?, "
+                            "'all')");
+    int rc;
+    if (!st)
+        return -1;
+    bind_text(st, 1, principal);
+    bind_text(st, 2, vm);
+    bind_text(st, 3, op);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}

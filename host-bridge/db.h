@@ -1,0 +1,163 @@
+/*
+ * db.h — the bridge's durable state: one SQLite file in WAL mode.
+ *
+ * Tables (schema version 1, see migrations[] in db.c):
+ *   vms        (name, epoch, next_seq, current_state, created)
+ *   requests   (vm, id, op, app_id, principal, app_data, label, state_id, bytes,
+ *               epoch, status accepted|running|done|refused, result, message,
+ *               accepted_at, started_at, done_at)
+ *   states     (vm, id, label, request_id, app_id, created, parent)
+ *   state_pending (vm, state_id, request_id): requests pending inside a state
+ *   events     (vm, seq, epoch, request_id, op, status, reason, acked, superseded,
+ *               created, payload = the marshalled Event)
+ *   principals (name, hash = crypto_pwhash_str, created)
+ *   rights     (principal, vm, op; op "all" grants every operation)
+ * Every query about states, requests and events takes the VM name: nothing
+ * reads across VMs.
+ *
+ * All functions return -1 on an SQLite error (logged), unless said otherwise.
+ */
+#ifndef BRIDGE_DB_H
+#define BRIDGE_DB_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vms-proto.h"
+
+#define BRIDGE_DB_SCHEMA_VERSION 1
+
+enum bridge_req_status {
+    BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
+    BRIDGE_REQ_RUNNING,      /* handed to the backend */
+    BRIDGE_REQ_DONE,         /* finished (result = vms_status) */
+    BRIDGE_REQ_REFUSED,      /* refused after authentication (denied, quota, not-found) */
+};
+
+struct bridge_db {
+    sqlite3 *h;
+};
+
+/* One journaled request. app_data is heap-owned: bridge_request_clear(). */
+struct bridge_request {
+    char vm[VMS_STR_MAX + 1];
+    char id[VMS_REQUEST_ID_LEN + 1];
+    enum vms_op op;
+    char app_id[VMS_STR_MAX + 1];
+    char principal[VMS_STR_MAX + 1];
+    uint8_t *app_data;
+    size_t app_data_len;
+    char label[VMS_STR_MAX + 1];
+    char state_id[VMS_STR_MAX + 1]; /* save: the id the bridge chose; restore/delete: the target */
+    uint64_t bytes;
+    uint64_t epoch; /* epoch when accepted */
+    enum bridge_req_status status;
+    uint32_t result;
+    char message[VMS_STR_MAX + 1];
+};
+
+void bridge_request_clear(struct bridge_request *r);
+
+/*
+ * Open (creating if needed) the database at @path, enable WAL, and migrate
+ * the schema to BRIDGE_DB_SCHEMA_VERSION. Refuses a newer schema. Returns 0
+ * or -1 with @err filled.
+ */
+int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen);
+void bridge_db_close(struct bridge_db *db);
+int bridge_db_schema_version(struct bridge_db *db);
+
+int bridge_db_begin(struct bridge_db *db);
+int bridge_db_commit(struct bridge_db *db);
+void bridge_db_rollback(struct bridge_db *db);
+
+/* ---- VMs ---- */
+struct bridge_db_vm {
+    uint64_t epoch;
+    uint64_t next_seq;
+    char current_state[VMS_STR_MAX + 1]; /* the state the VM runs from, "" if none */
+};
+/* Create the VM's row (epoch 1) if missing, and read it into @out (may be NULL). */
+int bridge_db_vm_ensure(struct bridge_db *db, const char *vm, struct bridge_db_vm *out);
+int bridge_db_vm_set_current_state(struct bridge_db *db, const char *vm, const char *state_id);
+/*
+ * Start a new timeline: epoch + 1, and every unacked event of older epochs
+ * marked superseded (never resent). Sets *epoch to the new epoch.
+ */
+int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch);
+
+/* ---- requests ---- */
+/* 1 and @out filled if (@vm, @id) is journaled, 0 if not. */
+int bridge_db_request_find(struct bridge_db *db, const char *vm, const char *id,
+                           struct bridge_request *out);
+/* Journal @r (its status as given). Durable when this returns 0 outside a transaction. */
+int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *r);
+int bridge_db_request_set_status(struct bridge_db *db, const char *vm, const char *id,
+                                 enum bridge_req_status status, uint32_t result,
+                                 const char *message);
+/* Requests in @status for @vm, oldest first; @fn gets each (cleared after). */
+int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
+                                 enum bridge_req_status status,
+                                 void (*fn)(void *opaque, struct bridge_request *r), void *opaque);
+/* Accepted or running requests of @vm. */
+int bridge_db_count_pending(struct bridge_db *db, const char *vm);
+/* Bytes of app data kept for @vm. */
+int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm);
+/* Forget the app data of a delivered request no state refers to (quota accounting). */
+int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id);
+
+/* ---- states catalogue ---- */
+int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vms_state_info *st,
+                           const char *request_id);
+/* 1 and @out filled (may be NULL) if @vm has state @id, 0 if not. */
+int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
+                         struct vms_state_info *out);
+int bridge_db_state_delete(struct bridge_db *db, const char *vm, const char *id);
+int bridge_db_state_count(struct bridge_db *db, const char *vm);
+/* Append @vm's states (newest last, at most VMS_STATES_MAX) to @m. */
+int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m);
+/*
+ * Record which requests are pending inside state @state_id now: those of @vm
+ * accepted or running, and those done whose event in the current epoch is
+ * not acked yet.
+ */
+int bridge_db_state_pending_record(struct bridge_db *db, const char *vm, const char *state_id);
+/* Request ids pending inside @state_id; returns how many were written (<= @max). */
+int bridge_db_state_pending_list(struct bridge_db *db, const char *vm, const char *state_id,
+                                 char (*ids)[VMS_REQUEST_ID_LEN + 1], int max);
+
+/* ---- events ---- */
+/*
+ * Journal @ev (type Event) as unacked in @vm's current epoch with the next
+ * seq; sets ev->epoch and ev->seq. Returns 0 or -1.
+ */
+int bridge_db_event_add(struct bridge_db *db, const char *vm, struct vms_msg *ev);
+/* Mark the event acked. Returns 1 if an unacked event matched, 0 if none. */
+int bridge_db_event_ack(struct bridge_db *db, const char *vm, uint64_t epoch, uint64_t seq,
+                        const char *request_id);
+/* Unacked, unsuperseded events of @vm in @epoch, in seq order; @fn gets each decoded. */
+int bridge_db_events_unacked(struct bridge_db *db, const char *vm, uint64_t epoch,
+                             void (*fn)(void *opaque, struct vms_msg *ev), void *opaque);
+/* The latest event of request @id (decoded into @out, cleared first). 1 found, 0 none. */
+int bridge_db_event_latest(struct bridge_db *db, const char *vm, const char *id,
+                           struct vms_msg *out);
+/* Count of events for (vm, request id) in @epoch (tests, duplicate handling). */
+int bridge_db_event_count(struct bridge_db *db, const char *vm, const char *id, uint64_t epoch);
+
+/* ---- principals and rights ---- */
+int bridge_db_principal_add(struct bridge_db *db, const char *name, const char *hash);
+/* Returns 1 if removed (and its rights), 0 if it did not exist. */
+int bridge_db_principal_remove(struct bridge_db *db, const char *name);
+/* 1 and @hash filled if @name exists, 0 if not. */
+int bridge_db_principal_hash(struct bridge_db *db, const char *name, char *hash, size_t len);
+/* @op is an operation name or "all". */
+int bridge_db_right_grant(struct bridge_db *db, const char *principal, const char *vm,
+                          const char *op);
+int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,
+                           const char *op);
+/* 1 if @principal may do @op on @vm (a right for op or "all"), 0 if not. */
+int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
+                          const char *op);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * vmstate-bridged — the host bridge: serves guest requests arriving on each
+ * configured VM's port A, runs them on the hypervisor, and reports on port B.
+ *
+ * Usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]
+ * Runs in the foreground (systemd Type=simple), logs to stderr.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "bridge.h"
+#include "privsep.h"
+#include "vms-log.h"
+
+#define DEFAULT_CONFIG SYSCONFDIR "/vmstate/vmstate-bridged.conf"
+#define LOOP_TICK_MS   100
+
+static int stop_requested;
+
+static void on_signal(struct bridge_watch *w, uint32_t revents)
+{
+    struct signalfd_siginfo si;
+    (void)revents;
+    if (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        vms_info(NULL, NULL, "signal %u: stopping", si.ssi_signo);
+        stop_requested = 1;
+    }
+}
+
+/* The VM whose port A reader is @pid (the reader was already forgotten if its port closed). */
+static const char *vm_of_reader(pid_t pid, void *opaque)
+{
+    struct bridge *br = opaque;
+    for (size_t i = 0; i < br->n_vms; i++)
+        if (br->vms[i].a.reader == pid)
+            return br->vms[i].cfg->name;
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]\n"
+            "  -c CONFIG    configuration file (default %s)\n"
+            "  -d DATABASE  override [bridge] database\n"
+            "  -v           log at debug level\n"
+            "  -t           check the configuration and exit\n",
+            DEFAULT_CONFIG);
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = DEFAULT_CONFIG, *db_override = NULL;
+    struct bridge_config cfg;
+    struct bridge br;
+    struct bridge_watch sigw;
+    sigset_t mask;
+    char err[1024];
+    int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
+    const char *reader_vm = NULL;
+    long reader_parent = 0;
+
+    memset(&br, 0, sizeof(br));
+    memset(&cfg, 0, sizeof(cfg));
+    br.loop.epfd = -1;
+    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:")) != -1) {
+        switch (opt) {
+        case 'R':
+            reader_vm = optarg;
+            break; /* internal: privsep reader */
+        case 'L':
+            reader_level = atoi(optarg);
+            break;
+        case 'P':
+            reader_parent = atol(optarg);
+            break;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            db_override = optarg;
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 't':
+            check_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (reader_vm) {
+        vms_log_init("vmstate-bridged[reader]", reader_level);
+        bridge_privsep_reader_main(reader_vm, reader_parent);
+    }
+    vms_log_init("vmstate-bridged", LOG_INFO);
+    bridge_privsep_init(argv[0]);
+    if (bridge_config_load(&cfg, config_path, err, sizeof(err)) < 0) {
+        vms_err(NULL, NULL, "configuration: %s", err);
+        goto out;
+    }
+    if (db_override)
+        snprintf(cfg.database, sizeof(cfg.database), "%s", db_override);
+    vms_log_init("vmstate-bridged", verbose ? LOG_DEBUG : cfg.log_level);
+    if (check_only) {
+        printf("%s: OK, %zu VM(s)\n", config_path, cfg.n_vms);
+        rc = 0;
+        goto out;
+    }
+    if (sodium_init() < 0) {
+        vms_err(NULL, NULL, "libsodium cannot initialise");
+        goto out;
+    }
+    br.cfg = &cfg;
+    br.backend = &bridge_backend_qmp;
+    if (bridge_db_open(&br.db, cfg.database, err, sizeof(err)) < 0) {
+        vms_err(NULL, NULL, "database: %s", err);
+        goto out;
+    }
+    if (bridge_loop_init(&br.loop) < 0)
+        goto out;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    bridge_watch_init(&sigw, on_signal, NULL);
+    if (sfd < 0 || bridge_watch_add(&br.loop, &sigw, sfd, EPOLLIN) < 0)
+        goto out;
+
+    br.vms = calloc(cfg.n_vms ? cfg.n_vms : 1, sizeof(*br.vms));
+    if (!br.vms)
+        goto out;
+    for (size_t i = 0; i < cfg.n_vms; i++) {
+        if (bridge_vm_init(&br.vms[i], &br, &cfg.vms[i]) < 0)
+            goto out;
+        br.n_vms++;
+        if (bridge_vm_start(&br.vms[i]) < 0) {
+            vms_err(cfg.vms[i].name, NULL, "cannot start");
+            goto out;
+        }
+    }
+    vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
+             cfg.n_vms, cfg.database);
+    while (!stop_requested) {
+        double now = bridge_now();
+        for (size_t i = 0; i < br.n_vms; i++)
+            bridge_vm_tick(&br.vms[i], now);
+        bridge_privsep_reap(vm_of_reader, &br);
+        if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
+            vms_err(NULL, NULL, "event loop: %s", strerror(errno));
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < br.n_vms; i++)
+        bridge_vm_free(&br.vms[i]);
+    free(br.vms);
+    br.vms = NULL;
+    br.n_vms = 0;
+    bridge_privsep_reap(NULL,
+                        NULL); /* readers just sent SIGTERM may not be gone yet: best effort */
+    if (sfd >= 0)
+        close(sfd);
+    bridge_loop_free(&br.loop);
+    bridge_db_close(&br.db);
+    bridge_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Run the bridge's real-QEMU system tests (tests/bridge/test-bridge-system.py):
+# build the guest image with the wire client, boot two VMs, check acceptance 1-5.
+# Exit 77 (skipped) when QEMU, python3 or the guest harness (tests/guest) is missing.
+# Environment: top_srcdir, top_builddir (set by make), BRIDGE_SYSTEM_FLAGS (e.g. --valgrind).
+set -e
+srcdir=${top_srcdir:-.}
+builddir=${top_builddir:-.}
+builddir=$(cd "$builddir" && pwd)
+for c in qemu-system-x86_64 qemu-img python3; do
+    command -v $c >/dev/null 2>&1 || { echo "SKIP: $c not found (apt-get install qemu-system-x86 qemu-utils python3)"; exit 77; }
+done
+[ -x "$srcdir/tests/guest/build-image.sh" ] && [ -f "$srcdir/tests/guest/vmharness.py" ] ||
+    { echo "SKIP: the guest harness (tests/guest) is not in this tree"; exit 77; }
+image=$builddir/tests/bridge/image
+"$srcdir/tests/guest/build-image.sh" "$image" \
+    --add "$builddir/tests/bridge/vms-wire-client:/usr/bin/vms-wire-client" >/dev/null
+exec python3 "$srcdir/tests/bridge/test-bridge-system.py" --image "$image" --builddir "$builddir" \
+    ${BRIDGE_SYSTEM_FLAGS:-}

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""System tests of vmstate-bridged against real QEMU guests (acceptance items 1-5 of issue 3).
+
+    python3 tests/bridge/test-bridge-system.py --image DIR --builddir BUILDDIR [--valgrind]
+
+The guest image must hold /usr/bin/vms-wire-client (build-image.sh --add). Two VMs (vm1, vm2)
+boot with the tests/guest harness; one bridge serves both. The wire client in each guest
+speaks the protocol on the ports directly; it reads commands from the FIFO /tmp/wc.in and
+logs one line per message to /tmp/wc.log (see vms-wire-client.c).
+Needs: python3, qemu-system-x86, qemu-utils; the harness (tests/guest/vmharness.py).
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "guest"))
+from vmharness import VM, AgentLost, VMError  # noqa: E402
+
+failures, passed, numbers = [], [], {}
+
+
+def check(cond, what):
+    print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
+    (passed if cond else failures).append(what)
+    return cond
+
+
+class Bridge:
+    """vmstate-bridged as a child process, with its config and database in workdir."""
+
+    def __init__(self, builddir, workdir, vms, valgrind=False):
+        self.exe = os.path.join(builddir, "host-bridge", "vmstate-bridged")
+        self.admin_exe = os.path.join(builddir, "host-bridge", "vmstate-admin")
+        self.workdir, self.valgrind = workdir, valgrind
+        self.conf = os.path.join(workdir, "bridge.conf")
+        self.db = os.path.join(workdir, "bridge.db")
+        self.log_path = os.path.join(workdir, "bridge.log")
+        self.proc = None
+        with open(self.conf, "w") as f:
+            f.write(f"[bridge]\ndatabase = {self.db}\nlog_level = debug\n"
+                    "reconnect_min_ms = 50\nreconnect_max_ms = 500\n")
+            for name, vm in vms.items():
+                f.write(f"\n[vm {name}]\nport_a = {vm.a_sock}\nport_b = {vm.b_sock}\n"
+                        f"qmp = {vm.qmp_sock}\nnodes = disk0\nstate_dir = {vm.workdir}\n"
+                        "max_states = 8\nmax_pending = 8\nrate_requests = 1000\n"
+                        "auth_fail_max = 50\njob_timeout = 120\n")
+
+    def admin(self, *args, secret=None):
+        r = subprocess.run([self.admin_exe, "-c", self.conf, *args], input=secret, text=True,
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"vmstate-admin {args}: {r.stderr}")
+        return r.stdout
+
+    def start(self):
+        argv = [self.exe, "-c", self.conf]
+        if self.valgrind:
+            argv = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                    "--errors-for-leak-kinds=definite", f"--log-file={self.log_path}.vg.%p"] + argv
+        self.logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        return self.proc.pid
+
+    def rss_kib(self, pid=None):
+        with open(f"/proc/{pid or self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return -1
+
+    def readers(self, parents=None):
+        """PIDs of privsep reader processes of this bridge (or of the given parent PIDs)."""
+        parents = {str(p) for p in (parents or [self.proc.pid])}
+        found = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == b"vmstate-bridged-reader" and b"-P" in argv and \
+                    argv[argv.index(b"-P") + 1].decode() in parents:
+                found.append(int(d))
+        return found
+
+    def status_of(self, pid, key):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return line.split(":", 1)[1].split()
+        return []
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+class Client:
+    """The wire client running in one guest."""
+
+    def __init__(self, vm):
+        self.vm = vm
+        vm.spawn("/usr/bin/vms-wire-client -i /tmp/wc.in", "/tmp/wc.log")
+        self.wait(r"^PORTS ", 20)
+
+    def cmd(self, line, delay=False):
+        if delay:  # the guest may be restored under our feet: do not leave a command in flight
+            self.vm.check(f"(sleep 0.5; printf '{line}\\n' > /tmp/wc.in) >/dev/null 2>&1 &")
+        else:
+            self.vm.check(f"printf '{line}\\n' > /tmp/wc.in")
+
+    def log(self):
+        for _ in range(20):
+            try:
+                return self.vm.read_file("/tmp/wc.log").decode("utf-8", "replace")
+            except AgentLost:
+                continue
+        raise VMError("guest agent keeps getting lost")
+
+    def wait(self, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern, re.M)
+        while True:
+            text = self.log()
+            m = rx.search(text)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no /{pattern}/ in the client log:\n{text[-3000:]}")
+            time.sleep(0.2)
+
+    def request(self, *words, restore=False):
+        before = len(re.findall(r"^SENT id=", self.log(), re.M))
+        if restore:
+            self.vm.clear_events()
+            self.cmd("req " + " ".join(words), delay=True)
+            self.vm.wait_event("JOB_STATUS_CHANGE", 120, lambda e: e["data"]["id"].startswith(
+                "vms-") and e["data"]["status"] == "concluded")
+            self.vm.agent.restored()
+            return None
+        self.cmd("req " + " ".join(words))
+        deadline = time.monotonic() + 20
+        while True:
+            ids = re.findall(r"^SENT id=(\w+)", self.log(), re.M)
+            if len(ids) > before:
+                return ids[before]
+            if time.monotonic() > deadline:
+                raise TimeoutError("request not sent")
+            time.sleep(0.1)
+
+    def event(self, rid, timeout=120, extra=""):
+        return self.wait(rf"^EVENT id={rid} .*{extra}.*$", timeout).group(0)
+
+
+def field(line, name):
+    m = re.search(rf"\b{name}=(\S*)", line)
+    return m.group(1) if m else None
+
+
+def snapshots(vm):
+    return vm.qmp("human-monitor-command", **{"command-line": "info snapshots"})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--builddir", required=True)
+    ap.add_argument("--workdir")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--valgrind", action="store_true", help="run the bridge under valgrind")
+    a = ap.parse_args()
+    workdir = a.workdir or tempfile.mkdtemp(prefix="vmsb-")
+    t_all = time.monotonic()
+    vm1 = VM(os.path.join(workdir, "vm1"), a.image)
+    vm2 = VM(os.path.join(workdir, "vm2"), a.image)
+    bridge = None
+    try:
+        vm1.start()
+        vm2.start()
+        vm1.wait_ready(90)
+        vm2.wait_ready(90)
+        print(f"booted 2 VMs in {time.monotonic() - t_all:.1f}s", flush=True)
+        bridge = Bridge(a.builddir, workdir, {"vm1": vm1, "vm2": vm2}, a.valgrind)
+        bridge.admin("principal-add", "app", "--cost", "test", secret="s3cret\n")
+        bridge.admin("principal-add", "saver", "--cost", "test", secret="other\n")
+        bridge.admin("grant", "app", "vm1", "all")
+        bridge.admin("grant", "app", "vm2", "all")
+        bridge.admin("grant", "saver", "vm1", "save", "list")
+        bridge.start()
+        c1, c2 = Client(vm1), Client(vm2)
+        c1.wait(r"^WELCOME version=1", 60 if not a.valgrind else 180)
+        c2.wait(r"^WELCOME version=1", 60 if not a.valgrind else 180)
+
+        # ---- 1. save -> real snapshot + completion with the app data ----
+        t0 = time.monotonic()
+        rid = c1.request("save org.example.Notes app s3cret label=first data=hello-before")
+        ev = c1.event(rid)
+        numbers["save_s"] = time.monotonic() - t0
+        s1 = field(ev, "state")
+        check(field(ev, "status") == "0", f"1: save completed ok ({ev})")
+        check(field(ev, "data") == b"hello-before".hex(), "1: save event carries the app data")
+        check(s1 and s1 in snapshots(vm1), f"1: QEMU holds snapshot {s1} (info snapshots)")
+
+        # ---- 2. restore -> value written after the save is gone; completions in the copy ----
+        vm1.check("echo after-save > /tmp/value")
+        t0 = time.monotonic()
+        c1.request(f"restore org.example.Notes app s3cret state={s1} data=restore-data",
+                   restore=True)
+        ev_r = c1.event(r"\w+", extra="op=restore")
+        numbers["restore_s"] = time.monotonic() - t0
+        check(field(ev_r, "status") == "0", f"2: restore completed ok ({ev_r})")
+        check(field(ev_r, "data") == b"restore-data".hex(),
+              "2: the restored guest got the restore's completion with its app data")
+        rc, _ = vm1.run("test -e /tmp/value")
+        check(rc != 0, "2: the value written after the save is gone")
+        log = c1.log()
+        check(re.search(r"^TIMELINE epoch=2 state=%s reason=restore" % s1, log, re.M) is not None,
+              "2: Timeline epoch 2 announced")
+        copy = re.search(rf"^EVENT id={rid} .*reason=restored-copy.*$", log, re.M)
+        check(copy is not None and field(copy.group(0), "status") == "0" and
+              field(copy.group(0), "data") == b"hello-before".hex() and
+              field(copy.group(0), "dup") == "0",
+              "2: the save that created the state completed in the restored copy (restored-copy)")
+
+        # ---- 3. refusals ----
+        snaps_before = snapshots(vm1)
+        rid = c1.request("save org.example.Notes app WRONG label=bad")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "2", f"3: bad secret -> auth error event ({ev})")
+        time.sleep(1)
+        check(snapshots(vm1) == snaps_before, "3: no snapshot taken for the bad secret")
+        rid = c1.request(f"restore org.example.Notes saver other state={s1}")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "3", f"3: principal without restore right -> denied ({ev})")
+        rid = c2.request(f"restore org.example.Other app s3cret state={s1}")
+        ev = c2.event(rid)
+        check(field(ev, "status") == "6", f"3: vm2 cannot restore vm1's state -> not-found ({ev})")
+        rid = c2.request(f"delete org.example.Other app s3cret state={s1}")
+        ev = c2.event(rid)
+        check(field(ev, "status") == "6" and s1 in snapshots(vm1),
+              f"3: vm2 cannot delete vm1's state ({ev})")
+        rid = c2.request("list org.example.Other app s3cret")
+        ev = c2.event(rid)
+        check(field(ev, "states") == "0", f"3: vm2's list does not show vm1's states ({ev})")
+
+        # ---- 4. SIGKILL after accept ----
+        # Two saves at once: the first is running (QEMU job in progress) and the second is
+        # queued (accepted, journaled) when the bridge is killed, as soon as its log shows
+        # both accepted. After the restart the first is re-judged from QEMU's job/snapshot
+        # list and the second runs; each event must be delivered exactly once.
+        n_acc = bridge.log().count(": accepted save")
+        c1.cmd("req save org.example.Notes app s3cret label=crash1 data=crash-data-1\n"
+               "req save org.example.Notes app s3cret label=crash2 data=crash-data-2",
+               delay=True)  # the guest is paused during the save: do not wait for it
+        deadline = time.monotonic() + 30
+        while bridge.log().count(": accepted save") < n_acc + 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        old_pid = bridge.proc.pid
+        bridge.kill9()
+        time.sleep(0.3)
+        check(not bridge.readers([old_pid]), "4: the killed bridge's guest readers died with it")
+        tail = bridge.log().split(": accepted save")[-1]
+        check(bridge.log().count(": accepted save") == n_acc + 2 and "completed save" not in tail,
+              "4: bridge SIGKILLed after accepting 2 saves, before completing them")
+        bridge.start()
+        ids = re.findall(r"^SENT id=(\w+) op=save", c1.log(), re.M)[-2:]
+        for i, rid in enumerate(ids):
+            ev = c1.event(rid, timeout=180)
+            check(field(ev, "status") == "0" and field(ev, "state") in snapshots(vm1) and
+                  field(ev, "data") == f"crash-data-{i + 1}".encode().hex(),
+                  f"4: save {i + 1} accepted before SIGKILL completed after restart ({ev})")
+        time.sleep(3)  # let any duplicate arrive
+        log, blog = c1.log(), bridge.log()
+        check("re-judging job" in blog, "4: the running save was re-judged from QEMU's jobs")
+        for i, rid in enumerate(ids):
+            all_ev = re.findall(rf"^EVENT id={rid} .*$", log, re.M)
+            delivered = [e for e in all_ev if field(e, "dup") == "0"]
+            check(len(delivered) == 1, f"4: save {i + 1} delivered exactly once "
+                                       f"({len(all_ev)} event line(s), {len(delivered)} delivered)")
+            numbers[f"sigkill_event_lines_{i + 1}"] = len(all_ev)
+            reqs = [l for l in bridge.admin("requests", "vm1").splitlines()
+                    if l.split("\t")[1:2] == [rid]]
+            check(len(reqs) == 1 and "\tdone\t" in reqs[0], f"4: save {i + 1} journaled once, done")
+            snaps = [l for l in snapshots(vm1).splitlines() if field(ev, "state") in l]
+            check(len(snaps) <= 1, "4: no duplicate snapshot")
+
+        # ---- other operations: hostinfo, delete, set-memory bounds ----
+        rid = c1.request("hostinfo org.example.Notes app s3cret")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "0" and int(field(ev, "mem")) == 128 << 20 and
+              int(field(ev, "free")) > 0, f"hostinfo: memory and free space ({ev})")
+        victim = field(c1.event(ids[0]), "state")
+        rid = c1.request(f"delete org.example.Notes app s3cret state={victim}")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "0" and victim not in snapshots(vm1),
+              f"delete: snapshot {victim} gone from QEMU ({ev})")
+        rid = c1.request("set-memory org.example.Notes app s3cret bytes=67108864")
+        ev = c1.event(rid)
+        check(field(ev, "status") == "8", f"set-memory refused when mem_max is not set ({ev})")
+
+        # ---- QEMU dies during a save (invariant 4), comes back; the bridge reconnects ----
+        n_run = bridge.log().count("vm=vm2 req=")
+        c2.cmd("req save org.example.Other app s3cret label=doomed data=doomed", delay=True)
+        deadline = time.monotonic() + 30
+        while "running save" not in bridge.log().split("vm=vm2 req=", n_run)[-1][-4000:] and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
+        vm2.kill()
+        print("vm2's QEMU killed (SIGKILL) during a save", flush=True)
+        vm2.start()
+        vm2.wait_ready(90)
+        c2 = Client(vm2)
+        ev = c2.wait(r"^EVENT id=\w+ op=save .*$", 120).group(0)
+        st = field(ev, "status")
+        check(st == "12" or (st == "0" and field(ev, "state") in snapshots(vm2)),
+              f"QEMU killed mid-save: the save is judged when the VM is back: status {st} ({ev})")
+        rid = c2.request("list org.example.Other app s3cret")
+        ev = c2.event(rid)
+        check(field(ev, "status") == "0", f"bridge reconnected to the restarted QEMU ({ev})")
+
+        # ---- 5. hostile frames ----
+        time.sleep(1)
+        readers = bridge.readers()
+        check(len(readers) == 2, f"privsep: one guest reader per VM ({readers})")
+        for r in readers:
+            uid = bridge.status_of(r, "Uid")
+            check((os.geteuid() != 0 or uid[0] == "65534") and
+                  bridge.status_of(r, "NoNewPrivs") == ["1"],
+                  f"privsep: reader {r} unprivileged (uid {uid[0]}, no_new_privs, seccomp mode "
+                  f"{bridge.status_of(r, 'Seccomp')[0]})")
+        rss0 = bridge.rss_kib()
+        rrss0 = sum(bridge.rss_kib(r) for r in readers)
+        c1.cmd("hostile 200")
+        c1.wait(r"^SENT hostile=200", 60)
+        time.sleep(2)
+        rid = c1.request("list org.example.Notes app s3cret")
+        ev = c1.event(rid, timeout=60)
+        rss1 = bridge.rss_kib()
+        readers1 = bridge.readers()
+        rrss1 = sum(bridge.rss_kib(r) for r in readers1)
+        numbers["rss_before_kib"], numbers["rss_after_kib"] = rss0, rss1
+        numbers["reader_rss_before_kib"], numbers["reader_rss_after_kib"] = rrss0, rrss1
+        check(field(ev, "status") == "0", f"5: valid request after 200 hostile frames served ({ev})")
+        check(rss1 - rss0 < 4096, f"5: bridge RSS bounded: {rss0} KiB -> {rss1} KiB")
+        check(sorted(readers1) == sorted(readers) and rrss1 - rrss0 < 4096,
+              f"5: readers survived, their RSS bounded: {rrss0} KiB -> {rrss1} KiB (2 readers)")
+        check(bridge.proc.poll() is None, "5: bridge still running")
+        noise = len(re.findall(r"vm=vm1: vm1/port-a: (dropped bytes|rejected message)",
+                               bridge.log()))
+        numbers["hostile_log_lines"] = noise
+        check(noise < 40, f"5: hostile input does not flood the log ({noise} lines)")
+    except Exception as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        check(False, f"exception: {e}")
+    finally:
+        rc = bridge.stop() if bridge else None
+        if bridge:
+            check(rc == 0, f"bridge exits 0 on SIGTERM (status {rc}; 99 = valgrind errors)")
+            time.sleep(0.3)
+            check(not bridge.readers([bridge.proc.pid]), "no guest reader left after the bridge")
+            check("Sanitizer" not in bridge.log(), "no sanitizer report in the bridge's log")
+        if bridge and a.valgrind:
+            for vg in sorted(f for f in os.listdir(workdir) if ".vg." in f):
+                with open(os.path.join(workdir, vg)) as f:
+                    summary = [l.split("== ", 1)[-1].strip() for l in f
+                               if "ERROR SUMMARY" in l or "definitely lost" in l or
+                               "indirectly lost" in l or "possibly lost" in l]
+                print(f"valgrind {vg}: " + "; ".join(summary))
+        for vm in (vm1, vm2):
+            try:
+                vm.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        if failures and bridge:
+            print("--- bridge log (tail) ---\n" + bridge.log()[-6000:])
+    numbers["total_s"] = time.monotonic() - t_all
+    print("numbers: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in numbers.items()))
+    print(f"{len(passed)} passed, {len(failures)} failed")
+    if not a.keep and not failures:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print("workdir:", workdir)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,641 @@
+/*
+ * Unit tests of the bridge core with a real SQLite file in a temporary
+ * directory and a fake backend: auth and rate limits, the journal and its
+ * migrations, the queue, the request flow (accept, duplicate, complete, ack,
+ * resend), quotas, VM isolation, and the timeline reconciliation after a
+ * restore. Port B is a socketpair whose far end the test decodes.
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "bridge.h"
+#include "queue.h"
+#include "vms-log.h"
+
+/* ---- a fake backend: records the callback, the test decides the outcome ---- */
+struct bridge_backend {
+    bridge_backend_done_fn done;
+    void *opaque;
+    enum vms_op last_op;
+    char last_tag[VMS_STR_MAX + 1];
+    int calls, ready;
+};
+static struct bridge_backend fake;
+
+static struct bridge_backend *fake_open(const struct bridge_vm_config *cfg, struct bridge_loop *l,
+                                        unsigned a, unsigned b,
+                                        const struct bridge_backend_hooks *h, void *o)
+{
+    (void)cfg;
+    (void)l;
+    (void)a;
+    (void)b;
+    (void)h;
+    (void)o;
+    return &fake;
+}
+static void fake_close(struct bridge_backend *b)
+{
+    (void)b;
+}
+static int fake_is_ready(struct bridge_backend *b)
+{
+    return b->ready;
+}
+static void fake_tick(struct bridge_backend *b, double now)
+{
+    (void)b;
+    (void)now;
+}
+static int fake_record(struct bridge_backend *b, enum vms_op op, const char *tag,
+                       bridge_backend_done_fn done, void *opaque)
+{
+    b->done = done;
+    b->opaque = opaque;
+    b->last_op = op;
+    snprintf(b->last_tag, sizeof(b->last_tag), "%s", tag ? tag : "");
+    b->calls++;
+    return 0;
+}
+static int fake_save(struct bridge_backend *b, const char *tag, const char *job,
+                     bridge_backend_done_fn d, void *o)
+{
+    (void)job;
+    return fake_record(b, VMS_OP_SAVE, tag, d, o);
+}
+static int fake_restore(struct bridge_backend *b, const char *tag, const char *job,
+                        bridge_backend_done_fn d, void *o)
+{
+    (void)job;
+    return fake_record(b, VMS_OP_RESTORE, tag, d, o);
+}
+static int fake_delete(struct bridge_backend *b, const char *tag, const char *job,
+                       bridge_backend_done_fn d, void *o)
+{
+    (void)job;
+    return fake_record(b, VMS_OP_DELETE, tag, d, o);
+}
+static int fake_recover(struct bridge_backend *b, enum vms_op op, const char *tag, const char *job,
+                        bridge_backend_done_fn d, void *o)
+{
+    (void)job;
+    return fake_record(b, op, tag, d, o);
+}
+static int fake_has(struct bridge_backend *b, const char *tag, bridge_backend_done_fn d, void *o)
+{
+    return fake_record(b, VMS_OP_UNKNOWN, tag, d, o);
+}
+static int fake_mem(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
+{
+    return fake_record(b, VMS_OP_HOSTINFO, NULL, d, o);
+}
+static int fake_balloon(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn d, void *o)
+{
+    (void)bytes;
+    return fake_record(b, VMS_OP_SET_MEMORY, NULL, d, o);
+}
+static const struct bridge_backend_ops fake_ops = {
+    .name = "fake",
+    .open = fake_open,
+    .close = fake_close,
+    .is_ready = fake_is_ready,
+    .tick = fake_tick,
+    .save = fake_save,
+    .restore = fake_restore,
+    .delete = fake_delete,
+    .recover = fake_recover,
+    .has_snapshot = fake_has,
+    .query_memory = fake_mem,
+    .set_balloon = fake_balloon,
+};
+
+static void fake_finish(enum vms_status st)
+{
+    struct bridge_backend_result r = {.status = st, .mem_bytes = 128u << 20};
+    bridge_backend_done_fn done = fake.done;
+    cr_assert_not_null(done, "no backend operation pending");
+    fake.done = NULL;
+    done(fake.opaque, &r);
+}
+
+/* ---- fixture ---- */
+static char dir[256];
+static struct bridge_config cfg;
+static struct bridge br;
+static struct bridge_vm vm1, vm2;
+static int peer1 = -1, peer2 = -1;
+static struct vms_channel in1, in2;
+
+#define MAXMSG 64
+static struct vms_msg got[MAXMSG];
+static int n_got;
+
+static void collect(void *opaque, struct vms_channel *c, struct vms_msg *m)
+{
+    (void)opaque;
+    (void)c;
+    cr_assert_lt(n_got, MAXMSG);
+    got[n_got] = *m;          /* take ownership of heap members */
+    vms_msg_init(m, m->type); /* so the channel's clear frees nothing */
+    n_got++;
+}
+
+static void clear_got(void)
+{
+    for (int i = 0; i < n_got; i++)
+        vms_msg_clear(&got[i]);
+    n_got = 0;
+}
+
+/* Read everything the bridge sent on @peer's port B into got[]. */
+static int drain(struct vms_channel *in)
+{
+    clear_got();
+    vms_channel_read(in, 1u << 20, collect, NULL);
+    return n_got;
+}
+
+static const char *conf_text =
+    "[vm vm1]\nport_a=/nonexistent/a\nport_b=/nonexistent/b\nqmp=/nonexistent/q\nnodes=disk0\n"
+    "max_states=3\nmax_pending=4\nmax_app_data_bytes=100\nauth_fail_max=3\nauth_fail_window=60\n"
+    "mem_max=1G\nmem_min=64M\n"
+    "[vm vm2]\nport_a=/nonexistent/a2\nport_b=/nonexistent/b2\nqmp=/nonexistent/q2\nnodes=disk0\n";
+
+static void attach_peer(struct bridge_vm *vm, int *peer, struct vms_channel *in)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    vms_channel_attach(&vm->b.ch, sv[0]);
+    *peer = sv[1];
+    cr_assert_eq(vms_channel_init(in, "peer", NULL, 0), 0);
+    vms_channel_attach(in, sv[1]);
+}
+
+static void setup(void)
+{
+    char err[512], dbpath[300], hash[crypto_pwhash_STRBYTES];
+
+    vms_log_init("test", LOG_ERR);
+    snprintf(dir, sizeof(dir), "/tmp/test-bridge-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    cr_assert_eq(bridge_config_load_string(&cfg, "t.conf", conf_text, err, sizeof(err)), 0, "%s",
+                 err);
+    memset(&br, 0, sizeof(br));
+    br.cfg = &cfg;
+    br.backend = &fake_ops;
+    br.loop.epfd = -1;
+    snprintf(dbpath, sizeof(dbpath), "%s/bridge.db", dir);
+    cr_assert_eq(bridge_db_open(&br.db, dbpath, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(bridge_secret_hash("s3cret", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash),
+                 0);
+    cr_assert_eq(bridge_db_principal_add(&br.db, "app", hash), 0);
+    cr_assert_eq(bridge_db_principal_add(&br.db, "saver", hash), 0);
+    cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm1", "all"), 0);
+    cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm2", "all"), 0);
+    cr_assert_eq(bridge_db_right_grant(&br.db, "saver", "vm1", "save"), 0);
+    memset(&fake, 0, sizeof(fake));
+    fake.ready = 1;
+    cr_assert_eq(bridge_vm_init(&vm1, &br, &cfg.vms[0]), 0);
+    cr_assert_eq(bridge_vm_init(&vm2, &br, &cfg.vms[1]), 0);
+    cr_assert_eq(bridge_vm_start(&vm1), 0);
+    cr_assert_eq(bridge_vm_start(&vm2), 0);
+    attach_peer(&vm1, &peer1, &in1);
+    attach_peer(&vm2, &peer2, &in2);
+}
+
+static void teardown(void)
+{
+    char cmd[300];
+    clear_got();
+    bridge_vm_free(&vm1);
+    bridge_vm_free(&vm2);
+    vms_channel_free(&in1);
+    vms_channel_free(&in2);
+    bridge_db_close(&br.db);
+    bridge_config_free(&cfg);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int id_counter;
+
+/* Send a Request into @vm; returns its id in @id. */
+static void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *op,
+                    const char *principal, const char *secret, const char *state, const char *data)
+{
+    struct vms_msg m;
+
+    if (!id[0])
+        snprintf(id, VMS_REQUEST_ID_LEN + 1, "%032x", ++id_counter);
+    vms_msg_init(&m, VMS_MSG_REQUEST);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, id);
+    vms_msg_set_str(&m, VMS_F_OP, op);
+    vms_msg_set_str(&m, VMS_F_APP_ID, "org.example.App");
+    vms_msg_set_str(&m, VMS_F_PRINCIPAL, principal);
+    vms_msg_set_str(&m, VMS_F_SECRET, secret);
+    if (state)
+        vms_msg_set_str(&m, VMS_F_STATE_ID, state);
+    if (data)
+        vms_msg_set_app_data(&m, data, strlen(data));
+    if (!strcmp(op, "set-memory"))
+        vms_msg_set_u64(&m, VMS_F_BYTES, 128u << 20);
+    bridge_guest_input(vm, &vm->a.ch, &m);
+    vms_msg_clear(&m);
+}
+
+static const struct vms_msg *find(enum vms_msg_type t, const char *id)
+{
+    for (int i = 0; i < n_got; i++)
+        if (got[i].type == t && (!id || !strcmp(got[i].request_id, id)))
+            return &got[i];
+    return NULL;
+}
+
+static void ack(struct bridge_vm *vm, const struct vms_msg *ev)
+{
+    struct vms_msg a;
+    vms_msg_init(&a, VMS_MSG_ACK);
+    vms_msg_set_str(&a, VMS_F_REQUEST_ID, ev->request_id);
+    vms_msg_set_u64(&a, VMS_F_EPOCH, ev->epoch);
+    vms_msg_set_u64(&a, VMS_F_SEQ, ev->seq);
+    bridge_guest_input(vm, &vm->a.ch, &a);
+    vms_msg_clear(&a);
+}
+
+static void hello(struct bridge_vm *vm)
+{
+    struct vms_msg h;
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 42);
+    vms_msg_set_u64(&h, VMS_F_CAPS, VMS_CAP_ALL);
+    bridge_guest_input(vm, &vm->a.ch, &h);
+    vms_msg_clear(&h);
+}
+
+/* Save through the whole path, backend ok; returns the state id. */
+static void do_save(char state[VMS_STR_MAX + 1], char id[VMS_REQUEST_ID_LEN + 1], const char *data)
+{
+    const struct vms_msg *ev;
+    id[0] = '\0';
+    request(&vm1, id, "save", "app", "s3cret", NULL, data);
+    cr_assert_eq(fake.last_op, VMS_OP_SAVE);
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(ev);
+    cr_assert_eq(ev->status, 0);
+    snprintf(state, VMS_STR_MAX + 1, "%s", ev->state_id);
+}
+
+TestSuite(bridge, .init = setup, .fini = teardown);
+
+Test(bridge, queue_order_and_dedup)
+{
+    struct bridge_queue q;
+    char out[VMS_REQUEST_ID_LEN + 1];
+    bridge_queue_init(&q);
+    cr_assert_eq(bridge_queue_push(&q, "00000000000000000000000000000001"), 0);
+    cr_assert_eq(bridge_queue_push(&q, "00000000000000000000000000000002"), 0);
+    cr_assert_eq(bridge_queue_push(&q, "00000000000000000000000000000001"), 1);
+    cr_assert_eq(bridge_queue_push(&q, "not-an-id"), -1);
+    cr_assert_eq(q.len, 2);
+    cr_assert_eq(bridge_queue_pop(&q, out), 1);
+    cr_assert_str_eq(out, "00000000000000000000000000000001");
+    cr_assert_eq(bridge_queue_pop(&q, out), 1);
+    cr_assert_str_eq(out, "00000000000000000000000000000002");
+    cr_assert_eq(bridge_queue_pop(&q, out), 0);
+    bridge_queue_free(&q);
+}
+
+Test(bridge, migrations_and_newer_schema_refused)
+{
+    char err[512], path[300];
+    struct bridge_db db;
+    cr_assert_eq(bridge_db_schema_version(&br.db), BRIDGE_DB_SCHEMA_VERSION);
+    snprintf(path, sizeof(path), "%s/bridge.db", dir);
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err); /* reopen: no-op */
+    cr_assert_eq(sqlite3_exec(db.h, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    bridge_db_close(&db);
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "schema version 99 is newer") != NULL, "%s", err);
+}
+
+Test(bridge, auth_secret_rights_and_rate_limit)
+{
+    struct bridge_auth_limiter lim;
+    bridge_auth_limiter_init(&lim, 3, 60);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "restore", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "save", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "restore", 0),
+                 VMS_STATUS_ERR_DENIED);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm2", "saver", "s3cret", "save", 0),
+                 VMS_STATUS_ERR_DENIED);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "s3cret", "save", 0),
+                 VMS_STATUS_ERR_AUTH);
+    /* 3 failures in the window, then rate-limited even with the right secret */
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "wrong", "save", 1),
+                     VMS_STATUS_ERR_AUTH);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 2),
+                 VMS_STATUS_ERR_RATE_LIMITED);
+    /* another principal is not affected */
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "save", 2), 0);
+    /* a token refills after window/max = 20 s */
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 25), 0);
+}
+
+Test(bridge, save_flow_reply_event_ack_and_resend)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "", state[VMS_STR_MAX + 1];
+    const struct vms_msg *ev;
+    struct vms_msg copy;
+
+    request(&vm1, id, "save", "app", "s3cret", NULL, "my-data");
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_REPLY, id));
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, 0);
+    cr_assert_null(find(VMS_MSG_EVENT, id), "no completion before the backend finished");
+    cr_assert_eq(fake.calls, 1);
+    /* duplicate while running: accepted again, not run again */
+    request(&vm1, id, "save", "app", "s3cret", NULL, "my-data");
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, 0);
+    cr_assert_eq(fake.calls, 1);
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(ev);
+    cr_assert_eq(ev->status, 0);
+    cr_assert_str_eq(ev->op, "save");
+    cr_assert_eq(ev->app_data_len, 7);
+    cr_assert_eq(memcmp(ev->app_data, "my-data", 7), 0);
+    cr_assert_eq(ev->epoch, 1);
+    snprintf(state, sizeof(state), "%s", ev->state_id);
+    cr_assert_eq(bridge_db_state_find(&br.db, "vm1", state, NULL), 1);
+    /* Hello: Welcome then the unacked event again */
+    copy = *ev;
+    hello(&vm1);
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_WELCOME, NULL));
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->nonce, 42);
+    cr_assert_not_null(find(VMS_MSG_EVENT, id), "unacked event resent after Welcome");
+    ack(&vm1, find(VMS_MSG_EVENT, id));
+    hello(&vm1);
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_EVENT, id), "acked event not resent");
+    /* duplicate after completion: its event is sent again, nothing runs */
+    request(&vm1, id, "save", "app", "s3cret", NULL, "my-data");
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_EVENT, id));
+    cr_assert_eq(fake.calls, 1);
+    (void)copy;
+}
+
+Test(bridge, refusals_get_reply_and_event)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+    request(&vm1, id, "save", "app", "wrong", NULL, "d");
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_AUTH);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_AUTH);
+    cr_assert_eq(fake.calls, 0, "nothing runs");
+    cr_assert_eq(bridge_db_request_find(&br.db, "vm1", id, NULL), 0, "auth failures not journaled");
+    id[0] = '\0';
+    request(&vm1, id, "restore", "saver", "s3cret", "st-x", NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_DENIED);
+    id[0] = '\0';
+    request(&vm1, id, "restore", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_INVALID);
+    id[0] = '\0';
+    request(&vm1, id, "frobnicate", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_UNSUPPORTED);
+    cr_assert_eq(fake.calls, 0);
+}
+
+Test(bridge, vm_cannot_touch_another_vms_state)
+{
+    char id[VMS_REQUEST_ID_LEN + 1], state[VMS_STR_MAX + 1];
+    do_save(state, id, NULL);
+    id[0] = '\0';
+    request(&vm2, id, "restore", "app", "s3cret", state, NULL);
+    drain(&in2);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_NOT_FOUND);
+    id[0] = '\0';
+    request(&vm2, id, "delete", "app", "s3cret", state, NULL);
+    drain(&in2);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_NOT_FOUND);
+    id[0] = '\0';
+    request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in2);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->n_states, 0);
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->n_states, 1);
+    cr_assert_eq(fake.calls, 1, "only vm1's save reached the backend");
+}
+
+Test(bridge, quotas)
+{
+    char id[VMS_REQUEST_ID_LEN + 1], state[VMS_STR_MAX + 1];
+    const struct vms_msg *ev;
+
+    /* app data: max 100 bytes kept */
+    char big[101];
+    memset(big, 'x', 100);
+    big[100] = '\0';
+    id[0] = '\0';
+    fake.ready = 0; /* keep requests pending */
+    request(&vm1, id, "list", "app", "s3cret", NULL, big);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, 0);
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, "y");
+    drain(&in1);
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_eq(ev->status, VMS_STATUS_ERR_QUOTA, "app data quota");
+    /* pending: max 4 */
+    for (int i = 0; i < 3; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
+    }
+    id[0] = '\0';
+    request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_QUOTA, "pending quota");
+    /* run them all */
+    fake.ready = 1;
+    bridge_vm_kick(&vm1);
+    for (int i = 0; i < 3; i++)
+        fake_finish(VMS_STATUS_OK);
+    /* states: max 3 */
+    for (int i = 0; i < 3; i++)
+        do_save(state, id, NULL);
+    id[0] = '\0';
+    request(&vm1, id, "save", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_ERR_QUOTA, "states quota");
+}
+
+Test(bridge, restore_timeline_reconciliation)
+{
+    char save_id[VMS_REQUEST_ID_LEN + 1], id[VMS_REQUEST_ID_LEN + 1] = "", state[VMS_STR_MAX + 1];
+    const struct vms_msg *t, *rev, *copy, *old;
+    int i_t = -1, i_r = -1, i_c = -1;
+
+    do_save(state, save_id, "saved-data");
+    /* an unrelated event of epoch 1 left unacked: superseded by the restore */
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    old = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(old);
+    char old_id[VMS_REQUEST_ID_LEN + 1];
+    snprintf(old_id, sizeof(old_id), "%s", id);
+
+    id[0] = '\0';
+    request(&vm1, id, "restore", "app", "s3cret", state, "restore-data");
+    cr_assert_eq(fake.last_op, VMS_OP_RESTORE);
+    cr_assert_str_eq(fake.last_tag, state);
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    for (int i = 0; i < n_got; i++) {
+        if (got[i].type == VMS_MSG_TIMELINE && i_t < 0)
+            i_t = i;
+        if (got[i].type == VMS_MSG_EVENT && !strcmp(got[i].request_id, id) && i_r < 0)
+            i_r = i;
+        if (got[i].type == VMS_MSG_EVENT && !strcmp(got[i].request_id, save_id) && i_c < 0)
+            i_c = i;
+    }
+    cr_assert(i_t >= 0 && i_r > i_t && i_c > i_r, "Timeline, then restore event, then copy");
+    t = &got[i_t];
+    rev = &got[i_r];
+    copy = &got[i_c];
+    cr_assert_eq(t->epoch, 2);
+    cr_assert_str_eq(t->state_id, state);
+    cr_assert_str_eq(t->reason, "restore");
+    cr_assert_eq(rev->epoch, 2);
+    cr_assert_eq(rev->status, 0);
+    cr_assert_eq(rev->app_data_len, strlen("restore-data"));
+    cr_assert_eq(memcmp(rev->app_data, "restore-data", rev->app_data_len), 0);
+    cr_assert_eq(copy->epoch, 2);
+    cr_assert_str_eq(copy->reason, "restored-copy");
+    cr_assert_str_eq(copy->state_id, state);
+    cr_assert_eq(copy->app_data_len, strlen("saved-data"));
+    cr_assert_null(find(VMS_MSG_EVENT, old_id), "the list was not pending inside S");
+    /* epoch 1's unacked list event is superseded: a Hello resends only epoch 2's */
+    hello(&vm1);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->epoch, 2);
+    cr_assert_null(find(VMS_MSG_EVENT, old_id));
+    cr_assert_not_null(find(VMS_MSG_EVENT, save_id));
+    cr_assert_not_null(find(VMS_MSG_EVENT, id));
+    /* the restored guest replays the save request: not run again */
+    int calls = fake.calls;
+    request(&vm1, save_id, "save", "app", "s3cret", NULL, "saved-data");
+    cr_assert_eq(fake.calls, calls);
+}
+
+Test(bridge, restart_requeues_and_rejudges)
+{
+    char id1[VMS_REQUEST_ID_LEN + 1] = "", id2[VMS_REQUEST_ID_LEN + 1] = "";
+    request(&vm1, id1, "save", "app", "s3cret", NULL, "a");
+    request(&vm1, id2, "save", "app", "s3cret", NULL, "b");
+    cr_assert_eq(fake.calls, 1);
+    /* "crash": forget the in-memory VM and start again from the journal */
+    bridge_vm_free(&vm1);
+    memset(&fake, 0, sizeof(fake));
+    fake.ready = 1;
+    cr_assert_eq(bridge_vm_init(&vm1, &br, &cfg.vms[0]), 0);
+    cr_assert_eq(bridge_vm_start(&vm1), 0);
+    vms_channel_free(&in1);
+    attach_peer(&vm1, &peer1, &in1);
+    cr_assert(vm1.need_recover);
+    cr_assert_eq(vm1.queue.len, 1);
+    bridge_vm_kick(&vm1);
+    cr_assert_eq(fake.calls, 1, "the running save is re-judged, not re-run");
+    fake_finish(VMS_STATUS_OK); /* the hypervisor says it happened */
+    cr_assert_eq(fake.calls, 2, "then the queued one runs");
+    cr_assert_eq(fake.last_op, VMS_OP_SAVE);
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id1)->status, 0);
+    cr_assert_eq(find(VMS_MSG_EVENT, id2)->status, 0);
+    cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id1, 1), 1);
+    cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id2, 1), 1);
+}
+
+Test(bridge, version_mismatch_refused_until_next_hello)
+{
+    struct vms_msg h;
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 99);
+    vms_msg_set_u64(&h, VMS_F_MIN_VERSION, 50);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 7);
+    bridge_guest_input(&vm1, &vm1.a.ch, &h);
+    vms_msg_clear(&h);
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_WELCOME, NULL));
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->status, VMS_STATUS_ERR_VERSION);
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->nonce, 7);
+    request(&vm1, id, "save", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(n_got, 0, "requests ignored after a refused Hello");
+    cr_assert_eq(fake.calls, 0);
+    hello(&vm1);
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->version, 1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
+
+Test(bridge, request_rate_limit_per_vm)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    int limited = 0;
+
+    /* vm2 has the default 60 requests per 60 s */
+    for (int i = 0; i < 70; i++) {
+        id[0] = '\0';
+        request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+        drain(&in2);
+        if (find(VMS_MSG_EVENT, id)->status == VMS_STATUS_ERR_RATE_LIMITED)
+            limited++;
+    }
+    cr_assert_eq(limited, 10, "%d refused", limited);
+    /* vm1 is not affected */
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
+
+Test(bridge, hostile_bytes_then_valid_request)
+{
+    uint8_t junk[4096];
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+
+    for (int round = 0; round < 200; round++) {
+        for (size_t i = 0; i < sizeof(junk); i++)
+            junk[i] = (uint8_t)(i * 31 + round * 7);
+        junk[0] = 0xFF; /* a sync byte, then nonsense */
+        vms_channel_feed(&vm1.a.ch, junk, sizeof(junk), bridge_guest_input, &vm1);
+    }
+    cr_assert_eq(fake.calls, 0);
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
