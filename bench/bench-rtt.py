@@ -82,6 +82,9 @@ def main():
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--mem", default="128M")
     ap.add_argument("--no-header", action="store_true")
+    ap.add_argument("--no-vmstate", action="store_true", help="floor and anchor only")
+    ap.add_argument("--n-default", type=int, default=100,
+                    help="round trips with the default Argon2id cost (0: skip)")
     a = ap.parse_args()
     prog = bl.host_prog(a, "vsbench-port")
     wd = bl.workdir(a, "rtt")
@@ -99,13 +102,22 @@ def main():
         bl.log("qemu-ga guest-ping")
         start_qga(vm, dev_q)
         res["qga"] = qga_ping(prog, qga_sock, a.n)
-        res["vmstate"] = None
-        try:
-            import vmstate_path  # the whole-path runner glue (needs the wholepath branch)
-        except ImportError:
-            vmstate_path = None
-    if vmstate_path is not None:
-        res["vmstate"] = vmstate_path.rtt(a, a.n)
+        res["vmstate"] = res["vmstate_default"] = None
+        if not a.no_vmstate:
+            import vmstate_path as vp
+            with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
+                vp.start_guest(vm)
+                bl.log("vmstate hostinfo round trips (Argon2id cost 'test')")
+                res["vmstate"] = bl.parse_stats_line(
+                    vm.check(f"vsbench-app rtt {a.n}", timeout=120 + a.n * 0.2))
+                if a.n_default:
+                    path.admin("principal-remove", vp.PRINCIPAL)
+                    path.admin("principal-add", vp.PRINCIPAL, "--cost", "default",
+                               secret=vp.SECRET + "\n")
+                    path.admin("grant", vp.PRINCIPAL, "vm1", "all")
+                    bl.log("vmstate hostinfo round trips (Argon2id cost 'default')")
+                    res["vmstate_default"] = bl.parse_stats_line(
+                        vm.check(f"vsbench-app rtt {a.n_default}", timeout=120 + a.n * 0.5))
     if not a.no_header:
         print("\n".join(HEADER))
     print(row("floor: host → port B → guest echo → port A → host (1 byte)", "host",
@@ -115,10 +127,14 @@ def main():
     print(row("anchor: qemu-ga `guest-ping` (host → qga port → qemu-ga → host); ratio to the "
               "host-originated floor", "host", res["qga"], res["floor_host"]))
     if res["vmstate"]:
-        print(row("vmstate hostinfo: app → helper → bridge → helper → app; ratio to the "
-                  "guest-originated floor", "guest", res["vmstate"], res["floor_guest"]))
-        print(row("vmstate hostinfo; ratio to qemu-ga guest-ping", "guest", res["vmstate"],
-                  res["qga"]))
+        print(row("vmstate hostinfo: app → helper → bridge → helper → app (Argon2id cost "
+                  "`test`); ratio to the guest-originated floor", "guest", res["vmstate"],
+                  res["floor_guest"]))
+        print(row("vmstate hostinfo (cost `test`); ratio to qemu-ga guest-ping", "guest",
+                  res["vmstate"], res["qga"]))
+    if res["vmstate_default"]:
+        print(row("vmstate hostinfo with the default Argon2id cost (2 passes, 16 MiB); ratio "
+                  "to qemu-ga guest-ping", "guest", res["vmstate_default"], res["qga"]))
     else:
         print("| vmstate hostinfo: app → helper → bridge → helper → app | guest | — | "
               "not yet measured | not yet measured | — | — |")

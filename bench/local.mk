@@ -14,9 +14,14 @@ BENCH_N = 1000
 BENCH_ARGS =
 
 # Built on demand only (EXTRA_PROGRAMS): benchmarks never gate the build or CI.
-EXTRA_PROGRAMS = bench/vsbench-port
+EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app
 bench_vsbench_port_SOURCES = bench/vsbench-port.c
-BENCH_PROGS = bench/vsbench-port
+bench_vsbench_app_SOURCES = bench/vsbench-app.c
+bench_vsbench_app_LDADD = libvmstate/libvmstate.la
+# -no-install: a real binary (no libtool wrapper) that finds libvmstate through its RUNPATH,
+# in the guest too (build-image.sh copies libraries to their host paths)
+bench_vsbench_app_LDFLAGS = $(AM_LDFLAGS) -no-install
+BENCH_PROGS = bench/vsbench-port bench/vsbench-app
 CLEANFILES += $(BENCH_PROGS)
 
 bench-programs: $(BENCH_PROGS)
@@ -33,9 +38,14 @@ CLEANFILES += bench/qemu-ga
 
 BENCH_IMAGE_ARGS = $(GUEST_IMAGE_ARGS) \
 	--add $(abs_builddir)/bench/vsbench-port:/usr/bin/vsbench-port \
-	--add $(abs_builddir)/bench/qemu-ga:/usr/sbin/qemu-ga
+	--add $(abs_builddir)/bench/qemu-ga:/usr/sbin/qemu-ga \
+	--add $(abs_builddir)/bench/vsbench-app:/usr/bin/vsbench-app \
+	--add $(abs_builddir)/guest-helper/vmstate-helperd:/usr/sbin/vmstate-helperd \
+	--add $(abs_top_srcdir)/guest-helper/org.vmstate.Helper1.conf:/etc/dbus-1/system.d/org.vmstate.Helper1.conf \
+	--add $(abs_top_srcdir)/bench/guest-dbus-limits.conf:/etc/dbus-1/system.d/zz-vsbench-limits.conf
 
-bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/qemu-ga
+bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/qemu-ga guest-helper/vmstate-helperd \
+	host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	$(AM_V_GEN)$(SHELL) $(abs_top_srcdir)/tests/guest/build-image.sh $(BENCH_IMAGE_DIR) \
 	  $(BENCH_IMAGE_ARGS)
 
@@ -49,4 +59,5 @@ clean-bench-image:
 	rm -rf $(BENCH_IMAGE_DIR)
 
 .PHONY: bench bench-programs bench-image clean-bench-image
-EXTRA_DIST += bench/README.md bench/benchlib.py bench/run-all.py bench/bench-rtt.py
+EXTRA_DIST += bench/README.md bench/benchlib.py bench/run-all.py bench/bench-rtt.py \
+	bench/vmstate_path.py bench/guest-dbus-limits.conf
