@@ -135,7 +135,7 @@ def main():
     if res["vmstate_default"]:
         print(row("vmstate hostinfo with the default Argon2id cost (2 passes, 16 MiB); ratio "
                   "to qemu-ga guest-ping", "guest", res["vmstate_default"], res["qga"]))
-    else:
+    if not res["vmstate"]:
         print("| vmstate hostinfo: app → helper → bridge → helper → app | guest | — | "
               "not yet measured | not yet measured | — | — |")
     return 0
