@@ -2,7 +2,8 @@
  * vsbench-app — the guest side of the vmstate benchmarks, a libvmstate app.
  *
  *   vsbench-app rtt N                 N hostinfo round trips, one at a time (after 10
- *                                     untimed ones); prints the statistics line
+ *                                     untimed ones); prints the statistics line, then
+ *                                     "call: " and the statistics of the D-Bus call alone
  *   vsbench-app tput K M              K concurrent apps (processes, one handle each), each
  *                                     doing M hostinfo requests back to back; prints
  *                                     "apps=K requests=.. seconds=.. per_s=.. busy=.." and the
@@ -83,6 +84,8 @@ static void report(const char *prefix, uint64_t *s, size_t n)
 }
 
 /* One hostinfo round trip; returns its duration in ns. BUSY is retried (counted). */
+static uint64_t last_call_ns; /* duration of the last vmstate_hostinfo() call itself */
+
 static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
 {
     char id[VMSTATE_REQUEST_ID_LEN + 1];
@@ -95,6 +98,7 @@ static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
     }
     if (rc < 0)
         fail("vmstate_hostinfo", v, rc);
+    last_call_ns = now_ns() - t0;
     struct vmstate_event *ev;
     rc = vmstate_wait(v, id, 30000, &ev);
     if (rc < 0)
@@ -112,12 +116,15 @@ static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
 static int do_rtt(size_t n)
 {
     vmstate *v = open_handle();
-    uint64_t *s = calloc(n, sizeof(*s));
+    uint64_t *s = calloc(n, sizeof(*s)), *c = calloc(n, sizeof(*c));
     for (size_t i = 0; i < 10; i++)
         hostinfo_once(v, NULL);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         s[i] = hostinfo_once(v, NULL);
+        c[i] = last_call_ns;
+    }
     report("", s, n);
+    report("call: ", c, n); /* the D-Bus call to the helper until it returned the id */
     vmstate_close(v);
     return 0;
 }
