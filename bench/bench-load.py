@@ -13,6 +13,7 @@
 Prints three Markdown tables. Usage: bench-load.py --image DIR --builddir BUILD
   [--apps 1,4,16,64] [--requests 400] [--listeners 1,10,100,1000] [--rounds 20]
 """
+import json
 import sys
 
 import benchlib as bl
@@ -34,6 +35,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--mem", default="256M")
     ap.add_argument("--cost", default="test")
+    ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
     wd = bl.workdir(a, "load")
     qga_sock, qga_extra = bl.qga_args(wd)
@@ -73,11 +75,12 @@ def main():
                            "reader": bl.host_rss_kib(bpids[1]) if len(bpids) > 1 else None}
     print(f"Argon2id cost `{a.cost}`; guest {a.mem}, 1 vCPU.\n")
     print("| concurrent apps | requests | requests/s | round trip median | p99 | "
-          "BUSY retries |")
-    print("|---|---|---|---|---|---|")
+          "BUSY retries | calls timed out (5 s) |")
+    print("|---|---|---|---|---|---|---|")
     for k, head, s in tput:
         print(f"| {k} | {head['requests']} | {float(head['per_s']):.0f} | "
-              f"{bl.fmt_us(s['median'])} | {bl.fmt_us(s['p99'])} | {head['busy']} |")
+              f"{bl.fmt_us(s['median'])} | {bl.fmt_us(s['p99'])} | {head['busy']} | "
+              f"{head['call_timeouts']} |")
     print("\n| listeners | rounds | first receives: median | p99 | last receives: median | "
           "p99 | registration |")
     print("|---|---|---|---|---|---|---|")
@@ -96,6 +99,10 @@ def main():
     print(rss_row("vmstate-bridged", "host", mem["idle"]["bridge"], mem["peak"]["bridge"]))
     print(rss_row("vmstate-bridged-reader (1 per VM)", "host", mem["idle"]["reader"],
                   mem["peak"]["reader"]))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"tput": [[k, h, s] for k, h, s in tput],
+                       "fanout": [[n, fl] for n, fl, _ in fan], "mem": mem}, f, indent=1)
     return 0
 
 

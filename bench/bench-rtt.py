@@ -16,6 +16,7 @@ Prints Markdown rows: | path | timed in | N | median | p99 | median ratio | p99 
 Ratios are to floor/guest for vmstate (same direction and clock) and to floor/host for qga.
 Usage: bench-rtt.py --image DIR --builddir BUILD [-n 1000] [--rounds 1]
 """
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main():
     ap.add_argument("--mem", default="128M")
     ap.add_argument("--no-header", action="store_true")
     ap.add_argument("--no-vmstate", action="store_true", help="floor and anchor only")
+    ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--n-default", type=int, default=100,
                     help="round trips with the default Argon2id cost (0: skip)")
     a = ap.parse_args()
@@ -138,6 +140,9 @@ def main():
     if not res["vmstate"]:
         print("| vmstate hostinfo: app → helper → bridge → helper → app | guest | — | "
               "not yet measured | not yet measured | — | — |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
     return 0
 
 

@@ -19,6 +19,7 @@ roughly cancel. "filled": a tmpfs file of random bytes fills most of the guest's
 
 Usage: bench-saverestore.py --image DIR --builddir BUILD [--configs 128M:idle:20,...]
 """
+import json
 import os
 import socket
 import sys
@@ -123,7 +124,9 @@ def main():
     ap = bl.common_args(__doc__.splitlines()[0])
     ap.add_argument("--configs", default="128M:idle:20,128M:filled:20,512M:idle:10,"
                                          "512M:filled:8")
+    ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
+    out = []
     print("| guest RAM | contents | op | N | app: request → event (median / p99) | QEMU job "
           "(median / p99) | overhead (median / p99) | < 2 ms p99? |")
     print("|---|---|---|---|---|---|---|---|")
@@ -134,6 +137,7 @@ def main():
         except Exception as e:  # one failing configuration does not hide the others
             print(f"| {mem} | {mode} | — | — | failed: {str(e)[:200]} | | | |", flush=True)
             continue
+        out.append([mem, mode, res])
         for op in ("save", "restore"):
             app, job, ovh = res[op]
             print(f"| {mem} | {mode} | {op} | {app['n']} | {bl.fmt_us(app['median'])} / "
@@ -141,6 +145,9 @@ def main():
                   f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
                   f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |",
                   flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
     return 0
 
 

@@ -83,15 +83,21 @@ static void report(const char *prefix, uint64_t *s, size_t n)
            n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3);
 }
 
-/* One hostinfo round trip; returns its duration in ns. BUSY is retried (counted). */
+/* One hostinfo round trip; returns its duration in ns. BUSY and a call that timed out
+ * (libvmstate waits 5 s for the helper's answer) are retried and counted. */
 static uint64_t last_call_ns; /* duration of the last vmstate_hostinfo() call itself */
+static unsigned call_timeouts;
 
 static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
 {
     char id[VMSTATE_REQUEST_ID_LEN + 1];
     uint64_t t0 = now_ns();
     int rc;
-    while ((rc = vmstate_hostinfo(v, id)) == VMSTATE_E_BUSY) {
+    while ((rc = vmstate_hostinfo(v, id)) == VMSTATE_E_BUSY || rc == VMSTATE_E_TIMEOUT) {
+        if (rc == VMSTATE_E_TIMEOUT) {
+            call_timeouts++;
+            continue;
+        }
         if (busy)
             (*busy)++;
         usleep(500);
@@ -160,7 +166,7 @@ static int do_tput(int k, size_t m)
             FILE *f = fopen(path, "w");
             if (!f)
                 _exit(1);
-            fprintf(f, "%u\n", busy);
+            fprintf(f, "%u %u\n", busy, call_timeouts);
             for (size_t j = 0; j < m; j++)
                 fprintf(f, "%llu\n", (unsigned long long)s[j]);
             fclose(f);
@@ -194,24 +200,25 @@ static int do_tput(int k, size_t m)
     }
     size_t total = (size_t)k * m, at = 0;
     uint64_t *s = calloc(total, sizeof(*s));
-    unsigned busy = 0;
+    unsigned busy = 0, timeouts = 0;
     for (int i = 0; i < k; i++) {
         char path[64];
         snprintf(path, sizeof(path), "/tmp/vsb-tput.%d", i);
         FILE *f = fopen(path, "r");
-        unsigned b = 0;
+        unsigned b = 0, t = 0;
         unsigned long long x;
-        if (!f || fscanf(f, "%u", &b) != 1)
+        if (!f || fscanf(f, "%u %u", &b, &t) != 2)
             return 1;
         busy += b;
+        timeouts += t;
         while (at < total && fscanf(f, "%llu", &x) == 1)
             s[at++] = x;
         fclose(f);
         unlink(path);
     }
     double secs = (t1 - t0) / 1e9;
-    printf("apps=%d requests=%zu seconds=%.3f per_s=%.1f busy=%u\n", k, total, secs,
-           total / secs, busy);
+    printf("apps=%d requests=%zu seconds=%.3f per_s=%.1f busy=%u call_timeouts=%u\n", k, total,
+           secs, total / secs, busy, timeouts);
     report("", s, at);
     return 0;
 }
