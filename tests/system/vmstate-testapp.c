@@ -14,6 +14,7 @@
  *
  * Commands, one per line, from the FIFO given with --cmd (opened read-write so
  * writers come and go): "save LABEL [DATA]", "restore STATE [DATA]", "list",
+ * (DATA "@N": N bytes of 'q'),
  * "quit". Credentials: VMSTATE_PRINCIPAL, VMSTATE_SECRET.
  */
 #include <errno.h>
@@ -94,6 +95,15 @@ static void command(vmstate *v, char *line)
     data = strtok(NULL, "");
     if (!data)
         data = "";
+    if (data[0] == '@') { /* "@N": N bytes of 'q' */
+        static char big[VMSTATE_APP_DATA_MAX + 2];
+        size_t n = strtoul(data + 1, NULL, 10);
+        if (n > sizeof(big) - 1)
+            n = sizeof(big) - 1;
+        memset(big, 'q', n);
+        big[n] = '\0';
+        data = big;
+    }
     if (!strcmp(op, "save") && arg)
         rc = vmstate_save(v, arg, data, strlen(data), id);
     else if (!strcmp(op, "restore") && arg)
