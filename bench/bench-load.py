@@ -40,7 +40,7 @@ def main():
     wd = bl.workdir(a, "load")
     qga_sock, qga_extra = bl.qga_args(wd)
     tput, fan, mem = [], [], {}
-    with bl.vmharness.VM(wd, a.image, mem=a.mem, extra_args=qga_extra) as vm:
+    with bl.VM(wd, a.image, mem=a.mem, extra_args=qga_extra) as vm:
         bl.log(f"boot {vm.wait_ready():.1f} s")
         qga = vm.spawn(f"exec qemu-ga -m virtio-serial -p {vm.port_device(bl.QGA_PORT)} -t /run",
                        log="/tmp/qga.log")

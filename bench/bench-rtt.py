@@ -92,8 +92,7 @@ def main():
     wd = bl.workdir(a, "rtt")
     qga_sock, qga_extra = bl.qga_args(wd)
     res = {}
-    with bl.vmharness.VM(wd, a.image, mem=a.mem, extra_args=qga_extra,
-                         append="vmstate.nohelper") as vm:
+    with bl.VM(wd, a.image, mem=a.mem, extra_args=qga_extra) as vm:
         bl.log(f"boot {vm.wait_ready():.1f} s")
         dev_a, dev_b = vm.port_device(bl.vmharness.PORT_A), vm.port_device(bl.vmharness.PORT_B)
         dev_q = vm.port_device(bl.QGA_PORT)

@@ -82,7 +82,7 @@ def run_config(a, mem, mode, rounds):
         os.unlink(mark_sock)
     extra = ["-chardev", f"socket,id=mk0,path={mark_sock},server=on,wait=off",
              "-device", f"virtserialport,bus=vser0.0,chardev=mk0,id=portmk,name={MARK_PORT}"]
-    with bl.vmharness.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G") as vm:
+    with bl.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G") as vm:
         bl.log(f"{mem} {mode}: boot {vm.wait_ready():.1f} s")
         marks = Marks(mark_sock)
         dev = vm.port_device(MARK_PORT)
@@ -90,7 +90,7 @@ def run_config(a, mem, mode, rounds):
             mib = FILL_MIB.get(mem, 64)
             t0 = time.monotonic()
             vm.check(f"mount -o remount,size=95% /dev/shm && "
-                     f"head -c {mib}M /dev/urandom > /dev/shm/fill && free -m", timeout=600)
+                     f"dd if=/dev/urandom of=/dev/shm/fill bs=1048576 count={mib} 2>/dev/null && free -m", timeout=600)
             bl.log(f"filled {mib} MiB in {time.monotonic() - t0:.1f} s")
         with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
             vp.start_guest(vm)

@@ -26,7 +26,7 @@ def main():
     try:
         for i in range(1, a.vms + 1):
             wd = bl.workdir(a, f"scale-vm{i}")
-            vms[f"vm{i}"] = bl.vmharness.VM(wd, a.image, mem=a.mem)
+            vms[f"vm{i}"] = bl.VM(wd, a.image, mem=a.mem)
             vms[f"vm{i}"].start()
         for name, vm in vms.items():
             vm.wait_ready(timeout=180)

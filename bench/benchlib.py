@@ -22,6 +22,13 @@ import vmharness  # noqa: E402  (path set just above)
 QGA_PORT = "org.qemu.guest_agent.0"
 
 
+def VM(workdir, image, **kw):
+    """A harness VM booted with vmstate.nohelper: the image's own helper start (init.d) is
+    skipped; vmstate_path.start_guest() starts the helper with the bench configuration."""
+    kw["append"] = ("vmstate.nohelper " + kw.get("append", "")).strip()
+    return vmharness.VM(workdir, image, **kw)
+
+
 def log(*a):
     print("bench:", *a, file=sys.stderr, flush=True)
 

@@ -40,8 +40,6 @@ BENCH_IMAGE_ARGS = $(GUEST_IMAGE_ARGS) \
 	--add $(abs_builddir)/bench/vsbench-port:/usr/bin/vsbench-port \
 	--add $(abs_builddir)/bench/qemu-ga:/usr/sbin/qemu-ga \
 	--add $(abs_builddir)/bench/vsbench-app:/usr/bin/vsbench-app \
-	--add $(abs_builddir)/guest-helper/vmstate-helperd:/usr/sbin/vmstate-helperd \
-	--add $(abs_top_srcdir)/guest-helper/org.vmstate.Helper1.conf:/etc/dbus-1/system.d/org.vmstate.Helper1.conf \
 	--add $(abs_top_srcdir)/bench/guest-dbus-limits.conf:/etc/dbus-1/system.d/zz-vsbench-limits.conf
 
 bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/qemu-ga guest-helper/vmstate-helperd \

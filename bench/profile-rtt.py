@@ -39,7 +39,7 @@ def main():
     ap.add_argument("-n", type=int, default=500)
     a = ap.parse_args()
     wd = bl.workdir(a, "prof")
-    with bl.vmharness.VM(wd, a.image) as vm:
+    with bl.VM(wd, a.image) as vm:
         vm.wait_ready()
         with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
             helper = vp.start_guest(vm)

@@ -1,7 +1,8 @@
 """vmstate_path: the whole vmstate path for the benchmarks — vmstate-bridged on the host
 serving one or more harness VMs, vmstate-helperd in each guest, a principal with rights.
 
-Bench-local wiring (the project's whole-path runner was not merged when this was written):
+Bench-local wiring, like tests/system/wholepath.py but tuned for measuring (that runner logs
+at debug level and keeps the default quotas and rate limits, which would be measured too):
     with Path(builddir, workdir, {"vm1": vm}, cost="test") as p:
         p.start_guest(vm)           # helper.conf, vmstate-helperd, waits for the bridge
         vm.check("vsbench-app rtt 1000")
@@ -65,8 +66,9 @@ class Path:
         for name in self.vms:
             self.admin("grant", PRINCIPAL, name, "all")
         self.logf = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdout=self.logf,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=bl.vmharness._child_setup)  # dies with us
         return self
 
     def __exit__(self, *exc):

@@ -4,7 +4,8 @@
  *   vsbench-app rtt N                 N hostinfo round trips, one at a time (after 10
  *                                     untimed ones); prints the statistics line, then
  *                                     "call: " and the statistics of the D-Bus call alone
- *   vsbench-app tput K M              K concurrent apps (processes, one handle each), each
+ *   vsbench-app tput K M              K concurrent apps (processes, one handle and app id
+ *                                     APP.appI each), each
  *                                     doing M hostinfo requests back to back; prints
  *                                     "apps=K requests=.. seconds=.. per_s=.. busy=.." and the
  *                                     per-request statistics line
@@ -150,6 +151,10 @@ static int do_tput(int k, size_t m)
         if (pid == 0) {
             close(ready[0]);
             close(go[1]);
+            /* K different apps: each its own app id, so a completion goes to its app only */
+            static char own_id[128];
+            snprintf(own_id, sizeof(own_id), "%s.app%d", app_id, i);
+            app_id = own_id;
             vmstate *v = open_handle();
             hostinfo_once(v, NULL); /* registered, connected, warm */
             uint64_t *s = calloc(m, sizeof(*s));
@@ -248,8 +253,14 @@ static void fan_cb(vmstate *v, const struct vmstate_event *ev, void *ud)
 
 static int do_fanout(size_t l, size_t rounds)
 {
-    struct rlimit rl = {l + 64, l + 64};
-    setrlimit(RLIMIT_NOFILE, &rl);
+    /* each handle holds 3 descriptors (bus socket, epoll, eventfd) */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 3 * l + 64) {
+        rl.rlim_cur = rl.rlim_max = 3 * l + 64;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            perror("setrlimit");
+    }
     vmstate **h = calloc(l, sizeof(*h));
     struct fan f = {.got = calloc(l, sizeof(uint64_t))};
     struct fan_slot *slots = calloc(l, sizeof(*slots));
