@@ -17,7 +17,7 @@ import time
 
 import benchlib as bl
 
-ALL = ["rtt", "saverestore", "load", "scale", "profile"]
+ALL = ["rtt", "saverestore", "load", "scale", "profile"]  # profile includes the native runs
 
 
 def run(name, argv, logf):
@@ -148,6 +148,18 @@ def main():
                         "--workdir", w, "-n", "100" if a.quick else "500"]
                 text, dt = run("profile", argv, logf)
                 out += [f"### {label}", "", text or "not measured: failed", ""]
+            out += ["### The same path natively on the host (no TCG)", "",
+                    "`bench/profile-native.py`: app, private dbus-daemon, helper and bridge as "
+                    "host processes; a Python relay stands in for the virtio-serial ports; "
+                    "hostinfo still asks a (booted, idle) QEMU over QMP, so QEMU's CPU "
+                    "includes its idle TCG guest. Then the bridge and the helper each under "
+                    "callgrind (instructions; slows that process ~50×, so only the function "
+                    "shares matter).", ""]
+            for flag in ([], ["--callgrind-bridge"], ["--callgrind"]):
+                argv = ["profile-native.py", *common, "-n",
+                        ("300" if flag else "2000") if not a.quick else "100"] + flag
+                text, dt = run("native", argv, logf)
+                out += [text or "not measured: failed", ""]
     if verdicts:
         out[out.index("## Machine"):out.index("## Machine")] = ["## Targets", ""] + verdicts + [
             "", "(what the profile shows about each miss: see the Profile section and "
