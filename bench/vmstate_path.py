@@ -30,7 +30,8 @@ log_level = warning
 
 
 class Path:
-    def __init__(self, builddir, workdir, vms, cost="test", log_level="warning"):
+    def __init__(self, builddir, workdir, vms, cost="test",
+                 log_level=os.environ.get("VSBENCH_BRIDGE_LOG", "warning")):
         b = os.path.abspath(builddir)
         self.exe = os.path.join(b, "host-bridge", "vmstate-bridged")
         self.admin_exe = os.path.join(b, "host-bridge", "vmstate-admin")
