@@ -9,7 +9,7 @@ at debug level and keeps the default quotas and rate limits, which would be meas
 
 Bridge settings for benchmarking: rate limits and quotas off (rate_requests = 0,
 max_pending = 0, max_states = 0, auth_fail_max = 0), log_level = warning, privsep as
-shipped (yes). The principal's Argon2id cost is a parameter: 'test' (1 pass, 8 KiB) or
+shipped (yes), command_timeout = 120 (see the note in the config below). The principal's Argon2id cost is a parameter: 'test' (1 pass, 8 KiB) or
 'default' (2 passes, 16 MiB) — it is paid on every request.
 """
 import os
@@ -53,7 +53,11 @@ class Path:
                 f.write(f"\n[vm {name}]\nport_a = {vm.a_sock}\nport_b = {vm.b_sock}\n"
                         f"qmp = {vm.qmp_sock}\nnodes = disk0\nstate_dir = {vm.workdir}\n"
                         "max_states = 0\nmax_pending = 0\nmax_app_data_bytes = 0\n"
-                        "rate_requests = 0\nauth_fail_max = 0\njob_timeout = 600\n")
+                        "rate_requests = 0\nauth_fail_max = 0\njob_timeout = 600\n"
+                        # the reply to snapshot-save itself comes only after QEMU's save of a
+                        # large guest ran (it blocks the main loop): the default 10 s made
+                        # 512 MiB filled saves fail with status 15 (timeout) on this host
+                        "command_timeout = 120\n")
 
     def admin(self, *args, secret=None):
         r = subprocess.run([self.admin_exe, "-c", self.conf, *args], input=secret, text=True,
