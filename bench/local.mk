@@ -57,5 +57,7 @@ clean-bench-image:
 	rm -rf $(BENCH_IMAGE_DIR)
 
 .PHONY: bench bench-programs bench-image clean-bench-image
-EXTRA_DIST += bench/README.md bench/benchlib.py bench/run-all.py bench/bench-rtt.py \
-	bench/vmstate_path.py bench/guest-dbus-limits.conf
+EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.py \
+	bench/run-all.py bench/vmstate_path.py bench/guest-dbus-limits.conf bench/bench-rtt.py \
+	bench/bench-saverestore.py bench/bench-load.py bench/bench-scale.py bench/profile-rtt.py \
+	bench/profile-native.py

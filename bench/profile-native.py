@@ -172,7 +172,7 @@ def main():
                 ann = subprocess.run(["callgrind_annotate", f"--inclusive={incl}", f],
                                      capture_output=True, text=True).stdout.splitlines()
                 rows = [ln[:150] for ln in ann if "(" in ln and ":" in ln
-                        and ln.strip()[:1].isdigit() and "below main" not in ln][:22]
+                        and ln.strip()[:1].isdigit() and "below main" not in ln][:40]
                 what = "inclusive (with callees)" if incl == "yes" else "own instructions"
                 print(f"\ncallgrind, {tag}: top functions, {what}\n\n```")
                 print("\n".join(rows))

@@ -165,6 +165,10 @@ def main():
             "", "(what the profile shows about each miss: see the Profile section and "
             "bench/README.md)", ""]
     out += [f"Total run time: {(time.time() - started) / 60:.1f} min.", ""]
+    analysis = os.path.join(bl.HERE, "ANALYSIS.md")
+    if os.path.exists(analysis):  # hand-written reading of a run: says which run it is about
+        with open(analysis) as f:
+            out += ["---", "", f.read()]
     with open(a.out, "w") as f:
         f.write("\n".join(out))
     bl.log(f"wrote {a.out}")
