@@ -10,6 +10,7 @@ is marked "not measured" with the reason; the others still run. Never gates CI.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(bl.HERE, "RESULTS.md"))
     ap.add_argument("--only", default=",".join(ALL))
     ap.add_argument("--quick", action="store_true", help="small N everywhere (a smoke run)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the VM work directories (disks with snapshots: several GiB)")
     a = ap.parse_args()
     only = a.only.split(",")
     n = 100 if a.quick else a.n
@@ -70,7 +73,7 @@ def main():
            "(ext4, `synchronous=FULL`), rate limits and quotas off, log level warning; "
            "principal with Argon2id cost `test` unless a row says otherwise "
            "(`default` costs ~20 ms per request, see row 1)", ""]
-    verdicts = []
+    verdicts, shm_dirs = [], []
     with open(log_path, "a") as logf:
         if "rtt" in only:
             j = os.path.join(tmp, "rtt.json")
@@ -144,6 +147,8 @@ def main():
             for label, wd in (("bridge database on the host disk (ext4)", tmp),
                               ("bridge database on tmpfs (/dev/shm): no fsync cost", None)):
                 w = wd or tempfile.mkdtemp(prefix="vsb-prof-", dir="/dev/shm")
+                if not wd:
+                    shm_dirs.append(w)
                 argv = ["profile-rtt.py", "--image", a.image, "--builddir", a.builddir,
                         "--workdir", w, "-n", "100" if a.quick else "500"]
                 text, dt = run("profile", argv, logf)
@@ -172,6 +177,11 @@ def main():
     with open(a.out, "w") as f:
         f.write("\n".join(out))
     bl.log(f"wrote {a.out}")
+    for d in [tmp] + shm_dirs:
+        if a.keep:
+            bl.log(f"kept {d}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
     return 0
 
 
