@@ -346,14 +346,24 @@ def t7_ports(wp, ctx):
     time.sleep(1)
     rc, names = wp.sh("cat /sys/class/virtio-ports/*/name")
     check("org.vmstate.request.0" not in names, f"7: ports gone in the guest ({names.split()})")
+    deadline, conn = time.monotonic() + 10, None
+    while time.monotonic() < deadline:
+        conn = wp.helper_property("BridgeConnected")
+        if conn and "boolean false" in conn:
+            break
+        time.sleep(0.3)
+    check(conn and "boolean false" in conn, "7: the helper noticed: BridgeConnected false")
+    hellos = wp.read("/var/log/vmstate-helperd.log").count("sending Hello")
     rc, out = wp.sh(f"{wp.env()}vmstatectl save t7-unplugged")
     queued = re.search(r"[0-9a-f]{32}", out)
     check(rc == 0 and queued is not None,
           f"7: a request while the ports are gone returns an id at once (queued): {out.strip()}")
-    vm.qmp("device_add", driver="virtserialport", bus="vser0.0", chardev="cha", id="porta",
-           name="org.vmstate.request.0")
-    vm.qmp("device_add", driver="virtserialport", bus="vser0.0", chardev="chb", id="portb",
-           name="org.vmstate.event.0")
+    # (through HMP: the harness's qmp() takes the command as its own `name` argument)
+    for cid, pid, name in (("cha", "porta", "org.vmstate.request.0"),
+                           ("chb", "portb", "org.vmstate.event.0")):
+        out = vm.qmp("human-monitor-command", **{"command-line": (
+            f"device_add virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}")})
+        check(not out.strip(), f"7: QMP device_add {pid} ({name}) {out.strip()}")
     t0 = time.monotonic()
     try:
         wp.wait_connected(30)
@@ -363,6 +373,9 @@ def t7_ports(wp, ctx):
         print(e)
     check(ok, f"7: the helper found the re-plugged ports and the bridge again "
               f"({time.monotonic() - t0:.1f} s)")
+    hlog = wp.read("/var/log/vmstate-helperd.log")
+    check(hlog.count("sending Hello") > hellos,
+          "7: the helper reopened the new ports and said Hello again (its log)")
     rid = a.request("save t7-after replugged")
     ev = a.wait_event(rid, timeout=60)
     check(field(ev, "status") == "0" and field(ev, "data") == hexs("replugged"),
