@@ -249,21 +249,36 @@ def t4_errors(wp, ctx):
 
 def t5_bridge_kill(wp, ctx):
     a = App(wp, "t5", "org.test.Crash")
-    nlog = len(wp.bridge.log())
-    a.cmd("save t5-crash crash-data")
-    deadline = time.monotonic() + 30
-    m = None
-    while time.monotonic() < deadline and not m:
-        m = re.search(r"req=(\w+): running save", wp.bridge.log()[nlog:])
-        if not m:
-            time.sleep(0.002)
-    if not check(m is not None, "5: the save is running in the bridge"):
-        return
-    wp.bridge.kill9()
-    rid = m.group(1)
-    tail = wp.bridge.log()[nlog:]
-    check(f"req={rid}: completed" not in tail,
-          "5: bridge SIGKILLed while the save ran (before it completed)")
+    # Kill the bridge while QEMU runs the snapshot job (the guest is paused ~0.1-0.5 s for
+    # it): as soon as the bridge logs that it sent snapshot-save, freeze it (SIGSTOP, so it
+    # cannot see the job conclude), confirm the job exists in QEMU, then SIGKILL it.
+    for attempt in range(3):
+        with open(wp.bridge.log_path, "rb") as logf:
+            logf.seek(0, 2)
+            a.cmd("save t5-crash crash-data", background=True)  # the guest pauses for it
+            buf, m, deadline = b"", None, time.monotonic() + 30
+            while time.monotonic() < deadline and not m:
+                buf += logf.read()
+                m = re.search(rb"qmp: snapshot-save tag=\S+ job=vms-(\w+)", buf)
+                if not m:
+                    time.sleep(0.001)
+            if not check(m is not None, "5: the bridge started the save's snapshot job"):
+                return
+            wp.bridge.proc.send_signal(signal.SIGSTOP)
+            rid = m.group(1).decode()
+            jobs = wp.vm.qmp("query-jobs")
+            wp.bridge.kill9()
+            buf += logf.read()
+        job = [j for j in jobs if j["id"] == f"vms-{rid}"]
+        seen_end = b"concluded" in buf or f"req={rid}: completed".encode() in buf
+        if job and not seen_end:
+            break
+        print(f"  (attempt {attempt + 1}: the job had ended before the bridge was frozen "
+              f"(jobs {jobs}, end seen {seen_end}); again)", flush=True)
+        wp.bridge.start()
+        a.wait_event(rid, timeout=60)
+    check(job and not seen_end, f"5: bridge SIGKILLed while QEMU's job was {job[0]['status'] if job else '?'}"
+                                " and before the bridge saw it end")
     time.sleep(0.5)
     wp.bridge.start()
     ev = a.wait_event(rid, timeout=120)
