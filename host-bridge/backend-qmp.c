@@ -437,6 +437,16 @@ static int qmp_recover(struct bridge_backend *q, enum vms_op op, const char *tag
 
 /* ---- plain calls ---- */
 
+/* The status for a failed command: its QMP error, a timeout, or the connection lost. */
+static enum vms_status err_status(const char *err)
+{
+    if (!strcmp(err, "timeout"))
+        return VMS_STATUS_ERR_TIMEOUT;
+    if (!strcmp(err, "lost"))
+        return VMS_STATUS_ERR_UNAVAILABLE;
+    return VMS_STATUS_ERR_BACKEND;
+}
+
 static void call_finish(struct qmp_call *c, enum vms_status st, const char *msg, uint64_t mem)
 {
     struct bridge_backend_result r = {.status = st, .mem_bytes = mem, .bytes = c->bytes};
@@ -452,7 +462,7 @@ static void on_block_nodes(struct bridge_backend *q, json_object *ret, const cha
     (void)q;
 
     if (err) {
-        call_finish(c, VMS_STATUS_ERR_BACKEND, err, 0);
+        call_finish(c, err_status(err), err, 0);
         return;
     }
     n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
@@ -512,7 +522,7 @@ static void on_memory_summary(struct bridge_backend *q, json_object *ret, const 
     (void)q;
 
     if (err) {
-        call_finish(c, VMS_STATUS_ERR_BACKEND, err, 0);
+        call_finish(c, err_status(err), err, 0);
         return;
     }
     if (json_object_object_get_ex(ret, "base-memory", &base))
@@ -532,7 +542,7 @@ static void on_query_balloon(struct bridge_backend *q, json_object *ret, const c
         return;
     }
     if (err && (!strcmp(err, "lost") || !strcmp(err, "timeout"))) {
-        call_finish(c, VMS_STATUS_ERR_UNAVAILABLE, err, 0);
+        call_finish(c, err_status(err), err, 0);
         return;
     }
     /* no balloon device: the base size */
@@ -558,7 +568,7 @@ static void on_balloon(struct bridge_backend *q, json_object *ret, const char *e
 {
     (void)q;
     (void)ret;
-    call_finish(arg, err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK, err, 0);
+    call_finish(arg, err ? err_status(err) : VMS_STATUS_OK, err, 0);
 }
 
 static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_backend_done_fn done,

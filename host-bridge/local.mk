@@ -89,3 +89,10 @@ clean-bridge-image:
 .PHONY: clean-bridge-image
 TESTS += tests/bridge/test-admin.sh
 dist_noinst_SCRIPTS += tests/bridge/test-admin.sh
+
+# Component test: the QMP backend against a fake monitor on a UNIX socket.
+TESTS += tests/test-bridge-qmp
+check_PROGRAMS += tests/test-bridge-qmp
+tests_test_bridge_qmp_SOURCES = tests/test-bridge-qmp.c
+tests_test_bridge_qmp_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_qmp_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
