@@ -301,14 +301,17 @@ def main():
     ap.add_argument("--builddir", required=True)
     ap.add_argument("--workdir")
     a = ap.parse_args()
-    with WholePath(a.image, a.builddir, a.workdir, log=print) as wp:
+    wp = WholePath(a.image, a.builddir, a.workdir, log=print)
+    try:
+        wp.start()
         print(f"workdir {wp.workdir}: bridge.log, vm/console.log; principal {wp.PRINCIPAL}, "
               "secret in the guest at /root/vmstate-secret; Ctrl-C stops everything")
-        try:
-            while wp.bridge.alive() and wp.vm.proc.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        while wp.bridge.alive() and wp.vm.proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("interrupted")
+    finally:
+        wp.stop()
     return 0
 
 
