@@ -17,6 +17,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from wholepath import VMError, WholePath  # noqa: E402
+from vmharness import choose_accel  # noqa: E402
 
 T0 = time.monotonic()
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -128,7 +129,9 @@ class Follower:
 
 def demo(wp):
     step(1, "Start a virtual machine and the host bridge")
-    say("A real QEMU virtual machine (TCG: emulated, no KVM needed) boots a small "
+    accel = choose_accel(wp.image)
+    how = "KVM" if accel == "kvm" else "TCG: emulated, no KVM needed"
+    say(f"A real QEMU virtual machine ({how}) boots a small "
         "Linux guest. Inside it run the D-Bus system bus and vmstate-helperd, the "
         "guest half of vmstate. On the host, vmstate-bridged connects to the VM's "
         "two virtio-serial ports and to QEMU's control socket (QMP).\n"
