@@ -14,7 +14,8 @@ dbus-send -> D-Bus -> vmstate-helperd -> port A -> vmstate-bridged -> QEMU -> po
  6 the helper killed and restarted in the guest: the app's listener re-registers, the event
    produced while no helper ran is delivered once
  7 the virtio-serial ports unplugged and re-plugged (QMP device_del/device_add): the helper
-   finds the new ports and requests work again
+   finds the new ports and requests work again; again with no hot-plug event reaching the
+   helper (its own fallback checks)
  8 a shell script (examples/vmstate-script.sh) saves, lists and restores with dbus-send only
 Tests 1-6 and 8 share one VM (each starts its own apps); 7 boots its own.
 """
@@ -349,36 +350,34 @@ def t8_script(wp, ctx):
     check(rc != 0, "8: the guest has no busctl: the script used dbus-send")
 
 
-def t7_ports(wp, ctx):
-    a = App(wp, "t7", "org.test.Plug")
-    rid = a.request("save t7-before")
-    check(field(a.wait_event(rid), "status") == "0", "7: works before the unplug")
+def replug(wp, tag):
+    """device_del both vmstate ports, then device_add them again (same chardevs)."""
     vm = wp.vm
     for pid in ("porta", "portb"):
         vm.qmp("device_del", id=pid)
     for pid in ("porta", "portb"):
         vm.wait_event("DEVICE_DELETED", 30, lambda e, p=pid: e["data"].get("device") == p)
     time.sleep(1)
-    rc, names = wp.sh("cat /sys/class/virtio-ports/*/name")
-    check("org.vmstate.request.0" not in names, f"7: ports gone in the guest ({names.split()})")
+    rc, names = wp.query("cat /sys/class/virtio-ports/*/name")
+    check("org.vmstate.request.0" not in names, f"{tag}: ports gone in the guest ({names.split()})")
     deadline, conn = time.monotonic() + 10, None
     while time.monotonic() < deadline:
         conn = wp.helper_property("BridgeConnected")
         if conn and "boolean false" in conn:
             break
         time.sleep(0.3)
-    check(conn and "boolean false" in conn, "7: the helper noticed: BridgeConnected false")
+    check(conn and "boolean false" in conn, f"{tag}: the helper noticed: BridgeConnected false")
     hellos = wp.read("/var/log/vmstate-helperd.log").count("sending Hello")
-    rc, out = wp.sh(f"{wp.env()}vmstatectl save t7-unplugged")
-    queued = re.search(r"[0-9a-f]{32}", out)
-    check(rc == 0 and queued is not None,
-          f"7: a request while the ports are gone returns an id at once (queued): {out.strip()}")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl save {tag}-unplugged")
+    check(rc == 0 and re.search(r"[0-9a-f]{32}", out) is not None,
+          f"{tag}: a request while the ports are gone returns an id at once (queued): "
+          f"{out.strip()}")
     # (through HMP: the harness's qmp() takes the command as its own `name` argument)
     for cid, pid, name in (("cha", "porta", "org.vmstate.request.0"),
                            ("chb", "portb", "org.vmstate.event.0")):
         out = vm.qmp("human-monitor-command", **{"command-line": (
             f"device_add virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}")})
-        check(not out.strip(), f"7: QMP device_add {pid} ({name}) {out.strip()}")
+        check(not out.strip(), f"{tag}: QMP device_add {pid} ({name}) {out.strip()}")
     t0 = time.monotonic()
     try:
         wp.wait_connected(30)
@@ -386,17 +385,36 @@ def t7_ports(wp, ctx):
     except VMError as e:
         ok = False
         print(e)
-    check(ok, f"7: the helper found the re-plugged ports and the bridge again "
+    check(ok, f"{tag}: the helper found the re-plugged ports and the bridge again "
               f"({time.monotonic() - t0:.1f} s)")
     hlog = wp.read("/var/log/vmstate-helperd.log")
     check(hlog.count("sending Hello") > hellos,
-          "7: the helper reopened the new ports and said Hello again (its log)")
+          f"{tag}: the helper reopened the new ports and said Hello again (its log)")
+
+
+def t7_ports(wp, ctx):
+    a = App(wp, "t7", "org.test.Plug")
+    rid = a.request("save t7-before")
+    check(field(a.wait_event(rid), "status") == "0", "7: works before the unplug")
+    replug(wp, "7")
     rid = a.request("save t7-after replugged")
     ev = a.wait_event(rid, timeout=60)
     check(field(ev, "status") == "0" and field(ev, "data") == hexs("replugged"),
           f"7: a save after the re-plug completes ({ev})")
     rows = [r for r in wp.bridge.table("requests") if r[3] == "vmstatectl"]
     check(rows and rows[-1][5] == "done", "7: the request queued while unplugged was run too")
+    # The fallback: no hot-plug event reaches the helper. With /run/udev/control present it
+    # listens for udevd's events, and no udevd runs here: only its own checks remain.
+    wp.sh("mkdir -p /run/udev && touch /run/udev/control")
+    wp.restart_helper("TERM")
+    wp.wait_connected(30)
+    check("watching udev events" in wp.read("/var/log/vmstate-helperd.log").split(
+        "on the bus as")[-1], "7b: the helper now waits for udevd events that never come")
+    replug(wp, "7b")
+    rid = a.request("save t7b-after replugged-again")
+    ev = a.wait_event(rid, timeout=60)
+    check(field(ev, "status") == "0", f"7b: without hot-plug events too, a save after the "
+                                      f"re-plug completes ({ev})")
 
 
 SHARED = [(1, t1_save_list), (2, t2_restore), (3, t3_race), (5, t5_bridge_kill),
