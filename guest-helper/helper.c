@@ -679,6 +679,10 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
     case VMS_MSG_TIMELINE:
         on_timeline(h, m);
         break;
+    case VMS_MSG_NOTICE:
+        vms_info(NULL, NULL, "host notice (%s): %s", m->reason, m->message);
+        helper_bus_emit_notice(h, m->reason, m->message);
+        break;
     default:
         vms_warn(NULL, NULL, "ignored %s on the event port", vms_msg_type_name(m->type));
         break;
