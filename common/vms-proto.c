@@ -91,6 +91,7 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
                                     VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_ACK] = {"Ack", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_EPOCH) | VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_TIMELINE] = {"Timeline", VMS_BIT(VMS_F_EPOCH)},
+    [VMS_MSG_NOTICE] = {"Notice", VMS_BIT(VMS_F_REASON) | VMS_BIT(VMS_F_MESSAGE)},
 };
 
 static const char *const op_names[VMS_OP__COUNT] = {

@@ -44,6 +44,7 @@ enum vms_msg_type {
     VMS_MSG_EVENT,    /* B: the completion of a request, acked by the guest */
     VMS_MSG_ACK,      /* A: the guest delivered an Event */
     VMS_MSG_TIMELINE, /* B: the guest now runs in a new timeline (after a restore) */
+    VMS_MSG_NOTICE,   /* B: host information for guest listeners, not acked (e.g. io-resumed) */
     VMS_MSG__COUNT
 };
 

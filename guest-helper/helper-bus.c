@@ -588,6 +588,21 @@ void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t e
     dbus_message_unref(sig);
 }
 
+void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message)
+{
+    DBusMessage *sig;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Notice");
+    if (!sig)
+        return;
+    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,
+                                 DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, sig, NULL);
+    dbus_message_unref(sig);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, void *data)

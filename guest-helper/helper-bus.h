@@ -35,6 +35,8 @@ void helper_bus_close(struct helper *h);
 void helper_bus_emit_completed(struct helper *h, const char *owner, const struct vms_msg *ev);
 /* Broadcast Restored(state_id, epoch). */
 void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch);
+/* Broadcast Notice(reason, message): host information (e.g. a storage-error pause ended). */
+void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message);
 /* Broadcast PropertiesChanged for @property ("BridgeConnected", "States" or "Epoch"). */
 void helper_bus_property_changed(struct helper *h, const char *property);
 

@@ -256,6 +256,14 @@ static int port_host_present(int fd)
     return !(p.revents & (POLLHUP | POLLERR | POLLNVAL));
 }
 
+/* 1 when fd is a device node that has been deleted (its port was unplugged). */
+static int port_node_deleted(int fd)
+{
+    struct stat st;
+
+    return fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
 static void ports_up(struct helper *h)
 {
     h->ports = PORTS_UP;
@@ -271,9 +279,18 @@ void helper_ports_check(struct helper *h)
     if (h->ports == PORTS_UP)
         return;
     if (h->ports == PORTS_HUNG) {
-        if (port_host_present(h->port_b.fd) && port_host_present(h->port_a.fd))
-            ports_up(h);
-        return;
+        if (!h->ports_are_devices || !(port_node_deleted(h->port_a.fd) ||
+                                       port_node_deleted(h->port_b.fd))) {
+            if (port_host_present(h->port_b.fd) && port_host_present(h->port_a.fd))
+                ports_up(h);
+            return;
+        }
+        /* Unplugged without a hot-plug event reaching us (no udevd, or a missed uevent):
+         * the device node we hold was deleted. Let go and look for the ports again. */
+        vms_info(NULL, NULL, "ports: device node gone (hot-unplug); looking for the ports again");
+        vms_channel_detach(&h->port_a, 1);
+        vms_channel_detach(&h->port_b, 1);
+        h->ports = PORTS_DOWN;
     }
     fa = port_open(h, h->cfg.request_port, VMS_PORT_REQUEST_NAME, h->port_a_syspath,
                    sizeof(h->port_a_syspath));
@@ -661,6 +678,10 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         break;
     case VMS_MSG_TIMELINE:
         on_timeline(h, m);
+        break;
+    case VMS_MSG_NOTICE:
+        vms_info(NULL, NULL, "host notice (%s): %s", m->reason, m->message);
+        helper_bus_emit_notice(h, m->reason, m->message);
         break;
     default:
         vms_warn(NULL, NULL, "ignored %s on the event port", vms_msg_type_name(m->type));

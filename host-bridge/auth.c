@@ -54,18 +54,20 @@ void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsig
     memset(l, 0, sizeof(*l));
     l->max = max;
     l->window = window;
+    if (sodium_init() >= 0)
+        randombytes_buf(l->mac_key, sizeof(l->mac_key));
 }
 
-/* The bucket of a known principal (least recently used slot is recycled). */
-static struct bridge_bucket *principal_bucket(struct bridge_auth_limiter *l, const char *principal,
-                                              double now)
+/* The slot of a known principal (least recently used slot is recycled). */
+static struct bridge_auth_slot *principal_slot(struct bridge_auth_limiter *l, const char *principal,
+                                               double now)
 {
     int oldest = 0;
 
     for (int i = 0; i < BRIDGE_AUTH_SLOTS; i++) {
         if (!strcmp(l->slots[i].principal, principal)) {
             l->slots[i].used = now;
-            return &l->slots[i].bucket;
+            return &l->slots[i];
         }
         if (l->slots[i].used < l->slots[oldest].used)
             oldest = i;
@@ -73,7 +75,7 @@ static struct bridge_bucket *principal_bucket(struct bridge_auth_limiter *l, con
     memset(&l->slots[oldest], 0, sizeof(l->slots[oldest]));
     snprintf(l->slots[oldest].principal, sizeof(l->slots[oldest].principal), "%s", principal);
     l->slots[oldest].used = now;
-    return &l->slots[oldest].bucket;
+    return &l->slots[oldest];
 }
 
 int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
@@ -89,16 +91,51 @@ enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limit
                                   const char *op, double now)
 {
     char hash[crypto_pwhash_STRBYTES + 1];
+    unsigned char mac[crypto_generichash_BYTES], digest[crypto_generichash_BYTES];
+    struct bridge_auth_slot *slot = NULL;
     struct bridge_bucket *bucket;
     int found, ok, right;
 
     found = bridge_db_principal_hash(db, principal, hash, sizeof(hash));
     if (found < 0)
         return VMS_STATUS_ERR_INTERNAL;
-    bucket = found ? principal_bucket(lim, principal, now) : &lim->unknown;
+    if (found) {
+        slot = principal_slot(lim, principal, now);
+        bucket = &slot->bucket;
+    } else {
+        bucket = &lim->unknown;
+    }
     if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
         return VMS_STATUS_ERR_RATE_LIMITED;
-    ok = found && sodium_init() >= 0 && crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+    if (sodium_init() < 0)
+        return VMS_STATUS_ERR_INTERNAL;
+    if (found) {
+        crypto_generichash(mac, sizeof(mac), (const unsigned char *)secret, strlen(secret),
+                           lim->mac_key, sizeof(lim->mac_key));
+        crypto_generichash(digest, sizeof(digest), (const unsigned char *)hash, strlen(hash), NULL,
+                           0);
+        if (slot->verified_until > now && sodium_memcmp(slot->secret_mac, mac, sizeof(mac)) == 0 &&
+            sodium_memcmp(slot->hash_digest, digest, sizeof(digest)) == 0) {
+            ok = 1; /* verified recently with this very secret and stored hash */
+        } else {
+            ok = crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
+            if (ok) {
+                memcpy(slot->secret_mac, mac, sizeof(mac));
+                memcpy(slot->hash_digest, digest, sizeof(digest));
+                slot->verified_until = now + BRIDGE_AUTH_CACHE_SECONDS;
+            }
+        }
+        sodium_memzero(mac, sizeof(mac));
+        memcpy(lim->decoy, hash, sizeof(lim->decoy));
+    } else {
+        /* same work as a wrong secret; the result is ignored */
+        if (!lim->decoy[0] && bridge_secret_hash("decoy", BRIDGE_PWHASH_OPS_DEFAULT,
+                                                 BRIDGE_PWHASH_MEM_DEFAULT, lim->decoy) < 0)
+            lim->decoy[0] = '\0';
+        if (lim->decoy[0] && crypto_pwhash_str_verify(lim->decoy, secret, strlen(secret)) == 0)
+            vms_debug(vm, NULL, "secret matched the decoy hash; refused anyway");
+        ok = 0;
+    }
     sodium_memzero(hash, sizeof(hash));
     if (!ok) {
         bridge_bucket_take(bucket, lim->max, lim->window, now);

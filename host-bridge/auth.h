@@ -41,16 +41,36 @@ int bridge_bucket_take(struct bridge_bucket *b, unsigned capacity, unsigned wind
 int bridge_bucket_peek(struct bridge_bucket *b, unsigned capacity, unsigned window, double now);
 
 #define BRIDGE_AUTH_SLOTS 64
+/*
+ * How long a successful Argon2id verification is remembered. Argon2id costs
+ * ~20 ms by design and runs on the event loop; without this every request
+ * would pay it and one VM's stream of requests would stall all VMs. What is
+ * remembered is a keyed BLAKE2b MAC of the secret (random key per process,
+ * never stored) and a digest of the stored hash (so a changed secret or a
+ * removed principal invalidates it at once); comparison is constant time.
+ */
+#define BRIDGE_AUTH_CACHE_SECONDS 300.0
 
 /* Per-VM failure buckets, one per known principal, one shared by unknown names. */
 struct bridge_auth_limiter {
     unsigned max, window; /* auth_fail_max, auth_fail_window */
-    struct {
+    unsigned char mac_key[crypto_generichash_KEYBYTES];
+    struct bridge_auth_slot {
         char principal[VMS_STR_MAX + 1];
         struct bridge_bucket bucket;
         double used;
+        double verified_until; /* 0: nothing remembered */
+        unsigned char secret_mac[crypto_generichash_BYTES];
+        unsigned char hash_digest[crypto_generichash_BYTES];
     } slots[BRIDGE_AUTH_SLOTS];
     struct bridge_bucket unknown;
+    /*
+     * A copy of the last stored hash this limiter verified against. An
+     * unknown principal's secret is verified against it (and fails), so that
+     * "no such principal" costs as much time as "wrong secret" and a guest
+     * cannot learn which principals exist by timing.
+     */
+    char decoy[crypto_pwhash_STRBYTES + 1];
 };
 
 void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsigned window);

@@ -17,6 +17,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -589,6 +590,135 @@ static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_back
     return 0;
 }
 
+/* ---- run state (I/O-error pauses, ioerror.c) ---- */
+
+static const char *str_member(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+static void on_block_io_error(struct bridge_backend *q, json_object *data)
+{
+    char node[BRIDGE_NODE_NAME_MAX], reason[VMS_STR_MAX + 1], op[16], action[16];
+    json_object *ns;
+    const char *n = str_member(data, "node-name");
+
+    if (!n[0])
+        n = str_member(data, "device");
+    sanitize_text(node, sizeof(node), n);
+    sanitize_text(reason, sizeof(reason), str_member(data, "reason"));
+    sanitize_text(op, sizeof(op), str_member(data, "operation"));
+    sanitize_text(action, sizeof(action), str_member(data, "action"));
+    vms_info(vmname(q), NULL, "qmp: BLOCK_IO_ERROR node=%s op=%s reason=%s action=%s", node, op,
+             reason, action);
+    if (q->hooks->io_error)
+        q->hooks->io_error(
+            q->opaque, node, op, reason,
+            json_object_object_get_ex(data, "nospace", &ns) && json_object_get_boolean(ns), action);
+}
+
+static void on_query_status(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
+    (void)q;
+
+    if (err)
+        snprintf(r.message, sizeof(r.message), "%s", err);
+    else
+        sanitize_text(r.run_status, sizeof(r.run_status), str_member(ret, "status"));
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static int qmp_query_status(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-status", NULL, q->cfg->command_timeout, on_query_status, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_query_block(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
+    size_t n =
+        !err && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+    (void)q;
+
+    if (err)
+        snprintf(r.message, sizeof(r.message), "%s", err);
+    for (size_t i = 0; i < n && r.n_io < 4; i++) {
+        json_object *dev = json_object_array_get_idx(ret, i), *ins;
+        const char *st = str_member(dev, "io-status"), *node = "";
+        if (!st[0] || !strcmp(st, "ok"))
+            continue;
+        if (json_object_object_get_ex(dev, "inserted", &ins))
+            node = str_member(ins, "node-name");
+        if (!node[0])
+            node = str_member(dev, "device");
+        sanitize_text(r.io_node[r.n_io], sizeof(r.io_node[0]), node);
+        sanitize_text(r.io_status[r.n_io], sizeof(r.io_status[0]), st);
+        r.n_io++;
+    }
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static int qmp_query_block(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-block", NULL, q->cfg->command_timeout, on_query_block, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_cont(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)q;
+    (void)ret;
+    call_finish(arg, err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK, err, 0);
+}
+
+static int qmp_cont(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "cont", NULL, q->cfg->command_timeout, on_cont, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int qmp_kill(struct bridge_backend *q, int force)
+{
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+
+    if (!force)
+        return qmp_command(q, "quit", NULL, q->cfg->command_timeout, ignore_reply, "quit");
+    if (q->watch.fd < 0 || getsockopt(q->watch.fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
+        cr.pid <= 0)
+        return -1;
+    vms_warn(vmname(q), NULL, "qmp: SIGKILL to QEMU pid %ld", (long)cr.pid);
+    return kill(cr.pid, SIGKILL);
+}
+
 /* ---- input ---- */
 
 static void on_capabilities(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
@@ -660,6 +790,8 @@ static void handle_line(struct bridge_backend *q, const char *line)
         vms_debug(vmname(q), NULL, "qmp: event %s", name);
         if (!strcmp(name, "JOB_STATUS_CHANGE"))
             on_job_event(q, data);
+        if (!strcmp(name, "BLOCK_IO_ERROR"))
+            on_block_io_error(q, data);
         if (q->hooks->event)
             q->hooks->event(q->opaque, name);
     } else if (json_object_object_get_ex(o, "id", &v)) {
@@ -852,7 +984,7 @@ static void qmp_close(struct bridge_backend *q)
         struct qmp_cmd *c = q->cmds;
         q->cmds = c->next;
         if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
-            c->fn != on_capabilities && c->fn != on_job_dismissed)
+            c->fn != on_capabilities && c->fn != on_job_dismissed && c->arg)
             free(c->arg); /* a struct qmp_call */
         free(c);
     }
@@ -879,4 +1011,8 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .has_snapshot = qmp_has_snapshot,
     .query_memory = qmp_query_memory,
     .set_balloon = qmp_set_balloon,
+    .query_status = qmp_query_status,
+    .query_block = qmp_query_block,
+    .cont = qmp_cont,
+    .kill = qmp_kill,
 };

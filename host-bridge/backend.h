@@ -25,6 +25,12 @@ struct bridge_backend_result {
     char message[VMS_STR_MAX + 1]; /* the hypervisor's error text, "" on success */
     uint64_t mem_bytes;            /* query_memory: the guest's current memory */
     uint64_t bytes;                /* set_balloon: the target set */
+    char run_status[32];           /* query_status: QEMU's status, e.g. "running", "io-error" */
+    /* query_block: drives whose io-status is not "ok" (QEMU does not reset it on cont for
+     * -blockdev devices, so an entry may be stale) */
+    unsigned n_io;
+    char io_node[4][BRIDGE_NODE_NAME_MAX];
+    char io_status[4][16]; /* "failed", "nospace" */
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
@@ -36,6 +42,11 @@ struct bridge_backend_hooks {
     void (*lost)(void *opaque);
     /* An asynchronous hypervisor event, by name (for logs and later features). */
     void (*event)(void *opaque, const char *name);
+    /* A drive's I/O failed (QMP BLOCK_IO_ERROR): @node (node-name, or the device name),
+     * @operation "read"/"write", @reason the error text, @nospace ENOSPC, @action what the
+     * hypervisor did ("stop", "report", "ignore"). Called before the event hook. */
+    void (*io_error)(void *opaque, const char *node, const char *operation, const char *reason,
+                     int nospace, const char *action);
 };
 
 struct bridge_backend_ops {
@@ -76,6 +87,15 @@ struct bridge_backend_ops {
     /* Ask the balloon for @bytes of guest memory. */
     int (*set_balloon)(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn done,
                        void *opaque);
+    /* The VM's run state (result.run_status). */
+    int (*query_status)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* The drives in an I/O-error state (result.n_io, io_node, io_status). */
+    int (*query_block)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* Resume a paused VM (QMP cont). */
+    int (*cont)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the
+     * process at the other end of the monitor socket. Returns 0 or -1. */
+    int (*kill)(struct bridge_backend *b, int force);
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;

@@ -42,6 +42,7 @@ void bridge_vm_config_defaults(struct bridge_vm_config *vm)
     vm->auth_fail_window = 60;
     vm->job_timeout = 600;
     vm->command_timeout = 10;
+    bridge_ioe_config_defaults(&vm->ioe);
 }
 
 static int fail(struct parse_ctx *ctx, const char *section, const char *key, const char *fmt, ...)
@@ -165,6 +166,9 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
             cfg->privsep = 0;
         else
             return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "io_event_socket")) {
+        if (set_path(cfg->io_event_socket, value) < 0 || strlen(value) >= 108)
+            return fail(ctx, "bridge", key, "empty or longer than %s bytes", "107");
     } else if (!strcmp(key, "reconnect_min_ms")) {
         if (parse_uint(value, 600000, &u) < 0 || u == 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
@@ -201,6 +205,8 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
 {
     struct bridge_vm_config *vm = ctx->vm;
     uint64_t sz;
+    char why[160];
+    int r;
 
 #define UINT_KEY(k, field, max)                                                                    \
     if (!strcmp(key, k)) {                                                                         \
@@ -252,6 +258,9 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
     SIZE_KEY("mem_max", mem_max_bytes)
     UINT_KEY("job_timeout", job_timeout, 86400)
     UINT_KEY("command_timeout", command_timeout, 3600)
+    r = bridge_ioe_config_key(&vm->ioe, key, value, why, sizeof(why));
+    if (r != 0)
+        return r > 0 ? 1 : fail(ctx, section, key, "%s", why);
 #undef UINT_KEY
 #undef SIZE_KEY
 #undef PATH_KEY

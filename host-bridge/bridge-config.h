@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ioerror.h"
+
 #define BRIDGE_VM_NAME_MAX   64
 #define BRIDGE_PATH_MAX      512
 #define BRIDGE_NODES_MAX     8
@@ -38,6 +40,8 @@ struct bridge_vm_config {
     unsigned job_timeout;     /* seconds a snapshot job may take */
     unsigned command_timeout; /* seconds a plain QMP command may take */
     unsigned seen;            /* bit set of keys given, for the checks after parsing */
+    /* I/O-error pauses: io_* keys and stateless (ioerror.h) */
+    struct bridge_ioe_config ioe;
 };
 
 struct bridge_config {
@@ -46,6 +50,7 @@ struct bridge_config {
     int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
     int privsep; /* read port A in an unprivileged reader process (default yes) */
+    char io_event_socket[BRIDGE_PATH_MAX]; /* I/O-error events, JSON lines ("" = none) */
     struct bridge_vm_config *vms;
     size_t n_vms;
 };

@@ -20,6 +20,7 @@
 #include "backend.h"
 #include "bridge-config.h"
 #include "db.h"
+#include "ioerror.h"
 #include "loop.h"
 #include "queue.h"
 #include "vms-channel.h"
@@ -44,6 +45,7 @@ struct bridge_vm {
     const struct bridge_vm_config *cfg;
     struct bridge_port a, b; /* a: requests in, b: events out */
     struct bridge_backend *backend;
+    struct bridge_ioe *ioe; /* I/O-error pause policy (ioerror.c) */
     /* session with the guest helper */
     uint64_t host_nonce;
     int version_refused; /* last Hello had no common version */

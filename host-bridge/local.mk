@@ -11,11 +11,12 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/queue.c host-bridge/queue.h \
 	host-bridge/backend.h host-bridge/backend-qmp.c \
 	host-bridge/guest.c host-bridge/vm.c \
-	host-bridge/privsep.c host-bridge/privsep.h
+	host-bridge/privsep.c host-bridge/privsep.h \
+	host-bridge/ioerror.c host-bridge/ioerror-sm.c host-bridge/ioerror.h
 BRIDGE_DEP_CFLAGS = $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
-host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS)
+host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS) -lpthread
 
 sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
 host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
@@ -96,3 +97,6 @@ check_PROGRAMS += tests/test-bridge-qmp
 tests_test_bridge_qmp_SOURCES = tests/test-bridge-qmp.c
 tests_test_bridge_qmp_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_qmp_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+
+# I/O-error auto-resume (issue 6): tests and system checks
+include tests/ioerror/local.mk

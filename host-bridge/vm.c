@@ -538,18 +538,37 @@ void bridge_vm_kick(struct bridge_vm *vm)
 
 static void on_backend_ready(void *opaque)
 {
-    bridge_vm_kick(opaque);
+    struct bridge_vm *vm = opaque;
+    bridge_ioe_ready(vm->ioe);
+    bridge_vm_kick(vm);
+}
+
+static void on_backend_event(void *opaque, const char *name)
+{
+    struct bridge_vm *vm = opaque;
+    bridge_ioe_event(vm->ioe, name);
+}
+
+static void on_backend_io_error(void *opaque, const char *node, const char *operation,
+                                const char *reason, int nospace, const char *action)
+{
+    struct bridge_vm *vm = opaque;
+    if (!strcmp(action, "stop"))
+        bridge_ioe_io_error(vm->ioe, node, operation, reason, nospace);
 }
 
 static void on_backend_lost(void *opaque)
 {
     struct bridge_vm *vm = opaque;
     vms_warn(vmname(vm), NULL, "hypervisor connection lost; requests wait for it");
+    bridge_ioe_lost(vm->ioe);
 }
 
 static const struct bridge_backend_hooks backend_hooks = {
     .ready = on_backend_ready,
     .lost = on_backend_lost,
+    .event = on_backend_event,
+    .io_error = on_backend_io_error,
 };
 
 /* ---- lifecycle ---- */
@@ -583,6 +602,8 @@ void bridge_vm_free(struct bridge_vm *vm)
     if (vm->backend)
         vm->br->backend->close(vm->backend);
     vm->backend = NULL;
+    bridge_ioe_free(vm->ioe);
+    vm->ioe = NULL;
     port_stop_reader(&vm->a);
     if (vm->a.ch.fd >= 0)
         bridge_watch_del(&vm->br->loop, &vm->a.watch);
@@ -631,6 +652,9 @@ int bridge_vm_start(struct bridge_vm *vm)
         return -1;
     vms_info(vmname(vm), NULL, "epoch %llu, %zu request(s) queued%s", (unsigned long long)row.epoch,
              vm->queue.len, vm->need_recover ? ", 1 to re-judge" : "");
+    vm->ioe = bridge_ioe_new(vm);
+    if (!vm->ioe)
+        return -1;
     vm->backend = vm->br->backend->open(vm->cfg, &vm->br->loop, vm->br->cfg->reconnect_min_ms,
                                         vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
     return vm->backend ? 0 : -1;
@@ -651,4 +675,5 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->br->backend->tick(vm->backend, now);
+    bridge_ioe_tick_vm(vm->ioe, now);
 }

@@ -17,6 +17,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from wholepath import VMError, WholePath  # noqa: E402
+from vmharness import choose_accel  # noqa: E402
 
 T0 = time.monotonic()
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
@@ -49,63 +50,88 @@ def step(n, title):
 
 
 class Follower:
-    """Prints the app's new output lines. The app writes them to the guest's console, which
+    """Prints the app's output lines. The app writes them to the guest's console, which
     QEMU appends to a host file: unlike anything inside the guest, it is not rewound by a
-    restore, so it shows both timelines in the order they happened."""
+    restore, so it shows both timelines in the order they happened. (A line being written
+    when a snapshot is taken or loaded can come out cut in two.)"""
 
     PREFIX = "demo-app: "
 
     def __init__(self, wp):
-        self.wp, self.seen = wp, 0
-        self.lines = []
+        self.wp = wp
+        self.lines, self.pos = [], 0  # every app line seen; the next one until() examines
+        self.printed = 0
+
+    def refresh(self):
+        lines, on = [], False
+        for l in self.wp.vm.console_log().splitlines():
+            if l.startswith(self.PREFIX + "pid "):
+                on = True
+            if on and not l.startswith(("vmstate-init:", "[")):
+                l = l[len(self.PREFIX):] if l.startswith(self.PREFIX) else l
+                # The old guest's last line may be cut off by the restore; the restored
+                # instance's first line then continues on it.
+                cut = l.find("restored: this instance")
+                if cut > 0:
+                    lines.append(l[:cut] + "  <- cut off: the restore replaced the guest")
+                    l = l[cut:]
+                lines.append(l)
+        self.lines += lines[len(self.lines):]
+
+    def ended(self):
+        return any(l.startswith("EXIT ") for l in self.lines)
 
     def until(self, pattern, timeout=90):
+        """Wait for an app line matching pattern (after the last one matched); return it."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            lines, on = [], False
-            for l in self.wp.vm.console_log().splitlines():
-                if l.startswith(self.PREFIX + "pid "):
-                    on = True
-                if on and not l.startswith(("vmstate-init:", "[")):
-                    l = l[len(self.PREFIX):] if l.startswith(self.PREFIX) else l
-                    # The old guest's last line may be cut off by the restore; the restored
-                    # instance's first line then continues on it.
-                    cut = l.find("restored: this instance")
-                    if cut > 0:
-                        lines.append(l[:cut] + "  <- cut off: the restore replaced the guest")
-                        l = l[cut:]
-                    lines.append(l)
-            for line in lines[self.seen:]:
-                self.seen += 1
-                self.lines.append(line)
-                if line.startswith("pid ") or line.startswith("EXIT "):
-                    continue
-                app_says(line)
+            self.refresh()
+            while self.pos < len(self.lines):
+                line = self.lines[self.pos]
+                self.pos += 1
+                if self.pos > self.printed:
+                    self.printed = self.pos
+                    if not line.startswith(("pid ", "EXIT ")):
+                        app_says(line)
                 if rx.search(line):
                     return line
-            if self.lines and self.lines[-1].startswith("EXIT ") and not rx.search("EXIT "):
-                raise VMError(f"the app ended ({self.lines[-1]}) before printing /{pattern}/")
+            if self.ended():
+                raise VMError(f"the app ended before printing /{pattern}/")
             if time.monotonic() > deadline:
                 raise VMError(f"timed out waiting for the app to print /{pattern}/")
             time.sleep(0.1)
 
-    def exit_status(self, timeout=60):
+    def soft(self, pattern, timeout=3):
+        """until(), but a line cut by a snapshot may never match: then print what there is
+        and go on."""
+        pos = self.pos
+        try:
+            return self.until(pattern, timeout)
+        except VMError:
+            self.pos = pos  # the lines stay printed; later patterns may still match them
+            return None
+
+    def bridge(self, pattern, timeout=90):
+        """Wait for the bridge's log to show pattern (host-side progress: the app's lines
+        around a snapshot may be cut)."""
+        rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.until(r"^EXIT ", 0.5)
-            except VMError:
-                pass
-            for line in self.lines:
-                if line.startswith("EXIT "):
-                    return int(line.split()[1])
-        raise VMError("the app did not exit")
+        while not rx.search(self.wp.bridge.log()):
+            if time.monotonic() > deadline:
+                raise VMError(f"timed out waiting for the bridge to log /{pattern}/")
+            time.sleep(0.1)
+
+    def exit_status(self, timeout=60):
+        line = self.until(r"^EXIT ", timeout)
+        return int(line.split()[1])
 
 
 def demo(wp):
     step(1, "Start a virtual machine and the host bridge")
-    say("A real QEMU virtual machine (TCG: emulated, no KVM needed) boots a small "
+    accel = choose_accel(wp.image)
+    how = "KVM" if accel == "kvm" else "TCG: emulated, no KVM needed"
+    say(f"A real QEMU virtual machine ({how}) boots a small "
         "Linux guest. Inside it run the D-Bus system bus and vmstate-helperd, the "
         "guest half of vmstate. On the host, vmstate-bridged connects to the VM's "
         "two virtio-serial ports and to QEMU's control socket (QMP).\n"
@@ -124,23 +150,29 @@ def demo(wp):
     wp.vm.write_file("/tmp/demo-app.sh", APP_SCRIPT, mode=0o755)
     wp.vm.spawn(f"{wp.env()}/tmp/demo-app.sh")
     f = Follower(wp)
-    f.until(r"^asked to save")
-    say(f"(the app is process {f.lines[0].split()[1]} in the guest; its lines are marked 'app |')")
+    f.bridge(r"accepted save from app org\.vmstate\.Example")
+    f.soft(r"^asked to sav")
+    pid = next((l.split()[1] for l in f.lines if l.startswith("pid ")), "?")
+    say(f"(the app is process {pid} in the guest; its lines are marked 'app |')")
 
     step(3, "The host saves the VM; the app changes its file and asks to go back")
     say("The bridge checks the secret and the right, journals the request, and has "
         "QEMU snapshot the VM (memory, CPU, disk). When the save completes, the app "
         "changes its note and asks to restore 'before-upgrade', attaching the "
         f"message \"{MESSAGE}\" for its own past.")
-    f.until(r"^saved state")
+    f.bridge(r"completed save: ok")
+    f.soft(r"^asked to restore|^this instance will be replaced")
+    f.soft(r"^this instance will be replaced", 1)
 
     step(4, "The VM goes back in time")
     say("QEMU loads the snapshot: every process in the guest, this app included, "
         "is now exactly as it was when the save was taken — waiting for its save "
         "to complete. Everything after that moment is gone. (The restore is so quick "
         "that the app's last lines before it, \"asked to restore ...\", may never "
-        "reach the console: the guest that was writing them no longer exists.)")
-    f.until(r"^restored: ", 90)
+        "reach the console, or be cut mid-line: the guest that was writing them no "
+        "longer exists.)")
+    f.bridge(r"restored state st-")
+    f.until(r"^restored: ", 30)
     line = f.until(r"^message from my other instance", 30)
     got = re.search(r'"(.*)"', line).group(1)
     if got != MESSAGE:

@@ -32,4 +32,5 @@ SYSTEM_CHECKS += check-wholepath
 .PHONY: demo-wholepath check-wholepath
 
 EXTRA_DIST += tests/system/wholepath.py tests/system/demo.py tests/system/test-wholepath.py \
+	tests/system/README.md \
 	tests/system/guest/helper.conf tests/system/guest/50-vmstate-helper

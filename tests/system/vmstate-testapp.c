@@ -31,7 +31,7 @@
 
 static FILE *out;
 
-static void logf_(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void logf_(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

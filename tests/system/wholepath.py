@@ -175,8 +175,20 @@ class WholePath:
                 time.sleep(0.2)
         raise VMError(f"guest agent lost 5 times running {cmd!r}")
 
+    def query(self, cmd, timeout=20, wait=8, tries=8):
+        """Run a command without side effects: (rc, text). A restore by the bridge can swallow
+        a command in flight (the restored agent never received it, and the harness cannot
+        know), so wait briefly and ask again."""
+        for _ in range(tries):
+            try:
+                rc, out = self.vm.agent.exec(cmd, timeout=timeout, wait=wait)
+                return rc, out.decode("utf-8", "replace")
+            except (TimeoutError, AgentLost):
+                continue
+        raise VMError(f"no answer to {cmd!r} in {tries} tries")
+
     def read(self, path):
-        rc, out = self.sh(f"cat {shlex.quote(path)} 2>/dev/null")
+        rc, out = self.query(f"cat {shlex.quote(path)} 2>/dev/null")
         return out if rc == 0 else ""
 
     def wait_for(self, path, pattern, timeout=60, count=1):
@@ -194,7 +206,7 @@ class WholePath:
             time.sleep(0.2)
 
     def helper_property(self, name):
-        rc, out = self.sh("dbus-send --system --print-reply --dest=org.vmstate.Helper1 "
+        rc, out = self.query("dbus-send --system --print-reply --dest=org.vmstate.Helper1 "
                           "/org/vmstate/Helper1 org.freedesktop.DBus.Properties.Get "
                           f"string:org.vmstate.Helper1 string:{name}")
         return out if rc == 0 else None
@@ -216,7 +228,7 @@ class WholePath:
         return int(m.group(1)) if m else None
 
     def helper_pid(self):
-        rc, out = self.sh("pidof vmstate-helperd")
+        rc, out = self.query("pidof vmstate-helperd")
         return [int(p) for p in out.split()] if rc == 0 else []
 
     def restart_helper(self, sig="KILL"):
@@ -289,14 +301,17 @@ def main():
     ap.add_argument("--builddir", required=True)
     ap.add_argument("--workdir")
     a = ap.parse_args()
-    with WholePath(a.image, a.builddir, a.workdir, log=print) as wp:
+    wp = WholePath(a.image, a.builddir, a.workdir, log=print)
+    try:
+        wp.start()
         print(f"workdir {wp.workdir}: bridge.log, vm/console.log; principal {wp.PRINCIPAL}, "
               "secret in the guest at /root/vmstate-secret; Ctrl-C stops everything")
-        try:
-            while wp.bridge.alive() and wp.vm.proc.poll() is None:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        while wp.bridge.alive() and wp.vm.proc.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("interrupted")
+    finally:
+        wp.stop()
     return 0
 
 
