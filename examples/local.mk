@@ -15,3 +15,8 @@ tests_test_helper_tools_CFLAGS = $(HELPER_TEST_CFLAGS) \
 	-DEXAMPLE_PATH='"$(abs_top_builddir)/examples/vmstate-example"' \
 	-DSCRIPT_PATH='"$(abs_top_srcdir)/examples/vmstate-script.sh"'
 tests_test_helper_tools_LDADD = $(TEST_COMMON_LDADD)
+# -no-install: a real binary (no libtool wrapper), so the test guest image can hold it.
+examples_vmstate_example_LDFLAGS = $(AM_LDFLAGS) -no-install
+GUEST_IMAGE_ARGS += --add $(abs_top_builddir)/examples/vmstate-example:/usr/bin/vmstate-example \
+	--add $(abs_top_srcdir)/examples/vmstate-script.sh:/usr/bin/vmstate-script.sh
+GUEST_IMAGE_DEPS += examples/vmstate-example $(top_srcdir)/examples/vmstate-script.sh

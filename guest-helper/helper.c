@@ -264,6 +264,14 @@ static int port_host_present(int fd)
     return !(p.revents & (POLLHUP | POLLERR | POLLNVAL));
 }
 
+/* 1 when fd is a device node that has been deleted (its port was unplugged). */
+static int port_node_deleted(int fd)
+{
+    struct stat st;
+
+    return fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
 static void ports_up(struct helper *h)
 {
     h->ports = PORTS_UP;
@@ -279,9 +287,18 @@ void helper_ports_check(struct helper *h)
     if (h->ports == PORTS_UP)
         return;
     if (h->ports == PORTS_HUNG) {
-        if (port_host_present(h->port_b.fd) && port_host_present(h->port_a.fd))
-            ports_up(h);
-        return;
+        if (!h->ports_are_devices || !(port_node_deleted(h->port_a.fd) ||
+                                       port_node_deleted(h->port_b.fd))) {
+            if (port_host_present(h->port_b.fd) && port_host_present(h->port_a.fd))
+                ports_up(h);
+            return;
+        }
+        /* Unplugged without a hot-plug event reaching us (no udevd, or a missed uevent):
+         * the device node we hold was deleted. Let go and look for the ports again. */
+        vms_info(NULL, NULL, "ports: device node gone (hot-unplug); looking for the ports again");
+        vms_channel_detach(&h->port_a, 1);
+        vms_channel_detach(&h->port_b, 1);
+        h->ports = PORTS_DOWN;
     }
     fa = port_open(h, h->cfg.request_port, VMS_PORT_REQUEST_NAME, h->port_a_syspath,
                    sizeof(h->port_a_syspath));

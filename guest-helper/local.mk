@@ -70,3 +70,14 @@ endif
 fuzz_fuzz_helper_events_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
 EXTRA_DIST += fuzz/corpus/helper-events
 dist_man8_MANS = guest-helper/vmstate-helperd.8
+
+# The test guest (tests/guest image builder): the daemon, its bus policy, and the test
+# configuration + start script from tests/system/guest.
+GUEST_IMAGE_ARGS += \
+	--add $(abs_top_builddir)/guest-helper/vmstate-helperd:/usr/sbin/vmstate-helperd \
+	--add $(abs_top_srcdir)/guest-helper/org.vmstate.Helper1.conf:/etc/dbus-1/system.d/org.vmstate.Helper1.conf \
+	--add $(abs_top_srcdir)/tests/system/guest/helper.conf:/etc/vmstate/helper.conf \
+	--add $(abs_top_srcdir)/tests/system/guest/50-vmstate-helper:/etc/vmstate/init.d/50-vmstate-helper
+GUEST_IMAGE_DEPS += guest-helper/vmstate-helperd \
+	$(top_srcdir)/guest-helper/org.vmstate.Helper1.conf \
+	$(top_srcdir)/tests/system/guest/helper.conf $(top_srcdir)/tests/system/guest/50-vmstate-helper

@@ -24,3 +24,13 @@ tests_test_libvmstate_SOURCES = tests/test-libvmstate.c \
 	tests/test-helper-fixture.c tests/test-helper-fixture.h
 tests_test_libvmstate_CFLAGS = $(HELPER_TEST_CFLAGS)
 tests_test_libvmstate_LDADD = libvmstate/libvmstate.la $(TEST_COMMON_LDADD)
+
+# The test guest runs vmstatectl from the build tree: a copy linked -no-install (a real
+# binary with the uninstalled libvmstate in its RUNPATH, not a libtool wrapper script).
+noinst_PROGRAMS += libvmstate/vmstatectl-guest
+libvmstate_vmstatectl_guest_SOURCES = libvmstate/vmstatectl.c
+libvmstate_vmstatectl_guest_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
+libvmstate_vmstatectl_guest_LDADD = libvmstate/libvmstate.la $(JSONC_LIBS)
+libvmstate_vmstatectl_guest_LDFLAGS = $(AM_LDFLAGS) -no-install
+GUEST_IMAGE_ARGS += --add $(abs_top_builddir)/libvmstate/vmstatectl-guest:/usr/bin/vmstatectl
+GUEST_IMAGE_DEPS += libvmstate/vmstatectl-guest

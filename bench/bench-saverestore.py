@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Benchmark 2: save and restore breakdown — QEMU's job time vs. the app's request-to-event
+time; our overhead is the difference (target: p99 under 2 ms).
+
+For each configuration (guest RAM, idle or filled), a guest app (vsbench-app saveloop) runs N
+rounds of: save -> wait for the completion -> restore that state; the instance that runs
+in the restored state receives the restore's completion. The app writes a mark byte on an
+extra virtio-serial port (org.vmstate.bench.0) at each step, and the host timestamps the
+marks as they arrive (CLOCK_REALTIME, like QMP's event timestamps; the guest's own clock
+stops while the VM is paused, so it cannot time a save):
+  app time     save: mark 's' (before vmstate_save) -> mark 'e' (completion received)
+               restore: mark 'R' (before vmstate_restore) -> mark 'r' (the restored
+               instance received the restore's completion)
+  QEMU time    JOB_STATUS_CHANGE 'created' -> 'concluded' of the bridge's snapshot-save /
+               snapshot-load job (QMP event timestamps, seen on the harness's QMP monitor)
+  overhead     app time - QEMU time, per request
+Both mark deliveries cost one guest->host port write (~0.1-0.2 ms, the floor), so they
+roughly cancel. "filled": a tmpfs file of random bytes fills most of the guest's RAM.
+
+Usage: bench-saverestore.py --image DIR --builddir BUILD [--configs 128M:idle:20,...]
+"""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+import benchlib as bl
+import vmstate_path as vp
+
+MARK_PORT = "org.vmstate.bench.0"
+FILL_MIB = {"128M": 40, "512M": 352}  # 64 of 128 MiB: the guest OOM-killed dd
+
+
+class Marks:
+    def __init__(self, path):
+        self.sock = bl.vmharness._connect(path, 10)
+        self.marks, self.cond = [], threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            b = self.sock.recv(64)
+            t = time.time()
+            if not b:
+                return
+            with self.cond:
+                self.marks += [(chr(c), t) for c in b]
+                self.cond.notify_all()
+
+    def wait_for(self, ch, count, timeout):
+        with self.cond:
+            if not self.cond.wait_for(lambda: sum(1 for c, _ in self.marks if c == ch) >= count,
+                                      timeout):
+                raise TimeoutError(f"mark {ch!r} x{count}: have {self.marks}")
+
+
+def ts(ev):
+    return ev["timestamp"]["seconds"] + ev["timestamp"]["microseconds"] / 1e6
+
+
+def job_times(events, kind):
+    """[(created, concluded)] of the jobs of QMP command `kind`, in creation order."""
+    jobs, order = {}, []
+    for ev in events:
+        if ev["event"] != "JOB_STATUS_CHANGE":
+            continue
+        jid, st = ev["data"]["id"], ev["data"]["status"]
+        if st == "created":
+            jobs[jid] = [ts(ev), None]
+            order.append(jid)
+        elif st == "concluded" and jid in jobs:
+            jobs[jid][1] = ts(ev)
+    return [tuple(jobs[j]) for j in order if jobs[j][1] is not None and kind(j)]
+
+
+def run_config(a, mem, mode, rounds):
+    wd = bl.workdir(a, f"sr-{mem}-{mode}")
+    mark_sock = os.path.join(wd, "mark.sock")
+    if os.path.lexists(mark_sock):
+        os.unlink(mark_sock)
+    extra = ["-chardev", f"socket,id=mk0,path={mark_sock},server=on,wait=off",
+             "-device", f"virtserialport,bus=vser0.0,chardev=mk0,id=portmk,name={MARK_PORT}"]
+    with bl.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G") as vm:
+        bl.log(f"{mem} {mode}: boot {vm.wait_ready():.1f} s")
+        marks = Marks(mark_sock)
+        dev = vm.port_device(MARK_PORT)
+        if mode == "filled":
+            mib = FILL_MIB.get(mem, 64)
+            t0 = time.monotonic()
+            vm.check(f"mount -o remount,size=95% /dev/shm && "
+                     f"dd if=/dev/urandom of=/dev/shm/fill bs=1048576 count={mib} 2>/dev/null && free -m", timeout=600)
+            bl.log(f"filled {mib} MiB in {time.monotonic() - t0:.1f} s")
+        with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
+            vp.start_guest(vm)
+            vm.clear_events()
+            vm.spawn(f"exec vsbench-app saveloop {rounds} {dev}", log="/tmp/saveloop.log")
+            try:
+                marks.wait_for("q", 1, 60 + rounds * 60)
+            except TimeoutError:
+                bl.log(vm.read_file("/tmp/saveloop.log").decode(errors="replace"))
+                raise
+            events = vm.events
+    m = {c: [t for ch, t in marks.marks if ch == c] for c in "seRr"}
+    # The bridge's job ids are its own; tell save from load by the order of STOP/RESUME-free
+    # facts we know: jobs alternate save, load, save, load...
+    jobs = job_times(events, lambda j: True)
+    saves, loads = jobs[0::2], jobs[1::2]
+    n = min(len(m["s"]), len(m["e"]), len(m["R"]), len(m["r"]), len(saves), len(loads))
+    if n < rounds:
+        bl.log(f"warning: {n} complete rounds of {rounds} (marks {[(c, len(v)) for c, v in m.items()]}"
+               f", jobs {len(jobs)})")
+    res = {}
+    for op, (a0, a1), jl in (("save", ("s", "e"), saves), ("restore", ("R", "r"), loads)):
+        app = [(m[a1][i] - m[a0][i]) * 1e6 for i in range(n)]
+        job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
+        ovh = [x - y for x, y in zip(app, job)]
+        res[op] = (bl.stats(app), bl.stats(job), bl.stats(ovh))
+    return res
+
+
+def main():
+    ap = bl.common_args(__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="128M:idle:20,128M:filled:20,512M:idle:10,"
+                                         "512M:filled:8")
+    ap.add_argument("--json", help="also write the figures to this file")
+    a = ap.parse_args()
+    out = []
+    print("| guest RAM | contents | op | N | app: request → event (median / p99) | QEMU job "
+          "(median / p99) | overhead (median / p99) | < 2 ms p99? |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cfg in a.configs.split(","):
+        mem, mode, rounds = cfg.split(":")
+        try:
+            res = run_config(a, mem, mode, int(rounds))
+        except Exception as e:  # one failing configuration does not hide the others
+            print(f"| {mem} | {mode} | — | — | failed: {str(e)[:200]} | | | |", flush=True)
+            continue
+        out.append([mem, mode, res])
+        for op in ("save", "restore"):
+            app, job, ovh = res[op]
+            print(f"| {mem} | {mode} | {op} | {app['n']} | {bl.fmt_us(app['median'])} / "
+                  f"{bl.fmt_us(app['p99'])} | {bl.fmt_us(job['median'])} / "
+                  f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
+                  f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |",
+                  flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""benchlib: shared helpers for the vmstate benchmarks (Python 3 stdlib, on top of
+tests/guest/vmharness.py).
+
+Every benchmark script prints Markdown table rows on stdout; progress goes to stderr.
+Statistics: median and p99 by nearest rank (p99 = the ceil(0.99 n)-th smallest sample).
+"""
+import argparse
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "guest"))
+import vmharness  # noqa: E402  (path set just above)
+
+QGA_PORT = "org.qemu.guest_agent.0"
+
+
+def VM(workdir, image, **kw):
+    """A harness VM booted with vmstate.nohelper: the image's own helper start (init.d) is
+    skipped; vmstate_path.start_guest() starts the helper with the bench configuration."""
+    kw["append"] = ("vmstate.nohelper " + kw.get("append", "")).strip()
+    return vmharness.VM(workdir, image, **kw)
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def pct(samples, p):
+    """Nearest-rank percentile of samples (any order)."""
+    s = sorted(samples)
+    k = max(1, math.ceil(p / 100 * len(s)))
+    return s[k - 1]
+
+
+def stats(samples):
+    return {"n": len(samples), "median": pct(samples, 50), "p99": pct(samples, 99),
+            "min": min(samples), "max": max(samples)}
+
+
+def parse_stats_line(text):
+    """The 'n=.. median_us=.. p99_us=..' line of vsbench-port / vsbench-app."""
+    m = re.search(r"n=(\d+) median_us=([\d.]+) p99_us=([\d.]+) min_us=([\d.]+) max_us=([\d.]+)",
+                  text)
+    if not m:
+        raise RuntimeError(f"no statistics line in: {text!r}")
+    return {"n": int(m[1]), "median": float(m[2]), "p99": float(m[3]), "min": float(m[4]),
+            "max": float(m[5])}
+
+
+def fmt_us(us):
+    if us >= 10000:
+        return f"{us / 1000:.1f} ms"
+    if us >= 1000:
+        return f"{us / 1000:.2f} ms"
+    return f"{us:.0f} µs"
+
+
+def common_args(desc):
+    ap = argparse.ArgumentParser(description=desc)
+    ap.add_argument("--image", required=True, help="bench guest image (make bench-image)")
+    ap.add_argument("--builddir", default=os.environ.get("BENCH_BUILDDIR", "."),
+                    help="build tree holding bench/vsbench-port etc. (host programs)")
+    ap.add_argument("--workdir", default=None, help="keep VM files here (default: a temp dir)")
+    return ap
+
+
+def workdir(args, tag):
+    if args.workdir:
+        d = os.path.join(args.workdir, tag)
+        os.makedirs(d, exist_ok=True)
+        return d
+    return tempfile.mkdtemp(prefix=f"vsb-{tag}-")
+
+
+def host_prog(args, name):
+    p = os.path.join(os.path.abspath(args.builddir), "bench", name)
+    if not os.access(p, os.X_OK):
+        raise SystemExit(f"{p} missing: run `make bench-programs` in the build tree")
+    return p
+
+
+def qga_args(wd):
+    sock = os.path.join(wd, "qga.sock")
+    if os.path.lexists(sock):
+        os.unlink(sock)
+    return sock, ["-chardev", f"socket,id=qga0,path={sock},server=on,wait=off",
+                  "-device", f"virtserialport,bus=vser0.0,chardev=qga0,id=portqga,name={QGA_PORT}"]
+
+
+def guest_rss_kib(vm, pid):
+    out = vm.check(f"grep -E '^(VmRSS|RssAnon|RssFile):' /proc/{int(pid)}/status")
+    return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", out, re.M)}
+
+
+def host_rss_kib(pid):
+    with open(f"/proc/{int(pid)}/status") as f:
+        txt = f.read()
+    return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", txt, re.M)}
+
+
+def machine():
+    """A Markdown description of this host (for RESULTS.md)."""
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu = m[1] if m else "?"
+    except OSError:
+        pass
+    qemu = subprocess.run([vmharness.QEMU, "--version"], capture_output=True,
+                          text=True).stdout.splitlines()[0]
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        m = re.search(r"MemTotal:\s+(\d+)", f.read())
+        mem = f"{int(m[1]) / 1048576:.1f} GiB" if m else "?"
+    virt = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip() \
+        if os.path.exists("/usr/bin/systemd-detect-virt") else "?"
+    return [f"- host: {cpu}, {os.cpu_count()} CPUs, {mem} RAM, virtualisation: {virt or '?'}",
+            f"- host kernel {platform.release()}; {qemu}; accelerator TCG (KVM does not work here)",
+            f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]

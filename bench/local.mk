@@ -1,0 +1,63 @@
+# bench: measure vmstate against its physical floor and its anchor (qemu-ga). Never part
+# of `make check`; see bench/README.md.
+#
+#   make bench            build the programs and the bench image, run every benchmark,
+#                         write $(BENCH_RESULTS) (default: bench/RESULTS.md in the source tree)
+#   make bench-programs   the host and guest programs only
+#   make bench-image      the bench guest image ($(BENCH_IMAGE_DIR)): the test image plus
+#                         the bench programs and Debian's qemu-guest-agent
+BENCH_IMAGE_DIR = $(abs_builddir)/bench/image
+BENCH_RESULTS = $(abs_top_srcdir)/bench/RESULTS.md
+BENCH_CACHE = $${VMSTATE_CACHE:-$$HOME/.cache/vmstate}
+# N round trips per latency figure; BENCH_ARGS are passed to bench/run-all.py.
+BENCH_N = 1000
+BENCH_ARGS =
+
+# Built on demand only (EXTRA_PROGRAMS): benchmarks never gate the build or CI.
+EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app
+bench_vsbench_port_SOURCES = bench/vsbench-port.c
+bench_vsbench_app_SOURCES = bench/vsbench-app.c
+bench_vsbench_app_LDADD = libvmstate/libvmstate.la
+# -no-install: a real binary (no libtool wrapper) that finds libvmstate through its RUNPATH,
+# in the guest too (build-image.sh copies libraries to their host paths)
+bench_vsbench_app_LDFLAGS = $(AM_LDFLAGS) -no-install
+BENCH_PROGS = bench/vsbench-port bench/vsbench-app
+CLEANFILES += $(BENCH_PROGS)
+
+bench-programs: $(BENCH_PROGS)
+
+# Debian's qemu-guest-agent binary, fetched once into the cache (apt-get download).
+bench/qemu-ga:
+	$(AM_V_GEN)set -e; c=$(BENCH_CACHE)/debs; mkdir -p "$$c" bench; \
+	  f=$$(ls "$$c"/qemu-guest-agent_*_amd64.deb 2>/dev/null | sort -V | tail -n1); \
+	  if [ -z "$$f" ]; then (cd "$$c" && apt-get download -q qemu-guest-agent >&2); \
+	    f=$$(ls "$$c"/qemu-guest-agent_*_amd64.deb | sort -V | tail -n1); fi; \
+	  rm -rf bench/qga.tmp; dpkg-deb -x "$$f" bench/qga.tmp; \
+	  cp bench/qga.tmp/usr/sbin/qemu-ga $@.tmp; rm -rf bench/qga.tmp; mv $@.tmp $@
+CLEANFILES += bench/qemu-ga
+
+BENCH_IMAGE_ARGS = $(GUEST_IMAGE_ARGS) \
+	--add $(abs_builddir)/bench/vsbench-port:/usr/bin/vsbench-port \
+	--add $(abs_builddir)/bench/qemu-ga:/usr/sbin/qemu-ga \
+	--add $(abs_builddir)/bench/vsbench-app:/usr/bin/vsbench-app \
+	--add $(abs_top_srcdir)/bench/guest-dbus-limits.conf:/etc/dbus-1/system.d/zz-vsbench-limits.conf
+
+bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/qemu-ga guest-helper/vmstate-helperd \
+	host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	$(AM_V_GEN)$(SHELL) $(abs_top_srcdir)/tests/guest/build-image.sh $(BENCH_IMAGE_DIR) \
+	  $(BENCH_IMAGE_ARGS)
+
+bench: bench-programs bench-image
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/run-all.py \
+	  --image $(BENCH_IMAGE_DIR) --builddir $(abs_builddir) -n $(BENCH_N) \
+	  --out $(BENCH_RESULTS) $(BENCH_ARGS)
+
+clean-local: clean-bench-image
+clean-bench-image:
+	rm -rf $(BENCH_IMAGE_DIR)
+
+.PHONY: bench bench-programs bench-image clean-bench-image
+EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.py \
+	bench/run-all.py bench/vmstate_path.py bench/guest-dbus-limits.conf bench/bench-rtt.py \
+	bench/bench-saverestore.py bench/bench-load.py bench/bench-scale.py bench/profile-rtt.py \
+	bench/profile-native.py
