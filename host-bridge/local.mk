@@ -51,12 +51,12 @@ check_PROGRAMS += tests/test-bridge-config tests/test-bridge-core
 tests_test_bridge_config_SOURCES = tests/test-bridge-config.c
 tests_test_bridge_config_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
-tests_test_bridge_core_SOURCES = tests/test-bridge-core.c
+tests_test_bridge_core_SOURCES = tests/test-bridge-core.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-prepare
 check_PROGRAMS += tests/test-bridge-prepare
-tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c
+tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_prepare_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_prepare_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 

@@ -1,0 +1,57 @@
+/*
+ * test-bridge-fixture.h — the bridge unit tests' shared fixture: a real
+ * SQLite file in a temporary directory, a fake backend whose operations the
+ * test completes by hand, two configured VMs (vm1, vm2) whose port B is a
+ * socketpair the test decodes, and principals "app" (all rights on vm1 and
+ * vm2) and "saver" (save on vm1), both with secret "s3cret".
+ */
+#ifndef TEST_BRIDGE_FIXTURE_H
+#define TEST_BRIDGE_FIXTURE_H
+
+#include <criterion/criterion.h>
+
+#include "auth.h"
+#include "bridge.h"
+#include "queue.h"
+#include "vms-log.h"
+
+/* The fake backend: the last operation asked for, and how to finish it. */
+struct bridge_backend {
+    bridge_backend_done_fn done;
+    void *opaque;
+    enum vms_op last_op;
+    char last_tag[VMS_STR_MAX + 1];
+    int calls, ready;
+};
+extern struct bridge_backend fake;
+/* Complete the pending backend operation with @st. */
+void fake_finish(enum vms_status st);
+
+extern char dir[256];
+extern struct bridge_config cfg;
+extern struct bridge br;
+extern struct bridge_vm vm1, vm2;
+extern int peer1, peer2;
+extern struct vms_channel in1, in2;
+
+#define MAXMSG 64
+extern struct vms_msg got[MAXMSG]; /* what drain() read from a port B */
+extern int n_got;
+extern int id_counter;
+
+/* Build everything from @conf_text (INI with [vm vm1] and [vm vm2]); criterion .init. */
+void bfx_setup(const char *conf_text);
+void bfx_teardown(void);
+
+/* Give @vm's port B a socketpair; the test reads the far end through @in. */
+void attach_peer(struct bridge_vm *vm, int *peer, struct vms_channel *in);
+void clear_got(void);
+/* Read everything the bridge sent on a port B into got[]; returns how many. */
+int drain(struct vms_channel *in);
+/* Send a Request into @vm (a fresh id in @id unless @id is set). */
+void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *op,
+             const char *principal, const char *secret, const char *state, const char *data);
+/* The first message of type @t (and request id @id, if given) in got[]. */
+const struct vms_msg *find(enum vms_msg_type t, const char *id);
+
+#endif
