@@ -64,6 +64,8 @@ static const struct field_desc field_table[VMS_F__COUNT] = {
     FIELD(VMS_F_BRIDGE_VERSION, "bridge_version", FK_TEXT, bridge_version),
     FIELD(VMS_F_REASON, "reason", FK_TEXT, reason),
     FIELD(VMS_F_PARENT_ID, "parent_id", FK_ID, parent_id),
+    FIELD(VMS_F_TIME_NS, "time_ns", FK_U64, time_ns),
+    FIELD(VMS_F_TIMEOUT_MS, "timeout_ms", FK_U32, timeout_ms),
 };
 
 static const char *const kind_signature[] = {
@@ -91,6 +93,9 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
                                     VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_ACK] = {"Ack", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_EPOCH) | VMS_BIT(VMS_F_SEQ)},
     [VMS_MSG_TIMELINE] = {"Timeline", VMS_BIT(VMS_F_EPOCH)},
+    [VMS_MSG_CLOCK] = {"Clock", VMS_BIT(VMS_F_REASON)}, /* time_ns optional (connect) */
+    [VMS_MSG_PREPARE] = {"Prepare", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_TIMEOUT_MS)},
+    [VMS_MSG_READY] = {"Ready", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_STATUS)},
     [VMS_MSG_NOTICE] = {"Notice", VMS_BIT(VMS_F_REASON) | VMS_BIT(VMS_F_MESSAGE)},
 };
 
@@ -131,6 +136,8 @@ static const struct {
     {"timeline", VMS_CAP_TIMELINE},
     {"ack", VMS_CAP_ACK},
     {"hostinfo", VMS_CAP_HOSTINFO},
+    {"clock", VMS_CAP_CLOCK},
+    {"prepare", VMS_CAP_PREPARE},
 };
 
 #define CAPS_MAX_ENTRIES 64 /* bound the work on a hostile caps list */

@@ -2,8 +2,8 @@
  * vms-proto.h — the one definition of the guest-helper <-> host-bridge
  * messages. Both daemons encode and decode with this code only.
  *
- * Port A (guest -> host) carries Hello, Request, Ack.
- * Port B (host -> guest) carries Welcome, Reply, Event, Timeline.
+ * Port A (guest -> host) carries Hello, Request, Ack, Ready.
+ * Port B (host -> guest) carries Welcome, Reply, Event, Timeline, Clock, Prepare.
  *
  * Each message is a D-Bus message (type SIGNAL, path /org/vmstate/Wire,
  * interface org.vmstate.Wire1, member = the message type's name) whose only
@@ -44,6 +44,9 @@ enum vms_msg_type {
     VMS_MSG_EVENT,    /* B: the completion of a request, acked by the guest */
     VMS_MSG_ACK,      /* A: the guest delivered an Event */
     VMS_MSG_TIMELINE, /* B: the guest now runs in a new timeline (after a restore) */
+    VMS_MSG_CLOCK,    /* B: the host's real time after the VM was paused (resume, save) */
+    VMS_MSG_PREPARE,  /* B: a save of this VM is about to start: run pre-save hooks */
+    VMS_MSG_READY,    /* A: answer to Prepare: go ahead (status 0) or inhibited (14) */
     VMS_MSG_NOTICE,   /* B: host information for guest listeners, not acked (e.g. io-resumed) */
     VMS_MSG__COUNT
 };
@@ -86,6 +89,10 @@ enum vms_status {
 #define VMS_CAP_ACK      (1u << 1) /* "ack": events are acked and resent until acked */
 #define VMS_CAP_HOSTINFO (1u << 2) /* "hostinfo" */
 #define VMS_CAP_ALL      (VMS_CAP_TIMELINE | VMS_CAP_ACK | VMS_CAP_HOSTINFO)
+/* Later capabilities; a peer only gets these messages after announcing them. */
+#define VMS_CAP_CLOCK   (1u << 3) /* "clock": time_ns on Welcome/Timeline, Clock messages */
+#define VMS_CAP_PREPARE (1u << 4) /* "prepare": Prepare/Ready around a save */
+#define VMS_CAP_KNOWN   (VMS_CAP_ALL | VMS_CAP_CLOCK | VMS_CAP_PREPARE)
 
 /* Field presence bits (struct vms_msg.fields). */
 enum vms_field {
@@ -115,6 +122,8 @@ enum vms_field {
     VMS_F_BRIDGE_VERSION,
     VMS_F_REASON,
     VMS_F_PARENT_ID,
+    VMS_F_TIME_NS,    /* host CLOCK_REALTIME in ns when the message was built */
+    VMS_F_TIMEOUT_MS, /* Prepare: how long the bridge waits for Ready */
     VMS_F__COUNT
 };
 #define VMS_BIT(f) (1ull << (f))
@@ -148,6 +157,8 @@ struct vms_msg {
     uint64_t bytes;       /* Request set-memory: target size */
     uint64_t free_bytes;  /* hostinfo */
     uint64_t mem_bytes;   /* hostinfo */
+    uint64_t time_ns;     /* Welcome/Timeline/Clock: host real time, ns since the epoch */
+    uint32_t timeout_ms;  /* Prepare: the bridge's wait for Ready */
 
     char request_id[VMS_STR_MAX + 1];
     char op[VMS_STR_MAX + 1];

@@ -11,6 +11,8 @@
  */
 #include "config.h"
 
+#include <stdio.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -37,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     helper_config_defaults(&cfg);
     cfg.max_held = 8;
     cfg.max_listeners = 4;
+    /* never touch the host's clock (fuzzers may run as root) and never run hooks */
+    cfg.clock_sync = HELPER_CLOCK_DRY_RUN;
+    snprintf(cfg.hooks_dir, sizeof(cfg.hooks_dir), "/nonexistent/vmstate-fuzz");
     if (helper_init(h, &cfg) < 0)
         goto out;
     h->ports = PORTS_UP;

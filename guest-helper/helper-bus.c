@@ -588,6 +588,38 @@ void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t e
     dbus_message_unref(sig);
 }
 
+void helper_bus_emit_clock_corrected(struct helper *h, int64_t correction_ns, const char *reason)
+{
+    DBusMessage *sig;
+    double seconds = correction_ns / 1e9;
+    dbus_int64_t ns = correction_ns;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "ClockCorrected");
+    if (!sig)
+        return;
+    if (dbus_message_append_args(sig, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
+                                 DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, sig, NULL);
+    dbus_message_unref(sig);
+}
+
+void helper_bus_emit_prepare_save(struct helper *h, const char *request_id, const char *label)
+{
+    DBusMessage *sig;
+
+    if (!h->bus)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "PrepareSave");
+    if (!sig)
+        return;
+    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &request_id, DBUS_TYPE_STRING, &label,
+                                 DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, sig, NULL);
+    dbus_message_unref(sig);
+}
+
 void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message)
 {
     DBusMessage *sig;
@@ -601,6 +633,33 @@ void helper_bus_emit_notice(struct helper *h, const char *reason, const char *me
                                  DBUS_TYPE_INVALID))
         dbus_connection_send(h->bus, sig, NULL);
     dbus_message_unref(sig);
+}
+
+/* Inhibit(request_id, reason): veto the save being prepared (helper-hooks.c). */
+static void handle_inhibit(struct helper *h, DBusMessage *call)
+{
+    const char *id, *reason;
+    long uid;
+
+    if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING, &reason,
+                               DBUS_TYPE_INVALID)) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "Inhibit takes (ss)");
+        return;
+    }
+    uid = check_caller(h, call);
+    if (uid < 0)
+        return;
+    if (!vms_valid_request_id(id) || !vms_valid_text(reason) || strlen(reason) > 200) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID,
+                    "bad request id or reason (text of at most 200 bytes, no control characters)");
+        return;
+    }
+    if (helper_hooks_inhibit(h, id, reason, uid) < 0) {
+        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND,
+                    "no save %s is being prepared (too late, or never announced)", id);
+        return;
+    }
+    reply_empty(h->bus, call);
 }
 
 /* ---- dispatch --------------------------------------------------------- */
@@ -636,6 +695,10 @@ static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, vo
         }
     if (!strcmp(member, "RegisterListener")) {
         handle_listener(h, m, 1);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (!strcmp(member, "Inhibit")) {
+        handle_inhibit(h, m);
         return DBUS_HANDLER_RESULT_HANDLED;
     }
     if (!strcmp(member, "UnregisterListener")) {

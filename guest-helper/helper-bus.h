@@ -21,6 +21,7 @@
 #define HELPER_ERR_INVALID     "org.vmstate.Error.InvalidArgs"
 #define HELPER_ERR_LIMIT       "org.vmstate.Error.LimitReached"
 #define HELPER_ERR_INTERNAL    "org.vmstate.Error.Internal"
+#define HELPER_ERR_NOT_FOUND   "org.vmstate.Error.NotFound"
 
 extern const char helper_introspect_xml[];
 
@@ -35,6 +36,10 @@ void helper_bus_close(struct helper *h);
 void helper_bus_emit_completed(struct helper *h, const char *owner, const struct vms_msg *ev);
 /* Broadcast Restored(state_id, epoch). */
 void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch);
+/* Broadcast ClockCorrected(seconds, nanoseconds, reason): the guest clock was stepped. */
+void helper_bus_emit_clock_corrected(struct helper *h, int64_t correction_ns, const char *reason);
+/* Broadcast PrepareSave(request_id, label): a save starts soon; Inhibit may veto it. */
+void helper_bus_emit_prepare_save(struct helper *h, const char *request_id, const char *label);
 /* Broadcast Notice(reason, message): host information (e.g. a storage-error pause ended). */
 void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message);
 /* Broadcast PropertiesChanged for @property ("BridgeConnected", "States" or "Epoch"). */

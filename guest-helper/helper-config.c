@@ -30,6 +30,11 @@ void helper_config_defaults(struct helper_config *c)
     c->max_held = 256;
     c->max_held_bytes = 1024 * 1024;
     c->log_level = LOG_INFO;
+    c->clock_sync = HELPER_CLOCK_ON;
+    c->clock_min_step_ms = 10;
+    snprintf(c->hooks_dir, sizeof(c->hooks_dir), "%s", SYSCONFDIR "/vmstate");
+    c->hook_timeout_ms = 10000;
+    c->prepare_window_ms = 500;
 }
 
 struct parse_state {
@@ -159,6 +164,25 @@ static int on_key(void *user, const char *section, const char *key, const char *
         rc = set_port(c->request_port, value, why, sizeof(why));
     else if (!strcmp(key, "event_port"))
         rc = set_port(c->event_port, value, why, sizeof(why));
+    else if (!strcmp(key, "clock_sync")) {
+        if (!strcmp(value, "dry-run"))
+            c->clock_sync = HELPER_CLOCK_DRY_RUN;
+        else if (parse_bool(value, &c->clock_sync) < 0) {
+            rc = -1;
+            snprintf(why, sizeof(why), "expected yes|no|dry-run");
+        }
+    } else if (!strcmp(key, "clock_min_step_ms"))
+        rc = parse_uint(value, 3600000, &c->clock_min_step_ms);
+    else if (!strcmp(key, "hooks_dir")) {
+        if (value[0] != '/' || strlen(value) >= sizeof(c->hooks_dir)) {
+            rc = -1;
+            snprintf(why, sizeof(why), "expected an absolute path");
+        } else
+            snprintf(c->hooks_dir, sizeof(c->hooks_dir), "%s", value);
+    } else if (!strcmp(key, "hook_timeout_ms"))
+        rc = parse_uint(value, 3600000, &c->hook_timeout_ms);
+    else if (!strcmp(key, "prepare_window_ms"))
+        rc = parse_uint(value, 600000, &c->prepare_window_ms);
     else if (!strcmp(key, "log_level")) {
         static const char *const names[] = {"error", "warning", "notice", "info", "debug"};
         rc = -1;

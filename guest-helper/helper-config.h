@@ -34,7 +34,15 @@ struct helper_config {
     char request_port[PATH_MAX]; /* "" = find by name with libudev */
     char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
     int log_level;               /* LOG_ERR .. LOG_DEBUG */
+    /* issue 8: clock and hooks (helper-hooks.h) */
+    int clock_sync;             /* HELPER_CLOCK_* */
+    unsigned clock_min_step_ms; /* smaller corrections are not applied */
+    char hooks_dir[PATH_MAX];   /* holds pre-save.d/ and post-restore.d/ */
+    unsigned hook_timeout_ms;   /* each hook is killed after this long */
+    unsigned prepare_window_ms; /* listeners may Inhibit at least this long */
 };
+
+enum { HELPER_CLOCK_OFF = 0, HELPER_CLOCK_ON = 1, HELPER_CLOCK_DRY_RUN = 2 };
 
 /* Fill @c with built-in defaults (allow uid 0 only). */
 void helper_config_defaults(struct helper_config *c);

@@ -40,6 +40,7 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
     h->session = SESSION_NONE;
     vms_dedup_init(&h->delivered);
     vms_msg_init(&h->last_list, VMS_MSG_EVENT);
+    helper_hooks_init(h);
     h->listeners = calloc(cfg->max_listeners ? cfg->max_listeners : 1, sizeof(*h->listeners));
     if (!h->listeners)
         return -1;
@@ -86,6 +87,12 @@ void helper_free(struct helper *h)
     }
     while (h->held)
         held_remove(h, &h->held);
+    while (h->deferred) {
+        struct helper_held *e = h->deferred;
+        h->deferred = e->next;
+        held_free(e);
+    }
+    helper_hooks_free(h);
     free(h->listeners);
     vms_msg_clear(&h->last_list);
     vms_channel_free(&h->port_a);
@@ -116,12 +123,13 @@ static void send_hello(struct helper *h)
     vms_msg_init(&m, VMS_MSG_HELLO);
     vms_msg_set_u64(&m, VMS_F_VERSION, VMS_PROTO_VERSION);
     vms_msg_set_u64(&m, VMS_F_MIN_VERSION, VMS_PROTO_MIN_VERSION);
-    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_ALL);
+    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_KNOWN);
     vms_msg_set_u64(&m, VMS_F_NONCE, h->hello_nonce);
     if (h->epoch)
         vms_msg_set_u64(&m, VMS_F_EPOCH, h->epoch);
     h->session = SESSION_HELLO_SENT;
     h->hello_sent_ms = helper_now_ms();
+    h->hooks.hello_sent_ns = helper_mono_ns();
     vms_debug(NULL, NULL, "Hello sent (epoch %llu)", (unsigned long long)h->epoch);
     vms_channel_send(&h->port_a, &m);
     vms_msg_clear(&m);
@@ -503,6 +511,18 @@ static void hold_event(struct helper *h, const struct vms_msg *ev)
 
 static void deliver(struct helper *h, const struct vms_msg *ev)
 {
+    if (h->hooks.restore_pending || h->hooks.run[HOOK_POST_RESTORE].active) {
+        /* a restore is being finished: Restored goes out first (helper-hooks.c) */
+        struct helper_held *e = calloc(1, sizeof(*e)), **tail;
+        if (e && msg_copy(&e->ev, ev) == 0) {
+            for (tail = &h->deferred; *tail; tail = &(*tail)->next)
+                ;
+            *tail = e;
+            vms_debug(NULL, ev->request_id, "%s completion deferred until Restored", ev->op);
+            return;
+        }
+        free(e);
+    }
     if (!ev->app_id[0]) {
         vms_warn(NULL, ev->request_id, "dropped %s event without an app id", ev->op);
         h->events_dropped++;
@@ -510,6 +530,16 @@ static void deliver(struct helper *h, const struct vms_msg *ev)
     }
     if (deliver_now(h, ev, 1) == 0)
         hold_event(h, ev);
+}
+
+void helper_deliver_deferred(struct helper *h)
+{
+    while (h->deferred) {
+        struct helper_held *e = h->deferred;
+        h->deferred = e->next;
+        deliver(h, &e->ev);
+        held_free(e);
+    }
 }
 
 void helper_deliver_held(struct helper *h, const char *app_id)
@@ -566,16 +596,29 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
     h->version = v;
     h->host_caps = vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0;
     h->session = SESSION_WELCOMED;
+    /* one-way delay estimate for the host's clock readings: half the smallest Hello ->
+     * Welcome round trip seen (larger ones include the bridge's own work) */
+    {
+        uint64_t half = (helper_mono_ns() - h->hooks.hello_sent_ns) / 2;
+        if (!h->hooks.clock_delay_ns || half < h->hooks.clock_delay_ns)
+            h->hooks.clock_delay_ns = half;
+    }
     if (h->epoch && m->epoch > h->epoch) {
         /* The timeline moved without us seeing its Timeline message. */
         vms_info(NULL, NULL, "epoch %llu -> %llu (from Welcome)", (unsigned long long)h->epoch,
                  (unsigned long long)m->epoch);
         h->epoch = m->epoch;
-        helper_bus_emit_restored(h, "", h->epoch);
+        /* a restore: the clock may go back; this Welcome is the precise time source */
+        helper_restore_begin(h, "", h->epoch, NULL, 0);
+        helper_restore_welcome(h, m);
         helper_bus_property_changed(h, "Epoch");
-    } else if (m->epoch != h->epoch) {
-        h->epoch = m->epoch;
-        helper_bus_property_changed(h, "Epoch");
+    } else {
+        if (m->epoch != h->epoch) {
+            h->epoch = m->epoch;
+            helper_bus_property_changed(h, "Epoch");
+        }
+        if (!helper_restore_welcome(h, m) && vms_msg_has(m, VMS_F_TIME_NS))
+            helper_clock_sync(h, m->time_ns, "connect", 0, NULL);
     }
     vms_info(NULL, NULL, "Welcome: protocol %u, epoch %llu", v, (unsigned long long)h->epoch);
     set_bridge_connected(h, 1);
@@ -651,7 +694,10 @@ static void on_timeline(struct helper *h, const struct vms_msg *m)
              (unsigned long long)m->epoch, m->reason[0] ? m->reason : "restore",
              m->state_id[0] ? m->state_id : "");
     h->epoch = m->epoch;
-    helper_bus_emit_restored(h, m->state_id, h->epoch);
+    /* clock first (backward allowed only here), refined by the Welcome that answers the
+     * Hello below; then post-restore.d, then Restored (helper-clock.c, helper-hooks.c) */
+    helper_restore_begin(h, m->state_id, h->epoch, m->request_id,
+                         vms_msg_has(m, VMS_F_TIME_NS) ? m->time_ns : 0);
     helper_bus_property_changed(h, "Epoch");
     /* Requests pending in this memory may never have left it: resend after the Welcome (the bridge
      * recognises duplicates by request id). */
@@ -678,6 +724,20 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         break;
     case VMS_MSG_TIMELINE:
         on_timeline(h, m);
+        break;
+    case VMS_MSG_CLOCK:
+        if (vms_msg_has(m, VMS_F_TIME_NS))
+            helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
+        if (!strcmp(m->reason, "connect") && h->session == SESSION_WELCOMED &&
+            h->ports == PORTS_UP) {
+            /* a bridge (re)connected to our port, maybe a new process: let it learn our
+             * capabilities (helper_ports_hangup covers the bounces we do notice) */
+            vms_info(NULL, NULL, "bridge (re)connected: sending Hello");
+            send_hello(h);
+        }
+        break;
+    case VMS_MSG_PREPARE:
+        helper_hooks_prepare(h, m);
         break;
     case VMS_MSG_NOTICE:
         vms_info(NULL, NULL, "host notice (%s): %s", m->reason, m->message);
@@ -859,6 +919,11 @@ int helper_timers(struct helper *h)
         }
         consider(&next, e->deadline_ms, now);
         pp = &e->next;
+    }
+    {
+        int hk = helper_hooks_timers(h);
+        if (hk >= 0)
+            consider(&next, now + (uint64_t)hk, now);
     }
     return next > INT32_MAX ? INT32_MAX : (int)next;
 }

@@ -15,6 +15,7 @@
 #include <sys/types.h>
 
 #include "helper-config.h"
+#include "helper-hooks.h"
 #include "vms-channel.h"
 #include "vms-dedup.h"
 #include "vms-proto.h"
@@ -90,6 +91,12 @@ struct helper {
     struct vms_dedup delivered; /* request ids delivered in this memory (key epoch 0) */
     struct vms_msg last_list;   /* the States property */
 
+    /* clock and pre-save/post-restore hooks (helper-hooks.h) */
+    struct helper_hooks hooks;
+    /* completions that arrived while a restore was being finished (clock, post-restore.d):
+     * delivered right after Restored, so listeners see Restored first */
+    struct helper_held *deferred;
+
     /* counters for tests and logs */
     uint64_t events_in, events_dup, events_dropped, acks_sent;
 };
@@ -137,6 +144,9 @@ int helper_listener_add(struct helper *h, const char *app_id, const char *owner)
 int helper_listener_remove(struct helper *h, const char *app_id, const char *owner);
 /* A D-Bus unique name went away: drop all its registrations. */
 void helper_listener_owner_gone(struct helper *h, const char *owner);
+/* Deliver the completions deferred during a restore (after Restored). */
+void helper_deliver_deferred(struct helper *h);
+
 /* Deliver events held for @app_id (after a listener registered). */
 void helper_deliver_held(struct helper *h, const char *app_id);
 

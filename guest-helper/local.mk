@@ -5,7 +5,8 @@ noinst_LTLIBRARIES += guest-helper/libhelpercore.la
 guest_helper_libhelpercore_la_SOURCES = \
 	guest-helper/helper.c guest-helper/helper.h \
 	guest-helper/helper-bus.c guest-helper/helper-bus.h \
-	guest-helper/helper-config.c guest-helper/helper-config.h
+	guest-helper/helper-config.c guest-helper/helper-config.h \
+	guest-helper/helper-clock.c guest-helper/helper-hooks.c guest-helper/helper-hooks.h
 nodist_guest_helper_libhelpercore_la_SOURCES = guest-helper/helper-introspect.c
 guest_helper_libhelpercore_la_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS) $(INIH_CFLAGS)
 guest_helper_libhelpercore_la_LIBADD = common/libvmscommon.la $(DBUS_LIBS) $(UDEV_LIBS) $(INIH_LIBS)
@@ -51,6 +52,12 @@ tests_test_helper_bus_SOURCES = tests/test-helper-bus.c \
 	tests/test-helper-fixture.c tests/test-helper-fixture.h
 tests_test_helper_bus_CFLAGS = $(HELPER_TEST_CFLAGS)
 tests_test_helper_bus_LDADD = $(TEST_COMMON_LDADD)
+TESTS += tests/test-helper-hooks
+check_PROGRAMS += tests/test-helper-hooks
+tests_test_helper_hooks_SOURCES = tests/test-helper-hooks.c \
+	tests/test-helper-fixture.c tests/test-helper-fixture.h
+tests_test_helper_hooks_CFLAGS = $(HELPER_TEST_CFLAGS) -I$(top_srcdir)/guest-helper $(UDEV_CFLAGS)
+tests_test_helper_hooks_LDADD = $(HELPER_CORE_LIBS) $(TEST_COMMON_LDADD)
 
 # Fuzz target over the helper's port-B input path (see fuzz/local.mk for the pattern).
 FUZZ_TARGETS += fuzz/fuzz-helper-events

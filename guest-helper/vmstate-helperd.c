@@ -120,6 +120,7 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGIO);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD); /* hooks (helper-hooks.c) */
     sigprocmask(SIG_BLOCK, &mask, NULL);
     sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
@@ -137,8 +138,9 @@ int main(int argc, char **argv)
     h->next_recheck_ms = helper_now_ms() + cfg.recheck_interval_ms;
 
     while (!quit) {
-        struct pollfd p[5];
+        struct pollfd p[5 + HOOK__COUNT];
         int n = 0, bus_i, sig_i, mon_i = -1, a_i = -1, b_i = -1, timeout, bus_fd = -1;
+        int hook_i, hook_fds[HOOK__COUNT], n_hooks;
 
         timeout = helper_timers(h);
         if (dbus_connection_get_dispatch_status(h->bus) == DBUS_DISPATCH_DATA_REMAINS)
@@ -161,6 +163,10 @@ int main(int argc, char **argv)
             p[n++] = (struct pollfd){.fd = h->port_a.fd,
                                      .events = vms_channel_wants_write(&h->port_a) ? POLLOUT : 0};
         }
+        hook_i = n;
+        n_hooks = helper_hooks_fds(h, hook_fds);
+        for (int i = 0; i < n_hooks; i++)
+            p[n++] = (struct pollfd){.fd = hook_fds[i], .events = POLLIN};
         if (poll(p, (nfds_t)n, timeout) < 0) {
             if (errno == EINTR)
                 continue;
@@ -175,6 +181,8 @@ int main(int argc, char **argv)
                     quit = 1;
                 } else if (si.ssi_signo == SIGIO) {
                     helper_sigio(h);
+                } else if (si.ssi_signo == SIGCHLD) {
+                    helper_hooks_sigchld(h);
                 }
             }
         }
@@ -190,6 +198,9 @@ int main(int argc, char **argv)
             else if (p[a_i].revents & POLLOUT)
                 helper_port_a_writable(h);
         }
+        for (int i = 0; i < n_hooks; i++)
+            if (p[hook_i + i].revents)
+                helper_hooks_output(h, p[hook_i + i].fd);
         if (mon_i >= 0 && (p[mon_i].revents & POLLIN))
             helper_udev_event(h);
         if (p[bus_i].revents || timeout == 0)

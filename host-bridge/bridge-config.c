@@ -42,6 +42,8 @@ void bridge_vm_config_defaults(struct bridge_vm_config *vm)
     vm->auth_fail_window = 60;
     vm->job_timeout = 600;
     vm->command_timeout = 10;
+    vm->clock_sync = 1;
+    vm->prepare_timeout_ms = 15000;
     bridge_ioe_config_defaults(&vm->ioe);
 }
 
@@ -258,6 +260,16 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
     SIZE_KEY("mem_max", mem_max_bytes)
     UINT_KEY("job_timeout", job_timeout, 86400)
     UINT_KEY("command_timeout", command_timeout, 3600)
+    UINT_KEY("prepare_timeout_ms", prepare_timeout_ms, 600000)
+    if (!strcmp(key, "clock_sync")) {
+        if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+            vm->clock_sync = 1;
+        else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+            vm->clock_sync = 0;
+        else
+            return fail(ctx, section, key, "'%s' is not yes or no", value);
+        return 1;
+    }
     r = bridge_ioe_config_key(&vm->ioe, key, value, why, sizeof(why));
     if (r != 0)
         return r > 0 ? 1 : fail(ctx, section, key, "%s", why);

@@ -37,9 +37,11 @@ struct bridge_vm_config {
     unsigned auth_fail_window;
     uint64_t mem_min_bytes; /* set-memory bounds; max 0 = set-memory disabled */
     uint64_t mem_max_bytes;
-    unsigned job_timeout;     /* seconds a snapshot job may take */
-    unsigned command_timeout; /* seconds a plain QMP command may take */
-    unsigned seen;            /* bit set of keys given, for the checks after parsing */
+    unsigned job_timeout;        /* seconds a snapshot job may take */
+    unsigned command_timeout;    /* seconds a plain QMP command may take */
+    unsigned clock_sync;         /* 1: send the host's time to the guest on timeline changes */
+    unsigned prepare_timeout_ms; /* max wait for the helper's Ready before a save; 0: none */
+    unsigned seen;               /* bit set of keys given, for the checks after parsing */
     /* I/O-error pauses: io_* keys and stateless (ioerror.h) */
     struct bridge_ioe_config ioe;
 };

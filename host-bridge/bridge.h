@@ -22,6 +22,7 @@
 #include "db.h"
 #include "ioerror.h"
 #include "loop.h"
+#include "prepare.h"
 #include "queue.h"
 #include "vms-channel.h"
 
@@ -59,6 +60,7 @@ struct bridge_vm {
     int busy;         /* a request is running */
     int need_recover; /* it was running when the bridge last stopped */
     char running[VMS_REQUEST_ID_LEN + 1];
+    struct bridge_prepare hx; /* Prepare/Ready and clock state (prepare.c) */
     double now;
     uint64_t stat_requests, stat_refused;
 };

@@ -329,12 +329,13 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
         return;
     }
     vm->version_refused = 0;
-    vm->caps = (vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0) & VMS_CAP_ALL;
+    vm->caps = (vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0) & VMS_CAP_KNOWN;
     vms_msg_set_u64(&w, VMS_F_VERSION, version);
     vms_msg_set_u64(&w, VMS_F_CAPS, vm->caps);
     vms_info(vmname(vm), NULL, "hello: version %u, guest epoch %llu, bridge epoch %llu", version,
              (unsigned long long)(vms_msg_has(m, VMS_F_EPOCH) ? m->epoch : 0),
              (unsigned long long)w.epoch);
+    bridge_clock_stamp(vm, &w); /* helper connect: a timeline change for the clock */
     bridge_vm_send(vm, &w);
     vms_msg_clear(&w);
     bridge_vm_resend_unacked(vm);
@@ -365,6 +366,9 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
         break;
     case VMS_MSG_ACK:
         on_ack(vm, m);
+        break;
+    case VMS_MSG_READY:
+        bridge_prepare_ready(vm, m);
         break;
     default:
         vms_warn(vmname(vm), NULL, "port A: unexpected %s from the guest: ignored",

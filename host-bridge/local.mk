@@ -12,6 +12,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/backend.h host-bridge/backend-qmp.c \
 	host-bridge/guest.c host-bridge/vm.c \
 	host-bridge/privsep.c host-bridge/privsep.h \
+	host-bridge/prepare.c host-bridge/prepare.h \
 	host-bridge/ioerror.c host-bridge/ioerror-sm.c host-bridge/ioerror.h
 BRIDGE_DEP_CFLAGS = $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
@@ -53,6 +54,11 @@ tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_core_SOURCES = tests/test-bridge-core.c
 tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+TESTS += tests/test-bridge-prepare
+check_PROGRAMS += tests/test-bridge-prepare
+tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c
+tests_test_bridge_prepare_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_prepare_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # Fuzz target over the guest-facing path (see fuzz/local.mk for the conventions).
 FUZZ_TARGETS += fuzz/fuzz-bridge-request

@@ -236,13 +236,16 @@ int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r, enu
     return 0;
 }
 
-static void send_timeline(struct bridge_vm *vm, uint64_t epoch, const char *state_id)
+static void send_timeline(struct bridge_vm *vm, uint64_t epoch, const char *state_id,
+                          const char *request_id)
 {
     struct vms_msg t;
     vms_msg_init(&t, VMS_MSG_TIMELINE);
     vms_msg_set_u64(&t, VMS_F_EPOCH, epoch);
     vms_msg_set_str(&t, VMS_F_STATE_ID, state_id);
     vms_msg_set_str(&t, VMS_F_REASON, "restore");
+    vms_msg_set_str(&t, VMS_F_REQUEST_ID, request_id);
+    bridge_clock_stamp(vm, &t); /* the restored guest's clock is at snapshot time */
     bridge_vm_send(vm, &t);
     vms_msg_clear(&t);
 }
@@ -291,7 +294,7 @@ int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, con
     vms_info(vmname(vm), r->id,
              "restored state %s: timeline epoch %llu, %d completion(s) copied into it", state_id,
              (unsigned long long)epoch, copies);
-    send_timeline(vm, epoch, state_id);
+    send_timeline(vm, epoch, state_id, r->id);
     bridge_vm_resend_unacked(vm);
     return 0;
 fail:
@@ -463,6 +466,8 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         return 1;
     }
     case VMS_OP_SAVE:
+        if (bridge_prepare_start(vm, r))
+            return 0; /* the guest prepares; bridge_vm_save_go() starts the snapshot */
         if (bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0)
             break;
         rc = ops->save(vm->backend, r->state_id, job, on_backend_done, vm);
@@ -492,6 +497,36 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         return 1;
     }
     return 0;
+}
+
+void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char *message)
+{
+    const struct bridge_backend_ops *ops = vm->br->backend;
+    struct bridge_request r;
+    char job[VMS_STR_MAX + 1];
+    int rc = -1;
+
+    if (!vm->busy || bridge_db_request_find(&vm->br->db, vmname(vm), vm->running, &r) != 1) {
+        finish_running(vm);
+        bridge_vm_kick(vm);
+        return;
+    }
+    if (status != VMS_STATUS_OK) {
+        complete_simple(vm, &r, status, message);
+        goto done;
+    }
+    job_id_for(&r, job, sizeof(job));
+    if (vm->backend && bridge_db_state_pending_record(&vm->br->db, vmname(vm), r.state_id) == 0)
+        rc = ops->save(vm->backend, r.state_id, job, on_backend_done, vm);
+    if (rc == 0) {
+        bridge_request_clear(&r);
+        return; /* on_backend_done completes it */
+    }
+    complete_simple(vm, &r, VMS_STATUS_ERR_UNAVAILABLE, "the hypervisor is not reachable");
+done:
+    bridge_request_clear(&r);
+    finish_running(vm);
+    bridge_vm_kick(vm);
 }
 
 static void recover_running(struct bridge_vm *vm)
@@ -547,6 +582,7 @@ static void on_backend_event(void *opaque, const char *name)
 {
     struct bridge_vm *vm = opaque;
     bridge_ioe_event(vm->ioe, name);
+    bridge_clock_on_event(vm, name); /* RESUME: the guest's clock (prepare.c) */
 }
 
 static void on_backend_io_error(void *opaque, const char *node, const char *operation,
@@ -668,12 +704,15 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
             port_schedule_retry(vm, &vm->a);
     }
     if (vm->b.ch.fd < 0 && now >= vm->b.retry_at) {
-        if (port_connect(vm, &vm->b, port_b_io) < 0)
+        if (port_connect(vm, &vm->b, port_b_io) < 0) {
             port_schedule_retry(vm, &vm->b);
-        else
+        } else {
+            bridge_clock_port_connected(vm); /* time, and a Hello from a welcomed helper */
             bridge_vm_resend_unacked(vm);
+        }
     }
     if (vm->backend)
         vm->br->backend->tick(vm->backend, now);
+    bridge_prepare_tick(vm, now);
     bridge_ioe_tick_vm(vm->ioe, now);
 }
