@@ -138,6 +138,19 @@ static void tx_flush(struct bridge_backend *q)
 }
 
 /*
+ * The timeout for a command sent now. While a snapshot job runs, QEMU's main
+ * loop is busy writing the VM state for as long as that takes (seconds for a
+ * large, dirty guest on a loaded host), and the monitor answers nothing until
+ * it is done — the job's own start command included. Judging such a command
+ * by command_timeout would fail a save that QEMU then completes; the job's
+ * timeout bounds it instead.
+ */
+static unsigned qmp_timeout(const struct bridge_backend *q)
+{
+    return q->job.phase != J_IDLE ? q->cfg->job_timeout : q->cfg->command_timeout;
+}
+
+/*
  * Send command @name with @args (owned, may be NULL) and call @fn with the
  * reply's "return" value, or with @err set ("timeout", "lost" or the QMP
  * error's desc). Returns 0 or -1 (not connected / no memory; @fn not called).
@@ -245,7 +258,7 @@ static void job_conclude(struct bridge_backend *q, json_object *j)
         status = VMS_STATUS_ERR_BACKEND;
     }
     json_object_object_add(args, "id", json_object_new_string(q->job.job_id));
-    qmp_command(q, "job-dismiss", args, q->cfg->command_timeout, on_job_dismissed, NULL);
+    qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, NULL);
     vms_info(vmname(q), NULL, "qmp: job %s (%s %s) concluded: %s", q->job.job_id,
              vms_op_name(q->job.op), q->job.tag, status ? msg : "ok");
     job_finish(q, status, msg);
@@ -316,7 +329,7 @@ static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backe
 static void job_query(struct bridge_backend *q)
 {
     q->job.phase = q->job.phase == J_RECOVER ? J_RECOVER : J_QUERY;
-    if (qmp_command(q, "query-jobs", NULL, q->cfg->command_timeout, on_query_jobs, NULL) < 0)
+    if (qmp_command(q, "query-jobs", NULL, qmp_timeout(q), on_query_jobs, NULL) < 0)
         q->job.need_recover = 1;
 }
 
@@ -401,7 +414,7 @@ static int job_command(struct bridge_backend *q, enum vms_op op, const char *cmd
         json_object_object_add(args, "vmstate", json_object_new_string(q->cfg->vmstate_node));
     json_object_object_add(args, "devices", devices_array(q->cfg));
     q->job.phase = J_START;
-    if (qmp_command(q, cmd, args, q->cfg->command_timeout, on_job_started, NULL) < 0) {
+    if (qmp_command(q, cmd, args, qmp_timeout(q), on_job_started, NULL) < 0) {
         memset(&q->job, 0, sizeof(q->job));
         return -1;
     }
@@ -506,8 +519,7 @@ static int qmp_has_snapshot(struct bridge_backend *q, const char *tag, bridge_ba
     if (!c)
         return -1;
     snprintf(c->tag, sizeof(c->tag), "%s", tag);
-    if (qmp_command(q, "query-named-block-nodes", NULL, q->cfg->command_timeout, on_block_nodes,
-                    c) < 0) {
+    if (qmp_command(q, "query-named-block-nodes", NULL, qmp_timeout(q), on_block_nodes, c) < 0) {
         free(c);
         return -1;
     }
@@ -547,8 +559,7 @@ static void on_query_balloon(struct bridge_backend *q, json_object *ret, const c
         return;
     }
     /* no balloon device: the base size */
-    if (qmp_command(q, "query-memory-size-summary", NULL, q->cfg->command_timeout,
-                    on_memory_summary, c) < 0)
+    if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_memory_summary, c) < 0)
         call_finish(c, VMS_STATUS_ERR_UNAVAILABLE, "QMP unavailable", 0);
 }
 
@@ -558,7 +569,7 @@ static int qmp_query_memory(struct bridge_backend *q, bridge_backend_done_fn don
 
     if (!c)
         return -1;
-    if (qmp_command(q, "query-balloon", NULL, q->cfg->command_timeout, on_query_balloon, c) < 0) {
+    if (qmp_command(q, "query-balloon", NULL, qmp_timeout(q), on_query_balloon, c) < 0) {
         free(c);
         return -1;
     }
@@ -583,7 +594,7 @@ static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_back
     c->bytes = bytes;
     args = json_object_new_object();
     json_object_object_add(args, "value", json_object_new_int64((int64_t)bytes));
-    if (qmp_command(q, "balloon", args, q->cfg->command_timeout, on_balloon, c) < 0) {
+    if (qmp_command(q, "balloon", args, qmp_timeout(q), on_balloon, c) < 0) {
         free(c);
         return -1;
     }
@@ -638,7 +649,7 @@ static int qmp_query_status(struct bridge_backend *q, bridge_backend_done_fn don
 
     if (!c)
         return -1;
-    if (qmp_command(q, "query-status", NULL, q->cfg->command_timeout, on_query_status, c) < 0) {
+    if (qmp_command(q, "query-status", NULL, qmp_timeout(q), on_query_status, c) < 0) {
         free(c);
         return -1;
     }
@@ -678,7 +689,7 @@ static int qmp_query_block(struct bridge_backend *q, bridge_backend_done_fn done
 
     if (!c)
         return -1;
-    if (qmp_command(q, "query-block", NULL, q->cfg->command_timeout, on_query_block, c) < 0) {
+    if (qmp_command(q, "query-block", NULL, qmp_timeout(q), on_query_block, c) < 0) {
         free(c);
         return -1;
     }
@@ -698,7 +709,7 @@ static int qmp_cont(struct bridge_backend *q, bridge_backend_done_fn done, void 
 
     if (!c)
         return -1;
-    if (qmp_command(q, "cont", NULL, q->cfg->command_timeout, on_cont, c) < 0) {
+    if (qmp_command(q, "cont", NULL, qmp_timeout(q), on_cont, c) < 0) {
         free(c);
         return -1;
     }
@@ -711,7 +722,7 @@ static int qmp_kill(struct bridge_backend *q, int force)
     socklen_t len = sizeof(cr);
 
     if (!force)
-        return qmp_command(q, "quit", NULL, q->cfg->command_timeout, ignore_reply, "quit");
+        return qmp_command(q, "quit", NULL, qmp_timeout(q), ignore_reply, "quit");
     if (q->watch.fd < 0 || getsockopt(q->watch.fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
         cr.pid <= 0)
         return -1;
@@ -779,8 +790,7 @@ static void handle_line(struct bridge_backend *q, const char *line)
     if (q->state == Q_GREETING) {
         if (json_object_object_get_ex(o, "QMP", &v)) {
             q->state = Q_CAPS;
-            if (qmp_command(q, "qmp_capabilities", NULL, q->cfg->command_timeout, on_capabilities,
-                            NULL) < 0)
+            if (qmp_command(q, "qmp_capabilities", NULL, qmp_timeout(q), on_capabilities, NULL) < 0)
                 q->broken = 1;
         }
     } else if (json_object_object_get_ex(o, "event", &v)) {

@@ -71,14 +71,52 @@ static void db_error(struct bridge_db *db, const char *vm, const char *what)
     vms_err(vm, NULL, "database: %s: %s", what, sqlite3_errmsg(db->h));
 }
 
+/* A ready statement for @sql (a string literal): cached, or prepared now. Release with unprep(). */
 static sqlite3_stmt *prep(struct bridge_db *db, const char *vm, const char *sql)
 {
     sqlite3_stmt *st = NULL;
+
+    for (unsigned i = 0; i < db->n_stmts; i++)
+        if (db->stmts[i].sql == sql) {
+            sqlite3_reset(db->stmts[i].st); /* in case a path returned without unprep() */
+            sqlite3_clear_bindings(db->stmts[i].st);
+            return db->stmts[i].st;
+        }
     if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
         db_error(db, vm, "prepare");
         return NULL;
     }
+    if (db->n_stmts < BRIDGE_DB_STMT_CACHE) {
+        db->stmts[db->n_stmts].sql = sql;
+        db->stmts[db->n_stmts].st = st;
+        db->n_stmts++;
+    }
     return st;
+}
+
+/*
+ * Done with @st: reset it at once (a statement left mid-SELECT holds a read
+ * transaction open, which would pin the WAL) and clear its bindings (they may
+ * hold app data); finalize it if it is not cached.
+ */
+static void unprep(struct bridge_db *db, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (unsigned i = 0; i < db->n_stmts; i++)
+        if (db->stmts[i].st == st) {
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    unprep(db, st);
+}
+
+static void stmts_finalize(struct bridge_db *db)
+{
+    for (unsigned i = 0; i < db->n_stmts; i++)
+        sqlite3_finalize(db->stmts[i].st);
+    db->n_stmts = 0;
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -99,7 +137,7 @@ static int step_done(struct bridge_db *db, const char *vm, sqlite3_stmt *st, con
     if (!st)
         return -1;
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    unprep(db, st);
     if (rc != SQLITE_DONE) {
         db_error(db, vm, what);
         return -1;
@@ -139,7 +177,7 @@ int bridge_db_schema_version(struct bridge_db *db)
     int v = -1;
     if (st && sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    unprep(db, st);
     return v;
 }
 
@@ -148,6 +186,7 @@ int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t err
     int version, n_mig = (int)(sizeof(migrations) / sizeof(migrations[0]));
 
     db->h = NULL;
+    db->n_stmts = 0;
     if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, db->h ? sqlite3_errmsg(db->h) : "cannot open");
@@ -185,6 +224,7 @@ mig_fail:
     snprintf(err, errlen, "%s: migration to schema %d failed: %s", path, version + 1,
              sqlite3_errmsg(db->h));
 fail:
+    stmts_finalize(db);
     sqlite3_close(db->h);
     db->h = NULL;
     return -1;
@@ -192,6 +232,7 @@ fail:
 
 void bridge_db_close(struct bridge_db *db)
 {
+    stmts_finalize(db);
     if (db->h)
         sqlite3_close(db->h);
     db->h = NULL;
@@ -227,7 +268,7 @@ static int vm_read(struct bridge_db *db, const char *vm, struct bridge_db_vm *ou
         db_error(db, vm, "read vm");
         rc = -1;
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc;
 }
 
@@ -342,7 +383,7 @@ int bridge_db_request_find(struct bridge_db *db, const char *vm, const char *id,
         db_error(db, vm, "find request");
         rc = -1;
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc;
 }
 
@@ -422,7 +463,7 @@ int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
         fn(opaque, &r);
         bridge_request_clear(&r);
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     if (rc != SQLITE_DONE) {
         db_error(db, vm, "list requests");
         return -1;
@@ -444,7 +485,7 @@ static int64_t query_int(struct bridge_db *db, const char *vm, const char *sql, 
         v = sqlite3_column_int64(st, 0);
     else
         db_error(db, vm, "count");
-    sqlite3_finalize(st);
+    unprep(db, st);
     return v;
 }
 
@@ -528,7 +569,7 @@ int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
         if (rc < 0)
             db_error(db, vm, "find state");
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc;
 }
 
@@ -572,7 +613,7 @@ int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m
         if (vms_msg_add_state(m, &s) < 0)
             break;
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return 0;
 }
 
@@ -607,7 +648,7 @@ int bridge_db_state_pending_list(struct bridge_db *db, const char *vm, const cha
     bind_text(st, 2, state_id);
     while (n < max && sqlite3_step(st) == SQLITE_ROW)
         copy_col(st, 0, ids[n++], VMS_REQUEST_ID_LEN + 1);
-    sqlite3_finalize(st);
+    unprep(db, st);
     return n;
 }
 
@@ -701,7 +742,7 @@ int bridge_db_events_unacked(struct bridge_db *db, const char *vm, uint64_t epoc
             fn(opaque, &m);
         vms_msg_clear(&m);
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -720,7 +761,7 @@ int bridge_db_event_latest(struct bridge_db *db, const char *vm, const char *id,
     vms_msg_clear(out);
     if (sqlite3_step(st) == SQLITE_ROW)
         rc = decode_payload(st, 0, out) == 0 ? 1 : -1;
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc;
 }
 
@@ -737,7 +778,7 @@ int bridge_db_event_count(struct bridge_db *db, const char *vm, const char *id, 
     sqlite3_bind_int64(st, 3, (int64_t)epoch);
     if (sqlite3_step(st) == SQLITE_ROW)
         n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    unprep(db, st);
     return n;
 }
 
@@ -781,7 +822,7 @@ int bridge_db_principal_hash(struct bridge_db *db, const char *name, char *hash,
     } else {
         rc = rc == SQLITE_DONE ? 0 : -1;
     }
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc;
 }
 
@@ -827,6 +868,6 @@ int bridge_db_right_check(struct bridge_db *db, const char *principal, const cha
     bind_text(st, 2, vm);
     bind_text(st, 3, op);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    unprep(db, st);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }

@@ -225,6 +225,27 @@ Test(qmp, save_job_followed_to_concluded)
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
+Test(qmp, monitor_silent_while_saving_is_not_a_timeout)
+{
+    json_object *o;
+    char line[256];
+
+    /* a big, dirty guest: QEMU answers snapshot-save only after writing the VM state */
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-1", "vms-big", on_done, NULL), 0);
+    o = expect("snapshot-save", NULL);
+    now += 3 * cfg.command_timeout; /* far past command_timeout, within job_timeout */
+    pump(5);
+    cr_assert_eq(done_calls, 0, "a save QEMU is still writing was failed as a timeout");
+    snprintf(line, sizeof(line), "{\"return\": {}, \"id\": %ld}", cmd_id(o));
+    json_object_put(o);
+    server_send(line);
+    job_event("vms-big", "concluded");
+    json_object_put(expect("query-jobs", "[{\"id\": \"vms-big\", \"status\": \"concluded\"}]"));
+    json_object_put(expect("job-dismiss", "{}"));
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+}
+
 Test(qmp, job_error_text_reported)
 {
     cr_assert_eq(bridge_backend_qmp.restore(be, "st-1", "vms-j", on_done, NULL), 0);
