@@ -175,7 +175,7 @@ class WholePath:
                 time.sleep(0.2)
         raise VMError(f"guest agent lost 5 times running {cmd!r}")
 
-    def query(self, cmd, timeout=20, wait=8, tries=8):
+    def query(self, cmd, timeout=20, wait=5, tries=10):
         """Run a command without side effects: (rc, text). A restore by the bridge can swallow
         a command in flight (the restored agent never received it, and the harness cannot
         know), so wait briefly and ask again."""
