@@ -204,9 +204,10 @@ static void ignore_reply(struct bridge_backend *q, json_object *ret, const char 
 
 /* ---- jobs ---- */
 
-static void job_finish(struct bridge_backend *q, enum vms_status status, const char *msg)
+static void job_finish_as(struct bridge_backend *q, enum vms_status status, const char *msg,
+                          int never_started)
 {
-    struct bridge_backend_result r = {.status = status};
+    struct bridge_backend_result r = {.status = status, .never_started = never_started};
     bridge_backend_done_fn done = q->job.done;
     void *opaque = q->job.opaque;
 
@@ -215,6 +216,11 @@ static void job_finish(struct bridge_backend *q, enum vms_status status, const c
     q->job.phase = J_IDLE;
     if (done)
         done(opaque, &r);
+}
+
+static void job_finish(struct bridge_backend *q, enum vms_status status, const char *msg)
+{
+    job_finish_as(q, status, msg, 0);
 }
 
 /* Copy @s into @dst keeping only characters allowed in a protocol text field. */
@@ -245,11 +251,16 @@ static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const c
         vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", q->job.job_id, err);
 }
 
-/* @j is the job's query-jobs entry, concluded: read its error, dismiss it, finish. */
+/*
+ * @j is the job's query-jobs entry, concluded: read its error, finish, then
+ * dismiss it. The dismiss goes after @done has journalled the result: a bridge
+ * killed in between finds the concluded job again on restart, where a job
+ * already dismissed would look like one that never started.
+ */
 static void job_conclude(struct bridge_backend *q, json_object *j)
 {
     json_object *e;
-    char msg[VMS_STR_MAX + 1] = "";
+    char msg[VMS_STR_MAX + 1] = "", job_id[VMS_STR_MAX + 1];
     enum vms_status status = VMS_STATUS_OK;
     json_object *args = json_object_new_object();
 
@@ -257,11 +268,12 @@ static void job_conclude(struct bridge_backend *q, json_object *j)
         sanitize_text(msg, sizeof(msg), json_object_get_string(e));
         status = VMS_STATUS_ERR_BACKEND;
     }
-    json_object_object_add(args, "id", json_object_new_string(q->job.job_id));
-    qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, NULL);
+    snprintf(job_id, sizeof(job_id), "%s", q->job.job_id);
     vms_info(vmname(q), NULL, "qmp: job %s (%s %s) concluded: %s", q->job.job_id,
              vms_op_name(q->job.op), q->job.tag, status ? msg : "ok");
     job_finish(q, status, msg);
+    json_object_object_add(args, "id", json_object_new_string(job_id));
+    qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, NULL);
 }
 
 static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backend_result *r);
@@ -293,10 +305,13 @@ static void on_query_jobs(struct bridge_backend *q, json_object *ret, const char
         job_finish(q, VMS_STATUS_ERR_BACKEND, "job vanished before it could be read");
         return;
     }
-    /* recovering, and QEMU has no such job: decide from the snapshot list */
+    /* recovering, and QEMU has no such job. Concluded jobs stay until dismissed, and we
+     * dismiss only after journalling, so the command never reached this QEMU (the bridge
+     * died first, or QEMU restarted). A restore is then simply not done yet; a save or
+     * delete is judged by the snapshot list. */
     if (q->job.op == VMS_OP_RESTORE) {
-        job_finish(q, VMS_STATUS_ERR_ABORTED,
-                   "interrupted: the bridge or QEMU restarted during the restore");
+        job_finish_as(q, VMS_STATUS_ERR_ABORTED,
+                      "interrupted: the bridge or QEMU restarted before the restore ran", 1);
         return;
     }
     if (bridge_backend_qmp.has_snapshot(q, q->job.tag, on_has_snapshot_for_recovery, q) < 0)
@@ -317,13 +332,14 @@ static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backe
         return;
     }
     if (q->job.op == VMS_OP_SAVE)
-        job_finish(q, present ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
-                   present ? ""
-                           : "interrupted: QEMU or the bridge restarted before the snapshot "
-                             "was complete");
+        job_finish_as(q, present ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
+                      present ? ""
+                              : "interrupted: QEMU or the bridge restarted before the snapshot "
+                                "was taken",
+                      !present);
     else
-        job_finish(q, present ? VMS_STATUS_ERR_ABORTED : VMS_STATUS_OK,
-                   present ? "interrupted: the snapshot was not deleted" : "");
+        job_finish_as(q, present ? VMS_STATUS_ERR_ABORTED : VMS_STATUS_OK,
+                      present ? "interrupted: the snapshot was not deleted" : "", present);
 }
 
 static void job_query(struct bridge_backend *q)

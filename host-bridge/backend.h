@@ -31,6 +31,9 @@ struct bridge_backend_result {
     unsigned n_io;
     char io_node[4][BRIDGE_NODE_NAME_MAX];
     char io_status[4][16]; /* "failed", "nospace" */
+    /* recover: the hypervisor has no trace of the operation (no job, and for a
+     * save no snapshot): it never started, and may be run again */
+    int never_started;
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);

@@ -27,23 +27,52 @@ int bridge_queue_contains(const struct bridge_queue *q, const char *id)
     return 0;
 }
 
-int bridge_queue_push(struct bridge_queue *q, const char *id)
+static struct bridge_queue_item *item_new(const struct bridge_queue *q, const char *id, int *rc)
 {
     struct bridge_queue_item *it;
 
+    *rc = -1;
     if (!vms_valid_request_id(id))
-        return -1;
-    if (bridge_queue_contains(q, id))
-        return 1;
+        return NULL;
+    if (bridge_queue_contains(q, id)) {
+        *rc = 1;
+        return NULL;
+    }
     it = calloc(1, sizeof(*it));
     if (!it)
-        return -1;
+        return NULL;
     memcpy(it->id, id, VMS_REQUEST_ID_LEN + 1);
+    *rc = 0;
+    return it;
+}
+
+int bridge_queue_push(struct bridge_queue *q, const char *id)
+{
+    int rc;
+    struct bridge_queue_item *it = item_new(q, id, &rc);
+
+    if (!it)
+        return rc;
     if (q->tail)
         q->tail->next = it;
     else
         q->head = it;
     q->tail = it;
+    q->len++;
+    return 0;
+}
+
+int bridge_queue_push_front(struct bridge_queue *q, const char *id)
+{
+    int rc;
+    struct bridge_queue_item *it = item_new(q, id, &rc);
+
+    if (!it)
+        return rc;
+    it->next = q->head;
+    q->head = it;
+    if (!q->tail)
+        q->tail = it;
     q->len++;
     return 0;
 }

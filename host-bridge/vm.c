@@ -322,6 +322,24 @@ static void complete_simple(struct bridge_vm *vm, struct bridge_request *r, enum
     vms_msg_clear(&ev);
 }
 
+/*
+ * @r was "running" when the bridge stopped, and the hypervisor has no trace of
+ * it (the bridge died between journalling "running" and sending the command).
+ * It was accepted, so it must not be lost: back to "accepted", first in line,
+ * and it runs again from the start (a save's prepare window included).
+ */
+static int rerun_request(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct bridge_db *db = &vm->br->db;
+
+    if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_ACCEPTED, 0, "") < 0 ||
+        bridge_queue_push_front(&vm->queue, r->id) < 0)
+        return -1;
+    vms_warn(vmname(vm), r->id, "%s never reached the hypervisor before the bridge stopped: %s",
+             vms_op_name(r->op), "running it again");
+    return 0;
+}
+
 static void on_backend_done(void *opaque, const struct bridge_backend_result *res)
 {
     struct bridge_vm *vm = opaque;
@@ -331,6 +349,12 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
 
     if (bridge_db_request_find(db, vmname(vm), vm->running, &r) != 1) {
         vms_err(vmname(vm), vm->running, "running request vanished from the journal");
+        finish_running(vm);
+        bridge_vm_kick(vm);
+        return;
+    }
+    if (res->never_started && rerun_request(vm, &r) == 0) {
+        bridge_request_clear(&r);
         finish_running(vm);
         bridge_vm_kick(vm);
         return;

@@ -86,6 +86,19 @@ Test(bridge, queue_order_and_dedup)
     cr_assert_eq(bridge_queue_pop(&q, out), 1);
     cr_assert_str_eq(out, "00000000000000000000000000000002");
     cr_assert_eq(bridge_queue_pop(&q, out), 0);
+    /* push_front: first out, also into an empty queue; tail stays right */
+    cr_assert_eq(bridge_queue_push_front(&q, "00000000000000000000000000000003"), 0);
+    cr_assert_eq(bridge_queue_push(&q, "00000000000000000000000000000004"), 0);
+    cr_assert_eq(bridge_queue_push_front(&q, "00000000000000000000000000000005"), 0);
+    cr_assert_eq(bridge_queue_push_front(&q, "00000000000000000000000000000004"), 1);
+    cr_assert_eq(bridge_queue_push_front(&q, "bad"), -1);
+    const char *want[] = {"00000000000000000000000000000005", "00000000000000000000000000000003",
+                          "00000000000000000000000000000004"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(bridge_queue_pop(&q, out), 1);
+        cr_assert_str_eq(out, want[i]);
+    }
+    cr_assert_eq(q.len, 0);
     bridge_queue_free(&q);
 }
 
@@ -358,13 +371,9 @@ Test(bridge, restore_timeline_reconciliation)
     cr_assert_eq(fake.calls, calls);
 }
 
-Test(bridge, restart_requeues_and_rejudges)
+/* "Crash" vm1: forget its in-memory state and the backend's, start again from the journal. */
+static void restart_vm1(void)
 {
-    char id1[VMS_REQUEST_ID_LEN + 1] = "", id2[VMS_REQUEST_ID_LEN + 1] = "";
-    request(&vm1, id1, "save", "app", "s3cret", NULL, "a");
-    request(&vm1, id2, "save", "app", "s3cret", NULL, "b");
-    cr_assert_eq(fake.calls, 1);
-    /* "crash": forget the in-memory VM and start again from the journal */
     bridge_vm_free(&vm1);
     memset(&fake, 0, sizeof(fake));
     fake.ready = 1;
@@ -372,6 +381,15 @@ Test(bridge, restart_requeues_and_rejudges)
     cr_assert_eq(bridge_vm_start(&vm1), 0);
     vms_channel_free(&in1);
     attach_peer(&vm1, &peer1, &in1);
+}
+
+Test(bridge, restart_requeues_and_rejudges)
+{
+    char id1[VMS_REQUEST_ID_LEN + 1] = "", id2[VMS_REQUEST_ID_LEN + 1] = "";
+    request(&vm1, id1, "save", "app", "s3cret", NULL, "a");
+    request(&vm1, id2, "save", "app", "s3cret", NULL, "b");
+    cr_assert_eq(fake.calls, 1);
+    restart_vm1();
     cr_assert(vm1.need_recover);
     cr_assert_eq(vm1.queue.len, 1);
     bridge_vm_kick(&vm1);
@@ -384,6 +402,34 @@ Test(bridge, restart_requeues_and_rejudges)
     cr_assert_eq(find(VMS_MSG_EVENT, id1)->status, 0);
     cr_assert_eq(find(VMS_MSG_EVENT, id2)->status, 0);
     cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id1, 1), 1);
+    cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id2, 1), 1);
+}
+
+/* SIGKILL after the journal said "running" but before QEMU got the command: the
+ * hypervisor has no trace of it, so it runs again, before the requests behind it */
+Test(bridge, restart_reruns_a_request_that_never_reached_the_hypervisor)
+{
+    char id1[VMS_REQUEST_ID_LEN + 1] = "", id2[VMS_REQUEST_ID_LEN + 1] = "";
+    request(&vm1, id1, "save", "app", "s3cret", NULL, "a");
+    request(&vm1, id2, "save", "app", "s3cret", NULL, "b");
+    cr_assert_eq(fake.calls, 1);
+    char tag1[VMS_STR_MAX + 1];
+    snprintf(tag1, sizeof(tag1), "%s", fake.last_tag);
+    restart_vm1();
+    bridge_vm_kick(&vm1);
+    cr_assert_eq(fake.calls, 1, "re-judged first");
+    fake_finish_never_started();
+    cr_assert_eq(fake.calls, 2, "then run again");
+    cr_assert_eq(fake.last_op, VMS_OP_SAVE);
+    cr_assert_str_eq(fake.last_tag, tag1, "the first save, not the one queued behind it");
+    fake_finish(VMS_STATUS_OK);
+    cr_assert_eq(fake.calls, 3);
+    cr_assert_neq(strcmp(fake.last_tag, tag1), 0);
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id1)->status, 0);
+    cr_assert_eq(find(VMS_MSG_EVENT, id2)->status, 0);
+    cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id1, 1), 1, "delivered exactly once");
     cr_assert_eq(bridge_db_event_count(&br.db, "vm1", id2, 1), 1);
 }
 

@@ -101,13 +101,24 @@ static const struct bridge_backend_ops fake_ops = {
     .set_balloon = fake_balloon,
 };
 
-void fake_finish(enum vms_status st)
+static void fake_complete(const struct bridge_backend_result *r)
 {
-    struct bridge_backend_result r = {.status = st, .mem_bytes = 128u << 20};
     bridge_backend_done_fn done = fake.done;
     cr_assert_not_null(done, "no backend operation pending");
     fake.done = NULL;
-    done(fake.opaque, &r);
+    done(fake.opaque, r);
+}
+
+void fake_finish(enum vms_status st)
+{
+    struct bridge_backend_result r = {.status = st, .mem_bytes = 128u << 20};
+    fake_complete(&r);
+}
+
+void fake_finish_never_started(void)
+{
+    struct bridge_backend_result r = {.status = VMS_STATUS_ERR_ABORTED, .never_started = 1};
+    fake_complete(&r);
 }
 
 /* ---- fixture ---- */

@@ -26,6 +26,8 @@ struct bridge_backend {
 extern struct bridge_backend fake;
 /* Complete the pending backend operation with @st. */
 void fake_finish(enum vms_status st);
+/* Complete a pending recover as the hypervisor would for a command it never received. */
+void fake_finish_never_started(void);
 
 extern char dir[256];
 extern struct bridge_config cfg;

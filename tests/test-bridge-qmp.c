@@ -334,7 +334,7 @@ Test(qmp, recover_running_job_follows_it)
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
-Test(qmp, recover_vanished_save_without_snapshot_is_aborted)
+Test(qmp, recover_vanished_job_is_marked_never_started)
 {
     cr_assert_eq(bridge_backend_qmp.recover(be, VMS_OP_SAVE, "st-x", "vms-x", on_done, NULL), 0);
     json_object_put(expect("query-jobs", "[]"));
@@ -342,9 +342,11 @@ Test(qmp, recover_vanished_save_without_snapshot_is_aborted)
                            "[{\"node-name\": \"disk0\", \"image\": {\"snapshots\": []}}]"));
     wait_done(1);
     cr_assert_eq(last.status, VMS_STATUS_ERR_ABORTED);
-    /* a restore that vanished cannot be known: aborted without asking more */
+    cr_assert(last.never_started, "no job, no snapshot: it may run again");
+    /* a restore with no job (we dismiss only after journalling) never ran */
     cr_assert_eq(bridge_backend_qmp.recover(be, VMS_OP_RESTORE, "st-x", "vms-y", on_done, NULL), 0);
     json_object_put(expect("query-jobs", "[]"));
     wait_done(2);
     cr_assert_eq(last.status, VMS_STATUS_ERR_ABORTED);
+    cr_assert(last.never_started);
 }
