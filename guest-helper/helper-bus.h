@@ -32,8 +32,10 @@ extern const char helper_introspect_xml[];
 int helper_bus_open(struct helper *h, const char *address);
 void helper_bus_close(struct helper *h);
 
-/* Emit Completed for @ev to the listener @owner (unicast). */
-void helper_bus_emit_completed(struct helper *h, const char *owner, const struct vms_msg *ev);
+/* Emit Completed for @ev to each of the @n listener connections @owners (unicast: app data
+ * is for its app's listeners only). */
+void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsigned n,
+                               const struct vms_msg *ev);
 /* Broadcast Restored(state_id, epoch). */
 void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch);
 /* Broadcast ClockCorrected(seconds, nanoseconds, reason): the guest clock was stepped. */

@@ -287,8 +287,8 @@ void helper_ports_check(struct helper *h)
     if (h->ports == PORTS_UP)
         return;
     if (h->ports == PORTS_HUNG) {
-        if (!h->ports_are_devices || !(port_node_deleted(h->port_a.fd) ||
-                                       port_node_deleted(h->port_b.fd))) {
+        if (!h->ports_are_devices ||
+            !(port_node_deleted(h->port_a.fd) || port_node_deleted(h->port_b.fd))) {
             if (port_host_present(h->port_b.fd) && port_host_present(h->port_a.fd))
                 ports_up(h);
             return;
@@ -436,18 +436,29 @@ static int has_exact(const struct helper *h, const char *owner, const char *app_
  * the number of exact listeners. */
 static int deliver_now(struct helper *h, const struct vms_msg *ev, int include_watchers)
 {
+    const char **owners;
+    unsigned n = 0;
     int exact = 0;
 
+    if (h->n_listeners == 0)
+        return 0;
+    owners = malloc(h->n_listeners * sizeof(*owners));
+    if (!owners) {
+        vms_err(NULL, ev->request_id, "out of memory delivering a completion");
+        return 0;
+    }
     for (unsigned i = 0; i < h->n_listeners; i++) {
         const struct helper_listener *l = &h->listeners[i];
         if (!strcmp(l->app_id, ev->app_id)) {
             exact++;
-            helper_bus_emit_completed(h, l->owner, ev);
+            owners[n++] = l->owner;
         } else if (include_watchers && !strcmp(l->app_id, "*") &&
                    !has_exact(h, l->owner, ev->app_id)) {
-            helper_bus_emit_completed(h, l->owner, ev);
+            owners[n++] = l->owner;
         }
     }
+    helper_bus_emit_completed(h, owners, n, ev);
+    free(owners);
     return exact;
 }
 

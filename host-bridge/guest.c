@@ -131,10 +131,12 @@ enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_req
 {
     const struct bridge_vm_config *cfg = vm->cfg;
     struct bridge_db *db = &vm->br->db;
-    int pending = bridge_db_count_pending(db, vmname(vm));
+    int pending = 0;
     int64_t bytes;
 
-    if (pending < 0)
+    /* each count is a query on the hot path: ask only for the limits that are on */
+    if ((cfg->max_pending || (r->op == VMS_OP_SAVE && cfg->max_states)) &&
+        (pending = bridge_db_count_pending(db, vmname(vm))) < 0)
         goto internal;
     if (cfg->max_pending && (unsigned)pending >= cfg->max_pending) {
         snprintf(why, whylen, "%d requests pending, the most this VM may have (max_pending)",
@@ -152,10 +154,12 @@ enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_req
             return VMS_STATUS_ERR_QUOTA;
         }
     }
+    if (!cfg->max_app_data_bytes)
+        return VMS_STATUS_OK;
     bytes = bridge_db_app_data_bytes(db, vmname(vm));
     if (bytes < 0)
         goto internal;
-    if (cfg->max_app_data_bytes && (uint64_t)bytes + r->app_data_len > cfg->max_app_data_bytes) {
+    if ((uint64_t)bytes + r->app_data_len > cfg->max_app_data_bytes) {
         snprintf(why, whylen, "%lld bytes of app data kept, +%zu is over max_app_data_bytes",
                  (long long)bytes, r->app_data_len);
         return VMS_STATUS_ERR_QUOTA;
