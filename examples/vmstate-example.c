@@ -74,6 +74,8 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
         printf("host bridge %s\n", ev->bridge_connected ? "connected" : "disconnected");
         return;
     }
+    if (ev->type != VMSTATE_EVENT_COMPLETED)
+        return; /* PREPARE_SAVE (it carries our save's request id too), clock, notices */
     if (!strcmp(ev->operation, "restore")) {
         if (ev->status != 0) {
             printf("restore failed: %s: %s\n", vmstate_status_name(ev->status), ev->message);

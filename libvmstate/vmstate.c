@@ -67,6 +67,7 @@ static const char *const error_text[] = {
     [11] = "unexpected answer from the helper",
     [12] = "the helper reported an error",
     [13] = "the helper's listener table is full",
+    [14] = "no such request (or too late for it)",
 };
 
 const char *vmstate_strerror(int code)
@@ -126,6 +127,22 @@ static void event_free_priv(struct event_priv *e)
 void vmstate_event_free(struct vmstate_event *ev)
 {
     event_free_priv((struct event_priv *)ev);
+}
+
+/* A new event of @type holding a reference to @m (may be NULL); strings are "". */
+static struct event_priv *event_new(enum vmstate_event_type type, DBusMessage *m)
+{
+    struct event_priv *e = calloc(1, sizeof(*e));
+
+    if (!e)
+        return NULL;
+    e->pub.type = type;
+    e->pub.request_id = e->pub.operation = e->pub.message = e->pub.state_id = e->pub.label =
+        e->pub.app_id = e->pub.reason = e->pub.parent_id = e->pub.hostname = e->pub.bridge_version =
+            "";
+    if (m)
+        e->msg = dbus_message_ref(m);
+    return e;
 }
 
 static int read_states(DBusMessageIter *arr, struct event_priv *e)
@@ -218,11 +235,9 @@ static struct event_priv *parse_completed(DBusMessage *m)
 
     if (!dbus_message_has_signature(m, "ssussssayta{sv}"))
         return NULL;
-    e = calloc(1, sizeof(*e));
+    e = event_new(VMSTATE_EVENT_COMPLETED, m);
     if (!e)
         return NULL;
-    e->pub.type = VMSTATE_EVENT_COMPLETED;
-    e->pub.reason = e->pub.parent_id = e->pub.hostname = e->pub.bridge_version = "";
     dbus_message_iter_init(m, &it);
     dbus_message_iter_get_basic(&it, &e->pub.request_id);
     dbus_message_iter_next(&it);
@@ -249,7 +264,47 @@ static struct event_priv *parse_completed(DBusMessage *m)
     dbus_message_iter_next(&it);
     dbus_message_iter_recurse(&it, &dict);
     read_details(&dict, e);
-    e->msg = dbus_message_ref(m);
+    return e;
+}
+
+/*
+ * Parse a signal of the helper's interface; NULL when unknown, malformed or
+ * out of memory. The signature is checked first, so the reads cannot fail.
+ */
+static struct event_priv *parse_helper_signal(DBusMessage *m)
+{
+    struct event_priv *e = NULL;
+    dbus_uint64_t epoch;
+    dbus_int64_t ns;
+    double seconds;
+
+    if (dbus_message_is_signal(m, HELPER_IFACE, "Completed"))
+        return parse_completed(m);
+    if (dbus_message_is_signal(m, HELPER_IFACE, "Restored") &&
+        dbus_message_has_signature(m, "st") && (e = event_new(VMSTATE_EVENT_RESTORED, m))) {
+        dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id, DBUS_TYPE_UINT64, &epoch,
+                              DBUS_TYPE_INVALID);
+        e->pub.epoch = epoch;
+    } else if (dbus_message_is_signal(m, HELPER_IFACE, "PrepareSave") &&
+               dbus_message_has_signature(m, "ss") &&
+               (e = event_new(VMSTATE_EVENT_PREPARE_SAVE, m))) {
+        dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.request_id, DBUS_TYPE_STRING,
+                              &e->pub.label, DBUS_TYPE_INVALID);
+        if (!vms_valid_request_id(e->pub.request_id)) {
+            event_free_priv(e);
+            e = NULL;
+        }
+    } else if (dbus_message_is_signal(m, HELPER_IFACE, "ClockCorrected") &&
+               dbus_message_has_signature(m, "dxs") &&
+               (e = event_new(VMSTATE_EVENT_CLOCK_CORRECTED, m))) {
+        dbus_message_get_args(m, NULL, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
+                              DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_INVALID);
+        e->pub.clock_correction_ns = ns;
+    } else if (dbus_message_is_signal(m, HELPER_IFACE, "Notice") &&
+               dbus_message_has_signature(m, "ss") && (e = event_new(VMSTATE_EVENT_NOTICE, m))) {
+        dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_STRING,
+                              &e->pub.message, DBUS_TYPE_INVALID);
+    }
     return e;
 }
 
@@ -290,24 +345,10 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
     /* Only the helper's signals; a unicast Completed from anyone else is ignored. */
     if (!sender || !v->helper_owner[0] || strcmp(sender, v->helper_owner) != 0)
         return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
-    if (dbus_message_is_signal(m, HELPER_IFACE, "Completed")) {
-        struct event_priv *e = parse_completed(m);
+    if (dbus_message_has_interface(m, HELPER_IFACE)) {
+        struct event_priv *e = parse_helper_signal(m);
         if (e)
             deliver(v, e);
-        return DBUS_HANDLER_RESULT_HANDLED;
-    }
-    if (dbus_message_is_signal(m, HELPER_IFACE, "Restored")) {
-        struct event_priv *e = calloc(1, sizeof(*e));
-        dbus_uint64_t epoch;
-        if (e && dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id,
-                                       DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID)) {
-            e->pub.type = VMSTATE_EVENT_RESTORED;
-            e->pub.epoch = epoch;
-            e->msg = dbus_message_ref(m);
-            deliver(v, e);
-        } else {
-            free(e);
-        }
         return DBUS_HANDLER_RESULT_HANDLED;
     }
     if (dbus_message_is_signal(m, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged")) {
@@ -329,10 +370,9 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
             if (!strcmp(key, "BridgeConnected") &&
                 dbus_message_iter_get_arg_type(&var) == DBUS_TYPE_BOOLEAN) {
                 dbus_bool_t b;
-                struct event_priv *e = calloc(1, sizeof(*e));
+                struct event_priv *e = event_new(VMSTATE_EVENT_BRIDGE, NULL);
                 dbus_message_iter_get_basic(&var, &b);
                 if (e) {
-                    e->pub.type = VMSTATE_EVENT_BRIDGE;
                     e->pub.bridge_connected = b ? 1 : 0;
                     deliver(v, e);
                 }
@@ -469,6 +509,7 @@ static int map_error(vmstate *v, const DBusError *err)
         {"org.vmstate.Error.Busy", VMSTATE_E_BUSY},
         {"org.vmstate.Error.InvalidArgs", VMSTATE_E_INVALID},
         {"org.vmstate.Error.LimitReached", VMSTATE_E_LIMIT},
+        {"org.vmstate.Error.NotFound", VMSTATE_E_NOT_FOUND},
         {DBUS_ERROR_SERVICE_UNKNOWN, VMSTATE_E_NO_HELPER},
         {DBUS_ERROR_NAME_HAS_NO_OWNER, VMSTATE_E_NO_HELPER},
         {DBUS_ERROR_NO_REPLY, VMSTATE_E_TIMEOUT},
@@ -503,6 +544,27 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
     }
     update_wakeup(v);
     return rc;
+}
+
+/* Call @method of @iface on the helper with the arguments (as for dbus_message_append_args).
+ * Returns 0 with *reply set, or an error. */
+static int call_helper(vmstate *v, const char *iface, const char *method, DBusMessage **reply,
+                       int first_type, ...)
+{
+    DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, iface, method);
+    va_list ap;
+    int ok;
+
+    if (!m)
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    va_start(ap, first_type);
+    ok = dbus_message_append_args_valist(m, first_type, ap);
+    va_end(ap);
+    if (!ok) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return call(v, m, reply);
 }
 
 static void register_async(vmstate *v)
@@ -551,13 +613,8 @@ static int ensure_registered(vmstate *v)
     snprintf(v->helper_owner, sizeof(v->helper_owner), "%s", owner);
     dbus_message_unref(r);
 
-    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
-    if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
-        if (m)
-            dbus_message_unref(m);
-        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
-    }
-    rc = call(v, m, &r);
+    rc = call_helper(v, HELPER_IFACE, "RegisterListener", &r, DBUS_TYPE_STRING, &app,
+                     DBUS_TYPE_INVALID);
     if (rc < 0)
         return rc;
     dbus_message_unref(r);
@@ -747,6 +804,30 @@ int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUE
     return request(v, m, request_id);
 }
 
+int vmstate_inhibit(vmstate *v, const char *request_id, const char *reason)
+{
+    DBusMessage *r;
+    int rc;
+
+    if (!v)
+        return VMSTATE_E_INVALID;
+    if (!request_id || !vms_valid_request_id(request_id))
+        return fail(v, VMSTATE_E_INVALID, "bad request id (%d lowercase hex characters)",
+                    VMSTATE_REQUEST_ID_LEN);
+    if (!reason || strnlen(reason, VMSTATE_INHIBIT_REASON_MAX + 1) > VMSTATE_INHIBIT_REASON_MAX ||
+        !vms_valid_text(reason))
+        return fail(v, VMSTATE_E_INVALID,
+                    "bad reason (text of at most %d bytes without control characters)",
+                    VMSTATE_INHIBIT_REASON_MAX);
+    rc = call_helper(v, HELPER_IFACE, "Inhibit", &r, DBUS_TYPE_STRING, &request_id,
+                     DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID);
+    if (rc < 0)
+        return rc;
+    dbus_message_unref(r);
+    v->error[0] = '\0';
+    return 0;
+}
+
 /* ---- event loop ---------------------------------------------------------- */
 
 int vmstate_get_fd(const vmstate *v)
@@ -821,21 +902,15 @@ int vmstate_wait(vmstate *v, const char *request_id, int timeout_ms, struct vmst
 int vmstate_bridge_connected(vmstate *v)
 {
     const char *iface = HELPER_IFACE, *prop = "BridgeConnected";
-    DBusMessage *m, *r;
+    DBusMessage *r;
     DBusMessageIter it, var;
     dbus_bool_t b;
     int rc;
 
     if (!v)
         return VMSTATE_E_INVALID;
-    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, DBUS_INTERFACE_PROPERTIES, "Get");
-    if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
-                                        DBUS_TYPE_INVALID)) {
-        if (m)
-            dbus_message_unref(m);
-        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
-    }
-    rc = call(v, m, &r);
+    rc = call_helper(v, DBUS_INTERFACE_PROPERTIES, "Get", &r, DBUS_TYPE_STRING, &iface,
+                     DBUS_TYPE_STRING, &prop, DBUS_TYPE_INVALID);
     if (rc < 0)
         return rc;
     if (!dbus_message_has_signature(r, "v")) {

@@ -36,8 +36,9 @@
 extern "C" {
 #endif
 
-#define VMSTATE_REQUEST_ID_LEN 32    /* lowercase hex characters */
-#define VMSTATE_APP_DATA_MAX   65536 /* bytes of app data per request */
+#define VMSTATE_REQUEST_ID_LEN     32    /* lowercase hex characters */
+#define VMSTATE_APP_DATA_MAX       65536 /* bytes of app data per request */
+#define VMSTATE_INHIBIT_REASON_MAX 200   /* bytes of a vmstate_inhibit() reason */
 
 typedef struct vmstate vmstate;
 
@@ -56,6 +57,7 @@ enum vmstate_error {
     VMSTATE_E_PROTOCOL = -11,       /* the helper answered something unexpected */
     VMSTATE_E_HELPER = -12,         /* another error from the helper: see vmstate_last_error() */
     VMSTATE_E_LIMIT = -13,          /* the helper's listener table is full */
+    VMSTATE_E_NOT_FOUND = -14,      /* no such request (vmstate_inhibit: too late) */
 };
 
 /* Short English description of an enum vmstate_error. Never NULL. */
@@ -117,6 +119,14 @@ enum vmstate_event_type {
     VMSTATE_EVENT_COMPLETED = 1, /* a request of this app id finished (status 0 = ok) */
     VMSTATE_EVENT_RESTORED,      /* the VM now runs in a restored state (state_id, epoch) */
     VMSTATE_EVENT_BRIDGE,        /* bridge_connected changed */
+    /* Broadcast to every listening handle, whatever its app id: the host is about to save this
+     * VM (request_id, label). See vmstate_inhibit(). */
+    VMSTATE_EVENT_PREPARE_SAVE,
+    /* The guest clock was stepped by clock_correction_ns (negative only after a restore);
+     * reason: "connect", "resume", "save", "io-error" or "restore". */
+    VMSTATE_EVENT_CLOCK_CORRECTED,
+    /* Information from the host, best effort (reason, e.g. "io-resumed"; message). */
+    VMSTATE_EVENT_NOTICE,
 };
 
 struct vmstate_state {
@@ -129,17 +139,18 @@ struct vmstate_state {
 
 struct vmstate_event {
     enum vmstate_event_type type;
-    /* COMPLETED */
+    /* COMPLETED; PREPARE_SAVE: the save's request id */
     const char *request_id;
     const char *operation; /* save, restore, list, delete, hostinfo, set-memory */
     uint32_t status;       /* 0 ok; else the protocol's status code (doc/protocol.md) */
-    const char *message;   /* human sentence ("" when ok) */
+    const char *message;   /* human sentence ("" when ok); NOTICE: the notice */
     const char *state_id;  /* save/restore: the state */
-    const char *label;
+    const char *label;     /* also PREPARE_SAVE */
     const char *app_id;
     const uint8_t *app_data; /* the request's app data (restore: the requester's) */
     size_t app_data_len;
-    const char *reason; /* "restored-copy" when replayed into a restored timeline, or "" */
+    const char *reason; /* "restored-copy" when replayed into a restored timeline, or "";
+                         * CLOCK_CORRECTED and NOTICE: why (see the event types) */
     const char *parent_id;
     const struct vmstate_state *states; /* list */
     size_t n_states;
@@ -149,8 +160,17 @@ struct vmstate_event {
     uint64_t epoch;
     /* BRIDGE */
     int bridge_connected;
+    /* CLOCK_CORRECTED: the correction in nanoseconds (with the helper's clock_sync = dry-run,
+     * the step it would have applied). Added at the end of the struct: ABI. */
+    int64_t clock_correction_ns;
 };
 
+/*
+ * An event carries the fields listed for its type; its other string fields are "" and its
+ * other numbers 0. Check ev->type and ignore types you do not know: new versions add types
+ * (PREPARE_SAVE, CLOCK_CORRECTED and NOTICE were added without changing the soname). Note that
+ * a PREPARE_SAVE carries the request id of a save that has not completed yet.
+ */
 typedef void (*vmstate_event_fn)(vmstate *v, const struct vmstate_event *ev, void *userdata);
 
 /*
@@ -162,6 +182,33 @@ typedef void (*vmstate_event_fn)(vmstate *v, const struct vmstate_event *ev, voi
  * (VMSTATE_E_NO_HELPER, VMSTATE_E_PERMISSION, VMSTATE_E_LIMIT, ...).
  */
 int vmstate_listen(vmstate *v, vmstate_event_fn fn, void *userdata);
+
+/*
+ * The pre-save window. Before the host saves the VM, the helper broadcasts
+ * VMSTATE_EVENT_PREPARE_SAVE to every listening handle (every app, not only
+ * the one that asked for the save) and waits a short window (the helper's
+ * prepare_window_ms, 500 ms by default; no wait while nobody listens). An
+ * app that must flush something into the saved state does it in its
+ * callback and returns promptly: the save does not wait for the callback
+ * beyond that window. An app that must not be saved now calls
+ * vmstate_inhibit() with the event's request_id, from the callback or soon
+ * after; the requester's completion then has status 14 (inhibited) and a
+ * message naming @reason and this process's uid. Events arrive only through
+ * vmstate_dispatch()/vmstate_wait(): dispatch promptly while listening.
+ *
+ * @request_id: VMSTATE_REQUEST_ID_LEN lowercase hex characters; @reason:
+ * text of at most VMSTATE_INHIBIT_REASON_MAX bytes without control
+ * characters. Needs no credentials and no vmstate_listen(), but the helper's
+ * allow-list applies as for requests. Blocks for the helper's answer (at
+ * most 5 s). Returns 0 when the save was vetoed, or VMSTATE_E_INVALID (bad
+ * argument, checked before calling), VMSTATE_E_NOT_FOUND (no save with that
+ * id is being prepared: too late, already inhibited, or never announced),
+ * VMSTATE_E_PERMISSION, VMSTATE_E_NO_HELPER, VMSTATE_E_TIMEOUT,
+ * VMSTATE_E_DISCONNECTED or VMSTATE_E_HELPER; vmstate_last_error() has the
+ * helper's message. Like every call, not thread-safe on one handle; it may
+ * be called from the handle's own callback.
+ */
+int vmstate_inhibit(vmstate *v, const char *request_id, const char *reason);
 
 /*
  * A file descriptor that becomes readable (POLLIN) when vmstate_dispatch()

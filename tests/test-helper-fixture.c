@@ -370,6 +370,11 @@ static void wait_bridge_connected(struct fx *f)
 
 void fx_bridge_handshake(struct fx *f, uint64_t epoch)
 {
+    fx_bridge_handshake_caps(f, epoch, VMS_CAP_ALL);
+}
+
+void fx_bridge_handshake_caps(struct fx *f, uint64_t epoch, uint32_t caps)
+{
     struct vms_msg *hello, w;
 
     fx_bridge_accept(f, 5000);
@@ -380,10 +385,47 @@ void fx_bridge_handshake(struct fx *f, uint64_t epoch)
     vms_msg_set_u64(&w, VMS_F_VERSION, 1);
     vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
     vms_msg_set_u64(&w, VMS_F_EPOCH, epoch);
-    vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_ALL);
+    vms_msg_set_u64(&w, VMS_F_CAPS, caps);
     fx_bridge_send(f, &w);
     fx_msg_free(hello);
     wait_bridge_connected(f);
+}
+
+void fx_bridge_prepare(struct fx *f, const char *request_id, const char *label)
+{
+    struct vms_msg p;
+
+    vms_msg_init(&p, VMS_MSG_PREPARE);
+    vms_msg_set_str(&p, VMS_F_REQUEST_ID, request_id);
+    vms_msg_set_str(&p, VMS_F_LABEL, label);
+    vms_msg_set_u64(&p, VMS_F_TIMEOUT_MS, 10000);
+    fx_bridge_send(f, &p);
+    vms_msg_clear(&p);
+}
+
+void fx_bridge_clock(struct fx *f, int64_t offset_ns, const char *reason)
+{
+    struct vms_msg c;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    vms_msg_init(&c, VMS_MSG_CLOCK);
+    vms_msg_set_u64(&c, VMS_F_TIME_NS,
+                    (uint64_t)((int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec + offset_ns));
+    vms_msg_set_str(&c, VMS_F_REASON, reason);
+    fx_bridge_send(f, &c);
+    vms_msg_clear(&c);
+}
+
+void fx_bridge_notice(struct fx *f, const char *reason, const char *message)
+{
+    struct vms_msg n;
+
+    vms_msg_init(&n, VMS_MSG_NOTICE);
+    vms_msg_set_str(&n, VMS_F_REASON, reason);
+    vms_msg_set_str(&n, VMS_F_MESSAGE, message);
+    fx_bridge_send(f, &n);
+    vms_msg_clear(&n);
 }
 
 void fx_bridge_event(struct fx *f, const char *request_id, const char *op, uint32_t status,

@@ -59,8 +59,16 @@ struct vms_msg *fx_bridge_expect(struct fx *f, enum vms_msg_type type, int timeo
 unsigned fx_bridge_count(struct fx *f, enum vms_msg_type type, int wait_ms);
 void fx_bridge_send(struct fx *f, const struct vms_msg *m);
 void fx_bridge_send_raw(struct fx *f, const void *data, size_t len);
-/* Accept, read Hello, answer Welcome with @epoch. */
+/* Accept, read Hello, answer Welcome with @epoch (caps VMS_CAP_ALL). */
 void fx_bridge_handshake(struct fx *f, uint64_t epoch);
+/* The same with the Welcome announcing @caps (e.g. VMS_CAP_KNOWN for clock and prepare). */
+void fx_bridge_handshake_caps(struct fx *f, uint64_t epoch, uint32_t caps);
+/* Prepare{request_id, label, timeout_ms = 10000}: a save is about to start. */
+void fx_bridge_prepare(struct fx *f, const char *request_id, const char *label);
+/* Clock{time_ns = CLOCK_REALTIME now + @offset_ns, reason}. */
+void fx_bridge_clock(struct fx *f, int64_t offset_ns, const char *reason);
+/* Notice{reason, message}. */
+void fx_bridge_notice(struct fx *f, const char *reason, const char *message);
 /* Send an Event for @request_id with the fields a completion carries. */
 void fx_bridge_event(struct fx *f, const char *request_id, const char *op, uint32_t status,
                      const char *app_id, const char *app_data, const char *state_id, uint64_t seq);

@@ -151,16 +151,6 @@ static double clock_corrected(DBusMessage *m, const char **reason)
     return s;
 }
 
-static void send_clock(int64_t offset_ns, const char *reason)
-{
-    struct vms_msg c;
-    vms_msg_init(&c, VMS_MSG_CLOCK);
-    vms_msg_set_u64(&c, VMS_F_TIME_NS, (uint64_t)((int64_t)realtime_ns() + offset_ns));
-    vms_msg_set_str(&c, VMS_F_REASON, reason);
-    fx_bridge_send(&F, &c);
-    vms_msg_clear(&c);
-}
-
 Test(hooks, clock_plan_is_forward_only_except_restore)
 {
     cr_assert_eq(helper_clock_plan(5000000000ll, 0, 10000000), CLOCK_APPLY);
@@ -188,7 +178,7 @@ Test(hooks, clock_messages_signal_forward_corrections)
     cr_assert(s > 2.9 && s < 3.1, "%f", s);
     dbus_message_unref(m);
 
-    send_clock(5000000000ll + 3000000000ll, "resume"); /* 5 s pause (dry-run keeps +3 s) */
+    fx_bridge_clock(&F, 5000000000ll + 3000000000ll, "resume"); /* 5 s pause (dry-run keeps +3 s) */
     m = fx_wait_signal(c, "ClockCorrected", 3000);
     cr_assert_not_null(m);
     s = clock_corrected(m, &reason);
@@ -196,7 +186,7 @@ Test(hooks, clock_messages_signal_forward_corrections)
     cr_assert(s > 4.9 && s < 5.1, "%f", s);
     dbus_message_unref(m);
 
-    send_clock(0, "resume"); /* guest now 8 s ahead: never stepped back */
+    fx_bridge_clock(&F, 0, "resume"); /* guest now 8 s ahead: never stepped back */
     m = fx_wait_signal(c, "ClockCorrected", 700);
     cr_assert_null(m, "no backward step outside a restore");
     cr_assert(log_contains("AHEAD of the host"));
@@ -265,17 +255,6 @@ Test(hooks, restore_corrects_backward_then_hooks_then_restored)
     fx_client_close(c);
 }
 
-static void send_prepare(const char *id, const char *label)
-{
-    struct vms_msg p;
-    vms_msg_init(&p, VMS_MSG_PREPARE);
-    vms_msg_set_str(&p, VMS_F_REQUEST_ID, id);
-    vms_msg_set_str(&p, VMS_F_LABEL, label);
-    vms_msg_set_u64(&p, VMS_F_TIMEOUT_MS, 10000);
-    fx_bridge_send(&F, &p);
-    vms_msg_clear(&p);
-}
-
 #define RID "00112233445566778899aabbccddeeff"
 
 Test(hooks, pre_save_hooks_in_order_then_ready)
@@ -293,7 +272,7 @@ Test(hooks, pre_save_hooks_in_order_then_ready)
     write_hook("pre-save.d", "30-fails", "exit 3");
     c = fx_client(&F);
     handshake(1, 0);
-    send_prepare(RID, "before upgrade");
+    fx_bridge_prepare(&F, RID, "before upgrade");
     m = fx_wait_signal(c, "PrepareSave", 3000);
     cr_assert_not_null(m, "PrepareSave broadcast");
     cr_assert(dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING, &label,
@@ -320,7 +299,7 @@ Test(hooks, no_listener_no_wait)
     start("prepare_window_ms = 3000\n");
     handshake(1, 0);
     t0 = fx_now_ms();
-    send_prepare(RID, "x");
+    fx_bridge_prepare(&F, RID, "x");
     r = fx_bridge_expect(&F, VMS_MSG_READY, 2000);
     cr_assert_not_null(r, "with no listener registered, Ready must not wait for the window");
     cr_assert_eq(r->status, VMS_STATUS_OK);
@@ -340,7 +319,7 @@ Test(hooks, inhibit_vetoes_the_save)
     c = fx_client(&F);
     cr_assert_eq(fx_register(c, "org.example.Notes"), 0); /* inhibitors are listeners */
     handshake(1, 0);
-    send_prepare(RID, "x");
+    fx_bridge_prepare(&F, RID, "x");
     m = fx_wait_signal(c, "PrepareSave", 3000);
     cr_assert_not_null(m);
     dbus_message_unref(m);
@@ -380,7 +359,7 @@ Test(hooks, hung_hook_is_killed_and_the_bus_stays_responsive)
     c = fx_client(&F);
     handshake(1, 0);
     t0 = fx_now_ms();
-    send_prepare(RID, "x");
+    fx_bridge_prepare(&F, RID, "x");
     usleep(200000);
     /* the D-Bus loop answers while the hook runs */
     call = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",

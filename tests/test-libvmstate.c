@@ -121,6 +121,8 @@ Test(libvmstate, argument_errors)
     cr_assert_eq(vmstate_set_memory(v, 1 << 20, rid), VMSTATE_E_NO_HELPER);
     cr_assert_eq(vmstate_listen(v, NULL, NULL), VMSTATE_E_NO_HELPER);
     cr_assert_eq(vmstate_bridge_connected(v), VMSTATE_E_NO_HELPER);
+    cr_assert_eq(vmstate_inhibit(v, "0123456789abcdef0123456789abcdef", "busy"),
+                 VMSTATE_E_NO_HELPER);
     cr_assert(strlen(vmstate_last_error(v)) > 0);
     vmstate_close(v);
 }
@@ -137,6 +139,8 @@ Test(libvmstate, permission_error)
     cr_assert_eq(vmstate_save(v, "x", NULL, 0, rid), VMSTATE_E_PERMISSION);
     cr_assert(strstr(vmstate_last_error(v), "not allowed"), "%s", vmstate_last_error(v));
     cr_assert_eq(vmstate_listen(v, NULL, NULL), VMSTATE_E_PERMISSION);
+    cr_assert_eq(vmstate_inhibit(v, "0123456789abcdef0123456789abcdef", "busy"),
+                 VMSTATE_E_PERMISSION);
     vmstate_close(v);
 }
 
@@ -246,7 +250,7 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
                  (const char *)ev->app_data);
     } else if (ev->type == VMSTATE_EVENT_RESTORED) {
         s->restored++;
-    } else {
+    } else if (ev->type == VMSTATE_EVENT_BRIDGE) {
         s->bridge++;
     }
 }
@@ -344,5 +348,155 @@ Test(libvmstate, reregisters_after_helper_restart)
             vmstate_dispatch(v);
     cr_assert_eq(s.completed, 1);
     cr_assert_str_eq(s.data, "again");
+    vmstate_close(v);
+}
+
+/* ---- the pre-save window, clock corrections and notices ----------------------------------- */
+
+#define RID "00112233445566778899aabbccddeeff"
+
+struct rec {
+    int inhibit; /* call vmstate_inhibit() from the callback on PREPARE_SAVE */
+    int inhibit_rc;
+    int prepare, clock, notice;
+    char request_id[VMSTATE_REQUEST_ID_LEN + 1];
+    char label[64], reason[64], message[128], empty[64];
+    int64_t ns;
+};
+
+static void on_record(vmstate *v, const struct vmstate_event *ev, void *userdata)
+{
+    struct rec *r = userdata;
+
+    if (ev->type == VMSTATE_EVENT_PREPARE_SAVE) {
+        r->prepare++;
+        snprintf(r->request_id, sizeof(r->request_id), "%s", ev->request_id);
+        snprintf(r->label, sizeof(r->label), "%s", ev->label);
+        snprintf(r->empty, sizeof(r->empty), "%s%s%s", ev->operation, ev->reason, ev->message);
+        if (r->inhibit)
+            r->inhibit_rc = vmstate_inhibit(v, ev->request_id, "unsaved work");
+    } else if (ev->type == VMSTATE_EVENT_CLOCK_CORRECTED) {
+        r->clock++;
+        r->ns = ev->clock_correction_ns;
+        snprintf(r->reason, sizeof(r->reason), "%s", ev->reason);
+        snprintf(r->empty, sizeof(r->empty), "%s%s%s", ev->request_id, ev->label, ev->message);
+    } else if (ev->type == VMSTATE_EVENT_NOTICE) {
+        r->notice++;
+        snprintf(r->reason, sizeof(r->reason), "%s", ev->reason);
+        snprintf(r->message, sizeof(r->message), "%s", ev->message);
+        snprintf(r->empty, sizeof(r->empty), "%s%s%s", ev->request_id, ev->label, ev->state_id);
+    }
+}
+
+/* Dispatch @v (and @w, if not NULL) until *@flag is set or @ms pass. */
+static void dispatch_until(vmstate *v, vmstate *w, const int *flag, int ms)
+{
+    uint64_t until = fx_now_ms() + (uint64_t)ms;
+
+    while (!*flag && fx_now_ms() < until) {
+        if (poll_fd(v, 20))
+            cr_assert_geq(vmstate_dispatch(v), 0);
+        if (w && poll_fd(w, 0))
+            cr_assert_geq(vmstate_dispatch(w), 0);
+    }
+}
+
+/* Helper with clock corrections signalled but not applied, no hooks, a 2 s prepare window. */
+static void start_prepare_clock(void)
+{
+    start("clock_sync = dry-run\nclock_min_step_ms = 10\nprepare_window_ms = 2000\n"
+          "hooks_dir = /nonexistent/vmstate-hooks\n",
+          0);
+    fx_bridge_handshake_caps(&F, 1, VMS_CAP_KNOWN);
+}
+
+Test(libvmstate, prepare_save_reaches_every_app_and_inhibit_from_the_callback_vetoes_it)
+{
+    vmstate *v, *other;
+    struct rec r = {.inhibit = 1, .inhibit_rc = 1}, o = {0};
+    struct vms_msg *ready;
+
+    start_prepare_clock();
+    v = open_handle(APP);
+    other = open_handle("org.example.Other");
+    cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
+    cr_assert_eq(vmstate_listen(other, on_record, &o), 0);
+    fx_bridge_prepare(&F, RID, "nightly backup");
+    dispatch_until(v, other, &r.prepare, 3000);
+    cr_assert_eq(r.prepare, 1, "PREPARE_SAVE delivered");
+    cr_assert_str_eq(r.request_id, RID);
+    cr_assert_str_eq(r.label, "nightly backup");
+    cr_assert_str_eq(r.empty, "", "the other strings of the event are empty");
+    cr_assert_eq(r.inhibit_rc, 0, "vmstate_inhibit from the callback: %s", vmstate_last_error(v));
+    /* the helper answers the bridge at once, before its 2 s window ends */
+    ready = fx_bridge_expect(&F, VMS_MSG_READY, 1000);
+    cr_assert_not_null(ready, "Ready at once after the inhibit");
+    cr_assert_str_eq(ready->request_id, RID);
+    cr_assert_eq(ready->status, VMS_STATUS_ERR_INHIBITED);
+    cr_assert(strstr(ready->message, "unsaved work") != NULL, "%s", ready->message);
+    cr_assert(strstr(ready->message, "(uid ") != NULL, "%s", ready->message);
+    fx_msg_free(ready);
+    /* broadcast: the app that did not ask for the save hears it too */
+    dispatch_until(other, NULL, &o.prepare, 3000);
+    cr_assert_eq(o.prepare, 1);
+    cr_assert_str_eq(o.request_id, RID);
+    /* the save is no longer being prepared */
+    cr_assert_eq(vmstate_inhibit(other, RID, "me too"), VMSTATE_E_NOT_FOUND);
+    cr_assert(strstr(vmstate_last_error(other), "no save") != NULL, "%s",
+              vmstate_last_error(other));
+    vmstate_close(v);
+    vmstate_close(other);
+}
+
+Test(libvmstate, inhibit_errors)
+{
+    vmstate *v;
+    char reason[VMSTATE_INHIBIT_REASON_MAX + 2];
+
+    start(NULL, 1);
+    v = open_handle(APP);
+    cr_assert_eq(vmstate_inhibit(v, RID, "busy"), VMSTATE_E_NOT_FOUND);
+    cr_assert(strstr(vmstate_last_error(v), "no save " RID " is being prepared") != NULL, "%s",
+              vmstate_last_error(v));
+    cr_assert(strstr(vmstate_last_error(v), "org.vmstate.Error.NotFound") != NULL, "%s",
+              vmstate_last_error(v));
+    cr_assert_str_eq(vmstate_strerror(VMSTATE_E_NOT_FOUND), "no such request (or too late for it)");
+    cr_assert_eq(vmstate_inhibit(NULL, RID, "busy"), VMSTATE_E_INVALID);
+    cr_assert_eq(vmstate_inhibit(v, NULL, "busy"), VMSTATE_E_INVALID);
+    cr_assert_eq(vmstate_inhibit(v, "00112233", "busy"), VMSTATE_E_INVALID);
+    cr_assert(strstr(vmstate_last_error(v), "bad request id") != NULL, "%s", vmstate_last_error(v));
+    cr_assert_eq(vmstate_inhibit(v, "00112233445566778899AABBCCDDEEFF", "busy"), VMSTATE_E_INVALID);
+    cr_assert_eq(vmstate_inhibit(v, RID, NULL), VMSTATE_E_INVALID);
+    cr_assert_eq(vmstate_inhibit(v, RID, "two\nlines"), VMSTATE_E_INVALID);
+    cr_assert(strstr(vmstate_last_error(v), "bad reason") != NULL, "%s", vmstate_last_error(v));
+    memset(reason, 'r', sizeof(reason) - 1);
+    reason[sizeof(reason) - 1] = '\0'; /* 201 bytes */
+    cr_assert_eq(vmstate_inhibit(v, RID, reason), VMSTATE_E_INVALID);
+    reason[VMSTATE_INHIBIT_REASON_MAX] = '\0'; /* 200 bytes: valid, the helper says too late */
+    cr_assert_eq(vmstate_inhibit(v, RID, reason), VMSTATE_E_NOT_FOUND);
+    vmstate_close(v);
+}
+
+Test(libvmstate, clock_corrected_and_notice_events)
+{
+    vmstate *v;
+    struct rec r = {0};
+
+    start_prepare_clock();
+    v = open_handle(APP);
+    cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
+    fx_bridge_clock(&F, 5000000000ll, "resume"); /* the guest is 5 s behind after a pause */
+    dispatch_until(v, NULL, &r.clock, 3000);
+    cr_assert_eq(r.clock, 1, "CLOCK_CORRECTED delivered");
+    cr_assert(r.ns > 4900000000ll && r.ns < 5100000000ll, "%lld ns", (long long)r.ns);
+    cr_assert_str_eq(r.reason, "resume");
+    cr_assert_str_eq(r.empty, "");
+    fx_bridge_notice(&F, "io-resumed", "paused 3.2 s by a storage error (EIO) on disk nbd1");
+    dispatch_until(v, NULL, &r.notice, 3000);
+    cr_assert_eq(r.notice, 1, "NOTICE delivered");
+    cr_assert_str_eq(r.reason, "io-resumed");
+    cr_assert_str_eq(r.message, "paused 3.2 s by a storage error (EIO) on disk nbd1");
+    cr_assert_str_eq(r.empty, "");
+    cr_assert_eq(r.prepare, 0);
     vmstate_close(v);
 }
