@@ -49,7 +49,7 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fputs("Usage: vmstatectl [OPTIONS] COMMAND [ARG]\n"
+    fputs("Usage: vmstatectl [OPTIONS] COMMAND [ARG...]\n"
           "Ask the host (through vmstate-helperd) to save, list or restore this VM's state.\n\n"
           "Commands:\n"
           "  save LABEL          save the VM's state under LABEL\n"
@@ -58,7 +58,10 @@ static void usage(FILE *f)
           "  delete STATE_ID     delete a saved state\n"
           "  hostinfo            show host information (waits for the answer)\n"
           "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
-          "  watch               print this app id's events until interrupted\n\n"
+          "  watch               print this app id's events, save announcements, clock\n"
+          "                      corrections and host notices until interrupted\n"
+          "  inhibit REQUEST_ID REASON\n"
+          "                      veto the save REQUEST_ID announced by a prepare-save event\n\n"
           "Options:\n"
           "  -w, --wait            follow the request to its completion, with a progress line\n"
           "  -t, --timeout SEC     give up waiting after SEC seconds (default 600)\n"
@@ -97,21 +100,61 @@ static void put_time(char *buf, size_t len, int64_t t)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static json_object *event_json(const struct vmstate_event *ev)
+/* The one-line text of the events that are not completions, restores or bridge changes. */
+static int print_info_line(FILE *f, const struct vmstate_event *ev)
+{
+    switch (ev->type) {
+    case VMSTATE_EVENT_PREPARE_SAVE:
+        return fprintf(f, "prepare-save %s: a save is about to be taken (label: %s)\n",
+                       ev->request_id, ev->label);
+    case VMSTATE_EVENT_CLOCK_CORRECTED:
+        return fprintf(f, "clock-corrected: %+.3f s (%s)\n", (double)ev->clock_correction_ns / 1e9,
+                       ev->reason);
+    case VMSTATE_EVENT_NOTICE:
+        return fprintf(f, "notice (%s): %s\n", ev->reason, ev->message);
+    default:
+        return 0;
+    }
+}
+
+/* {"event": @name, @k1: @v1, @k2: @v2} (no @k2 when NULL). */
+static json_object *small_event(const char *name, const char *k1, json_object *v1, const char *k2,
+                                json_object *v2)
 {
     json_object *o = json_object_new_object();
 
-    if (ev->type == VMSTATE_EVENT_RESTORED) {
-        json_object_object_add(o, "event", json_object_new_string("restored"));
-        json_object_object_add(o, "state_id", json_object_new_string(ev->state_id));
-        json_object_object_add(o, "epoch", json_object_new_uint64(ev->epoch));
-        return o;
+    json_object_object_add(o, "event", json_object_new_string(name));
+    json_object_object_add(o, k1, v1);
+    if (k2)
+        json_object_object_add(o, k2, v2);
+    return o;
+}
+
+static json_object *event_json(const struct vmstate_event *ev)
+{
+    json_object *o;
+
+    switch (ev->type) {
+    case VMSTATE_EVENT_RESTORED:
+        return small_event("restored", "state_id", json_object_new_string(ev->state_id), "epoch",
+                           json_object_new_uint64(ev->epoch));
+    case VMSTATE_EVENT_BRIDGE:
+        return small_event("bridge", "connected", json_object_new_boolean(ev->bridge_connected),
+                           NULL, NULL);
+    case VMSTATE_EVENT_PREPARE_SAVE:
+        return small_event("prepare-save", "request_id", json_object_new_string(ev->request_id),
+                           "label", json_object_new_string(ev->label));
+    case VMSTATE_EVENT_CLOCK_CORRECTED:
+        return small_event("clock-corrected", "correction_ns",
+                           json_object_new_int64(ev->clock_correction_ns), "reason",
+                           json_object_new_string(ev->reason));
+    case VMSTATE_EVENT_NOTICE:
+        return small_event("notice", "reason", json_object_new_string(ev->reason), "message",
+                           json_object_new_string(ev->message));
+    default:
+        break;
     }
-    if (ev->type == VMSTATE_EVENT_BRIDGE) {
-        json_object_object_add(o, "event", json_object_new_string("bridge"));
-        json_object_object_add(o, "connected", json_object_new_boolean(ev->bridge_connected));
-        return o;
-    }
+    o = json_object_new_object();
     json_object_object_add(o, "event", json_object_new_string("completed"));
     json_object_object_add(o, "request_id", json_object_new_string(ev->request_id));
     json_object_object_add(o, "operation", json_object_new_string(ev->operation));
@@ -179,6 +222,8 @@ static void print_event(const struct vmstate_event *ev, int json)
                ev->state_id[0] ? ev->state_id : "?", (unsigned long long)ev->epoch);
     } else if (ev->type == VMSTATE_EVENT_BRIDGE) {
         printf("bridge %s\n", ev->bridge_connected ? "connected" : "disconnected");
+    } else if (ev->type != VMSTATE_EVENT_COMPLETED) {
+        print_info_line(stdout, ev);
     } else {
         printf("%s %s: %s%s%s\n", ev->operation, ev->request_id,
                ev->status ? vmstate_status_name(ev->status) : "ok", ev->message[0] ? ": " : "",
@@ -317,12 +362,15 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
     }
     if (w->json)
         print_event(ev, 1);
-    else
-        fprintf(stderr, "%s\n",
-                ev->type == VMSTATE_EVENT_RESTORED
-                    ? "vmstatectl: the VM was restored"
-                    : (ev->bridge_connected ? "vmstatectl: bridge connected"
-                                            : "vmstatectl: bridge disconnected"));
+    else if (ev->type == VMSTATE_EVENT_RESTORED)
+        fputs("vmstatectl: the VM was restored\n", stderr);
+    else if (ev->type == VMSTATE_EVENT_BRIDGE)
+        fprintf(stderr, "vmstatectl: bridge %s\n",
+                ev->bridge_connected ? "connected" : "disconnected");
+    else {
+        fputs("vmstatectl: ", stderr);
+        print_info_line(stderr, ev);
+    }
 }
 
 static int follow(vmstate *v, const char *op, const char *rid, const struct opts *o,
@@ -388,6 +436,22 @@ static int watch(vmstate *v, const struct opts *o)
     return EXIT_OK;
 }
 
+/* Veto a save being prepared; needs no credentials. */
+static int inhibit(vmstate *v, const char *request_id, const char *reason, const struct opts *o)
+{
+    int rc = vmstate_inhibit(v, request_id, reason);
+
+    if (rc < 0) {
+        fprintf(stderr, "vmstatectl: inhibit: %s\n", vmstate_last_error(v));
+        return rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
+    }
+    if (o->json)
+        printf("{\"request_id\":\"%s\",\"inhibited\":true}\n", request_id);
+    else if (!o->quiet)
+        printf("inhibited save %s\n", request_id);
+    return EXIT_OK;
+}
+
 static void print_event_cb(vmstate *v, const struct vmstate_event *ev, void *userdata)
 {
     (void)v;
@@ -411,7 +475,7 @@ int main(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     struct opts o = {.timeout_s = 600};
     struct watch_ctx w = {0};
-    const char *cmd, *arg = NULL;
+    const char *cmd, *arg = NULL, *arg2 = NULL;
     char rid[VMSTATE_REQUEST_ID_LEN + 1];
     static char data[VMSTATE_APP_DATA_MAX];
     size_t data_len = 0;
@@ -474,12 +538,17 @@ int main(int argc, char **argv)
     cmd = argv[optind++];
     needs_arg = !strcmp(cmd, "save") || !strcmp(cmd, "restore") || !strcmp(cmd, "delete") ||
                 !strcmp(cmd, "set-memory");
+    if (!strcmp(cmd, "inhibit"))
+        needs_arg = 2;
     if (needs_arg) {
-        if (optind >= argc) {
-            fprintf(stderr, "vmstatectl: %s needs an argument (see --help)\n", cmd);
+        if (argc - optind < needs_arg) {
+            fprintf(stderr, "vmstatectl: %s needs %s (see --help)\n", cmd,
+                    needs_arg == 1 ? "an argument" : "REQUEST_ID and REASON");
             return EXIT_USAGE;
         }
         arg = argv[optind++];
+        if (needs_arg == 2)
+            arg2 = argv[optind++];
     } else if (strcmp(cmd, "list") && strcmp(cmd, "hostinfo") && strcmp(cmd, "watch")) {
         fprintf(stderr, "vmstatectl: unknown command '%s' (see --help)\n", cmd);
         return EXIT_USAGE;
@@ -525,6 +594,10 @@ int main(int argc, char **argv)
         rc = vmstate_listen(v, print_event_cb, &json);
         rc = rc < 0 ? (fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v)), EXIT_REFUSED)
                     : watch(v, &o);
+        goto out;
+    }
+    if (!strcmp(cmd, "inhibit")) {
+        rc = inhibit(v, arg, arg2, &o);
         goto out;
     }
     if (set_credentials(v, &o) < 0) {

@@ -312,6 +312,7 @@ Test(tools, vmstatectl_watch_prints_events_until_interrupted)
     }
     fx_bridge_event(&F, "0123456789abcdef0123456789abcdef", "save", 0, "org.example.W", "w", "s3",
                     1);
+    fx_bridge_notice(&F, "io-resumed", "paused 2 s by a storage error on disk vda");
     vms_msg_init(&t, VMS_MSG_TIMELINE);
     vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
     vms_msg_set_str(&t, VMS_F_STATE_ID, "s3");
@@ -325,4 +326,28 @@ Test(tools, vmstatectl_watch_prints_events_until_interrupted)
     cr_assert(strstr(out, "\"event\":\"completed\""), "%s", out);
     cr_assert(strstr(out, "\"state_id\":\"s3\""), "%s", out);
     cr_assert(strstr(out, "\"event\":\"restored\""), "%s", out);
+    cr_assert(strstr(out,
+                     "{\"event\":\"notice\",\"reason\":\"io-resumed\",\"message\":\"paused 2 s "
+                     "by a storage error on disk vda\"}"),
+              "%s", out);
+}
+
+Test(tools, vmstatectl_inhibit_exit_codes)
+{
+    char *out;
+
+    fx_start(&F, NULL);
+    started = 1;
+    cr_assert_eq(
+        run((char *[]){CTL, "inhibit", "00112233445566778899aabbccddeeff", NULL}, 0, 5000, &out), 2,
+        "%s", out);
+    cr_assert(strstr(out, "needs REQUEST_ID and REASON"), "%s", out);
+    /* needs no credentials (no secret here) */
+    cr_assert_eq(run((char *[]){CTL, "inhibit", "not-an-id", "busy", NULL}, 0, 5000, &out), 2, "%s",
+                 out);
+    cr_assert(strstr(out, "inhibit: bad request id"), "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "inhibit", "00112233445566778899aabbccddeeff", "busy", NULL},
+                     0, 5000, &out),
+                 3, "%s", out);
+    cr_assert(strstr(out, "no save 00112233445566778899aabbccddeeff is being prepared"), "%s", out);
 }
