@@ -51,7 +51,10 @@ static void hex(char *dst, size_t cap, const uint8_t *p, size_t n)
         snprintf(dst, cap, "-");
 }
 
-static const char *or_dash(const char *s) { return s && *s ? s : "-"; }
+static const char *or_dash(const char *s)
+{
+    return s && *s ? s : "-";
+}
 
 static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
 {
@@ -69,6 +72,12 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
         logf_("BRIDGE pid=%d connected=%d", (int)getpid(), ev->bridge_connected);
         return;
     }
+    if (ev->type == VMSTATE_EVENT_PREPARE_SAVE) {
+        logf_("PREPARE pid=%d id=%s label=%s", (int)getpid(), ev->request_id, or_dash(ev->label));
+        return;
+    }
+    if (ev->type != VMSTATE_EVENT_COMPLETED)
+        return; /* clock corrections, notices: not this app's business */
     hex(data, sizeof(data), ev->app_data, ev->app_data_len);
     states[0] = '\0';
     for (i = 0; i < ev->n_states && off + 600 < sizeof(states); i++)
