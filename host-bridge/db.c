@@ -109,7 +109,7 @@ static void unprep(struct bridge_db *db, sqlite3_stmt *st)
             sqlite3_clear_bindings(st);
             return;
         }
-    unprep(db, st);
+    sqlite3_finalize(st); /* the cache was full when it was prepared */
 }
 
 static void stmts_finalize(struct bridge_db *db)
