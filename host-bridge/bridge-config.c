@@ -179,6 +179,10 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
         if (parse_uint(value, 600000, &u) < 0 || u == 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
         cfg->reconnect_max_ms = u;
+    } else if (!strcmp(key, "journal_keep_days")) {
+        if (parse_uint(value, 36500, &u) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 0..36500", value);
+        cfg->journal_keep_days = u;
     } else {
         return fail(ctx, "bridge", key, "unknown key%s", "");
     }
@@ -319,6 +323,7 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->log_level = LOG_INFO;
     cfg->reconnect_min_ms = 200;
     cfg->reconnect_max_ms = 5000;
+    cfg->journal_keep_days = 30;
     cfg->privsep = 1;
 }
 

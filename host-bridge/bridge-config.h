@@ -53,6 +53,7 @@ struct bridge_config {
     unsigned reconnect_min_ms, reconnect_max_ms;
     int privsep; /* read port A in an unprivileged reader process (default yes) */
     char io_event_socket[BRIDGE_PATH_MAX]; /* I/O-error events, JSON lines ("" = none) */
+    unsigned journal_keep_days; /* finished requests and their events kept this long; 0: ever */
     struct bridge_vm_config *vms;
     size_t n_vms;
 };

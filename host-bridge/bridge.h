@@ -62,6 +62,7 @@ struct bridge_vm {
     char running[VMS_REQUEST_ID_LEN + 1];
     struct bridge_prepare hx; /* Prepare/Ready and clock state (prepare.c) */
     double now;
+    double next_prune; /* when to drop old finished requests from the journal */
     uint64_t stat_requests, stat_refused;
 };
 

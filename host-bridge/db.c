@@ -516,6 +516,47 @@ int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, con
     return step_done(db, vm, st, "release app data") < 0 ? -1 : 0;
 }
 
+/* The requests bridge_db_prune() may delete: ?1 vm, ?2 cutoff, ?3 margin (see db.h). */
+#define PRUNABLE_REQUESTS                                                                          \
+    "SELECT r.id FROM requests r WHERE r.vm = ?1 AND r.status IN ('done','refused') AND "          \
+    "COALESCE(r.done_at, r.accepted_at) < ?2 AND "                                                 \
+    "NOT EXISTS (SELECT 1 FROM events e WHERE e.vm = ?1 AND e.request_id = r.id AND "              \
+    "e.acked = 0 AND e.superseded = 0) AND "                                                       \
+    "NOT EXISTS (SELECT 1 FROM states s WHERE s.vm = ?1 AND (s.request_id = r.id OR "              \
+    "r.accepted_at BETWEEN s.created - ?3 AND s.created + ?3)) AND "                               \
+    "NOT EXISTS (SELECT 1 FROM state_pending p WHERE p.vm = ?1 AND p.request_id = r.id)"
+
+static int prune_step(struct bridge_db *db, const char *vm, const char *sql, int64_t cutoff)
+{
+    sqlite3_stmt *st = prep(db, vm, sql);
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, cutoff);
+    sqlite3_bind_int64(st, 3, BRIDGE_DB_PRUNE_MARGIN);
+    return step_done(db, vm, st, "prune the journal");
+}
+
+int bridge_db_prune(struct bridge_db *db, const char *vm, int64_t cutoff)
+{
+    int n;
+
+    if (bridge_db_begin(db) < 0)
+        return -1;
+    /* events first: the request rows are what selects them */
+    if (prune_step(db, vm,
+                   "DELETE FROM events WHERE vm = ?1 AND request_id IN (" PRUNABLE_REQUESTS ")",
+                   cutoff) < 0 ||
+        (n = prune_step(db, vm,
+                        "DELETE FROM requests WHERE vm = ?1 AND id IN (" PRUNABLE_REQUESTS ")",
+                        cutoff)) < 0 ||
+        bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        return -1;
+    }
+    return n;
+}
+
 /* ---- states ---- */
 
 int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vms_state_info *s,

@@ -118,6 +118,17 @@ int bridge_db_count_pending(struct bridge_db *db, const char *vm);
 int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm);
 /* Forget the app data of a delivered request no state refers to (quota accounting). */
 int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id);
+/*
+ * Delete @vm's finished requests (done or refused before @cutoff, unix
+ * seconds) whose events are all acknowledged or superseded, with their
+ * events — except those a restore may still need: the request that created a
+ * state, one pending inside a state, and any accepted within
+ * BRIDGE_DB_PRUNE_MARGIN seconds of a state's creation (the restored guest
+ * may send it again; the journal is what recognises it). Returns the number
+ * of requests deleted, or -1 (nothing deleted).
+ */
+#define BRIDGE_DB_PRUNE_MARGIN 86400
+int bridge_db_prune(struct bridge_db *db, const char *vm, int64_t cutoff);
 
 /* ---- states catalogue ---- */
 int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vms_state_info *st,

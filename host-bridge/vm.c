@@ -700,6 +700,23 @@ static void note_running(void *opaque, struct bridge_request *r)
     }
 }
 
+#define BRIDGE_PRUNE_INTERVAL 3600.0
+
+/* Bound the journal: finished, acknowledged requests older than journal_keep_days go. */
+static void prune_journal(struct bridge_vm *vm)
+{
+    unsigned days = vm->br->cfg->journal_keep_days;
+    int n;
+
+    vm->next_prune = vm->now + BRIDGE_PRUNE_INTERVAL;
+    if (!days)
+        return;
+    n = bridge_db_prune(&vm->br->db, vmname(vm), (int64_t)time(NULL) - (int64_t)days * 86400);
+    if (n > 0)
+        vms_info(vmname(vm), NULL, "journal: %d finished request(s) older than %u days deleted", n,
+                 days);
+}
+
 int bridge_vm_start(struct bridge_vm *vm)
 {
     struct bridge_db *db = &vm->br->db;
@@ -712,6 +729,7 @@ int bridge_vm_start(struct bridge_vm *vm)
         return -1;
     vms_info(vmname(vm), NULL, "epoch %llu, %zu request(s) queued%s", (unsigned long long)row.epoch,
              vm->queue.len, vm->need_recover ? ", 1 to re-judge" : "");
+    prune_journal(vm);
     vm->ioe = bridge_ioe_new(vm);
     if (!vm->ioe)
         return -1;
@@ -739,4 +757,6 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
         vm->br->backend->tick(vm->backend, now);
     bridge_prepare_tick(vm, now);
     bridge_ioe_tick_vm(vm->ioe, now);
+    if (now >= vm->next_prune)
+        prune_journal(vm);
 }

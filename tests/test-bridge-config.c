@@ -33,6 +33,7 @@ Test(config, good_file_and_defaults)
     cr_assert_str_eq(cfg.database, "/tmp/x.db");
     cr_assert_eq(cfg.log_level, 7);
     cr_assert_eq(cfg.privsep, 1, "privsep is on by default");
+    cr_assert_eq(cfg.journal_keep_days, 30);
     cr_assert_eq(cfg.n_vms, 1);
     vm = bridge_config_vm(&cfg, "alpha");
     cr_assert_not_null(vm);
@@ -65,6 +66,8 @@ Test(config, errors_name_file_line_and_key)
     expect_error("[bridge]\nlog_level = info\nbogus = 1\n",
                  "bad.conf:3: [bridge] bogus: unknown key");
     expect_error("[bridge]\nlog_level = loud\n", "bad.conf:2: [bridge] log_level: 'loud'");
+    expect_error("[bridge]\njournal_keep_days = forever\n",
+                 "bad.conf:2: [bridge] journal_keep_days: 'forever' is not a number in 0..36500");
     expect_error("[bridge]\nprivsep = maybe\n",
                  "bad.conf:2: [bridge] privsep: 'maybe' is not yes or no");
     expect_error("[vm a]\nport_a = x\nmax_states = -1\n", "bad.conf:3: [vm a] max_states:");

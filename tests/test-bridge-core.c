@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test-bridge-fixture.h"
@@ -496,4 +497,56 @@ Test(bridge, hostile_bytes_then_valid_request)
     request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
     drain(&in1);
     cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
+}
+
+/* A finished request of @vm through the whole guest path; acked when @do_ack. */
+static void finished_list(struct bridge_vm *vm, struct vms_channel *in,
+                          char id[VMS_REQUEST_ID_LEN + 1], int do_ack)
+{
+    id[0] = '\0';
+    request(vm, id, "list", "app", "s3cret", NULL, "x");
+    drain(in);
+    cr_assert_not_null(find(VMS_MSG_EVENT, id));
+    if (do_ack)
+        ack(vm, find(VMS_MSG_EVENT, id));
+}
+
+static int journalled(const char *vm, const char *id)
+{
+    struct bridge_request r;
+    int rc = bridge_db_request_find(&br.db, vm, id, &r);
+    if (rc == 1)
+        bridge_request_clear(&r);
+    return rc;
+}
+
+Test(bridge, journal_prune_keeps_what_a_restore_or_a_resend_needs)
+{
+    char acked[VMS_REQUEST_ID_LEN + 1], unacked[VMS_REQUEST_ID_LEN + 1];
+    char save_id[VMS_REQUEST_ID_LEN + 1], near[VMS_REQUEST_ID_LEN + 1], state[VMS_STR_MAX + 1];
+    int64_t later = (int64_t)time(NULL) + 10;
+
+    /* vm2 has no state: acked and finished before the cutoff goes, unacked stays */
+    finished_list(&vm2, &in2, acked, 1);
+    finished_list(&vm2, &in2, unacked, 0);
+    cr_assert_eq(bridge_db_prune(&br.db, "vm2", later - 3600), 0, "nothing old enough");
+    cr_assert_eq(bridge_db_prune(&br.db, "vm2", later), 1);
+    cr_assert_eq(journalled("vm2", acked), 0);
+    cr_assert_eq(bridge_db_event_count(&br.db, "vm2", acked, 1), 0, "its events go with it");
+    cr_assert_eq(journalled("vm2", unacked), 1, "an undelivered event is never dropped");
+
+    /* vm1: a state, its creating request, and a request from around its time */
+    do_save(state, save_id, "keep-me");
+    ack(&vm1, find(VMS_MSG_EVENT, save_id));
+    finished_list(&vm1, &in1, near, 1);
+    cr_assert_eq(bridge_db_prune(&br.db, "vm1", later), 0,
+                 "a restore to the state could replay both");
+    /* the state is now old: the request from long after it may go, its creator stays */
+    cr_assert_eq(
+        sqlite3_exec(br.db.h, "UPDATE states SET created = created - 3 * 86400", NULL, NULL, NULL),
+        SQLITE_OK);
+    cr_assert_eq(bridge_db_prune(&br.db, "vm1", later), 1);
+    cr_assert_eq(journalled("vm1", near), 0);
+    cr_assert_eq(journalled("vm1", save_id), 1);
+    cr_assert_eq(bridge_db_state_find(&br.db, "vm1", state, NULL), 1);
 }
