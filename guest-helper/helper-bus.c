@@ -685,6 +685,26 @@ static void handle_inhibit(struct helper *h, DBusMessage *call)
     reply_empty(h->bus, call);
 }
 
+/* Proceed(request_id): this listener has nothing to veto; do not wait for it. */
+static void handle_proceed(struct helper *h, DBusMessage *call)
+{
+    const char *id;
+
+    if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID) ||
+        !vms_valid_request_id(id)) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "Proceed takes a request id (s)");
+        return;
+    }
+    if (check_caller(h, call) < 0)
+        return;
+    if (helper_hooks_proceed(h, id, dbus_message_get_sender(call)) < 0) {
+        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND,
+                    "no save %s is being prepared (too late, or never announced)", id);
+        return;
+    }
+    reply_empty(h->bus, call);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, void *data)
@@ -722,6 +742,10 @@ static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, vo
     }
     if (!strcmp(member, "Inhibit")) {
         handle_inhibit(h, m);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (!strcmp(member, "Proceed")) {
+        handle_proceed(h, m);
         return DBUS_HANDLER_RESULT_HANDLED;
     }
     if (!strcmp(member, "UnregisterListener")) {

@@ -5,7 +5,8 @@
  * Save:    Prepare{request_id, label, timeout_ms} from the bridge → broadcast
  *          PrepareSave(request_id, label) and start pre-save.d → Ready{status 0}
  *          once the hooks are done and prepare_window_ms has passed (no wait
- *          when no listener is registered: nobody could inhibit), or at once
+ *          when no listener is registered: nobody could inhibit; the window
+ *          ends early once every listener connection said Proceed), or at once
  *          Ready{status 14 inhibited, message = reason} when a listener calls
  *          Inhibit(request_id, reason). A hook that outlives hook_timeout_ms is
  *          killed (SIGKILL to its process group) and the next one runs: the
@@ -52,8 +53,16 @@ static void run_close_pipe(struct helper_hookrun *r)
     r->out_fd = -1;
 }
 
+static void prepare_forget_waiting(struct helper_prepare *p)
+{
+    free(p->waiting);
+    p->waiting = NULL;
+    p->n_waiting = 0;
+}
+
 void helper_hooks_free(struct helper *h)
 {
+    prepare_forget_waiting(&h->hooks.prep);
     for (int k = 0; k < HOOK__COUNT; k++) {
         struct helper_hookrun *r = &h->hooks.run[k];
         if (r->pid > 0) {
@@ -288,6 +297,41 @@ static void prepare_maybe_ready(struct helper *h)
     vms_info(NULL, p->request_id, "ready for the save (%s)", msg);
     send_ready(h, p->request_id, VMS_STATUS_OK, msg);
     p->active = 0;
+    prepare_forget_waiting(p);
+}
+
+/* The distinct listener connections, to wait for their Proceed. */
+static void prepare_collect_waiting(struct helper *h, struct helper_prepare *p)
+{
+    prepare_forget_waiting(p);
+    p->waiting = calloc(h->n_listeners ? h->n_listeners : 1, sizeof(*p->waiting));
+    if (!p->waiting)
+        return; /* then the window runs its full length */
+    for (unsigned i = 0; i < h->n_listeners; i++) {
+        unsigned k = 0;
+        while (k < p->n_waiting && strcmp(p->waiting[k], h->listeners[i].owner))
+            k++;
+        if (k == p->n_waiting)
+            snprintf(p->waiting[p->n_waiting++], VMS_STR_MAX + 1, "%s", h->listeners[i].owner);
+    }
+}
+
+/* Stop waiting for @owner; 1 if it was waited for. */
+static int prepare_unwait(struct helper *h, const char *owner)
+{
+    struct helper_prepare *p = &h->hooks.prep;
+
+    for (unsigned k = 0; p->active && p->waiting && k < p->n_waiting; k++) {
+        if (strcmp(p->waiting[k], owner))
+            continue;
+        memcpy(p->waiting[k], p->waiting[--p->n_waiting], sizeof(*p->waiting));
+        if (p->n_waiting == 0) {
+            vms_debug(NULL, p->request_id, "every listener is ready: the window ends");
+            p->window_end_ms = helper_now_ms();
+        }
+        return 1;
+    }
+    return 0;
 }
 
 void helper_hooks_prepare(struct helper *h, const struct vms_msg *m)
@@ -311,6 +355,7 @@ void helper_hooks_prepare(struct helper *h, const struct vms_msg *m)
     if (m->timeout_ms && window > m->timeout_ms / 2)
         window = m->timeout_ms / 2;
     p->active = 1;
+    prepare_collect_waiting(h, p);
     memcpy(p->request_id, m->request_id, VMS_REQUEST_ID_LEN); /* validated by decode */
     p->request_id[VMS_REQUEST_ID_LEN] = '\0';
     p->window_end_ms = helper_now_ms() + window;
@@ -337,7 +382,25 @@ int helper_hooks_inhibit(struct helper *h, const char *request_id, const char *r
     vms_info(NULL, request_id, "save inhibited: %s", msg);
     send_ready(h, request_id, VMS_STATUS_ERR_INHIBITED, msg);
     p->active = 0;
+    prepare_forget_waiting(p);
     return 0;
+}
+
+int helper_hooks_proceed(struct helper *h, const char *request_id, const char *owner)
+{
+    struct helper_prepare *p = &h->hooks.prep;
+
+    if (!p->active || strcmp(p->request_id, request_id) != 0)
+        return -1;
+    if (prepare_unwait(h, owner))
+        prepare_maybe_ready(h);
+    return 0;
+}
+
+void helper_hooks_owner_gone(struct helper *h, const char *owner)
+{
+    if (prepare_unwait(h, owner))
+        prepare_maybe_ready(h);
 }
 
 /* ---- post-restore ---- */

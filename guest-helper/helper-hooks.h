@@ -46,6 +46,10 @@ struct helper_prepare {
     char request_id[VMS_REQUEST_ID_LEN + 1];
     uint64_t window_end_ms;    /* Inhibit accepted at least until then */
     uint64_t host_deadline_ms; /* the host saves anyway after this: Inhibit is too late */
+    /* listener connections told by PrepareSave that have not said Proceed (nor gone):
+     * when none is left the window ends early */
+    char (*waiting)[VMS_STR_MAX + 1];
+    unsigned n_waiting;
 };
 
 struct helper_hooks {
@@ -121,6 +125,15 @@ void helper_hooks_prepare(struct helper *h, const struct vms_msg *m);
  * status inhibited sent) or -1 when no save with that id is being prepared.
  */
 int helper_hooks_inhibit(struct helper *h, const char *request_id, const char *reason, long uid);
+/*
+ * Listener connection @owner has nothing to veto for the save @request_id
+ * (it flushed what it needed): the prepare window stops waiting for it, and
+ * ends as soon as no listener connection is left to wait for. Returns 0, or
+ * -1 when no save with that id is being prepared.
+ */
+int helper_hooks_proceed(struct helper *h, const char *request_id, const char *owner);
+/* @owner's connection closed: a save being prepared no longer waits for it. */
+void helper_hooks_owner_gone(struct helper *h, const char *owner);
 /* A new timeline: run post-restore.d, then emit Restored(state_id, epoch). */
 void helper_hooks_restored(struct helper *h, const char *state_id, uint64_t epoch,
                            const char *request_id);

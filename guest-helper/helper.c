@@ -868,6 +868,7 @@ int helper_listener_remove(struct helper *h, const char *app_id, const char *own
 void helper_listener_owner_gone(struct helper *h, const char *owner)
 {
     listener_remove_if(h, NULL, owner);
+    helper_hooks_owner_gone(h, owner);
 }
 
 /* ---- timers ------------------------------------------------------------ */

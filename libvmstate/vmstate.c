@@ -48,7 +48,8 @@ struct vmstate {
     /* vmstate_wait */
     const char *waiting_for;
     struct event_priv *waited;
-    int delivered; /* events delivered in the current dispatch */
+    int delivered;                              /* events delivered in the current dispatch */
+    char inhibited[VMSTATE_REQUEST_ID_LEN + 1]; /* the save this handle vetoed last */
     char error[512];
 };
 
@@ -308,11 +309,16 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
     return e;
 }
 
+static void send_async(vmstate *v, const char *method, const char *arg);
+
 static void deliver(vmstate *v, struct event_priv *e)
 {
     v->delivered++;
     if (v->fn)
         v->fn(v, &e->pub, v->userdata);
+    /* the app had its chance to flush or veto: tell the helper not to wait for us */
+    if (e->pub.type == VMSTATE_EVENT_PREPARE_SAVE && strcmp(v->inhibited, e->pub.request_id))
+        send_async(v, "Proceed", e->pub.request_id);
     if (v->waiting_for && !v->waited && e->pub.type == VMSTATE_EVENT_COMPLETED &&
         !strcmp(e->pub.request_id, v->waiting_for)) {
         v->waited = e; /* handed to vmstate_wait's caller */
@@ -567,18 +573,22 @@ static int call_helper(vmstate *v, const char *iface, const char *method, DBusMe
     return call(v, m, reply);
 }
 
-static void register_async(vmstate *v)
+/* Call @method(@arg) on the helper without waiting for (or wanting) a reply. */
+static void send_async(vmstate *v, const char *method, const char *arg)
 {
-    DBusMessage *m =
-        dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
-    const char *app = v->app_id;
+    DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, method);
 
-    if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+    if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &arg, DBUS_TYPE_INVALID)) {
         dbus_message_set_no_reply(m, TRUE);
         dbus_connection_send(v->bus, m, NULL);
     }
     if (m)
         dbus_message_unref(m);
+}
+
+static void register_async(vmstate *v)
+{
+    send_async(v, "RegisterListener", v->app_id);
 }
 
 static int ensure_registered(vmstate *v)
@@ -824,6 +834,7 @@ int vmstate_inhibit(vmstate *v, const char *request_id, const char *reason)
     if (rc < 0)
         return rc;
     dbus_message_unref(r);
+    memcpy(v->inhibited, request_id, VMSTATE_REQUEST_ID_LEN + 1);
     v->error[0] = '\0';
     return 0;
 }

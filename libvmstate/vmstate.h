@@ -189,10 +189,13 @@ int vmstate_listen(vmstate *v, vmstate_event_fn fn, void *userdata);
  * the one that asked for the save) and waits a short window (the helper's
  * prepare_window_ms, 500 ms by default; no wait while nobody listens). An
  * app that must flush something into the saved state does it in its
- * callback and returns promptly: the save does not wait for the callback
- * beyond that window. An app that must not be saved now calls
- * vmstate_inhibit() with the event's request_id, from the callback or soon
- * after; the requester's completion then has status 14 (inhibited) and a
+ * callback and returns promptly: when the callback returns without having
+ * inhibited, the library tells the helper this handle is ready (Proceed),
+ * and once every listening connection is ready the save goes on without
+ * waiting out the window; it never waits for a callback beyond the window.
+ * An app that must not be saved now calls vmstate_inhibit() with the
+ * event's request_id from the callback (later, the save may already have
+ * started); the requester's completion then has status 14 (inhibited) and a
  * message naming @reason and this process's uid. Events arrive only through
  * vmstate_dispatch()/vmstate_wait(): dispatch promptly while listening.
  *

@@ -307,6 +307,61 @@ Test(hooks, no_listener_no_wait)
     fx_msg_free(r);
 }
 
+static void call_proceed(DBusConnection *c, const char *id, const char *want_error)
+{
+    DBusMessage *call, *reply;
+    DBusError e;
+
+    call = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                        "org.vmstate.Helper1", "Proceed");
+    dbus_message_append_args(call, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID);
+    dbus_error_init(&e);
+    reply = dbus_connection_send_with_reply_and_block(c, call, 3000, &e);
+    dbus_message_unref(call);
+    if (want_error) {
+        cr_assert_null(reply);
+        cr_assert_str_eq(e.name, want_error);
+        dbus_error_free(&e);
+        return;
+    }
+    cr_assert_not_null(reply, "Proceed: %s", e.message ? e.message : "");
+    dbus_message_unref(reply);
+}
+
+/* The window waits for each listener connection until it says Proceed (or goes). */
+Test(hooks, window_ends_once_every_listener_proceeds)
+{
+    DBusConnection *a, *b;
+    DBusMessage *m;
+    struct vms_msg *r;
+    uint64_t t0;
+
+    start("prepare_window_ms = 8000\n");
+    a = fx_client(&F);
+    b = fx_client(&F);
+    cr_assert_eq(fx_register(a, "org.example.Notes"), 0);
+    cr_assert_eq(fx_register(a, "org.example.Other"), 0); /* one connection, two app ids */
+    cr_assert_eq(fx_register(b, "org.example.Db"), 0);
+    handshake(1, 0);
+    t0 = fx_now_ms();
+    fx_bridge_prepare(&F, RID, "x");
+    m = fx_wait_signal(a, "PrepareSave", 3000);
+    cr_assert_not_null(m);
+    dbus_message_unref(m);
+    call_proceed(a, RID, NULL);
+    r = fx_bridge_expect(&F, VMS_MSG_READY, 500);
+    cr_assert_null(r, "b has not proceeded: still waiting");
+    call_proceed(a, "ffffffffffffffffffffffffffffffff", "org.vmstate.Error.NotFound");
+    fx_client_close(b); /* a connection that goes is not waited for */
+    r = fx_bridge_expect(&F, VMS_MSG_READY, 3000);
+    cr_assert_not_null(r, "Ready once every listener proceeded or went");
+    cr_assert_eq(r->status, VMS_STATUS_OK);
+    cr_assert_lt(fx_now_ms() - t0, 6000, "well before the 8 s window");
+    fx_msg_free(r);
+    call_proceed(a, RID, "org.vmstate.Error.NotFound"); /* over */
+    fx_client_close(a);
+}
+
 Test(hooks, inhibit_vetoes_the_save)
 {
     DBusConnection *c;

@@ -448,6 +448,34 @@ Test(libvmstate, prepare_save_reaches_every_app_and_inhibit_from_the_callback_ve
     vmstate_close(other);
 }
 
+/* Handles whose callbacks return without inhibiting say Proceed: the save need not wait out
+ * the window. */
+Test(libvmstate, prepare_save_proceeds_when_every_callback_returned)
+{
+    vmstate *v, *other;
+    struct rec r = {0}, o = {0};
+    struct vms_msg *ready;
+    uint64_t t0;
+
+    start_prepare_clock();
+    v = open_handle(APP);
+    other = open_handle("org.example.Other");
+    cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
+    cr_assert_eq(vmstate_listen(other, on_record, &o), 0);
+    t0 = fx_now_ms();
+    fx_bridge_prepare(&F, RID, "quick");
+    dispatch_until(v, other, &r.prepare, 3000);
+    dispatch_until(other, NULL, &o.prepare, 3000);
+    cr_assert_eq(r.prepare + o.prepare, 2);
+    ready = fx_bridge_expect(&F, VMS_MSG_READY, 1500);
+    cr_assert_not_null(ready, "Ready once both handles proceeded");
+    cr_assert_eq(ready->status, VMS_STATUS_OK);
+    cr_assert_lt(fx_now_ms() - t0, 1800, "before the 2 s window ends");
+    fx_msg_free(ready);
+    vmstate_close(v);
+    vmstate_close(other);
+}
+
 Test(libvmstate, inhibit_errors)
 {
     vmstate *v;
