@@ -111,6 +111,21 @@ static long check_caller(struct helper *h, DBusMessage *call)
     return uid;
 }
 
+/* Check that @uid may use @app_id ([apps], strict_app_ids, watch_users); replies with an error
+ * naming the app id and returns -1 if not. */
+static int check_app(struct helper *h, DBusMessage *call, const char *app_id, long uid)
+{
+    const char *why;
+
+    if (helper_config_app_allowed(&h->cfg, app_id, (uid_t)uid, &why))
+        return 0;
+    vms_warn(NULL, NULL, "refused %s for app id '%s' from uid %ld (%s): %s",
+             dbus_message_get_member(call), app_id, uid, dbus_message_get_sender(call), why);
+    reply_error(h->bus, call, HELPER_ERR_PERMISSION, "uid %ld may not use app id '%.255s': %s (%s)",
+                uid, app_id, why, h->cfg.path[0] ? h->cfg.path : HELPER_CONFIG_DEFAULT);
+    return -1;
+}
+
 /* Read an a{ss} credentials dict into @req. Returns 0 or -1 with @why. */
 static int read_credentials(DBusMessageIter *it, struct vms_msg *req, char *why, size_t whylen)
 {
@@ -284,6 +299,8 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
         reply_error(h->bus, call, HELPER_ERR_INVALID, "%s: %s", rm->name, why);
         goto out;
     }
+    if (check_app(h, call, req.app_id, uid) < 0)
+        goto out;
     status = helper_submit(h, &req);
     if (status != 0) {
         if (status == VMS_STATUS_ERR_UNAVAILABLE)
@@ -328,10 +345,8 @@ static void handle_listener(struct helper *h, DBusMessage *call, int add)
         reply_error(h->bus, call, HELPER_ERR_INVALID, "bad app id '%.64s'", app_id);
         return;
     }
-    if (!strcmp(app_id, "*") && uid != 0 && add) {
-        reply_error(h->bus, call, HELPER_ERR_PERMISSION, "only root may watch every app ('*')");
+    if (check_app(h, call, app_id, uid) < 0)
         return;
-    }
     if (!add) {
         helper_listener_remove(h, app_id, sender);
         reply_empty(h->bus, call);

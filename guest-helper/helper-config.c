@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include "helper-config.h"
+#include "vms-proto.h"
+
+_Static_assert(HELPER_APP_ID_LEN == VMS_STR_MAX, "an app id is a protocol string");
 
 void helper_config_defaults(struct helper_config *c)
 {
@@ -66,9 +69,19 @@ static int parse_bool(const char *v, int *out)
     return 0;
 }
 
-/* Comma/space separated list; each item a number or a name looked up with @lookup. */
-static int parse_id_list(const char *v, int groups, struct helper_config *c, char *why,
-                         size_t whylen)
+/* Where parse_ids stores what it reads: up to @max uids and up to @max gids. */
+struct id_lists {
+    uid_t *uids;
+    size_t *n_uids;
+    gid_t *gids;
+    size_t *n_gids;
+    size_t max;
+};
+
+enum { IDS_USERS, IDS_GROUPS, IDS_MIXED /* "@name" or "@gid" is a group, others users */ };
+
+/* Comma/space separated list; each item a number or a name looked up in passwd/group. */
+static int parse_ids(const char *v, int kind, const struct id_lists *l, char *why, size_t whylen)
 {
     char buf[1024], *save = NULL, *tok;
 
@@ -79,35 +92,74 @@ static int parse_id_list(const char *v, int groups, struct helper_config *c, cha
     snprintf(buf, sizeof(buf), "%s", v);
     for (tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
         unsigned n;
-        size_t *count = groups ? &c->n_allow_gids : &c->n_allow_uids;
+        int group = kind == IDS_GROUPS || (kind == IDS_MIXED && tok[0] == '@');
+        size_t *count = group ? l->n_gids : l->n_uids;
 
-        if (*count >= HELPER_ALLOW_MAX) {
-            snprintf(why, whylen, "more than %d entries", HELPER_ALLOW_MAX);
+        if (kind == IDS_MIXED && tok[0] == '@')
+            tok++;
+        if (*count >= l->max) {
+            snprintf(why, whylen, "more than %zu %s", l->max, group ? "groups" : "users");
             return -1;
         }
         if (parse_uint(tok, 0xfffffffeul, &n) < 0) {
-            if (groups) {
+            if (group) {
                 struct group *g = getgrnam(tok);
                 if (!g) {
-                    snprintf(why, whylen, "unknown group '%s'", tok);
+                    snprintf(why, whylen, "unknown group '%.64s'", tok);
                     return -1;
                 }
                 n = g->gr_gid;
             } else {
                 struct passwd *p = getpwnam(tok);
                 if (!p) {
-                    snprintf(why, whylen, "unknown user '%s'", tok);
+                    snprintf(why, whylen, "unknown user '%.64s'", tok);
                     return -1;
                 }
                 n = p->pw_uid;
             }
         }
-        if (groups)
-            c->allow_gids[c->n_allow_gids++] = n;
+        if (group)
+            l->gids[(*count)++] = n;
         else
-            c->allow_uids[c->n_allow_uids++] = n;
+            l->uids[(*count)++] = n;
     }
     return 0;
+}
+
+/* A key of [apps]: @key is an app id, @value the users and @groups that may use it. */
+static int on_app(struct parse_state *ps, const char *key, const char *value)
+{
+    struct helper_config *c = ps->c;
+    struct helper_app *a;
+    struct id_lists l;
+    char why[200] = "";
+
+    if (!vms_valid_id(key)) {
+        snprintf(ps->why, sizeof(ps->why),
+                 "key '%.64s': bad app id in [apps] (1-255 of [A-Za-z0-9._:@-]%s)", key,
+                 strcmp(key, "*") ? "" : "; '*' is watch_users in [helper]");
+        return 0;
+    }
+    for (size_t i = 0; i < c->n_apps; i++)
+        if (!strcmp(c->apps[i].app_id, key)) {
+            snprintf(ps->why, sizeof(ps->why), "key '%.64s': app id listed twice in [apps]", key);
+            return 0;
+        }
+    if (c->n_apps >= HELPER_APPS_MAX) {
+        snprintf(ps->why, sizeof(ps->why), "key '%.64s': more than %d app ids in [apps]", key,
+                 HELPER_APPS_MAX);
+        return 0;
+    }
+    a = &c->apps[c->n_apps];
+    memset(a, 0, sizeof(*a));
+    snprintf(a->app_id, sizeof(a->app_id), "%s", key);
+    l = (struct id_lists){a->uids, &a->n_uids, a->gids, &a->n_gids, HELPER_APP_IDS_MAX};
+    if (parse_ids(value, IDS_MIXED, &l, why, sizeof(why)) < 0) {
+        snprintf(ps->why, sizeof(ps->why), "key '%.64s': bad value '%.40s': %s", key, value, why);
+        return 0;
+    }
+    c->n_apps++;
+    return 1;
 }
 
 static int set_port(char *dst, const char *v, char *why, size_t whylen)
@@ -131,14 +183,22 @@ static int on_key(void *user, const char *section, const char *key, const char *
 
     if (ps->why[0])
         return 1; /* keep the first error only */
+    if (!strcmp(section, "apps"))
+        return on_app(ps, key, value);
     if (strcmp(section, "helper") != 0) {
         snprintf(ps->why, sizeof(ps->why), "key '%s': unknown section [%s]", key, section);
         return 0;
     }
-    if (!strcmp(key, "allow_users"))
-        rc = parse_id_list(value, 0, c, why, sizeof(why));
-    else if (!strcmp(key, "allow_groups"))
-        rc = parse_id_list(value, 1, c, why, sizeof(why));
+    if (!strcmp(key, "allow_users") || !strcmp(key, "allow_groups")) {
+        struct id_lists l = {c->allow_uids, &c->n_allow_uids, c->allow_gids, &c->n_allow_gids,
+                             HELPER_ALLOW_MAX};
+        rc = parse_ids(value, key[6] == 'u' ? IDS_USERS : IDS_GROUPS, &l, why, sizeof(why));
+    } else if (!strcmp(key, "watch_users")) {
+        struct id_lists l = {c->watch_uids, &c->n_watch_uids, c->watch_gids, &c->n_watch_gids,
+                             HELPER_ALLOW_MAX};
+        rc = parse_ids(value, IDS_MIXED, &l, why, sizeof(why));
+    } else if (!strcmp(key, "strict_app_ids"))
+        rc = parse_bool(value, &c->strict_app_ids);
     else if (!strcmp(key, "grace_period_ms"))
         rc = parse_uint(value, 3600000, &c->grace_period_ms);
     else if (!strcmp(key, "queue_max"))
@@ -220,6 +280,9 @@ int helper_config_load(struct helper_config *c, const char *path, int must_exist
     /* An allow-list in the file replaces the default (root only) instead of adding to it. */
     c->n_allow_uids = 0;
     c->n_allow_gids = 0;
+    c->n_watch_uids = 0;
+    c->n_watch_gids = 0;
+    c->n_apps = 0;
     line = ini_parse(path, on_key, &ps);
     if (line == -1) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -237,12 +300,13 @@ int helper_config_load(struct helper_config *c, const char *path, int must_exist
     return 0;
 }
 
-int helper_config_uid_allowed(const struct helper_config *c, uid_t uid)
+/* 1 when @uid is one of @uids or a member of one of @gids. */
+static int uid_in(uid_t uid, const uid_t *uids, size_t n_uids, const gid_t *gids, size_t n_gids)
 {
-    for (size_t i = 0; i < c->n_allow_uids; i++)
-        if (c->allow_uids[i] == uid)
+    for (size_t i = 0; i < n_uids; i++)
+        if (uids[i] == uid)
             return 1;
-    if (c->n_allow_gids) {
+    if (n_gids) {
         struct passwd *pw = getpwuid(uid);
         gid_t groups[64];
         int n = 64;
@@ -252,9 +316,45 @@ int helper_config_uid_allowed(const struct helper_config *c, uid_t uid)
         if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
             n = 64; /* more groups than we look at: check the first 64 */
         for (int i = 0; i < n; i++)
-            for (size_t j = 0; j < c->n_allow_gids; j++)
-                if (groups[i] == c->allow_gids[j])
+            for (size_t j = 0; j < n_gids; j++)
+                if (groups[i] == gids[j])
                     return 1;
     }
+    return 0;
+}
+
+int helper_config_uid_allowed(const struct helper_config *c, uid_t uid)
+{
+    return uid_in(uid, c->allow_uids, c->n_allow_uids, c->allow_gids, c->n_allow_gids);
+}
+
+int helper_config_app_allowed(const struct helper_config *c, const char *app_id, uid_t uid,
+                              const char **why)
+{
+    const char *dummy;
+
+    if (!why)
+        why = &dummy;
+    *why = "";
+    if (uid == 0)
+        return 1;
+    if (!strcmp(app_id, "*")) {
+        if (uid_in(uid, c->watch_uids, c->n_watch_uids, c->watch_gids, c->n_watch_gids))
+            return 1;
+        *why = "watching every app needs root or watch_users";
+        return 0;
+    }
+    for (size_t i = 0; i < c->n_apps; i++) {
+        const struct helper_app *a = &c->apps[i];
+        if (strcmp(a->app_id, app_id) != 0)
+            continue;
+        if (uid_in(uid, a->uids, a->n_uids, a->gids, a->n_gids))
+            return 1;
+        *why = "the app id is bound to other users in [apps]";
+        return 0;
+    }
+    if (!c->strict_app_ids)
+        return 1;
+    *why = "the app id is not listed in [apps] and strict_app_ids is on";
     return 0;
 }

@@ -15,6 +15,18 @@
 
 #define HELPER_CONFIG_DEFAULT SYSCONFDIR "/vmstate/helper.conf"
 #define HELPER_ALLOW_MAX      64
+#define HELPER_APPS_MAX       256 /* entries of [apps] */
+#define HELPER_APP_IDS_MAX    16  /* users, and groups, per [apps] entry */
+#define HELPER_APP_ID_LEN     255 /* an app id is 1..255 of [A-Za-z0-9._:@-] */
+
+/* One [apps] entry: @app_id may be used only by these uids and members of these gids. */
+struct helper_app {
+    char app_id[HELPER_APP_ID_LEN + 1];
+    uid_t uids[HELPER_APP_IDS_MAX];
+    size_t n_uids;
+    gid_t gids[HELPER_APP_IDS_MAX];
+    size_t n_gids;
+};
 
 struct helper_config {
     char path[PATH_MAX];                /* file that was read ("" for built-in defaults) */
@@ -22,6 +34,13 @@ struct helper_config {
     size_t n_allow_uids;
     gid_t allow_gids[HELPER_ALLOW_MAX]; /* members of these groups are allowed too */
     size_t n_allow_gids;
+    uid_t watch_uids[HELPER_ALLOW_MAX]; /* may register "*" (root always may) */
+    size_t n_watch_uids;
+    gid_t watch_gids[HELPER_ALLOW_MAX];
+    size_t n_watch_gids;
+    struct helper_app apps[HELPER_APPS_MAX]; /* [apps]: app ids bound to users */
+    size_t n_apps;
+    int strict_app_ids;           /* 1: app ids not in [apps] are root's only */
     unsigned grace_period_ms;     /* hold events for an app id with no listener */
     unsigned queue_max;           /* requests kept while waiting for the bridge */
     int queue_when_disconnected;  /* 0: refuse at once when the bridge is unreachable */
@@ -57,5 +76,20 @@ int helper_config_load(struct helper_config *c, const char *path, int must_exist
 
 /* 1 when @uid (or one of its groups) is allowed by @c. */
 int helper_config_uid_allowed(const struct helper_config *c, uid_t uid);
+
+/*
+ * 1 when @uid may use @app_id (register or unregister a listener for it, or
+ * name it in a request); 0 otherwise, with *@why (when @why is not NULL) set
+ * to a static phrase saying why, for an error message that names the app id.
+ * Does not check the allow-list (helper_config_uid_allowed does) nor the
+ * app id's syntax. Rules:
+ *   - uid 0 may use every app id, "*" included;
+ *   - "*" (watch every app, and so read every app's app data): uids and
+ *     members of groups in watch_users;
+ *   - an app id listed in [apps]: its listed uids and members of its groups;
+ *   - any other app id: every uid, unless strict_app_ids is on.
+ */
+int helper_config_app_allowed(const struct helper_config *c, const char *app_id, uid_t uid,
+                              const char **why);
 
 #endif

@@ -44,7 +44,7 @@ struct helper_request {
 };
 
 struct helper_listener {
-    char app_id[VMS_STR_MAX + 1]; /* "*" = every app (root only) */
+    char app_id[VMS_STR_MAX + 1]; /* "*" = every app (root, watch_users) */
     char owner[VMS_STR_MAX + 1];  /* D-Bus unique name */
 };
 

@@ -58,6 +58,11 @@ tests_test_helper_hooks_SOURCES = tests/test-helper-hooks.c \
 	tests/test-helper-fixture.c tests/test-helper-fixture.h
 tests_test_helper_hooks_CFLAGS = $(HELPER_TEST_CFLAGS) -I$(top_srcdir)/guest-helper $(UDEV_CFLAGS)
 tests_test_helper_hooks_LDADD = $(HELPER_CORE_LIBS) $(TEST_COMMON_LDADD)
+TESTS += tests/test-helper-config
+check_PROGRAMS += tests/test-helper-config
+tests_test_helper_config_SOURCES = tests/test-helper-config.c
+tests_test_helper_config_CFLAGS = $(TEST_COMMON_CFLAGS) -I$(top_srcdir)/guest-helper
+tests_test_helper_config_LDADD = $(HELPER_CORE_LIBS) $(TEST_COMMON_LDADD)
 
 # Fuzz target over the helper's port-B input path (see fuzz/local.mk for the pattern).
 FUZZ_TARGETS += fuzz/fuzz-helper-events

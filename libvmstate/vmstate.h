@@ -65,10 +65,10 @@ const char *vmstate_strerror(int code);
 
 /*
  * Open a handle for application @app_id (1-255 of [A-Za-z0-9._:@-], e.g.
- * "org.example.Notes"; "*" opens a watch-only handle that, for root, receives
- * every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL means the
- * system bus; tests pass a private bus address. Does not contact the helper (it may start later).
- * On success returns 0 and sets *out; on failure returns VMSTATE_E_INVALID,
+ * "org.example.Notes"; "*" opens a watch-only handle that, for root and the helper's watch_users,
+ * receives every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL
+ * means the system bus; tests pass a private bus address. Does not contact the helper (it may start
+ * later). On success returns 0 and sets *out; on failure returns VMSTATE_E_INVALID,
  * VMSTATE_E_NO_MEMORY or VMSTATE_E_CONNECT and sets *out to NULL.
  */
 int vmstate_open(const char *bus_address, const char *app_id, vmstate **out);

@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,8 @@ static int log_contains(const char *needle)
     return strstr(buf, needle) != NULL;
 }
 
-/* The next Request on port A; checks it carries what the bridge needs. */
-static struct vms_msg *expect_request(const char *op)
+/* The next Request on port A from @uid; checks it carries what the bridge needs. */
+static struct vms_msg *expect_request_from(const char *op, uid_t uid)
 {
     struct vms_msg *r = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
     cr_assert_not_null(r, "no Request reached the bridge");
@@ -51,8 +52,13 @@ static struct vms_msg *expect_request(const char *op)
     cr_assert_str_eq(r->principal, "alice");
     cr_assert_str_eq(r->secret, "correct horse");
     cr_assert(vms_msg_has(r, VMS_F_UID));
-    cr_assert_eq(r->uid, getuid());
+    cr_assert_eq(r->uid, uid);
     return r;
+}
+
+static struct vms_msg *expect_request(const char *op)
+{
+    return expect_request_from(op, getuid());
 }
 
 static void reply_ok(const char *request_id)
@@ -348,6 +354,148 @@ Test(helper, uid_not_allowed_gets_permission_error)
     fx_client_close(c);
 }
 
+/* A caller that is neither root nor bound to anything: the test's own uid, or nobody's when
+ * the tests run as root (the bus refuses a uid without a passwd entry). Tests add it to
+ * allow_users. */
+static uid_t plain_uid(void)
+{
+    struct passwd *pw;
+
+    if (getuid() != 0)
+        return getuid();
+    pw = getpwnam("nobody");
+    if (!pw)
+        cr_skip_test("no user 'nobody' to call as");
+    return pw->pw_uid;
+}
+
+/* RegisterListener(@app_id) is refused with Permission and a message naming the app id. */
+static void assert_register_refused(DBusConnection *c, const char *app_id)
+{
+    const char *err = NULL;
+
+    cr_assert_null(
+        fx_call(c, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &app_id, DBUS_TYPE_INVALID));
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert(strstr(fx_error_message, app_id), "message does not name %s: %s", app_id,
+              fx_error_message);
+}
+
+Test(helper, app_bound_to_another_uid_is_refused)
+{
+    DBusConnection *c, *root;
+    const char *err = NULL;
+    char extra[200];
+    struct fx_opts o = {.extra_config = extra};
+
+    snprintf(extra, sizeof(extra), "allow_users = %u\n[apps]\n%s = 4243\n", (unsigned)plain_uid(),
+             APP);
+    fx_start(&F, &o);
+    c = fx_client_as(&F, plain_uid());
+    assert_register_refused(c, APP);
+    cr_assert_null(fx_save(c, "x", APP, "", &err));
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert(strstr(fx_error_message, "app id '" APP "'"), "%s", fx_error_message);
+    cr_assert(strstr(fx_error_message, "[apps]"), "%s", fx_error_message);
+    {
+        const char *app = APP;
+        cr_assert_null(fx_call(c, "UnregisterListener", 2000, &err, DBUS_TYPE_STRING, &app,
+                               DBUS_TYPE_INVALID));
+        cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    }
+    cr_assert_eq(fx_register(c, "org.example.Other"), 0, "an unbound app id stays open");
+    cr_assert(log_contains("refused RegisterListener for app id '" APP "'"));
+    if (getuid() == 0) { /* root always may */
+        root = fx_client(&F);
+        cr_assert_eq(fx_register(root, APP), 0);
+        cr_assert_not_null(fx_save(root, "x", APP, "", &err), "%s", err);
+        fx_client_close(root);
+    }
+    fx_client_close(c);
+}
+
+Test(helper, app_bound_to_the_caller_works)
+{
+    DBusConnection *c;
+    const char *id, *err = NULL;
+    char extra[200], rid[64];
+    struct fx_opts o = {.extra_config = extra};
+
+    snprintf(extra, sizeof(extra), "allow_users = %u\n[apps]\n%s = 4243, %u\n",
+             (unsigned)plain_uid(), APP, (unsigned)plain_uid());
+    fx_start(&F, &o);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client_as(&F, plain_uid());
+    cr_assert_eq(fx_register(c, APP), 0, "%s", fx_error_message);
+    id = fx_save(c, "mine", APP, "private", &err);
+    cr_assert_not_null(id, "%s: %s", err, fx_error_message);
+    snprintf(rid, sizeof(rid), "%s", id);
+    fx_msg_free(expect_request_from("save", plain_uid()));
+    fx_bridge_event(&F, rid, "save", 0, APP, "private", "s1", 1);
+    assert_completed(c, rid, "private");
+    fx_client_close(c);
+}
+
+Test(helper, strict_app_ids_refuses_unlisted_app_ids)
+{
+    DBusConnection *c, *root;
+    const char *err = NULL;
+    char extra[200];
+    struct fx_opts o = {.extra_config = extra};
+
+    snprintf(extra, sizeof(extra),
+             "allow_users = %u\nstrict_app_ids = yes\n[apps]\norg.example.Listed = %u\n",
+             (unsigned)plain_uid(), (unsigned)plain_uid());
+    fx_start(&F, &o);
+    c = fx_client_as(&F, plain_uid());
+    assert_register_refused(c, APP);
+    cr_assert(strstr(fx_error_message, "strict_app_ids"), "%s", fx_error_message);
+    cr_assert_null(fx_save(c, "x", APP, "", &err));
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_eq(fx_register(c, "org.example.Listed"), 0, "%s", fx_error_message);
+    cr_assert_not_null(fx_save(c, "x", "org.example.Listed", "", &err), "%s", err);
+    if (getuid() == 0) {
+        root = fx_client(&F);
+        cr_assert_eq(fx_register(root, APP), 0, "%s", fx_error_message);
+        cr_assert_not_null(fx_save(root, "x", APP, "", &err), "%s", err);
+        fx_client_close(root);
+    }
+    fx_client_close(c);
+}
+
+Test(helper, watch_all_refused_outside_watch_users)
+{
+    DBusConnection *c;
+    char extra[100];
+    struct fx_opts o = {.extra_config = extra};
+
+    snprintf(extra, sizeof(extra), "allow_users = %u\n", (unsigned)plain_uid());
+    fx_start(&F, &o); /* no watch_users: root only */
+    c = fx_client_as(&F, plain_uid());
+    assert_register_refused(c, "*");
+    cr_assert(strstr(fx_error_message, "watch_users"), "%s", fx_error_message);
+    fx_client_close(c);
+}
+
+Test(helper, watch_users_may_watch_all)
+{
+    DBusConnection *w;
+    char extra[200];
+    const char *rid = "0123456789abcdef0123456789abcdef";
+    struct fx_opts o = {.extra_config = extra};
+
+    snprintf(extra, sizeof(extra), "allow_users = %u\nwatch_users = %u\n[apps]\n%s = 4243\n",
+             (unsigned)plain_uid(), (unsigned)plain_uid(), APP);
+    fx_start(&F, &o);
+    fx_bridge_handshake(&F, 1);
+    w = fx_client_as(&F, plain_uid());
+    cr_assert_eq(fx_register(w, "*"), 0, "%s", fx_error_message);
+    /* documented: a watcher sees every app's completions, bound app ids included */
+    fx_bridge_event(&F, rid, "save", 0, APP, "seen", "s1", 1);
+    assert_completed(w, rid, "seen");
+    fx_client_close(w);
+}
+
 Test(helper, bridge_unreachable_refused_when_queueing_is_off)
 {
     DBusConnection *c;
@@ -479,39 +627,64 @@ Test(helper, introspect_and_properties)
     fx_client_close(c);
 }
 
-Test(helper, bad_config_names_file_line_and_key)
+/* Run the helper on a config file holding @text; its output in @out, its exit status back.
+ * @conf receives the file's path. Needs fx_start_bus. */
+static int run_helper_with(const char *text, char *conf, size_t conflen, char *out, size_t outlen)
 {
-    char conf[300], cmd[1024], out[1024] = "";
+    char cmd[1024];
     FILE *p;
     size_t n;
-    int st;
+
+    snprintf(conf, conflen, "%s/bad.conf", F.dir);
+    p = fopen(conf, "w");
+    cr_assert_not_null(p);
+    fputs(text, p);
+    fclose(p);
+    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
+             F.bus_address);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    return WEXITSTATUS(pclose(p));
+}
+
+Test(helper, bad_config_names_file_line_and_key)
+{
+    char conf[300], want[400], out[1024];
 
     fx_start_bus(&F);
-    snprintf(conf, sizeof(conf), "%s/bad.conf", F.dir);
-    p = fopen(conf, "w");
-    cr_assert_not_null(p);
-    fputs("[helper]\n# comment\ngrace_period_ms = soon\n", p);
-    fclose(p);
-    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
-             F.bus_address);
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    st = pclose(p);
-    cr_assert_eq(WEXITSTATUS(st), 2, "%s", out);
-    snprintf(cmd, sizeof(cmd), "%s:3: key 'grace_period_ms': bad value 'soon'", conf);
-    cr_assert(strstr(out, cmd), "%s", out);
-    p = fopen(conf, "w");
-    fputs("[helper]\nallow_users = root\nno_such_key = 1\n", p);
-    fclose(p);
-    snprintf(cmd, sizeof(cmd), "%s --config %s --address '%s' 2>&1", HELPERD_PATH, conf,
-             F.bus_address);
-    p = popen(cmd, "r");
-    n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    pclose(p);
+    cr_assert_eq(run_helper_with("[helper]\n# comment\ngrace_period_ms = soon\n", conf,
+                                 sizeof(conf), out, sizeof(out)),
+                 2, "%s", out);
+    snprintf(want, sizeof(want), "%s:3: key 'grace_period_ms': bad value 'soon'", conf);
+    cr_assert(strstr(out, want), "%s", out);
+    run_helper_with("[helper]\nallow_users = root\nno_such_key = 1\n", conf, sizeof(conf), out,
+                    sizeof(out));
     cr_assert(strstr(out, ":3: key 'no_such_key': unknown key"), "%s", out);
+}
+
+/* [apps] entries are checked when the helper starts: file, line and key (the app id). */
+Test(helper, bad_apps_config_names_file_line_and_key)
+{
+    char conf[300], want[400], out[1024];
+
+    fx_start_bus(&F);
+    cr_assert_eq(run_helper_with("[helper]\nallow_users = root\n[apps]\norg.example.Ok = root\n"
+                                 "org.example.Notes = root, no-such-user-zz\n",
+                                 conf, sizeof(conf), out, sizeof(out)),
+                 2, "%s", out);
+    snprintf(want, sizeof(want),
+             "%s:5: key 'org.example.Notes': bad value 'root, no-such-user-zz': unknown user "
+             "'no-such-user-zz'",
+             conf);
+    cr_assert(strstr(out, want), "%s", out);
+    run_helper_with("[apps]\nbad app! = root\n", conf, sizeof(conf), out, sizeof(out));
+    cr_assert(strstr(out, ":2: key 'bad app!': bad app id"), "%s", out);
+    run_helper_with("[helper]\nwatch_users = @no-such-group-zz\n", conf, sizeof(conf), out,
+                    sizeof(out));
+    cr_assert(strstr(out, ":2: key 'watch_users': bad value '@no-such-group-zz': unknown group"),
+              "%s", out);
 }
 
 /* CPU time (ms) the helper has used so far. */

@@ -65,12 +65,13 @@ void fx_start_bus(struct fx *f)
     f->listen_a = f->listen_b = -1;
     snprintf(f->dir, sizeof(f->dir), "/tmp/vmstate-test-XXXXXX");
     cr_assert_not_null(mkdtemp(f->dir));
+    chmod(f->dir, 0711); /* fx_client_as: other uids reach the bus socket */
     snprintf(conf, sizeof(conf), "%s/bus.conf", f->dir);
     snprintf(text, sizeof(text),
              "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN\"\n"
              " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
              "<busconfig><type>session</type><listen>unix:path=%s/bus</listen>"
-             "<auth>EXTERNAL</auth><policy context=\"default\">"
+             "<auth>EXTERNAL</auth><policy context=\"default\"><allow user=\"*\"/>"
              "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>"
              "<allow own=\"*\"/></policy></busconfig>\n",
              f->dir);
@@ -473,6 +474,20 @@ DBusConnection *fx_client(struct fx *f)
     return c;
 }
 
+DBusConnection *fx_client_as(struct fx *f, uid_t uid)
+{
+    DBusConnection *c;
+
+    if (uid == geteuid())
+        return fx_client(f);
+    cr_assert_eq(geteuid(), 0, "only root can connect as uid %u", (unsigned)uid);
+    /* The bus takes the peer's credentials when it connects and authenticates (EXTERNAL). */
+    cr_assert_eq(seteuid(uid), 0, "seteuid(%u): %s", (unsigned)uid, strerror(errno));
+    c = fx_client(f);
+    cr_assert_eq(seteuid(0), 0);
+    return c;
+}
+
 void fx_client_close(DBusConnection *c)
 {
     for (unsigned i = 0; i < n_pending;)
@@ -504,6 +519,8 @@ static int append_creds(DBusMessage *m)
            dbus_message_iter_close_container(&it, &dict);
 }
 
+char fx_error_message[512];
+
 DBusMessage *fx_call(DBusConnection *c, const char *member, int timeout_ms, const char **err_name,
                      int first_type, ...)
 {
@@ -528,6 +545,7 @@ DBusMessage *fx_call(DBusConnection *c, const char *member, int timeout_ms, cons
         *err_name = NULL;
     if (!r) {
         snprintf(errbuf, sizeof(errbuf), "%s", err.name ? err.name : "?");
+        snprintf(fx_error_message, sizeof(fx_error_message), "%s", err.message ? err.message : "");
         if (err_name)
             *err_name = errbuf;
         dbus_error_free(&err);

@@ -76,8 +76,12 @@ void fx_msg_free(struct vms_msg *m);
 
 /* D-Bus clients. */
 DBusConnection *fx_client(struct fx *f);
+/* A client whose bus credentials say @uid (the test must run as root unless @uid is its own). */
+DBusConnection *fx_client_as(struct fx *f, uid_t uid);
 void fx_client_close(DBusConnection *c);
-/* Call a request method; returns the reply or NULL with *err_name set (static storage). */
+/* Call a request method; returns the reply or NULL with *err_name set (static storage) and
+ * the error's text in fx_error_message. */
+extern char fx_error_message[512];
 DBusMessage *fx_call(DBusConnection *c, const char *member, int timeout_ms, const char **err_name,
                      int first_type, ...);
 /* Save(label, app_id, data, {principal, secret}) → request id (static buffer) or NULL + err. */
