@@ -269,35 +269,58 @@ static int on_key(void *user, const char *section, const char *key, const char *
     return 1;
 }
 
-int helper_config_load(struct helper_config *c, const char *path, int must_exist, char *err,
-                       size_t errlen)
+/* An allow-list in the file replaces the default (root only) instead of adding to it. */
+static void load_begin(struct helper_config *c)
 {
-    struct parse_state ps = {.c = c};
-    int line;
-
-    if (access(path, F_OK) < 0 && errno == ENOENT && !must_exist)
-        return 0;
-    /* An allow-list in the file replaces the default (root only) instead of adding to it. */
     c->n_allow_uids = 0;
     c->n_allow_gids = 0;
     c->n_watch_uids = 0;
     c->n_watch_gids = 0;
     c->n_apps = 0;
-    line = ini_parse(path, on_key, &ps);
+}
+
+/* After ini_parse*() returned @line (0, -1 cannot open, -2 no memory, else the bad line). */
+static int load_finish(struct helper_config *c, const struct parse_state *ps, const char *name,
+                       int line, char *err, size_t errlen)
+{
     if (line == -1) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s: cannot open: %s", name, strerror(errno));
+        return -1;
+    }
+    if (line == -2) {
+        snprintf(err, errlen, "%s: out of memory", name);
         return -1;
     }
     if (line != 0) {
-        snprintf(err, errlen, "%s:%d: %s", path, line, ps.why[0] ? ps.why : "syntax error");
+        snprintf(err, errlen, "%s:%d: %s", name, line, ps->why[0] ? ps->why : "syntax error");
         return -1;
     }
     if (c->n_allow_uids == 0 && c->n_allow_gids == 0) {
         c->allow_uids[0] = 0; /* root is always allowed when nothing is said */
         c->n_allow_uids = 1;
     }
-    snprintf(c->path, sizeof(c->path), "%s", path);
+    snprintf(c->path, sizeof(c->path), "%s", name);
     return 0;
+}
+
+int helper_config_load(struct helper_config *c, const char *path, int must_exist, char *err,
+                       size_t errlen)
+{
+    struct parse_state ps = {.c = c};
+
+    if (access(path, F_OK) < 0 && errno == ENOENT && !must_exist)
+        return 0;
+    load_begin(c);
+    return load_finish(c, &ps, path, ini_parse(path, on_key, &ps), err, errlen);
+}
+
+int helper_config_load_string(struct helper_config *c, const char *name, const char *text,
+                              char *err, size_t errlen)
+{
+    struct parse_state ps = {.c = c};
+
+    load_begin(c);
+    return load_finish(c, &ps, name, ini_parse_string(text, on_key, &ps), err, errlen);
 }
 
 /* 1 when @uid is one of @uids or a member of one of @gids. */

@@ -74,6 +74,10 @@ void helper_config_defaults(struct helper_config *c);
 int helper_config_load(struct helper_config *c, const char *path, int must_exist, char *err,
                        size_t errlen);
 
+/* Same as helper_config_load() over @text (must exist); @name is used in messages and path. */
+int helper_config_load_string(struct helper_config *c, const char *name, const char *text,
+                              char *err, size_t errlen);
+
 /* 1 when @uid (or one of its groups) is allowed by @c. */
 int helper_config_uid_allowed(const struct helper_config *c, uid_t uid);
 

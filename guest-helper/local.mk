@@ -74,6 +74,17 @@ fuzz_fuzz_helper_events_SOURCES += fuzz/standalone.c
 endif
 fuzz_fuzz_helper_events_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
 EXTRA_DIST += fuzz/corpus/helper-events
+
+# Fuzz target over both INI parsers (bridge and helper config; first byte selects).
+FUZZ_TARGETS += fuzz/fuzz-config
+fuzz_fuzz_config_SOURCES = fuzz/fuzz-config.c
+fuzz_fuzz_config_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/guest-helper -I$(top_srcdir)/host-bridge
+fuzz_fuzz_config_LDADD = $(HELPER_CORE_LIBS) host-bridge/libbridge.la $(FUZZ_LDADD)
+if !ENABLE_FUZZING
+fuzz_fuzz_config_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_config_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+EXTRA_DIST += fuzz/corpus/config
 dist_man8_MANS = guest-helper/vmstate-helperd.8
 
 # The test guest (tests/guest image builder): the daemon, its bus policy, and the test

@@ -232,12 +232,36 @@ static void sanitize_text(char *dst, size_t len, const char *s)
     dst[j] = '\0';
 }
 
+/*
+ * What QEMU sends may have any JSON type where a string or an array is
+ * expected, or null (a NULL json_object, whose json_object_get_string() is
+ * NULL and whose json_object_array_length() aborts): read values only
+ * through these.
+ */
+static const char *jstr(json_object *o)
+{
+    const char *s = json_object_get_string(o);
+    return s ? s : "";
+}
+
+static size_t jarray_len(json_object *a)
+{
+    return json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+}
+
+/* The string value of member @key of @o; "" when absent, null, or @o is not an object. */
+static const char *str_member(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? jstr(v) : "";
+}
+
 static json_object *find_job(json_object *jobs, const char *job_id)
 {
-    size_t n = json_object_is_type(jobs, json_type_array) ? json_object_array_length(jobs) : 0;
+    size_t n = jarray_len(jobs);
     for (size_t i = 0; i < n; i++) {
         json_object *j = json_object_array_get_idx(jobs, i), *id;
-        if (json_object_object_get_ex(j, "id", &id) && !strcmp(json_object_get_string(id), job_id))
+        if (json_object_object_get_ex(j, "id", &id) && !strcmp(jstr(id), job_id))
             return j;
     }
     return NULL;
@@ -280,7 +304,7 @@ static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backe
 
 static void on_query_jobs(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
-    json_object *j, *status;
+    json_object *j;
     (void)arg;
 
     if (q->job.phase != J_QUERY && q->job.phase != J_RECOVER)
@@ -292,8 +316,7 @@ static void on_query_jobs(struct bridge_backend *q, json_object *ret, const char
         return;
     }
     j = find_job(ret, q->job.job_id);
-    if (j && json_object_object_get_ex(j, "status", &status) &&
-        !strcmp(json_object_get_string(status), "concluded")) {
+    if (j && !strcmp(str_member(j, "status"), "concluded")) {
         job_conclude(q, j);
         return;
     }
@@ -381,11 +404,10 @@ static void on_job_event(struct bridge_backend *q, json_object *data)
     json_object *id, *status;
 
     if (q->job.phase == J_IDLE || !json_object_object_get_ex(data, "id", &id) ||
-        !json_object_object_get_ex(data, "status", &status) ||
-        strcmp(json_object_get_string(id), q->job.job_id))
+        !json_object_object_get_ex(data, "status", &status) || strcmp(jstr(id), q->job.job_id))
         return;
-    vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, json_object_get_string(status));
-    if (strcmp(json_object_get_string(status), "concluded"))
+    vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, jstr(status));
+    if (strcmp(jstr(status), "concluded"))
         return;
     q->job.concluded = 1;
     if (q->job.phase == J_WAIT)
@@ -495,19 +517,18 @@ static void on_block_nodes(struct bridge_backend *q, json_object *ret, const cha
         call_finish(c, err_status(err), err, 0);
         return;
     }
-    n = json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+    n = jarray_len(ret);
     for (size_t i = 0; i < n; i++) {
         json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
         if (!json_object_object_get_ex(node, "node-name", &name) ||
-            strcmp(json_object_get_string(name), q->cfg->nodes[0]) ||
+            strcmp(jstr(name), q->cfg->nodes[0]) ||
             !json_object_object_get_ex(node, "image", &image))
             continue;
         if (!json_object_object_get_ex(image, "snapshots", &snaps))
             break;
-        for (size_t k = 0; k < json_object_array_length(snaps); k++) {
+        for (size_t k = 0; k < jarray_len(snaps); k++) {
             json_object *s = json_object_array_get_idx(snaps, k), *sn;
-            if (json_object_object_get_ex(s, "name", &sn) &&
-                !strcmp(json_object_get_string(sn), c->tag)) {
+            if (json_object_object_get_ex(s, "name", &sn) && !strcmp(jstr(sn), c->tag)) {
                 call_finish(c, VMS_STATUS_OK, "", 0);
                 return;
             }
@@ -619,12 +640,6 @@ static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_back
 
 /* ---- run state (I/O-error pauses, ioerror.c) ---- */
 
-static const char *str_member(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
-}
-
 static void on_block_io_error(struct bridge_backend *q, json_object *data)
 {
     char node[BRIDGE_NODE_NAME_MAX], reason[VMS_STR_MAX + 1], op[16], action[16];
@@ -676,8 +691,7 @@ static void on_query_block(struct bridge_backend *q, json_object *ret, const cha
 {
     struct qmp_call *c = arg;
     struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
-    size_t n =
-        !err && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+    size_t n = err ? 0 : jarray_len(ret);
     (void)q;
 
     if (err)
@@ -810,7 +824,7 @@ static void handle_line(struct bridge_backend *q, const char *line)
                 q->broken = 1;
         }
     } else if (json_object_object_get_ex(o, "event", &v)) {
-        const char *name = json_object_get_string(v);
+        const char *name = jstr(v);
         json_object *data = NULL;
         json_object_object_get_ex(o, "data", &data);
         vms_debug(vmname(q), NULL, "qmp: event %s", name);

@@ -16,6 +16,8 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/ioerror.c host-bridge/ioerror-sm.c host-bridge/ioerror.h
 BRIDGE_DEP_CFLAGS = $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+# for the tests and fuzz targets that include the daemon's headers
+BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS) -lpthread
 
@@ -49,28 +51,35 @@ tests_bridge_vms_wire_client_LDADD = common/libvmscommon.la $(DBUS_LIBS)
 TESTS += tests/test-bridge-config tests/test-bridge-core
 check_PROGRAMS += tests/test-bridge-config tests/test-bridge-core
 tests_test_bridge_config_SOURCES = tests/test-bridge-config.c
-tests_test_bridge_config_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_config_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_core_SOURCES = tests/test-bridge-core.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
-tests_test_bridge_core_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_core_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-prepare
 check_PROGRAMS += tests/test-bridge-prepare
 tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
-tests_test_bridge_prepare_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_prepare_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_prepare_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # Fuzz target over the guest-facing path (see fuzz/local.mk for the conventions).
 FUZZ_TARGETS += fuzz/fuzz-bridge-request
 check_PROGRAMS += fuzz/fuzz-bridge-request
 fuzz_fuzz_bridge_request_SOURCES = fuzz/fuzz-bridge-request.c
-if !ENABLE_FUZZING
-fuzz_fuzz_bridge_request_SOURCES += fuzz/standalone.c
-endif
-fuzz_fuzz_bridge_request_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+fuzz_fuzz_bridge_request_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
 fuzz_fuzz_bridge_request_LDADD = host-bridge/libbridge.la
 fuzz_fuzz_bridge_request_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
-EXTRA_DIST += fuzz/corpus/bridge-request
+# and over the QMP backend's input (what QEMU's monitor sends)
+FUZZ_TARGETS += fuzz/fuzz-qmp
+fuzz_fuzz_qmp_SOURCES = fuzz/fuzz-qmp.c
+fuzz_fuzz_qmp_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
+fuzz_fuzz_qmp_LDADD = host-bridge/libbridge.la
+fuzz_fuzz_qmp_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+if !ENABLE_FUZZING
+fuzz_fuzz_bridge_request_SOURCES += fuzz/standalone.c
+fuzz_fuzz_qmp_SOURCES += fuzz/standalone.c
+endif
+EXTRA_DIST += fuzz/corpus/bridge-request fuzz/corpus/qmp
 
 noinst_PROGRAMS += tests/bridge/make-bridge-seeds
 tests_bridge_make_bridge_seeds_SOURCES = tests/bridge/make-bridge-seeds.c
@@ -101,7 +110,7 @@ dist_noinst_SCRIPTS += tests/bridge/test-admin.sh
 TESTS += tests/test-bridge-qmp
 check_PROGRAMS += tests/test-bridge-qmp
 tests_test_bridge_qmp_SOURCES = tests/test-bridge-qmp.c
-tests_test_bridge_qmp_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_qmp_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_qmp_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # I/O-error auto-resume (issue 6): tests and system checks

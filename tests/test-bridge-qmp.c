@@ -197,6 +197,16 @@ static void wait_done(int n)
     cr_assert_eq(done_calls, n);
 }
 
+/* Job @job concludes: the backend reads query-jobs (answered with @jobs), dismisses it, and
+ * reports the @n-th result. */
+static void conclude_job(const char *job, const char *jobs, int n)
+{
+    job_event(job, "concluded");
+    json_object_put(expect("query-jobs", jobs));
+    json_object_put(expect("job-dismiss", "{}"));
+    wait_done(n);
+}
+
 TestSuite(qmp, .init = setup, .fini = teardown);
 
 Test(qmp, save_job_followed_to_concluded)
@@ -217,11 +227,10 @@ Test(qmp, save_job_followed_to_concluded)
     job_event("other-job", "concluded"); /* not ours */
     pump(5);
     cr_assert_eq(done_calls, 0);
-    job_event("vms-job1", "concluded");
-    json_object_put(expect("query-jobs", "[{\"id\": \"vms-job1\", \"status\": \"concluded\", "
-                                         "\"type\": \"snapshot-save\"}]"));
-    json_object_put(expect("job-dismiss", "{}"));
-    wait_done(1);
+    conclude_job("vms-job1",
+                 "[{\"id\": \"vms-job1\", \"status\": \"concluded\", "
+                 "\"type\": \"snapshot-save\"}]",
+                 1);
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
@@ -239,10 +248,7 @@ Test(qmp, monitor_silent_while_saving_is_not_a_timeout)
     snprintf(line, sizeof(line), "{\"return\": {}, \"id\": %ld}", cmd_id(o));
     json_object_put(o);
     server_send(line);
-    job_event("vms-big", "concluded");
-    json_object_put(expect("query-jobs", "[{\"id\": \"vms-big\", \"status\": \"concluded\"}]"));
-    json_object_put(expect("job-dismiss", "{}"));
-    wait_done(1);
+    conclude_job("vms-big", "[{\"id\": \"vms-big\", \"status\": \"concluded\"}]", 1);
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
@@ -250,11 +256,10 @@ Test(qmp, job_error_text_reported)
 {
     cr_assert_eq(bridge_backend_qmp.restore(be, "st-1", "vms-j", on_done, NULL), 0);
     json_object_put(expect("snapshot-load", "{}"));
-    job_event("vms-j", "concluded");
-    json_object_put(expect("query-jobs", "[{\"id\": \"vms-j\", \"status\": \"concluded\", "
-                                         "\"error\": \"Snapshot 'st-1' does not exist\"}]"));
-    json_object_put(expect("job-dismiss", "{}"));
-    wait_done(1);
+    conclude_job("vms-j",
+                 "[{\"id\": \"vms-j\", \"status\": \"concluded\", "
+                 "\"error\": \"Snapshot 'st-1' does not exist\"}]",
+                 1);
     cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
     cr_assert_str_eq(last.message, "Snapshot 'st-1' does not exist");
 }
@@ -327,10 +332,7 @@ Test(qmp, recover_running_job_follows_it)
     json_object_put(expect("query-jobs", "[{\"id\": \"vms-r\", \"status\": \"running\"}]"));
     pump(5);
     cr_assert_eq(done_calls, 0);
-    job_event("vms-r", "concluded");
-    json_object_put(expect("query-jobs", "[{\"id\": \"vms-r\", \"status\": \"concluded\"}]"));
-    json_object_put(expect("job-dismiss", "{}"));
-    wait_done(1);
+    conclude_job("vms-r", "[{\"id\": \"vms-r\", \"status\": \"concluded\"}]", 1);
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
@@ -349,4 +351,36 @@ Test(qmp, recover_vanished_job_is_marked_never_started)
     wait_done(2);
     cr_assert_eq(last.status, VMS_STATUS_ERR_ABORTED);
     cr_assert(last.never_started);
+}
+
+Test(qmp, null_and_mistyped_values_are_empty_strings)
+{
+    /* json-c hands a JSON null as NULL: strcmp(NULL) and array_length(non-array) crashed */
+    server_send("{\"event\": null}");
+    server_send(
+        "{\"event\": \"BLOCK_IO_ERROR\", \"data\": {\"node-name\": null, \"reason\": null}}");
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-1", "vms-n", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    job_event("vms-n", "running");
+    server_send("{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": null, \"status\": null}}");
+    server_send(
+        "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"id\": \"vms-n\", \"status\": null}}");
+    conclude_job("vms-n",
+                 "[null, {\"id\": null}, {\"id\": \"vms-n\", \"status\": "
+                 "\"concluded\", \"error\": null}]",
+                 1);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
+
+    cr_assert_eq(bridge_backend_qmp.has_snapshot(be, "st-1", on_done, NULL), 0);
+    json_object_put(expect("query-named-block-nodes",
+                           "[{\"node-name\": null}, {\"node-name\": \"disk0\", \"image\": "
+                           "{\"snapshots\": {\"name\": \"st-1\"}}}]"));
+    wait_done(2);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_NOT_FOUND);
+
+    cr_assert_eq(bridge_backend_qmp.query_status(be, on_done, NULL), 0);
+    json_object_put(expect("query-status", "{\"status\": null}"));
+    wait_done(3);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+    cr_assert_str_eq(last.run_status, "");
 }
