@@ -84,6 +84,9 @@ struct bridge_backend {
     unsigned backoff_ms, backoff_min, backoff_max;
     int broken; /* a write failed: disconnect at the next tick */
     struct qmp_job job;
+    /* the job whose job-dismiss is in flight (the job record is cleared by then); replies come
+     * in order and a next job must conclude before its own dismiss, so one suffices */
+    char dismissing[VMS_STR_MAX + 1];
 };
 
 static void qmp_disconnect(struct bridge_backend *q, const char *why);
@@ -272,7 +275,7 @@ static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const c
     (void)ret;
     (void)arg;
     if (err)
-        vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", q->job.job_id, err);
+        vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", q->dismissing, err);
 }
 
 /*
@@ -284,7 +287,7 @@ static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const c
 static void job_conclude(struct bridge_backend *q, json_object *j)
 {
     json_object *e;
-    char msg[VMS_STR_MAX + 1] = "", job_id[VMS_STR_MAX + 1];
+    char msg[VMS_STR_MAX + 1] = "";
     enum vms_status status = VMS_STATUS_OK;
     json_object *args = json_object_new_object();
 
@@ -292,11 +295,11 @@ static void job_conclude(struct bridge_backend *q, json_object *j)
         sanitize_text(msg, sizeof(msg), json_object_get_string(e));
         status = VMS_STATUS_ERR_BACKEND;
     }
-    snprintf(job_id, sizeof(job_id), "%s", q->job.job_id);
+    snprintf(q->dismissing, sizeof(q->dismissing), "%s", q->job.job_id);
     vms_info(vmname(q), NULL, "qmp: job %s (%s %s) concluded: %s", q->job.job_id,
              vms_op_name(q->job.op), q->job.tag, status ? msg : "ok");
     job_finish(q, status, msg);
-    json_object_object_add(args, "id", json_object_new_string(job_id));
+    json_object_object_add(args, "id", json_object_new_string(q->dismissing));
     qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, NULL);
 }
 
