@@ -80,8 +80,8 @@ static void report(const char *prefix, uint64_t *s, size_t n)
     for (size_t i = 0; i < n; i++)
         sum += (double)s[i];
     size_t p99 = (n * 99 + 99) / 100, med = (n + 1) / 2;
-    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f\n", prefix,
-           n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3);
+    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f\n", prefix, n,
+           s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3);
 }
 
 /* One hostinfo round trip; returns its duration in ns. BUSY and a call that timed out

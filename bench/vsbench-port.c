@@ -208,9 +208,9 @@ static int do_qga(const char *sock, size_t n)
     /* Sync first: the agent may hold a half-read command from an earlier client. */
     char sync[128];
     long id = (long)(now_ns() % 1000000000);
-    int len = snprintf(sync, sizeof(sync),
-                       "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%ld}}\n",
-                       id);
+    int len =
+        snprintf(sync, sizeof(sync),
+                 "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%ld}}\n", id);
     write_all(fd, sync, (size_t)len);
     char want[32];
     snprintf(want, sizeof(want), "%ld", id);

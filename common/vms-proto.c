@@ -133,11 +133,13 @@ static const struct {
     const char *name;
     uint32_t bit;
 } cap_table[] = {
+    /* clang-format off */
     {"timeline", VMS_CAP_TIMELINE},
     {"ack", VMS_CAP_ACK},
     {"hostinfo", VMS_CAP_HOSTINFO},
     {"clock", VMS_CAP_CLOCK},
     {"prepare", VMS_CAP_PREPARE},
+    /* clang-format on */
 };
 
 #define CAPS_MAX_ENTRIES 64 /* bound the work on a hostile caps list */
