@@ -192,7 +192,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
     if (!strcmp(key, "allow_users") || !strcmp(key, "allow_groups")) {
         struct id_lists l = {c->allow_uids, &c->n_allow_uids, c->allow_gids, &c->n_allow_gids,
                              HELPER_ALLOW_MAX};
-        rc = parse_ids(value, key[6] == 'u' ? IDS_USERS : IDS_GROUPS, &l, why, sizeof(why));
+        rc = parse_ids(value, !strcmp(key, "allow_users") ? IDS_USERS : IDS_GROUPS, &l, why,
+                       sizeof(why));
     } else if (!strcmp(key, "watch_users")) {
         struct id_lists l = {c->watch_uids, &c->n_watch_uids, c->watch_gids, &c->n_watch_gids,
                              HELPER_ALLOW_MAX};

@@ -60,6 +60,13 @@ static void prepare_forget_waiting(struct helper_prepare *p)
     p->n_waiting = 0;
 }
 
+/* The host has its Ready: no save is being prepared any more. */
+static void prepare_end(struct helper_prepare *p)
+{
+    p->active = 0;
+    prepare_forget_waiting(p);
+}
+
 void helper_hooks_free(struct helper *h)
 {
     prepare_forget_waiting(&h->hooks.prep);
@@ -296,8 +303,7 @@ static void prepare_maybe_ready(struct helper *h)
              r->failed, r->timed_out);
     vms_info(NULL, p->request_id, "ready for the save (%s)", msg);
     send_ready(h, p->request_id, VMS_STATUS_OK, msg);
-    p->active = 0;
-    prepare_forget_waiting(p);
+    prepare_end(p);
 }
 
 /* The distinct listener connections, to wait for their Proceed. */
@@ -381,9 +387,14 @@ int helper_hooks_inhibit(struct helper *h, const char *request_id, const char *r
     snprintf(msg, sizeof(msg), "%.200s (uid %ld)", reason, uid);
     vms_info(NULL, request_id, "save inhibited: %s", msg);
     send_ready(h, request_id, VMS_STATUS_ERR_INHIBITED, msg);
-    p->active = 0;
-    prepare_forget_waiting(p);
+    prepare_end(p);
     return 0;
+}
+
+void helper_hooks_owner_gone(struct helper *h, const char *owner)
+{
+    if (prepare_unwait(h, owner))
+        prepare_maybe_ready(h);
 }
 
 int helper_hooks_proceed(struct helper *h, const char *request_id, const char *owner)
@@ -392,15 +403,8 @@ int helper_hooks_proceed(struct helper *h, const char *request_id, const char *o
 
     if (!p->active || strcmp(p->request_id, request_id) != 0)
         return -1;
-    if (prepare_unwait(h, owner))
-        prepare_maybe_ready(h);
+    helper_hooks_owner_gone(h, owner); /* for this save, the same as having gone */
     return 0;
-}
-
-void helper_hooks_owner_gone(struct helper *h, const char *owner)
-{
-    if (prepare_unwait(h, owner))
-        prepare_maybe_ready(h);
 }
 
 /* ---- post-restore ---- */

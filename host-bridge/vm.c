@@ -335,8 +335,9 @@ static int rerun_request(struct bridge_vm *vm, const struct bridge_request *r)
     if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_ACCEPTED, 0, "") < 0 ||
         bridge_queue_push_front(&vm->queue, r->id) < 0)
         return -1;
-    vms_warn(vmname(vm), r->id, "%s never reached the hypervisor before the bridge stopped: %s",
-             vms_op_name(r->op), "running it again");
+    vms_warn(vmname(vm), r->id,
+             "%s never reached the hypervisor before the bridge stopped: running it again",
+             vms_op_name(r->op));
     return 0;
 }
 
