@@ -81,6 +81,7 @@ struct bridge_backend {
     uint64_t next_id;
     struct qmp_cmd *cmds;
     double now, retry_at;
+    double greet_deadline; /* a monitor held by another client accepts but never greets */
     unsigned backoff_ms, backoff_min, backoff_max;
     int broken; /* a write failed: disconnect at the next tick */
     struct qmp_job job;
@@ -958,6 +959,7 @@ static void qmp_connect(struct bridge_backend *q)
         return;
     }
     q->state = Q_GREETING;
+    q->greet_deadline = q->now + (q->cfg->command_timeout ? q->cfg->command_timeout : 10);
 }
 
 static void qmp_tick(struct bridge_backend *q, double now)
@@ -972,6 +974,11 @@ static void qmp_tick(struct bridge_backend *q, double now)
     if (q->state == Q_DOWN) {
         if (now >= q->retry_at)
             qmp_connect(q);
+        return;
+    }
+    if (q->state == Q_GREETING && now >= q->greet_deadline) {
+        /* QEMU's monitor serves one client; it queues the next without a word */
+        qmp_disconnect(q, "no greeting from QEMU (is another client holding the monitor?)");
         return;
     }
     for (pp = &q->cmds; *pp;) {

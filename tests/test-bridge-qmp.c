@@ -325,6 +325,37 @@ Test(qmp, connection_lost_mid_job_rejudged_after_reconnect)
     cr_assert_eq(last.status, VMS_STATUS_OK);
 }
 
+Test(qmp, monitor_that_never_greets_is_left_and_retried)
+{
+    int held;
+
+    close(sfd); /* QEMU goes away; the next connection is accepted but never greeted, as */
+    sfd = -1;   /* when another client holds QEMU's one monitor connection */
+    for (int i = 0; i < 50 && !lost_calls; i++)
+        pump(1);
+    cr_assert_eq(lost_calls, 1);
+    now += 1;
+    for (int i = 0; i < 300 && sfd < 0; i++) {
+        pump(1);
+        sfd = accept(lfd, NULL, NULL);
+    }
+    cr_assert_geq(sfd, 0);
+    held = sfd;
+    now += cfg.command_timeout + 1;
+    pump(3);
+    {
+        char c;
+        struct pollfd p = {.fd = held, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 1000), 1);
+        cr_assert_eq(read(held, &c, 1), 0, "the backend gave up on the silent monitor");
+    }
+    close(held);
+    sfd = -1;
+    now += 1; /* past the backoff: it connects again, and this time QEMU greets */
+    accept_and_greet();
+    cr_assert_eq(ready_calls, 2);
+}
+
 Test(qmp, recover_running_job_follows_it)
 {
     /* a previous bridge started vms-r; QEMU still runs it */
