@@ -85,6 +85,17 @@ struct bridge_backend {
     unsigned backoff_ms, backoff_min, backoff_max;
     int broken; /* a write failed: disconnect at the next tick */
     struct qmp_job job;
+    /* A job given up at its deadline and reported as timed out, which QEMU may still finish
+     * (a snapshot runs in one go on QEMU's main loop; it cannot be cancelled midway): followed
+     * to its end so that it is dismissed, and a save's snapshot deleted, since the guest was
+     * told the save failed and no catalogue entry points to it. One slot: a job that overruns
+     * stalls QEMU's monitor, so a second cannot start until the first ends. */
+    struct {
+        int active;
+        enum vms_op op;
+        char tag[VMS_STR_MAX + 1];
+        char job_id[VMS_STR_MAX + 1];
+    } orphan;
     /* the job whose job-dismiss is in flight (the job record is cleared by then); replies come
      * in order and a next job must conclude before its own dismiss, so one suffices */
     char dismissing[VMS_STR_MAX + 1];
@@ -92,6 +103,7 @@ struct bridge_backend {
 
 static void qmp_disconnect(struct bridge_backend *q, const char *why);
 static void job_recover_start(struct bridge_backend *q);
+static void orphan_adopt(struct bridge_backend *q);
 
 static const char *vmname(struct bridge_backend *q)
 {
@@ -316,6 +328,7 @@ static void on_query_jobs(struct bridge_backend *q, json_object *ret, const char
     if (err) {
         if (!strcmp(err, "lost"))
             return; /* re-judged when QMP is back */
+        orphan_adopt(q);
         job_finish(q, VMS_STATUS_ERR_BACKEND, err);
         return;
     }
@@ -394,6 +407,8 @@ static void on_job_started(struct bridge_backend *q, json_object *ret, const cha
     if (err) {
         if (!strcmp(err, "lost"))
             return; /* need_recover is set: re-judged on reconnect */
+        if (!strcmp(err, "timeout"))
+            orphan_adopt(q); /* QEMU may have started it all the same */
         job_finish(q, !strcmp(err, "timeout") ? VMS_STATUS_ERR_TIMEOUT : VMS_STATUS_ERR_BACKEND,
                    err);
         return;
@@ -403,12 +418,109 @@ static void on_job_started(struct bridge_backend *q, json_object *ret, const cha
         job_query(q);
 }
 
+static void orphan_adopt(struct bridge_backend *q)
+{
+    if (q->orphan.active)
+        vms_warn(vmname(q), NULL, "qmp: no longer following job %s (a newer one timed out)",
+                 q->orphan.job_id);
+    q->orphan.active = 1;
+    q->orphan.op = q->job.op;
+    snprintf(q->orphan.tag, sizeof(q->orphan.tag), "%s", q->job.tag);
+    snprintf(q->orphan.job_id, sizeof(q->orphan.job_id), "%s", q->job.job_id);
+    vms_warn(vmname(q), NULL,
+             "qmp: job %s (%s %s) reported as timed out; if QEMU still finishes it, it is "
+             "dismissed%s",
+             q->orphan.job_id, vms_op_name(q->orphan.op), q->orphan.tag,
+             q->orphan.op == VMS_OP_SAVE ? " and its snapshot deleted" : "");
+}
+
+/* Only bridge-made tags go into an HMP command line; refuse anything else. */
+static int tag_is_plain(const char *tag)
+{
+    if (!tag[0])
+        return 0;
+    for (; *tag; tag++)
+        if (!((*tag >= 'a' && *tag <= 'z') || (*tag >= 'A' && *tag <= 'Z') ||
+              (*tag >= '0' && *tag <= '9') || *tag == '-' || *tag == '_'))
+            return 0;
+    return 1;
+}
+
+static void on_orphan_snapshot_deleted(struct bridge_backend *q, json_object *ret, const char *err,
+                                       void *arg)
+{
+    const char *out = json_object_is_type(ret, json_type_string) ? jstr(ret) : "";
+    (void)arg;
+    /* HMP reports its errors as text in the return value */
+    if (err || out[0])
+        vms_err(vmname(q), NULL, "qmp: could not delete the timed-out save's snapshot: %s",
+                err ? err : out);
+    else
+        vms_info(vmname(q), NULL, "qmp: deleted the timed-out save's snapshot");
+}
+
+static void on_orphan_jobs(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    json_object *j, *e, *args;
+    (void)arg;
+
+    if (!q->orphan.active)
+        return;
+    if (err)
+        return; /* asked again on reconnect or at its next event */
+    j = find_job(ret, q->orphan.job_id);
+    if (!j) { /* the command never started a job */
+        q->orphan.active = 0;
+        return;
+    }
+    if (strcmp(str_member(j, "status"), "concluded"))
+        return; /* still running: its concluded event brings us back */
+    q->orphan.active = 0;
+    args = json_object_new_object();
+    json_object_object_add(args, "id", json_object_new_string(q->orphan.job_id));
+    qmp_command(q, "job-dismiss", args, qmp_timeout(q), ignore_reply, "job-dismiss");
+    if (json_object_object_get_ex(j, "error", &e)) {
+        vms_info(vmname(q), NULL, "qmp: timed-out job %s ended with an error: %s", q->orphan.job_id,
+                 jstr(e));
+        return;
+    }
+    if (q->orphan.op == VMS_OP_SAVE && tag_is_plain(q->orphan.tag)) {
+        char line[VMS_STR_MAX + 16];
+        snprintf(line, sizeof(line), "delvm %s", q->orphan.tag);
+        args = json_object_new_object();
+        json_object_object_add(args, "command-line", json_object_new_string(line));
+        vms_info(vmname(q), NULL, "qmp: timed-out save %s finished after all; deleting snapshot %s",
+                 q->orphan.job_id, q->orphan.tag);
+        qmp_command(q, "human-monitor-command", args, qmp_timeout(q), on_orphan_snapshot_deleted,
+                    NULL);
+    } else if (q->orphan.op == VMS_OP_RESTORE) {
+        vms_err(vmname(q), NULL,
+                "qmp: timed-out restore %s finished after all: the VM now runs state %s",
+                q->orphan.job_id, q->orphan.tag);
+    } else {
+        vms_info(vmname(q), NULL, "qmp: timed-out job %s finished after all", q->orphan.job_id);
+    }
+}
+
+static void orphan_query(struct bridge_backend *q)
+{
+    if (q->orphan.active)
+        qmp_command(q, "query-jobs", NULL, qmp_timeout(q), on_orphan_jobs, NULL);
+}
+
 static void on_job_event(struct bridge_backend *q, json_object *data)
 {
     json_object *id, *status;
 
-    if (q->job.phase == J_IDLE || !json_object_object_get_ex(data, "id", &id) ||
-        !json_object_object_get_ex(data, "status", &status) || strcmp(jstr(id), q->job.job_id))
+    if (!json_object_object_get_ex(data, "id", &id) ||
+        !json_object_object_get_ex(data, "status", &status))
+        return;
+    if (q->orphan.active && !strcmp(jstr(id), q->orphan.job_id) &&
+        !strcmp(jstr(status), "concluded")) {
+        orphan_query(q);
+        return;
+    }
+    if (q->job.phase == J_IDLE || strcmp(jstr(id), q->job.job_id))
         return;
     vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, jstr(status));
     if (strcmp(jstr(status), "concluded"))
@@ -780,6 +892,7 @@ static void on_capabilities(struct bridge_backend *q, json_object *ret, const ch
     vms_info(vmname(q), NULL, "qmp: connected to %s", q->cfg->qmp);
     if (q->job.phase != J_IDLE)
         job_recover_start(q);
+    orphan_query(q); /* it may have ended while QMP was away */
     if (q->hooks->ready)
         q->hooks->ready(q->opaque);
 }
@@ -996,6 +1109,7 @@ static void qmp_tick(struct bridge_backend *q, double now)
     if (q->job.phase != J_IDLE && now >= q->job.deadline) {
         vms_err(vmname(q), NULL, "qmp: job %s timed out after %u s", q->job.job_id,
                 q->cfg->job_timeout);
+        orphan_adopt(q);
         job_finish(q, VMS_STATUS_ERR_TIMEOUT, "the hypervisor did not finish in time");
     }
 }

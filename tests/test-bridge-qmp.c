@@ -356,6 +356,48 @@ Test(qmp, monitor_that_never_greets_is_left_and_retried)
     cr_assert_eq(ready_calls, 2);
 }
 
+Test(qmp, save_that_outlives_its_timeout_is_dismissed_and_its_snapshot_deleted)
+{
+    json_object *o, *args, *line;
+
+    cfg.job_timeout = 5;
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-late", "vms-late", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    now += 6; /* QEMU is still writing the state */
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_TIMEOUT);
+    /* it ends after all: dismissed, and the snapshot the guest was told failed is deleted */
+    job_event("vms-late", "concluded");
+    json_object_put(expect("query-jobs", "[{\"id\": \"vms-late\", \"status\": \"concluded\"}]"));
+    json_object_put(expect("job-dismiss", "{}"));
+    o = expect("human-monitor-command", "\"\"");
+    cr_assert(json_object_object_get_ex(o, "arguments", &args));
+    cr_assert(json_object_object_get_ex(args, "command-line", &line));
+    cr_assert_str_eq(json_object_get_string(line), "delvm st-late");
+    json_object_put(o);
+    /* the next job runs as usual */
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-next", "vms-next", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    conclude_job("vms-next", "[{\"id\": \"vms-next\", \"status\": \"concluded\"}]", 2);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+}
+
+Test(qmp, failed_save_that_outlives_its_timeout_deletes_nothing)
+{
+    cfg.job_timeout = 5;
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-late", "vms-late", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    now += 6;
+    wait_done(1);
+    job_event("vms-late", "concluded");
+    json_object_put(expect("query-jobs", "[{\"id\": \"vms-late\", \"status\": \"concluded\", "
+                                         "\"error\": \"No space left on device\"}]"));
+    json_object_put(expect("job-dismiss", "{}"));
+    /* nothing else is sent: the next command the fake sees is the next job's */
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-next", "vms-next", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", NULL));
+}
+
 Test(qmp, recover_running_job_follows_it)
 {
     /* a previous bridge started vms-r; QEMU still runs it */
