@@ -96,6 +96,14 @@ struct bridge_backend {
         char tag[VMS_STR_MAX + 1];
         char job_id[VMS_STR_MAX + 1];
     } orphan;
+    /* set-memory in progress: after `balloon` is accepted the guest's driver moves the
+     * size page by page (BALLOON_CHANGE events); the request ends when the target is
+     * reached or the size stops moving, and reports the size reached */
+    struct {
+        struct qmp_call *c;
+        uint64_t actual;
+        double last_change, deadline;
+    } bal;
     /* the job whose job-dismiss is in flight (the job record is cleared by then); replies come
      * in order and a next job must conclude before its own dismiss, so one suffices */
     char dismissing[VMS_STR_MAX + 1];
@@ -729,11 +737,73 @@ static int qmp_query_memory(struct bridge_backend *q, bridge_backend_done_fn don
     return 0;
 }
 
+/* A balloon that has not moved for this long is where the guest will leave it (it gave back
+ * what it could, or has no driver); the whole wait is bounded too. */
+#define BALLOON_SETTLE_S 3.0
+#define BALLOON_MAX_S    60.0
+#define BALLOON_NEAR     (1u << 20) /* the driver moves whole pages; call 1 MiB away "reached" */
+
+static int balloon_reached(const struct bridge_backend *q)
+{
+    uint64_t a = q->bal.actual, t = q->bal.c->bytes;
+    return (a > t ? a - t : t - a) < BALLOON_NEAR;
+}
+
+static void balloon_finish(struct bridge_backend *q, const char *why)
+{
+    struct qmp_call *c = q->bal.c;
+    char msg[VMS_STR_MAX + 1] = "";
+
+    if (!c)
+        return;
+    q->bal.c = NULL;
+    if (why)
+        snprintf(msg, sizeof(msg), "%s; memory %llu MiB, target %llu MiB", why,
+                 (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
+    else if ((q->bal.actual > c->bytes ? q->bal.actual - c->bytes : c->bytes - q->bal.actual) >=
+             BALLOON_NEAR)
+        snprintf(msg, sizeof(msg),
+                 "the guest stopped at %llu MiB of the %llu MiB target (it gave what it could)",
+                 (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
+    vms_info(vmname(q), NULL, "qmp: balloon settled at %llu bytes (target %llu)%s%s",
+             (unsigned long long)q->bal.actual, (unsigned long long)c->bytes, msg[0] ? ": " : "",
+             msg);
+    call_finish(c, VMS_STATUS_OK, msg, q->bal.actual);
+}
+
+static void balloon_moved(struct bridge_backend *q, uint64_t actual)
+{
+    if (!q->bal.c)
+        return;
+    if (actual != q->bal.actual)
+        q->bal.last_change = q->now;
+    q->bal.actual = actual;
+    if (balloon_reached(q))
+        balloon_finish(q, NULL);
+}
+
+static void on_balloon_now(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    json_object *actual;
+    (void)arg;
+    if (!err && json_object_object_get_ex(ret, "actual", &actual))
+        balloon_moved(q, (uint64_t)json_object_get_int64(actual));
+}
+
 static void on_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
-    (void)q;
+    struct qmp_call *c = arg;
     (void)ret;
-    call_finish(arg, err ? err_status(err) : VMS_STATUS_OK, err, 0);
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    balloon_finish(q, "superseded by a newer set-memory"); /* requests run one at a time */
+    q->bal.c = c;
+    q->bal.actual = 0;
+    q->bal.last_change = q->now;
+    q->bal.deadline = q->now + BALLOON_MAX_S;
+    qmp_command(q, "query-balloon", NULL, qmp_timeout(q), on_balloon_now, NULL);
 }
 
 static int qmp_set_balloon(struct bridge_backend *q, uint64_t bytes, bridge_backend_done_fn done,
@@ -949,6 +1019,8 @@ static void handle_line(struct bridge_backend *q, const char *line)
             on_job_event(q, data);
         if (!strcmp(name, "BLOCK_IO_ERROR"))
             on_block_io_error(q, data);
+        if (!strcmp(name, "BALLOON_CHANGE") && json_object_object_get_ex(data, "actual", &v))
+            balloon_moved(q, (uint64_t)json_object_get_int64(v));
         if (q->hooks->event)
             q->hooks->event(q->opaque, name);
     } else if (json_object_object_get_ex(o, "id", &v)) {
@@ -1046,6 +1118,7 @@ static void qmp_disconnect(struct bridge_backend *q, const char *why)
     if (q->job.phase != J_IDLE)
         q->job.need_recover = 1;
     fail_commands(q, "lost");
+    balloon_finish(q, "QMP lost while the balloon moved");
     if (was_ready && q->hooks->lost)
         q->hooks->lost(q->opaque);
 }
@@ -1106,6 +1179,8 @@ static void qmp_tick(struct bridge_backend *q, double now)
         free(c);
         pp = &q->cmds; /* the callback may have changed the list */
     }
+    if (q->bal.c && (now - q->bal.last_change >= BALLOON_SETTLE_S || now >= q->bal.deadline))
+        balloon_finish(q, NULL);
     if (q->job.phase != J_IDLE && now >= q->job.deadline) {
         vms_err(vmname(q), NULL, "qmp: job %s timed out after %u s", q->job.job_id,
                 q->cfg->job_timeout);
@@ -1148,10 +1223,12 @@ static void qmp_close(struct bridge_backend *q)
         struct qmp_cmd *c = q->cmds;
         q->cmds = c->next;
         if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
-            c->fn != on_capabilities && c->fn != on_job_dismissed && c->arg)
+            c->fn != on_capabilities && c->fn != on_job_dismissed && c->fn != on_balloon_now &&
+            c->arg)
             free(c->arg); /* a struct qmp_call */
         free(c);
     }
+    free(q->bal.c);
     free(q->rx);
     free(q->tx);
     free(q);

@@ -434,8 +434,10 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     }
     case VMS_OP_SET_MEMORY:
         bridge_event_for_request(&ev, &r, res->status, res->message);
-        if (res->status == VMS_STATUS_OK)
-            vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);
+        if (res->status == VMS_STATUS_OK) {
+            vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);            /* the target */
+            vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, res->mem_bytes); /* the size reached */
+        }
         bridge_vm_complete(vm, &r, res->status, &ev);
         break;
     default:

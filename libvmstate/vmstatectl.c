@@ -203,8 +203,10 @@ static json_object *event_json(const struct vmstate_event *ev)
         json_object_object_add(o, "hostname", json_object_new_string(ev->hostname));
         json_object_object_add(o, "bridge_version", json_object_new_string(ev->bridge_version));
     }
-    if (!strcmp(ev->operation, "set-memory"))
+    if (!strcmp(ev->operation, "set-memory")) {
         json_object_object_add(o, "bytes", json_object_new_uint64(ev->bytes));
+        json_object_object_add(o, "mem_bytes", json_object_new_uint64(ev->mem_bytes));
+    }
     return o;
 }
 
@@ -249,8 +251,9 @@ static void print_event(const struct vmstate_event *ev, int json)
             printf("  host: %s  bridge: %s  memory: %llu bytes  free: %llu bytes\n", ev->hostname,
                    ev->bridge_version, (unsigned long long)ev->mem_bytes,
                    (unsigned long long)ev->free_bytes);
-        if (!strcmp(ev->operation, "set-memory"))
-            printf("  memory: %llu bytes\n", (unsigned long long)ev->bytes);
+        if (!strcmp(ev->operation, "set-memory") && ev->status == 0)
+            printf("  memory: %llu bytes (target %llu bytes)\n", (unsigned long long)ev->mem_bytes,
+                   (unsigned long long)ev->bytes);
     }
     fflush(stdout);
 }

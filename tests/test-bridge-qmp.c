@@ -398,6 +398,45 @@ Test(qmp, failed_save_that_outlives_its_timeout_deletes_nothing)
     json_object_put(expect("snapshot-save", NULL));
 }
 
+static void balloon_event(uint64_t actual)
+{
+    char line[256];
+    snprintf(line, sizeof(line),
+             "{\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": %llu}, "
+             "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}",
+             (unsigned long long)actual);
+    server_send(line);
+}
+
+Test(qmp, set_memory_reports_the_size_the_guest_reached)
+{
+    /* the guest's driver gives the memory back page by page: done at the target */
+    cr_assert_eq(bridge_backend_qmp.set_balloon(be, 64u << 20, on_done, NULL), 0);
+    json_object_put(expect("balloon", "{}"));
+    json_object_put(expect("query-balloon", "{\"actual\": 134217728}"));
+    balloon_event(96u << 20);
+    pump(5);
+    cr_assert_eq(done_calls, 0, "not done while the balloon moves");
+    balloon_event(64u << 20);
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+    cr_assert_eq(last.mem_bytes, 64u << 20);
+    cr_assert_str_eq(last.message, "");
+
+    /* the guest stops short of the target: reported once the size stops moving */
+    cr_assert_eq(bridge_backend_qmp.set_balloon(be, 16u << 20, on_done, NULL), 0);
+    json_object_put(expect("balloon", "{}"));
+    json_object_put(expect("query-balloon", "{\"actual\": 67108864}"));
+    balloon_event(40u << 20);
+    pump(5);
+    cr_assert_eq(done_calls, 1);
+    now += 4;
+    wait_done(2);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+    cr_assert_eq(last.mem_bytes, 40u << 20);
+    cr_assert(strstr(last.message, "40 MiB of the 16 MiB target") != NULL, "%s", last.message);
+}
+
 Test(qmp, recover_running_job_follows_it)
 {
     /* a previous bridge started vms-r; QEMU still runs it */

@@ -19,7 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${VMSTATE_CACHE:-$HOME/.cache/vmstate}
 kflavour=linux-image-cloud-amd64
-modules_wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk"
+modules_wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk virtio_balloon"
 
 die() { echo "build-image: error: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }
@@ -170,7 +170,9 @@ extract_vmlinux() { # extract_vmlinux BZIMAGE OUT: find the compressed payload, 
     die "no compressed kernel payload found in $img"
 }
 kdir="$cache/kernel/$(basename "$deb" .deb)"
-if [ ! -s "$kdir/vmlinux" ] || [ ! -s "$kdir/modules.list" ]; then
+# the unpacked kernel is reused until the deb or the wanted module list changes
+if [ ! -s "$kdir/vmlinux" ] || [ ! -s "$kdir/modules.list" ] ||
+    [ "$(cat "$kdir/modules.wanted" 2>/dev/null)" != "$modules_wanted" ]; then
     log "unpacking $(basename "$deb")"
     rm -rf "$kdir"; mkdir -p "$kdir"
     kx="$kdir/deb"
@@ -203,6 +205,7 @@ if [ ! -s "$kdir/vmlinux" ] || [ ! -s "$kdir/modules.list" ]; then
     }
     for m in $modules_wanted; do mod_add "$m"; done
     echo "$kver" >"$kdir/release"
+    echo "$modules_wanted" >"$kdir/modules.wanted"
     rm -rf "$kx"
     mv "$kdir/vmlinux.tmp" "$kdir/vmlinux"
 fi

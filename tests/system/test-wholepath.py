@@ -17,7 +17,9 @@ dbus-send -> D-Bus -> vmstate-helperd -> port A -> vmstate-bridged -> QEMU -> po
    finds the new ports and requests work again; again with no hot-plug event reaching the
    helper (its own fallback checks)
  8 a shell script (examples/vmstate-script.sh) saves, lists and restores with dbus-send only
-Tests 1-6 and 8 share one VM (each starts its own apps); 7 boots its own.
+ 9 set-memory through the virtio balloon: the completion reports the size the guest reached,
+   the guest's MemTotal follows; a size outside mem_min..mem_max is refused
+Tests 1-6, 8 and 9 share one VM (each starts its own apps); 7 boots its own.
 """
 import argparse
 import os
@@ -35,7 +37,9 @@ from wholepath import App, QmpHoldProxy, VMError, WholePath, field  # noqa: E402
 
 failures, passed = [], []
 VM_OPTIONS = ("max_states = 16\nmax_pending = 8\nmax_app_data_bytes = 48K\n"
-              "rate_requests = 1000\nauth_fail_max = 50\n")
+              "rate_requests = 1000\nauth_fail_max = 50\nmem_min = 64M\nmem_max = 128M\n")
+# a balloon for set-memory (test 9); the guest image loads virtio_balloon
+VM_EXTRA = ["-device", "virtio-balloon-pci,id=balloon0"]
 
 
 def check(cond, what):
@@ -314,6 +318,32 @@ def t6_helper_restart(wp, ctx):
         "on the bus as")[-1]) is not None, "6: the new helper logged the re-registration")
 
 
+def mem_total(wp):
+    _, out = wp.sh("grep MemTotal /proc/meminfo")
+    return int(re.search(r"(\d+) kB", out).group(1)) << 10
+
+
+def t9_set_memory(wp, ctx):
+    before = mem_total(wp)
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 96M", timeout=120)
+    m = re.search(r'"mem_bytes":\s*(\d+)', out)
+    reached = int(m.group(1)) if m else 0
+    actual = wp.vm.qmp("query-balloon")["actual"]
+    check(rc == 0 and abs(reached - (96 << 20)) < (1 << 20) and reached == actual,
+          f"9: set-memory 96M completed with the size reached: {reached} bytes, QEMU's balloon "
+          f"says {actual} ({out.strip()[-200:]!r})")
+    after = mem_total(wp)
+    check(before - after > (28 << 20),
+          f"9: the guest's MemTotal went from {before >> 20} to {after >> 20} MiB")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait set-memory 32M")
+    check(rc == 1 and "mem_min" in out,
+          f"9: 32M is below mem_min: refused with the bounds: {out.strip()[-160:]!r}")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait set-memory 128M", timeout=120)
+    check(rc == 0 and re.search(r"memory: 134217728 bytes", out) is not None and
+          mem_total(wp) >= before - (1 << 20),
+          f"9: back to 128M, the guest has its memory again: {out.strip()[-120:]!r}")
+
+
 def t8_script(wp, ctx):
     env = wp.env() + "VMSTATE_APP_ID=org.test.Script "
     rc, out = wp.sh(f"{env}vmstate-script.sh save t8-script")
@@ -411,7 +441,7 @@ def t7_ports(wp, ctx):
 
 
 SHARED = [(1, t1_save_list), (2, t2_restore), (3, t3_race), (5, t5_bridge_kill),
-          (6, t6_helper_restart), (8, t8_script), (4, t4_errors)]
+          (6, t6_helper_restart), (8, t8_script), (4, t4_errors), (9, t9_set_memory)]
 OWN_VM = [(7, t7_ports)]
 
 
@@ -432,7 +462,8 @@ def main():
         tests = [(n, f) for n, f in tests if not only or n in only]
         if not tests:
             return
-        wp = WholePath(a.image, a.builddir, os.path.join(workdir, name), vm_options=VM_OPTIONS)
+        wp = WholePath(a.image, a.builddir, os.path.join(workdir, name), vm_options=VM_OPTIONS,
+                       extra_args=VM_EXTRA)
         ctx = {}
         try:
             t0 = time.monotonic()

@@ -203,11 +203,12 @@ class WholePath:
     APP_BIN = "/usr/bin/vmstate-testapp"
 
     def __init__(self, image, builddir, workdir=None, mem="128M", append="", vm_options="",
-                 cost="test", log=None):
+                 cost="test", log=None, extra_args=()):
         self.workdir = workdir or tempfile.mkdtemp(prefix="vmswp-")
         os.makedirs(self.workdir, exist_ok=True)
         self.image, self.builddir, self.cost = image, builddir, cost
-        self.vm = VM(os.path.join(self.workdir, "vm"), image, mem=mem, append=append)
+        self.vm = VM(os.path.join(self.workdir, "vm"), image, mem=mem, append=append,
+                     extra_args=extra_args)
         self.bridge = Bridge(builddir, self.workdir, {"vm1": self.vm}, vm_options)
         self.secret = secrets.token_urlsafe(24)
         self.log = log or (lambda *a: None)
