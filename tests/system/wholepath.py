@@ -71,8 +71,12 @@ class Bridge:
         return r.stdout
 
     def start(self):
+        argv = [self.exe, "-c", self.conf]
+        if os.environ.get("WHOLEPATH_VALGRIND"):  # errors make the SIGTERM exit status 99
+            argv = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                    "--errors-for-leak-kinds=definite", f"--log-file={self.log_path}.vg.%p"] + argv
         self.logf = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.exe, "-c", self.conf], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=subprocess.STDOUT,
                                      preexec_fn=_pdeathsig)
         _bridges.add(self)
