@@ -103,6 +103,7 @@ struct bridge_backend {
         struct qmp_call *c;
         uint64_t actual;
         double last_change, deadline;
+        int asking; /* the last query-balloon before it is reported is in flight */
     } bal;
     /* the job whose job-dismiss is in flight (the job record is cleared by then); replies come
      * in order and a next job must conclude before its own dismiss, so one suffices */
@@ -790,6 +791,22 @@ static void on_balloon_now(struct bridge_backend *q, json_object *ret, const cha
         balloon_moved(q, (uint64_t)json_object_get_int64(actual));
 }
 
+/* QEMU sends BALLOON_CHANGE at most once a second: read the size itself before reporting */
+static void on_balloon_last(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    on_balloon_now(q, ret, err, arg);
+    balloon_finish(q, NULL);
+}
+
+static void balloon_settle(struct bridge_backend *q)
+{
+    if (q->bal.asking)
+        return;
+    q->bal.asking = 1;
+    if (qmp_command(q, "query-balloon", NULL, qmp_timeout(q), on_balloon_last, NULL) < 0)
+        balloon_finish(q, NULL);
+}
+
 static void on_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     struct qmp_call *c = arg;
@@ -800,6 +817,7 @@ static void on_balloon(struct bridge_backend *q, json_object *ret, const char *e
     }
     balloon_finish(q, "superseded by a newer set-memory"); /* requests run one at a time */
     q->bal.c = c;
+    q->bal.asking = 0;
     q->bal.actual = 0;
     q->bal.last_change = q->now;
     q->bal.deadline = q->now + BALLOON_MAX_S;
@@ -1180,7 +1198,7 @@ static void qmp_tick(struct bridge_backend *q, double now)
         pp = &q->cmds; /* the callback may have changed the list */
     }
     if (q->bal.c && (now - q->bal.last_change >= BALLOON_SETTLE_S || now >= q->bal.deadline))
-        balloon_finish(q, NULL);
+        balloon_settle(q);
     if (q->job.phase != J_IDLE && now >= q->job.deadline) {
         vms_err(vmname(q), NULL, "qmp: job %s timed out after %u s", q->job.job_id,
                 q->cfg->job_timeout);
@@ -1224,7 +1242,7 @@ static void qmp_close(struct bridge_backend *q)
         q->cmds = c->next;
         if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
             c->fn != on_capabilities && c->fn != on_job_dismissed && c->fn != on_balloon_now &&
-            c->arg)
+            c->fn != on_balloon_last && c->arg)
             free(c->arg); /* a struct qmp_call */
         free(c);
     }

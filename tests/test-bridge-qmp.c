@@ -431,10 +431,12 @@ Test(qmp, set_memory_reports_the_size_the_guest_reached)
     pump(5);
     cr_assert_eq(done_calls, 1);
     now += 4;
+    /* the size is read once more (BALLOON_CHANGE is rate-limited): it moved a little */
+    json_object_put(expect("query-balloon", "{\"actual\": 37748736}"));
     wait_done(2);
     cr_assert_eq(last.status, VMS_STATUS_OK);
-    cr_assert_eq(last.mem_bytes, 40u << 20);
-    cr_assert(strstr(last.message, "40 MiB of the 16 MiB target") != NULL, "%s", last.message);
+    cr_assert_eq(last.mem_bytes, 36u << 20);
+    cr_assert(strstr(last.message, "36 MiB of the 16 MiB target") != NULL, "%s", last.message);
 }
 
 Test(qmp, recover_running_job_follows_it)
