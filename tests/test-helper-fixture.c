@@ -178,29 +178,39 @@ void fx_start(struct fx *f, const struct fx_opts *o)
     fx_start_helper(f, o);
 }
 
-static void kill_wait(pid_t pid, int sig)
+/* Returns the exit status (-1: killed after the grace period, or no process). */
+static int kill_wait(pid_t pid, int sig)
 {
-    uint64_t until = fx_now_ms() + 5000;
+    /* valgrind's leak check runs at exit and takes its time */
+    uint64_t until = fx_now_ms() + (getenv("VMSTATE_TEST_VALGRIND") ? 30000 : 5000);
     int st;
 
     if (pid <= 0)
-        return;
+        return -1;
     kill(pid, sig);
     while (waitpid(pid, &st, WNOHANG) == 0) {
         if (fx_now_ms() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            return;
+            return -1;
         }
         usleep(5000);
     }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 void fx_stop(struct fx *f)
 {
     char cmd[400];
 
-    kill_wait(f->helper_pid, SIGTERM);
+    int helper_status = kill_wait(f->helper_pid, SIGTERM);
+
+    /* under valgrind (--error-exitcode=99) a memory error or leak fails the test */
+    if (getenv("VMSTATE_TEST_VALGRIND") && f->helper_pid > 0 && helper_status == 99) {
+        /* an assertion in a fini does not fail the test; a crash of its process does */
+        fprintf(stderr, "valgrind found errors in the helper: see %s\n", f->helper_log);
+        abort();
+    }
     f->helper_pid = 0;
     kill_wait(f->dbus_pid, SIGTERM);
     f->dbus_pid = 0;
