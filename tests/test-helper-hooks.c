@@ -167,6 +167,9 @@ Test(hooks, clock_messages_signal_forward_corrections)
     DBusMessage *m;
     const char *reason;
     double s;
+    /* the correction is the host time sent minus the guest time when the helper reads it:
+     * smaller by the helper's delay, which valgrind stretches */
+    double late = getenv("VMSTATE_TEST_VALGRIND") ? 1.0 : 0.1;
 
     start(NULL);
     c = fx_client(&F);
@@ -175,7 +178,7 @@ Test(hooks, clock_messages_signal_forward_corrections)
     cr_assert_not_null(m, "ClockCorrected after the Welcome");
     s = clock_corrected(m, &reason);
     cr_assert_str_eq(reason, "connect");
-    cr_assert(s > 2.9 && s < 3.1, "%f", s);
+    cr_assert(s > 3.0 - late && s < 3.1, "%f", s);
     dbus_message_unref(m);
 
     fx_bridge_clock(&F, 5000000000ll + 3000000000ll, "resume"); /* 5 s pause (dry-run keeps +3 s) */
@@ -183,7 +186,7 @@ Test(hooks, clock_messages_signal_forward_corrections)
     cr_assert_not_null(m);
     s = clock_corrected(m, &reason);
     cr_assert_str_eq(reason, "resume");
-    cr_assert(s > 4.9 && s < 5.1, "%f", s);
+    cr_assert(s > 5.0 - late && s < 5.1, "%f", s);
     dbus_message_unref(m);
 
     fx_bridge_clock(&F, 0, "resume"); /* guest now 8 s ahead: never stepped back */
