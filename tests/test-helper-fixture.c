@@ -237,9 +237,19 @@ void fx_stop(struct fx *f)
 /* Waits for something that must happen are 3x longer when the helper runs under valgrind
  * (VMSTATE_TEST_VALGRIND): it is that much slower, and a wait that ends early fails a test
  * that has nothing to do with memory errors. Waits for what must not happen just get longer. */
+uint64_t fx_ms(uint64_t ms)
+{
+    return ms * (getenv("VMSTATE_TEST_VALGRIND") ? 3 : 1);
+}
+
+double fx_late_s(void)
+{
+    return getenv("VMSTATE_TEST_VALGRIND") ? 1.0 : 0.1;
+}
+
 static uint64_t scaled_wait_ms(int timeout_ms)
 {
-    return (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms) * (getenv("VMSTATE_TEST_VALGRIND") ? 3 : 1);
+    return fx_ms((uint64_t)(timeout_ms < 0 ? 0 : timeout_ms));
 }
 
 static int accept_timeout(int lfd, int timeout_ms)

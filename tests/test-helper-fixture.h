@@ -96,5 +96,11 @@ void fx_completed_args(DBusMessage *m, const char **request_id, const char **op,
 
 /* ms monotonic */
 uint64_t fx_now_ms(void);
+/* @ms, or 3 times it when the helper runs under valgrind (VMSTATE_TEST_VALGRIND), which
+ * makes it that much slower. For waits and for upper bounds on how long the helper takes;
+ * under valgrind those bounds check less (the plain run checks the timing). */
+uint64_t fx_ms(uint64_t ms);
+/* How late (s) a time the helper reads may be: 0.1, or 1.0 under valgrind. */
+double fx_late_s(void);
 
 #endif
