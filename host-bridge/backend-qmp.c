@@ -105,9 +105,6 @@ struct bridge_backend {
         double last_change, deadline;
         int asking; /* the last query-balloon before it is reported is in flight */
     } bal;
-    /* the job whose job-dismiss is in flight (the job record is cleared by then); replies come
-     * in order and a next job must conclude before its own dismiss, so one suffices */
-    char dismissing[VMS_STR_MAX + 1];
 };
 
 static void qmp_disconnect(struct bridge_backend *q, const char *why);
@@ -295,9 +292,20 @@ static json_object *find_job(json_object *jobs, const char *job_id)
 static void on_job_dismissed(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     (void)ret;
-    (void)arg;
     if (err)
-        vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", q->dismissing, err);
+        vms_warn(vmname(q), NULL, "qmp: job-dismiss %s: %s", (const char *)arg, err);
+    free(arg);
+}
+
+/* Remove concluded job @job_id from QEMU (it stays until dismissed). */
+static void job_dismiss(struct bridge_backend *q, const char *job_id)
+{
+    json_object *args = json_object_new_object();
+    char *id = strdup(job_id); /* for the warning: the job record may be reused by then */
+
+    json_object_object_add(args, "id", json_object_new_string(job_id));
+    if (qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, id) < 0)
+        free(id);
 }
 
 /*
@@ -311,18 +319,17 @@ static void job_conclude(struct bridge_backend *q, json_object *j)
     json_object *e;
     char msg[VMS_STR_MAX + 1] = "";
     enum vms_status status = VMS_STATUS_OK;
-    json_object *args = json_object_new_object();
+    char job_id[VMS_STR_MAX + 1];
 
     if (json_object_object_get_ex(j, "error", &e)) {
         sanitize_text(msg, sizeof(msg), json_object_get_string(e));
         status = VMS_STATUS_ERR_BACKEND;
     }
-    snprintf(q->dismissing, sizeof(q->dismissing), "%s", q->job.job_id);
+    snprintf(job_id, sizeof(job_id), "%s", q->job.job_id); /* job_finish clears the record */
     vms_info(vmname(q), NULL, "qmp: job %s (%s %s) concluded: %s", q->job.job_id,
              vms_op_name(q->job.op), q->job.tag, status ? msg : "ok");
     job_finish(q, status, msg);
-    json_object_object_add(args, "id", json_object_new_string(q->dismissing));
-    qmp_command(q, "job-dismiss", args, qmp_timeout(q), on_job_dismissed, NULL);
+    job_dismiss(q, job_id);
 }
 
 static void on_has_snapshot_for_recovery(void *opaque, const struct bridge_backend_result *r);
@@ -443,18 +450,6 @@ static void orphan_adopt(struct bridge_backend *q)
              q->orphan.op == VMS_OP_SAVE ? " and its snapshot deleted" : "");
 }
 
-/* Only bridge-made tags go into an HMP command line; refuse anything else. */
-static int tag_is_plain(const char *tag)
-{
-    if (!tag[0])
-        return 0;
-    for (; *tag; tag++)
-        if (!((*tag >= 'a' && *tag <= 'z') || (*tag >= 'A' && *tag <= 'Z') ||
-              (*tag >= '0' && *tag <= '9') || *tag == '-' || *tag == '_'))
-            return 0;
-    return 1;
-}
-
 static void on_orphan_snapshot_deleted(struct bridge_backend *q, json_object *ret, const char *err,
                                        void *arg)
 {
@@ -485,15 +480,14 @@ static void on_orphan_jobs(struct bridge_backend *q, json_object *ret, const cha
     if (strcmp(str_member(j, "status"), "concluded"))
         return; /* still running: its concluded event brings us back */
     q->orphan.active = 0;
-    args = json_object_new_object();
-    json_object_object_add(args, "id", json_object_new_string(q->orphan.job_id));
-    qmp_command(q, "job-dismiss", args, qmp_timeout(q), ignore_reply, "job-dismiss");
+    job_dismiss(q, q->orphan.job_id);
     if (json_object_object_get_ex(j, "error", &e)) {
         vms_info(vmname(q), NULL, "qmp: timed-out job %s ended with an error: %s", q->orphan.job_id,
                  jstr(e));
         return;
     }
-    if (q->orphan.op == VMS_OP_SAVE && tag_is_plain(q->orphan.tag)) {
+    /* only a plain id goes into an HMP command line (no space: one argument) */
+    if (q->orphan.op == VMS_OP_SAVE && vms_valid_id(q->orphan.tag)) {
         char line[VMS_STR_MAX + 16];
         snprintf(line, sizeof(line), "delvm %s", q->orphan.tag);
         args = json_object_new_object();
@@ -744,10 +738,9 @@ static int qmp_query_memory(struct bridge_backend *q, bridge_backend_done_fn don
 #define BALLOON_MAX_S    60.0
 #define BALLOON_NEAR     (1u << 20) /* the driver moves whole pages; call 1 MiB away "reached" */
 
-static int balloon_reached(const struct bridge_backend *q)
+static int balloon_near(uint64_t actual, uint64_t target)
 {
-    uint64_t a = q->bal.actual, t = q->bal.c->bytes;
-    return (a > t ? a - t : t - a) < BALLOON_NEAR;
+    return (actual > target ? actual - target : target - actual) < BALLOON_NEAR;
 }
 
 static void balloon_finish(struct bridge_backend *q, const char *why)
@@ -761,8 +754,7 @@ static void balloon_finish(struct bridge_backend *q, const char *why)
     if (why)
         snprintf(msg, sizeof(msg), "%s; memory %llu MiB, target %llu MiB", why,
                  (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
-    else if ((q->bal.actual > c->bytes ? q->bal.actual - c->bytes : c->bytes - q->bal.actual) >=
-             BALLOON_NEAR)
+    else if (!balloon_near(q->bal.actual, c->bytes))
         snprintf(msg, sizeof(msg),
                  "the guest stopped at %llu MiB of the %llu MiB target (it gave what it could)",
                  (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
@@ -779,7 +771,7 @@ static void balloon_moved(struct bridge_backend *q, uint64_t actual)
     if (actual != q->bal.actual)
         q->bal.last_change = q->now;
     q->bal.actual = actual;
-    if (balloon_reached(q))
+    if (balloon_near(actual, q->bal.c->bytes))
         balloon_finish(q, NULL);
 }
 
@@ -1241,8 +1233,8 @@ static void qmp_close(struct bridge_backend *q)
         struct qmp_cmd *c = q->cmds;
         q->cmds = c->next;
         if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
-            c->fn != on_capabilities && c->fn != on_job_dismissed && c->fn != on_balloon_now &&
-            c->fn != on_balloon_last && c->arg)
+            c->fn != on_capabilities && c->fn != on_balloon_now && c->fn != on_balloon_last &&
+            c->arg)
             free(c->arg); /* a struct qmp_call */
         free(c);
     }
