@@ -463,16 +463,8 @@ void vmstate_close(vmstate *v)
         return;
     if (v->bus) {
         if (v->registered && dbus_connection_get_is_connected(v->bus)) {
-            DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE,
-                                                          "UnregisterListener");
-            const char *app = v->app_id;
-            if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
-                dbus_message_set_no_reply(m, TRUE);
-                dbus_connection_send(v->bus, m, NULL);
-                dbus_connection_flush(v->bus);
-            }
-            if (m)
-                dbus_message_unref(m);
+            send_async(v, "UnregisterListener", v->app_id);
+            dbus_connection_flush(v->bus);
         }
         dbus_connection_remove_filter(v->bus, on_filter, v);
         dbus_connection_close(v->bus);
