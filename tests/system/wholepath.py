@@ -22,9 +22,11 @@ import re
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -125,8 +127,6 @@ class QmpHoldProxy:
     the real socket is back at its path."""
 
     def __init__(self, sock_path, hold_on):
-        import socket
-        import threading
         self.path, self.real = sock_path, sock_path + ".real"
         self.pattern = re.compile(hold_on)
         self.held = threading.Event()
@@ -140,8 +140,6 @@ class QmpHoldProxy:
         self.thread.start()
 
     def _accept(self):
-        import socket
-        import threading
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -177,7 +175,6 @@ class QmpHoldProxy:
                 return
 
     def close(self):
-        import socket
         try:
             self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread
         except OSError:
