@@ -54,6 +54,12 @@ static int listen_unix(const char *path)
     return fd;
 }
 
+/* The helper runs under valgrind (VMSTATE_TEST_VALGRIND): slower, and checked at exit. */
+static int under_valgrind(void)
+{
+    return getenv("VMSTATE_TEST_VALGRIND") != NULL;
+}
+
 void fx_start_bus(struct fx *f)
 {
     char conf[512], text[2048], fdarg[32];
@@ -152,7 +158,7 @@ void fx_start_helper(struct fx *f, const struct fx_opts *o)
             dup2(fd, 2);
             close(fd);
         }
-        if (getenv("VMSTATE_TEST_VALGRIND"))
+        if (under_valgrind())
             execl("/usr/bin/valgrind", "valgrind", "--leak-check=full", "--error-exitcode=99", "-q",
                   HELPERD_PATH, "--config", conf, "--address", f->bus_address, "--debug",
                   (char *)NULL);
@@ -182,7 +188,7 @@ void fx_start(struct fx *f, const struct fx_opts *o)
 static int kill_wait(pid_t pid, int sig)
 {
     /* valgrind's leak check runs at exit and takes its time */
-    uint64_t until = fx_now_ms() + (getenv("VMSTATE_TEST_VALGRIND") ? 30000 : 5000);
+    uint64_t until = fx_now_ms() + (under_valgrind() ? 30000 : 5000);
     int st;
 
     if (pid <= 0)
@@ -206,7 +212,7 @@ void fx_stop(struct fx *f)
     int helper_status = kill_wait(f->helper_pid, SIGTERM);
 
     /* under valgrind (--error-exitcode=99) a memory error or leak fails the test */
-    if (getenv("VMSTATE_TEST_VALGRIND") && f->helper_pid > 0 && helper_status == 99) {
+    if (under_valgrind() && f->helper_pid > 0 && helper_status == 99) {
         /* an assertion in a fini does not fail the test; a crash of its process does */
         fprintf(stderr, "valgrind found errors in the helper: see %s\n", f->helper_log);
         abort();
@@ -237,14 +243,22 @@ void fx_stop(struct fx *f)
 /* Waits for something that must happen are 3x longer when the helper runs under valgrind
  * (VMSTATE_TEST_VALGRIND): it is that much slower, and a wait that ends early fails a test
  * that has nothing to do with memory errors. Waits for what must not happen just get longer. */
+uint64_t fx_realtime_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t fx_ms(uint64_t ms)
 {
-    return ms * (getenv("VMSTATE_TEST_VALGRIND") ? 3 : 1);
+    return ms * (under_valgrind() ? 3 : 1);
 }
 
 double fx_late_s(void)
 {
-    return getenv("VMSTATE_TEST_VALGRIND") ? 1.0 : 0.1;
+    return under_valgrind() ? 1.0 : 0.1;
 }
 
 static uint64_t scaled_wait_ms(int timeout_ms)
@@ -435,12 +449,9 @@ void fx_bridge_prepare(struct fx *f, const char *request_id, const char *label)
 void fx_bridge_clock(struct fx *f, int64_t offset_ns, const char *reason)
 {
     struct vms_msg c;
-    struct timespec ts;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
     vms_msg_init(&c, VMS_MSG_CLOCK);
-    vms_msg_set_u64(&c, VMS_F_TIME_NS,
-                    (uint64_t)((int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec + offset_ns));
+    vms_msg_set_u64(&c, VMS_F_TIME_NS, (uint64_t)((int64_t)fx_realtime_ns() + offset_ns));
     vms_msg_set_str(&c, VMS_F_REASON, reason);
     fx_bridge_send(f, &c);
     vms_msg_clear(&c);

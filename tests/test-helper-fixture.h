@@ -96,6 +96,8 @@ void fx_completed_args(DBusMessage *m, const char **request_id, const char **op,
 
 /* ms monotonic */
 uint64_t fx_now_ms(void);
+/* ns since the Unix epoch (CLOCK_REALTIME), what the bridge sends in its time fields */
+uint64_t fx_realtime_ns(void);
 /* @ms, or 3 times it when the helper runs under valgrind (VMSTATE_TEST_VALGRIND), which
  * makes it that much slower. For waits and for upper bounds on how long the helper takes;
  * under valgrind those bounds check less (the plain run checks the timing). */

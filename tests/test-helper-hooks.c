@@ -34,13 +34,6 @@ static void stop(void)
 
 TestSuite(hooks, .fini = stop, .timeout = 60);
 
-static uint64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static int log_contains(const char *needle)
 {
     static char buf[1 << 18];
@@ -173,7 +166,7 @@ Test(hooks, clock_messages_signal_forward_corrections)
 
     start(NULL);
     c = fx_client(&F);
-    handshake(1, realtime_ns() + 3000000000ull); /* connect: guest 3 s behind */
+    handshake(1, fx_realtime_ns() + 3000000000ull); /* connect: guest 3 s behind */
     m = fx_wait_signal(c, "ClockCorrected", 3000);
     cr_assert_not_null(m, "ClockCorrected after the Welcome");
     s = clock_corrected(m, &reason);
@@ -220,7 +213,7 @@ Test(hooks, restore_corrects_backward_then_hooks_then_restored)
     vms_msg_set_str(&t, VMS_F_STATE_ID, "st-1");
     vms_msg_set_str(&t, VMS_F_REASON, "restore");
     vms_msg_set_str(&t, VMS_F_REQUEST_ID, "0123456789abcdef0123456789abcdef");
-    vms_msg_set_u64(&t, VMS_F_TIME_NS, realtime_ns() - 4000000000ull);
+    vms_msg_set_u64(&t, VMS_F_TIME_NS, fx_realtime_ns() - 4000000000ull);
     fx_bridge_send(&F, &t);
     vms_msg_clear(&t);
     hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
@@ -230,7 +223,7 @@ Test(hooks, restore_corrects_backward_then_hooks_then_restored)
     vms_msg_set_u64(&w, VMS_F_VERSION, 1);
     vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
     vms_msg_set_u64(&w, VMS_F_EPOCH, 2);
-    vms_msg_set_u64(&w, VMS_F_TIME_NS, realtime_ns() - 4000000000ull - 100000000ull);
+    vms_msg_set_u64(&w, VMS_F_TIME_NS, fx_realtime_ns() - 4000000000ull - 100000000ull);
     fx_bridge_send(&F, &w);
     fx_msg_free(hello);
     m = fx_wait_signal(c, "ClockCorrected", 3000);
@@ -253,7 +246,7 @@ Test(hooks, restore_corrects_backward_then_hooks_then_restored)
     /* a replayed Timeline changes nothing: no second run */
     vms_msg_init(&t, VMS_MSG_TIMELINE);
     vms_msg_set_u64(&t, VMS_F_EPOCH, 2);
-    vms_msg_set_u64(&t, VMS_F_TIME_NS, realtime_ns() - 60000000000ull);
+    vms_msg_set_u64(&t, VMS_F_TIME_NS, fx_realtime_ns() - 60000000000ull);
     fx_bridge_send(&F, &t);
     vms_msg_clear(&t);
     cr_assert_null(fx_wait_signal(c, "Restored", 700));
