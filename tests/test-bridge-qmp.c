@@ -180,14 +180,22 @@ static void teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
+/* QEMU sends event @name with @data (a JSON object's text). */
+static void server_event(const char *name, const char *data)
+{
+    char line[1024];
+    snprintf(line, sizeof(line),
+             "{\"event\": \"%s\", \"data\": %s, \"timestamp\": {\"seconds\": 1, "
+             "\"microseconds\": 2}}",
+             name, data);
+    server_send(line);
+}
+
 static void job_event(const char *job, const char *status)
 {
-    char line[512];
-    snprintf(line, sizeof(line),
-             "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"%s\", \"id\": \"%s\"}, "
-             "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}",
-             status, job);
-    server_send(line);
+    char data[512];
+    snprintf(data, sizeof(data), "{\"status\": \"%s\", \"id\": \"%s\"}", status, job);
+    server_event("JOB_STATUS_CHANGE", data);
 }
 
 static void wait_done(int n)
@@ -400,12 +408,9 @@ Test(qmp, failed_save_that_outlives_its_timeout_deletes_nothing)
 
 static void balloon_event(uint64_t actual)
 {
-    char line[256];
-    snprintf(line, sizeof(line),
-             "{\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": %llu}, "
-             "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}",
-             (unsigned long long)actual);
-    server_send(line);
+    char data[64];
+    snprintf(data, sizeof(data), "{\"actual\": %llu}", (unsigned long long)actual);
+    server_event("BALLOON_CHANGE", data);
 }
 
 Test(qmp, set_memory_reports_the_size_the_guest_reached)
