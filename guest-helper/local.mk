@@ -78,7 +78,7 @@ EXTRA_DIST += fuzz/corpus/helper-events
 # Fuzz target over both INI parsers (bridge and helper config; first byte selects).
 FUZZ_TARGETS += fuzz/fuzz-config
 fuzz_fuzz_config_SOURCES = fuzz/fuzz-config.c
-fuzz_fuzz_config_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/guest-helper -I$(top_srcdir)/host-bridge
+fuzz_fuzz_config_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/guest-helper $(BRIDGE_ROOMS_CPPFLAGS)
 fuzz_fuzz_config_LDADD = $(HELPER_CORE_LIBS) host-bridge/libbridge.la $(FUZZ_LDADD)
 if !ENABLE_FUZZING
 fuzz_fuzz_config_SOURCES += fuzz/standalone.c

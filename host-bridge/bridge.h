@@ -3,12 +3,18 @@
  * struct bridge_vm per configured VM (its two port connections, its backend,
  * its session with the guest helper, its queue).
  *
- * Module map:
- *   guest.c   bridge_guest_input(): everything a guest sends on port A
+ * Rooms (one folder each, headers included by name):
+ *   guest/    what a guest says and is told: guest.c bridge_guest_input()
  *             (handshake, requests: validate, authenticate, quotas, journal,
- *             reply; acks). The only code that sees guest bytes' meaning.
- *   vm.c      port connections, running queued requests on the backend,
- *             completions, events, timelines after a restore.
+ *             reply; acks; the only code that sees guest bytes' meaning),
+ *             auth (principals, rights, rate limits), privsep (port A reader),
+ *             prepare (Prepare/Ready, clock)
+ *   journal/  durable state: db (SQLite), queue (per-VM request queue)
+ *   backend/  hypervisors behind backend.h (QMP today)
+ *   vm/       vm.c: port connections, running queued requests on the backend,
+ *             completions, events, timelines after a restore
+ *   ioerror/  auto-resume after storage errors (policy state machine, probes)
+ *   admin/    vmstate-admin
  */
 #ifndef BRIDGE_BRIDGE_H
 #define BRIDGE_BRIDGE_H

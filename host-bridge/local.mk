@@ -5,19 +5,25 @@ noinst_LTLIBRARIES += host-bridge/libbridge.la
 host_bridge_libbridge_la_SOURCES = \
 	host-bridge/bridge.h \
 	host-bridge/bridge-config.c host-bridge/bridge-config.h \
-	host-bridge/db.c host-bridge/db.h \
-	host-bridge/auth.c host-bridge/auth.h \
 	host-bridge/loop.c host-bridge/loop.h \
-	host-bridge/queue.c host-bridge/queue.h \
-	host-bridge/backend.h host-bridge/backend-qmp.c \
-	host-bridge/guest.c host-bridge/vm.c \
-	host-bridge/privsep.c host-bridge/privsep.h \
-	host-bridge/prepare.c host-bridge/prepare.h \
-	host-bridge/ioerror.c host-bridge/ioerror-sm.c host-bridge/ioerror.h
-BRIDGE_DEP_CFLAGS = $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
+	host-bridge/journal/db.c host-bridge/journal/db.h \
+	host-bridge/journal/queue.c host-bridge/journal/queue.h \
+	host-bridge/guest/auth.c host-bridge/guest/auth.h \
+	host-bridge/guest/guest.c \
+	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
+	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
+	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
+	host-bridge/vm/vm.c \
+	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
+# One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
+# so a header is included by its name wherever it lives.
+BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
+	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
+	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror
+BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
-BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS) -lpthread
 
@@ -25,7 +31,7 @@ sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
 host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
 host_bridge_vmstate_bridged_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_bridged_LDADD = host-bridge/libbridge.la
-host_bridge_vmstate_admin_SOURCES = host-bridge/admin.c
+host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c
 host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the I/O-error policy (host-bridge/ioerror-sm.c): config keys,
+ * Unit tests of the I/O-error policy (host-bridge/ioerror/ioerror-sm.c): config keys,
  * the state machine driven with mock actions, and the probes.
  */
 #include "config.h"

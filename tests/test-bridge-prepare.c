@@ -1,5 +1,5 @@
 /*
- * Unit tests of issue 8 in the bridge (host-bridge/prepare.c): Prepare/Ready
+ * Unit tests of issue 8 in the bridge (host-bridge/guest/prepare.c): Prepare/Ready
  * before a save (go, inhibited, timeout, old helpers without the "prepare"
  * capability, stray Ready), and the host time on Welcome, Timeline and QMP
  * RESUME (reasons, clock_sync = no). Same fixture as test-bridge-core.c: a

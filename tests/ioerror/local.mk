@@ -2,7 +2,7 @@
 TESTS += tests/test-bridge-ioerror
 check_PROGRAMS += tests/test-bridge-ioerror
 tests_test_bridge_ioerror_SOURCES = tests/test-bridge-ioerror.c
-tests_test_bridge_ioerror_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS) -I$(top_srcdir)/host-bridge
+tests_test_bridge_ioerror_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 tests_test_bridge_ioerror_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # Acceptance 1-5 of issue 6: four TCG guests, qemu-nbd, blkdebug, a tmpfs (root), ~50 s.
