@@ -27,11 +27,12 @@
 #include "db-lifecycle.h"
 #include "vms-log.h"
 
-#define PORTS_WAIT_S  10.0 /* resume: wait this long for both ports before cont */
-#define START_READY_S 30.0 /* start/resume: QMP must answer within this */
-#define QUIT_GRACE_S  5.0  /* after quit, SIGKILL */
-#define IDLE_SAMPLE_S 2.0
-#define ARGV_MAX      512
+#define PORTS_WAIT_S       10.0 /* resume: wait this long for both ports before cont */
+#define START_READY_S      30.0 /* start/resume: QMP must answer within this */
+#define QUIT_GRACE_S       5.0  /* after quit, SIGKILL */
+#define IDLE_SAMPLE_S      2.0
+#define ARGV_MAX           512
+#define QMP_FIRST_RETRY_MS 10
 
 enum lc_phase {
     P_IDLE = 0,
@@ -43,6 +44,8 @@ enum lc_phase {
     P_PORTS,      /* resume: waiting for the ports before cont */
     P_CONT,       /* resume: cont sent */
     P_WAIT_MOVE,  /* waiting for a tier move (demotion to make room, or of this checkpoint) */
+    P_WAIT_IDLE,  /* suspend: waiting for the guest request in flight to finish */
+    P_PREPARE,    /* suspend: guest apps are preparing (Prepare sent) */
 };
 
 struct lc_move {
@@ -134,6 +137,7 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
     m->done = NULL;
     m->opaque = NULL;
     reply(done, opaque, ok, o);
+    bridge_vm_kick(m->vm); /* guest requests that waited for the operation */
 }
 
 static void op_fail(struct bridge_managed *m, const char *fmt, ...)
@@ -269,17 +273,30 @@ static void watch_pid(struct bridge_managed *m, pid_t pid)
     bridge_watch_add(&m->vm->br->loop, &m->pidw, fd, EPOLLIN);
 }
 
-/* Split the template on blanks into @argv (at @*argc), substituting {run} and {name}. */
+/*
+ * Split the template into @argv (at @*argc): words are separated by blanks, a double-quoted
+ * part keeps its blanks (-append "console=ttyS0 quiet"), {run} and {name} are substituted.
+ */
 static int template_args(const struct bridge_vm_config *c, char **argv, int *argc, int max)
 {
-    char buf[BRIDGE_QEMU_ARGS_MAX], *save = NULL, *tok;
+    const char *s = c->qemu_args;
 
-    snprintf(buf, sizeof(buf), "%s", c->qemu_args);
-    for (tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+    for (;;) {
         char out[2048];
         size_t o = 0;
-        for (const char *s = tok; *s && o < sizeof(out) - 1;) {
+        int quoted = 0;
+
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            return 0;
+        while (*s && (quoted || (*s != ' ' && *s != '\t'))) {
             const char *sub = NULL;
+            if (*s == '"') {
+                quoted = !quoted;
+                s++;
+                continue;
+            }
             if (!strncmp(s, "{run}", 5)) {
                 sub = c->run_dir;
                 s += 5;
@@ -291,14 +308,15 @@ static int template_args(const struct bridge_vm_config *c, char **argv, int *arg
                 o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", sub);
             else
                 out[o++] = *s++;
-            if (o >= sizeof(out))
+            if (o >= sizeof(out) - 1)
                 return -1;
         }
+        if (quoted)
+            return -1;
         out[o] = '\0';
         if (*argc >= max - 1 || !(argv[(*argc)++] = strdup(out)))
             return -1;
     }
-    return 0;
 }
 
 static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
@@ -324,8 +342,9 @@ static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
 #define FD_CONSOLE 4
 
 /*
- * The command line: the admin's template, then what the bridge owns: QMP, the two ports,
- * the RAM backend in the tier (zero-copy), the console socket, and for a resume
+ * The command line: what the bridge owns (QMP, the virtio-serial bus vms-vser with the two
+ * ports, the RAM backend in the tier for zero-copy), the admin's template, the console
+ * socket, and for a resume
  * -incoming defer -S (the VM waits paused for its checkpoint and for cont).
  */
 static char **build_argv(struct bridge_managed *m, int incoming)
@@ -337,7 +356,6 @@ static char **build_argv(struct bridge_managed *m, int incoming)
     if (!argv)
         return NULL;
     bad |= add_arg(argv, &n, ARGV_MAX, "%s", c->qemu);
-    bad |= template_args(c, argv, &n, ARGV_MAX);
     bad |= add_arg(argv, &n, ARGV_MAX, "-name");
     bad |= add_arg(argv, &n, ARGV_MAX, "%s,debug-threads=on", c->name);
     bad |= add_arg(argv, &n, ARGV_MAX, "-pidfile");
@@ -370,6 +388,8 @@ static char **build_argv(struct bridge_managed *m, int incoming)
     bad |= add_arg(argv, &n, ARGV_MAX,
                    "virtserialport,bus=vms-vser.0,chardev=vms-b,id=vms-portb,name=%s",
                    "org.vmstate.event.0");
+    /* the template after the bridge's devices, so that it can add ports on vms-vser.0 */
+    bad |= template_args(c, argv, &n, ARGV_MAX);
     if (m->console_fd >= 0) {
         bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
         bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-console,fd=%d,server=on,wait=off",
@@ -459,8 +479,10 @@ static void reconnect_now(struct bridge_vm *vm)
     struct bridge *br = vm->br;
     if (vm->backend)
         br->backend->close(vm->backend);
-    vm->backend = br->backend->open(vm->cfg, &br->loop, br->cfg->reconnect_min_ms,
-                                    br->cfg->reconnect_max_ms, bridge_vm_backend_hooks(), vm);
+    /* a fresh QEMU opens its monitor within tens of ms: look every 10 ms until it answers
+     * (bridge_managed_backend_ready restores the configured backoff) */
+    vm->backend = br->backend->open(vm->cfg, &br->loop, QMP_FIRST_RETRY_MS, QMP_FIRST_RETRY_MS,
+                                    bridge_vm_backend_hooks(), vm);
     bridge_vm_ports_retry_now(vm);
 }
 
@@ -828,8 +850,51 @@ static void start_go(struct bridge_managed *m)
 /* ---- suspend ---- */
 
 static void on_checkpoint_written(void *opaque, const struct bridge_backend_result *r);
+static void checkpoint_go(struct bridge_managed *m);
 
+/*
+ * Suspend: wait for the guest request in flight (a snapshot job and a checkpoint must not
+ * overlap), let guest apps prepare (PrepareSave, pre-save hooks), then checkpoint.
+ */
 static void suspend_go(struct bridge_managed *m)
+{
+    struct bridge_vm *vm = m->vm;
+    unsigned char rnd[16];
+    char id[VMS_REQUEST_ID_LEN + 1];
+
+    if (vm->busy) {
+        m->phase = P_WAIT_IDLE;
+        m->deadline = mono() + 0.05;
+        return;
+    }
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    m->phase = P_PREPARE;
+    if (!bridge_prepare_start_suspend(vm, id))
+        checkpoint_go(m);
+}
+
+void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const char *message)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (!m || m->op != BRIDGE_LC_SUSPEND || m->phase != P_PREPARE)
+        return;
+    if (status == VMS_STATUS_ERR_INHIBITED) {
+        op_fail(m, "suspend refused: %s", message ? message : "inhibited by the guest");
+        return;
+    }
+    checkpoint_go(m);
+}
+
+int bridge_managed_holds(const struct bridge_vm *vm)
+{
+    return vm->mgd && (vm->mgd->op == BRIDGE_LC_SUSPEND || vm->mgd->op == BRIDGE_LC_STOP ||
+                       vm->mgd->op == BRIDGE_LC_RESUME);
+}
+
+static void checkpoint_go(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
     const struct bridge_tier_config *t = tier_of(vm, m->row.res_tier);
@@ -1444,6 +1509,12 @@ static void vm_tick(struct bridge_managed *m, double now)
             resume_cont(m);
         }
         break;
+    case P_WAIT_IDLE:
+        if (now >= m->deadline) {
+            m->phase = P_IDLE;
+            suspend_go(m);
+        }
+        break;
     case P_WAIT_MOVE:
         if (now >= m->deadline && !moves_running(vm->br)) {
             m->phase = P_IDLE;
@@ -1474,6 +1545,8 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
 
     if (!m)
         return;
+    vm->br->backend->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
+                                      vm->br->cfg->reconnect_max_ms);
     if (m->cont_on_ready) {
         m->cont_on_ready = 0;
         vms_warn(vmname(vm), NULL,

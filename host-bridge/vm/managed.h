@@ -35,6 +35,8 @@
 
 #include <json-c/json.h>
 
+#include "vms-proto.h"
+
 struct bridge;
 struct bridge_vm;
 
@@ -76,6 +78,13 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
 
 /* Forget every pending @done for @opaque (its admin connection went away). */
 void bridge_managed_forget(struct bridge *br, void *opaque);
+
+/* The guest's answer to the Prepare before a suspend (prepare.c): OK goes on, INHIBITED
+ * refuses the suspend with @message. */
+void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const char *message);
+
+/* 1 while a lifecycle operation holds @vm: its queued requests wait (vm.c). */
+int bridge_managed_holds(const struct bridge_vm *vm);
 
 /* The backend of @vm is connected (vm.c's ready hook). */
 void bridge_managed_backend_ready(struct bridge_vm *vm);
