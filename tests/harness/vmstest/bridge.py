@@ -25,12 +25,10 @@ and is SIGKILLed on exit or Ctrl-C, before the VMs.
 import json
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 
-from .vm import VMError, child_setup, connect_unix, on_exit
+from .vm import LineReader, VMError, child_setup, connect_unix, on_exit, read_log
 
 
 class BridgeError(VMError):
@@ -203,11 +201,7 @@ class Bridge:
 
     # ---- what it did ----
     def log(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def valgrind_summary(self):
         """One line per valgrind report (bridge.log.vg.PID): error summary and leaks."""
@@ -223,64 +217,51 @@ class Bridge:
     def children(self, parents=None):
         """PIDs of the processes whose parent is the bridge (or one of `parents`)."""
         parents = {int(p) for p in (parents or [self.proc.pid])}
-        found = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid in parents:
-                found.append(int(d))
-        return found
+
+        def child(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1]) in parents
+        return pids_where(child)
 
     def readers(self, parents=None):
         """PIDs of the privsep guest readers of this bridge (or of the given bridge PIDs):
         found by their argv (-P PARENT), so also after the parent died."""
-        parents = {str(p) for p in (parents or [self.proc.pid])}
-        found = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv[0] == b"vmstate-bridged-reader" and b"-P" in argv and \
-                    argv[argv.index(b"-P") + 1].decode() in parents:
+        parents = {str(p).encode() for p in (parents or [self.proc.pid])}
+
+        def reader(pid):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            return argv[0] == b"vmstate-bridged-reader" and b"-P" in argv and \
+                argv[argv.index(b"-P") + 1] in parents
+        return pids_where(reader)
+
+
+def pids_where(test):
+    """PIDs of the host processes for which test(pid) is true; a process that ends while
+    test reads its /proc files is left out."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and test(int(d)):
                 found.append(int(d))
-        return found
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
-class EventStream:
+class EventStream(LineReader):
     """Reads the bridge's io event socket (JSON lines) in a thread; each event gets _rx, the
     time.time() it arrived."""
 
     def __init__(self, path, timeout=10, alive=lambda: True):
-        self.sock = connect_unix(path, timeout, alive)
-        self.events, self.cond = [], threading.Condition()
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(connect_unix(path, timeout, alive))
+        self.events = []
+        self.start_reader("io-events")
 
-    def _run(self):
-        try:
-            for line in self.sock.makefile("rb"):
-                ev = json.loads(line)
-                ev["_rx"] = time.time()
-                with self.cond:
-                    self.events.append(ev)
-                    self.cond.notify_all()
-        except (OSError, ValueError):
-            pass
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+    def handle(self, line):
+        ev = json.loads(line)
+        ev["_rx"] = time.time()
+        self.events.append(ev)
 
     def wait(self, vm, kind, timeout=30, after=0.0):
         """The first event of `kind` for `vm` received at/after time.time() value `after`."""

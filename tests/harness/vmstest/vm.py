@@ -63,7 +63,7 @@ def connect_unix(path, timeout=10, alive=lambda: True, interval=0.02):
             time.sleep(interval)
 
 
-class _Reader:
+class LineReader:
     """A socket read line by line in a thread; subclasses handle lines under self.cond."""
 
     def __init__(self, sock):
@@ -79,7 +79,7 @@ class _Reader:
                 with self.cond:
                     self.handle(line)
                     self.cond.notify_all()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # ValueError: a line handle() cannot parse
             pass
         with self.cond:
             self.closed = True
@@ -107,7 +107,7 @@ class _Reader:
         self.sock.close()
 
 
-class QMP(_Reader):
+class QMP(LineReader):
     """A QMP client: id-tagged commands; events kept apart in self.events."""
 
     def __init__(self, path, timeout=10, alive=lambda: True):
@@ -153,7 +153,7 @@ class QMP(_Reader):
             return self.events.pop(find())
 
 
-class Agent(_Reader):
+class Agent(LineReader):
     """Client of the guest agent (guest-agent.sh) on the test port."""
 
     def __init__(self, path, timeout=10, alive=lambda: True):
@@ -587,9 +587,14 @@ class VM:
         return self.qmp("human-monitor-command", **{"command-line": "info snapshots"})
 
     def qemu_log(self):
-        try:
-            with open(self.qemu_log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.qemu_log_path)
+
+
+def read_log(path):
+    """The text of a log file ("" while it does not exist)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
