@@ -7,7 +7,7 @@ event socket.
                per_vm={"vm1": {"clock_sync": "yes"}},            # one VM's section
                bridge_options={"privsep": "no"},                 # the [bridge] section
                sections={"managed m1": {"image": "/x.qcow2"}})   # any further section
-    b.admin("principal-add", "app", "--cost", "test", secret="s3cret\\n")
+    b.add_principal("app", "s3cret", {"vm1": ["all"]})   # vmstate-admin, secret on stdin
     b.start()
     ...
     b.per_vm["vm1"]["clock_sync"] = "no"; b.restart()   # config rewritten, same database
