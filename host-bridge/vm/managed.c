@@ -1469,17 +1469,26 @@ static void console_watch(struct bridge_managed *m)
         bridge_watch_del(&m->vm->br->loop, &m->conw);
 }
 
+/*
+ * The console socket, listened on by the bridge and handed to every QEMU of the VM. QEMU
+ * unlinks the path it finds with getsockname() when it exits, so the socket is bound under
+ * a private name and clients use a hard link to it (console.sock), which outlives QEMUs.
+ */
 static int console_open(struct bridge_managed *m)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char public_path[sizeof(sa.sun_path)];
     int fd;
 
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/console.sock", m->vm->cfg->run_dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/.console-listen.sock", m->vm->cfg->run_dir);
+    snprintf(public_path, sizeof(public_path), "%.80s/console.sock", m->vm->cfg->run_dir);
     if (mkdir(m->vm->cfg->run_dir, 0700) < 0 && errno != EEXIST)
         return -1;
     unlink(sa.sun_path);
+    unlink(public_path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0 ||
+        link(sa.sun_path, public_path) < 0) {
         if (fd >= 0)
             close(fd);
         return -1;
