@@ -48,7 +48,8 @@ class Lifecycle:
         self.small = tempfile.mkdtemp(prefix="vmslc-small-", dir="/dev/shm")
         os.makedirs(self.slow, exist_ok=True)
         spec = {  # name: (memory, section keys)
-            "m1": ("512M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow"}),
+            "m1": ("512M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow",
+                            "qemu_user": "nobody"}),
             "m2": ("512M", {"rapid": "off", "slow_tier": "slow"}),
             "m3": ("512M", {"rapid": "on", "fast_tier": "tiny"}),
             "m4": ("512M", {"rapid": "best-effort", "fast_tier": "tiny", "slow_tier": "slow"}),
