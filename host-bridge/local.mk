@@ -12,16 +12,22 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/guest/guest.c \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
-	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
+	host-bridge/backend/backend.h host-bridge/backend/backend.c host-bridge/backend/backend-qmp.c \
 	host-bridge/vm/vm.c \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
+if HAVE_LIBVIRT
+host_bridge_libbridge_la_SOURCES += \
+	host-bridge/backend/backend-libvirt.c \
+	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h \
+	host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
+endif
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
 # so a header is included by its name wherever it lives.
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror
-BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
-BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
+BRIDGE_DEP_LIBS = $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
 BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
