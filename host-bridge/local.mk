@@ -25,7 +25,8 @@ endif
 # so a header is included by its name wherever it lives.
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
-	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror
+	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
+	-I$(top_srcdir)/host-bridge/admin
 BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
@@ -37,7 +38,8 @@ sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
 host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
 host_bridge_vmstate_bridged_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_bridged_LDADD = host-bridge/libbridge.la
-host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c
+host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c host-bridge/admin/admin.h \
+	host-bridge/admin/libvirt-setup.c
 host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 
@@ -127,3 +129,22 @@ tests_test_bridge_qmp_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # I/O-error auto-resume (issue 6): tests and system checks
 include tests/ioerror/local.mk
+
+# The libvirt backend (issue 17): its component test against a private libvirtd and a real
+# QEMU (`make check-libvirt-backend`, part of check-system; exit 77 = skipped without libvirt).
+dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backend-test.sh
+EXTRA_DIST += tests/libvirt/lib.sh
+if HAVE_LIBVIRT
+check_PROGRAMS += tests/test-bridge-libvirt
+tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c
+tests_test_bridge_libvirt_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_libvirt_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+SYSTEM_CHECKS += check-libvirt-backend
+check-libvirt-backend: tests/test-bridge-libvirt host-bridge/vmstate-admin
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-backend-test.sh
+else
+check-libvirt-backend:
+	@echo "check-libvirt-backend: built without libvirt: skipped"; exit 77
+endif
+.PHONY: check-libvirt-backend
+EXTRA_DIST += tests/test-bridge-libvirt.c

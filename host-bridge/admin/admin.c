@@ -8,6 +8,7 @@
  *   grant PRINCIPAL VM OP...      OP: save restore list delete hostinfo set-memory all
  *   revoke PRINCIPAL VM OP...
  *   principals | rights | states [VM] | requests [VM] | events [VM]
+ *   libvirt-setup DOMAIN [--uri URI] [--dir DIR] [--apply]
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "bridge-config.h"
 #include "db.h"
@@ -33,6 +35,9 @@ static void usage(FILE *f)
             "  grant PRINCIPAL VM OP...     OP: save restore list delete hostinfo set-memory all\n"
             "  revoke PRINCIPAL VM OP...\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
+            "  libvirt-setup DOMAIN [--uri URI] [--dir DIR] [--apply]\n"
+            "                 the domain XML with the bridge's two port channels (printed,\n"
+            "                 or defined with --apply; effective at the next start)\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
 }
@@ -126,6 +131,8 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind++];
+    if (!strcmp(cmd, "libvirt-setup")) /* libvirt's business: no database */
+        return admin_libvirt_setup(argc - optind + 1, argv + optind - 1);
     if (!db_path) {
         if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err, sizeof(err)) <
             0) {

@@ -362,6 +362,12 @@ static void on_wake_or_timer(struct bridge_watch *w, uint32_t revents)
     rearm();
 }
 
+static void quiet_errors(void *opaque, virErrorPtr e)
+{
+    (void)opaque;
+    (void)e;
+}
+
 int bridge_libvirt_loop_register(struct bridge_loop *loop)
 {
     int efd = -1, tfd = -1;
@@ -381,6 +387,7 @@ int bridge_libvirt_loop_register(struct bridge_loop *loop)
         goto fail;
     }
     lv.loop = loop;
+    virSetErrorFunc(NULL, quiet_errors); /* the backend logs what matters, not libvirt */
     virEventRegisterImpl(lv_add_handle, lv_update_handle, lv_remove_handle, lv_add_timeout,
                          lv_update_timeout, lv_remove_timeout);
     return 0;

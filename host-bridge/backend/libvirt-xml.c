@@ -146,21 +146,51 @@ static int safe_path(const char *p)
     return p[0] == '/' && strlen(p) < BRIDGE_PATH_MAX && !strpbrk(p, "<>&'\"");
 }
 
+/* The two channel elements, indented as libvirt does inside <devices>. */
+static void port_channels(char *out, size_t len, const char *port_a, const char *port_b)
+{
+    static const char fmt[] = "<channel type='unix'>\n"
+                              "      <source mode='connect' path='%s'>\n"
+                              "        <reconnect enabled='yes' timeout='1'/>\n"
+                              "      </source>\n"
+                              "      <target type='virtio' name='%s'/>\n"
+                              "    </channel>\n"
+                              "    <channel type='unix'>\n"
+                              "      <source mode='connect' path='%s'>\n"
+                              "        <reconnect enabled='yes' timeout='1'/>\n"
+                              "      </source>\n"
+                              "      <target type='virtio' name='%s'/>\n"
+                              "    </channel>\n";
+    snprintf(out, len, fmt, port_a, VMS_PORT_REQUEST_NAME, port_b, VMS_PORT_EVENT_NAME);
+}
+
 char *bridge_libvirt_xml_with_ports(const char *xml, const char *port_a, const char *port_b)
 {
     const char *xend = xml + strlen(xml), *p = xml, *c, *e, *devices_end;
     char *out = NULL, chan[2 * BRIDGE_PATH_MAX + 512];
+    struct bridge_libvirt_xml now;
     size_t len = 0;
+    int placed = 0;
 
     if (!safe_path(port_a) || !safe_path(port_b) || !(devices_end = strstr(xml, "</devices>")))
         return NULL;
-    /* copy everything but our two channels */
+    bridge_libvirt_xml_parse(xml, &now);
+    if (!strcmp(now.port_a, port_a) && !strcmp(now.port_b, port_b) && now.port_a_connect &&
+        now.port_b_connect && now.port_a_reconnect && now.port_b_reconnect)
+        return strdup(xml); /* already set up: nothing changes */
+    port_channels(chan, sizeof(chan), port_a, port_b);
+    /* our channels go where the first of the old ones was; the others stay as they are */
     while ((c = find_tag(p, devices_end, "channel")) && (e = element_end(c, "channel"))) {
         char name[128];
         channel_target(c, e, name, sizeof(name));
         if (strcmp(name, VMS_PORT_REQUEST_NAME) && strcmp(name, VMS_PORT_EVENT_NAME)) {
             if (append(&out, &len, p, (size_t)(e - p)) < 0)
                 goto fail;
+        } else if (!placed) {
+            if (append(&out, &len, p, (size_t)(c - p)) < 0 ||
+                append(&out, &len, chan, strlen(chan) - 1) < 0) /* its own newline follows */
+                goto fail;
+            placed = 1;
         } else {
             /* drop the element and the indentation before it */
             const char *s = c;
@@ -173,23 +203,9 @@ char *bridge_libvirt_xml_with_ports(const char *xml, const char *port_a, const c
         }
         p = e;
     }
-    if (append(&out, &len, p, (size_t)(devices_end - p)) < 0)
-        goto fail;
-    snprintf(chan, sizeof(chan),
-             "  <channel type='unix'>\n"
-             "      <source mode='connect' path='%s'>\n"
-             "        <reconnect enabled='yes' timeout='1'/>\n"
-             "      </source>\n"
-             "      <target type='virtio' name='%s'/>\n"
-             "    </channel>\n"
-             "    <channel type='unix'>\n"
-             "      <source mode='connect' path='%s'>\n"
-             "        <reconnect enabled='yes' timeout='1'/>\n"
-             "      </source>\n"
-             "      <target type='virtio' name='%s'/>\n"
-             "    </channel>\n  ",
-             port_a, VMS_PORT_REQUEST_NAME, port_b, VMS_PORT_EVENT_NAME);
-    if (append(&out, &len, chan, strlen(chan)) < 0 ||
+    if (append(&out, &len, p, (size_t)(devices_end - p)) < 0 ||
+        (!placed && (append(&out, &len, "  ", 2) < 0 || append(&out, &len, chan, strlen(chan)) < 0 ||
+                     append(&out, &len, "  ", 2) < 0)) ||
         append(&out, &len, devices_end, (size_t)(xend - devices_end)) < 0)
         goto fail;
     return out;
