@@ -18,9 +18,10 @@ host_bridge_libbridge_la_SOURCES = \
 if HAVE_LIBVIRT
 host_bridge_libbridge_la_SOURCES += \
 	host-bridge/backend/backend-libvirt.c \
-	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h \
-	host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
+	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h
 endif
+# the domain XML reader needs no libvirt (vmstate-admin and its unit test use it too)
+host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
 # so a header is included by its name wherever it lives.
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
@@ -119,6 +120,13 @@ clean-bridge-image:
 .PHONY: clean-bridge-image
 TESTS += tests/bridge/test-admin.sh
 dist_noinst_SCRIPTS += tests/bridge/test-admin.sh
+
+# Unit test: what the bridge reads from and adds to a libvirt domain XML.
+TESTS += tests/test-bridge-libvirt-xml
+check_PROGRAMS += tests/test-bridge-libvirt-xml
+tests_test_bridge_libvirt_xml_SOURCES = tests/test-bridge-libvirt-xml.c
+tests_test_bridge_libvirt_xml_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_libvirt_xml_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # Component test: the QMP backend against a fake monitor on a UNIX socket.
 TESTS += tests/test-bridge-qmp
