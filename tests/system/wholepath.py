@@ -31,7 +31,20 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "guest"))
+sys.path.insert(0, os.path.join(HERE, "..", "libvirt"))
 from vmharness import VM, AgentLost, VMError  # noqa: E402,F401
+
+# The hypervisor interface the suites run on: qmp (QEMU run by the harness) or libvirt (a
+# domain on the private libvirtd of tests/libvirt/run-suite.sh, $LV_URI).
+BACKEND = os.environ.get("VMSTATE_TEST_BACKEND", "qmp")
+
+
+def make_vm(workdir, image, builddir, **kw):
+    """The harness VM for BACKEND."""
+    if BACKEND == "libvirt":
+        from lvvm import LibvirtVM
+        return LibvirtVM(workdir, image, builddir, **kw)
+    return VM(workdir, image, **kw)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _bridges = set()
@@ -61,9 +74,13 @@ class Bridge:
             f.write(f"[bridge]\ndatabase = {self.db}\nlog_level = debug\n"
                     "reconnect_min_ms = 50\nreconnect_max_ms = 500\n")
             for name, vm in vms.items():
-                f.write(f"\n[vm {name}]\nport_a = {vm.a_sock}\nport_b = {vm.b_sock}\n"
-                        f"qmp = {vm.qmp_sock}\nnodes = disk0\nstate_dir = {vm.workdir}\n"
-                        f"job_timeout = 120\n{vm_options}")
+                if getattr(vm, "backend", "qmp") == "libvirt":  # ports from the domain XML
+                    f.write(f"\n[vm {name}]\nbackend = libvirt\nuri = {vm.uri}\n"
+                            f"domain = {vm.domain}\n")
+                else:
+                    f.write(f"\n[vm {name}]\nport_a = {vm.a_sock}\nport_b = {vm.b_sock}\n"
+                            f"qmp = {vm.qmp_sock}\nnodes = disk0\n")
+                f.write(f"state_dir = {vm.workdir}\njob_timeout = 120\n{vm_options}")
 
     def admin(self, *args, secret=None):
         r = subprocess.run([self.admin_exe, "-c", self.conf, *args], input=secret, text=True,
@@ -208,8 +225,8 @@ class WholePath:
         self.workdir = workdir or tempfile.mkdtemp(prefix="vmswp-")
         os.makedirs(self.workdir, exist_ok=True)
         self.image, self.builddir, self.cost = image, builddir, cost
-        self.vm = VM(os.path.join(self.workdir, "vm"), image, mem=mem, append=append,
-                     extra_args=extra_args)
+        self.vm = make_vm(os.path.join(self.workdir, "vm"), image, builddir, mem=mem,
+                          append=append, extra_args=extra_args)
         self.bridge = Bridge(builddir, self.workdir, {"vm1": self.vm}, vm_options)
         self.secret = secrets.token_urlsafe(24)
         self.log = log or (lambda *a: None)
