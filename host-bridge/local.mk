@@ -140,8 +140,9 @@ include tests/ioerror/local.mk
 
 # The libvirt backend (issue 17): its component test against a private libvirtd and a real
 # QEMU (`make check-libvirt-backend`, part of check-system; exit 77 = skipped without libvirt).
-dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backend-test.sh
-EXTRA_DIST += tests/libvirt/lib.sh
+dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backend-test.sh \
+	tests/libvirt/run-suite.sh
+EXTRA_DIST += tests/libvirt/lib.sh tests/libvirt/lvvm.py
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/test-bridge-libvirt
 tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c

@@ -233,6 +233,25 @@ class LibvirtVM(VM):
             self._reconnect()
         return self._qmp.cmd(cmd, _timeout, **args)
 
+    def _port_xml(self, path, name):
+        xml = os.path.join(self.workdir, f"port-{name}.xml")
+        with open(xml, "w") as f:
+            f.write(f"<channel type='unix'><source mode='connect' path={quoteattr(path)}>"
+                    f"<reconnect enabled='yes' timeout='1'/></source>"
+                    f"<target type='virtio' name='{name}'/></channel>")
+        return xml
+
+    def ports_unplug(self):
+        """Hot-unplug both vmstate ports the libvirt way (detach-device waits for the guest)."""
+        for path, name in ((self.a_sock, "org.vmstate.request.0"),
+                           (self.b_sock, "org.vmstate.event.0")):
+            virsh("detach-device", self.domain, self._port_xml(path, name), "--live")
+
+    def ports_plug(self):
+        for path, name in ((self.a_sock, "org.vmstate.request.0"),
+                           (self.b_sock, "org.vmstate.event.0")):
+            virsh("attach-device", self.domain, self._port_xml(path, name), "--live")
+
     def qemu_log(self):
         try:
             log = os.path.join(os.environ.get("LV_DIR", ""), "log", "qemu", self.domain + ".log")
