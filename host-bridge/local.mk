@@ -8,12 +8,14 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/loop.c host-bridge/loop.h \
 	host-bridge/journal/db.c host-bridge/journal/db.h \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
+	host-bridge/journal/db-lifecycle.c host-bridge/journal/db-lifecycle.h \
 	host-bridge/guest/auth.c host-bridge/guest/auth.h \
 	host-bridge/guest/guest.c \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend.c host-bridge/backend/backend-qmp.c \
-	host-bridge/vm/vm.c \
+	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
+	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 if HAVE_LIBVIRT
 host_bridge_libbridge_la_SOURCES += \
@@ -142,7 +144,7 @@ include tests/ioerror/local.mk
 # QEMU (`make check-libvirt-backend`, part of check-system; exit 77 = skipped without libvirt).
 dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backend-test.sh \
 	tests/libvirt/run-suite.sh
-EXTRA_DIST += tests/libvirt/lib.sh tests/libvirt/lvvm.py
+EXTRA_DIST += tests/libvirt/lib.sh
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/test-bridge-libvirt
 tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c

@@ -1,4 +1,4 @@
-"""LibvirtVM: the test harness's VM (vmharness.VM) run by libvirt instead of by the harness.
+"""LibvirtVM: the harness's VM (vm.VM) run by libvirt instead of by the harness.
 
 The same guest (kernel + initrd of the test image, the qcow2 disk, the serial console to a
 file, the test agent's port org.vmstate.test.0 and the test's own QMP monitor) as a libvirt
@@ -17,7 +17,7 @@ import subprocess
 import time
 from xml.sax.saxutils import quoteattr
 
-from vmharness import QMP, Agent, AgentLost, VM, VMError, _has_vmgenid, _live  # noqa: F401
+from .vm import QMP, Agent, AgentLost, VM, VMError, _has_vmgenid, _install_handlers, _live
 
 VIRSH = os.environ.get("VMSTATE_VIRSH", "virsh")
 
@@ -177,6 +177,7 @@ class LibvirtVM(VM):
                                capture_output=True)
         virsh("start", "--paused", self.domain)
         self.proc = _DomainProc(self)
+        _install_handlers()
         _live.add(self)
         try:
             self._connect_test_sockets()
@@ -223,7 +224,6 @@ class LibvirtVM(VM):
 
     def undefine(self):
         self.kill()
-        virsh("snapshot-list", self.domain, check=False)
         for snap in virsh("snapshot-list", "--name", self.domain, check=False).split():
             virsh("snapshot-delete", self.domain, snap, "--metadata", check=False)
         virsh("undefine", self.domain, check=False)
