@@ -150,12 +150,13 @@ check_PROGRAMS += tests/test-bridge-libvirt
 tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c
 tests_test_bridge_libvirt_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_libvirt_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
-SYSTEM_CHECKS += check-libvirt-backend
+SYSTEM_CHECKS += check-libvirt-backend check-bridge-system-libvirt
 check-libvirt-backend: tests/test-bridge-libvirt host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-backend-test.sh
-else
-check-libvirt-backend:
-	@echo "check-libvirt-backend: built without libvirt: skipped"; exit 77
+# the bridge's system tests with both VMs as libvirt domains
+check-bridge-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
+		$(top_srcdir)/tests/bridge/run-system.sh
 endif
-.PHONY: check-libvirt-backend
+.PHONY: check-libvirt-backend check-bridge-system-libvirt
 EXTRA_DIST += tests/test-bridge-libvirt.c

@@ -464,6 +464,16 @@ static void do_disk_errors(struct bridge_backend *b, struct lv_job *j)
     j->res.status = VMS_STATUS_OK;
 }
 
+/* A snapshot call that failed because QEMU went away under it (invariant 4): aborted. */
+static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j)
+{
+    if (j->res.status == VMS_STATUS_ERR_BACKEND && !j->conn_lost && b->dom &&
+        virDomainIsActive(b->dom) == 0) {
+        j->res.status = VMS_STATUS_ERR_ABORTED;
+        snprintf(j->res.message, sizeof(j->res.message), "the VM stopped during the operation");
+    }
+}
+
 static void do_job(struct bridge_backend *b, struct lv_job *j)
 {
     j->res.status = VMS_STATUS_ERR_INTERNAL;
@@ -478,9 +488,11 @@ static void do_job(struct bridge_backend *b, struct lv_job *j)
         break;
     case LV_SAVE:
         do_save(b, j);
+        judge_vm_gone(b, j);
         break;
     case LV_RESTORE:
         do_restore(b, j);
+        judge_vm_gone(b, j);
         break;
     case LV_RESUME_RESTORED:
     case LV_CONT:

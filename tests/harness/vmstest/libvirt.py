@@ -233,6 +233,22 @@ class LibvirtVM(VM):
             self._reconnect()
         return self._qmp.cmd(cmd, _timeout, **args)
 
+    def qemu_pid(self):
+        """The domain's QEMU process id (libvirt's pid file), None when it has none."""
+        try:
+            with open(os.path.join(os.environ["LV_DIR"], "run", "qemu", self.domain + ".pid")) as f:
+                return int(f.read().strip())
+        except (KeyError, OSError, ValueError):
+            return None
+
+    def wait_replaced(self, timeout=120):
+        """Wait until a new QEMU runs the domain (a revert replaced the process)."""
+        pid0, deadline = self.qemu_pid(), time.monotonic() + timeout
+        while not (self.qemu_pid() not in (None, pid0) and self.active()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new QEMU for {self.domain} within {timeout} s")
+            time.sleep(0.05)
+
     def _port_xml(self, path, name):
         xml = os.path.join(self.workdir, f"port-{name}.xml")
         with open(xml, "w") as f:
