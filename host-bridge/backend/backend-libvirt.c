@@ -464,13 +464,26 @@ static void do_disk_errors(struct bridge_backend *b, struct lv_job *j)
     j->res.status = VMS_STATUS_OK;
 }
 
-/* A snapshot call that failed because QEMU went away under it (invariant 4): aborted. */
+/*
+ * A snapshot call that failed because QEMU went away under it (invariant 4): aborted. The
+ * call can fail on the dead monitor before libvirt has noticed the process is gone: give
+ * it a moment when the error came from the monitor.
+ */
 static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j)
 {
-    if (j->res.status == VMS_STATUS_ERR_BACKEND && !j->conn_lost && b->dom &&
-        virDomainIsActive(b->dom) == 0) {
-        j->res.status = VMS_STATUS_ERR_ABORTED;
-        snprintf(j->res.message, sizeof(j->res.message), "the VM stopped during the operation");
+    int tries = strstr(j->res.message, "monitor") ? 20 : 1;
+
+    if (j->res.status != VMS_STATUS_ERR_BACKEND || j->conn_lost || !b->dom)
+        return;
+    for (int i = 0; i < tries; i++) {
+        if (virDomainIsActive(b->dom) == 0) {
+            j->res.status = VMS_STATUS_ERR_ABORTED;
+            snprintf(j->res.message, sizeof(j->res.message),
+                     "the VM stopped during the operation");
+            return;
+        }
+        if (i + 1 < tries)
+            usleep(JOB_POLL_US);
     }
 }
 
