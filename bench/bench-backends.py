@@ -23,8 +23,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "system"))
-import wholepath  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "harness"))
+from vmstest.wholepath import WholePath  # noqa: E402
 
 LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \S+ vm=vm1 req=(\w+): (.*)$", re.M)
 
@@ -55,8 +55,7 @@ def wait_log(wp, pattern, timeout=120):
 
 
 def run_backend(backend, a, workdir):
-    wholepath.BACKEND = backend
-    wp = wholepath.WholePath(a.image, a.builddir, os.path.join(workdir, backend))
+    wp = WholePath(a.image, a.builddir, os.path.join(workdir, backend), backend=backend)
     saves, restores = [], []
     try:
         wp.start()
