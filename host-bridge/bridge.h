@@ -51,7 +51,7 @@ struct bridge_port {
 struct bridge_vm {
     struct bridge *br;
     const struct bridge_vm_config *cfg;
-    struct bridge_port a, b; /* a: requests in, b: events out */
+    struct bridge_port a, b;              /* a: requests in, b: events out */
     const struct bridge_backend_ops *ops; /* the VM's backend (its config's backend key) */
     struct bridge_backend *backend;
     struct bridge_ioe *ioe; /* I/O-error pause policy (ioerror.c) */

@@ -238,7 +238,7 @@ Test(libvirt_backend, save_restore_delete_list)
     cr_assert_eq(r->status, VMS_STATUS_OK, "save 2: %s", r->message);
     /* one snapshot operation at a time */
     cr_assert_eq(ops->save(be, "lvt-s3", "vms-req3", on_done, NULL), 0);
-    cr_assert_eq(ops->delete(be, "lvt-s2", "vms-req4", on_done, NULL), -1);
+    cr_assert_eq(ops->delete (be, "lvt-s2", "vms-req4", on_done, NULL), -1);
     r = wait_done(0, 60);
     cr_assert_eq(r->status, VMS_STATUS_OK);
 
@@ -252,7 +252,7 @@ Test(libvirt_backend, save_restore_delete_list)
     r = status_now();
     cr_assert_str_eq(r->run_status, "running", "after the restore: %s", r->run_status);
 
-    r = wait_done(ops->delete(be, "lvt-s2", "vms-req6", on_done, NULL), 30);
+    r = wait_done(ops->delete (be, "lvt-s2", "vms-req6", on_done, NULL), 30);
     cr_assert_eq(r->status, VMS_STATUS_OK, "delete: %s", r->message);
     r = wait_done(ops->has_snapshot(be, "lvt-s2", on_done, NULL), 10);
     cr_assert_eq(r->status, VMS_STATUS_ERR_NOT_FOUND);
@@ -260,7 +260,7 @@ Test(libvirt_backend, save_restore_delete_list)
     cr_assert_eq(r->status, VMS_STATUS_ERR_NOT_FOUND, "restore of a missing snapshot: %d %s",
                  r->status, r->message);
     for (const char *t = "lvt-s1"; t; t = strcmp(t, "lvt-s1") ? NULL : "lvt-s3") {
-        r = wait_done(ops->delete(be, t, "vms-req8", on_done, NULL), 30);
+        r = wait_done(ops->delete (be, t, "vms-req8", on_done, NULL), 30);
         cr_assert_eq(r->status, VMS_STATUS_OK, "delete %s: %s", t, r->message);
     }
     /* a tag that could break the snapshot XML is refused before libvirt sees it */
@@ -284,7 +284,7 @@ Test(libvirt_backend, recover_judges_from_the_snapshot_list)
     cr_assert_eq(r->never_started, 1);
     r = wait_done(ops->recover(be, VMS_OP_RESTORE, "lvt-r1", "vms-r4", on_done, NULL), 30);
     cr_assert_eq(r->never_started, 1);
-    r = wait_done(ops->delete(be, "lvt-r1", "vms-r5", on_done, NULL), 30);
+    r = wait_done(ops->delete (be, "lvt-r1", "vms-r5", on_done, NULL), 30);
     cr_assert_eq(r->status, VMS_STATUS_OK);
     r = wait_done(ops->recover(be, VMS_OP_DELETE, "lvt-r1", "vms-r5", on_done, NULL), 30);
     cr_assert_eq(r->status, VMS_STATUS_OK);

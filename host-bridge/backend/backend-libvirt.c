@@ -68,7 +68,7 @@ struct lv_job {
     bridge_backend_done_fn done;
     void *opaque;
     struct bridge_backend_result res;
-    int conn_lost;                /* the call failed because the connection went away */
+    int conn_lost;                 /* the call failed because the connection went away */
     struct bridge_libvirt_xml xml; /* connect: what the domain XML says */
     struct lv_job *next;
 };
@@ -104,10 +104,10 @@ struct bridge_backend {
     unsigned backoff_ms, backoff_min_ms, backoff_max_ms;
     struct bridge_libvirt_xml xml; /* ports and disk aliases, from the last connect */
 
-    int snapshot_busy;            /* save/restore/delete/recover: one at a time */
-    struct lv_job *restored;      /* reverted, paused, waiting for the ports */
+    int snapshot_busy;       /* save/restore/delete/recover: one at a time */
+    struct lv_job *restored; /* reverted, paused, waiting for the ports */
     double restored_deadline;
-    struct lv_job *lost_job;      /* a snapshot call cut off by a lost connection */
+    struct lv_job *lost_job; /* a snapshot call cut off by a lost connection */
 
     struct {
         bridge_backend_done_fn done; /* NULL: not following */
@@ -238,12 +238,12 @@ static void do_connect(struct bridge_backend *b, struct lv_job *j)
     virConnectSetKeepAlive(b->conn, 5, 3); /* a vanished daemon shows as a close */
     if (virConnectRegisterCloseCallback(b->conn, on_close, b, NULL) < 0)
         goto fail_events;
-    b->cb_lifecycle = virConnectDomainEventRegisterAny(
-        b->conn, b->dom, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), b,
-        NULL);
-    b->cb_ioerr = virConnectDomainEventRegisterAny(b->conn, b->dom,
-                                                   VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
-                                                   VIR_DOMAIN_EVENT_CALLBACK(on_io_error), b, NULL);
+    b->cb_lifecycle =
+        virConnectDomainEventRegisterAny(b->conn, b->dom, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), b, NULL);
+    b->cb_ioerr =
+        virConnectDomainEventRegisterAny(b->conn, b->dom, VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
+                                         VIR_DOMAIN_EVENT_CALLBACK(on_io_error), b, NULL);
     if (b->cb_lifecycle < 0 || b->cb_ioerr < 0)
         goto fail_events;
     j->res.status = VMS_STATUS_OK;
@@ -400,8 +400,8 @@ static void do_memory(struct bridge_backend *b, struct lv_job *j)
 
 static void do_set_memory(struct bridge_backend *b, struct lv_job *j)
 {
-    if (virDomainSetMemoryFlags(b->dom, (unsigned long)(j->bytes / 1024u),
-                                VIR_DOMAIN_AFFECT_LIVE) < 0)
+    if (virDomainSetMemoryFlags(b->dom, (unsigned long)(j->bytes / 1024u), VIR_DOMAIN_AFFECT_LIVE) <
+        0)
         fail_from_libvirt(j, VMS_STATUS_ERR_BACKEND, "set memory");
     else
         do_memory(b, j);
@@ -478,8 +478,7 @@ static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j)
     for (int i = 0; i < tries; i++) {
         if (virDomainIsActive(b->dom) == 0) {
             j->res.status = VMS_STATUS_ERR_ABORTED;
-            snprintf(j->res.message, sizeof(j->res.message),
-                     "the VM stopped during the operation");
+            snprintf(j->res.message, sizeof(j->res.message), "the VM stopped during the operation");
             return;
         }
         if (i + 1 < tries)
@@ -683,8 +682,8 @@ static void job_done(struct bridge_backend *b, struct lv_job *j)
         b->ready = 1;
         b->backoff_ms = b->backoff_min_ms;
         atomic_store(&b->closed, 0);
-        vms_info(vmname(b), NULL, "libvirt: connected to %s, domain %s (ports %s, %s)",
-                 b->cfg->uri, b->cfg->domain, b->xml.port_a[0] ? b->xml.port_a : "-",
+        vms_info(vmname(b), NULL, "libvirt: connected to %s, domain %s (ports %s, %s)", b->cfg->uri,
+                 b->cfg->domain, b->xml.port_a[0] ? b->xml.port_a : "-",
                  b->xml.port_b[0] ? b->xml.port_b : "-");
         if (b->lost_job) { /* cut off by the lost connection: judge it now */
             struct lv_job *r = b->lost_job;
@@ -701,9 +700,11 @@ static void job_done(struct bridge_backend *b, struct lv_job *j)
     case LV_RECOVER:
         if (j->conn_lost && j->kind != LV_RECOVER) {
             vms_warn(vmname(b), NULL, "libvirt: %s cut off (%s): judged when back",
-                     j->kind == LV_SAVE ? "save" : j->kind == LV_RESTORE ? "restore" : "delete",
+                     j->kind == LV_SAVE      ? "save"
+                     : j->kind == LV_RESTORE ? "restore"
+                                             : "delete",
                      j->res.message);
-            j->op = j->kind == LV_SAVE ? VMS_OP_SAVE
+            j->op = j->kind == LV_SAVE      ? VMS_OP_SAVE
                     : j->kind == LV_RESTORE ? VMS_OP_RESTORE
                                             : VMS_OP_DELETE;
             b->lost_job = j;
@@ -796,7 +797,7 @@ static void on_io_error(virConnectPtr conn, virDomainPtr dom, const char *src, c
     const char *node = bridge_libvirt_xml_disk_target(&b->xml, alias);
     const char *act = action == VIR_DOMAIN_EVENT_IO_ERROR_PAUSE    ? "stop"
                       : action == VIR_DOMAIN_EVENT_IO_ERROR_REPORT ? "report"
-                                                                    : "ignore";
+                                                                   : "ignore";
     (void)conn;
     (void)dom;
     vms_debug(vmname(b), NULL, "libvirt: I/O error on %s (%s, %s): %s, action %d",
@@ -886,12 +887,12 @@ static void lv_tick(struct bridge_backend *b, double now)
             job_queue(b, j);
         }
     }
-    if (b->restored &&
-        ((b->hooks->ports_connected && b->hooks->ports_connected(b->opaque)) ||
-         now >= b->restored_deadline)) {
+    if (b->restored && ((b->hooks->ports_connected && b->hooks->ports_connected(b->opaque)) ||
+                        now >= b->restored_deadline)) {
         if (now >= b->restored_deadline)
-            vms_warn(vmname(b), NULL, "libvirt: the restored QEMU did not dial the ports in %.0f s; "
-                                      "resuming the guest anyway",
+            vms_warn(vmname(b), NULL,
+                     "libvirt: the restored QEMU did not dial the ports in %.0f s; "
+                     "resuming the guest anyway",
                      REVERT_PORTS_WAIT_S);
         resume_restored(b);
     }
@@ -909,9 +910,8 @@ static void lv_tick(struct bridge_backend *b, double now)
 }
 
 /* save/restore/delete/recover: one at a time, with a tag libvirt and XML can take as is. */
-static int snapshot_op(struct bridge_backend *b, enum lv_kind kind, enum vms_op op,
-                       const char *tag, const char *job_id, bridge_backend_done_fn done,
-                       void *opaque)
+static int snapshot_op(struct bridge_backend *b, enum lv_kind kind, enum vms_op op, const char *tag,
+                       const char *job_id, bridge_backend_done_fn done, void *opaque)
 {
     struct lv_job *j;
 
@@ -944,8 +944,8 @@ static int lv_delete(struct bridge_backend *b, const char *tag, const char *job_
     return snapshot_op(b, LV_DELETE, VMS_OP_DELETE, tag, job_id, done, opaque);
 }
 
-static int lv_recover(struct bridge_backend *b, enum vms_op op, const char *tag,
-                      const char *job_id, bridge_backend_done_fn done, void *opaque)
+static int lv_recover(struct bridge_backend *b, enum vms_op op, const char *tag, const char *job_id,
+                      bridge_backend_done_fn done, void *opaque)
 {
     return snapshot_op(b, LV_RECOVER, op, tag, job_id, done, opaque);
 }

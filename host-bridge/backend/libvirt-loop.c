@@ -24,10 +24,10 @@
 struct lv_handle {
     struct bridge_watch watch; /* on a dup() of libvirt's fd: libvirt may watch one fd twice */
     int id;
-    int fd;         /* libvirt's own fd, passed back to its callback */
-    int events;     /* libvirt's VIR_EVENT_HANDLE_* asked for */
-    int in_epoll;   /* registered (not while events == 0: HUP/ERR would spin) */
-    int removed;    /* freed by the loop thread after dispatch */
+    int fd;       /* libvirt's own fd, passed back to its callback */
+    int events;   /* libvirt's VIR_EVENT_HANDLE_* asked for */
+    int in_epoll; /* registered (not while events == 0: HUP/ERR would spin) */
+    int removed;  /* freed by the loop thread after dispatch */
     virEventHandleCallback cb;
     void *opaque;
     virFreeCallback ff;
@@ -141,7 +141,8 @@ static void handle_io(struct bridge_watch *w, uint32_t revents)
         opaque = h->opaque;
         id = h->id;
         fd = h->fd; /* libvirt's callbacks get the fd they registered, not our dup */
-        events = from_epoll(revents) & (h->events | VIR_EVENT_HANDLE_ERROR | VIR_EVENT_HANDLE_HANGUP);
+        events =
+            from_epoll(revents) & (h->events | VIR_EVENT_HANDLE_ERROR | VIR_EVENT_HANDLE_HANGUP);
     }
     pthread_mutex_unlock(&lv.mu);
     if (cb && events)

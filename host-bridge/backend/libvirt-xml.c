@@ -204,8 +204,9 @@ char *bridge_libvirt_xml_with_ports(const char *xml, const char *port_a, const c
         p = e;
     }
     if (append(&out, &len, p, (size_t)(devices_end - p)) < 0 ||
-        (!placed && (append(&out, &len, "  ", 2) < 0 || append(&out, &len, chan, strlen(chan)) < 0 ||
-                     append(&out, &len, "  ", 2) < 0)) ||
+        (!placed &&
+         (append(&out, &len, "  ", 2) < 0 || append(&out, &len, chan, strlen(chan)) < 0 ||
+          append(&out, &len, "  ", 2) < 0)) ||
         append(&out, &len, devices_end, (size_t)(xend - devices_end)) < 0)
         goto fail;
     return out;

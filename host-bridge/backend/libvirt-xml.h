@@ -19,7 +19,7 @@ struct bridge_libvirt_xml {
     /* the unix sockets of the request and event channels ("" if absent) */
     char port_a[BRIDGE_PATH_MAX];
     char port_b[BRIDGE_PATH_MAX];
-    int port_a_connect, port_b_connect; /* source mode='connect' (QEMU dials) */
+    int port_a_connect, port_b_connect;     /* source mode='connect' (QEMU dials) */
     int port_a_reconnect, port_b_reconnect; /* <reconnect enabled='yes'> */
     unsigned n_disks;
     char disk_target[BRIDGE_LIBVIRT_DISKS_MAX][BRIDGE_NODE_NAME_MAX];

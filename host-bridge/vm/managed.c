@@ -496,7 +496,7 @@ static void reconnect_now(struct bridge_vm *vm)
     /* a fresh QEMU opens its monitor within tens of ms: look every 10 ms until it answers
      * (bridge_managed_backend_ready restores the configured backoff) */
     vm->backend = vm->ops->open(vm->cfg, &br->loop, QMP_FIRST_RETRY_MS, QMP_FIRST_RETRY_MS,
-                                    bridge_vm_backend_hooks(), vm);
+                                bridge_vm_backend_hooks(), vm);
     bridge_vm_ports_retry_now(vm);
 }
 
@@ -951,8 +951,8 @@ static void checkpoint_go(struct bridge_managed *m)
     m->t_mark = mono();
     crash_point("suspend-journaled");
     if (vm->ops->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
-                                    ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
-                                    on_checkpoint_written, m) < 0) {
+                            ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
+                            on_checkpoint_written, m) < 0) {
         close(m->state_fd);
         m->state_fd = -1;
         unlink(ck->state_file);
@@ -1105,8 +1105,8 @@ static void load_when_ready(struct bridge_managed *m)
 
     m->phase = P_LOADING;
     m->t_mark = mono();
-    if (vm->ops->load_checkpoint(vm->backend, m->state_fd, m->ck.zero_copy,
-                                         on_checkpoint_loaded, m) < 0)
+    if (vm->ops->load_checkpoint(vm->backend, m->state_fd, m->ck.zero_copy, on_checkpoint_loaded,
+                                 m) < 0)
         op_fail(m, "the hypervisor cannot load the checkpoint");
 }
 
@@ -1292,8 +1292,7 @@ static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_d
         }
         m->phase = P_POWERDOWN;
         m->deadline = mono() + m->vm->cfg->stop_timeout;
-        if (!m->vm->backend ||
-            m->vm->ops->powerdown(m->vm->backend, on_powerdown_sent, m) < 0)
+        if (!m->vm->backend || m->vm->ops->powerdown(m->vm->backend, on_powerdown_sent, m) < 0)
             m->deadline = 0;
         journal_row(m, "stopping");
         break;
@@ -1565,7 +1564,7 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
     if (!m)
         return;
     vm->ops->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
-                                      vm->br->cfg->reconnect_max_ms);
+                              vm->br->cfg->reconnect_max_ms);
     if (m->cont_on_ready) {
         m->cont_on_ready = 0;
         vms_warn(vmname(vm), NULL,
@@ -1756,8 +1755,8 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
 
     json_object_object_add(o, "vm", json_object_new_string(vmname(vm)));
     json_object_object_add(o, "managed", json_object_new_boolean(m != NULL));
-    json_object_object_add(
-        o, "qmp", json_object_new_boolean(vm->backend && vm->ops->is_ready(vm->backend)));
+    json_object_object_add(o, "qmp",
+                           json_object_new_boolean(vm->backend && vm->ops->is_ready(vm->backend)));
     json_object_object_add(o, "port_a", json_object_new_boolean(vm->a.ch.fd >= 0));
     json_object_object_add(o, "port_b", json_object_new_boolean(vm->b.ch.fd >= 0));
     json_object_object_add(o, "queued_requests", json_object_new_int64((int64_t)vm->queue.len));

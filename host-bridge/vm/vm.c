@@ -871,7 +871,7 @@ int bridge_vm_start(struct bridge_vm *vm)
     if (!vm->ioe)
         return -1;
     vm->backend = vm->ops->open(vm->cfg, &vm->br->loop, vm->br->cfg->reconnect_min_ms,
-                                        vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
+                                vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
     if (!vm->backend)
         return -1;
     return bridge_managed_start(vm);

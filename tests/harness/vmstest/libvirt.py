@@ -242,12 +242,20 @@ class LibvirtVM(VM):
             return None
 
     def wait_replaced(self, timeout=120):
-        """Wait until a new QEMU runs the domain (a revert replaced the process)."""
+        """Wait until a new QEMU runs the domain (a revert replaced the process), then
+        connect the test monitor and agent to it at once: the bridge resumes the restored
+        guest as soon as its ports are back, and the monitor is to see that RESUME."""
         pid0, deadline = self.qemu_pid(), time.monotonic() + timeout
         while not (self.qemu_pid() not in (None, pid0) and self.active()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no new QEMU for {self.domain} within {timeout} s")
-            time.sleep(0.05)
+            time.sleep(0.01)
+        self._reconnect()
+
+    def wait_event(self, name, timeout=30, predicate=None):
+        if self._qmp is None or self._qmp.closed:
+            self._reconnect()
+        return super().wait_event(name, timeout, predicate)
 
     def _port_xml(self, path, name):
         xml = os.path.join(self.workdir, f"port-{name}.xml")
