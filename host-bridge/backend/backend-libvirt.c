@@ -175,6 +175,11 @@ static void fail_from_libvirt(struct lv_job *j, enum vms_status st, const char *
     j->res.status = st;
     snprintf(j->res.message, sizeof(j->res.message), "%s: %s", what,
              e && e->message ? e->message : "unknown libvirt error");
+    /* the guest gets this text: plain ASCII (libvirt quotes with UTF-8, and the cut at
+     * VMS_STR_MAX could split a character) */
+    for (char *c = j->res.message; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7F)
+            *c = (unsigned char)*c >= 0x80 ? '?' : ' ';
     if (e && (e->domain == VIR_FROM_RPC || e->domain == VIR_FROM_REMOTE ||
               e->code == VIR_ERR_INVALID_CONN || e->code == VIR_ERR_NO_CONNECT))
         j->conn_lost = 1;
@@ -717,6 +722,8 @@ static void job_done(struct bridge_backend *b, struct lv_job *j)
             return; /* resumed from tick once the ports are back */
         }
         b->snapshot_busy = 0;
+        if (j->res.status != VMS_STATUS_OK && !j->res.never_started)
+            vms_warn(vmname(b), NULL, "libvirt: %s", j->res.message);
         job_finish(j);
         return;
     case LV_RESUME_RESTORED:

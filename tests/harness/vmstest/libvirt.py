@@ -109,6 +109,13 @@ class LibvirtVM(VM):
         if balloon:
             i = next(i for i, a in enumerate(extra) if "virtio-balloon" in a)
             del extra[i - 1:i + 1]
+        # PCI devices passed through must not take the slots libvirt assigns (from 0x2 up)
+        slot = 0x10
+        for i, arg in enumerate(extra):
+            if i and extra[i - 1] == "-device" and "-pci" in arg.split(",")[0] and \
+                    "addr=" not in arg:
+                extra[i] = f"{arg},bus=pci.0,addr={slot:#x}"
+                slot += 1
         img = self.image
         cmdline = f"{img['append']} vmstate.ports={3 if self.ports else 1} {self.append}".strip()
         args = ["-chardev", f"socket,id=qmptest,path={self.qmp_test_sock},server=on,wait=off",
@@ -128,6 +135,9 @@ class LibvirtVM(VM):
     <model fallback='allow'>qemu64</model>
     <feature policy='require' name='rdrand'/>
   </cpu>
+  <clock offset='utc'>
+    <timer name='hpet' present='yes'/>
+  </clock>
   <on_reboot>destroy</on_reboot>
   <devices>
     <emulator>{subprocess.run(['sh', '-c', 'command -v qemu-system-x86_64'],
