@@ -9,6 +9,7 @@ lv_stop() {
 }
 lv_start() {
     LV_DIR=$1
+    lv_stop  # one left from an interrupted run (LV_KEEP=1) holds the pid file
     rm -rf "$LV_DIR/run" "$LV_DIR/lib" "$LV_DIR/log" "$LV_DIR/etc"
     # the capability cache is kept in the build tree: 8 s of QEMU probing on the first start
     LV_URI=$("$LV_SCRIPT" start "$LV_DIR" "$top_builddir/tests/libvirt/cache") || return $?
