@@ -134,11 +134,11 @@ static void reconnect_now(struct bridge_vm *vm)
 {
     struct bridge *br = vm->br;
     if (vm->backend)
-        br->backend->close(vm->backend);
+        vm->ops->close(vm->backend);
     /* a fresh QEMU opens its monitor within tens of ms: look every 10 ms until it answers
      * (bridge_managed_backend_ready restores the configured backoff) */
-    vm->backend = br->backend->open(vm->cfg, &br->loop, QMP_FIRST_RETRY_MS, QMP_FIRST_RETRY_MS,
-                                    bridge_vm_backend_hooks(), vm);
+    vm->backend = vm->ops->open(vm->cfg, &br->loop, QMP_FIRST_RETRY_MS, QMP_FIRST_RETRY_MS,
+                                bridge_vm_backend_hooks(), vm);
     bridge_vm_ports_retry_now(vm);
 }
 
@@ -351,9 +351,9 @@ static void checkpoint_go(struct bridge_managed *m)
     m->phase = P_CHECKPOINT;
     m->t_mark = lc_mono();
     lc_crash_point("suspend-journaled");
-    if (vm->br->backend->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
-                                    ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
-                                    on_checkpoint_written, m) < 0) {
+    if (vm->ops->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
+                            ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
+                            on_checkpoint_written, m) < 0) {
         close(m->state_fd);
         m->state_fd = -1;
         unlink(ck->state_file);
@@ -384,7 +384,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
         snprintf(m->ck.phase, sizeof(m->ck.phase), "discarded");
         bridge_db_checkpoint_put(&vm->br->db, &m->ck);
         journal_row(m, "running");
-        vm->br->backend->cont(vm->backend, on_cont_after_failed_suspend, m);
+        vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
         op_fail(m, "checkpoint failed: %s", r->message);
         return;
     }
@@ -392,7 +392,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     if (fdatasync(m->state_fd) < 0 || fstat(m->state_fd, &st) < 0) {
         close(m->state_fd);
         m->state_fd = -1;
-        vm->br->backend->cont(vm->backend, on_cont_after_failed_suspend, m);
+        vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
         op_fail(m, "checkpoint file %s: %s", m->ck.state_file, strerror(errno));
         return;
     }
@@ -400,7 +400,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     m->state_fd = -1;
     snprintf(m->ck.phase, sizeof(m->ck.phase), "valid");
     if (bridge_db_checkpoint_put(&vm->br->db, &m->ck) < 0) {
-        vm->br->backend->cont(vm->backend, on_cont_after_failed_suspend, m);
+        vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
         op_fail(m, "cannot journal the checkpoint");
         return;
     }
@@ -412,7 +412,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     m->phase = P_QUIT;
     m->quit_sent = lc_mono();
     m->deadline = m->quit_sent + QUIT_GRACE_S;
-    vm->br->backend->kill(vm->backend, 0);
+    vm->ops->kill(vm->backend, 0);
 }
 
 /* QEMU exited after a suspend's checkpoint: the VM is suspended. */
@@ -507,8 +507,8 @@ static void load_when_ready(struct bridge_managed *m)
 
     m->phase = P_LOADING;
     m->t_mark = lc_mono();
-    if (vm->br->backend->load_checkpoint(vm->backend, m->state_fd, m->ck.zero_copy,
-                                         on_checkpoint_loaded, m) < 0)
+    if (vm->ops->load_checkpoint(vm->backend, m->state_fd, m->ck.zero_copy, on_checkpoint_loaded,
+                                 m) < 0)
         op_fail(m, "the hypervisor cannot load the checkpoint");
 }
 
@@ -531,7 +531,7 @@ static void resume_cont(struct bridge_managed *m)
     }
     m->phase = P_CONT;
     m->t_mark = lc_mono();
-    if (vm->br->backend->cont(vm->backend, on_resumed_cont, m) < 0)
+    if (vm->ops->cont(vm->backend, on_resumed_cont, m) < 0)
         op_fail(m, "cont failed: QMP not ready");
 }
 
@@ -544,7 +544,7 @@ static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_resul
         /* QEMU never ran the guest: the checkpoint is still good */
         snprintf(m->ck.phase, sizeof(m->ck.phase), "valid");
         bridge_db_checkpoint_put(&m->vm->br->db, &m->ck);
-        m->vm->br->backend->kill(m->vm->backend, 1);
+        m->vm->ops->kill(m->vm->backend, 1);
         op_fail(m, "loading checkpoint %s failed: %s", m->ck.id, r->message);
         return;
     }
@@ -694,8 +694,7 @@ static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_d
         }
         m->phase = P_POWERDOWN;
         m->deadline = lc_mono() + m->vm->cfg->stop_timeout;
-        if (!m->vm->backend ||
-            m->vm->br->backend->powerdown(m->vm->backend, on_powerdown_sent, m) < 0)
+        if (!m->vm->backend || m->vm->ops->powerdown(m->vm->backend, on_powerdown_sent, m) < 0)
             m->deadline = 0;
         journal_row(m, "stopping");
         break;
@@ -741,7 +740,7 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
         lc_refuse(done, opaque, vm, "cannot %s: the VM is %s", op_name(op), st);
         return;
     }
-    if (op == BRIDGE_LC_SUSPEND && (!vm->backend || !vm->br->backend->is_ready(vm->backend))) {
+    if (op == BRIDGE_LC_SUSPEND && (!vm->backend || !vm->ops->is_ready(vm->backend))) {
         lc_refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
         return;
     }
@@ -825,8 +824,8 @@ static void idle_tick(struct bridge_managed *m, double now)
         return;
     m->next_sample = now + IDLE_SAMPLE_S;
     if (m->console_fd >= 0) {
-        if (vm->backend && vm->br->backend->is_ready(vm->backend))
-            vm->br->backend->query_chardev(vm->backend, "vms-console", on_console_state, m);
+        if (vm->backend && vm->ops->is_ready(vm->backend))
+            vm->ops->query_chardev(vm->backend, "vms-console", on_console_state, m);
         idle = !m->console_client;
     } else {
         long hz = sysconf(_SC_CLK_TCK);
@@ -908,7 +907,7 @@ static void vm_tick(struct bridge_managed *m, double now)
     switch (m->phase) {
     case P_WAIT_READY:
         if (now >= m->deadline) {
-            vm->br->backend->kill(vm->backend, 1);
+            vm->ops->kill(vm->backend, 1);
             op_fail(m, "QEMU did not answer on QMP within %.0f s (see %s/qemu.log)", START_READY_S,
                     vm->cfg->run_dir);
         }
@@ -919,7 +918,7 @@ static void vm_tick(struct bridge_managed *m, double now)
                      vm->cfg->stop_timeout);
             m->phase = P_QUIT;
             m->deadline = now + QUIT_GRACE_S;
-            if (!vm->backend || vm->br->backend->kill(vm->backend, 0) < 0)
+            if (!vm->backend || vm->ops->kill(vm->backend, 0) < 0)
                 m->deadline = 0;
         }
         break;
@@ -976,18 +975,18 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
 
     if (!m)
         return;
-    vm->br->backend->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
-                                      vm->br->cfg->reconnect_max_ms);
+    vm->ops->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
+                              vm->br->cfg->reconnect_max_ms);
     if (m->cont_on_ready) {
         m->cont_on_ready = 0;
         vms_warn(vmname(vm), NULL,
                  "lifecycle: the last bridge stopped mid-suspend: resuming "
                  "the VM in place");
-        vm->br->backend->cont(vm->backend, on_cont_after_failed_suspend, m);
+        vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
     }
     if (m->quit_on_ready) {
         m->quit_on_ready = 0;
-        vm->br->backend->kill(vm->backend, 0);
+        vm->ops->kill(vm->backend, 0);
     }
     if (m->phase != P_WAIT_READY)
         return;
@@ -1168,8 +1167,8 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
 
     json_object_object_add(o, "vm", json_object_new_string(vmname(vm)));
     json_object_object_add(o, "managed", json_object_new_boolean(m != NULL));
-    json_object_object_add(
-        o, "qmp", json_object_new_boolean(vm->backend && vm->br->backend->is_ready(vm->backend)));
+    json_object_object_add(o, "qmp",
+                           json_object_new_boolean(vm->backend && vm->ops->is_ready(vm->backend)));
     json_object_object_add(o, "port_a", json_object_new_boolean(vm->a.ch.fd >= 0));
     json_object_object_add(o, "port_b", json_object_new_boolean(vm->b.ch.fd >= 0));
     json_object_object_add(o, "queued_requests", json_object_new_int64((int64_t)vm->queue.len));
