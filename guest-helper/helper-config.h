@@ -47,7 +47,8 @@ struct helper_config {
     unsigned queue_timeout_ms;    /* a queued request fails after this long unsent */
     unsigned recheck_interval_ms; /* look at ports again when down or hung up */
     unsigned hello_retry_ms;      /* resend Hello while no Welcome came */
-    unsigned max_listeners;
+    unsigned max_listeners;         /* registrations of all non-root uids together */
+    unsigned max_listeners_per_uid; /* one uid's share (root has its own, outside the pool) */
     unsigned max_held;           /* events held for late listeners */
     size_t max_held_bytes;       /* and their memory */
     char request_port[PATH_MAX]; /* "" = find by name with libudev */
