@@ -69,6 +69,8 @@ struct bridge_vm {
     struct bridge_prepare hx; /* Prepare/Ready and clock state (prepare.c) */
     double now;
     double next_prune; /* when to drop old finished requests from the journal */
+    struct bridge_followups *fu; /* follow-ups of the restore that runs (vm.c), or NULL */
+    int reconciling;             /* a snapshot list for the catalogue is on its way */
     uint64_t stat_requests, stat_refused;
 };
 
@@ -105,6 +107,14 @@ void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m);
 /* Resend every unacked event of the VM's current epoch, in seq order. */
 void bridge_vm_resend_unacked(struct bridge_vm *vm);
 
+/*
+ * Compare the catalogue with the hypervisor's snapshot list (on connect and after every
+ * operation): states the hypervisor lacks become "lost", lost ones that are back "ok", and
+ * snapshots the bridge did not make are listed as "foreign". Asynchronous; does nothing when
+ * the backend cannot list snapshots or a list is already on its way.
+ */
+void bridge_vm_reconcile(struct bridge_vm *vm);
+
 /* Run queued requests if the backend is ready and nothing runs. */
 void bridge_vm_kick(struct bridge_vm *vm);
 
@@ -131,7 +141,19 @@ int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r, enu
  * pending inside S and has completed. Then sends Timeline and the new
  * epoch's unacked events. Returns 0 or -1.
  */
-int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id);
+int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id,
+                       const struct vms_msg *results);
+/* (@results, when not NULL: the follow-ups' outcomes and values, copied into the restore's
+ * completion: results, bytes, mem_bytes and the hostinfo fields.) */
+
+/*
+ * Fill @ev with host information for request @r of @vm (issue 14: host memory and CPUs,
+ * load, the VM's memory bounds, free space of its state storage, versions, the operations
+ * the principal may request for r's uid and the VM's quotas with their use); @mem_bytes: the
+ * guest's memory from the backend.
+ */
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
+                          uint64_t mem_bytes, struct vms_msg *ev);
 
 /* ---- guest.c ---- */
 

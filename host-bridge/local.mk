@@ -9,7 +9,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/journal/db.c host-bridge/journal/db.h \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
 	host-bridge/guest/auth.c host-bridge/guest/auth.h \
-	host-bridge/guest/guest.c \
+	host-bridge/guest/guest.c host-bridge/guest/rights.c host-bridge/guest/rights.h \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \

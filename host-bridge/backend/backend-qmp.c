@@ -657,6 +657,40 @@ static void on_block_nodes(struct bridge_backend *q, json_object *ret, const cha
     call_finish(c, VMS_STATUS_ERR_NOT_FOUND, "no such snapshot", 0);
 }
 
+/* query-named-block-nodes for list_snapshots: the first snapshotted node's snapshot names. */
+static void on_block_nodes_list(struct bridge_backend *q, json_object *ret, const char *err,
+                                void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK};
+    const char *names[VMS_STATES_MAX];
+    unsigned n_names = 0;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    for (size_t i = 0; i < jarray_len(ret); i++) {
+        json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
+        if (!json_object_object_get_ex(node, "node-name", &name) ||
+            strcmp(jstr(name), q->cfg->nodes[0]) ||
+            !json_object_object_get_ex(node, "image", &image))
+            continue;
+        if (!json_object_object_get_ex(image, "snapshots", &snaps))
+            break;
+        for (size_t k = 0; k < jarray_len(snaps) && n_names < VMS_STATES_MAX; k++) {
+            json_object *s = json_object_array_get_idx(snaps, k), *sn;
+            if (json_object_object_get_ex(s, "name", &sn))
+                names[n_names++] = jstr(sn);
+        }
+        break;
+    }
+    r.snapshots = names;
+    r.n_snapshots = n_names;
+    c->done(c->opaque, &r);
+    free(c);
+}
+
 static struct qmp_call *call_new(bridge_backend_done_fn done, void *opaque)
 {
     struct qmp_call *c = calloc(1, sizeof(*c));
@@ -676,6 +710,20 @@ static int qmp_has_snapshot(struct bridge_backend *q, const char *tag, bridge_ba
         return -1;
     snprintf(c->tag, sizeof(c->tag), "%s", tag);
     if (qmp_command(q, "query-named-block-nodes", NULL, qmp_timeout(q), on_block_nodes, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int qmp_list_snapshots(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-named-block-nodes", NULL, qmp_timeout(q), on_block_nodes_list, c) <
+        0) {
         free(c);
         return -1;
     }
@@ -1260,6 +1308,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .delete = qmp_delete,
     .recover = qmp_recover,
     .has_snapshot = qmp_has_snapshot,
+    .list_snapshots = qmp_list_snapshots,
     .query_memory = qmp_query_memory,
     .set_balloon = qmp_set_balloon,
     .query_status = qmp_query_status,

@@ -34,6 +34,9 @@ struct bridge_backend_result {
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
+    /* list_snapshots: the snapshot names the hypervisor holds (valid during the callback) */
+    const char *const *snapshots;
+    unsigned n_snapshots;
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
@@ -85,6 +88,9 @@ struct bridge_backend_ops {
     /* Does the hypervisor hold snapshot @tag? ok = yes, ERR_NOT_FOUND = no. */
     int (*has_snapshot)(struct bridge_backend *b, const char *tag, bridge_backend_done_fn done,
                         void *opaque);
+    /* The snapshot names the hypervisor holds for the VM (result.snapshots), to reconcile the
+     * bridge's catalogue with. Optional (NULL: the catalogue is not reconciled). */
+    int (*list_snapshots)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* The guest's memory size (balloon actual if there is a balloon, else the base size). */
     int (*query_memory)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Ask the balloon for @bytes of guest memory. */
