@@ -1,7 +1,7 @@
 /*
  * db.h — the bridge's durable state: one SQLite file in WAL mode.
  *
- * Tables (schema version 1, see migrations[] in db.c):
+ * Tables (see migrations[] in db.c; bridge_db_schema_latest() is the newest version):
  *   vms        (name, epoch, next_seq, current_state, created)
  *   requests   (vm, id, op, app_id, principal, app_data, label, state_id, bytes,
  *               epoch, status accepted|running|done|refused, result, message,
@@ -13,7 +13,7 @@
  *   principals (name, hash = crypto_pwhash_str, created)
  *   rights     (principal, vm, op, uid; op "all" grants every operation; uid -1: any guest
  *               uid, else only requests made by that guest uid)
- * Schema 2 (issue 14) adds requests.uid (-1 unknown) and requests.followups, states.principal
+ * The issue-14 migration adds requests.uid (-1 unknown) and requests.followups, states.principal
  * (the owner) and states.status ('ok', 'lost', 'foreign').
  * Every query about states, requests and events takes the VM name: nothing
  * reads across VMs.
@@ -29,7 +29,6 @@
 
 #include "vms-proto.h"
 
-#define BRIDGE_DB_SCHEMA_VERSION 2
 
 enum bridge_req_status {
     BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
@@ -78,12 +77,15 @@ void bridge_request_clear(struct bridge_request *r);
 
 /*
  * Open (creating if needed) the database at @path, enable WAL, and migrate
- * the schema to BRIDGE_DB_SCHEMA_VERSION. Refuses a newer schema. Returns 0
+ * the schema to bridge_db_schema_latest(). Refuses a newer schema. Returns 0
  * or -1 with @err filled.
  */
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen);
 void bridge_db_close(struct bridge_db *db);
 int bridge_db_schema_version(struct bridge_db *db);
+
+/* The schema version this bridge writes (the number of migrations it knows). */
+int bridge_db_schema_latest(void);
 
 int bridge_db_begin(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);
