@@ -282,19 +282,20 @@ int main(int argc, char **argv)
         const char *vm = optind < argc ? argv[optind] : NULL;
         const char *sql;
         if (!strcmp(cmd, "states"))
-            sql = vm ? "SELECT vm, id, status, label, app_id, principal, request_id, parent, "
-                       "datetime(created,'unixepoch') AS created FROM states WHERE vm = ? ORDER "
-                       "BY rowid"
-                     : "SELECT vm, id, status, label, app_id, principal, request_id, parent, "
-                       "datetime(created,'unixepoch') AS created FROM states ORDER BY rowid";
+            sql = vm ? "SELECT vm, id, label, app_id, request_id, parent, "
+                       "datetime(created,'unixepoch') AS created, status, principal FROM states "
+                       "WHERE vm = ? ORDER BY rowid"
+                     : "SELECT vm, id, label, app_id, request_id, parent, "
+                       "datetime(created,'unixepoch') AS created, status, principal FROM states "
+                       "ORDER BY rowid";
         else if (!strcmp(cmd, "requests"))
-            sql = vm ? "SELECT vm, id, op, app_id, principal, CASE uid WHEN -1 THEN '-' ELSE uid "
-                       "END AS uid, status, result, message, state_id, followups, "
-                       "length(app_data) AS app_data_bytes, epoch FROM requests WHERE vm = ? "
-                       "ORDER BY rowid"
-                     : "SELECT vm, id, op, app_id, principal, CASE uid WHEN -1 THEN '-' ELSE uid "
-                       "END AS uid, status, result, message, state_id, followups, "
-                       "length(app_data) AS app_data_bytes, epoch FROM requests ORDER BY rowid";
+            /* new columns last: scripts index the older ones */
+            sql = vm ? "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
+                       "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
+                       "ELSE uid END AS uid, followups FROM requests WHERE vm = ? ORDER BY rowid"
+                     : "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
+                       "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
+                       "ELSE uid END AS uid, followups FROM requests ORDER BY rowid";
         else
             sql = vm ? "SELECT vm, epoch, seq, request_id, op, status, reason, acked, superseded "
                        "FROM events WHERE vm = ? ORDER BY seq"
