@@ -483,6 +483,8 @@ struct bridge_followups {
 
 static void finish_running(struct bridge_vm *vm);
 static void followup_next(struct bridge_vm *vm);
+static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
+                      void *opaque);
 
 static void followup_done(void *opaque, const struct bridge_backend_result *res)
 {
@@ -517,7 +519,7 @@ static void followup_next(struct bridge_vm *vm)
     while (fu->next < fu->n) {
         const char *op = fu->ops[fu->next];
         int rc = !strcmp(op, "set-memory")
-                     ? ops->set_balloon(vm->backend, fu->args[fu->next], followup_done, vm)
+                     ? set_memory(vm, fu->args[fu->next], followup_done, vm)
                      : ops->query_memory(vm->backend, followup_done, vm);
         if (rc == 0)
             return; /* followup_done continues */
@@ -698,6 +700,78 @@ static void forget_lost_state(struct bridge_vm *vm, const struct bridge_request 
     vms_msg_clear(&ev);
 }
 
+/*
+ * set-memory: with a virtio-mem device (virtio_mem), plug what goes beyond the boot size;
+ * then the balloon takes the guest to min(bytes, boot size) (back to the boot size when
+ * memory was plugged). Without one, the balloon alone. @done gets the size reached.
+ */
+struct set_memory_ctx {
+    struct bridge_vm *vm;
+    uint64_t bytes, plugged_total; /* plugged_total: boot + plugged, 0 if none */
+    bridge_backend_done_fn done;
+    void *opaque;
+};
+
+static void set_memory_balloon_done(void *opaque, const struct bridge_backend_result *res)
+{
+    struct set_memory_ctx *c = opaque;
+    struct bridge_backend_result r = *res;
+
+    if (c->plugged_total) {
+        /* above the boot size the balloon only had to give back what it held */
+        r.status = VMS_STATUS_OK;
+        r.message[0] = '\0';
+        r.mem_bytes = c->plugged_total;
+    }
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static void set_memory_hotplug_done(void *opaque, const struct bridge_backend_result *res)
+{
+    struct set_memory_ctx *c = opaque;
+    const struct bridge_backend_ops *ops = c->vm->br->backend;
+    uint64_t balloon = c->bytes;
+
+    if (res->status != VMS_STATUS_OK) {
+        c->done(c->opaque, res);
+        free(c);
+        return;
+    }
+    if (c->bytes > res->base_bytes) {
+        c->plugged_total = res->mem_bytes;
+        balloon = res->base_bytes;
+    }
+    if (ops->set_balloon(c->vm->backend, balloon, set_memory_balloon_done, c) < 0) {
+        /* no way to reach the balloon: what was plugged is the answer */
+        struct bridge_backend_result r = *res;
+        if (!c->plugged_total)
+            r.status = VMS_STATUS_ERR_UNAVAILABLE;
+        c->done(c->opaque, &r);
+        free(c);
+    }
+}
+
+static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
+                      void *opaque)
+{
+    const struct bridge_backend_ops *ops = vm->br->backend;
+    struct set_memory_ctx *c;
+
+    if (!vm->cfg->virtio_mem[0] || !ops->set_hotplug)
+        return ops->set_balloon(vm->backend, bytes, done, opaque);
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -1;
+    *c = (struct set_memory_ctx){.vm = vm, .bytes = bytes, .done = done, .opaque = opaque};
+    if (ops->set_hotplug(vm->backend, vm->cfg->virtio_mem, bytes, set_memory_hotplug_done, c) <
+        0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
@@ -756,7 +830,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
-        rc = ops->set_balloon(vm->backend, r->bytes, on_backend_done, vm);
+        rc = set_memory(vm, r->bytes, on_backend_done, vm);
         break;
     default:
         break;

@@ -13,8 +13,9 @@
  5 a right limited to guest uid 1000 refuses the same principal used by uid 0 and works for
    uid 1000; the uid is journaled and `vmstate-admin requests` shows it
  6 HostInfo and DeleteState end to end through dbus-send, libvmstate and vmstatectl
-(Acceptance 3, memory beyond the boot size through hotplug, is not automated yet: see the
-report of issue 14.) All tests share one VM.
+ 3 set-memory above the boot size: virtio-mem plugs the difference, the guest sees it
+   (MemTotal), and set-memory back to the boot size unplugs it
+All tests share one VM (128 MiB at boot, up to 640 MiB).
 """
 import argparse
 import os
@@ -33,8 +34,12 @@ from vmstest.wholepath import App, WholePath  # noqa: E402
 
 results.indent = "  "
 VM_OPTIONS = {"max_states": 32, "max_pending": 8, "rate_requests": 1000, "auth_fail_max": 50,
-              "mem_min": "64M", "mem_max": "128M"}
-VM_EXTRA = ["-device", "virtio-balloon-pci,id=balloon0"]
+              "mem_min": "64M", "mem_max": "384M", "virtio_mem": "vmem0dev"}
+# a balloon below the boot size, virtio-mem above it (the guest image loads both drivers)
+VM_MEM = "128M,maxmem=640M"
+VM_EXTRA = ["-device", "virtio-balloon-pci,id=balloon0",
+            "-object", "memory-backend-ram,id=vmem0,size=512M",
+            "-device", "virtio-mem-pci,id=vmem0dev,memdev=vmem0,requested-size=0"]
 MIB = 1 << 20
 
 
@@ -141,6 +146,31 @@ def t2_followups(wp, ctx):
           f"2: the follow-ups are journaled with the request ({rows[-1][12] if rows else None})")
     rc, out = wp.sh(f"{wp.env()}vmstatectl --wait set-memory 128M", timeout=120)
     check(rc == 0, "2: memory back to 128M")
+
+
+def t3_hotplug(wp, ctx):
+    """memory beyond the boot size through virtio-mem"""
+    before = mem_total(wp)
+    t0 = time.monotonic()
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 256M", timeout=180)
+    took = time.monotonic() - t0
+    m = re.search(r'"mem_bytes":\s*(\d+)', out)
+    reached = int(m.group(1)) if m else 0
+    check(rc == 0 and reached == 256 * MIB,
+          f"3: set-memory 256M (boot 128M) completed with {reached >> 20} MiB in {took:.1f} s "
+          f"({out.strip()[-160:]!r})")
+    plugged = wp.vm.qmp("qom-get", path="/machine/peripheral/vmem0dev", property="size")
+    check(plugged == 128 * MIB, f"3: QEMU's virtio-mem device holds {plugged >> 20} MiB")
+    after = mem_total(wp)
+    check(abs((after - before) - 128 * MIB) <= 4 * MIB,
+          f"3: the guest sees it: MemTotal {before >> 20} -> {after >> 20} MiB")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 400M")
+    check(rc == 1 and "mem_max" in out, "3: above mem_max (384M) refused with the bounds")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 128M", timeout=180)
+    plugged = wp.vm.qmp("qom-get", path="/machine/peripheral/vmem0dev", property="size")
+    back = mem_total(wp)
+    check(rc == 0 and plugged <= 8 * MIB and back < after - 100 * MIB,
+          f"3: set-memory 128M unplugs it: device {plugged >> 20} MiB, MemTotal {back >> 20} MiB")
 
 
 def t4_catalogue(wp, ctx):
@@ -252,8 +282,8 @@ def t6_end_to_end(wp, ctx):
               f"6: app B cannot delete app A's state: {ev[ev.find('msg='):][:140]}")
 
 
-TESTS = [(1, t1_state_saved), (2, t2_followups), (4, t4_catalogue), (5, t5_uid_rights),
-         (6, t6_end_to_end)]
+TESTS = [(1, t1_state_saved), (2, t2_followups), (3, t3_hotplug), (4, t4_catalogue),
+         (5, t5_uid_rights), (6, t6_end_to_end)]
 
 
 def main():
@@ -269,8 +299,8 @@ def main():
     t_all = time.monotonic()
     durations = {}
     tests = [(n, f) for n, f in TESTS if not only or n in only]
-    wp = WholePath(a.image, a.builddir, os.path.join(workdir, "core"), vm_options=VM_OPTIONS,
-                   extra_args=VM_EXTRA)
+    wp = WholePath(a.image, a.builddir, os.path.join(workdir, "core"), mem=VM_MEM,
+                   vm_options=VM_OPTIONS, extra_args=VM_EXTRA)
     ctx = {}
     try:
         t0 = time.monotonic()
