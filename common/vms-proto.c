@@ -19,15 +19,15 @@
 /* ---- the schema ------------------------------------------------------- */
 
 enum field_kind {
-    FK_U32,    /* "u" */
-    FK_U64,    /* "t" */
-    FK_ID,     /* "s", vms_valid_id */
-    FK_REQID,  /* "s", vms_valid_request_id */
-    FK_TEXT,   /* "s", vms_valid_text */
-    FK_SECRET, /* "s", any valid UTF-8 up to VMS_STR_MAX (libdbus checks UTF-8) */
-    FK_BYTES,  /* "ay", up to VMS_APP_DATA_MAX */
-    FK_CAPS,   /* "as", known names mapped to VMS_CAP_* bits */
-    FK_STATES, /* "a(ssssx)": id, label, app_id, parent, created */
+    FK_U32,       /* "u" */
+    FK_U64,       /* "t" */
+    FK_ID,        /* "s", vms_valid_id */
+    FK_REQID,     /* "s", vms_valid_request_id */
+    FK_TEXT,      /* "s", vms_valid_text */
+    FK_SECRET,    /* "s", any valid UTF-8 up to VMS_STR_MAX (libdbus checks UTF-8) */
+    FK_BYTES,     /* "ay", up to VMS_APP_DATA_MAX */
+    FK_CAPS,      /* "as", known names mapped to VMS_CAP_* bits */
+    FK_STATES,    /* "a(ssssx)": id, label, app_id, parent, created */
     FK_FOLLOWUPS, /* "a(st)": op, argument */
     FK_RESULTS,   /* "a(sus)": op, status, message */
     FK_QUOTAS,    /* "a(stt)": name, limit, used */
@@ -86,9 +86,9 @@ static const struct field_desc field_table[VMS_F__COUNT] = {
 };
 
 static const char *const kind_signature[] = {
-    [FK_U32] = "u",    [FK_U64] = "t",   [FK_ID] = "s",
-    [FK_REQID] = "s",  [FK_TEXT] = "s",  [FK_SECRET] = "s",
-    [FK_BYTES] = "ay", [FK_CAPS] = "as", [FK_STATES] = "a(ssssx)",
+    [FK_U32] = "u",           [FK_U64] = "t",          [FK_ID] = "s",
+    [FK_REQID] = "s",         [FK_TEXT] = "s",         [FK_SECRET] = "s",
+    [FK_BYTES] = "ay",        [FK_CAPS] = "as",        [FK_STATES] = "a(ssssx)",
     [FK_FOLLOWUPS] = "a(st)", [FK_RESULTS] = "a(sus)", [FK_QUOTAS] = "a(stt)",
 };
 

@@ -192,9 +192,12 @@ struct request_method {
 };
 
 static const struct request_method request_methods[] = {
-    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
-    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
-    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},
+    {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},
+    {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO},
+    {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
     {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
 };
 
@@ -391,8 +394,8 @@ static void handle_listener(struct helper *h, DBusMessage *call, int add)
     }
     switch (helper_listener_add(h, app_id, sender, (uid_t)uid)) {
     case -1:
-        vms_warn(NULL, NULL, "RegisterListener for app %s by uid %ld refused: max_listeners", app_id,
-                 uid);
+        vms_warn(NULL, NULL, "RegisterListener for app %s by uid %ld refused: max_listeners",
+                 app_id, uid);
         reply_error(h->bus, call, HELPER_ERR_LIMIT, "too many listeners (max_listeners=%u)",
                     h->cfg.max_listeners);
         return;
@@ -729,8 +732,8 @@ void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsi
     dbus_message_unref(sig);
 }
 
-void helper_bus_emit_state_change(struct helper *h, const char *member,
-                                  const char *const *owners, unsigned n, const struct vms_msg *ev)
+void helper_bus_emit_state_change(struct helper *h, const char *member, const char *const *owners,
+                                  unsigned n, const struct vms_msg *ev)
 {
     DBusMessage *sig;
     const char *sid = ev->state_id, *label = ev->label, *parent = ev->parent_id;

@@ -41,8 +41,8 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
     vms_dedup_init(&h->delivered);
     vms_msg_init(&h->last_list, VMS_MSG_EVENT);
     helper_hooks_init(h);
-    h->listeners = calloc(cfg->max_listeners + cfg->max_listeners_per_uid + 1,
-                          sizeof(*h->listeners));
+    h->listeners =
+        calloc(cfg->max_listeners + cfg->max_listeners_per_uid + 1, sizeof(*h->listeners));
     if (!h->listeners)
         return -1;
     if (vms_channel_init(&h->port_a, "port-a", NULL, 0) < 0 ||
@@ -523,8 +523,7 @@ static void drop_completion(struct helper *h, const struct vms_msg *ev, int acke
         vms_dedup_forget(&h->delivered, DEDUP_EPOCH, ev->request_id);
         return;
     }
-    vms_info(NULL, ev->request_id, "dropped %s completion for app %s: %s", ev->op, ev->app_id,
-             why);
+    vms_info(NULL, ev->request_id, "dropped %s completion for app %s: %s", ev->op, ev->app_id, why);
     send_ack(h, ev);
 }
 
@@ -770,8 +769,7 @@ static void on_event(struct helper *h, const struct vms_msg *m)
     if (vms_dedup_check_and_add(&h->delivered, DEDUP_EPOCH, m->request_id) != 1) {
         h->events_dup++;
         if (held_unacked(h, m->request_id)) { /* acked when it leaves the hold */
-            vms_info(NULL, m->request_id, "duplicate %s event of a held completion dropped",
-                     m->op);
+            vms_info(NULL, m->request_id, "duplicate %s event of a held completion dropped", m->op);
             return;
         }
         vms_info(NULL, m->request_id, "duplicate %s event (epoch %llu seq %llu) acked and dropped",
@@ -962,7 +960,8 @@ int helper_listener_add(struct helper *h, const char *app_id, const char *owner,
         return -2;
     }
     /* root's registrations have their own share outside the pool (the table holds both) */
-    if (uid != 0 ? pool >= h->cfg.max_listeners : !share && h->n_listeners >= h->cfg.max_listeners) {
+    if (uid != 0 ? pool >= h->cfg.max_listeners
+                 : !share && h->n_listeners >= h->cfg.max_listeners) {
         note_refused(h, app_id);
         return -1;
     }

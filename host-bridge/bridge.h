@@ -69,7 +69,7 @@ struct bridge_vm {
     struct bridge_prepare hx;   /* Prepare/Ready and clock state (prepare.c) */
     struct bridge_managed *mgd; /* managed VMs: the bridge runs QEMU (vm/managed.c); else NULL */
     double now;
-    double next_prune; /* when to drop old finished requests from the journal */
+    double next_prune;           /* when to drop old finished requests from the journal */
     struct bridge_followups *fu; /* follow-ups of the restore that runs (vm.c), or NULL */
     int reconciling;             /* a snapshot list for the catalogue is on its way */
     uint64_t stat_requests, stat_refused;
@@ -161,8 +161,8 @@ int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, con
  * the principal may request for r's uid and the VM's quotas with their use); @mem_bytes: the
  * guest's memory from the backend.
  */
-void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
-                          uint64_t mem_bytes, struct vms_msg *ev);
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
+                          struct vms_msg *ev);
 
 /* ---- guest.c ---- */
 

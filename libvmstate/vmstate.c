@@ -275,9 +275,17 @@ static void read_details(DBusMessageIter *dict, struct event_priv *e)
                 size_t offset;
             } u64s[] = {
 #define U64(k) {#k, offsetof(struct vmstate_event, k)}
-                U64(bytes),           U64(free_bytes),         U64(mem_bytes), U64(host_mem_total),
-                U64(host_mem_available), U64(host_cpus),       U64(host_load_milli), U64(vcpus),
-                U64(mem_boot),        U64(mem_min),            U64(mem_max),
+                U64(bytes),
+                U64(free_bytes),
+                U64(mem_bytes),
+                U64(host_mem_total),
+                U64(host_mem_available),
+                U64(host_cpus),
+                U64(host_load_milli),
+                U64(vcpus),
+                U64(mem_boot),
+                U64(mem_min),
+                U64(mem_max),
 #undef U64
             };
             dbus_uint64_t x;

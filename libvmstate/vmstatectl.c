@@ -158,9 +158,9 @@ static void add_hostinfo_json(json_object *o, const struct vmstate_event *ev)
         size_t offset;
     } u64s[] = {
 #define U64(k) {#k, offsetof(struct vmstate_event, k)}
-        U64(free_bytes),      U64(mem_bytes), U64(host_mem_total), U64(host_mem_available),
-        U64(host_cpus),       U64(host_load_milli), U64(vcpus),   U64(mem_boot),
-        U64(mem_min),         U64(mem_max),
+        U64(free_bytes), U64(mem_bytes),       U64(host_mem_total), U64(host_mem_available),
+        U64(host_cpus),  U64(host_load_milli), U64(vcpus),          U64(mem_boot),
+        U64(mem_min),    U64(mem_max),
 #undef U64
     };
     json_object *q = json_object_new_array();
@@ -168,12 +168,11 @@ static void add_hostinfo_json(json_object *o, const struct vmstate_event *ev)
     for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
         json_object_object_add(
             o, u64s[i].key,
-            json_object_new_uint64(*(const uint64_t *)(const void *)((const char *)ev +
-                                                                      u64s[i].offset)));
+            json_object_new_uint64(
+                *(const uint64_t *)(const void *)((const char *)ev + u64s[i].offset)));
     json_object_object_add(o, "hostname", json_object_new_string(ev->hostname));
     json_object_object_add(o, "bridge_version", json_object_new_string(ev->bridge_version));
-    json_object_object_add(o, "hypervisor_version",
-                           json_object_new_string(ev->hypervisor_version));
+    json_object_object_add(o, "hypervisor_version", json_object_new_string(ev->hypervisor_version));
     json_object_object_add(o, "ops", json_object_new_string(ev->ops));
     for (size_t i = 0; i < ev->n_quotas; i++) {
         json_object *e = json_object_new_object();

@@ -96,7 +96,8 @@ static int fake_list(struct bridge_backend *b, bridge_backend_done_fn d, void *o
 
 int fake_list_finish(const char *const *names, unsigned n)
 {
-    struct bridge_backend_result r = {.status = VMS_STATUS_OK, .snapshots = names, .n_snapshots = n};
+    struct bridge_backend_result r = {
+        .status = VMS_STATUS_OK, .snapshots = names, .n_snapshots = n};
     bridge_backend_done_fn done = fake.list_done;
 
     if (!done)

@@ -131,25 +131,25 @@ Test(rights, another_apps_state_needs_restore_any_or_delete_any)
     cr_assert_str_eq(owner.principal, "app");
     cr_assert_str_eq(owner.status, "ok");
 
-    send_req(id, &(struct req){.op = "delete", .app_id = "org.example.B", .state = state,
-                               .uid = 1000});
+    send_req(id,
+             &(struct req){.op = "delete", .app_id = "org.example.B", .state = state, .uid = 1000});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED);
     rep = find(VMS_MSG_REPLY, id);
     cr_assert(strstr(rep->message, "delete-any"), "%s", rep->message);
-    send_req(id, &(struct req){.op = "restore", .app_id = "org.example.B", .state = state,
-                               .uid = 1000});
+    send_req(
+        id, &(struct req){.op = "restore", .app_id = "org.example.B", .state = state, .uid = 1000});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED);
     cr_assert(strstr(find(VMS_MSG_REPLY, id)->message, "restore-any"));
     cr_assert_eq(fake.calls, 1, "a refused request reached the hypervisor");
 
     cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm1", BRIDGE_RIGHT_RESTORE_ANY), 0);
-    send_req(id, &(struct req){.op = "restore", .app_id = "org.example.B", .state = state,
-                               .uid = 1000});
+    send_req(
+        id, &(struct req){.op = "restore", .app_id = "org.example.B", .state = state, .uid = 1000});
     cr_assert_eq(reply_status(id), 0, "restore-any granted but refused");
     fake_finish(VMS_STATUS_OK);
     cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm1", BRIDGE_RIGHT_DELETE_ANY), 0);
-    send_req(id, &(struct req){.op = "delete", .app_id = "org.example.B", .state = state,
-                               .uid = 1000});
+    send_req(id,
+             &(struct req){.op = "delete", .app_id = "org.example.B", .state = state, .uid = 1000});
     cr_assert_eq(reply_status(id), 0);
     fake_finish(VMS_STATUS_OK);
     drain(&in1);
@@ -177,22 +177,31 @@ Test(rights, followups_checked_before_anything_runs_then_run_inside_the_restore)
     calls = fake.calls;
     /* "saver" may save but not set-memory: the whole restore is refused, nothing runs */
     cr_assert_eq(bridge_db_right_grant(&br.db, "saver", "vm1", "restore"), 0);
-    send_req(id, &(struct req){.op = "restore", .principal = "saver", .state = state,
-                               .uid = 1000, .followups = fu, .n_followups = 2});
+    send_req(id, &(struct req){.op = "restore",
+                               .principal = "saver",
+                               .state = state,
+                               .uid = 1000,
+                               .followups = fu,
+                               .n_followups = 2});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED);
     cr_assert(strstr(find(VMS_MSG_REPLY, id)->message, "set-memory"));
-    send_req(id, &(struct req){.op = "restore", .state = state, .uid = 1000,
-                               .followups = too_big, .n_followups = 1});
+    send_req(
+        id,
+        &(struct req){
+            .op = "restore", .state = state, .uid = 1000, .followups = too_big, .n_followups = 1});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_INVALID, "set-memory beyond mem_max");
-    send_req(id, &(struct req){.op = "restore", .state = state, .uid = 1000,
-                               .followups = not_here, .n_followups = 1});
+    send_req(
+        id,
+        &(struct req){
+            .op = "restore", .state = state, .uid = 1000, .followups = not_here, .n_followups = 1});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_INVALID, "a save inside a restore");
     send_req(id, &(struct req){.op = "list", .uid = 1000, .followups = fu, .n_followups = 1});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_INVALID, "follow-ups outside a restore");
     cr_assert_eq(fake.calls, calls, "a refused restore reached the hypervisor");
 
-    send_req(id, &(struct req){.op = "restore", .state = state, .uid = 1000, .followups = fu,
-                               .n_followups = 2});
+    send_req(id,
+             &(struct req){
+                 .op = "restore", .state = state, .uid = 1000, .followups = fu, .n_followups = 2});
     cr_assert_eq(reply_status(id), 0);
     cr_assert_eq(bridge_db_request_find(&br.db, "vm1", id, &r), 1);
     cr_assert_str_eq(r.followups, "set-memory=268435456 hostinfo=0");
@@ -266,8 +275,9 @@ Test(rights, catalogue_reconciled_lost_and_foreign)
     cr_assert(strstr(find(VMS_MSG_REPLY, id)->message, "lost"), "%s",
               find(VMS_MSG_REPLY, id)->message);
     send_req(id, &(struct req){.op = "restore", .state = "made-in-qemu", .uid = 1000});
-    cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED, "a foreign snapshot restored without "
-                                                          "restore-foreign");
+    cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED,
+                 "a foreign snapshot restored without "
+                 "restore-foreign");
     cr_assert_eq(bridge_db_right_grant(&br.db, "app", "vm1", BRIDGE_RIGHT_RESTORE_FOREIGN), 0);
     send_req(id, &(struct req){.op = "restore", .state = "made-in-qemu", .uid = 1000});
     cr_assert_eq(reply_status(id), 0);

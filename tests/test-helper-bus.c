@@ -969,7 +969,7 @@ Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
     assert_completed(a, e.request_id, "A's secret data");
     assert_state_signal(a, "StateSaved", "st-1", APP);
     assert_state_signal(b, "StateSaved", "st-1", APP); /* another app's listener hears it */
-    assert_no_completed(b, 200);                      /* ... but never A's data */
+    assert_no_completed(b, 200);                       /* ... but never A's data */
     cr_assert_null(fx_wait_signal(outsider, "StateSaved", 300), "an outsider heard StateSaved");
 
     /* B deletes it: the event names the state's creator, A */
@@ -1014,8 +1014,8 @@ Test(helper, listener_shares_per_uid_and_no_ack_for_refused_listener)
     hog = fx_client_as(&F, plain_uid());
     cr_assert_eq(fx_register(hog, "org.example.A"), 0);
     cr_assert_eq(fx_register(hog, "org.example.B"), 0);
-    cr_assert_null(fx_call(hog, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &third,
-                           DBUS_TYPE_INVALID));
+    cr_assert_null(
+        fx_call(hog, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &third, DBUS_TYPE_INVALID));
     cr_assert_str_eq(err, "org.vmstate.Error.LimitReached");
     cr_assert(strstr(fx_error_message, "max_listeners_per_uid"), "%s", fx_error_message);
 
@@ -1107,8 +1107,7 @@ Test(helper, states_property_only_for_allowed_callers)
     fx_bridge_handshake(&F, 1);
     outsider = fx_client_as(&F, plain_uid());
     insider = fx_client(&F);
-    dbus_bus_add_match(outsider, "type='signal',interface='org.freedesktop.DBus.Properties'",
-                       NULL);
+    dbus_bus_add_match(outsider, "type='signal',interface='org.freedesktop.DBus.Properties'", NULL);
     cr_assert_eq(get_states(outsider), 0, "States readable outside the allow-list");
     cr_assert_eq(getall_has_states(outsider), 0, "GetAll shows States outside the allow-list");
     cr_assert_eq(get_states(insider), 1);
@@ -1130,8 +1129,8 @@ Test(helper, states_property_only_for_allowed_callers)
         DBusMessage *m;
         dbus_connection_read_write(outsider, 100);
         while ((m = dbus_connection_pop_message(outsider))) {
-            if (!pc && dbus_message_is_signal(m, "org.freedesktop.DBus.Properties",
-                                              "PropertiesChanged"))
+            if (!pc &&
+                dbus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged"))
                 pc = m;
             else
                 dbus_message_unref(m);

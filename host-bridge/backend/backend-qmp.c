@@ -901,9 +901,10 @@ static int qmp_set_hotplug(struct bridge_backend *q, const char *device, uint64_
     q->hp.c = c;
     q->hp.size = 0;
     q->hp.asking = 0;
+    q->hp.last_change = 0; /* no polling until requested-size is set */
     q->hp.deadline = q->now + (q->cfg->job_timeout ? q->cfg->job_timeout : 120);
-    if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_hotplug_base,
-                    NULL) < 0) {
+    if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_hotplug_base, NULL) <
+        0) {
         q->hp.c = NULL;
         free(c);
         return -1;
@@ -944,13 +945,31 @@ static void on_memory_summary(struct bridge_backend *q, json_object *ret, const 
     call_finish(c, VMS_STATUS_OK, "", mem);
 }
 
+/* query_memory with a balloon: its actual size (c->bytes) plus the hot-plugged memory. */
+static void on_memory_plugged(struct bridge_backend *q, json_object *ret, const char *err,
+                              void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *plugged;
+    uint64_t mem = c->bytes;
+    (void)q;
+
+    if (!err && json_object_object_get_ex(ret, "plugged-memory", &plugged))
+        mem += (uint64_t)json_object_get_int64(plugged);
+    call_finish(c, VMS_STATUS_OK, "", mem);
+}
+
 static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     struct qmp_call *c = arg;
     json_object *actual;
 
     if (!err && json_object_object_get_ex(ret, "actual", &actual)) {
-        call_finish(c, VMS_STATUS_OK, "", (uint64_t)json_object_get_int64(actual));
+        /* the balloon covers the boot memory; hot-plugged memory (virtio-mem) comes on top */
+        c->bytes = (uint64_t)json_object_get_int64(actual);
+        if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_memory_plugged,
+                        c) < 0)
+            call_finish(c, VMS_STATUS_OK, "", c->bytes);
         return;
     }
     if (err && (!strcmp(err, "lost") || !strcmp(err, "timeout"))) {

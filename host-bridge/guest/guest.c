@@ -294,8 +294,9 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
     }
     /* journaled (durable): now it may be acknowledged */
     vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s uid %lld%s%s%s%s",
-             vms_op_name(op), r.app_id, r.principal, (long long)r.uid, r.state_id[0] ? " state " : "",
-             r.state_id, r.followups[0] ? " then " : "", r.followups);
+             vms_op_name(op), r.app_id, r.principal, (long long)r.uid,
+             r.state_id[0] ? " state " : "", r.state_id, r.followups[0] ? " then " : "",
+             r.followups);
     send_reply(vm, r.id, VMS_STATUS_OK, NULL);
     bridge_queue_push(&vm->queue, r.id);
     bridge_vm_kick(vm);

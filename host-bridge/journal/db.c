@@ -660,8 +660,8 @@ int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
 int bridge_db_state_owner(struct bridge_db *db, const char *vm, const char *id,
                           struct bridge_state_owner *out)
 {
-    sqlite3_stmt *st = prep(db, vm,
-                            "SELECT app_id, principal, status FROM states WHERE vm = ? AND id = ?");
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT app_id, principal, status FROM states WHERE vm = ? AND id = ?");
     int rc;
 
     if (!st)
@@ -683,13 +683,12 @@ int bridge_db_state_owner(struct bridge_db *db, const char *vm, const char *id,
     return rc;
 }
 
-int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id,
-                        const char *principal, const char *status)
+int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id, const char *principal,
+                        const char *status)
 {
-    sqlite3_stmt *st =
-        prep(db, vm,
-             principal ? "UPDATE states SET principal = ?3 WHERE vm = ?1 AND id = ?2"
-                       : "UPDATE states SET status = ?4 WHERE vm = ?1 AND id = ?2");
+    sqlite3_stmt *st = prep(db, vm,
+                            principal ? "UPDATE states SET principal = ?3 WHERE vm = ?1 AND id = ?2"
+                                      : "UPDATE states SET status = ?4 WHERE vm = ?1 AND id = ?2");
     if (!st)
         return -1;
     bind_text(st, 1, vm);

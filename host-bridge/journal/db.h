@@ -29,7 +29,6 @@
 
 #include "vms-proto.h"
 
-
 enum bridge_req_status {
     BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
     BRIDGE_REQ_RUNNING,      /* handed to the backend */
@@ -69,7 +68,7 @@ struct bridge_request {
     enum bridge_req_status status;
     uint32_t result;
     char message[VMS_STR_MAX + 1];
-    int64_t uid;                      /* the guest uid that asked (-1: not given) */
+    int64_t uid;                     /* the guest uid that asked (-1: not given) */
     char followups[VMS_STR_MAX + 1]; /* restore: "op=arg op=arg" run inside it, "" if none */
 };
 
@@ -154,8 +153,8 @@ struct bridge_state_owner {
 int bridge_db_state_owner(struct bridge_db *db, const char *vm, const char *id,
                           struct bridge_state_owner *out);
 /* Set state @id's owning @principal (when not NULL), else its @status. Returns rows changed. */
-int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id,
-                        const char *principal, const char *status);
+int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id, const char *principal,
+                        const char *status);
 /* Ids and statuses of @vm's states, oldest first; returns how many (<= @max) or -1. */
 int bridge_db_state_ids(struct bridge_db *db, const char *vm, char (*ids)[VMS_STR_MAX + 1],
                         char (*statuses)[8], int max);

@@ -257,9 +257,17 @@ static void send_timeline(struct bridge_vm *vm, uint64_t epoch, const char *stat
 static void merge_results(struct vms_msg *ev, const struct vms_msg *from)
 {
     static const enum vms_field u64s[] = {
-        VMS_F_BYTES,     VMS_F_MEM_BYTES,       VMS_F_FREE_BYTES,         VMS_F_HOST_MEM_TOTAL,
-        VMS_F_HOST_CPUS, VMS_F_HOST_LOAD_MILLI, VMS_F_HOST_MEM_AVAILABLE, VMS_F_VCPUS,
-        VMS_F_MEM_BOOT,  VMS_F_MEM_MIN,         VMS_F_MEM_MAX,
+        VMS_F_BYTES,
+        VMS_F_MEM_BYTES,
+        VMS_F_FREE_BYTES,
+        VMS_F_HOST_MEM_TOTAL,
+        VMS_F_HOST_CPUS,
+        VMS_F_HOST_LOAD_MILLI,
+        VMS_F_HOST_MEM_AVAILABLE,
+        VMS_F_VCPUS,
+        VMS_F_MEM_BOOT,
+        VMS_F_MEM_MIN,
+        VMS_F_MEM_MAX,
     };
     static const struct {
         enum vms_field f;
@@ -271,9 +279,17 @@ static void merge_results(struct vms_msg *ev, const struct vms_msg *from)
         {VMS_F_OPS, offsetof(struct vms_msg, ops)},
     };
     const uint64_t values[] = {
-        from->bytes,     from->mem_bytes,       from->free_bytes,         from->host_mem_total,
-        from->host_cpus, from->host_load_milli, from->host_mem_available, from->vcpus,
-        from->mem_boot,  from->mem_min,         from->mem_max,
+        from->bytes,
+        from->mem_bytes,
+        from->free_bytes,
+        from->host_mem_total,
+        from->host_cpus,
+        from->host_load_milli,
+        from->host_mem_available,
+        from->vcpus,
+        from->mem_boot,
+        from->mem_min,
+        from->mem_max,
     };
 
     for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
@@ -420,8 +436,8 @@ static void host_memory(uint64_t *total, uint64_t *available)
     fclose(f);
 }
 
-void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
-                          uint64_t mem_bytes, struct vms_msg *ev)
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
+                          struct vms_msg *ev)
 {
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
                                       VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY};
@@ -466,8 +482,7 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
     {
         int64_t bytes = bridge_db_app_data_bytes(db, vmname(vm));
         if (bytes >= 0)
-            vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes,
-                              (uint64_t)bytes);
+            vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, (uint64_t)bytes);
     }
 }
 
@@ -518,9 +533,8 @@ static void followup_next(struct bridge_vm *vm)
 
     while (fu->next < fu->n) {
         const char *op = fu->ops[fu->next];
-        int rc = !strcmp(op, "set-memory")
-                     ? set_memory(vm, fu->args[fu->next], followup_done, vm)
-                     : ops->query_memory(vm->backend, followup_done, vm);
+        int rc = !strcmp(op, "set-memory") ? set_memory(vm, fu->args[fu->next], followup_done, vm)
+                                           : ops->query_memory(vm->backend, followup_done, vm);
         if (rc == 0)
             return; /* followup_done continues */
         /* an error in a follow-up does not undo the restore: it is reported */
@@ -764,8 +778,7 @@ static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_
     if (!c)
         return -1;
     *c = (struct set_memory_ctx){.vm = vm, .bytes = bytes, .done = done, .opaque = opaque};
-    if (ops->set_hotplug(vm->backend, vm->cfg->virtio_mem, bytes, set_memory_hotplug_done, c) <
-        0) {
+    if (ops->set_hotplug(vm->backend, vm->cfg->virtio_mem, bytes, set_memory_hotplug_done, c) < 0) {
         free(c);
         return -1;
     }
@@ -822,7 +835,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
             finish_running(vm);
             return 1;
         }
-        }
+    }
         rc = (r->op == VMS_OP_RESTORE ? ops->restore : ops->delete)(vm->backend, r->state_id, job,
                                                                     on_backend_done, vm);
         break;
@@ -989,8 +1002,8 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
         return;
     }
     if (lost || back || foreign)
-        vms_info(vmname(vm), NULL, "catalogue reconciled: %d lost, %d back, %d foreign", lost,
-                 back, foreign);
+        vms_info(vmname(vm), NULL, "catalogue reconciled: %d lost, %d back, %d foreign", lost, back,
+                 foreign);
 }
 
 void bridge_vm_reconcile(struct bridge_vm *vm)

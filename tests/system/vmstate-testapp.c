@@ -97,8 +97,7 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
         size_t roff = 0;
         for (i = 0; i < ev->n_results && roff + 40 < sizeof(results); i++)
             roff += (size_t)snprintf(results + roff, sizeof(results) - roff, "%s%s:%u",
-                                     i ? "," : "", ev->results[i].operation,
-                                     ev->results[i].status);
+                                     i ? "," : "", ev->results[i].operation, ev->results[i].status);
         /* labels may hold spaces: they are the last free-text field but one; message last */
         logf_("EVENT pid=%d id=%s op=%s status=%u state=%s app=%s data=%s reason=%s epoch=%llu "
               "n_states=%zu states=%s creator=%s results=%s bytes=%llu mem=%llu free=%llu "
