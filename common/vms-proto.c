@@ -374,11 +374,17 @@ int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st)
     return 0;
 }
 
+/* An operation or quota name in a list: an id of at most VMS_NAME_MAX bytes. */
+static int name_ok(const char *name)
+{
+    return name && strnlen(name, VMS_NAME_MAX + 1) <= VMS_NAME_MAX && vms_valid_id(name);
+}
+
 int vms_msg_add_followup(struct vms_msg *m, const char *op, uint64_t arg)
 {
     struct vms_followup *f;
 
-    if (m->n_followups >= VMS_FOLLOWUPS_MAX || !op || !vms_valid_id(op))
+    if (m->n_followups >= VMS_FOLLOWUPS_MAX || !name_ok(op))
         return -1;
     f = &m->followups[m->n_followups++];
     snprintf(f->op, sizeof(f->op), "%s", op);
@@ -391,8 +397,7 @@ int vms_msg_add_result(struct vms_msg *m, const char *op, uint32_t status, const
 {
     struct vms_followup_result *r;
 
-    if (m->n_results >= VMS_FOLLOWUPS_MAX || !op || !vms_valid_id(op) || !message ||
-        !vms_valid_text(message))
+    if (m->n_results >= VMS_FOLLOWUPS_MAX || !name_ok(op) || !message || !vms_valid_text(message))
         return -1;
     r = &m->results[m->n_results++];
     snprintf(r->op, sizeof(r->op), "%s", op);
@@ -406,7 +411,7 @@ int vms_msg_add_quota(struct vms_msg *m, const char *name, uint64_t limit, uint6
 {
     struct vms_quota *q;
 
-    if (m->n_quotas >= VMS_QUOTAS_MAX || !name || !vms_valid_id(name))
+    if (m->n_quotas >= VMS_QUOTAS_MAX || !name_ok(name))
         return -1;
     q = &m->quotas[m->n_quotas++];
     snprintf(q->name, sizeof(q->name), "%s", name);
@@ -588,21 +593,21 @@ static int list_invalid(const struct vms_msg *m, enum field_kind kind)
         if (m->n_followups > VMS_FOLLOWUPS_MAX)
             return 1;
         for (size_t i = 0; i < m->n_followups; i++)
-            if (!vms_valid_id(m->followups[i].op))
+            if (!name_ok(m->followups[i].op))
                 return 1;
         return 0;
     case FK_RESULTS:
         if (m->n_results > VMS_FOLLOWUPS_MAX)
             return 1;
         for (size_t i = 0; i < m->n_results; i++)
-            if (!vms_valid_id(m->results[i].op) || !vms_valid_text(m->results[i].message))
+            if (!name_ok(m->results[i].op) || !vms_valid_text(m->results[i].message))
                 return 1;
         return 0;
     case FK_QUOTAS:
         if (m->n_quotas > VMS_QUOTAS_MAX)
             return 1;
         for (size_t i = 0; i < m->n_quotas; i++)
-            if (!vms_valid_id(m->quotas[i].name))
+            if (!name_ok(m->quotas[i].name))
                 return 1;
         return 0;
     default:
@@ -852,8 +857,8 @@ static int decode_list(DBusMessageIter *var, struct vms_msg *m, enum field_kind 
             }
         }
         if (rc < 0) {
-            seterr(why, whylen, "more than %d entries",
-                   kind == FK_QUOTAS ? VMS_QUOTAS_MAX : VMS_FOLLOWUPS_MAX);
+            seterr(why, whylen, "more than %d entries, or a name over %d bytes",
+                   kind == FK_QUOTAS ? VMS_QUOTAS_MAX : VMS_FOLLOWUPS_MAX, VMS_NAME_MAX);
             return -1;
         }
         dbus_message_iter_next(&arr);

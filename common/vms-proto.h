@@ -146,20 +146,21 @@ enum vms_field {
 /* A follow-up operation inside a restore (Request "followups", a(st)): op and its argument
  * (set-memory: bytes; hostinfo: 0). */
 #define VMS_FOLLOWUPS_MAX 8
+#define VMS_NAME_MAX      31 /* operation and quota names in these lists (ids, <= 31 bytes) */
 struct vms_followup {
-    char op[VMS_STR_MAX + 1];
+    char op[VMS_NAME_MAX + 1];
     uint64_t arg;
 };
 /* Its outcome (Event "results", a(sus)): op, status, message. */
 struct vms_followup_result {
-    char op[VMS_STR_MAX + 1];
+    char op[VMS_NAME_MAX + 1];
     uint32_t status;
     char message[VMS_STR_MAX + 1];
 };
 /* One quota in a hostinfo answer (Event "quotas", a(stt)): name, limit (0: none), used. */
 #define VMS_QUOTAS_MAX 8
 struct vms_quota {
-    char name[VMS_STR_MAX + 1];
+    char name[VMS_NAME_MAX + 1];
     uint64_t limit;
     uint64_t used;
 };
@@ -264,8 +265,8 @@ void vms_msg_set_u64(struct vms_msg *m, enum vms_field f, uint64_t value);
 int vms_msg_set_app_data(struct vms_msg *m, const void *data, size_t len);
 /* Appends one state (list replies); -1 over VMS_STATES_MAX or on allocation failure. */
 int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st);
-/* Append a follow-up (@op a valid id), a follow-up's result, or a quota; -1 when full or
- * @op/@name/@message break the schema. */
+/* Append a follow-up (@op a valid id of at most VMS_NAME_MAX bytes), a follow-up's result, or
+ * a quota; -1 when full or @op/@name/@message break the schema. */
 int vms_msg_add_followup(struct vms_msg *m, const char *op, uint64_t arg);
 int vms_msg_add_result(struct vms_msg *m, const char *op, uint32_t status, const char *message);
 int vms_msg_add_quota(struct vms_msg *m, const char *name, uint64_t limit, uint64_t used);

@@ -777,6 +777,19 @@ Test(helper, device_ports_host_gone_no_spin)
 }
 
 /* A list completion updates the States property (and announces it with PropertiesChanged). */
+/* @e: an ok Event for @rid (op, app id, epoch 1, @seq) for the test to complete and send. */
+static void event_init(struct vms_msg *e, const char *rid, const char *op, const char *app,
+                       uint64_t seq)
+{
+    vms_msg_init(e, VMS_MSG_EVENT);
+    vms_msg_set_str(e, VMS_F_REQUEST_ID, rid);
+    vms_msg_set_str(e, VMS_F_OP, op);
+    vms_msg_set_u64(e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(e, VMS_F_SEQ, seq);
+    vms_msg_set_str(e, VMS_F_APP_ID, app);
+}
+
 Test(helper, list_updates_states_property)
 {
     DBusConnection *c;
@@ -791,13 +804,7 @@ Test(helper, list_updates_states_property)
     fx_start(&F, NULL);
     fx_bridge_handshake(&F, 1);
     c = fx_client(&F);
-    vms_msg_init(&e, VMS_MSG_EVENT);
-    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000cccc");
-    vms_msg_set_str(&e, VMS_F_OP, "list");
-    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
-    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
-    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
-    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    event_init(&e, "0000000000000000000000000000cccc", "list", APP, 1);
     cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
     fx_bridge_send(&F, &e);
     vms_msg_clear(&e);
@@ -955,13 +962,7 @@ Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
                            DBUS_TYPE_INVALID));
     cr_assert_str_eq(err, "org.vmstate.Error.Permission");
 
-    vms_msg_init(&e, VMS_MSG_EVENT);
-    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000dd01");
-    vms_msg_set_str(&e, VMS_F_OP, "save");
-    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
-    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
-    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
-    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    event_init(&e, "0000000000000000000000000000dd01", "save", APP, 1);
     vms_msg_set_str(&e, VMS_F_STATE_ID, "st-1");
     vms_msg_set_str(&e, VMS_F_LABEL, "before upgrade");
     vms_msg_set_app_data(&e, "A's secret data", 15);
@@ -974,13 +975,7 @@ Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
 
     /* B deletes it: the event names the state's creator, A */
     vms_msg_clear(&e);
-    vms_msg_init(&e, VMS_MSG_EVENT);
-    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000dd02");
-    vms_msg_set_str(&e, VMS_F_OP, "delete");
-    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
-    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
-    vms_msg_set_u64(&e, VMS_F_SEQ, 2);
-    vms_msg_set_str(&e, VMS_F_APP_ID, other);
+    event_init(&e, "0000000000000000000000000000dd02", "delete", other, 2);
     vms_msg_set_str(&e, VMS_F_STATE_ID, "st-1");
     vms_msg_set_str(&e, VMS_F_LABEL, "before upgrade");
     vms_msg_set_str(&e, VMS_F_CREATOR, APP);
@@ -1113,13 +1108,7 @@ Test(helper, states_property_only_for_allowed_callers)
     cr_assert_eq(get_states(insider), 1);
     cr_assert_eq(getall_has_states(insider), 1);
 
-    vms_msg_init(&e, VMS_MSG_EVENT);
-    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000cc01");
-    vms_msg_set_str(&e, VMS_F_OP, "list");
-    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
-    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
-    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
-    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    event_init(&e, "0000000000000000000000000000cc01", "list", APP, 1);
     cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
     fx_bridge_send(&F, &e);
     vms_msg_clear(&e);

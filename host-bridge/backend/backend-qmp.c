@@ -692,33 +692,38 @@ static void call_finish(struct qmp_call *c, enum vms_status st, const char *msg,
     free(c);
 }
 
-static void on_block_nodes(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+/* The snapshot list (a JSON array, or NULL) of the first snapshotted node in a
+ * query-named-block-nodes answer: internal snapshots span the VM's disks, and the first
+ * holds the VM state. */
+static json_object *first_node_snapshots(struct bridge_backend *q, json_object *ret)
 {
-    struct qmp_call *c = arg;
-    size_t n;
-    (void)q;
-
-    if (err) {
-        call_finish(c, err_status(err), err, 0);
-        return;
-    }
-    n = jarray_len(ret);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < jarray_len(ret); i++) {
         json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
         if (!json_object_object_get_ex(node, "node-name", &name) ||
             strcmp(jstr(name), q->cfg->nodes[0]) ||
             !json_object_object_get_ex(node, "image", &image))
             continue;
-        if (!json_object_object_get_ex(image, "snapshots", &snaps))
-            break;
-        for (size_t k = 0; k < jarray_len(snaps); k++) {
-            json_object *s = json_object_array_get_idx(snaps, k), *sn;
-            if (json_object_object_get_ex(s, "name", &sn) && !strcmp(jstr(sn), c->tag)) {
-                call_finish(c, VMS_STATUS_OK, "", 0);
-                return;
-            }
+        return json_object_object_get_ex(image, "snapshots", &snaps) ? snaps : NULL;
+    }
+    return NULL;
+}
+
+static void on_block_nodes(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *snaps;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    snaps = first_node_snapshots(q, ret);
+    for (size_t k = 0; snaps && k < jarray_len(snaps); k++) {
+        json_object *s = json_object_array_get_idx(snaps, k), *sn;
+        if (json_object_object_get_ex(s, "name", &sn) && !strcmp(jstr(sn), c->tag)) {
+            call_finish(c, VMS_STATUS_OK, "", 0);
+            return;
         }
-        break;
     }
     call_finish(c, VMS_STATUS_ERR_NOT_FOUND, "no such snapshot", 0);
 }
@@ -731,25 +736,17 @@ static void on_block_nodes_list(struct bridge_backend *q, json_object *ret, cons
     struct bridge_backend_result r = {.status = VMS_STATUS_OK};
     const char *names[VMS_STATES_MAX];
     unsigned n_names = 0;
+    json_object *snaps;
 
     if (err) {
         call_finish(c, err_status(err), err, 0);
         return;
     }
-    for (size_t i = 0; i < jarray_len(ret); i++) {
-        json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
-        if (!json_object_object_get_ex(node, "node-name", &name) ||
-            strcmp(jstr(name), q->cfg->nodes[0]) ||
-            !json_object_object_get_ex(node, "image", &image))
-            continue;
-        if (!json_object_object_get_ex(image, "snapshots", &snaps))
-            break;
-        for (size_t k = 0; k < jarray_len(snaps) && n_names < VMS_STATES_MAX; k++) {
-            json_object *s = json_object_array_get_idx(snaps, k), *sn;
-            if (json_object_object_get_ex(s, "name", &sn))
-                names[n_names++] = jstr(sn);
-        }
-        break;
+    snaps = first_node_snapshots(q, ret);
+    for (size_t k = 0; snaps && k < jarray_len(snaps) && n_names < VMS_STATES_MAX; k++) {
+        json_object *s = json_object_array_get_idx(snaps, k), *sn;
+        if (json_object_object_get_ex(s, "name", &sn))
+            names[n_names++] = jstr(sn);
     }
     r.snapshots = names;
     r.n_snapshots = n_names;
