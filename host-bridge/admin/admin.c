@@ -27,24 +27,26 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vmstate-admin [-c CONFIG | -d DATABASE] COMMAND ...\n"
-               "  principal-add NAME [--secret-file FILE] [--cost default|interactive|test]\n"
-               "                 the secret is read from FILE or stdin (first line)\n"
-               "  principal-remove NAME\n"
-               "  grant PRINCIPAL VM OP... [--uid UID]\n"
-               "                 OP: save restore list delete hostinfo set-memory all, and the\n"
-               "                 rights \"all\" does not include: restore-any delete-any (another\n"
-               "                 app's states), restore-foreign (snapshots vmstate did not make).\n"
-               "                 --uid: only for requests made by that guest uid\n"
-               "  revoke PRINCIPAL VM OP...    (every uid's grant of OP)\n"
-               "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
-               "Asked of the running bridge (admin socket: -S SOCKET, or admin_socket in CONFIG;\n"
-               "-j prints JSON, -t SECONDS bounds the wait):\n"
-               "  status [VM] | tiers\n"
-               "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
-               "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n"
-               "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
-               "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
+    fprintf(f,
+            "usage: vmstate-admin [-c CONFIG | -d DATABASE] COMMAND ...\n"
+            "  principal-add NAME [--secret-file FILE] [--cost default|interactive|test]\n"
+            "                 the secret is read from FILE or stdin (first line)\n"
+            "  principal-remove NAME\n"
+            "  grant PRINCIPAL VM OP... [--uid UID]\n"
+            "                 OP: save restore list delete hostinfo set-memory all, and the\n"
+            "                 rights \"all\" does not include: restore-any delete-any (another\n"
+            "                 app's states), restore-foreign (snapshots vmstate did not make).\n"
+            "                 --uid: only for requests made by that guest uid\n"
+            "  revoke PRINCIPAL VM OP...    (every uid's grant of OP)\n"
+            "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
+            "Asked of the running bridge (admin socket: -S SOCKET, or admin_socket in CONFIG;\n"
+            "-j prints JSON, -t SECONDS bounds the wait):\n"
+            "  status [VM] | tiers\n"
+            "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
+            "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n"
+            "  schedule VM resume AT|+SECONDS|none           (promotes ahead of time)\n"
+            "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
+            "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
 }
 
 static int read_secret(const char *file, char *out, size_t len)
