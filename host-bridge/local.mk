@@ -15,6 +15,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
+	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
