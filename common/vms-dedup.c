@@ -21,6 +21,13 @@ int vms_dedup_seen(const struct vms_dedup *d, uint64_t epoch, const char *reques
     return 0;
 }
 
+void vms_dedup_forget(struct vms_dedup *d, uint64_t epoch, const char *request_id)
+{
+    for (unsigned i = 0; i < d->count; i++)
+        if (d->keys[i].epoch == epoch && strcmp(d->keys[i].request_id, request_id) == 0)
+            d->keys[i].request_id[0] = '\0'; /* matches no valid id again */
+}
+
 int vms_dedup_check_and_add(struct vms_dedup *d, uint64_t epoch, const char *request_id)
 {
     struct vms_dedup_key *k;

@@ -40,6 +40,9 @@ void vms_dedup_init(struct vms_dedup *d);
  */
 int vms_dedup_check_and_add(struct vms_dedup *d, uint64_t epoch, const char *request_id);
 
+/* Forget (@epoch, @request_id), so that it is new again (an event that was not acted on). */
+void vms_dedup_forget(struct vms_dedup *d, uint64_t epoch, const char *request_id);
+
 /* 1 if seen, without recording. */
 int vms_dedup_seen(const struct vms_dedup *d, uint64_t epoch, const char *request_id);
 

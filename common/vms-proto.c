@@ -19,15 +19,18 @@
 /* ---- the schema ------------------------------------------------------- */
 
 enum field_kind {
-    FK_U32,    /* "u" */
-    FK_U64,    /* "t" */
-    FK_ID,     /* "s", vms_valid_id */
-    FK_REQID,  /* "s", vms_valid_request_id */
-    FK_TEXT,   /* "s", vms_valid_text */
-    FK_SECRET, /* "s", any valid UTF-8 up to VMS_STR_MAX (libdbus checks UTF-8) */
-    FK_BYTES,  /* "ay", up to VMS_APP_DATA_MAX */
-    FK_CAPS,   /* "as", known names mapped to VMS_CAP_* bits */
-    FK_STATES, /* "a(ssssx)": id, label, app_id, parent, created */
+    FK_U32,       /* "u" */
+    FK_U64,       /* "t" */
+    FK_ID,        /* "s", vms_valid_id */
+    FK_REQID,     /* "s", vms_valid_request_id */
+    FK_TEXT,      /* "s", vms_valid_text */
+    FK_SECRET,    /* "s", any valid UTF-8 up to VMS_STR_MAX (libdbus checks UTF-8) */
+    FK_BYTES,     /* "ay", up to VMS_APP_DATA_MAX */
+    FK_CAPS,      /* "as", known names mapped to VMS_CAP_* bits */
+    FK_STATES,    /* "a(ssssx)": id, label, app_id, parent, created */
+    FK_FOLLOWUPS, /* "a(st)": op, argument */
+    FK_RESULTS,   /* "a(sus)": op, status, message */
+    FK_QUOTAS,    /* "a(stt)": name, limit, used */
 };
 
 struct field_desc {
@@ -66,12 +69,27 @@ static const struct field_desc field_table[VMS_F__COUNT] = {
     FIELD(VMS_F_PARENT_ID, "parent_id", FK_ID, parent_id),
     FIELD(VMS_F_TIME_NS, "time_ns", FK_U64, time_ns),
     FIELD(VMS_F_TIMEOUT_MS, "timeout_ms", FK_U32, timeout_ms),
+    FIELD(VMS_F_CREATOR, "creator", FK_ID, creator),
+    FIELD(VMS_F_FOLLOWUPS, "followups", FK_FOLLOWUPS, followups),
+    FIELD(VMS_F_RESULTS, "results", FK_RESULTS, results),
+    FIELD(VMS_F_HOST_MEM_TOTAL, "host_mem_total", FK_U64, host_mem_total),
+    FIELD(VMS_F_HOST_MEM_AVAILABLE, "host_mem_available", FK_U64, host_mem_available),
+    FIELD(VMS_F_HOST_CPUS, "host_cpus", FK_U32, host_cpus),
+    FIELD(VMS_F_HOST_LOAD_MILLI, "host_load_milli", FK_U32, host_load_milli),
+    FIELD(VMS_F_VCPUS, "vcpus", FK_U32, vcpus),
+    FIELD(VMS_F_MEM_BOOT, "mem_boot", FK_U64, mem_boot),
+    FIELD(VMS_F_MEM_MIN, "mem_min", FK_U64, mem_min),
+    FIELD(VMS_F_MEM_MAX, "mem_max", FK_U64, mem_max),
+    FIELD(VMS_F_HYPERVISOR_VERSION, "hypervisor_version", FK_TEXT, hypervisor_version),
+    FIELD(VMS_F_OPS, "ops", FK_TEXT, ops),
+    FIELD(VMS_F_QUOTAS, "quotas", FK_QUOTAS, quotas),
 };
 
 static const char *const kind_signature[] = {
-    [FK_U32] = "u",    [FK_U64] = "t",   [FK_ID] = "s",
-    [FK_REQID] = "s",  [FK_TEXT] = "s",  [FK_SECRET] = "s",
-    [FK_BYTES] = "ay", [FK_CAPS] = "as", [FK_STATES] = "a(ssssx)",
+    [FK_U32] = "u",           [FK_U64] = "t",          [FK_ID] = "s",
+    [FK_REQID] = "s",         [FK_TEXT] = "s",         [FK_SECRET] = "s",
+    [FK_BYTES] = "ay",        [FK_CAPS] = "as",        [FK_STATES] = "a(ssssx)",
+    [FK_FOLLOWUPS] = "a(st)", [FK_RESULTS] = "a(sus)", [FK_QUOTAS] = "a(stt)",
 };
 
 struct msg_desc {
@@ -356,6 +374,53 @@ int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st)
     return 0;
 }
 
+/* An operation or quota name in a list: an id of at most VMS_NAME_MAX bytes. */
+static int name_ok(const char *name)
+{
+    return name && strnlen(name, VMS_NAME_MAX + 1) <= VMS_NAME_MAX && vms_valid_id(name);
+}
+
+int vms_msg_add_followup(struct vms_msg *m, const char *op, uint64_t arg)
+{
+    struct vms_followup *f;
+
+    if (m->n_followups >= VMS_FOLLOWUPS_MAX || !name_ok(op))
+        return -1;
+    f = &m->followups[m->n_followups++];
+    snprintf(f->op, sizeof(f->op), "%s", op);
+    f->arg = arg;
+    m->fields |= VMS_BIT(VMS_F_FOLLOWUPS);
+    return 0;
+}
+
+int vms_msg_add_result(struct vms_msg *m, const char *op, uint32_t status, const char *message)
+{
+    struct vms_followup_result *r;
+
+    if (m->n_results >= VMS_FOLLOWUPS_MAX || !name_ok(op) || !message || !vms_valid_text(message))
+        return -1;
+    r = &m->results[m->n_results++];
+    snprintf(r->op, sizeof(r->op), "%s", op);
+    r->status = status;
+    snprintf(r->message, sizeof(r->message), "%s", message);
+    m->fields |= VMS_BIT(VMS_F_RESULTS);
+    return 0;
+}
+
+int vms_msg_add_quota(struct vms_msg *m, const char *name, uint64_t limit, uint64_t used)
+{
+    struct vms_quota *q;
+
+    if (m->n_quotas >= VMS_QUOTAS_MAX || !name_ok(name))
+        return -1;
+    q = &m->quotas[m->n_quotas++];
+    snprintf(q->name, sizeof(q->name), "%s", name);
+    q->limit = limit;
+    q->used = used;
+    m->fields |= VMS_BIT(VMS_F_QUOTAS);
+    return 0;
+}
+
 uint32_t vms_proto_negotiate(uint32_t peer_version, uint32_t peer_min_version)
 {
     uint32_t v = peer_version < VMS_PROTO_VERSION ? peer_version : VMS_PROTO_VERSION;
@@ -471,6 +536,44 @@ static int append_field(DBusMessageIter *dict, const struct vms_msg *m, enum vms
         }
         ok = ok && dbus_message_iter_close_container(&var, &arr);
         break;
+    case FK_FOLLOWUPS:
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "(st)", &arr);
+        for (size_t i = 0; ok && i < m->n_followups; i++) {
+            const char *op = m->followups[i].op;
+            dbus_uint64_t arg = m->followups[i].arg;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &op) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &arg) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&var, &arr);
+        break;
+    case FK_RESULTS:
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "(sus)", &arr);
+        for (size_t i = 0; ok && i < m->n_results; i++) {
+            const char *op = m->results[i].op, *msg = m->results[i].message;
+            dbus_uint32_t status = m->results[i].status;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &op) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT32, &status) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &msg) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&var, &arr);
+        break;
+    case FK_QUOTAS:
+        ok = dbus_message_iter_open_container(&var, DBUS_TYPE_ARRAY, "(stt)", &arr);
+        for (size_t i = 0; ok && i < m->n_quotas; i++) {
+            const char *name = m->quotas[i].name;
+            dbus_uint64_t limit = m->quotas[i].limit, used = m->quotas[i].used;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &name) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &limit) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &used) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&var, &arr);
+        break;
     }
     return ok && dbus_message_iter_close_container(&entry, &var) &&
            dbus_message_iter_close_container(dict, &entry);
@@ -480,6 +583,36 @@ static int state_valid(const struct vms_state_info *s)
 {
     return vms_valid_id(s->id) && vms_valid_text(s->label) &&
            (!s->app_id[0] || vms_valid_id(s->app_id)) && (!s->parent[0] || vms_valid_id(s->parent));
+}
+
+/* 1 if the follow-up, result or quota list of @m breaks the schema (@kind says which). */
+static int list_invalid(const struct vms_msg *m, enum field_kind kind)
+{
+    switch (kind) {
+    case FK_FOLLOWUPS:
+        if (m->n_followups > VMS_FOLLOWUPS_MAX)
+            return 1;
+        for (size_t i = 0; i < m->n_followups; i++)
+            if (!name_ok(m->followups[i].op))
+                return 1;
+        return 0;
+    case FK_RESULTS:
+        if (m->n_results > VMS_FOLLOWUPS_MAX)
+            return 1;
+        for (size_t i = 0; i < m->n_results; i++)
+            if (!name_ok(m->results[i].op) || !vms_valid_text(m->results[i].message))
+                return 1;
+        return 0;
+    case FK_QUOTAS:
+        if (m->n_quotas > VMS_QUOTAS_MAX)
+            return 1;
+        for (size_t i = 0; i < m->n_quotas; i++)
+            if (!name_ok(m->quotas[i].name))
+                return 1;
+        return 0;
+    default:
+        return 0;
+    }
 }
 
 /* The checks decode applies, so that we never send what the peer must refuse. */
@@ -517,6 +650,10 @@ static int msg_check(const struct vms_msg *m, char *err, size_t errlen)
                     seterr(err, errlen, "field 'states': entry %zu invalid", i);
                     return -1;
                 }
+        }
+        if (list_invalid(m, fd->kind)) {
+            seterr(err, errlen, "field '%s': an entry is invalid or there are too many", fd->key);
+            return -1;
         }
     }
     return 0;
@@ -681,6 +818,54 @@ bad:
     return -1;
 }
 
+/* Follow-ups a(st), results a(sus), quotas a(stt): signature already checked; at most
+ * VMS_FOLLOWUPS_MAX / VMS_QUOTAS_MAX entries, strings validated like every other field. */
+static int decode_list(DBusMessageIter *var, struct vms_msg *m, enum field_kind kind, char *why,
+                       size_t whylen)
+{
+    DBusMessageIter arr, st;
+
+    dbus_message_iter_recurse(var, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+        char name[VMS_STR_MAX + 1], text[VMS_STR_MAX + 1] = "";
+        dbus_uint64_t a = 0, b = 0;
+        dbus_uint32_t status = 0;
+        int rc;
+
+        dbus_message_iter_recurse(&arr, &st);
+        if (take_string(&st, FK_ID, name) < 0) {
+            seterr(why, whylen, "entry with an invalid name");
+            return -1;
+        }
+        dbus_message_iter_next(&st);
+        if (kind == FK_RESULTS) {
+            dbus_message_iter_get_basic(&st, &status);
+            dbus_message_iter_next(&st);
+            if (take_string(&st, FK_TEXT, text) < 0) {
+                seterr(why, whylen, "entry with an invalid message");
+                return -1;
+            }
+            rc = vms_msg_add_result(m, name, status, text);
+        } else {
+            dbus_message_iter_get_basic(&st, &a);
+            if (kind == FK_QUOTAS) {
+                dbus_message_iter_next(&st);
+                dbus_message_iter_get_basic(&st, &b);
+                rc = vms_msg_add_quota(m, name, a, b);
+            } else {
+                rc = vms_msg_add_followup(m, name, a);
+            }
+        }
+        if (rc < 0) {
+            seterr(why, whylen, "more than %d entries, or a name over %d bytes",
+                   kind == FK_QUOTAS ? VMS_QUOTAS_MAX : VMS_FOLLOWUPS_MAX, VMS_NAME_MAX);
+            return -1;
+        }
+        dbus_message_iter_next(&arr);
+    }
+    return 0;
+}
+
 static int decode_field(DBusMessageIter *var, struct vms_msg *m, enum vms_field f, char *why,
                         size_t whylen)
 {
@@ -745,6 +930,10 @@ static int decode_field(DBusMessageIter *var, struct vms_msg *m, enum vms_field 
     }
     case FK_STATES:
         return decode_states(var, m, why, whylen);
+    case FK_FOLLOWUPS:
+    case FK_RESULTS:
+    case FK_QUOTAS:
+        return decode_list(var, m, fd->kind, why, whylen);
     }
     return -1;
 }

@@ -124,9 +124,46 @@ enum vms_field {
     VMS_F_PARENT_ID,
     VMS_F_TIME_NS,    /* host CLOCK_REALTIME in ns when the message was built */
     VMS_F_TIMEOUT_MS, /* Prepare: how long the bridge waits for Ready */
+    /* issue 14 */
+    VMS_F_CREATOR,            /* save/delete Event: the app that created the state */
+    VMS_F_FOLLOWUPS,          /* restore Request: operations run inside the restore */
+    VMS_F_RESULTS,            /* restore Event: the follow-ups' outcomes, in order */
+    VMS_F_HOST_MEM_TOTAL,     /* hostinfo: host RAM, bytes */
+    VMS_F_HOST_MEM_AVAILABLE, /* hostinfo: host RAM available (MemAvailable), bytes */
+    VMS_F_HOST_CPUS,          /* hostinfo: online CPUs of the host */
+    VMS_F_HOST_LOAD_MILLI,    /* hostinfo: 1-minute load average x 1000 */
+    VMS_F_VCPUS,              /* hostinfo: the VM's vCPUs */
+    VMS_F_MEM_BOOT,           /* hostinfo: the VM's boot memory, bytes */
+    VMS_F_MEM_MIN,            /* hostinfo: set-memory lower bound */
+    VMS_F_MEM_MAX,            /* hostinfo: set-memory upper bound (0: set-memory off) */
+    VMS_F_HYPERVISOR_VERSION, /* hostinfo: e.g. "QEMU 7.2.0" */
+    VMS_F_OPS,                /* hostinfo: operations this principal may request here */
+    VMS_F_QUOTAS,             /* hostinfo: (name, limit, used) per quota */
     VMS_F__COUNT
 };
 #define VMS_BIT(f) (1ull << (f))
+
+/* A follow-up operation inside a restore (Request "followups", a(st)): op and its argument
+ * (set-memory: bytes; hostinfo: 0). */
+#define VMS_FOLLOWUPS_MAX 8
+#define VMS_NAME_MAX      31 /* operation and quota names in these lists (ids, <= 31 bytes) */
+struct vms_followup {
+    char op[VMS_NAME_MAX + 1];
+    uint64_t arg;
+};
+/* Its outcome (Event "results", a(sus)): op, status, message. */
+struct vms_followup_result {
+    char op[VMS_NAME_MAX + 1];
+    uint32_t status;
+    char message[VMS_STR_MAX + 1];
+};
+/* One quota in a hostinfo answer (Event "quotas", a(stt)): name, limit (0: none), used. */
+#define VMS_QUOTAS_MAX 8
+struct vms_quota {
+    char name[VMS_NAME_MAX + 1];
+    uint64_t limit;
+    uint64_t used;
+};
 
 struct vms_state_info {
     char id[VMS_STR_MAX + 1];
@@ -159,6 +196,8 @@ struct vms_msg {
     uint64_t mem_bytes;   /* hostinfo */
     uint64_t time_ns;     /* Welcome/Timeline/Clock: host real time, ns since the epoch */
     uint32_t timeout_ms;  /* Prepare: the bridge's wait for Ready */
+    uint64_t host_mem_total, host_mem_available, mem_boot, mem_min, mem_max; /* hostinfo */
+    uint32_t host_cpus, host_load_milli, vcpus;                              /* hostinfo */
 
     char request_id[VMS_STR_MAX + 1];
     char op[VMS_STR_MAX + 1];
@@ -172,6 +211,16 @@ struct vms_msg {
     char hostname[VMS_STR_MAX + 1];
     char bridge_version[VMS_STR_MAX + 1];
     char reason[VMS_STR_MAX + 1];
+    char creator[VMS_STR_MAX + 1];
+    char hypervisor_version[VMS_STR_MAX + 1];
+    char ops[VMS_STR_MAX + 1]; /* space-separated operation names */
+
+    struct vms_followup followups[VMS_FOLLOWUPS_MAX];
+    size_t n_followups;
+    struct vms_followup_result results[VMS_FOLLOWUPS_MAX];
+    size_t n_results;
+    struct vms_quota quotas[VMS_QUOTAS_MAX];
+    size_t n_quotas;
 
     uint8_t *app_data;
     size_t app_data_len;
@@ -216,6 +265,11 @@ void vms_msg_set_u64(struct vms_msg *m, enum vms_field f, uint64_t value);
 int vms_msg_set_app_data(struct vms_msg *m, const void *data, size_t len);
 /* Appends one state (list replies); -1 over VMS_STATES_MAX or on allocation failure. */
 int vms_msg_add_state(struct vms_msg *m, const struct vms_state_info *st);
+/* Append a follow-up (@op a valid id of at most VMS_NAME_MAX bytes), a follow-up's result, or
+ * a quota; -1 when full or @op/@name/@message break the schema. */
+int vms_msg_add_followup(struct vms_msg *m, const char *op, uint64_t arg);
+int vms_msg_add_result(struct vms_msg *m, const char *op, uint32_t status, const char *message);
+int vms_msg_add_quota(struct vms_msg *m, const char *name, uint64_t limit, uint64_t used);
 static inline int vms_msg_has(const struct vms_msg *m, enum vms_field f)
 {
     return (m->fields & VMS_BIT(f)) != 0;

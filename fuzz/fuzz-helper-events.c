@@ -47,8 +47,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h->ports = PORTS_UP;
     h->session = SESSION_HELLO_SENT;
     h->hello_nonce = SEED_NONCE;
-    helper_listener_add(h, "org.ex.app", ":1.1");
-    helper_listener_add(h, "*", ":1.2");
+    helper_listener_add(h, "org.ex.app", ":1.1", 1000);
+    helper_listener_add(h, "*", ":1.2", 0);
     vms_channel_feed(&h->port_b, data, size, helper_on_port_b_msg, h);
     helper_deliver_held(h, "org.ex.other");
     helper_listener_owner_gone(h, ":1.1");

@@ -192,10 +192,47 @@ struct request_method {
 };
 
 static const struct request_method request_methods[] = {
-    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
-    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
-    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},
+    {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},
+    {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO},
+    {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
 };
+
+/* RestoreWith's follow-ups a(st) into @req: known operations that make sense inside a
+ * restore, at most VMS_FOLLOWUPS_MAX. Returns 0 or -1 with @why. */
+static int take_followups(DBusMessageIter *it, struct vms_msg *req, char *why, size_t whylen)
+{
+    DBusMessageIter arr, st;
+
+    dbus_message_iter_recurse(it, &arr);
+    dbus_message_iter_next(it);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+        const char *op;
+        dbus_uint64_t arg;
+
+        dbus_message_iter_recurse(&arr, &st);
+        dbus_message_iter_get_basic(&st, &op);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &arg);
+        if (strcmp(op, "set-memory") != 0 && strcmp(op, "hostinfo") != 0) {
+            snprintf(why, whylen, "follow-up '%.64s' unknown (set-memory, hostinfo)", op);
+            return -1;
+        }
+        if (!strcmp(op, "set-memory") && arg == 0) {
+            snprintf(why, whylen, "follow-up set-memory needs bytes greater than 0");
+            return -1;
+        }
+        if (vms_msg_add_followup(req, op, arg) < 0) {
+            snprintf(why, whylen, "at most %d follow-ups", VMS_FOLLOWUPS_MAX);
+            return -1;
+        }
+        dbus_message_iter_next(&arr);
+    }
+    return 0;
+}
 
 static const char *status_error_name(int status)
 {
@@ -270,6 +307,9 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
             snprintf(why, sizeof(why), "out of memory");
             break;
         }
+        if (dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_ARRAY &&
+            dbus_message_iter_get_element_type(&it) == DBUS_TYPE_STRUCT)
+            take_followups(&it, &req, why, sizeof(why));
         break;
     }
     case VMS_OP_DELETE:
@@ -352,10 +392,23 @@ static void handle_listener(struct helper *h, DBusMessage *call, int add)
         reply_empty(h->bus, call);
         return;
     }
-    if (helper_listener_add(h, app_id, sender) < 0) {
+    switch (helper_listener_add(h, app_id, sender, (uid_t)uid)) {
+    case -1:
+        vms_warn(NULL, NULL, "RegisterListener for app %s by uid %ld refused: max_listeners",
+                 app_id, uid);
         reply_error(h->bus, call, HELPER_ERR_LIMIT, "too many listeners (max_listeners=%u)",
                     h->cfg.max_listeners);
         return;
+    case -2:
+        vms_warn(NULL, NULL,
+                 "RegisterListener for app %s by uid %ld refused: max_listeners_per_uid", app_id,
+                 uid);
+        reply_error(h->bus, call, HELPER_ERR_LIMIT,
+                    "uid %ld has too many listeners (max_listeners_per_uid=%u)", uid,
+                    h->cfg.max_listeners_per_uid);
+        return;
+    default:
+        break;
     }
     reply_empty(h->bus, call); /* the reply goes out before any held completion */
     if (strcmp(app_id, "*") != 0)
@@ -384,6 +437,13 @@ static int append_states(DBusMessageIter *it, const struct vms_msg *list)
              dbus_message_iter_close_container(&arr, &st);
     }
     return ok && dbus_message_iter_close_container(it, &arr);
+}
+
+/* 1 if property @name tells about apps' states: readable only by allowed callers, like
+ * ListStates (issue 13, item 10), and never carried by the broadcast PropertiesChanged. */
+static int property_is_private(const char *name)
+{
+    return !strcmp(name, "States");
 }
 
 /* Append property @name as a variant. Returns 1, 0 on OOM, -1 if unknown. */
@@ -437,6 +497,9 @@ static void handle_properties(struct helper *h, DBusMessage *call, const char *m
             reply_error(h->bus, call, DBUS_ERROR_INVALID_ARGS, "expected (ss)");
             return;
         }
+        if (!strcmp(iface, HELPER_BUS_IFACE) && property_is_private(name) &&
+            check_caller(h, call) < 0)
+            return;
         reply = dbus_message_new_method_return(call);
         if (!reply)
             return;
@@ -452,6 +515,9 @@ static void handle_properties(struct helper *h, DBusMessage *call, const char *m
             reply_error(h->bus, call, DBUS_ERROR_INVALID_ARGS, "expected (s)");
             return;
         }
+        long uid = caller_uid(h->bus, call);
+        int allowed = uid >= 0 && helper_config_uid_allowed(&h->cfg, (uid_t)uid);
+
         reply = dbus_message_new_method_return(call);
         if (!reply)
             return;
@@ -459,7 +525,8 @@ static void handle_properties(struct helper *h, DBusMessage *call, const char *m
         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
         if (!strcmp(iface, HELPER_BUS_IFACE))
             for (size_t i = 0; i < sizeof(property_names) / sizeof(*property_names); i++)
-                append_property_entry(h, &dict, property_names[i]);
+                if (allowed || !property_is_private(property_names[i]))
+                    append_property_entry(h, &dict, property_names[i]);
         dbus_message_iter_close_container(&it, &dict);
     } else {
         reply_error(h->bus, call, DBUS_ERROR_UNKNOWN_METHOD, "no method %s", member);
@@ -481,11 +548,15 @@ void helper_bus_property_changed(struct helper *h, const char *property)
     if (!sig)
         return;
     dbus_message_iter_init_append(sig, &it);
+    /* a broadcast reaches every connection: a private property is only named as invalidated,
+     * and its value is read with Get, which checks the caller */
     if (dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &iface) &&
         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict) &&
-        append_property_entry(h, &dict, property) &&
+        (property_is_private(property) || append_property_entry(h, &dict, property)) &&
         dbus_message_iter_close_container(&it, &dict) &&
         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "s", &inval) &&
+        (!property_is_private(property) ||
+         dbus_message_iter_append_basic(&inval, DBUS_TYPE_STRING, &property)) &&
         dbus_message_iter_close_container(&it, &inval))
         dbus_connection_send(h->bus, sig, NULL);
     dbus_message_unref(sig);
@@ -535,8 +606,59 @@ static int append_details(DBusMessageIter *it, const struct vms_msg *ev)
     U64_DETAIL(VMS_F_FREE_BYTES, "free_bytes", free_bytes)
     U64_DETAIL(VMS_F_MEM_BYTES, "mem_bytes", mem_bytes)
     U64_DETAIL(VMS_F_SEQ, "seq", seq)
+    STR_DETAIL(VMS_F_CREATOR, "creator", creator)
+    U64_DETAIL(VMS_F_HOST_MEM_TOTAL, "host_mem_total", host_mem_total)
+    U64_DETAIL(VMS_F_HOST_MEM_AVAILABLE, "host_mem_available", host_mem_available)
+    U64_DETAIL(VMS_F_HOST_CPUS, "host_cpus", host_cpus)
+    U64_DETAIL(VMS_F_HOST_LOAD_MILLI, "host_load_milli", host_load_milli)
+    U64_DETAIL(VMS_F_VCPUS, "vcpus", vcpus)
+    U64_DETAIL(VMS_F_MEM_BOOT, "mem_boot", mem_boot)
+    U64_DETAIL(VMS_F_MEM_MIN, "mem_min", mem_min)
+    U64_DETAIL(VMS_F_MEM_MAX, "mem_max", mem_max)
+    STR_DETAIL(VMS_F_HYPERVISOR_VERSION, "hypervisor_version", hypervisor_version)
+    STR_DETAIL(VMS_F_OPS, "ops", ops)
 #undef STR_DETAIL
 #undef U64_DETAIL
+    if (ok && vms_msg_has(ev, VMS_F_RESULTS)) {
+        DBusMessageIter e, v, arr, st;
+        const char *key = "results";
+        ok = dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+             dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+             dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "a(sus)", &v) &&
+             dbus_message_iter_open_container(&v, DBUS_TYPE_ARRAY, "(sus)", &arr);
+        for (size_t i = 0; ok && i < ev->n_results; i++) {
+            const char *op = ev->results[i].op, *msg = ev->results[i].message;
+            dbus_uint32_t status = ev->results[i].status;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &op) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT32, &status) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &msg) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&v, &arr) &&
+             dbus_message_iter_close_container(&e, &v) &&
+             dbus_message_iter_close_container(&dict, &e);
+    }
+    if (ok && vms_msg_has(ev, VMS_F_QUOTAS)) {
+        DBusMessageIter e, v, arr, st;
+        const char *key = "quotas";
+        ok = dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &e) &&
+             dbus_message_iter_append_basic(&e, DBUS_TYPE_STRING, &key) &&
+             dbus_message_iter_open_container(&e, DBUS_TYPE_VARIANT, "a(stt)", &v) &&
+             dbus_message_iter_open_container(&v, DBUS_TYPE_ARRAY, "(stt)", &arr);
+        for (size_t i = 0; ok && i < ev->n_quotas; i++) {
+            const char *name = ev->quotas[i].name;
+            dbus_uint64_t limit = ev->quotas[i].limit, used = ev->quotas[i].used;
+            ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &name) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &limit) &&
+                 dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &used) &&
+                 dbus_message_iter_close_container(&arr, &st);
+        }
+        ok = ok && dbus_message_iter_close_container(&v, &arr) &&
+             dbus_message_iter_close_container(&e, &v) &&
+             dbus_message_iter_close_container(&dict, &e);
+    }
     if (ok && vms_msg_has(ev, VMS_F_STATES)) {
         DBusMessageIter e, v;
         const char *key = "states";
@@ -604,6 +726,39 @@ void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsi
         if (!m || !dbus_message_set_destination(m, owners[i]) ||
             !dbus_connection_send(h->bus, m, NULL))
             vms_err(NULL, ev->request_id, "out of memory sending Completed to %s", owners[i]);
+        if (m && m != sig)
+            dbus_message_unref(m);
+    }
+    dbus_message_unref(sig);
+}
+
+void helper_bus_emit_state_change(struct helper *h, const char *member, const char *const *owners,
+                                  unsigned n, const struct vms_msg *ev)
+{
+    DBusMessage *sig;
+    const char *sid = ev->state_id, *label = ev->label, *parent = ev->parent_id;
+    /* a save's creator is its requester; a delete names the state's creator */
+    const char *creator = vms_msg_has(ev, VMS_F_CREATOR) ? ev->creator
+                          : !strcmp(ev->op, "save")      ? ev->app_id
+                                                         : "";
+    dbus_uint64_t epoch = ev->epoch;
+
+    if (!h->bus || n == 0)
+        return;
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, member);
+    if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &sid, DBUS_TYPE_STRING, &label,
+                                          DBUS_TYPE_STRING, &creator, DBUS_TYPE_STRING, &parent,
+                                          DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID)) {
+        vms_err(NULL, ev->request_id, "out of memory building %s", member);
+        if (sig)
+            dbus_message_unref(sig);
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        DBusMessage *m = i + 1 < n ? dbus_message_copy(sig) : sig;
+        if (!m || !dbus_message_set_destination(m, owners[i]) ||
+            !dbus_connection_send(h->bus, m, NULL))
+            vms_err(NULL, ev->request_id, "out of memory sending %s to %s", member, owners[i]);
         if (m && m != sig)
             dbus_message_unref(m);
     }
@@ -692,6 +847,16 @@ static void handle_inhibit(struct helper *h, DBusMessage *call)
                     "bad request id or reason (text of at most 200 bytes, no control characters)");
         return;
     }
+    /* a save affects every app of the VM, but only an app that listens (or root) may veto
+     * it: otherwise any allowed user could veto every save (issue 13, item 11) */
+    if (uid != 0 && !helper_listener_registered(h, dbus_message_get_sender(call))) {
+        vms_warn(NULL, id, "Inhibit refused: uid %ld (%s) holds no listener registration", uid,
+                 dbus_message_get_sender(call));
+        reply_error(h->bus, call, HELPER_ERR_PERMISSION,
+                    "only a registered listener (RegisterListener) or root may inhibit a save");
+        return;
+    }
+    vms_info(NULL, id, "Inhibit by uid %ld (%s)", uid, dbus_message_get_sender(call));
     if (helper_hooks_inhibit(h, id, reason, uid) < 0) {
         reply_error(h->bus, call, HELPER_ERR_NOT_FOUND,
                     "no save %s is being prepared (too late, or never announced)", id);

@@ -36,6 +36,10 @@ void helper_bus_close(struct helper *h);
  * is for its app's listeners only). */
 void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsigned n,
                                const struct vms_msg *ev);
+/* Emit @member (StateSaved or StateDeleted)(state_id, label, creator app id, parent id, epoch)
+ * for @ev to each of the @n connections @owners; never any app data. */
+void helper_bus_emit_state_change(struct helper *h, const char *member, const char *const *owners,
+                                  unsigned n, const struct vms_msg *ev);
 /* Broadcast Restored(state_id, epoch). */
 void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch);
 /* Broadcast ClockCorrected(seconds, nanoseconds, reason): the guest clock was stepped. */

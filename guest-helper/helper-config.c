@@ -30,6 +30,7 @@ void helper_config_defaults(struct helper_config *c)
     c->recheck_interval_ms = 1000;
     c->hello_retry_ms = 5000;
     c->max_listeners = 256;
+    c->max_listeners_per_uid = 32;
     c->max_held = 256;
     c->max_held_bytes = 1024 * 1024;
     c->log_level = LOG_INFO;
@@ -214,6 +215,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
         rc = parse_uint(value, 600000, &c->hello_retry_ms);
     else if (!strcmp(key, "max_listeners"))
         rc = parse_uint(value, 65536, &c->max_listeners);
+    else if (!strcmp(key, "max_listeners_per_uid"))
+        rc = parse_uint(value, 65536, &c->max_listeners_per_uid);
     else if (!strcmp(key, "max_held"))
         rc = parse_uint(value, 65536, &c->max_held);
     else if (!strcmp(key, "max_held_bytes")) {

@@ -40,19 +40,20 @@ struct helper_config {
     size_t n_watch_gids;
     struct helper_app apps[HELPER_APPS_MAX]; /* [apps]: app ids bound to users */
     size_t n_apps;
-    int strict_app_ids;           /* 1: app ids not in [apps] are root's only */
-    unsigned grace_period_ms;     /* hold events for an app id with no listener */
-    unsigned queue_max;           /* requests kept while waiting for the bridge */
-    int queue_when_disconnected;  /* 0: refuse at once when the bridge is unreachable */
-    unsigned queue_timeout_ms;    /* a queued request fails after this long unsent */
-    unsigned recheck_interval_ms; /* look at ports again when down or hung up */
-    unsigned hello_retry_ms;      /* resend Hello while no Welcome came */
-    unsigned max_listeners;
-    unsigned max_held;           /* events held for late listeners */
-    size_t max_held_bytes;       /* and their memory */
-    char request_port[PATH_MAX]; /* "" = find by name with libudev */
-    char event_port[PATH_MAX];   /* or a device/FIFO path, "unix:/path", "fd:N" */
-    int log_level;               /* LOG_ERR .. LOG_DEBUG */
+    int strict_app_ids;             /* 1: app ids not in [apps] are root's only */
+    unsigned grace_period_ms;       /* hold events for an app id with no listener */
+    unsigned queue_max;             /* requests kept while waiting for the bridge */
+    int queue_when_disconnected;    /* 0: refuse at once when the bridge is unreachable */
+    unsigned queue_timeout_ms;      /* a queued request fails after this long unsent */
+    unsigned recheck_interval_ms;   /* look at ports again when down or hung up */
+    unsigned hello_retry_ms;        /* resend Hello while no Welcome came */
+    unsigned max_listeners;         /* registrations of all non-root uids together */
+    unsigned max_listeners_per_uid; /* one uid's share (root has its own, outside the pool) */
+    unsigned max_held;              /* events held for late listeners */
+    size_t max_held_bytes;          /* and their memory */
+    char request_port[PATH_MAX];    /* "" = find by name with libudev */
+    char event_port[PATH_MAX];      /* or a device/FIFO path, "unix:/path", "fd:N" */
+    int log_level;                  /* LOG_ERR .. LOG_DEBUG */
     /* issue 8: clock and hooks (helper-hooks.h) */
     int clock_sync;             /* HELPER_CLOCK_* */
     unsigned clock_min_step_ms; /* smaller corrections are not applied */

@@ -41,7 +41,8 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
     vms_dedup_init(&h->delivered);
     vms_msg_init(&h->last_list, VMS_MSG_EVENT);
     helper_hooks_init(h);
-    h->listeners = calloc(cfg->max_listeners ? cfg->max_listeners : 1, sizeof(*h->listeners));
+    h->listeners =
+        calloc(cfg->max_listeners + cfg->max_listeners_per_uid + 1, sizeof(*h->listeners));
     if (!h->listeners)
         return -1;
     if (vms_channel_init(&h->port_a, "port-a", NULL, 0) < 0 ||
@@ -485,31 +486,74 @@ static int msg_copy(struct vms_msg *dst, const struct vms_msg *src)
     return 0;
 }
 
-static void hold_event(struct helper *h, const struct vms_msg *ev)
+static void send_ack(struct helper *h, const struct vms_msg *ev);
+
+/* 1 if a registration for @app_id was refused for the listener limits within the grace
+ * period. */
+static int app_refused_recently(const struct helper *h, const char *app_id)
+{
+    uint64_t now = helper_now_ms();
+
+    for (unsigned i = 0; i < HELPER_REFUSED_MAX; i++)
+        if (h->refused[i].until_ms > now && !strcmp(h->refused[i].app_id, app_id))
+            return 1;
+    return 0;
+}
+
+/*
+ * A completion leaves without reaching a listener: ack it (processed), unless its app's
+ * registration was refused for the limits: then it was not delivered through no fault of the
+ * app, so it stays unacked in the bridge's journal and is resent in the next session (and
+ * forgotten here, so that the resend is delivered, not dropped as a duplicate).
+ */
+static void drop_completion(struct helper *h, const struct vms_msg *ev, int acked, int refused,
+                            const char *why)
+{
+    h->events_dropped++;
+    if (acked || ev->seq == 0) {
+        vms_info(NULL, ev->request_id, "dropped %s completion for app %s: %s", ev->op, ev->app_id,
+                 why);
+        return;
+    }
+    if (refused || app_refused_recently(h, ev->app_id)) {
+        vms_warn(NULL, ev->request_id,
+                 "%s completion for app %s not delivered (%s; its listener was refused for the "
+                 "listener limits): not acked, the bridge sends it again next session",
+                 ev->op, ev->app_id, why);
+        vms_dedup_forget(&h->delivered, DEDUP_EPOCH, ev->request_id);
+        return;
+    }
+    vms_info(NULL, ev->request_id, "dropped %s completion for app %s: %s", ev->op, ev->app_id, why);
+    send_ack(h, ev);
+}
+
+/* Hold @ev for a late listener; @acked: it was acked already (else it is when it leaves). */
+static void hold_event(struct helper *h, const struct vms_msg *ev, int acked)
 {
     struct helper_held *e, **tail;
 
     if (h->cfg.grace_period_ms == 0 || h->cfg.max_held == 0) {
-        vms_info(NULL, ev->request_id, "dropped %s completion for app %s: no listener", ev->op,
-                 ev->app_id);
-        h->events_dropped++;
+        drop_completion(h, ev, acked, 0, "no listener");
         return;
     }
     while (h->held && (h->n_held >= h->cfg.max_held ||
                        h->held_bytes + held_cost(ev) > h->cfg.max_held_bytes)) {
         vms_warn(NULL, h->held->ev.request_id,
-                 "dropped %s completion held for app %s: held events over max_held=%u or "
-                 "max_held_bytes=%zu",
-                 h->held->ev.op, h->held->ev.app_id, h->cfg.max_held, h->cfg.max_held_bytes);
+                 "held events over max_held=%u or max_held_bytes=%zu: the oldest goes",
+                 h->cfg.max_held, h->cfg.max_held_bytes);
+        drop_completion(h, &h->held->ev, h->held->acked, h->held->refused, "held too long");
         held_remove(h, &h->held);
-        h->events_dropped++;
     }
     e = calloc(1, sizeof(*e));
     if (!e || msg_copy(&e->ev, ev) < 0) {
         free(e);
         vms_err(NULL, ev->request_id, "out of memory holding an event");
+        if (!acked)
+            send_ack(h, ev); /* processed: we cannot keep it */
         return;
     }
+    e->acked = acked;
+    e->refused = app_refused_recently(h, ev->app_id);
     e->deadline_ms = helper_now_ms() + h->cfg.grace_period_ms;
     for (tail = &h->held; *tail; tail = &(*tail)->next)
         ;
@@ -520,7 +564,45 @@ static void hold_event(struct helper *h, const struct vms_msg *ev)
              ev->op, ev->app_id, h->cfg.grace_period_ms);
 }
 
-static void deliver(struct helper *h, const struct vms_msg *ev)
+/* StateSaved / StateDeleted for a successful save or delete, to every registered listener
+ * (each passed the allow-list and its app id's binding); no app data. */
+static void announce_state_change(struct helper *h, const struct vms_msg *ev)
+{
+    const char *member;
+    const char **owners;
+    unsigned n = 0;
+
+    if (ev->status != VMS_STATUS_OK || !ev->state_id[0] || h->n_listeners == 0)
+        return;
+    if (!strcmp(ev->op, "save"))
+        member = "StateSaved";
+    else if (!strcmp(ev->op, "delete"))
+        member = "StateDeleted";
+    else
+        return;
+    owners = malloc(h->n_listeners * sizeof(*owners));
+    if (!owners) {
+        vms_err(NULL, ev->request_id, "out of memory announcing %s", member);
+        return;
+    }
+    for (unsigned i = 0; i < h->n_listeners; i++) {
+        unsigned j = 0;
+        while (j < n && strcmp(owners[j], h->listeners[i].owner) != 0)
+            j++;
+        if (j == n) /* once per connection */
+            owners[n++] = h->listeners[i].owner;
+    }
+    helper_bus_emit_state_change(h, member, owners, n, ev);
+    free(owners);
+}
+
+/*
+ * Deliver @ev to its app's listeners now, defer it until Restored, or hold it for a late
+ * listener. @acked: the caller acked it already. Returns 1 when the hold took charge of the
+ * ack (sent when the completion leaves the hold, or not at all, see drop_completion): the
+ * caller must not ack it; 0 when the caller acks it.
+ */
+static int deliver(struct helper *h, const struct vms_msg *ev, int acked)
 {
     if (h->hooks.restore_pending || h->hooks.run[HOOK_POST_RESTORE].active) {
         /* a restore is being finished: Restored goes out first (helper-hooks.c) */
@@ -530,17 +612,20 @@ static void deliver(struct helper *h, const struct vms_msg *ev)
                 ;
             *tail = e;
             vms_debug(NULL, ev->request_id, "%s completion deferred until Restored", ev->op);
-            return;
+            return 0;
         }
         free(e);
     }
+    announce_state_change(h, ev);
     if (!ev->app_id[0]) {
         vms_warn(NULL, ev->request_id, "dropped %s event without an app id", ev->op);
         h->events_dropped++;
-        return;
+        return 0;
     }
-    if (deliver_now(h, ev, 1) == 0)
-        hold_event(h, ev);
+    if (deliver_now(h, ev, 1) > 0)
+        return 0;
+    hold_event(h, ev, acked);
+    return 1;
 }
 
 void helper_deliver_deferred(struct helper *h)
@@ -548,9 +633,18 @@ void helper_deliver_deferred(struct helper *h)
     while (h->deferred) {
         struct helper_held *e = h->deferred;
         h->deferred = e->next;
-        deliver(h, &e->ev);
+        deliver(h, &e->ev, 1); /* acked when it arrived */
         held_free(e);
     }
+}
+
+/* 1 if request @id waits in the hold, not acked yet. */
+static int held_unacked(const struct helper *h, const char *id)
+{
+    for (const struct helper_held *e = h->held; e; e = e->next)
+        if (!e->acked && !strcmp(e->ev.request_id, id))
+            return 1;
+    return 0;
 }
 
 void helper_deliver_held(struct helper *h, const char *app_id)
@@ -563,6 +657,8 @@ void helper_deliver_held(struct helper *h, const char *app_id)
             vms_info(NULL, e->ev.request_id, "delivering held %s completion to app %s", e->ev.op,
                      app_id);
             deliver_now(h, &e->ev, 0);
+            if (!e->acked)
+                send_ack(h, &e->ev);
             held_remove(h, pp);
         } else {
             pp = &e->next;
@@ -672,6 +768,10 @@ static void on_event(struct helper *h, const struct vms_msg *m)
     h->events_in++;
     if (vms_dedup_check_and_add(&h->delivered, DEDUP_EPOCH, m->request_id) != 1) {
         h->events_dup++;
+        if (held_unacked(h, m->request_id)) { /* acked when it leaves the hold */
+            vms_info(NULL, m->request_id, "duplicate %s event of a held completion dropped", m->op);
+            return;
+        }
         vms_info(NULL, m->request_id, "duplicate %s event (epoch %llu seq %llu) acked and dropped",
                  m->op, (unsigned long long)m->epoch, (unsigned long long)m->seq);
         send_ack(h, m);
@@ -690,8 +790,10 @@ static void on_event(struct helper *h, const struct vms_msg *m)
         else
             vms_msg_init(&h->last_list, VMS_MSG_EVENT);
     }
-    deliver(h, m);
-    send_ack(h, m); /* after delivery: an ack means "processed" (delivered, held or dropped) */
+    /* after delivery: an ack means "processed" (delivered or dropped); a held completion is
+     * acked when it leaves the hold */
+    if (!deliver(h, m, 0))
+        send_ack(h, m);
 }
 
 static void on_timeline(struct helper *h, const struct vms_msg *m)
@@ -823,21 +925,49 @@ static void fail_request(struct helper *h, struct helper_request *r)
     ev.fields |= VMS_BIT(VMS_F_MESSAGE);
     vms_warn(NULL, r->msg.request_id, "%s failed: %s", r->msg.op, ev.message);
     vms_dedup_check_and_add(&h->delivered, DEDUP_EPOCH, ev.request_id);
-    deliver(h, &ev);
+    deliver(h, &ev, 1); /* made here: nothing to ack */
     vms_msg_clear(&ev);
 }
 
 /* ---- listeners --------------------------------------------------------- */
 
-int helper_listener_add(struct helper *h, const char *app_id, const char *owner)
+/* Remember that @app_id could not register, and mark its held completions. */
+static void note_refused(struct helper *h, const char *app_id)
 {
-    for (unsigned i = 0; i < h->n_listeners; i++)
-        if (!strcmp(h->listeners[i].app_id, app_id) && !strcmp(h->listeners[i].owner, owner))
+    struct helper_refused *r = &h->refused[h->refused_next];
+
+    h->refused_next = (h->refused_next + 1) % HELPER_REFUSED_MAX;
+    snprintf(r->app_id, sizeof(r->app_id), "%s", app_id);
+    r->until_ms = helper_now_ms() + h->cfg.grace_period_ms;
+    for (struct helper_held *e = h->held; e; e = e->next)
+        if (!strcmp(e->ev.app_id, app_id))
+            e->refused = 1;
+}
+
+int helper_listener_add(struct helper *h, const char *app_id, const char *owner, uid_t uid)
+{
+    unsigned mine = 0, pool = 0, share = h->cfg.max_listeners_per_uid;
+
+    for (unsigned i = 0; i < h->n_listeners; i++) {
+        const struct helper_listener *l = &h->listeners[i];
+        if (!strcmp(l->app_id, app_id) && !strcmp(l->owner, owner))
             return 0;
-    if (h->n_listeners >= h->cfg.max_listeners)
+        mine += l->uid == uid;
+        pool += l->uid != 0;
+    }
+    if (share && mine >= share) {
+        note_refused(h, app_id);
+        return -2;
+    }
+    /* root's registrations have their own share outside the pool (the table holds both) */
+    if (uid != 0 ? pool >= h->cfg.max_listeners
+                 : !share && h->n_listeners >= h->cfg.max_listeners) {
+        note_refused(h, app_id);
         return -1;
+    }
     snprintf(h->listeners[h->n_listeners].app_id, VMS_STR_MAX + 1, "%s", app_id);
     snprintf(h->listeners[h->n_listeners].owner, VMS_STR_MAX + 1, "%s", owner);
+    h->listeners[h->n_listeners].uid = uid;
     h->n_listeners++;
     vms_info(NULL, NULL, "listener %s registered for app %s", owner, app_id);
     return 0;
@@ -858,6 +988,14 @@ static int listener_remove_if(struct helper *h, const char *app_id, const char *
         }
     }
     return removed;
+}
+
+int helper_listener_registered(const struct helper *h, const char *owner)
+{
+    for (unsigned i = 0; i < h->n_listeners; i++)
+        if (!strcmp(h->listeners[i].owner, owner))
+            return 1;
+    return 0;
 }
 
 int helper_listener_remove(struct helper *h, const char *app_id, const char *owner)
@@ -922,10 +1060,10 @@ int helper_timers(struct helper *h)
     for (struct helper_held **pp = &h->held; *pp;) {
         struct helper_held *e = *pp;
         if (now >= e->deadline_ms) {
-            vms_info(NULL, e->ev.request_id,
-                     "dropped %s completion for app %s: no listener registered within %u ms",
-                     e->ev.op, e->ev.app_id, h->cfg.grace_period_ms);
-            h->events_dropped++;
+            char why[64];
+            snprintf(why, sizeof(why), "no listener registered within %u ms",
+                     h->cfg.grace_period_ms);
+            drop_completion(h, &e->ev, e->acked, e->refused, why);
             held_remove(h, pp);
             continue;
         }

@@ -46,13 +46,25 @@ struct helper_request {
 struct helper_listener {
     char app_id[VMS_STR_MAX + 1]; /* "*" = every app (root, watch_users) */
     char owner[VMS_STR_MAX + 1];  /* D-Bus unique name */
+    uid_t uid;                    /* its caller's uid: the per-uid share it counts against */
 };
 
-/* An Event for an app id with no listener, kept for the grace period. */
+/* An Event for an app id with no listener, kept for the grace period. It is acked when it
+ * leaves the hold (delivered, or dropped), not before: an app whose registration was refused
+ * for the listener limits must not lose its completion to an ack (issue 13, item 9). */
 struct helper_held {
     struct helper_held *next;
     struct vms_msg ev;
     uint64_t deadline_ms;
+    int acked;   /* already acked (it came through the restore's deferral) */
+    int refused; /* a registration for its app id was refused while it waited */
+};
+
+/* App ids whose RegisterListener was refused for the limits, remembered for a grace period. */
+#define HELPER_REFUSED_MAX 16
+struct helper_refused {
+    char app_id[VMS_STR_MAX + 1];
+    uint64_t until_ms;
 };
 
 struct helper {
@@ -83,8 +95,10 @@ struct helper {
     unsigned n_requests;
 
     /* listeners and events */
-    struct helper_listener *listeners;
+    struct helper_listener *listeners; /* max_listeners + root's share */
     unsigned n_listeners;
+    struct helper_refused refused[HELPER_REFUSED_MAX];
+    unsigned refused_next;
     struct helper_held *held;
     unsigned n_held;
     size_t held_bytes;
@@ -138,8 +152,15 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
  */
 int helper_submit(struct helper *h, struct vms_msg *req);
 
-/* Listeners. Return 0, or -1 when the table is full. */
-int helper_listener_add(struct helper *h, const char *app_id, const char *owner);
+/*
+ * Register @owner (a D-Bus unique name whose caller is @uid) for @app_id. Returns 0, -1 when
+ * the non-root pool (max_listeners) is full, or -2 when @uid used its max_listeners_per_uid
+ * share (root has its own share outside the pool, so no other uid can starve root's apps). A
+ * refusal marks @app_id's held and coming completions as not to be acked when dropped.
+ */
+int helper_listener_add(struct helper *h, const char *app_id, const char *owner, uid_t uid);
+/* 1 if @owner holds at least one registration. */
+int helper_listener_registered(const struct helper *h, const char *owner);
 /* Returns the number removed. */
 int helper_listener_remove(struct helper *h, const char *app_id, const char *owner);
 /* A D-Bus unique name went away: drop all its registrations. */

@@ -435,6 +435,12 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
         vm->seen |= K_NODES;
         return 1;
     }
+    if (!strcmp(key, "virtio_mem")) {
+        if (strlen(value) >= BRIDGE_NODE_NAME_MAX || !vms_valid_id(value))
+            return fail(ctx, section, key, "'%s' is not a device id", value);
+        strcpy(vm->virtio_mem, value);
+        return 1;
+    }
     if (!strcmp(key, "vmstate_node")) {
         if (strlen(value) >= BRIDGE_NODE_NAME_MAX || !vms_valid_id(value))
             return fail(ctx, section, key, "'%s' is not a node name", value);

@@ -68,6 +68,8 @@ struct bridge_vm_config {
     unsigned auth_fail_window;
     uint64_t mem_min_bytes; /* set-memory bounds; max 0 = set-memory disabled */
     uint64_t mem_max_bytes;
+    /* qdev id of a virtio-mem device: set-memory above the boot size plugs memory there */
+    char virtio_mem[BRIDGE_NODE_NAME_MAX];
     unsigned job_timeout;        /* seconds a snapshot job may take */
     unsigned command_timeout;    /* seconds a plain QMP command may take */
     unsigned clock_sync;         /* 1: send the host's time to the guest on timeline changes */

@@ -72,7 +72,9 @@ struct bridge_vm {
     struct bridge_prepare hx;   /* Prepare/Ready and clock state (prepare.c) */
     struct bridge_managed *mgd; /* managed VMs: the bridge runs QEMU (vm/managed.c); else NULL */
     double now;
-    double next_prune; /* when to drop old finished requests from the journal */
+    double next_prune;           /* when to drop old finished requests from the journal */
+    struct bridge_followups *fu; /* follow-ups of the restore that runs (vm.c), or NULL */
+    int reconciling;             /* a snapshot list for the catalogue is on its way */
     uint64_t stat_requests, stat_refused;
 };
 
@@ -111,6 +113,14 @@ void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m);
 /* Resend every unacked event of the VM's current epoch, in seq order. */
 void bridge_vm_resend_unacked(struct bridge_vm *vm);
 
+/*
+ * Compare the catalogue with the hypervisor's snapshot list (on connect and after every
+ * operation): states the hypervisor lacks become "lost", lost ones that are back "ok", and
+ * snapshots the bridge did not make are listed as "foreign". Asynchronous; does nothing when
+ * the backend cannot list snapshots or a list is already on its way.
+ */
+void bridge_vm_reconcile(struct bridge_vm *vm);
+
 /* The hooks vm.c gives the backend (managed.c reopens the backend for a new QEMU). */
 const struct bridge_backend_hooks *bridge_vm_backend_hooks(void);
 
@@ -143,7 +153,19 @@ int bridge_vm_complete(struct bridge_vm *vm, const struct bridge_request *r, enu
  * pending inside S and has completed. Then sends Timeline and the new
  * epoch's unacked events. Returns 0 or -1.
  */
-int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id);
+int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id,
+                       const struct vms_msg *results);
+/* (@results, when not NULL: the follow-ups' outcomes and values, copied into the restore's
+ * completion: results, bytes, mem_bytes and the hostinfo fields.) */
+
+/*
+ * Fill @ev with host information for request @r of @vm (issue 14: host memory and CPUs,
+ * load, the VM's memory bounds, free space of its state storage, versions, the operations
+ * the principal may request for r's uid and the VM's quotas with their use); @mem_bytes: the
+ * guest's memory from the backend.
+ */
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
+                          struct vms_msg *ev);
 
 /* ---- guest.c ---- */
 

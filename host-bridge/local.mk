@@ -10,7 +10,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
 	host-bridge/journal/db-lifecycle.c host-bridge/journal/db-lifecycle.h \
 	host-bridge/guest/auth.c host-bridge/guest/auth.h \
-	host-bridge/guest/guest.c \
+	host-bridge/guest/guest.c host-bridge/guest/rights.c host-bridge/guest/rights.h \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend.c host-bridge/backend/backend-qmp.c \
@@ -80,6 +80,11 @@ tests_test_bridge_lifecycle_SOURCES = tests/test-bridge-lifecycle.c
 tests_test_bridge_lifecycle_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_lifecycle_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 check_PROGRAMS += tests/test-bridge-prepare
+TESTS += tests/test-bridge-rights
+check_PROGRAMS += tests/test-bridge-rights
+tests_test_bridge_rights_SOURCES = tests/test-bridge-rights.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
+tests_test_bridge_rights_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_rights_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_prepare_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_prepare_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)

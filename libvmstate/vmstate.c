@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,8 @@ struct event_priv {
     struct vmstate_event pub; /* first: vmstate_event_free() casts back */
     DBusMessage *msg;         /* strings point into it */
     struct vmstate_state *states;
+    struct vmstate_followup_result results[VMSTATE_FOLLOWUPS_MAX];
+    struct vmstate_quota quotas[8];
 };
 
 struct vmstate {
@@ -140,7 +143,7 @@ static struct event_priv *event_new(enum vmstate_event_type type, DBusMessage *m
     e->pub.type = type;
     e->pub.request_id = e->pub.operation = e->pub.message = e->pub.state_id = e->pub.label =
         e->pub.app_id = e->pub.reason = e->pub.parent_id = e->pub.hostname = e->pub.bridge_version =
-            "";
+            e->pub.creator = e->pub.hypervisor_version = e->pub.ops = "";
     if (m)
         e->msg = dbus_message_ref(m);
     return e;
@@ -180,6 +183,61 @@ static int read_states(DBusMessageIter *arr, struct event_priv *e)
     return 0;
 }
 
+/* details["results"] a(sus); entries beyond VMSTATE_FOLLOWUPS_MAX are ignored. */
+static void read_results(DBusMessageIter *var, struct event_priv *e)
+{
+    DBusMessageIter arr, st;
+    char *sig = dbus_message_iter_get_signature(var);
+    int ok = sig && !strcmp(sig, "a(sus)");
+
+    dbus_free(sig);
+    if (!ok)
+        return;
+    dbus_message_iter_recurse(var, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT &&
+           e->pub.n_results < VMSTATE_FOLLOWUPS_MAX) {
+        struct vmstate_followup_result *r = &e->results[e->pub.n_results++];
+        dbus_uint32_t status;
+        dbus_message_iter_recurse(&arr, &st);
+        dbus_message_iter_get_basic(&st, &r->operation);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &status);
+        r->status = status;
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &r->message);
+        dbus_message_iter_next(&arr);
+    }
+    e->pub.results = e->results;
+}
+
+/* details["quotas"] a(stt). */
+static void read_quotas(DBusMessageIter *var, struct event_priv *e)
+{
+    DBusMessageIter arr, st;
+    char *sig = dbus_message_iter_get_signature(var);
+    int ok = sig && !strcmp(sig, "a(stt)");
+    size_t cap = sizeof(e->quotas) / sizeof(e->quotas[0]);
+
+    dbus_free(sig);
+    if (!ok)
+        return;
+    dbus_message_iter_recurse(var, &arr);
+    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT && e->pub.n_quotas < cap) {
+        struct vmstate_quota *q = &e->quotas[e->pub.n_quotas++];
+        dbus_uint64_t limit, used;
+        dbus_message_iter_recurse(&arr, &st);
+        dbus_message_iter_get_basic(&st, &q->name);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &limit);
+        dbus_message_iter_next(&st);
+        dbus_message_iter_get_basic(&st, &used);
+        q->limit = limit;
+        q->used = used;
+        dbus_message_iter_next(&arr);
+    }
+    e->pub.quotas = e->quotas;
+}
+
 static void read_details(DBusMessageIter *dict, struct event_priv *e)
 {
     DBusMessageIter d = *dict;
@@ -205,20 +263,45 @@ static void read_details(DBusMessageIter *dict, struct event_priv *e)
                 e->pub.hostname = s;
             else if (!strcmp(key, "bridge_version"))
                 e->pub.bridge_version = s;
+            else if (!strcmp(key, "creator"))
+                e->pub.creator = s;
+            else if (!strcmp(key, "hypervisor_version"))
+                e->pub.hypervisor_version = s;
+            else if (!strcmp(key, "ops"))
+                e->pub.ops = s;
         } else if (t == DBUS_TYPE_UINT64) {
+            static const struct {
+                const char *key;
+                size_t offset;
+            } u64s[] = {
+#define U64(k) {#k, offsetof(struct vmstate_event, k)}
+                U64(bytes),
+                U64(free_bytes),
+                U64(mem_bytes),
+                U64(host_mem_total),
+                U64(host_mem_available),
+                U64(host_cpus),
+                U64(host_load_milli),
+                U64(vcpus),
+                U64(mem_boot),
+                U64(mem_min),
+                U64(mem_max),
+#undef U64
+            };
             dbus_uint64_t x;
             dbus_message_iter_get_basic(&var, &x);
-            if (!strcmp(key, "bytes"))
-                e->pub.bytes = x;
-            else if (!strcmp(key, "free_bytes"))
-                e->pub.free_bytes = x;
-            else if (!strcmp(key, "mem_bytes"))
-                e->pub.mem_bytes = x;
+            for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
+                if (!strcmp(key, u64s[i].key))
+                    *(uint64_t *)(void *)((char *)&e->pub + u64s[i].offset) = x;
         } else if (t == DBUS_TYPE_ARRAY && !strcmp(key, "states")) {
             DBusMessageIter arr;
             dbus_message_iter_recurse(&var, &arr);
             if (dbus_message_iter_get_element_type(&var) == DBUS_TYPE_STRUCT)
                 read_states(&arr, e);
+        } else if (t == DBUS_TYPE_ARRAY && !strcmp(key, "results")) {
+            read_results(&var, e);
+        } else if (t == DBUS_TYPE_ARRAY && !strcmp(key, "quotas")) {
+            read_quotas(&var, e);
         }
         dbus_message_iter_next(&d);
     }
@@ -301,6 +384,17 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
         dbus_message_get_args(m, NULL, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
                               DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_INVALID);
         e->pub.clock_correction_ns = ns;
+    } else if ((dbus_message_is_signal(m, HELPER_IFACE, "StateSaved") ||
+                dbus_message_is_signal(m, HELPER_IFACE, "StateDeleted")) &&
+               dbus_message_has_signature(m, "sssst") &&
+               (e = event_new(dbus_message_is_signal(m, HELPER_IFACE, "StateSaved")
+                                  ? VMSTATE_EVENT_STATE_SAVED
+                                  : VMSTATE_EVENT_STATE_DELETED,
+                              m))) {
+        dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id, DBUS_TYPE_STRING,
+                              &e->pub.label, DBUS_TYPE_STRING, &e->pub.creator, DBUS_TYPE_STRING,
+                              &e->pub.parent_id, DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID);
+        e->pub.epoch = epoch;
     } else if (dbus_message_is_signal(m, HELPER_IFACE, "Notice") &&
                dbus_message_has_signature(m, "ss") && (e = event_new(VMSTATE_EVENT_NOTICE, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_STRING,
@@ -737,6 +831,47 @@ int vmstate_restore(vmstate *v, const char *state_id, const void *app_data, size
                     char request_id[VMSTATE_REQUEST_ID_LEN + 1])
 {
     return save_or_restore(v, "Restore", state_id, app_data, len, request_id);
+}
+
+int vmstate_restore_with(vmstate *v, const char *state_id, const void *app_data, size_t len,
+                         const struct vmstate_followup *followups, size_t n,
+                         char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    DBusMessage *m;
+    DBusMessageIter it, arr, st;
+    const uint8_t *data = app_data ? app_data : (const uint8_t *)"";
+    const char *app;
+    int rc, ok;
+
+    if (v && (!state_id || !vms_valid_id(state_id) || len > VMSTATE_APP_DATA_MAX ||
+              (len && !app_data) || n > VMSTATE_FOLLOWUPS_MAX || (n && !followups)))
+        return fail(v, VMSTATE_E_INVALID,
+                    "RestoreWith: bad state id, app data over %d bytes, or over %d follow-ups",
+                    VMSTATE_APP_DATA_MAX, VMSTATE_FOLLOWUPS_MAX);
+    for (size_t i = 0; v && i < n; i++)
+        if (!followups[i].operation || !vms_valid_id(followups[i].operation))
+            return fail(v, VMSTATE_E_INVALID, "RestoreWith: follow-up %zu has a bad operation", i);
+    m = begin(v, "RestoreWith", request_id, &rc);
+    if (!m)
+        return rc;
+    app = v->app_id;
+    ok = dbus_message_append_args(m, DBUS_TYPE_STRING, &state_id, DBUS_TYPE_STRING, &app,
+                                  DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, (int)len,
+                                  DBUS_TYPE_INVALID);
+    dbus_message_iter_init_append(m, &it);
+    ok = ok && dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "(st)", &arr);
+    for (size_t i = 0; ok && i < n; i++) {
+        dbus_uint64_t arg = followups[i].arg;
+        ok = dbus_message_iter_open_container(&arr, DBUS_TYPE_STRUCT, NULL, &st) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_STRING, &followups[i].operation) &&
+             dbus_message_iter_append_basic(&st, DBUS_TYPE_UINT64, &arg) &&
+             dbus_message_iter_close_container(&arr, &st);
+    }
+    if (!ok || !dbus_message_iter_close_container(&it, &arr)) {
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    }
+    return request(v, m, request_id);
 }
 
 static int simple_request(vmstate *v, const char *method, char *request_id)

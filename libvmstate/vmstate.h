@@ -107,6 +107,24 @@ int vmstate_save(vmstate *v, const char *label, const void *app_data, size_t len
                  char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 int vmstate_restore(vmstate *v, const char *state_id, const void *app_data, size_t len,
                     char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/* A follow-up operation inside a restore (vmstate_restore_with): "set-memory" with @arg bytes,
+ * or "hostinfo" (arg 0). */
+struct vmstate_followup {
+    const char *operation;
+    uint64_t arg;
+};
+#define VMSTATE_FOLLOWUPS_MAX 8
+
+/*
+ * Restore @state_id and have the host run @followups (@n at most VMSTATE_FOLLOWUPS_MAX) inside
+ * the restore, once the state is loaded. Every follow-up is checked against the principal's
+ * rights before anything runs; their outcomes arrive in the restore's completion (results,
+ * n_results, and their values: bytes/mem_bytes, the hostinfo fields), delivered to the
+ * instance in the restored state. A failed follow-up does not undo the restore.
+ */
+int vmstate_restore_with(vmstate *v, const char *state_id, const void *app_data, size_t len,
+                         const struct vmstate_followup *followups, size_t n,
+                         char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 /* The list arrives in the completion's states/n_states. */
 int vmstate_list(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
@@ -128,6 +146,25 @@ enum vmstate_event_type {
     VMSTATE_EVENT_CLOCK_CORRECTED,
     /* Information from the host, best effort (reason, e.g. "io-resumed"; message). */
     VMSTATE_EVENT_NOTICE,
+    /* A state of this VM was saved / deleted, by any app (state_id, label, creator = the app
+     * that created it, parent_id, epoch). Sent to every listening handle, whatever its app id;
+     * never carries app data. */
+    VMSTATE_EVENT_STATE_SAVED,
+    VMSTATE_EVENT_STATE_DELETED,
+};
+
+/* A follow-up's outcome, in a restore's completion (results/n_results). */
+struct vmstate_followup_result {
+    const char *operation;
+    uint32_t status; /* 0 ok, else the protocol's status code */
+    const char *message;
+};
+
+/* One of the VM's quotas in a hostinfo completion (quotas/n_quotas). */
+struct vmstate_quota {
+    const char *name; /* "states", "pending", "app-data-bytes" */
+    uint64_t limit;   /* 0: no limit */
+    uint64_t used;
 };
 
 struct vmstate_state {
@@ -164,6 +201,19 @@ struct vmstate_event {
     /* CLOCK_CORRECTED: the correction in nanoseconds (with the helper's clock_sync = dry-run,
      * the step it would have applied). Added at the end of the struct: ABI. */
     int64_t clock_correction_ns;
+    /* Added at the end for issue 14 (ABI). STATE_SAVED, STATE_DELETED, and save/delete
+     * completions from a newer host: the app that created the state ("" if unknown). */
+    const char *creator;
+    /* a restore's completion: the follow-ups' outcomes, in the order asked */
+    const struct vmstate_followup_result *results;
+    size_t n_results;
+    /* hostinfo (each 0 / "" when the host did not say) */
+    uint64_t host_mem_total, host_mem_available, host_cpus, host_load_milli;
+    uint64_t vcpus, mem_boot, mem_min, mem_max;
+    const char *hypervisor_version;
+    const char *ops; /* space-separated operations this VM's principal may request */
+    const struct vmstate_quota *quotas;
+    size_t n_quotas;
 };
 
 /*

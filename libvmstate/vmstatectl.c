@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +54,16 @@ static void usage(FILE *f)
           "Ask the host (through vmstate-helperd) to save, list or restore this VM's state.\n\n"
           "Commands:\n"
           "  save LABEL          save the VM's state under LABEL\n"
-          "  restore STATE_ID    restore a saved state\n"
+          "  restore STATE_ID    restore a saved state; with --then-set-memory BYTES and/or\n"
+          "                      --then-hostinfo the host runs them inside the restore and\n"
+          "                      their results come with the restore's completion\n"
           "  list                list the saved states (waits for the answer)\n"
           "  delete STATE_ID     delete a saved state\n"
           "  hostinfo            show host information (waits for the answer)\n"
           "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
-          "  watch               print this app id's events, save announcements, clock\n"
-          "                      corrections and host notices until interrupted\n"
+          "  watch               print this app id's events, save announcements, states saved\n"
+          "                      or deleted by any app, clock corrections and host notices\n"
+          "                      until interrupted\n"
           "  inhibit REQUEST_ID REASON\n"
           "                      veto the save REQUEST_ID announced by a prepare-save event\n\n"
           "Options:\n"
@@ -72,6 +76,8 @@ static void usage(FILE *f)
           "      --secret-file F   read the secret from F (first line); else env VMSTATE_SECRET\n"
           "  -d, --data TEXT       app data sent with save/restore\n"
           "      --data-file F     app data read from F (at most 64 KiB)\n"
+          "      --then-set-memory BYTES, --then-hostinfo\n"
+          "                        restore only: operations the host runs inside the restore\n"
           "      --address ADDR    D-Bus address instead of the system bus (env\n"
           "                        VMSTATE_BUS_ADDRESS)\n"
           "  -h, --help            this text\n"
@@ -112,6 +118,12 @@ static int print_info_line(FILE *f, const struct vmstate_event *ev)
                        ev->reason);
     case VMSTATE_EVENT_NOTICE:
         return fprintf(f, "notice (%s): %s\n", ev->reason, ev->message);
+    case VMSTATE_EVENT_STATE_SAVED:
+    case VMSTATE_EVENT_STATE_DELETED:
+        return fprintf(f, "state-%s %s: label: %s  app: %s  parent: %s\n",
+                       ev->type == VMSTATE_EVENT_STATE_SAVED ? "saved" : "deleted", ev->state_id,
+                       ev->label, ev->creator[0] ? ev->creator : "?",
+                       ev->parent_id[0] ? ev->parent_id : "-");
     default:
         return 0;
     }
@@ -128,6 +140,48 @@ static json_object *small_event(const char *name, const char *k1, json_object *v
     if (k2)
         json_object_object_add(o, k2, v2);
     return o;
+}
+
+/* 1 if a restore's follow-ups included a successful hostinfo. */
+static int hostinfo_result(const struct vmstate_event *ev)
+{
+    for (size_t i = 0; i < ev->n_results; i++)
+        if (!strcmp(ev->results[i].operation, "hostinfo") && ev->results[i].status == 0)
+            return 1;
+    return 0;
+}
+
+static void add_hostinfo_json(json_object *o, const struct vmstate_event *ev)
+{
+    static const struct {
+        const char *key;
+        size_t offset;
+    } u64s[] = {
+#define U64(k) {#k, offsetof(struct vmstate_event, k)}
+        U64(free_bytes), U64(mem_bytes),       U64(host_mem_total), U64(host_mem_available),
+        U64(host_cpus),  U64(host_load_milli), U64(vcpus),          U64(mem_boot),
+        U64(mem_min),    U64(mem_max),
+#undef U64
+    };
+    json_object *q = json_object_new_array();
+
+    for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
+        json_object_object_add(
+            o, u64s[i].key,
+            json_object_new_uint64(
+                *(const uint64_t *)(const void *)((const char *)ev + u64s[i].offset)));
+    json_object_object_add(o, "hostname", json_object_new_string(ev->hostname));
+    json_object_object_add(o, "bridge_version", json_object_new_string(ev->bridge_version));
+    json_object_object_add(o, "hypervisor_version", json_object_new_string(ev->hypervisor_version));
+    json_object_object_add(o, "ops", json_object_new_string(ev->ops));
+    for (size_t i = 0; i < ev->n_quotas; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "name", json_object_new_string(ev->quotas[i].name));
+        json_object_object_add(e, "limit", json_object_new_uint64(ev->quotas[i].limit));
+        json_object_object_add(e, "used", json_object_new_uint64(ev->quotas[i].used));
+        json_object_array_add(q, e);
+    }
+    json_object_object_add(o, "quotas", q);
 }
 
 static json_object *event_json(const struct vmstate_event *ev)
@@ -151,6 +205,15 @@ static json_object *event_json(const struct vmstate_event *ev)
     case VMSTATE_EVENT_NOTICE:
         return small_event("notice", "reason", json_object_new_string(ev->reason), "message",
                            json_object_new_string(ev->message));
+    case VMSTATE_EVENT_STATE_SAVED:
+    case VMSTATE_EVENT_STATE_DELETED:
+        o = small_event(ev->type == VMSTATE_EVENT_STATE_SAVED ? "state-saved" : "state-deleted",
+                        "state_id", json_object_new_string(ev->state_id), "label",
+                        json_object_new_string(ev->label));
+        json_object_object_add(o, "creator", json_object_new_string(ev->creator));
+        json_object_object_add(o, "parent_id", json_object_new_string(ev->parent_id));
+        json_object_object_add(o, "epoch", json_object_new_uint64(ev->epoch));
+        return o;
     default:
         break;
     }
@@ -197,15 +260,25 @@ static json_object *event_json(const struct vmstate_event *ev)
         }
         json_object_object_add(o, "states", arr);
     }
-    if (!strcmp(ev->operation, "hostinfo")) {
-        json_object_object_add(o, "free_bytes", json_object_new_uint64(ev->free_bytes));
-        json_object_object_add(o, "mem_bytes", json_object_new_uint64(ev->mem_bytes));
-        json_object_object_add(o, "hostname", json_object_new_string(ev->hostname));
-        json_object_object_add(o, "bridge_version", json_object_new_string(ev->bridge_version));
-    }
-    if (!strcmp(ev->operation, "set-memory")) {
+    if (ev->creator[0])
+        json_object_object_add(o, "creator", json_object_new_string(ev->creator));
+    if (!strcmp(ev->operation, "hostinfo") || hostinfo_result(ev))
+        add_hostinfo_json(o, ev);
+    if (!strcmp(ev->operation, "set-memory") || ev->bytes) {
         json_object_object_add(o, "bytes", json_object_new_uint64(ev->bytes));
         json_object_object_add(o, "mem_bytes", json_object_new_uint64(ev->mem_bytes));
+    }
+    if (ev->n_results) {
+        json_object *arr = json_object_new_array();
+        for (size_t i = 0; i < ev->n_results; i++) {
+            json_object *r = json_object_new_object();
+            json_object_object_add(r, "operation",
+                                   json_object_new_string(ev->results[i].operation));
+            json_object_object_add(r, "status", json_object_new_int((int)ev->results[i].status));
+            json_object_object_add(r, "message", json_object_new_string(ev->results[i].message));
+            json_object_array_add(arr, r);
+        }
+        json_object_object_add(o, "results", arr);
     }
     return o;
 }
@@ -247,13 +320,38 @@ static void print_event(const struct vmstate_event *ev, int json)
                        ev->states[i].label, ev->states[i].app_id, ev->states[i].parent);
             }
         }
-        if (!strcmp(ev->operation, "hostinfo"))
+        if (!strcmp(ev->operation, "hostinfo") || hostinfo_result(ev)) {
             printf("  host: %s  bridge: %s  memory: %llu bytes  free: %llu bytes\n", ev->hostname,
                    ev->bridge_version, (unsigned long long)ev->mem_bytes,
                    (unsigned long long)ev->free_bytes);
-        if (!strcmp(ev->operation, "set-memory") && ev->status == 0)
+            if (ev->host_cpus)
+                printf("  host: %llu CPUs, load %.2f, memory %llu bytes (%llu available)\n",
+                       (unsigned long long)ev->host_cpus, (double)ev->host_load_milli / 1000.0,
+                       (unsigned long long)ev->host_mem_total,
+                       (unsigned long long)ev->host_mem_available);
+            if (ev->vcpus)
+                printf("  vm: %llu vCPUs, memory boot %llu min %llu max %llu bytes\n",
+                       (unsigned long long)ev->vcpus, (unsigned long long)ev->mem_boot,
+                       (unsigned long long)ev->mem_min, (unsigned long long)ev->mem_max);
+            if (ev->hypervisor_version[0])
+                printf("  hypervisor: %s\n", ev->hypervisor_version);
+            if (ev->ops[0])
+                printf("  allowed operations: %s\n", ev->ops);
+            for (size_t i = 0; i < ev->n_quotas; i++)
+                printf("  quota %s: %llu used of %llu%s\n", ev->quotas[i].name,
+                       (unsigned long long)ev->quotas[i].used,
+                       (unsigned long long)ev->quotas[i].limit,
+                       ev->quotas[i].limit ? "" : " (no limit)");
+        }
+        if ((!strcmp(ev->operation, "set-memory") && ev->status == 0) || ev->bytes)
             printf("  memory: %llu bytes (target %llu bytes)\n", (unsigned long long)ev->mem_bytes,
                    (unsigned long long)ev->bytes);
+        if (ev->creator[0])
+            printf("  created by: %s\n", ev->creator);
+        for (size_t i = 0; i < ev->n_results; i++)
+            printf("  follow-up %s: %s%s%s\n", ev->results[i].operation,
+                   ev->results[i].status ? vmstate_status_name(ev->results[i].status) : "ok",
+                   ev->results[i].message[0] ? ": " : "", ev->results[i].message);
     }
     fflush(stdout);
 }
@@ -473,6 +571,8 @@ int main(int argc, char **argv)
                                              {"data", required_argument, NULL, 'd'},
                                              {"data-file", required_argument, NULL, 'D'},
                                              {"address", required_argument, NULL, 'A'},
+                                             {"then-set-memory", required_argument, NULL, 'M'},
+                                             {"then-hostinfo", no_argument, NULL, 'H'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
@@ -482,7 +582,9 @@ int main(int argc, char **argv)
     char rid[VMSTATE_REQUEST_ID_LEN + 1];
     static char data[VMSTATE_APP_DATA_MAX];
     size_t data_len = 0;
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, then_bytes = 0;
+    struct vmstate_followup followups[VMSTATE_FOLLOWUPS_MAX];
+    size_t n_followups = 0;
     vmstate *v = NULL;
     int c, rc, needs_arg, must_wait = 0;
     struct sigaction sa = {.sa_handler = on_signal};
@@ -523,6 +625,20 @@ int main(int argc, char **argv)
         case 'A':
             o.address = optarg;
             break;
+        case 'M':
+            if (parse_bytes(optarg, &then_bytes) < 0 || n_followups >= VMSTATE_FOLLOWUPS_MAX) {
+                fprintf(stderr, "vmstatectl: bad --then-set-memory size '%s'\n", optarg);
+                return EXIT_USAGE;
+            }
+            followups[n_followups++] = (struct vmstate_followup){"set-memory", then_bytes};
+            break;
+        case 'H':
+            if (n_followups >= VMSTATE_FOLLOWUPS_MAX) {
+                fprintf(stderr, "vmstatectl: too many follow-ups\n");
+                return EXIT_USAGE;
+            }
+            followups[n_followups++] = (struct vmstate_followup){"hostinfo", 0};
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -558,6 +674,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "vmstatectl: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (n_followups && strcmp(cmd, "restore") != 0) {
+        fprintf(stderr, "vmstatectl: --then-set-memory and --then-hostinfo go with restore\n");
         return EXIT_USAGE;
     }
     if (!strcmp(cmd, "set-memory") && parse_bytes(arg, &bytes) < 0) {
@@ -611,6 +731,8 @@ int main(int argc, char **argv)
     vmstate_listen(v, on_event, &w); /* errors surface with the request below */
     if (!strcmp(cmd, "save"))
         rc = vmstate_save(v, arg, data, data_len, rid);
+    else if (!strcmp(cmd, "restore") && n_followups)
+        rc = vmstate_restore_with(v, arg, data, data_len, followups, n_followups, rid);
     else if (!strcmp(cmd, "restore"))
         rc = vmstate_restore(v, arg, data, data_len, rid);
     else if (!strcmp(cmd, "delete"))

@@ -86,6 +86,27 @@ static int fake_balloon(struct bridge_backend *b, uint64_t bytes, bridge_backend
     (void)bytes;
     return fake_record(b, VMS_OP_SET_MEMORY, NULL, d, o);
 }
+static int fake_list(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
+{
+    b->list_done = d;
+    b->list_opaque = o;
+    b->lists++;
+    return 0;
+}
+
+int fake_list_finish(const char *const *names, unsigned n)
+{
+    struct bridge_backend_result r = {
+        .status = VMS_STATUS_OK, .snapshots = names, .n_snapshots = n};
+    bridge_backend_done_fn done = fake.list_done;
+
+    if (!done)
+        return 0;
+    fake.list_done = NULL;
+    done(fake.list_opaque, &r);
+    return 1;
+}
+
 static const struct bridge_backend_ops fake_ops = {
     .name = "fake",
     .open = fake_open,
@@ -99,6 +120,7 @@ static const struct bridge_backend_ops fake_ops = {
     .has_snapshot = fake_has,
     .query_memory = fake_mem,
     .set_balloon = fake_balloon,
+    .list_snapshots = fake_list,
 };
 
 static void fake_complete(const struct bridge_backend_result *r)

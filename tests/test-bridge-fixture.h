@@ -22,10 +22,16 @@ struct bridge_backend {
     enum vms_op last_op;
     char last_tag[VMS_STR_MAX + 1];
     int calls, ready;
+    /* list_snapshots, kept apart: it runs beside the other operations */
+    bridge_backend_done_fn list_done;
+    void *list_opaque;
+    int lists;
 };
 extern struct bridge_backend fake;
 /* Complete the pending backend operation with @st. */
 void fake_finish(enum vms_status st);
+/* Answer the pending list_snapshots with @names (0 if none was pending, else 1). */
+int fake_list_finish(const char *const *names, unsigned n);
 /* Complete a pending recover as the hypervisor would for a command it never received. */
 void fake_finish_never_started(void);
 

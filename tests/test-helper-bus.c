@@ -221,11 +221,12 @@ Test(helper, listener_dropped_with_its_connection)
     cr_assert(log_contains("removed"), "registration not removed (see %s)", F.helper_log);
     /* With no listener left the event is held, and a late listener still gets it. */
     fx_bridge_event(&F, rid, "save", 0, APP, "kept", "s1", 1);
-    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    usleep(300000);
     cr_assert(log_contains("holding save completion"));
     late = fx_client(&F);
     cr_assert_eq(fx_register(late, APP), 0);
     assert_completed(late, rid, "kept");
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000)); /* acked once delivered */
     fx_client_close(late);
 }
 
@@ -238,18 +239,19 @@ Test(helper, grace_period_then_drop)
     fx_start(&F, NULL); /* grace_period_ms = 1500 */
     fx_bridge_handshake(&F, 1);
     fx_bridge_event(&F, r1, "restore", 0, APP, "message from the other instance", "s1", 1);
-    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000)); /* acked while held */
-    usleep(500000);
+    /* held, not acked yet: acked when it leaves the hold */
+    cr_assert_eq(fx_bridge_count(&F, VMS_MSG_ACK, 500), 0);
     c = fx_client(&F);
     cr_assert_eq(fx_register(c, APP), 0); /* within the grace period */
     assert_completed(c, r1, "message from the other instance");
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000)); /* delivered: acked */
     fx_client_close(c);
     usleep(200000); /* its registration ends (NameOwnerChanged) */
 
     fx_bridge_event(&F, r2, "save", 0, APP, "late", "s2", 2);
-    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
     usleep(2200000); /* past the grace period */
     cr_assert(log_contains("no listener registered within 1500 ms"));
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000)); /* dropped: acked (processed) */
     c = fx_client(&F);
     cr_assert_eq(fx_register(c, APP), 0);
     assert_no_completed(c, 300);
@@ -775,6 +777,19 @@ Test(helper, device_ports_host_gone_no_spin)
 }
 
 /* A list completion updates the States property (and announces it with PropertiesChanged). */
+/* @e: an ok Event for @rid (op, app id, epoch 1, @seq) for the test to complete and send. */
+static void event_init(struct vms_msg *e, const char *rid, const char *op, const char *app,
+                       uint64_t seq)
+{
+    vms_msg_init(e, VMS_MSG_EVENT);
+    vms_msg_set_str(e, VMS_F_REQUEST_ID, rid);
+    vms_msg_set_str(e, VMS_F_OP, op);
+    vms_msg_set_u64(e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(e, VMS_F_SEQ, seq);
+    vms_msg_set_str(e, VMS_F_APP_ID, app);
+}
+
 Test(helper, list_updates_states_property)
 {
     DBusConnection *c;
@@ -789,13 +804,7 @@ Test(helper, list_updates_states_property)
     fx_start(&F, NULL);
     fx_bridge_handshake(&F, 1);
     c = fx_client(&F);
-    vms_msg_init(&e, VMS_MSG_EVENT);
-    vms_msg_set_str(&e, VMS_F_REQUEST_ID, "0000000000000000000000000000cccc");
-    vms_msg_set_str(&e, VMS_F_OP, "list");
-    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
-    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
-    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
-    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    event_init(&e, "0000000000000000000000000000cccc", "list", APP, 1);
     cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
     fx_bridge_send(&F, &e);
     vms_msg_clear(&e);
@@ -907,4 +916,281 @@ Test(helper, udev_ports_missing_no_spin)
     cr_assert_not_null(id, "%s", err);
     cr_assert_eq(bridge_connected(c), 0);
     fx_client_close(c);
+}
+
+/* ---- issue 14: state changes reach every listener; issue 13 items 9-11 ---- */
+
+/* The next StateSaved/StateDeleted on @c: checks its arguments. */
+static void assert_state_signal(DBusConnection *c, const char *member, const char *state_id,
+                                const char *creator)
+{
+    DBusMessage *s = fx_wait_signal(c, member, 3000);
+    const char *sid, *label, *app, *parent;
+    dbus_uint64_t epoch;
+
+    cr_assert_not_null(s, "no %s for %s", member, state_id);
+    cr_assert(dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_STRING, &label,
+                                    DBUS_TYPE_STRING, &app, DBUS_TYPE_STRING, &parent,
+                                    DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID),
+              "%s has signature %s", member, dbus_message_get_signature(s));
+    cr_assert_str_eq(sid, state_id);
+    cr_assert_str_eq(app, creator);
+    cr_assert_str_eq(label, "before upgrade");
+    cr_assert_eq(epoch, 1);
+    /* unicast: addressed to this listener, not broadcast to the bus */
+    cr_assert_not_null(dbus_message_get_destination(s));
+    dbus_message_unref(s);
+}
+
+Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
+{
+    DBusConnection *a, *b, *outsider;
+    const char *err = NULL, *other = "org.example.Other";
+    char extra[200];
+    struct fx_opts o = {.extra_config = extra};
+    struct vms_msg e;
+
+    snprintf(extra, sizeof(extra), "allow_users = %u\n", (unsigned)getuid());
+    fx_start(&F, &o);
+    fx_bridge_handshake(&F, 1);
+    a = fx_client(&F);
+    b = fx_client(&F);
+    cr_assert_eq(fx_register(a, APP), 0);
+    cr_assert_eq(fx_register(b, other), 0);
+    outsider = fx_client_as(&F, plain_uid()); /* not in allow_users */
+    cr_assert_null(fx_call(outsider, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &other,
+                           DBUS_TYPE_INVALID));
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+
+    event_init(&e, "0000000000000000000000000000dd01", "save", APP, 1);
+    vms_msg_set_str(&e, VMS_F_STATE_ID, "st-1");
+    vms_msg_set_str(&e, VMS_F_LABEL, "before upgrade");
+    vms_msg_set_app_data(&e, "A's secret data", 15);
+    fx_bridge_send(&F, &e);
+    assert_completed(a, e.request_id, "A's secret data");
+    assert_state_signal(a, "StateSaved", "st-1", APP);
+    assert_state_signal(b, "StateSaved", "st-1", APP); /* another app's listener hears it */
+    assert_no_completed(b, 200);                       /* ... but never A's data */
+    cr_assert_null(fx_wait_signal(outsider, "StateSaved", 300), "an outsider heard StateSaved");
+
+    /* B deletes it: the event names the state's creator, A */
+    vms_msg_clear(&e);
+    event_init(&e, "0000000000000000000000000000dd02", "delete", other, 2);
+    vms_msg_set_str(&e, VMS_F_STATE_ID, "st-1");
+    vms_msg_set_str(&e, VMS_F_LABEL, "before upgrade");
+    vms_msg_set_str(&e, VMS_F_CREATOR, APP);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    assert_state_signal(a, "StateDeleted", "st-1", APP);
+    assert_state_signal(b, "StateDeleted", "st-1", APP);
+    cr_assert_null(fx_wait_signal(outsider, "StateDeleted", 300));
+    fx_client_close(a);
+    fx_client_close(b);
+    fx_client_close(outsider);
+}
+
+/* Issue 13, item 9: one uid cannot take every listener slot, and a completion whose app could
+ * not register is not acked as delivered. */
+Test(helper, listener_shares_per_uid_and_no_ack_for_refused_listener)
+{
+    DBusConnection *hog, *root;
+    char extra[200];
+    struct fx_opts o = {.extra_config = extra};
+    const char *err = NULL, *third = "org.example.Third";
+    char rid[] = "0000000000000000000000000000ee01";
+
+    if (getuid() != 0)
+        cr_skip_test("needs root to call as another uid");
+    snprintf(extra, sizeof(extra),
+             "allow_users = %u\nmax_listeners = 4\nmax_listeners_per_uid = 2\n",
+             (unsigned)plain_uid());
+    fx_start(&F, &o);
+    fx_bridge_handshake(&F, 1);
+    hog = fx_client_as(&F, plain_uid());
+    cr_assert_eq(fx_register(hog, "org.example.A"), 0);
+    cr_assert_eq(fx_register(hog, "org.example.B"), 0);
+    cr_assert_null(
+        fx_call(hog, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &third, DBUS_TYPE_INVALID));
+    cr_assert_str_eq(err, "org.vmstate.Error.LimitReached");
+    cr_assert(strstr(fx_error_message, "max_listeners_per_uid"), "%s", fx_error_message);
+
+    /* the refused app's completion: held, and when the grace period ends not acked */
+    fx_bridge_event(&F, rid, "save", 0, third, "for the third app", "s9", 1);
+    usleep(2000000); /* grace_period_ms = 1500 */
+    cr_assert(log_contains("not acked"), "see %s", F.helper_log);
+    cr_assert_eq(fx_bridge_count(&F, VMS_MSG_ACK, 200), 0, "an undelivered completion was acked");
+
+    /* root's own app still registers: the other uid could not fill the table */
+    root = fx_client(&F);
+    cr_assert_eq(fx_register(root, third), 0);
+    /* the bridge resends the unacked event (next session): now it is delivered and acked */
+    fx_bridge_event(&F, rid, "save", 0, third, "for the third app", "s9", 1);
+    {
+        DBusMessage *s = fx_wait_signal(root, "Completed", 3000);
+        cr_assert_not_null(s, "the resent completion was not delivered");
+        dbus_message_unref(s);
+    }
+    fx_msg_free(fx_bridge_expect(&F, VMS_MSG_ACK, 3000));
+    fx_client_close(hog);
+    fx_client_close(root);
+}
+
+/* Get(States) for @c: 1 if answered, 0 if refused with Permission. */
+static int get_states(DBusConnection *c)
+{
+    const char *iface = "org.vmstate.Helper1", *prop = "States";
+    DBusMessage *m, *r;
+    DBusError e;
+    int ok;
+
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "Get");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+                             DBUS_TYPE_INVALID);
+    dbus_error_init(&e);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, &e);
+    dbus_message_unref(m);
+    ok = r != NULL;
+    if (!ok)
+        cr_assert_str_eq(e.name, "org.vmstate.Error.Permission");
+    dbus_error_free(&e);
+    if (r)
+        dbus_message_unref(r);
+    return ok;
+}
+
+/* 1 if GetAll for @c lists States. */
+static int getall_has_states(DBusConnection *c)
+{
+    const char *iface = "org.vmstate.Helper1";
+    DBusMessage *m, *r;
+    DBusMessageIter it, dict;
+    int found = 0;
+
+    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                     "org.freedesktop.DBus.Properties", "GetAll");
+    dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_INVALID);
+    r = dbus_connection_send_with_reply_and_block(c, m, 2000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r);
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &dict);
+    while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
+        DBusMessageIter ent;
+        const char *key;
+        dbus_message_iter_recurse(&dict, &ent);
+        dbus_message_iter_get_basic(&ent, &key);
+        found |= !strcmp(key, "States");
+        dbus_message_iter_next(&dict);
+    }
+    dbus_message_unref(r);
+    return found;
+}
+
+/* Issue 13, item 10: the States property follows ListStates' allow-list. */
+Test(helper, states_property_only_for_allowed_callers)
+{
+    DBusConnection *outsider, *insider;
+    DBusMessage *pc = NULL;
+    struct vms_msg e;
+    struct vms_state_info s1 = {.id = "s1", .label = "one", .app_id = APP, .created = 5};
+    uint64_t until;
+
+    if (getuid() != 0)
+        cr_skip_test("needs root to call as another uid");
+    fx_start(&F, NULL); /* allow_users: 4242 and root */
+    fx_bridge_handshake(&F, 1);
+    outsider = fx_client_as(&F, plain_uid());
+    insider = fx_client(&F);
+    dbus_bus_add_match(outsider, "type='signal',interface='org.freedesktop.DBus.Properties'", NULL);
+    cr_assert_eq(get_states(outsider), 0, "States readable outside the allow-list");
+    cr_assert_eq(getall_has_states(outsider), 0, "GetAll shows States outside the allow-list");
+    cr_assert_eq(get_states(insider), 1);
+    cr_assert_eq(getall_has_states(insider), 1);
+
+    event_init(&e, "0000000000000000000000000000cc01", "list", APP, 1);
+    cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    /* PropertiesChanged reaches the outsider too (a broadcast): it must not carry the list */
+    until = fx_now_ms() + fx_ms(3000);
+    while (!pc && fx_now_ms() < until) {
+        DBusMessage *m;
+        dbus_connection_read_write(outsider, 100);
+        while ((m = dbus_connection_pop_message(outsider))) {
+            if (!pc &&
+                dbus_message_is_signal(m, "org.freedesktop.DBus.Properties", "PropertiesChanged"))
+                pc = m;
+            else
+                dbus_message_unref(m);
+        }
+    }
+    cr_assert_not_null(pc, "no PropertiesChanged for States");
+    {
+        DBusMessageIter it, dict, inval;
+        const char *name = "";
+        dbus_message_iter_init(pc, &it);
+        dbus_message_iter_next(&it);
+        dbus_message_iter_recurse(&it, &dict);
+        cr_assert_neq(dbus_message_iter_get_arg_type(&dict), DBUS_TYPE_DICT_ENTRY,
+                      "PropertiesChanged carries the States value");
+        dbus_message_iter_next(&it);
+        dbus_message_iter_recurse(&it, &inval);
+        cr_assert_eq(dbus_message_iter_get_arg_type(&inval), DBUS_TYPE_STRING);
+        dbus_message_iter_get_basic(&inval, &name);
+        cr_assert_str_eq(name, "States");
+    }
+    dbus_message_unref(pc);
+    fx_client_close(outsider);
+    fx_client_close(insider);
+}
+
+/* Inhibit(@id) from @c: NULL if accepted, else the error name. */
+static const char *inhibit(DBusConnection *c, const char *id)
+{
+    const char *reason = "busy writing", *err = NULL;
+    DBusMessage *r = fx_call(c, "Inhibit", 2000, &err, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING,
+                             &reason, DBUS_TYPE_INVALID);
+    if (r) {
+        dbus_message_unref(r);
+        return NULL;
+    }
+    return err;
+}
+
+/* Issue 13, item 11: only a registered listener (or root) may veto a save; the veto is logged
+ * with the caller. */
+Test(helper, inhibit_only_by_a_registered_listener)
+{
+    DBusConnection *c, *keep;
+    char extra[200];
+    struct fx_opts o = {.extra_config = extra};
+    const char *id = "0000000000000000000000000000ff01", *err;
+    struct vms_msg *ready;
+
+    if (getuid() != 0)
+        cr_skip_test("needs root to call as another uid");
+    snprintf(extra, sizeof(extra), "allow_users = %u\nprepare_window_ms = 3000\n",
+             (unsigned)plain_uid());
+    fx_start(&F, &o);
+    fx_bridge_handshake_caps(&F, 1, VMS_CAP_KNOWN);
+    keep = fx_client(&F); /* a listener, so that the prepare window is open */
+    cr_assert_eq(fx_register(keep, "org.example.Keep"), 0);
+    c = fx_client_as(&F, plain_uid());
+    fx_bridge_prepare(&F, id, "nightly");
+    usleep(100000);
+    err = inhibit(c, id);
+    cr_assert_not_null(err, "an allowed uid without a listener vetoed the save");
+    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert(log_contains("Inhibit refused"));
+    cr_assert_eq(fx_register(c, APP), 0);
+    err = inhibit(c, id);
+    cr_assert_null(err, "a registered listener could not inhibit: %s", err);
+    ready = fx_bridge_expect(&F, VMS_MSG_READY, 3000);
+    cr_assert_not_null(ready);
+    cr_assert_eq(ready->status, VMS_STATUS_ERR_INHIBITED);
+    cr_assert(log_contains("Inhibit by uid"));
+    fx_msg_free(ready);
+    fx_client_close(c);
+    fx_client_close(keep);
 }

@@ -511,3 +511,52 @@ Test(proto, channel_output_queue_bounded)
     vms_msg_clear(&m);
     vms_channel_free(&a);
 }
+
+/* Issue 14: follow-ups, their results, quotas and the hostinfo fields round-trip; the lists
+ * are capped and their names checked like every other id. */
+Test(proto, issue14_lists_round_trip_and_caps)
+{
+    struct vms_msg m, out;
+
+    fill_request(&m);
+    cr_assert_eq(vms_msg_add_followup(&m, "set-memory", 256u << 20), 0);
+    cr_assert_eq(vms_msg_add_followup(&m, "hostinfo", 0), 0);
+    cr_assert_eq(round_trip(&m, &out, NULL), VMS_DECODE_OK);
+    cr_assert_eq(out.n_followups, 2);
+    cr_assert_str_eq(out.followups[0].op, "set-memory");
+    cr_assert_eq(out.followups[0].arg, 256u << 20);
+    vms_msg_clear(&out);
+    for (int i = 2; i < VMS_FOLLOWUPS_MAX; i++)
+        cr_assert_eq(vms_msg_add_followup(&m, "hostinfo", 0), 0);
+    cr_assert_eq(vms_msg_add_followup(&m, "hostinfo", 0), -1, "over VMS_FOLLOWUPS_MAX");
+    cr_assert_eq(vms_msg_add_followup(&m, "bad name", 0), -1);
+    cr_assert_eq(vms_msg_add_followup(&m, "a-name-of-thirty-two-bytes-abcde", 0), -1);
+    vms_msg_clear(&m);
+
+    vms_msg_init(&m, VMS_MSG_EVENT);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, "0123456789abcdef0123456789abcdef");
+    vms_msg_set_str(&m, VMS_F_OP, "restore");
+    vms_msg_set_u64(&m, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 2);
+    vms_msg_set_u64(&m, VMS_F_SEQ, 9);
+    vms_msg_set_str(&m, VMS_F_CREATOR, "org.example.A");
+    cr_assert_eq(vms_msg_add_result(&m, "set-memory", 7, "the hypervisor failed"), 0);
+    cr_assert_eq(vms_msg_add_result(&m, "hostinfo", 0, ""), 0);
+    cr_assert_eq(vms_msg_add_result(&m, "hostinfo", 0, "bad\ntext"), -1);
+    cr_assert_eq(vms_msg_add_quota(&m, "states", 16, 3), 0);
+    vms_msg_set_u64(&m, VMS_F_HOST_MEM_TOTAL, 1ull << 34);
+    vms_msg_set_u64(&m, VMS_F_HOST_CPUS, 8);
+    vms_msg_set_str(&m, VMS_F_OPS, "save restore list");
+    cr_assert_eq(round_trip(&m, &out, NULL), VMS_DECODE_OK);
+    cr_assert_str_eq(out.creator, "org.example.A");
+    cr_assert_eq(out.n_results, 2);
+    cr_assert_eq(out.results[0].status, 7);
+    cr_assert_str_eq(out.results[0].message, "the hypervisor failed");
+    cr_assert_eq(out.n_quotas, 1);
+    cr_assert_eq(out.quotas[0].used, 3);
+    cr_assert_eq(out.host_mem_total, 1ull << 34);
+    cr_assert_eq(out.host_cpus, 8);
+    cr_assert_str_eq(out.ops, "save restore list");
+    vms_msg_clear(&out);
+    vms_msg_clear(&m);
+}

@@ -22,6 +22,7 @@
 #include "bridge-config.h"
 #include "ctl.h"
 #include "db.h"
+#include "rights.h"
 #include "vms-log.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/vmstate/vmstate-bridged.conf"
@@ -33,8 +34,12 @@ static void usage(FILE *f)
             "  principal-add NAME [--secret-file FILE] [--cost default|interactive|test]\n"
             "                 the secret is read from FILE or stdin (first line)\n"
             "  principal-remove NAME\n"
-            "  grant PRINCIPAL VM OP...     OP: save restore list delete hostinfo set-memory all\n"
-            "  revoke PRINCIPAL VM OP...\n"
+            "  grant PRINCIPAL VM OP... [--uid UID]\n"
+            "                 OP: save restore list delete hostinfo set-memory all, and the\n"
+            "                 rights \"all\" does not include: restore-any delete-any (another\n"
+            "                 app's states), restore-foreign (snapshots vmstate did not make).\n"
+            "                 --uid: only for requests made by that guest uid\n"
+            "  revoke PRINCIPAL VM OP...    (every uid's grant of OP)\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
             "  libvirt-setup DOMAIN [--uri URI] [--dir DIR] [--apply]\n"
             "                 the domain XML with the bridge's two port channels (printed,\n"
@@ -78,7 +83,8 @@ static int read_secret(const char *file, char *out, size_t len)
 
 static int valid_op(const char *op)
 {
-    return !strcmp(op, "all") || vms_op_from_name(op) != VMS_OP_UNKNOWN;
+    return !strcmp(op, "all") || vms_op_from_name(op) != VMS_OP_UNKNOWN ||
+           bridge_right_is_extra(op);
 }
 
 static int print_query(struct bridge_db *db, const char *sql, const char *vm)
@@ -239,7 +245,19 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "grant") || !strcmp(cmd, "revoke")) {
         const char *principal, *vm;
         char hash[crypto_pwhash_STRBYTES + 1];
-        if (argc - optind < 3)
+        long long uid = -1;
+        int last = argc;
+        if (argc - optind >= 2 && !strcmp(argv[argc - 2], "--uid")) {
+            char *end;
+            uid = strtoll(argv[argc - 1], &end, 10);
+            if (!argv[argc - 1][0] || *end || uid < 0 || uid > 0xffffffffLL ||
+                strcmp(cmd, "grant")) {
+                fprintf(stderr, "vmstate-admin: --uid takes a guest uid (grant only)\n");
+                goto bad_usage;
+            }
+            last = argc - 2;
+        }
+        if (last - optind < 3)
             goto bad_usage;
         principal = argv[optind];
         vm = argv[optind + 1];
@@ -247,14 +265,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "vmstate-admin: no principal %s\n", principal);
             goto out;
         }
-        for (int i = optind + 2; i < argc; i++)
+        for (int i = optind + 2; i < last; i++)
             if (!valid_op(argv[i])) {
                 fprintf(stderr, "vmstate-admin: unknown operation '%s'\n", argv[i]);
                 goto out;
             }
-        for (int i = optind + 2; i < argc; i++)
-            if ((!strcmp(cmd, "grant") ? bridge_db_right_grant
-                                       : bridge_db_right_revoke)(&db, principal, vm, argv[i]) < 0)
+        for (int i = optind + 2; i < last; i++)
+            if ((!strcmp(cmd, "grant")
+                     ? bridge_db_right_grant_uid(&db, principal, vm, argv[i], (int64_t)uid)
+                     : bridge_db_right_revoke(&db, principal, vm, argv[i])) < 0)
                 goto out;
         rc = 0;
     } else if (!strcmp(cmd, "principals")) {
@@ -263,22 +282,28 @@ int main(int argc, char **argv)
                          "principals ORDER BY name",
                          NULL);
     } else if (!strcmp(cmd, "rights")) {
-        rc = print_query(&db, "SELECT principal, vm, op FROM rights ORDER BY 1,2,3", NULL);
+        rc = print_query(&db,
+                         "SELECT principal, vm, op, CASE uid WHEN -1 THEN 'any' ELSE uid END AS "
+                         "uid FROM rights ORDER BY 1,2,3,4",
+                         NULL);
     } else if (!strcmp(cmd, "states") || !strcmp(cmd, "requests") || !strcmp(cmd, "events")) {
         const char *vm = optind < argc ? argv[optind] : NULL;
         const char *sql;
         if (!strcmp(cmd, "states"))
             sql = vm ? "SELECT vm, id, label, app_id, request_id, parent, "
-                       "datetime(created,'unixepoch') AS created FROM states WHERE vm = ? ORDER "
-                       "BY rowid"
+                       "datetime(created,'unixepoch') AS created, status, principal FROM states "
+                       "WHERE vm = ? ORDER BY rowid"
                      : "SELECT vm, id, label, app_id, request_id, parent, "
-                       "datetime(created,'unixepoch') AS created FROM states ORDER BY rowid";
+                       "datetime(created,'unixepoch') AS created, status, principal FROM states "
+                       "ORDER BY rowid";
         else if (!strcmp(cmd, "requests"))
+            /* new columns last: scripts index the older ones */
             sql = vm ? "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
-                       "length(app_data) AS app_data_bytes, epoch FROM requests WHERE vm = ? "
-                       "ORDER BY rowid"
+                       "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
+                       "ELSE uid END AS uid, followups FROM requests WHERE vm = ? ORDER BY rowid"
                      : "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
-                       "length(app_data) AS app_data_bytes, epoch FROM requests ORDER BY rowid";
+                       "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
+                       "ELSE uid END AS uid, followups FROM requests ORDER BY rowid";
         else
             sql = vm ? "SELECT vm, epoch, seq, request_id, op, status, reason, acked, superseded "
                        "FROM events WHERE vm = ? ORDER BY seq"

@@ -109,6 +109,13 @@ struct bridge_backend {
         void *opaque;
         double deadline;
     } mig;
+    /* set-memory through virtio-mem: requested-size is set, then `size` is polled */
+    struct {
+        struct qmp_call *c; /* c->bytes: the plugged size asked for; c->tag: the device */
+        uint64_t base, size;
+        double last_change, deadline, next_poll;
+        int asking;
+    } hp;
     struct {
         struct qmp_call *c;
         uint64_t actual;
@@ -685,35 +692,66 @@ static void call_finish(struct qmp_call *c, enum vms_status st, const char *msg,
     free(c);
 }
 
-static void on_block_nodes(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+/* The snapshot list (a JSON array, or NULL) of the first snapshotted node in a
+ * query-named-block-nodes answer: internal snapshots span the VM's disks, and the first
+ * holds the VM state. */
+static json_object *first_node_snapshots(struct bridge_backend *q, json_object *ret)
 {
-    struct qmp_call *c = arg;
-    size_t n;
-    (void)q;
-
-    if (err) {
-        call_finish(c, err_status(err), err, 0);
-        return;
-    }
-    n = jarray_len(ret);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < jarray_len(ret); i++) {
         json_object *node = json_object_array_get_idx(ret, i), *name, *image, *snaps;
         if (!json_object_object_get_ex(node, "node-name", &name) ||
             strcmp(jstr(name), q->cfg->nodes[0]) ||
             !json_object_object_get_ex(node, "image", &image))
             continue;
-        if (!json_object_object_get_ex(image, "snapshots", &snaps))
-            break;
-        for (size_t k = 0; k < jarray_len(snaps); k++) {
-            json_object *s = json_object_array_get_idx(snaps, k), *sn;
-            if (json_object_object_get_ex(s, "name", &sn) && !strcmp(jstr(sn), c->tag)) {
-                call_finish(c, VMS_STATUS_OK, "", 0);
-                return;
-            }
+        return json_object_object_get_ex(image, "snapshots", &snaps) ? snaps : NULL;
+    }
+    return NULL;
+}
+
+static void on_block_nodes(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *snaps;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    snaps = first_node_snapshots(q, ret);
+    for (size_t k = 0; snaps && k < jarray_len(snaps); k++) {
+        json_object *s = json_object_array_get_idx(snaps, k), *sn;
+        if (json_object_object_get_ex(s, "name", &sn) && !strcmp(jstr(sn), c->tag)) {
+            call_finish(c, VMS_STATUS_OK, "", 0);
+            return;
         }
-        break;
     }
     call_finish(c, VMS_STATUS_ERR_NOT_FOUND, "no such snapshot", 0);
+}
+
+/* query-named-block-nodes for list_snapshots: the first snapshotted node's snapshot names. */
+static void on_block_nodes_list(struct bridge_backend *q, json_object *ret, const char *err,
+                                void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK};
+    const char *names[VMS_STATES_MAX];
+    unsigned n_names = 0;
+    json_object *snaps;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    snaps = first_node_snapshots(q, ret);
+    for (size_t k = 0; snaps && k < jarray_len(snaps) && n_names < VMS_STATES_MAX; k++) {
+        json_object *s = json_object_array_get_idx(snaps, k), *sn;
+        if (json_object_object_get_ex(s, "name", &sn))
+            names[n_names++] = jstr(sn);
+    }
+    r.snapshots = names;
+    r.n_snapshots = n_names;
+    c->done(c->opaque, &r);
+    free(c);
 }
 
 static struct qmp_call *call_new(bridge_backend_done_fn done, void *opaque)
@@ -741,6 +779,150 @@ static int qmp_has_snapshot(struct bridge_backend *q, const char *tag, bridge_ba
     return 0;
 }
 
+/* ---- memory hotplug (virtio-mem) ---- */
+
+#define HOTPLUG_POLL_S   0.2
+#define HOTPLUG_SETTLE_S 3.0
+#define HOTPLUG_BLOCK    (2ull << 20) /* virtio-mem's default block size on x86-64 */
+
+static void hotplug_finish(struct bridge_backend *q, enum vms_status st, const char *why)
+{
+    struct qmp_call *c = q->hp.c;
+    struct bridge_backend_result r = {.status = st, .base_bytes = q->hp.base};
+
+    if (!c)
+        return;
+    q->hp.c = NULL;
+    r.mem_bytes = q->hp.base + q->hp.size;
+    r.bytes = c->bytes;
+    snprintf(r.message, sizeof(r.message), "%s", why ? why : "");
+    vms_info(vmname(q), NULL, "qmp: %s plugged %llu of %llu bytes (boot %llu)%s%s", c->tag,
+             (unsigned long long)q->hp.size, (unsigned long long)c->bytes,
+             (unsigned long long)q->hp.base, why ? ": " : "", why ? why : "");
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static void on_hotplug_size(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    uint64_t size;
+    (void)arg;
+
+    q->hp.asking = 0;
+    if (!q->hp.c)
+        return;
+    if (err) {
+        hotplug_finish(q, err_status(err), err);
+        return;
+    }
+    size = (uint64_t)json_object_get_int64(ret);
+    if (size != q->hp.size) {
+        q->hp.size = size;
+        q->hp.last_change = q->now;
+    }
+    if (size == q->hp.c->bytes)
+        hotplug_finish(q, VMS_STATUS_OK, NULL);
+}
+
+static void hotplug_poll(struct bridge_backend *q)
+{
+    json_object *args;
+
+    if (q->hp.asking)
+        return;
+    if (q->now - q->hp.last_change >= HOTPLUG_SETTLE_S || q->now >= q->hp.deadline) {
+        /* the guest plugs what it can (it may lack memory for its memmap): report that */
+        hotplug_finish(q, VMS_STATUS_OK, "the guest stopped short of the requested size");
+        return;
+    }
+    q->hp.next_poll = q->now + HOTPLUG_POLL_S;
+    args = json_object_new_object();
+    json_object_object_add(args, "path", json_object_new_string(q->hp.c->tag));
+    json_object_object_add(args, "property", json_object_new_string("size"));
+    if (qmp_command(q, "qom-get", args, qmp_timeout(q), on_hotplug_size, NULL) == 0)
+        q->hp.asking = 1;
+}
+
+static void on_hotplug_set(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    (void)arg;
+    if (!q->hp.c)
+        return;
+    if (err) {
+        hotplug_finish(q, err_status(err), err);
+        return;
+    }
+    q->hp.last_change = q->now;
+    hotplug_poll(q);
+}
+
+static void on_hotplug_base(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = q->hp.c;
+    json_object *base, *args;
+    uint64_t total = c ? c->bytes : 0; /* until now: the total size asked for */
+    (void)arg;
+
+    if (!c)
+        return;
+    if (err || !json_object_object_get_ex(ret, "base-memory", &base)) {
+        hotplug_finish(q, err ? err_status(err) : VMS_STATUS_ERR_BACKEND,
+                       err ? err : "no base-memory in query-memory-size-summary");
+        return;
+    }
+    q->hp.base = (uint64_t)json_object_get_int64(base);
+    c->bytes = total > q->hp.base
+                   ? (total - q->hp.base + HOTPLUG_BLOCK - 1) / HOTPLUG_BLOCK * HOTPLUG_BLOCK
+                   : 0;
+    args = json_object_new_object();
+    json_object_object_add(args, "path", json_object_new_string(c->tag));
+    json_object_object_add(args, "property", json_object_new_string("requested-size"));
+    json_object_object_add(args, "value", json_object_new_int64((int64_t)c->bytes));
+    if (qmp_command(q, "qom-set", args, qmp_timeout(q), on_hotplug_set, NULL) < 0)
+        hotplug_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "QMP unavailable");
+}
+
+static int qmp_set_hotplug(struct bridge_backend *q, const char *device, uint64_t bytes,
+                           bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c;
+
+    if (q->hp.c || strlen(device) + sizeof("/machine/peripheral/") > sizeof(c->tag))
+        return -1;
+    c = call_new(done, opaque);
+    if (!c)
+        return -1;
+    snprintf(c->tag, sizeof(c->tag), "/machine/peripheral/%s", device);
+    c->bytes = bytes;
+    q->hp.c = c;
+    q->hp.size = 0;
+    q->hp.asking = 0;
+    q->hp.last_change = 0; /* no polling until requested-size is set */
+    q->hp.deadline = q->now + (q->cfg->job_timeout ? q->cfg->job_timeout : 120);
+    if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_hotplug_base, NULL) <
+        0) {
+        q->hp.c = NULL;
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int qmp_list_snapshots(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "query-named-block-nodes", NULL, qmp_timeout(q), on_block_nodes_list, c) <
+        0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 static void on_memory_summary(struct bridge_backend *q, json_object *ret, const char *err,
                               void *arg)
 {
@@ -760,13 +942,31 @@ static void on_memory_summary(struct bridge_backend *q, json_object *ret, const 
     call_finish(c, VMS_STATUS_OK, "", mem);
 }
 
+/* query_memory with a balloon: its actual size (c->bytes) plus the hot-plugged memory. */
+static void on_memory_plugged(struct bridge_backend *q, json_object *ret, const char *err,
+                              void *arg)
+{
+    struct qmp_call *c = arg;
+    json_object *plugged;
+    uint64_t mem = c->bytes;
+    (void)q;
+
+    if (!err && json_object_object_get_ex(ret, "plugged-memory", &plugged))
+        mem += (uint64_t)json_object_get_int64(plugged);
+    call_finish(c, VMS_STATUS_OK, "", mem);
+}
+
 static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     struct qmp_call *c = arg;
     json_object *actual;
 
     if (!err && json_object_object_get_ex(ret, "actual", &actual)) {
-        call_finish(c, VMS_STATUS_OK, "", (uint64_t)json_object_get_int64(actual));
+        /* the balloon covers the boot memory; hot-plugged memory (virtio-mem) comes on top */
+        c->bytes = (uint64_t)json_object_get_int64(actual);
+        if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_memory_plugged,
+                        c) < 0)
+            call_finish(c, VMS_STATUS_OK, "", c->bytes);
         return;
     }
     if (err && (!strcmp(err, "lost") || !strcmp(err, "timeout"))) {
@@ -1386,6 +1586,7 @@ static void qmp_disconnect(struct bridge_backend *q, const char *why)
     if (q->mig.active) /* QEMU quits after a checkpoint only when told: this is a failure */
         mig_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "QMP lost during the checkpoint");
     balloon_finish(q, "QMP lost while the balloon moved");
+    hotplug_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "QMP lost while memory was plugged");
     if (was_ready && q->hooks->lost)
         q->hooks->lost(q->opaque);
 }
@@ -1448,6 +1649,8 @@ static void qmp_tick(struct bridge_backend *q, double now)
     }
     if (q->bal.c && (now - q->bal.last_change >= BRIDGE_BALLOON_SETTLE_S || now >= q->bal.deadline))
         balloon_settle(q);
+    if (q->hp.c && q->hp.last_change > 0 && now >= q->hp.next_poll)
+        hotplug_poll(q);
     if (q->mig.active && now >= q->mig.deadline)
         mig_finish(q, VMS_STATUS_ERR_TIMEOUT, "the checkpoint did not finish in time");
     if (q->job.phase != J_IDLE && now >= q->job.deadline) {
@@ -1499,6 +1702,7 @@ static void qmp_close(struct bridge_backend *q)
         free(c);
     }
     free(q->bal.c);
+    free(q->hp.c);
     if (q->mig.fd >= 0)
         close(q->mig.fd);
     free(q->rx);
@@ -1532,6 +1736,8 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .delete = qmp_delete,
     .recover = qmp_recover,
     .has_snapshot = qmp_has_snapshot,
+    .list_snapshots = qmp_list_snapshots,
+    .set_hotplug = qmp_set_hotplug,
     .query_memory = qmp_query_memory,
     .set_balloon = qmp_set_balloon,
     .query_status = qmp_query_status,

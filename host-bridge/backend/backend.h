@@ -36,6 +36,11 @@ struct bridge_backend_result {
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
+    /* set_hotplug: the VM's boot memory (set-memory at or below it is the balloon's) */
+    uint64_t base_bytes;
+    /* list_snapshots: the snapshot names the hypervisor holds (valid during the callback) */
+    const char *const *snapshots;
+    unsigned n_snapshots;
 };
 
 typedef void (*bridge_backend_done_fn)(void *opaque, const struct bridge_backend_result *r);
@@ -91,11 +96,22 @@ struct bridge_backend_ops {
     /* Does the hypervisor hold snapshot @tag? ok = yes, ERR_NOT_FOUND = no. */
     int (*has_snapshot)(struct bridge_backend *b, const char *tag, bridge_backend_done_fn done,
                         void *opaque);
+    /* The snapshot names the hypervisor holds for the VM (result.snapshots), to reconcile the
+     * bridge's catalogue with. Optional (NULL: the catalogue is not reconciled). */
+    int (*list_snapshots)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* The guest's memory size (balloon actual if there is a balloon, else the base size). */
     int (*query_memory)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Ask the balloon for @bytes of guest memory. */
     int (*set_balloon)(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn done,
                        void *opaque);
+    /*
+     * Memory beyond the boot size through the virtio-mem device @device (its qdev id): plug
+     * max(0, @bytes - boot size) and follow the device's size until it is reached or stops
+     * moving. result: mem_bytes = boot + plugged, base_bytes = boot. Optional (NULL: no
+     * hotplug).
+     */
+    int (*set_hotplug)(struct bridge_backend *b, const char *device, uint64_t bytes,
+                       bridge_backend_done_fn done, void *opaque);
     /* The VM's run state (result.run_status). */
     int (*query_status)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* The drives in an I/O-error state (result.n_io, io_node, io_status). */

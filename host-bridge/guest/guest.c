@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "rights.h"
 #include "vms-log.h"
 
 static const char *vmname(const struct bridge_vm *vm)
@@ -249,6 +250,7 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         snprintf(r.state_id, sizeof(r.state_id), "%s", m->state_id);
     r.bytes = m->bytes;
     r.epoch = current_epoch(vm);
+    r.uid = vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1; /* journaled with the request */
 
     if (st == VMS_STATUS_ERR_DENIED) {
         snprintf(why, sizeof(why), "principal %.64s has no right '%s' on VM %.64s", r.principal,
@@ -261,10 +263,10 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         refuse_journaled(vm, &r, st, why);
         goto borrowed;
     }
-    if ((op == VMS_OP_RESTORE || op == VMS_OP_DELETE) &&
-        bridge_db_state_find(db, vmname(vm), r.state_id, NULL) != 1) {
-        /* filtered by VM: another VM's state is "not found" here, like a made-up one */
-        refuse_journaled(vm, &r, VMS_STATUS_ERR_NOT_FOUND, "no such state for this VM");
+    /* the uid's share of the right, follow-ups, the state's owner (rights.c) */
+    st = bridge_rights_judge(vm, m, &r, why, sizeof(why));
+    if (st != VMS_STATUS_OK) {
+        refuse_journaled(vm, &r, st, why);
         goto borrowed;
     }
     if (op == VMS_OP_SET_MEMORY) {
@@ -291,8 +293,10 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         goto borrowed;
     }
     /* journaled (durable): now it may be acknowledged */
-    vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s%s%s", vms_op_name(op),
-             r.app_id, r.principal, r.state_id[0] ? " state " : "", r.state_id);
+    vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s uid %lld%s%s%s%s",
+             vms_op_name(op), r.app_id, r.principal, (long long)r.uid,
+             r.state_id[0] ? " state " : "", r.state_id, r.followups[0] ? " then " : "",
+             r.followups);
     send_reply(vm, r.id, VMS_STATUS_OK, NULL);
     bridge_queue_push(&vm->queue, r.id);
     bridge_vm_kick(vm);

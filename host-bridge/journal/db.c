@@ -68,6 +68,21 @@ static const char *const migrations[] = {
     "  checkpoint TEXT PRIMARY KEY, to_tier TEXT NOT NULL, new_state_file TEXT NOT NULL,"
     "  new_ram_file TEXT NOT NULL, started INTEGER NOT NULL);"
     "CREATE TABLE tier_garbage (path TEXT PRIMARY KEY);",
+    /* issue 14 and 13 (guest side): the guest uid of each request and rights limited to one;
+     * follow-ups inside a restore; each state's owning principal and its standing in the
+     * hypervisor ('ok', 'lost': gone from the hypervisor, 'foreign': made behind our back) */
+    "ALTER TABLE requests ADD COLUMN uid INTEGER NOT NULL DEFAULT -1;"
+    "ALTER TABLE requests ADD COLUMN followups TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE states ADD COLUMN principal TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE states ADD COLUMN status TEXT NOT NULL DEFAULT 'ok' "
+    "  CHECK (status IN ('ok','lost','foreign'));"
+    "CREATE TABLE rights_by_uid ("
+    "  principal TEXT NOT NULL REFERENCES principals(name) ON DELETE CASCADE,"
+    "  vm TEXT NOT NULL, op TEXT NOT NULL, uid INTEGER NOT NULL DEFAULT -1,"
+    "  PRIMARY KEY (principal, vm, op, uid));"
+    "INSERT INTO rights_by_uid(principal, vm, op, uid) SELECT principal, vm, op, -1 FROM rights;"
+    "DROP TABLE rights;"
+    "ALTER TABLE rights_by_uid RENAME TO rights;",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
@@ -355,7 +370,7 @@ int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch
 
 #define REQ_COLS                                                                                   \
     "vm, id, op, app_id, principal, app_data, label, state_id, bytes, epoch, status, result, "     \
-    "message"
+    "message, uid, followups"
 
 static void request_from_row(sqlite3_stmt *st, struct bridge_request *r)
 {
@@ -384,6 +399,8 @@ static void request_from_row(sqlite3_stmt *st, struct bridge_request *r)
     r->status = status_from_name((const char *)sqlite3_column_text(st, 10));
     r->result = (uint32_t)sqlite3_column_int(st, 11);
     copy_col(st, 12, r->message, sizeof(r->message));
+    r->uid = sqlite3_column_int64(st, 13);
+    copy_col(st, 14, r->followups, sizeof(r->followups));
 }
 
 int bridge_db_request_find(struct bridge_db *db, const char *vm, const char *id,
@@ -415,7 +432,7 @@ int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *
 {
     sqlite3_stmt *st = prep(db, r->vm,
                             "INSERT INTO requests(" REQ_COLS ", accepted_at, done_at) VALUES "
-                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     int64_t now = now_s();
 
     if (!st)
@@ -436,11 +453,13 @@ int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *
     bind_text(st, 11, status_names[r->status]);
     sqlite3_bind_int(st, 12, (int)r->result);
     bind_text(st, 13, r->message);
-    sqlite3_bind_int64(st, 14, now);
+    sqlite3_bind_int64(st, 14, r->uid);
+    bind_text(st, 15, r->followups);
+    sqlite3_bind_int64(st, 16, now);
     if (r->status >= BRIDGE_REQ_DONE)
-        sqlite3_bind_int64(st, 15, now);
+        sqlite3_bind_int64(st, 17, now);
     else
-        sqlite3_bind_null(st, 15);
+        sqlite3_bind_null(st, 17);
     return step_done(db, r->vm, st, "journal request") < 0 ? -1 : 0;
 }
 
@@ -636,6 +655,69 @@ int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
     }
     unprep(db, st);
     return rc;
+}
+
+int bridge_db_state_owner(struct bridge_db *db, const char *vm, const char *id,
+                          struct bridge_state_owner *out)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT app_id, principal, status FROM states WHERE vm = ? AND id = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, out->app_id, sizeof(out->app_id));
+        copy_col(st, 1, out->principal, sizeof(out->principal));
+        copy_col(st, 2, out->status, sizeof(out->status));
+        rc = 1;
+    } else {
+        rc = rc == SQLITE_DONE ? 0 : -1;
+        if (rc < 0)
+            db_error(db, vm, "find state owner");
+    }
+    unprep(db, st);
+    return rc;
+}
+
+int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id, const char *principal,
+                        const char *status)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            principal ? "UPDATE states SET principal = ?3 WHERE vm = ?1 AND id = ?2"
+                                      : "UPDATE states SET status = ?4 WHERE vm = ?1 AND id = ?2");
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    bind_text(st, 2, id);
+    if (principal)
+        bind_text(st, 3, principal);
+    else
+        bind_text(st, 4, status);
+    return step_done(db, vm, st, "update state");
+}
+
+int bridge_db_state_ids(struct bridge_db *db, const char *vm, char (*ids)[VMS_STR_MAX + 1],
+                        char (*statuses)[8], int max)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT id, status FROM states WHERE vm = ? ORDER BY rowid LIMIT ?");
+    int n = 0, rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int(st, 2, max);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+        copy_col(st, 0, ids[n], VMS_STR_MAX + 1);
+        copy_col(st, 1, statuses[n], 8);
+        n++;
+    }
+    unprep(db, st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? n : -1;
 }
 
 int bridge_db_state_delete(struct bridge_db *db, const char *vm, const char *id)
@@ -894,14 +976,41 @@ int bridge_db_principal_hash(struct bridge_db *db, const char *name, char *hash,
 int bridge_db_right_grant(struct bridge_db *db, const char *principal, const char *vm,
                           const char *op)
 {
+    return bridge_db_right_grant_uid(db, principal, vm, op, -1);
+}
+
+int bridge_db_right_grant_uid(struct bridge_db *db, const char *principal, const char *vm,
+                              const char *op, int64_t uid)
+{
     sqlite3_stmt *st =
-        prep(db, vm, "INSERT OR IGNORE INTO rights(principal, vm, op) VALUES (?,?,?)");
+        prep(db, vm, "INSERT OR IGNORE INTO rights(principal, vm, op, uid) VALUES (?,?,?,?)");
     if (!st)
         return -1;
     bind_text(st, 1, principal);
     bind_text(st, 2, vm);
     bind_text(st, 3, op);
+    sqlite3_bind_int64(st, 4, uid < 0 ? -1 : uid);
     return step_done(db, vm, st, "grant") < 0 ? -1 : 0;
+}
+
+int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const char *vm,
+                              const char *op, int64_t uid)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT 1 FROM rights WHERE principal = ?1 AND vm = ?2 AND (op = ?3 OR "
+                            "(op = 'all' AND ?3 NOT IN ('restore-any', 'delete-any', "
+                            "'restore-foreign'))) AND uid IN (-1, ?4)");
+    int rc;
+    if (!st)
+        return -1;
+    bind_text(st, 1, principal);
+    bind_text(st, 2, vm);
+    bind_text(st, 3, op);
+    /* an unknown uid (an older helper) matches only rights that name no uid */
+    sqlite3_bind_int64(st, 4, uid < 0 ? -1 : uid);
+    rc = sqlite3_step(st);
+    unprep(db, st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,

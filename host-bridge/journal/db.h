@@ -11,7 +11,10 @@
  *   events     (vm, seq, epoch, request_id, op, status, reason, acked, superseded,
  *               created, payload = the marshalled Event)
  *   principals (name, hash = crypto_pwhash_str, created)
- *   rights     (principal, vm, op; op "all" grants every operation)
+ *   rights     (principal, vm, op, uid; op "all" grants every operation; uid -1: any guest
+ *               uid, else only requests made by that guest uid)
+ * The issue-14 migration adds requests.uid (-1 unknown) and requests.followups, states.principal
+ * (the owner) and states.status ('ok', 'lost', 'foreign').
  * Every query about states, requests and events takes the VM name: nothing
  * reads across VMs.
  *
@@ -25,7 +28,6 @@
 #include <stdint.h>
 
 #include "vms-proto.h"
-
 
 enum bridge_req_status {
     BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
@@ -66,6 +68,8 @@ struct bridge_request {
     enum bridge_req_status status;
     uint32_t result;
     char message[VMS_STR_MAX + 1];
+    int64_t uid;                     /* the guest uid that asked (-1: not given) */
+    char followups[VMS_STR_MAX + 1]; /* restore: "op=arg op=arg" run inside it, "" if none */
 };
 
 void bridge_request_clear(struct bridge_request *r);
@@ -139,6 +143,21 @@ int bridge_db_state_insert(struct bridge_db *db, const char *vm, const struct vm
 int bridge_db_state_find(struct bridge_db *db, const char *vm, const char *id,
                          struct vms_state_info *out);
 int bridge_db_state_delete(struct bridge_db *db, const char *vm, const char *id);
+/* Who owns state @id and where it stands. */
+struct bridge_state_owner {
+    char app_id[VMS_STR_MAX + 1];    /* the creating app ("" for a foreign snapshot) */
+    char principal[VMS_STR_MAX + 1]; /* the principal that saved it ("" if unknown) */
+    char status[8];                  /* "ok", "lost" (gone from the hypervisor), "foreign" */
+};
+/* 1 and @out filled if @vm has state @id, 0 if not. */
+int bridge_db_state_owner(struct bridge_db *db, const char *vm, const char *id,
+                          struct bridge_state_owner *out);
+/* Set state @id's owning @principal (when not NULL), else its @status. Returns rows changed. */
+int bridge_db_state_set(struct bridge_db *db, const char *vm, const char *id, const char *principal,
+                        const char *status);
+/* Ids and statuses of @vm's states, oldest first; returns how many (<= @max) or -1. */
+int bridge_db_state_ids(struct bridge_db *db, const char *vm, char (*ids)[VMS_STR_MAX + 1],
+                        char (*statuses)[8], int max);
 int bridge_db_state_count(struct bridge_db *db, const char *vm);
 /* Append @vm's states (newest last, at most VMS_STATES_MAX) to @m. */
 int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m);
@@ -181,7 +200,14 @@ int bridge_db_right_grant(struct bridge_db *db, const char *principal, const cha
                           const char *op);
 int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,
                            const char *op);
-/* 1 if @principal may do @op on @vm (a right for op or "all"), 0 if not. */
+/* Grant @op limited to guest uid @uid (-1: any uid). */
+int bridge_db_right_grant_uid(struct bridge_db *db, const char *principal, const char *vm,
+                              const char *op, int64_t uid);
+/* 1 if @principal may do @op on @vm for guest uid @uid (a right naming that uid or none; @uid
+ * -1 = unknown matches only rights without a uid), 0 if not. */
+int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const char *vm,
+                              const char *op, int64_t uid);
+/* 1 if @principal may do @op on @vm (a right for op or "all", for some uid), 0 if not. */
 int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
                           const char *op);
 

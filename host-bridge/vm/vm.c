@@ -7,6 +7,7 @@
 #include "bridge.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "managed.h"
 #include "privsep.h"
+#include "rights.h"
 #include "vms-log.h"
 
 #define PORT_READ_BUDGET     (64u * 1024u)
@@ -361,7 +363,60 @@ static void send_timeline(struct bridge_vm *vm, uint64_t epoch, const char *stat
     vms_msg_clear(&t);
 }
 
-int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id)
+/* Copy the follow-ups' outcomes and values from @from into the restore's completion @ev. */
+static void merge_results(struct vms_msg *ev, const struct vms_msg *from)
+{
+    static const enum vms_field u64s[] = {
+        VMS_F_BYTES,
+        VMS_F_MEM_BYTES,
+        VMS_F_FREE_BYTES,
+        VMS_F_HOST_MEM_TOTAL,
+        VMS_F_HOST_CPUS,
+        VMS_F_HOST_LOAD_MILLI,
+        VMS_F_HOST_MEM_AVAILABLE,
+        VMS_F_VCPUS,
+        VMS_F_MEM_BOOT,
+        VMS_F_MEM_MIN,
+        VMS_F_MEM_MAX,
+    };
+    static const struct {
+        enum vms_field f;
+        size_t offset;
+    } strs[] = {
+        {VMS_F_HOSTNAME, offsetof(struct vms_msg, hostname)},
+        {VMS_F_BRIDGE_VERSION, offsetof(struct vms_msg, bridge_version)},
+        {VMS_F_HYPERVISOR_VERSION, offsetof(struct vms_msg, hypervisor_version)},
+        {VMS_F_OPS, offsetof(struct vms_msg, ops)},
+    };
+    const uint64_t values[] = {
+        from->bytes,
+        from->mem_bytes,
+        from->free_bytes,
+        from->host_mem_total,
+        from->host_cpus,
+        from->host_load_milli,
+        from->host_mem_available,
+        from->vcpus,
+        from->mem_boot,
+        from->mem_min,
+        from->mem_max,
+    };
+
+    for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
+        if (vms_msg_has(from, u64s[i]))
+            vms_msg_set_u64(ev, u64s[i], values[i]);
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (vms_msg_has(from, strs[i].f))
+            vms_msg_set_str(ev, strs[i].f, (const char *)from + strs[i].offset);
+    for (size_t i = 0; i < from->n_results; i++)
+        vms_msg_add_result(ev, from->results[i].op, from->results[i].status,
+                           from->results[i].message);
+    for (size_t i = 0; i < from->n_quotas; i++)
+        vms_msg_add_quota(ev, from->quotas[i].name, from->quotas[i].limit, from->quotas[i].used);
+}
+
+int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, const char *state_id,
+                       const struct vms_msg *results)
 {
     struct bridge_db *db = &vm->br->db;
     static char ids[PENDING_IN_STATE_MAX][VMS_REQUEST_ID_LEN + 1];
@@ -377,8 +432,11 @@ int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, con
         bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_DONE, VMS_STATUS_OK, "") < 0)
         goto fail;
     bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
+    if (results)
+        merge_results(&ev, results);
     if (bridge_db_event_add(db, vmname(vm), &ev) < 0)
         goto fail;
+    vms_msg_clear(&ev); /* the copies below decode into it */
     n = bridge_db_state_pending_list(db, vmname(vm), state_id, ids, PENDING_IN_STATE_MAX);
     for (int i = 0; i < n; i++) {
         struct bridge_request p;
@@ -422,6 +480,7 @@ static void finish_running(struct bridge_vm *vm)
     vm->restoring = 0;
     vm->need_recover = 0;
     vm->running[0] = '\0';
+    bridge_vm_reconcile(vm); /* the catalogue against the hypervisor after every operation */
 }
 
 static void complete_simple(struct bridge_vm *vm, struct bridge_request *r, enum vms_status st,
@@ -450,6 +509,176 @@ static int rerun_request(struct bridge_vm *vm, const struct bridge_request *r)
     vms_warn(vmname(vm), r->id,
              "%s never reached the hypervisor before the bridge stopped: running it again",
              vms_op_name(r->op));
+    return 0;
+}
+
+/* A delete's completion names the state it removed: label, parent, creating app (for the
+ * guest's StateDeleted, issue 14). */
+static void describe_state(struct bridge_vm *vm, const struct bridge_request *r, struct vms_msg *ev)
+{
+    struct vms_state_info s;
+
+    if (bridge_db_state_find(&vm->br->db, vmname(vm), r->state_id, &s) != 1)
+        return;
+    if (s.label[0] && vms_valid_text(s.label))
+        vms_msg_set_str(ev, VMS_F_LABEL, s.label);
+    if (s.parent[0])
+        vms_msg_set_str(ev, VMS_F_PARENT_ID, s.parent);
+    if (s.app_id[0])
+        vms_msg_set_str(ev, VMS_F_CREATOR, s.app_id);
+}
+
+/* Host memory from /proc/meminfo (kB lines): total and available, in bytes. */
+static void host_memory(uint64_t *total, uint64_t *available)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    char line[128];
+    unsigned long long kb;
+
+    *total = *available = 0;
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            *total = kb * 1024ull;
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            *available = kb * 1024ull;
+    }
+    fclose(f);
+}
+
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
+                          struct vms_msg *ev)
+{
+    static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
+                                      VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY};
+    struct bridge_db *db = &vm->br->db;
+    struct statvfs sv;
+    char host[256] = "", allowed[VMS_STR_MAX + 1] = "";
+    uint64_t total, available;
+    double load;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t used = 0;
+    int n;
+
+    if (statvfs(vm->cfg->state_dir, &sv) == 0)
+        vms_msg_set_u64(ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
+    vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem_bytes);
+    if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
+        vms_msg_set_str(ev, VMS_F_HOSTNAME, host);
+    vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
+    host_memory(&total, &available);
+    if (total) {
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_TOTAL, total);
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_AVAILABLE, available);
+    }
+    if (cpus > 0)
+        vms_msg_set_u64(ev, VMS_F_HOST_CPUS, (uint64_t)cpus);
+    if (getloadavg(&load, 1) == 1)
+        vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(load * 1000.0));
+    vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
+    vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (bridge_db_right_check_uid(db, r->principal, vmname(vm), vms_op_name(ops[i]), r->uid) ==
+            1)
+            used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
+                                     used ? " " : "", vms_op_name(ops[i]));
+    vms_msg_set_str(ev, VMS_F_OPS, allowed);
+    n = bridge_db_state_count(db, vmname(vm));
+    if (n >= 0)
+        vms_msg_add_quota(ev, "states", vm->cfg->max_states, (uint64_t)n);
+    n = bridge_db_count_pending(db, vmname(vm));
+    if (n >= 0)
+        vms_msg_add_quota(ev, "pending", vm->cfg->max_pending, (uint64_t)n);
+    {
+        int64_t bytes = bridge_db_app_data_bytes(db, vmname(vm));
+        if (bytes >= 0)
+            vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, (uint64_t)bytes);
+    }
+}
+
+/* ---- follow-ups inside a restore (issue 14) ---- */
+
+struct bridge_followups {
+    struct bridge_request r; /* the restore (its app data owned here) */
+    char ops[VMS_FOLLOWUPS_MAX][16];
+    uint64_t args[VMS_FOLLOWUPS_MAX];
+    int n, next;
+    struct vms_msg out; /* results and values, merged into the restore's completion */
+};
+
+static void finish_running(struct bridge_vm *vm);
+static void followup_next(struct bridge_vm *vm);
+static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
+                      void *opaque);
+
+static void followup_done(void *opaque, const struct bridge_backend_result *res)
+{
+    struct bridge_vm *vm = opaque;
+    struct bridge_followups *fu = vm->fu;
+    const char *op = fu->ops[fu->next];
+
+    vms_msg_add_result(&fu->out, op, res->status,
+                       res->status == VMS_STATUS_OK
+                           ? ""
+                           : (res->message[0] && vms_valid_text(res->message)
+                                  ? res->message
+                                  : vms_status_str(res->status)));
+    if (res->status == VMS_STATUS_OK && !strcmp(op, "set-memory")) {
+        vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[fu->next]);
+        vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, res->mem_bytes);
+    } else if (res->status == VMS_STATUS_OK) {
+        bridge_hostinfo_fill(vm, &fu->r, res->mem_bytes, &fu->out);
+    }
+    vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s", op,
+             vms_status_name(res->status));
+    fu->next++;
+    followup_next(vm);
+}
+
+/* Run the next follow-up, or, when all ran, take the timeline step with their results. */
+static void followup_next(struct bridge_vm *vm)
+{
+    const struct bridge_backend_ops *ops = vm->ops;
+    struct bridge_followups *fu = vm->fu;
+
+    while (fu->next < fu->n) {
+        const char *op = fu->ops[fu->next];
+        int rc = !strcmp(op, "set-memory") ? set_memory(vm, fu->args[fu->next], followup_done, vm)
+                                           : ops->query_memory(vm->backend, followup_done, vm);
+        if (rc == 0)
+            return; /* followup_done continues */
+        /* an error in a follow-up does not undo the restore: it is reported */
+        vms_msg_add_result(&fu->out, op, VMS_STATUS_ERR_UNAVAILABLE,
+                           "the hypervisor is not reachable");
+        fu->next++;
+    }
+    if (bridge_vm_restored(vm, &fu->r, fu->r.state_id, &fu->out) < 0)
+        vms_err(vmname(vm), fu->r.id, "cannot journal the restore's timeline");
+    vm->fu = NULL;
+    vms_msg_clear(&fu->out);
+    bridge_request_clear(&fu->r);
+    free(fu);
+    finish_running(vm);
+    bridge_vm_kick(vm);
+}
+
+/* Start @r's follow-ups (the state is loaded). Takes @r's app data. Returns 0 or -1. */
+static int followups_start(struct bridge_vm *vm, struct bridge_request *r)
+{
+    struct bridge_followups *fu = calloc(1, sizeof(*fu));
+
+    if (!fu)
+        return -1;
+    fu->n = bridge_followups_parse(r->followups, fu->ops, fu->args, VMS_FOLLOWUPS_MAX);
+    fu->r = *r;
+    r->app_data = NULL; /* moved */
+    r->app_data_len = 0;
+    vms_msg_init(&fu->out, VMS_MSG_EVENT);
+    vm->fu = fu;
+    vms_info(vmname(vm), fu->r.id, "restore loaded; running %d follow-up(s): %s", fu->n,
+             fu->r.followups);
+    followup_next(vm);
     return 0;
 }
 
@@ -494,7 +723,9 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             snprintf(s.parent, sizeof(s.parent), "%s", row.current_state);
             if (s.parent[0])
                 vms_msg_set_str(&ev, VMS_F_PARENT_ID, s.parent);
+            vms_msg_set_str(&ev, VMS_F_CREATOR, r.app_id);
             if (bridge_db_state_insert(db, vmname(vm), &s, r.id) < 0 ||
+                bridge_db_state_set(db, vmname(vm), s.id, r.principal, NULL) < 0 ||
                 bridge_db_vm_set_current_state(db, vmname(vm), s.id) < 0 ||
                 complete_in_tx(vm, &r, VMS_STATUS_OK, &ev) < 0 || bridge_db_commit(db) < 0)
                 goto rollback;
@@ -510,8 +741,14 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         }
         break;
     case VMS_OP_RESTORE:
+        if (res->status == VMS_STATUS_OK && r.followups[0] && followups_start(vm, &r) == 0) {
+            /* the state is loaded: the follow-ups run, then the timeline step (followup_done) */
+            vms_msg_clear(&ev);
+            bridge_request_clear(&r);
+            return;
+        }
         if (res->status == VMS_STATUS_OK) {
-            if (bridge_vm_restored(vm, &r, r.state_id) < 0)
+            if (bridge_vm_restored(vm, &r, r.state_id, NULL) < 0)
                 vms_err(vmname(vm), r.id, "cannot journal the restore's timeline");
         } else {
             bridge_event_for_request(&ev, &r, res->status, res->message);
@@ -520,6 +757,7 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         break;
     case VMS_OP_DELETE:
         bridge_event_for_request(&ev, &r, res->status, res->message);
+        describe_state(vm, &r, &ev);
         if (bridge_db_begin(db) < 0)
             goto journal_failed;
         if ((res->status == VMS_STATUS_OK &&
@@ -528,22 +766,12 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             goto rollback;
         completed(vm, &r, res->status, &ev);
         break;
-    case VMS_OP_HOSTINFO: {
-        struct statvfs sv;
-        char host[256] = "";
-
+    case VMS_OP_HOSTINFO:
         bridge_event_for_request(&ev, &r, res->status, res->message);
-        if (res->status == VMS_STATUS_OK) {
-            if (statvfs(vm->cfg->state_dir, &sv) == 0)
-                vms_msg_set_u64(&ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
-            vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, res->mem_bytes);
-            if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
-                vms_msg_set_str(&ev, VMS_F_HOSTNAME, host);
-            vms_msg_set_str(&ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
-        }
+        if (res->status == VMS_STATUS_OK)
+            bridge_hostinfo_fill(vm, &r, res->mem_bytes, &ev);
         bridge_vm_complete(vm, &r, res->status, &ev);
         break;
-    }
     case VMS_OP_SET_MEMORY:
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK) {
@@ -579,6 +807,95 @@ static void job_id_for(const struct bridge_request *r, char *out, size_t len)
     snprintf(out, len, "vms-%s", r->id);
 }
 
+/* Delete of a lost state: nothing to ask the hypervisor; drop the catalogue entry. */
+static void forget_lost_state(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct bridge_db *db = &vm->br->db;
+    struct vms_msg ev;
+
+    bridge_event_for_request(&ev, r, VMS_STATUS_OK, "the state was lost; removed from the list");
+    describe_state(vm, r, &ev);
+    if (bridge_db_begin(db) < 0 || bridge_db_state_delete(db, vmname(vm), r->state_id) < 0 ||
+        complete_in_tx(vm, r, VMS_STATUS_OK, &ev) < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        vms_err(vmname(vm), r->id, "cannot journal the removal of a lost state");
+    } else {
+        completed(vm, r, VMS_STATUS_OK, &ev);
+    }
+    vms_msg_clear(&ev);
+}
+
+/*
+ * set-memory: with a virtio-mem device (virtio_mem), plug what goes beyond the boot size;
+ * then the balloon takes the guest to min(bytes, boot size) (back to the boot size when
+ * memory was plugged). Without one, the balloon alone. @done gets the size reached.
+ */
+struct set_memory_ctx {
+    struct bridge_vm *vm;
+    uint64_t bytes, plugged_total; /* plugged_total: boot + plugged, 0 if none */
+    bridge_backend_done_fn done;
+    void *opaque;
+};
+
+static void set_memory_balloon_done(void *opaque, const struct bridge_backend_result *res)
+{
+    struct set_memory_ctx *c = opaque;
+    struct bridge_backend_result r = *res;
+
+    if (c->plugged_total) {
+        /* above the boot size the balloon only had to give back what it held */
+        r.status = VMS_STATUS_OK;
+        r.message[0] = '\0';
+        r.mem_bytes = c->plugged_total;
+    }
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static void set_memory_hotplug_done(void *opaque, const struct bridge_backend_result *res)
+{
+    struct set_memory_ctx *c = opaque;
+    const struct bridge_backend_ops *ops = c->vm->ops;
+    uint64_t balloon = c->bytes;
+
+    if (res->status != VMS_STATUS_OK) {
+        c->done(c->opaque, res);
+        free(c);
+        return;
+    }
+    if (c->bytes > res->base_bytes) {
+        c->plugged_total = res->mem_bytes;
+        balloon = res->base_bytes;
+    }
+    if (ops->set_balloon(c->vm->backend, balloon, set_memory_balloon_done, c) < 0) {
+        /* no way to reach the balloon: what was plugged is the answer */
+        struct bridge_backend_result r = *res;
+        if (!c->plugged_total)
+            r.status = VMS_STATUS_ERR_UNAVAILABLE;
+        c->done(c->opaque, &r);
+        free(c);
+    }
+}
+
+static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
+                      void *opaque)
+{
+    const struct bridge_backend_ops *ops = vm->ops;
+    struct set_memory_ctx *c;
+
+    if (!vm->cfg->virtio_mem[0] || !ops->set_hotplug)
+        return ops->set_balloon(vm->backend, bytes, done, opaque);
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -1;
+    *c = (struct set_memory_ctx){.vm = vm, .bytes = bytes, .done = done, .opaque = opaque};
+    if (ops->set_hotplug(vm->backend, vm->cfg->virtio_mem, bytes, set_memory_hotplug_done, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
@@ -612,12 +929,24 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         rc = ops->save(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_RESTORE:
-    case VMS_OP_DELETE:
-        if (bridge_db_state_find(db, vmname(vm), r->state_id, NULL) != 1) {
+    case VMS_OP_DELETE: {
+        struct bridge_state_owner owner;
+        if (bridge_db_state_owner(db, vmname(vm), r->state_id, &owner) != 1) {
             complete_simple(vm, r, VMS_STATUS_ERR_NOT_FOUND, "no such state for this VM");
             finish_running(vm);
             return 1;
         }
+        if (!strcmp(owner.status, "lost")) {
+            /* the hypervisor no longer has it (found when the catalogue was reconciled) */
+            if (r->op == VMS_OP_DELETE)
+                forget_lost_state(vm, r);
+            else
+                complete_simple(vm, r, VMS_STATUS_ERR_NOT_FOUND,
+                                "the state is lost: the hypervisor no longer holds it");
+            finish_running(vm);
+            return 1;
+        }
+    }
         vm->restoring = r->op == VMS_OP_RESTORE;
         rc = (r->op == VMS_OP_RESTORE ? ops->restore : ops->delete)(vm->backend, r->state_id, job,
                                                                     on_backend_done, vm);
@@ -626,7 +955,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
-        rc = ops->set_balloon(vm->backend, r->bytes, on_backend_done, vm);
+        rc = set_memory(vm, r->bytes, on_backend_done, vm);
         break;
     default:
         break;
@@ -709,12 +1038,104 @@ void bridge_vm_kick(struct bridge_vm *vm)
     }
 }
 
+/* ---- the catalogue against the hypervisor (issue 14) ---- */
+
+#define FOREIGN_LABEL "snapshot not made by vmstate"
+
+static void on_snapshot_list(void *opaque, const struct bridge_backend_result *res)
+{
+    struct bridge_vm *vm = opaque;
+    struct bridge_db *db = &vm->br->db;
+    static char ids[VMS_STATES_MAX][VMS_STR_MAX + 1];
+    static char statuses[VMS_STATES_MAX][8];
+    char running_state[VMS_STR_MAX + 1] = "";
+    int n, lost = 0, back = 0, foreign = 0;
+
+    vm->reconciling = 0;
+    if (res->status != VMS_STATUS_OK) {
+        vms_debug(vmname(vm), NULL, "catalogue not reconciled: %s", res->message);
+        return;
+    }
+    if (vm->busy && vm->running[0]) {
+        /* the running operation's state may be half made or half gone: judged next time */
+        struct bridge_request r;
+        if (bridge_db_request_find(db, vmname(vm), vm->running, &r) == 1) {
+            snprintf(running_state, sizeof(running_state), "%s", r.state_id);
+            bridge_request_clear(&r);
+        }
+    }
+    n = bridge_db_state_ids(db, vmname(vm), ids, statuses, VMS_STATES_MAX);
+    if (n < 0 || bridge_db_begin(db) < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        int held = 0;
+        for (unsigned k = 0; k < res->n_snapshots && !held; k++)
+            held = !strcmp(res->snapshots[k], ids[i]);
+        if (!strcmp(ids[i], running_state))
+            continue;
+        if (!held && strcmp(statuses[i], "lost") != 0) {
+            vms_warn(vmname(vm), NULL,
+                     "state %s is lost: the hypervisor no longer holds it (deleted outside "
+                     "vmstate?)",
+                     ids[i]);
+            bridge_db_state_set(db, vmname(vm), ids[i], NULL, "lost");
+            lost++;
+        } else if (held && !strcmp(statuses[i], "lost")) {
+            vms_info(vmname(vm), NULL, "state %s is back in the hypervisor", ids[i]);
+            bridge_db_state_set(db, vmname(vm), ids[i], NULL, "ok");
+            back++;
+        }
+    }
+    for (unsigned k = 0; k < res->n_snapshots; k++) {
+        const char *name = res->snapshots[k];
+        int known = 0;
+        struct vms_state_info s;
+
+        for (int i = 0; i < n && !known; i++)
+            known = !strcmp(ids[i], name);
+        if (known || !vms_valid_id(name) || !strcmp(name, running_state))
+            continue; /* a name outside the id alphabet cannot be offered to the guest; a
+                       * save in progress is the bridge's own */
+        memset(&s, 0, sizeof(s));
+        snprintf(s.id, sizeof(s.id), "%s", name);
+        snprintf(s.label, sizeof(s.label), "%s", FOREIGN_LABEL);
+        s.created = (int64_t)time(NULL);
+        if (bridge_db_state_insert(db, vmname(vm), &s, "") == 0 &&
+            bridge_db_state_set(db, vmname(vm), s.id, NULL, "foreign") >= 0) {
+            vms_warn(vmname(vm), NULL,
+                     "snapshot %s was not made by vmstate: listed as foreign (restore needs "
+                     "the right restore-foreign)",
+                     name);
+            foreign++;
+        }
+    }
+    if (bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        return;
+    }
+    if (lost || back || foreign)
+        vms_info(vmname(vm), NULL, "catalogue reconciled: %d lost, %d back, %d foreign", lost, back,
+                 foreign);
+}
+
+void bridge_vm_reconcile(struct bridge_vm *vm)
+{
+    const struct bridge_backend_ops *ops = vm->ops;
+
+    if (vm->reconciling || !vm->backend || !ops->list_snapshots || !ops->is_ready(vm->backend))
+        return;
+    if (ops->list_snapshots(vm->backend, on_snapshot_list, vm) == 0)
+        vm->reconciling = 1;
+}
+
 /* ---- backend hooks ---- */
 
 static void on_backend_ready(void *opaque)
 {
     struct bridge_vm *vm = opaque;
     ports_from_backend(vm);
+    vm->reconciling = 0; /* a list asked on the previous connection is gone with it */
+    bridge_vm_reconcile(vm);
     bridge_managed_backend_ready(vm);
     bridge_ioe_ready(vm->ioe);
     bridge_vm_kick(vm);
@@ -792,6 +1213,12 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
 
 void bridge_vm_free(struct bridge_vm *vm)
 {
+    if (vm->fu) {
+        vms_msg_clear(&vm->fu->out);
+        bridge_request_clear(&vm->fu->r);
+        free(vm->fu);
+        vm->fu = NULL;
+    }
     bridge_managed_free(vm);
     if (vm->backend)
         vm->ops->close(vm->backend);

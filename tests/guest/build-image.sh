@@ -19,7 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${VMSTATE_CACHE:-$HOME/.cache/vmstate}
 kflavour=linux-image-cloud-amd64
-modules_wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk virtio_balloon"
+modules_wanted="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk virtio_balloon virtio_mem"
 
 die() { echo "build-image: error: $*" >&2; exit 1; }
 log() { echo "build-image: $*" >&2; }

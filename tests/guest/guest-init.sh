@@ -54,6 +54,9 @@ for opt in $cmdline; do
     esac
 done
 
+# Memory hot-plugged by virtio-mem is onlined by the kernel at once (no udev here to do it;
+# the Debian kernel leaves MEMORY_HOTPLUG_DEFAULT_ONLINE off).
+echo online >/sys/devices/system/memory/auto_online_blocks 2>/dev/null || true
 # Modules, in the order build-image.sh resolved (dependencies first, built-ins left out).
 while read -r mod path; do
     [ -d "/sys/module/$mod" ] || insmod "$path" || log "insmod $mod failed"

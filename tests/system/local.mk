@@ -29,9 +29,17 @@ check-wholepath: $(WHOLEPATH_DEPS)
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/system/test-wholepath.py \
 		$(WHOLEPATH_ARGS) $(WHOLEPATH_FLAGS)
 SYSTEM_CHECKS += check-wholepath
-.PHONY: demo-wholepath check-wholepath
+# issue 14's acceptance on one VM: StateSaved/StateDeleted, follow-ups inside a restore, the
+# reconciled catalogue, rights limited to a guest uid, HostInfo/DeleteState end to end
+# (CORE_FLAGS: e.g. --only 1,2 --keep)
+check-core: $(WHOLEPATH_DEPS)
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/system/test-core.py \
+		$(WHOLEPATH_ARGS) $(CORE_FLAGS)
+SYSTEM_CHECKS += check-core
+.PHONY: demo-wholepath check-wholepath check-core
 
 EXTRA_DIST += tests/system/wholepath.py tests/system/demo.py tests/system/test-wholepath.py \
+	tests/system/test-core.py \
 	tests/system/README.md \
 	tests/system/guest/helper.conf tests/system/guest/50-vmstate-helper
 

@@ -124,9 +124,10 @@ def t3_race(wp, ctx):
     state = ctx.get("t2_state") or ctx.get("t1_state")
     a = App(wp, "t3a", "org.test.Racer1")
     b = App(wp, "t3b", "org.test.Racer2")
-    # the state to restore must contain both apps: take it now
-    rid0 = a.request("save t3-base")
-    state = field(a.wait_event(rid0), "state")
+    # the state to restore must contain both apps: take it now; b, which restores it, owns it
+    # (another app's state needs the right restore-any, issue 13)
+    rid0 = b.request("save t3-base")
+    state = field(b.wait_event(rid0), "state")
     nlog = len(wp.bridge.log())
     # Both apps send at once. A restore takes effect within milliseconds, so a request the
     # guest had not yet written out when the VM was rewound never existed; to race the two

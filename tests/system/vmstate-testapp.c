@@ -76,6 +76,14 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
         logf_("PREPARE pid=%d id=%s label=%s", (int)getpid(), ev->request_id, or_dash(ev->label));
         return;
     }
+    if (ev->type == VMSTATE_EVENT_STATE_SAVED || ev->type == VMSTATE_EVENT_STATE_DELETED) {
+        /* another app's (or our own) state changed: never any app data here */
+        logf_("STATE pid=%d change=%s state=%s creator=%s parent=%s epoch=%llu label=%s",
+              (int)getpid(), ev->type == VMSTATE_EVENT_STATE_SAVED ? "saved" : "deleted",
+              or_dash(ev->state_id), or_dash(ev->creator), or_dash(ev->parent_id),
+              (unsigned long long)ev->epoch, or_dash(ev->label));
+        return;
+    }
     if (ev->type != VMSTATE_EVENT_COMPLETED)
         return; /* clock corrections, notices: not this app's business */
     hex(data, sizeof(data), ev->app_data, ev->app_data_len);
@@ -83,12 +91,26 @@ static void on_event(vmstate *v, const struct vmstate_event *ev, void *userdata)
     for (i = 0; i < ev->n_states && off + 600 < sizeof(states); i++)
         off += (size_t)snprintf(states + off, sizeof(states) - off, "%s%s|%s|%s", i ? "," : "",
                                 ev->states[i].id, ev->states[i].label, ev->states[i].app_id);
-    /* labels may hold spaces: they are the last free-text field but one; message last */
-    logf_("EVENT pid=%d id=%s op=%s status=%u state=%s app=%s data=%s reason=%s epoch=%llu "
-          "n_states=%zu states=%s label=%s msg=%s",
-          (int)getpid(), ev->request_id, ev->operation, ev->status, or_dash(ev->state_id),
-          or_dash(ev->app_id), data, or_dash(ev->reason), (unsigned long long)ev->epoch,
-          ev->n_states, states[0] ? states : "-", or_dash(ev->label), or_dash(ev->message));
+    {
+        /* follow-ups inside a restore: op:status,... */
+        char results[256] = "";
+        size_t roff = 0;
+        for (i = 0; i < ev->n_results && roff + 40 < sizeof(results); i++)
+            roff += (size_t)snprintf(results + roff, sizeof(results) - roff, "%s%s:%u",
+                                     i ? "," : "", ev->results[i].operation, ev->results[i].status);
+        /* labels may hold spaces: they are the last free-text field but one; message last */
+        logf_("EVENT pid=%d id=%s op=%s status=%u state=%s app=%s data=%s reason=%s epoch=%llu "
+              "n_states=%zu states=%s creator=%s results=%s bytes=%llu mem=%llu free=%llu "
+              "host=%s hostmem=%llu cpus=%llu ops=%s label=%s msg=%s",
+              (int)getpid(), ev->request_id, ev->operation, ev->status, or_dash(ev->state_id),
+              or_dash(ev->app_id), data, or_dash(ev->reason), (unsigned long long)ev->epoch,
+              ev->n_states, states[0] ? states : "-", or_dash(ev->creator),
+              results[0] ? results : "-", (unsigned long long)ev->bytes,
+              (unsigned long long)ev->mem_bytes, (unsigned long long)ev->free_bytes,
+              or_dash(ev->hostname), (unsigned long long)ev->host_mem_total,
+              (unsigned long long)ev->host_cpus, ev->ops[0] ? ev->ops : "-", or_dash(ev->label),
+              or_dash(ev->message));
+    }
 }
 
 static void command(vmstate *v, char *line)
@@ -117,6 +139,17 @@ static void command(vmstate *v, char *line)
         rc = vmstate_save(v, arg, data, strlen(data), id);
     else if (!strcmp(op, "restore") && arg)
         rc = vmstate_restore(v, arg, data, strlen(data), id);
+    else if (!strcmp(op, "restorewith") && arg) {
+        /* "restorewith STATE BYTES [DATA]": restore, then set-memory BYTES and hostinfo */
+        char *bytes = strtok(data, " "), *rest = strtok(NULL, "");
+        struct vmstate_followup fu[2] = {{"set-memory", bytes ? strtoull(bytes, NULL, 10) : 0},
+                                         {"hostinfo", 0}};
+        rest = rest ? rest : "";
+        rc = vmstate_restore_with(v, arg, rest, strlen(rest), fu, 2, id);
+    } else if (!strcmp(op, "delete") && arg)
+        rc = vmstate_delete(v, arg, id);
+    else if (!strcmp(op, "hostinfo"))
+        rc = vmstate_hostinfo(v, id);
     else if (!strcmp(op, "list"))
         rc = vmstate_list(v, id);
     else if (!strcmp(op, "quit"))
