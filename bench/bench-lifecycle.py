@@ -188,7 +188,7 @@ def measure_size_path(b, label, prefix, size, reps, log_mark):
     rows["qemu_migrate"] = None
     for rep in range(reps):
         b.vms[name].detach()  # the test monitor takes one client at a time
-        watch = MigrationWatch(b.vms[name]) if rep == 0 and "copy" in label else None
+        watch = MigrationWatch(b.vms[name]) if rep == 0 else None
         ok, ans = b.suspend(name)
         if watch:
             rows["qemu_migrate"] = watch.result()
@@ -344,7 +344,7 @@ def markdown(sizes, data, storm_res, reps):
             cells = [fmt_ms(median([s[k] for s in steps])) for k in steps[0]]
             out.append(f"| {label} | {size} | " + " | ".join(cells) +
                        f" | {fmt_ms(median(r['resume']))} |")
-    out += ["", "### Copy path: QEMU's own view of the first checkpoint (query-migrate)", "",
+    out += ["", "### QEMU's own view of the first checkpoint (query-migrate on the test monitor)", "",
             "| path | RAM | checkpoint ms (bridge) | QEMU migration ms | QEMU setup ms | "
             "QEMU MiB/s (its mbps) | normal pages | zero pages | dirty syncs |",
             "|---|---|---|---|---|---|---|---|---|"]
