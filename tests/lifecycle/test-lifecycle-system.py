@@ -10,7 +10,8 @@ Acceptance of the lifecycle issue, one test each (--only N runs one):
   4 one-shot checkpoints: a second resume is refused, a changed RAM file is refused, the
     RAM file carries an OFD lock while suspended and while QEMU runs
   5 fast tier full: the least recently used unpinned checkpoint is demoted and its VM
-    resumes from the slow tier; a pinned (rapid = on) checkpoint is never touched
+    resumes from the slow tier; a pinned (rapid = on) checkpoint is never touched; a
+    scheduled resume promotes the checkpoint back ahead of time
   6 bridge SIGKILLed while VMs run, in the middle of a suspend and of a demotion: VMs run
     or are cleanly suspended, re-adopted, nothing lost or doubled
   7 storm: 4 suspends at once are spaced by lifecycle_per_minute; a resume goes first
@@ -47,7 +48,8 @@ class Lifecycle:
         self.small = tempfile.mkdtemp(prefix="vmslc-small-", dir="/dev/shm")
         os.makedirs(self.slow, exist_ok=True)
         spec = {  # name: (memory, section keys)
-            "m1": ("512M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow"}),
+            "m1": ("512M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow",
+                            "qemu_user": "nobody"}),
             "m2": ("512M", {"rapid": "off", "slow_tier": "slow"}),
             "m3": ("512M", {"rapid": "on", "fast_tier": "tiny"}),
             "m4": ("512M", {"rapid": "best-effort", "fast_tier": "tiny", "slow_tier": "slow"}),
@@ -313,8 +315,25 @@ def test_demotion(t):
     check(ck2.get("tier") == "small" and ck2.get("id") == ck.get("id"), "m6's checkpoint was not touched")
     ok, ans = t.resume("m6")
     check(ok, "m6 resumes")
-    for n in ("m5", "m6"):
-        t.stop_vm(n)
+    t.stop_vm("m6")
+    # a scheduled resume promotes a demoted checkpoint back to the fast tier ahead of time
+    ok, _ = t.suspend("m5")
+    check(ok and t.status("m5").get("checkpoint", {}).get("tier") == "slow", "m5 suspended in slow")
+    r = subprocess.run([t.bridge.admin_exe, "-S", t.admin_sock, "schedule", "m5", "resume", "+8"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"vmstate-admin schedule m5 resume +8 ({r.stderr.strip()})")
+    try:
+        wait_until(lambda: t.status("m5").get("checkpoint", {}).get("tier") == "small", 20,
+                   "promotion")
+        check(t.status("m5").get("run_state") == "suspended", "promoted to small before the resume time")
+        wait_until(lambda: t.status("m5").get("run_state") == "running", 30, "scheduled resume")
+        check(t.status("m5").get("tier") == "small", "resumed at the scheduled time, from the fast tier")
+        t.vms["m5"].attach()
+        t.vms["m5"].wait_ready(60)
+        check(t.md5("m5") == h, "m5's memory pattern is intact after promotion")
+    except TimeoutError as e:
+        check(False, f"scheduled resume with promotion: {e}: {t.status('m5')}")
+    t.stop_vm("m5")
 
 
 def test_crashes(t):
