@@ -87,14 +87,17 @@ class Bench(lcs.Lifecycle):
                       "tier shm": {"path": self.shm, "capacity": "8G", "class": "slow"},
                       "tier disk": {"path": self.disk, "capacity": "32G", "class": "slow"}})
 
-    def fill(self, name):
-        """About half the guest's RAM in a tmpfs file of non-zero bytes (a random line
-        repeated: fast under TCG, and every page is a real page for the copy path)."""
+    def fill(self, name, fraction):
+        """fraction of the guest's RAM (at most half less 32 MiB: the guest's tmpfs holds at
+        most half of RAM) in a tmpfs file of random bytes: a 1 MiB random seed written N
+        times by one cat (the cheapest way under TCG), so every page is a real page for the
+        copy path. The MiB written."""
         size = mib(self.vms[name].mem)
-        fill = size // 2 - 32  # the guest's tmpfs may hold at most half of RAM
+        fill = max(1, min(int(size * fraction), size // 2 - 32))
         self.vms[name].check(
-            f'yes "$(head -c 3000 /dev/urandom | base64 | tr -d "\\n")" | '
-            f"head -c {fill << 20} > /tmp/fill && sync", timeout=600)
+            "head -c 1048576 /dev/urandom > /tmp/seed && set -- && i=0 && "
+            f'while [ $i -lt {fill} ]; do set -- "$@" /tmp/seed; i=$((i+1)); done && '
+            'cat "$@" > /tmp/fill && rm /tmp/seed', timeout=1800)
         return fill
 
     def cleanup(self):
@@ -178,11 +181,11 @@ class MigrationWatch:
 
 # ---- 1/2: suspend and resume vs RAM size ----
 
-def measure_size_path(b, label, prefix, size, reps, log_mark):
+def measure_size_path(b, label, prefix, size, reps, log_mark, fill):
     name = f"{prefix}{mib(size)}"
     bl.log(f"{label} {size}: start {name}")
     b.start_vm(name)
-    filled = b.fill(name)
+    filled = b.fill(name, fill)
     rows = {"suspend": [], "resume": [], "checkpoint_ms": [], "bytes": [], "steps": []}
     floor = None
     rows["qemu_migrate"] = None
@@ -275,13 +278,13 @@ def baseline(b, seconds=6):
     return rtts
 
 
-def measure_storm(b):
+def measure_storm(b, fill):
     names = [f"st{i}" for i in range(1, STORM_VMS + 1)]
     for n in names + ["probe"]:
         bl.log(f"storm: start {n}")
         b.start_vm(n)
     for n in names:
-        b.fill(n)
+        b.fill(n, fill)
     res = {"baseline": baseline(b)}
     res["unthrottled"] = storm(b, names, "unthrottled")
     res["baseline2"] = baseline(b)
@@ -415,17 +418,53 @@ def plot(json_path, png):
     return False
 
 
+def save(path, sizes, reps, fill, data, storm_res, verdicts=None):
+    with open(path, "w") as f:
+        json.dump({"sizes": sizes, "reps": reps, "fill": fill, "verdicts": verdicts or [],
+                   "title": "vmstate managed VM resume vs RAM (TCG)",
+                   "data": {f"{k[0]}|{k[1]}": v for k, v in data.items()},
+                   "storm": storm_res}, f)
+
+
 def main():
     ap = bl.common_args(__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sizes", default="256M,512M,1G,2G")
-    ap.add_argument("--json")
+    ap.add_argument("--fill", type=float, default=0.5,
+                    help="fraction of each guest's RAM filled before measuring (0.5)")
+    ap.add_argument("--json", help="results as JSON (rewritten after each measurement)")
+    ap.add_argument("--report", metavar="JSON",
+                    help="only print the tables and plot from a (possibly partial) JSON")
     ap.add_argument("--plot", default=os.path.join(bl.HERE, "lifecycle-resume.png"))
     ap.add_argument("--no-storm", action="store_true")
     a = ap.parse_args()
-    sizes = a.sizes.split(",")
-    wd = bl.workdir(a, "lifecycle")
     t0 = time.monotonic()
+    if a.report:
+        with open(a.report) as f:
+            res = json.load(f)
+        sizes, reps, fill = res["sizes"], res["reps"], res["fill"]
+        data = {tuple(k.split("|")): v for k, v in res["data"].items()}
+        storm_res, wd, json_path = res["storm"], None, a.report
+    else:
+        sizes, reps, fill = a.sizes.split(","), a.reps, a.fill
+        wd = bl.workdir(a, "lifecycle")
+        json_path = a.json or os.path.join(wd, "lifecycle.json")
+        data, storm_res = run_all(a, sizes, wd, json_path)
+    rows, verdicts = markdown(sizes, data, storm_res, reps)
+    save(json_path, sizes, reps, fill, data, storm_res, verdicts)
+    if data and plot(json_path, a.plot):
+        rows += ["", f"Plot: `bench/{os.path.basename(a.plot)}` (resume ms vs RAM, log-log)."]
+    print("\n".join([f"Each guest filled {fill:.0%} of its RAM (capped at half less 32 MiB) "
+                     "with random bytes before measuring.", ""] + rows +
+                    ["", "Targets:", ""] + verdicts +
+                    ["", f"(lifecycle benchmark: {(time.monotonic() - t0) / 60:.1f} min)"]))
+    if wd and not a.workdir:
+        shutil.rmtree(wd, ignore_errors=True)
+    return 0 if data else 1
+
+
+def run_all(a, sizes, wd, json_path):
+    """Every measurement, the JSON saved after each (a killed run leaves what it got)."""
     b = Bench(a.image, a.builddir, wd, sizes)
     data, storm_res = {}, None
     mark = [0]
@@ -436,31 +475,20 @@ def main():
                 mark[0] = len(b.bridge.log())
                 try:
                     data[(label, size)] = measure_size_path(b, label, prefix, size, a.reps,
-                                                            lambda: mark[0])
+                                                            lambda: mark[0], a.fill)
                 except Exception as e:  # noqa: BLE001 (one size failing leaves the others)
                     bl.log(f"{label} {size} failed: {type(e).__name__}: {e}")
                     b.vms[f"{prefix}{mib(size)}"].kill()
+                save(json_path, sizes, a.reps, a.fill, data, storm_res)
         if not a.no_storm:
             try:
-                storm_res = measure_storm(b)
+                storm_res = measure_storm(b, a.fill)
             except Exception as e:  # noqa: BLE001
                 bl.log(f"storm failed: {type(e).__name__}: {e}")
     finally:
         b.bridge.stop()
         b.cleanup()
-    rows, verdicts = markdown(sizes, data, storm_res, a.reps)
-    json_path = a.json or os.path.join(wd, "lifecycle.json")
-    with open(json_path, "w") as f:
-        json.dump({"verdicts": verdicts, "title": "vmstate managed VM resume vs RAM (TCG)",
-                   "data": {f"{k[0]}|{k[1]}": v for k, v in data.items()},
-                   "storm": storm_res}, f)
-    if data and plot(json_path, a.plot):
-        rows += ["", f"Plot: `bench/{os.path.basename(a.plot)}` (resume ms vs RAM, log-log)."]
-    print("\n".join(rows + ["", "Targets:", ""] + verdicts +
-                    ["", f"(lifecycle benchmark: {(time.monotonic() - t0) / 60:.1f} min)"]))
-    if not a.workdir:
-        shutil.rmtree(wd, ignore_errors=True)
-    return 0 if data else 1
+    return data, storm_res
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 except ImportError:
     sys.exit(2)
 
@@ -37,6 +38,7 @@ def main():
     ax.axhline(50, color="grey", linestyle="--", linewidth=0.8, label="zero-copy target 50 ms")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 100, not 10^2
     ax.set_xticks(sorted(ticks), [ticks[m] for m in sorted(ticks)])
     ax.set_xlabel("guest RAM")
     ax.set_ylabel("resume time, ms (median)")
