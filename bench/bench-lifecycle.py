@@ -313,7 +313,7 @@ def fmt_ms(ms):
 def markdown(sizes, data, storm_res, reps):
     out = [f"### Suspend and resume vs RAM size (median of {reps}; `vmstate-admin -j` "
            "total_ms)", "",
-           "| path | RAM | filled | suspend ms | checkpoint ms | checkpoint size | "
+           "| path | RAM | filled | suspend ms | checkpoint ms (median; each rep) | checkpoint size | "
            "resume ms | copy MiB/s | dd MiB/s (same tier) | ratio |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
@@ -331,7 +331,7 @@ def markdown(sizes, data, storm_res, reps):
             dd = r["dd_mib_s"]
             out.append(
                 f"| {label} | {size} | {r['filled_mib']} MiB | {fmt_ms(median(r['suspend']))} | "
-                f"{fmt_ms(ck)} | {size_mib:.0f} MiB | {fmt_ms(median(r['resume']))} | "
+                f"{fmt_ms(ck)}; {' / '.join(fmt_ms(x) for x in r['checkpoint_ms'])} | {size_mib:.0f} MiB | {fmt_ms(median(r['resume']))} | "
                 f"{f'{rate:.0f}' if rate else '—'} | "
                 f"{f'{dd:.0f}' if dd else '—'} | "
                 f"{f'{ratio:.2f}' if ratio else '—'} |")
