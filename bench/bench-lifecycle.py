@@ -325,13 +325,14 @@ def markdown(sizes, data, storm_res, reps):
                 continue
             ck = median(r["checkpoint_ms"])
             size_mib = median(r["bytes"]) / (1 << 20)
+            size_txt = f"{size_mib:.0f} MiB" if size_mib >= 10 else f"{median(r['bytes']) / 1024:.0f} KiB"
             rate = size_mib / (ck / 1000) if label != "zero-copy" and ck else None
             ratio = rate / r["dd_mib_s"] if rate and r["dd_mib_s"] else None
             r["copy_mib_s"], r["ratio"] = rate, ratio
             dd = r["dd_mib_s"]
             out.append(
                 f"| {label} | {size} | {r['filled_mib']} MiB | {fmt_ms(median(r['suspend']))} | "
-                f"{fmt_ms(ck)}; {' / '.join(fmt_ms(x) for x in r['checkpoint_ms'])} | {size_mib:.0f} MiB | {fmt_ms(median(r['resume']))} | "
+                f"{fmt_ms(ck)}; {' / '.join(fmt_ms(x) for x in r['checkpoint_ms'])} | {size_txt} | {fmt_ms(median(r['resume']))} | "
                 f"{f'{rate:.0f}' if rate else '—'} | "
                 f"{f'{dd:.0f}' if dd else '—'} | "
                 f"{f'{ratio:.2f}' if ratio else '—'} |")
@@ -358,7 +359,7 @@ def markdown(sizes, data, storm_res, reps):
                 continue
             ck_ms = data[(label, size)]["checkpoint_ms"][data[(label, size)].get("qemu_migrate_rep", 0)]
             out.append(f"| {label} | {size} | {fmt_ms(ck_ms)} | "
-                       f"{q['total_ms']} | {q['setup_ms']} | {q['mbps'] / 8.388608:.0f} | "
+                       f"{q['total_ms'] or '—'} | {q['setup_ms']} | {q['mbps'] / 8.388608:.0f} | "
                        f"{q['normal']} | {q['duplicate']} | {q['dirty_syncs']} |")
     zc = [(s, median(data[("zero-copy", s)]["resume"])) for s in sizes
           if ("zero-copy", s) in data]
