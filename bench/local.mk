@@ -74,3 +74,14 @@ EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.
 	bench/bench-saverestore.py bench/bench-load.py bench/bench-scale.py bench/profile-rtt.py \
 	bench/profile-native.py bench/bench-lifecycle.py bench/plot-lifecycle.py \
 	bench/lifecycle-resume.png
+
+# Per-operation times on the QMP and libvirt backends (issue 17): prints a Markdown table
+# for bench/RESULTS.md. Needs the test guest image; the libvirt column a private libvirtd
+# (tests/libvirt/run-suite.sh starts one). BENCH_BACKENDS_ROUNDS rounds of save + restore.
+BENCH_BACKENDS_ROUNDS = 10
+bench-backends: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' PYTHONDONTWRITEBYTECODE=1 \
+		$(top_srcdir)/tests/libvirt/run-suite.sh $(PYTHON3) $(abs_top_srcdir)/bench/bench-backends.py \
+		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) --rounds $(BENCH_BACKENDS_ROUNDS)
+.PHONY: bench-backends
+EXTRA_DIST += bench/bench-backends.py

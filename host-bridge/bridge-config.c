@@ -28,6 +28,7 @@ enum vm_key_bit {
     K_PORT_B = 1u << 1,
     K_QMP = 1u << 2,
     K_NODES = 1u << 3,
+    K_PORTS = 1u << 4,
 };
 
 void bridge_vm_config_defaults(struct bridge_vm_config *vm)
@@ -399,6 +400,33 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
     PATH_KEY("port_b", port_b, K_PORT_B)
     PATH_KEY("qmp", qmp, K_QMP)
     PATH_KEY("state_dir", state_dir, 0)
+    PATH_KEY("uri", uri, 0)
+    if (!strcmp(key, "backend")) {
+        if (!strcmp(value, "qmp"))
+            vm->backend = BRIDGE_BACKEND_QMP;
+        else if (!strcmp(value, "libvirt"))
+            vm->backend = BRIDGE_BACKEND_LIBVIRT;
+        else
+            return fail(ctx, section, key, "'%s' is not qmp or libvirt", value);
+        return 1;
+    }
+    if (!strcmp(key, "domain")) {
+        /* libvirt names are free text; ours go into XML and logs: keep them plain */
+        if (strlen(value) >= BRIDGE_DOMAIN_MAX || !vms_valid_id(value))
+            return fail(ctx, section, key, "'%s' is not a domain name ([A-Za-z0-9._:@-])", value);
+        strcpy(vm->domain, value);
+        return 1;
+    }
+    if (!strcmp(key, "ports")) {
+        if (!strcmp(value, "listen"))
+            vm->ports_listen = 1;
+        else if (!strcmp(value, "connect"))
+            vm->ports_listen = 0;
+        else
+            return fail(ctx, section, key, "'%s' is not listen or connect", value);
+        vm->seen |= K_PORTS;
+        return 1;
+    }
     if (!strcmp(key, "nodes")) {
         if (parse_nodes(vm, value) < 0)
             return fail(ctx, section, key,
@@ -565,22 +593,52 @@ static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
     }
     for (size_t i = 0; i < cfg->n_vms; i++) {
         struct bridge_vm_config *vm = &cfg->vms[i];
+        if (vm->managed && vm->backend == BRIDGE_BACKEND_LIBVIRT) {
+            /* libvirt starts and stops its own domains: not the bridge's managed VMs (yet) */
+            snprintf(err, errlen, "%s: [vm %s] managed: not with backend = libvirt", cfg->path,
+                     vm->name);
+            return -1;
+        }
         if (vm->managed && managed_check(cfg, vm, err, errlen) < 0)
             return -1;
     }
     for (size_t i = 0; i < cfg->n_vms; i++) {
         struct bridge_vm_config *vm = &cfg->vms[i];
-        const char *missing = !(vm->seen & K_PORT_A)   ? "port_a"
+        int lv = vm->backend == BRIDGE_BACKEND_LIBVIRT;
+        /* libvirt: the ports may come from the domain XML, snapshots cover every disk */
+        const char *missing = lv                       ? NULL
+                              : !(vm->seen & K_PORT_A) ? "port_a"
                               : !(vm->seen & K_PORT_B) ? "port_b"
                               : !(vm->seen & K_QMP)    ? "qmp"
                               : !(vm->seen & K_NODES)  ? "nodes"
                                                        : NULL;
+        if (lv) {
+#ifndef HAVE_LIBVIRT
+            snprintf(err, errlen, "%s: [vm %s] backend: built without libvirt (--with-libvirt)",
+                     cfg->path, vm->name);
+            return -1;
+#endif
+            if (!vm->uri[0])
+                strcpy(vm->uri, "qemu:///system");
+            if (!vm->domain[0])
+                strcpy(vm->domain, vm->name);
+            if (!(vm->seen & K_PORTS))
+                vm->ports_listen = 1; /* a revert replaces QEMU: let the new one dial us */
+            if (!vm->state_dir[0])
+                snprintf(vm->state_dir, sizeof(vm->state_dir), "%s/lib/libvirt/qemu",
+                         LOCALSTATEDIR);
+            if (!!vm->port_a[0] != !!vm->port_b[0]) {
+                snprintf(err, errlen, "%s: [vm %s] %s: give both ports or neither", cfg->path,
+                         vm->name, vm->port_a[0] ? "port_b" : "port_a");
+                return -1;
+            }
+        }
         if (missing) {
             snprintf(err, errlen, "%s: [vm %s] %s: required key missing", cfg->path, vm->name,
                      missing);
             return -1;
         }
-        if (!vm->vmstate_node[0])
+        if (!vm->vmstate_node[0] && vm->n_nodes)
             strcpy(vm->vmstate_node, vm->nodes[0]);
         if (!vm->state_dir[0]) {
             /* default: the directory of the QMP socket */

@@ -19,6 +19,14 @@
 #define BRIDGE_NODE_NAME_MAX 64
 #define BRIDGE_VMS_MAX       256
 
+#define BRIDGE_DOMAIN_MAX 256
+
+/* Which hypervisor interface runs a VM's snapshots (backend.h). */
+enum bridge_backend_kind {
+    BRIDGE_BACKEND_QMP = 0, /* QEMU's monitor socket (qmp = PATH) */
+    BRIDGE_BACKEND_LIBVIRT, /* a libvirt domain (uri = URI, domain = NAME) */
+};
+
 #define BRIDGE_TIER_NAME_MAX 32
 #define BRIDGE_TIERS_MAX     16
 #define BRIDGE_QEMU_ARGS_MAX 4096
@@ -37,11 +45,18 @@ struct bridge_tier_config {
 
 struct bridge_vm_config {
     char name[BRIDGE_VM_NAME_MAX];
-    char port_a[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the request port (guest -> host) */
-    char port_b[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the event port (host -> guest) */
-    char qmp[BRIDGE_PATH_MAX];       /* QMP socket */
-    char state_dir[BRIDGE_PATH_MAX]; /* where the VM's states live (hostinfo free space) */
-    char vmstate_node[BRIDGE_NODE_NAME_MAX];            /* node holding the RAM state */
+    enum bridge_backend_kind backend;
+    char uri[BRIDGE_PATH_MAX];      /* libvirt: connection URI (default qemu:///system) */
+    char domain[BRIDGE_DOMAIN_MAX]; /* libvirt: domain name (default: the VM's name) */
+    /* port sockets; with libvirt they may be left empty: read from the domain's XML */
+    char port_a[BRIDGE_PATH_MAX]; /* chardev socket of the request port (guest -> host) */
+    char port_b[BRIDGE_PATH_MAX]; /* chardev socket of the event port (host -> guest) */
+    /* 1: the bridge listens on port_a/port_b and QEMU dials it (a chardev with reconnect;
+     * survives QEMU being replaced, as libvirt's revert does); 0: the bridge connects */
+    unsigned ports_listen;
+    char qmp[BRIDGE_PATH_MAX];               /* QMP socket */
+    char state_dir[BRIDGE_PATH_MAX];         /* where the VM's states live (hostinfo free space) */
+    char vmstate_node[BRIDGE_NODE_NAME_MAX]; /* node holding the RAM state */
     char nodes[BRIDGE_NODES_MAX][BRIDGE_NODE_NAME_MAX]; /* qcow2 nodes snapshotted */
     unsigned n_nodes;
     unsigned max_states;

@@ -41,7 +41,8 @@ struct bridge;
 struct bridge_port {
     struct vms_channel ch;
     struct bridge_watch watch;
-    const char *path;
+    char path[BRIDGE_PATH_MAX]; /* "" until known (libvirt: from the domain XML) */
+    struct bridge_watch listen; /* ports = listen: the socket QEMU dials (fd -1 if none) */
     double retry_at;
     unsigned backoff_ms;
     pid_t reader; /* port A with privsep: the reader process, 0 if none */
@@ -50,7 +51,8 @@ struct bridge_port {
 struct bridge_vm {
     struct bridge *br;
     const struct bridge_vm_config *cfg;
-    struct bridge_port a, b; /* a: requests in, b: events out */
+    struct bridge_port a, b;              /* a: requests in, b: events out */
+    const struct bridge_backend_ops *ops; /* the VM's backend (its config's backend key) */
     struct bridge_backend *backend;
     struct bridge_ioe *ioe; /* I/O-error pause policy (ioerror.c) */
     /* session with the guest helper */
@@ -65,6 +67,7 @@ struct bridge_vm {
     struct bridge_queue queue;
     int busy;         /* a request is running */
     int need_recover; /* it was running when the bridge last stopped */
+    int restoring;    /* the running request is a restore: the guest's timeline is changing */
     char running[VMS_REQUEST_ID_LEN + 1];
     struct bridge_prepare hx;   /* Prepare/Ready and clock state (prepare.c) */
     struct bridge_managed *mgd; /* managed VMs: the bridge runs QEMU (vm/managed.c); else NULL */

@@ -13,18 +13,26 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/guest/guest.c \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
-	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
+	host-bridge/backend/backend.h host-bridge/backend/backend.c host-bridge/backend/backend-qmp.c \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
+	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
+if HAVE_LIBVIRT
+host_bridge_libbridge_la_SOURCES += \
+	host-bridge/backend/backend-libvirt.c \
+	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h
+endif
+# the domain XML reader needs no libvirt (vmstate-admin and its unit test use it too)
+host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
 # so a header is included by its name wherever it lives.
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
 	-I$(top_srcdir)/host-bridge/admin
-BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
-BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
+BRIDGE_DEP_LIBS = $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
 BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
@@ -34,7 +42,8 @@ sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
 host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
 host_bridge_vmstate_bridged_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_bridged_LDADD = host-bridge/libbridge.la
-host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c
+host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c host-bridge/admin/admin.h \
+	host-bridge/admin/libvirt-setup.c
 host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 
@@ -119,6 +128,13 @@ clean-bridge-image:
 TESTS += tests/bridge/test-admin.sh
 dist_noinst_SCRIPTS += tests/bridge/test-admin.sh
 
+# Unit test: what the bridge reads from and adds to a libvirt domain XML.
+TESTS += tests/test-bridge-libvirt-xml
+check_PROGRAMS += tests/test-bridge-libvirt-xml
+tests_test_bridge_libvirt_xml_SOURCES = tests/test-bridge-libvirt-xml.c
+tests_test_bridge_libvirt_xml_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_libvirt_xml_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+
 # Component test: the QMP backend against a fake monitor on a UNIX socket.
 TESTS += tests/test-bridge-qmp
 check_PROGRAMS += tests/test-bridge-qmp
@@ -128,3 +144,24 @@ tests_test_bridge_qmp_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 
 # I/O-error auto-resume (issue 6): tests and system checks
 include tests/ioerror/local.mk
+
+# The libvirt backend (issue 17): its component test against a private libvirtd and a real
+# QEMU (`make check-libvirt-backend`, part of check-system; exit 77 = skipped without libvirt).
+dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backend-test.sh \
+	tests/libvirt/run-suite.sh
+EXTRA_DIST += tests/libvirt/lib.sh
+if HAVE_LIBVIRT
+check_PROGRAMS += tests/test-bridge-libvirt
+tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c
+tests_test_bridge_libvirt_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_libvirt_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+SYSTEM_CHECKS += check-libvirt-backend check-bridge-system-libvirt
+check-libvirt-backend: tests/test-bridge-libvirt host-bridge/vmstate-admin
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-backend-test.sh
+# the bridge's system tests with both VMs as libvirt domains
+check-bridge-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
+		$(top_srcdir)/tests/bridge/run-system.sh
+endif
+.PHONY: check-libvirt-backend check-bridge-system-libvirt
+EXTRA_DIST += tests/test-bridge-libvirt.c

@@ -105,3 +105,58 @@ Test(config, shipped_example_parses)
     cr_assert_eq(cfg.n_vms, 1);
     bridge_config_free(&cfg);
 }
+
+Test(config, libvirt_vm_keys_and_defaults)
+{
+    struct bridge_config cfg;
+    char err[512] = "";
+    const struct bridge_vm_config *vm;
+    static const char text[] = "[vm lv1]\n"
+                               "backend = libvirt\n"
+                               "[vm lv2]\n"
+                               "backend = libvirt\n"
+                               "uri = qemu+unix:///system?socket=/tmp/s\n"
+                               "domain = guest-2\n"
+                               "ports = connect\n"
+                               "port_a = /run/a.sock\n"
+                               "port_b = /run/b.sock\n"
+                               "[vm q]\n"
+                               "port_a = /run/qa\nport_b = /run/qb\nqmp = /run/q/qmp\nnodes = d0\n"
+                               "ports = listen\n";
+    int rc = bridge_config_load_string(&cfg, "t.conf", text, err, sizeof(err));
+
+#ifdef HAVE_LIBVIRT
+    cr_assert_eq(rc, 0, "%s", err);
+    vm = bridge_config_vm(&cfg, "lv1");
+    cr_assert_eq(vm->backend, BRIDGE_BACKEND_LIBVIRT);
+    cr_assert_str_eq(vm->uri, "qemu:///system");
+    cr_assert_str_eq(vm->domain, "lv1", "the domain defaults to the VM's name");
+    cr_assert_eq(vm->ports_listen, 1, "libvirt VMs listen by default (a revert replaces QEMU)");
+    cr_assert_str_empty(vm->port_a, "ports come from the domain XML");
+    vm = bridge_config_vm(&cfg, "lv2");
+    cr_assert_str_eq(vm->uri, "qemu+unix:///system?socket=/tmp/s");
+    cr_assert_str_eq(vm->domain, "guest-2");
+    cr_assert_eq(vm->ports_listen, 0);
+    cr_assert_str_eq(vm->port_b, "/run/b.sock");
+    vm = bridge_config_vm(&cfg, "q");
+    cr_assert_eq(vm->backend, BRIDGE_BACKEND_QMP);
+    cr_assert_eq(vm->ports_listen, 1);
+#else
+    cr_assert_eq(rc, -1);
+    cr_assert(strstr(err, "built without libvirt"), "%s", err);
+    (void)vm;
+#endif
+    bridge_config_free(&cfg);
+}
+
+Test(config, libvirt_key_errors)
+{
+    expect_error("[vm a]\nbackend = xen\n", "[vm a] backend: 'xen' is not qmp or libvirt");
+    expect_error("[vm a]\nbackend = libvirt\ndomain = a<b\n", "[vm a] domain:");
+    expect_error("[vm a]\nbackend = libvirt\nports = maybe\n", "ports: 'maybe' is not listen");
+#ifdef HAVE_LIBVIRT
+    expect_error("[vm a]\nbackend = libvirt\nport_a = /x\n", "[vm a] port_b: give both ports");
+#endif
+    /* a QMP VM still needs its monitor and nodes */
+    expect_error("[vm a]\nport_a = /a\nport_b = /b\nnodes = d\n", "qmp: required key missing");
+}

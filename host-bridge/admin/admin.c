@@ -8,6 +8,7 @@
  *   grant PRINCIPAL VM OP...      OP: save restore list delete hostinfo set-memory all
  *   revoke PRINCIPAL VM OP...
  *   principals | rights | states [VM] | requests [VM] | events [VM]
+ *   libvirt-setup DOMAIN [--uri URI] [--dir DIR] [--apply]
  */
 #include "config.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "bridge-config.h"
 #include "ctl.h"
@@ -34,6 +36,9 @@ static void usage(FILE *f)
             "  grant PRINCIPAL VM OP...     OP: save restore list delete hostinfo set-memory all\n"
             "  revoke PRINCIPAL VM OP...\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
+            "  libvirt-setup DOMAIN [--uri URI] [--dir DIR] [--apply]\n"
+            "                 the domain XML with the bridge's two port channels (printed,\n"
+            "                 or defined with --apply; effective at the next start)\n"
             "Asked of the running bridge (admin socket: -S SOCKET, or admin_socket in CONFIG;\n"
             "-j prints JSON, -t SECONDS bounds the wait):\n"
             "  status [VM] | tiers\n"
@@ -144,6 +149,8 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind++];
+    if (!strcmp(cmd, "libvirt-setup")) /* libvirt's business: no database */
+        return admin_libvirt_setup(argc - optind + 1, argv + optind - 1);
     if (bridge_admin_is_ctl_command(cmd)) {
         /* lifecycle and status: the running bridge answers on its admin socket */
         if (!ctl_socket) {

@@ -791,17 +791,6 @@ static int qmp_query_memory(struct bridge_backend *q, bridge_backend_done_fn don
     return 0;
 }
 
-/* A balloon that has not moved for this long is where the guest will leave it (it gave back
- * what it could, or has no driver); the whole wait is bounded too. */
-#define BALLOON_SETTLE_S 3.0
-#define BALLOON_MAX_S    60.0
-#define BALLOON_NEAR     (1u << 20) /* the driver moves whole pages; call 1 MiB away "reached" */
-
-static int balloon_near(uint64_t actual, uint64_t target)
-{
-    return (actual > target ? actual - target : target - actual) < BALLOON_NEAR;
-}
-
 static void balloon_finish(struct bridge_backend *q, const char *why)
 {
     struct qmp_call *c = q->bal.c;
@@ -810,13 +799,7 @@ static void balloon_finish(struct bridge_backend *q, const char *why)
     if (!c)
         return;
     q->bal.c = NULL;
-    if (why)
-        snprintf(msg, sizeof(msg), "%s; memory %llu MiB, target %llu MiB", why,
-                 (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
-    else if (!balloon_near(q->bal.actual, c->bytes))
-        snprintf(msg, sizeof(msg),
-                 "the guest stopped at %llu MiB of the %llu MiB target (it gave what it could)",
-                 (unsigned long long)(q->bal.actual >> 20), (unsigned long long)(c->bytes >> 20));
+    bridge_balloon_message(msg, sizeof(msg), why, q->bal.actual, c->bytes);
     vms_info(vmname(q), NULL, "qmp: balloon settled at %llu bytes (target %llu)%s%s",
              (unsigned long long)q->bal.actual, (unsigned long long)c->bytes, msg[0] ? ": " : "",
              msg);
@@ -830,7 +813,7 @@ static void balloon_moved(struct bridge_backend *q, uint64_t actual)
     if (actual != q->bal.actual)
         q->bal.last_change = q->now;
     q->bal.actual = actual;
-    if (balloon_near(actual, q->bal.c->bytes))
+    if (bridge_balloon_near(actual, q->bal.c->bytes))
         balloon_finish(q, NULL);
 }
 
@@ -871,7 +854,7 @@ static void on_balloon(struct bridge_backend *q, json_object *ret, const char *e
     q->bal.asking = 0;
     q->bal.actual = 0;
     q->bal.last_change = q->now;
-    q->bal.deadline = q->now + BALLOON_MAX_S;
+    q->bal.deadline = q->now + BRIDGE_BALLOON_MAX_S;
     qmp_command(q, "query-balloon", NULL, qmp_timeout(q), on_balloon_now, NULL);
 }
 
@@ -1463,7 +1446,7 @@ static void qmp_tick(struct bridge_backend *q, double now)
         free(c);
         pp = &q->cmds; /* the callback may have changed the list */
     }
-    if (q->bal.c && (now - q->bal.last_change >= BALLOON_SETTLE_S || now >= q->bal.deadline))
+    if (q->bal.c && (now - q->bal.last_change >= BRIDGE_BALLOON_SETTLE_S || now >= q->bal.deadline))
         balloon_settle(q);
     if (q->mig.active && now >= q->mig.deadline)
         mig_finish(q, VMS_STATUS_ERR_TIMEOUT, "the checkpoint did not finish in time");

@@ -12,6 +12,7 @@
 #ifndef BRIDGE_BACKEND_H
 #define BRIDGE_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "bridge-config.h"
@@ -51,6 +52,10 @@ struct bridge_backend_hooks {
      * hypervisor did ("stop", "report", "ignore"). Called before the event hook. */
     void (*io_error)(void *opaque, const char *node, const char *operation, const char *reason,
                      int nospace, const char *action);
+    /* 1 when both guest ports are connected. A backend whose restore replaces the QEMU
+     * process (libvirt's revert) keeps the new one paused until then, so what the bridge
+     * sends after the restore reaches the restored guest. May be NULL. */
+    int (*ports_connected)(void *opaque);
 };
 
 struct bridge_backend_ops {
@@ -100,6 +105,10 @@ struct bridge_backend_ops {
     /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the
      * process at the other end of the monitor socket. Returns 0 or -1. */
     int (*kill)(struct bridge_backend *b, int force);
+    /* The guest ports' socket paths as the hypervisor's configuration names them (libvirt:
+     * the domain XML's channels), for a VM whose config leaves them out. 0 with both
+     * filled, -1 if not known (yet). NULL: the VM's config always gives them. */
+    int (*ports)(struct bridge_backend *b, char *port_a, char *port_b, size_t len);
 
     /* ---- lifecycle of managed VMs (vm/managed.c) ---- */
     /*
@@ -124,5 +133,30 @@ struct bridge_backend_ops {
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;
+#ifdef HAVE_LIBVIRT
+extern const struct bridge_backend_ops bridge_backend_libvirt;
+#endif
+
+/* The ops for @cfg's backend key; @fallback for QMP (tests pass a fake). */
+const struct bridge_backend_ops *bridge_backend_for(const struct bridge_vm_config *cfg,
+                                                    const struct bridge_backend_ops *fallback);
+
+/* set-memory follows the balloon: a balloon that has not moved for SETTLE seconds is where
+ * the guest will leave it (it gave what it could, or has no driver); MAX bounds the wait. */
+#define BRIDGE_BALLOON_SETTLE_S 3.0
+#define BRIDGE_BALLOON_MAX_S    60.0
+
+/* The driver moves whole pages: 1 MiB from the target counts as reached. */
+static inline int bridge_balloon_near(uint64_t actual, uint64_t target)
+{
+    return (actual > target ? actual - target : target - actual) < (1u << 20);
+}
+
+/*
+ * The completion message of a set-memory that reached @actual of @target: "" when it
+ * got there, else @why (or "stopped short") with both sizes.
+ */
+void bridge_balloon_message(char *out, size_t len, const char *why, uint64_t actual,
+                            uint64_t target);
 
 #endif

@@ -310,6 +310,13 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
     uint32_t version = vms_proto_negotiate(m->version, min);
     uint64_t nonce;
 
+    if (vm->restoring) {
+        /* a guest that runs during a restore is the restored one (libvirt's revert starts a
+         * new QEMU): a Welcome now would carry the old epoch. The Timeline that ends the
+         * restore makes its helper say Hello again. */
+        vms_debug(vmname(vm), vm->running, "hello during a restore: answered after it");
+        return;
+    }
     if (!bridge_bucket_take(&vm->hello_rate, BRIDGE_HELLO_BURST, BRIDGE_HELLO_WINDOW, vm->now)) {
         vms_debug(vmname(vm), NULL, "hello ignored: more than %d in %d s", BRIDGE_HELLO_BURST,
                   BRIDGE_HELLO_WINDOW);

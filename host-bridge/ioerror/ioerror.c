@@ -52,7 +52,7 @@ static const char *vmname(const struct bridge_ioe *e)
 
 static const struct bridge_backend_ops *ops(const struct bridge_ioe *e)
 {
-    return e->vm->br->backend;
+    return e->vm->ops;
 }
 
 /* ---- admin event socket (bridge-wide) ---- */

@@ -111,22 +111,9 @@ static void port_b_io(struct bridge_watch *w, uint32_t revents)
     port_update_events(vm, &vm->b);
 }
 
-static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watch_fn fn)
+/* Take @fd (connected to QEMU's end of @p) as the port's connection. Returns 0 or -1. */
+static int port_attach(struct bridge_vm *vm, struct bridge_port *p, int fd, bridge_watch_fn fn)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd;
-
-    if (strlen(p->path) >= sizeof(sa.sun_path))
-        return -1;
-    strcpy(sa.sun_path, p->path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        vms_debug(vmname(vm), NULL, "%s: connect %s: %s", p->ch.name, p->path, strerror(errno));
-        close(fd);
-        return -1;
-    }
     if (p == &vm->a && vm->br->cfg->privsep) {
         /* the guest's bytes are parsed by an unprivileged reader; we read its output */
         int sp = bridge_privsep_spawn(fd, vmname(vm), &p->reader);
@@ -145,8 +132,131 @@ static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watc
         return -1;
     }
     p->backoff_ms = vm->br->cfg->reconnect_min_ms;
+    return 0;
+}
+
+static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watch_fn fn)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (!p->path[0] || strlen(p->path) >= sizeof(sa.sun_path))
+        return -1;
+    strcpy(sa.sun_path, p->path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        vms_debug(vmname(vm), NULL, "%s: connect %s: %s", p->ch.name, p->path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (port_attach(vm, p, fd, fn) < 0)
+        return -1;
     vms_info(vmname(vm), NULL, "%s: connected to %s", p->ch.name, p->path);
     return 0;
+}
+
+/* Port B reached a (maybe new) guest: its clock, and what it has not acknowledged. */
+static void port_b_up(struct bridge_vm *vm)
+{
+    if (vm->restoring) {
+        /* a restore replacing QEMU: the restored guest hears of its timeline first
+         * (Timeline, then the new epoch's events, from bridge_vm_restored) */
+        vms_debug(vmname(vm), vm->running, "port B back during a restore: it speaks after it");
+        return;
+    }
+    bridge_clock_port_connected(vm); /* time, and a Hello from a welcomed helper */
+    bridge_vm_resend_unacked(vm);
+}
+
+/* ---- ports = listen: QEMU dials the bridge (a chardev with reconnect) ---- */
+
+static void port_accept(struct bridge_watch *w, uint32_t revents)
+{
+    struct bridge_vm *vm = w->opaque;
+    struct bridge_port *p = w == &vm->a.listen ? &vm->a : &vm->b;
+    int fd;
+
+    (void)revents;
+    fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (p->ch.fd >= 0) {
+        /* a new QEMU dialled before the old connection's EOF reached us: the old one is gone */
+        port_stop_reader(p);
+        vms_warn(vmname(vm), NULL, "%s: replaced by a new connection", p->ch.name);
+        bridge_watch_del(&vm->br->loop, &p->watch);
+        vms_channel_detach(&p->ch, 1);
+    }
+    if (port_attach(vm, p, fd, p == &vm->a ? port_a_io : port_b_io) < 0)
+        return;
+    vms_info(vmname(vm), NULL, "%s: QEMU connected to %s", p->ch.name, p->path);
+    if (p == &vm->b)
+        port_b_up(vm);
+}
+
+/* Listen on @p's path (a stale socket file is replaced). Returns 0 or -1. */
+static int port_listen(struct bridge_vm *vm, struct bridge_port *p)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (!p->path[0] || strlen(p->path) >= sizeof(sa.sun_path))
+        return -1;
+    strcpy(sa.sun_path, p->path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    unlink(p->path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+        vms_err(vmname(vm), NULL, "%s: listen on %s: %s", p->ch.name, p->path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    bridge_watch_init(&p->listen, port_accept, vm);
+    if (bridge_watch_add(&vm->br->loop, &p->listen, fd, EPOLLIN) < 0) {
+        close(fd);
+        unlink(p->path);
+        return -1;
+    }
+    vms_info(vmname(vm), NULL, "%s: listening on %s", p->ch.name, p->path);
+    return 0;
+}
+
+static void port_unlisten(struct bridge_vm *vm, struct bridge_port *p)
+{
+    int fd = p->listen.fd;
+
+    if (fd < 0)
+        return;
+    bridge_watch_del(&vm->br->loop, &p->listen);
+    close(fd);
+    unlink(p->path);
+}
+
+/* Ports the config leaves out: the paths the backend learnt (libvirt: the domain XML). */
+static void ports_from_backend(struct bridge_vm *vm)
+{
+    char a[BRIDGE_PATH_MAX], b[BRIDGE_PATH_MAX];
+
+    if (vm->cfg->port_a[0] || !vm->ops->ports || !vm->backend ||
+        vm->ops->ports(vm->backend, a, b, sizeof(a)) < 0)
+        return;
+    if (!strcmp(a, vm->a.path) && !strcmp(b, vm->b.path))
+        return;
+    vms_info(vmname(vm), NULL, "ports from the hypervisor: %s, %s", a, b);
+    port_unlisten(vm, &vm->a);
+    port_unlisten(vm, &vm->b);
+    snprintf(vm->a.path, sizeof(vm->a.path), "%s", a);
+    snprintf(vm->b.path, sizeof(vm->b.path), "%s", b);
+    vm->a.retry_at = vm->b.retry_at = 0;
+}
+
+static int ports_connected(void *opaque)
+{
+    struct bridge_vm *vm = opaque;
+    return vm->a.ch.fd >= 0 && vm->b.ch.fd >= 0;
 }
 
 void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m)
@@ -309,6 +419,7 @@ fail:
 static void finish_running(struct bridge_vm *vm)
 {
     vm->busy = 0;
+    vm->restoring = 0;
     vm->need_recover = 0;
     vm->running[0] = '\0';
 }
@@ -471,7 +582,7 @@ static void job_id_for(const struct bridge_request *r, char *out, size_t len)
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
-    const struct bridge_backend_ops *ops = vm->br->backend;
+    const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_db *db = &vm->br->db;
     char job[VMS_STR_MAX + 1];
     int rc = -1;
@@ -507,6 +618,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
             finish_running(vm);
             return 1;
         }
+        vm->restoring = r->op == VMS_OP_RESTORE;
         rc = (r->op == VMS_OP_RESTORE ? ops->restore : ops->delete)(vm->backend, r->state_id, job,
                                                                     on_backend_done, vm);
         break;
@@ -529,7 +641,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 
 void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char *message)
 {
-    const struct bridge_backend_ops *ops = vm->br->backend;
+    const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_request r;
     char job[VMS_STR_MAX + 1];
     int rc = -1;
@@ -559,7 +671,7 @@ done:
 
 static void recover_running(struct bridge_vm *vm)
 {
-    const struct bridge_backend_ops *ops = vm->br->backend;
+    const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_request r;
     char job[VMS_STR_MAX + 1];
 
@@ -577,7 +689,7 @@ static void recover_running(struct bridge_vm *vm)
 
 void bridge_vm_kick(struct bridge_vm *vm)
 {
-    const struct bridge_backend_ops *ops = vm->br->backend;
+    const struct bridge_backend_ops *ops = vm->ops;
     char id[VMS_REQUEST_ID_LEN + 1];
 
     if (!vm->backend || !ops->is_ready(vm->backend) || bridge_managed_holds(vm))
@@ -602,6 +714,7 @@ void bridge_vm_kick(struct bridge_vm *vm)
 static void on_backend_ready(void *opaque)
 {
     struct bridge_vm *vm = opaque;
+    ports_from_backend(vm);
     bridge_managed_backend_ready(vm);
     bridge_ioe_ready(vm->ioe);
     bridge_vm_kick(vm);
@@ -634,6 +747,7 @@ static const struct bridge_backend_hooks backend_hooks = {
     .lost = on_backend_lost,
     .event = on_backend_event,
     .io_error = on_backend_io_error,
+    .ports_connected = ports_connected,
 };
 
 const struct bridge_backend_hooks *bridge_vm_backend_hooks(void)
@@ -662,11 +776,14 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
     snprintf(name, sizeof(name), "%.48s/port-b", cfg->name);
     if (vms_channel_init(&vm->b.ch, name, cfg->name, 0) < 0)
         return -1;
-    vm->a.path = cfg->port_a;
-    vm->b.path = cfg->port_b;
+    vm->ops = bridge_backend_for(cfg, br->backend);
+    snprintf(vm->a.path, sizeof(vm->a.path), "%s", cfg->port_a);
+    snprintf(vm->b.path, sizeof(vm->b.path), "%s", cfg->port_b);
     vm->a.backoff_ms = vm->b.backoff_ms = br->cfg->reconnect_min_ms;
     bridge_watch_init(&vm->a.watch, port_io, &vm->a);
     bridge_watch_init(&vm->b.watch, port_io, &vm->b);
+    bridge_watch_init(&vm->a.listen, port_io, vm);
+    bridge_watch_init(&vm->b.listen, port_io, vm);
     bridge_auth_limiter_init(&vm->auth, cfg->auth_fail_max, cfg->auth_fail_window);
     bridge_queue_init(&vm->queue);
     vm->now = bridge_now();
@@ -677,7 +794,7 @@ void bridge_vm_free(struct bridge_vm *vm)
 {
     bridge_managed_free(vm);
     if (vm->backend)
-        vm->br->backend->close(vm->backend);
+        vm->ops->close(vm->backend);
     vm->backend = NULL;
     bridge_ioe_free(vm->ioe);
     vm->ioe = NULL;
@@ -686,6 +803,8 @@ void bridge_vm_free(struct bridge_vm *vm)
         bridge_watch_del(&vm->br->loop, &vm->a.watch);
     if (vm->b.ch.fd >= 0)
         bridge_watch_del(&vm->br->loop, &vm->b.watch);
+    port_unlisten(vm, &vm->a);
+    port_unlisten(vm, &vm->b);
     vms_channel_free(&vm->a.ch);
     vms_channel_free(&vm->b.ch);
     bridge_queue_free(&vm->queue);
@@ -709,6 +828,7 @@ static void note_running(void *opaque, struct bridge_request *r)
         }
         vm->busy = 1;
         vm->need_recover = 1;
+        vm->restoring = r->op == VMS_OP_RESTORE;
         memcpy(vm->running, r->id, sizeof(vm->running));
     } else {
         /* list, hostinfo, set-memory change nothing that a rerun would repeat harmfully */
@@ -750,30 +870,44 @@ int bridge_vm_start(struct bridge_vm *vm)
     vm->ioe = bridge_ioe_new(vm);
     if (!vm->ioe)
         return -1;
-    vm->backend = vm->br->backend->open(vm->cfg, &vm->br->loop, vm->br->cfg->reconnect_min_ms,
-                                        vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
+    vm->backend = vm->ops->open(vm->cfg, &vm->br->loop, vm->br->cfg->reconnect_min_ms,
+                                vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
     if (!vm->backend)
         return -1;
     return bridge_managed_start(vm);
 }
 
+/* ports = listen: keep both listening sockets up (QEMU dials them). */
+static void ports_listen_tick(struct bridge_vm *vm, double now)
+{
+    struct bridge_port *ports[2] = {&vm->a, &vm->b};
+
+    for (int i = 0; i < 2; i++) {
+        struct bridge_port *p = ports[i];
+        if (p->listen.fd < 0 && p->path[0] && now >= p->retry_at && port_listen(vm, p) < 0)
+            port_schedule_retry(vm, p);
+    }
+}
+
 void bridge_vm_tick(struct bridge_vm *vm, double now)
 {
     vm->now = now;
-    if (vm->a.ch.fd < 0 && now >= vm->a.retry_at) {
-        if (port_connect(vm, &vm->a, port_a_io) < 0)
-            port_schedule_retry(vm, &vm->a);
-    }
-    if (vm->b.ch.fd < 0 && now >= vm->b.retry_at) {
-        if (port_connect(vm, &vm->b, port_b_io) < 0) {
-            port_schedule_retry(vm, &vm->b);
-        } else {
-            bridge_clock_port_connected(vm); /* time, and a Hello from a welcomed helper */
-            bridge_vm_resend_unacked(vm);
+    if (vm->cfg->ports_listen) {
+        ports_listen_tick(vm, now);
+    } else {
+        if (vm->a.ch.fd < 0 && now >= vm->a.retry_at) {
+            if (port_connect(vm, &vm->a, port_a_io) < 0)
+                port_schedule_retry(vm, &vm->a);
+        }
+        if (vm->b.ch.fd < 0 && now >= vm->b.retry_at) {
+            if (port_connect(vm, &vm->b, port_b_io) < 0)
+                port_schedule_retry(vm, &vm->b);
+            else
+                port_b_up(vm);
         }
     }
     if (vm->backend)
-        vm->br->backend->tick(vm->backend, now);
+        vm->ops->tick(vm->backend, now);
     bridge_prepare_tick(vm, now);
     bridge_ioe_tick_vm(vm->ioe, now);
     if (now >= vm->next_prune)

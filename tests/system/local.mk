@@ -34,3 +34,13 @@ SYSTEM_CHECKS += check-wholepath
 EXTRA_DIST += tests/system/wholepath.py tests/system/demo.py tests/system/test-wholepath.py \
 	tests/system/README.md \
 	tests/system/guest/helper.conf tests/system/guest/50-vmstate-helper
+
+# The same suite on the libvirt backend (issue 17): each VM a domain on a private libvirtd.
+if HAVE_LIBVIRT
+check-wholepath-libvirt: $(WHOLEPATH_DEPS)
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' PYTHONDONTWRITEBYTECODE=1 \
+		$(top_srcdir)/tests/libvirt/run-suite.sh $(PYTHON3) \
+		$(abs_top_srcdir)/tests/system/test-wholepath.py $(WHOLEPATH_ARGS) $(WHOLEPATH_FLAGS)
+SYSTEM_CHECKS += check-wholepath-libvirt
+endif
+.PHONY: check-wholepath-libvirt

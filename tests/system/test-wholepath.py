@@ -33,7 +33,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
-from vmstest import VMError, check, field, results  # noqa: E402
+from vmstest import BACKEND, VMError, check, field, results  # noqa: E402
 from vmstest.proxy import QmpHoldProxy  # noqa: E402
 from vmstest.wholepath import App, WholePath  # noqa: E402
 
@@ -252,8 +252,16 @@ def t5_bridge_kill(wp, ctx):
     # against the job's few hundred milliseconds (freezing the bridge with SIGSTOP when it
     # logged the command came too late on a loaded 2-core CI machine). QEMU's monitor is
     # busy while it writes the state, so the job has usually concluded when we can ask.
+    # On libvirt the proxy sits on libvirtd's socket and holds after the snapshot-create
+    # call (its XML carries the job id): libvirtd finishes the snapshot for a dead client,
+    # and the restarted bridge judges it from the snapshot list.
+    if BACKEND == "libvirt":
+        sock = wp.vm.uri.split("socket=", 1)[1]
+        hold_on = rb"<description>vms-(\w+)</description>"
+    else:
+        sock, hold_on = wp.vm.qmp_sock, rb'"snapshot-save".*?"job-id":\s*"vms-(\w+)"'
     wp.bridge.stop()
-    with QmpHoldProxy(wp.vm.qmp_sock, rb'"snapshot-save".*?"job-id":\s*"vms-(\w+)"') as proxy:
+    with QmpHoldProxy(sock, hold_on) as proxy:
         wp.bridge.start()
         wp.wait_connected()
         a.cmd("save t5-crash crash-data", background=True)  # the guest pauses for it
@@ -262,13 +270,14 @@ def t5_bridge_kill(wp, ctx):
             return
         rid = proxy.match.group(1).decode()
         job, deadline = [], time.monotonic() + 30
-        while not job and time.monotonic() < deadline:
+        while BACKEND != "libvirt" and not job and time.monotonic() < deadline:
             job = [j for j in wp.vm.qmp("query-jobs") if j["id"] == f"vms-{rid}"]
         wp.bridge.kill9()
     seen_end = re.search(rf"vms-{rid} (-> concluded|\(save \S+\) concluded)|req={rid}: completed",
                          wp.bridge.log())
-    check(job and not seen_end, f"5: bridge SIGKILLed while QEMU's job was "
-                                f"{job[0]['status'] if job else '?'} and before it saw it end")
+    check((job or BACKEND == "libvirt") and not seen_end,
+          f"5: bridge SIGKILLed while the hypervisor's job was "
+          f"{job[0]['status'] if job else 'running'} and before it saw it end")
     time.sleep(0.5)
     wp.bridge.start()
     ev = a.wait_event(rid, timeout=120)
@@ -368,10 +377,13 @@ def t8_script(wp, ctx):
 def replug(wp, tag):
     """device_del both vmstate ports, then device_add them again (same chardevs)."""
     vm = wp.vm
-    for pid in ("porta", "portb"):
-        vm.qmp("device_del", id=pid)
-    for pid in ("porta", "portb"):
-        vm.wait_event("DEVICE_DELETED", 30, lambda e, p=pid: e["data"].get("device") == p)
+    if BACKEND == "libvirt":  # libvirt owns the devices: virsh detach-device / attach-device
+        vm.ports_unplug()
+    else:
+        for pid in ("porta", "portb"):
+            vm.qmp("device_del", id=pid)
+        for pid in ("porta", "portb"):
+            vm.wait_event("DEVICE_DELETED", 30, lambda e, p=pid: e["data"].get("device") == p)
     time.sleep(1)
     rc, names = wp.query("cat /sys/class/virtio-ports/*/name")
     check("org.vmstate.request.0" not in names, f"{tag}: ports gone in the guest ({names.split()})")
@@ -390,6 +402,9 @@ def replug(wp, tag):
     # (through HMP: the harness's qmp() takes the command as its own `name` argument)
     for cid, pid, name in (("cha", "porta", "org.vmstate.request.0"),
                            ("chb", "portb", "org.vmstate.event.0")):
+        if BACKEND == "libvirt":
+            vm.ports_plug()
+            break
         out = vm.qmp("human-monitor-command", **{"command-line": (
             f"device_add virtserialport,bus=vser0.0,chardev={cid},id={pid},name={name}")})
         check(not out.strip(), f"{tag}: QMP device_add {pid} ({name}) {out.strip()}")

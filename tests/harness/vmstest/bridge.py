@@ -95,9 +95,12 @@ class Bridge:
     def vm_section(self, name):
         """The keys of section [vm NAME]: the VM's sockets, then vm_options, then per_vm."""
         vm = self.vms[name]
-        return {"port_a": vm.a_sock, "port_b": vm.b_sock, "qmp": vm.qmp_sock,
-                "nodes": "disk0", "state_dir": vm.workdir,
-                **self.vm_options, **self.per_vm.get(name, {})}
+        if getattr(vm, "backend", "qmp") == "libvirt":  # its ports: from the domain XML
+            keys = {"backend": "libvirt", "uri": vm.uri, "domain": vm.domain}
+        else:
+            keys = {"port_a": vm.a_sock, "port_b": vm.b_sock, "qmp": vm.qmp_sock,
+                    "nodes": "disk0"}
+        return {**keys, "state_dir": vm.workdir, **self.vm_options, **self.per_vm.get(name, {})}
 
     def config_text(self):
         def section(title, keys):
@@ -151,7 +154,8 @@ class Bridge:
     def wait_connected(self, names, timeout=30):
         """Wait until the log shows the QMP connection of each VM in names."""
         def connected(log, name):
-            return any(name in line and "qmp: connected" in line for line in log.splitlines())
+            return any(name in line and ("qmp: connected" in line or "libvirt: connected" in line)
+                       for line in log.splitlines())
         deadline = time.monotonic() + timeout
         while not all(connected(self.log(), n) for n in names):
             if time.monotonic() > deadline or not self.alive():

@@ -21,7 +21,8 @@ import time
 
 from .bridge import Bridge
 from .checks import field
-from .vm import VM, AgentLost, VMError
+from . import make_vm
+from .vm import AgentLost, VMError
 
 
 class WholePath:
@@ -32,14 +33,15 @@ class WholePath:
     APP_BIN = "/usr/bin/vmstate-testapp"
 
     def __init__(self, image, builddir, workdir=None, mem="128M", append="", vm_options=None,
-                 cost="test", log=None, extra_args=(), **bridge_kw):
-        """vm_options: INI keys of [vm vm1] (over job_timeout = 120); bridge_kw: more
-        vmstest.Bridge arguments (bridge_options, sections, valgrind...)."""
+                 cost="test", log=None, extra_args=(), backend=None, **bridge_kw):
+        """vm_options: INI keys of [vm vm1] (over job_timeout = 120); backend: qmp or libvirt
+        (default: vmstest.BACKEND); bridge_kw: more vmstest.Bridge arguments
+        (bridge_options, sections, valgrind...)."""
         self.workdir = workdir or tempfile.mkdtemp(prefix="vmswp-")
         os.makedirs(self.workdir, exist_ok=True)
         self.image, self.builddir, self.cost = image, builddir, cost
-        self.vm = VM(os.path.join(self.workdir, "vm"), image, mem=mem, append=append,
-                     extra_args=extra_args)
+        self.vm = make_vm(os.path.join(self.workdir, "vm"), image, builddir, backend, mem=mem,
+                          append=append, extra_args=extra_args)
         self.bridge = Bridge(builddir, self.workdir, {"vm1": self.vm},
                              vm_options={"job_timeout": 120, **(vm_options or {})}, **bridge_kw)
         self.secret = secrets.token_urlsafe(24)
