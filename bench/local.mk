@@ -56,11 +56,24 @@ clean-local: clean-bench-image
 clean-bench-image:
 	rm -rf $(BENCH_IMAGE_DIR)
 
-.PHONY: bench bench-programs bench-image clean-bench-image
+# Lifecycle benchmark alone (issue 12): managed-VM suspend/resume vs RAM size, copy path
+# against dd, a storm with and without throttling; Markdown to $(BENCH_LIFECYCLE_OUT), the
+# plot to bench/lifecycle-resume.png in the source tree. `make bench` runs it too.
+BENCH_LIFECYCLE_OUT = $(abs_builddir)/bench/lifecycle.md
+BENCH_LIFECYCLE_ARGS =
+bench-lifecycle: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	@mkdir -p bench
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-lifecycle.py \
+	  --image $(GUEST_IMAGE_DIR) --builddir $(abs_builddir) \
+	  --json $(abs_builddir)/bench/lifecycle.json $(BENCH_LIFECYCLE_ARGS) > $(BENCH_LIFECYCLE_OUT)
+	@cat $(BENCH_LIFECYCLE_OUT)
+
+.PHONY: bench bench-programs bench-image clean-bench-image bench-lifecycle
 EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.py \
 	bench/run-all.py bench/vmstate_path.py bench/guest-dbus-limits.conf bench/bench-rtt.py \
 	bench/bench-saverestore.py bench/bench-load.py bench/bench-scale.py bench/profile-rtt.py \
-	bench/profile-native.py
+	bench/profile-native.py bench/bench-lifecycle.py bench/plot-lifecycle.py \
+	bench/lifecycle-resume.png
 
 # Per-operation times on the QMP and libvirt backends (issue 17): prints a Markdown table
 # for bench/RESULTS.md. Needs the test guest image; the libvirt column a private libvirtd

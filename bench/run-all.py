@@ -2,7 +2,7 @@
 """Run every vmstate benchmark in one go and write RESULTS.md (what `make bench` does).
 
 Usage: run-all.py --image DIR --builddir BUILD [-n 1000] [--out bench/RESULTS.md]
-                  [--only rtt,saverestore,load,scale,profile] [--quick]
+                  [--only rtt,saverestore,load,scale,profile,lifecycle] [--quick]
 Each benchmark runs as its own script (runnable alone, see bench/README.md); its Markdown
 rows go into RESULTS.md, its progress into BUILD/bench/run-all.log. A benchmark that fails
 is marked "not measured" with the reason; the others still run. Never gates CI.
@@ -18,7 +18,7 @@ import time
 
 import benchlib as bl
 
-ALL = ["rtt", "saverestore", "load", "scale", "profile"]  # profile includes the native runs
+ALL = ["rtt", "saverestore", "load", "scale", "profile", "lifecycle"]  # profile: + native runs
 
 
 def run(name, argv, logf):
@@ -166,6 +166,23 @@ def main():
                         ("300" if flag else "2000") if not a.quick else "100"] + flag
                 text, dt = run("native", argv, logf)
                 out += [text or "not measured: failed", ""]
+        if "lifecycle" in only:
+            j = os.path.join(tmp, "lifecycle.json")
+            argv = ["bench-lifecycle.py", *common, "--json", j]
+            if a.quick:
+                argv += ["--reps", "1", "--sizes", "256M,1G"]
+            text, dt = run("lifecycle", argv, logf)
+            out += ["## 7. Managed VMs: suspend and resume (issue 12)", "",
+                    "`bench/bench-lifecycle.py`: one bridge with managed VMs (the lifecycle "
+                    "suite's wiring), one VM at a time per path and size; each guest first "
+                    "fills about half its RAM with a non-zero pattern. Times are the bridge's "
+                    "own (`vmstate-admin -j`: total_ms, checkpoint_ms); dd is "
+                    "`dd if=/dev/zero bs=1M conv=fdatasync` of the checkpoint's size to the "
+                    "same tier in the same run.", "",
+                    text or "not measured: the benchmark failed (see run-all.log)", ""]
+            lc = load_json(j)
+            if lc:
+                verdicts += lc["verdicts"]
     if verdicts:
         out[out.index("## Machine"):out.index("## Machine")] = ["## Targets", ""] + verdicts + [
             "", "(what the profile shows about each miss: see the Profile section and "
