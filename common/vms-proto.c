@@ -121,7 +121,7 @@ static const char *const op_names[VMS_OP__COUNT] = {
     [VMS_OP_UNKNOWN] = "unknown",       [VMS_OP_SAVE] = "save",
     [VMS_OP_RESTORE] = "restore",       [VMS_OP_LIST] = "list",
     [VMS_OP_DELETE] = "delete",         [VMS_OP_HOSTINFO] = "hostinfo",
-    [VMS_OP_SET_MEMORY] = "set-memory",
+    [VMS_OP_SET_MEMORY] = "set-memory", [VMS_OP_SUSPEND] = "suspend",
 };
 
 static const struct {

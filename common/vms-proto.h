@@ -59,6 +59,7 @@ enum vms_op {
     VMS_OP_DELETE,
     VMS_OP_HOSTINFO,
     VMS_OP_SET_MEMORY,
+    VMS_OP_SUSPEND, /* a managed VM: the host suspends it; completes once it has resumed */
     VMS_OP__COUNT
 };
 

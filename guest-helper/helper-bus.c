@@ -192,13 +192,10 @@ struct request_method {
 };
 
 static const struct request_method request_methods[] = {
-    {"Save", "ssaya{ss}", VMS_OP_SAVE},
-    {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
-    {"ListStates", "sa{ss}", VMS_OP_LIST},
-    {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
-    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO},
-    {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
-    {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"Suspend", "sa{ss}", VMS_OP_SUSPEND},   {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
 };
 
 /* RestoreWith's follow-ups a(st) into @req: known operations that make sense inside a

@@ -900,6 +900,11 @@ int vmstate_hostinfo(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
     return simple_request(v, "HostInfo", request_id);
 }
 
+int vmstate_suspend(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return simple_request(v, "Suspend", request_id);
+}
+
 int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
 {
     DBusMessage *m;

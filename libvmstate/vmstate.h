@@ -130,6 +130,11 @@ int vmstate_list(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 /* free_bytes, mem_bytes, hostname, bridge_version arrive in the completion. */
 int vmstate_hostinfo(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/*
+ * Ask the host to suspend this VM (one the host bridge manages). Apps get PREPARE_SAVE
+ * first; the completion arrives after the host resumed the VM, in the resumed VM.
+ */
+int vmstate_suspend(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 /* @bytes > 0. The completion carries the target in bytes and the size the guest reached in
  * mem_bytes: a guest may stop short (it gave back what it could; message says so). */
 int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);

@@ -61,6 +61,8 @@ static void usage(FILE *f)
           "  delete STATE_ID     delete a saved state\n"
           "  hostinfo            show host information (waits for the answer)\n"
           "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
+          "  suspend             ask the host to suspend this VM (a managed VM); with --wait,\n"
+          "                      the answer comes once the host has resumed it\n"
           "  watch               print this app id's events, save announcements, states saved\n"
           "                      or deleted by any app, clock corrections and host notices\n"
           "                      until interrupted\n"
@@ -668,7 +670,8 @@ int main(int argc, char **argv)
         arg = argv[optind++];
         if (needs_arg == 2)
             arg2 = argv[optind++];
-    } else if (strcmp(cmd, "list") && strcmp(cmd, "hostinfo") && strcmp(cmd, "watch")) {
+    } else if (strcmp(cmd, "list") && strcmp(cmd, "hostinfo") && strcmp(cmd, "watch") &&
+               strcmp(cmd, "suspend")) {
         fprintf(stderr, "vmstatectl: unknown command '%s' (see --help)\n", cmd);
         return EXIT_USAGE;
     }
@@ -741,6 +744,8 @@ int main(int argc, char **argv)
         rc = vmstate_set_memory(v, bytes, rid);
     else if (!strcmp(cmd, "list"))
         rc = vmstate_list(v, rid), must_wait = 1;
+    else if (!strcmp(cmd, "suspend"))
+        rc = vmstate_suspend(v, rid);
     else
         rc = vmstate_hostinfo(v, rid), must_wait = 1;
     if (rc < 0) {

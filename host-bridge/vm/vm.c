@@ -551,7 +551,8 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, 
                           struct vms_msg *ev)
 {
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
-                                      VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY};
+                                      VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY,
+                                      VMS_OP_SUSPEND};
     struct bridge_db *db = &vm->br->db;
     struct statvfs sv;
     char host[256] = "", allowed[VMS_STR_MAX + 1] = "";
@@ -896,6 +897,63 @@ static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_
     return 0;
 }
 
+/* A suspend a guest app asked for, waiting for the lifecycle operation (vm/managed.c). */
+struct guest_suspend {
+    struct bridge_vm *vm;
+    char id[VMS_REQUEST_ID_LEN + 1];
+};
+
+/*
+ * The suspend ended. On success QEMU is gone by now: the completion is journaled unacked
+ * and reaches the guest when port B is back after the resume — in the resumed guest, where
+ * the request is still pending.
+ */
+static void on_guest_suspend_done(void *opaque, int ok, json_object *result)
+{
+    struct guest_suspend *gs = opaque;
+    struct bridge_vm *vm = gs->vm;
+    struct bridge_request r;
+    json_object *err = NULL;
+    const char *msg = NULL;
+    enum vms_status st = VMS_STATUS_OK;
+
+    if (!ok) {
+        msg = result && json_object_object_get_ex(result, "error", &err)
+                  ? json_object_get_string(err)
+                  : "the bridge stopped before the suspend ended";
+        st = strstr(msg, "inhibited")                               ? VMS_STATUS_ERR_INHIBITED
+             : strstr(msg, "busy") || strstr(msg, "cannot suspend") ? VMS_STATUS_ERR_BUSY
+                                                                    : VMS_STATUS_ERR_BACKEND;
+    }
+    if (bridge_db_request_find(&vm->br->db, vmname(vm), gs->id, &r) == 1) {
+        complete_simple(vm, &r, st, msg);
+        bridge_request_clear(&r);
+    }
+    json_object_put(result);
+    free(gs);
+}
+
+/* Run a guest's suspend request: only a managed VM can be suspended by its bridge. */
+static void guest_suspend(struct bridge_vm *vm, struct bridge_request *r)
+{
+    struct guest_suspend *gs;
+
+    finish_running(vm); /* the suspend waits for no running request: this one waits for it */
+    if (!vm->mgd) {
+        complete_simple(vm, r, VMS_STATUS_ERR_UNSUPPORTED,
+                        "this VM is not managed by the host bridge: it cannot be suspended");
+        return;
+    }
+    gs = calloc(1, sizeof(*gs));
+    if (!gs) {
+        complete_simple(vm, r, VMS_STATUS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    gs->vm = vm;
+    memcpy(gs->id, r->id, sizeof(gs->id));
+    bridge_managed_request(vm, BRIDGE_LC_SUSPEND, on_guest_suspend_done, gs);
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
@@ -957,6 +1015,9 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
     case VMS_OP_SET_MEMORY:
         rc = set_memory(vm, r->bytes, on_backend_done, vm);
         break;
+    case VMS_OP_SUSPEND:
+        guest_suspend(vm, r);
+        return 1;
     default:
         break;
     }
@@ -1257,6 +1318,10 @@ static void note_running(void *opaque, struct bridge_request *r)
         vm->need_recover = 1;
         vm->restoring = r->op == VMS_OP_RESTORE;
         memcpy(vm->running, r->id, sizeof(vm->running));
+    } else if (r->op == VMS_OP_SUSPEND) {
+        /* its checkpoint may or may not have been taken: never suspend twice for it */
+        complete_simple(vm, r, VMS_STATUS_ERR_ABORTED,
+                        "interrupted by a bridge restart (the VM may have been suspended)");
     } else {
         /* list, hostinfo, set-memory change nothing that a rerun would repeat harmfully */
         bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_ACCEPTED, 0, "");
