@@ -243,7 +243,7 @@ Test(rights, hostinfo_says_what_the_principal_may_do_and_the_quotas)
     drain(&in1);
     ev = find(VMS_MSG_EVENT, id);
     cr_assert_not_null(ev);
-    cr_assert_str_eq(ev->ops, "save restore list delete hostinfo set-memory");
+    cr_assert_str_eq(ev->ops, "save restore list delete hostinfo set-memory suspend");
     cr_assert(vms_msg_has(ev, VMS_F_HOST_MEM_TOTAL) && ev->host_mem_total > 0);
     cr_assert(vms_msg_has(ev, VMS_F_HOST_CPUS) && ev->host_cpus > 0);
     for (size_t i = 0; i < ev->n_quotas; i++)
