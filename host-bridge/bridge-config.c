@@ -36,6 +36,7 @@ void bridge_vm_config_defaults(struct bridge_vm_config *vm)
     vm->max_states = 32;
     vm->max_pending = 16;
     vm->max_app_data_bytes = 4u * 1024u * 1024u;
+    vm->max_journal_bytes = 32u * 1024u * 1024u;
     vm->rate_requests = 60;
     vm->rate_window = 60;
     vm->auth_fail_max = 5;
@@ -256,7 +257,10 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
     UINT_KEY("max_states", max_states, 100000)
     UINT_KEY("max_pending", max_pending, 10000)
     SIZE_KEY("max_app_data_bytes", max_app_data_bytes)
+    SIZE_KEY("max_journal_bytes", max_journal_bytes)
     UINT_KEY("rate_requests", rate_requests, 1000000)
+    UINT_KEY("rate_requests_per_uid", rate_requests_per_uid, 1000000)
+    UINT_KEY("max_pending_per_uid", max_pending_per_uid, 10000)
     UINT_KEY("rate_window", rate_window, 86400)
     UINT_KEY("auth_fail_max", auth_fail_max, 1000000)
     UINT_KEY("auth_fail_window", auth_fail_window, 86400)

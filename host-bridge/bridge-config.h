@@ -30,8 +30,11 @@ struct bridge_vm_config {
     unsigned n_nodes;
     unsigned max_states;
     unsigned max_pending;
-    uint64_t max_app_data_bytes;
-    unsigned rate_requests; /* requests allowed per rate_window seconds (0: unlimited) */
+    uint64_t max_app_data_bytes;    /* app data in requests and unacked events */
+    uint64_t max_journal_bytes;     /* everything the VM makes the bridge store (0: unlimited) */
+    unsigned rate_requests;         /* requests allowed per rate_window seconds (0: unlimited) */
+    unsigned rate_requests_per_uid; /* one guest uid's share of rate_requests (0: half) */
+    unsigned max_pending_per_uid;   /* one guest uid's share of max_pending (0: half) */
     unsigned rate_window;
     unsigned auth_fail_max; /* auth failures per principal per auth_fail_window seconds */
     unsigned auth_fail_window;

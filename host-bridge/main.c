@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -69,6 +70,8 @@ int main(int argc, char **argv)
     const char *reader_vm = NULL;
     long reader_parent = 0;
 
+    /* whatever the caller's umask: the journal, its WAL/SHM and sockets are ours alone */
+    umask(077);
     memset(&br, 0, sizeof(br));
     memset(&cfg, 0, sizeof(cfg));
     br.loop.epfd = -1;
@@ -159,10 +162,15 @@ int main(int argc, char **argv)
              cfg.n_vms, cfg.database);
     while (!stop_requested) {
         double now = bridge_now();
-        for (size_t i = 0; i < br.n_vms; i++)
+        int busy = 0;
+        for (size_t i = 0; i < br.n_vms; i++) {
             bridge_vm_tick(&br.vms[i], now);
+            /* more backlog to send and room on port B: come back at once */
+            busy |= br.vms[i].resend_active && br.vms[i].b.ch.fd >= 0 &&
+                    !vms_channel_wants_write(&br.vms[i].b.ch);
+        }
         bridge_privsep_reap(vm_of_reader, &br);
-        if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
+        if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
         }

@@ -106,6 +106,7 @@ static void port_b_io(struct bridge_watch *w, uint32_t revents)
             port_close(vm, &vm->b, "write failed");
             return;
         }
+        bridge_vm_resend_pump(vm); /* drained: the next few of a backlog */
     }
     port_update_events(vm, &vm->b);
 }
@@ -159,9 +160,35 @@ void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m)
         port_update_events(vm, &vm->b);
 }
 
-static void resend_one(void *opaque, struct vms_msg *ev)
+/* Port B can take another event now: connected and its queue empty (the socket took all). */
+static int port_b_has_room(const struct bridge_vm *vm)
 {
-    bridge_vm_send(opaque, ev);
+    return vm->b.ch.fd >= 0 && !vms_channel_wants_write(&vm->b.ch);
+}
+
+static int resend_one(void *opaque, struct vms_msg *ev)
+{
+    struct bridge_vm *vm = opaque;
+
+    if (!port_b_has_room(vm))
+        return -1; /* continue when port B drains */
+    bridge_vm_send(vm, ev);
+    vm->resend_after = ev->seq;
+    return 0;
+}
+
+int bridge_vm_resend_pump(struct bridge_vm *vm)
+{
+    int n;
+
+    if (!vm->resend_active || !port_b_has_room(vm))
+        return 0;
+    n = bridge_db_events_unacked(&vm->br->db, vmname(vm), vm->resend_epoch, vm->resend_after,
+                                 vm->resend_until, BRIDGE_RESEND_PER_TURN, resend_one, vm);
+    /* fewer than asked and not stopped by a full port: the backlog is through */
+    if (n < 0 || (n < BRIDGE_RESEND_PER_TURN && port_b_has_room(vm)))
+        vm->resend_active = 0;
+    return n < 0 ? 0 : n;
 }
 
 void bridge_vm_resend_unacked(struct bridge_vm *vm)
@@ -170,7 +197,12 @@ void bridge_vm_resend_unacked(struct bridge_vm *vm)
 
     if (vm->b.ch.fd < 0 || bridge_db_vm_ensure(&vm->br->db, vmname(vm), &row) < 0)
         return;
-    bridge_db_events_unacked(&vm->br->db, vmname(vm), row.epoch, resend_one, vm);
+    /* from the start of the epoch, up to what exists now: later events are sent as they come */
+    vm->resend_active = 1;
+    vm->resend_epoch = row.epoch;
+    vm->resend_after = 0;
+    vm->resend_until = row.next_seq ? row.next_seq - 1 : 0;
+    bridge_vm_resend_pump(vm);
 }
 
 /* ---- completions ---- */
@@ -758,6 +790,9 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->br->backend->tick(vm->backend, now);
+    bridge_vm_resend_pump(vm);
+    for (int i = 0; i < BRIDGE_LOG__COUNT; i++)
+        vms_log_limit_flush(&vm->logl[i], now, vmname(vm), bridge_log_reason_name[i]);
     bridge_prepare_tick(vm, now);
     bridge_ioe_tick_vm(vm->ioe, now);
     if (now >= vm->next_prune)

@@ -1,0 +1,464 @@
+/*
+ * Unit tests of what a hostile guest (one that writes its own frames on port
+ * A) must not be able to do to the host or to other VMs and apps: grow the
+ * journal past its VM's quotas, store app data through refusals, flood the
+ * log, block the loop with a backlog resend, lock another app's principal
+ * out, use up the VM's rate or pending share, or learn which principal
+ * names exist. Real SQLite file, fake backend (test-bridge-fixture.h).
+ */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test-bridge-fixture.h"
+#include "test-log-capture.h"
+
+/* vm1: no request rate limit, for volume; vm2: a small one, shared by uids. */
+static const char *conf_text =
+    "[vm vm1]\nport_a=/nonexistent/a\nport_b=/nonexistent/b\nqmp=/nonexistent/q\nnodes=disk0\n"
+    "rate_requests=0\nmax_pending=4\nauth_fail_max=3\nauth_fail_window=600\n"
+    "max_app_data_bytes=1M\n"
+    "[vm vm2]\nport_a=/nonexistent/a2\nport_b=/nonexistent/b2\nqmp=/nonexistent/q2\nnodes=disk0\n"
+    "rate_requests=10\nrate_window=600\n";
+
+static void setup(void)
+{
+    bfx_setup(conf_text);
+}
+
+static void teardown(void)
+{
+    bfx_teardown();
+}
+
+TestSuite(hardening, .init = setup, .fini = teardown);
+
+/* One integer from the journal (the test's own view, not the bridge's counters). */
+static long long sql_int(const char *sql)
+{
+    sqlite3_stmt *st;
+    long long v;
+    cr_assert_eq(sqlite3_prepare_v2(br.db.h, sql, -1, &st, NULL), SQLITE_OK, "%s", sql);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Bytes of every row vm1 has in the journal, counted the way the bridge counts them. */
+static long long vm1_stored_bytes(void)
+{
+    return sql_int("SELECT (SELECT coalesce(sum(64 + length(id) + length(op) + length(app_id) + "
+                   "length(principal) + coalesce(length(app_data), 0) + length(label) + "
+                   "length(state_id) + length(message)), 0) FROM requests WHERE vm = 'vm1') + "
+                   "(SELECT coalesce(sum(64 + length(payload) + length(request_id) + length(op) + "
+                   "length(reason)), 0) FROM events WHERE vm = 'vm1')");
+}
+
+static char *data_of(size_t n, char c)
+{
+    char *d = malloc(n + 1);
+    memset(d, c, n);
+    d[n] = '\0';
+    return d;
+}
+
+Test(hardening, refusals_store_no_app_data)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    char *data = data_of(4000, 'd');
+
+    /* "saver" may only save on vm1: each list is denied after authentication */
+    for (int i = 0; i < 20; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "list", "saver", "s3cret", NULL, data);
+        drain(&in1);
+        cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_DENIED);
+    }
+    free(data);
+    cr_assert_eq(sql_int("SELECT count(*) FROM requests WHERE vm = 'vm1' AND status = 'refused'"),
+                 20);
+    cr_assert_eq(sql_int("SELECT coalesce(max(length(app_data)), 0) FROM requests"), 0);
+    cr_assert_lt(sql_int("SELECT max(length(payload)) FROM events WHERE vm = 'vm1'"), 1000,
+                 "a refusal's event kept the app data");
+}
+
+Test(hardening, app_data_quota_counts_unacked_events)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    char *data = data_of(60000, 'e');
+    int accepted = 0;
+
+    /* lists complete at once; their events (with the app data) stay unacked */
+    for (int i = 0; i < 40; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "list", "app", "s3cret", NULL, data);
+        drain(&in1);
+        accepted += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_OK;
+    }
+    free(data);
+    /* 1 MiB: the request rows and the events each hold 60000 bytes until acked */
+    cr_assert_leq(accepted, 9, "%d accepted", accepted);
+    cr_assert_geq(accepted, 8, "%d accepted", accepted);
+}
+
+Test(hardening, per_vm_byte_counter_matches_the_tables)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+
+    for (int i = 0; i < 5; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "list", "app", "s3cret", NULL, "some app data");
+        drain(&in1);
+        id[0] = '\0';
+        request(&vm1, id, "list", "saver", "s3cret", NULL, "denied");
+        drain(&in1);
+    }
+    cr_assert_eq(bridge_db_journal_bytes(&br.db, "vm1"), vm1_stored_bytes());
+    cr_assert_gt(vm1_stored_bytes(), 0);
+}
+
+Test(hardening, backlog_resend_is_bounded_per_turn)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    struct vms_msg h;
+    uint64_t last_seq = 0;
+    int events = 0, total = 0, turns = 0;
+
+    for (int i = 0; i < 40; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+        drain(&in1); /* never acked */
+    }
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 7);
+    bridge_guest_input(&vm1, &vm1.a.ch, &h);
+    vms_msg_clear(&h);
+    drain(&in1);
+    for (int i = 0; i < n_got; i++)
+        events += got[i].type == VMS_MSG_EVENT;
+    cr_assert_leq(events, 16, "a Hello resent %d events in one turn", events);
+    cr_assert_gt(events, 0);
+    /* the rest follows, a few per loop turn, in order */
+    total = events;
+    for (int i = 0; i < n_got; i++)
+        if (got[i].type == VMS_MSG_EVENT) {
+            cr_assert_gt(got[i].seq, last_seq);
+            last_seq = got[i].seq;
+        }
+    while (total < 40 && turns++ < 20) {
+        bridge_vm_tick(&vm1, vm1.now);
+        drain(&in1);
+        for (int i = 0; i < n_got; i++) {
+            cr_assert_eq(got[i].type, VMS_MSG_EVENT);
+            cr_assert_gt(got[i].seq, last_seq);
+            last_seq = got[i].seq;
+            total++;
+        }
+        cr_assert_leq(n_got, 16);
+    }
+    cr_assert_eq(total, 40);
+}
+
+Test(hardening, guest_cannot_flood_the_log)
+{
+    struct log_capture cap;
+    char id[VMS_REQUEST_ID_LEN + 1], *text;
+    size_t lines;
+
+    vms_log_init("test", LOG_INFO);
+    log_capture_start(&cap);
+    for (int i = 0; i < 3000; i++) {
+        struct vms_msg m;
+        vms_msg_init(&m, VMS_MSG_WELCOME); /* a host-to-guest message on port A */
+        bridge_guest_input(&vm2, &vm2.a.ch, &m);
+        vms_msg_clear(&m);
+    }
+    for (int i = 0; i < 3000; i++) {
+        id[0] = '\0';
+        request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+        drain(&in2);
+    }
+    text = log_capture_stop(&cap, &lines);
+    cr_assert_lt(lines, 100, "%zu lines for 6000 hostile messages", lines);
+    free(text);
+    /* after the window, one summary per reason */
+    log_capture_start(&cap);
+    bridge_vm_tick(&vm2, vm2.now + VMS_LOG_WINDOW + 1);
+    text = log_capture_stop(&cap, &lines);
+    vms_log_init("test", LOG_ERR);
+    cr_assert_not_null(strstr(text, "similar messages (unexpected messages) suppressed"), "%s",
+                       text);
+    cr_assert_not_null(strstr(text, "similar messages (refused requests) suppressed"), "%s", text);
+    free(text);
+}
+
+Test(hardening, wrong_secrets_from_one_uid_do_not_lock_out_another)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+
+    fake.ready = 0;
+    request_uid = 1001;
+    for (int i = 0; i < 3; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "list", "app", "guess", NULL, NULL);
+        drain(&in1);
+        cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_AUTH);
+    }
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_RATE_LIMITED);
+    /* the app that owns the principal runs as another uid: not locked out */
+    request_uid = 1000;
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+}
+
+Test(hardening, unknown_and_known_principals_answer_alike)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    static const char *const names[] = {"app", "ghost1", "ghost2", "saver"};
+    uint32_t answers[4][5];
+
+    fake.ready = 0;
+    for (int n = 0; n < 4; n++)
+        for (int i = 0; i < 5; i++) {
+            id[0] = '\0';
+            request(&vm1, id, "save", names[n], "guess", NULL, NULL);
+            drain(&in1);
+            answers[n][i] = find(VMS_MSG_REPLY, id)->status;
+        }
+    for (int n = 1; n < 4; n++)
+        for (int i = 0; i < 5; i++)
+            cr_assert_eq(answers[n][i], answers[0][i], "%s attempt %d: %u, app: %u", names[n], i,
+                         answers[n][i], answers[0][i]);
+    cr_assert_eq(answers[0][0], VMS_STATUS_ERR_AUTH);
+    cr_assert_eq(answers[0][4], VMS_STATUS_ERR_RATE_LIMITED);
+}
+
+Test(hardening, one_uid_gets_a_share_of_pending_and_rate)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    int ok = 0;
+
+    /* vm1: max_pending 4, so 2 per uid */
+    fake.ready = 0;
+    request_uid = 1000;
+    for (int i = 0; i < 4; i++) {
+        id[0] = '\0';
+        request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
+        drain(&in1);
+        ok += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_OK;
+    }
+    cr_assert_eq(ok, 2, "uid 1000 got %d of 4 pending slots", ok);
+    request_uid = 1001;
+    id[0] = '\0';
+    request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+    /* vm2: 10 requests per window, 5 per uid */
+    fake.ready = 1;
+    ok = 0;
+    request_uid = 1000;
+    for (int i = 0; i < 10; i++) {
+        id[0] = '\0';
+        request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+        drain(&in2);
+        ok += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_OK;
+    }
+    cr_assert_eq(ok, 5, "uid 1000 got %d of 10", ok);
+    request_uid = 1001;
+    id[0] = '\0';
+    request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in2);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+}
+
+/* ---- the hard per-VM journal cap ---- */
+
+static const char *cap_conf_text =
+    "[vm vm1]\nport_a=/nonexistent/a\nport_b=/nonexistent/b\nqmp=/nonexistent/q\nnodes=disk0\n"
+    "rate_requests=0\nmax_journal_bytes=100K\nmax_app_data_bytes=0\n"
+    "[vm vm2]\nport_a=/nonexistent/a2\nport_b=/nonexistent/b2\nqmp=/nonexistent/q2\nnodes=disk0\n";
+
+static void cap_setup(void)
+{
+    bfx_setup(cap_conf_text);
+}
+
+TestSuite(journal_cap, .init = cap_setup, .fini = teardown);
+
+Test(journal_cap, a_vm_cannot_grow_the_journal_past_its_cap)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    char *data = data_of(8000, 'f');
+    int quota = 0;
+
+    for (int i = 0; i < 400; i++) {
+        id[0] = '\0';
+        /* denied refusals, then accepted lists with app data, never acked */
+        request(&vm1, id, "list", i % 2 ? "saver" : "app", "s3cret", NULL, i % 2 ? NULL : data);
+        drain(&in1);
+        quota += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_ERR_QUOTA;
+    }
+    free(data);
+    cr_assert_gt(quota, 0);
+    cr_assert_leq(vm1_stored_bytes(), 100 * 1024, "%lld bytes", vm1_stored_bytes());
+    cr_assert_eq(bridge_db_journal_bytes(&br.db, "vm1"), vm1_stored_bytes());
+    /* the other VM is not affected */
+    id[0] = '\0';
+    request(&vm2, id, "list", "app", "s3cret", NULL, "x");
+    drain(&in2);
+    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+}
+
+/* ---- opening the journal: permissions, and files the bridge must not touch ---- */
+
+static char open_dir[64];
+
+static void open_setup(void)
+{
+    vms_log_init("test", LOG_ERR);
+    snprintf(open_dir, sizeof(open_dir), "/tmp/test-db-open-XXXXXX");
+    cr_assert_not_null(mkdtemp(open_dir));
+}
+
+static void open_teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", open_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(db_open, .init = open_setup, .fini = open_teardown);
+
+static void path_in_dir(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", open_dir, name);
+}
+
+static unsigned mode_of(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s", path);
+    return (unsigned)(st.st_mode & 0777);
+}
+
+Test(db_open, database_wal_and_shm_are_private_whatever_the_umask)
+{
+    char path[128], side[160], err[512];
+    struct bridge_db db;
+    mode_t old = umask(022);
+
+    path_in_dir(path, sizeof(path), "j.db");
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(bridge_db_principal_add(&db, "p", "hash"), 0); /* the WAL gets written */
+    cr_assert_eq(mode_of(path), 0600, "database %03o", mode_of(path));
+    snprintf(side, sizeof(side), "%s-wal", path);
+    cr_assert_eq(mode_of(side), 0600, "WAL %03o", mode_of(side));
+    snprintf(side, sizeof(side), "%s-shm", path);
+    cr_assert_eq(mode_of(side), 0600, "SHM %03o", mode_of(side));
+    bridge_db_close(&db);
+    umask(old);
+}
+
+/* Read all of @path (at most 64 KiB) into @buf; its length. */
+static size_t slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    cr_assert_not_null(f, "%s", path);
+    n = fread(buf, 1, cap, f);
+    fclose(f);
+    return n;
+}
+
+Test(db_open, corrupt_file_refused_untouched_with_advice)
+{
+    static char before[65536], after[65536];
+    char path[128], err[512];
+    struct bridge_db db;
+    size_t n, m;
+    FILE *f;
+
+    path_in_dir(path, sizeof(path), "j.db");
+    /* a real journal whose pages are then overwritten */
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
+    bridge_db_close(&db);
+    f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    fseek(f, 4096, SEEK_SET);
+    for (int i = 0; i < 4096; i++)
+        fputc(0x5a, f);
+    fclose(f);
+    n = slurp(path, before, sizeof(before));
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), -1, "a corrupt journal was opened");
+    cr_assert_not_null(strstr(err, path), "%s", err);
+    cr_assert_not_null(strstr(err, "corrupt"), "%s", err);
+    cr_assert_not_null(strstr(err, "restore it from a backup"), "%s", err);
+    m = slurp(path, after, sizeof(after));
+    cr_assert(n == m && !memcmp(before, after, n), "the corrupt file was changed");
+
+    /* not a database at all */
+    f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    fputs("this is a text file, not a journal\n", f);
+    fclose(f);
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), -1);
+    cr_assert_not_null(strstr(err, "not a vmstate database"), "%s", err);
+    n = slurp(path, after, sizeof(after));
+    cr_assert_eq(n, strlen("this is a text file, not a journal\n"), "the file was changed");
+}
+
+Test(db_open, newer_schema_refused_untouched_with_advice)
+{
+    static char before[65536], after[65536];
+    char path[128], err[512];
+    struct bridge_db db;
+    size_t n, m;
+
+    path_in_dir(path, sizeof(path), "j.db");
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(sqlite3_exec(db.h, "PRAGMA user_version=9999; PRAGMA journal_mode=DELETE", NULL,
+                              NULL, NULL),
+                 SQLITE_OK);
+    bridge_db_close(&db);
+    n = slurp(path, before, sizeof(before));
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), -1);
+    cr_assert_not_null(strstr(err, path), "%s", err);
+    cr_assert_not_null(strstr(err, "newer"), "%s", err);
+    cr_assert_not_null(strstr(err, "run that version"), "%s", err);
+    m = slurp(path, after, sizeof(after));
+    cr_assert(n == m && !memcmp(before, after, n), "the newer journal was changed");
+}
+
+Test(db_open, journal_locked_by_another_process_refused_with_advice, .timeout = 30)
+{
+    char path[128], err[512];
+    struct bridge_db db;
+    sqlite3 *other;
+
+    path_in_dir(path, sizeof(path), "j.db");
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
+    bridge_db_close(&db);
+    /* another process (here: another connection) keeps the write lock */
+    cr_assert_eq(sqlite3_open(path, &other), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), -1, "opened a locked journal");
+    cr_assert_not_null(strstr(err, path), "%s", err);
+    cr_assert_not_null(strstr(err, "locked by another process"), "%s", err);
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
+    bridge_db_close(&db);
+}
