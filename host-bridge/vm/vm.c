@@ -245,11 +245,18 @@ static int complete_in_tx(struct bridge_vm *vm, const struct bridge_request *r,
 static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum vms_status status,
                       const struct vms_msg *ev)
 {
-    vms_info(vmname(vm), r->id, "%s %s: %s%s%s (event epoch %llu seq %llu)",
-             r->status == BRIDGE_REQ_REFUSED ? "refused" : "completed", vms_op_name(r->op),
-             vms_status_name(status), vms_msg_has(ev, VMS_F_MESSAGE) ? ": " : "",
-             vms_msg_has(ev, VMS_F_MESSAGE) ? ev->message : "", (unsigned long long)ev->epoch,
-             (unsigned long long)ev->seq);
+    const char *message = vms_msg_has(ev, VMS_F_MESSAGE) ? vms_esc(ev->message) : "";
+
+    /* refusals come at the guest's pace: through the VM's log rate limit */
+    if (r->status == BRIDGE_REQ_REFUSED)
+        bridge_vm_log(vm, BRIDGE_LOG_REFUSED, LOG_INFO, r->id,
+                      "refused %s: %s%s%s (event epoch %llu seq %llu)", vms_op_name(r->op),
+                      vms_status_name(status), message[0] ? ": " : "", message,
+                      (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
+    else
+        vms_info(vmname(vm), r->id, "completed %s: %s%s%s (event epoch %llu seq %llu)",
+                 vms_op_name(r->op), vms_status_name(status), message[0] ? ": " : "", message,
+                 (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     bridge_vm_send(vm, ev);
 }
 
