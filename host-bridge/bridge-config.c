@@ -169,6 +169,13 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
             cfg->privsep = 0;
         else
             return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "reader_sandbox")) {
+        if (!strcmp(value, "required"))
+            cfg->reader_sandbox_required = 1;
+        else if (!strcmp(value, "best-effort"))
+            cfg->reader_sandbox_required = 0;
+        else
+            return fail(ctx, "bridge", key, "'%s' is not required or best-effort", value);
     } else if (!strcmp(key, "io_event_socket")) {
         if (set_path(cfg->io_event_socket, value) < 0 || strlen(value) >= 108)
             return fail(ctx, "bridge", key, "empty or longer than %s bytes", "107");
@@ -329,6 +336,7 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->reconnect_max_ms = 5000;
     cfg->journal_keep_days = 30;
     cfg->privsep = 1;
+    cfg->reader_sandbox_required = 1;
 }
 
 /* Checks that need the whole file: required keys, consistent bounds. */

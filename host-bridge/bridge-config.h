@@ -54,7 +54,8 @@ struct bridge_config {
     char database[BRIDGE_PATH_MAX];
     int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
-    int privsep; /* read port A in an unprivileged reader process (default yes) */
+    int privsep;                 /* read port A in an unprivileged reader process (default yes) */
+    int reader_sandbox_required; /* 1: no confined reader, no port (default); 0: best effort */
     char io_event_socket[BRIDGE_PATH_MAX]; /* I/O-error events, JSON lines ("" = none) */
     unsigned journal_keep_days; /* finished requests and their events kept this long; 0: ever */
     struct bridge_vm_config *vms;

@@ -67,15 +67,16 @@ int main(int argc, char **argv)
     sigset_t mask;
     char err[1024];
     int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
-    const char *reader_vm = NULL;
+    const char *reader_vm = NULL, *reader_root = NULL;
     long reader_parent = 0;
+    int reader_required = 1;
 
     /* whatever the caller's umask: the journal, its WAL/SHM and sockets are ours alone */
     umask(077);
     memset(&br, 0, sizeof(br));
     memset(&cfg, 0, sizeof(cfg));
     br.loop.epfd = -1;
-    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:E:S:")) != -1) {
         switch (opt) {
         case 'R':
             reader_vm = optarg;
@@ -85,6 +86,12 @@ int main(int argc, char **argv)
             break;
         case 'P':
             reader_parent = atol(optarg);
+            break;
+        case 'E':
+            reader_root = optarg;
+            break;
+        case 'S':
+            reader_required = atoi(optarg) != 0;
             break;
         case 'c':
             config_path = optarg;
@@ -108,7 +115,7 @@ int main(int argc, char **argv)
     }
     if (reader_vm) {
         vms_log_init("vmstate-bridged[reader]", reader_level);
-        bridge_privsep_reader_main(reader_vm, reader_parent);
+        bridge_privsep_reader_main(reader_vm, reader_parent, reader_root, reader_required);
     }
     vms_log_init("vmstate-bridged", LOG_INFO);
     bridge_privsep_init(argv[0]);
@@ -124,6 +131,9 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    if (cfg.privsep && bridge_privsep_prepare(cfg.reader_sandbox_required) < 0 &&
+        cfg.reader_sandbox_required)
+        goto out;
     if (sodium_init() < 0) {
         vms_err(NULL, NULL, "libsodium cannot initialise");
         goto out;
@@ -187,6 +197,7 @@ out:
     if (sfd >= 0)
         close(sfd);
     bridge_loop_free(&br.loop);
+    bridge_privsep_cleanup();
     bridge_db_close(&br.db);
     bridge_config_free(&cfg);
     return rc;

@@ -13,9 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "privsep.h"
 #include "test-bridge-fixture.h"
 #include "test-log-capture.h"
 
@@ -466,4 +470,62 @@ Test(db_open, journal_locked_by_another_process_refused_with_advice, .timeout = 
     sqlite3_close(other);
     cr_assert_eq(bridge_db_open(&db, path, err, sizeof(err)), 0, "%s", err);
     bridge_db_close(&db);
+}
+
+/* ---- the guest reader's confinement ---- */
+
+/*
+ * In a child (running as @uid if not -1, like a bridge not started as root):
+ * confine like a reader into @root, then try to open a file.
+ */
+static void confined_open(const char *root, int required, int uid, int *sig, int *code)
+{
+    int status;
+    pid_t pid = fork();
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd;
+        if (uid >= 0 && (setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0))
+            _exit(4);
+        if (bridge_privsep_sandbox("vm1", root, required) < 0)
+            _exit(2);
+        if (getuid() == 0)
+            _exit(3); /* still root */
+        fd = open("/etc/passwd", O_RDONLY);
+        _exit(fd >= 0 ? 1 : 0);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Test(db_open, reader_cannot_open_a_file)
+{
+    char root[128];
+    int sig, code;
+
+    path_in_dir(root, sizeof(root), "empty");
+    cr_assert_eq(mkdir(root, 0555), 0);
+    cr_assert_eq(chmod(open_dir, 0755), 0);
+    /* as root (uid nobody after), and as another user (a user namespace) */
+    for (int as_user = 0; as_user < 2; as_user++) {
+        if (as_user && geteuid() != 0)
+            break; /* already the other user: the first round was it */
+        confined_open(root, 1, as_user ? 65534 : -1, &sig, &code);
+        if (bridge_privsep_seccomp_built())
+            cr_assert_eq(sig, SIGSYS, "open() was not killed by seccomp (signal %d, exit %d)", sig,
+                         code);
+        else
+            cr_assert_eq(code, 0, "a confined reader opened a file (signal %d, exit %d)", sig,
+                         code);
+    }
+}
+
+Test(db_open, reader_fails_closed_without_its_empty_root)
+{
+    int sig, code;
+
+    confined_open("/nonexistent/empty", 1, -1, &sig, &code);
+    cr_assert_eq(code, 2, "an unconfinable reader went on (signal %d, exit %d)", sig, code);
 }
