@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "ctl.h"
+#include "managed.h"
 #include "privsep.h"
 #include "vms-log.h"
 
@@ -168,6 +170,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
+        goto out;
     vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
              cfg.n_vms, cfg.database);
     while (!stop_requested) {
@@ -179,6 +183,7 @@ int main(int argc, char **argv)
             busy |= br.vms[i].resend_active && br.vms[i].b.ch.fd >= 0 &&
                     !vms_channel_wants_write(&br.vms[i].b.ch);
         }
+        bridge_managed_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
@@ -187,6 +192,7 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    bridge_admin_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);

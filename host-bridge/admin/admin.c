@@ -18,6 +18,7 @@
 
 #include "auth.h"
 #include "bridge-config.h"
+#include "ctl.h"
 #include "db.h"
 #include "vms-log.h"
 
@@ -33,6 +34,11 @@ static void usage(FILE *f)
             "  grant PRINCIPAL VM OP...     OP: save restore list delete hostinfo set-memory all\n"
             "  revoke PRINCIPAL VM OP...\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
+            "Asked of the running bridge (admin socket: -S SOCKET, or admin_socket in CONFIG;\n"
+            "-j prints JSON, -t SECONDS bounds the wait):\n"
+            "  status [VM] | tiers\n"
+            "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
+            "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
 }
@@ -101,12 +107,23 @@ int main(int argc, char **argv)
     struct bridge_config cfg;
     struct bridge_db db = {0};
     char err[1024], dbfile[BRIDGE_PATH_MAX];
-    int opt, rc = 1;
+    int opt, rc = 1, json = 0;
+    const char *ctl_socket = NULL;
+    double ctl_timeout = 0;
 
     memset(&cfg, 0, sizeof(cfg));
     vms_log_init("vmstate-admin", LOG_WARNING);
-    while ((opt = getopt(argc, argv, "+c:d:h")) != -1) {
+    while ((opt = getopt(argc, argv, "+c:d:S:jt:h")) != -1) {
         switch (opt) {
+        case 'S':
+            ctl_socket = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 't':
+            ctl_timeout = atof(optarg);
+            break;
         case 'c':
             config_path = optarg;
             break;
@@ -126,6 +143,24 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind++];
+    if (bridge_admin_is_ctl_command(cmd)) {
+        /* lifecycle and status: the running bridge answers on its admin socket */
+        if (!ctl_socket) {
+            if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err,
+                                   sizeof(err)) < 0) {
+                fprintf(stderr, "vmstate-admin: %s (or give the admin socket with -S)\n", err);
+                goto out;
+            }
+            if (!cfg.admin_socket[0]) {
+                fprintf(stderr, "vmstate-admin: %s has no admin_socket in [bridge]\n", cfg.path);
+                goto out;
+            }
+            ctl_socket = cfg.admin_socket;
+        }
+        rc = bridge_admin_ctl_main(ctl_socket, cmd, argc - optind, argv + optind, json,
+                                   ctl_timeout > 0 ? ctl_timeout : 600);
+        goto out;
+    }
     if (!db_path) {
         if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err, sizeof(err)) <
             0) {

@@ -98,34 +98,46 @@ static const char *const migrations[] = {
     "CREATE TABLE rights ("
     "  principal TEXT NOT NULL REFERENCES principals(name) ON DELETE CASCADE,"
     "  vm TEXT NOT NULL, op TEXT NOT NULL, PRIMARY KEY (principal, vm, op));",
-    /* 1 -> 2: per-VM byte accounting of every table a guest can make the bridge write
-     * (kept by triggers, so no write path can forget it), the uid of each request */
+    /* lifecycle of managed VMs (db-lifecycle.c): run state and process, the VM's one
+     * reservation in a tier, its checkpoints, moves between tiers and files to delete */
+    "CREATE TABLE managed ("
+    "  vm TEXT PRIMARY KEY, run_state TEXT NOT NULL DEFAULT 'stopped',"
+    "  pid INTEGER NOT NULL DEFAULT 0, pid_start INTEGER NOT NULL DEFAULT 0,"
+    "  ram_file TEXT NOT NULL DEFAULT '', res_tier TEXT NOT NULL DEFAULT '',"
+    "  res_bytes INTEGER NOT NULL DEFAULT 0, updated INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE checkpoints ("
+    "  id TEXT PRIMARY KEY, vm TEXT NOT NULL, tier TEXT NOT NULL,"
+    "  zero_copy INTEGER NOT NULL, state_file TEXT NOT NULL, ram_file TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL,"
+    "  pinned INTEGER NOT NULL DEFAULT 0,"
+    "  phase TEXT NOT NULL CHECK (phase IN ('writing','valid','loading','consumed','discarded')),"
+    "  fp TEXT NOT NULL DEFAULT '', resume_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX checkpoints_vm ON checkpoints(vm, phase);"
+    "CREATE TABLE tier_moves ("
+    "  checkpoint TEXT PRIMARY KEY, to_tier TEXT NOT NULL, new_state_file TEXT NOT NULL,"
+    "  new_ram_file TEXT NOT NULL, started INTEGER NOT NULL);"
+    "CREATE TABLE tier_garbage (path TEXT PRIMARY KEY);",
+    /* per-VM byte accounting of every table a guest can make the bridge write (kept by
+     * triggers, so no write path can forget it), the uid of each request */
+    // clang-format off
     "ALTER TABLE vms ADD COLUMN journal_bytes INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE vms ADD COLUMN app_data_bytes INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE events ADD COLUMN data_bytes INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE requests ADD COLUMN uid INTEGER NOT NULL DEFAULT -1;"
-    "CREATE INDEX requests_uid ON requests(vm, uid, status);" ACCOUNT("requests", REQ_BYTES,
-                                                                      REQ_DATA)
-        ACCOUNT("events", EV_BYTES, EV_DATA) ACCOUNT("states", ST_BYTES, NO_DATA) ACCOUNT(
-            "state_pending", SP_BYTES,
-            NO_DATA) "UPDATE vms SET journal_bytes ="
-                     " (SELECT coalesce(sum(" REQ_BYTES(
-                         "r") "), 0) FROM requests r WHERE r.vm = vms.name) +"
-                              " (SELECT coalesce(sum(" EV_BYTES(
-                                  "e") "), 0) FROM events e WHERE e.vm = vms.name) +"
-                                       " (SELECT coalesce(sum(" ST_BYTES(
-                                           "s") "), 0) FROM states s WHERE s.vm = vms.name) +"
-                                                " (SELECT coalesce(sum(" SP_BYTES(
-                                                    "p") "), 0) FROM state_pending p WHERE p.vm = "
-                                                         "vms.name),"
-                                                         " app_data_bytes ="
-                                                         " (SELECT coalesce(sum(" REQ_DATA(
-                                                             "r") "), 0) FROM requests r WHERE "
-                                                                  "r.vm = vms.name);",
+    "CREATE INDEX requests_uid ON requests(vm, uid, status);"
+    ACCOUNT("requests", REQ_BYTES, REQ_DATA)
+    ACCOUNT("events", EV_BYTES, EV_DATA)
+    ACCOUNT("states", ST_BYTES, NO_DATA)
+    ACCOUNT("state_pending", SP_BYTES, NO_DATA)
+    "UPDATE vms SET journal_bytes ="
+    " (SELECT coalesce(sum(" REQ_BYTES("r") "), 0) FROM requests r WHERE r.vm = vms.name) +"
+    " (SELECT coalesce(sum(" EV_BYTES("e") "), 0) FROM events e WHERE e.vm = vms.name) +"
+    " (SELECT coalesce(sum(" ST_BYTES("s") "), 0) FROM states s WHERE s.vm = vms.name) +"
+    " (SELECT coalesce(sum(" SP_BYTES("p") "), 0) FROM state_pending p WHERE p.vm = vms.name),"
+    " app_data_bytes ="
+    " (SELECT coalesce(sum(" REQ_DATA("r") "), 0) FROM requests r WHERE r.vm = vms.name);",
+    // clang-format on
 };
-
-_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == BRIDGE_DB_SCHEMA_VERSION,
-               "BRIDGE_DB_SCHEMA_VERSION must be the number of migrations");
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
 
@@ -247,6 +259,11 @@ void bridge_db_rollback(struct bridge_db *db)
     exec(db, "ROLLBACK");
 }
 
+int bridge_db_schema_latest(void)
+{
+    return (int)(sizeof(migrations) / sizeof(migrations[0]));
+}
+
 int bridge_db_schema_version(struct bridge_db *db)
 {
     sqlite3_stmt *st = prep(db, NULL, "PRAGMA user_version");
@@ -345,7 +362,7 @@ static int query_text(struct bridge_db *db, const char *sql, char *out, size_t l
 
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen)
 {
-    int rc, version, n_mig = (int)(sizeof(migrations) / sizeof(migrations[0]));
+    int rc, version, n_mig = bridge_db_schema_latest();
     char text[256];
 
     db->h = NULL;
