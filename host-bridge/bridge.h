@@ -44,6 +44,7 @@ enum bridge_log_reason {
     BRIDGE_LOG_UNEXPECTED, /* a message the guest should not send */
     BRIDGE_LOG_DUPLICATE,  /* a request id seen before */
     BRIDGE_LOG_IGNORED,    /* Hello/Request/Ready ignored */
+    BRIDGE_LOG_JOURNAL,    /* the journal refused a write (disk full, ...) */
     BRIDGE_LOG__COUNT
 };
 extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
@@ -52,6 +53,9 @@ extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
 #define bridge_vm_log(vm, reason, level, req, ...)                                                 \
     vms_log_limited(&(vm)->logl[reason], bridge_log_reason_name[reason], level, (vm)->cfg->name,   \
                     req, __VA_ARGS__)
+
+/* Seconds between attempts to journal again after the journal refused a write. */
+#define BRIDGE_JOURNAL_RETRY 1.0
 
 /* Guest uids whose request rate is tracked per VM (least recently used recycled). */
 #define BRIDGE_UID_SLOTS 64
@@ -89,6 +93,10 @@ struct bridge_vm {
     struct vms_log_limit logl[BRIDGE_LOG__COUNT];
     /* resending unacked events, a few per loop turn: the next seq after @resend_after */
     int resend_active;
+    /* the journal refused a write: the backend's outcome kept, tried again at journal_retry_at */
+    struct bridge_backend_result unjournaled;
+    int unjournaled_pending;
+    double journal_retry_at; /* 0: nothing to retry */
     uint64_t resend_epoch, resend_after, resend_until;
     /* execution */
     struct bridge_queue queue;

@@ -55,14 +55,19 @@ static long long sql_int(const char *sql)
     return v;
 }
 
-/* Bytes of every row vm1 has in the journal, counted the way the bridge counts them. */
+/* Bytes of every row vm1 has in the journal (all tables), counted the way the bridge counts them.
+ */
 static long long vm1_stored_bytes(void)
 {
     return sql_int("SELECT (SELECT coalesce(sum(64 + length(id) + length(op) + length(app_id) + "
                    "length(principal) + coalesce(length(app_data), 0) + length(label) + "
                    "length(state_id) + length(message)), 0) FROM requests WHERE vm = 'vm1') + "
                    "(SELECT coalesce(sum(64 + length(payload) + length(request_id) + length(op) + "
-                   "length(reason)), 0) FROM events WHERE vm = 'vm1')");
+                   "length(reason)), 0) FROM events WHERE vm = 'vm1') + "
+                   "(SELECT coalesce(sum(64 + length(id) + length(label) + length(request_id) + "
+                   "length(app_id) + length(parent)), 0) FROM states WHERE vm = 'vm1') + "
+                   "(SELECT coalesce(sum(32 + length(state_id) + length(request_id)), 0) FROM "
+                   "state_pending WHERE vm = 'vm1')");
 }
 
 static char *data_of(size_t n, char c)
@@ -528,4 +533,67 @@ Test(db_open, reader_fails_closed_without_its_empty_root)
 
     confined_open("/nonexistent/empty", 1, -1, &sig, &code);
     cr_assert_eq(code, 2, "an unconfinable reader went on (signal %d, exit %d)", sig, code);
+}
+
+/* ---- disk full while journaling (SQLite's size limit stands for the disk) ---- */
+
+TestSuite(journal_full, .init = setup, .fini = teardown);
+
+/* No page more for the journal: what a full disk does to SQLite (SQLITE_FULL). */
+static void journal_disk_full(int full)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+             full ? sql_int("PRAGMA page_count") : 1000000LL);
+    cr_assert_eq(sqlite3_exec(br.db.h, sql, NULL, NULL, NULL), SQLITE_OK);
+}
+
+Test(journal_full, disk_full_fails_clearly_keeps_accepted_work_and_recovers)
+{
+    char save_id[VMS_REQUEST_ID_LEN + 1] = "", id[VMS_REQUEST_ID_LEN + 1] = "";
+    char *data = data_of(8000, 's');
+    const struct vms_msg *rep, *ev;
+    char integrity[64];
+    sqlite3_stmt *st;
+
+    request(&vm1, save_id, "save", "app", "s3cret", NULL, data); /* accepted, running */
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_REPLY, save_id)->status, VMS_STATUS_OK);
+    cr_assert_eq(fake.last_op, VMS_OP_SAVE);
+    journal_disk_full(1);
+    /* a new request cannot be journaled: refused, with a Reply and an Event that say why */
+    request(&vm1, id, "hostinfo", "app", "s3cret", NULL, data);
+    drain(&in1);
+    rep = find(VMS_MSG_REPLY, id);
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(rep);
+    cr_assert_neq(rep->status, VMS_STATUS_OK);
+    cr_assert_not_null(ev, "no event for a request the full journal refused");
+    cr_assert_not_null(strstr(ev->message, "disk full"), "%s", ev->message);
+    /* the accepted save completes on the hypervisor: its completion cannot be journaled yet */
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_EVENT, save_id), "an event was sent that the journal lacks");
+    bridge_vm_tick(&vm1, vm1.now + 2 * BRIDGE_JOURNAL_RETRY);
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_EVENT, save_id));
+    /* space comes back: the kept completion is journaled and sent; new requests work */
+    journal_disk_full(0);
+    bridge_vm_tick(&vm1, vm1.now + 2 * BRIDGE_JOURNAL_RETRY);
+    drain(&in1);
+    ev = find(VMS_MSG_EVENT, save_id);
+    cr_assert_not_null(ev, "the accepted save's completion was lost");
+    cr_assert_eq(ev->status, VMS_STATUS_OK);
+    cr_assert_eq(sql_int("SELECT count(*) FROM states WHERE vm = 'vm1'"), 1);
+    id[0] = '\0';
+    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(find(VMS_MSG_EVENT, id)->status, VMS_STATUS_OK);
+    cr_assert_eq(sqlite3_prepare_v2(br.db.h, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    snprintf(integrity, sizeof(integrity), "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    cr_assert_str_eq(integrity, "ok");
+    cr_assert_eq(bridge_db_journal_bytes(&br.db, "vm1"), vm1_stored_bytes());
+    free(data);
 }

@@ -32,15 +32,22 @@
 #include "vms-log.h"
 
 const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT] = {
-    [BRIDGE_LOG_REFUSED] = "refused requests",
-    [BRIDGE_LOG_UNEXPECTED] = "unexpected messages",
-    [BRIDGE_LOG_DUPLICATE] = "duplicate requests",
-    [BRIDGE_LOG_IGNORED] = "ignored messages",
+    [BRIDGE_LOG_REFUSED] = "refused requests",     [BRIDGE_LOG_UNEXPECTED] = "unexpected messages",
+    [BRIDGE_LOG_DUPLICATE] = "duplicate requests", [BRIDGE_LOG_IGNORED] = "ignored messages",
+    [BRIDGE_LOG_JOURNAL] = "journal failures",
 };
 
 static const char *vmname(const struct bridge_vm *vm)
 {
     return vm->cfg->name;
+}
+
+/* Why a request could not be journaled, for the guest's Reply and Event. */
+static const char *journal_failure(struct bridge_vm *vm)
+{
+    return bridge_db_full(&vm->br->db)
+               ? "the host's journal is full (disk full): nothing was done; try again later"
+               : "the host's journal failed: nothing was done; try again later";
 }
 
 /* What one more request with @app_data_len bytes may add to the journal: its row and event. */
@@ -129,7 +136,7 @@ static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r, enu
     r->app_data = NULL; /* borrowed from the message: the caller does not free it */
     r->app_data_len = 0;
     if (bridge_db_request_insert(&vm->br->db, r) < 0) {
-        send_reply(vm, r->id, VMS_STATUS_ERR_INTERNAL, "journal failed");
+        refuse_unjournaled(vm, req, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         return;
     }
     send_reply(vm, r->id, status, why);
@@ -390,7 +397,8 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
     }
     r.status = BRIDGE_REQ_ACCEPTED;
     if (bridge_db_request_insert(db, &r) < 0) {
-        send_reply(vm, r.id, VMS_STATUS_ERR_INTERNAL, "journal failed");
+        /* not accepted, nothing done: the guest is told why, and may try again */
+        refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
     }
     /* journaled (durable): now it may be acknowledged */

@@ -154,9 +154,18 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* Remember whether the statement that just failed did so for lack of space. */
+static void note_failure(struct bridge_db *db)
+{
+    db->last_failure_full = db->h && ((sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_FULL ||
+                                      sqlite3_system_errno(db->h) == ENOSPC);
+}
+
 static void db_error(struct bridge_db *db, const char *vm, const char *what)
 {
-    vms_err(vm, NULL, "database: %s: %s", what, sqlite3_errmsg(db->h));
+    note_failure(db);
+    vms_log_limited(&db->log_errors, "database errors", LOG_ERR, vm, NULL, "database: %s: %s", what,
+                    sqlite3_errmsg(db->h));
 }
 
 /* A ready statement for @sql (a string literal): cached, or prepared now. Release with unprep(). */
@@ -237,11 +246,18 @@ static int exec(struct bridge_db *db, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        vms_err(NULL, NULL, "database: %s", msg ? msg : "error");
+        note_failure(db);
+        vms_log_limited(&db->log_errors, "database errors", LOG_ERR, NULL, NULL, "database: %s",
+                        msg ? msg : "error");
         sqlite3_free(msg);
         return -1;
     }
     return 0;
+}
+
+int bridge_db_full(struct bridge_db *db)
+{
+    return db->last_failure_full;
 }
 
 int bridge_db_begin(struct bridge_db *db)
@@ -365,8 +381,7 @@ int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t err
     int rc, version, n_mig = bridge_db_schema_latest();
     char text[256];
 
-    db->h = NULL;
-    db->n_stmts = 0;
+    memset(db, 0, sizeof(*db));
     if (db_file_private(path, err, errlen) < 0)
         return -1;
     rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);

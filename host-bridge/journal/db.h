@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vms-log.h"
 #include "vms-proto.h"
 
 /* How long a statement waits for another process's lock before failing. */
@@ -39,6 +40,9 @@ enum bridge_req_status {
 #define BRIDGE_DB_STMT_CACHE 64
 
 struct bridge_db {
+    int last_failure_full; /* the last failed statement failed for lack of space */
+    /* a guest can make writes fail again and again (disk full): bounded error lines */
+    struct vms_log_limit log_errors;
     sqlite3 *h;
     /*
      * Prepared statements, kept for the life of the connection and keyed by
@@ -89,6 +93,8 @@ int bridge_db_schema_version(struct bridge_db *db);
 int bridge_db_schema_latest(void);
 
 int bridge_db_begin(struct bridge_db *db);
+/* 1 if the last failure was the disk (or the database's size limit) being full. */
+int bridge_db_full(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);
 void bridge_db_rollback(struct bridge_db *db);
 

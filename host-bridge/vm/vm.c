@@ -440,10 +440,11 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     case VMS_OP_RESTORE:
         if (res->status == VMS_STATUS_OK) {
             if (bridge_vm_restored(vm, &r, r.state_id) < 0)
-                vms_err(vmname(vm), r.id, "cannot journal the restore's timeline");
+                goto journal_failed;
         } else {
             bridge_event_for_request(&ev, &r, res->status, res->message);
-            bridge_vm_complete(vm, &r, res->status, &ev);
+            if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+                goto journal_failed;
         }
         break;
     case VMS_OP_DELETE:
@@ -469,7 +470,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
                 vms_msg_set_str(&ev, VMS_F_HOSTNAME, host);
             vms_msg_set_str(&ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
         }
-        bridge_vm_complete(vm, &r, res->status, &ev);
+        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+            goto journal_failed;
         break;
     }
     case VMS_OP_SET_MEMORY:
@@ -478,7 +480,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);            /* the target */
             vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, res->mem_bytes); /* the size reached */
         }
-        bridge_vm_complete(vm, &r, res->status, &ev);
+        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+            goto journal_failed;
         break;
     default:
         complete_simple(vm, &r, VMS_STATUS_ERR_INTERNAL, "unexpected operation");
@@ -488,10 +491,20 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
 rollback:
     bridge_db_rollback(db);
 journal_failed:
-    /* the journal refused the completion: the request stays "running" and is re-judged by
-     * the next start; stop this VM's queue rather than run later requests out of order */
-    vms_err(vmname(vm), r.id, "cannot journal the completion of %s; the VM's queue is stopped",
-            vms_op_name(r.op));
+    /*
+     * The journal refused the completion (disk full, ...): the outcome is kept
+     * and journaled again every BRIDGE_JOURNAL_RETRY s, and this VM's queue
+     * waits meanwhile rather than run later requests out of order. Until then
+     * the request stays "running" (a restart re-judges it on the hypervisor).
+     */
+    bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, r.id,
+                  "cannot journal the completion of %s (%s): kept, retried every %.0f s; the "
+                  "VM's queue waits",
+                  vms_op_name(r.op), bridge_db_full(db) ? "disk full" : "database error",
+                  BRIDGE_JOURNAL_RETRY);
+    vm->unjournaled = *res;
+    vm->unjournaled_pending = 1;
+    vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
     vms_msg_clear(&ev);
     bridge_request_clear(&r);
     return;
@@ -507,6 +520,21 @@ static void job_id_for(const struct bridge_request *r, char *out, size_t len)
     snprintf(out, len, "vms-%s", r->id);
 }
 
+/*
+ * The journal could not take @r's start (or a list's completion): @r goes back
+ * to the front of the queue, tried again in BRIDGE_JOURNAL_RETRY s. Returns 1.
+ */
+static int run_later(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, r->id,
+                  "cannot journal %s (%s): it waits, retried every %.0f s", vms_op_name(r->op),
+                  bridge_db_full(&vm->br->db) ? "disk full" : "database error",
+                  BRIDGE_JOURNAL_RETRY);
+    bridge_queue_push_front(&vm->queue, r->id);
+    vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
+    return 1;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
@@ -516,7 +544,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
     int rc = -1;
 
     if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
-        return 1;
+        return run_later(vm, r);
     vm->busy = 1;
     memcpy(vm->running, r->id, sizeof(vm->running));
     vms_info(vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op), r->state_id[0] ? " " : "",
@@ -527,10 +555,10 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         struct vms_msg ev;
         bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
         bridge_db_state_list(db, vmname(vm), &ev);
-        bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
+        rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
         vms_msg_clear(&ev);
         finish_running(vm);
-        return 1;
+        return rc < 0 ? run_later(vm, r) : 1; /* a list changes nothing: run it again */
     }
     case VMS_OP_SAVE:
         if (bridge_prepare_start(vm, r))
@@ -626,7 +654,8 @@ void bridge_vm_kick(struct bridge_vm *vm)
             recover_running(vm);
         return;
     }
-    while (!vm->busy && bridge_queue_pop(&vm->queue, id)) {
+    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop) */
+    while (!vm->busy && vm->now >= vm->journal_retry_at && bridge_queue_pop(&vm->queue, id)) {
         struct bridge_request r;
         if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
             continue;
@@ -813,6 +842,17 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->br->backend->tick(vm->backend, now);
+    if (vm->journal_retry_at && now >= vm->journal_retry_at) {
+        /* space may be back: journal the kept completion, or start the queue again */
+        vm->journal_retry_at = 0;
+        if (vm->unjournaled_pending) {
+            struct bridge_backend_result res = vm->unjournaled;
+            vm->unjournaled_pending = 0;
+            on_backend_done(vm, &res);
+        } else {
+            bridge_vm_kick(vm);
+        }
+    }
     bridge_vm_resend_pump(vm);
     for (int i = 0; i < BRIDGE_LOG__COUNT; i++)
         vms_log_limit_flush(&vm->logl[i], now, vmname(vm), bridge_log_reason_name[i]);
