@@ -95,6 +95,20 @@ static const char *vmname(const struct bridge_vm *vm)
     return vm->cfg->name;
 }
 
+/*
+ * Fault injection for the crash tests: with VMSTATE_BRIDGE_CRASH_AT=NAME in its environment
+ * the bridge SIGKILLs itself at point NAME, exactly as an outside kill -9 would, but at a
+ * known step (a timed kill races the operation and proves less).
+ */
+static void crash_point(const char *name)
+{
+    const char *at = getenv("VMSTATE_BRIDGE_CRASH_AT");
+    if (at && !strcmp(at, name)) {
+        vms_warn(NULL, NULL, "VMSTATE_BRIDGE_CRASH_AT=%s: SIGKILL", name);
+        kill(getpid(), SIGKILL);
+    }
+}
+
 static double mono(void)
 {
     return bridge_now();
@@ -675,6 +689,7 @@ static void move_finished(struct bridge_managed *m)
                                json_object_new_string(mv->failed ? mv->err : "checkpoint changed"));
         goto out;
     }
+    crash_point("move-copied");
     if (bridge_db_begin(db) < 0)
         goto out;
     if (bridge_db_garbage_add(db, ck.state_file) < 0 ||
@@ -697,6 +712,7 @@ static void move_finished(struct bridge_managed *m)
             close(m->ram_lock_fd);
         m->ram_lock_fd = ofd_lock(ck.ram_file, 0, 0);
     }
+    crash_point("move-switched");
     bridge_db_garbage_collect(db);
     vms_info(vmname(m->vm), NULL, "tier: checkpoint %s now in %s", ck.id, ck.tier);
     json_object_object_add(o, "tier", json_object_new_string(ck.tier));
@@ -933,6 +949,7 @@ static void checkpoint_go(struct bridge_managed *m)
     }
     m->phase = P_CHECKPOINT;
     m->t_mark = mono();
+    crash_point("suspend-journaled");
     if (vm->br->backend->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
                                     ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
                                     on_checkpoint_written, m) < 0) {
@@ -989,6 +1006,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     vms_info(vmname(vm), NULL,
              "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), quitting QEMU", m->ck.id,
              (long long)st.st_size, (mono() - m->t_mark) * 1000);
+    crash_point("suspend-written");
     m->t_mark = mono() - m->t_mark; /* checkpoint seconds, reported */
     m->phase = P_QUIT;
     m->quit_sent = mono();
@@ -1130,6 +1148,7 @@ static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_resul
     }
     vms_info(vmname(m->vm), NULL, "lifecycle: checkpoint %s loaded in %.0f ms", m->ck.id,
              (mono() - m->t_mark) * 1000);
+    crash_point("resume-loaded");
     m->phase = P_PORTS;
     m->deadline = mono() + PORTS_WAIT_S;
 }
