@@ -209,6 +209,7 @@ int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn
         ssize_t n = read(c->fd, buf, sizeof(buf));
         if (n > 0) {
             total += (size_t)n;
+            c->bytes_in += (uint64_t)n;
             vms_channel_feed(c, buf, (size_t)n, fn, opaque);
             continue;
         }

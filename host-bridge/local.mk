@@ -113,6 +113,21 @@ EXTRA_DIST += tests/bridge/test-bridge-system.py
 check-bridge-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/bridge/run-system.sh
 .PHONY: check-bridge-system
+# Flood acceptance of issue 13 (tests/bridge/test-bridge-flood.py): one guest floods port A
+# while the other saves, lists, restores; FLOOD_SECONDS per phase (two phases), default 60.
+SYSTEM_CHECKS += check-bridge-flood
+EXTRA_DIST += tests/bridge/test-bridge-flood.py
+check-bridge-flood: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	BRIDGE_SUITE=test-bridge-flood.py top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' \
+	    $(top_srcdir)/tests/bridge/run-system.sh
+.PHONY: check-bridge-flood
+# Disk full under a snapshot (tests/bridge/test-bridge-diskfull.py; root: it mounts a tmpfs).
+SYSTEM_CHECKS += check-bridge-diskfull
+EXTRA_DIST += tests/bridge/test-bridge-diskfull.py
+check-bridge-diskfull: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	BRIDGE_SUITE=test-bridge-diskfull.py top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' \
+	    $(top_srcdir)/tests/bridge/run-system.sh
+.PHONY: check-bridge-diskfull
 clean-local: clean-bridge-image
 clean-bridge-image:
 	rm -rf tests/bridge/image

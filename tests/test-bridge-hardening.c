@@ -78,17 +78,27 @@ static char *data_of(size_t n, char c)
     return d;
 }
 
+/* A fresh request of @op into @vm: the status of its Reply (read from @vm's port B via @in). */
+static uint32_t ask(struct bridge_vm *vm, struct vms_channel *in, const char *op,
+                    const char *principal, const char *secret, const char *data)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+    const struct vms_msg *reply;
+
+    request(vm, id, op, principal, secret, NULL, data);
+    drain(in);
+    reply = find(VMS_MSG_REPLY, id);
+    cr_assert_not_null(reply, "no reply to %s", op);
+    return reply->status;
+}
+
 Test(hardening, refusals_store_no_app_data)
 {
-    char id[VMS_REQUEST_ID_LEN + 1];
     char *data = data_of(4000, 'd');
 
     /* "saver" may only save on vm1: each list is denied after authentication */
     for (int i = 0; i < 20; i++) {
-        id[0] = '\0';
-        request(&vm1, id, "list", "saver", "s3cret", NULL, data);
-        drain(&in1);
-        cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_DENIED);
+        cr_assert_eq(ask(&vm1, &in1, "list", "saver", "s3cret", data), VMS_STATUS_ERR_DENIED);
     }
     free(data);
     cr_assert_eq(sql_int("SELECT count(*) FROM requests WHERE vm = 'vm1' AND status = 'refused'"),
@@ -216,41 +226,27 @@ Test(hardening, guest_cannot_flood_the_log)
 
 Test(hardening, wrong_secrets_from_one_uid_do_not_lock_out_another)
 {
-    char id[VMS_REQUEST_ID_LEN + 1];
 
     fake.ready = 0;
     request_uid = 1001;
     for (int i = 0; i < 3; i++) {
-        id[0] = '\0';
-        request(&vm1, id, "list", "app", "guess", NULL, NULL);
-        drain(&in1);
-        cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_AUTH);
+        cr_assert_eq(ask(&vm1, &in1, "list", "app", "guess", NULL), VMS_STATUS_ERR_AUTH);
     }
-    id[0] = '\0';
-    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
-    drain(&in1);
-    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_ERR_RATE_LIMITED);
+    cr_assert_eq(ask(&vm1, &in1, "list", "app", "s3cret", NULL), VMS_STATUS_ERR_RATE_LIMITED);
     /* the app that owns the principal runs as another uid: not locked out */
     request_uid = 1000;
-    id[0] = '\0';
-    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
-    drain(&in1);
-    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+    cr_assert_eq(ask(&vm1, &in1, "list", "app", "s3cret", NULL), VMS_STATUS_OK);
 }
 
 Test(hardening, unknown_and_known_principals_answer_alike)
 {
-    char id[VMS_REQUEST_ID_LEN + 1];
     static const char *const names[] = {"app", "ghost1", "ghost2", "saver"};
     uint32_t answers[4][5];
 
     fake.ready = 0;
     for (int n = 0; n < 4; n++)
         for (int i = 0; i < 5; i++) {
-            id[0] = '\0';
-            request(&vm1, id, "save", names[n], "guess", NULL, NULL);
-            drain(&in1);
-            answers[n][i] = find(VMS_MSG_REPLY, id)->status;
+            answers[n][i] = ask(&vm1, &in1, "save", names[n], "guess", NULL);
         }
     for (int n = 1; n < 4; n++)
         for (int i = 0; i < 5; i++)
@@ -262,40 +258,27 @@ Test(hardening, unknown_and_known_principals_answer_alike)
 
 Test(hardening, one_uid_gets_a_share_of_pending_and_rate)
 {
-    char id[VMS_REQUEST_ID_LEN + 1];
     int ok = 0;
 
     /* vm1: max_pending 4, so 2 per uid */
     fake.ready = 0;
     request_uid = 1000;
     for (int i = 0; i < 4; i++) {
-        id[0] = '\0';
-        request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
-        drain(&in1);
-        ok += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_OK;
+        ok += ask(&vm1, &in1, "hostinfo", "app", "s3cret", NULL) == VMS_STATUS_OK;
     }
     cr_assert_eq(ok, 2, "uid 1000 got %d of 4 pending slots", ok);
     request_uid = 1001;
-    id[0] = '\0';
-    request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL);
-    drain(&in1);
-    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+    cr_assert_eq(ask(&vm1, &in1, "hostinfo", "app", "s3cret", NULL), VMS_STATUS_OK);
     /* vm2: 10 requests per window, 5 per uid */
     fake.ready = 1;
     ok = 0;
     request_uid = 1000;
     for (int i = 0; i < 10; i++) {
-        id[0] = '\0';
-        request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
-        drain(&in2);
-        ok += find(VMS_MSG_REPLY, id)->status == VMS_STATUS_OK;
+        ok += ask(&vm2, &in2, "list", "app", "s3cret", NULL) == VMS_STATUS_OK;
     }
     cr_assert_eq(ok, 5, "uid 1000 got %d of 10", ok);
     request_uid = 1001;
-    id[0] = '\0';
-    request(&vm2, id, "list", "app", "s3cret", NULL, NULL);
-    drain(&in2);
-    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+    cr_assert_eq(ask(&vm2, &in2, "list", "app", "s3cret", NULL), VMS_STATUS_OK);
 }
 
 /* ---- the hard per-VM journal cap ---- */
@@ -330,10 +313,7 @@ Test(journal_cap, a_vm_cannot_grow_the_journal_past_its_cap)
     cr_assert_leq(vm1_stored_bytes(), 100 * 1024, "%lld bytes", vm1_stored_bytes());
     cr_assert_eq(bridge_db_journal_bytes(&br.db, "vm1"), vm1_stored_bytes());
     /* the other VM is not affected */
-    id[0] = '\0';
-    request(&vm2, id, "list", "app", "s3cret", NULL, "x");
-    drain(&in2);
-    cr_assert_eq(find(VMS_MSG_REPLY, id)->status, VMS_STATUS_OK);
+    cr_assert_eq(ask(&vm2, &in2, "list", "app", "s3cret", "x"), VMS_STATUS_OK);
 }
 
 /* ---- opening the journal: permissions, and files the bridge must not touch ---- */

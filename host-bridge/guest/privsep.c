@@ -229,6 +229,8 @@ static int enter_seccomp(void)
         ALLOW(clock_gettime),
         ALLOW(gettimeofday),
         ALLOW(getrandom),
+        ALLOW(nanosleep), /* the input rate limit */
+        ALLOW(clock_nanosleep),
         ALLOW(getpid),
         ALLOW(getppid),
         ALLOW(getuid),
@@ -293,6 +295,31 @@ int bridge_privsep_sandbox(const char *vm, const char *root, int required)
 
 static int reader_failed;
 
+/* Wait as long as the bytes read so far (@total) exceed the reader's byte budget. */
+static void reader_throttle(uint64_t total)
+{
+    static double tokens = BRIDGE_READER_BURST, last;
+    static uint64_t counted;
+    struct timespec ts;
+    double now, wait;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (last > 0)
+        tokens += (now - last) * BRIDGE_READER_RATE;
+    if (tokens > BRIDGE_READER_BURST)
+        tokens = BRIDGE_READER_BURST;
+    last = now;
+    tokens -= (double)(total - counted);
+    counted = total;
+    if (tokens >= 0)
+        return;
+    wait = -tokens / BRIDGE_READER_RATE;
+    ts.tv_sec = (time_t)wait;
+    ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
+    nanosleep(&ts, NULL);
+}
+
 static void forward(void *opaque, struct vms_channel *c, struct vms_msg *m)
 {
     struct vms_channel *out = opaque;
@@ -324,5 +351,6 @@ void bridge_privsep_reader_main(const char *vm, long parent, const char *root, i
         int rc = vms_channel_read(&in, 0, forward, &out);
         if (rc <= 0 || reader_failed)
             _exit(0);
+        reader_throttle(in.bytes_in);
     }
 }

@@ -22,6 +22,16 @@
 
 #include <sys/types.h>
 
+/*
+ * What one guest may make its reader read: BRIDGE_READER_RATE bytes per
+ * second, in bursts of up to BRIDGE_READER_BURST. Requests need far less
+ * (rate_requests x 64 KiB); beyond it the reader waits, the guest's writes
+ * block in virtio-serial, and a flooding guest costs the host a bounded
+ * amount of CPU instead of a core.
+ */
+#define BRIDGE_READER_RATE  (1024.0 * 1024.0)
+#define BRIDGE_READER_BURST (4.0 * 1024.0 * 1024.0)
+
 /* Remember the executable to re-execute (call early in main; argv0 as fallback). */
 void bridge_privsep_init(const char *argv0);
 
