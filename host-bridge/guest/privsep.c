@@ -149,8 +149,8 @@ static int drop_capabilities(void)
 
 /*
  * Root into @root, an empty directory no one may write. As root: chroot,
- * then uid/gid nobody. Otherwise: a new user namespace gives the right to
- * chroot, then every capability is dropped again.
+ * then uid/gid nobody. Otherwise chroot with CAP_SYS_CHROOT if the unit gave
+ * it, else inside a new user namespace; then every capability is dropped.
  */
 static int confine(const char *root, const char **what)
 {
@@ -159,12 +159,13 @@ static int confine(const char *root, const char **what)
         errno = ENOENT;
         return -1;
     }
-    if (geteuid() != 0 && unshare(CLONE_NEWUSER) < 0) {
-        *what = "unshare(CLONE_NEWUSER)";
+    /* without the right to chroot (not root, no CAP_SYS_CHROOT): a user namespace gives it */
+    if (chroot(root) < 0 && (errno != EPERM || unshare(CLONE_NEWUSER) < 0 || chroot(root) < 0)) {
+        *what = errno == EPERM ? "chroot (and no user namespace)" : "chroot";
         return -1;
     }
-    if (chroot(root) < 0 || chdir("/") < 0) {
-        *what = "chroot";
+    if (chdir("/") < 0) {
+        *what = "chdir /";
         return -1;
     }
     if (geteuid() == 0 && getuid() == 0) { /* real root (in a new user namespace we are not) */
