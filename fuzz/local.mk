@@ -35,7 +35,7 @@ fuzz-seeds: fuzz/make-seeds
 FUZZ_LONG_RUNS = 10000000
 fuzz-long: $(FUZZ_TARGETS)
 if ENABLE_FUZZING
-	$(top_srcdir)/fuzz/run-fuzzers.sh $(top_builddir) 0 $(FUZZ_LONG_RUNS)
+	$(top_srcdir)/fuzz/run-fuzzers.sh $(abs_top_builddir) 0 $(FUZZ_LONG_RUNS)
 else
 	@echo "fuzz-long: configure this tree with CC=clang --enable-fuzzing"; exit 1
 endif
