@@ -39,6 +39,7 @@ static void usage(FILE *f)
             "  status [VM] | tiers\n"
             "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
             "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n"
+            "  schedule VM resume AT|+SECONDS|none           (promotes ahead of time)\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
 }

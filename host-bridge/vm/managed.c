@@ -88,6 +88,9 @@ struct bridge_managed {
     double idle_since, next_sample;
     unsigned long long cpu_ticks;
     int console_client;
+    /* scheduled resume */
+    double next_schedule_check;
+    int promote_tried;
 };
 
 static const char *vmname(const struct bridge_vm *vm)
@@ -1469,17 +1472,26 @@ static void console_watch(struct bridge_managed *m)
         bridge_watch_del(&m->vm->br->loop, &m->conw);
 }
 
+/*
+ * The console socket, listened on by the bridge and handed to every QEMU of the VM. QEMU
+ * unlinks the path it finds with getsockname() when it exits, so the socket is bound under
+ * a private name and clients use a hard link to it (console.sock), which outlives QEMUs.
+ */
 static int console_open(struct bridge_managed *m)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char public_path[sizeof(sa.sun_path)];
     int fd;
 
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/console.sock", m->vm->cfg->run_dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/.console-listen.sock", m->vm->cfg->run_dir);
+    snprintf(public_path, sizeof(public_path), "%.80s/console.sock", m->vm->cfg->run_dir);
     if (mkdir(m->vm->cfg->run_dir, 0700) < 0 && errno != EEXIST)
         return -1;
     unlink(sa.sun_path);
+    unlink(public_path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0 ||
+        link(sa.sun_path, public_path) < 0) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -1489,6 +1501,59 @@ static int console_open(struct bridge_managed *m)
 }
 
 /* ---- per-loop tick ---- */
+
+#define PROMOTE_LEAD_S 30 /* a scheduled resume promotes its checkpoint this long ahead */
+
+/*
+ * A scheduled resume: promote the checkpoint to the fast tier ahead of time (when it was
+ * demoted and there is room), then resume at the time given. Checked every tick: cheap,
+ * one indexed row per suspended VM once a second.
+ */
+static void schedule_tick(struct bridge_managed *m, double now)
+{
+    struct bridge_vm *vm = m->vm;
+    struct bridge_db_checkpoint ck;
+    const struct bridge_tier_config *fast;
+    int64_t wall = (int64_t)time(NULL);
+
+    if (strcmp(m->row.run_state, "suspended") || m->op || m->queued || m->move.running ||
+        now < m->next_schedule_check)
+        return;
+    m->next_schedule_check = now + 1;
+    if (bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1 || !ck.resume_at ||
+        strcmp(ck.phase, "valid"))
+        return;
+    fast = tier_of(vm, vm->cfg->fast_tier);
+    if (fast && strcmp(ck.tier, fast->name) && wall >= ck.resume_at - PROMOTE_LEAD_S &&
+        !m->promote_tried && tier_free(vm, fast) >= (int64_t)m->row.res_bytes) {
+        m->promote_tried = 1; /* once: a failed promotion leaves the resume to the slow tier */
+        vms_info(vmname(vm), NULL, "tier: resume scheduled in %lld s: promoting %s to %s",
+                 (long long)(ck.resume_at - wall), ck.id, fast->name);
+        move_start(m, &ck, fast, NULL, NULL);
+        return;
+    }
+    if (wall >= ck.resume_at) {
+        ck.resume_at = 0;
+        bridge_db_checkpoint_put(&vm->br->db, &ck);
+        m->promote_tried = 0;
+        vms_info(vmname(vm), NULL, "lifecycle: scheduled resume");
+        bridge_managed_request(vm, BRIDGE_LC_RESUME, NULL, NULL);
+    }
+}
+
+int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen)
+{
+    struct bridge_db_checkpoint ck;
+
+    if (!vm->mgd || strcmp(vm->mgd->row.run_state, "suspended") ||
+        bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1) {
+        snprintf(why, whylen, "%s is not suspended", vmname(vm));
+        return -1;
+    }
+    ck.resume_at = at;
+    vm->mgd->promote_tried = 0;
+    return bridge_db_checkpoint_put(&vm->br->db, &ck);
+}
 
 static void vm_tick(struct bridge_managed *m, double now)
 {
@@ -1547,6 +1612,7 @@ static void vm_tick(struct bridge_managed *m, double now)
         break;
     }
     idle_tick(m, now);
+    schedule_tick(m, now);
     console_watch(m);
 }
 
@@ -1778,6 +1844,7 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
         json_object_object_add(c, "pinned", json_object_new_boolean(ck.pinned));
         json_object_object_add(c, "state_file", json_object_new_string(ck.state_file));
         json_object_object_add(c, "last_used", json_object_new_int64(ck.last_used));
+        json_object_object_add(c, "resume_at", json_object_new_int64(ck.resume_at));
         json_object_object_add(o, "checkpoint", c);
     }
     return o;

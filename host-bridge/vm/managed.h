@@ -101,6 +101,12 @@ json_object *bridge_managed_tiers(struct bridge *br);
 /* Pin (@pin 1) or unpin @vm's checkpoint. 0, or -1 with @why. */
 int bridge_managed_pin(struct bridge_vm *vm, int pin, char *why, size_t whylen);
 
+/*
+ * Resume suspended @vm at @at (unix seconds; 0 cancels). When its checkpoint was demoted,
+ * it is promoted back to the fast tier ahead of time if there is room. 0, or -1 with @why.
+ */
+int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen);
+
 /* Demote (@to_fast 0) or promote (1) @vm's checkpoint now. @done as for requests. */
 void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn done, void *opaque);
 
