@@ -71,9 +71,10 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
         return -1;
     }
     if (c->tx_len + len > c->tx_max) {
-        vms_warn(c->vm, m->request_id[0] ? m->request_id : NULL,
-                 "%s: output queue full (%zu bytes), %s not sent", c->name, c->tx_len,
-                 vms_msg_type_name(m->type));
+        vms_log_limited(&c->log_output, "output queue full", LOG_WARNING, c->vm,
+                        m->request_id[0] ? m->request_id : NULL,
+                        "%s: output queue full (%zu bytes), %s not sent", c->name, c->tx_len,
+                        vms_msg_type_name(m->type));
         free(frame);
         return -1;
     }
@@ -131,18 +132,16 @@ int vms_channel_flush(struct vms_channel *c)
 /*
  * Whether to log the peer's latest input error. A hostile peer can send
  * thousands of bad frames a second; logging each would flood the journal
- * (and journald's rate limit would then drop other VMs' lines). The first
- * CHANNEL_LOG_ERRORS errors are logged, then only the 2^k-th ones, with the
- * total so far.
+ * (and journald's rate limit would then drop other VMs' lines): a bounded
+ * number of lines per window, then a count of the suppressed ones.
  */
-#define CHANNEL_LOG_ERRORS 16
-static int log_input_error(const struct vms_channel *c, uint64_t *total)
+static int log_input_error(struct vms_channel *c, uint64_t *total)
 {
     uint64_t n = c->msgs_bad + c->msgs_unknown;
     for (int i = 0; i < VMS_WIRE_ERR__COUNT; i++)
         n += c->rx.errors[i];
     *total = n;
-    return n <= CHANNEL_LOG_ERRORS || (n & (n - 1)) == 0;
+    return vms_log_level() >= LOG_INFO && vms_log_allow(&c->log_input, c->vm, "bad input");
 }
 
 void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vms_channel_msg_fn fn,
@@ -173,9 +172,11 @@ void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vm
         case VMS_DECODE_OK:
             c->msgs_in++;
             if (rep.unknown_fields)
-                vms_info(c->vm, m.request_id[0] ? m.request_id : NULL,
-                         "%s: %s: skipped %u unknown field(s), e.g. '%s'", c->name,
-                         vms_msg_type_name(m.type), rep.unknown_fields, rep.first_unknown_field);
+                vms_log_limited(&c->log_input, "bad input", LOG_INFO, c->vm,
+                                m.request_id[0] ? m.request_id : NULL,
+                                "%s: %s: skipped %u unknown field(s), e.g. '%s'", c->name,
+                                vms_msg_type_name(m.type), rep.unknown_fields,
+                                vms_esc(rep.first_unknown_field));
             fn(opaque, c, &m);
             vms_msg_clear(&m);
             break;
@@ -183,13 +184,13 @@ void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vm
             c->msgs_unknown++;
             if (log_input_error(c, &total))
                 vms_info(c->vm, NULL, "%s: skipped unknown message type '%s' (input error %llu)",
-                         c->name, rep.unknown_type, (unsigned long long)total);
+                         c->name, vms_esc(rep.unknown_type), (unsigned long long)total);
             break;
         case VMS_DECODE_INVALID:
             c->msgs_bad++;
             if (log_input_error(c, &total))
                 vms_warn(c->vm, NULL, "%s: rejected message: %s (input error %llu)", c->name,
-                         rep.error, (unsigned long long)total);
+                         vms_esc(rep.error), (unsigned long long)total);
             break;
         }
     }
@@ -208,6 +209,7 @@ int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn
         ssize_t n = read(c->fd, buf, sizeof(buf));
         if (n > 0) {
             total += (size_t)n;
+            c->bytes_in += (uint64_t)n;
             vms_channel_feed(c, buf, (size_t)n, fn, opaque);
             continue;
         }

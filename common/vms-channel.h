@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vms-log.h"
 #include "vms-proto.h"
 #include "vms-wire.h"
 
@@ -26,6 +27,9 @@ struct vms_channel {
     size_t tx_cap;
     size_t tx_max; /* queue cap; send fails beyond it */
     uint64_t msgs_in, msgs_bad, msgs_unknown;
+    uint64_t bytes_in; /* read from fd so far */
+    /* the peer's bad input and our full output queue each log a bounded number of lines */
+    struct vms_log_limit log_input, log_output;
 };
 
 /*

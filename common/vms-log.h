@@ -10,6 +10,7 @@
 #ifndef VMS_LOG_H
 #define VMS_LOG_H
 
+#include <stddef.h>
 #include <syslog.h>
 
 /* Program name shown in each line, and the most verbose level printed (LOG_INFO by default). */
@@ -22,6 +23,51 @@ int vms_log_level(void);
  */
 void vms_log(int level, const char *vm, const char *request_id, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/*
+ * Escape untrusted text for a log line: printable ASCII (0x20..0x7e) is kept,
+ * every other byte and the backslash become "\xNN", at most VMS_LOG_ESC_MAX
+ * input bytes are shown ("..." marks the cut). The result never holds a
+ * newline, so guest text can never start a line of its own or forge a
+ * journald "<N>" prefix. Returns one of a small ring of per-thread buffers:
+ * valid until VMS_LOG_ESC_RING later calls, enough for one log call's
+ * arguments. NULL becomes "(null)".
+ */
+#define VMS_LOG_ESC_MAX  96
+#define VMS_LOG_ESC_RING 8
+const char *vms_esc(const char *s);
+
+/* The same into @out (@outlen >= 4 * @in_max + 4 shows all @in_max bytes). */
+void vms_escape(char *out, size_t outlen, const char *in, size_t in_max);
+
+/*
+ * Log rate limiting for one (source, reason): at most VMS_LOG_BURST lines per
+ * VMS_LOG_WINDOW seconds; beyond that lines are counted, not printed, and
+ * the next line allowed (or vms_log_limit_flush()) first logs
+ * "N similar messages (WHAT) suppressed in the last S s". A hostile peer
+ * can then cost a bounded number of lines per window, whatever it sends.
+ */
+#define VMS_LOG_BURST  10
+#define VMS_LOG_WINDOW 10.0
+struct vms_log_limit {
+    double window_start;
+    unsigned in_window;
+    unsigned long long suppressed;
+};
+
+/* 1 if the caller may log a line now (at monotonic time @now), 0 if it is counted as suppressed. */
+int vms_log_allow_at(struct vms_log_limit *l, double now, const char *vm, const char *what);
+/* vms_log_allow_at() with the monotonic clock. */
+int vms_log_allow(struct vms_log_limit *l, const char *vm, const char *what);
+/* At a tick: the summary of a window that has ended with lines suppressed. */
+void vms_log_limit_flush(struct vms_log_limit *l, double now, const char *vm, const char *what);
+
+/* vms_log() through limit @l (reason text @what). */
+#define vms_log_limited(l, what, level, vm, req, ...)                                              \
+    do {                                                                                           \
+        if (vms_log_level() >= (level) && vms_log_allow((l), (vm), (what)))                        \
+            vms_log((level), (vm), (req), __VA_ARGS__);                                            \
+    } while (0)
 
 #define vms_err(vm, req, ...)   vms_log(LOG_ERR, vm, req, __VA_ARGS__)
 #define vms_warn(vm, req, ...)  vms_log(LOG_WARNING, vm, req, __VA_ARGS__)

@@ -37,6 +37,7 @@ void bridge_vm_config_defaults(struct bridge_vm_config *vm)
     vm->max_states = 32;
     vm->max_pending = 16;
     vm->max_app_data_bytes = 4u * 1024u * 1024u;
+    vm->max_journal_bytes = 32u * 1024u * 1024u;
     vm->rate_requests = 60;
     vm->rate_window = 60;
     vm->auth_fail_max = 5;
@@ -169,6 +170,13 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
             cfg->privsep = 0;
         else
             return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "reader_sandbox")) {
+        if (!strcmp(value, "required"))
+            cfg->reader_sandbox_required = 1;
+        else if (!strcmp(value, "best-effort"))
+            cfg->reader_sandbox_required = 0;
+        else
+            return fail(ctx, "bridge", key, "'%s' is not required or best-effort", value);
     } else if (!strcmp(key, "io_event_socket")) {
         if (set_path(cfg->io_event_socket, value) < 0 || strlen(value) >= 108)
             return fail(ctx, "bridge", key, "empty or longer than %s bytes", "107");
@@ -450,7 +458,10 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
     UINT_KEY("max_states", max_states, 100000)
     UINT_KEY("max_pending", max_pending, 10000)
     SIZE_KEY("max_app_data_bytes", max_app_data_bytes)
+    SIZE_KEY("max_journal_bytes", max_journal_bytes)
     UINT_KEY("rate_requests", rate_requests, 1000000)
+    UINT_KEY("rate_requests_per_uid", rate_requests_per_uid, 1000000)
+    UINT_KEY("max_pending_per_uid", max_pending_per_uid, 10000)
     UINT_KEY("rate_window", rate_window, 86400)
     UINT_KEY("auth_fail_max", auth_fail_max, 1000000)
     UINT_KEY("auth_fail_window", auth_fail_window, 86400)
@@ -525,6 +536,7 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->reconnect_max_ms = 5000;
     cfg->journal_keep_days = 30;
     cfg->privsep = 1;
+    cfg->reader_sandbox_required = 1;
     cfg->state_margin = 64ull << 20;
 }
 

@@ -61,8 +61,11 @@ struct bridge_vm_config {
     unsigned n_nodes;
     unsigned max_states;
     unsigned max_pending;
-    uint64_t max_app_data_bytes;
-    unsigned rate_requests; /* requests allowed per rate_window seconds (0: unlimited) */
+    uint64_t max_app_data_bytes;    /* app data in requests and unacked events */
+    uint64_t max_journal_bytes;     /* everything the VM makes the bridge store (0: unlimited) */
+    unsigned rate_requests;         /* requests allowed per rate_window seconds (0: unlimited) */
+    unsigned rate_requests_per_uid; /* one guest uid's share of rate_requests (0: half) */
+    unsigned max_pending_per_uid;   /* one guest uid's share of max_pending (0: half) */
     unsigned rate_window;
     unsigned auth_fail_max; /* auth failures per principal per auth_fail_window seconds */
     unsigned auth_fail_window;
@@ -99,7 +102,8 @@ struct bridge_config {
     char database[BRIDGE_PATH_MAX];
     int log_level; /* syslog level */
     unsigned reconnect_min_ms, reconnect_max_ms;
-    int privsep; /* read port A in an unprivileged reader process (default yes) */
+    int privsep;                 /* read port A in an unprivileged reader process (default yes) */
+    int reader_sandbox_required; /* 1: no confined reader, no port (default); 0: best effort */
     char io_event_socket[BRIDGE_PATH_MAX]; /* I/O-error events, JSON lines ("" = none) */
     unsigned journal_keep_days; /* finished requests and their events kept this long; 0: ever */
     struct bridge_vm_config *vms;

@@ -38,6 +38,30 @@ struct bridge;
 #define BRIDGE_HELLO_BURST  10
 #define BRIDGE_HELLO_WINDOW 10
 
+/* Why the bridge logs about a VM's guest: each reason has its own log rate limit. */
+enum bridge_log_reason {
+    BRIDGE_LOG_REFUSED,    /* a request refused */
+    BRIDGE_LOG_UNEXPECTED, /* a message the guest should not send */
+    BRIDGE_LOG_DUPLICATE,  /* a request id seen before */
+    BRIDGE_LOG_IGNORED,    /* Hello/Request/Ready ignored */
+    BRIDGE_LOG_JOURNAL,    /* the journal refused a write (disk full, ...) */
+    BRIDGE_LOG__COUNT
+};
+extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
+
+/* Log about @vm's guest through the per-VM, per-reason rate limit. */
+#define bridge_vm_log(vm, reason, level, req, ...)                                                 \
+    vms_log_limited(&(vm)->logl[reason], bridge_log_reason_name[reason], level, (vm)->cfg->name,   \
+                    req, __VA_ARGS__)
+
+/* Seconds between attempts to journal again after the journal refused a write. */
+#define BRIDGE_JOURNAL_RETRY 1.0
+
+/* Guest uids whose request rate is tracked per VM (least recently used recycled). */
+#define BRIDGE_UID_SLOTS 64
+/* Unacked events resent per VM per loop turn (the rest when port B drains). */
+#define BRIDGE_RESEND_PER_TURN 16
+
 struct bridge_port {
     struct vms_channel ch;
     struct bridge_watch watch;
@@ -63,6 +87,19 @@ struct bridge_vm {
     struct bridge_auth_limiter auth;
     struct bridge_bucket rate;       /* requests: rate_requests per rate_window */
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
+    struct bridge_uid_rate {
+        int64_t uid; /* -1: requests that named no uid */
+        struct bridge_bucket bucket;
+        double used;              /* 0: free slot */
+    } uid_rate[BRIDGE_UID_SLOTS]; /* each uid's share of rate_requests */
+    struct vms_log_limit logl[BRIDGE_LOG__COUNT];
+    /* resending unacked events, a few per loop turn: the next seq after @resend_after */
+    int resend_active;
+    /* the journal refused a write: the backend's outcome kept, tried again at journal_retry_at */
+    struct bridge_backend_result unjournaled;
+    int unjournaled_pending;
+    double journal_retry_at; /* 0: nothing to retry */
+    uint64_t resend_epoch, resend_after, resend_until;
     /* execution */
     struct bridge_queue queue;
     int busy;         /* a request is running */
@@ -110,8 +147,15 @@ void bridge_vm_tick(struct bridge_vm *vm, double now);
 /* Send @m on port B if it is connected (events are journaled and resent anyway). */
 void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m);
 
-/* Resend every unacked event of the VM's current epoch, in seq order. */
+/*
+ * Resend every unacked event of the VM's current epoch, in seq order. Only
+ * starts the resend: at most BRIDGE_RESEND_PER_TURN events go now, and only
+ * while port B's queue has room; bridge_vm_resend_pump() (port B drained,
+ * every tick) continues it, so a long backlog never blocks the loop.
+ */
 void bridge_vm_resend_unacked(struct bridge_vm *vm);
+/* Continue a resend started by bridge_vm_resend_unacked(). Returns events sent. */
+int bridge_vm_resend_pump(struct bridge_vm *vm);
 
 /*
  * Compare the catalogue with the hypervisor's snapshot list (on connect and after every

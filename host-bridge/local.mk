@@ -79,6 +79,11 @@ check_PROGRAMS += tests/test-bridge-lifecycle
 tests_test_bridge_lifecycle_SOURCES = tests/test-bridge-lifecycle.c
 tests_test_bridge_lifecycle_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_lifecycle_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+TESTS += tests/test-bridge-hardening
+check_PROGRAMS += tests/test-bridge-hardening
+tests_test_bridge_hardening_SOURCES = tests/test-bridge-hardening.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h tests/test-log-capture.h
+tests_test_bridge_hardening_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_hardening_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 check_PROGRAMS += tests/test-bridge-prepare
 TESTS += tests/test-bridge-rights
 check_PROGRAMS += tests/test-bridge-rights
@@ -126,6 +131,21 @@ EXTRA_DIST += tests/bridge/test-bridge-system.py
 check-bridge-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/bridge/run-system.sh
 .PHONY: check-bridge-system
+# Flood acceptance of issue 13 (tests/bridge/test-bridge-flood.py): one guest floods port A
+# while the other saves, lists, restores; FLOOD_SECONDS per phase (two phases), default 60.
+SYSTEM_CHECKS += check-bridge-flood
+EXTRA_DIST += tests/bridge/test-bridge-flood.py
+check-bridge-flood: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	BRIDGE_SUITE=test-bridge-flood.py top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' \
+	    $(top_srcdir)/tests/bridge/run-system.sh
+.PHONY: check-bridge-flood
+# Disk full under a snapshot (tests/bridge/test-bridge-diskfull.py; root: it mounts a tmpfs).
+SYSTEM_CHECKS += check-bridge-diskfull
+EXTRA_DIST += tests/bridge/test-bridge-diskfull.py
+check-bridge-diskfull: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+	BRIDGE_SUITE=test-bridge-diskfull.py top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' \
+	    $(top_srcdir)/tests/bridge/run-system.sh
+.PHONY: check-bridge-diskfull
 clean-local: clean-bridge-image
 clean-bridge-image:
 	rm -rf tests/bridge/image

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -68,13 +69,16 @@ int main(int argc, char **argv)
     sigset_t mask;
     char err[1024];
     int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
-    const char *reader_vm = NULL;
+    const char *reader_vm = NULL, *reader_root = NULL;
     long reader_parent = 0;
+    int reader_required = 1;
 
+    /* whatever the caller's umask: the journal, its WAL/SHM and sockets are ours alone */
+    umask(077);
     memset(&br, 0, sizeof(br));
     memset(&cfg, 0, sizeof(cfg));
     br.loop.epfd = -1;
-    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:E:S:")) != -1) {
         switch (opt) {
         case 'R':
             reader_vm = optarg;
@@ -84,6 +88,12 @@ int main(int argc, char **argv)
             break;
         case 'P':
             reader_parent = atol(optarg);
+            break;
+        case 'E':
+            reader_root = optarg;
+            break;
+        case 'S':
+            reader_required = atoi(optarg) != 0;
             break;
         case 'c':
             config_path = optarg;
@@ -107,7 +117,7 @@ int main(int argc, char **argv)
     }
     if (reader_vm) {
         vms_log_init("vmstate-bridged[reader]", reader_level);
-        bridge_privsep_reader_main(reader_vm, reader_parent);
+        bridge_privsep_reader_main(reader_vm, reader_parent, reader_root, reader_required);
     }
     vms_log_init("vmstate-bridged", LOG_INFO);
     bridge_privsep_init(argv[0]);
@@ -123,6 +133,9 @@ int main(int argc, char **argv)
         rc = 0;
         goto out;
     }
+    if (cfg.privsep && bridge_privsep_prepare(cfg.reader_sandbox_required) < 0 &&
+        cfg.reader_sandbox_required)
+        goto out;
     if (sodium_init() < 0) {
         vms_err(NULL, NULL, "libsodium cannot initialise");
         goto out;
@@ -163,11 +176,16 @@ int main(int argc, char **argv)
              cfg.n_vms, cfg.database);
     while (!stop_requested) {
         double now = bridge_now();
-        for (size_t i = 0; i < br.n_vms; i++)
+        int busy = 0;
+        for (size_t i = 0; i < br.n_vms; i++) {
             bridge_vm_tick(&br.vms[i], now);
+            /* more backlog to send and room on port B: come back at once */
+            busy |= br.vms[i].resend_active && br.vms[i].b.ch.fd >= 0 &&
+                    !vms_channel_wants_write(&br.vms[i].b.ch);
+        }
         bridge_managed_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
-        if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
+        if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
         }
@@ -185,6 +203,7 @@ out:
     if (sfd >= 0)
         close(sfd);
     bridge_loop_free(&br.loop);
+    bridge_privsep_cleanup();
     bridge_db_close(&br.db);
     bridge_config_free(&cfg);
     return rc;

@@ -19,9 +19,11 @@
 
 static const char *conf_text =
     "[vm vm1]\nport_a=/nonexistent/a\nport_b=/nonexistent/b\nqmp=/nonexistent/q\nnodes=disk0\n"
-    "max_states=3\nmax_pending=4\nmax_app_data_bytes=100\nauth_fail_max=3\nauth_fail_window=60\n"
+    "max_states=3\nmax_pending=4\nmax_pending_per_uid=4\nmax_app_data_bytes=100\nauth_fail_max="
+    "3\nauth_fail_window=60\n"
     "mem_max=1G\nmem_min=64M\n"
-    "[vm vm2]\nport_a=/nonexistent/a2\nport_b=/nonexistent/b2\nqmp=/nonexistent/q2\nnodes=disk0\n";
+    "[vm vm2]\nport_a=/nonexistent/a2\nport_b=/nonexistent/b2\nqmp=/nonexistent/q2\nnodes=disk0\n"
+    "rate_requests_per_uid=60\n";
 
 static void setup(void)
 {
@@ -120,24 +122,24 @@ Test(bridge, auth_secret_rights_and_rate_limit)
 {
     struct bridge_auth_limiter lim;
     bridge_auth_limiter_init(&lim, 3, 60);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "restore", 0), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "save", 0), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "restore", 0),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "restore", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", -1, "s3cret", "save", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", -1, "s3cret", "restore", 0),
                  VMS_STATUS_ERR_DENIED);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm2", "saver", "s3cret", "save", 0),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm2", "saver", -1, "s3cret", "save", 0),
                  VMS_STATUS_ERR_DENIED);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "s3cret", "save", 0),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", -1, "s3cret", "save", 0),
                  VMS_STATUS_ERR_AUTH);
     /* 3 failures in the window, then rate-limited even with the right secret */
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "wrong", "save", 1),
+        cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "wrong", "save", 1),
                      VMS_STATUS_ERR_AUTH);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 2),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "save", 2),
                  VMS_STATUS_ERR_RATE_LIMITED);
     /* another principal is not affected */
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "save", 2), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", -1, "s3cret", "save", 2), 0);
     /* a token refills after window/max = 20 s */
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 25), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "save", 25), 0);
 }
 
 Test(bridge, unknown_principal_costs_a_verification)
@@ -145,13 +147,13 @@ Test(bridge, unknown_principal_costs_a_verification)
     struct bridge_auth_limiter lim;
     bridge_auth_limiter_init(&lim, 3, 60);
     /* no hash seen yet: an unknown principal still pays for a (decoy) verification */
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "x", "save", 0),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", -1, "x", "save", 0),
                  VMS_STATUS_ERR_AUTH);
     cr_assert(lim.decoy[0] != '\0', "no decoy hash to verify against");
     cr_assert(strncmp(lim.decoy, "$argon2id$", 10) == 0, "%s", lim.decoy);
     /* after a real principal, the decoy has that hash's cost parameters */
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "restore", 0), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", "s3cret", "save", 0),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "restore", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "nobody", -1, "s3cret", "save", 0),
                  VMS_STATUS_ERR_AUTH, "the decoy must never authenticate");
 }
 
@@ -160,19 +162,19 @@ Test(bridge, verified_secret_remembered_until_it_changes)
     struct bridge_auth_limiter lim;
     char hash[crypto_pwhash_STRBYTES];
     bridge_auth_limiter_init(&lim, 3, 60);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 0), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 1), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "wrong", "save", 1),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "save", 0), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "save", 1), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "wrong", "save", 1),
                  VMS_STATUS_ERR_AUTH, "a remembered secret must not admit another one");
     /* the admin changes app's secret: the remembered one stops working at once */
     cr_assert_eq(bridge_db_principal_remove(&br.db, "app"), 1);
     cr_assert_eq(bridge_secret_hash("n3w", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash),
                  0);
     cr_assert_eq(bridge_db_principal_add(&br.db, "app", hash), 0);
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", "s3cret", "save", 2),
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "app", -1, "s3cret", "save", 2),
                  VMS_STATUS_ERR_AUTH);
     /* and it expires */
-    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", "s3cret", "save", 3), 0);
+    cr_assert_eq(bridge_auth_check(&br.db, &lim, "vm1", "saver", -1, "s3cret", "save", 3), 0);
     for (int i = 0; i < BRIDGE_AUTH_SLOTS; i++)
         if (!strcmp(lim.slots[i].principal, "saver"))
             cr_assert_eq(lim.slots[i].verified_until, 3 + BRIDGE_AUTH_CACHE_SECONDS);

@@ -194,6 +194,7 @@ void bfx_setup(const char *conf_text)
     char err[512], dbpath[300], hash[crypto_pwhash_STRBYTES];
 
     vms_log_init("test", LOG_ERR);
+    request_uid = -1;
     snprintf(dir, sizeof(dir), "/tmp/test-bridge-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     cr_assert_eq(bridge_config_load_string(&cfg, "t.conf", conf_text, err, sizeof(err)), 0, "%s",
@@ -237,6 +238,8 @@ void bfx_teardown(void)
 
 int id_counter;
 
+int64_t request_uid = -1;
+
 /* Send a Request into @vm; returns its id in @id. */
 void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *op,
              const char *principal, const char *secret, const char *state, const char *data)
@@ -257,6 +260,8 @@ void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *
         vms_msg_set_app_data(&m, data, strlen(data));
     if (!strcmp(op, "set-memory"))
         vms_msg_set_u64(&m, VMS_F_BYTES, 128u << 20);
+    if (request_uid >= 0)
+        vms_msg_set_u64(&m, VMS_F_UID, (uint64_t)request_uid);
     bridge_guest_input(vm, &vm->a.ch, &m);
     vms_msg_clear(&m);
 }

@@ -56,6 +56,8 @@ void attach_peer(struct bridge_vm *vm, int *peer, struct vms_channel *in);
 void clear_got(void);
 /* Read everything the bridge sent on a port B into got[]; returns how many. */
 int drain(struct vms_channel *in);
+/* The guest uid the next request()s name (-1: none, the default). */
+extern int64_t request_uid;
 /* Send a Request into @vm (a fresh id in @id unless @id is set). */
 void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *op,
              const char *principal, const char *secret, const char *state, const char *data);

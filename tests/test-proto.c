@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "vms-channel.h"
+#include "test-log-capture.h"
 #include "vms-dedup.h"
+#include "vms-log.h"
 #include "vms-proto.h"
 #include "vms-wire.h"
 
@@ -559,4 +561,84 @@ Test(proto, issue14_lists_round_trip_and_caps)
     cr_assert_str_eq(out.ops, "save restore list");
     vms_msg_clear(&out);
     vms_msg_clear(&m);
+}
+
+/* ---- what a hostile peer's text can do to the log ---- */
+
+Test(proto, guest_text_in_logs_is_escaped_and_capped)
+{
+    static const char evil_key[] = "x\n<0>vm=vm2: forged line\x1b[31m\\";
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {evil_key, DBUS_TYPE_STRING, "blue", 0}};
+    struct vms_channel c;
+    struct log_capture cap;
+    uint8_t frame[4096], long_key[300];
+    size_t len, flen, lines;
+    uint8_t *raw;
+    char *text;
+    struct got g;
+
+    memset(&g, 0, sizeof(g));
+    vms_log_init("test", LOG_DEBUG);
+    cr_assert_eq(vms_channel_init(&c, "vm1/port-a", "vm1", 0), 0);
+    log_capture_start(&cap);
+    raw = raw_message("Timeline", f, 2, &len);
+    flen = vms_wire_encode(raw, len, frame, sizeof(frame));
+    cr_assert_gt(flen, 0);
+    vms_channel_feed(&c, frame, flen, on_msg, &g);
+    free(raw);
+    /* a long key: shown capped */
+    memset(long_key, 'k', sizeof(long_key) - 1);
+    long_key[sizeof(long_key) - 1] = 0;
+    f[1].key = (const char *)long_key;
+    raw = raw_message("Timeline", f, 2, &len);
+    flen = vms_wire_encode(raw, len, frame, sizeof(frame));
+    vms_channel_feed(&c, frame, flen, on_msg, &g);
+    free(raw);
+    text = log_capture_stop(&cap, &lines);
+    vms_log_init("test", LOG_ERR);
+    cr_assert_eq(g.n, 2);
+    cr_assert_eq(lines, 2, "one line per message, got:\n%s", text);
+    cr_assert_null(strstr(text, "\n<0>"), "a forged line: %s", text);
+    cr_assert_null(strchr(text, '\x1b'), "raw ESC logged: %s", text);
+    cr_assert_not_null(strstr(text, "x\\x0a<0>vm=vm2: forged line\\x1b[31m\\x5c"), "%s", text);
+    cr_assert_null(strstr(text, (const char *)long_key + 200), "key not capped: %s", text);
+    cr_assert_not_null(strstr(text, "kkk..."), "%s", text);
+    free(text);
+    vms_msg_clear(&g.last);
+    vms_channel_free(&c);
+}
+
+Test(proto, vms_esc_keeps_printable_ascii_only)
+{
+    cr_assert_str_eq(vms_esc("plain text-1.2:@"), "plain text-1.2:@");
+    cr_assert_str_eq(vms_esc("a\nb"), "a\\x0ab");
+    cr_assert_str_eq(vms_esc("\xc3\xa9"), "\\xc3\\xa9");
+    cr_assert_str_eq(vms_esc("back\\slash"), "back\\x5cslash");
+    cr_assert_str_eq(vms_esc(NULL), "(null)");
+}
+
+Test(proto, log_limit_bursts_then_summarises)
+{
+    struct vms_log_limit l;
+    struct log_capture cap;
+    size_t lines;
+    char *text;
+    int allowed = 0;
+
+    memset(&l, 0, sizeof(l));
+    vms_log_init("test", LOG_DEBUG);
+    log_capture_start(&cap);
+    for (int i = 0; i < 10000; i++)
+        allowed += vms_log_allow_at(&l, 100.0 + i * 1e-4, "vm1", "flood");
+    cr_assert_eq(allowed, VMS_LOG_BURST);
+    vms_log_limit_flush(&l, 100.0 + VMS_LOG_WINDOW, "vm1", "flood");
+    text = log_capture_stop(&cap, &lines);
+    vms_log_init("test", LOG_ERR);
+    cr_assert_eq(lines, 1, "%s", text);
+    cr_assert_not_null(strstr(text, "vm=vm1: 9990 similar messages (flood) suppressed"), "%s",
+                       text);
+    free(text);
+    /* the next window allows a burst again */
+    cr_assert(vms_log_allow_at(&l, 100.0 + VMS_LOG_WINDOW + 0.5, "vm1", "flood"));
 }

@@ -58,24 +58,40 @@ void bridge_auth_limiter_init(struct bridge_auth_limiter *l, unsigned max, unsig
         randombytes_buf(l->mac_key, sizeof(l->mac_key));
 }
 
-/* The slot of a known principal (least recently used slot is recycled). */
+/*
+ * The slot of (@principal, @uid). A new one recycles, in order: a free slot,
+ * the least recently used slot whose bucket is full again (no failures to
+ * remember), the least recently used slot.
+ */
 static struct bridge_auth_slot *principal_slot(struct bridge_auth_limiter *l, const char *principal,
-                                               double now)
+                                               int64_t uid, double now)
 {
-    int oldest = 0;
+    struct bridge_auth_slot *idle = NULL, *oldest = &l->slots[0];
 
     for (int i = 0; i < BRIDGE_AUTH_SLOTS; i++) {
-        if (!strcmp(l->slots[i].principal, principal)) {
-            l->slots[i].used = now;
-            return &l->slots[i];
+        struct bridge_auth_slot *s = &l->slots[i];
+        if (s->principal[0] && s->uid == uid && !strcmp(s->principal, principal)) {
+            s->used = now;
+            return s;
         }
-        if (l->slots[i].used < l->slots[oldest].used)
-            oldest = i;
+        if (!s->principal[0]) {
+            idle = s;
+            oldest = s;
+            break;
+        }
+        if (s->used < oldest->used)
+            oldest = s;
+        if (bridge_bucket_peek(&s->bucket, l->max, l->window, now) &&
+            s->bucket.tokens >= (double)l->max && (!idle || s->used < idle->used))
+            idle = s;
     }
-    memset(&l->slots[oldest], 0, sizeof(l->slots[oldest]));
-    snprintf(l->slots[oldest].principal, sizeof(l->slots[oldest].principal), "%s", principal);
-    l->slots[oldest].used = now;
-    return &l->slots[oldest];
+    if (!idle)
+        idle = oldest;
+    memset(idle, 0, sizeof(*idle));
+    snprintf(idle->principal, sizeof(idle->principal), "%s", principal);
+    idle->uid = uid;
+    idle->used = now;
+    return idle;
 }
 
 int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
@@ -87,24 +103,21 @@ int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
 }
 
 enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
-                                  const char *vm, const char *principal, const char *secret,
-                                  const char *op, double now)
+                                  const char *vm, const char *principal, int64_t uid,
+                                  const char *secret, const char *op, double now)
 {
     char hash[crypto_pwhash_STRBYTES + 1];
     unsigned char mac[crypto_generichash_BYTES], digest[crypto_generichash_BYTES];
-    struct bridge_auth_slot *slot = NULL;
+    struct bridge_auth_slot *slot;
     struct bridge_bucket *bucket;
     int found, ok, right;
 
     found = bridge_db_principal_hash(db, principal, hash, sizeof(hash));
     if (found < 0)
         return VMS_STATUS_ERR_INTERNAL;
-    if (found) {
-        slot = principal_slot(lim, principal, now);
-        bucket = &slot->bucket;
-    } else {
-        bucket = &lim->unknown;
-    }
+    /* known or not, the same kind of bucket: the answers must not tell them apart */
+    slot = principal_slot(lim, principal, uid, now);
+    bucket = &slot->bucket;
     if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
         return VMS_STATUS_ERR_RATE_LIMITED;
     if (sodium_init() < 0)

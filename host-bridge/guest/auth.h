@@ -4,10 +4,13 @@
  * Secrets are stored as libsodium crypto_pwhash_str() strings (Argon2id,
  * salted; the cost parameters are inside the string). The bridge verifies
  * with crypto_pwhash_str_verify() (constant time in the secret) and never
- * logs a secret. Failures are rate-limited per (VM, principal) with a token
- * bucket: auth_fail_max failures per auth_fail_window seconds, after which
- * the principal gets VMS_STATUS_ERR_RATE_LIMITED from that VM without its
- * secret even being checked, until tokens refill.
+ * logs a secret. Failures are rate-limited per (VM, principal, guest uid)
+ * with a token bucket: auth_fail_max failures per auth_fail_window seconds,
+ * after which that principal gets VMS_STATUS_ERR_RATE_LIMITED from that VM
+ * for that uid without its secret even being checked, until tokens refill.
+ * Keyed by uid too, so one guest user guessing another app's secret does not
+ * lock that app out; names that exist and names that do not are limited the
+ * same way (own bucket each), so the answers reveal nothing about which exist.
  */
 #ifndef BRIDGE_AUTH_H
 #define BRIDGE_AUTH_H
@@ -51,19 +54,24 @@ int bridge_bucket_peek(struct bridge_bucket *b, unsigned capacity, unsigned wind
  */
 #define BRIDGE_AUTH_CACHE_SECONDS 300.0
 
-/* Per-VM failure buckets, one per known principal, one shared by unknown names. */
+/*
+ * Per-VM failure buckets, one per (principal name, guest uid), whether the
+ * name exists or not. When all slots are taken, a slot without recent
+ * failures is recycled first, so a flood of fresh names cannot wipe the
+ * failures counted against a name being guessed.
+ */
 struct bridge_auth_limiter {
     unsigned max, window; /* auth_fail_max, auth_fail_window */
     unsigned char mac_key[crypto_generichash_KEYBYTES];
     struct bridge_auth_slot {
         char principal[VMS_STR_MAX + 1];
+        int64_t uid;
         struct bridge_bucket bucket;
         double used;
         double verified_until; /* 0: nothing remembered */
         unsigned char secret_mac[crypto_generichash_BYTES];
         unsigned char hash_digest[crypto_generichash_BYTES];
     } slots[BRIDGE_AUTH_SLOTS];
-    struct bridge_bucket unknown;
     /*
      * A copy of the last stored hash this limiter verified against. An
      * unknown principal's secret is verified against it (and fails), so that
@@ -83,15 +91,15 @@ int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
                        char out[crypto_pwhash_STRBYTES]);
 
 /*
- * Decide whether @principal with @secret may do @op on @vm:
- * VMS_STATUS_OK, ERR_RATE_LIMITED (too many recent failures; the secret is
- * not checked), ERR_AUTH (unknown principal or wrong secret; counts as a
- * failure), ERR_DENIED (no right), or ERR_INTERNAL (database error).
+ * Decide whether @principal with @secret, asked by guest uid @uid (-1: none
+ * named), may do @op on @vm: VMS_STATUS_OK, ERR_RATE_LIMITED (too many recent
+ * failures of this principal for this uid; the secret is not checked), ERR_AUTH (unknown principal
+ * or wrong secret; counts as a failure), ERR_DENIED (no right), or ERR_INTERNAL (database error).
  * @now is monotonic seconds. The secret is not copied or logged.
  */
 enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
-                                  const char *vm, const char *principal, const char *secret,
-                                  const char *op, double now);
+                                  const char *vm, const char *principal, int64_t uid,
+                                  const char *secret, const char *op, double now);
 
 /* Monotonic clock in seconds. */
 double bridge_now(void);

@@ -9,7 +9,12 @@
  * Refusals before authentication succeeded (invalid, rate-limited, auth) are
  * answered (Reply + Event, seq 0) but not journaled, so a hostile guest
  * cannot grow the database. Refusals after it (denied, quota, not-found,
- * unsupported) are journaled like any completion.
+ * unsupported) are journaled like any completion, without their app data,
+ * and only while the VM is under max_journal_bytes.
+ *
+ * Every string the guest chose goes through vms_esc() before a log line, and
+ * every line a guest can cause at will goes through the VM's per-reason log
+ * rate limit (bridge_vm_log).
  *
  * With privsep (the default), the bytes were deframed and decoded by an
  * unprivileged reader process (privsep.c) and re-encoded by it: this
@@ -27,9 +32,37 @@
 #include "rights.h"
 #include "vms-log.h"
 
+const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT] = {
+    [BRIDGE_LOG_REFUSED] = "refused requests",     [BRIDGE_LOG_UNEXPECTED] = "unexpected messages",
+    [BRIDGE_LOG_DUPLICATE] = "duplicate requests", [BRIDGE_LOG_IGNORED] = "ignored messages",
+    [BRIDGE_LOG_JOURNAL] = "journal failures",
+};
+
 static const char *vmname(const struct bridge_vm *vm)
 {
     return vm->cfg->name;
+}
+
+/* Why a request could not be journaled, for the guest's Reply and Event. */
+static const char *journal_failure(struct bridge_vm *vm)
+{
+    return bridge_db_full(&vm->br->db)
+               ? "the host's journal is full (disk full): nothing was done; try again later"
+               : "the host's journal failed: nothing was done; try again later";
+}
+
+/* What one more request with @app_data_len bytes may add to the journal: its row and event. */
+#define JOURNAL_REQUEST_COST(app_data_len) (2 * (uint64_t)(app_data_len) + 4096)
+
+/* 1 if @vm's journal has room for a request of @app_data_len bytes (max_journal_bytes). */
+static int journal_has_room(struct bridge_vm *vm, size_t app_data_len, int64_t *used)
+{
+    *used = 0;
+    if (!vm->cfg->max_journal_bytes)
+        return 1;
+    *used = bridge_db_journal_bytes(&vm->br->db, vmname(vm));
+    return *used >= 0 &&
+           (uint64_t)*used + JOURNAL_REQUEST_COST(app_data_len) <= vm->cfg->max_journal_bytes;
 }
 
 static void send_reply(struct bridge_vm *vm, const char *request_id, enum vms_status status,
@@ -59,8 +92,10 @@ static void refuse_unjournaled(struct bridge_vm *vm, const struct vms_msg *req,
     struct vms_msg ev;
 
     vm->stat_refused++;
-    vms_warn(vmname(vm), req->request_id, "refused %s from app %s principal %s: %s (%s)", req->op,
-             req->app_id, req->principal, vms_status_name(status), why);
+    bridge_vm_log(vm, BRIDGE_LOG_REFUSED, LOG_WARNING, req->request_id,
+                  "refused %s from app %s principal %s: %s (%s)", vms_esc(req->op),
+                  vms_esc(req->app_id), vms_esc(req->principal), vms_status_name(status),
+                  vms_esc(why));
     send_reply(vm, req->request_id, status, why);
     vms_msg_init(&ev, VMS_MSG_EVENT);
     vms_msg_set_str(&ev, VMS_F_REQUEST_ID, req->request_id);
@@ -76,27 +111,33 @@ static void refuse_unjournaled(struct bridge_vm *vm, const struct vms_msg *req,
     vms_msg_clear(&ev);
 }
 
-/* A refusal after authentication: journaled as refused, with its event. */
+/*
+ * A refusal after authentication: journaled as refused, with its event, so a
+ * replay of the same id gets the same answer. Neither keeps the app data (a
+ * refusal must not let a guest store anything it could not store by being
+ * accepted). Over max_journal_bytes it is answered without being journaled.
+ */
 static void refuse_journaled(struct bridge_vm *vm, struct bridge_request *r, enum vms_status status,
-                             const char *why)
+                             const char *why, const struct vms_msg *req)
 {
     struct vms_msg ev;
-    size_t data_len;
-    int rc;
+    int64_t used;
 
+    if (!journal_has_room(vm, 0, &used)) {
+        refuse_unjournaled(vm, req, status, why);
+        return;
+    }
     vm->stat_refused++;
-    vms_warn(vmname(vm), r->id, "refused %s from app %s principal %s: %s (%s)", vms_op_name(r->op),
-             r->app_id, r->principal, vms_status_name(status), why);
+    bridge_vm_log(vm, BRIDGE_LOG_REFUSED, LOG_WARNING, r->id,
+                  "refused %s from app %s principal %s: %s (%s)", vms_op_name(r->op),
+                  vms_esc(r->app_id), vms_esc(r->principal), vms_status_name(status), vms_esc(why));
     r->status = BRIDGE_REQ_REFUSED;
     r->result = status;
     snprintf(r->message, sizeof(r->message), "%s", why);
-    /* the refused request's app data goes back in its event only: it does not count as kept */
-    data_len = r->app_data_len;
+    r->app_data = NULL; /* borrowed from the message: the caller does not free it */
     r->app_data_len = 0;
-    rc = bridge_db_request_insert(&vm->br->db, r);
-    r->app_data_len = data_len;
-    if (rc < 0) {
-        send_reply(vm, r->id, VMS_STATUS_ERR_INTERNAL, "journal failed");
+    if (bridge_db_request_insert(&vm->br->db, r) < 0) {
+        refuse_unjournaled(vm, req, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         return;
     }
     send_reply(vm, r->id, status, why);
@@ -132,8 +173,32 @@ enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_req
 {
     const struct bridge_vm_config *cfg = vm->cfg;
     struct bridge_db *db = &vm->br->db;
+    unsigned uid_share = cfg->max_pending_per_uid
+                             ? cfg->max_pending_per_uid
+                             : (cfg->max_pending > 1 ? cfg->max_pending / 2 : cfg->max_pending);
     int pending = 0;
     int64_t bytes;
+
+    if (!journal_has_room(vm, r->app_data_len, &bytes)) {
+        if (bytes < 0)
+            goto internal;
+        snprintf(why, whylen,
+                 "journal holds %lld bytes for this VM, the most it may (max_journal_bytes)",
+                 (long long)bytes);
+        return VMS_STATUS_ERR_QUOTA;
+    }
+    if (uid_share) {
+        int mine = bridge_db_count_pending_uid(db, vmname(vm), r->uid);
+        if (mine < 0)
+            goto internal;
+        if ((unsigned)mine >= uid_share) {
+            snprintf(why, whylen,
+                     "%d requests pending from this guest user, its share of the VM's "
+                     "(max_pending_per_uid)",
+                     mine);
+            return VMS_STATUS_ERR_QUOTA;
+        }
+    }
 
     /* each count is a query on the hot path: ask only for the limits that are on */
     if ((cfg->max_pending || (r->op == VMS_OP_SAVE && cfg->max_states)) &&
@@ -155,8 +220,8 @@ enum vms_status bridge_quota_check(struct bridge_vm *vm, const struct bridge_req
             return VMS_STATUS_ERR_QUOTA;
         }
     }
-    if (!cfg->max_app_data_bytes)
-        return VMS_STATUS_OK;
+    if (!cfg->max_app_data_bytes || !r->app_data_len)
+        return VMS_STATUS_OK; /* a request without app data adds none */
     bytes = bridge_db_app_data_bytes(db, vmname(vm));
     if (bytes < 0)
         goto internal;
@@ -182,6 +247,46 @@ static int new_state_id(char *out, size_t len)
     return 0;
 }
 
+/* The rate bucket of guest uid @uid in @vm (least recently used slot recycled). */
+static struct bridge_bucket *uid_bucket(struct bridge_vm *vm, int64_t uid)
+{
+    struct bridge_uid_rate *oldest = &vm->uid_rate[0];
+
+    for (int i = 0; i < BRIDGE_UID_SLOTS; i++) {
+        struct bridge_uid_rate *s = &vm->uid_rate[i];
+        if (s->used > 0 && s->uid == uid) {
+            s->used = vm->now > 0 ? vm->now : 1e-9;
+            return &s->bucket;
+        }
+        if (s->used < oldest->used)
+            oldest = s;
+    }
+    memset(oldest, 0, sizeof(*oldest));
+    oldest->uid = uid;
+    oldest->used = vm->now > 0 ? vm->now : 1e-9;
+    return &oldest->bucket;
+}
+
+/*
+ * Take a request token from the VM's bucket and from the guest uid's share of
+ * it, so one app cannot use up the VM's rate. Returns NULL or why not.
+ */
+static const char *take_rate(struct bridge_vm *vm, int64_t uid)
+{
+    const struct bridge_vm_config *cfg = vm->cfg;
+    unsigned share = cfg->rate_requests_per_uid
+                         ? cfg->rate_requests_per_uid
+                         : (cfg->rate_requests > 1 ? cfg->rate_requests / 2 : cfg->rate_requests);
+    struct bridge_bucket *mine = uid_bucket(vm, uid);
+
+    if (!bridge_bucket_peek(mine, share, cfg->rate_window, vm->now))
+        return "too many requests from this guest user (rate_requests_per_uid)";
+    if (!bridge_bucket_take(&vm->rate, cfg->rate_requests, cfg->rate_window, vm->now))
+        return "too many requests from this VM (rate_requests)";
+    bridge_bucket_take(mine, share, cfg->rate_window, vm->now);
+    return NULL;
+}
+
 static void on_request(struct bridge_vm *vm, struct vms_msg *m)
 {
     struct bridge_db *db = &vm->br->db;
@@ -189,17 +294,20 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
     enum vms_status st;
     enum vms_op op = vms_op_from_name(m->op);
     char why[VMS_STR_MAX + 1];
+    int64_t uid = vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1;
+    const char *limited;
     int found;
 
     memset(&r, 0, sizeof(r));
     vm->stat_requests++;
     if (vm->version_refused) {
-        vms_warn(vmname(vm), m->request_id, "request ignored: no common protocol version");
+        bridge_vm_log(vm, BRIDGE_LOG_IGNORED, LOG_WARNING, m->request_id,
+                      "request ignored: no common protocol version");
         return;
     }
-    if (!bridge_bucket_take(&vm->rate, vm->cfg->rate_requests, vm->cfg->rate_window, vm->now)) {
-        refuse_unjournaled(vm, m, VMS_STATUS_ERR_RATE_LIMITED,
-                           "too many requests from this VM (rate_requests)");
+    limited = take_rate(vm, uid);
+    if (limited) {
+        refuse_unjournaled(vm, m, VMS_STATUS_ERR_RATE_LIMITED, limited);
         return;
     }
     /* duplicates first: a replayed request must not be judged (or run) again */
@@ -209,8 +317,9 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         return;
     }
     if (found) {
-        vms_info(vmname(vm), r.id, "duplicate %s request (status %d): not run again",
-                 vms_op_name(r.op), (int)r.status);
+        bridge_vm_log(vm, BRIDGE_LOG_DUPLICATE, LOG_INFO, r.id,
+                      "duplicate %s request (status %d): not run again", vms_op_name(r.op),
+                      (int)r.status);
         send_reply(vm, r.id, VMS_STATUS_OK, "duplicate");
         if (r.status == BRIDGE_REQ_DONE || r.status == BRIDGE_REQ_REFUSED)
             resend_completion(vm, &r);
@@ -228,7 +337,7 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INVALID, "bytes is required");
         return;
     }
-    st = bridge_auth_check(db, &vm->auth, vmname(vm), m->principal, m->secret, m->op, vm->now);
+    st = bridge_auth_check(db, &vm->auth, vmname(vm), m->principal, uid, m->secret, m->op, vm->now);
     explicit_bzero(m->secret, sizeof(m->secret));
     if (st == VMS_STATUS_ERR_AUTH || st == VMS_STATUS_ERR_RATE_LIMITED ||
         st == VMS_STATUS_ERR_INTERNAL) {
@@ -250,36 +359,36 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         snprintf(r.state_id, sizeof(r.state_id), "%s", m->state_id);
     r.bytes = m->bytes;
     r.epoch = current_epoch(vm);
-    r.uid = vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1; /* journaled with the request */
+    r.uid = uid;
 
     if (st == VMS_STATUS_ERR_DENIED) {
         snprintf(why, sizeof(why), "principal %.64s has no right '%s' on VM %.64s", r.principal,
                  vms_op_name(op), vmname(vm));
-        refuse_journaled(vm, &r, st, why);
+        refuse_journaled(vm, &r, st, why, m);
         goto borrowed;
     }
     st = bridge_quota_check(vm, &r, why, sizeof(why));
     if (st != VMS_STATUS_OK) {
-        refuse_journaled(vm, &r, st, why);
+        refuse_journaled(vm, &r, st, why, m);
         goto borrowed;
     }
     /* the uid's share of the right, follow-ups, the state's owner (rights.c) */
     st = bridge_rights_judge(vm, m, &r, why, sizeof(why));
     if (st != VMS_STATUS_OK) {
-        refuse_journaled(vm, &r, st, why);
+        refuse_journaled(vm, &r, st, why, m);
         goto borrowed;
     }
     if (op == VMS_OP_SET_MEMORY) {
         if (!vm->cfg->mem_max_bytes) {
             refuse_journaled(vm, &r, VMS_STATUS_ERR_UNSUPPORTED,
-                             "set-memory is not enabled for this VM (mem_max)");
+                             "set-memory is not enabled for this VM (mem_max)", m);
             goto borrowed;
         }
         if (r.bytes < vm->cfg->mem_min_bytes || r.bytes > vm->cfg->mem_max_bytes) {
             snprintf(why, sizeof(why), "bytes must be within %llu..%llu (mem_min..mem_max)",
                      (unsigned long long)vm->cfg->mem_min_bytes,
                      (unsigned long long)vm->cfg->mem_max_bytes);
-            refuse_journaled(vm, &r, VMS_STATUS_ERR_INVALID, why);
+            refuse_journaled(vm, &r, VMS_STATUS_ERR_INVALID, why, m);
             goto borrowed;
         }
     }
@@ -289,14 +398,15 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
     }
     r.status = BRIDGE_REQ_ACCEPTED;
     if (bridge_db_request_insert(db, &r) < 0) {
-        send_reply(vm, r.id, VMS_STATUS_ERR_INTERNAL, "journal failed");
+        /* not accepted, nothing done: the guest is told why, and may try again */
+        refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
     }
     /* journaled (durable): now it may be acknowledged */
     vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s uid %lld%s%s%s%s",
-             vms_op_name(op), r.app_id, r.principal, (long long)r.uid,
-             r.state_id[0] ? " state " : "", r.state_id, r.followups[0] ? " then " : "",
-             r.followups);
+             vms_op_name(op), vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
+             r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
+             vms_esc(r.followups));
     send_reply(vm, r.id, VMS_STATUS_OK, NULL);
     bridge_queue_push(&vm->queue, r.id);
     bridge_vm_kick(vm);
@@ -322,8 +432,9 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
         return;
     }
     if (!bridge_bucket_take(&vm->hello_rate, BRIDGE_HELLO_BURST, BRIDGE_HELLO_WINDOW, vm->now)) {
-        vms_debug(vmname(vm), NULL, "hello ignored: more than %d in %d s", BRIDGE_HELLO_BURST,
-                  BRIDGE_HELLO_WINDOW);
+        bridge_vm_log(vm, BRIDGE_LOG_IGNORED, LOG_DEBUG, NULL,
+                      "hello ignored: more than %d in %d s", BRIDGE_HELLO_BURST,
+                      BRIDGE_HELLO_WINDOW);
         return;
     }
     if (getrandom(&nonce, sizeof(nonce), 0) == (ssize_t)sizeof(nonce))
@@ -386,8 +497,8 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
         bridge_prepare_ready(vm, m);
         break;
     default:
-        vms_warn(vmname(vm), NULL, "port A: unexpected %s from the guest: ignored",
-                 vms_msg_type_name(m->type));
+        bridge_vm_log(vm, BRIDGE_LOG_UNEXPECTED, LOG_WARNING, NULL,
+                      "port A: unexpected %s from the guest: ignored", vms_msg_type_name(m->type));
         break;
     }
     explicit_bzero(m->secret, sizeof(m->secret));

@@ -165,13 +165,14 @@ void bridge_prepare_ready(struct bridge_vm *vm, const struct vms_msg *m)
     char why[VMS_STR_MAX + 1];
 
     if (!vm->hx.active || strcmp(m->request_id, vm->hx.request_id) != 0) {
-        vms_debug(vmname(vm), m->request_id, "Ready for no save being prepared: ignored");
+        bridge_vm_log(vm, BRIDGE_LOG_IGNORED, LOG_DEBUG, m->request_id,
+                      "Ready for no save being prepared: ignored");
         return;
     }
     if (m->status == VMS_STATUS_ERR_INHIBITED) {
         snprintf(why, sizeof(why), "inhibited by the guest: %.200s",
                  m->message[0] ? m->message : "no reason given");
-        vms_info(vmname(vm), m->request_id, "save %s after %.0f ms", why,
+        vms_info(vmname(vm), m->request_id, "save %s after %.0f ms", vms_esc(why),
                  (vm->now - vm->hx.started) * 1000);
         prepare_end(vm, VMS_STATUS_ERR_INHIBITED, why);
         return;
@@ -179,7 +180,7 @@ void bridge_prepare_ready(struct bridge_vm *vm, const struct vms_msg *m)
     /* any other status (hooks failed, ...) is the guest's business: the save goes on */
     vms_info(vmname(vm), m->request_id, "guest ready for the save after %.0f ms (status %s%s%s)",
              (bridge_now() - vm->hx.started) * 1000, vms_status_name(m->status),
-             m->message[0] ? ": " : "", m->message);
+             m->message[0] ? ": " : "", vms_esc(m->message));
     prepare_end(vm, VMS_STATUS_OK, NULL);
 }
 

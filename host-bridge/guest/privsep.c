@@ -21,9 +21,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__)
 #include <linux/audit.h>
-#endif
+#include <linux/capability.h>
+#include <sched.h>
+#include <sys/stat.h>
 
 #include "vms-channel.h"
 #include "vms-log.h"
@@ -33,6 +34,8 @@
 #define NOBODY_ID     65534
 
 static char self_exe[PATH_MAX];
+static char empty_dir[PATH_MAX]; /* the readers' root: created empty by the bridge */
+static int sandbox_required = 1;
 
 void bridge_privsep_init(const char *argv0)
 {
@@ -43,13 +46,49 @@ void bridge_privsep_init(const char *argv0)
         snprintf(self_exe, sizeof(self_exe), "%s", argv0);
 }
 
+int bridge_privsep_prepare(int required)
+{
+    const char *base = getenv("RUNTIME_DIRECTORY"); /* systemd's, if any */
+    char *colon;
+
+    sandbox_required = required;
+    if (empty_dir[0])
+        return 0;
+    if (!base || !base[0] || base[0] != '/')
+        base = "/tmp";
+    snprintf(empty_dir, sizeof(empty_dir), "%s/vmstate-bridged-empty.XXXXXX", base);
+    colon = strchr(empty_dir, ':'); /* RUNTIME_DIRECTORY may list several */
+    if (colon)
+        snprintf(colon, sizeof(empty_dir) - (size_t)(colon - empty_dir),
+                 "/vmstate-bridged-empty.XXXXXX");
+    /* mkdtemp makes it 0700 and ours; then r-x for all: a reader may enter, no one may write */
+    if (!mkdtemp(empty_dir) || chmod(empty_dir, 0555) < 0) {
+        vms_err(NULL, NULL, "guest reader: cannot create an empty root directory %s: %s", empty_dir,
+                strerror(errno));
+        empty_dir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+void bridge_privsep_cleanup(void)
+{
+    if (empty_dir[0])
+        rmdir(empty_dir);
+    empty_dir[0] = '\0';
+}
+
 int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)
 {
     int sp[2];
     pid_t child;
     int log_level = vms_log_level();
 
-    if (!self_exe[0] || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+    if (!self_exe[0] || (sandbox_required && !empty_dir[0])) {
+        errno = ENOENT; /* no empty root to confine the reader in: no reader, no port */
+        return -1;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
         return -1;
     child = fork();
     if (child < 0) {
@@ -58,7 +97,7 @@ int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)
         return -1;
     }
     if (child == 0) {
-        char level[16], ppid[32];
+        char level[16], ppid[32], strict[4];
         /* move the two fds above the ones we want, then into place; close the rest */
         int in = fcntl(fd, F_DUPFD, 10), out = fcntl(sp[1], F_DUPFD, 10);
         if (in < 0 || out < 0 || dup2(in, READER_IN_FD) < 0 || dup2(out, READER_OUT_FD) < 0)
@@ -66,7 +105,9 @@ int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)
         close_range(READER_OUT_FD + 1, ~0u, 0);
         snprintf(level, sizeof(level), "%d", log_level);
         snprintf(ppid, sizeof(ppid), "%ld", (long)getppid());
-        execl(self_exe, "vmstate-bridged-reader", "-R", vm, "-L", level, "-P", ppid, (char *)NULL);
+        snprintf(strict, sizeof(strict), "%d", sandbox_required);
+        execl(self_exe, "vmstate-bridged-reader", "-R", vm, "-L", level, "-P", ppid, "-E",
+              empty_dir, "-S", strict, (char *)NULL);
         _exit(127);
     }
     close(sp[1]);
@@ -96,40 +137,84 @@ void bridge_privsep_reap(const char *(*vm_of)(pid_t pid, void *opaque), void *op
 
 /* ---- the reader ---- */
 
-static void drop_privileges(const char *vm)
+/* Drop every capability (those a new user namespace gave us included). */
+static int drop_capabilities(void)
 {
-    if (geteuid() == 0) {
-        /* an empty root if the system has one (best effort) */
-        if (chroot("/var/empty") == 0 && chdir("/") < 0)
-            _exit(126);
-        if (setgroups(0, NULL) < 0 || setresgid(NOBODY_ID, NOBODY_ID, NOBODY_ID) < 0 ||
-            setresuid(NOBODY_ID, NOBODY_ID, NOBODY_ID) < 0) {
-            vms_err(vm, NULL, "guest reader: cannot drop privileges: %s", strerror(errno));
-            _exit(126);
-        }
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        _exit(126);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+    memset(data, 0, sizeof(data));
+    return (int)syscall(SYS_capset, &hdr, data);
 }
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(BRIDGE_NO_SECCOMP)
+/*
+ * Root into @root, an empty directory no one may write. As root: chroot,
+ * then uid/gid nobody. Otherwise chroot with CAP_SYS_CHROOT if the unit gave
+ * it, else inside a new user namespace; then every capability is dropped.
+ */
+static int confine(const char *root, const char **what)
+{
+    if (!root || !root[0]) {
+        *what = "no empty root directory";
+        errno = ENOENT;
+        return -1;
+    }
+    /* without the right to chroot (not root, no CAP_SYS_CHROOT): a user namespace gives it */
+    if (chroot(root) < 0 && (errno != EPERM || unshare(CLONE_NEWUSER) < 0 || chroot(root) < 0)) {
+        *what = errno == EPERM ? "chroot (and no user namespace)" : "chroot";
+        return -1;
+    }
+    if (chdir("/") < 0) {
+        *what = "chdir /";
+        return -1;
+    }
+    if (geteuid() == 0 && getuid() == 0) { /* real root (in a new user namespace we are not) */
+        if (setgroups(0, NULL) < 0 || setresgid(NOBODY_ID, NOBODY_ID, NOBODY_ID) < 0 ||
+            setresuid(NOBODY_ID, NOBODY_ID, NOBODY_ID) < 0) {
+            *what = "setresuid nobody";
+            return -1;
+        }
+    }
+    if (drop_capabilities() < 0) {
+        *what = "capset";
+        return -1;
+    }
+    return 0;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define BRIDGE_NO_SECCOMP 1
+#endif
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define BRIDGE_NO_SECCOMP 1
 #endif
 #endif
+
+#if defined(__x86_64__)
+#define READER_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define READER_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#define BRIDGE_NO_SECCOMP 1
 #endif
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(BRIDGE_NO_SECCOMP)
+#if !defined(BRIDGE_NO_SECCOMP)
 #define ALLOW(name)                                                                                \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_##name, 0, 1),                                        \
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
 
-static void enter_seccomp(void)
+/*
+ * The reader's allow-list: reading and writing its two fds, memory, time,
+ * randomness, the identity queries libdbus makes, signals' return, exit.
+ * Everything else (open, socket, exec, ...) kills it. Same list on x86-64
+ * and aarch64 (both have these calls; aarch64 has no legacy open() anyway).
+ */
+static int enter_seccomp(void)
 {
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, READER_AUDIT_ARCH, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         ALLOW(read),
@@ -145,7 +230,10 @@ static void enter_seccomp(void)
         ALLOW(clock_gettime),
         ALLOW(gettimeofday),
         ALLOW(getrandom),
+        ALLOW(nanosleep), /* the input rate limit */
+        ALLOW(clock_nanosleep),
         ALLOW(getpid),
+        ALLOW(getppid),
         ALLOW(getuid),
         ALLOW(geteuid),
         ALLOW(getgid),
@@ -162,16 +250,76 @@ static void enter_seccomp(void)
     };
     struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
 
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
-        vms_warn(NULL, NULL, "guest reader: seccomp unavailable: %s", strerror(errno));
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
+#define SECCOMP_BUILT 1
 #else
-static void enter_seccomp(void)
+static int enter_seccomp(void)
 {
+    errno = ENOSYS;
+    return -1;
 }
+#define SECCOMP_BUILT 0
 #endif
 
+int bridge_privsep_seccomp_built(void)
+{
+    return SECCOMP_BUILT;
+}
+
+int bridge_privsep_sandbox(const char *vm, const char *root, int required)
+{
+    const char *what = "";
+
+    if (confine(root, &what) < 0) {
+        vms_log(required ? LOG_ERR : LOG_WARNING, vm, NULL, "guest reader: %s: %s%s", what,
+                strerror(errno), required ? "; refusing to read the guest unconfined" : "");
+        if (required)
+            return -1;
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    /* after the credential change (which clears it): die with the bridge */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    tzset(); /* log timestamps: read the zone file now, not under seccomp */
+    if (enter_seccomp() < 0) {
+        int sanitizer = !SECCOMP_BUILT && errno == ENOSYS;
+        /* sanitizer builds cannot run under the allow-list: they are for tests, said once */
+        vms_log(required && !sanitizer ? LOG_ERR : LOG_WARNING, vm, NULL,
+                "guest reader: seccomp: %s%s", strerror(errno),
+                required && !sanitizer ? "; refusing to read the guest unconfined" : "");
+        if (required && !sanitizer)
+            return -1;
+    }
+    return 0;
+}
+
 static int reader_failed;
+
+/* Wait as long as the bytes read so far (@total) exceed the reader's byte budget. */
+static void reader_throttle(uint64_t total)
+{
+    static double tokens = BRIDGE_READER_BURST, last;
+    static uint64_t counted;
+    struct timespec ts;
+    double now, wait;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (last > 0)
+        tokens += (now - last) * BRIDGE_READER_RATE;
+    if (tokens > BRIDGE_READER_BURST)
+        tokens = BRIDGE_READER_BURST;
+    last = now;
+    tokens -= (double)(total - counted);
+    counted = total;
+    if (tokens >= 0)
+        return;
+    wait = -tokens / BRIDGE_READER_RATE;
+    ts.tv_sec = (time_t)wait;
+    ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
+    nanosleep(&ts, NULL);
+}
 
 static void forward(void *opaque, struct vms_channel *c, struct vms_msg *m)
 {
@@ -181,18 +329,13 @@ static void forward(void *opaque, struct vms_channel *c, struct vms_msg *m)
         reader_failed = 1;
 }
 
-void bridge_privsep_reader_main(const char *vm, long parent)
+void bridge_privsep_reader_main(const char *vm, long parent, const char *root, int required)
 {
     static char name[96];
     struct vms_channel in, out;
 
     snprintf(name, sizeof(name), "%.60s/port-a", vm);
     signal(SIGPIPE, SIG_DFL);
-    drop_privileges(vm);
-    /* after the credential change (which clears it): die with the bridge */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != (pid_t)parent)
-        _exit(0);
     if (vms_channel_init(&in, name, vm, 0) < 0 || vms_channel_init(&out, "reader-out", vm, 0) < 0)
         _exit(1);
     vms_channel_attach(&in, READER_IN_FD);
@@ -200,11 +343,15 @@ void bridge_privsep_reader_main(const char *vm, long parent)
     /* blocking I/O: this process has nothing else to do */
     fcntl(READER_IN_FD, F_SETFL, fcntl(READER_IN_FD, F_GETFL) & ~O_NONBLOCK);
     fcntl(READER_OUT_FD, F_SETFL, fcntl(READER_OUT_FD, F_GETFL) & ~O_NONBLOCK);
-    tzset(); /* log timestamps: read the zone file now, not under seccomp */
-    enter_seccomp();
+    /* fail closed: a reader that cannot be confined does not read (the port stays down) */
+    if (bridge_privsep_sandbox(vm, root, required) < 0)
+        _exit(126);
+    if (getppid() != (pid_t)parent)
+        _exit(0);
     for (;;) {
         int rc = vms_channel_read(&in, 0, forward, &out);
         if (rc <= 0 || reader_failed)
             _exit(0);
+        reader_throttle(in.bytes_in);
     }
 }

@@ -4,9 +4,14 @@
  *
  * For each port A connection the bridge forks and re-executes itself as a
  * reader (a fresh address space: no database, no secrets' hashes, no QMP
- * socket). The reader drops to "nobody" when started as root, sets
- * no_new_privs and, on x86-64 without sanitizers, a seccomp allow-list
- * (read, write, memory management, exit). It deframes and decodes what the
+ * socket). The reader is confined before it reads a byte: chroot into an
+ * empty directory the bridge created (as root, then uid/gid nobody; as
+ * another user, inside a new user namespace, then without capabilities),
+ * no_new_privs, and on x86-64 and aarch64 a seccomp allow-list (read, write,
+ * memory management, exit). It fails closed: a reader that cannot be
+ * confined exits, so the port is not read at all, unless the configuration
+ * says reader_sandbox = best-effort (sanitizer builds, which cannot run under
+ * the allow-list, skip seccomp with a warning). It deframes and decodes what the
  * guest sends with common/ and writes each good message, re-encoded by our
  * own encoder, to a socketpair. The parent reads that socketpair with the
  * same channel code, so it only ever parses frames this code produced. A
@@ -17,8 +22,37 @@
 
 #include <sys/types.h>
 
+/*
+ * What one guest may make its reader read: BRIDGE_READER_RATE bytes per
+ * second, in bursts of up to BRIDGE_READER_BURST. Requests need far less
+ * (rate_requests x 64 KiB); beyond it the reader waits, the guest's writes
+ * block in virtio-serial, and a flooding guest costs the host a bounded
+ * amount of CPU instead of a core.
+ */
+#define BRIDGE_READER_RATE  (1024.0 * 1024.0)
+#define BRIDGE_READER_BURST (4.0 * 1024.0 * 1024.0)
+
 /* Remember the executable to re-execute (call early in main; argv0 as fallback). */
 void bridge_privsep_init(const char *argv0);
+
+/*
+ * Create the readers' empty root directory (under $RUNTIME_DIRECTORY, else
+ * /tmp; mode 0555) and remember whether confinement is @required. Call
+ * before the first spawn. Returns 0 or -1 (logged; with @required no reader
+ * will start).
+ */
+int bridge_privsep_prepare(int required);
+/* Remove the empty root directory (at exit). */
+void bridge_privsep_cleanup(void);
+
+/*
+ * Confine the calling process as a reader (see above) with root @root.
+ * Returns 0, or -1 when @required and a step failed (logged). Exported for
+ * the test that checks a confined process cannot open a file.
+ */
+int bridge_privsep_sandbox(const char *vm, const char *root, int required);
+/* 1 if this build has a seccomp filter (x86-64 or aarch64, no sanitizer). */
+int bridge_privsep_seccomp_built(void);
 
 /*
  * Start a reader for the guest connection @fd of VM @vm. On success returns
@@ -34,9 +68,11 @@ int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid);
 void bridge_privsep_reap(const char *(*vm_of)(pid_t pid, void *opaque), void *opaque);
 
 /*
- * The reader's main: decodes fd 3 (the guest connection), forwards on fd 4.
- * Never returns. Called by main() when started with "-R VM -P PARENT_PID".
+ * The reader's main: confines itself to @root (@required: fail closed),
+ * decodes fd 3 (the guest connection), forwards on fd 4. Never returns.
+ * Called by main() when started with "-R VM -P PARENT_PID -E ROOT -S 0|1".
  */
-void bridge_privsep_reader_main(const char *vm, long parent) __attribute__((noreturn));
+void bridge_privsep_reader_main(const char *vm, long parent, const char *root, int required)
+    __attribute__((noreturn));
 
 #endif

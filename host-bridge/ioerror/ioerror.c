@@ -118,13 +118,22 @@ int bridge_ioe_admin_open(const char *path, void *loop)
     strcpy(sa.sun_path, path);
     unlink(path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+    if (fd >= 0) {
+        /* created 0600: no moment when another user could connect */
+        mode_t old_mask = umask(0177);
+        int bound = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old_mask);
+        if (bound < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0 || listen(fd, 8) < 0) {
         vms_err(NULL, NULL, "io events: cannot listen on %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
     }
-    chmod(path, 0600);
     admin.loop = loop;
     bridge_watch_init(&admin.listen, admin_accept, NULL);
     if (bridge_watch_add(loop, &admin.listen, fd, EPOLLIN) < 0) {

@@ -4,12 +4,61 @@
 #include "config.h"
 #include "db.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "vms-log.h"
+
+/*
+ * Bytes a row costs its VM in the journal (its columns plus a fixed overhead),
+ * and the app data it holds (events: only until acknowledged). Triggers keep
+ * vms.journal_bytes and vms.app_data_bytes up to date on every insert,
+ * update and delete, so no write path can forget to count.
+ */
+#define REQ_BYTES(R)                                                                               \
+    "(64 + length(" R ".id) + length(" R ".op) + length(" R ".app_id) + length(" R                 \
+    ".principal) + coalesce(length(" R ".app_data), 0) + length(" R ".label) + length(" R          \
+    ".state_id) + length(" R ".message))"
+#define REQ_DATA(R) "coalesce(length(" R ".app_data), 0)"
+#define EV_BYTES(E)                                                                                \
+    "(64 + length(" E ".payload) + length(" E ".request_id) + length(" E ".op) + length(" E        \
+    ".reason))"
+#define EV_DATA(E) "(CASE WHEN " E ".acked = 0 THEN " E ".data_bytes ELSE 0 END)"
+#define ST_BYTES(S)                                                                                \
+    "(64 + length(" S ".id) + length(" S ".label) + length(" S ".request_id) + length(" S          \
+    ".app_id) + length(" S ".parent))"
+#define SP_BYTES(P) "(32 + length(" P ".state_id) + length(" P ".request_id))"
+#define ACCOUNT(TABLE, BYTES, DATA)                                                                \
+    "CREATE TRIGGER " TABLE "_bytes_ins AFTER INSERT ON " TABLE " BEGIN UPDATE vms SET "           \
+    "journal_bytes = journal_bytes + " BYTES("NEW") ", app_data_bytes = app_data_bytes + " DATA(   \
+        "NEW") " WHERE name = NEW.vm; END;"                                                        \
+               "CREATE TRIGGER " TABLE "_bytes_del AFTER DELETE ON " TABLE                         \
+               " BEGIN UPDATE vms SET "                                                            \
+               "journal_bytes = journal_bytes - " BYTES(                                           \
+                   "OLD") ", app_data_bytes = "                                                    \
+                          "app_data_bytes - " DATA(                                                \
+                              "OLD") " WHERE name = OLD.vm; "                                      \
+                                     "END;"                                                        \
+                                     "CREATE TRIGGER " TABLE "_bytes_upd AFTER "                   \
+                                     "UPDATE ON " TABLE " BEGIN UPDATE vms SET "                   \
+                                     "journal_bytes = "                                            \
+                                     "journal_bytes "                                              \
+                                     "+ " BYTES(                                                   \
+                                         "NEW") " -"                                               \
+                                                " " BYTES(                                         \
+                                                    "OLD") ", app_data_bytes = "                   \
+                                                           "app_data_bytes + " DATA(               \
+                                                               "NEW") " - " DATA("OLD") " WHERE "  \
+                                                                                        "name = "  \
+                                                                                        "NEW.vm; " \
+                                                                                        "END;"
+#define NO_DATA(X) "0"
 
 /* Migration N takes the schema from version N to N+1. Never edit a shipped one: append. */
 static const char *const migrations[] = {
@@ -83,6 +132,25 @@ static const char *const migrations[] = {
     "INSERT INTO rights_by_uid(principal, vm, op, uid) SELECT principal, vm, op, -1 FROM rights;"
     "DROP TABLE rights;"
     "ALTER TABLE rights_by_uid RENAME TO rights;",
+    /* per-VM byte accounting of every table a guest can make the bridge write (kept by
+     * triggers, so no write path can forget it); the uid column comes with the migration above */
+    // clang-format off
+    "ALTER TABLE vms ADD COLUMN journal_bytes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE vms ADD COLUMN app_data_bytes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE events ADD COLUMN data_bytes INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX requests_uid ON requests(vm, uid, status);"
+    ACCOUNT("requests", REQ_BYTES, REQ_DATA)
+    ACCOUNT("events", EV_BYTES, EV_DATA)
+    ACCOUNT("states", ST_BYTES, NO_DATA)
+    ACCOUNT("state_pending", SP_BYTES, NO_DATA)
+    "UPDATE vms SET journal_bytes ="
+    " (SELECT coalesce(sum(" REQ_BYTES("r") "), 0) FROM requests r WHERE r.vm = vms.name) +"
+    " (SELECT coalesce(sum(" EV_BYTES("e") "), 0) FROM events e WHERE e.vm = vms.name) +"
+    " (SELECT coalesce(sum(" ST_BYTES("s") "), 0) FROM states s WHERE s.vm = vms.name) +"
+    " (SELECT coalesce(sum(" SP_BYTES("p") "), 0) FROM state_pending p WHERE p.vm = vms.name),"
+    " app_data_bytes ="
+    " (SELECT coalesce(sum(" REQ_DATA("r") "), 0) FROM requests r WHERE r.vm = vms.name);",
+    // clang-format on
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
@@ -100,9 +168,18 @@ static int64_t now_s(void)
     return (int64_t)time(NULL);
 }
 
+/* Remember whether the statement that just failed did so for lack of space. */
+static void note_failure(struct bridge_db *db)
+{
+    db->last_failure_full = db->h && ((sqlite3_extended_errcode(db->h) & 0xff) == SQLITE_FULL ||
+                                      sqlite3_system_errno(db->h) == ENOSPC);
+}
+
 static void db_error(struct bridge_db *db, const char *vm, const char *what)
 {
-    vms_err(vm, NULL, "database: %s: %s", what, sqlite3_errmsg(db->h));
+    note_failure(db);
+    vms_log_limited(&db->log_errors, "database errors", LOG_ERR, vm, NULL, "database: %s: %s", what,
+                    sqlite3_errmsg(db->h));
 }
 
 /* A ready statement for @sql (a string literal): cached, or prepared now. Release with unprep(). */
@@ -183,11 +260,18 @@ static int exec(struct bridge_db *db, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        vms_err(NULL, NULL, "database: %s", msg ? msg : "error");
+        note_failure(db);
+        vms_log_limited(&db->log_errors, "database errors", LOG_ERR, NULL, NULL, "database: %s",
+                        msg ? msg : "error");
         sqlite3_free(msg);
         return -1;
     }
     return 0;
+}
+
+int bridge_db_full(struct bridge_db *db)
+{
+    return db->last_failure_full;
 }
 
 int bridge_db_begin(struct bridge_db *db)
@@ -220,48 +304,159 @@ int bridge_db_schema_version(struct bridge_db *db)
     return v;
 }
 
+/*
+ * Create @path 0600 if it is missing, and take group/other bits off an
+ * existing one, before SQLite opens it: its -wal and -shm files are created
+ * with the database file's mode, and they all hold secrets' hashes and app
+ * data. Returns 0 or -1 with @err filled.
+ */
+static int db_file_private(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd;
+
+    if (!strcmp(path, ":memory:"))
+        return 0;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot open the database: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+        vms_warn(NULL, NULL, "database %s: mode %03o opened to others: made 0600", path,
+                 (unsigned)(st.st_mode & 0777));
+        if (fchmod(fd, st.st_mode & 0700) < 0) {
+            snprintf(err, errlen, "%s: cannot make the database private (chmod 600): %s", path,
+                     strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    close(fd);
+    return 0;
+}
+
+/* What the operator should do about SQLite error @rc on the journal at @path. */
+static void explain_open_error(struct bridge_db *db, int rc, const char *path, const char *what,
+                               char *err, size_t errlen)
+{
+    const char *msg = db->h ? sqlite3_errmsg(db->h) : sqlite3_errstr(rc);
+
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        snprintf(err, errlen,
+                 "%s: the database is locked by another process (%s; %s): stop the other "
+                 "vmstate-bridged, vmstate-admin or sqlite3 using it (fuser %s), then start again",
+                 path, what, msg, path);
+        break;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+        snprintf(err, errlen,
+                 "%s: not a vmstate database, or corrupt (%s; %s). It was left as it is: restore "
+                 "it from a backup, or move it away to start with an empty journal",
+                 path, what, msg);
+        break;
+    case SQLITE_FULL:
+        snprintf(err, errlen, "%s: the disk is full (%s; %s): free space, then start again", path,
+                 what, msg);
+        break;
+    default:
+        snprintf(err, errlen, "%s: %s: %s", path, what, msg);
+        break;
+    }
+}
+
+/* Run @sql (no rows wanted); SQLite's result code. */
+static int exec_rc(struct bridge_db *db, const char *sql)
+{
+    return sqlite3_exec(db->h, sql, NULL, NULL, NULL);
+}
+
+/* The first column of the one row @sql gives, as text into @out; SQLite's result code. */
+static int query_text(struct bridge_db *db, const char *sql, char *out, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);
+
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            copy_col(st, 0, out, len);
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen)
 {
-    int version, n_mig = (int)(sizeof(migrations) / sizeof(migrations[0]));
+    int rc, version, n_mig = bridge_db_schema_latest();
+    char text[256];
 
-    db->h = NULL;
-    db->n_stmts = 0;
-    if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", path, db->h ? sqlite3_errmsg(db->h) : "cannot open");
+    memset(db, 0, sizeof(*db));
+    if (db_file_private(path, err, errlen) < 0)
+        return -1;
+    rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        explain_open_error(db, rc, path, "open", err, errlen);
         goto fail;
     }
-    sqlite3_busy_timeout(db->h, 5000);
-    if (exec(db, "PRAGMA journal_mode=WAL") < 0 || exec(db, "PRAGMA synchronous=FULL") < 0 ||
-        exec(db, "PRAGMA foreign_keys=ON") < 0) {
-        snprintf(err, errlen, "%s: cannot set WAL mode: %s", path, sqlite3_errmsg(db->h));
+    sqlite3_busy_timeout(db->h, BRIDGE_DB_BUSY_MS);
+    /* read before anything writes: a file that is not ours, or too new, stays untouched */
+    rc = query_text(db, "PRAGMA user_version", text, sizeof(text));
+    if (rc != SQLITE_OK) {
+        explain_open_error(db, rc, path, "reading the schema version", err, errlen);
         goto fail;
     }
-    version = bridge_db_schema_version(db);
+    version = atoi(text);
     if (version < 0 || version > n_mig) {
-        snprintf(err, errlen, "%s: schema version %d is newer than this bridge (%d)", path, version,
-                 n_mig);
+        snprintf(err, errlen,
+                 "%s: schema version %d is newer than this bridge (%d): it was written by a newer "
+                 "vmstate; run that version (or newer), or restore a backup made for this one. "
+                 "The file was left as it is",
+                 path, version, n_mig);
         goto fail;
     }
+    rc = query_text(db, "PRAGMA quick_check", text, sizeof(text));
+    if (rc == SQLITE_OK && strcmp(text, "ok"))
+        rc = SQLITE_CORRUPT;
+    if (rc != SQLITE_OK) {
+        explain_open_error(db, rc, path, rc == SQLITE_CORRUPT ? text : "integrity check", err,
+                           errlen);
+        goto fail;
+    }
+    if ((rc = exec_rc(db, "PRAGMA journal_mode=WAL")) != SQLITE_OK ||
+        (rc = exec_rc(db, "PRAGMA synchronous=FULL")) != SQLITE_OK ||
+        (rc = exec_rc(db, "PRAGMA foreign_keys=ON")) != SQLITE_OK) {
+        explain_open_error(db, rc, path, "setting WAL mode", err, errlen);
+        goto fail;
+    }
+    /* another process holding the write lock would stall every request: say so now */
+    if ((rc = exec_rc(db, "BEGIN IMMEDIATE")) != SQLITE_OK) {
+        explain_open_error(db, rc, path, "taking the write lock", err, errlen);
+        goto fail;
+    }
+    exec_rc(db, "COMMIT");
     for (; version < n_mig; version++) {
         char sql[64];
-        if (bridge_db_begin(db) < 0)
+        /* one transaction per step: a failed step leaves the file at the previous version */
+        if ((rc = exec_rc(db, "BEGIN IMMEDIATE")) != SQLITE_OK)
             goto mig_fail;
-        if (exec(db, migrations[version]) < 0) {
-            bridge_db_rollback(db);
-            goto mig_fail;
-        }
         snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", version + 1);
-        if (exec(db, sql) < 0 || bridge_db_commit(db) < 0) {
-            bridge_db_rollback(db);
+        if ((rc = exec_rc(db, migrations[version])) != SQLITE_OK ||
+            (rc = exec_rc(db, sql)) != SQLITE_OK || (rc = exec_rc(db, "COMMIT")) != SQLITE_OK) {
+            exec_rc(db, "ROLLBACK");
             goto mig_fail;
         }
         vms_info(NULL, NULL, "database %s: migrated schema to version %d", path, version + 1);
     }
     return 0;
 mig_fail:
-    snprintf(err, errlen, "%s: migration to schema %d failed: %s", path, version + 1,
-             sqlite3_errmsg(db->h));
+    snprintf(text, sizeof(text), "migrating schema %d to %d (the file stays at %d)", version,
+             version + 1, version);
+    explain_open_error(db, rc, path, text, err, errlen);
 fail:
     stmts_finalize(db);
     sqlite3_close(db->h);
@@ -540,10 +735,33 @@ int bridge_db_count_pending(struct bridge_db *db, const char *vm)
                           NULL);
 }
 
+int bridge_db_count_pending_uid(struct bridge_db *db, const char *vm, int64_t uid)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT count(*) FROM requests WHERE vm = ? AND uid = ? AND status IN "
+                            "('accepted','running')");
+    int n = -1;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    sqlite3_bind_int64(st, 2, uid);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    else
+        db_error(db, vm, "count");
+    unprep(db, st);
+    return n;
+}
+
 int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm)
 {
-    return query_int(db, vm, "SELECT coalesce(sum(length(app_data)), 0) FROM requests WHERE vm = ?",
-                     NULL);
+    return query_int(db, vm, "SELECT app_data_bytes FROM vms WHERE name = ?", NULL);
+}
+
+int64_t bridge_db_journal_bytes(struct bridge_db *db, const char *vm)
+{
+    return query_int(db, vm, "SELECT journal_bytes FROM vms WHERE name = ?", NULL);
 }
 
 int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id)
@@ -826,7 +1044,7 @@ int bridge_db_event_add(struct bridge_db *db, const char *vm, struct vms_msg *ev
         goto out;
     st = prep(db, vm,
               "INSERT INTO events(vm, seq, epoch, request_id, op, status, reason, created, "
-              "payload) VALUES (?,?,?,?,?,?,?,?,?)");
+              "payload, data_bytes) VALUES (?,?,?,?,?,?,?,?,?,?)");
     if (!st)
         goto out;
     bind_text(st, 1, vm);
@@ -838,6 +1056,7 @@ int bridge_db_event_add(struct bridge_db *db, const char *vm, struct vms_msg *ev
     bind_text(st, 7, vms_msg_has(ev, VMS_F_REASON) ? ev->reason : "");
     sqlite3_bind_int64(st, 8, now_s());
     sqlite3_bind_blob(st, 9, payload, (int)len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 10, (int64_t)ev->app_data_len);
     if (step_done(db, vm, st, "journal event") < 0)
         goto out;
     rc = 0;
@@ -871,26 +1090,36 @@ static int decode_payload(sqlite3_stmt *st, int col, struct vms_msg *m)
 }
 
 int bridge_db_events_unacked(struct bridge_db *db, const char *vm, uint64_t epoch,
-                             void (*fn)(void *opaque, struct vms_msg *ev), void *opaque)
+                             uint64_t after_seq, uint64_t until_seq, int max,
+                             int (*fn)(void *opaque, struct vms_msg *ev), void *opaque)
 {
     sqlite3_stmt *st = prep(db, vm,
                             "SELECT payload FROM events WHERE vm = ? AND epoch = ? AND acked = 0 "
-                            "AND superseded = 0 ORDER BY seq");
-    int rc;
+                            "AND superseded = 0 AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?");
+    int rc, n = 0;
 
     if (!st)
         return -1;
     bind_text(st, 1, vm);
     sqlite3_bind_int64(st, 2, (int64_t)epoch);
+    sqlite3_bind_int64(st, 3, (int64_t)after_seq);
+    sqlite3_bind_int64(st, 4, (int64_t)until_seq);
+    sqlite3_bind_int(st, 5, max);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct vms_msg m;
+        int stop = 0;
         vms_msg_init(&m, VMS_MSG_EVENT);
         if (decode_payload(st, 0, &m) == 0)
-            fn(opaque, &m);
+            stop = fn(opaque, &m) < 0;
         vms_msg_clear(&m);
+        if (stop) {
+            rc = SQLITE_DONE;
+            break;
+        }
+        n++;
     }
     unprep(db, st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return rc == SQLITE_DONE ? n : -1;
 }
 
 int bridge_db_event_latest(struct bridge_db *db, const char *vm, const char *id,

@@ -27,7 +27,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vms-log.h"
 #include "vms-proto.h"
+
+/* How long a statement waits for another process's lock before failing. */
+#define BRIDGE_DB_BUSY_MS 5000
 
 enum bridge_req_status {
     BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
@@ -39,6 +43,9 @@ enum bridge_req_status {
 #define BRIDGE_DB_STMT_CACHE 64
 
 struct bridge_db {
+    int last_failure_full; /* the last failed statement failed for lack of space */
+    /* a guest can make writes fail again and again (disk full): bounded error lines */
+    struct vms_log_limit log_errors;
     sqlite3 *h;
     /*
      * Prepared statements, kept for the life of the connection and keyed by
@@ -76,8 +83,11 @@ void bridge_request_clear(struct bridge_request *r);
 
 /*
  * Open (creating if needed) the database at @path, enable WAL, and migrate
- * the schema to bridge_db_schema_latest(). Refuses a newer schema. Returns 0
- * or -1 with @err filled.
+ * the schema to bridge_db_schema_latest(), one transaction per step. The file
+ * is created 0600 (its -wal and -shm files follow its mode). Refuses, with an
+ * @err naming the file and what to do, and without writing to it: a newer
+ * schema, a file that is not a database or fails SQLite's quick_check, and a
+ * database another process keeps write-locked. Returns 0 or -1.
  */
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen);
 void bridge_db_close(struct bridge_db *db);
@@ -87,6 +97,8 @@ int bridge_db_schema_version(struct bridge_db *db);
 int bridge_db_schema_latest(void);
 
 int bridge_db_begin(struct bridge_db *db);
+/* 1 if the last failure was the disk (or the database's size limit) being full. */
+int bridge_db_full(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);
 void bridge_db_rollback(struct bridge_db *db);
 
@@ -122,6 +134,10 @@ int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
 int bridge_db_count_pending(struct bridge_db *db, const char *vm);
 /* Bytes of app data kept for @vm. */
 int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm);
+/* Requests of @vm from guest uid @uid still accepted or running; -1 on error. */
+int bridge_db_count_pending_uid(struct bridge_db *db, const char *vm, int64_t uid);
+/* Everything @vm has made the bridge store, in bytes (all tables); -1 on error. */
+int64_t bridge_db_journal_bytes(struct bridge_db *db, const char *vm);
 /* Forget the app data of a delivered request no state refers to (quota accounting). */
 int bridge_db_request_release_app_data(struct bridge_db *db, const char *vm, const char *id);
 /*
@@ -180,9 +196,15 @@ int bridge_db_event_add(struct bridge_db *db, const char *vm, struct vms_msg *ev
 /* Mark the event acked. Returns 1 if an unacked event matched, 0 if none. */
 int bridge_db_event_ack(struct bridge_db *db, const char *vm, uint64_t epoch, uint64_t seq,
                         const char *request_id);
-/* Unacked, unsuperseded events of @vm in @epoch, in seq order; @fn gets each decoded. */
+/*
+ * Unacked, unsuperseded events of @vm in @epoch with @after_seq < seq <=
+ * @until_seq, in seq order, at most @max: @fn gets each decoded and may stop
+ * the walk by returning < 0 (that event does not count). Returns how many
+ * events @fn took, or -1.
+ */
 int bridge_db_events_unacked(struct bridge_db *db, const char *vm, uint64_t epoch,
-                             void (*fn)(void *opaque, struct vms_msg *ev), void *opaque);
+                             uint64_t after_seq, uint64_t until_seq, int max,
+                             int (*fn)(void *opaque, struct vms_msg *ev), void *opaque);
 /* The latest event of request @id (decoded into @out, cleared first). 1 found, 0 none. */
 int bridge_db_event_latest(struct bridge_db *db, const char *vm, const char *id,
                            struct vms_msg *out);

@@ -109,6 +109,7 @@ static void port_b_io(struct bridge_watch *w, uint32_t revents)
             port_close(vm, &vm->b, "write failed");
             return;
         }
+        bridge_vm_resend_pump(vm); /* drained: the next few of a backlog */
     }
     port_update_events(vm, &vm->b);
 }
@@ -272,9 +273,35 @@ void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m)
         port_update_events(vm, &vm->b);
 }
 
-static void resend_one(void *opaque, struct vms_msg *ev)
+/* Port B can take another event now: connected and its queue empty (the socket took all). */
+static int port_b_has_room(const struct bridge_vm *vm)
 {
-    bridge_vm_send(opaque, ev);
+    return vm->b.ch.fd >= 0 && !vms_channel_wants_write(&vm->b.ch);
+}
+
+static int resend_one(void *opaque, struct vms_msg *ev)
+{
+    struct bridge_vm *vm = opaque;
+
+    if (!port_b_has_room(vm))
+        return -1; /* continue when port B drains */
+    bridge_vm_send(vm, ev);
+    vm->resend_after = ev->seq;
+    return 0;
+}
+
+int bridge_vm_resend_pump(struct bridge_vm *vm)
+{
+    int n;
+
+    if (!vm->resend_active || !port_b_has_room(vm))
+        return 0;
+    n = bridge_db_events_unacked(&vm->br->db, vmname(vm), vm->resend_epoch, vm->resend_after,
+                                 vm->resend_until, BRIDGE_RESEND_PER_TURN, resend_one, vm);
+    /* fewer than asked and not stopped by a full port: the backlog is through */
+    if (n < 0 || (n < BRIDGE_RESEND_PER_TURN && port_b_has_room(vm)))
+        vm->resend_active = 0;
+    return n < 0 ? 0 : n;
 }
 
 void bridge_vm_resend_unacked(struct bridge_vm *vm)
@@ -283,7 +310,12 @@ void bridge_vm_resend_unacked(struct bridge_vm *vm)
 
     if (vm->b.ch.fd < 0 || bridge_db_vm_ensure(&vm->br->db, vmname(vm), &row) < 0)
         return;
-    bridge_db_events_unacked(&vm->br->db, vmname(vm), row.epoch, resend_one, vm);
+    /* from the start of the epoch, up to what exists now: later events are sent as they come */
+    vm->resend_active = 1;
+    vm->resend_epoch = row.epoch;
+    vm->resend_after = 0;
+    vm->resend_until = row.next_seq ? row.next_seq - 1 : 0;
+    bridge_vm_resend_pump(vm);
 }
 
 /* ---- completions ---- */
@@ -326,11 +358,18 @@ static int complete_in_tx(struct bridge_vm *vm, const struct bridge_request *r,
 static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum vms_status status,
                       const struct vms_msg *ev)
 {
-    vms_info(vmname(vm), r->id, "%s %s: %s%s%s (event epoch %llu seq %llu)",
-             r->status == BRIDGE_REQ_REFUSED ? "refused" : "completed", vms_op_name(r->op),
-             vms_status_name(status), vms_msg_has(ev, VMS_F_MESSAGE) ? ": " : "",
-             vms_msg_has(ev, VMS_F_MESSAGE) ? ev->message : "", (unsigned long long)ev->epoch,
-             (unsigned long long)ev->seq);
+    const char *message = vms_msg_has(ev, VMS_F_MESSAGE) ? vms_esc(ev->message) : "";
+
+    /* refusals come at the guest's pace: through the VM's log rate limit */
+    if (r->status == BRIDGE_REQ_REFUSED)
+        bridge_vm_log(vm, BRIDGE_LOG_REFUSED, LOG_INFO, r->id,
+                      "refused %s: %s%s%s (event epoch %llu seq %llu)", vms_op_name(r->op),
+                      vms_status_name(status), message[0] ? ": " : "", message,
+                      (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
+    else
+        vms_info(vmname(vm), r->id, "completed %s: %s%s%s (event epoch %llu seq %llu)",
+                 vms_op_name(r->op), vms_status_name(status), message[0] ? ": " : "", message,
+                 (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     bridge_vm_send(vm, ev);
 }
 
@@ -750,10 +789,11 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         }
         if (res->status == VMS_STATUS_OK) {
             if (bridge_vm_restored(vm, &r, r.state_id, NULL) < 0)
-                vms_err(vmname(vm), r.id, "cannot journal the restore's timeline");
+                goto journal_failed;
         } else {
             bridge_event_for_request(&ev, &r, res->status, res->message);
-            bridge_vm_complete(vm, &r, res->status, &ev);
+            if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+                goto journal_failed;
         }
         break;
     case VMS_OP_DELETE:
@@ -771,7 +811,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK)
             bridge_hostinfo_fill(vm, &r, res->mem_bytes, &ev);
-        bridge_vm_complete(vm, &r, res->status, &ev);
+        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+            goto journal_failed;
         break;
     case VMS_OP_SET_MEMORY:
         bridge_event_for_request(&ev, &r, res->status, res->message);
@@ -779,7 +820,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);            /* the target */
             vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, res->mem_bytes); /* the size reached */
         }
-        bridge_vm_complete(vm, &r, res->status, &ev);
+        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+            goto journal_failed;
         break;
     default:
         complete_simple(vm, &r, VMS_STATUS_ERR_INTERNAL, "unexpected operation");
@@ -789,10 +831,20 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
 rollback:
     bridge_db_rollback(db);
 journal_failed:
-    /* the journal refused the completion: the request stays "running" and is re-judged by
-     * the next start; stop this VM's queue rather than run later requests out of order */
-    vms_err(vmname(vm), r.id, "cannot journal the completion of %s; the VM's queue is stopped",
-            vms_op_name(r.op));
+    /*
+     * The journal refused the completion (disk full, ...): the outcome is kept
+     * and journaled again every BRIDGE_JOURNAL_RETRY s, and this VM's queue
+     * waits meanwhile rather than run later requests out of order. Until then
+     * the request stays "running" (a restart re-judges it on the hypervisor).
+     */
+    bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, r.id,
+                  "cannot journal the completion of %s (%s): kept, retried every %.0f s; the "
+                  "VM's queue waits",
+                  vms_op_name(r.op), bridge_db_full(db) ? "disk full" : "database error",
+                  BRIDGE_JOURNAL_RETRY);
+    vm->unjournaled = *res;
+    vm->unjournaled_pending = 1;
+    vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
     vms_msg_clear(&ev);
     bridge_request_clear(&r);
     return;
@@ -954,6 +1006,21 @@ static void guest_suspend(struct bridge_vm *vm, struct bridge_request *r)
     bridge_managed_request(vm, BRIDGE_LC_SUSPEND, on_guest_suspend_done, gs);
 }
 
+/*
+ * The journal could not take @r's start (or a list's completion): @r goes back
+ * to the front of the queue, tried again in BRIDGE_JOURNAL_RETRY s. Returns 1.
+ */
+static int run_later(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, r->id,
+                  "cannot journal %s (%s): it waits, retried every %.0f s", vms_op_name(r->op),
+                  bridge_db_full(&vm->br->db) ? "disk full" : "database error",
+                  BRIDGE_JOURNAL_RETRY);
+    bridge_queue_push_front(&vm->queue, r->id);
+    vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
+    return 1;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 {
@@ -963,7 +1030,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
     int rc = -1;
 
     if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
-        return 1;
+        return run_later(vm, r);
     vm->busy = 1;
     memcpy(vm->running, r->id, sizeof(vm->running));
     vms_info(vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op), r->state_id[0] ? " " : "",
@@ -974,10 +1041,10 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         struct vms_msg ev;
         bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
         bridge_db_state_list(db, vmname(vm), &ev);
-        bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
+        rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
         vms_msg_clear(&ev);
         finish_running(vm);
-        return 1;
+        return rc < 0 ? run_later(vm, r) : 1; /* a list changes nothing: run it again */
     }
     case VMS_OP_SAVE:
         if (bridge_prepare_start(vm, r))
@@ -1089,7 +1156,8 @@ void bridge_vm_kick(struct bridge_vm *vm)
             recover_running(vm);
         return;
     }
-    while (!vm->busy && bridge_queue_pop(&vm->queue, id)) {
+    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop) */
+    while (!vm->busy && vm->now >= vm->journal_retry_at && bridge_queue_pop(&vm->queue, id)) {
         struct bridge_request r;
         if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
             continue;
@@ -1400,6 +1468,20 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->ops->tick(vm->backend, now);
+    if (vm->journal_retry_at && now >= vm->journal_retry_at) {
+        /* space may be back: journal the kept completion, or start the queue again */
+        vm->journal_retry_at = 0;
+        if (vm->unjournaled_pending) {
+            struct bridge_backend_result res = vm->unjournaled;
+            vm->unjournaled_pending = 0;
+            on_backend_done(vm, &res);
+        } else {
+            bridge_vm_kick(vm);
+        }
+    }
+    bridge_vm_resend_pump(vm);
+    for (int i = 0; i < BRIDGE_LOG__COUNT; i++)
+        vms_log_limit_flush(&vm->logl[i], now, vmname(vm), bridge_log_reason_name[i]);
     bridge_prepare_tick(vm, now);
     bridge_ioe_tick_vm(vm->ioe, now);
     if (now >= vm->next_prune)

@@ -2,7 +2,8 @@
 # Run the bridge's real-QEMU system tests (tests/bridge/test-bridge-system.py):
 # build the guest image with the wire client, boot two VMs, check acceptance 1-5.
 # Exit 77 (skipped) when QEMU, python3 or the guest harness (tests/guest) is missing.
-# Environment: top_srcdir, top_builddir (set by make), BRIDGE_SYSTEM_FLAGS (e.g. --valgrind).
+# Environment: top_srcdir, top_builddir (set by make), BRIDGE_SYSTEM_FLAGS (e.g. --valgrind),
+# BRIDGE_SUITE (default test-bridge-system.py; test-bridge-flood.py for the flood suite).
 set -e
 srcdir=${top_srcdir:-.}
 builddir=${top_builddir:-.}
@@ -16,5 +17,5 @@ image=$builddir/tests/bridge/image
 "$srcdir/tests/guest/build-image.sh" "$image" \
     --add "$builddir/tests/bridge/vms-wire-client:/usr/bin/vms-wire-client" >/dev/null
 export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
-exec python3 "$srcdir/tests/bridge/test-bridge-system.py" --image "$image" --builddir "$builddir" \
+exec python3 "$srcdir/tests/bridge/${BRIDGE_SUITE:-test-bridge-system.py}" --image "$image" --builddir "$builddir" \
     ${BRIDGE_SYSTEM_FLAGS:-}

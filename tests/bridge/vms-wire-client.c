@@ -21,6 +21,11 @@
  *   req OP APP_ID PRINCIPAL SECRET [label=L] [state=ID] [data=TEXT] [bytes=N] [id=ID]
  *   hostile N       N malformed or oversized frames on port A (garbage, bad CRC,
  *                   oversized length, bad escape, non-D-Bus payload, truncated)
+ *   flood S PRINCIPAL SECRET
+ *                   flood port A for S seconds, a third each: hostile frames, well-formed
+ *                   requests from unknown principals, then requests of PRINCIPAL with
+ *                   VMS_APP_DATA_MAX bytes of app data; port B is not read meanwhile.
+ *                   Prints FLOODED garbage=N unknown=N bigdata=N bytes=N
  *   noack / ack     stop / resume acking events (default: ack every event)
  *   quit
  * Events are acked (Ack{request_id, epoch, seq}) and de-duplicated by request
@@ -160,6 +165,8 @@ static void on_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
     }
 }
 
+static unsigned long long raw_sent; /* bytes send_raw() wrote */
+
 static void send_raw(const uint8_t *p, size_t n)
 {
     /* best effort, non-blocking: wait a little when the port is full */
@@ -176,9 +183,10 @@ static void send_raw(const uint8_t *p, size_t n)
         spins++;
         usleep(1000);
     }
+    raw_sent += off;
 }
 
-static void send_hostile(int n)
+static void send_hostile_frames(int n)
 {
     static uint8_t big[VMS_WIRE_FRAME_MAX_ENCODED + 64];
     uint8_t frame[64];
@@ -245,7 +253,76 @@ static void send_hostile(int n)
             break;
         }
     }
+}
+
+static void send_hostile(int n)
+{
+    send_hostile_frames(n);
     printf("SENT hostile=%d\n", n);
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One well-formed list request, framed and written at once (no queue: a flood). */
+static void send_flood_request(const char *principal, const char *secret, const uint8_t *data,
+                               size_t data_len)
+{
+    struct vms_msg m;
+    char id[VMS_REQUEST_ID_LEN + 1];
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    char err[128];
+
+    vms_msg_init(&m, VMS_MSG_REQUEST);
+    if (vms_request_id_new(id, epoch) < 0)
+        return;
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, id);
+    vms_msg_set_str(&m, VMS_F_OP, "list");
+    vms_msg_set_str(&m, VMS_F_APP_ID, "org.example.Flood");
+    vms_msg_set_str(&m, VMS_F_PRINCIPAL, principal);
+    vms_msg_set_str(&m, VMS_F_SECRET, secret);
+    vms_msg_set_u64(&m, VMS_F_UID, getuid());
+    if (data_len)
+        vms_msg_set_app_data(&m, data, data_len);
+    if (vms_msg_encode_frame(&m, &frame, &len, err, sizeof(err)) == 0)
+        send_raw(frame, len);
+    free(frame);
+    vms_msg_clear(&m);
+}
+
+static void flood(char *args)
+{
+    static uint8_t data[VMS_APP_DATA_MAX];
+    char principal[VMS_STR_MAX + 1] = "", secret[VMS_STR_MAX + 1] = "";
+    unsigned long long garbage = 0, unknown = 0, bigdata = 0, sent_before = raw_sent;
+    double seconds = 0, start = mono_now();
+
+    if (sscanf(args, "%lf %255s %255s", &seconds, principal, secret) != 3) {
+        printf("ERROR usage: flood SECONDS PRINCIPAL SECRET\n");
+        return;
+    }
+    memset(data, 0x66, sizeof(data));
+    while (mono_now() < start + seconds / 3) {
+        send_hostile_frames(6);
+        garbage += 6;
+    }
+    while (mono_now() < start + 2 * seconds / 3) {
+        char ghost[64];
+        snprintf(ghost, sizeof(ghost), "ghost-%llu", unknown);
+        send_flood_request(ghost, "guess", NULL, 0);
+        unknown++;
+    }
+    while (mono_now() < start + seconds) {
+        send_flood_request(principal, secret, data, sizeof(data));
+        bigdata++;
+    }
+    printf("FLOODED garbage=%llu unknown=%llu bigdata=%llu bytes=%llu\n", garbage, unknown, bigdata,
+           raw_sent - sent_before);
 }
 
 static void do_request(char *args)
@@ -303,6 +380,8 @@ static int do_command(char *line)
         do_request(line + 4);
     else if (!strncmp(line, "hostile ", 8))
         send_hostile(atoi(line + 8));
+    else if (!strncmp(line, "flood ", 6))
+        flood(line + 6);
     else if (!strcmp(line, "noack"))
         auto_ack = 0;
     else if (!strcmp(line, "ack"))

@@ -27,7 +27,8 @@ EXTRA_DIST += tests/harness/README.md tests/harness/vmstest/__init__.py \
 	tests/harness/vmstest/vm.py tests/harness/vmstest/bridge.py tests/harness/vmstest/proxy.py \
 	tests/harness/vmstest/checks.py tests/harness/vmstest/wholepath.py \
 	tests/harness/vmstest/libvirt.py \
-	tests/harness/vmstest/disks.py tests/harness/vmstest/managed.py
+	tests/harness/vmstest/disks.py tests/harness/vmstest/managed.py \
+	tests/harness/vmstest/wireclient.py
 
 clean-local: clean-guest-image
 clean-guest-image:

@@ -7,6 +7,7 @@
     wholepath  WholePath (one VM + bridge + principal + guest helper), App (vmstate-testapp)
     disks      NBDServer, blockdev arguments, guest_dev(), writer_script()
     libvirt    LibvirtVM (the same guest as a libvirt domain; VMSTATE_TEST_BACKEND=libvirt)
+    wireclient WireClient (tests/bridge/vms-wire-client in a guest: raw frames on the ports)
 
 A suite puts tests/harness on sys.path from its own location (works in the source tree
 and in a VPATH build, which runs the scripts from $(srcdir)):
