@@ -227,6 +227,32 @@ def test_zero_copy(t):
         check(True, "a guest app heard 'resumed' (vmstatectl watch)")
     except TimeoutError:
         check(False, "a guest app heard 'resumed': " + vm.run("cat /tmp/watch.log")[1][-500:])
+    test_guest_suspend(t)
+
+
+def test_guest_suspend(t):
+    print("== 1b. a guest app asks for the suspend (operation suspend, its own right)")
+    vm = t.vms["m1"]
+    vm.spawn("VMSTATE_PRINCIPAL=app VMSTATE_SECRET=$(cat /root/vmstate-secret) "
+             "vmstatectl -w -t 120 suspend; echo rc=$?", "/tmp/suspend.out")
+    try:
+        wait_until(lambda: t.status("m1").get("run_state") == "suspended", 60, "the guest's suspend")
+        check(True, "vmstatectl suspend in the guest suspended the VM")
+    except TimeoutError:
+        check(False, f"vmstatectl suspend in the guest suspended the VM: {t.status('m1')}")
+        return
+    vm.detach()
+    ok, ans = t.resume("m1")
+    check(ok, f"the admin resumes it: {ans}")
+    try:
+        out = wait_until(lambda: (lambda o: o if "rc=" in o else None)(vm.run("cat /tmp/suspend.out")[1]),
+                         30, "vmstatectl's answer")
+        check("rc=0" in out and "ok" in out,
+              f"the app's suspend request completed, in the resumed guest: {out.strip()[-200:]}")
+    except TimeoutError:
+        check(False, "the app's suspend request completed: " + vm.run("cat /tmp/suspend.out")[1])
+    rows = [r for r in t.bridge.table("requests", "m1") if "suspend" in r]
+    check(len(rows) == 1, f"one suspend request in the journal ({len(rows)})")
 
 
 def test_one_shot(t):
