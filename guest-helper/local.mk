@@ -28,7 +28,6 @@ guest_helper_vmstate_helperd_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS)
 guest_helper_vmstate_helperd_LDADD = $(HELPER_CORE_LIBS)
 
 # Installed integration files.
-dbusinterfacesdir = $(datadir)/dbus-1/interfaces
 dist_dbusinterfaces_DATA = guest-helper/org.vmstate.Helper1.xml
 dist_dbussystembus_DATA = guest-helper/org.vmstate.Helper1.conf
 dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules
@@ -39,8 +38,7 @@ EXTRA_DIST += guest-helper/README.md
 EXTRA_DIST += guest-helper/vmstate-helperd.service.in
 
 guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd.service.in Makefile
-	$(AM_V_GEN)$(MKDIR_P) guest-helper && \
-	  sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@sysconfdir[@]|$(sysconfdir)|g' $< > $@.tmp && mv $@.tmp $@
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && mv $@.tmp $@
 CLEANFILES += guest-helper/vmstate-helperd.service
 
 # Component tests: the real daemon against a private dbus-daemon and a fake bridge.
