@@ -13,12 +13,19 @@
 
 static const char *log_prog = "vmstate";
 static int log_max = LOG_INFO;
+static int log_syslog;
 
 void vms_log_init(const char *progname, int max_level)
 {
     if (progname)
         log_prog = progname;
     log_max = max_level;
+}
+
+void vms_log_to_syslog(int facility)
+{
+    openlog(log_prog, LOG_PID | LOG_NDELAY, facility);
+    log_syslog = 1;
 }
 
 int vms_log_level(void)
@@ -50,7 +57,9 @@ void vms_log(int level, const char *vm, const char *request_id, const char *fmt,
     else if (request_id)
         snprintf(ctx, sizeof(ctx), "req=%s: ", request_id);
 
-    if (getenv("JOURNAL_STREAM")) {
+    if (log_syslog) {
+        syslog(level, "%s%s", ctx, msg);
+    } else if (getenv("JOURNAL_STREAM")) {
         fprintf(stderr, "<%d>%s%s\n", level, ctx, msg);
     } else {
         struct timespec ts;

@@ -2,19 +2,17 @@
  * vmstate-admin — manage the bridge's principals and rights, and inspect its
  * journal. Secrets are read from stdin or a file, never from the command line.
  *
- * usage: vmstate-admin [-c CONFIG | -d DATABASE] COMMAND ...
- *   principal-add NAME [--secret-file FILE] [--cost default|interactive|test]
- *   principal-remove NAME
- *   grant PRINCIPAL VM OP...      OP: save restore list delete hostinfo set-memory all
- *   revoke PRINCIPAL VM OP...
- *   principals | rights | states [VM] | requests [VM] | events [VM]
+ * usage: see usage() and vmstate-admin(8).
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "bridge-config.h"
@@ -26,38 +24,92 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmstate-admin [-c CONFIG | -d DATABASE] COMMAND ...\n"
+            "Usage: vmstate-admin [OPTIONS] COMMAND [ARG...]\n"
+            "Manage vmstate-bridged's principals and rights; read its journal.\n\n"
+            "Commands:\n"
             "  principal-add NAME [--secret-file FILE] [--cost default|interactive|test]\n"
-            "                 the secret is read from FILE or stdin (first line)\n"
+            "                 the secret is read from FILE, or stdin (first line; asked for\n"
+            "                 twice, without echo, on a terminal); never from the command line\n"
             "  principal-remove NAME\n"
-            "  grant PRINCIPAL VM OP...     OP: save restore list delete hostinfo set-memory all\n"
+            "  grant [--force] PRINCIPAL VM OP...\n"
+            "                 OP: save restore list delete hostinfo set-memory all; VM must be\n"
+            "                 a [vm NAME] of the configuration (--force: grant it anyway)\n"
             "  revoke PRINCIPAL VM OP...\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
+            "  status         VMs, their requests in the queue, the last error (journal)\n\n"
+            "Options:\n"
+            "  -c, --config FILE    the bridge's configuration (default %s)\n"
+            "  -D, --database FILE  the journal (default: [bridge] database of the config)\n"
+            "  -h, --help           this text\n"
+            "  -V, --version        print the version\n\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
-            "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n");
+            "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n"
+            "Exit status: 0 ok; 1 failed (message on stderr); 2 usage error.\n",
+            DEFAULT_CONFIG);
 }
 
-static int read_secret(const char *file, char *out, size_t len)
+/* One line from @f into @out (newline stripped); 0, or -1 at end of file. */
+static int read_line(FILE *f, char *out, size_t len)
 {
-    FILE *f = file ? fopen(file, "r") : stdin;
     size_t n;
 
-    if (!f) {
-        perror(file);
+    if (!fgets(out, (int)len, f))
         return -1;
-    }
-    if (!fgets(out, (int)len, f)) {
-        fprintf(stderr, "vmstate-admin: no secret given\n");
-        if (file)
-            fclose(f);
-        return -1;
-    }
-    if (file)
-        fclose(f);
     n = strlen(out);
     while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
         out[--n] = '\0';
-    if (!n || n > VMS_STR_MAX) {
+    return 0;
+}
+
+/* Ask for the secret on the terminal, twice, without echo. */
+static int prompt_secret(const char *name, char *out, size_t len)
+{
+    struct termios old, quiet;
+    char again[VMS_STR_MAX + 2];
+    int rc = -1;
+
+    if (tcgetattr(0, &old) < 0)
+        return -1;
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    quiet.c_lflag |= ECHONL;
+    if (tcsetattr(0, TCSAFLUSH, &quiet) < 0)
+        return -1;
+    fprintf(stderr, "Secret for principal %s: ", name);
+    if (read_line(stdin, out, len) == 0) {
+        fprintf(stderr, "Again: ");
+        if (read_line(stdin, again, sizeof(again)) == 0) {
+            rc = strcmp(out, again) ? -2 : 0;
+        }
+    }
+    tcsetattr(0, TCSAFLUSH, &old);
+    sodium_memzero(again, sizeof(again));
+    if (rc == -2)
+        fprintf(stderr, "vmstate-admin: the two secrets differ\n");
+    return rc == 0 ? 0 : -1;
+}
+
+static int read_secret(const char *name, const char *file, char *out, size_t len)
+{
+    FILE *f = file ? fopen(file, "r") : stdin;
+    int rc;
+
+    if (!f) {
+        fprintf(stderr, "vmstate-admin: %s: %s\n", file, strerror(errno));
+        return -1;
+    }
+    if (!file && isatty(0))
+        rc = prompt_secret(name, out, len);
+    else
+        rc = read_line(f, out, len);
+    if (file)
+        fclose(f);
+    if (rc < 0) {
+        if (!out[0])
+            fprintf(stderr, "vmstate-admin: no secret given\n");
+        return -1;
+    }
+    if (!out[0] || strlen(out) > VMS_STR_MAX) {
         fprintf(stderr, "vmstate-admin: the secret must be 1..255 bytes\n");
         return -1;
     }
@@ -95,26 +147,73 @@ static int print_query(struct bridge_db *db, const char *sql, const char *vm)
     return rc == SQLITE_DONE ? 0 : 1;
 }
 
+/* The commands, with how many arguments each takes (checked before anything is opened). */
+static const struct command {
+    const char *name;
+    int min_args, max_args; /* -1: any number */
+} commands[] = {
+    {"principal-add", 1, 5}, {"principal-remove", 1, 1}, {"grant", 3, -1},   {"revoke", 3, -1},
+    {"principals", 0, 0},    {"rights", 0, 0},           {"states", 0, 1},   {"requests", 0, 1},
+    {"events", 0, 1},        {"status", 0, 0},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+/* grant: @vm must be a VM of the configuration, so a typo does not grant into the void. */
+static int check_vm(const struct bridge_config *cfg, const char *config_path, const char *vm)
+{
+    if (!cfg) {
+        fprintf(stderr,
+                "vmstate-admin: cannot check that VM '%s' exists: no configuration (%s). Use "
+                "-c CONFIG, or grant --force for a VM the bridge does not serve yet.\n",
+                vm, config_path);
+        return -1;
+    }
+    if (bridge_config_vm(cfg, vm))
+        return 0;
+    fprintf(stderr, "vmstate-admin: no VM '%s' in %s (its VMs:", vm, config_path);
+    for (size_t i = 0; i < cfg->n_vms; i++)
+        fprintf(stderr, " %s", cfg->vms[i].name);
+    fprintf(stderr, "%s). Add a [vm %s] section first, or grant --force.\n",
+            cfg->n_vms ? "" : " none", vm);
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"database", required_argument, NULL, 'D'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *db_path = NULL, *cmd;
+    const struct command *command;
     struct bridge_config cfg;
     struct bridge_db db = {0};
     char err[1024], dbfile[BRIDGE_PATH_MAX];
-    int opt, rc = 1;
+    int opt, rc = 1, have_cfg = 0, force = 0, n_args;
 
     memset(&cfg, 0, sizeof(cfg));
     vms_log_init("vmstate-admin", LOG_WARNING);
-    while ((opt = getopt(argc, argv, "+c:d:h")) != -1) {
+    while ((opt = getopt_long(argc, argv, "+c:D:hV", opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config_path = optarg;
             break;
-        case 'd':
+        case 'D':
             db_path = optarg;
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("vmstate-admin %s\n", PACKAGE_VERSION);
             return 0;
         default:
             usage(stderr);
@@ -126,14 +225,41 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind++];
+    command = find_command(cmd);
+    if (!command) {
+        fprintf(stderr, "vmstate-admin: unknown command '%s' (see --help)\n", cmd);
+        return 2;
+    }
+    if (!strcmp(cmd, "grant") && optind < argc && !strcmp(argv[optind], "--force")) {
+        force = 1;
+        optind++;
+    }
+    n_args = argc - optind;
+    if (n_args < command->min_args || (command->max_args >= 0 && n_args > command->max_args)) {
+        fprintf(stderr, "vmstate-admin: %s: wrong number of arguments (see --help)\n", cmd);
+        return 2;
+    }
+    /* The configuration names the database and the VMs; with -D it is optional. */
+    if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err, sizeof(err)) ==
+        0) {
+        have_cfg = 1;
+    } else if (config_path || !db_path) {
+        fprintf(stderr, "vmstate-admin: %s\n", err);
+        goto out;
+    }
+    if (!config_path)
+        config_path = DEFAULT_CONFIG;
     if (!db_path) {
-        if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err, sizeof(err)) <
-            0) {
-            fprintf(stderr, "vmstate-admin: %s\n", err);
-            goto out;
-        }
         snprintf(dbfile, sizeof(dbfile), "%s", cfg.database);
         db_path = dbfile;
+    }
+    /* Only principal-add starts a journal: anything else on a missing file is a typo. */
+    if (strcmp(cmd, "principal-add") && access(db_path, F_OK) < 0) {
+        fprintf(stderr,
+                "vmstate-admin: no journal at %s (vmstate-bridged creates it when it starts; "
+                "principal-add too)\n",
+                db_path);
+        goto out;
     }
     if (bridge_db_open(&db, db_path, err, sizeof(err)) < 0) {
         fprintf(stderr, "vmstate-admin: %s\n", err);
@@ -142,7 +268,7 @@ int main(int argc, char **argv)
 
     if (!strcmp(cmd, "principal-add")) {
         const char *name = NULL, *file = NULL, *cost = "default";
-        char secret[VMS_STR_MAX + 2], hash[crypto_pwhash_STRBYTES];
+        char secret[VMS_STR_MAX + 2] = "", hash[crypto_pwhash_STRBYTES];
         unsigned long long ops = BRIDGE_PWHASH_OPS_DEFAULT;
         size_t mem = BRIDGE_PWHASH_MEM_DEFAULT;
 
@@ -169,7 +295,7 @@ int main(int argc, char **argv)
         } else if (strcmp(cost, "default")) {
             goto bad_usage;
         }
-        if (read_secret(file, secret, sizeof(secret)) < 0)
+        if (read_secret(name, file, secret, sizeof(secret)) < 0)
             goto out;
         if (bridge_secret_hash(secret, ops, mem, hash) < 0) {
             sodium_memzero(secret, sizeof(secret));
@@ -183,8 +309,6 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (!strcmp(cmd, "principal-remove")) {
         int n;
-        if (optind + 1 != argc)
-            goto bad_usage;
         n = bridge_db_principal_remove(&db, argv[optind]);
         if (n < 0)
             goto out;
@@ -196,10 +320,10 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "grant") || !strcmp(cmd, "revoke")) {
         const char *principal, *vm;
         char hash[crypto_pwhash_STRBYTES + 1];
-        if (argc - optind < 3)
-            goto bad_usage;
         principal = argv[optind];
         vm = argv[optind + 1];
+        if (!strcmp(cmd, "grant") && !force && check_vm(have_cfg ? &cfg : NULL, config_path, vm) < 0)
+            goto out;
         if (bridge_db_principal_hash(&db, principal, hash, sizeof(hash)) != 1) {
             fprintf(stderr, "vmstate-admin: no principal %s\n", principal);
             goto out;
