@@ -179,6 +179,19 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
         if (parse_uint(value, 600000, &u) < 0 || u == 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 1..600000", value);
         cfg->reconnect_max_ms = u;
+    } else if (!strcmp(key, "admin_socket")) {
+        if (set_path(cfg->admin_socket, value) < 0 || strlen(value) >= 108)
+            return fail(ctx, "bridge", key, "empty or longer than %s bytes", "107");
+    } else if (!strcmp(key, "state_margin")) {
+        if (parse_size(value, &cfg->state_margin) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a size", value);
+    } else if (!strcmp(key, "lifecycle_bandwidth")) {
+        if (parse_size(value, &cfg->lifecycle_bandwidth) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a size (bytes per second)", value);
+    } else if (!strcmp(key, "lifecycle_per_minute")) {
+        if (parse_uint(value, 100000, &u) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 0..100000", value);
+        cfg->lifecycle_per_minute = u;
     } else if (!strcmp(key, "journal_keep_days")) {
         if (parse_uint(value, 36500, &u) < 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 0..36500", value);
@@ -205,6 +218,153 @@ static int parse_nodes(struct bridge_vm_config *vm, const char *value)
         strcpy(vm->nodes[vm->n_nodes++], tok);
     }
     return vm->n_nodes ? 0 : -1;
+}
+
+static int parse_bool(const char *value, int *out)
+{
+    if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+        *out = 1;
+    else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static int tier_name_ok(const char *s)
+{
+    return *s && strlen(s) < BRIDGE_TIER_NAME_MAX && vms_valid_id(s);
+}
+
+/* The keys of a managed VM: 1 taken, 0 not one of them, -1 bad value (@why says why). */
+static int managed_key(struct bridge_vm_config *vm, const char *key, const char *value, char *why,
+                       size_t whylen)
+{
+    unsigned u;
+
+    if (!strcmp(key, "managed") || !strcmp(key, "console") || !strcmp(key, "autostart")) {
+        int b;
+        if (parse_bool(value, &b) < 0)
+            goto not_bool;
+        if (key[0] == 'm')
+            vm->managed = b;
+        else if (key[0] == 'c')
+            vm->console = b;
+        else
+            vm->autostart = b;
+    } else if (!strcmp(key, "qemu")) {
+        if (set_path(vm->qemu, value) < 0)
+            goto too_long;
+    } else if (!strcmp(key, "run_dir")) {
+        if (set_path(vm->run_dir, value) < 0 || strlen(value) > 90)
+            goto too_long;
+    } else if (!strcmp(key, "qemu_args")) {
+        /* inih hands each continuation line of a multi-line value apart: join them */
+        size_t have = strlen(vm->qemu_args);
+        if (have + 1 + strlen(value) >= sizeof(vm->qemu_args)) {
+            snprintf(why, whylen, "the template is longer than %d bytes", BRIDGE_QEMU_ARGS_MAX - 1);
+            return -1;
+        }
+        snprintf(vm->qemu_args + have, sizeof(vm->qemu_args) - have, "%s%s", have ? " " : "",
+                 value);
+    } else if (!strcmp(key, "qemu_user")) {
+        if (strlen(value) >= sizeof(vm->qemu_user) || !vms_valid_id(value)) {
+            snprintf(why, whylen, "'%s' is not a user name", value);
+            return -1;
+        }
+        strcpy(vm->qemu_user, value);
+    } else if (!strcmp(key, "memory")) {
+        if (parse_size(value, &vm->memory_bytes) < 0 || vm->memory_bytes < (16u << 20)) {
+            snprintf(why, whylen, "'%s' is not a size of at least 16M", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "rapid")) {
+        if (!strcmp(value, "on") || !strcmp(value, "yes"))
+            vm->rapid = BRIDGE_RAPID_ON;
+        else if (!strcmp(value, "off") || !strcmp(value, "no"))
+            vm->rapid = BRIDGE_RAPID_OFF;
+        else if (!strcmp(value, "best-effort"))
+            vm->rapid = BRIDGE_RAPID_BEST_EFFORT;
+        else {
+            snprintf(why, whylen, "'%s' is not on, off or best-effort", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "fast_tier") || !strcmp(key, "slow_tier")) {
+        if (!tier_name_ok(value)) {
+            snprintf(why, whylen, "'%s' is not a tier name", value);
+            return -1;
+        }
+        strcpy(key[0] == 'f' ? vm->fast_tier : vm->slow_tier, value);
+    } else if (!strcmp(key, "stop_timeout") || !strcmp(key, "idle_suspend") ||
+               !strcmp(key, "idle_cpu_percent")) {
+        if (parse_uint(value, key[1] == 'd' && key[5] == 'c' ? 100 : 86400 * 7, &u) < 0) {
+            snprintf(why, whylen, "'%s' is not a number in range", value);
+            return -1;
+        }
+        if (key[0] == 's')
+            vm->stop_timeout = u;
+        else if (key[5] == 's')
+            vm->idle_suspend_s = u;
+        else
+            vm->idle_cpu_percent = u;
+    } else {
+        return 0;
+    }
+    return 1;
+not_bool:
+    snprintf(why, whylen, "'%s' is not yes or no", value);
+    return -1;
+too_long:
+    snprintf(why, whylen, "empty or too long");
+    return -1;
+}
+
+/* One key of a [tier NAME] section. */
+static int tier_key(struct parse_ctx *ctx, const char *section, const char *key, const char *value)
+{
+    struct bridge_config *cfg = ctx->cfg;
+    const char *name = section + 5;
+    struct bridge_tier_config *t = NULL;
+
+    for (size_t i = 0; i < cfg->n_tiers; i++)
+        if (!strcmp(cfg->tiers[i].name, name))
+            t = &cfg->tiers[i];
+    if (!t) {
+        if (!tier_name_ok(name))
+            return fail(ctx, section, key, "tier name '%s' must be 1..31 of [A-Za-z0-9._:@-]",
+                        name);
+        if (cfg->n_tiers >= BRIDGE_TIERS_MAX)
+            return fail(ctx, section, key, "more than %d tiers", BRIDGE_TIERS_MAX);
+        t = &cfg->tiers[cfg->n_tiers++];
+        memset(t, 0, sizeof(*t));
+        strcpy(t->name, name);
+    }
+    if (!strcmp(key, "path")) {
+        if (set_path(t->path, value) < 0 || value[0] != '/')
+            return fail(ctx, section, key, "'%s' is not an absolute path", value);
+    } else if (!strcmp(key, "capacity")) {
+        if (parse_size(value, &t->capacity) < 0 || !t->capacity)
+            return fail(ctx, section, key, "'%s' is not a size > 0", value);
+    } else if (!strcmp(key, "class")) {
+        if (strcmp(value, "fast") && strcmp(value, "slow"))
+            return fail(ctx, section, key, "'%s' is not fast or slow", value);
+        t->fast = !strcmp(value, "fast");
+    } else if (!strcmp(key, "shared")) {
+        if (parse_bool(value, &t->shared) < 0)
+            return fail(ctx, section, key, "'%s' is not yes or no", value);
+    } else {
+        return fail(ctx, section, key, "unknown key%s", "");
+    }
+    return 1;
+}
+
+const struct bridge_tier_config *bridge_config_tier(const struct bridge_config *cfg,
+                                                    const char *name)
+{
+    for (size_t i = 0; i < cfg->n_tiers; i++)
+        if (!strcmp(cfg->tiers[i].name, name))
+            return &cfg->tiers[i];
+    return NULL;
 }
 
 static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, const char *value)
@@ -274,6 +434,9 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
             return fail(ctx, section, key, "'%s' is not yes or no", value);
         return 1;
     }
+    r = managed_key(vm, key, value, why, sizeof(why));
+    if (r != 0)
+        return r > 0 ? 1 : fail(ctx, section, key, "%s", why);
     r = bridge_ioe_config_key(&vm->ioe, key, value, why, sizeof(why));
     if (r != 0)
         return r > 0 ? 1 : fail(ctx, section, key, "%s", why);
@@ -313,7 +476,10 @@ static int on_key(void *user, const char *section, const char *key, const char *
         }
         return vm_key(ctx, section, key, value);
     }
-    return fail(ctx, section, key, "unknown section (expected [bridge] or [vm NAME])%s", "");
+    if (!strncmp(section, "tier ", 5))
+        return tier_key(ctx, section, key, value);
+    return fail(ctx, section, key,
+                "unknown section (expected [bridge], [vm NAME] or [tier NAME])%s", "");
 }
 
 static void config_defaults(struct bridge_config *cfg)
@@ -325,11 +491,83 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->reconnect_max_ms = 5000;
     cfg->journal_keep_days = 30;
     cfg->privsep = 1;
+    cfg->state_margin = 64ull << 20;
+}
+
+/*
+ * A managed VM: its sockets default to files in run_dir (the bridge starts QEMU with them),
+ * its tiers must exist and be of the right class.
+ */
+static int managed_check(struct bridge_config *cfg, struct bridge_vm_config *vm, char *err,
+                         size_t errlen)
+{
+    const struct bridge_tier_config *fast = NULL, *slow = NULL;
+
+    if (!vm->memory_bytes) {
+        snprintf(err, errlen, "%s: [vm %s] memory: required for a managed VM", cfg->path, vm->name);
+        return -1;
+    }
+    if (!vm->run_dir[0])
+        snprintf(vm->run_dir, sizeof(vm->run_dir), "%s/run/vmstate/%.60s", LOCALSTATEDIR, vm->name);
+    if (!vm->qemu[0])
+        strcpy(vm->qemu, "qemu-system-x86_64");
+#define RUN_SOCK(field, bit, file)                                                                 \
+    if (!(vm->seen & (bit))) {                                                                     \
+        snprintf(vm->field, sizeof(vm->field), "%.100s/" file, vm->run_dir);                       \
+        vm->seen |= (bit);                                                                         \
+    }
+    RUN_SOCK(qmp, K_QMP, "qmp.sock")
+    RUN_SOCK(port_a, K_PORT_A, "a.sock")
+    RUN_SOCK(port_b, K_PORT_B, "b.sock")
+#undef RUN_SOCK
+    if (vm->fast_tier[0] && !(fast = bridge_config_tier(cfg, vm->fast_tier))) {
+        snprintf(err, errlen, "%s: [vm %s] fast_tier: no [tier %s]", cfg->path, vm->name,
+                 vm->fast_tier);
+        return -1;
+    }
+    if (vm->slow_tier[0] && !(slow = bridge_config_tier(cfg, vm->slow_tier))) {
+        snprintf(err, errlen, "%s: [vm %s] slow_tier: no [tier %s]", cfg->path, vm->name,
+                 vm->slow_tier);
+        return -1;
+    }
+    if (vm->rapid != BRIDGE_RAPID_OFF && !fast) {
+        snprintf(err, errlen, "%s: [vm %s] rapid: needs fast_tier", cfg->path, vm->name);
+        return -1;
+    }
+    if (!fast && !slow) {
+        snprintf(err, errlen,
+                 "%s: [vm %s] slow_tier: a managed VM needs a tier for its checkpoints", cfg->path,
+                 vm->name);
+        return -1;
+    }
+    if (vm->rapid == BRIDGE_RAPID_BEST_EFFORT && !slow) {
+        snprintf(err, errlen,
+                 "%s: [vm %s] slow_tier: rapid = best-effort needs one to fall back to", cfg->path,
+                 vm->name);
+        return -1;
+    }
+    if (!vm->stop_timeout)
+        vm->stop_timeout = 30;
+    if (!vm->idle_cpu_percent)
+        vm->idle_cpu_percent = 5;
+    return 0;
 }
 
 /* Checks that need the whole file: required keys, consistent bounds. */
 static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
 {
+    for (size_t i = 0; i < cfg->n_tiers; i++) {
+        if (!cfg->tiers[i].path[0] || !cfg->tiers[i].capacity) {
+            snprintf(err, errlen, "%s: [tier %s] %s: required key missing", cfg->path,
+                     cfg->tiers[i].name, cfg->tiers[i].path[0] ? "capacity" : "path");
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_vms; i++) {
+        struct bridge_vm_config *vm = &cfg->vms[i];
+        if (vm->managed && managed_check(cfg, vm, err, errlen) < 0)
+            return -1;
+    }
     for (size_t i = 0; i < cfg->n_vms; i++) {
         struct bridge_vm_config *vm = &cfg->vms[i];
         const char *missing = !(vm->seen & K_PORT_A)   ? "port_a"

@@ -19,6 +19,22 @@
 #define BRIDGE_NODE_NAME_MAX 64
 #define BRIDGE_VMS_MAX       256
 
+#define BRIDGE_TIER_NAME_MAX 32
+#define BRIDGE_TIERS_MAX     16
+#define BRIDGE_QEMU_ARGS_MAX 4096
+
+/* rapid = off | on | best-effort: where a managed VM's RAM and checkpoints live */
+enum bridge_rapid { BRIDGE_RAPID_OFF = 0, BRIDGE_RAPID_ON, BRIDGE_RAPID_BEST_EFFORT };
+
+/* One [tier NAME] section: a directory that holds checkpoints (and zero-copy RAM files). */
+struct bridge_tier_config {
+    char name[BRIDGE_TIER_NAME_MAX];
+    char path[BRIDGE_PATH_MAX];
+    uint64_t capacity; /* bytes the bridge may reserve in it */
+    int fast;          /* class: fast (tmpfs, NVMe) or slow */
+    int shared;        /* reachable from other hosts (a later HA feature) */
+};
+
 struct bridge_vm_config {
     char name[BRIDGE_VM_NAME_MAX];
     char port_a[BRIDGE_PATH_MAX];    /* QEMU chardev socket of the request port (guest -> host) */
@@ -44,6 +60,21 @@ struct bridge_vm_config {
     unsigned seen;               /* bit set of keys given, for the checks after parsing */
     /* I/O-error pauses: io_* keys and stateless (ioerror.h) */
     struct bridge_ioe_config ioe;
+    /* managed VMs: the bridge runs QEMU (vm/managed.c) */
+    int managed;
+    char qemu[BRIDGE_PATH_MAX];           /* binary */
+    char qemu_args[BRIDGE_QEMU_ARGS_MAX]; /* template; {run} and {name} substituted */
+    char run_dir[BRIDGE_PATH_MAX];        /* sockets, pidfile, log of the QEMU process */
+    char qemu_user[64];                   /* -runas, "" = the bridge's user */
+    uint64_t memory_bytes;                /* guest RAM */
+    enum bridge_rapid rapid;              /* checkpoint placement */
+    char fast_tier[BRIDGE_TIER_NAME_MAX]; /* rapid on/best-effort: the tier to reserve */
+    char slow_tier[BRIDGE_TIER_NAME_MAX]; /* fallback and demotion target */
+    unsigned stop_timeout;                /* s between ACPI powerdown and quit */
+    unsigned idle_suspend_s;              /* suspend after this long idle; 0 = never */
+    unsigned idle_cpu_percent;            /* "idle" = QEMU below this much of a core */
+    int console;                          /* a console socket the bridge holds */
+    int autostart;                        /* start when the bridge starts */
 };
 
 struct bridge_config {
@@ -56,7 +87,18 @@ struct bridge_config {
     unsigned journal_keep_days; /* finished requests and their events kept this long; 0: ever */
     struct bridge_vm_config *vms;
     size_t n_vms;
+    /* lifecycle (vm/managed.c, vm/tier.c) */
+    char admin_socket[BRIDGE_PATH_MAX]; /* vmstate-admin's control socket ("" = none) */
+    struct bridge_tier_config tiers[BRIDGE_TIERS_MAX];
+    size_t n_tiers;
+    uint64_t state_margin;         /* device state reserved beside RAM in a tier */
+    unsigned lifecycle_per_minute; /* suspends + resumes started per minute; 0 = no limit */
+    uint64_t lifecycle_bandwidth;  /* bytes/s per copy-path checkpoint; 0 = unlimited */
 };
+
+/* The tier named @name, or NULL. */
+const struct bridge_tier_config *bridge_config_tier(const struct bridge_config *cfg,
+                                                    const char *name);
 
 /*
  * Read @path into @cfg (zeroed first, defaults applied). Returns 0, or -1 with

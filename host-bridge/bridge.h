@@ -66,7 +66,8 @@ struct bridge_vm {
     int busy;         /* a request is running */
     int need_recover; /* it was running when the bridge last stopped */
     char running[VMS_REQUEST_ID_LEN + 1];
-    struct bridge_prepare hx; /* Prepare/Ready and clock state (prepare.c) */
+    struct bridge_prepare hx;   /* Prepare/Ready and clock state (prepare.c) */
+    struct bridge_managed *mgd; /* managed VMs: the bridge runs QEMU (vm/managed.c); else NULL */
     double now;
     double next_prune; /* when to drop old finished requests from the journal */
     uint64_t stat_requests, stat_refused;
@@ -79,6 +80,8 @@ struct bridge {
     const struct bridge_backend_ops *backend;
     struct bridge_vm *vms;
     size_t n_vms;
+    double lc_next_start;       /* the host-wide suspend/resume pace (vm/managed.c) */
+    struct bridge_admin *admin; /* the admin socket (admin/ctl.c), NULL if none */
 };
 
 /* ---- vm.c ---- */
@@ -104,6 +107,12 @@ void bridge_vm_send(struct bridge_vm *vm, const struct vms_msg *m);
 
 /* Resend every unacked event of the VM's current epoch, in seq order. */
 void bridge_vm_resend_unacked(struct bridge_vm *vm);
+
+/* The hooks vm.c gives the backend (managed.c reopens the backend for a new QEMU). */
+const struct bridge_backend_hooks *bridge_vm_backend_hooks(void);
+
+/* Connect both ports at the next tick, not after their backoff (a new QEMU listens). */
+void bridge_vm_ports_retry_now(struct bridge_vm *vm);
 
 /* Run queued requests if the backend is ready and nothing runs. */
 void bridge_vm_kick(struct bridge_vm *vm);

@@ -8,18 +8,21 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/loop.c host-bridge/loop.h \
 	host-bridge/journal/db.c host-bridge/journal/db.h \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
+	host-bridge/journal/db-lifecycle.c host-bridge/journal/db-lifecycle.h \
 	host-bridge/guest/auth.c host-bridge/guest/auth.h \
 	host-bridge/guest/guest.c \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
-	host-bridge/vm/vm.c \
+	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
+	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
 # so a header is included by its name wherever it lives.
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
-	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror
+	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
+	-I$(top_srcdir)/host-bridge/admin
 BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "ctl.h"
+#include "managed.h"
 #include "privsep.h"
 #include "vms-daemon.h"
 #include "vms-log.h"
@@ -199,6 +201,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
+        goto out;
     vms_daemon_ready(1);
     vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
              cfg.n_vms, cfg.database);
@@ -206,6 +210,7 @@ int main(int argc, char **argv)
         double now = bridge_now();
         for (size_t i = 0; i < br.n_vms; i++)
             bridge_vm_tick(&br.vms[i], now);
+        bridge_managed_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
@@ -216,6 +221,7 @@ int main(int argc, char **argv)
 out:
     vms_daemon_ready(0); /* start-up failed (no-op once ready) */
     vms_daemon_cleanup();
+    bridge_admin_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);

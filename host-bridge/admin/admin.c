@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "bridge-config.h"
+#include "ctl.h"
 #include "db.h"
 #include "vms-log.h"
 
@@ -36,15 +37,22 @@ static void usage(FILE *f)
             "                 a [vm NAME] of the configuration (--force: grant it anyway)\n"
             "  revoke PRINCIPAL VM OP...\n"
             "  principals | rights | states [VM] | requests [VM] | events [VM]\n"
-            "  status         VMs, their requests in the queue, the last error (journal)\n\n"
+            "Asked of the running bridge on its admin socket (admin_socket in CONFIG, or -S):\n"
+            "  status [VM] | tiers\n"
+            "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
+            "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n\n"
             "Options:\n"
             "  -c, --config FILE    the bridge's configuration (default %s)\n"
             "  -D, --database FILE  the journal (default: [bridge] database of the config)\n"
+            "  -S, --socket FILE    the bridge's admin socket (default: admin_socket of CONFIG)\n"
+            "  -j, --json           admin socket answers as JSON\n"
+            "  -t, --timeout SEC    wait at most SEC seconds for the bridge (default 600)\n"
             "  -h, --help           this text\n"
             "  -V, --version        print the version\n\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n"
-            "Exit status: 0 ok; 1 failed (message on stderr); 2 usage error.\n",
+            "Exit status: 0 ok; 1 failed (message on stderr); 2 usage error; 3 the bridge is\n"
+            "not running (no admin socket to talk to).\n",
             DEFAULT_CONFIG);
 }
 
@@ -152,9 +160,9 @@ static const struct command {
     const char *name;
     int min_args, max_args; /* -1: any number */
 } commands[] = {
-    {"principal-add", 1, 5}, {"principal-remove", 1, 1}, {"grant", 3, -1},   {"revoke", 3, -1},
-    {"principals", 0, 0},    {"rights", 0, 0},           {"states", 0, 1},   {"requests", 0, 1},
-    {"events", 0, 1},        {"status", 0, 0},
+    {"principal-add", 1, 5}, {"principal-remove", 1, 1}, {"grant", 3, -1},
+    {"revoke", 3, -1},       {"principals", 0, 0},       {"rights", 0, 0},
+    {"states", 0, 1},        {"requests", 0, 1},         {"events", 0, 1},
 };
 
 static const struct command *find_command(const char *name)
@@ -187,22 +195,42 @@ static int check_vm(const struct bridge_config *cfg, const char *config_path, co
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"database", required_argument, NULL, 'D'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"database", required_argument, NULL, 'D'},
+        {"socket", required_argument, NULL, 'S'},  {"json", no_argument, NULL, 'j'},
+        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *db_path = NULL, *cmd;
     const struct command *command;
     struct bridge_config cfg;
     struct bridge_db db = {0};
     char err[1024], dbfile[BRIDGE_PATH_MAX];
-    int opt, rc = 1, have_cfg = 0, force = 0, n_args;
+    int opt, rc = 1, have_cfg = 0, force = 0, n_args, json = 0;
+    const char *ctl_socket = NULL;
+    double ctl_timeout = 600;
 
     memset(&cfg, 0, sizeof(cfg));
     vms_log_init("vmstate-admin", LOG_WARNING);
-    while ((opt = getopt_long(argc, argv, "+c:D:hV", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+c:D:S:jt:hV", opts, NULL)) != -1) {
+        char *end;
         switch (opt) {
+        case 'S':
+            ctl_socket = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 't':
+            errno = 0;
+            ctl_timeout = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(ctl_timeout > 0)) {
+                fprintf(stderr,
+                        "vmstate-admin: --timeout needs a positive number of seconds, "
+                        "not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
         case 'c':
             config_path = optarg;
             break;
@@ -225,6 +253,24 @@ int main(int argc, char **argv)
         return 2;
     }
     cmd = argv[optind++];
+    if (bridge_admin_is_ctl_command(cmd)) {
+        /* lifecycle and status: the running bridge answers on its admin socket */
+        if (!ctl_socket) {
+            if (bridge_config_load(&cfg, config_path ? config_path : DEFAULT_CONFIG, err,
+                                   sizeof(err)) < 0) {
+                fprintf(stderr, "vmstate-admin: %s (or give the admin socket with -S)\n", err);
+                goto out;
+            }
+            if (!cfg.admin_socket[0]) {
+                fprintf(stderr, "vmstate-admin: %s has no admin_socket in [bridge]\n", cfg.path);
+                goto out;
+            }
+            ctl_socket = cfg.admin_socket;
+        }
+        rc =
+            bridge_admin_ctl_main(ctl_socket, cmd, argc - optind, argv + optind, json, ctl_timeout);
+        goto out;
+    }
     command = find_command(cmd);
     if (!command) {
         fprintf(stderr, "vmstate-admin: unknown command '%s' (see --help)\n", cmd);
@@ -322,7 +368,8 @@ int main(int argc, char **argv)
         char hash[crypto_pwhash_STRBYTES + 1];
         principal = argv[optind];
         vm = argv[optind + 1];
-        if (!strcmp(cmd, "grant") && !force && check_vm(have_cfg ? &cfg : NULL, config_path, vm) < 0)
+        if (!strcmp(cmd, "grant") && !force &&
+            check_vm(have_cfg ? &cfg : NULL, config_path, vm) < 0)
             goto out;
         if (bridge_db_principal_hash(&db, principal, hash, sizeof(hash)) != 1) {
             fprintf(stderr, "vmstate-admin: no principal %s\n", principal);

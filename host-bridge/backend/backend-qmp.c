@@ -17,6 +17,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -99,6 +100,15 @@ struct bridge_backend {
     /* set-memory in progress: after `balloon` is accepted the guest's driver moves the
      * size page by page (BALLOON_CHANGE events); the request ends when the target is
      * reached or the size stops moving, and reports the size reached */
+    /* a checkpoint written to (out) or loaded from (in) an fd by migration: a chain of
+     * commands (getfd, capabilities, parameters, [stop,] migrate) then the MIGRATION event */
+    struct {
+        int active, incoming, zero_copy, step, fd;
+        uint64_t max_bandwidth;
+        bridge_backend_done_fn done;
+        void *opaque;
+        double deadline;
+    } mig;
     struct {
         struct qmp_call *c;
         uint64_t actual;
@@ -177,8 +187,47 @@ static unsigned qmp_timeout(const struct bridge_backend *q)
  * reply's "return" value, or with @err set ("timeout", "lost" or the QMP
  * error's desc). Returns 0 or -1 (not connected / no memory; @fn not called).
  */
+static int qmp_command_fd(struct bridge_backend *q, const char *name, json_object *args,
+                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd);
+
 static int qmp_command(struct bridge_backend *q, const char *name, json_object *args,
                        unsigned timeout_s, qmp_reply_fn fn, void *arg)
+{
+    return qmp_command_fd(q, name, args, timeout_s, fn, arg, -1);
+}
+
+/*
+ * Write @text, its first byte carrying @fd as SCM_RIGHTS (QMP getfd/add-fd take the fd
+ * that arrives with the command). Needs an empty output buffer, so that the fd travels
+ * with this command and no other; what the socket does not take now is buffered.
+ */
+static int send_with_fd(struct bridge_backend *q, const char *text, size_t len, int fd)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = (void *)text, .iov_len = len};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+    struct cmsghdr *cm;
+    ssize_t n;
+
+    if (q->tx_len)
+        return -1;
+    memset(cbuf, 0, sizeof(cbuf));
+    cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    do
+        n = sendmsg(q->watch.fd, &mh, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return -1; /* nothing sent (a full socket buffer here means QEMU is stuck) */
+    return tx_append(q, text + n, len - (size_t)n);
+}
+
+static int qmp_command_fd(struct bridge_backend *q, const char *name, json_object *args,
+                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd)
 {
     json_object *o = NULL;
     struct qmp_cmd *c = NULL, **tail;
@@ -202,8 +251,18 @@ static int qmp_command(struct bridge_backend *q, const char *name, json_object *
     }
     json_object_object_add(o, "id", json_object_new_int64((int64_t)c->id));
     text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    if (tx_append(q, text, strlen(text)) < 0 || tx_append(q, "\n", 1) < 0)
+    if (pass_fd >= 0) {
+        char *line = NULL;
+        int sent;
+        if (asprintf(&line, "%s\n", text) < 0)
+            goto out;
+        sent = send_with_fd(q, line, strlen(line), pass_fd);
+        free(line);
+        if (sent < 0)
+            goto out;
+    } else if (tx_append(q, text, strlen(text)) < 0 || tx_append(q, "\n", 1) < 0) {
         goto out;
+    }
     vms_debug(vmname(q), NULL, "qmp -> %s", text);
     for (tail = &q->cmds; *tail; tail = &(*tail)->next)
         ;
@@ -956,6 +1015,217 @@ static int qmp_kill(struct bridge_backend *q, int force)
     return kill(cr.pid, SIGKILL);
 }
 
+/* ---- checkpoints: migration to and from an fd ---- */
+
+#define MIG_FDNAME "vms-ckpt"
+
+static void mig_finish(struct bridge_backend *q, enum vms_status st, const char *msg)
+{
+    struct bridge_backend_result r = {.status = st};
+    bridge_backend_done_fn done = q->mig.done;
+    void *opaque = q->mig.opaque;
+
+    snprintf(r.message, sizeof(r.message), "%s", msg ? msg : "");
+    if (q->mig.fd >= 0)
+        close(q->mig.fd);
+    memset(&q->mig, 0, sizeof(q->mig));
+    q->mig.fd = -1;
+    if (done)
+        done(opaque, &r);
+}
+
+static void mig_step(struct bridge_backend *q, json_object *ret, const char *err, void *arg);
+
+/* Send the chain's next command; the last one (migrate) leaves us waiting for the event. */
+static void mig_next(struct bridge_backend *q)
+{
+    json_object *a = NULL, *caps, *c;
+    const char *cmd = NULL;
+    int fd = -1;
+    int rc;
+
+    switch (q->mig.step) {
+    case 0:
+        cmd = "getfd";
+        a = json_object_new_object();
+        json_object_object_add(a, "fdname", json_object_new_string(MIG_FDNAME));
+        fd = q->mig.fd;
+        break;
+    case 1:
+        cmd = "migrate-set-capabilities";
+        a = json_object_new_object();
+        caps = json_object_new_array();
+        c = json_object_new_object();
+        json_object_object_add(c, "capability", json_object_new_string("events"));
+        json_object_object_add(c, "state", json_object_new_boolean(1));
+        json_object_array_add(caps, c);
+        /* RAM in a shared file stays where it is: only device state travels */
+        c = json_object_new_object();
+        json_object_object_add(c, "capability", json_object_new_string("x-ignore-shared"));
+        json_object_object_add(c, "state", json_object_new_boolean(q->mig.zero_copy));
+        json_object_array_add(caps, c);
+        json_object_object_add(a, "capabilities", caps);
+        break;
+    case 2:
+        if (q->mig.incoming) {
+            cmd = "migrate-incoming";
+            a = json_object_new_object();
+            json_object_object_add(a, "uri", json_object_new_string("fd:" MIG_FDNAME));
+        } else {
+            /* the default 128 MiB/s would make a copy suspend crawl */
+            cmd = "migrate-set-parameters";
+            a = json_object_new_object();
+            json_object_object_add(
+                a, "max-bandwidth",
+                json_object_new_int64(
+                    (int64_t)(q->mig.max_bandwidth ? q->mig.max_bandwidth : (1ull << 40))));
+        }
+        break;
+    case 3:
+        cmd = "stop"; /* a checkpoint of a stopped VM: nothing dirties RAM while it is written */
+        break;
+    case 4:
+        cmd = "migrate";
+        a = json_object_new_object();
+        json_object_object_add(a, "uri", json_object_new_string("fd:" MIG_FDNAME));
+        break;
+    default:
+        return; /* waiting for MIGRATION */
+    }
+    rc = qmp_command_fd(q, cmd, a, q->cfg->job_timeout, mig_step, NULL, fd);
+    if (fd >= 0 && rc == 0) {
+        close(q->mig.fd); /* QEMU has its own copy now */
+        q->mig.fd = -1;
+    }
+    if (rc < 0)
+        mig_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "cannot send to QEMU");
+}
+
+static void mig_step(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    (void)arg;
+    if (!q->mig.active)
+        return;
+    if (err) {
+        char msg[VMS_STR_MAX + 1];
+        snprintf(msg, sizeof(msg), "checkpoint step %d: %s", q->mig.step, err);
+        mig_finish(q, err_status(err), msg);
+        return;
+    }
+    q->mig.step++;
+    if (q->mig.incoming && q->mig.step > 2)
+        q->mig.step = 5; /* loading: migrate-incoming was the last command */
+    mig_next(q);
+}
+
+static void on_migration_event(struct bridge_backend *q, json_object *data)
+{
+    const char *st = str_member(data, "status");
+
+    if (!q->mig.active || q->mig.step < 5)
+        return;
+    if (!strcmp(st, "completed"))
+        mig_finish(q, VMS_STATUS_OK, "");
+    else if (!strcmp(st, "failed") || !strcmp(st, "cancelled"))
+        mig_finish(q, VMS_STATUS_ERR_BACKEND,
+                   q->mig.incoming ? "loading the checkpoint failed"
+                                   : "writing the checkpoint failed");
+}
+
+static int mig_begin(struct bridge_backend *q, int fd, int incoming, int zero_copy,
+                     uint64_t max_bandwidth, bridge_backend_done_fn done, void *opaque)
+{
+    int own;
+
+    if (q->state != Q_READY || q->mig.active || q->job.phase != J_IDLE || q->tx_len)
+        return -1;
+    own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own < 0)
+        return -1;
+    memset(&q->mig, 0, sizeof(q->mig));
+    q->mig.active = 1;
+    q->mig.incoming = incoming;
+    q->mig.zero_copy = zero_copy;
+    q->mig.max_bandwidth = max_bandwidth;
+    q->mig.fd = own;
+    q->mig.done = done;
+    q->mig.opaque = opaque;
+    q->mig.deadline = q->now + q->cfg->job_timeout;
+    mig_next(q);
+    return 0;
+}
+
+static int qmp_checkpoint(struct bridge_backend *q, int fd, int zero_copy, uint64_t max_bandwidth,
+                          bridge_backend_done_fn done, void *opaque)
+{
+    return mig_begin(q, fd, 0, zero_copy, max_bandwidth, done, opaque);
+}
+
+static int qmp_load_checkpoint(struct bridge_backend *q, int fd, int zero_copy,
+                               bridge_backend_done_fn done, void *opaque)
+{
+    return mig_begin(q, fd, 1, zero_copy, 0, done, opaque);
+}
+
+static void on_powerdown(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)q;
+    (void)ret;
+    call_finish(arg, err ? err_status(err) : VMS_STATUS_OK, err, 0);
+}
+
+static int qmp_powerdown(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    if (qmp_command(q, "system_powerdown", NULL, qmp_timeout(q), on_powerdown, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* query-chardev: a server socket without a client is named "disconnected:..." */
+static void on_query_chardev(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_ERR_NOT_FOUND};
+    (void)q;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    for (size_t i = 0; i < jarray_len(ret); i++) {
+        json_object *ch = json_object_array_get_idx(ret, i);
+        if (strcmp(str_member(ch, "label"), c->tag))
+            continue;
+        r.status = VMS_STATUS_OK;
+        r.connected = strncmp(str_member(ch, "filename"), "disconnected:", 13) != 0;
+        break;
+    }
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static int qmp_query_chardev(struct bridge_backend *q, const char *id, bridge_backend_done_fn done,
+                             void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+
+    if (!c)
+        return -1;
+    snprintf(c->tag, sizeof(c->tag), "%s", id);
+    if (qmp_command(q, "query-chardev", NULL, qmp_timeout(q), on_query_chardev, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- input ---- */
 
 static void on_capabilities(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
@@ -1027,6 +1297,8 @@ static void handle_line(struct bridge_backend *q, const char *line)
         vms_debug(vmname(q), NULL, "qmp: event %s", name);
         if (!strcmp(name, "JOB_STATUS_CHANGE"))
             on_job_event(q, data);
+        if (!strcmp(name, "MIGRATION"))
+            on_migration_event(q, data);
         if (!strcmp(name, "BLOCK_IO_ERROR"))
             on_block_io_error(q, data);
         if (!strcmp(name, "BALLOON_CHANGE") && json_object_object_get_ex(data, "actual", &v))
@@ -1128,6 +1400,8 @@ static void qmp_disconnect(struct bridge_backend *q, const char *why)
     if (q->job.phase != J_IDLE)
         q->job.need_recover = 1;
     fail_commands(q, "lost");
+    if (q->mig.active) /* QEMU quits after a checkpoint only when told: this is a failure */
+        mig_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "QMP lost during the checkpoint");
     balloon_finish(q, "QMP lost while the balloon moved");
     if (was_ready && q->hooks->lost)
         q->hooks->lost(q->opaque);
@@ -1191,6 +1465,8 @@ static void qmp_tick(struct bridge_backend *q, double now)
     }
     if (q->bal.c && (now - q->bal.last_change >= BALLOON_SETTLE_S || now >= q->bal.deadline))
         balloon_settle(q);
+    if (q->mig.active && now >= q->mig.deadline)
+        mig_finish(q, VMS_STATUS_ERR_TIMEOUT, "the checkpoint did not finish in time");
     if (q->job.phase != J_IDLE && now >= q->job.deadline) {
         vms_err(vmname(q), NULL, "qmp: job %s timed out after %u s", q->job.job_id,
                 q->cfg->job_timeout);
@@ -1214,6 +1490,7 @@ static struct bridge_backend *qmp_open(const struct bridge_vm_config *cfg, struc
     q->backoff_min = q->backoff_ms = reconnect_min_ms ? reconnect_min_ms : 200;
     q->backoff_max = reconnect_max_ms ? reconnect_max_ms : 5000;
     q->now = bridge_now();
+    q->mig.fd = -1;
     bridge_watch_init(&q->watch, qmp_io, q);
     return q;
 }
@@ -1234,11 +1511,13 @@ static void qmp_close(struct bridge_backend *q)
         q->cmds = c->next;
         if (c->fn != ignore_reply && c->fn != on_job_started && c->fn != on_query_jobs &&
             c->fn != on_capabilities && c->fn != on_balloon_now && c->fn != on_balloon_last &&
-            c->arg)
+            c->fn != mig_step && c->arg)
             free(c->arg); /* a struct qmp_call */
         free(c);
     }
     free(q->bal.c);
+    if (q->mig.fd >= 0)
+        close(q->mig.fd);
     free(q->rx);
     free(q->tx);
     free(q);
@@ -1266,4 +1545,8 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .query_block = qmp_query_block,
     .cont = qmp_cont,
     .kill = qmp_kill,
+    .checkpoint = qmp_checkpoint,
+    .load_checkpoint = qmp_load_checkpoint,
+    .powerdown = qmp_powerdown,
+    .query_chardev = qmp_query_chardev,
 };

@@ -31,6 +31,7 @@ struct bridge_backend_result {
     unsigned n_io;
     char io_node[4][BRIDGE_NODE_NAME_MAX];
     char io_status[4][16]; /* "failed", "nospace" */
+    int connected;         /* query_chardev: a client is connected to the chardev */
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
@@ -99,6 +100,25 @@ struct bridge_backend_ops {
     /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the
      * process at the other end of the monitor socket. Returns 0 or -1. */
     int (*kill)(struct bridge_backend *b, int force);
+
+    /* ---- lifecycle of managed VMs (vm/managed.c) ---- */
+    /*
+     * Stop the VM and write its checkpoint to @fd (the backend keeps its own copy of the
+     * fd). @zero_copy: the VM's RAM lives in a shared file that stays in place, and only
+     * the device state is written. @max_bandwidth: bytes/s, 0 = unlimited. ok when the
+     * hypervisor says the checkpoint is complete; the VM is then stopped, not yet gone.
+     */
+    int (*checkpoint)(struct bridge_backend *b, int fd, int zero_copy, uint64_t max_bandwidth,
+                      bridge_backend_done_fn done, void *opaque);
+    /* Load a checkpoint from @fd into a hypervisor started to wait for one; the VM stays
+     * paused until cont. @zero_copy as for checkpoint. */
+    int (*load_checkpoint)(struct bridge_backend *b, int fd, int zero_copy,
+                           bridge_backend_done_fn done, void *opaque);
+    /* Press the VM's power button (ACPI). */
+    int (*powerdown)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* Whether a client is connected to chardev @id (result.connected). */
+    int (*query_chardev)(struct bridge_backend *b, const char *id, bridge_backend_done_fn done,
+                         void *opaque);
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;

@@ -49,6 +49,25 @@ static const char *const migrations[] = {
     "CREATE TABLE rights ("
     "  principal TEXT NOT NULL REFERENCES principals(name) ON DELETE CASCADE,"
     "  vm TEXT NOT NULL, op TEXT NOT NULL, PRIMARY KEY (principal, vm, op));",
+    /* lifecycle of managed VMs (db-lifecycle.c): run state and process, the VM's one
+     * reservation in a tier, its checkpoints, moves between tiers and files to delete */
+    "CREATE TABLE managed ("
+    "  vm TEXT PRIMARY KEY, run_state TEXT NOT NULL DEFAULT 'stopped',"
+    "  pid INTEGER NOT NULL DEFAULT 0, pid_start INTEGER NOT NULL DEFAULT 0,"
+    "  ram_file TEXT NOT NULL DEFAULT '', res_tier TEXT NOT NULL DEFAULT '',"
+    "  res_bytes INTEGER NOT NULL DEFAULT 0, updated INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE checkpoints ("
+    "  id TEXT PRIMARY KEY, vm TEXT NOT NULL, tier TEXT NOT NULL,"
+    "  zero_copy INTEGER NOT NULL, state_file TEXT NOT NULL, ram_file TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL,"
+    "  pinned INTEGER NOT NULL DEFAULT 0,"
+    "  phase TEXT NOT NULL CHECK (phase IN ('writing','valid','loading','consumed','discarded')),"
+    "  fp TEXT NOT NULL DEFAULT '', resume_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX checkpoints_vm ON checkpoints(vm, phase);"
+    "CREATE TABLE tier_moves ("
+    "  checkpoint TEXT PRIMARY KEY, to_tier TEXT NOT NULL, new_state_file TEXT NOT NULL,"
+    "  new_ram_file TEXT NOT NULL, started INTEGER NOT NULL);"
+    "CREATE TABLE tier_garbage (path TEXT PRIMARY KEY);",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
@@ -169,6 +188,11 @@ int bridge_db_commit(struct bridge_db *db)
 void bridge_db_rollback(struct bridge_db *db)
 {
     exec(db, "ROLLBACK");
+}
+
+int bridge_db_schema_latest(void)
+{
+    return (int)(sizeof(migrations) / sizeof(migrations[0]));
 }
 
 int bridge_db_schema_version(struct bridge_db *db)

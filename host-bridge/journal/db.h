@@ -1,7 +1,7 @@
 /*
  * db.h — the bridge's durable state: one SQLite file in WAL mode.
  *
- * Tables (schema version 1, see migrations[] in db.c):
+ * Tables (see migrations[] in db.c; bridge_db_schema_latest() is the newest version):
  *   vms        (name, epoch, next_seq, current_state, created)
  *   requests   (vm, id, op, app_id, principal, app_data, label, state_id, bytes,
  *               epoch, status accepted|running|done|refused, result, message,
@@ -26,7 +26,6 @@
 
 #include "vms-proto.h"
 
-#define BRIDGE_DB_SCHEMA_VERSION 1
 
 enum bridge_req_status {
     BRIDGE_REQ_ACCEPTED = 0, /* journaled, queued, not started */
@@ -73,12 +72,15 @@ void bridge_request_clear(struct bridge_request *r);
 
 /*
  * Open (creating if needed) the database at @path, enable WAL, and migrate
- * the schema to BRIDGE_DB_SCHEMA_VERSION. Refuses a newer schema. Returns 0
+ * the schema to bridge_db_schema_latest(). Refuses a newer schema. Returns 0
  * or -1 with @err filled.
  */
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen);
 void bridge_db_close(struct bridge_db *db);
 int bridge_db_schema_version(struct bridge_db *db);
+
+/* The schema version this bridge writes (the number of migrations it knows). */
+int bridge_db_schema_latest(void);
 
 int bridge_db_begin(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "managed.h"
 #include "privsep.h"
 #include "vms-log.h"
 
@@ -601,6 +602,7 @@ void bridge_vm_kick(struct bridge_vm *vm)
 static void on_backend_ready(void *opaque)
 {
     struct bridge_vm *vm = opaque;
+    bridge_managed_backend_ready(vm);
     bridge_ioe_ready(vm->ioe);
     bridge_vm_kick(vm);
 }
@@ -634,7 +636,19 @@ static const struct bridge_backend_hooks backend_hooks = {
     .io_error = on_backend_io_error,
 };
 
-/* ---- lifecycle ---- */
+const struct bridge_backend_hooks *bridge_vm_backend_hooks(void)
+{
+    return &backend_hooks;
+}
+
+void bridge_vm_ports_retry_now(struct bridge_vm *vm)
+{
+    unsigned min = vm->br->cfg->reconnect_min_ms;
+    vm->a.retry_at = vm->b.retry_at = vm->now;
+    vm->a.backoff_ms = vm->b.backoff_ms = min;
+}
+
+/* ---- setup ---- */
 
 int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_vm_config *cfg)
 {
@@ -657,11 +671,12 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
     bridge_auth_limiter_init(&vm->auth, cfg->auth_fail_max, cfg->auth_fail_window);
     bridge_queue_init(&vm->queue);
     vm->now = bridge_now();
-    return 0;
+    return bridge_managed_init(vm);
 }
 
 void bridge_vm_free(struct bridge_vm *vm)
 {
+    bridge_managed_free(vm);
     if (vm->backend)
         vm->br->backend->close(vm->backend);
     vm->backend = NULL;
@@ -738,7 +753,9 @@ int bridge_vm_start(struct bridge_vm *vm)
         return -1;
     vm->backend = vm->br->backend->open(vm->cfg, &vm->br->loop, vm->br->cfg->reconnect_min_ms,
                                         vm->br->cfg->reconnect_max_ms, &backend_hooks, vm);
-    return vm->backend ? 0 : -1;
+    if (!vm->backend)
+        return -1;
+    return bridge_managed_start(vm);
 }
 
 void bridge_vm_tick(struct bridge_vm *vm, double now)
