@@ -40,6 +40,26 @@ EXTRA_DIST += guest-helper/vmstate-helperd.service.in
 guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd.service.in Makefile
 	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && mv $@.tmp $@
 CLEANFILES += guest-helper/vmstate-helperd.service
+# Guests without systemd: a sysvinit script and an OpenRC service, installed with
+# --with-initddir=DIR (e.g. /etc/init.d); both use --daemon --pidfile and syslog.
+guest-helper/vmstate-helperd.init: $(top_srcdir)/guest-helper/vmstate-helperd.init.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+guest-helper/vmstate-helperd.openrc: $(top_srcdir)/guest-helper/vmstate-helperd.openrc.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+noinst_SCRIPTS = guest-helper/vmstate-helperd.init
+helperexample_SCRIPTS = guest-helper/vmstate-helperd.openrc
+CLEANFILES += guest-helper/vmstate-helperd.init guest-helper/vmstate-helperd.openrc
+EXTRA_DIST += guest-helper/vmstate-helperd.init.in guest-helper/vmstate-helperd.openrc.in
+install-data-local: install-helper-initd
+uninstall-local: uninstall-helper-initd
+install-helper-initd: guest-helper/vmstate-helperd.init
+	if test '$(initddir)' != no; then \
+	  $(MKDIR_P) '$(DESTDIR)$(initddir)' && \
+	  $(INSTALL_SCRIPT) guest-helper/vmstate-helperd.init '$(DESTDIR)$(initddir)/vmstate-helperd'; \
+	fi
+uninstall-helper-initd:
+	if test '$(initddir)' != no; then rm -f '$(DESTDIR)$(initddir)/vmstate-helperd'; fi
+.PHONY: install-helper-initd uninstall-helper-initd
 
 # Component tests: the real daemon against a private dbus-daemon and a fake bridge.
 TESTS += tests/test-helper-bus

@@ -11,5 +11,5 @@ tests_test_proto_CFLAGS = $(TEST_COMMON_CFLAGS)
 tests_test_proto_LDADD = $(TEST_COMMON_LDADD)
 # Packaging: a default configure installs integration files where the system reads them
 # (pkg-config's directories), and every source file git tracks carries an SPDX line.
-TESTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh
-dist_noinst_SCRIPTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh
+TESTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
+dist_noinst_SCRIPTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
