@@ -13,3 +13,13 @@ tests_test_proto_LDADD = $(TEST_COMMON_LDADD)
 # (pkg-config's directories), and every source file git tracks carries an SPDX line.
 TESTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
 dist_noinst_SCRIPTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
+# Debian packages (`make deb`: dpkg-buildpackage -us -uc, lintian clean of errors) and the
+# acceptance test that installs them into a fresh Debian 12 root and follows the admin guide
+# (`make check-debs`; needs root, debootstrap and the Debian mirror; see tests/packaging/).
+EXTRA_DIST += debian tests/packaging/deb-guide-test.py
+dist_noinst_SCRIPTS += tests/packaging/build-debs.sh tests/packaging/check-debs.sh
+deb:
+	DEB_BUILD_OPTIONS='$(DEB_BUILD_OPTIONS)' $(top_srcdir)/tests/packaging/build-debs.sh $(top_srcdir) debs
+check-debs: deb guest-image
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/packaging/check-debs.sh debs
+.PHONY: deb check-debs

@@ -8,9 +8,12 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -153,6 +156,26 @@ static int print_query(struct bridge_db *db, const char *sql, const char *vm)
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : 1;
+}
+
+/* Run as the journal's owner when root: the files SQLite creates beside it (-wal, -shm, the
+ * journal itself) must stay the bridge's (user vmstate), or the bridge cannot open them. */
+static int become_journal_owner(const char *db_path)
+{
+    char dir[BRIDGE_PATH_MAX];
+    struct stat st;
+
+    if (geteuid() != 0)
+        return 0;
+    snprintf(dir, sizeof(dir), "%s", db_path);
+    if (stat(dirname(dir), &st) < 0 || st.st_uid == 0)
+        return 0;
+    if (setgroups(0, NULL) < 0 || setgid(st.st_gid) < 0 || setuid(st.st_uid) < 0) {
+        fprintf(stderr, "vmstate-admin: cannot become the journal's owner (uid %u): %s\n",
+                (unsigned)st.st_uid, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* The commands, with how many arguments each takes (checked before anything is opened). */
@@ -299,6 +322,8 @@ int main(int argc, char **argv)
         snprintf(dbfile, sizeof(dbfile), "%s", cfg.database);
         db_path = dbfile;
     }
+    if (become_journal_owner(db_path) < 0)
+        goto out;
     /* Only principal-add starts a journal: anything else on a missing file is a typo. */
     if (strcmp(cmd, "principal-add") && access(db_path, F_OK) < 0) {
         fprintf(stderr,
