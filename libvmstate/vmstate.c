@@ -502,6 +502,13 @@ static int map_error(vmstate *v, const DBusError *err)
         const char *name;
         int code;
     } map[] = {
+        {"org.vmstate.Helper1.Error.Permission", VMSTATE_E_PERMISSION},
+        {"org.vmstate.Helper1.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
+        {"org.vmstate.Helper1.Error.Busy", VMSTATE_E_BUSY},
+        {"org.vmstate.Helper1.Error.InvalidArgs", VMSTATE_E_INVALID},
+        {"org.vmstate.Helper1.Error.LimitReached", VMSTATE_E_LIMIT},
+        {"org.vmstate.Helper1.Error.NotFound", VMSTATE_E_NOT_FOUND},
+        /* the names of helpers before 0.1.0 (errors not yet scoped under the interface) */
         {"org.vmstate.Error.Permission", VMSTATE_E_PERMISSION},
         {"org.vmstate.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
         {"org.vmstate.Error.Busy", VMSTATE_E_BUSY},
