@@ -28,7 +28,14 @@ guest_helper_vmstate_helperd_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS)
 guest_helper_vmstate_helperd_LDADD = $(HELPER_CORE_LIBS)
 
 # Installed integration files.
-dist_dbusinterfaces_DATA = guest-helper/org.vmstate.Helper1.xml
+# One interface per installed file: the standard interfaces the introspection data also
+# lists (Introspectable, Properties, Peer) are left out of the installed copy.
+nodist_dbusinterfaces_DATA = guest-helper/interfaces/org.vmstate.Helper1.xml
+guest-helper/interfaces/org.vmstate.Helper1.xml: $(top_srcdir)/guest-helper/org.vmstate.Helper1.xml
+	$(AM_V_GEN)$(MKDIR_P) guest-helper/interfaces && \
+	  sed -e '/<interface name="org\.freedesktop\./,/<\/interface>/d' $< >$@.tmp && mv $@.tmp $@
+CLEANFILES += guest-helper/interfaces/org.vmstate.Helper1.xml
+EXTRA_DIST += guest-helper/org.vmstate.Helper1.xml
 dist_dbussystembus_DATA = guest-helper/org.vmstate.Helper1.conf
 dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules
 systemdsystemunit_DATA = guest-helper/vmstate-helperd.service

@@ -11,8 +11,8 @@ tests_test_proto_CFLAGS = $(TEST_COMMON_CFLAGS)
 tests_test_proto_LDADD = $(TEST_COMMON_LDADD)
 # Packaging: a default configure installs integration files where the system reads them
 # (pkg-config's directories), and every source file git tracks carries an SPDX line.
-TESTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
-dist_noinst_SCRIPTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh
+TESTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh tests/install/test-dbus-docs.sh
+dist_noinst_SCRIPTS += tests/install/test-install-paths.sh tests/install/test-spdx.sh tests/install/test-cli.sh tests/install/test-dbus-docs.sh
 # Debian packages (`make deb`: dpkg-buildpackage -us -uc, lintian clean of errors) and the
 # acceptance test that installs them into a fresh Debian 12 root and follows the admin guide
 # (`make check-debs`; needs root, debootstrap and the Debian mirror; see tests/packaging/).
