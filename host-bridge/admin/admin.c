@@ -100,21 +100,15 @@ static int prompt_secret(const char *name, char *out, size_t len)
     return rc == 0 ? 0 : -1;
 }
 
-static int read_secret(const char *name, const char *file, char *out, size_t len)
+/* The secret from @f (--secret-file), or stdin: asked for on a terminal. */
+static int read_secret(const char *name, FILE *f, char *out, size_t len)
 {
-    FILE *f = file ? fopen(file, "r") : stdin;
     int rc;
 
-    if (!f) {
-        fprintf(stderr, "vmstate-admin: %s: %s\n", file, strerror(errno));
-        return -1;
-    }
-    if (!file && isatty(0))
+    if (!f && isatty(0))
         rc = prompt_secret(name, out, len);
     else
-        rc = read_line(f, out, len);
-    if (file)
-        fclose(f);
+        rc = read_line(f ? f : stdin, out, len);
     if (rc < 0) {
         if (!out[0])
             fprintf(stderr, "vmstate-admin: no secret given\n");
@@ -229,6 +223,7 @@ int main(int argc, char **argv)
     struct bridge_db db = {0};
     char err[1024], dbfile[BRIDGE_PATH_MAX];
     int opt, rc = 1, have_cfg = 0, force = 0, n_args, json = 0;
+    FILE *secret_stream = NULL;
     const char *ctl_socket = NULL;
     double ctl_timeout = 600;
 
@@ -322,6 +317,12 @@ int main(int argc, char **argv)
         snprintf(dbfile, sizeof(dbfile), "%s", cfg.database);
         db_path = dbfile;
     }
+    /* --secret-file is opened with the caller's rights, before acting as the journal's owner */
+    for (int i = optind; !strcmp(cmd, "principal-add") && i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--secret-file") && !(secret_stream = fopen(argv[i + 1], "r"))) {
+            fprintf(stderr, "vmstate-admin: %s: %s\n", argv[i + 1], strerror(errno));
+            goto out;
+        }
     if (become_journal_owner(db_path) < 0)
         goto out;
     /* Only principal-add starts a journal: anything else on a missing file is a typo. */
@@ -338,14 +339,14 @@ int main(int argc, char **argv)
     }
 
     if (!strcmp(cmd, "principal-add")) {
-        const char *name = NULL, *file = NULL, *cost = "default";
+        const char *name = NULL, *cost = "default";
         char secret[VMS_STR_MAX + 2] = "", hash[crypto_pwhash_STRBYTES];
         unsigned long long ops = BRIDGE_PWHASH_OPS_DEFAULT;
         size_t mem = BRIDGE_PWHASH_MEM_DEFAULT;
 
         for (int i = optind; i < argc; i++) {
             if (!strcmp(argv[i], "--secret-file") && i + 1 < argc)
-                file = argv[++i];
+                i++; /* opened above */
             else if (!strcmp(argv[i], "--cost") && i + 1 < argc)
                 cost = argv[++i];
             else if (!name)
@@ -366,7 +367,7 @@ int main(int argc, char **argv)
         } else if (strcmp(cost, "default")) {
             goto bad_usage;
         }
-        if (read_secret(name, file, secret, sizeof(secret)) < 0)
+        if (read_secret(name, secret_stream, secret, sizeof(secret)) < 0)
             goto out;
         if (bridge_secret_hash(secret, ops, mem, hash) < 0) {
             sodium_memzero(secret, sizeof(secret));
@@ -446,6 +447,8 @@ bad_usage:
     usage(stderr);
     rc = 2;
 out:
+    if (secret_stream)
+        fclose(secret_stream);
     bridge_db_close(&db);
     bridge_config_free(&cfg);
     return rc;

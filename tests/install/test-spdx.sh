@@ -6,7 +6,8 @@ set -eu
 srcdir=$(cd "${top_srcdir:-$(dirname "$0")/../..}" && pwd)
 cd "$srcdir"
 list() {
-    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # git's list only when this tree is the repository's top (not a tarball unpacked inside it)
+    if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$srcdir" ]; then
         git ls-files
     else
         find . -type f ! -path './_build/*' ! -path './autom4te.cache/*' | sed 's|^\./||'

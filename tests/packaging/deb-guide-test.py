@@ -63,7 +63,7 @@ def main():
               "/usr/lib/sysusers.d/vmstate.conf", "/usr/lib/tmpfiles.d/vmstate.conf",
               "/usr/share/man/man5/vmstate-bridged.conf.5.gz",
               "/usr/share/man/man3/libvmstate.3.gz", "/usr/include/vmstate.h",
-              "/usr/share/doc/vmstate-host/admin-guide.md", "/etc/vmstate/vmstate-bridged.conf"):
+              "/usr/share/doc/vmstate-host/admin-guide.md.gz", "/etc/vmstate/vmstate-bridged.conf"):
         if not os.path.exists(root + f):
             fail(f"installed: {f}")
     in_root(root, "getent", "passwd", "vmstate")
