@@ -94,7 +94,7 @@ def main():
     res = {}
     with bl.VM(wd, a.image, mem=a.mem, extra_args=qga_extra) as vm:
         bl.log(f"boot {vm.wait_ready():.1f} s")
-        dev_a, dev_b = vm.port_device(bl.vmharness.PORT_A), vm.port_device(bl.vmharness.PORT_B)
+        dev_a, dev_b = vm.port_device(bl.harness.PORT_A), vm.port_device(bl.harness.PORT_B)
         dev_q = vm.port_device(bl.QGA_PORT)
         bl.log("floor: host-originated echo")
         res["floor_host"] = floor_host(vm, prog, dev_a, dev_b, a.n)

@@ -35,7 +35,7 @@ FILL_MIB = {"128M": 40, "512M": 352}  # 64 of 128 MiB: the guest OOM-killed dd
 
 class Marks:
     def __init__(self, path):
-        self.sock = bl.vmharness._connect(path, 10)
+        self.sock = bl.harness.connect_unix(path, 10)
         self.marks, self.cond = [], threading.Condition()
         threading.Thread(target=self._run, daemon=True).start()
 

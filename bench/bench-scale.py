@@ -34,7 +34,7 @@ def main():
                     vm.start()
                     vm.wait_ready(timeout=180)
                     break
-                except bl.vmharness.VMError as e:
+                except bl.harness.VMError as e:
                     vm.kill()
                     if attempt == 2:
                         raise

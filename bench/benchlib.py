@@ -1,5 +1,5 @@
 """benchlib: shared helpers for the vmstate benchmarks (Python 3 stdlib, on top of
-tests/guest/vmharness.py).
+the system-test harness tests/harness/vmstest).
 
 Every benchmark script prints Markdown table rows on stdout; progress goes to stderr.
 Statistics: median and p99 by nearest rank (p99 = the ceil(0.99 n)-th smallest sample).
@@ -16,8 +16,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(SRCDIR, "tests", "guest"))
-import vmharness  # noqa: E402  (path set just above)
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "harness"))
+from vmstest import vm as harness  # noqa: E402  (path set just above)
 
 QGA_PORT = "org.qemu.guest_agent.0"
 
@@ -26,7 +26,7 @@ def VM(workdir, image, **kw):
     """A harness VM booted with vmstate.nohelper: the image's own helper start (init.d) is
     skipped; vmstate_path.start_guest() starts the helper with the bench configuration."""
     kw["append"] = ("vmstate.nohelper " + kw.get("append", "")).strip()
-    return vmharness.VM(workdir, image, **kw)
+    return harness.VM(workdir, image, **kw)
 
 
 def log(*a):
@@ -115,7 +115,7 @@ def machine():
             cpu = m[1] if m else "?"
     except OSError:
         pass
-    qemu = subprocess.run([vmharness.QEMU, "--version"], capture_output=True,
+    qemu = subprocess.run([harness.QEMU, "--version"], capture_output=True,
                           text=True).stdout.splitlines()[0]
     mem = "?"
     with open("/proc/meminfo") as f:

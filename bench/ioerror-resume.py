@@ -20,8 +20,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "ioerror"))
-from ioesys import VM, Bridge, NBDServer, guest_dev, writer_script  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "harness"))
+from vmstest import VM, Bridge  # noqa: E402
+from vmstest.disks import NBDServer, guest_dev, io_bridge_options, writer_script  # noqa: E402
 
 
 def pct(xs, p):
@@ -54,11 +55,12 @@ def main():
     try:
         vm.start()
         vm.wait_ready(120)
-        bridge = Bridge(a.builddir, workdir, {"bench": vm}, {"bench": [
-            f"io_probe = nbd1=nbd+unix:///?socket={nbd.sock}",
-            f"io_probe_interval_ms = {a.probe_ms}", f"io_probe_max_ms = {a.probe_ms}",
-            "io_retry_min_ms = 250", "io_settle_ms = 1000", "io_escalate_after = 0"]})
-        bridge.start(["bench"])
+        bridge = Bridge(a.builddir, workdir, {"bench": vm}, bridge_options=io_bridge_options(workdir),
+                        vm_options={"io_probe": f"nbd1=nbd+unix:///?socket={nbd.sock}",
+                                    "io_probe_interval_ms": a.probe_ms,
+                                    "io_probe_max_ms": a.probe_ms, "io_retry_min_ms": 250,
+                                    "io_settle_ms": 1000, "io_escalate_after": 0})
+        bridge.start(wait_connected=["bench"])
         dev = guest_dev(vm, (24 << 20) // 512)
         vm.check("dd if=/dev/urandom of=/tmp/pat bs=64k count=64 2>/dev/null")
         vm.spawn(writer_script(dev, "/tmp/pat", 64, "/tmp/w.log", loop=True))

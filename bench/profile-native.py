@@ -110,7 +110,7 @@ def main():
     with bl.VM(os.path.join(wd, "vm"), a.image, ports=False) as vm:
         vm.wait_ready()
         dbus = subprocess.Popen(["dbus-daemon", "--nofork", "--config-file",
-                                 os.path.join(wd, "bus.conf")], preexec_fn=bl.vmharness._child_setup)
+                                 os.path.join(wd, "bus.conf")], preexec_fn=bl.harness.child_setup)
         procs.append(dbus)
         cg = []
         if a.callgrind:
@@ -120,15 +120,15 @@ def main():
                                         os.path.join(wd, "helper.conf"), "--address",
                                         f"unix:path={bus}"],
                                   stdout=open(os.path.join(wd, "helper.log"), "w"),
-                                  stderr=subprocess.STDOUT, preexec_fn=bl.vmharness._child_setup)
+                                  stderr=subprocess.STDOUT, preexec_fn=bl.harness.child_setup)
         procs.append(helper)
         try:
             with vp.Path(a.builddir, wd, {"vm1": FakeVM(vm, relay)}, cost="test") as path:
                 if a.callgrind_bridge:
                     path.stop()
-                    path.proc = subprocess.Popen(
-                        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={wd}/cg.bridge",
-                         path.exe, "-c", path.conf], stdout=path.logf, stderr=subprocess.STDOUT)
+                    path.wrapper = ["valgrind", "--tool=callgrind",
+                                    f"--callgrind-out-file={wd}/cg.bridge"]
+                    path.start()
                 r = subprocess.run([app, "wait-bridge", "60"], env=env)
                 if r.returncode != 0:
                     raise SystemExit("native helper never saw the bridge")

@@ -43,7 +43,8 @@ static void usage(FILE *f)
             "Asked of the running bridge on its admin socket (admin_socket in CONFIG, or -S):\n"
             "  status [VM] | tiers\n"
             "  start VM | stop VM | suspend VM | resume VM   (managed VMs)\n"
-            "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n\n"
+            "  pin VM | unpin VM | demote VM | promote VM     (the VM's checkpoint)\n"
+            "  schedule VM resume AT|+SECONDS|none           (promotes ahead of time)\n\n"
             "Options:\n"
             "  -c, --config FILE    the bridge's configuration (default %s)\n"
             "  -D, --database FILE  the journal (default: [bridge] database of the config)\n"
@@ -51,7 +52,9 @@ static void usage(FILE *f)
             "  -j, --json           admin socket answers as JSON\n"
             "  -t, --timeout SEC    wait at most SEC seconds for the bridge (default 600)\n"
             "  -h, --help           this text\n"
-            "  -V, --version        print the version\n\n"
+            "  -V, --version        print the version
+
+"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n"
             "Exit status: 0 ok; 1 failed (message on stderr); 2 usage error; 3 the bridge is\n"

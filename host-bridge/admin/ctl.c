@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -175,6 +176,15 @@ static void handle_command(struct ctl_conn *c, const char *line)
             conn_error(c, why);
         else
             conn_answer(c, 1, NULL);
+    } else if (!strcmp(cmd, "schedule-resume")) {
+        char why[160];
+        int64_t at = 0;
+        if (json_object_object_get_ex(req, "at", &v) && json_object_is_type(v, json_type_int))
+            at = json_object_get_int64(v);
+        if (at < 0 || bridge_managed_schedule_resume(vm, at, why, sizeof(why)) < 0)
+            conn_error(c, at < 0 ? "\"at\" must be a unix time" : why);
+        else
+            conn_answer(c, 1, NULL);
     } else if (!strcmp(cmd, "demote") || !strcmp(cmd, "promote")) {
         c->waiting = 1;
         bridge_managed_move(vm, cmd[0] == 'p', on_op_done, c);
@@ -306,8 +316,9 @@ void bridge_admin_close(struct bridge *br)
 
 /* ---- client ---- */
 
-static const char *const ctl_commands[] = {"status", "tiers", "start", "stop",   "suspend",
-                                           "resume", "pin",   "unpin", "demote", "promote"};
+static const char *const ctl_commands[] = {"status",  "tiers",   "start",   "stop",
+                                           "suspend", "resume",  "pin",     "unpin",
+                                           "demote",  "promote", "schedule"};
 
 int bridge_admin_is_ctl_command(const char *cmd)
 {
@@ -371,6 +382,26 @@ int bridge_admin_ctl_main(const char *socket_path, const char *cmd, int argc, ch
     int fd = -1, rc = 3;
     const char *text;
 
+    if (!strcmp(cmd, "schedule")) {
+        /* schedule VM resume AT: AT is unix seconds, +SECONDS from now, or "none" */
+        char *end = NULL;
+        long long at;
+        if (argc != 3 || strcmp(argv[1], "resume")) {
+            fprintf(stderr, "vmstate-admin: usage: schedule VM resume AT|+SECONDS|none\n");
+            rc = 2;
+            goto out;
+        }
+        at = !strcmp(argv[2], "none") ? 0 : strtoll(argv[2] + (argv[2][0] == '+'), &end, 10);
+        if (strcmp(argv[2], "none") && (!end || *end || at <= 0)) {
+            fprintf(stderr, "vmstate-admin: schedule: '%s' is not a time\n", argv[2]);
+            rc = 2;
+            goto out;
+        }
+        if (argv[2][0] == '+')
+            at += (long long)time(NULL);
+        json_object_object_add(req, "at", json_object_new_int64(at));
+        cmd = "schedule-resume";
+    }
     json_object_object_add(req, "cmd", json_object_new_string(cmd));
     if (argc > 0)
         json_object_object_add(req, "vm", json_object_new_string(argv[0]));

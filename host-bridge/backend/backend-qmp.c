@@ -1523,6 +1523,16 @@ static void qmp_close(struct bridge_backend *q)
     free(q);
 }
 
+static void qmp_reconnect_policy(struct bridge_backend *q, unsigned min_ms, unsigned max_ms)
+{
+    q->backoff_min = min_ms ? min_ms : 200;
+    q->backoff_max = max_ms > q->backoff_min ? max_ms : q->backoff_min;
+    if (q->backoff_ms < q->backoff_min || q->backoff_ms > q->backoff_max)
+        q->backoff_ms = q->backoff_min;
+    if (q->state == Q_DOWN && q->retry_at > q->now + q->backoff_ms / 1000.0)
+        q->retry_at = q->now;
+}
+
 static int qmp_is_ready(struct bridge_backend *q)
 {
     return q->state == Q_READY;
@@ -1547,6 +1557,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .kill = qmp_kill,
     .checkpoint = qmp_checkpoint,
     .load_checkpoint = qmp_load_checkpoint,
+    .reconnect_policy = qmp_reconnect_policy,
     .powerdown = qmp_powerdown,
     .query_chardev = qmp_query_chardev,
 };

@@ -114,6 +114,8 @@ struct bridge_backend_ops {
      * paused until cont. @zero_copy as for checkpoint. */
     int (*load_checkpoint)(struct bridge_backend *b, int fd, int zero_copy,
                            bridge_backend_done_fn done, void *opaque);
+    /* Reconnect with backoff from @min_ms doubling to @max_ms (a new QEMU: retry often). */
+    void (*reconnect_policy)(struct bridge_backend *b, unsigned min_ms, unsigned max_ms);
     /* Press the VM's power button (ACPI). */
     int (*powerdown)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Whether a client is connected to chardev @id (result.connected). */

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 #include "bridge.h"
+#include "managed.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -112,33 +113,51 @@ void bridge_clock_on_event(void *opaque, const char *name)
 
 /* ---- Prepare / Ready ---- */
 
-int bridge_prepare_start(struct bridge_vm *vm, const struct bridge_request *r)
+/* Send Prepare for @id and wait for Ready: 1, or 0 when the guest takes no Prepare. */
+static int prepare_send(struct bridge_vm *vm, const char *id, const char *label, int for_suspend)
 {
     struct vms_msg m;
 
     if (!vm->cfg->prepare_timeout_ms || !(vm->caps & VMS_CAP_PREPARE) || vm->b.ch.fd < 0)
         return 0;
     vms_msg_init(&m, VMS_MSG_PREPARE);
-    vms_msg_set_str(&m, VMS_F_REQUEST_ID, r->id);
-    if (r->label[0])
-        vms_msg_set_str(&m, VMS_F_LABEL, r->label);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, id);
+    if (label && label[0])
+        vms_msg_set_str(&m, VMS_F_LABEL, label);
     vms_msg_set_u64(&m, VMS_F_TIMEOUT_MS, vm->cfg->prepare_timeout_ms);
     bridge_vm_send(vm, &m);
     vms_msg_clear(&m);
     vm->hx.active = 1;
-    memcpy(vm->hx.request_id, r->id, sizeof(vm->hx.request_id));
+    vm->hx.for_suspend = for_suspend;
+    snprintf(vm->hx.request_id, sizeof(vm->hx.request_id), "%s", id);
     vm->hx.started = vm->now;
     vm->hx.deadline = vm->now + vm->cfg->prepare_timeout_ms / 1000.0;
-    vms_info(vmname(vm), r->id, "save: Prepare sent; waiting up to %u ms for the guest's Ready",
-             vm->cfg->prepare_timeout_ms);
+    vms_info(vmname(vm), id, "%s: Prepare sent; waiting up to %u ms for the guest's Ready",
+             for_suspend ? "suspend" : "save", vm->cfg->prepare_timeout_ms);
     return 1;
+}
+
+int bridge_prepare_start(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    return prepare_send(vm, r->id, r->label, 0);
+}
+
+int bridge_prepare_start_suspend(struct bridge_vm *vm, const char *prepare_id)
+{
+    return prepare_send(vm, prepare_id, "suspend", 1);
 }
 
 static void prepare_end(struct bridge_vm *vm, enum vms_status status, const char *message)
 {
+    int for_suspend = vm->hx.for_suspend;
+
     vm->hx.active = 0;
+    vm->hx.for_suspend = 0;
     vm->hx.request_id[0] = '\0';
-    bridge_vm_save_go(vm, status, message);
+    if (for_suspend)
+        bridge_managed_prepared(vm, status, message);
+    else
+        bridge_vm_save_go(vm, status, message);
 }
 
 void bridge_prepare_ready(struct bridge_vm *vm, const struct vms_msg *m)

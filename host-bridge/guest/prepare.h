@@ -31,6 +31,7 @@ struct bridge_prepare {
     double started, deadline;                /* monotonic seconds */
     int io_error;                            /* a BLOCK_IO_ERROR since the last RESUME */
     uint64_t clocks_sent;                    /* Clock messages sent (tests, logs) */
+    int for_suspend;                         /* prepared for a suspend (vm/managed.c) */
 };
 
 /* Host CLOCK_REALTIME in nanoseconds. */
@@ -59,6 +60,13 @@ void bridge_clock_on_event(void *opaque, const char *name);
  * caller starts the save now).
  */
 int bridge_prepare_start(struct bridge_vm *vm, const struct bridge_request *r);
+
+/*
+ * Before a suspend of a managed VM: send Prepare for @prepare_id (a request id the guest
+ * has never seen) and return 1 (bridge_managed_prepared() is called when the guest is
+ * ready, or vetoes, or at the deadline), or 0 when no Prepare applies.
+ */
+int bridge_prepare_start_suspend(struct bridge_vm *vm, const char *prepare_id);
 
 /* A Ready from the guest (port A). Ignored unless it matches the save being prepared. */
 void bridge_prepare_ready(struct bridge_vm *vm, const struct vms_msg *m);

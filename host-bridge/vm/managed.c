@@ -27,11 +27,12 @@
 #include "db-lifecycle.h"
 #include "vms-log.h"
 
-#define PORTS_WAIT_S  10.0 /* resume: wait this long for both ports before cont */
-#define START_READY_S 30.0 /* start/resume: QMP must answer within this */
-#define QUIT_GRACE_S  5.0  /* after quit, SIGKILL */
-#define IDLE_SAMPLE_S 2.0
-#define ARGV_MAX      512
+#define PORTS_WAIT_S       10.0 /* resume: wait this long for both ports before cont */
+#define START_READY_S      30.0 /* start/resume: QMP must answer within this */
+#define QUIT_GRACE_S       5.0  /* after quit, SIGKILL */
+#define IDLE_SAMPLE_S      2.0
+#define ARGV_MAX           512
+#define QMP_FIRST_RETRY_MS 10
 
 enum lc_phase {
     P_IDLE = 0,
@@ -43,6 +44,8 @@ enum lc_phase {
     P_PORTS,      /* resume: waiting for the ports before cont */
     P_CONT,       /* resume: cont sent */
     P_WAIT_MOVE,  /* waiting for a tier move (demotion to make room, or of this checkpoint) */
+    P_WAIT_IDLE,  /* suspend: waiting for the guest request in flight to finish */
+    P_PREPARE,    /* suspend: guest apps are preparing (Prepare sent) */
 };
 
 struct lc_move {
@@ -85,11 +88,28 @@ struct bridge_managed {
     double idle_since, next_sample;
     unsigned long long cpu_ticks;
     int console_client;
+    /* scheduled resume */
+    double next_schedule_check;
+    int promote_tried;
 };
 
 static const char *vmname(const struct bridge_vm *vm)
 {
     return vm->cfg->name;
+}
+
+/*
+ * Fault injection for the crash tests: with VMSTATE_BRIDGE_CRASH_AT=NAME in its environment
+ * the bridge SIGKILLs itself at point NAME, exactly as an outside kill -9 would, but at a
+ * known step (a timed kill races the operation and proves less).
+ */
+static void crash_point(const char *name)
+{
+    const char *at = getenv("VMSTATE_BRIDGE_CRASH_AT");
+    if (at && !strcmp(at, name)) {
+        vms_warn(NULL, NULL, "VMSTATE_BRIDGE_CRASH_AT=%s: SIGKILL", name);
+        kill(getpid(), SIGKILL);
+    }
 }
 
 static double mono(void)
@@ -134,6 +154,7 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
     m->done = NULL;
     m->opaque = NULL;
     reply(done, opaque, ok, o);
+    bridge_vm_kick(m->vm); /* guest requests that waited for the operation */
 }
 
 static void op_fail(struct bridge_managed *m, const char *fmt, ...)
@@ -269,17 +290,30 @@ static void watch_pid(struct bridge_managed *m, pid_t pid)
     bridge_watch_add(&m->vm->br->loop, &m->pidw, fd, EPOLLIN);
 }
 
-/* Split the template on blanks into @argv (at @*argc), substituting {run} and {name}. */
+/*
+ * Split the template into @argv (at @*argc): words are separated by blanks, a double-quoted
+ * part keeps its blanks (-append "console=ttyS0 quiet"), {run} and {name} are substituted.
+ */
 static int template_args(const struct bridge_vm_config *c, char **argv, int *argc, int max)
 {
-    char buf[BRIDGE_QEMU_ARGS_MAX], *save = NULL, *tok;
+    const char *s = c->qemu_args;
 
-    snprintf(buf, sizeof(buf), "%s", c->qemu_args);
-    for (tok = strtok_r(buf, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+    for (;;) {
         char out[2048];
         size_t o = 0;
-        for (const char *s = tok; *s && o < sizeof(out) - 1;) {
+        int quoted = 0;
+
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            return 0;
+        while (*s && (quoted || (*s != ' ' && *s != '\t'))) {
             const char *sub = NULL;
+            if (*s == '"') {
+                quoted = !quoted;
+                s++;
+                continue;
+            }
             if (!strncmp(s, "{run}", 5)) {
                 sub = c->run_dir;
                 s += 5;
@@ -291,14 +325,15 @@ static int template_args(const struct bridge_vm_config *c, char **argv, int *arg
                 o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", sub);
             else
                 out[o++] = *s++;
-            if (o >= sizeof(out))
+            if (o >= sizeof(out) - 1)
                 return -1;
         }
+        if (quoted)
+            return -1;
         out[o] = '\0';
         if (*argc >= max - 1 || !(argv[(*argc)++] = strdup(out)))
             return -1;
     }
-    return 0;
 }
 
 static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
@@ -324,8 +359,9 @@ static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
 #define FD_CONSOLE 4
 
 /*
- * The command line: the admin's template, then what the bridge owns: QMP, the two ports,
- * the RAM backend in the tier (zero-copy), the console socket, and for a resume
+ * The command line: what the bridge owns (QMP, the virtio-serial bus vms-vser with the two
+ * ports, the RAM backend in the tier for zero-copy), the admin's template, the console
+ * socket, and for a resume
  * -incoming defer -S (the VM waits paused for its checkpoint and for cont).
  */
 static char **build_argv(struct bridge_managed *m, int incoming)
@@ -337,7 +373,6 @@ static char **build_argv(struct bridge_managed *m, int incoming)
     if (!argv)
         return NULL;
     bad |= add_arg(argv, &n, ARGV_MAX, "%s", c->qemu);
-    bad |= template_args(c, argv, &n, ARGV_MAX);
     bad |= add_arg(argv, &n, ARGV_MAX, "-name");
     bad |= add_arg(argv, &n, ARGV_MAX, "%s,debug-threads=on", c->name);
     bad |= add_arg(argv, &n, ARGV_MAX, "-pidfile");
@@ -370,6 +405,8 @@ static char **build_argv(struct bridge_managed *m, int incoming)
     bad |= add_arg(argv, &n, ARGV_MAX,
                    "virtserialport,bus=vms-vser.0,chardev=vms-b,id=vms-portb,name=%s",
                    "org.vmstate.event.0");
+    /* the template after the bridge's devices, so that it can add ports on vms-vser.0 */
+    bad |= template_args(c, argv, &n, ARGV_MAX);
     if (m->console_fd >= 0) {
         bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
         bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-console,fd=%d,server=on,wait=off",
@@ -459,8 +496,10 @@ static void reconnect_now(struct bridge_vm *vm)
     struct bridge *br = vm->br;
     if (vm->backend)
         br->backend->close(vm->backend);
-    vm->backend = br->backend->open(vm->cfg, &br->loop, br->cfg->reconnect_min_ms,
-                                    br->cfg->reconnect_max_ms, bridge_vm_backend_hooks(), vm);
+    /* a fresh QEMU opens its monitor within tens of ms: look every 10 ms until it answers
+     * (bridge_managed_backend_ready restores the configured backoff) */
+    vm->backend = br->backend->open(vm->cfg, &br->loop, QMP_FIRST_RETRY_MS, QMP_FIRST_RETRY_MS,
+                                    bridge_vm_backend_hooks(), vm);
     bridge_vm_ports_retry_now(vm);
 }
 
@@ -653,6 +692,7 @@ static void move_finished(struct bridge_managed *m)
                                json_object_new_string(mv->failed ? mv->err : "checkpoint changed"));
         goto out;
     }
+    crash_point("move-copied");
     if (bridge_db_begin(db) < 0)
         goto out;
     if (bridge_db_garbage_add(db, ck.state_file) < 0 ||
@@ -675,6 +715,7 @@ static void move_finished(struct bridge_managed *m)
             close(m->ram_lock_fd);
         m->ram_lock_fd = ofd_lock(ck.ram_file, 0, 0);
     }
+    crash_point("move-switched");
     bridge_db_garbage_collect(db);
     vms_info(vmname(m->vm), NULL, "tier: checkpoint %s now in %s", ck.id, ck.tier);
     json_object_object_add(o, "tier", json_object_new_string(ck.tier));
@@ -828,8 +869,51 @@ static void start_go(struct bridge_managed *m)
 /* ---- suspend ---- */
 
 static void on_checkpoint_written(void *opaque, const struct bridge_backend_result *r);
+static void checkpoint_go(struct bridge_managed *m);
 
+/*
+ * Suspend: wait for the guest request in flight (a snapshot job and a checkpoint must not
+ * overlap), let guest apps prepare (PrepareSave, pre-save hooks), then checkpoint.
+ */
 static void suspend_go(struct bridge_managed *m)
+{
+    struct bridge_vm *vm = m->vm;
+    unsigned char rnd[16];
+    char id[VMS_REQUEST_ID_LEN + 1];
+
+    if (vm->busy) {
+        m->phase = P_WAIT_IDLE;
+        m->deadline = mono() + 0.05;
+        return;
+    }
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    m->phase = P_PREPARE;
+    if (!bridge_prepare_start_suspend(vm, id))
+        checkpoint_go(m);
+}
+
+void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const char *message)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (!m || m->op != BRIDGE_LC_SUSPEND || m->phase != P_PREPARE)
+        return;
+    if (status == VMS_STATUS_ERR_INHIBITED) {
+        op_fail(m, "suspend refused: %s", message ? message : "inhibited by the guest");
+        return;
+    }
+    checkpoint_go(m);
+}
+
+int bridge_managed_holds(const struct bridge_vm *vm)
+{
+    return vm->mgd && (vm->mgd->op == BRIDGE_LC_SUSPEND || vm->mgd->op == BRIDGE_LC_STOP ||
+                       vm->mgd->op == BRIDGE_LC_RESUME);
+}
+
+static void checkpoint_go(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
     const struct bridge_tier_config *t = tier_of(vm, m->row.res_tier);
@@ -868,6 +952,7 @@ static void suspend_go(struct bridge_managed *m)
     }
     m->phase = P_CHECKPOINT;
     m->t_mark = mono();
+    crash_point("suspend-journaled");
     if (vm->br->backend->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
                                     ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
                                     on_checkpoint_written, m) < 0) {
@@ -924,6 +1009,7 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     vms_info(vmname(vm), NULL,
              "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), quitting QEMU", m->ck.id,
              (long long)st.st_size, (mono() - m->t_mark) * 1000);
+    crash_point("suspend-written");
     m->t_mark = mono() - m->t_mark; /* checkpoint seconds, reported */
     m->phase = P_QUIT;
     m->quit_sent = mono();
@@ -1065,6 +1151,7 @@ static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_resul
     }
     vms_info(vmname(m->vm), NULL, "lifecycle: checkpoint %s loaded in %.0f ms", m->ck.id,
              (mono() - m->t_mark) * 1000);
+    crash_point("resume-loaded");
     m->phase = P_PORTS;
     m->deadline = mono() + PORTS_WAIT_S;
 }
@@ -1385,17 +1472,26 @@ static void console_watch(struct bridge_managed *m)
         bridge_watch_del(&m->vm->br->loop, &m->conw);
 }
 
+/*
+ * The console socket, listened on by the bridge and handed to every QEMU of the VM. QEMU
+ * unlinks the path it finds with getsockname() when it exits, so the socket is bound under
+ * a private name and clients use a hard link to it (console.sock), which outlives QEMUs.
+ */
 static int console_open(struct bridge_managed *m)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char public_path[sizeof(sa.sun_path)];
     int fd;
 
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/console.sock", m->vm->cfg->run_dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.80s/.console-listen.sock", m->vm->cfg->run_dir);
+    snprintf(public_path, sizeof(public_path), "%.80s/console.sock", m->vm->cfg->run_dir);
     if (mkdir(m->vm->cfg->run_dir, 0700) < 0 && errno != EEXIST)
         return -1;
     unlink(sa.sun_path);
+    unlink(public_path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0 ||
+        link(sa.sun_path, public_path) < 0) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -1405,6 +1501,59 @@ static int console_open(struct bridge_managed *m)
 }
 
 /* ---- per-loop tick ---- */
+
+#define PROMOTE_LEAD_S 30 /* a scheduled resume promotes its checkpoint this long ahead */
+
+/*
+ * A scheduled resume: promote the checkpoint to the fast tier ahead of time (when it was
+ * demoted and there is room), then resume at the time given. Checked every tick: cheap,
+ * one indexed row per suspended VM once a second.
+ */
+static void schedule_tick(struct bridge_managed *m, double now)
+{
+    struct bridge_vm *vm = m->vm;
+    struct bridge_db_checkpoint ck;
+    const struct bridge_tier_config *fast;
+    int64_t wall = (int64_t)time(NULL);
+
+    if (strcmp(m->row.run_state, "suspended") || m->op || m->queued || m->move.running ||
+        now < m->next_schedule_check)
+        return;
+    m->next_schedule_check = now + 1;
+    if (bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1 || !ck.resume_at ||
+        strcmp(ck.phase, "valid"))
+        return;
+    fast = tier_of(vm, vm->cfg->fast_tier);
+    if (fast && strcmp(ck.tier, fast->name) && wall >= ck.resume_at - PROMOTE_LEAD_S &&
+        !m->promote_tried && tier_free(vm, fast) >= (int64_t)m->row.res_bytes) {
+        m->promote_tried = 1; /* once: a failed promotion leaves the resume to the slow tier */
+        vms_info(vmname(vm), NULL, "tier: resume scheduled in %lld s: promoting %s to %s",
+                 (long long)(ck.resume_at - wall), ck.id, fast->name);
+        move_start(m, &ck, fast, NULL, NULL);
+        return;
+    }
+    if (wall >= ck.resume_at) {
+        ck.resume_at = 0;
+        bridge_db_checkpoint_put(&vm->br->db, &ck);
+        m->promote_tried = 0;
+        vms_info(vmname(vm), NULL, "lifecycle: scheduled resume");
+        bridge_managed_request(vm, BRIDGE_LC_RESUME, NULL, NULL);
+    }
+}
+
+int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen)
+{
+    struct bridge_db_checkpoint ck;
+
+    if (!vm->mgd || strcmp(vm->mgd->row.run_state, "suspended") ||
+        bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1) {
+        snprintf(why, whylen, "%s is not suspended", vmname(vm));
+        return -1;
+    }
+    ck.resume_at = at;
+    vm->mgd->promote_tried = 0;
+    return bridge_db_checkpoint_put(&vm->br->db, &ck);
+}
 
 static void vm_tick(struct bridge_managed *m, double now)
 {
@@ -1444,6 +1593,12 @@ static void vm_tick(struct bridge_managed *m, double now)
             resume_cont(m);
         }
         break;
+    case P_WAIT_IDLE:
+        if (now >= m->deadline) {
+            m->phase = P_IDLE;
+            suspend_go(m);
+        }
+        break;
     case P_WAIT_MOVE:
         if (now >= m->deadline && !moves_running(vm->br)) {
             m->phase = P_IDLE;
@@ -1457,6 +1612,7 @@ static void vm_tick(struct bridge_managed *m, double now)
         break;
     }
     idle_tick(m, now);
+    schedule_tick(m, now);
     console_watch(m);
 }
 
@@ -1474,6 +1630,8 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
 
     if (!m)
         return;
+    vm->br->backend->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
+                                      vm->br->cfg->reconnect_max_ms);
     if (m->cont_on_ready) {
         m->cont_on_ready = 0;
         vms_warn(vmname(vm), NULL,
@@ -1686,6 +1844,7 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
         json_object_object_add(c, "pinned", json_object_new_boolean(ck.pinned));
         json_object_object_add(c, "state_file", json_object_new_string(ck.state_file));
         json_object_object_add(c, "last_used", json_object_new_int64(ck.last_used));
+        json_object_object_add(c, "resume_at", json_object_new_int64(ck.resume_at));
         json_object_object_add(o, "checkpoint", c);
     }
     return o;

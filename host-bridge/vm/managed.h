@@ -35,6 +35,8 @@
 
 #include <json-c/json.h>
 
+#include "vms-proto.h"
+
 struct bridge;
 struct bridge_vm;
 
@@ -77,6 +79,13 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
 /* Forget every pending @done for @opaque (its admin connection went away). */
 void bridge_managed_forget(struct bridge *br, void *opaque);
 
+/* The guest's answer to the Prepare before a suspend (prepare.c): OK goes on, INHIBITED
+ * refuses the suspend with @message. */
+void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const char *message);
+
+/* 1 while a lifecycle operation holds @vm: its queued requests wait (vm.c). */
+int bridge_managed_holds(const struct bridge_vm *vm);
+
 /* The backend of @vm is connected (vm.c's ready hook). */
 void bridge_managed_backend_ready(struct bridge_vm *vm);
 
@@ -91,6 +100,12 @@ json_object *bridge_managed_tiers(struct bridge *br);
 
 /* Pin (@pin 1) or unpin @vm's checkpoint. 0, or -1 with @why. */
 int bridge_managed_pin(struct bridge_vm *vm, int pin, char *why, size_t whylen);
+
+/*
+ * Resume suspended @vm at @at (unix seconds; 0 cancels). When its checkpoint was demoted,
+ * it is promoted back to the fast tier ahead of time if there is room. 0, or -1 with @why.
+ */
+int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen);
 
 /* Demote (@to_fast 0) or promote (1) @vm's checkpoint now. @done as for requests. */
 void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn done, void *opaque);

@@ -580,7 +580,7 @@ void bridge_vm_kick(struct bridge_vm *vm)
     const struct bridge_backend_ops *ops = vm->br->backend;
     char id[VMS_REQUEST_ID_LEN + 1];
 
-    if (!vm->backend || !ops->is_ready(vm->backend))
+    if (!vm->backend || !ops->is_ready(vm->backend) || bridge_managed_holds(vm))
         return;
     if (vm->busy) {
         if (vm->need_recover)
@@ -643,9 +643,8 @@ const struct bridge_backend_hooks *bridge_vm_backend_hooks(void)
 
 void bridge_vm_ports_retry_now(struct bridge_vm *vm)
 {
-    unsigned min = vm->br->cfg->reconnect_min_ms;
     vm->a.retry_at = vm->b.retry_at = vm->now;
-    vm->a.backoff_ms = vm->b.backoff_ms = min;
+    vm->a.backoff_ms = vm->b.backoff_ms = 10; /* doubles up to reconnect_max_ms */
 }
 
 /* ---- setup ---- */

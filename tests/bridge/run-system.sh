@@ -10,10 +10,11 @@ builddir=$(cd "$builddir" && pwd)
 for c in qemu-system-x86_64 qemu-img python3; do
     command -v $c >/dev/null 2>&1 || { echo "SKIP: $c not found (apt-get install qemu-system-x86 qemu-utils python3)"; exit 77; }
 done
-[ -x "$srcdir/tests/guest/build-image.sh" ] && [ -f "$srcdir/tests/guest/vmharness.py" ] ||
-    { echo "SKIP: the guest harness (tests/guest) is not in this tree"; exit 77; }
+[ -x "$srcdir/tests/guest/build-image.sh" ] && [ -f "$srcdir/tests/harness/vmstest/vm.py" ] ||
+    { echo "SKIP: the guest harness (tests/guest, tests/harness) is not in this tree"; exit 77; }
 image=$builddir/tests/bridge/image
 "$srcdir/tests/guest/build-image.sh" "$image" \
     --add "$builddir/tests/bridge/vms-wire-client:/usr/bin/vms-wire-client" >/dev/null
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
 exec python3 "$srcdir/tests/bridge/test-bridge-system.py" --image "$image" --builddir "$builddir" \
     ${BRIDGE_SYSTEM_FLAGS:-}

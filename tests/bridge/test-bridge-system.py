@@ -7,115 +7,24 @@ The guest image must hold /usr/bin/vms-wire-client (build-image.sh --add). Two V
 boot with the tests/guest harness; one bridge serves both. The wire client in each guest
 speaks the protocol on the ports directly; it reads commands from the FIFO /tmp/wc.in and
 logs one line per message to /tmp/wc.log (see vms-wire-client.c).
-Needs: python3, qemu-system-x86, qemu-utils; the harness (tests/guest/vmharness.py).
+Needs: python3, qemu-system-x86, qemu-utils; the harness (tests/harness/vmstest).
 """
 import argparse
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "guest"))
-from vmharness import VM, AgentLost, VMError  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest import VM, AgentLost, Bridge, VMError, check, field, proc_status, results, rss_kib  # noqa: E402
 
-failures, passed, numbers = [], [], {}
-
-
-def check(cond, what):
-    print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
-    (passed if cond else failures).append(what)
-    return cond
-
-
-class Bridge:
-    """vmstate-bridged as a child process, with its config and database in workdir."""
-
-    def __init__(self, builddir, workdir, vms, valgrind=False):
-        self.exe = os.path.join(builddir, "host-bridge", "vmstate-bridged")
-        self.admin_exe = os.path.join(builddir, "host-bridge", "vmstate-admin")
-        self.workdir, self.valgrind = workdir, valgrind
-        self.conf = os.path.join(workdir, "bridge.conf")
-        self.db = os.path.join(workdir, "bridge.db")
-        self.log_path = os.path.join(workdir, "bridge.log")
-        self.proc = None
-        with open(self.conf, "w") as f:
-            f.write(f"[bridge]\ndatabase = {self.db}\nlog_level = debug\n"
-                    "reconnect_min_ms = 50\nreconnect_max_ms = 500\n")
-            for name, vm in vms.items():
-                f.write(f"\n[vm {name}]\nport_a = {vm.a_sock}\nport_b = {vm.b_sock}\n"
-                        f"qmp = {vm.qmp_sock}\nnodes = disk0\nstate_dir = {vm.workdir}\n"
-                        "max_states = 8\nmax_pending = 8\nrate_requests = 1000\n"
-                        "auth_fail_max = 50\njob_timeout = 120\n")
-
-    def admin(self, *args, secret=None):
-        r = subprocess.run([self.admin_exe, "-c", self.conf, *args], input=secret, text=True,
-                           capture_output=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError(f"vmstate-admin {args}: {r.stderr}")
-        return r.stdout
-
-    def start(self):
-        argv = [self.exe, "-c", self.conf]
-        if self.valgrind:
-            argv = ["valgrind", "--error-exitcode=99", "--leak-check=full",
-                    "--errors-for-leak-kinds=definite", f"--log-file={self.log_path}.vg.%p"] + argv
-        self.logf = open(self.log_path, "a")
-        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
-        return self.proc.pid
-
-    def rss_kib(self, pid=None):
-        with open(f"/proc/{pid or self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return -1
-
-    def readers(self, parents=None):
-        """PIDs of privsep reader processes of this bridge (or of the given parent PIDs)."""
-        parents = {str(p) for p in (parents or [self.proc.pid])}
-        found = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv[0] == b"vmstate-bridged-reader" and b"-P" in argv and \
-                    argv[argv.index(b"-P") + 1].decode() in parents:
-                found.append(int(d))
-        return found
-
-    def status_of(self, pid, key):
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return line.split(":", 1)[1].split()
-        return []
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return self.proc.wait()
-        return self.proc.returncode if self.proc else None
-
-    def log(self):
-        with open(self.log_path) as f:
-            return f.read()
+numbers = results.numbers
+# quotas low enough to reach, rate limits high enough not to get in the way
+VM_OPTIONS = {"max_states": 8, "max_pending": 8, "rate_requests": 1000, "auth_fail_max": 50,
+              "job_timeout": 120}
 
 
 class Client:
@@ -175,15 +84,6 @@ class Client:
         return self.wait(rf"^EVENT id={rid} .*{extra}.*$", timeout).group(0)
 
 
-def field(line, name):
-    m = re.search(rf"\b{name}=(\S*)", line)
-    return m.group(1) if m else None
-
-
-def snapshots(vm):
-    return vm.qmp("human-monitor-command", **{"command-line": "info snapshots"})
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", required=True)
@@ -203,12 +103,9 @@ def main():
         vm1.wait_ready(90)
         vm2.wait_ready(90)
         print(f"booted 2 VMs in {time.monotonic() - t_all:.1f}s", flush=True)
-        bridge = Bridge(a.builddir, workdir, {"vm1": vm1, "vm2": vm2}, a.valgrind)
-        bridge.admin("principal-add", "app", "--cost", "test", secret="s3cret\n")
-        bridge.admin("principal-add", "saver", "--cost", "test", secret="other\n")
-        bridge.admin("grant", "app", "vm1", "all")
-        bridge.admin("grant", "app", "vm2", "all")
-        bridge.admin("grant", "saver", "vm1", "save", "list")
+        bridge = Bridge(a.builddir, workdir, {"vm1": vm1, "vm2": vm2}, VM_OPTIONS, valgrind=a.valgrind)
+        bridge.add_principal("app", "s3cret", {"vm1": ["all"], "vm2": ["all"]})
+        bridge.add_principal("saver", "other", {"vm1": ["save", "list"]})
         bridge.start()
         c1, c2 = Client(vm1), Client(vm2)
         c1.wait(r"^WELCOME version=1", 60 if not a.valgrind else 180)
@@ -222,7 +119,7 @@ def main():
         s1 = field(ev, "state")
         check(field(ev, "status") == "0", f"1: save completed ok ({ev})")
         check(field(ev, "data") == b"hello-before".hex(), "1: save event carries the app data")
-        check(s1 and s1 in snapshots(vm1), f"1: QEMU holds snapshot {s1} (info snapshots)")
+        check(s1 and s1 in vm1.snapshots(), f"1: QEMU holds snapshot {s1} (info snapshots)")
 
         # ---- 2. restore -> value written after the save is gone; completions in the copy ----
         vm1.check("echo after-save > /tmp/value")
@@ -246,12 +143,12 @@ def main():
               "2: the save that created the state completed in the restored copy (restored-copy)")
 
         # ---- 3. refusals ----
-        snaps_before = snapshots(vm1)
+        snaps_before = vm1.snapshots()
         rid = c1.request("save org.example.Notes app WRONG label=bad")
         ev = c1.event(rid)
         check(field(ev, "status") == "2", f"3: bad secret -> auth error event ({ev})")
         time.sleep(1)
-        check(snapshots(vm1) == snaps_before, "3: no snapshot taken for the bad secret")
+        check(vm1.snapshots() == snaps_before, "3: no snapshot taken for the bad secret")
         rid = c1.request(f"restore org.example.Notes saver other state={s1}")
         ev = c1.event(rid)
         check(field(ev, "status") == "3", f"3: principal without restore right -> denied ({ev})")
@@ -260,7 +157,7 @@ def main():
         check(field(ev, "status") == "6", f"3: vm2 cannot restore vm1's state -> not-found ({ev})")
         rid = c2.request(f"delete org.example.Other app s3cret state={s1}")
         ev = c2.event(rid)
-        check(field(ev, "status") == "6" and s1 in snapshots(vm1),
+        check(field(ev, "status") == "6" and s1 in vm1.snapshots(),
               f"3: vm2 cannot delete vm1's state ({ev})")
         rid = c2.request("list org.example.Other app s3cret")
         ev = c2.event(rid)
@@ -289,7 +186,7 @@ def main():
         ids = re.findall(r"^SENT id=(\w+) op=save", c1.log(), re.M)[-2:]
         for i, rid in enumerate(ids):
             ev = c1.event(rid, timeout=180)
-            check(field(ev, "status") == "0" and field(ev, "state") in snapshots(vm1) and
+            check(field(ev, "status") == "0" and field(ev, "state") in vm1.snapshots() and
                   field(ev, "data") == f"crash-data-{i + 1}".encode().hex(),
                   f"4: save {i + 1} accepted before SIGKILL completed after restart ({ev})")
         time.sleep(3)  # let any duplicate arrive
@@ -304,7 +201,7 @@ def main():
             reqs = [l for l in bridge.admin("requests", "vm1").splitlines()
                     if l.split("\t")[1:2] == [rid]]
             check(len(reqs) == 1 and "\tdone\t" in reqs[0], f"4: save {i + 1} journaled once, done")
-            snaps = [l for l in snapshots(vm1).splitlines() if field(ev, "state") in l]
+            snaps = [l for l in vm1.snapshots().splitlines() if field(ev, "state") in l]
             check(len(snaps) <= 1, "4: no duplicate snapshot")
 
         # ---- other operations: hostinfo, delete, set-memory bounds ----
@@ -315,7 +212,7 @@ def main():
         victim = field(c1.event(ids[0]), "state")
         rid = c1.request(f"delete org.example.Notes app s3cret state={victim}")
         ev = c1.event(rid)
-        check(field(ev, "status") == "0" and victim not in snapshots(vm1),
+        check(field(ev, "status") == "0" and victim not in vm1.snapshots(),
               f"delete: snapshot {victim} gone from QEMU ({ev})")
         rid = c1.request("set-memory org.example.Notes app s3cret bytes=67108864")
         ev = c1.event(rid)
@@ -335,7 +232,7 @@ def main():
         c2 = Client(vm2)
         ev = c2.wait(r"^EVENT id=\w+ op=save .*$", 120).group(0)
         st = field(ev, "status")
-        check(st == "12" or (st == "0" and field(ev, "state") in snapshots(vm2)),
+        check(st == "12" or (st == "0" and field(ev, "state") in vm2.snapshots()),
               f"QEMU killed mid-save: the save is judged when the VM is back: status {st} ({ev})")
         rid = c2.request("list org.example.Other app s3cret")
         ev = c2.event(rid)
@@ -346,21 +243,21 @@ def main():
         readers = bridge.readers()
         check(len(readers) == 2, f"privsep: one guest reader per VM ({readers})")
         for r in readers:
-            uid = bridge.status_of(r, "Uid")
-            check((os.geteuid() != 0 or uid[0] == "65534") and
-                  bridge.status_of(r, "NoNewPrivs") == ["1"],
+            st = proc_status(r)
+            uid = st["Uid"]
+            check((os.geteuid() != 0 or uid[0] == "65534") and st["NoNewPrivs"] == ["1"],
                   f"privsep: reader {r} unprivileged (uid {uid[0]}, no_new_privs, seccomp mode "
-                  f"{bridge.status_of(r, 'Seccomp')[0]})")
-        rss0 = bridge.rss_kib()
-        rrss0 = sum(bridge.rss_kib(r) for r in readers)
+                  f"{st['Seccomp'][0]})")
+        rss0 = rss_kib(bridge.proc.pid)
+        rrss0 = sum(rss_kib(r) for r in readers)
         c1.cmd("hostile 200")
         c1.wait(r"^SENT hostile=200", 60)
         time.sleep(2)
         rid = c1.request("list org.example.Notes app s3cret")
         ev = c1.event(rid, timeout=60)
-        rss1 = bridge.rss_kib()
+        rss1 = rss_kib(bridge.proc.pid)
         readers1 = bridge.readers()
-        rrss1 = sum(bridge.rss_kib(r) for r in readers1)
+        rrss1 = sum(rss_kib(r) for r in readers1)
         numbers["rss_before_kib"], numbers["rss_after_kib"] = rss0, rss1
         numbers["reader_rss_before_kib"], numbers["reader_rss_after_kib"] = rrss0, rrss1
         check(field(ev, "status") == "0", f"5: valid request after 200 hostile frames served ({ev})")
@@ -384,28 +281,21 @@ def main():
             check(not bridge.readers([bridge.proc.pid]), "no guest reader left after the bridge")
             check("Sanitizer" not in bridge.log(), "no sanitizer report in the bridge's log")
         if bridge and a.valgrind:
-            for vg in sorted(f for f in os.listdir(workdir) if ".vg." in f):
-                with open(os.path.join(workdir, vg)) as f:
-                    summary = [l.split("== ", 1)[-1].strip() for l in f
-                               if "ERROR SUMMARY" in l or "definitely lost" in l or
-                               "indirectly lost" in l or "possibly lost" in l]
-                print(f"valgrind {vg}: " + "; ".join(summary))
+            print("\n".join(bridge.valgrind_summary()))
         for vm in (vm1, vm2):
             try:
                 vm.stop()
             except Exception:  # noqa: BLE001
                 pass
-        if failures and bridge:
+        if results.failures and bridge:
             print("--- bridge log (tail) ---\n" + bridge.log()[-6000:])
     numbers["total_s"] = time.monotonic() - t_all
-    print("numbers: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in numbers.items()))
-    print(f"{len(passed)} passed, {len(failures)} failed")
-    if not a.keep and not failures:
+    status = results.summary()
+    if not a.keep and not status:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print("workdir:", workdir)
-    return 1 if failures else 0
+    return status
 
 
 if __name__ == "__main__":

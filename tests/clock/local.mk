@@ -7,6 +7,9 @@ noinst_PROGRAMS += tests/clock/vms-clock-tool
 tests_clock_vms_clock_tool_SOURCES = tests/clock/vms-clock-tool.c
 tests_clock_vms_clock_tool_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
 tests_clock_vms_clock_tool_LDADD = $(DBUS_LIBS)
+# in the shared test image too: suites read the guest's CLOCK_REALTIME with it
+GUEST_IMAGE_ARGS += --add $(abs_top_builddir)/tests/clock/vms-clock-tool:/usr/bin/vms-clock-tool
+GUEST_IMAGE_DEPS += tests/clock/vms-clock-tool
 
 check-clock-system: host-bridge/vmstate-bridged host-bridge/vmstate-admin \
 		guest-helper/vmstate-helperd tests/clock/vms-clock-tool

@@ -17,5 +17,6 @@ image=$builddir/tests/clock/image
     --add "$builddir/tests/clock/vms-clock-tool:/usr/bin/vms-clock-tool" \
     --add "$srcdir/guest-helper/org.vmstate.Helper1.conf:/etc/dbus-1/system.d/org.vmstate.Helper1.conf" \
     --add-dir "$srcdir/tests/clock/guest/etc-vmstate:/etc/vmstate" >/dev/null
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
 exec python3 "$srcdir/tests/clock/test-clock-system.py" --image "$image" --builddir "$builddir" \
     ${CLOCK_SYSTEM_FLAGS:-}

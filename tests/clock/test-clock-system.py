@@ -14,7 +14,6 @@ error = guest - host midpoint of the agent round trip, from the sample with the 
 trip (its half-width bounds the measurement error and is reported).
 """
 import argparse
-import importlib.util
 import os
 import re
 import json
@@ -25,25 +24,15 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "guest"))
-from vmharness import VM, AgentLost, VMError  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location(
-    "bridge_system", os.path.join(HERE, "..", "bridge", "test-bridge-system.py"))
-_bs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bs)
-Bridge = _bs.Bridge
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest import VM, AgentLost, Bridge, VMError, check, field, results  # noqa: E402
 
 PRINCIPAL, SECRET = "app", "s3cret"
 HOOK_TIMEOUT_S = 2.0      # tests/clock/guest/etc-vmstate/helper.conf hook_timeout_ms
-PREPARE_TIMEOUT_MS = 8000  # bridge prepare_timeout_ms written below
-failures, passed, numbers = [], [], {}
-
-
-def check(cond, what):
-    print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
-    (passed if cond else failures).append(what)
-    return cond
+PREPARE_TIMEOUT_MS = 8000  # the bridge's prepare_timeout_ms
+VM_OPTIONS = {"max_states": 8, "max_pending": 8, "rate_requests": 1000, "auth_fail_max": 50,
+              "job_timeout": 120, "prepare_timeout_ms": PREPARE_TIMEOUT_MS, "clock_sync": "yes"}
+numbers = results.numbers
 
 
 def retry_agent(fn, tries=20):
@@ -121,15 +110,6 @@ def completed(vm, rid, timeout=120):
     return m.group(0)
 
 
-def field(line, name):
-    m = re.search(rf"\b{name}=(\S*)", line)
-    return m.group(1) if m else None
-
-
-def snapshots(vm):
-    return vm.qmp("human-monitor-command", **{"command-line": "info snapshots"})
-
-
 def helper_log(vm):
     return read(vm, "/var/log/vmstate-helperd.log")
 
@@ -160,11 +140,8 @@ def main():
     try:
         vm.start()
         vm.wait_ready(90)
-        bridge = Bridge(a.builddir, workdir, {"vm1": vm})
-        with open(bridge.conf, "a") as f:  # the [vm vm1] section is the last one
-            f.write(f"prepare_timeout_ms = {PREPARE_TIMEOUT_MS}\nclock_sync = yes\n")
-        bridge.admin("principal-add", PRINCIPAL, "--cost", "test", secret=SECRET + "\n")
-        bridge.admin("grant", PRINCIPAL, "vm1", "all")
+        bridge = Bridge(a.builddir, workdir, {"vm1": vm}, VM_OPTIONS)
+        bridge.add_principal(PRINCIPAL, SECRET, {"vm1": ["all"]})
         bridge.start()
         wait_for(vm, "/var/log/vmstate-helperd.log", r"Welcome: protocol", 60)
         vm.spawn("vms-clock-tool listen /tmp/listener.log", "/tmp/listener.out")
@@ -242,7 +219,7 @@ def main():
         rid = request(vm, "save", "acc2")
         ev = completed(vm, rid)
         state = field(ev, "state")
-        check(field(ev, "status") == "0" and state in snapshots(vm),
+        check(field(ev, "status") == "0" and state in vm.snapshots(),
               f"2: save completed ok, QEMU holds {state}")
         marker = read(vm, "/tmp/presave-marker")
         check(marker.strip() == f"{rid} acc2",
@@ -321,12 +298,12 @@ def main():
         vm.spawn(f"vms-clock-tool listen /tmp/inhibitor.log --inhibit '{reason}'",
                  "/tmp/inhibitor.out")
         inhibitor = wait_for(vm, "/tmp/inhibitor.log", r"LISTENING pid=(\d+)", 20).group(1)
-        snaps_before = snapshots(vm)
+        snaps_before = vm.snapshots()
         rid = request(vm, "save", "acc3-inhibited")
         ev = completed(vm, rid)
         check(field(ev, "status") == "14" and reason in ev,
               f"3: an inhibiting listener made the save fail: inhibited (14) naming its reason ({ev})")
-        check(snapshots(vm) == snaps_before, "3: no snapshot was taken for the inhibited save")
+        check(vm.snapshots() == snaps_before, "3: no snapshot was taken for the inhibited save")
         vm.check(f"kill {inhibitor}")
 
         # ---- 3c. a hook sleeping past its timeout is killed and the save completes ----
@@ -339,7 +316,7 @@ def main():
         numbers["hung_hook_save_s"] = round(dt, 2)
         numbers["error_after_hang_ms"] = round(clock_error(vm)[0] * 1000, 1)
         state3 = field(ev, "state")
-        check(field(ev, "status") == "0" and state3 in snapshots(vm),
+        check(field(ev, "status") == "0" and state3 in vm.snapshots(),
               f"3: with a hung hook the save still completed ({dt:.1f} s)")
         check(HOOK_TIMEOUT_S <= dt < PREPARE_TIMEOUT_MS / 1000,
               f"3: ... after the hook timeout ({HOOK_TIMEOUT_S} s), before the bridge's "
@@ -355,11 +332,9 @@ def main():
         def welcomes():
             return len(re.findall(r"Welcome: protocol", helper_log(vm)))
 
-        bridge.stop()
-        with open(bridge.conf, "a") as f:
-            f.write("clock_sync = no\n")
         n_welcome = welcomes()
-        bridge.start()
+        bridge.vm_options["clock_sync"] = "no"
+        bridge.restart()
         deadline = time.monotonic() + 20
         while welcomes() == n_welcome and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -376,12 +351,8 @@ def main():
               "pause, no ClockCorrected")
         n_conn = len(re.findall(r"ClockCorrected seconds=\S+ ns=\S+ reason=connect",
                                 read(vm, "/tmp/listener.log")))
-        bridge.stop()
-        with open(bridge.conf) as f:
-            conf = f.read().replace("clock_sync = no\n", "")
-        with open(bridge.conf, "w") as f:
-            f.write(conf)
-        bridge.start()
+        bridge.vm_options["clock_sync"] = "yes"
+        bridge.restart()
         wait_for(vm, "/tmp/listener.log",
                  r"(?s)" + r".*reason=connect" * (n_conn + 1), 20)
         # The reconnect may correct in more than one step (Clock{connect} when port B comes
@@ -403,7 +374,7 @@ def main():
         if bridge:
             bridge.stop()
         try:
-            if failures or a.keep:
+            if results.failures or a.keep:
                 print("---- helper log ----")
                 print(helper_log(vm)[-30000:])
                 print("---- listener log ----")
@@ -411,13 +382,11 @@ def main():
         except Exception:  # noqa: BLE001
             pass
         vm.stop()
-        if failures or a.keep:
+        if results.failures or a.keep:
             print(f"workdir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"numbers: {numbers}")
-    print(f"{len(passed)} passed, {len(failures)} failed in {time.monotonic() - t_all:.0f} s")
-    return 1 if failures else 0
+    return results.summary(f"in {time.monotonic() - t_all:.0f} s")
 
 
 if __name__ == "__main__":

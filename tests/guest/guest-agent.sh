@@ -1,7 +1,7 @@
 #!/bin/sh
 # shellcheck shell=dash
 # vmstate test agent (busybox sh), respawned by init. Serves the host's test harness
-# (vmharness.py) on the virtio-serial port named org.vmstate.test.0.
+# (tests/harness/vmstest/vm.py) on the virtio-serial port named org.vmstate.test.0.
 #
 # Protocol, one line per message, every field printable ASCII, base64 for payloads:
 #   host -> guest  "@@C ID TIMEOUT BASE64(script) LEN [N]"  run it (TIMEOUT 0: no limit);

@@ -1,5 +1,6 @@
-# tests/guest: the test guest image builder and the VM harness for system tests.
-# Needs (Debian packages): see the header of tests/guest/build-image.sh and vmharness.py.
+# tests/guest: the test guest image builder and its smoke test; tests/harness: vmstest, the
+# Python harness every system suite and benchmark imports (tests/harness/README.md).
+# Needs (Debian packages): see the header of tests/guest/build-image.sh and vmstest/vm.py.
 #
 #   make guest-image          build (or reuse) the image in $(GUEST_IMAGE_DIR)
 #   make check-system-smoke   build the image and run tests/guest/test-vm-smoke.py
@@ -21,7 +22,11 @@ check-system-smoke: guest-image
 SYSTEM_CHECKS += check-system-smoke
 
 EXTRA_DIST += tests/guest/build-image.sh tests/guest/guest-init.sh tests/guest/guest-agent.sh \
-	tests/guest/vmharness.py tests/guest/test-vm-smoke.py tests/guest/README.md
+	tests/guest/test-vm-smoke.py tests/guest/README.md
+EXTRA_DIST += tests/harness/README.md tests/harness/vmstest/__init__.py \
+	tests/harness/vmstest/vm.py tests/harness/vmstest/bridge.py tests/harness/vmstest/proxy.py \
+	tests/harness/vmstest/checks.py tests/harness/vmstest/wholepath.py \
+	tests/harness/vmstest/disks.py tests/harness/vmstest/managed.py
 
 clean-local: clean-guest-image
 clean-guest-image:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""System smoke test of the guest image and vmharness: boot, run, files, snapshot round trip.
+"""System smoke test of the guest image and the vmstest harness: boot, run, files, snapshot round trip.
 
     python3 tests/guest/test-vm-smoke.py --image DIR [--workdir DIR] [--keep]
 
@@ -15,15 +15,8 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmharness import VM, AgentLost, choose_accel  # noqa: E402
-
-failures, passed = [], []
-
-
-def check(cond, what):
-    print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
-    (passed if cond else failures).append(what)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from vmstest import VM, AgentLost, check, choose_accel, results  # noqa: E402
 
 
 def ports_round_trip(vm):
@@ -136,8 +129,7 @@ def main():
         if not a.keep and not a.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"total: {time.monotonic() - t0:.2f}s")
-    print(f"{len(passed)} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return results.summary()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ tests_test_bridge_ioerror_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 # `make check-ioerror-system` (exit 77 = skipped without QEMU / qemu-nbd).
 SYSTEM_CHECKS += check-ioerror-system
 dist_noinst_SCRIPTS += tests/ioerror/run-system.sh
-EXTRA_DIST += tests/ioerror/test-ioerror-system.py tests/ioerror/ioesys.py bench/ioerror-resume.py
+EXTRA_DIST += tests/ioerror/test-ioerror-system.py bench/ioerror-resume.py
 check-ioerror-system: host-bridge/vmstate-bridged
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/ioerror/run-system.sh
 .PHONY: check-ioerror-system

@@ -21,18 +21,13 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from ioesys import (VM, Bridge, NBDServer, blkdebug_args, file_args, guest_dev,  # noqa: E402
-                    writer_script)
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest import VM, Bridge, check, results  # noqa: E402
+from vmstest.disks import (NBDServer, blkdebug_args, file_args, guest_dev,  # noqa: E402
+                           io_bridge_options, writer_script)
 
-failures, passed, numbers = [], [], {}
+numbers = results.numbers
 MiB = 1 << 20
-
-
-def check(cond, what):
-    print(f"{'ok' if cond else 'FAIL'}: {what}", flush=True)
-    (passed if cond else failures).append(what)
-    return cond
 
 
 def status(vm):
@@ -103,17 +98,17 @@ def main():
                    extra_args=blkdebug_args(paths["kill"], "eio1", "vblk1", False)),
     }
     conf = {
-        "nbd": ["io_error_policy = auto-resume", f"io_probe = nbd1=nbd+unix:///?socket={nbd.sock}",
-                "io_probe_interval_ms = 1000", "io_probe_max_ms = 1000", "io_retry_min_ms = 250",
-                "io_settle_ms = 1000", "io_escalate_after = 120"],
-        "dbg": ["io_error_policy = auto-resume", "io_resume_delay_ms = 1000", "io_retry_limit = 2",
-                "io_settle_ms = 1000", f"io_probe = full1={paths['full']}",
-                "io_probe_interval_ms = 500", "io_probe_max_ms = 1000", "io_probe_min_free = 2M",
-                "io_escalate_after = 120"],
-        "lp": ["io_error_policy = leave-paused"],
-        "kill": ["io_error_policy = kill", "io_kill_timeout = 2",
-                 f"io_restart_command = echo restart $VMSTATE_VM $VMSTATE_EVENT > "
-                 f"{workdir}/restart.out"],
+        "nbd": {"io_error_policy": "auto-resume", "io_probe": f"nbd1=nbd+unix:///?socket={nbd.sock}",
+                "io_probe_interval_ms": 1000, "io_probe_max_ms": 1000, "io_retry_min_ms": 250,
+                "io_settle_ms": 1000, "io_escalate_after": 120},
+        "dbg": {"io_error_policy": "auto-resume", "io_resume_delay_ms": 1000, "io_retry_limit": 2,
+                "io_settle_ms": 1000, "io_probe": f"full1={paths['full']}",
+                "io_probe_interval_ms": 500, "io_probe_max_ms": 1000, "io_probe_min_free": "2M",
+                "io_escalate_after": 120},
+        "lp": {"io_error_policy": "leave-paused"},
+        "kill": {"io_error_policy": "kill", "io_kill_timeout": 2,
+                 "io_restart_command": f"echo restart $VMSTATE_VM $VMSTATE_EVENT > "
+                                       f"{workdir}/restart.out"},
     }
     bridge = None
     try:
@@ -122,8 +117,9 @@ def main():
         for vm in vms.values():
             vm.wait_ready(120)
         print(f"booted {len(vms)} VMs in {time.monotonic() - t_all:.1f}s", flush=True)
-        bridge = Bridge(a.builddir, workdir, vms, conf)
-        bridge.start(vms)
+        bridge = Bridge(a.builddir, workdir, vms, per_vm=conf,
+                        bridge_options=io_bridge_options(workdir))
+        bridge.start(wait_connected=vms)
         ev = bridge.events
 
         # ---- 1. NBD server killed mid-write, restarted: resume, bytes intact, no guest error ----
@@ -270,7 +266,7 @@ def main():
                   "(file probe: free space below io_probe_min_free)")
             t_r = time.time()
             check(bridge.stop() == 0, "5: bridge stopped while the VM is paused")
-            bridge.start(vms)  # a new bridge must find the paused VM by itself
+            bridge.start(wait_connected=vms)  # a new bridge must find the paused VM by itself
             ev = bridge.events
             p2 = ev.wait("dbg", "paused", 20, after=t_r)
             check(p2["node"] == "full1" and p2["error"] == "ENOSPC" and status(vm) == "io-error",
@@ -321,15 +317,14 @@ def main():
         if bridge:
             rc = bridge.stop()
             check(rc == 0, f"the bridge exited cleanly ({rc})")
-            if failures:
+            if results.failures:
                 print("--- bridge log (tail) ---\n" + bridge.log()[-4000:])
         if have_tmpfs:
             subprocess.run(["umount", tmpfs])
-    print(f"numbers: {numbers}")
-    print(f"{len(passed)} passed, {len(failures)} failed in {time.monotonic() - t_all:.1f}s")
-    if not failures and not a.keep and not a.workdir:
+    exit_status = results.summary(f"in {time.monotonic() - t_all:.1f}s")
+    if not exit_status and not a.keep and not a.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failures else 0
+    return exit_status
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import textwrap
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from wholepath import VMError, WholePath  # noqa: E402
-from vmharness import choose_accel  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest import VMError, choose_accel  # noqa: E402
+from vmstest.wholepath import WholePath  # noqa: E402
 
 T0 = time.monotonic()
 BOLD, DIM, OFF = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")

@@ -32,28 +32,20 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from wholepath import App, QmpHoldProxy, VMError, WholePath, field  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest import VMError, check, field, results  # noqa: E402
+from vmstest.proxy import QmpHoldProxy  # noqa: E402
+from vmstest.wholepath import App, WholePath  # noqa: E402
 
-failures, passed = [], []
-VM_OPTIONS = ("max_states = 16\nmax_pending = 8\nmax_app_data_bytes = 48K\n"
-              "rate_requests = 1000\nauth_fail_max = 50\nmem_min = 64M\nmem_max = 128M\n")
+results.indent = "  "  # under each test's heading
+VM_OPTIONS = {"max_states": 16, "max_pending": 8, "max_app_data_bytes": "48K",
+              "rate_requests": 1000, "auth_fail_max": 50, "mem_min": "64M", "mem_max": "128M"}
 # a balloon for set-memory (test 9); the guest image loads virtio_balloon
 VM_EXTRA = ["-device", "virtio-balloon-pci,id=balloon0"]
 
 
-def check(cond, what):
-    print(f"  {'ok' if cond else 'FAIL'}: {what}", flush=True)
-    (passed if cond else failures).append(what)
-    return cond
-
-
 def hexs(text):
     return text.encode().hex()
-
-
-def snapshots(wp):
-    return wp.vm.qmp("human-monitor-command", **{"command-line": "info snapshots"})
 
 
 def bridge_events(wp, rid):
@@ -76,7 +68,7 @@ def t1_save_list(wp, ctx):
     check(field(ev, "data") == hexs("hello-t1"), "1: the completion carries the app data")
     check(field(ev, "label") == "t1-label" and field(ev, "app") == "org.test.Notes",
           "1: the completion names the label and the app")
-    check(state in snapshots(wp), f"1: QEMU holds snapshot {state}")
+    check(state in wp.vm.snapshots(), f"1: QEMU holds snapshot {state}")
     lid = a.request("list")
     ev = a.wait_event(lid)
     check(field(ev, "status") == "0" and f"{state}|t1-label|org.test.Notes" in field(ev, "states"),
@@ -281,14 +273,14 @@ def t5_bridge_kill(wp, ctx):
     wp.bridge.start()
     ev = a.wait_event(rid, timeout=120)
     check(field(ev, "status") == "0" and field(ev, "data") == hexs("crash-data") and
-          field(ev, "state") in snapshots(wp),
+          field(ev, "state") in wp.vm.snapshots(),
           f"5: after the restart the save completed, with its data and snapshot ({ev})")
     time.sleep(4)  # time for any duplicate to arrive
     evs = a.events(rid)
     check(len(evs) == 1, f"5: delivered exactly once to the app ({len(evs)} completion(s))")
     row = request_row(wp, rid)
     check(row and row[5] == "done", "5: journaled once, done")
-    n = snapshots(wp).count(field(ev, "state"))
+    n = wp.vm.snapshots().count(field(ev, "state"))
     check(n == 1, f"5: one snapshot for it in QEMU ({n})")
 
 
@@ -473,13 +465,13 @@ def main():
             for n, f in tests:
                 print(f"test {n}: {f.__doc__ or f.__name__}", flush=True)
                 t0 = time.monotonic()
-                nfail = len(failures)
+                nfail = len(results.failures)
                 try:
                     f(wp, ctx)
                 except Exception as e:  # noqa: BLE001
                     traceback.print_exc()
                     check(False, f"{n}: exception: {e}")
-                durations[n] = (time.monotonic() - t0, len(failures) == nfail)
+                durations[n] = (time.monotonic() - t0, len(results.failures) == nfail)
                 print(f"test {n}: {'PASS' if durations[n][1] else 'FAIL'} "
                       f"({durations[n][0]:.1f} s)", flush=True)
         except Exception as e:  # noqa: BLE001
@@ -488,7 +480,7 @@ def main():
         finally:
             rc = wp.stop()
             check(rc == 0, f"[{name}] bridge exits 0 on SIGTERM (status {rc})")
-            if len(failures):
+            if len(results.failures):
                 print(f"--- [{name}] bridge log (tail) ---\n{wp.bridge.log()[-3000:]}")
 
     try:
@@ -496,17 +488,16 @@ def main():
         run_group("ports", OWN_VM)
     except KeyboardInterrupt:
         check(False, "interrupted")
-    print(f"{len(passed)} passed, {len(failures)} failed (whole path, "
-          f"{time.monotonic() - t_all:.0f} s): " +
-          ", ".join(f"test {n} {'PASS' if ok else 'FAIL'} {d:.1f}s"
-                    for n, (d, ok) in sorted(durations.items())))
-    for f in failures:
+    results.summary(f"(whole path, {time.monotonic() - t_all:.0f} s): " +
+                    ", ".join(f"test {n} {'PASS' if ok else 'FAIL'} {d:.1f}s"
+                              for n, (d, ok) in sorted(durations.items())))
+    for f in results.failures:
         print(f"FAILED: {f}")
-    if not a.keep and not failures:
+    if not a.keep and not results.failures:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print("workdir:", workdir)
-    return 1 if failures else 0
+    return 1 if results.failures else 0
 
 
 if __name__ == "__main__":

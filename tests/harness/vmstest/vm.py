@@ -1,12 +1,13 @@
-"""vmharness: boot the vmstate test guest in QEMU and drive it. Python 3 stdlib only.
+"""vmstest.vm: boot the vmstate test guest in QEMU and drive it. Python 3 stdlib only.
 
     with VM(workdir, image_dir) as vm:
         vm.wait_ready()
         rc, out = vm.run("uname -a")
         vm.snapshot_save("s1"); vm.snapshot_load("s1")
 
-Needs (Debian packages): python3 qemu-system-x86 qemu-utils; the image from build-image.sh.
-See README.md beside this file for the agent protocol and the caveats across restores.
+Needs (Debian packages): python3 qemu-system-x86 qemu-utils; the image from
+tests/guest/build-image.sh. See tests/guest/README.md for the agent protocol and the caveats
+across restores. extra_args= appends QEMU arguments (disks, devices) to the command line.
 """
 import atexit
 import base64
@@ -46,7 +47,9 @@ class AgentLost(VMError):
     """The guest was restored while a command was running: its answer will not come."""
 
 
-def _connect(path, timeout, alive=lambda: True):
+def connect_unix(path, timeout=10, alive=lambda: True, interval=0.02):
+    """A connected AF_UNIX stream socket; retries (VMError after timeout s, or at once when
+    alive() turns false) while nobody listens there yet."""
     deadline = time.monotonic() + timeout
     while True:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,10 +60,10 @@ def _connect(path, timeout, alive=lambda: True):
             s.close()
             if time.monotonic() > deadline or not alive():
                 raise VMError(f"cannot connect to {path}")
-            time.sleep(0.02)
+            time.sleep(interval)
 
 
-class _Reader:
+class LineReader:
     """A socket read line by line in a thread; subclasses handle lines under self.cond."""
 
     def __init__(self, sock):
@@ -76,7 +79,7 @@ class _Reader:
                 with self.cond:
                     self.handle(line)
                     self.cond.notify_all()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # ValueError: a line handle() cannot parse
             pass
         with self.cond:
             self.closed = True
@@ -104,11 +107,11 @@ class _Reader:
         self.sock.close()
 
 
-class QMP(_Reader):
+class QMP(LineReader):
     """A QMP client: id-tagged commands; events kept apart in self.events."""
 
     def __init__(self, path, timeout=10, alive=lambda: True):
-        super().__init__(_connect(path, timeout, alive))
+        super().__init__(connect_unix(path, timeout, alive))
         self.greeting, self.events, self._replies = None, [], {}
         self._ids = itertools.count(1)
         self.start_reader("qmp")
@@ -150,11 +153,11 @@ class QMP(_Reader):
             return self.events.pop(find())
 
 
-class Agent(_Reader):
+class Agent(LineReader):
     """Client of the guest agent (guest-agent.sh) on the test port."""
 
     def __init__(self, path, timeout=10, alive=lambda: True):
-        super().__init__(_connect(path, timeout, alive))
+        super().__init__(connect_unix(path, timeout, alive))
         self.hellos, self.ignored = [], []  # agent (re)starts; answers nobody waited for
         self.last_heard = None  # monotonic time of the last hello or answer
         self._prefix = f"{os.getpid():x}{int(time.time() * 1000) % 0xFFFFFF:x}"
@@ -226,10 +229,13 @@ class Agent(_Reader):
 # ---- process hygiene: QEMU never outlives us ---------------------------------------------
 _live = set()
 _libc = ctypes.CDLL(None, use_errno=True)
+_cleanups = []  # more things to end with the VMs (bridges, servers): callables
 _prev_handlers = {}
 
 
 def _kill_all():
+    for cleanup in list(_cleanups):
+        cleanup()
     for vm in list(_live):
         vm.kill()
 
@@ -254,8 +260,17 @@ def _install_handlers():
 atexit.register(_kill_all)
 
 
-def _child_setup():
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the thread that started us
+def on_exit(cleanup):
+    """Call cleanup() on exit, on SIGINT/SIGTERM, before the VMs are killed (a bridge
+    stops before its QEMU). Also installs the signal handlers."""
+    _install_handlers()
+    _cleanups.append(cleanup)
+
+
+def child_setup():
+    """preexec_fn for helper processes: PR_SET_PDEATHSIG, they die with the thread that
+    started them (QEMU, the bridge, qemu-nbd never outlive the test)."""
+    _libc.prctl(1, signal.SIGKILL)
 
 
 # ---- accelerator and device probes --------------------------------------------------------
@@ -398,7 +413,7 @@ class VM:
         _install_handlers()
         with open(self.qemu_log_path, "wb") as log:
             self.proc = subprocess.Popen(self._argv(accel), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, preexec_fn=_child_setup)
+                                         stderr=subprocess.STDOUT, preexec_fn=child_setup)
         _live.add(self)
         try:
             def alive():
@@ -567,9 +582,19 @@ class VM:
                 return m
             time.sleep(0.05)
 
+    def snapshots(self):
+        """QEMU's `info snapshots` table (text)."""
+        return self.qmp("human-monitor-command", **{"command-line": "info snapshots"})
+
     def qemu_log(self):
-        try:
-            with open(self.qemu_log_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.qemu_log_path)
+
+
+def read_log(path):
+    """The text of a log file ("" while it does not exist)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+

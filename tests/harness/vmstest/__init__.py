@@ -1,0 +1,24 @@
+"""vmstest: the harness of vmstate's system tests and benchmarks (Python 3 stdlib only).
+
+    vm         VM (one QEMU guest: QMP, test agent, snapshots), QMP, Agent, choose_accel
+    bridge     Bridge (vmstate-bridged + config + vmstate-admin), EventStream (io events)
+    proxy      QmpHoldProxy (hold QEMU's answers back from the bridge)
+    checks     check(), field(), results (passed/failed/numbers, summary())
+    wholepath  WholePath (one VM + bridge + principal + guest helper), App (vmstate-testapp)
+    disks      NBDServer, blockdev arguments, guest_dev(), writer_script()
+
+A suite puts tests/harness on sys.path from its own location (works in the source tree
+and in a VPATH build, which runs the scripts from $(srcdir)):
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+    from vmstest import VM, Bridge, check, field, results
+
+See tests/harness/README.md.
+"""
+from .bridge import Bridge, BridgeError, EventStream, proc_status, rss_kib
+from .checks import Results, check, field, results, wait_until
+from .vm import QMP, Agent, AgentLost, QMPError, VM, VMError, choose_accel
+
+__all__ = ["Agent", "AgentLost", "Bridge", "BridgeError", "EventStream", "QMP", "QMPError",
+           "Results", "VM", "VMError", "check", "choose_accel", "field", "proc_status",
+           "results", "rss_kib", "wait_until"]

@@ -1,0 +1,58 @@
+"""vmstest.checks: the verdicts of a system suite — check() prints and counts each one,
+field() reads key=value words of the probes' log lines, numbers collects measurements.
+
+    from vmstest.checks import check, field, results
+    check(rc == 0, "the bridge exits 0")
+    results.numbers["save_s"] = 1.2
+    ...
+    return results.summary(f"in {elapsed:.0f} s")   # prints the counts; exit status 0 or 1
+"""
+import re
+import time
+
+
+class Results:
+    """What passed and failed, plus named measurements (printed by summary())."""
+
+    def __init__(self, indent=""):
+        self.passed, self.failures, self.numbers = [], [], {}
+        self.indent = indent  # before each ok/FAIL line (e.g. under a test's heading)
+
+    def check(self, cond, what):
+        """Record one verdict (cond true = passed), print it; returns cond."""
+        print(f"{self.indent}{'ok' if cond else 'FAIL'}: {what}", flush=True)
+        (self.passed if cond else self.failures).append(what)
+        return bool(cond)
+
+    def summary(self, suffix="", numbers=True):
+        """Print the numbers and the counts; returns the exit status (1 if anything failed)."""
+        if numbers and self.numbers:
+            print("numbers: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in self.numbers.items()))
+        print(f"{len(self.passed)} passed, {len(self.failures)} failed{' ' + suffix if suffix else ''}")
+        return 1 if self.failures else 0
+
+
+results = Results()  # the suite's one set of results (one suite per process)
+
+
+def check(cond, what):
+    return results.check(cond, what)
+
+
+def field(line, name):
+    """The value of word `name=value` in a log line (None when absent)."""
+    m = re.search(rf"(?:^|\s){re.escape(name)}=(\S*)", line)
+    return m.group(1) if m else None
+
+
+def wait_until(fn, timeout, what, interval=0.2):
+    """Poll fn() until it returns something true; that value. TimeoutError after timeout s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,12 @@
+# tests/lifecycle: managed VMs on a real QEMU — the bridge starts, suspends (zero-copy and
+# copy path), resumes, stops and re-adopts them; tiers, reservations, one-shot checkpoints,
+# demotion, crashes, storm throttling, idle auto-suspend.
+#
+#   make check-lifecycle-system   (part of make check-system; ~2-3 min on 2 cores, TCG)
+# LIFECYCLE_FLAGS: e.g. --only 1 --only 4 --workdir DIR
+check-lifecycle-system: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/lifecycle/test-lifecycle-system.py \
+		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) $(LIFECYCLE_FLAGS)
+SYSTEM_CHECKS += check-lifecycle-system
+.PHONY: check-lifecycle-system
+EXTRA_DIST += tests/lifecycle/test-lifecycle-system.py
