@@ -427,8 +427,9 @@ static int cannot(vmstate *v, const char *what, int rc)
     }
 }
 
-/* list/hostinfo with the bridge away: never wait for an answer that cannot come. list shows
- * the helper's last known catalogue. Returns -1 when the bridge is connected (ask it). */
+/* list with the bridge away: do not wait for an answer that may never come; show the helper's
+ * last known catalogue. Other commands are held by the helper: say so. Returns -1 when the
+ * command should go on (bridge connected, or a request the helper queues). */
 static int bridge_away(vmstate *v, const char *cmd, const struct opts *o)
 {
     struct vmstate_event *ev = NULL;
@@ -441,8 +442,9 @@ static int bridge_away(vmstate *v, const char *cmd, const struct opts *o)
     fprintf(stderr, "vmstatectl: the host bridge is not connected (the ports are closed or "
                     "vmstate-bridged is not running on the host)\n");
     if (strcmp(cmd, "list")) {
-        fprintf(stderr, "vmstatectl: %s needs the host; try again when it is back\n", cmd);
-        return EXIT_NO_BRIDGE;
+        fprintf(stderr, "vmstatectl: the helper holds %s until the bridge is back%s\n", cmd,
+                o->wait || !strcmp(cmd, "hostinfo") ? "; waiting (--timeout)" : "");
+        return -1;
     }
     rc = vmstate_cached_list(v, &ev);
     if (rc < 0)
@@ -733,7 +735,7 @@ int main(int argc, char **argv)
         goto out;
     }
     w.json = o.json;
-    if ((!strcmp(cmd, "list") || !strcmp(cmd, "hostinfo")) && (rc = bridge_away(v, cmd, &o)) >= 0)
+    if ((rc = bridge_away(v, cmd, &o)) >= 0)
         goto out;
     vmstate_listen(v, on_event, &w); /* errors surface with the request below */
     if (!strcmp(cmd, "save"))
@@ -752,11 +754,6 @@ int main(int argc, char **argv)
         rc = cannot(v, cmd, rc);
         goto out;
     }
-    if (!must_wait && vmstate_bridge_connected(v) == 0)
-        fprintf(stderr,
-                "vmstatectl: the host bridge is not connected: the helper holds %s %s until it "
-                "is (or its queue_timeout_ms passes)\n",
-                cmd, rid);
     if (o.wait || must_wait) {
         rc = follow(v, cmd, rid, &o, &w);
     } else {

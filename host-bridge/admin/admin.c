@@ -52,9 +52,7 @@ static void usage(FILE *f)
             "  -j, --json           admin socket answers as JSON\n"
             "  -t, --timeout SEC    wait at most SEC seconds for the bridge (default 600)\n"
             "  -h, --help           this text\n"
-            "  -V, --version        print the version
-
-"
+            "  -V, --version        print the version\n\n"
             "Costs (Argon2id): default = 2 passes, 16 MiB; interactive = libsodium's\n"
             "INTERACTIVE (2 passes, 64 MiB); test = the minimum (1 pass, 8 KiB; tests only).\n"
             "Exit status: 0 ok; 1 failed (message on stderr); 2 usage error; 3 the bridge is\n"

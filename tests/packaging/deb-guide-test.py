@@ -13,8 +13,8 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "guest"))
-from vmharness import VM  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from vmstest.vm import VM  # noqa: E402
 
 SECRET = "correct horse battery staple"
 MESSAGE = "hello from the future"
