@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Shared transport: framing, the one protocol definition, the channel, logging.
 # Linked by both daemons, libvmstate's tools, the tests and the fuzz targets.
 noinst_LTLIBRARIES += common/libvmscommon.la

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-daemon.h — the classic Unix daemon start, for systems without systemd (an init
  * script starts the daemon with --daemon --pidfile FILE).

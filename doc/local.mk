@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Documentation: the design and the admin guide (installed with the protocol), man pages for
 # every program, both configuration files (section 5, generated from the annotated examples)
 # and the library, and bash completion.

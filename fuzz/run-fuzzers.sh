@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run every libFuzzer target for SECONDS (default 60) each, under ASan+UBSan.
 # Usage: fuzz/run-fuzzers.sh BUILDDIR [SECONDS]   (BUILDDIR configured with
 #   CC=clang --enable-fuzzing). New corpus entries go to a scratch dir, so the

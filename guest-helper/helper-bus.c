@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-bus.c — the org.vmstate.Helper1 object on the system bus (libdbus).
  *

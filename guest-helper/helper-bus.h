@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-bus.h — the org.vmstate.Helper1 D-Bus object.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # guest-helper: vmstate-helperd, the in-guest D-Bus service.
 # The core (everything but main) is a convenience library so the component
 # tests and the fuzz target drive the same code the daemon runs.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstate-helperd — the guest half of vmstate: serves org.vmstate.Helper1 on
  * the system bus and talks to the host bridge over two virtio-serial ports.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # host-bridge: vmstate-bridged (the host daemon) and vmstate-admin.
 # The daemon's modules live in a convenience library so that unit tests and
 # the fuzz target link the same code.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstate-bridged — the host bridge: serves guest requests arriving on each
  * configured VM's port A, runs them on the hypervisor, and reports on port B.

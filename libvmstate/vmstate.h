@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vmstate.h — libvmstate: ask the host to save, list and restore this VM's
  * own state, through vmstate-helperd (D-Bus name org.vmstate.Helper1).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstatectl — command-line client of vmstate-helperd, built on libvmstate.
  * See vmstatectl(1) (libvmstate/vmstatectl.1) for usage and exit codes.

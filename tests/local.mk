@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Unit tests (criterion) for the shared protocol code.
 TESTS += tests/test-wire tests/test-proto
 check_PROGRAMS += tests/test-wire tests/test-proto

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-bus.c — vmstate-helperd component tests: the real daemon on a
  * private dbus-daemon, unix sockets for its two ports, and a fake bridge

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Component tests of issue 8 in vmstate-helperd: the real daemon against a
  * private dbus-daemon and the fake bridge (test-helper-fixture.h).

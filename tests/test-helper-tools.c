@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-tools.c — vmstatectl, examples/vmstate-example and
  * examples/vmstate-script.sh run as programs against the real helper, a

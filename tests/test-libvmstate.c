@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-libvmstate.c — libvmstate against the real helper on a private bus
  * with a fake bridge: every function's error path, the blocking wait, and

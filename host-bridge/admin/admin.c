@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstate-admin — manage the bridge's principals and rights, and inspect its
  * journal. Secrets are read from stdin or a file, never from the command line.

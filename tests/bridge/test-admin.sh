@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # vmstate-admin: principals (secret from stdin or a file, never argv), rights, listings,
 # and its refusals. Runs in make check (no QEMU needed).
 set -eu

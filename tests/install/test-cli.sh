@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Every program answers --help and --version, refuses an unknown option with exit 2, and
 # the daemons' --daemon mode (for init scripts without systemd) detaches, writes its
 # pidfile, refuses a second instance, reports a failed start in its exit status and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # A default ./configure (no --with-...dir) followed by `make install-data DESTDIR=...`
 # must put the D-Bus policy, the units, the udev rule, tmpfiles.d and sysusers.d entries
 # in the directories this system's pkg-config names, i.e. where dbus-daemon, systemd and

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Every C, header, Python and shell source carries an SPDX-License-Identifier line in
 # its first 5 lines (LICENSING.md says which licence where). Lists the files git tracks;
 # in an unpacked tarball (no git), every such file under the source tree.

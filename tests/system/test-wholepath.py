@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Whole-path system tests on a real VM (issue 5): guest apps -> libvmstate / vmstatectl /
 dbus-send -> D-Bus -> vmstate-helperd -> port A -> vmstate-bridged -> QEMU -> port B -> apps.
 
