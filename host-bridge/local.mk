@@ -16,6 +16,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
 	host-bridge/backend/backend.h host-bridge/backend/backend-qmp.c \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
+	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 # One -I per room of the daemon (guest protocol, journal, backends, VMs, I/O errors),
@@ -75,7 +76,11 @@ tests_test_bridge_config_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 tests_test_bridge_core_SOURCES = tests/test-bridge-core.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_core_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_core_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
-TESTS += tests/test-bridge-prepare
+TESTS += tests/test-bridge-prepare tests/test-bridge-lifecycle
+check_PROGRAMS += tests/test-bridge-lifecycle
+tests_test_bridge_lifecycle_SOURCES = tests/test-bridge-lifecycle.c
+tests_test_bridge_lifecycle_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_lifecycle_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 check_PROGRAMS += tests/test-bridge-prepare
 tests_test_bridge_prepare_SOURCES = tests/test-bridge-prepare.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_prepare_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)

@@ -3,7 +3,7 @@
  * managed.c — see managed.h.
  */
 #include "config.h"
-#include "managed.h"
+#include "managed-int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,83 +28,12 @@
 #include "db-lifecycle.h"
 #include "vms-log.h"
 
-#define PORTS_WAIT_S       10.0 /* resume: wait this long for both ports before cont */
-#define START_READY_S      30.0 /* start/resume: QMP must answer within this */
-#define QUIT_GRACE_S       5.0  /* after quit, SIGKILL */
-#define IDLE_SAMPLE_S      2.0
-#define ARGV_MAX           512
-#define QMP_FIRST_RETRY_MS 10
-
-enum lc_phase {
-    P_IDLE = 0,
-    P_WAIT_READY, /* QEMU spawned, waiting for QMP */
-    P_CHECKPOINT, /* suspend: writing the checkpoint */
-    P_QUIT,       /* waiting for QEMU to exit (suspend or stop) */
-    P_POWERDOWN,  /* stop: ACPI powerdown sent */
-    P_LOADING,    /* resume: loading the checkpoint */
-    P_PORTS,      /* resume: waiting for the ports before cont */
-    P_CONT,       /* resume: cont sent */
-    P_WAIT_MOVE,  /* waiting for a tier move (demotion to make room, or of this checkpoint) */
-    P_WAIT_IDLE,  /* suspend: waiting for the guest request in flight to finish */
-    P_PREPARE,    /* suspend: guest apps are preparing (Prepare sent) */
-};
-
-struct lc_move {
-    pthread_t thread;
-    int running, failed;
-    int efd; /* the copy thread's "done" */
-    struct bridge_watch w;
-    struct bridge_db_checkpoint ck;
-    struct bridge_db_move mv;
-    char err[160];
-    int to_fast;
-    bridge_lc_done_fn done;
-    void *opaque;
-};
-
-struct bridge_managed {
-    struct bridge_vm *vm;
-    struct bridge_db_managed row;
-    int pidfd;
-    struct bridge_watch pidw;
-    int ram_lock_fd; /* the bridge's OFD lock on the RAM file (-1 when QEMU holds it) */
-    int console_fd;  /* listening console socket, handed to every QEMU */
-    struct bridge_watch conw;
-    /* the operation in progress */
-    enum bridge_lc_op op;
-    enum lc_phase phase;
-    double deadline, t0, t_mark;
-    bridge_lc_done_fn done;
-    void *opaque;
-    enum bridge_lc_op queued; /* waiting in the host-wide queue */
-    double queued_at;
-    bridge_lc_done_fn queued_done;
-    void *queued_opaque;
-    struct bridge_db_checkpoint ck; /* suspend/resume: the checkpoint */
-    int state_fd;
-    int cont_on_ready, quit_on_ready; /* adoption: finish what the last bridge left */
-    double quit_sent;
-    struct lc_move move;
-    /* idle auto-suspend */
-    double idle_since, next_sample;
-    unsigned long long cpu_ticks;
-    int console_client;
-    /* scheduled resume */
-    double next_schedule_check;
-    int promote_tried;
-};
-
-static const char *vmname(const struct bridge_vm *vm)
-{
-    return vm->cfg->name;
-}
-
 /*
  * Fault injection for the crash tests: with VMSTATE_BRIDGE_CRASH_AT=NAME in its environment
  * the bridge SIGKILLs itself at point NAME, exactly as an outside kill -9 would, but at a
  * known step (a timed kill races the operation and proves less).
  */
-static void crash_point(const char *name)
+void lc_crash_point(const char *name)
 {
     const char *at = getenv("VMSTATE_BRIDGE_CRASH_AT");
     if (at && !strcmp(at, name)) {
@@ -113,14 +42,14 @@ static void crash_point(const char *name)
     }
 }
 
-static double mono(void)
+double lc_mono(void)
 {
     return bridge_now();
 }
 
 /* ---- replies ---- */
 
-static void reply(bridge_lc_done_fn done, void *opaque, int ok, json_object *o)
+void lc_reply(bridge_lc_done_fn done, void *opaque, int ok, json_object *o)
 {
     if (done)
         done(opaque, ok, o);
@@ -128,9 +57,9 @@ static void reply(bridge_lc_done_fn done, void *opaque, int ok, json_object *o)
         json_object_put(o);
 }
 
-static void refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, const char *fmt, ...)
+void lc_refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, const char *fmt, ...)
+void lc_refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -141,7 +70,7 @@ static void refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, c
     va_end(ap);
     vms_warn(vmname(vm), NULL, "lifecycle: %s", msg);
     json_object_object_add(o, "error", json_object_new_string(msg));
-    reply(done, opaque, 0, o);
+    lc_reply(done, opaque, 0, o);
 }
 
 /* End the operation in progress with @ok and @o. */
@@ -154,7 +83,7 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
     m->phase = P_IDLE;
     m->done = NULL;
     m->opaque = NULL;
-    reply(done, opaque, ok, o);
+    lc_reply(done, opaque, ok, o);
     bridge_vm_kick(m->vm); /* guest requests that waited for the operation */
 }
 
@@ -180,96 +109,6 @@ static int journal_row(struct bridge_managed *m, const char *state)
     return bridge_db_managed_put(&m->vm->br->db, &m->row);
 }
 
-/* ---- files and locks ---- */
-
-/* Take an OFD write lock on @path (opened O_RDWR). Returns the fd, or -1 (errno EAGAIN: held). */
-static int ofd_lock(const char *path, int create, uint64_t size)
-{
-    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    int fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
-
-    if (fd < 0)
-        return -1;
-    if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e == EACCES ? EAGAIN : e;
-        return -1;
-    }
-    if (create) {
-        /* reserve every page now: tmpfs would otherwise run out under a running guest
-         * and QEMU dies of SIGBUS */
-        if (ftruncate(fd, 0) < 0 || fallocate(fd, 0, 0, (off_t)size) < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-    }
-    return fd;
-}
-
-/* Fingerprint of a RAM file: identity, size and change times. */
-static int ram_fingerprint(const char *path, char *out, size_t len)
-{
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -1;
-    snprintf(out, len, "%llu:%llu:%lld:%lld.%09ld:%lld.%09ld", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-             st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
-    return 0;
-}
-
-/* /proc/PID/stat field 22: when the process started (ticks since boot); 0 if gone. */
-static long long proc_start_time(pid_t pid, unsigned long long *cpu_ticks)
-{
-    char path[64], buf[1024], *p;
-    unsigned long long utime = 0, stime = 0, start = 0;
-    ssize_t n;
-    int fd;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    /* after ")": state(3) ... utime(14) stime(15) ... starttime(22) */
-    if (p[2] == 'Z' || p[2] == 'X')
-        return 0; /* exited, not yet reaped */
-    if (sscanf(p + 2,
-               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
-               "%*d %llu",
-               &utime, &stime, &start) != 3)
-        return 0;
-    if (cpu_ticks)
-        *cpu_ticks = utime + stime;
-    return (long long)start;
-}
-
-static const struct bridge_tier_config *tier_of(struct bridge_vm *vm, const char *name)
-{
-    return name && *name ? bridge_config_tier(vm->br->cfg, name) : NULL;
-}
-
-static uint64_t need_bytes(struct bridge_vm *vm)
-{
-    return vm->cfg->memory_bytes + vm->br->cfg->state_margin;
-}
-
-static int64_t tier_free(struct bridge_vm *vm, const struct bridge_tier_config *t)
-{
-    int64_t used = bridge_db_tier_reserved(&vm->br->db, t->name, vmname(vm));
-    return used < 0 ? -1 : (int64_t)t->capacity - used;
-}
-
 /* ---- the QEMU process ---- */
 
 static void on_pidfd(struct bridge_watch *w, uint32_t revents);
@@ -289,206 +128,6 @@ static void watch_pid(struct bridge_managed *m, pid_t pid)
     }
     m->pidfd = fd;
     bridge_watch_add(&m->vm->br->loop, &m->pidw, fd, EPOLLIN);
-}
-
-/*
- * Split the template into @argv (at @*argc): words are separated by blanks, a double-quoted
- * part keeps its blanks (-append "console=ttyS0 quiet"), {run} and {name} are substituted.
- */
-static int template_args(const struct bridge_vm_config *c, char **argv, int *argc, int max)
-{
-    const char *s = c->qemu_args;
-
-    for (;;) {
-        char out[2048];
-        size_t o = 0;
-        int quoted = 0;
-
-        while (*s == ' ' || *s == '\t')
-            s++;
-        if (!*s)
-            return 0;
-        while (*s && (quoted || (*s != ' ' && *s != '\t'))) {
-            const char *sub = NULL;
-            if (*s == '"') {
-                quoted = !quoted;
-                s++;
-                continue;
-            }
-            if (!strncmp(s, "{run}", 5)) {
-                sub = c->run_dir;
-                s += 5;
-            } else if (!strncmp(s, "{name}", 6)) {
-                sub = c->name;
-                s += 6;
-            }
-            if (sub)
-                o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", sub);
-            else
-                out[o++] = *s++;
-            if (o >= sizeof(out) - 1)
-                return -1;
-        }
-        if (quoted)
-            return -1;
-        out[o] = '\0';
-        if (*argc >= max - 1 || !(argv[(*argc)++] = strdup(out)))
-            return -1;
-    }
-}
-
-static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int add_arg(char **argv, int *argc, int max, const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    int rc;
-
-    va_start(ap, fmt);
-    rc = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (rc < 0 || *argc >= max - 1) {
-        free(s);
-        return -1;
-    }
-    argv[(*argc)++] = s;
-    return 0;
-}
-
-#define FD_RAM     3
-#define FD_CONSOLE 4
-
-/*
- * The command line: what the bridge owns (QMP, the virtio-serial bus vms-vser with the two
- * ports, the RAM backend in the tier for zero-copy), the admin's template, the console
- * socket, and for a resume
- * -incoming defer -S (the VM waits paused for its checkpoint and for cont).
- */
-static char **build_argv(struct bridge_managed *m, int incoming)
-{
-    const struct bridge_vm_config *c = m->vm->cfg;
-    char **argv = calloc(ARGV_MAX, sizeof(char *));
-    int n = 0, bad = 0;
-
-    if (!argv)
-        return NULL;
-    bad |= add_arg(argv, &n, ARGV_MAX, "%s", c->qemu);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-name");
-    bad |= add_arg(argv, &n, ARGV_MAX, "%s,debug-threads=on", c->name);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-pidfile");
-    bad |= add_arg(argv, &n, ARGV_MAX, "%s/qemu.pid", c->run_dir);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-m");
-    bad |= add_arg(argv, &n, ARGV_MAX, "%lluM", (unsigned long long)(c->memory_bytes >> 20));
-    if (m->row.ram_file[0]) {
-        bad |= add_arg(argv, &n, ARGV_MAX, "-object");
-        bad |= add_arg(argv, &n, ARGV_MAX,
-                       "memory-backend-file,id=vms-ram,size=%llu,mem-path=%s,share=on",
-                       (unsigned long long)c->memory_bytes, m->row.ram_file);
-        bad |= add_arg(argv, &n, ARGV_MAX, "-machine");
-        bad |= add_arg(argv, &n, ARGV_MAX, "memory-backend=vms-ram");
-    }
-    bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
-    bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-qmp,path=%s,server=on,wait=off", c->qmp);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-mon");
-    bad |= add_arg(argv, &n, ARGV_MAX, "chardev=vms-qmp,mode=control");
-    bad |= add_arg(argv, &n, ARGV_MAX, "-device");
-    bad |= add_arg(argv, &n, ARGV_MAX, "virtio-serial-pci,id=vms-vser");
-    bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
-    bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-a,path=%s,server=on,wait=off", c->port_a);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-device");
-    bad |= add_arg(argv, &n, ARGV_MAX,
-                   "virtserialport,bus=vms-vser.0,chardev=vms-a,id=vms-porta,name=%s",
-                   "org.vmstate.request.0");
-    bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
-    bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-b,path=%s,server=on,wait=off", c->port_b);
-    bad |= add_arg(argv, &n, ARGV_MAX, "-device");
-    bad |= add_arg(argv, &n, ARGV_MAX,
-                   "virtserialport,bus=vms-vser.0,chardev=vms-b,id=vms-portb,name=%s",
-                   "org.vmstate.event.0");
-    /* the template after the bridge's devices, so that it can add ports on vms-vser.0 */
-    bad |= template_args(c, argv, &n, ARGV_MAX);
-    if (m->console_fd >= 0) {
-        bad |= add_arg(argv, &n, ARGV_MAX, "-chardev");
-        bad |= add_arg(argv, &n, ARGV_MAX, "socket,id=vms-console,fd=%d,server=on,wait=off",
-                       FD_CONSOLE);
-        bad |= add_arg(argv, &n, ARGV_MAX, "-serial");
-        bad |= add_arg(argv, &n, ARGV_MAX, "chardev:vms-console");
-    }
-    if (c->qemu_user[0]) {
-        bad |= add_arg(argv, &n, ARGV_MAX, "-runas");
-        bad |= add_arg(argv, &n, ARGV_MAX, "%s", c->qemu_user);
-    }
-    if (incoming) {
-        bad |= add_arg(argv, &n, ARGV_MAX, "-incoming");
-        bad |= add_arg(argv, &n, ARGV_MAX, "defer");
-        bad |= add_arg(argv, &n, ARGV_MAX, "-S");
-    }
-    if (bad) {
-        for (int i = 0; i < n; i++)
-            free(argv[i]);
-        free(argv);
-        return NULL;
-    }
-    return argv;
-}
-
-static void free_argv(char **argv)
-{
-    for (int i = 0; argv && argv[i]; i++)
-        free(argv[i]);
-    free(argv);
-}
-
-/*
- * Start QEMU detached (own session; its stdout/stderr to run_dir/qemu.log). The RAM file's
- * lock fd becomes QEMU's fd 3, so QEMU holds the lock for as long as it lives. Returns the
- * pid, or -1.
- */
-static pid_t spawn_qemu(struct bridge_managed *m, int incoming)
-{
-    const struct bridge_vm_config *c = m->vm->cfg;
-    char **argv = build_argv(m, incoming), log[BRIDGE_PATH_MAX + 16];
-    pid_t pid;
-    int logfd;
-
-    if (!argv)
-        return -1;
-    snprintf(log, sizeof(log), "%s/qemu.log", c->run_dir);
-    logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (logfd < 0) {
-        vms_err(vmname(m->vm), NULL, "lifecycle: %s: %s", log, strerror(errno));
-        free_argv(argv);
-        return -1;
-    }
-    pid = fork();
-    if (pid == 0) {
-        sigset_t none;
-        int devnull = open("/dev/null", O_RDONLY);
-        int ram = m->ram_lock_fd >= 0 ? fcntl(m->ram_lock_fd, F_DUPFD, 64) : -1;
-        int con = m->console_fd >= 0 ? fcntl(m->console_fd, F_DUPFD, 64) : -1;
-
-        setsid(); /* a bridge restart or a signal to its group never reaches QEMU */
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        dup2(devnull, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        if (ram >= 0)
-            dup2(ram, FD_RAM);
-        if (con >= 0)
-            dup2(con, FD_CONSOLE);
-        closefrom(con >= 0 ? FD_CONSOLE + 1 : ram >= 0 ? FD_RAM + 1 : 3);
-        execvp(argv[0], argv);
-        dprintf(2, "vmstate-bridged: exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(logfd);
-    free_argv(argv);
-    if (pid < 0)
-        return -1;
-    return pid;
 }
 
 /* Point the backend and the ports at the new QEMU now, not after their backoff. */
@@ -513,7 +152,7 @@ static int launch(struct bridge_managed *m, int incoming)
         op_fail(m, "cannot create %s: %s", m->vm->cfg->run_dir, strerror(errno));
         return -1;
     }
-    pid = spawn_qemu(m, incoming);
+    pid = lc_spawn_qemu(m, incoming);
     if (pid < 0) {
         op_fail(m, "cannot start QEMU: %s", strerror(errno));
         return -1;
@@ -526,257 +165,16 @@ static int launch(struct bridge_managed *m, int incoming)
     m->row.pid = pid;
     m->row.pid_start = 0;
     for (int i = 0; i < 50 && !m->row.pid_start; i++) {
-        m->row.pid_start = proc_start_time(pid, NULL);
+        m->row.pid_start = lc_proc_start_time(pid, NULL);
         if (!m->row.pid_start)
             usleep(1000);
     }
     watch_pid(m, pid);
     reconnect_now(m->vm);
     m->phase = P_WAIT_READY;
-    m->deadline = mono() + START_READY_S;
+    m->deadline = lc_mono() + START_READY_S;
     vms_info(vmname(m->vm), NULL, "lifecycle: QEMU started, pid %d%s", (int)pid,
              incoming ? " (waiting for its checkpoint)" : "");
-    return 0;
-}
-
-/* ---- tier moves (demotion, promotion) ---- */
-
-static int copy_file(const char *src, const char *dst, char *err, size_t errlen)
-{
-    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
-    static __thread char buf[1 << 20];
-    ssize_t n;
-
-    if (in < 0) {
-        snprintf(err, errlen, "%s: %s", src, strerror(errno));
-        return -1;
-    }
-    out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (out < 0) {
-        snprintf(err, errlen, "%s: %s", dst, strerror(errno));
-        goto out;
-    }
-    while ((n = read(in, buf, sizeof(buf))) > 0) {
-        /* a zero-copy RAM file is mostly holes: keep them holes */
-        int zero = 1;
-        for (ssize_t i = 0; i < n && zero; i += 8)
-            zero = *(uint64_t *)(buf + i) == 0;
-        if (zero && n == (ssize_t)sizeof(buf)) {
-            if (lseek(out, n, SEEK_CUR) < 0)
-                goto werr;
-            continue;
-        }
-        for (ssize_t off = 0; off < n;) {
-            ssize_t w = write(out, buf + off, (size_t)(n - off));
-            if (w < 0)
-                goto werr;
-            off += w;
-        }
-    }
-    if (n < 0) {
-        snprintf(err, errlen, "%s: %s", src, strerror(errno));
-        goto out;
-    }
-    if (ftruncate(out, lseek(out, 0, SEEK_CUR)) < 0 || fdatasync(out) < 0)
-        goto werr;
-    rc = 0;
-    goto out;
-werr:
-    snprintf(err, errlen, "%s: %s", dst, strerror(errno));
-out:
-    close(in);
-    if (out >= 0)
-        close(out);
-    return rc;
-}
-
-static void *move_thread(void *arg)
-{
-    struct lc_move *mv = arg;
-    uint64_t one = 1;
-
-    mv->failed = copy_file(mv->ck.state_file, mv->mv.new_state_file, mv->err, sizeof(mv->err));
-    if (!mv->failed && mv->ck.ram_file[0])
-        mv->failed = copy_file(mv->ck.ram_file, mv->mv.new_ram_file, mv->err, sizeof(mv->err));
-    if (write(mv->efd, &one, sizeof(one)) < 0) {
-        /* the loop polls mv->running too */
-    }
-    return NULL;
-}
-
-static void move_finished(struct bridge_managed *m);
-
-static void on_move_done(struct bridge_watch *w, uint32_t revents)
-{
-    struct bridge_managed *m = w->opaque;
-    uint64_t v;
-    (void)revents;
-    if (read(m->move.efd, &v, sizeof(v)) < 0 && errno == EAGAIN)
-        return;
-    move_finished(m);
-}
-
-/*
- * Move @m's checkpoint to tier @to: files copied and fdatasync'ed off the loop, then the
- * journal switches to the copies (checkpoint, reservation, old files listed as garbage) in
- * one transaction, then the old files go. A crash before the switch leaves the old copy
- * valid (the new files are deleted at start); after it, the new one.
- */
-static int move_start(struct bridge_managed *m, const struct bridge_db_checkpoint *ck,
-                      const struct bridge_tier_config *to, bridge_lc_done_fn done, void *opaque)
-{
-    struct lc_move *mv = &m->move;
-    struct bridge_db *db = &m->vm->br->db;
-
-    if (mv->running)
-        return -1;
-    memset(&mv->mv, 0, sizeof(mv->mv));
-    mv->ck = *ck;
-    snprintf(mv->mv.checkpoint, sizeof(mv->mv.checkpoint), "%s", ck->id);
-    snprintf(mv->mv.to_tier, sizeof(mv->mv.to_tier), "%s", to->name);
-    snprintf(mv->mv.new_state_file, sizeof(mv->mv.new_state_file), "%.400s/%.60s-%.39s.state",
-             to->path, ck->vm, ck->id);
-    if (ck->ram_file[0])
-        snprintf(mv->mv.new_ram_file, sizeof(mv->mv.new_ram_file), "%.400s/%.60s.ram", to->path,
-                 ck->vm);
-    if (bridge_db_move_put(db, &mv->mv) < 0)
-        return -1;
-    mv->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (mv->efd < 0)
-        goto fail;
-    bridge_watch_init(&mv->w, on_move_done, m);
-    if (bridge_watch_add(&m->vm->br->loop, &mv->w, mv->efd, EPOLLIN) < 0)
-        goto fail;
-    mv->done = done;
-    mv->opaque = opaque;
-    mv->to_fast = to->fast;
-    mv->failed = 0;
-    mv->running = 1;
-    if (pthread_create(&mv->thread, NULL, move_thread, mv) != 0) {
-        mv->running = 0;
-        bridge_watch_del(&m->vm->br->loop, &mv->w);
-        goto fail;
-    }
-    vms_info(vmname(m->vm), NULL, "tier: moving checkpoint %s from %s to %s", ck->id, ck->tier,
-             to->name);
-    return 0;
-fail:
-    if (mv->efd >= 0)
-        close(mv->efd);
-    mv->efd = -1;
-    bridge_db_move_delete(db, ck->id);
-    return -1;
-}
-
-static void move_finished(struct bridge_managed *m)
-{
-    struct lc_move *mv = &m->move;
-    struct bridge_db *db = &m->vm->br->db;
-    struct bridge_db_checkpoint ck;
-    json_object *o = json_object_new_object();
-    int ok = 0;
-
-    pthread_join(mv->thread, NULL);
-    mv->running = 0;
-    bridge_watch_del(&m->vm->br->loop, &mv->w);
-    close(mv->efd);
-    mv->efd = -1;
-    if (mv->failed || bridge_db_checkpoint_find(db, mv->ck.id, &ck) != 1 ||
-        strcmp(ck.phase, "valid")) {
-        vms_err(vmname(m->vm), NULL, "tier: move of %s failed: %s", mv->ck.id,
-                mv->failed ? mv->err : "the checkpoint changed meanwhile");
-        unlink(mv->mv.new_state_file);
-        if (mv->mv.new_ram_file[0])
-            unlink(mv->mv.new_ram_file);
-        bridge_db_move_delete(db, mv->ck.id);
-        json_object_object_add(o, "error",
-                               json_object_new_string(mv->failed ? mv->err : "checkpoint changed"));
-        goto out;
-    }
-    crash_point("move-copied");
-    if (bridge_db_begin(db) < 0)
-        goto out;
-    if (bridge_db_garbage_add(db, ck.state_file) < 0 ||
-        (ck.ram_file[0] && bridge_db_garbage_add(db, ck.ram_file) < 0))
-        goto rollback;
-    snprintf(ck.tier, sizeof(ck.tier), "%s", mv->mv.to_tier);
-    snprintf(ck.state_file, sizeof(ck.state_file), "%s", mv->mv.new_state_file);
-    if (ck.ram_file[0]) {
-        snprintf(ck.ram_file, sizeof(ck.ram_file), "%s", mv->mv.new_ram_file);
-        ram_fingerprint(ck.ram_file, ck.fp, sizeof(ck.fp));
-        snprintf(m->row.ram_file, sizeof(m->row.ram_file), "%s", ck.ram_file);
-    }
-    snprintf(m->row.res_tier, sizeof(m->row.res_tier), "%s", mv->mv.to_tier);
-    if (bridge_db_checkpoint_put(db, &ck) < 0 || bridge_db_managed_put(db, &m->row) < 0 ||
-        bridge_db_move_delete(db, ck.id) < 0 || bridge_db_commit(db) < 0)
-        goto rollback;
-    /* the lock follows the RAM file */
-    if (ck.ram_file[0]) {
-        if (m->ram_lock_fd >= 0)
-            close(m->ram_lock_fd);
-        m->ram_lock_fd = ofd_lock(ck.ram_file, 0, 0);
-    }
-    crash_point("move-switched");
-    bridge_db_garbage_collect(db);
-    vms_info(vmname(m->vm), NULL, "tier: checkpoint %s now in %s", ck.id, ck.tier);
-    json_object_object_add(o, "tier", json_object_new_string(ck.tier));
-    ok = 1;
-    goto out;
-rollback:
-    bridge_db_rollback(db);
-out:
-    reply(mv->done, mv->opaque, ok, o);
-    mv->done = NULL;
-    if (m->phase == P_WAIT_MOVE)
-        m->deadline = 0; /* re-evaluate the waiting operation at the next tick */
-}
-
-/* A crash during a move: the journal still names the old copy; the new one goes. */
-static void move_rollback_at_start(struct bridge_managed *m)
-{
-    struct bridge_db *db = &m->vm->br->db;
-    struct bridge_db_checkpoint ck;
-    struct bridge_db_move mv;
-
-    if (bridge_db_checkpoint_current(db, vmname(m->vm), &ck) != 1 ||
-        bridge_db_move_get(db, ck.id, &mv) != 1)
-        return;
-    vms_warn(vmname(m->vm), NULL, "tier: a move of %s to %s was cut short; %s stays in %s", ck.id,
-             mv.to_tier, ck.id, ck.tier);
-    unlink(mv.new_state_file);
-    if (mv.new_ram_file[0] && strcmp(mv.new_ram_file, ck.ram_file))
-        unlink(mv.new_ram_file);
-    bridge_db_move_delete(db, ck.id);
-}
-
-/* Demote the least recently used unpinned checkpoint of fast tier @t. 1 started, 0 none. */
-static int demote_one(struct bridge *br, const struct bridge_tier_config *t)
-{
-    struct bridge_db_checkpoint ck;
-    struct bridge_vm *owner = NULL;
-    const struct bridge_tier_config *slow;
-
-    if (bridge_db_checkpoint_lru(&br->db, t->name, &ck) != 1)
-        return 0;
-    for (size_t i = 0; i < br->n_vms; i++)
-        if (!strcmp(br->vms[i].cfg->name, ck.vm))
-            owner = &br->vms[i];
-    if (!owner || !owner->mgd || owner->mgd->move.running)
-        return 0;
-    slow = tier_of(owner, owner->cfg->slow_tier);
-    if (!slow || slow == t || tier_free(owner, slow) < (int64_t)owner->mgd->row.res_bytes) {
-        vms_warn(ck.vm, NULL, "tier: cannot demote %s: no room in its slow tier", ck.id);
-        return 0;
-    }
-    return move_start(owner->mgd, &ck, slow, NULL, NULL) == 0;
-}
-
-/* Any move running on this host? */
-static int moves_running(struct bridge *br)
-{
-    for (size_t i = 0; i < br->n_vms; i++)
-        if (br->vms[i].mgd && br->vms[i].mgd->move.running)
-            return 1;
     return 0;
 }
 
@@ -791,17 +189,17 @@ static int reserve(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
     const struct bridge_vm_config *c = vm->cfg;
-    const struct bridge_tier_config *fast = tier_of(vm, c->fast_tier),
-                                    *slow = tier_of(vm, c->slow_tier), *use = NULL;
-    uint64_t need = need_bytes(vm);
-    int64_t ffree = fast ? tier_free(vm, fast) : -1;
+    const struct bridge_tier_config *fast = lc_tier_of(vm, c->fast_tier),
+                                    *slow = lc_tier_of(vm, c->slow_tier), *use = NULL;
+    uint64_t need = lc_need_bytes(vm);
+    int64_t ffree = fast ? lc_tier_free(vm, fast) : -1;
 
     if (c->rapid != BRIDGE_RAPID_OFF && fast) {
         if (ffree >= (int64_t)need) {
             use = fast;
-        } else if (demote_one(vm->br, fast) || moves_running(vm->br)) {
+        } else if (lc_demote_one(vm->br, fast) || lc_moves_running(vm->br)) {
             m->phase = P_WAIT_MOVE;
-            m->deadline = mono() + 1;
+            m->deadline = lc_mono() + 1;
             return 0;
         } else if (c->rapid == BRIDGE_RAPID_ON) {
             op_fail(m,
@@ -822,10 +220,10 @@ static int reserve(struct bridge_managed *m)
     }
     if (!use)
         use = slow ? slow : fast;
-    if (tier_free(vm, use) < (int64_t)need) {
+    if (lc_tier_free(vm, use) < (int64_t)need) {
         op_fail(m, "tier %s cannot reserve %llu bytes: capacity %llu, free %lld", use->name,
                 (unsigned long long)need, (unsigned long long)use->capacity,
-                (long long)tier_free(vm, use));
+                (long long)lc_tier_free(vm, use));
         return -1;
     }
     snprintf(m->row.res_tier, sizeof(m->row.res_tier), "%s", use->name);
@@ -844,7 +242,7 @@ static void start_go(struct bridge_managed *m)
     if (r <= 0)
         return;
     if (m->row.ram_file[0]) {
-        m->ram_lock_fd = ofd_lock(m->row.ram_file, 1, m->vm->cfg->memory_bytes);
+        m->ram_lock_fd = lc_ofd_lock(m->row.ram_file, 1, m->vm->cfg->memory_bytes);
         if (m->ram_lock_fd < 0) {
             op_fail(m, "RAM file %s: %s", m->row.ram_file,
                     errno == EAGAIN ? "locked by another process (a QEMU or a suspended checkpoint)"
@@ -884,7 +282,7 @@ static void suspend_go(struct bridge_managed *m)
 
     if (vm->busy) {
         m->phase = P_WAIT_IDLE;
-        m->deadline = mono() + 0.05;
+        m->deadline = lc_mono() + 0.05;
         return;
     }
     randombytes_buf(rnd, sizeof(rnd));
@@ -917,7 +315,7 @@ int bridge_managed_holds(const struct bridge_vm *vm)
 static void checkpoint_go(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
-    const struct bridge_tier_config *t = tier_of(vm, m->row.res_tier);
+    const struct bridge_tier_config *t = lc_tier_of(vm, m->row.res_tier);
     unsigned char rnd[8];
     struct bridge_db_checkpoint *ck = &m->ck;
 
@@ -952,8 +350,8 @@ static void checkpoint_go(struct bridge_managed *m)
         return;
     }
     m->phase = P_CHECKPOINT;
-    m->t_mark = mono();
-    crash_point("suspend-journaled");
+    m->t_mark = lc_mono();
+    lc_crash_point("suspend-journaled");
     if (vm->br->backend->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
                                     ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
                                     on_checkpoint_written, m) < 0) {
@@ -1009,11 +407,11 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
     }
     vms_info(vmname(vm), NULL,
              "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), quitting QEMU", m->ck.id,
-             (long long)st.st_size, (mono() - m->t_mark) * 1000);
-    crash_point("suspend-written");
-    m->t_mark = mono() - m->t_mark; /* checkpoint seconds, reported */
+             (long long)st.st_size, (lc_mono() - m->t_mark) * 1000);
+    lc_crash_point("suspend-written");
+    m->t_mark = lc_mono() - m->t_mark; /* checkpoint seconds, reported */
     m->phase = P_QUIT;
-    m->quit_sent = mono();
+    m->quit_sent = lc_mono();
     m->deadline = m->quit_sent + QUIT_GRACE_S;
     vm->br->backend->kill(vm->backend, 0);
 }
@@ -1030,8 +428,8 @@ static void suspend_done(struct bridge_managed *m)
             fdatasync(fd); /* a RAM file on a disk tier: its pages reach the disk */
             close(fd);
         }
-        ram_fingerprint(m->ck.ram_file, m->ck.fp, sizeof(m->ck.fp));
-        m->ram_lock_fd = ofd_lock(m->ck.ram_file, 0, 0);
+        lc_ram_fingerprint(m->ck.ram_file, m->ck.fp, sizeof(m->ck.fp));
+        m->ram_lock_fd = lc_ofd_lock(m->ck.ram_file, 0, 0);
         if (m->ram_lock_fd < 0)
             vms_warn(vmname(m->vm), NULL, "lifecycle: cannot lock %s: %s", m->ck.ram_file,
                      strerror(errno));
@@ -1044,12 +442,13 @@ static void suspend_done(struct bridge_managed *m)
         return;
     }
     vms_info(vmname(m->vm), NULL, "lifecycle: suspended to %s in tier %s (%s, %.0f ms in all)",
-             m->ck.id, m->ck.tier, m->ck.zero_copy ? "zero-copy" : "copy", (mono() - m->t0) * 1000);
+             m->ck.id, m->ck.tier, m->ck.zero_copy ? "zero-copy" : "copy",
+             (lc_mono() - m->t0) * 1000);
     json_object_object_add(o, "checkpoint", json_object_new_string(m->ck.id));
     json_object_object_add(o, "tier", json_object_new_string(m->ck.tier));
     json_object_object_add(o, "zero_copy", json_object_new_boolean(m->ck.zero_copy));
     json_object_object_add(o, "checkpoint_ms", json_object_new_double(m->t_mark * 1000));
-    json_object_object_add(o, "total_ms", json_object_new_double((mono() - m->t0) * 1000));
+    json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
     op_end(m, 1, o);
 }
 
@@ -1069,11 +468,11 @@ static void resume_go(struct bridge_managed *m)
     }
     if (m->move.running) {
         m->phase = P_WAIT_MOVE;
-        m->deadline = mono() + 1;
+        m->deadline = lc_mono() + 1;
         return;
     }
     if (m->ck.ram_file[0]) {
-        if (ram_fingerprint(m->ck.ram_file, fp, sizeof(fp)) < 0 || strcmp(fp, m->ck.fp)) {
+        if (lc_ram_fingerprint(m->ck.ram_file, fp, sizeof(fp)) < 0 || strcmp(fp, m->ck.fp)) {
             op_fail(m,
                     "checkpoint %s is one-shot and its RAM file %s changed since the suspend "
                     "(or is gone): refusing to resume from it; `vmstate-admin stop %s` discards it",
@@ -1081,7 +480,7 @@ static void resume_go(struct bridge_managed *m)
             return;
         }
         if (m->ram_lock_fd < 0)
-            m->ram_lock_fd = ofd_lock(m->ck.ram_file, 0, 0);
+            m->ram_lock_fd = lc_ofd_lock(m->ck.ram_file, 0, 0);
         if (m->ram_lock_fd < 0) {
             op_fail(m, "RAM file %s is locked by another process", m->ck.ram_file);
             return;
@@ -1108,7 +507,7 @@ static void load_when_ready(struct bridge_managed *m)
     struct bridge_vm *vm = m->vm;
 
     m->phase = P_LOADING;
-    m->t_mark = mono();
+    m->t_mark = lc_mono();
     if (vm->br->backend->load_checkpoint(vm->backend, m->state_fd, m->ck.zero_copy,
                                          on_checkpoint_loaded, m) < 0)
         op_fail(m, "the hypervisor cannot load the checkpoint");
@@ -1132,7 +531,7 @@ static void resume_cont(struct bridge_managed *m)
         return;
     }
     m->phase = P_CONT;
-    m->t_mark = mono();
+    m->t_mark = lc_mono();
     if (vm->br->backend->cont(vm->backend, on_resumed_cont, m) < 0)
         op_fail(m, "cont failed: QMP not ready");
 }
@@ -1151,10 +550,10 @@ static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_resul
         return;
     }
     vms_info(vmname(m->vm), NULL, "lifecycle: checkpoint %s loaded in %.0f ms", m->ck.id,
-             (mono() - m->t_mark) * 1000);
-    crash_point("resume-loaded");
+             (lc_mono() - m->t_mark) * 1000);
+    lc_crash_point("resume-loaded");
     m->phase = P_PORTS;
-    m->deadline = mono() + PORTS_WAIT_S;
+    m->deadline = lc_mono() + PORTS_WAIT_S;
 }
 
 static void on_resumed_cont(void *opaque, const struct bridge_backend_result *r)
@@ -1175,12 +574,12 @@ static void on_resumed_cont(void *opaque, const struct bridge_backend_result *r)
     bridge_vm_send(m->vm, &n);
     vms_msg_clear(&n);
     vms_info(vmname(m->vm), NULL, "lifecycle: resumed from %s (%.0f ms in all)", m->ck.id,
-             (mono() - m->t0) * 1000);
+             (lc_mono() - m->t0) * 1000);
     o = json_object_new_object();
     json_object_object_add(o, "checkpoint", json_object_new_string(m->ck.id));
     json_object_object_add(o, "tier", json_object_new_string(m->ck.tier));
     json_object_object_add(o, "zero_copy", json_object_new_boolean(m->ck.zero_copy));
-    json_object_object_add(o, "total_ms", json_object_new_double((mono() - m->t0) * 1000));
+    json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
     op_end(m, 1, o);
 }
 
@@ -1243,8 +642,8 @@ static void on_pidfd(struct bridge_watch *w, uint32_t revents)
     if (m->op == BRIDGE_LC_STOP) {
         json_object *o = json_object_new_object();
         stopped(m);
-        vms_info(vmname(m->vm), NULL, "lifecycle: stopped (%.0f ms)", (mono() - m->t0) * 1000);
-        json_object_object_add(o, "total_ms", json_object_new_double((mono() - m->t0) * 1000));
+        vms_info(vmname(m->vm), NULL, "lifecycle: stopped (%.0f ms)", (lc_mono() - m->t0) * 1000);
+        json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
         op_end(m, 1, o);
         return;
     }
@@ -1252,7 +651,7 @@ static void on_pidfd(struct bridge_watch *w, uint32_t revents)
         /* died before cont: the guest never ran from the checkpoint, which stays good */
         snprintf(m->ck.phase, sizeof(m->ck.phase), "valid");
         bridge_db_checkpoint_put(&m->vm->br->db, &m->ck);
-        m->ram_lock_fd = m->ck.ram_file[0] ? ofd_lock(m->ck.ram_file, 0, 0) : -1;
+        m->ram_lock_fd = m->ck.ram_file[0] ? lc_ofd_lock(m->ck.ram_file, 0, 0) : -1;
         m->row.pid = m->row.pid_start = 0;
         journal_row(m, "suspended");
         op_fail(m, "QEMU exited while resuming (see %s/qemu.log)", m->vm->cfg->run_dir);
@@ -1273,7 +672,7 @@ static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_d
     m->op = op;
     m->done = done;
     m->opaque = opaque;
-    m->t0 = mono();
+    m->t0 = lc_mono();
     m->deadline = 0;
     switch (op) {
     case BRIDGE_LC_START:
@@ -1295,7 +694,7 @@ static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_d
             break;
         }
         m->phase = P_POWERDOWN;
-        m->deadline = mono() + m->vm->cfg->stop_timeout;
+        m->deadline = lc_mono() + m->vm->cfg->stop_timeout;
         if (!m->vm->backend ||
             m->vm->br->backend->powerdown(m->vm->backend, on_powerdown_sent, m) < 0)
             m->deadline = 0;
@@ -1319,14 +718,14 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
     const char *st;
 
     if (!m) {
-        refuse(done, opaque, vm, "%s is not a managed VM (managed = yes in its section)",
-               vmname(vm));
+        lc_refuse(done, opaque, vm, "%s is not a managed VM (managed = yes in its section)",
+                  vmname(vm));
         return;
     }
     st = m->row.run_state;
     if (m->op != BRIDGE_LC_NONE || m->queued != BRIDGE_LC_NONE) {
-        refuse(done, opaque, vm, "busy: %s in progress",
-               op_name(m->op != BRIDGE_LC_NONE ? m->op : m->queued));
+        lc_refuse(done, opaque, vm, "busy: %s in progress",
+                  op_name(m->op != BRIDGE_LC_NONE ? m->op : m->queued));
         return;
     }
     if ((op == BRIDGE_LC_START && strcmp(st, "stopped")) ||
@@ -1334,22 +733,22 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
         (op == BRIDGE_LC_RESUME && strcmp(st, "suspended")) ||
         (op == BRIDGE_LC_STOP && !strcmp(st, "stopped"))) {
         if (op == BRIDGE_LC_RESUME && !strcmp(st, "running")) {
-            refuse(done, opaque, vm,
-                   "%s is running: its last checkpoint was consumed by the resume that started "
-                   "it (checkpoints are one-shot)",
-                   vmname(vm));
+            lc_refuse(done, opaque, vm,
+                      "%s is running: its last checkpoint was consumed by the resume that started "
+                      "it (checkpoints are one-shot)",
+                      vmname(vm));
             return;
         }
-        refuse(done, opaque, vm, "cannot %s: the VM is %s", op_name(op), st);
+        lc_refuse(done, opaque, vm, "cannot %s: the VM is %s", op_name(op), st);
         return;
     }
     if (op == BRIDGE_LC_SUSPEND && (!vm->backend || !vm->br->backend->is_ready(vm->backend))) {
-        refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
+        lc_refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
         return;
     }
     if (op == BRIDGE_LC_SUSPEND || op == BRIDGE_LC_RESUME) {
         m->queued = op;
-        m->queued_at = mono();
+        m->queued_at = lc_mono();
         m->queued_done = done;
         m->queued_opaque = opaque;
         return; /* bridge_managed_tick starts it when the host's pace allows */
@@ -1432,7 +831,7 @@ static void idle_tick(struct bridge_managed *m, double now)
         idle = !m->console_client;
     } else {
         long hz = sysconf(_SC_CLK_TCK);
-        proc_start_time((pid_t)m->row.pid, &ticks);
+        lc_proc_start_time((pid_t)m->row.pid, &ticks);
         idle = m->cpu_ticks && ticks >= m->cpu_ticks &&
                (double)(ticks - m->cpu_ticks) / (double)hz * 100.0 / IDLE_SAMPLE_S <
                    vm->cfg->idle_cpu_percent;
@@ -1503,59 +902,6 @@ static int console_open(struct bridge_managed *m)
 
 /* ---- per-loop tick ---- */
 
-#define PROMOTE_LEAD_S 30 /* a scheduled resume promotes its checkpoint this long ahead */
-
-/*
- * A scheduled resume: promote the checkpoint to the fast tier ahead of time (when it was
- * demoted and there is room), then resume at the time given. Checked every tick: cheap,
- * one indexed row per suspended VM once a second.
- */
-static void schedule_tick(struct bridge_managed *m, double now)
-{
-    struct bridge_vm *vm = m->vm;
-    struct bridge_db_checkpoint ck;
-    const struct bridge_tier_config *fast;
-    int64_t wall = (int64_t)time(NULL);
-
-    if (strcmp(m->row.run_state, "suspended") || m->op || m->queued || m->move.running ||
-        now < m->next_schedule_check)
-        return;
-    m->next_schedule_check = now + 1;
-    if (bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1 || !ck.resume_at ||
-        strcmp(ck.phase, "valid"))
-        return;
-    fast = tier_of(vm, vm->cfg->fast_tier);
-    if (fast && strcmp(ck.tier, fast->name) && wall >= ck.resume_at - PROMOTE_LEAD_S &&
-        !m->promote_tried && tier_free(vm, fast) >= (int64_t)m->row.res_bytes) {
-        m->promote_tried = 1; /* once: a failed promotion leaves the resume to the slow tier */
-        vms_info(vmname(vm), NULL, "tier: resume scheduled in %lld s: promoting %s to %s",
-                 (long long)(ck.resume_at - wall), ck.id, fast->name);
-        move_start(m, &ck, fast, NULL, NULL);
-        return;
-    }
-    if (wall >= ck.resume_at) {
-        ck.resume_at = 0;
-        bridge_db_checkpoint_put(&vm->br->db, &ck);
-        m->promote_tried = 0;
-        vms_info(vmname(vm), NULL, "lifecycle: scheduled resume");
-        bridge_managed_request(vm, BRIDGE_LC_RESUME, NULL, NULL);
-    }
-}
-
-int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen)
-{
-    struct bridge_db_checkpoint ck;
-
-    if (!vm->mgd || strcmp(vm->mgd->row.run_state, "suspended") ||
-        bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1) {
-        snprintf(why, whylen, "%s is not suspended", vmname(vm));
-        return -1;
-    }
-    ck.resume_at = at;
-    vm->mgd->promote_tried = 0;
-    return bridge_db_checkpoint_put(&vm->br->db, &ck);
-}
-
 static void vm_tick(struct bridge_managed *m, double now)
 {
     struct bridge_vm *vm = m->vm;
@@ -1601,7 +947,7 @@ static void vm_tick(struct bridge_managed *m, double now)
         }
         break;
     case P_WAIT_MOVE:
-        if (now >= m->deadline && !moves_running(vm->br)) {
+        if (now >= m->deadline && !lc_moves_running(vm->br)) {
             m->phase = P_IDLE;
             if (m->op == BRIDGE_LC_START)
                 start_go(m);
@@ -1613,7 +959,7 @@ static void vm_tick(struct bridge_managed *m, double now)
         break;
     }
     idle_tick(m, now);
-    schedule_tick(m, now);
+    lc_schedule_tick(m, now);
     console_watch(m);
 }
 
@@ -1654,7 +1000,7 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
         json_object_object_add(o, "pid", json_object_new_int64(m->row.pid));
         json_object_object_add(o, "tier", json_object_new_string(m->row.res_tier));
         json_object_object_add(o, "zero_copy", json_object_new_boolean(m->row.ram_file[0] != 0));
-        json_object_object_add(o, "total_ms", json_object_new_double((mono() - m->t0) * 1000));
+        json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
         vms_info(vmname(vm), NULL, "lifecycle: running (tier %s%s)", m->row.res_tier,
                  m->row.ram_file[0] ? ", RAM in the tier" : "");
         op_end(m, 1, o);
@@ -1709,8 +1055,8 @@ void bridge_managed_free(struct bridge_vm *vm)
         close(m->ram_lock_fd);
     if (m->state_fd >= 0)
         close(m->state_fd);
-    reply(m->done, m->opaque, 0, NULL);
-    reply(m->queued_done, m->queued_opaque, 0, NULL);
+    lc_reply(m->done, m->opaque, 0, NULL);
+    lc_reply(m->queued_done, m->queued_opaque, 0, NULL);
     free(m);
     vm->mgd = NULL;
 }
@@ -1731,11 +1077,11 @@ int bridge_managed_start(struct bridge_vm *vm)
     if (vm->cfg->console && console_open(m) < 0)
         vms_warn(vmname(vm), NULL, "lifecycle: console socket in %s: %s", vm->cfg->run_dir,
                  strerror(errno));
-    move_rollback_at_start(m);
+    lc_move_rollback_at_start(m);
     bridge_db_garbage_collect(db);
     st = m->row.run_state;
     alive = m->row.pid > 0 && m->row.pid_start &&
-            proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start;
+            lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start;
     have_ck = bridge_db_checkpoint_current(db, vmname(vm), &ck) == 1;
     if (alive) {
         watch_pid(m, (pid_t)m->row.pid);
@@ -1753,8 +1099,8 @@ int bridge_managed_start(struct bridge_vm *vm)
             m->ck = ck;
             m->op = BRIDGE_LC_SUSPEND;
             m->phase = P_QUIT;
-            m->t0 = mono();
-            m->deadline = mono() + START_READY_S;
+            m->t0 = lc_mono();
+            m->deadline = lc_mono() + START_READY_S;
             m->quit_on_ready = 1;
         } else if (!strcmp(st, "resuming") && have_ck) {
             /* never cont'ed: the guest did not run; start over from the checkpoint */
@@ -1764,12 +1110,12 @@ int bridge_managed_start(struct bridge_vm *vm)
             m->op = BRIDGE_LC_RESUME;
             m->phase = P_QUIT;
             m->ck = ck;
-            m->deadline = mono() + 3600;
+            m->deadline = lc_mono() + 3600;
         } else if (!strcmp(st, "stopping")) {
             m->op = BRIDGE_LC_STOP;
             m->phase = P_POWERDOWN;
-            m->t0 = mono();
-            m->deadline = mono() + vm->cfg->stop_timeout;
+            m->t0 = lc_mono();
+            m->deadline = lc_mono() + vm->cfg->stop_timeout;
         } else {
             journal_row(m, "running");
         }
@@ -1787,11 +1133,11 @@ int bridge_managed_start(struct bridge_vm *vm)
             bridge_db_checkpoint_put(db, &ck);
         }
         if (!ck.fp[0] && ck.ram_file[0]) {
-            ram_fingerprint(ck.ram_file, ck.fp, sizeof(ck.fp));
+            lc_ram_fingerprint(ck.ram_file, ck.fp, sizeof(ck.fp));
             bridge_db_checkpoint_put(db, &ck);
         }
         if (ck.ram_file[0]) {
-            m->ram_lock_fd = ofd_lock(ck.ram_file, 0, 0);
+            m->ram_lock_fd = lc_ofd_lock(ck.ram_file, 0, 0);
             if (m->ram_lock_fd < 0)
                 vms_warn(vmname(vm), NULL, "lifecycle: cannot lock %s: %s", ck.ram_file,
                          strerror(errno));
@@ -1849,66 +1195,4 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
         json_object_object_add(o, "checkpoint", c);
     }
     return o;
-}
-
-json_object *bridge_managed_tiers(struct bridge *br)
-{
-    json_object *a = json_object_new_array();
-
-    for (size_t i = 0; i < br->cfg->n_tiers; i++) {
-        const struct bridge_tier_config *t = &br->cfg->tiers[i];
-        json_object *o = json_object_new_object(), *vms = json_object_new_array();
-        int64_t used = bridge_db_tier_reserved(&br->db, t->name, NULL);
-        json_object_object_add(o, "name", json_object_new_string(t->name));
-        json_object_object_add(o, "path", json_object_new_string(t->path));
-        json_object_object_add(o, "class", json_object_new_string(t->fast ? "fast" : "slow"));
-        json_object_object_add(o, "shared", json_object_new_boolean(t->shared));
-        json_object_object_add(o, "capacity", json_object_new_int64((int64_t)t->capacity));
-        json_object_object_add(o, "reserved", json_object_new_int64(used));
-        json_object_object_add(o, "free", json_object_new_int64((int64_t)t->capacity - used));
-        for (size_t k = 0; k < br->n_vms; k++) {
-            struct bridge_managed *m = br->vms[k].mgd;
-            if (m && !strcmp(m->row.res_tier, t->name))
-                json_object_array_add(vms, json_object_new_string(br->vms[k].cfg->name));
-        }
-        json_object_object_add(o, "vms", vms);
-        json_object_array_add(a, o);
-    }
-    return a;
-}
-
-int bridge_managed_pin(struct bridge_vm *vm, int pin, char *why, size_t whylen)
-{
-    struct bridge_db_checkpoint ck;
-
-    if (!vm->mgd || bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1) {
-        snprintf(why, whylen, "%s has no checkpoint", vmname(vm));
-        return -1;
-    }
-    ck.pinned = pin;
-    return bridge_db_checkpoint_put(&vm->br->db, &ck);
-}
-
-void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn done, void *opaque)
-{
-    struct bridge_db_checkpoint ck;
-    const struct bridge_tier_config *to;
-
-    if (!vm->mgd || bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) != 1 ||
-        strcmp(ck.phase, "valid")) {
-        refuse(done, opaque, vm, "%s has no valid checkpoint to move", vmname(vm));
-        return;
-    }
-    to = tier_of(vm, to_fast ? vm->cfg->fast_tier : vm->cfg->slow_tier);
-    if (!to || !strcmp(to->name, ck.tier)) {
-        refuse(done, opaque, vm, "checkpoint %s is already in %s", ck.id, ck.tier);
-        return;
-    }
-    if (tier_free(vm, to) < (int64_t)vm->mgd->row.res_bytes) {
-        refuse(done, opaque, vm, "tier %s has %lld bytes free, %llu needed", to->name,
-               (long long)tier_free(vm, to), (unsigned long long)vm->mgd->row.res_bytes);
-        return;
-    }
-    if (move_start(vm->mgd, &ck, to, done, opaque) < 0)
-        refuse(done, opaque, vm, "a move of this VM's checkpoint is already running");
 }
