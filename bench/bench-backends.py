@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Per-operation times on both hypervisor backends: the same guest (the test image, 128 MiB,
 TCG) behind the bridge, once run by the harness over QMP and once as a libvirt domain.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Lifecycle benchmark (issue 12): managed-VM suspend and resume vs RAM size, copy path
 against dd, zero-copy resume breakdown, a storm of 4 suspends with and without throttling.
 

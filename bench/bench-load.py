@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmarks 3, 4 and 5 in one VM: throughput, fan-out, memory.
 
   throughput  K concurrent apps (guest processes, one handle each; 1, 4, 16, 64), each doing

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark 1: round trip of a no-op request, against the floor and the anchor, in one VM.
 
   floor/host   host writes 1 byte on port B, a guest echo (vsbench-port) reads B and writes

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark 2: save and restore breakdown — QEMU's job time vs. the app's request-to-event
 time; our overhead is the difference (target: p99 under 2 ms).
 

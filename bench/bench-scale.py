@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark 6: one bridge serving 8 VMs — per-VM hostinfo round trip, alone and with all
 VMs asking at once.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """benchlib: shared helpers for the vmstate benchmarks (Python 3 stdlib, on top of
 the system-test harness tests/harness/vmstest).
 

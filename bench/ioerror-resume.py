@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Benchmark (not a test): time from "store healthy" to "VM running" over N NBD outages.
 
     python3 bench/ioerror-resume.py --image DIR --builddir BUILDDIR [--outages 20]

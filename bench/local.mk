@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # bench: measure vmstate against its physical floor and its anchor (qemu-ga). Never part
 # of `make check`; see bench/README.md.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Plot resume time vs RAM size for each lifecycle path from bench-lifecycle.py's JSON.
 
 Usage: plot-lifecycle.py RESULTS.json OUT.png

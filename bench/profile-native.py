@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The vmstate path natively on the host (no TCG): what our code costs without emulation.
 
 app (vsbench-app rtt) -> private dbus-daemon -> vmstate-helperd -> relay -> vmstate-bridged

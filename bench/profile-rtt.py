@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Where a hostinfo round trip's time goes: CPU time per request of each process on the path
 (host: bridge + readers, QEMU; guest: helper, dbus-daemon, the app) over N sequential
 requests, with the bridge database on the given directory's file system.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Run every vmstate benchmark in one go and write RESULTS.md (what `make bench` does).
 
 Usage: run-all.py --image DIR --builddir BUILD [-n 1000] [--out bench/RESULTS.md]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstate_path: the whole vmstate path for the benchmarks — vmstate-bridged on the host
 serving one or more harness VMs, vmstate-helperd in each guest, a principal with rights.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vsbench-app — the guest side of the vmstate benchmarks, a libvmstate app.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vsbench-port — the physical floor and the qemu-ga anchor, one small program used on both
  * sides of the VM (no vmstate code involved).

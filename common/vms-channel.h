@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-channel.h — a thin channel: one file descriptor (a virtio-serial port
  * in the guest, a QEMU chardev socket on the host, a socketpair in tests),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-dedup.c — see vms-dedup.h. A linear scan over 1024 keys costs a few
  * microseconds, far below one port round trip, and keeps the code obvious.

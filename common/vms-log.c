@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-log.c — see vms-log.h.
  */
@@ -13,12 +14,19 @@
 
 static const char *log_prog = "vmstate";
 static int log_max = LOG_INFO;
+static int log_syslog;
 
 void vms_log_init(const char *progname, int max_level)
 {
     if (progname)
         log_prog = progname;
     log_max = max_level;
+}
+
+void vms_log_to_syslog(int facility)
+{
+    openlog(log_prog, LOG_PID | LOG_NDELAY, facility);
+    log_syslog = 1;
 }
 
 int vms_log_level(void)
@@ -146,7 +154,9 @@ void vms_log(int level, const char *vm, const char *request_id, const char *fmt,
         snprintf(ctx, sizeof(ctx), "req=%s: ", request_id);
     defang(ctx, sizeof(ctx));
 
-    if (getenv("JOURNAL_STREAM")) {
+    if (log_syslog) {
+        syslog(level, "%s%s", ctx, msg);
+    } else if (getenv("JOURNAL_STREAM")) {
         fprintf(stderr, "<%d>%s%s\n", level, ctx, msg);
     } else {
         struct timespec ts;

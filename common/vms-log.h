@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-log.h — one log format for every vmstate daemon and tool.
  *
@@ -16,6 +17,9 @@
 /* Program name shown in each line, and the most verbose level printed (LOG_INFO by default). */
 void vms_log_init(const char *progname, int max_level);
 int vms_log_level(void);
+/* From now on, send lines to syslog (@facility, e.g. LOG_DAEMON) instead of stderr: for
+ * daemons started without systemd (--syslog, --daemon). Call after vms_log_init. */
+void vms_log_to_syslog(int facility);
 
 /*
  * Log one line at @level (LOG_ERR .. LOG_DEBUG). @vm and @request_id may be

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-proto.c — schema, encoder and decoder of the wire messages.
  */

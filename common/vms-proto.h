@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-proto.h — the one definition of the guest-helper <-> host-bridge
  * messages. Both daemons encode and decode with this code only.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-wire.c — resynchronising framing (see vms-wire.h for the format).
  */

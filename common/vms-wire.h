@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-wire.h — resynchronising framing for the virtio-serial ports.
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # examples: a C program using libvmstate across a restore, and a busctl script.
 noinst_PROGRAMS += examples/vmstate-example
 examples_vmstate_example_SOURCES = examples/vmstate-example.c

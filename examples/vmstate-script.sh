@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # vmstate-script.sh — save, list and restore this VM's state with busctl (or dbus-send) only
 # (no libvmstate), as a shell script would. Each call returns a request id at
 # once. Completions are unicast signals to connections that called

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-bridge-request — the bridge's whole guest-facing path: bytes as a
  * guest writes them on port A go through the channel (deframe, decode,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-config — the INI configuration parsers: the first byte of the input
  * selects the parser (bit 0x08 clear, e.g. 'b': vmstate-bridged's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-deframe — the frame reader over arbitrary port bytes. Checks that it
  * never overruns its fixed buffer, that every frame it yields fits the cap,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-helper-events — vmstate-helperd's host-facing input path: bytes as
  * they arrive on port B go through the channel (deframe + decode) into the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-message — the message decoder (libdbus demarshal + schema checks)
  * over arbitrary payloads. A decoded message must re-encode: decode accepts

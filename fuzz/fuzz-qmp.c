@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * fuzz-qmp — the host bridge's QMP backend (backend-qmp.c) reading what
  * "QEMU" sends on the monitor socket: the greeting, the capabilities reply,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Fuzz targets: fuzz/fuzz-<name>.c, seed corpus in fuzz/corpus/<name>/.
 # With --enable-fuzzing (CC=clang) they link libFuzzer; otherwise they link
 # standalone.c and `make check` replays the committed corpus through them.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * make-seeds.c — writes the seed corpus (one valid frame/payload per message
  * type, plus edge cases) into fuzz/corpus/. Run by `make fuzz-seeds` when

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Replay each fuzz target's committed corpus (regression check in make check).
 # Under --enable-fuzzing the targets are libFuzzer binaries: -runs=0 replays.
 set -e

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run every libFuzzer target for SECONDS (default 60) each, under ASan+UBSan.
 # Usage: fuzz/run-fuzzers.sh BUILDDIR [SECONDS [RUNS]]   (BUILDDIR configured with
 #   CC=clang --enable-fuzzing). With RUNS, each target runs RUNS executions

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * standalone.c — runs a fuzz target over files without libFuzzer, so that
  * normal builds compile every target and `make check` replays the corpus.

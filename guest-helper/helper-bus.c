@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-bus.c — the org.vmstate.Helper1 object on the system bus (libdbus).
  *
@@ -882,6 +883,46 @@ static void handle_proceed(struct helper *h, DBusMessage *call)
     reply_empty(h->bus, call);
 }
 
+/* GetRequest(request_id) -> (status, operation, app_id): where a request stands in this helper:
+ * "queued" (waiting for the bridge), "sent" (the host has it), "completed" (its completion is
+ * held for a listener) or "delivered"; NotFound if the helper never saw it (or forgot it). */
+static void handle_get_request(struct helper *h, DBusMessage *call)
+{
+    const char *id, *status = NULL, *op = "", *app = "";
+    DBusMessage *r;
+    long uid;
+
+    if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID) ||
+        !vms_valid_request_id(id)) {
+        reply_error(h->bus, call, HELPER_ERR_INVALID, "GetRequest takes a request id (s)");
+        return;
+    }
+    uid = check_caller(h, call);
+    if (uid < 0)
+        return;
+    for (struct helper_request *q = h->requests; q && !status; q = q->next)
+        if (!strcmp(q->msg.request_id, id))
+            status = q->sent ? "sent" : "queued", op = q->msg.op, app = q->msg.app_id;
+    for (int list = 0; list < 2 && !status; list++)
+        for (struct helper_held *e = list ? h->deferred : h->held; e && !status; e = e->next)
+            if (!strcmp(e->ev.request_id, id))
+                status = "completed", op = e->ev.op, app = e->ev.app_id;
+    if (!status && vms_dedup_seen(&h->delivered, 0, id))
+        status = "delivered";
+    if (!status) {
+        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND, "no request %s in this helper", id);
+        return;
+    }
+    if (app[0] && check_app(h, call, app, uid) < 0) /* another app's request: not yours */
+        return;
+    r = dbus_message_new_method_return(call);
+    if (r && dbus_message_append_args(r, DBUS_TYPE_STRING, &status, DBUS_TYPE_STRING, &op,
+                                      DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID))
+        dbus_connection_send(h->bus, r, NULL);
+    if (r)
+        dbus_message_unref(r);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, void *data)
@@ -923,6 +964,10 @@ static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, vo
     }
     if (!strcmp(member, "Proceed")) {
         handle_proceed(h, m);
+        return DBUS_HANDLER_RESULT_HANDLED;
+    }
+    if (!strcmp(member, "GetRequest")) {
+        handle_get_request(h, m);
         return DBUS_HANDLER_RESULT_HANDLED;
     }
     if (!strcmp(member, "UnregisterListener")) {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-bus.h — the org.vmstate.Helper1 D-Bus object.
  *
@@ -15,13 +16,13 @@
 #define HELPER_BUS_PATH  "/org/vmstate/Helper1"
 #define HELPER_BUS_IFACE "org.vmstate.Helper1"
 
-#define HELPER_ERR_PERMISSION  "org.vmstate.Error.Permission"
-#define HELPER_ERR_UNAVAILABLE "org.vmstate.Error.Unavailable"
-#define HELPER_ERR_BUSY        "org.vmstate.Error.Busy"
-#define HELPER_ERR_INVALID     "org.vmstate.Error.InvalidArgs"
-#define HELPER_ERR_LIMIT       "org.vmstate.Error.LimitReached"
-#define HELPER_ERR_INTERNAL    "org.vmstate.Error.Internal"
-#define HELPER_ERR_NOT_FOUND   "org.vmstate.Error.NotFound"
+#define HELPER_ERR_PERMISSION  "org.vmstate.Helper1.Error.Permission"
+#define HELPER_ERR_UNAVAILABLE "org.vmstate.Helper1.Error.Unavailable"
+#define HELPER_ERR_BUSY        "org.vmstate.Helper1.Error.Busy"
+#define HELPER_ERR_INVALID     "org.vmstate.Helper1.Error.InvalidArgs"
+#define HELPER_ERR_LIMIT       "org.vmstate.Helper1.Error.LimitReached"
+#define HELPER_ERR_INTERNAL    "org.vmstate.Helper1.Error.Internal"
+#define HELPER_ERR_NOT_FOUND   "org.vmstate.Helper1.Error.NotFound"
 
 extern const char helper_introspect_xml[];
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-clock.c — set the guest's wall clock from the host's (issue 8).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-config.h — vmstate-helperd's configuration (INI, read with inih).
  *

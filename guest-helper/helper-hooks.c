@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-hooks.c — pre-save.d / post-restore.d hooks and the Prepare/Ready
  * exchange (helper-hooks.h).

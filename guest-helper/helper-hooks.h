@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper-hooks.h — consistent guest state across timeline changes (issue 8):
  * the guest clock (helper-clock.c) and the pre-save / post-restore hooks

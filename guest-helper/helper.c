@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper.c — see helper.h. Protocol handling follows doc/protocol.md.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * helper.h — vmstate-helperd's core: the two ports, the session with the
  * bridge, the request queue, listeners by app id, events held for late

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # guest-helper: vmstate-helperd, the in-guest D-Bus service.
 # The core (everything but main) is a convenience library so the component
 # tests and the fuzz target drive the same code the daemon runs.
@@ -28,8 +29,14 @@ guest_helper_vmstate_helperd_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS) $(UDEV_CFLAGS)
 guest_helper_vmstate_helperd_LDADD = $(HELPER_CORE_LIBS)
 
 # Installed integration files.
-dbusinterfacesdir = $(datadir)/dbus-1/interfaces
-dist_dbusinterfaces_DATA = guest-helper/org.vmstate.Helper1.xml
+# One interface per installed file: the standard interfaces the introspection data also
+# lists (Introspectable, Properties, Peer) are left out of the installed copy.
+nodist_dbusinterfaces_DATA = guest-helper/interfaces/org.vmstate.Helper1.xml
+guest-helper/interfaces/org.vmstate.Helper1.xml: $(top_srcdir)/guest-helper/org.vmstate.Helper1.xml
+	$(AM_V_GEN)$(MKDIR_P) guest-helper/interfaces && \
+	  sed -e '/<interface name="org\.freedesktop\./,/<\/interface>/d' $< >$@.tmp && mv $@.tmp $@
+CLEANFILES += guest-helper/interfaces/org.vmstate.Helper1.xml
+EXTRA_DIST += guest-helper/org.vmstate.Helper1.xml
 dist_dbussystembus_DATA = guest-helper/org.vmstate.Helper1.conf
 dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules
 systemdsystemunit_DATA = guest-helper/vmstate-helperd.service
@@ -39,9 +46,28 @@ EXTRA_DIST += guest-helper/README.md
 EXTRA_DIST += guest-helper/vmstate-helperd.service.in
 
 guest-helper/vmstate-helperd.service: $(top_srcdir)/guest-helper/vmstate-helperd.service.in Makefile
-	$(AM_V_GEN)$(MKDIR_P) guest-helper && \
-	  sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@sysconfdir[@]|$(sysconfdir)|g' $< > $@.tmp && mv $@.tmp $@
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && mv $@.tmp $@
 CLEANFILES += guest-helper/vmstate-helperd.service
+# Guests without systemd: a sysvinit script and an OpenRC service, installed with
+# --with-initddir=DIR (e.g. /etc/init.d); both use --daemon --pidfile and syslog.
+guest-helper/vmstate-helperd.init: $(top_srcdir)/guest-helper/vmstate-helperd.init.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+guest-helper/vmstate-helperd.openrc: $(top_srcdir)/guest-helper/vmstate-helperd.openrc.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) guest-helper && $(vms_subst) $< >$@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+noinst_SCRIPTS = guest-helper/vmstate-helperd.init
+helperexample_SCRIPTS = guest-helper/vmstate-helperd.openrc
+CLEANFILES += guest-helper/vmstate-helperd.init guest-helper/vmstate-helperd.openrc
+EXTRA_DIST += guest-helper/vmstate-helperd.init.in guest-helper/vmstate-helperd.openrc.in
+install-data-local: install-helper-initd
+uninstall-local: uninstall-helper-initd
+install-helper-initd: guest-helper/vmstate-helperd.init
+	if test '$(initddir)' != no; then \
+	  $(MKDIR_P) '$(DESTDIR)$(initddir)' && \
+	  $(INSTALL_SCRIPT) guest-helper/vmstate-helperd.init '$(DESTDIR)$(initddir)/vmstate-helperd'; \
+	fi
+uninstall-helper-initd:
+	if test '$(initddir)' != no; then rm -f '$(DESTDIR)$(initddir)/vmstate-helperd'; fi
+.PHONY: install-helper-initd uninstall-helper-initd
 
 # Component tests: the real daemon against a private dbus-daemon and a fake bridge.
 TESTS += tests/test-helper-bus

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstate-helperd — the guest half of vmstate: serves org.vmstate.Helper1 on
  * the system bus and talks to the host bridge over two virtio-serial ports.
@@ -20,6 +21,7 @@
 
 #include "helper-bus.h"
 #include "helper.h"
+#include "vms-daemon.h"
 #include "vms-log.h"
 
 static void usage(FILE *f)
@@ -28,10 +30,14 @@ static void usage(FILE *f)
             "Usage: vmstate-helperd [OPTIONS]\n"
             "Serve org.vmstate.Helper1 on the system bus and relay requests to the host.\n\n"
             "  -c, --config FILE    configuration (default %s)\n"
-            "  -a, --address ADDR   D-Bus address to use instead of the system bus (tests)\n"
-            "  -d, --debug          log debug lines\n"
+            "      --address ADDR   D-Bus address to use instead of the system bus (tests)\n"
+            "  -v, --verbose        log debug lines (also --debug)\n"
+            "      --daemon         detach (for init scripts without systemd); implies --syslog\n"
+            "      --pidfile FILE   write the daemon's pid to FILE (removed at exit)\n"
+            "      --syslog         log to syslog (facility daemon) instead of stderr\n"
             "  -h, --help           this text\n"
-            "  -V, --version        print the version\n",
+            "  -V, --version        print the version\n"
+            "Under systemd it runs in the foreground (Type=dbus) and logs to the journal.\n",
             HELPER_CONFIG_DEFAULT);
 }
 
@@ -69,11 +75,19 @@ static void bus_io(DBusConnection *bus)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"address", required_argument, NULL, 'a'},
-        {"debug", no_argument, NULL, 'd'},        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
-    const char *config_path = NULL, *address = NULL;
+    enum { OPT_ADDRESS = 256, OPT_DAEMON, OPT_PIDFILE, OPT_SYSLOG };
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"address", required_argument, NULL, OPT_ADDRESS},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"debug", no_argument, NULL, 'v'},
+                                         {"daemon", no_argument, NULL, OPT_DAEMON},
+                                         {"pidfile", required_argument, NULL, OPT_PIDFILE},
+                                         {"syslog", no_argument, NULL, OPT_SYSLOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *config_path = NULL, *address = NULL, *pidfile = NULL;
+    int daemonize = 0, use_syslog = 0;
     struct helper_config cfg;
     static struct helper helper; /* static: keeps the stack small */
     struct helper *h = &helper;
@@ -81,16 +95,25 @@ int main(int argc, char **argv)
     int debug = 0, c, sfd = -1, rc = 1, quit = 0;
     sigset_t mask;
 
-    while ((c = getopt_long(argc, argv, "c:a:dhV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:vhV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config_path = optarg;
             break;
-        case 'a':
+        case OPT_ADDRESS:
             address = optarg;
             break;
-        case 'd':
+        case 'v':
             debug = 1;
+            break;
+        case OPT_DAEMON:
+            daemonize = use_syslog = 1;
+            break;
+        case OPT_PIDFILE:
+            pidfile = optarg;
+            break;
+        case OPT_SYSLOG:
+            use_syslog = 1;
             break;
         case 'h':
             usage(stdout);
@@ -103,6 +126,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (optind < argc) {
+        fprintf(stderr, "vmstate-helperd: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (pidfile && !daemonize) {
+        fprintf(stderr, "vmstate-helperd: --pidfile goes with --daemon\n");
+        return 2;
+    }
     vms_log_init("vmstate-helperd", LOG_INFO);
     helper_config_defaults(&cfg);
     if (helper_config_load(&cfg, config_path ? config_path : HELPER_CONFIG_DEFAULT,
@@ -111,6 +142,10 @@ int main(int argc, char **argv)
         return 2;
     }
     vms_log_init("vmstate-helperd", debug ? LOG_DEBUG : cfg.log_level);
+    if (daemonize && vms_daemonize(pidfile) < 0)
+        return 1;
+    if (use_syslog)
+        vms_log_to_syslog(LOG_DAEMON);
     if (!address)
         address = getenv("VMSTATE_HELPER_BUS_ADDRESS");
 
@@ -133,6 +168,7 @@ int main(int argc, char **argv)
     }
     if (helper_bus_open(h, address) < 0)
         goto out;
+    vms_daemon_ready(1); /* owns its name: the init script may go on */
     setup_udev_monitor(h);
     helper_ports_check(h);
     h->next_recheck_ms = helper_now_ms() + cfg.recheck_interval_ms;
@@ -212,6 +248,8 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    vms_daemon_ready(0); /* start-up failed (no-op once ready) */
+    vms_daemon_cleanup();
     helper_bus_close(h);
     helper_free(h);
     if (sfd >= 0)

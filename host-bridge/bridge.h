@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * bridge.h — the bridge's state: the daemon-wide struct bridge and one
  * struct bridge_vm per configured VM (its two port connections, its backend,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # host-bridge: vmstate-bridged (the host daemon) and vmstate-admin.
 # The daemon's modules live in a convenience library so that unit tests and
 # the fuzz target link the same code.
@@ -51,13 +52,22 @@ host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
 bridgeunitdir = $(systemdsystemunitdir)
 bridgeunit_DATA = host-bridge/vmstate-bridged.service
 host-bridge/vmstate-bridged.service: $(top_srcdir)/host-bridge/vmstate-bridged.service.in Makefile
-	$(AM_V_GEN)$(MKDIR_P) host-bridge && sed -e 's|@sbindir[@]|$(sbindir)|g' \
-		-e 's|@sysconfdir[@]|$(sysconfdir)|g' -e 's|@localstatedir[@]|$(localstatedir)|g' \
-		$(top_srcdir)/host-bridge/vmstate-bridged.service.in >$@
+	$(AM_V_GEN)$(MKDIR_P) host-bridge && $(vms_subst) $< >$@.tmp && mv $@.tmp $@
 CLEANFILES += host-bridge/vmstate-bridged.service
 vmstateconfdir = $(sysconfdir)/vmstate
 dist_vmstateconf_DATA = host-bridge/vmstate-bridged.conf.example
 EXTRA_DIST += host-bridge/vmstate-bridged.service.in host-bridge/README.md
+# The bridge's system user and its directories, for systemd-sysusers / systemd-tmpfiles.
+install-data-local: install-bridge-sysusers
+install-bridge-sysusers:
+	$(MKDIR_P) '$(DESTDIR)$(sysusersdir)' '$(DESTDIR)$(tmpfilesdir)'
+	$(INSTALL_DATA) $(top_srcdir)/host-bridge/vmstate-bridged.sysusers '$(DESTDIR)$(sysusersdir)/vmstate.conf'
+	$(INSTALL_DATA) $(top_srcdir)/host-bridge/vmstate-bridged.tmpfiles '$(DESTDIR)$(tmpfilesdir)/vmstate.conf'
+uninstall-local: uninstall-bridge-sysusers
+uninstall-bridge-sysusers:
+	rm -f '$(DESTDIR)$(sysusersdir)/vmstate.conf' '$(DESTDIR)$(tmpfilesdir)/vmstate.conf'
+.PHONY: install-bridge-sysusers uninstall-bridge-sysusers
+EXTRA_DIST += host-bridge/vmstate-bridged.sysusers host-bridge/vmstate-bridged.tmpfiles
 
 # Guest-side test client for the system tests (runs inside the test VM).
 noinst_PROGRAMS += tests/bridge/vms-wire-client

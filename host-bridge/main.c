@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstate-bridged — the host bridge: serves guest requests arriving on each
  * configured VM's port A, runs them on the hypervisor, and reports on port B.
  *
- * Usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]
- * Runs in the foreground (systemd Type=simple), logs to stderr.
+ * Usage: vmstate-bridged [OPTIONS] (see usage() and vmstate-bridged(8))
+ * Runs in the foreground (systemd Type=simple) and logs to stderr, or detaches with --daemon.
  */
 #include "config.h"
 
@@ -22,6 +23,7 @@
 #include "ctl.h"
 #include "managed.h"
 #include "privsep.h"
+#include "vms-daemon.h"
 #include "vms-log.h"
 
 #define DEFAULT_CONFIG SYSCONFDIR "/vmstate/vmstate-bridged.conf"
@@ -52,11 +54,17 @@ static const char *vm_of_reader(pid_t pid, void *opaque)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vmstate-bridged [-c CONFIG] [-d DATABASE] [-v]\n"
-            "  -c CONFIG    configuration file (default %s)\n"
-            "  -d DATABASE  override [bridge] database\n"
-            "  -v           log at debug level\n"
-            "  -t           check the configuration and exit\n",
+            "Usage: vmstate-bridged [OPTIONS]\n"
+            "Serve the guests' requests of the VMs in the configuration (run them on QEMU).\n\n"
+            "  -c, --config FILE      configuration (default %s)\n"
+            "  -D, --database FILE    override [bridge] database\n"
+            "  -n, --check            check the configuration and exit\n"
+            "  -v, --verbose          log at debug level\n"
+            "      --daemon           detach (init scripts without systemd); implies --syslog\n"
+            "      --pidfile FILE     write the daemon's pid to FILE (removed at exit)\n"
+            "      --syslog           log to syslog (facility daemon) instead of stderr\n"
+            "  -h, --help             this text\n"
+            "  -V, --version          print the version\n",
             DEFAULT_CONFIG);
 }
 
@@ -69,16 +77,28 @@ int main(int argc, char **argv)
     sigset_t mask;
     char err[1024];
     int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
-    const char *reader_vm = NULL, *reader_root = NULL;
+    const char *reader_vm = NULL, *reader_root = NULL, *pidfile = NULL;
     long reader_parent = 0;
-    int reader_required = 1;
+    int reader_required = 1, daemonize = 0, use_syslog = 0;
+    enum { OPT_DAEMON = 256, OPT_PIDFILE, OPT_SYSLOG };
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"database", required_argument, NULL, 'D'},
+                                         {"check", no_argument, NULL, 'n'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"daemon", no_argument, NULL, OPT_DAEMON},
+                                         {"pidfile", required_argument, NULL, OPT_PIDFILE},
+                                         {"syslog", no_argument, NULL, OPT_SYSLOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
 
     /* whatever the caller's umask: the journal, its WAL/SHM and sockets are ours alone */
     umask(077);
     memset(&br, 0, sizeof(br));
     memset(&cfg, 0, sizeof(cfg));
     br.loop.epfd = -1;
-    while ((opt = getopt(argc, argv, "c:d:vthR:L:P:E:S:")) != -1) {
+    /* -R -L -P -E -S: internal, the privsep reader's re-exec (privsep.c) */
+    while ((opt = getopt_long(argc, argv, "c:D:nvhVR:L:P:E:S:", opts, NULL)) != -1) {
         switch (opt) {
         case 'R':
             reader_vm = optarg;
@@ -98,22 +118,42 @@ int main(int argc, char **argv)
         case 'c':
             config_path = optarg;
             break;
-        case 'd':
+        case 'D':
             db_override = optarg;
             break;
         case 'v':
             verbose = 1;
             break;
-        case 't':
+        case 'n':
             check_only = 1;
+            break;
+        case OPT_DAEMON:
+            daemonize = use_syslog = 1;
+            break;
+        case OPT_PIDFILE:
+            pidfile = optarg;
+            break;
+        case OPT_SYSLOG:
+            use_syslog = 1;
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("vmstate-bridged %s\n", PACKAGE_VERSION);
             return 0;
         default:
             usage(stderr);
             return 2;
         }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vmstate-bridged: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (pidfile && !daemonize) {
+        fprintf(stderr, "vmstate-bridged: --pidfile goes with --daemon\n");
+        return 2;
     }
     if (reader_vm) {
         vms_log_init("vmstate-bridged[reader]", reader_level);
@@ -136,6 +176,10 @@ int main(int argc, char **argv)
     if (cfg.privsep && bridge_privsep_prepare(cfg.reader_sandbox_required) < 0 &&
         cfg.reader_sandbox_required)
         goto out;
+    if (daemonize && vms_daemonize(pidfile) < 0)
+        return 1;
+    if (use_syslog)
+        vms_log_to_syslog(LOG_DAEMON);
     if (sodium_init() < 0) {
         vms_err(NULL, NULL, "libsodium cannot initialise");
         goto out;
@@ -172,6 +216,7 @@ int main(int argc, char **argv)
     }
     if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
+    vms_daemon_ready(1);
     vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
              cfg.n_vms, cfg.database);
     while (!stop_requested) {
@@ -192,6 +237,8 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    vms_daemon_ready(0); /* start-up failed (no-op once ready) */
+    vms_daemon_cleanup();
     bridge_admin_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # libvmstate: the C client library (public API in vmstate.h), and vmstatectl on top of it.
 lib_LTLIBRARIES += libvmstate/libvmstate.la
 include_HEADERS += libvmstate/vmstate.h

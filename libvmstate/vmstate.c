@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vmstate.c — libvmstate, see vmstate.h.
  *
@@ -596,6 +597,13 @@ static int map_error(vmstate *v, const DBusError *err)
         const char *name;
         int code;
     } map[] = {
+        {"org.vmstate.Helper1.Error.Permission", VMSTATE_E_PERMISSION},
+        {"org.vmstate.Helper1.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
+        {"org.vmstate.Helper1.Error.Busy", VMSTATE_E_BUSY},
+        {"org.vmstate.Helper1.Error.InvalidArgs", VMSTATE_E_INVALID},
+        {"org.vmstate.Helper1.Error.LimitReached", VMSTATE_E_LIMIT},
+        {"org.vmstate.Helper1.Error.NotFound", VMSTATE_E_NOT_FOUND},
+        /* the names of helpers before 0.1.0 (errors not yet scoped under the interface) */
         {"org.vmstate.Error.Permission", VMSTATE_E_PERMISSION},
         {"org.vmstate.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
         {"org.vmstate.Error.Busy", VMSTATE_E_BUSY},
@@ -1042,31 +1050,73 @@ int vmstate_wait(vmstate *v, const char *request_id, int timeout_ms, struct vmst
     return rc;
 }
 
-int vmstate_bridge_connected(vmstate *v)
+/* Get the helper's property @prop; on success *reply holds the answer and *value is set on
+ * its variant's contents, of D-Bus type @type. */
+static int get_property(vmstate *v, const char *prop, int type, DBusMessage **reply,
+                        DBusMessageIter *value)
 {
-    const char *iface = HELPER_IFACE, *prop = "BridgeConnected";
-    DBusMessage *r;
-    DBusMessageIter it, var;
-    dbus_bool_t b;
+    const char *iface = HELPER_IFACE;
+    DBusMessageIter it;
     int rc;
 
     if (!v)
         return VMSTATE_E_INVALID;
-    rc = call_helper(v, DBUS_INTERFACE_PROPERTIES, "Get", &r, DBUS_TYPE_STRING, &iface,
+    rc = call_helper(v, DBUS_INTERFACE_PROPERTIES, "Get", reply, DBUS_TYPE_STRING, &iface,
                      DBUS_TYPE_STRING, &prop, DBUS_TYPE_INVALID);
     if (rc < 0)
         return rc;
-    if (!dbus_message_has_signature(r, "v")) {
-        dbus_message_unref(r);
-        return fail(v, VMSTATE_E_PROTOCOL, "BridgeConnected is not a variant");
+    if (dbus_message_has_signature(*reply, "v")) {
+        dbus_message_iter_init(*reply, &it);
+        dbus_message_iter_recurse(&it, value);
+        if (dbus_message_iter_get_arg_type(value) == type)
+            return 0;
     }
-    dbus_message_iter_init(r, &it);
-    dbus_message_iter_recurse(&it, &var);
-    if (dbus_message_iter_get_arg_type(&var) != DBUS_TYPE_BOOLEAN) {
-        dbus_message_unref(r);
-        return fail(v, VMSTATE_E_PROTOCOL, "BridgeConnected is not a boolean");
-    }
+    dbus_message_unref(*reply);
+    *reply = NULL;
+    return fail(v, VMSTATE_E_PROTOCOL, "the helper's %s property has an unexpected type", prop);
+}
+
+int vmstate_bridge_connected(vmstate *v)
+{
+    DBusMessage *r;
+    DBusMessageIter var;
+    dbus_bool_t b;
+    int rc = get_property(v, "BridgeConnected", DBUS_TYPE_BOOLEAN, &r, &var);
+
+    if (rc < 0)
+        return rc;
     dbus_message_iter_get_basic(&var, &b);
     dbus_message_unref(r);
     return b ? 1 : 0;
+}
+
+int vmstate_cached_list(vmstate *v, struct vmstate_event **out)
+{
+    DBusMessage *r;
+    DBusMessageIter var, arr;
+    struct event_priv *e;
+    char *sig;
+    int rc, ok;
+
+    if (!out)
+        return VMSTATE_E_INVALID;
+    *out = NULL;
+    rc = get_property(v, "States", DBUS_TYPE_ARRAY, &r, &var);
+    if (rc < 0)
+        return rc;
+    e = event_new(VMSTATE_EVENT_COMPLETED, r); /* the states point into the reply */
+    dbus_message_unref(r);
+    if (!e)
+        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
+    e->pub.operation = "list";
+    sig = dbus_message_iter_get_signature(&var);
+    ok = sig && !strcmp(sig, "a(ssssx)");
+    dbus_free(sig);
+    dbus_message_iter_recurse(&var, &arr);
+    if (!ok || read_states(&arr, e) < 0) {
+        event_free_priv(e);
+        return fail(v, VMSTATE_E_PROTOCOL, "the helper's States property is not a(ssssx)");
+    }
+    *out = &e->pub;
+    return 0;
 }

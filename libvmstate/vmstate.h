@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vmstate.h — libvmstate: ask the host to save, list and restore this VM's
  * own state, through vmstate-helperd (D-Bus name org.vmstate.Helper1).
@@ -298,6 +299,17 @@ void vmstate_event_free(struct vmstate_event *ev);
 
 /* 1 if the helper reports the host bridge connected, 0 if not, or a negative error. */
 int vmstate_bridge_connected(vmstate *v);
+
+/*
+ * The helper's last known list of saved states (its States property: the answer to the
+ * last ListStates of any caller), without asking the host: what to show while the bridge
+ * is unreachable. It may be stale, or empty if nobody listed since the helper started.
+ * On success returns 0 and sets *out to a COMPLETED event (operation "list", status 0,
+ * no request id) to free with vmstate_event_free(); otherwise *out is NULL and the
+ * result is VMSTATE_E_INVALID, VMSTATE_E_NO_HELPER, VMSTATE_E_PERMISSION,
+ * VMSTATE_E_TIMEOUT, VMSTATE_E_DISCONNECTED or VMSTATE_E_PROTOCOL.
+ */
+int vmstate_cached_list(vmstate *v, struct vmstate_event **out);
 
 /* Name of a completion status code (e.g. 6 -> "not-found"). Never NULL. */
 const char *vmstate_status_name(uint32_t status);

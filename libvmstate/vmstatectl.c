@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmstatectl — command-line client of vmstate-helperd, built on libvmstate.
  * See vmstatectl(1) (libvmstate/vmstatectl.1) for usage and exit codes.
@@ -7,9 +8,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +24,14 @@
 /* Exit codes (documented in vmstatectl.1). */
 enum {
     EXIT_OK = 0,
-    EXIT_FAILED = 1,  /* the request completed with an error status */
-    EXIT_USAGE = 2,   /* bad command line or unreadable credentials */
-    EXIT_REFUSED = 3, /* could not submit: helper absent, permission, bridge unavailable, ... */
-    EXIT_TIMEOUT = 4, /* --wait ran out of time (the request may still complete) */
+    EXIT_FAILED = 1,    /* the request completed with an error status */
+    EXIT_USAGE = 2,     /* bad command line or unreadable credentials */
+    EXIT_REFUSED = 3,   /* the helper refused: permission, busy, bad state, ... */
+    EXIT_TIMEOUT = 4,   /* --wait ran out of time (the request may still complete) */
+    EXIT_QUEUED = 5,    /* accepted and queued, not waited for (no --wait) */
+    EXIT_NO_BUS = 6,    /* no D-Bus bus to talk to */
+    EXIT_NO_HELPER = 7, /* no vmstate-helperd on the bus */
+    EXIT_NO_BRIDGE = 8, /* the host bridge is unreachable (list: answered from the cache) */
 };
 
 struct opts {
@@ -38,6 +45,7 @@ struct opts {
     int timeout_s;
     int json;
     int quiet;
+    int tree;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -57,7 +65,8 @@ static void usage(FILE *f)
           "  restore STATE_ID    restore a saved state; with --then-set-memory BYTES and/or\n"
           "                      --then-hostinfo the host runs them inside the restore and\n"
           "                      their results come with the restore's completion\n"
-          "  list                list the saved states (waits for the answer)\n"
+          "  list [--tree]       list the saved states (waits for the answer); --tree\n"
+          "                      draws them by parent\n"
           "  delete STATE_ID     delete a saved state\n"
           "  hostinfo            show host information (waits for the answer)\n"
           "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
@@ -84,8 +93,10 @@ static void usage(FILE *f)
           "                        VMSTATE_BUS_ADDRESS)\n"
           "  -h, --help            this text\n"
           "  -V, --version         print the version\n\n"
-          "Exit status: 0 ok; 1 the request completed with an error; 2 usage or credentials\n"
-          "error; 3 the helper refused or is unreachable; 4 timed out waiting.\n"
+          "Exit status: 0 completed ok; 1 completed with an error; 2 usage or credentials\n"
+          "error; 3 the helper refused; 4 timed out waiting; 5 queued (accepted, not waited\n"
+          "for: use --wait); 6 no D-Bus bus; 7 vmstate-helperd not running; 8 host bridge\n"
+          "unreachable (list then shows the helper's last known list).\n"
           "The secret is never taken from the command line.\n",
           f);
 }
@@ -285,6 +296,43 @@ static json_object *event_json(const struct vmstate_event *ev)
     return o;
 }
 
+static int list_as_tree; /* --tree: list draws states under their parents */
+
+static int has_state(const struct vmstate_event *ev, const char *id)
+{
+    for (size_t i = 0; i < ev->n_states; i++)
+        if (!strcmp(ev->states[i].id, id))
+            return 1;
+    return 0;
+}
+
+/* The children of @parent ("" for the roots: no parent, or one not in the list), with
+ * @prefix drawn before each; @depth stops a (hostile) cycle of parents. */
+static void print_tree(const struct vmstate_event *ev, const char *parent, const char *prefix,
+                       size_t depth)
+{
+    size_t last = SIZE_MAX;
+    char when[32], sub[512];
+
+    if (depth > ev->n_states)
+        return;
+    for (size_t i = 0; i < ev->n_states; i++) {
+        const struct vmstate_state *st = &ev->states[i];
+        if (parent[0] ? !strcmp(st->parent, parent) : !has_state(ev, st->parent))
+            last = i;
+    }
+    for (size_t i = 0; last != SIZE_MAX && i <= last; i++) {
+        const struct vmstate_state *st = &ev->states[i];
+        if (parent[0] ? strcmp(st->parent, parent) : has_state(ev, st->parent))
+            continue;
+        put_time(when, sizeof(when), st->created);
+        printf("  %s%s%s  %s  %s (%s)\n", prefix, i == last ? "└─ " : "├─ ", st->id, when,
+               st->label, st->app_id);
+        snprintf(sub, sizeof(sub), "%s%s", prefix, i == last ? "   " : "│  ");
+        print_tree(ev, st->id, sub, depth + 1);
+    }
+}
+
 static void print_event(const struct vmstate_event *ev, int json)
 {
     if (json) {
@@ -313,7 +361,9 @@ static void print_event(const struct vmstate_event *ev, int json)
             printf("  app data: %.*s\n", (int)ev->app_data_len, (const char *)ev->app_data);
         else if (ev->app_data_len)
             printf("  app data: %zu bytes (binary)\n", ev->app_data_len);
-        if (!strcmp(ev->operation, "list")) {
+        if (!strcmp(ev->operation, "list") && list_as_tree) {
+            print_tree(ev, "", "", 0);
+        } else if (!strcmp(ev->operation, "list")) {
             printf("  %-24s %-20s %-24s %-24s %s\n", "ID", "CREATED", "LABEL", "APP", "PARENT");
             for (size_t i = 0; i < ev->n_states; i++) {
                 char when[32];
@@ -445,6 +495,67 @@ static int set_credentials(vmstate *v, const struct opts *o)
     return 0;
 }
 
+/* The message and exit status for a request @what that could not be made: every "not
+ * there" case says which part is missing and what to do. */
+static int cannot(vmstate *v, const char *what, int rc)
+{
+    switch (rc) {
+    case VMSTATE_E_NO_HELPER:
+        fprintf(stderr,
+                "vmstatectl: %s: vmstate-helperd is not running (nobody owns org.vmstate.Helper1 "
+                "on the bus).\n"
+                "  It starts when this VM has the vmstate ports (virtio-serial "
+                "org.vmstate.request.0 and org.vmstate.event.0):\n"
+                "  check `systemctl status vmstate-helperd` (or `/etc/init.d/vmstate-helperd "
+                "status`) and ask the host's admin to add the ports.\n",
+                what);
+        return EXIT_NO_HELPER;
+    case VMSTATE_E_UNAVAILABLE:
+        fprintf(stderr,
+                "vmstatectl: %s: the host bridge is unreachable (the ports are closed or "
+                "vmstate-bridged is not running on the host),\n"
+                "  and the helper does not queue requests (queue_when_disconnected = false). "
+                "Ask the host's admin: `systemctl status vmstate-bridged`.\n",
+                what);
+        return EXIT_NO_BRIDGE;
+    case VMSTATE_E_DISCONNECTED:
+        fprintf(stderr, "vmstatectl: %s: the D-Bus connection was lost (dbus-daemon stopped?)\n",
+                what);
+        return EXIT_NO_BUS;
+    default:
+        fprintf(stderr, "vmstatectl: %s: %s\n", what, vmstate_last_error(v));
+        return rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
+    }
+}
+
+/* list with the bridge away: do not wait for an answer that may never come; show the helper's
+ * last known catalogue. Other commands are held by the helper: say so. Returns -1 when the
+ * command should go on (bridge connected, or a request the helper queues). */
+static int bridge_away(vmstate *v, const char *cmd, const struct opts *o)
+{
+    struct vmstate_event *ev = NULL;
+    int rc = vmstate_bridge_connected(v);
+
+    if (rc == 1)
+        return -1;
+    if (rc < 0)
+        return cannot(v, cmd, rc);
+    fprintf(stderr, "vmstatectl: the host bridge is not connected (the ports are closed or "
+                    "vmstate-bridged is not running on the host)\n");
+    if (strcmp(cmd, "list")) {
+        fprintf(stderr, "vmstatectl: the helper holds %s until the bridge is back%s\n", cmd,
+                o->wait || !strcmp(cmd, "hostinfo") ? "; waiting (--timeout)" : "");
+        return -1;
+    }
+    rc = vmstate_cached_list(v, &ev);
+    if (rc < 0)
+        return cannot(v, cmd, rc);
+    fprintf(stderr, "vmstatectl: showing the helper's last known list; it may be stale\n");
+    print_event(ev, o->json);
+    vmstate_event_free(ev);
+    return EXIT_NO_BRIDGE;
+}
+
 /* ---- waiting ---------------------------------------------------------------- */
 
 struct watch_ctx {
@@ -509,10 +620,8 @@ static int follow(vmstate *v, const char *op, const char *rid, const struct opts
                 rid, o->timeout_s);
         return EXIT_TIMEOUT;
     }
-    if (rc < 0) {
-        fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v));
-        return EXIT_REFUSED;
-    }
+    if (rc < 0)
+        return cannot(v, op, rc);
     print_event(ev, o->json);
     rc = ev->status == 0 ? EXIT_OK : EXIT_FAILED;
     vmstate_event_free(ev);
@@ -531,10 +640,8 @@ static int watch(vmstate *v, const struct opts *o)
                 continue;
             break;
         }
-        if (vmstate_dispatch(v) < 0) {
-            fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v));
-            return EXIT_REFUSED;
-        }
+        if (vmstate_dispatch(v) < 0)
+            return cannot(v, "watch", VMSTATE_E_DISCONNECTED);
     }
     return EXIT_OK;
 }
@@ -544,10 +651,8 @@ static int inhibit(vmstate *v, const char *request_id, const char *reason, const
 {
     int rc = vmstate_inhibit(v, request_id, reason);
 
-    if (rc < 0) {
-        fprintf(stderr, "vmstatectl: inhibit: %s\n", vmstate_last_error(v));
-        return rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
-    }
+    if (rc < 0)
+        return cannot(v, "inhibit", rc);
     if (o->json)
         printf("{\"request_id\":\"%s\",\"inhibited\":true}\n", request_id);
     else if (!o->quiet)
@@ -577,6 +682,7 @@ int main(int argc, char **argv)
                                              {"then-hostinfo", no_argument, NULL, 'H'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
+                                             {"tree", no_argument, NULL, 'T'},
                                              {NULL, 0, NULL, 0}};
     struct opts o = {.timeout_s = 600};
     struct watch_ctx w = {0};
@@ -596,12 +702,22 @@ int main(int argc, char **argv)
         case 'w':
             o.wait = 1;
             break;
-        case 't':
-            o.timeout_s = atoi(optarg);
+        case 't': {
+            char *end;
+            long t;
+            errno = 0;
+            t = strtol(optarg, &end, 10);
+            o.timeout_s = errno || end == optarg || *end || t <= 0 || t > INT_MAX ? 0 : (int)t;
             if (o.timeout_s <= 0) {
-                fprintf(stderr, "vmstatectl: --timeout needs a positive number of seconds\n");
+                fprintf(stderr,
+                        "vmstatectl: --timeout needs a positive number of seconds, not '%s'\n",
+                        optarg);
                 return EXIT_USAGE;
             }
+            break;
+        }
+        case 'T':
+            o.tree = 1;
             break;
         case 'j':
             o.json = 1;
@@ -683,6 +799,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "vmstatectl: --then-set-memory and --then-hostinfo go with restore\n");
         return EXIT_USAGE;
     }
+    if (o.tree && strcmp(cmd, "list")) {
+        fprintf(stderr, "vmstatectl: --tree is for list\n");
+        return EXIT_USAGE;
+    }
+    list_as_tree = o.tree;
     if (!strcmp(cmd, "set-memory") && parse_bytes(arg, &bytes) < 0) {
         fprintf(stderr, "vmstatectl: bad size '%s' (e.g. 1073741824, 512M, 2G)\n", arg);
         return EXIT_USAGE;
@@ -710,6 +831,14 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     rc = vmstate_open(o.address, o.app_id, &v);
+    if (rc == VMSTATE_E_CONNECT) {
+        fprintf(stderr,
+                "vmstatectl: cannot connect to the D-Bus %sbus%s%s: is dbus-daemon running?\n"
+                "  Start it (`systemctl start dbus`, or your init's dbus service) and try "
+                "again.\n",
+                o.address ? "" : "system ", o.address ? " at " : "", o.address ? o.address : "");
+        return EXIT_NO_BUS;
+    }
     if (rc < 0) {
         fprintf(stderr, "vmstatectl: %s%s\n", vmstate_strerror(rc),
                 rc == VMSTATE_E_INVALID ? " (bad --app-id)" : "");
@@ -718,8 +847,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "watch")) {
         int json = o.json;
         rc = vmstate_listen(v, print_event_cb, &json);
-        rc = rc < 0 ? (fprintf(stderr, "vmstatectl: %s\n", vmstate_last_error(v)), EXIT_REFUSED)
-                    : watch(v, &o);
+        rc = rc < 0 ? cannot(v, "watch", rc) : watch(v, &o);
         goto out;
     }
     if (!strcmp(cmd, "inhibit")) {
@@ -731,6 +859,8 @@ int main(int argc, char **argv)
         goto out;
     }
     w.json = o.json;
+    if ((rc = bridge_away(v, cmd, &o)) >= 0)
+        goto out;
     vmstate_listen(v, on_event, &w); /* errors surface with the request below */
     if (!strcmp(cmd, "save"))
         rc = vmstate_save(v, arg, data, data_len, rid);
@@ -749,8 +879,7 @@ int main(int argc, char **argv)
     else
         rc = vmstate_hostinfo(v, rid), must_wait = 1;
     if (rc < 0) {
-        fprintf(stderr, "vmstatectl: %s: %s\n", cmd, vmstate_last_error(v));
-        rc = rc == VMSTATE_E_INVALID ? EXIT_USAGE : EXIT_REFUSED;
+        rc = cannot(v, cmd, rc);
         goto out;
     }
     if (o.wait || must_wait) {
@@ -760,7 +889,7 @@ int main(int argc, char **argv)
             printf("{\"request_id\":\"%s\",\"operation\":\"%s\"}\n", rid, cmd);
         else
             printf("%s\n", rid);
-        rc = EXIT_OK;
+        rc = EXIT_QUEUED; /* accepted, not done: --wait tells how it ends */
     }
 out:
     vmstate_close(v);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests: vmstate-bridged's INI configuration (defaults, errors naming
  * file, line and key), and that the shipped example parses.

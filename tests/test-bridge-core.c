@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of the bridge core with a real SQLite file in a temporary
  * directory and a fake backend: auth and rate limits, the journal and its

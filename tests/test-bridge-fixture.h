@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-bridge-fixture.h — the bridge unit tests' shared fixture: a real
  * SQLite file in a temporary directory, a fake backend whose operations the

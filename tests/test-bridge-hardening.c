@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of what a hostile guest (one that writes its own frames on port
  * A) must not be able to do to the host or to other VMs and apps: grow the

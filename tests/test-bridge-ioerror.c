@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of the I/O-error policy (host-bridge/ioerror/ioerror-sm.c): config keys,
  * the state machine driven with mock actions, and the probes.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests: libvirt-xml.c — the port channels and disk aliases read from a domain XML
  * (as libvirt writes it), and the XML `vmstate-admin libvirt-setup` makes from it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Component test: the libvirt backend (backend-libvirt.c, libvirt-loop.c) against a real
  * libvirtd and a real QEMU (TCG). tests/libvirt/run-backend-test.sh starts a private

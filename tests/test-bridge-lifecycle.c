@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of managed VMs' logic that needs no QEMU: the configuration of managed VMs and
  * tiers (defaults, refusals naming the key), and the journal's part (reservations per tier,

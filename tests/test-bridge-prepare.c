@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of issue 8 in the bridge (host-bridge/guest/prepare.c): Prepare/Ready
  * before a save (go, inhibited, timeout, old helpers without the "prepare"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Component test of the QMP backend against a fake QEMU monitor played by
  * the test on a UNIX socket: greeting and capabilities, id-matched replies,

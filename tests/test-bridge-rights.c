@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Unit tests of what issue 14 and issue 13 (items 12) added to the bridge core, with a real
  * SQLite file and the fake backend: rights limited to a guest uid (and the uid journaled),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-bus.c — vmstate-helperd component tests: the real daemon on a
  * private dbus-daemon, unix sockets for its two ports, and a fake bridge
@@ -351,7 +352,7 @@ Test(helper, uid_not_allowed_gets_permission_error)
     fx_start(&F, &o);
     c = fx_client(&F);
     cr_assert_null(fx_save(c, "x", APP, "", &err));
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     cr_assert_neq(fx_register(c, APP), 0);
     fx_client_close(c);
 }
@@ -378,7 +379,7 @@ static void assert_register_refused(DBusConnection *c, const char *app_id)
 
     cr_assert_null(
         fx_call(c, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &app_id, DBUS_TYPE_INVALID));
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     cr_assert(strstr(fx_error_message, app_id), "message does not name %s: %s", app_id,
               fx_error_message);
 }
@@ -396,14 +397,14 @@ Test(helper, app_bound_to_another_uid_is_refused)
     c = fx_client_as(&F, plain_uid());
     assert_register_refused(c, APP);
     cr_assert_null(fx_save(c, "x", APP, "", &err));
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     cr_assert(strstr(fx_error_message, "app id '" APP "'"), "%s", fx_error_message);
     cr_assert(strstr(fx_error_message, "[apps]"), "%s", fx_error_message);
     {
         const char *app = APP;
         cr_assert_null(fx_call(c, "UnregisterListener", 2000, &err, DBUS_TYPE_STRING, &app,
                                DBUS_TYPE_INVALID));
-        cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+        cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     }
     cr_assert_eq(fx_register(c, "org.example.Other"), 0, "an unbound app id stays open");
     cr_assert(log_contains("refused RegisterListener for app id '" APP "'"));
@@ -453,7 +454,7 @@ Test(helper, strict_app_ids_refuses_unlisted_app_ids)
     assert_register_refused(c, APP);
     cr_assert(strstr(fx_error_message, "strict_app_ids"), "%s", fx_error_message);
     cr_assert_null(fx_save(c, "x", APP, "", &err));
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     cr_assert_eq(fx_register(c, "org.example.Listed"), 0, "%s", fx_error_message);
     cr_assert_not_null(fx_save(c, "x", "org.example.Listed", "", &err), "%s", err);
     if (getuid() == 0) {
@@ -509,7 +510,7 @@ Test(helper, bridge_unreachable_refused_when_queueing_is_off)
     c = fx_client(&F);
     t0 = fx_now_ms();
     cr_assert_null(fx_save(c, "x", APP, "", &err));
-    cr_assert_str_eq(err, "org.vmstate.Error.Unavailable");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Unavailable");
     cr_assert_lt(fx_now_ms() - t0, fx_ms(500));
     fx_client_close(c);
 }
@@ -532,7 +533,7 @@ Test(helper, bridge_unreachable_queue_bounded_then_times_out)
     snprintf(first, sizeof(first), "%s", id);
     cr_assert_not_null(fx_save(c, "2", APP, "", &err));
     cr_assert_null(fx_save(c, "3", APP, "", &err)); /* queue full */
-    cr_assert_str_eq(err, "org.vmstate.Error.Unavailable");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Unavailable");
     s = fx_wait_signal(c, "Completed", 3000); /* queue timeout: fails with status 11 */
     cr_assert_not_null(s);
     fx_completed_args(s, &rid, NULL, &status, NULL, NULL, 0, NULL);
@@ -593,10 +594,10 @@ Test(helper, invalid_arguments_are_refused_clearly)
     r = fx_call(c, "Save", 2000, &err, DBUS_TYPE_STRING, &label, DBUS_TYPE_STRING, &bad_app,
                 DBUS_TYPE_ARRAY, DBUS_TYPE_BYTE, &data, 0, DBUS_TYPE_INVALID);
     cr_assert_null(r);
-    cr_assert_str_eq(err, "org.vmstate.Error.InvalidArgs");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.InvalidArgs");
     r = fx_call(c, "Save", 2000, &err, DBUS_TYPE_STRING, &label, DBUS_TYPE_INVALID);
     cr_assert_null(r);
-    cr_assert_str_eq(err, "org.vmstate.Error.InvalidArgs");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.InvalidArgs");
     fx_client_close(c);
 }
 
@@ -960,7 +961,7 @@ Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
     outsider = fx_client_as(&F, plain_uid()); /* not in allow_users */
     cr_assert_null(fx_call(outsider, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &other,
                            DBUS_TYPE_INVALID));
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
 
     event_init(&e, "0000000000000000000000000000dd01", "save", APP, 1);
     vms_msg_set_str(&e, VMS_F_STATE_ID, "st-1");
@@ -1011,7 +1012,7 @@ Test(helper, listener_shares_per_uid_and_no_ack_for_refused_listener)
     cr_assert_eq(fx_register(hog, "org.example.B"), 0);
     cr_assert_null(
         fx_call(hog, "RegisterListener", 2000, &err, DBUS_TYPE_STRING, &third, DBUS_TYPE_INVALID));
-    cr_assert_str_eq(err, "org.vmstate.Error.LimitReached");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.LimitReached");
     cr_assert(strstr(fx_error_message, "max_listeners_per_uid"), "%s", fx_error_message);
 
     /* the refused app's completion: held, and when the grace period ends not acked */
@@ -1052,7 +1053,7 @@ static int get_states(DBusConnection *c)
     dbus_message_unref(m);
     ok = r != NULL;
     if (!ok)
-        cr_assert_str_eq(e.name, "org.vmstate.Error.Permission");
+        cr_assert_str_eq(e.name, "org.vmstate.Helper1.Error.Permission");
     dbus_error_free(&e);
     if (r)
         dbus_message_unref(r);
@@ -1181,7 +1182,7 @@ Test(helper, inhibit_only_by_a_registered_listener)
     usleep(100000);
     err = inhibit(c, id);
     cr_assert_not_null(err, "an allowed uid without a listener vetoed the save");
-    cr_assert_str_eq(err, "org.vmstate.Error.Permission");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.Permission");
     cr_assert(log_contains("Inhibit refused"));
     cr_assert_eq(fx_register(c, APP), 0);
     err = inhibit(c, id);
@@ -1193,4 +1194,71 @@ Test(helper, inhibit_only_by_a_registered_listener)
     fx_msg_free(ready);
     fx_client_close(c);
     fx_client_close(keep);
+}
+
+/* GetRequest(id): (status, operation, app_id) — "queued" while the bridge is away, "sent"
+ * once it has the request, "completed" while the completion waits for a listener,
+ * "delivered" after; NotFound for an id the helper never saw. */
+static const char *get_request(DBusConnection *c, const char *id, const char **op, const char **app,
+                               const char **err)
+{
+    static char status[32], op_buf[32], app_buf[256];
+    const char *s, *o, *a;
+    DBusMessage *r = fx_call(c, "GetRequest", 3000, err, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID);
+
+    if (!r)
+        return NULL;
+    cr_assert(dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &s, DBUS_TYPE_STRING, &o,
+                                    DBUS_TYPE_STRING, &a, DBUS_TYPE_INVALID));
+    snprintf(status, sizeof(status), "%s", s);
+    snprintf(op_buf, sizeof(op_buf), "%s", o);
+    snprintf(app_buf, sizeof(app_buf), "%s", a);
+    dbus_message_unref(r);
+    *op = op_buf;
+    *app = app_buf;
+    return status;
+}
+
+Test(helper, get_request_follows_a_request)
+{
+    DBusConnection *c;
+    const char *id, *err, *op, *app, *st;
+    char rid[64];
+    struct vms_msg *req;
+
+    fx_start(&F, NULL);
+    c = fx_client(&F);
+    id = fx_save(c, "later", APP, "x", &err);
+    cr_assert_not_null(id, "Save failed: %s", err);
+    snprintf(rid, sizeof(rid), "%s", id);
+    st = get_request(c, rid, &op, &app, &err);
+    cr_assert_not_null(st, "GetRequest: %s", err);
+    cr_assert_str_eq(st, "queued");
+    cr_assert_str_eq(op, "save");
+    cr_assert_str_eq(app, APP);
+
+    fx_bridge_handshake(&F, 1);
+    req = expect_request("save");
+    cr_assert_str_eq(req->request_id, rid);
+    fx_msg_free(req);
+    st = get_request(c, rid, &op, &app, &err);
+    cr_assert_str_eq(st, "sent");
+
+    /* no listener yet: the completion is held */
+    fx_bridge_event(&F, rid, "save", 0, APP, "x", "s1", 1);
+    for (int i = 0; i < 100 && strcmp(st, "completed"); i++) {
+        usleep(20000);
+        st = get_request(c, rid, &op, &app, &err);
+    }
+    cr_assert_str_eq(st, "completed");
+    cr_assert_eq(fx_register(c, APP), 0);
+    assert_completed(c, rid, "x");
+    st = get_request(c, rid, &op, &app, &err);
+    cr_assert_str_eq(st, "delivered");
+
+    cr_assert_null(get_request(c, "00112233445566778899aabbccddeeff", &op, &app, &err));
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.NotFound");
+    cr_assert_null(get_request(c, "not-an-id", &op, &app, &err));
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.InvalidArgs");
+    fx_client_close(c);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-config.c — unit tests of helper-config.c: [apps], strict_app_ids and
  * watch_users (helper_config_app_allowed), and their parse errors.

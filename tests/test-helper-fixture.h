@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-fixture.h — component-test rig for vmstate-helperd: a private
  * dbus-daemon, the real helper binary, a fake host bridge written with

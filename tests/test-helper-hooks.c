@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Component tests of issue 8 in vmstate-helperd: the real daemon against a
  * private dbus-daemon and the fake bridge (test-helper-fixture.h).
@@ -350,14 +351,14 @@ Test(hooks, window_ends_once_every_listener_proceeds)
     call_proceed(a, RID, NULL);
     r = fx_bridge_expect(&F, VMS_MSG_READY, 500);
     cr_assert_null(r, "b has not proceeded: still waiting");
-    call_proceed(a, "ffffffffffffffffffffffffffffffff", "org.vmstate.Error.NotFound");
+    call_proceed(a, "ffffffffffffffffffffffffffffffff", "org.vmstate.Helper1.Error.NotFound");
     fx_client_close(b); /* a connection that goes is not waited for */
     r = fx_bridge_expect(&F, VMS_MSG_READY, 3000);
     cr_assert_not_null(r, "Ready once every listener proceeded or went");
     cr_assert_eq(r->status, VMS_STATUS_OK);
     cr_assert_lt(fx_now_ms() - t0, fx_ms(6000), "well before the 8 s window");
     fx_msg_free(r);
-    call_proceed(a, RID, "org.vmstate.Error.NotFound"); /* over */
+    call_proceed(a, RID, "org.vmstate.Helper1.Error.NotFound"); /* over */
     fx_client_close(a);
 }
 
@@ -394,7 +395,7 @@ Test(hooks, inhibit_vetoes_the_save)
     reply = dbus_connection_send_with_reply_and_block(c, call, 3000, &e);
     cr_assert_null(reply);
     err = e.name;
-    cr_assert_str_eq(err, "org.vmstate.Error.NotFound");
+    cr_assert_str_eq(err, "org.vmstate.Helper1.Error.NotFound");
     dbus_error_free(&e);
     dbus_message_unref(call);
     fx_client_close(c);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-helper-tools.c — vmstatectl, examples/vmstate-example and
  * examples/vmstate-script.sh run as programs against the real helper, a
@@ -131,6 +132,112 @@ Test(tools, vmstatectl_usage_and_credentials)
     cr_assert_eq(run((char *[]){CTL, "set-memory", "lots", NULL}, 1, 5000, &out), 2);
     cr_assert_eq(run((char *[]){CTL, "save", "x", NULL}, 0, 5000, &out), 2, "%s", out);
     cr_assert(strstr(out, "no secret"), "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "--version", NULL}, 1, 5000, &out), 0, "%s", out);
+    cr_assert(strstr(out, "vmstatectl " PACKAGE_VERSION), "%s", out);
+    /* numbers are numbers: no trailing garbage, no zero */
+    cr_assert_eq(run((char *[]){CTL, "-t", "5x", "list", NULL}, 1, 5000, &out), 2, "%s", out);
+    cr_assert(strstr(out, "not '5x'"), "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "--timeout", "0", "list", NULL}, 1, 5000, &out), 2, "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "--tree", "save", "x", NULL}, 1, 5000, &out), 2, "%s", out);
+}
+
+/* Each part that may be missing has its own message (which part, what to do) and exit status,
+ * and nothing waits for an answer that cannot come. */
+Test(tools, vmstatectl_no_bus_exits_6)
+{
+    char *out, addr[400];
+    char *argv[] = {CTL, "--address", addr, "list", NULL};
+
+    fx_start_bus(&F); /* only for F.dir; the address below has no bus behind it */
+    started = 1;
+    snprintf(addr, sizeof(addr), "unix:path=%s/no-bus-here", F.dir);
+    cr_assert_eq(run(argv, 1, 5000, &out), 6, "%s", out);
+    cr_assert(strstr(out, "cannot connect to the D-Bus bus at unix:path="), "%s", out);
+    cr_assert(strstr(out, "is dbus-daemon running?"), "%s", out);
+}
+
+Test(tools, vmstatectl_no_helper_exits_7)
+{
+    char *out;
+
+    fx_start_bus(&F); /* a bus, but no vmstate-helperd on it */
+    started = 1;
+    cr_assert_eq(run((char *[]){CTL, "save", "x", NULL}, 1, 5000, &out), 7, "%s", out);
+    cr_assert(strstr(out, "vmstate-helperd is not running"), "%s", out);
+    cr_assert(strstr(out, "systemctl status vmstate-helperd"), "%s", out);
+    cr_assert(!strstr(out, "NameHasNoOwner") && !strstr(out, "ServiceUnknown"), "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "list", NULL}, 1, 5000, &out), 7, "%s", out);
+    cr_assert(strstr(out, "vmstate-helperd is not running"), "%s", out);
+    cr_assert_eq(run((char *[]){CTL, "watch", NULL}, 1, 5000, &out), 7, "%s", out);
+}
+
+Test(tools, vmstatectl_no_bridge_list_answers_from_the_cache)
+{
+    struct proc p;
+    struct vms_msg *req, e;
+    struct vms_state_info st = {
+        .id = "s1", .label = "base", .app_id = "vmstatectl", .created = 1700000000};
+    /* one Hello only: the late handshake below answers the first one */
+    struct fx_opts o = {.extra_config = "hello_retry_ms = 60000", .allow_me = 1};
+    uint64_t t0;
+    char *out;
+
+    fx_start(&F, &o);
+    started = 1;
+    /* bridge never connected: list does not wait, it says so; the cache is still empty */
+    t0 = fx_now_ms();
+    cr_assert_eq(run((char *[]){CTL, "list", NULL}, 1, 5000, &out), 8, "%s", out);
+    cr_assert_lt(fx_now_ms() - t0, 4000);
+    cr_assert(strstr(out, "the host bridge is not connected"), "%s", out);
+    cr_assert(strstr(out, "last known list; it may be stale"), "%s", out);
+    /* hostinfo is held by the helper: it says so and waits (here: -t 1, exit 4) */
+    cr_assert_eq(run((char *[]){CTL, "-t", "1", "hostinfo", NULL}, 1, 20000, &out), 4, "%s", out);
+    cr_assert(strstr(out, "the helper holds hostinfo until the bridge is back; waiting"), "%s",
+              out);
+    /* a request without the bridge is queued in the helper: exit 5, and a note why */
+    cr_assert_eq(run((char *[]){CTL, "save", "later", NULL}, 1, 5000, &out), 5, "%s", out);
+    cr_assert(strstr(out, "the helper holds save until the bridge is back"), "%s", out);
+
+    /* with the bridge: a real list (s1 and its child s2) fills the helper's cache */
+    fx_bridge_handshake(&F, 1);
+    for (int i = 0; i < 2; i++) { /* the queued hostinfo and save */
+        req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
+        cr_assert_not_null(req);
+        fx_msg_free(req);
+    }
+    spawn(&p, (char *[]){CTL, "list", NULL}, 1);
+    req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
+    cr_assert_not_null(req);
+    vms_msg_init(&e, VMS_MSG_EVENT);
+    vms_msg_set_str(&e, VMS_F_REQUEST_ID, req->request_id);
+    vms_msg_set_str(&e, VMS_F_OP, "list");
+    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&e, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
+    vms_msg_set_str(&e, VMS_F_APP_ID, req->app_id);
+    cr_assert_eq(vms_msg_add_state(&e, &st), 0);
+    snprintf(st.id, sizeof(st.id), "s2");
+    snprintf(st.label, sizeof(st.label), "upgrade");
+    snprintf(st.parent, sizeof(st.parent), "s1");
+    cr_assert_eq(vms_msg_add_state(&e, &st), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    fx_msg_free(req);
+    cr_assert_eq(finish(&p, 5000), 0, "%s", output(&p));
+    cr_assert(strstr(output(&p), "s2"), "%s", output(&p));
+
+    /* bridge gone: list --tree shows the cached states, s2 under s1, and exits 8 */
+    fx_bridge_hangup(&F);
+    for (int i = 0; i < 50; i++) {
+        if (run((char *[]){CTL, "list", "--tree", NULL}, 1, 5000, &out) == 8)
+            break;
+        usleep(100000);
+    }
+    cr_assert_eq(run((char *[]){CTL, "list", "--tree", NULL}, 1, 5000, &out), 8, "%s", out);
+    cr_assert(strstr(out, "may be stale"), "%s", out);
+    cr_assert(strstr(out, "└─ s1"), "%s", out);
+    cr_assert(strstr(out, "   └─ s2"), "%s", out);
+    cr_assert(strstr(out, "upgrade"), "%s", out);
 }
 
 Test(tools, vmstatectl_submit_wait_json_and_exit_codes)
@@ -142,8 +249,8 @@ Test(tools, vmstatectl_submit_wait_json_and_exit_codes)
     fx_start(&F, NULL);
     started = 1;
     fx_bridge_handshake(&F, 1);
-    /* no --wait: prints the id at once */
-    cr_assert_eq(run((char *[]){CTL, "save", "quick", NULL}, 1, 5000, &out), 0, "%s", out);
+    /* no --wait: prints the id at once, and exits 5: queued, not completed */
+    cr_assert_eq(run((char *[]){CTL, "save", "quick", NULL}, 1, 5000, &out), 5, "%s", out);
     req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
     cr_assert_not_null(req);
     cr_assert_str_eq(req->label, "quick");
@@ -162,7 +269,7 @@ Test(tools, vmstatectl_submit_wait_json_and_exit_codes)
         fclose(f);
         cr_assert_eq(run((char *[]){CTL, "--secret-file", sf, "-p", "bob", "delete", "s2", NULL}, 0,
                          5000, &out),
-                     0, "%s", out);
+                     5, "%s", out);
         req = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
         cr_assert_not_null(req);
         cr_assert_str_eq(req->secret, "from a file");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-libvmstate.c — libvmstate against the real helper on a private bus
  * with a fake bridge: every function's error path, the blocking wait, and
@@ -487,7 +488,7 @@ Test(libvmstate, inhibit_errors)
     cr_assert_eq(vmstate_inhibit(v, RID, "busy"), VMSTATE_E_NOT_FOUND);
     cr_assert(strstr(vmstate_last_error(v), "no save " RID " is being prepared") != NULL, "%s",
               vmstate_last_error(v));
-    cr_assert(strstr(vmstate_last_error(v), "org.vmstate.Error.NotFound") != NULL, "%s",
+    cr_assert(strstr(vmstate_last_error(v), "org.vmstate.Helper1.Error.NotFound") != NULL, "%s",
               vmstate_last_error(v));
     cr_assert_str_eq(vmstate_strerror(VMSTATE_E_NOT_FOUND), "no such request (or too late for it)");
     cr_assert_eq(vmstate_inhibit(NULL, RID, "busy"), VMSTATE_E_INVALID);

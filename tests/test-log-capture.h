@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-log-capture.h — capture what the code under test logs (stderr) into a
  * temporary file, for tests about log lines.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-proto.c — messages: round trip of every type, caps, unknown types and
  * fields, bad types, version negotiation, duplicates, and the channel over a

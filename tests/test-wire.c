@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-wire.c — framing: round trips, caps, truncation, garbage and resync.
  */

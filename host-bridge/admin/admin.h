@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * admin.h — vmstate-admin's commands that live in their own files.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ctl.h — the bridge's admin socket, and vmstate-admin's client of it.
  *

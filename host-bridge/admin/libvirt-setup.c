@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * libvirt-setup.c — `vmstate-admin libvirt-setup DOMAIN`: the domain XML a libvirt VM
  * needs for the bridge (the two guest ports as unix channels that QEMU dials, with

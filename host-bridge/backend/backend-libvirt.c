@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * backend-libvirt.c — the libvirt backend (backend.h): a VM that libvirt owns.
  *

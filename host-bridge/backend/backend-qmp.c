@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * backend-qmp.c — the QMP backend (backend.h) over QEMU's UNIX monitor socket.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * backend.c — what the backends share (backend.h): the choice per VM, set-memory's message.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * backend.h — what the bridge needs from a hypervisor, per VM.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * libvirt-loop.h — libvirt's event loop on the bridge's epoll (virEventRegisterImpl).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * libvirt-xml.h — what the bridge reads from (and adds to) a libvirt domain XML.
  *

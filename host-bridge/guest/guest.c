@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * guest.c — bridge_guest_input(): what the bridge does with each message a
  * guest sends on port A. Everything here treats the guest as hostile: the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * prepare.c — Prepare/Ready before a save and the guest clock (prepare.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * prepare.h — the bridge's side of issue 8: consistent guest state across
  * timeline changes.

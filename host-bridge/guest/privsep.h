@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * privsep.h — the guest-facing reader in its own unprivileged process
  * (OpenBSD privsep style).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * rights.h — what an authenticated request may do beyond "the principal has the right for
  * this operation on this VM" (auth.c): rights limited to a guest uid, follow-ups inside a

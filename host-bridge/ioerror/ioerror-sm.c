@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ioerror-sm.c — the I/O-error policy: per-VM config keys, the state machine
  * and the (blocking) storage probes. No bridge state here: see ioerror.h.

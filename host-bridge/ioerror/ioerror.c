@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ioerror.c — the I/O-error policy's glue for one VM (see ioerror.h): QMP
  * through the backend ops, probes in a helper thread (a probe of dead storage

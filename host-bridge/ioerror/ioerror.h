@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ioerror.h — auto-resume of VMs paused by storage I/O errors (issue 6).
  *

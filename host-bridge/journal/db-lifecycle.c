@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * db-lifecycle.c — see db-lifecycle.h.
  */

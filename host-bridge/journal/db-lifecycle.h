@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * db-lifecycle.h — the journal's part of managed VMs: run state and QEMU
  * process, the VM's one reservation in a tier, checkpoints (suspends), moves

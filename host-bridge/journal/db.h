@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * db.h — the bridge's durable state: one SQLite file in WAL mode.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * queue.h — a VM's FIFO of accepted request ids waiting to run.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * managed-int.h — what the parts of the managed-VM code share (not an API): the per-VM
  * state, and the functions managed.c (the state machine), qemu-proc.c (the QEMU process,

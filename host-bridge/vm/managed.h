@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * managed.h — VMs the bridge runs: it starts QEMU from the VM's template,
  * stops it, suspends it to a checkpoint in a tier and resumes it, and re-adopts

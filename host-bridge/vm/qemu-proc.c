@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * qemu-proc.c — a managed VM's QEMU process: its command line (the bridge's devices, then
  * the admin's template), the detached start, and the files it uses: the RAM file's lock and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * tier.c — tiers of managed VMs: what a VM may reserve where, moves of checkpoints between
  * tiers (demotion when a fast tier is short, promotion before a scheduled resume), and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vm.c — one VM: its port connections (client of QEMU's chardev sockets,
  * reconnecting with backoff), its backend, and the execution of its queued

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * make-bridge-seeds — writes fuzz/corpus/bridge-request/: byte streams a
  * guest could send on port A (framed Hello, Requests of every operation with

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run the bridge's real-QEMU system tests (tests/bridge/test-bridge-system.py):
 # build the guest image with the wire client, boot two VMs, check acceptance 1-5.
 # Exit 77 (skipped) when QEMU, python3 or the guest harness (tests/guest) is missing.

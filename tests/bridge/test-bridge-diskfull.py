@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Disk full while QEMU writes a snapshot (issue 13, item 13): a clear failure, then recovery.
 
     python3 tests/bridge/test-bridge-diskfull.py --image DIR --builddir BUILDDIR

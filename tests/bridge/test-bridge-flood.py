@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Flood acceptance of issue 13: one guest floods port A while another saves, lists and restores.
 
     python3 tests/bridge/test-bridge-flood.py --image DIR --builddir BUILDDIR [--seconds 60]

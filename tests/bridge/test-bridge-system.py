@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """System tests of vmstate-bridged against real QEMU guests (acceptance items 1-5 of issue 3).
 
     python3 tests/bridge/test-bridge-system.py --image DIR --builddir BUILDDIR [--valgrind]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vms-wire-client — a guest-side test program that speaks the vmstate wire
  * protocol directly on the virtio-serial ports (no helper, no D-Bus), for the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tests/clock: guest clock fix-up and pre-save/post-restore hooks on a real VM (issue 8).
 #
 #   make check-clock-system   image + vmstate-bridged + vmstate-helperd in the guest,

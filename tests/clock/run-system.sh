@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run the clock/hooks real-QEMU system tests (tests/clock/test-clock-system.py): build the
 # guest image with vmstate-helperd, its D-Bus policy, hooks and the probe tool, boot a VM,
 # check acceptance 1-4 of issue 8. Exit 77 (skipped) without QEMU or python3.

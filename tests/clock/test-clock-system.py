@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """System tests of the guest clock fix-up and pre-save/post-restore hooks (issue 8, acceptance 1-4).
 
     python3 tests/clock/test-clock-system.py --image DIR --builddir BUILDDIR [--keep]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vms-clock-tool — guest-side probe for the clock/hooks system tests (tests/clock).
  * Talks to vmstate-helperd on the system bus with plain libdbus.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Build the vmstate test guest: an uncompressed Debian cloud kernel (vmlinux) and an
 # initramfs (busybox, dbus-daemon, virtio modules, the test agent, added files).
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=dash
 # vmstate test agent (busybox sh), respawned by init. Serves the host's test harness
 # (tests/harness/vmstest/vm.py) on the virtio-serial port named org.vmstate.test.0.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # shellcheck shell=dash
 # /init of the vmstate test guest (busybox sh, PID 1). Installed by build-image.sh.
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tests/guest: the test guest image builder and its smoke test; tests/harness: vmstest, the
 # Python harness every system suite and benchmark imports (tests/harness/README.md).
 # Needs (Debian packages): see the header of tests/guest/build-image.sh and vmstest/vm.py.

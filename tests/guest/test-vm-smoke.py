@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """System smoke test of the guest image and the vmstest harness: boot, run, files, snapshot round trip.
 
     python3 tests/guest/test-vm-smoke.py --image DIR [--workdir DIR] [--keep]

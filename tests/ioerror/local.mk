@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # I/O-error auto-resume (issue 6): unit tests of the policy and real-QEMU system tests.
 TESTS += tests/test-bridge-ioerror
 check_PROGRAMS += tests/test-bridge-ioerror

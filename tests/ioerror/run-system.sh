@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Run the I/O-error auto-resume system tests (tests/ioerror/test-ioerror-system.py).
 # Exit 77 (skipped) when QEMU, qemu-nbd, python3 or the guest harness is missing.
 # Environment: top_srcdir, top_builddir (set by make).

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """System tests of the bridge's I/O-error auto-resume (issue 6, acceptance 1-5), real QEMU.
 
     python3 tests/ioerror/test-ioerror-system.py --image DIR --builddir BUILDDIR

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # lib.sh — sourced by the libvirt test runners: a private libvirtd and a test domain.
 #   lv_start DIR        private libvirtd (libvirtd-private.sh); sets LV_URI; stops at exit
 #   lv_domain NAME XMLBODY  define NAME from a <domain> file, set up its ports, start it

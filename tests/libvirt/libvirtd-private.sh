@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # libvirtd-private.sh — a private libvirtd for the tests (no systemd, nothing of the host's).
 #
 #   libvirtd-private.sh start DIR [CACHE]   start it; prints its URI when it answers

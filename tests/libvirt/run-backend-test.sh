@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # run-backend-test.sh — the libvirt backend's component test (tests/test-bridge-libvirt)
 # against a private libvirtd and a real TCG QEMU: a blank qcow2 disk (no OS: SeaBIOS
 # waits for a boot device, which is enough for snapshots, reverts, events and the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # run-suite.sh — run a system suite on the libvirt backend:
 #   top_srcdir=.. top_builddir=.. tests/libvirt/run-suite.sh COMMAND...
 # starts a private libvirtd (libvirtd-private.sh, state in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tests/lifecycle: managed VMs on a real QEMU — the bridge starts, suspends (zero-copy and
 # copy path), resumes, stops and re-adopts them; tiers, reservations, one-shot checkpoints,
 # demotion, crashes, storm throttling, idle auto-suspend.

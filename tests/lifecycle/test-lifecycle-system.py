@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Managed VMs on a real QEMU: the bridge starts, suspends, resumes, stops and re-adopts them.
 
 Acceptance of the lifecycle issue, one test each (--only N runs one):

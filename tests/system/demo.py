@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstate demo: an app inside a VM saves its VM, changes a file, asks to go back, and its
 earlier self receives the message. Run by `make demo` / `./quickstart demo`.
 

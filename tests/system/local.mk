@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # tests/system: the whole path on a real VM (issue 5) — guest app -> libvmstate/vmstatectl/
 # dbus-send -> D-Bus -> vmstate-helperd -> port A -> vmstate-bridged -> QEMU (QMP) -> port B
 # -> helper -> app, across restores.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The guest-initiated core, complete (issue 14), on a real VM: acceptance 1, 2, 4, 5, 6.
 
     python3 tests/system/test-core.py --image DIR --builddir BUILDDIR [--only 1,2] [--keep]

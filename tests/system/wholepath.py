@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Boot one VM and vmstate-bridged (tests/harness/vmstest/wholepath.py) for poking at by hand:
 
     python3 tests/system/wholepath.py --image DIR --builddir BUILDDIR [--workdir DIR]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest: the harness of vmstate's system tests and benchmarks (Python 3 stdlib only).
 
     vm         VM (one QEMU guest: QMP, test agent, snapshots), QMP, Agent, choose_accel

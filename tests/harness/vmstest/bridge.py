@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.bridge: vmstate-bridged as a child process of a test, with its config file,
 database and log in a work directory; vmstate-admin on the same config; the bridge's io
 event socket.

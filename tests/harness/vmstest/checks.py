@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.checks: the verdicts of a system suite — check() prints and counts each one,
 field() reads key=value words of the probes' log lines, numbers collects measurements.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.disks: storage for the VMs of the I/O-error tests and benchmark — a qemu-nbd
 server that can be killed and restarted, QEMU -blockdev/-device arguments (a file, a
 blkdebug that fails writes), the guest's view of a disk, a guest writer script.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """LibvirtVM: the harness's VM (vm.VM) run by libvirt instead of by the harness.
 
 The same guest (kernel + initrd of the test image, the qcow2 disk, the serial console to a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.managed: a guest that vmstate-bridged runs itself (a managed VM).
 
     vm = ManagedVM(os.path.join(workdir, "m1"), image, mem="512M")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.proxy: a QMP proxy that stops QEMU's answers from reaching the bridge at a
 chosen command (QmpHoldProxy)."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.vm: boot the vmstate test guest in QEMU and drive it. Python 3 stdlib only.
 
     with VM(workdir, image_dir) as vm:

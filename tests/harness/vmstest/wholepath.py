@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """vmstest.wholepath: the whole vmstate path on one real VM — a vmstest VM, vmstate-bridged
 with a generated config and a principal, the guest's vmstate-helperd connected to it.
 

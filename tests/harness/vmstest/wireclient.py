@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """WireClient: the guest-side wire client of the bridge suites (tests/bridge/vms-wire-client).
 
 It runs in the guest, reads commands from the FIFO /tmp/wc.in and logs one line per
