@@ -48,8 +48,8 @@ Test(lifecycle, managed_config_defaults_and_template)
     const struct bridge_vm_config *vm;
     const struct bridge_tier_config *t;
 
-    cr_assert_eq(bridge_config_load_string(&cfg, "m.conf", managed_conf, err, sizeof(err)), 0,
-                 "%s", err);
+    cr_assert_eq(bridge_config_load_string(&cfg, "m.conf", managed_conf, err, sizeof(err)), 0, "%s",
+                 err);
     cr_assert_str_eq(cfg.admin_socket, "/run/vmstate/admin.sock");
     cr_assert_eq(cfg.lifecycle_per_minute, 30);
     cr_assert_eq(cfg.lifecycle_bandwidth, 256ull << 20);
@@ -130,8 +130,8 @@ static void put_vm(const char *vm, const char *tier, uint64_t bytes)
     cr_assert_eq(bridge_db_managed_put(&db, &m), 0);
 }
 
-static void put_ck(const char *id, const char *vm, const char *tier, int64_t last_used,
-                   int pinned, const char *phase)
+static void put_ck(const char *id, const char *vm, const char *tier, int64_t last_used, int pinned,
+                   const char *phase)
 {
     struct bridge_db_checkpoint c;
     memset(&c, 0, sizeof(c));
