@@ -33,6 +33,7 @@ removes the namespaces of earlier runs whose creating PID is gone.
 """
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -106,16 +107,21 @@ def _corosync_runs(pid):
 
 
 def _remove_qb_files(pid):
-    """The /dev/shm files libqb leaves when corosync @pid is SIGKILLed (an 8 MiB blackbox
-    and the IPC rings): exactly those of that PID."""
+    """What libqb leaves in /dev/shm when corosync @pid is SIGKILLed: its 8 MiB blackbox
+    (qb-corosync-PID-blackbox-*) and one directory of IPC rings per client connection
+    (qb-PID-CLIENTPID-FD-RANDOM/); exactly those of that PID. How many were removed."""
     removed = 0
     for f in os.listdir("/dev/shm"):
         if f.startswith(f"qb-corosync-{pid}-") or f.startswith(f"qb-{pid}-"):
-            try:
-                os.unlink(os.path.join("/dev/shm", f))
-                removed += 1
-            except OSError:
-                pass
+            path = os.path.join("/dev/shm", f)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            removed += 1
     return removed
 
 
@@ -153,6 +159,51 @@ def parse_quorumtool(text):
     return q
 
 
+class QuorumMonitor:
+    """`corosync-quorumtool -m` in a host: corosync prints the quorum status on every
+    membership or quorum change (votequorum's notification), so the time a view arrives is
+    the time the host's clients learn it (no polling delay). views: [(time.monotonic() of
+    the block's first line, parsed view)]. It ends when the host's corosync does."""
+
+    def __init__(self, host):
+        self.views = []
+        self.ended = False   # its output ended (corosync refused it, or went away)
+        self.cond = threading.Condition()
+        self.proc = host.popen(["stdbuf", "-oL", QUORUMTOOL, "-m"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._read, name=f"quorum-{host.name}", daemon=True).start()
+
+    def _read(self):
+        block, t, in_members = [], None, False
+        for line in self.proc.stdout:
+            if line.startswith("Quorum information"):
+                block, t, in_members = [], time.monotonic(), False
+            block.append(line)
+            if re.match(r"\s*Nodeid\s+Votes", line):
+                in_members = True
+            elif in_members and not line.strip() and t is not None:
+                with self.cond:
+                    self.views.append((t, parse_quorumtool("".join(block))))
+                    self.cond.notify_all()
+                block, t, in_members = [], None, False
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
+
+    def alive(self):
+        return not self.ended and self.proc.poll() is None
+
+    def latest(self):
+        with self.cond:
+            return self.views[-1] if self.views else (None, None)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
 class Host:
     """One cluster host: a network namespace, its private /run, its corosync."""
 
@@ -168,8 +219,10 @@ class Host:
         self.conf = os.path.join(self.workdir, "corosync.conf")
         self.logfile = os.path.join(self.workdir, "corosync.log")
         self.corosync = None           # Popen of the current corosync
-        self.killed_corosyncs = []     # PIDs of the corosyncs this host ran (qb cleanup)
+        self.corosync_pids = []        # every corosync this host ran
+        self.killed_corosyncs = []     # ... whose /dev/shm files are not removed yet
         self.procs = []                # every Popen started through popen()
+        self.monitor = None            # QuorumMonitor of the current corosync (watch())
         self._inode = None
 
     # ---- running things in the host ----
@@ -231,10 +284,33 @@ class Host:
                                    stderr=subprocess.STDOUT)
         out.close()
         self.killed_corosyncs.append(self.corosync.pid)
+        self.corosync_pids.append(self.corosync.pid)
         os.makedirs(REGISTRY, exist_ok=True)
         with open(os.path.join(REGISTRY, f"{self.cluster.prefix}.pids"), "a") as f:
             f.write(f"{self.corosync.pid}\n")
         return self.corosync.pid
+
+    def watch(self, timeout=10):
+        """Start (again) a QuorumMonitor on this host's corosync once it answers; the
+        monitor. Cluster.wait_view() uses it for its times."""
+        if self.monitor and self.monitor.alive():
+            return self.monitor
+        if self.monitor:
+            self.monitor.stop()
+        deadline = time.monotonic() + timeout
+        while True:
+            self.monitor = QuorumMonitor(self)
+            with self.monitor.cond:
+                self.monitor.cond.wait_for(lambda: self.monitor.views or not self.monitor.alive(),
+                                           max(0.1, deadline - time.monotonic()))
+            if self.monitor.views:
+                return self.monitor
+            self.monitor.stop()
+            self.monitor = None
+            if time.monotonic() > deadline or not self.corosync_alive():
+                raise ClusterError(f"{self.name}: corosync-quorumtool -m does not start:\n"
+                                   + self.log()[-2000:])
+            time.sleep(0.1)   # corosync not ready for clients yet
 
     def corosync_alive(self):
         return self.corosync is not None and self.corosync.poll() is None
@@ -245,6 +321,9 @@ class Host:
         p = self.corosync
         if p is None:
             return None
+        if self.monitor:
+            self.monitor.stop()
+            self.monitor = None
         if p.poll() is None:
             p.send_signal(sig)
             try:
@@ -378,23 +457,39 @@ class Cluster:
     def wait_view(self, hosts=None, members=None, quorate=True, timeout=15, since=None):
         """Wait until each host of `hosts` (numbers; default all) reports quorate == quorate
         (None: either) and, unless members is None, exactly `members` (host numbers) as
-        its members. {host: seconds from `since` (time.monotonic(), default now) to the
-        first poll that showed it}; ClusterError with every host's view on timeout.
-        Polls corosync-quorumtool every ~20 ms, so times are late by up to one poll."""
+        its members. {host: seconds from `since` (time.monotonic(), default now) until the
+        host's corosync reported that view} (0 if it did before `since`); ClusterError with
+        every host's view on timeout. The times come from each host's QuorumMonitor
+        (watch(), started here if needed: start it before the action to time it)."""
         since = time.monotonic() if since is None else since
         hosts = list(hosts) if hosts is not None else [h.index for h in self.hosts]
         want = None if members is None else sorted(self.host(m).nodeid for m in members)
-        seen, last = {}, {}
         deadline = time.monotonic() + timeout
+
+        def matches(q):
+            return q is not None and "error" not in q and \
+                (quorate is None or q["quorate"] == quorate) and \
+                (want is None or q["members"] == want)
+        seen, last = {}, {}
         while True:
             for i in hosts:
+                h = self.host(i)
                 if i in seen:
                     continue
-                q = self.host(i).quorum(timeout=max(1, deadline - time.monotonic()))
-                last[i] = q
-                if (quorate is None or q["quorate"] == quorate) and \
-                        (want is None or q["members"] == want) and "error" not in q:
-                    seen[i] = time.monotonic() - since
+                try:
+                    mon = h.watch(timeout=max(0.5, deadline - time.monotonic()))
+                except ClusterError as e:
+                    last[i] = {**parse_quorumtool(""), "error": str(e).splitlines()[0]}
+                    continue
+                with mon.cond:
+                    views = list(mon.views)
+                last[i] = views[-1][1]
+                if matches(views[-1][1]):
+                    # the first view of the current run of matching ones
+                    k = len(views) - 1
+                    while k > 0 and matches(views[k - 1][1]):
+                        k -= 1
+                    seen[i] = max(0.0, views[k][0] - since)
             if len(seen) == len(hosts):
                 return seen
             if time.monotonic() > deadline:
@@ -404,7 +499,13 @@ class Cluster:
                     "; ".join(f"h{i}: quorate={q['quorate']} members={q['members']}"
                               f"{' ' + q['error'] if 'error' in q else ''}"
                               for i, q in sorted(last.items())))
-            time.sleep(0.02)
+            time.sleep(0.01)
+
+    def watch(self, hosts=None):
+        """Start the QuorumMonitor of each host (default: every host whose corosync runs)."""
+        for i in hosts if hosts is not None else \
+                [h.index for h in self.hosts if h.corosync_alive()]:
+            self.host(i).watch()
 
     def wait_quorate(self, hosts=None, timeout=15):
         """Wait until every host of `hosts` (default all) is quorate and sees exactly those
