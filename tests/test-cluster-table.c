@@ -261,3 +261,108 @@ Test(cluster_table, lease_excludes_a_second_holder)
         rmdir(dir);
     }
 }
+
+/* ---- storage reachability and moves off a failed storage path ---- */
+
+static void reach(uint32_t nodeid, const char *vm, const char *node, int ok, int changed)
+{
+    char msg[200];
+    struct cl_applied a;
+    cr_assert_gt(cl_msg_reach(msg, sizeof(msg), vm, node, ok), 0);
+    apply_ok(nodeid, msg, &a);
+    cr_assert_eq(a.reach, changed, "%s: changed %d", msg, a.reach);
+}
+
+Test(cluster_table, path_failed_here_moves_to_the_first_host_that_reaches_with_a_slot)
+{
+    int a = cl_table_vm(&t, "a"), h;
+
+    reach(1, "a", "h1", 0, 1);
+    reach(2, "a", "h2", 1, 1);
+    reach(3, "a", "h3", 1, 1);
+    reach(3, "a", "h3", 1, 0); /* the same answer again changes nothing */
+    /* a's hosts: h1 (here), h2 (reaches, but b and c fill its 2 slots), h3 */
+    cr_assert_eq(cl_table_storage_target(&t, a, "h1", 10.0, 10, &h), CL_STORE_MOVE);
+    cr_assert_str_eq(t.hosts[h].name, "h3");
+    /* c stops: h2 has a slot and comes first in a's hosts */
+    apply_ok(2, "{\"t\":\"state\",\"vm\":\"c\",\"node\":\"h2\",\"state\":\"stopped\"}", NULL);
+    cr_assert_eq(cl_table_storage_target(&t, a, "h1", 10.0, 10, &h), CL_STORE_MOVE);
+    cr_assert_str_eq(t.hosts[h].name, "h2");
+    /* h2 and h3 lose the storage too: the store failed everywhere */
+    reach(2, "a", "h2", 0, 1);
+    reach(3, "a", "h3", 0, 1);
+    cr_assert_eq(cl_table_storage_target(&t, a, "h1", 10.0, 10, &h), CL_STORE_EVERYWHERE);
+    cr_assert_eq(h, -1);
+}
+
+Test(cluster_table, reached_but_no_place_and_unknown_are_told_apart)
+{
+    int d = cl_table_vm(&t, "d"), a = cl_table_vm(&t, "a"), h;
+    static const uint32_t two[] = {2, 3}, gone[] = {1};
+    static const int down[] = {1};
+
+    /* nobody but the paused host answered yet */
+    reach(1, "a", "h1", 0, 1);
+    cr_assert_eq(cl_table_storage_target(&t, a, "h1", 10.0, 10, &h), CL_STORE_UNKNOWN);
+    /* d on h3: h1 (2 slots, a alone) reaches, but d's hosts are h3, h1, h2: h1 fits */
+    reach(1, "d", "h1", 1, 1);
+    reach(3, "d", "h3", 0, 1);
+    cr_assert_eq(cl_table_storage_target(&t, d, "h3", 10.0, 10, &h), CL_STORE_MOVE);
+    cr_assert_str_eq(t.hosts[h].name, "h1");
+    /* c moves to h1, which is full now (a, c); h2 (b alone) does not reach: no place,
+     * and not "everywhere" since h1 reaches it */
+    apply_ok(1, "{\"t\":\"claim\",\"vm\":\"c\",\"node\":\"h1\",\"gen\":1}", NULL);
+    reach(2, "d", "h2", 0, 1);
+    cr_assert_eq(cl_table_storage_target(&t, d, "h3", 10.0, 10, &h), CL_STORE_NO_PLACE);
+    /* h1's node goes down: the only other member, h2, fails too: everywhere */
+    members(two, 2, gone, down, 1, 12.0);
+    cr_assert_eq(cl_table_storage_target(&t, d, "h3", 12.0, 10, &h), CL_STORE_EVERYWHERE);
+}
+
+Test(cluster_table, a_migrate_claim_keeps_the_source_until_the_target_runs_it)
+{
+    struct cl_applied ap;
+    char msg[300], why[200];
+    int a = cl_table_vm(&t, "a");
+
+    /* from must be where it runs now */
+    cr_assert_gt(cl_msg_claim_how(msg, sizeof(msg), "a", "h3", 1, CL_HOW_MIGRATE, "h2"), 0);
+    cr_assert_eq(cl_table_apply(&t, 1, msg, strlen(msg), &ap, why, sizeof(why)), 0);
+    cr_assert(strstr(why, "does not run"), "%s", why);
+    cr_assert_gt(cl_msg_claim_how(msg, sizeof(msg), "a", "h3", 1, CL_HOW_MIGRATE, "h1"), 0);
+    apply_ok(1, msg, &ap);
+    cr_assert(ap.claimed);
+    cr_assert_eq(ap.how, CL_HOW_MIGRATE);
+    cr_assert_str_eq(ap.from, "h1");
+    cr_assert_str_eq(t.vms[a].host, "h3");
+    cr_assert_str_eq(t.vms[a].from, "h1");
+    cr_assert_eq(t.vms[a].state, CL_VM_STARTING);
+    /* a membership change meanwhile: the source's hello still lists it, it stays moving */
+    cl_table_membership(&t, (const uint32_t[]){1, 2, 3}, 3, NULL, NULL, 0, 11.0);
+    hello(1, "h1", "{\"vm\":\"a\",\"gen\":1,\"ck\":\"s1\"}");
+    cr_assert_str_eq(t.vms[a].host, "h3");
+    cr_assert_eq(t.vms[a].state, CL_VM_STARTING);
+    apply_ok(3, "{\"t\":\"state\",\"vm\":\"a\",\"node\":\"h3\",\"state\":\"running\"}", NULL);
+    cr_assert_eq(t.vms[a].state, CL_VM_RUNNING);
+    cr_assert_str_eq(t.vms[a].from, "");
+    /* a cold claim (a stateless VM moved) */
+    cr_assert_gt(cl_msg_claim_how(msg, sizeof(msg), "a", "h2", 2, CL_HOW_COLD, NULL), 0);
+    apply_ok(3, msg, &ap);
+    cr_assert_eq(ap.how, CL_HOW_COLD);
+    cr_assert_str_eq(t.vms[a].host, "h2");
+    /* unknown flavours and bad reach values change nothing */
+    {
+        const char *bad[] = {
+            "{\"t\":\"claim\",\"vm\":\"a\",\"node\":\"h1\",\"gen\":3,\"how\":\"teleport\"}",
+            "{\"t\":\"claim\",\"vm\":\"a\",\"node\":\"h1\",\"gen\":3,\"how\":7}",
+            "{\"t\":\"reach\",\"vm\":\"a\",\"node\":\"h1\",\"ok\":2}",
+            "{\"t\":\"reach\",\"vm\":\"zz\",\"node\":\"h1\",\"ok\":1}",
+            "{\"t\":\"reach\",\"vm\":\"a\",\"node\":\"h1\"}",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+            cr_assert_eq(cl_table_apply(&t, 1, bad[i], strlen(bad[i]), &ap, why, sizeof(why)), 0,
+                         "%s", bad[i]);
+        cr_assert_eq(t.vms[a].gen, 3);
+        cr_assert_eq(t.vms[a].reach_known, 0);
+    }
+}

@@ -237,8 +237,12 @@ static int apply_hello(struct cl_table *t, uint32_t nodeid, json_object *o, stru
         int v = n ? cl_table_vm(t, n) : -1;
         if (v < 0 || !ck || gen < 0)
             continue;
+        if (t->vms[v].state == CL_VM_STARTING && !strcmp(t->vms[v].from, node) &&
+            strcmp(t->vms[v].host, node))
+            continue; /* the source of a migration runs it until the target does */
         snprintf(t->vms[v].host, sizeof(t->vms[v].host), "%s", node);
         t->vms[v].state = CL_VM_RUNNING;
+        t->vms[v].from[0] = '\0';
         if (*ck)
             snprintf(t->vms[v].ck, sizeof(t->vms[v].ck), "%s", ck);
         if ((uint64_t)gen > t->vms[v].gen)
@@ -246,6 +250,69 @@ static int apply_hello(struct cl_table *t, uint32_t nodeid, json_object *o, stru
     }
     snprintf(out->host, sizeof(out->host), "%s", node);
     return 1;
+}
+
+/* {"t":"reach","vm":V,"node":N,"ok":0|1}: N's probe of V's storage. */
+static int apply_reach(struct cl_table *t, uint32_t nodeid, json_object *o, struct cl_applied *out,
+                       char *why, size_t whylen)
+{
+    const char *vmn = str_field(o, "vm"), *node = str_field(o, "node");
+    int64_t ok = int_field(o, "ok");
+    uint32_t bit, known, reach;
+    int v, h;
+
+    if (!vmn || !node || (ok != 0 && ok != 1)) {
+        snprintf(why, whylen, "malformed reach");
+        return 0;
+    }
+    if ((v = cl_table_vm(t, vmn)) < 0) {
+        snprintf(why, whylen, "no HA VM %s here", vmn);
+        return 0;
+    }
+    if ((h = host_for(t, node, nodeid)) < 0) {
+        snprintf(why, whylen, "more than %d hosts", CL_HOSTS_MAX);
+        return 0;
+    }
+    bit = 1u << h;
+    known = t->vms[v].reach_known | bit;
+    reach = ok ? t->vms[v].reach_ok | bit : t->vms[v].reach_ok & ~bit;
+    out->vm = v;
+    out->reach = known != t->vms[v].reach_known || reach != t->vms[v].reach_ok;
+    snprintf(out->host, sizeof(out->host), "%s", node);
+    t->vms[v].reach_known = known;
+    t->vms[v].reach_ok = reach;
+    return 1;
+}
+
+/* A claim's "how" (and a migrate claim's "from", which must be where @v runs now). */
+static int claim_how(const struct cl_table *t, int v, json_object *o, struct cl_applied *out,
+                     char *why, size_t whylen)
+{
+    json_object *x;
+    const char *how = "restart", *from;
+
+    if (json_object_object_get_ex(o, "how", &x) && !(how = str_field(o, "how"))) {
+        snprintf(why, whylen, "malformed claim");
+        return -1;
+    }
+    if (!strcmp(how, "restart")) {
+        out->how = CL_HOW_RESTART;
+    } else if (!strcmp(how, "cold")) {
+        out->how = CL_HOW_COLD;
+    } else if (!strcmp(how, "migrate")) {
+        from = str_field(o, "from");
+        if (!from || strcmp(from, t->vms[v].host) || t->vms[v].state != CL_VM_RUNNING) {
+            snprintf(why, whylen, "migrate claim of %s from %s, where it does not run",
+                     t->vms[v].name, from ? from : "?");
+            return -1;
+        }
+        out->how = CL_HOW_MIGRATE;
+        snprintf(out->from, sizeof(out->from), "%s", from);
+    } else {
+        snprintf(why, whylen, "claim of unknown flavour %s", how);
+        return -1;
+    }
+    return 0;
 }
 
 int cl_table_apply(struct cl_table *t, uint32_t nodeid, const char *msg, size_t len,
@@ -278,6 +345,10 @@ int cl_table_apply(struct cl_table *t, uint32_t nodeid, const char *msg, size_t 
         rc = apply_hello(t, nodeid, o, out, why, whylen);
         goto out;
     }
+    if (!strcmp(kind, "reach")) {
+        rc = apply_reach(t, nodeid, o, out, why, whylen);
+        goto out;
+    }
     vmn = str_field(o, "vm");
     node = str_field(o, "node");
     ck = ck_field(o);
@@ -300,6 +371,9 @@ int cl_table_apply(struct cl_table *t, uint32_t nodeid, const char *msg, size_t 
                      gen, t->vms[v].gen);
             goto out;
         }
+        if (claim_how(t, v, o, out, why, whylen) < 0)
+            goto out;
+        snprintf(t->vms[v].from, sizeof(t->vms[v].from), "%s", out->from);
         snprintf(t->vms[v].host, sizeof(t->vms[v].host), "%s", node);
         t->vms[v].state = CL_VM_STARTING;
         t->vms[v].gen++;
@@ -310,6 +384,7 @@ int cl_table_apply(struct cl_table *t, uint32_t nodeid, const char *msg, size_t 
         if (st && !strcmp(st, "running")) {
             snprintf(t->vms[v].host, sizeof(t->vms[v].host), "%s", node);
             t->vms[v].state = CL_VM_RUNNING;
+            t->vms[v].from[0] = '\0';
             if (*ck)
                 snprintf(t->vms[v].ck, sizeof(t->vms[v].ck), "%s", ck);
             rc = 1;
@@ -398,6 +473,17 @@ static int before(const struct cl_vm *a, const struct cl_vm *b)
     return strcmp(a->name, b->name) < 0;
 }
 
+/* Slots in use per host: VMs starting or running on hosts that are not gone. */
+static void host_use(const struct cl_table *t, double now, double grace,
+                     unsigned used[CL_HOSTS_MAX])
+{
+    for (size_t i = 0; i < t->n_vms; i++) {
+        int h = cl_table_host(t, t->vms[i].host);
+        if (t->vms[i].state != CL_VM_STOPPED && h >= 0 && !cl_table_host_gone(t, h, now, grace))
+            used[h]++;
+    }
+}
+
 static size_t plan(const struct cl_table *t, double now, double grace, struct cl_move *moves,
                    size_t max, int *unplaced, size_t n_unplaced)
 {
@@ -407,11 +493,7 @@ static size_t plan(const struct cl_table *t, double now, double grace, struct cl
     size_t n = 0, m = 0;
 
     cl_table_slots(t, &s);
-    for (size_t i = 0; i < t->n_vms; i++) {
-        int h = cl_table_host(t, t->vms[i].host);
-        if (t->vms[i].state != CL_VM_STOPPED && h >= 0 && !cl_table_host_gone(t, h, now, grace))
-            used[h]++;
-    }
+    host_use(t, now, grace, used);
     for (size_t i = 0; i < t->n_vms && n < BRIDGE_VMS_MAX; i++)
         if (needs_place(t, i, now, grace))
             order[n++] = (int)i;
@@ -456,6 +538,52 @@ int cl_table_waiting(const struct cl_table *t, int v, double now, double grace)
     return unplaced[v];
 }
 
+const char *cl_store_name(enum cl_store s)
+{
+    return s == CL_STORE_MOVE         ? "move"
+           : s == CL_STORE_EVERYWHERE ? "store-failed-everywhere"
+           : s == CL_STORE_NO_PLACE   ? "no-place"
+                                      : "unknown";
+}
+
+const char *cl_how_name(enum cl_how h)
+{
+    return h == CL_HOW_COLD ? "cold" : h == CL_HOW_MIGRATE ? "migrate" : "restart";
+}
+
+enum cl_store cl_table_storage_target(const struct cl_table *t, int v, const char *here, double now,
+                                      double grace, int *host)
+{
+    struct cl_slots s;
+    unsigned used[CL_HOSTS_MAX] = {0};
+    const struct cl_vm *x;
+    int others_known = 0, others_ok = 0;
+
+    *host = -1;
+    if (v < 0 || (size_t)v >= t->n_vms)
+        return CL_STORE_UNKNOWN;
+    x = &t->vms[v];
+    cl_table_slots(t, &s);
+    host_use(t, now, grace, used);
+    for (unsigned k = 0; k < x->n_hosts && *host < 0; k++) {
+        int h = cl_table_host(t, x->hosts[k]);
+        if (h < 0 || !strcmp(x->hosts[k], here) || !t->hosts[h].member || !t->hosts[h].hello_seen ||
+            !(x->reach_ok & (1u << h)) || used[h] >= s.slots[h])
+            continue;
+        *host = h;
+    }
+    if (*host >= 0)
+        return CL_STORE_MOVE;
+    /* why not: does any other member reach the storage at all? */
+    for (size_t h = 0; h < t->n_hosts; h++) {
+        if (!t->hosts[h].member || !strcmp(t->hosts[h].name, here))
+            continue;
+        others_known += (x->reach_known >> h) & 1;
+        others_ok += (x->reach_ok >> h) & 1;
+    }
+    return others_ok ? CL_STORE_NO_PLACE : others_known ? CL_STORE_EVERYWHERE : CL_STORE_UNKNOWN;
+}
+
 /* ---- building messages ---- */
 
 static int fitted(int n, size_t len)
@@ -485,6 +613,24 @@ int cl_msg_claim(char *buf, size_t len, const char *vm, const char *node, uint64
     return fitted(snprintf(buf, len,
                            "{\"t\":\"claim\",\"vm\":\"%s\",\"node\":\"%s\",\"gen\":%" PRIu64 "}",
                            vm, node, gen),
+                  len);
+}
+
+int cl_msg_claim_how(char *buf, size_t len, const char *vm, const char *node, uint64_t gen,
+                     enum cl_how how, const char *from)
+{
+    return fitted(snprintf(buf, len,
+                           "{\"t\":\"claim\",\"vm\":\"%s\",\"node\":\"%s\",\"gen\":%" PRIu64
+                           ",\"how\":\"%s\"%s%s%s}",
+                           vm, node, gen, cl_how_name(how), from ? ",\"from\":\"" : "",
+                           from ? from : "", from ? "\"" : ""),
+                  len);
+}
+
+int cl_msg_reach(char *buf, size_t len, const char *vm, const char *node, int ok)
+{
+    return fitted(snprintf(buf, len, "{\"t\":\"reach\",\"vm\":\"%s\",\"node\":\"%s\",\"ok\":%d}",
+                           vm, node, ok ? 1 : 0),
                   len);
 }
 

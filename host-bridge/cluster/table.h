@@ -17,6 +17,12 @@
  *          V's current generation (the first claim wins, later ones are stale)
  *   state  {"t":"state","vm":V,"node":N,"state":"running"|"stopped","ck":S}   N's VM V
  *   ck     {"t":"ck","vm":V,"node":N,"ck":S}       V's latest checkpoint (a snapshot tag)
+ *   reach  {"t":"reach","vm":V,"node":N,"ok":0|1}  N's own probe of V's storage (io_probe
+ *          targets) answered ok or not; sent on every change, and in full after a hello
+ *   claim  may carry "how": "restart" (default: from the latest checkpoint, else cold),
+ *          "cold" (a stateless VM moved off a host whose storage path failed: from its
+ *          template) or "migrate" (a paused stateful VM moves live from the host it is on,
+ *          which the claim records as its "from")
  */
 #ifndef BRIDGE_CLUSTER_TABLE_H
 #define BRIDGE_CLUSTER_TABLE_H
@@ -56,6 +62,9 @@ struct cl_vm {
     enum cl_vm_state state;
     uint64_t gen; /* + 1 at every applied claim */
     char ck[CL_CK_MAX];
+    char from[CL_NAME_MAX]; /* a migrate claim's source host, until it runs ("" = none) */
+    /* storage reachability, bit h for host index h: its probe answered / said ok */
+    uint32_t reach_known, reach_ok;
 };
 
 struct cl_table {
@@ -66,9 +75,15 @@ struct cl_table {
     unsigned tolerate; /* host failures admission must survive */
 };
 
+/* How a claimed VM starts on its new host. */
+enum cl_how { CL_HOW_RESTART = 0, CL_HOW_COLD, CL_HOW_MIGRATE };
+
 /* What applying a message changed, for the caller to act on. */
 struct cl_applied {
     int claimed;            /* a claim applied: vm started on host */
+    enum cl_how how;        /* a claim's flavour */
+    char from[CL_NAME_MAX]; /* a migrate claim: the host the VM leaves */
+    int reach;              /* a reach message changed what the table knew */
     int vm;                 /* index of the VM concerned, -1 for none */
     char host[CL_NAME_MAX]; /* the claimed or reporting host */
 };
@@ -134,11 +149,33 @@ size_t cl_table_plan(const struct cl_table *t, double now, double grace, struct 
 /* 1 when VM @v runs (or starts) on a gone host and has no place yet at @now. */
 int cl_table_waiting(const struct cl_table *t, int v, double now, double grace);
 
+/* Where a VM paused on a storage fault can go (cl_table_storage_target). */
+enum cl_store {
+    CL_STORE_MOVE = 0,   /* @host reaches the storage and has a free slot: move it there */
+    CL_STORE_EVERYWHERE, /* every member's probe fails: the store failed, not this path */
+    CL_STORE_NO_PLACE,   /* other hosts reach it, none of its ha_hosts with a free slot */
+    CL_STORE_UNKNOWN,    /* no other member's probe result yet */
+};
+
+/*
+ * VM @v is paused on host @here by a storage fault: the first of its hosts (ha_hosts order)
+ * other than @here that is a synced member whose probe reaches the storage and has a free
+ * slot (@host, its index). Pure: every bridge computes the same answer from the same table.
+ */
+enum cl_store cl_table_storage_target(const struct cl_table *t, int v, const char *here, double now,
+                                      double grace, int *host);
+const char *cl_store_name(enum cl_store s);
+const char *cl_how_name(enum cl_how h);
+
 /* Build messages (NUL-terminated JSON in @buf). Each returns its length, or -1 if it does
  * not fit. @run: the VMs this host runs (indices), @n_run of them. */
 int cl_msg_hello(char *buf, size_t len, const char *node, unsigned vcpus, uint64_t memory,
                  const struct cl_table *t, const int *run, size_t n_run);
 int cl_msg_claim(char *buf, size_t len, const char *vm, const char *node, uint64_t gen);
+/* A claim of flavour @how (a migrate claim also names the host @from it leaves). */
+int cl_msg_claim_how(char *buf, size_t len, const char *vm, const char *node, uint64_t gen,
+                     enum cl_how how, const char *from);
+int cl_msg_reach(char *buf, size_t len, const char *vm, const char *node, int ok);
 int cl_msg_state(char *buf, size_t len, const char *vm, const char *node, const char *state,
                  const char *ck);
 int cl_msg_ck(char *buf, size_t len, const char *vm, const char *node, const char *ck);
