@@ -21,6 +21,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
 	host-bridge/cluster/table.c host-bridge/cluster/table.h \
 	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
+	host-bridge/cluster/reach.c host-bridge/cluster/reach.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 if HAVE_LIBVIRT
 host_bridge_libbridge_la_SOURCES += \

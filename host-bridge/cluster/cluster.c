@@ -9,17 +9,21 @@
 #include <corosync/cpg.h>
 #include <corosync/votequorum.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
 #include "db-lifecycle.h"
+#include "ioerror.h"
 #include "lease.h"
+#include "reach.h"
 #include "table.h"
 #include "vms-log.h"
 
@@ -28,6 +32,8 @@
 #define PLAN_EVERY_S    0.25
 #define LEASE_RETRY_S   0.25
 #define OUTQ_MAX        64
+#define REACH_EVERY_S   1.0 /* storage probes of every HA VM */
+#define STORAGE_RETRY_S 1.0 /* a paused VM with no place yet: decide again */
 
 /* An HA VM as this bridge follows it (index = the table's VM index). */
 struct cl_local {
@@ -45,6 +51,17 @@ struct cl_local {
     int ck_running;
     char ck_prev[CL_CK_MAX]; /* the previous HA checkpoint, deleted after the next one */
     char ck_tag[CL_CK_MAX];
+    /* storage-fault moves */
+    enum cl_how how;     /* our claimed start: restart, cold, or from a migration stream */
+    int reach_sent;      /* the reach answer last published (-1: none) */
+    int storage_pending; /* paused on a storage fault, escalated, no move yet */
+    int stateless;
+    double storage_next;   /* next decision while pending */
+    char storage_last[64]; /* the last decision published (events only on changes) */
+    int sending;           /* its state is being written for the host that claimed it */
+    int send_fd;
+    double send_t0, escalated_at;
+    char send_tmp[BRIDGE_PATH_MAX + 64];
 };
 
 struct bridge_cluster {
@@ -63,6 +80,8 @@ struct bridge_cluster {
     char *outq[OUTQ_MAX];
     size_t outq_len;
     uint64_t sent, delivered, confchgs;
+    struct cl_reach *reach; /* this host's probes of its HA VMs' storage */
+    int republish;          /* send every reach answer again (a membership change) */
 };
 
 static double mono(void)
@@ -183,6 +202,9 @@ static void journal_load(struct bridge_cluster *c)
 /* ---- starting a VM this host claimed ---- */
 
 static void on_started(void *opaque, int ok, json_object *result);
+static int start_incoming(struct bridge_cluster *c, int v);
+static void storage_send(struct bridge_cluster *c, int v);
+static void storage_tick(struct bridge_cluster *c);
 
 /* Answer the admin waiting for @l's start (if any) with @msg. */
 static void reply_error(struct cl_local *l, const char *msg)
@@ -205,6 +227,14 @@ static void start_claimed(struct bridge_cluster *c, int v)
 
     if (!l->vm || !l->starting)
         return;
+    if (strcmp(c->t.vms[v].host, c->cfg->node)) {
+        /* a migration whose source kept the VM (its state could not be sent) */
+        vms_warn(l->vm->cfg->name, NULL, "cluster: no longer ours (on %s): start abandoned",
+                 c->t.vms[v].host[0] ? c->t.vms[v].host : "no host");
+        l->starting = 0;
+        reply_error(l, "the VM stayed on its host");
+        return;
+    }
     l->lease_fd = bridge_lease_acquire(c->cfg->shared_dir, l->vm->cfg->name, c->cfg->node, held,
                                        sizeof(held));
     if (l->lease_fd < 0) {
@@ -225,6 +255,8 @@ static void start_claimed(struct bridge_cluster *c, int v)
     }
     l->lease_retry_at = 0;
     l->lease_holder[0] = '\0';
+    if (l->how == CL_HOW_MIGRATE && start_incoming(c, v))
+        return;
     vms_info(l->vm->cfg->name, NULL, "cluster: lease taken; starting %s%s",
              l->start_ck[0] ? "from checkpoint " : "cold", l->start_ck);
     bridge_managed_start_ha(l->vm, l->lease_fd, l->start_ck, on_started, l);
@@ -312,8 +344,12 @@ static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t no
         if (!strcmp(a.host, c->cfg->node) && l->vm) {
             l->starting = 1;
             l->claimed_at = mono();
-            snprintf(l->start_ck, sizeof(l->start_ck), "%s", c->t.vms[a.vm].ck);
+            l->how = a.how;
+            snprintf(l->start_ck, sizeof(l->start_ck), "%s",
+                     a.how == CL_HOW_COLD ? "" : c->t.vms[a.vm].ck);
             start_claimed(c, a.vm);
+        } else if (a.how == CL_HOW_MIGRATE && !strcmp(a.from, c->cfg->node) && l->vm) {
+            storage_send(c, a.vm);
         } else if (l->done) {
             answer_claim_lost(l, a.host);
         }
@@ -350,7 +386,8 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
     for (size_t i = 0; i < n_joined; i++)
         vms_info(NULL, NULL, "cluster: node %u joined", joined[i].nodeid);
     cl_table_membership(&c->t, ids, n, lids, down, nl, mono());
-    send_hello(c); /* every member says hello again: the table syncs before anyone acts */
+    c->republish = 1; /* a joining bridge knows no host's reach yet */
+    send_hello(c);    /* every member says hello again: the table syncs before anyone acts */
 }
 
 static void on_quorum(votequorum_handle_t h, uint64_t context, uint32_t quorate, uint32_t n_nodes,
@@ -459,6 +496,8 @@ fail:
 
 /* ---- API ---- */
 
+static int reach_open(struct bridge_cluster *c);
+
 int bridge_cluster_open(struct bridge *br)
 {
     struct bridge_cluster *c;
@@ -481,10 +520,17 @@ int bridge_cluster_open(struct bridge *br)
         return -1;
     }
     for (size_t i = 0; i < c->t.n_vms; i++) {
-        c->local[i].lease_fd = -1;
+        c->local[i].lease_fd = c->local[i].send_fd = -1;
+        c->local[i].reach_sent = -1;
         for (size_t k = 0; k < br->n_vms; k++)
             if (!strcmp(br->vms[k].cfg->name, c->t.vms[i].name))
                 c->local[i].vm = &br->vms[k];
+    }
+    if (reach_open(c) < 0) {
+        cl_table_free(&c->t);
+        free(c->local);
+        free(c);
+        return -1;
     }
     bridge_watch_init(&c->cpgw, on_cpg_fd, c);
     bridge_watch_init(&c->vqw, on_vq_fd, c);
@@ -510,9 +556,13 @@ void bridge_cluster_close(struct bridge *br)
     }
     for (size_t i = 0; i < c->outq_len; i++)
         free(c->outq[i]);
-    for (size_t i = 0; i < c->t.n_vms; i++)
+    cl_reach_stop(c->reach);
+    for (size_t i = 0; i < c->t.n_vms; i++) {
         if (c->local[i].lease_fd >= 0)
             close(c->local[i].lease_fd);
+        if (c->local[i].send_fd >= 0)
+            close(c->local[i].send_fd);
+    }
     cl_table_free(&c->t);
     free(c->local);
     free(c);
@@ -591,6 +641,7 @@ void bridge_cluster_tick(struct bridge *br, double now)
         return;
     }
     flush_outq(c);
+    storage_tick(c);
     for (size_t i = 0; i < c->t.n_vms; i++) {
         if (c->local[i].starting && c->local[i].lease_retry_at && now >= c->local[i].lease_retry_at)
             start_claimed(c, (int)i);
@@ -767,10 +818,324 @@ json_object *bridge_cluster_status(struct bridge *br)
         for (unsigned k = 0; k < v->n_hosts; k++)
             json_object_array_add(alts, json_object_new_string(v->hosts[k]));
         json_object_object_add(e, "hosts", alts);
+        json_object_object_add(e, "from", json_object_new_string(v->from));
+        {
+            /* which hosts' probes reach its storage (known answers only) */
+            json_object *reach = json_object_new_object();
+            for (size_t h = 0; h < c->t.n_hosts; h++)
+                if ((v->reach_known >> h) & 1 && c->t.hosts[h].name[0])
+                    json_object_object_add(reach, c->t.hosts[h].name,
+                                           json_object_new_boolean((v->reach_ok >> h) & 1));
+            json_object_object_add(e, "reach", reach);
+        }
         if (bridge_lease_probe(c->cfg->shared_dir, v->name, held, sizeof(held)) == 1)
             json_object_object_add(e, "lease", json_object_new_string(held));
         json_object_array_add(vms, e);
     }
     json_object_object_add(o, "vms", vms);
     return o;
+}
+
+/* ---- storage-fault moves ---- */
+
+static int reach_open(struct bridge_cluster *c)
+{
+    const struct bridge_ioe_config *cfgs[BRIDGE_VMS_MAX];
+    size_t n = 0;
+
+    for (size_t i = 0; i < c->t.n_vms && n < BRIDGE_VMS_MAX; i++) {
+        static const struct bridge_ioe_config none; /* no io_probe: never probed */
+        cfgs[n++] = c->local[i].vm ? &c->local[i].vm->cfg->ioe : &none;
+    }
+    c->reach = cl_reach_start(cfgs, n, REACH_EVERY_S);
+    return c->reach ? 0 : -1;
+}
+
+/* SHARED/migrate/VM.GEN[suffix]: the migration stream of one move (generation @gen). */
+static void stream_path(struct bridge_cluster *c, int v, const char *suffix, char *out, size_t len)
+{
+    int n = snprintf(out, len, "%s/migrate/%s.%" PRIu64 "%s", c->cfg->shared_dir, c->t.vms[v].name,
+                     c->t.vms[v].gen, suffix);
+    if (n < 0 || (size_t)n >= len)
+        out[0] = '\0'; /* too long: opening "" fails and says so */
+}
+
+/* Publish this host's changed probe answers (all of them after a membership change). */
+static void reach_publish(struct bridge_cluster *c)
+{
+    int all = c->republish;
+
+    if (!c->quorate)
+        return;
+    c->republish = 0;
+    for (size_t i = 0; i < c->t.n_vms; i++) {
+        struct cl_local *l = &c->local[i];
+        char buf[256], detail[200];
+        int ok = cl_reach_get(c->reach, i, detail, sizeof(detail));
+        if (ok < 0 || (ok == l->reach_sent && !all))
+            continue;
+        if (ok != l->reach_sent)
+            vms_info(c->t.vms[i].name, NULL, "cluster: its storage %s from here (%s)",
+                     ok ? "answers" : "does not answer", detail);
+        l->reach_sent = ok;
+        if (cl_msg_reach(buf, sizeof(buf), c->t.vms[i].name, c->cfg->node, ok) > 0)
+            send_msg(c, buf);
+    }
+}
+
+static json_object *decision(const char *what, const char *target, const char *why)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "decision", json_object_new_string(what));
+    json_object_object_add(o, "target", json_object_new_string(target));
+    json_object_object_add(o, "why", json_object_new_string(why));
+    return o;
+}
+
+/* Decide where paused VM @v goes, act on it, and say so. */
+static json_object *storage_decide(struct bridge_cluster *c, int v)
+{
+    struct cl_local *l = &c->local[v];
+    const struct cl_vm *x = &c->t.vms[v];
+    char why[400], buf[300];
+    const char *target;
+    int h;
+    enum cl_store r;
+
+    if (!c->connected || !c->quorate || !cl_table_synced(&c->t))
+        return decision("stay-paused", "",
+                        "this host is not in a quorate, synced cluster: it stays paused here");
+    if (strcmp(x->host, c->cfg->node) || x->state != CL_VM_RUNNING) {
+        l->storage_pending = 0;
+        return decision("stay-paused", "", "the cluster table does not place it here");
+    }
+    r = cl_table_storage_target(&c->t, v, c->cfg->node, mono(), c->cfg->bridge_grace, &h);
+    if (r != CL_STORE_MOVE) {
+        snprintf(why, sizeof(why), "%s",
+                 r == CL_STORE_EVERYWHERE
+                     ? "the store failed everywhere: no member of the cluster reaches it; it "
+                       "stays paused here"
+                 : r == CL_STORE_NO_PLACE
+                     ? "this host's path to its storage failed; other hosts reach it, but none "
+                       "of its ha_hosts has a free slot: it stays paused here"
+                     : "this host's path to its storage failed, or the store did: no other "
+                       "host has probed it yet; it stays paused here");
+        return decision(r == CL_STORE_EVERYWHERE ? "stay-paused-store-failed" : "stay-paused", "",
+                        why);
+    }
+    target = c->t.hosts[h].name;
+    l->storage_pending = 0;
+    l->claimed_gen = x->gen + 1;
+    if (l->stateless) {
+        snprintf(why, sizeof(why),
+                 "this host's path to its storage failed; %s reaches it: a stateless VM is "
+                 "stopped here and started there from its template",
+                 target);
+        cl_msg_claim_how(buf, sizeof(buf), x->name, target, x->gen, CL_HOW_COLD, NULL);
+    } else {
+        snprintf(why, sizeof(why),
+                 "this host's path to its storage failed; %s reaches it: the stateful VM "
+                 "migrates there still paused and resumes there",
+                 target);
+        cl_msg_claim_how(buf, sizeof(buf), x->name, target, x->gen, CL_HOW_MIGRATE, c->cfg->node);
+    }
+    vms_warn(x->name, NULL, "cluster: %s", why);
+    send_msg(c, buf);
+    return decision(l->stateless ? "restart-there" : "migrate", target, why);
+}
+
+json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless)
+{
+    struct bridge_cluster *c = of(vm);
+    json_object *d;
+    int v;
+
+    if (!c || (v = vm_index(c, vm)) < 0)
+        return NULL;
+    c->local[v].stateless = stateless;
+    c->local[v].storage_pending = !stateless; /* a stateless VM is killed here right after */
+    c->local[v].escalated_at = mono();
+    c->local[v].storage_next = c->now + STORAGE_RETRY_S;
+    cl_reach_kick(c->reach);
+    d = storage_decide(c, v);
+    {
+        json_object *w;
+        if (json_object_object_get_ex(d, "decision", &w))
+            snprintf(c->local[v].storage_last, sizeof(c->local[v].storage_last), "%s",
+                     json_object_get_string(w));
+    }
+    return d;
+}
+
+void bridge_cluster_storage_resumed(struct bridge_vm *vm)
+{
+    struct bridge_cluster *c = of(vm);
+    int v;
+
+    if (c && (v = vm_index(c, vm)) >= 0) {
+        c->local[v].storage_pending = 0;
+        c->local[v].storage_last[0] = '\0';
+    }
+}
+
+int bridge_cluster_storage_moving(struct bridge_vm *vm)
+{
+    struct bridge_cluster *c = of(vm);
+    int v;
+
+    if (!c || (v = vm_index(c, vm)) < 0)
+        return 0;
+    /* from our migrate claim until the QEMU here quits */
+    return c->local[v].sending ||
+           (!strcmp(c->t.vms[v].from, c->cfg->node) && c->t.vms[v].state == CL_VM_STARTING);
+}
+
+static void send_failed(struct bridge_cluster *c, int v, const char *what)
+{
+    struct cl_local *l = &c->local[v];
+    char buf[256], text[400];
+
+    snprintf(text, sizeof(text),
+             "sending the paused VM's state to %s failed (%s): it stays paused here",
+             c->t.vms[v].host, what);
+    vms_err(c->t.vms[v].name, NULL, "cluster: %s", text);
+    if (l->send_fd >= 0)
+        close(l->send_fd);
+    l->send_fd = -1;
+    unlink(l->send_tmp);
+    l->sending = 0;
+    if (l->vm->busy)
+        l->vm->busy = 0;
+    /* the VM is still here: say so, the claimant gives up (its start checks the table) */
+    if (cl_msg_state(buf, sizeof(buf), c->t.vms[v].name, c->cfg->node, "running", c->t.vms[v].ck) >
+        0)
+        send_msg(c, buf);
+    bridge_ioe_publish(c->t.vms[v].name, "storage-move-failed", text,
+                       decision("stay-paused", "", text));
+    bridge_vm_kick(l->vm);
+}
+
+static void on_state_sent(void *opaque, const struct bridge_backend_result *r)
+{
+    struct cl_local *l = opaque;
+    struct bridge_cluster *c = of(l->vm);
+    char final[BRIDGE_PATH_MAX + 64], text[400];
+    struct stat st;
+    int v;
+
+    if (!c)
+        return;
+    v = (int)(l - c->local);
+    if (r->status != VMS_STATUS_OK) {
+        send_failed(c, v, r->message);
+        return;
+    }
+    /* durable and complete before the claimant may load it (it loads after our QEMU quits) */
+    if (fdatasync(l->send_fd) < 0 || fstat(l->send_fd, &st) < 0) {
+        send_failed(c, v, strerror(errno));
+        return;
+    }
+    close(l->send_fd);
+    l->send_fd = -1;
+    stream_path(c, v, ".state", final, sizeof(final));
+    if (rename(l->send_tmp, final) < 0) {
+        send_failed(c, v, strerror(errno));
+        return;
+    }
+    l->sending = 0;
+    l->vm->busy = 0;
+    snprintf(text, sizeof(text),
+             "the paused VM's state (%lld bytes) is on the shared storage for %s after %.0f ms; "
+             "its QEMU here quits and frees the lease",
+             (long long)st.st_size, c->t.vms[v].host, (mono() - l->send_t0) * 1000);
+    vms_info(l->vm->cfg->name, NULL, "cluster: %s", text);
+    {
+        json_object *d = decision("migrate", c->t.vms[v].host, text);
+        json_object_object_add(d, "bytes", json_object_new_int64((int64_t)st.st_size));
+        json_object_object_add(d, "send_ms", json_object_new_double((mono() - l->send_t0) * 1000));
+        bridge_ioe_publish(l->vm->cfg->name, "storage-moved", text, d);
+    }
+    l->vm->ops->kill(l->vm->backend, 0); /* quit: the lease goes with the process */
+}
+
+/*
+ * The source side of a migrate claim: write the paused VM's migration stream into
+ * SHARED/migrate (a temporary name, renamed when complete and durable), then quit QEMU,
+ * which frees the lease for the claimant. The stream carries the guest's failed requests,
+ * which the new QEMU retries when it runs.
+ */
+static void storage_send(struct bridge_cluster *c, int v)
+{
+    struct cl_local *l = &c->local[v];
+    struct bridge_vm *vm = l->vm;
+    char dir[BRIDGE_PATH_MAX + 16];
+
+    l->storage_pending = 0;
+    l->send_t0 = mono();
+    stream_path(c, v, ".tmp", l->send_tmp, sizeof(l->send_tmp));
+    snprintf(dir, sizeof(dir), "%s/migrate", c->cfg->shared_dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        send_failed(c, v, strerror(errno));
+        return;
+    }
+    l->send_fd = open(l->send_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (l->send_fd < 0) {
+        send_failed(c, v, strerror(errno));
+        return;
+    }
+    l->sending = 1;
+    if (!vm->backend || vm->busy ||
+        vm->ops->checkpoint(vm->backend, l->send_fd, 0, 0, on_state_sent, l) < 0) {
+        send_failed(c, v, vm->busy ? "a snapshot runs" : "QMP not ready");
+        return;
+    }
+    vm->busy = 1; /* guest requests wait (and then find the VM gone from this host) */
+    vms_info(vm->cfg->name, NULL, "cluster: sending the paused VM's state to %s", c->t.vms[v].host);
+}
+
+/*
+ * The claimant of a migrate claim, with the lease (the source's QEMU quit): start from the
+ * stream when it is there and complete. 1 when started; 0 when there is none (the source died
+ * before finishing it): the caller restarts it as after a host failure.
+ */
+static int start_incoming(struct bridge_cluster *c, int v)
+{
+    struct cl_local *l = &c->local[v];
+    char path[BRIDGE_PATH_MAX + 64];
+
+    stream_path(c, v, ".state", path, sizeof(path));
+    if (access(path, R_OK) < 0) {
+        vms_warn(l->vm->cfg->name, NULL,
+                 "cluster: no migration stream %s (%s): its source did not finish; restarting "
+                 "it instead",
+                 path, strerror(errno));
+        l->how = CL_HOW_RESTART;
+        return 0;
+    }
+    vms_info(l->vm->cfg->name, NULL, "cluster: lease taken; loading the migration stream %s", path);
+    bridge_managed_start_ha_incoming(l->vm, l->lease_fd, path, on_started, l);
+    return 1;
+}
+
+static void storage_tick(struct bridge_cluster *c)
+{
+    reach_publish(c);
+    for (size_t i = 0; i < c->t.n_vms; i++) {
+        struct cl_local *l = &c->local[i];
+        json_object *d, *w;
+        const char *what;
+        if (!l->storage_pending || c->now < l->storage_next || !l->vm)
+            continue;
+        l->storage_next = c->now + STORAGE_RETRY_S;
+        d = storage_decide(c, (int)i);
+        what = json_object_object_get_ex(d, "decision", &w) ? json_object_get_string(w) : "";
+        if (strcmp(what, l->storage_last)) {
+            json_object *t;
+            snprintf(l->storage_last, sizeof(l->storage_last), "%s", what);
+            json_object_object_get_ex(d, "why", &t);
+            bridge_ioe_publish(l->vm->cfg->name, "storage-decision", json_object_get_string(t),
+                               json_object_get(d));
+        }
+        json_object_put(d);
+    }
 }

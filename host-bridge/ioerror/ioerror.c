@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "vms-log.h"
 
 #define KILL_FORCE_AFTER 5.0 /* s after QMP quit: SIGKILL */
@@ -273,6 +274,11 @@ static void on_precont_status(void *opaque, const struct bridge_backend_result *
 static void act_cont(void *opaque)
 {
     struct bridge_ioe *e = opaque;
+    if (bridge_cluster_storage_moving(e->vm)) {
+        /* its state is on its way to another host: this QEMU must not run it again */
+        bridge_ioe_on_cont(&e->sm, 0, "moving to another host", e->now);
+        return;
+    }
     if (!e->vm->backend || ops(e)->query_status(e->vm->backend, on_precont_status, e) < 0)
         bridge_ioe_on_cont(&e->sm, 0, "QMP unavailable", e->now);
 }
@@ -415,8 +421,44 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
                                json_object_new_double(sm->last_healthy_to_cont));
     }
     json_object_object_add(o, "text", json_object_new_string(text));
-    if (!strcmp(kind, "resumed"))
+    if (!strcmp(kind, "escalated")) {
+        /* in a cluster: move it to a host that reaches its storage, or say why not */
+        json_object *cl = bridge_cluster_storage_escalated(e->vm, sm->cfg->stateless);
+        if (cl)
+            json_object_object_add(o, "cluster", cl);
+    }
+    if (!strcmp(kind, "resumed")) {
+        bridge_cluster_storage_resumed(e->vm);
         send_guest_notice(e, sm);
+    }
+    line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    copy = malloc(strlen(line) + 2);
+    if (copy) {
+        sprintf(copy, "%s\n", line);
+        admin_publish(copy);
+        free(copy);
+    }
+    json_object_put(o);
+}
+
+void bridge_ioe_publish(const char *vm, const char *kind, const char *text, json_object *cluster)
+{
+    json_object *o = json_object_new_object();
+    struct timespec ts;
+    const char *line;
+    char *copy;
+
+    if (!o) {
+        json_object_put(cluster);
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_object_object_add(o, "time", json_object_new_double(ts.tv_sec + ts.tv_nsec / 1e9));
+    json_object_object_add(o, "vm", json_object_new_string(vm));
+    json_object_object_add(o, "kind", json_object_new_string(kind));
+    json_object_object_add(o, "text", json_object_new_string(text));
+    if (cluster)
+        json_object_object_add(o, "cluster", cluster);
     line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     copy = malloc(strlen(line) + 2);
     if (copy) {

@@ -19,6 +19,7 @@
 #ifndef BRIDGE_IOERROR_H
 #define BRIDGE_IOERROR_H
 
+#include <json-c/json.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -179,6 +180,11 @@ void bridge_ioe_io_error(struct bridge_ioe *e, const char *node, const char *ope
 void bridge_ioe_ready(struct bridge_ioe *e);
 void bridge_ioe_lost(struct bridge_ioe *e);
 void bridge_ioe_tick_vm(struct bridge_ioe *e, double now);
+
+/* An event about @vm on the admin event socket, not from the state machine (the cluster's
+ * storage moves): {"time","vm","kind","text","cluster": @cluster}; @cluster (may be NULL)
+ * reference is taken. */
+void bridge_ioe_publish(const char *vm, const char *kind, const char *text, json_object *cluster);
 
 /* The admin event socket (one per bridge): JSON lines to every client. */
 int bridge_ioe_admin_open(const char *path, void *loop);

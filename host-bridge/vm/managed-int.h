@@ -65,6 +65,7 @@ struct bridge_managed {
     int console_fd;  /* listening console socket, handed to every QEMU */
     int lease_fd;    /* HA start: the cluster's lease fd, inherited by QEMU (not owned) */
     char loadvm[64]; /* HA start: the snapshot to boot from ("" = a cold boot) */
+    char incoming[BRIDGE_PATH_MAX]; /* HA start: a migration stream to load ("" = none) */
     struct bridge_watch conw;
     /* the operation in progress */
     enum bridge_lc_op op;

@@ -79,6 +79,7 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
 {
     bridge_lc_done_fn done = m->done;
     void *opaque = m->opaque;
+    int op_was_start = m->op == BRIDGE_LC_START;
 
     m->op = BRIDGE_LC_NONE;
     m->phase = P_IDLE;
@@ -86,6 +87,11 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
     m->opaque = NULL;
     m->lease_fd = -1; /* the cluster's, used at the spawn only */
     m->loadvm[0] = '\0';
+    m->incoming[0] = '\0';
+    if (m->state_fd >= 0 && op_was_start) {
+        close(m->state_fd); /* an HA incoming start that ended before loading */
+        m->state_fd = -1;
+    }
     lc_reply(done, opaque, ok, o);
     bridge_vm_kick(m->vm); /* guest requests that waited for the operation */
 }
@@ -262,7 +268,17 @@ static void start_go(struct bridge_managed *m)
         op_fail(m, "cannot journal the start");
         return;
     }
-    if (launch(m, 0) < 0) {
+    if (m->incoming[0]) {
+        m->state_fd = open(m->incoming, O_RDONLY | O_CLOEXEC);
+        if (m->state_fd < 0) {
+            op_fail(m, "migration stream %s: %s", m->incoming, strerror(errno));
+            m->row.res_tier[0] = '\0';
+            m->row.res_bytes = 0;
+            journal_row(m, "stopped");
+            return;
+        }
+    }
+    if (launch(m, m->incoming[0] != 0) < 0) {
         m->row.res_tier[0] = '\0';
         m->row.res_bytes = 0;
         journal_row(m, "stopped");
@@ -999,6 +1015,8 @@ void bridge_managed_tick(struct bridge *br, double now)
             vm_tick(br->vms[i].mgd, now);
 }
 
+static void on_incoming_loaded(void *opaque, const struct bridge_backend_result *r);
+
 void bridge_managed_backend_ready(struct bridge_vm *vm)
 {
     struct bridge_managed *m = vm->mgd;
@@ -1022,6 +1040,16 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
         return;
     if (m->op == BRIDGE_LC_RESUME) {
         load_when_ready(m);
+    } else if (m->op == BRIDGE_LC_START && m->incoming[0]) {
+        m->phase = P_LOADING;
+        m->t_mark = lc_mono();
+        if (vm->ops->load_checkpoint(vm->backend, m->state_fd, 0, on_incoming_loaded, m) < 0) {
+            vm->ops->kill(vm->backend, 1);
+            op_fail(m, "the hypervisor cannot load the migration stream");
+        } else {
+            close(m->state_fd); /* the backend keeps its own copy */
+            m->state_fd = -1;
+        }
     } else if (m->op == BRIDGE_LC_START) {
         json_object *o = json_object_new_object();
         journal_row(m, "running");
@@ -1033,6 +1061,64 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
                  m->row.ram_file[0] ? ", RAM in the tier" : "");
         op_end(m, 1, o);
     }
+}
+
+/* ---- HA start from another host's migration stream ---- */
+
+static void on_incoming_cont(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_managed *m = opaque;
+    json_object *o;
+
+    if (r->status != VMS_STATUS_OK) {
+        m->vm->ops->kill(m->vm->backend, 1);
+        op_fail(m, "cont after the migration: %s", r->message);
+        return;
+    }
+    if (unlink(m->incoming) < 0)
+        vms_warn(vmname(m->vm), NULL, "lifecycle: cannot remove %s: %s", m->incoming,
+                 strerror(errno));
+    journal_row(m, "running");
+    vms_info(vmname(m->vm), NULL, "lifecycle: running from the migration stream (%.0f ms in all)",
+             (lc_mono() - m->t0) * 1000);
+    o = json_object_new_object();
+    json_object_object_add(o, "pid", json_object_new_int64(m->row.pid));
+    json_object_object_add(o, "migrated", json_object_new_boolean(1));
+    json_object_object_add(o, "load_ms", json_object_new_double(m->t_mark * 1000));
+    json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
+    op_end(m, 1, o);
+}
+
+static void on_incoming_loaded(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_managed *m = opaque;
+
+    if (r->status != VMS_STATUS_OK) {
+        m->vm->ops->kill(m->vm->backend, 1);
+        op_fail(m, "loading the migration stream %s failed: %s", m->incoming, r->message);
+        return;
+    }
+    m->t_mark = lc_mono() - m->t_mark; /* load time, reported */
+    vms_info(vmname(m->vm), NULL, "lifecycle: migration stream loaded in %.0f ms",
+             m->t_mark * 1000);
+    m->phase = P_CONT;
+    if (m->vm->ops->cont(m->vm->backend, on_incoming_cont, m) < 0) {
+        m->vm->ops->kill(m->vm->backend, 1);
+        op_fail(m, "cont failed: QMP not ready");
+    }
+}
+
+void bridge_managed_start_ha_incoming(struct bridge_vm *vm, int lease_fd, const char *state_file,
+                                      bridge_lc_done_fn done, void *opaque)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (m && m->op == BRIDGE_LC_NONE && m->queued == BRIDGE_LC_NONE &&
+        !strcmp(m->row.run_state, "stopped")) {
+        m->lease_fd = lease_fd;
+        snprintf(m->incoming, sizeof(m->incoming), "%s", state_file);
+    }
+    bridge_managed_request(vm, BRIDGE_LC_START, done, opaque);
 }
 
 int bridge_managed_is_down(const struct bridge_vm *vm)

@@ -85,6 +85,14 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
 void bridge_managed_start_ha(struct bridge_vm *vm, int lease_fd, const char *loadvm,
                              bridge_lc_done_fn done, void *opaque);
 
+/*
+ * Start HA VM @vm from the migration stream in @state_file (written by another host's
+ * checkpoint of the paused VM, cluster/): QEMU inherits @lease_fd, waits for the stream
+ * (-incoming defer), loads it, and runs (cont): a failed guest write the source QEMU kept
+ * is retried here. The file is removed once the VM runs. Otherwise as START.
+ */
+void bridge_managed_start_ha_incoming(struct bridge_vm *vm, int lease_fd, const char *state_file,
+                                      bridge_lc_done_fn done, void *opaque);
 /* Self-fence: SIGKILL @vm's QEMU now (this host lost quorum). 1 if a QEMU was signalled. */
 int bridge_managed_fence(struct bridge_vm *vm);
 
