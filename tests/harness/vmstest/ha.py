@@ -47,10 +47,11 @@ class HAVM(ManagedVM):
                 return pid
         return None
 
-    def definition(self, hosts, priority=0):
+    def definition(self, hosts, priority=0, **extra):
+        """Its shared [vm] section; extra: more keys (io_probe, io_escalate_after, ...)."""
         keys = self.section(run_dir=os.path.join(self.hosts_root, "{node}", self.name),
                             slow_tier="local", nodes="disk0", ha="yes",
-                            ha_hosts=", ".join(hosts), ha_priority=priority, vcpus=1)
+                            ha_hosts=", ".join(hosts), ha_priority=priority, vcpus=1, **extra)
         return f"[vm {self.name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
 
 
@@ -100,8 +101,14 @@ class DoubleWatch:
 
 
 class HACluster:
-    def __init__(self, image, builddir, workdir, slots, tolerate, vms):
-        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}."""
+    def __init__(self, image, builddir, workdir, slots, tolerate, vms, vm_args=None,
+                 vm_keys=None, checkpoint=CHECKPOINT_S, io_events=False):
+        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}; vm_args: {name:
+        extra QEMU arguments}; vm_keys: {name: {more [vm] keys}}; checkpoint: the bridges'
+        ha_checkpoint_interval (0: guest saves only); io_events: each bridge gets an io event
+        socket (Bridge.events)."""
+        self.vm_args, self.vm_keys = vm_args or {}, vm_keys or {}
+        self.checkpoint, self.io_events = checkpoint, io_events
         self.image, self.builddir, self.workdir = image, builddir, workdir
         self.c = Cluster(os.path.join(workdir, "cluster"), hosts=len(slots), token=500)
         self.hosts_root = os.path.join(workdir, "hosts")
@@ -114,22 +121,25 @@ class HACluster:
         shared = self.c.shared_dir
         os.makedirs(os.path.join(shared, "vms"), exist_ok=True)
         for name, (hosts, prio) in self.spec.items():
-            vm = HAVM(shared, self.hosts_root, name, self.image, mem="128M")
+            vm = HAVM(shared, self.hosts_root, name, self.image, mem="128M",
+                      extra_args=self.vm_args.get(name, ()))
             self.vms[name] = vm
             with open(os.path.join(shared, "vms", f"{name}.conf"), "w") as f:
-                f.write(vm.definition(hosts, prio))
+                f.write(vm.definition(hosts, prio, **self.vm_keys.get(name, {})))
         for i in self.slots:
             h = self.c.host(i)
             hdir = os.path.join(self.hosts_root, h.name)
             os.makedirs(os.path.join(hdir, "tier"), exist_ok=True)
+            options = {"admin_socket": os.path.join(hdir, "admin.sock")}
+            if self.io_events:
+                options["io_event_socket"] = os.path.join(hdir, "io-events.sock")
             self.bridges[i] = Bridge(
-                self.builddir, hdir, {}, host=h,
-                bridge_options={"admin_socket": os.path.join(hdir, "admin.sock")},
+                self.builddir, hdir, {}, host=h, bridge_options=options,
                 sections={"tier local": {"path": os.path.join(hdir, "tier"), "capacity": "10G"},
                           "cluster": {"enabled": "yes", "node": h.name, "shared_dir": shared,
                                       "host_vcpus": self.slots[i], "host_memory": "4G",
                                       "failures_tolerated": self.tolerate,
-                                      "ha_checkpoint_interval": CHECKPOINT_S,
+                                      "ha_checkpoint_interval": self.checkpoint,
                                       "bridge_grace": GRACE_S}})
         for i in corosync_hosts:  # quorum needs a majority: every corosync first
             self.c.host(i).start_corosync()
