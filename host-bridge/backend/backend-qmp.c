@@ -1726,6 +1726,234 @@ static int qmp_is_ready(struct bridge_backend *q)
     return q->state == Q_READY;
 }
 
+/* ---- detaching a failed disk path (a storage-fault move) ---- */
+
+#define DETACH_CHILDREN_MAX 8
+#define DETACH_POLLS_MAX    2000
+
+/* One detach: the node, its size, the nodes under it, the chain's step. */
+struct qmp_detach {
+    bridge_backend_done_fn done;
+    void *opaque;
+    char node[BRIDGE_NODE_NAME_MAX], ghost[BRIDGE_NODE_NAME_MAX + 8], job[BRIDGE_NODE_NAME_MAX + 8];
+    char children[DETACH_CHILDREN_MAX][BRIDGE_NODE_NAME_MAX];
+    unsigned n_children, next_child, polls;
+    int64_t size;
+    int step;
+};
+
+static void detach_step(struct bridge_backend *q, json_object *ret, const char *err, void *arg);
+
+static void detach_finish(struct qmp_detach *d, enum vms_status st, const char *msg)
+{
+    struct bridge_backend_result r = {.status = st};
+    snprintf(r.message, sizeof(r.message), "%s", msg ? msg : "");
+    d->done(d->opaque, &r);
+    free(d);
+}
+
+static int64_t int_of(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : -1;
+}
+
+/* The name of node @id in x-debug-query-block-graph's @nodes, or NULL. */
+static const char *graph_name(json_object *nodes, int64_t id)
+{
+    for (size_t i = 0; i < json_object_array_length(nodes); i++) {
+        json_object *n = json_object_array_get_idx(nodes, i);
+        if (int_of(n, "id") == id)
+            return str_member(n, "name");
+    }
+    return NULL;
+}
+
+/* x-debug-query-block-graph: the named nodes under @d->node (breadth first). */
+static void detach_children(struct qmp_detach *d, json_object *graph)
+{
+    json_object *nodes, *edges;
+    int64_t ids[DETACH_CHILDREN_MAX + 1];
+    unsigned n_ids = 0;
+
+    if (!graph || !json_object_object_get_ex(graph, "nodes", &nodes) ||
+        !json_object_object_get_ex(graph, "edges", &edges))
+        return;
+    for (size_t i = 0; i < json_object_array_length(nodes) && !n_ids; i++) {
+        json_object *n = json_object_array_get_idx(nodes, i);
+        const char *name = str_member(n, "name");
+        if (name && !strcmp(name, d->node))
+            ids[n_ids++] = int_of(n, "id");
+    }
+    for (unsigned k = 0; k < n_ids; k++)
+        for (size_t e = 0; e < json_object_array_length(edges); e++) {
+            json_object *x = json_object_array_get_idx(edges, e);
+            const char *name;
+            if (int_of(x, "parent") != ids[k] || n_ids > DETACH_CHILDREN_MAX)
+                continue;
+            name = graph_name(nodes, int_of(x, "child"));
+            ids[n_ids++] = int_of(x, "child");
+            if (name && *name && d->n_children < DETACH_CHILDREN_MAX)
+                snprintf(d->children[d->n_children++], sizeof(d->children[0]), "%s", name);
+        }
+}
+
+/* query-named-block-nodes (flat): @d->node's virtual size. */
+static void detach_size(struct qmp_detach *d, json_object *list)
+{
+    for (size_t i = 0; list && i < json_object_array_length(list); i++) {
+        json_object *n = json_object_array_get_idx(list, i), *img;
+        const char *name = str_member(n, "node-name");
+        if (name && !strcmp(name, d->node) && json_object_object_get_ex(n, "image", &img))
+            d->size = int_of(img, "virtual-size");
+    }
+}
+
+/* query-block-jobs: 1 when job @name is listed, with @ready. */
+static int detach_job(json_object *jobs, const char *name, int *ready)
+{
+    for (size_t i = 0; jobs && i < json_object_array_length(jobs); i++) {
+        json_object *j = json_object_array_get_idx(jobs, i), *r;
+        const char *dev = str_member(j, "device");
+        if (dev && !strcmp(dev, name)) {
+            *ready = json_object_object_get_ex(j, "ready", &r) && json_object_get_boolean(r);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The chain: 0 graph (the nodes under it) -> 1 its size -> 2 blockdev-add a null-co node
+ * -> 3 blockdev-mirror sync=none onto it -> 4 poll until ready -> 5 block-job-complete (the
+ * device now uses the null node) -> 6 poll until the job is gone -> 7 blockdev-del the node,
+ * then the nodes under it (deleting does not need a flush that succeeds; a node still in use
+ * elsewhere is left).
+ */
+static void detach_next(struct bridge_backend *q, struct qmp_detach *d)
+{
+    json_object *a = NULL;
+    const char *cmd;
+
+    switch (d->step) {
+    case 0:
+        cmd = "x-debug-query-block-graph";
+        break;
+    case 1:
+        cmd = "query-named-block-nodes";
+        a = json_object_new_object();
+        json_object_object_add(a, "flat", json_object_new_boolean(1));
+        break;
+    case 2:
+        cmd = "blockdev-add";
+        a = json_object_new_object();
+        json_object_object_add(a, "driver", json_object_new_string("null-co"));
+        json_object_object_add(a, "node-name", json_object_new_string(d->ghost));
+        json_object_object_add(a, "size", json_object_new_int64(d->size));
+        break;
+    case 3:
+        cmd = "blockdev-mirror";
+        a = json_object_new_object();
+        json_object_object_add(a, "job-id", json_object_new_string(d->job));
+        json_object_object_add(a, "device", json_object_new_string(d->node));
+        json_object_object_add(a, "target", json_object_new_string(d->ghost));
+        json_object_object_add(a, "sync", json_object_new_string("none"));
+        break;
+    case 4:
+    case 6:
+        cmd = "query-block-jobs";
+        break;
+    case 5:
+        cmd = "block-job-complete";
+        a = json_object_new_object();
+        json_object_object_add(a, "device", json_object_new_string(d->job));
+        break;
+    case 7:
+        cmd = "blockdev-del";
+        a = json_object_new_object();
+        json_object_object_add(
+            a, "node-name",
+            json_object_new_string(d->next_child ? d->children[d->next_child - 1] : d->node));
+        break;
+    default:
+        detach_finish(d, VMS_STATUS_OK, "");
+        return;
+    }
+    if (qmp_command(q, cmd, a, qmp_timeout(q), detach_step, d) < 0)
+        detach_finish(d, VMS_STATUS_ERR_UNAVAILABLE, "QMP not ready");
+}
+
+static void detach_step(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    struct qmp_detach *d = arg;
+    char msg[VMS_STR_MAX + 1];
+    int ready = 0, listed;
+
+    if (err && d->step != 0 && d->step != 7) {
+        snprintf(msg, sizeof(msg), "detaching %s, step %d: %s", d->node, d->step, err);
+        detach_finish(d, err_status(err), msg);
+        return;
+    }
+    switch (d->step) {
+    case 0:
+        if (!err) /* without the graph, only the node itself goes */
+            detach_children(d, ret);
+        break;
+    case 1:
+        detach_size(d, ret);
+        if (d->size <= 0) {
+            detach_finish(d, VMS_STATUS_ERR_NOT_FOUND, "no such block node");
+            return;
+        }
+        break;
+    case 4:
+    case 6:
+        listed = detach_job(ret, d->job, &ready);
+        if (d->step == 4 && !listed) {
+            detach_finish(d, VMS_STATUS_ERR_BACKEND, "the swap job ended early");
+            return;
+        }
+        if ((d->step == 4 && !ready) || (d->step == 6 && listed)) {
+            if (++d->polls > DETACH_POLLS_MAX) {
+                detach_finish(d, VMS_STATUS_ERR_TIMEOUT, "the swap job did not finish");
+                return;
+            }
+            detach_next(q, d); /* ask again: a sync=none mirror is ready at once */
+            return;
+        }
+        break;
+    case 7:
+        if (++d->next_child <= d->n_children) {
+            detach_next(q, d);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    d->step++;
+    detach_next(q, d);
+}
+
+static int qmp_detach_node(struct bridge_backend *q, const char *node, bridge_backend_done_fn done,
+                           void *opaque)
+{
+    struct qmp_detach *d;
+
+    if (q->state != Q_READY || strlen(node) >= BRIDGE_NODE_NAME_MAX)
+        return -1;
+    d = calloc(1, sizeof(*d));
+    if (!d)
+        return -1;
+    d->done = done;
+    d->opaque = opaque;
+    snprintf(d->node, sizeof(d->node), "%s", node);
+    snprintf(d->ghost, sizeof(d->ghost), "%s-gone", node);
+    snprintf(d->job, sizeof(d->job), "%s-swap", node);
+    detach_next(q, d);
+    return 0;
+}
+
 const struct bridge_backend_ops bridge_backend_qmp = {
     .name = "qmp",
     .open = qmp_open,
@@ -1750,4 +1978,5 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .reconnect_policy = qmp_reconnect_policy,
     .powerdown = qmp_powerdown,
     .query_chardev = qmp_query_chardev,
+    .detach_node = qmp_detach_node,
 };

@@ -147,6 +147,16 @@ struct bridge_backend_ops {
     /* Whether a client is connected to chardev @id (result.connected). */
     int (*query_chardev)(struct bridge_backend *b, const char *id, bridge_backend_done_fn done,
                          void *opaque);
+    /*
+     * Take block node @node (a disk whose path to its storage failed) out of the paused VM:
+     * its device is switched onto an empty node of the same size, and @node and the nodes
+     * under it are deleted, so that a checkpoint (migration) of the VM need not flush a
+     * storage it cannot reach (QEMU flushes every disk to complete a migration). The guest's
+     * failed requests stay in the device's state and are retried where the checkpoint is
+     * loaded. The VM must not run here afterwards. Optional (NULL: not supported).
+     */
+    int (*detach_node)(struct bridge_backend *b, const char *node, bridge_backend_done_fn done,
+                       void *opaque);
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;

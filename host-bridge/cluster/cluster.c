@@ -59,6 +59,8 @@ struct cl_local {
     double storage_next;   /* next decision while pending */
     char storage_last[64]; /* the last decision published (events only on changes) */
     int sending;           /* its state is being written for the host that claimed it */
+    int detached;          /* its failed disk node was taken out of the QEMU here */
+    char failed_node[64];  /* the block node whose I/O error paused it */
     int send_fd;
     double send_t0, escalated_at;
     char send_tmp[BRIDGE_PATH_MAX + 64];
@@ -204,6 +206,8 @@ static void journal_load(struct bridge_cluster *c)
 static void on_started(void *opaque, int ok, json_object *result);
 static int start_incoming(struct bridge_cluster *c, int v);
 static void storage_send(struct bridge_cluster *c, int v);
+static void send_state(struct bridge_cluster *c, int v);
+static void on_node_detached(void *opaque, const struct bridge_backend_result *r);
 static void storage_tick(struct bridge_cluster *c);
 
 /* Answer the admin waiting for @l's start (if any) with @msg. */
@@ -944,7 +948,8 @@ static json_object *storage_decide(struct bridge_cluster *c, int v)
     return decision(l->stateless ? "restart-there" : "migrate", target, why);
 }
 
-json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless)
+json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless,
+                                              const char *node)
 {
     struct bridge_cluster *c = of(vm);
     json_object *d;
@@ -953,6 +958,7 @@ json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateles
     if (!c || (v = vm_index(c, vm)) < 0)
         return NULL;
     c->local[v].stateless = stateless;
+    snprintf(c->local[v].failed_node, sizeof(c->local[v].failed_node), "%s", node ? node : "");
     c->local[v].storage_pending = !stateless; /* a stateless VM is killed here right after */
     c->local[v].escalated_at = mono();
     c->local[v].storage_next = c->now + STORAGE_RETRY_S;
@@ -1006,6 +1012,16 @@ static void send_failed(struct bridge_cluster *c, int v, const char *what)
     l->sending = 0;
     if (l->vm->busy)
         l->vm->busy = 0;
+    if (l->detached) {
+        /* its disk is gone from this QEMU: it must never run here again. Without a stream
+         * the claimant restarts it (from its checkpoint, else cold) */
+        l->detached = 0;
+        vms_err(c->t.vms[v].name, NULL, "cluster: its disk was detached here: stopping it");
+        bridge_ioe_publish(c->t.vms[v].name, "storage-move-failed", text,
+                           decision("restart-there", c->t.vms[v].host, text));
+        l->vm->ops->kill(l->vm->backend, 1);
+        return;
+    }
     /* the VM is still here: say so, the claimant gives up (its start checks the table) */
     if (cl_msg_state(buf, sizeof(buf), c->t.vms[v].name, c->cfg->node, "running", c->t.vms[v].ck) >
         0)
@@ -1043,6 +1059,7 @@ static void on_state_sent(void *opaque, const struct bridge_backend_result *r)
         return;
     }
     l->sending = 0;
+    l->detached = 0;
     l->vm->busy = 0;
     snprintf(text, sizeof(text),
              "the paused VM's state (%lld bytes) is on the shared storage for %s after %.0f ms; "
@@ -1084,13 +1101,51 @@ static void storage_send(struct bridge_cluster *c, int v)
         return;
     }
     l->sending = 1;
-    if (!vm->backend || vm->busy ||
-        vm->ops->checkpoint(vm->backend, l->send_fd, 0, 0, on_state_sent, l) < 0) {
+    if (!vm->backend || vm->busy) {
         send_failed(c, v, vm->busy ? "a snapshot runs" : "QMP not ready");
         return;
     }
     vm->busy = 1; /* guest requests wait (and then find the VM gone from this host) */
-    vms_info(vm->cfg->name, NULL, "cluster: sending the paused VM's state to %s", c->t.vms[v].host);
+    if (l->failed_node[0] && vm->ops->detach_node) {
+        /* QEMU flushes every disk to complete a migration: the one this host cannot reach
+         * goes first (its failed requests stay in the device's state) */
+        if (vm->ops->detach_node(vm->backend, l->failed_node, on_node_detached, l) < 0)
+            send_failed(c, v, "QMP not ready");
+        return;
+    }
+    send_state(c, v);
+}
+
+static void on_node_detached(void *opaque, const struct bridge_backend_result *r)
+{
+    struct cl_local *l = opaque;
+    struct bridge_cluster *c = of(l->vm);
+    char what[400];
+
+    if (!c)
+        return;
+    if (r->status != VMS_STATUS_OK) {
+        snprintf(what, sizeof(what), "detaching disk node %s: %s", l->failed_node, r->message);
+        send_failed(c, (int)(l - c->local), what);
+        return;
+    }
+    l->detached = 1;
+    vms_info(l->vm->cfg->name, NULL, "cluster: disk node %s detached from the QEMU here",
+             l->failed_node);
+    send_state(c, (int)(l - c->local));
+}
+
+static void send_state(struct bridge_cluster *c, int v)
+{
+    struct cl_local *l = &c->local[v];
+    struct bridge_vm *vm = l->vm;
+
+    if (vm->ops->checkpoint(vm->backend, l->send_fd, 0, 0, on_state_sent, l) < 0) {
+        send_failed(c, v, "QMP not ready");
+        return;
+    }
+    vms_info(vm->cfg->name, NULL, "cluster: sending the paused VM's state to %s",
+             c->t.vms[v].host);
 }
 
 /*

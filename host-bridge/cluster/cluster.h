@@ -54,14 +54,16 @@ void bridge_cluster_checkpoint(struct bridge_vm *vm, const char *tag);
  * Storage-fault moves. HA VM @vm paused on an I/O error and its escalation fired
  * (ioerror/): ask the table which hosts reach its storage (every bridge probes its HA VMs'
  * io_probe targets and publishes changes, reach.h). One of its hosts reaches it with a free
- * slot: a stateful VM migrates there still paused (its state goes through the shared
- * directory, the lease follows its QEMU) and runs there; a stateless one (@stateless) is
+ * slot: a stateful VM migrates there still paused (@node is detached from the QEMU here,
+ * which could not flush it; its state goes through the shared directory, the lease follows
+ * its QEMU) and runs there; a stateless one (@stateless) is
  * stopped here and started there from its template. Otherwise it stays paused here and the
  * answer says why ("this host's path failed" vs "the store failed everywhere"); the
  * decision is retried while it stays paused. Returns the decision for the admin event
  * ({"decision","target","why"}; the caller owns it), NULL when @vm is no HA VM in a cluster.
  */
-json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless);
+json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless,
+                                              const char *node);
 /* @vm runs again here (its path came back): no move. */
 void bridge_cluster_storage_resumed(struct bridge_vm *vm);
 /* 1 while @vm's state is being sent to another host: its QEMU here must not run it. */

@@ -423,7 +423,7 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
     json_object_object_add(o, "text", json_object_new_string(text));
     if (!strcmp(kind, "escalated")) {
         /* in a cluster: move it to a host that reaches its storage, or say why not */
-        json_object *cl = bridge_cluster_storage_escalated(e->vm, sm->cfg->stateless);
+        json_object *cl = bridge_cluster_storage_escalated(e->vm, sm->cfg->stateless, sm->node);
         if (cl)
             json_object_object_add(o, "cluster", cl);
     }

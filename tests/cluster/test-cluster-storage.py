@@ -39,14 +39,15 @@ ESCALATE_S = 3
 
 def nbd_args():
     return ["-blockdev", f"driver=nbd,server.type=inet,server.host={NBD_ADDR},"
-            f"server.port={NBD_PORT},node-name=nbd1",
+            f"server.port={NBD_PORT},node-name=nbd1-path",
+            "-blockdev", "driver=raw,file=nbd1-path,node-name=nbd1",
             "-device", "virtio-blk-pci,drive=nbd1,id=vblk1,werror=stop,rerror=stop"]
 
 
 class Storage:
     """qemu-nbd serving a raw file inside the cluster's bridge namespace (br0 gets
-    NBD_ADDR), reached by every host over the cluster network; cut(i) / restore(i) add and
-    remove a blackhole route to it inside host i only."""
+    NBD_ADDR), reached by every host over the cluster network; cut(i) / restore(i) fail and
+    restore host i's path only."""
 
     def __init__(self, cluster, path):
         self.c, self.path, self.proc = cluster, path, None
@@ -70,8 +71,14 @@ class Storage:
         return r.returncode == 0
 
     def cut(self, i):
-        subprocess.run(["ip", "-n", self.c.host(i).netns, "route", "add", "blackhole",
-                        f"{NBD_ADDR}/32"], check=True)
+        """A path failure: no new connection from host i (blackhole route: connect fails at
+        once) and its open ones reset (ss -K: QEMU's NBD client sees the error now rather
+        than after TCP's retransmission timeout)."""
+        ns = self.c.host(i).netns
+        subprocess.run(["ip", "-n", ns, "route", "add", "blackhole", f"{NBD_ADDR}/32"],
+                       check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ss", "-K", "dst", NBD_ADDR],
+                       check=True, capture_output=True)
 
     def restore(self, i):
         subprocess.run(["ip", "-n", self.c.host(i).netns, "route", "del", "blackhole",
@@ -139,7 +146,12 @@ def test_path_cut(t, store):
     check(cl.get("decision") == "migrate" and cl.get("target") == "h2" and
           "this host's path" in cl.get("why", ""),
           f"h1's escalation event: {cl.get('decision')} to {cl.get('target')}: {cl.get('why')}")
-    moved = t.bridges[1].events.wait("s", "storage-moved", 60, after=w0)
+    try:
+        moved = t.bridges[1].events.wait("s", "storage-moved", 60, after=w0)
+    except TimeoutError:
+        vm.attach()
+        print("   h1's QEMU says:", vm.qmp("query-migrate"))
+        raise
     print(f"   state sent: {moved['cluster'].get('bytes')} bytes in "
           f"{moved['cluster'].get('send_ms', 0):.0f} ms")
 
