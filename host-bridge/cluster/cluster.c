@@ -913,6 +913,10 @@ static json_object *storage_decide(struct bridge_cluster *c, int v)
         l->storage_pending = 0;
         return decision("stay-paused", "", "the cluster table does not place it here");
     }
+    if (cl_reach_get(c->reach, (size_t)v, NULL, 0) == 1)
+        return decision("stay-paused", "",
+                        "this host reaches its storage again: the I/O-error policy resumes it "
+                        "here");
     r = cl_table_storage_target(&c->t, v, c->cfg->node, mono(), c->cfg->bridge_grace, &h);
     if (r != CL_STORE_MOVE) {
         snprintf(why, sizeof(why), "%s",
@@ -948,8 +952,7 @@ static json_object *storage_decide(struct bridge_cluster *c, int v)
     return decision(l->stateless ? "restart-there" : "migrate", target, why);
 }
 
-json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless,
-                                              const char *node)
+json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless, const char *node)
 {
     struct bridge_cluster *c = of(vm);
     json_object *d;
@@ -1144,8 +1147,7 @@ static void send_state(struct bridge_cluster *c, int v)
         send_failed(c, v, "QMP not ready");
         return;
     }
-    vms_info(vm->cfg->name, NULL, "cluster: sending the paused VM's state to %s",
-             c->t.vms[v].host);
+    vms_info(vm->cfg->name, NULL, "cluster: sending the paused VM's state to %s", c->t.vms[v].host);
 }
 
 /*

@@ -16,9 +16,11 @@ EXTRA_DIST += tests/cluster/test-cluster-system.py
 
 # Storage-fault migration (acceptance 5): an HA VM on an NBD disk every host reaches; one
 # host's path cut: the paused VM migrates to a healthy host and resumes there.
-#   make check-cluster-storage   (needs root: network namespaces)
+#   make check-cluster-storage   (part of make check-system; ~1-2 min; needs root: network
+#                                 namespaces)
 check-cluster-storage: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/cluster/test-cluster-storage.py \
 		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) $(CLUSTER_FLAGS)
+SYSTEM_CHECKS += check-cluster-storage
 .PHONY: check-cluster-storage
 EXTRA_DIST += tests/cluster/test-cluster-storage.py
