@@ -108,7 +108,8 @@ def main():
             bl.log(json.dumps(r))
             rows.append(r)
     cp = cpg(a, wd, a.messages, a.vms)
-    print(f"### HA failover (3 hosts in netns, TCG guests; {bl.machine()})\n")
+    print("### HA failover (3 hosts in network namespaces, TCG guests)\n")
+    print("\n".join(bl.machine()) + "\n")
     print("| token | guest RAM | detection (floor) | VM running | guest agent answering | "
           "running / detection | app data from checkpoint |")
     print("|---|---|---|---|---|---|---|")
