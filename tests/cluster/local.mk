@@ -12,4 +12,4 @@ check-cluster: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) $(CLUSTER_FLAGS)
 SYSTEM_CHECKS += check-cluster
 .PHONY: check-cluster
-EXTRA_DIST += tests/cluster/test-cluster-system.py
+EXTRA_DIST += tests/cluster/test-cluster-system.py tests/cluster/cluster-shell.py
