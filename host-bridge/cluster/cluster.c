@@ -300,11 +300,16 @@ static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t no
             vms_debug(NULL, NULL, "cluster: message from node %u not applied: %s", nodeid, why);
         return;
     }
-    if (a.vm >= 0)
-        journal_vm(c, a.vm);
-    else
-        for (size_t i = 0; i < c->t.n_vms; i++)
-            journal_vm(c, (int)i);
+    /* one transaction (one fsync) per delivered message, whatever it changed */
+    if (bridge_db_begin(&c->br->db) == 0) {
+        if (a.vm >= 0)
+            journal_vm(c, a.vm);
+        else
+            for (size_t i = 0; i < c->t.n_vms; i++)
+                journal_vm(c, (int)i);
+        if (bridge_db_commit(&c->br->db) < 0)
+            bridge_db_rollback(&c->br->db);
+    }
     if (a.claimed) {
         struct cl_local *l = &c->local[a.vm];
         vms_info(c->t.vms[a.vm].name, NULL, "cluster: claimed by %s (generation %" PRIu64 ")",
