@@ -5,10 +5,10 @@ hosts in network namespaces, one real corosync 3 each (token 500), and the fault
 suites need — kill a host, partition one, heal, restart a corosync — with the time each
 takes until the other hosts' corosync reports the new view (corosync-quorumtool -m, i.e.
 votequorum's notification, the same callback the bridge gets). Then: a bridge launched
-through a host runs in its netns and dies with Host.kill(); a second Cluster runs next
-to the first without seeing it; teardown leaves no namespace, process or /dev/shm file.
+through a host runs in its netns, the QEMU of a managed VM it starts too, and both die
+with Host.kill(); a second Cluster runs next to the first without seeing it; teardown leaves no namespace, process or /dev/shm file.
 
-    test-cluster-harness.py [--builddir DIR] [--workdir DIR] [--token MS]
+    test-cluster-harness.py [--builddir DIR [--image DIR]] [--workdir DIR] [--token MS]
 
 Exit 77 (skipped) when not root or corosync / ip are missing. Times are compared with
 /work/shared/cluster-notes.md (token 500: kill -> nodedown 1.1 s, partition 1.1 s,
@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))   # tests/cluster -> tests/harness
 from vmstest import Bridge, Cluster, ClusterError, check, results  # noqa: E402
 from vmstest.cluster import NETNS_DIR  # noqa: E402
+from vmstest.managed import ManagedVM  # noqa: E402
 
 # Loose upper bounds (s): detection is about token + consensus (1.1 s at token 500); the
 # bound only catches a harness that does not see the change at all or a broken timing.
@@ -145,10 +146,30 @@ def clean_leave(c):
     check(c.members_seen_by(1) == [1, 2, 3], "h1 back: members 1 2 3")
 
 
-def bridge_in_host(c, builddir):
-    """A bridge launched through a host runs in that host's netns; Host.kill() ends it."""
+def process_gone(pid):
+    """The process ended (gone, or a zombie waiting for init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def bridge_in_host(c, builddir, image):
+    """A bridge launched through a host runs in that host's netns, and so does the QEMU of
+    a managed VM it starts (with --image); Host.kill() ends them all."""
     h1 = c.host(1)
-    b = Bridge(builddir, os.path.join(h1.workdir, "bridge"), {}, host=h1)
+    wd = os.path.join(h1.workdir, "bridge")
+    vms, per_vm, sections = {}, {}, {}
+    admin_sock = os.path.join(wd, "admin.sock")
+    if image:
+        vms["m1"] = ManagedVM(os.path.join(wd, "m1"), image, mem="128M")
+        per_vm["m1"] = vms["m1"].section(slow_tier="slow")
+        sections["tier slow"] = {"path": os.path.join(wd, "slow"), "capacity": "2G",
+                                 "class": "slow"}
+        os.makedirs(os.path.join(wd, "slow"), exist_ok=True)
+    b = Bridge(builddir, wd, vms, per_vm=per_vm, sections=sections,
+               bridge_options={"admin_socket": admin_sock}, host=h1)
     pid = b.start()
     time.sleep(0.5)
     alive = b.alive()
@@ -159,9 +180,23 @@ def bridge_in_host(c, builddir):
           "... not in the test's own netns")
     exe = os.path.realpath(f"/proc/{pid}/exe") if alive else ""
     check(exe.endswith("vmstate-bridged"), "its PID is the bridge's own (both execs keep it)")
+    qemu = None
+    if image:
+        r = None
+        for _ in range(100):   # the bridge binds its admin socket soon after start
+            r = h1.run([b.admin_exe, "-S", admin_sock, "-j", "-t", "120", "start", "m1"],
+                       timeout=150)
+            if r.returncode != 3:
+                break
+            time.sleep(0.1)
+        qemu = vms["m1"].pid()
+        check(r.returncode == 0 and qemu and qemu in h1.pids() and qemu in b.children(),
+              f"the managed VM's QEMU (pid {qemu}), the bridge's child, runs in h1's netns")
     corosync_pid = h1.corosync.pid
     h1.kill()
     check(not b.alive() and h1.pids() == [], "h1.kill() ends the bridge with corosync")
+    if image:
+        check(qemu is not None and process_gone(qemu), "... and the QEMU the bridge started")
     b.stop()
     check(qb_files([corosync_pid]) == [], "h1's corosync files removed")
     h1.restart_corosync()
@@ -186,6 +221,7 @@ def second_cluster(workdir, c):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--builddir", default=None)
+    ap.add_argument("--image", default=None, help="guest image dir: a managed VM in a host")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--token", type=int, default=500)
     args = ap.parse_args()
@@ -207,7 +243,7 @@ def main():
         clean_leave(c)
         exe = os.path.join(args.builddir or "", "host-bridge", "vmstate-bridged")
         if args.builddir and os.access(exe, os.X_OK):
-            bridge_in_host(c, args.builddir)
+            bridge_in_host(c, args.builddir, args.image)
         else:
             print("(no --builddir with host-bridge/vmstate-bridged: bridge step left out)")
         second_cluster(workdir, c)
