@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))   # tests/cluster -> tests/harness
 from vmstest import Bridge, Cluster, ClusterError, check, results  # noqa: E402
 from vmstest.cluster import NETNS_DIR  # noqa: E402
-from vmstest.managed import ManagedVM  # noqa: E402
+from vmstest.managed import ManagedVM, _Pid  # noqa: E402
 
 # Loose upper bounds (s): detection is about token + consensus (1.1 s at token 500); the
 # bound only catches a harness that does not see the change at all or a broken timing.
@@ -146,15 +146,6 @@ def clean_leave(c):
     check(c.members_seen_by(1) == [1, 2, 3], "h1 back: members 1 2 3")
 
 
-def process_gone(pid):
-    """The process ended (gone, or a zombie waiting for init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def bridge_in_host(c, builddir, image):
     """A bridge launched through a host runs in that host's netns, and so does the QEMU of
     a managed VM it starts (with --image); Host.kill() ends them all."""
@@ -196,7 +187,7 @@ def bridge_in_host(c, builddir, image):
     h1.kill()
     check(not b.alive() and h1.pids() == [], "h1.kill() ends the bridge with corosync")
     if image:
-        check(qemu is not None and process_gone(qemu), "... and the QEMU the bridge started")
+        check(qemu is not None and _Pid(qemu).poll() is not None, "... and the QEMU the bridge started")
     b.stop()
     check(qb_files([corosync_pid]) == [], "h1's corosync files removed")
     h1.restart_corosync()

@@ -39,6 +39,7 @@ import subprocess
 import threading
 import time
 
+from .bridge import pids_where
 from .vm import VMError, child_setup, on_exit
 
 ADDR_PREFIX = "10.77.0"
@@ -82,17 +83,9 @@ def _ns_inode(name):
 
 
 def _pids_in_netns(inode):
-    """PIDs of the processes whose network namespace has nsfs inode @inode."""
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino == inode:
-                found.append(int(d))
-        except OSError:
-            continue
-    return found
+    """PIDs of the processes whose network namespace has nsfs inode @inode (not zombies:
+    an exited process has no namespaces)."""
+    return pids_where(lambda pid: os.stat(f"/proc/{pid}/ns/net").st_ino == inode)
 
 
 def _corosync_runs(pid):
@@ -171,7 +164,9 @@ class QuorumMonitor:
         self.cond = threading.Condition()
         self.proc = host.popen(["stdbuf", "-oL", QUORUMTOOL, "-m"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-        threading.Thread(target=self._read, name=f"quorum-{host.name}", daemon=True).start()
+        self.thread = threading.Thread(target=self._read, name=f"quorum-{host.name}",
+                                       daemon=True)
+        self.thread.start()
 
     def _read(self):
         block, t, in_members = [], None, False
@@ -201,6 +196,7 @@ class QuorumMonitor:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.thread.join(5)   # it reads to EOF; then the pipe can be closed
         self.proc.stdout.close()
 
 
