@@ -19,6 +19,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -195,7 +196,8 @@ def bridge_in_host(c, builddir, image):
 
 
 def second_cluster(workdir, c):
-    """Two Cluster objects at once: distinct namespaces, no cross-talk."""
+    """Two Cluster objects at once: distinct namespaces, no cross-talk. Then a test
+    process SIGKILLed with its cluster up: the next Cluster.start() cleans up after it."""
     with Cluster(os.path.join(workdir, "other"), hosts=1) as other:
         other.start()
         other.wait_quorate(timeout=20)
@@ -207,6 +209,22 @@ def second_cluster(workdir, c):
         pid = other.host(1).corosync.pid
     check(not os.path.exists(os.path.join(NETNS_DIR, netns)) and qb_files([pid]) == [],
           "closing it removed its netns and /dev/shm files")
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from vmstest import Cluster; "
+            "c = Cluster(sys.argv[2], hosts=1); c.start(); c.wait_quorate(timeout=20); "
+            "print(c.host(1).netns, c.host(1).corosync.pid, flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, os.path.join(HERE, "..", "harness"),
+                              os.path.join(workdir, "stale")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    stale_netns, stale_pid = child.stdout.readline().split()
+    child.kill()
+    child.wait()
+    left = os.path.exists(os.path.join(NETNS_DIR, stale_netns)) and qb_files([stale_pid]) != []
+    with Cluster(os.path.join(workdir, "after"), hosts=1) as after:
+        after.start(corosync=False)
+        check(left and not os.path.exists(os.path.join(NETNS_DIR, stale_netns)) and
+              qb_files([stale_pid]) == [],
+              "a SIGKILLed test's netns and corosync files are removed by the next start()")
 
 
 def main():
