@@ -219,7 +219,6 @@ class Host:
         self.killed_corosyncs = []     # ... whose /dev/shm files are not removed yet
         self.procs = []                # every Popen started through popen()
         self.monitor = None            # QuorumMonitor of the current corosync (watch())
-        self._inode = None
 
     # ---- running things in the host ----
     def prefix(self):
@@ -248,8 +247,9 @@ class Host:
                               preexec_fn=child_setup, **kw)
 
     def pids(self):
-        """PIDs of every process in this host's network namespace."""
-        inode = _ns_inode(self.netns) or self._inode
+        """PIDs of every process in this host's network namespace ([] once it is deleted:
+        its inode number may be reused; close() kills before it deletes)."""
+        inode = _ns_inode(self.netns)
         return _pids_in_netns(inode) if inode else []
 
     # ---- corosync ----
@@ -437,7 +437,6 @@ class Cluster:
             for d in (h.workdir, h.run_dir, h.state_dir):
                 os.makedirs(d, exist_ok=True)
             _ip("netns", "add", h.netns)
-            h._inode = _ns_inode(h.netns)
             _ip(*br, "link", "add", h.name, "type", "veth", "peer", "name", "eth0",
                 "netns", h.netns)
             _ip(*br, "link", "set", h.name, "master", "br0", "up")
