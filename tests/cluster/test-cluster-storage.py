@@ -215,7 +215,7 @@ def main():
             "io_escalate_after": ESCALATE_S, "io_probe_interval_ms": 200}
     t = HACluster(a.image, a.builddir, os.path.join(workdir, "st"), {1: 2, 2: 2, 3: 2}, 1,
                   {"s": (["h1", "h2", "h3"], 10)}, vm_args={"s": nbd_args()},
-                  vm_keys={"s": keys}, checkpoint=0, io_events=True)
+                  vm_keys={"s": keys}, checkpoint_s=0, io_events=True)
     store = Storage(t.c, os.path.join(workdir, "nbd.raw"))
     try:
         t.setup([1, 2, 3])

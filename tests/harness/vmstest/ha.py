@@ -101,16 +101,17 @@ class DoubleWatch:
 
 
 class HACluster:
-    def __init__(self, image, builddir, workdir, slots, tolerate, vms, vm_args=None,
-                 vm_keys=None, checkpoint=CHECKPOINT_S, io_events=False):
-        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}; vm_args: {name:
-        extra QEMU arguments}; vm_keys: {name: {more [vm] keys}}; checkpoint: the bridges'
-        ha_checkpoint_interval (0: guest saves only); io_events: each bridge gets an io event
-        socket (Bridge.events)."""
-        self.vm_args, self.vm_keys = vm_args or {}, vm_keys or {}
-        self.checkpoint, self.io_events = checkpoint, io_events
+    def __init__(self, image, builddir, workdir, slots, tolerate, vms, token=500, mem="128M",
+                 checkpoint_s=CHECKPOINT_S, vm_args=None, vm_keys=None, io_events=False):
+        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}; token:
+        corosync's token timeout (ms); mem: each VM's RAM; checkpoint_s: the bridges'
+        ha_checkpoint_interval (0: guest saves only); vm_args: {name: extra QEMU arguments};
+        vm_keys: {name: {more [vm] keys}}; io_events: each bridge gets an io event socket
+        (Bridge.events)."""
+        self.vm_args, self.vm_keys, self.io_events = vm_args or {}, vm_keys or {}, io_events
         self.image, self.builddir, self.workdir = image, builddir, workdir
-        self.c = Cluster(os.path.join(workdir, "cluster"), hosts=len(slots), token=500)
+        self.mem, self.checkpoint_s = mem, checkpoint_s
+        self.c = Cluster(os.path.join(workdir, "cluster"), hosts=len(slots), token=token)
         self.hosts_root = os.path.join(workdir, "hosts")
         self.slots, self.tolerate = slots, tolerate
         self.vms, self.bridges = {}, {}
@@ -121,7 +122,7 @@ class HACluster:
         shared = self.c.shared_dir
         os.makedirs(os.path.join(shared, "vms"), exist_ok=True)
         for name, (hosts, prio) in self.spec.items():
-            vm = HAVM(shared, self.hosts_root, name, self.image, mem="128M",
+            vm = HAVM(shared, self.hosts_root, name, self.image, mem=self.mem,
                       extra_args=self.vm_args.get(name, ()))
             self.vms[name] = vm
             with open(os.path.join(shared, "vms", f"{name}.conf"), "w") as f:
@@ -139,7 +140,7 @@ class HACluster:
                           "cluster": {"enabled": "yes", "node": h.name, "shared_dir": shared,
                                       "host_vcpus": self.slots[i], "host_memory": "4G",
                                       "failures_tolerated": self.tolerate,
-                                      "ha_checkpoint_interval": self.checkpoint,
+                                      "ha_checkpoint_interval": self.checkpoint_s,
                                       "bridge_grace": GRACE_S}})
         for i in corosync_hosts:  # quorum needs a majority: every corosync first
             self.c.host(i).start_corosync()
