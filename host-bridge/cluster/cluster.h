@@ -64,7 +64,7 @@ void bridge_cluster_checkpoint(struct bridge_vm *vm, const char *tag);
  */
 json_object *bridge_cluster_storage_escalated(struct bridge_vm *vm, int stateless,
                                               const char *node);
-/* @vm runs again here (its path came back): no move. */
+/* @vm's storage answers this host's probe again, or it runs again: no move. */
 void bridge_cluster_storage_resumed(struct bridge_vm *vm);
 /* 1 while @vm's state is being sent to another host: its QEMU here must not run it. */
 int bridge_cluster_storage_moving(struct bridge_vm *vm);

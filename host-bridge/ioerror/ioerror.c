@@ -427,10 +427,10 @@ static void act_notify(void *opaque, const char *kind, const struct bridge_ioe_s
         if (cl)
             json_object_object_add(o, "cluster", cl);
     }
-    if (!strcmp(kind, "resumed")) {
-        bridge_cluster_storage_resumed(e->vm);
+    if (!strcmp(kind, "healthy") || !strcmp(kind, "resumed"))
+        bridge_cluster_storage_resumed(e->vm); /* its path works here: the policy resumes it */
+    if (!strcmp(kind, "resumed"))
         send_guest_notice(e, sm);
-    }
     line = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     copy = malloc(strlen(line) + 2);
     if (copy) {
