@@ -13,6 +13,8 @@ Acceptance 5 of the cluster issue (--only N runs some):
     the table and the lease say h2; time from the cut to running on h2
   7 then every host's path cut: the escalation says "the store failed everywhere" and the VM
     stays paused on h2; paths back: it resumes there, still no guest error
+  8 a stateless VM (stateless = yes) on h3, h3's path cut: its escalation stops it there and
+    it starts on h1 from its template
 """
 import argparse
 import os
@@ -37,9 +39,9 @@ SLOTS = DISK // BLOCK
 ESCALATE_S = 3
 
 
-def nbd_args():
+def nbd_args(port=NBD_PORT):
     return ["-blockdev", f"driver=nbd,server.type=inet,server.host={NBD_ADDR},"
-            f"server.port={NBD_PORT},node-name=nbd1-path",
+            f"server.port={port},node-name=nbd1-path",
             "-blockdev", "driver=raw,file=nbd1-path,node-name=nbd1",
             "-device", "virtio-blk-pci,drive=nbd1,id=vblk1,werror=stop,rerror=stop"]
 
@@ -49,25 +51,25 @@ class Storage:
     NBD_ADDR), reached by every host over the cluster network; cut(i) / restore(i) fail and
     restore host i's path only."""
 
-    def __init__(self, cluster, path):
-        self.c, self.path, self.proc = cluster, path, None
+    def __init__(self, cluster, path, port=NBD_PORT):
+        self.c, self.path, self.proc, self.port = cluster, path, None, port
 
     def start(self):
         with open(self.path, "wb") as f:
             f.truncate(DISK)
         ns = self.c.bridge_netns
-        subprocess.run(["ip", "-n", ns, "addr", "add", f"{NBD_ADDR}/24", "dev", "br0"],
+        subprocess.run(["ip", "-n", ns, "addr", "replace", f"{NBD_ADDR}/24", "dev", "br0"],
                        check=True)
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "qemu-nbd", "-f", "raw", "-b", NBD_ADDR, "-p",
-             str(NBD_PORT), "--persistent", "--shared=8", "--cache=writethrough", self.path],
+             str(self.port), "--persistent", "--shared=8", "--cache=writethrough", self.path],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._answers, 10, "qemu-nbd answering")
 
     def _answers(self):
         r = self.c.host(1).run(["python3", "-c", (
             "import socket,sys; s=socket.create_connection(('%s',%d),2); "
-            "sys.exit(0 if s.recv(8)==b'NBDMAGIC' else 1)") % (NBD_ADDR, NBD_PORT)], timeout=10)
+            "sys.exit(0 if s.recv(8)==b'NBDMAGIC' else 1)") % (NBD_ADDR, self.port)], timeout=10)
         return r.returncode == 0
 
     def cut(self, i):
@@ -202,6 +204,35 @@ def test_store_everywhere(t, store):
     check(vm.qmp("query-status")["status"] == "running", "paths back: s resumed on h2")
 
 
+def test_stateless(t, store):
+    print("== 8. a stateless VM on h3, h3's path cut: stopped there, started on h1 from its "
+          "template")
+    ok, ans = t.start_vm(3, "sl")
+    check(ok, f"power on sl on h3: {ans.get('error', 'ok')}")
+    vm = t.vms["sl"]
+    dev = guest_dev(vm, DISK // 512)
+    vm.spawn(f"while true; do dd if=/dev/urandom of={dev} bs=64k count=1 oflag=direct; done")
+    pid3 = vm.pid()
+    t0, w0 = time.monotonic(), time.time()
+    store.cut(3)
+    vm.detach()
+    esc = t.bridges[3].events.wait("sl", "escalated", ESCALATE_S + 60, after=w0)
+    cl = esc.get("cluster", {})
+    check(cl.get("decision") == "restart-there" and cl.get("target") == "h1" and
+          "stateless" in cl.get("why", ""),
+          f"h3's escalation event: {cl.get('decision')} on {cl.get('target')}: {cl.get('why')}")
+    wait_until(lambda: t.placement(2).get("sl") == ("h1", "running"), 90, "sl running on h1",
+               interval=0.05)
+    took = time.monotonic() - t0
+    results.numbers["8_cut_to_running_s"] = took
+    vm.attach()
+    vm.wait_ready(120)
+    check(vm.pid() != pid3 and not os.path.exists(f"/proc/{pid3}"),
+          f"sl runs on h1 {took:.2f} s after the cut, booted from its template (pid {vm.pid()}; "
+          f"h3's QEMU {pid3} gone)")
+    store.restore(3)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", required=True)
@@ -214,9 +245,13 @@ def main():
     keys = {"io_probe": f"nbd1=nbd://{NBD_ADDR}:{NBD_PORT}",
             "io_escalate_after": ESCALATE_S, "io_probe_interval_ms": 200}
     t = HACluster(a.image, a.builddir, os.path.join(workdir, "st"), {1: 2, 2: 2, 3: 2}, 1,
-                  {"s": (["h1", "h2", "h3"], 10)}, vm_args={"s": nbd_args()},
-                  vm_keys={"s": keys}, checkpoint_s=0, io_events=True)
+                  {"s": (["h1", "h2", "h3"], 10), "sl": (["h3", "h1", "h2"], 5)},
+                  vm_args={"s": nbd_args(), "sl": nbd_args(NBD_PORT + 1)},
+                  vm_keys={"s": keys, "sl": dict(keys, stateless="yes",
+                                                 io_probe=f"nbd1=nbd://{NBD_ADDR}:{NBD_PORT + 1}")},
+                  checkpoint_s=0, io_events=True)
     store = Storage(t.c, os.path.join(workdir, "nbd.raw"))
+    store2 = Storage(t.c, os.path.join(workdir, "nbd2.raw"), NBD_PORT + 1)
     try:
         t.setup([1, 2, 3])
         store.start()
@@ -227,6 +262,9 @@ def main():
             test_path_cut(t, store)
             if not a.only or 7 in a.only:
                 test_store_everywhere(t, store)
+            if not a.only or 8 in a.only:
+                store2.start()
+                test_stateless(t, store2)
             vm = t.vms["s"]
             vm.run("touch /tmp/stop")
             wait_until(lambda: "DONE" in vm.run("cat /tmp/w.log 2>/dev/null")[1], 60,
@@ -243,6 +281,7 @@ def main():
     finally:
         t.close()
         store.close()
+        store2.close()
     print(f"work directory: {workdir}")
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
