@@ -239,6 +239,7 @@ def main():
     ap.add_argument("--builddir", required=True)
     ap.add_argument("--workdir")
     ap.add_argument("--only", type=int, action="append")
+    ap.add_argument("--mem", default="128M", help="each VM's RAM (the migration benchmark)")
     a = ap.parse_args()
     workdir = a.workdir or tempfile.mkdtemp(prefix="vmscs-", dir="/tmp")
     t0 = time.monotonic()
@@ -249,7 +250,7 @@ def main():
                   vm_args={"s": nbd_args(), "sl": nbd_args(NBD_PORT + 1)},
                   vm_keys={"s": keys, "sl": dict(keys, stateless="yes",
                                                  io_probe=f"nbd1=nbd://{NBD_ADDR}:{NBD_PORT + 1}")},
-                  checkpoint_s=0, io_events=True)
+                  checkpoint_s=0, io_events=True, mem=a.mem)
     store = Storage(t.c, os.path.join(workdir, "nbd.raw"))
     store2 = Storage(t.c, os.path.join(workdir, "nbd2.raw"), NBD_PORT + 1)
     try:
