@@ -389,11 +389,17 @@ static void print_event(const struct vmstate_event *ev, int json)
                 printf("  hypervisor: %s\n", ev->hypervisor_version);
             if (ev->ops[0])
                 printf("  allowed operations: %s\n", ev->ops);
-            for (size_t i = 0; i < ev->n_quotas; i++)
-                printf("  quota %s: %llu used of %llu%s\n", ev->quotas[i].name,
-                       (unsigned long long)ev->quotas[i].used,
-                       (unsigned long long)ev->quotas[i].limit,
-                       ev->quotas[i].limit ? "" : " (no limit)");
+            for (size_t i = 0; i < ev->n_quotas; i++) {
+                const struct vmstate_quota *q = &ev->quotas[i];
+                if (!strncmp(q->name, "tier:", 5)) /* a managed VM's tier: capacity, reserved */
+                    printf("  tier %s: %llu bytes free of %llu\n", q->name + 5,
+                           (unsigned long long)(q->limit > q->used ? q->limit - q->used : 0),
+                           (unsigned long long)q->limit);
+                else
+                    printf("  quota %s: %llu used of %llu%s\n", q->name,
+                           (unsigned long long)q->used, (unsigned long long)q->limit,
+                           q->limit ? "" : " (no limit)");
+            }
         }
         if ((!strcmp(ev->operation, "set-memory") && ev->status == 0) || ev->bytes)
             printf("  memory: %llu bytes (target %llu bytes)\n", (unsigned long long)ev->mem_bytes,

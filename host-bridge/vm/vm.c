@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db-lifecycle.h"
 #include "managed.h"
 #include "privsep.h"
 #include "rights.h"
@@ -587,8 +588,31 @@ static void host_memory(uint64_t *total, uint64_t *available)
     fclose(f);
 }
 
-void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
-                          struct vms_msg *ev)
+/*
+ * A managed VM's tiers as quotas "tier:NAME" (limit: the tier's capacity, used: what every
+ * VM reserves in it, so limit - used is what the tier can still take). A name too long for a
+ * quota name is left out.
+ */
+static void hostinfo_tiers(struct bridge_vm *vm, struct vms_msg *ev)
+{
+    const char *names[] = {vm->cfg->fast_tier, vm->cfg->slow_tier};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const struct bridge_tier_config *t = bridge_config_tier(vm->br->cfg, names[i]);
+        char name[VMS_STR_MAX + 1];
+        int64_t reserved;
+
+        if (!t || (i == 1 && !strcmp(names[0], names[1])))
+            continue;
+        reserved = bridge_db_tier_reserved(&vm->br->db, t->name, NULL);
+        snprintf(name, sizeof(name), "tier:%s", t->name);
+        if (reserved >= 0)
+            vms_msg_add_quota(ev, name, t->capacity, (uint64_t)reserved);
+    }
+}
+
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
+                          const struct bridge_backend_result *mem, struct vms_msg *ev)
 {
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
                                       VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY,
@@ -604,7 +628,13 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, 
 
     if (statvfs(vm->cfg->state_dir, &sv) == 0)
         vms_msg_set_u64(ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
-    vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem_bytes);
+    vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem->mem_bytes);
+    if (mem->vcpus)
+        vms_msg_set_u64(ev, VMS_F_VCPUS, mem->vcpus);
+    if (mem->base_bytes)
+        vms_msg_set_u64(ev, VMS_F_MEM_BOOT, mem->base_bytes);
+    if (mem->hypervisor_version[0] && vms_valid_text(mem->hypervisor_version))
+        vms_msg_set_str(ev, VMS_F_HYPERVISOR_VERSION, mem->hypervisor_version);
     if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
         vms_msg_set_str(ev, VMS_F_HOSTNAME, host);
     vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
@@ -636,6 +666,8 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, 
         if (bytes >= 0)
             vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, (uint64_t)bytes);
     }
+    if (vm->cfg->managed)
+        hostinfo_tiers(vm, ev);
 }
 
 /* ---- follow-ups inside a restore (issue 14) ---- */
@@ -669,7 +701,7 @@ static void followup_done(void *opaque, const struct bridge_backend_result *res)
         vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[fu->next]);
         vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, res->mem_bytes);
     } else if (res->status == VMS_STATUS_OK) {
-        bridge_hostinfo_fill(vm, &fu->r, res->mem_bytes, &fu->out);
+        bridge_hostinfo_fill(vm, &fu->r, res, &fu->out);
     }
     vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s", op,
              vms_status_name(res->status));
@@ -811,7 +843,7 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     case VMS_OP_HOSTINFO:
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK)
-            bridge_hostinfo_fill(vm, &r, res->mem_bytes, &ev);
+            bridge_hostinfo_fill(vm, &r, res, &ev);
         if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
             goto journal_failed;
         break;

@@ -218,6 +218,15 @@ def test_zero_copy(t):
     check(c2 > c1, f"the app kept running ({c1} -> {c2})")
     rc, out = t.hostinfo("m1")
     check(rc == 0 and "bridge" in out.lower(), f"ports and D-Bus API work: vmstatectl hostinfo ({rc})")
+    # issue 14: a managed VM's hostinfo names its tiers and what they can still take
+    tiers = {m.group(1): (int(m.group(2)), int(m.group(3)))
+             for m in re.finditer(r"^\s*tier (\S+): (\d+) bytes free of (\d+)$", out, re.M)}
+    check(set(tiers) == {"fast", "slow"} and tiers["fast"][0] < tiers["fast"][1] and
+          tiers["fast"][1] - tiers["fast"][0] >= 512 << 20,
+          f"hostinfo shows the VM's tiers with free space (m1's 512 MiB reserved in fast): {tiers}")
+    check(re.search(r"vm: \d+ vCPUs, memory boot 536870912 ", out) is not None and
+          re.search(r"hypervisor: QEMU \d+\.\d+\.\d+", out) is not None,
+          "hostinfo shows the VM's vCPUs, boot memory and the hypervisor's version")
     t0 = time.time()
     guest = float(vm.check("vms-clock-tool now").split()[0])  # CLOCK_REALTIME, ns resolution
     skew = abs(guest - (t0 + time.time()) / 2)

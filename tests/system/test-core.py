@@ -20,6 +20,7 @@
 All tests share one VM (128 MiB at boot, up to 640 MiB).
 """
 import argparse
+import json
 import os
 import re
 import shlex
@@ -252,6 +253,17 @@ def t6_end_to_end(wp, ctx):
     check(rc == 0 and re.search(r'"host_mem_total":\s*[1-9]', out) is not None and
           '"quotas"' in out and '"mem_max"' in out,
           f"6: vmstatectl hostinfo: {out.strip()[:200]}")
+    js = json.loads(out[out.find("{"):]) if "{" in out else {}
+    vcpus = len(wp.vm.qmp("query-cpus-fast"))
+    ver = wp.vm.qmp("query-version")["qemu"]
+    check(js.get("vcpus") == vcpus and js.get("mem_boot") == 128 * MIB and
+          js.get("mem_min") == 64 * MIB and js.get("mem_max") == 384 * MIB and
+          js.get("mem_bytes", 0) > 0 and
+          js.get("hypervisor_version") == f"QEMU {ver['major']}.{ver['minor']}.{ver['micro']}",
+          f"6: hostinfo names the VM's vCPUs ({js.get('vcpus')} of {vcpus}), memory boot "
+          f"{js.get('mem_boot', 0) >> 20} MiB (current {js.get('mem_bytes', 0) >> 20}, bounds "
+          f"{js.get('mem_min', 0) >> 20}..{js.get('mem_max', 0) >> 20}) and the hypervisor "
+          f"({js.get('hypervisor_version')!r})")
     # DeleteState: one state each
     s_d, _ = save(d, "c6-dbus")
     s_l, _ = save(d, "c6-lib")
