@@ -661,6 +661,53 @@ static int qmp_restore(struct bridge_backend *q, const char *tag, const char *jo
     return job_command(q, VMS_OP_RESTORE, "snapshot-load", tag, job_id, done, opaque);
 }
 
+static enum vms_status err_status(const char *err);
+
+/* restore_paused: `stop` first; snapshot-load then leaves a stopped VM stopped (QEMU resumes
+ * after the load only a VM that was running when it began). */
+struct paused_load {
+    char tag[VMS_STR_MAX + 1], job_id[VMS_STR_MAX + 1];
+    bridge_backend_done_fn done;
+    void *opaque;
+};
+
+static void on_stopped_for_load(struct bridge_backend *q, json_object *ret, const char *err,
+                                void *arg)
+{
+    struct paused_load *p = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK};
+    (void)ret;
+
+    if (!err && job_command(q, VMS_OP_RESTORE, "snapshot-load", p->tag, p->job_id, p->done,
+                            p->opaque) == 0) {
+        free(p);
+        return;
+    }
+    r.status = err ? err_status(err) : VMS_STATUS_ERR_UNAVAILABLE;
+    snprintf(r.message, sizeof(r.message), "%s", err ? err : "cannot start snapshot-load");
+    p->done(p->opaque, &r);
+    free(p);
+}
+
+static int qmp_restore_paused(struct bridge_backend *q, const char *tag, const char *job_id,
+                              bridge_backend_done_fn done, void *opaque)
+{
+    struct paused_load *p;
+
+    if (q->state != Q_READY || q->job.phase != J_IDLE || strlen(tag) > VMS_STR_MAX ||
+        strlen(job_id) > VMS_STR_MAX || !(p = calloc(1, sizeof(*p))))
+        return -1;
+    snprintf(p->tag, sizeof(p->tag), "%s", tag);
+    snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
+    p->done = done;
+    p->opaque = opaque;
+    if (qmp_command(q, "stop", NULL, qmp_timeout(q), on_stopped_for_load, p) < 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
 static int qmp_delete(struct bridge_backend *q, const char *tag, const char *job_id,
                       bridge_backend_done_fn done, void *opaque)
 {
@@ -1789,6 +1836,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .query_status = qmp_query_status,
     .query_block = qmp_query_block,
     .cont = qmp_cont,
+    .restore_paused = qmp_restore_paused,
     .kill = qmp_kill,
     .checkpoint = qmp_checkpoint,
     .load_checkpoint = qmp_load_checkpoint,

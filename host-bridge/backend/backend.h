@@ -88,6 +88,11 @@ struct bridge_backend_ops {
     /* Load snapshot @tag. */
     int (*restore)(struct bridge_backend *b, const char *tag, const char *job_id,
                    bridge_backend_done_fn done, void *opaque);
+    /* Pause the VM, then load snapshot @tag and leave it paused, success or not: the caller
+     * resumes it with cont (a restore's follow-ups run in between, issue 14). Optional (NULL:
+     * restore resumes the guest itself). */
+    int (*restore_paused)(struct bridge_backend *b, const char *tag, const char *job_id,
+                          bridge_backend_done_fn done, void *opaque);
     /* Delete snapshot @tag from the configured disks. */
     int (*delete)(struct bridge_backend *b, const char *tag, const char *job_id,
                   bridge_backend_done_fn done, void *opaque);

@@ -670,14 +670,29 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         hostinfo_tiers(vm, ev);
 }
 
-/* ---- follow-ups inside a restore (issue 14) ---- */
+/* ---- follow-ups inside a restore (issue 14) ----
+ *
+ * With a backend that can hold the VM paused across the load (restore_paused), the follow-ups
+ * run after the load and before the guest resumes: hostinfo is read, set-memory's targets are
+ * given to the hypervisor (virtio-mem requested-size, balloon). The guest's driver moves the
+ * memory only once it runs, so after `cont` each set-memory that was accepted is followed
+ * again (same target) to report the size reached. Without restore_paused they run after the
+ * backend resumed the guest. Either way the Timeline and the completion come after them.
+ */
 
 struct bridge_followups {
     struct bridge_request r; /* the restore (its app data owned here) */
     char ops[VMS_FOLLOWUPS_MAX][16];
     uint64_t args[VMS_FOLLOWUPS_MAX];
     int n, next;
-    struct vms_msg out; /* results and values, merged into the restore's completion */
+    int paused;  /* the guest is held paused: the first pass runs, then cont */
+    int resumed; /* second pass: following the set-memory targets given while paused */
+    struct {
+        uint32_t status;
+        char message[VMS_STR_MAX + 1];
+        uint64_t mem_bytes;
+    } res[VMS_FOLLOWUPS_MAX];
+    struct vms_msg out; /* hostinfo values, then results, merged into the completion */
 };
 
 static void finish_running(struct bridge_vm *vm);
@@ -685,47 +700,89 @@ static void followup_next(struct bridge_vm *vm);
 static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
                       void *opaque);
 
+static int is_set_memory(const struct bridge_followups *fu, int i)
+{
+    return !strcmp(fu->ops[i], "set-memory");
+}
+
 static void followup_done(void *opaque, const struct bridge_backend_result *res)
 {
     struct bridge_vm *vm = opaque;
     struct bridge_followups *fu = vm->fu;
-    const char *op = fu->ops[fu->next];
+    int i = fu->next;
 
-    vms_msg_add_result(&fu->out, op, res->status,
-                       res->status == VMS_STATUS_OK
-                           ? ""
-                           : (res->message[0] && vms_valid_text(res->message)
-                                  ? res->message
-                                  : vms_status_str(res->status)));
-    if (res->status == VMS_STATUS_OK && !strcmp(op, "set-memory")) {
-        vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[fu->next]);
-        vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, res->mem_bytes);
-    } else if (res->status == VMS_STATUS_OK) {
+    fu->res[i].status = res->status;
+    snprintf(fu->res[i].message, sizeof(fu->res[i].message), "%s",
+             res->status == VMS_STATUS_OK
+                 ? ""
+                 : (res->message[0] && vms_valid_text(res->message) ? res->message
+                                                                    : vms_status_str(res->status)));
+    fu->res[i].mem_bytes = res->mem_bytes;
+    if (res->status == VMS_STATUS_OK && !is_set_memory(fu, i))
         bridge_hostinfo_fill(vm, &fu->r, res, &fu->out);
-    }
-    vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s", op,
-             vms_status_name(res->status));
+    vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s (%s)", fu->ops[i],
+             vms_status_name(res->status),
+             fu->resumed  ? "followed after the resume"
+             : fu->paused ? "guest paused"
+                          : "guest running");
     fu->next++;
     followup_next(vm);
 }
 
-/* Run the next follow-up, or, when all ran, take the timeline step with their results. */
+static void followups_resumed(void *opaque, const struct bridge_backend_result *res)
+{
+    struct bridge_vm *vm = opaque;
+    struct bridge_followups *fu = vm->fu;
+
+    if (res->status != VMS_STATUS_OK)
+        vms_err(vmname(vm), fu->r.id, "cannot resume the guest after the follow-ups: %s",
+                res->message);
+    fu->paused = 0;
+    fu->resumed = 1;
+    fu->next = 0;
+    followup_next(vm);
+}
+
+/* The completion's values: each follow-up's result in order; bytes and mem_bytes of the last
+ * set-memory that succeeded (the size it reached). */
+static void followups_results(struct bridge_followups *fu)
+{
+    for (int i = 0; i < fu->n; i++) {
+        vms_msg_add_result(&fu->out, fu->ops[i], fu->res[i].status, fu->res[i].message);
+        if (is_set_memory(fu, i) && fu->res[i].status == VMS_STATUS_OK) {
+            vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[i]);
+            vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, fu->res[i].mem_bytes);
+        }
+    }
+}
+
+/* Run the next follow-up; when a pass ends, resume the guest or take the timeline step. */
 static void followup_next(struct bridge_vm *vm)
 {
     const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_followups *fu = vm->fu;
 
-    while (fu->next < fu->n) {
-        const char *op = fu->ops[fu->next];
-        int rc = !strcmp(op, "set-memory") ? set_memory(vm, fu->args[fu->next], followup_done, vm)
-                                           : ops->query_memory(vm->backend, followup_done, vm);
+    for (; fu->next < fu->n; fu->next++) {
+        int i = fu->next, rc;
+
+        if (fu->resumed && (!is_set_memory(fu, i) || fu->res[i].status != VMS_STATUS_OK))
+            continue; /* the second pass follows only the accepted set-memory targets */
+        rc = is_set_memory(fu, i) ? set_memory(vm, fu->args[i], followup_done, vm)
+                                  : ops->query_memory(vm->backend, followup_done, vm);
         if (rc == 0)
             return; /* followup_done continues */
         /* an error in a follow-up does not undo the restore: it is reported */
-        vms_msg_add_result(&fu->out, op, VMS_STATUS_ERR_UNAVAILABLE,
-                           "the hypervisor is not reachable");
-        fu->next++;
+        fu->res[i].status = VMS_STATUS_ERR_UNAVAILABLE;
+        snprintf(fu->res[i].message, sizeof(fu->res[i].message), "%s",
+                 "the hypervisor is not reachable");
     }
+    if (fu->paused) {
+        vms_info(vmname(vm), fu->r.id, "follow-ups done: resuming the guest");
+        if (ops->cont(vm->backend, followups_resumed, vm) == 0)
+            return;
+        vms_err(vmname(vm), fu->r.id, "cannot resume the guest: the hypervisor is not reachable");
+    }
+    followups_results(fu);
     if (bridge_vm_restored(vm, &fu->r, fu->r.state_id, &fu->out) < 0)
         vms_err(vmname(vm), fu->r.id, "cannot journal the restore's timeline");
     vm->fu = NULL;
@@ -736,23 +793,37 @@ static void followup_next(struct bridge_vm *vm)
     bridge_vm_kick(vm);
 }
 
-/* Start @r's follow-ups (the state is loaded). Takes @r's app data. Returns 0 or -1. */
-static int followups_start(struct bridge_vm *vm, struct bridge_request *r)
+/* Start @r's follow-ups (the state is loaded; @paused: the guest is held paused). Takes @r's
+ * app data. Returns 0 or -1. */
+static int followups_start(struct bridge_vm *vm, struct bridge_request *r, int paused)
 {
     struct bridge_followups *fu = calloc(1, sizeof(*fu));
 
     if (!fu)
         return -1;
     fu->n = bridge_followups_parse(r->followups, fu->ops, fu->args, VMS_FOLLOWUPS_MAX);
+    fu->paused = paused;
     fu->r = *r;
     r->app_data = NULL; /* moved */
     r->app_data_len = 0;
     vms_msg_init(&fu->out, VMS_MSG_EVENT);
     vm->fu = fu;
-    vms_info(vmname(vm), fu->r.id, "restore loaded; running %d follow-up(s): %s", fu->n,
-             fu->r.followups);
+    vms_info(vmname(vm), fu->r.id, "restore loaded%s; running %d follow-up(s): %s",
+             paused ? ", guest paused" : "", fu->n, fu->r.followups);
     followup_next(vm);
     return 0;
+}
+
+/* A restore with follow-ups holds the guest paused across the load when the backend can. */
+static int restore_held_paused(const struct bridge_vm *vm, const struct bridge_request *r)
+{
+    return r->op == VMS_OP_RESTORE && r->followups[0] && vm->ops->restore_paused;
+}
+
+static void ignore_result(void *opaque, const struct bridge_backend_result *res)
+{
+    (void)opaque;
+    (void)res;
 }
 
 static void on_backend_done(void *opaque, const struct bridge_backend_result *res)
@@ -814,7 +885,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         }
         break;
     case VMS_OP_RESTORE:
-        if (res->status == VMS_STATUS_OK && r.followups[0] && followups_start(vm, &r) == 0) {
+        if (res->status == VMS_STATUS_OK && r.followups[0] &&
+            followups_start(vm, &r, restore_held_paused(vm, &r)) == 0) {
             /* the state is loaded: the follow-ups run, then the timeline step (followup_done) */
             vms_msg_clear(&ev);
             bridge_request_clear(&r);
@@ -824,6 +896,9 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             if (bridge_vm_restored(vm, &r, r.state_id, NULL) < 0)
                 goto journal_failed;
         } else {
+            /* a failed load leaves a paused guest paused: it runs on in its own timeline */
+            if (restore_held_paused(vm, &r) && vm->ops->cont(vm->backend, ignore_result, vm) < 0)
+                vms_err(vmname(vm), r.id, "cannot resume the guest after the failed restore");
             bridge_event_for_request(&ev, &r, res->status, res->message);
             if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
                 goto journal_failed;
@@ -1106,8 +1181,10 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         }
     }
         vm->restoring = r->op == VMS_OP_RESTORE;
-        rc = (r->op == VMS_OP_RESTORE ? ops->restore : ops->delete)(vm->backend, r->state_id, job,
-                                                                    on_backend_done, vm);
+        rc = (restore_held_paused(vm, r) ? ops->restore_paused
+              : r->op == VMS_OP_RESTORE
+                  ? ops->restore
+                  : ops->delete)(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_HOSTINFO:
         rc = ops->query_memory(vm->backend, on_backend_done, vm);

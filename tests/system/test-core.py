@@ -55,6 +55,23 @@ def mem_total(wp):
     return int(re.search(r"(\d+) kB", out).group(1)) << 10
 
 
+def log_time(hms):
+    """A bridge log line's time (HH:MM:SS.mmm, UTC) as seconds into the day."""
+    h, m, sec = hms.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def qmp_time(ev):
+    ts = ev.get("timestamp", {})
+    return ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
+
+
+def day_diff(day_seconds, unix_time):
+    """@day_seconds (UTC, seconds into a day) minus @unix_time, across midnight."""
+    d = (day_seconds - unix_time % 86400) % 86400
+    return d - 86400 if d > 43200 else d
+
+
 def state_row(wp, state):
     """vmstate-admin states vm1: (vm, id, label, app_id, request_id, parent, created, status,
     principal) of @state, or None."""
@@ -122,6 +139,7 @@ def t2_followups(wp, ctx):
     # way down is test 9 of test-wholepath; with maxmem the guest has too little to give)
     target = 192 * MIB
     epoch0 = wp.epoch()
+    log_from, t_start = len(wp.bridge.log()), time.time()
     a.cmd(f"restorewith {state} {target} to-the-past", background=True)
     ev = a.wait_event(op="restore", timeout=120)
     check(field(ev, "status") == "0" and field(ev, "data") == hexs("to-the-past") and
@@ -144,6 +162,29 @@ def t2_followups(wp, ctx):
     check(abs((after - before) - added) <= 4 * MIB,
           f"2: the guest's MemTotal went from {before >> 20} to {after >> 20} MiB: the "
           f"{added >> 20} MiB plugged for the 192 MiB target")
+    # the follow-ups ran after the load and before the guest resumed: the bridge held the VM
+    # paused (QMP STOP ... RESUME on the test's monitor) and logged them in between
+    log = wp.bridge.log()[log_from:]
+    steps = [(log_time(m.group(1)), m.group(2)) for m in re.finditer(
+        r"^(\d\d:\d\d:\d\d\.\d{3}) .*(follow-up \S+ inside the restore: \w+ \([^)]*\)|"
+        r"follow-ups done: resuming the guest)", log, re.M)]
+    names = [n for _, n in steps]
+    check(names == ["follow-up set-memory inside the restore: ok (guest paused)",
+                    "follow-up hostinfo inside the restore: ok (guest paused)",
+                    "follow-ups done: resuming the guest",
+                    "follow-up set-memory inside the restore: ok (followed after the resume)"],
+          f"2: the bridge ran the follow-ups with the guest paused, then resumed it: {names}")
+    stops = [qmp_time(e) for e in wp.vm.events if e.get("event") == "STOP" and
+             qmp_time(e) >= t_start]
+    resumes = [qmp_time(e) for e in wp.vm.events if e.get("event") == "RESUME" and
+               qmp_time(e) >= t_start]
+    paused_steps = [t for t, n in steps if "(guest paused)" in n]
+    check(len(stops) == 1 and len(resumes) == 1 and len(paused_steps) == 2 and
+          all(day_diff(t, stops[0]) >= -0.001 and day_diff(t, resumes[0]) <= 0
+              for t in paused_steps),
+          f"2: ... QEMU's STOP and RESUME ({len(stops)}, {len(resumes)}) enclose them: "
+          f"{[round(day_diff(t, resumes[0]) if resumes else 0, 3) for t in paused_steps]} s "
+          f"before the resume")
     rows = [r for r in wp.bridge.table("requests") if len(r) > 12 and r[2] == "restore" and
             r[3] == "org.test.Restorer"]
     check(rows and rows[-1][12] == f"set-memory={target} hostinfo=0",
