@@ -1115,6 +1115,104 @@ static void guest_suspend(struct bridge_vm *vm, struct bridge_request *r)
 }
 
 /*
+ * Offline set-memory of a managed VM (issue 14): the lifecycle stop (ACPI powerdown, then
+ * quit), the new size journaled (a restarted bridge keeps it), the lifecycle start with it.
+ * The completion is journaled once QEMU runs again: the guest is booting then, so it stays
+ * unacked until the new boot's helper says Hello and gets it resent, and reaches the app's
+ * listeners in the new boot.
+ */
+struct offline_memory {
+    struct bridge_vm *vm;
+    char id[VMS_REQUEST_ID_LEN + 1];
+    uint64_t bytes;
+};
+
+static void offline_complete(struct bridge_vm *vm, const char *id, enum vms_status st,
+                             const char *message)
+{
+    struct bridge_request r;
+    struct vms_msg ev;
+
+    if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
+        return;
+    bridge_event_for_request(&ev, &r, st, message);
+    vms_msg_set_str(&ev, VMS_F_MODE, VMS_MEM_MODE_OFFLINE);
+    vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);
+    if (st == VMS_STATUS_OK)
+        vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, bridge_managed_memory(vm));
+    if (bridge_vm_complete(vm, &r, st, &ev) < 0)
+        vms_err(vmname(vm), r.id, "cannot journal the completion of the offline set-memory");
+    vms_msg_clear(&ev);
+    bridge_request_clear(&r);
+}
+
+/* The lifecycle's error text from @result (owned by the caller), or @fallback. */
+static const char *lc_error(json_object *result, const char *fallback)
+{
+    json_object *err;
+    return result && json_object_object_get_ex(result, "error", &err) ? json_object_get_string(err)
+                                                                      : fallback;
+}
+
+static void on_offline_started(void *opaque, int ok, json_object *result)
+{
+    struct offline_memory *om = opaque;
+    char msg[VMS_STR_MAX + 1];
+
+    if (ok) {
+        vms_info(vmname(om->vm), om->id, "offline set-memory: running again with %llu bytes",
+                 (unsigned long long)om->bytes);
+        offline_complete(om->vm, om->id, VMS_STATUS_OK, NULL);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "the VM was shut down and set to %llu bytes, but did not start: %.120s",
+                 (unsigned long long)om->bytes, lc_error(result, "the bridge stopped"));
+        offline_complete(om->vm, om->id, VMS_STATUS_ERR_BACKEND, msg);
+    }
+    json_object_put(result);
+    free(om);
+}
+
+static void on_offline_stopped(void *opaque, int ok, json_object *result)
+{
+    struct offline_memory *om = opaque;
+    char msg[VMS_STR_MAX + 1];
+
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "cannot shut the VM down to change its memory: %.160s",
+                 lc_error(result, "the bridge stopped"));
+        offline_complete(om->vm, om->id, VMS_STATUS_ERR_BUSY, msg);
+        json_object_put(result);
+        free(om);
+        return;
+    }
+    json_object_put(result);
+    if (bridge_managed_set_memory(om->vm, om->bytes) < 0)
+        vms_err(vmname(om->vm), om->id,
+                "offline set-memory: cannot journal the new size; the VM starts as before");
+    bridge_managed_request(om->vm, BRIDGE_LC_START, on_offline_started, om);
+}
+
+/* Run offline set-memory @r on managed @vm (judged by guest.c: managed, a tier holds it). */
+static void offline_set_memory(struct bridge_vm *vm, struct bridge_request *r)
+{
+    struct offline_memory *om;
+
+    finish_running(vm); /* the lifecycle holds the VM: later requests wait for it */
+    om = calloc(1, sizeof(*om));
+    if (!om) {
+        complete_simple(vm, r, VMS_STATUS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    om->vm = vm;
+    memcpy(om->id, r->id, sizeof(om->id));
+    om->bytes = r->bytes;
+    vms_info(vmname(vm), r->id, "offline set-memory to %llu bytes: shutting the VM down",
+             (unsigned long long)r->bytes);
+    bridge_managed_request(vm, BRIDGE_LC_STOP, on_offline_stopped, om);
+}
+
+/*
  * The journal could not take @r's start (or a list's completion): @r goes back
  * to the front of the queue, tried again in BRIDGE_JOURNAL_RETRY s. Returns 1.
  */
@@ -1190,6 +1288,10 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
+        if (r->mode[0]) {
+            offline_set_memory(vm, r);
+            return 1;
+        }
         rc = set_memory(vm, r->bytes, on_backend_done, vm);
         break;
     case VMS_OP_SUSPEND:
@@ -1244,6 +1346,17 @@ static void recover_running(struct bridge_vm *vm)
 
     if (bridge_db_request_find(&vm->br->db, vmname(vm), vm->running, &r) != 1) {
         finish_running(vm);
+        return;
+    }
+    if (r.op == VMS_OP_SET_MEMORY && r.mode[0]) {
+        /* the VM runs again (QMP answers): it has the new size iff it was journaled */
+        int done = bridge_managed_memory(vm) == r.bytes;
+        vms_warn(vmname(vm), r.id, "offline set-memory was running when the bridge stopped: %s",
+                 done ? "the VM runs with the new size" : "the VM kept its size");
+        finish_running(vm);
+        offline_complete(vm, r.id, done ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
+                         done ? NULL : "the host bridge restarted before the memory changed");
+        bridge_request_clear(&r);
         return;
     }
     job_id_for(&r, job, sizeof(job));

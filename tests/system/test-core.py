@@ -16,7 +16,8 @@
    uid 1000; the uid is journaled and `vmstate-admin requests` shows it
  6 HostInfo and DeleteState end to end through dbus-send, libvmstate and vmstatectl
  3 set-memory above the boot size: virtio-mem plugs the difference, the guest sees it
-   (MemTotal), and set-memory back to the boot size unplugs it
+   (MemTotal), and set-memory back to the boot size unplugs it; the offline mode is refused
+   on this attached VM (the lifecycle suite's test 9 runs it on a managed VM)
 All tests share one VM (128 MiB at boot, up to 640 MiB).
 """
 import argparse
@@ -211,6 +212,9 @@ def t3_hotplug(wp, ctx):
           f"3: the guest sees it: MemTotal {before >> 20} -> {after >> 20} MiB")
     rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 400M")
     check(rc == 1 and "mem_max" in out, "3: above mem_max (384M) refused with the bounds")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait set-memory --offline 256M")
+    check(rc == 1 and "unsupported" in out and "managed = yes" in out,
+          f"3: offline set-memory is refused on a VM the bridge does not run: {out.strip()[-160:]!r}")
     rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 128M", timeout=180)
     plugged = wp.vm.qmp("qom-get", path="/machine/peripheral/vmem0dev", property="size")
     back = mem_total(wp)
