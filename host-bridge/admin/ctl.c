@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "managed.h"
 #include "vms-log.h"
 
@@ -49,6 +50,7 @@ static void conn_free(struct ctl_conn *c)
         if (adm->conns[i] == c)
             adm->conns[i] = NULL;
     bridge_managed_forget(adm->br, c);
+    bridge_cluster_forget(adm->br, c);
     if (c->w.fd >= 0) {
         int fd = c->w.fd;
         bridge_watch_del(&adm->br->loop, &c->w);
@@ -152,6 +154,10 @@ static void handle_command(struct ctl_conn *c, const char *line)
         conn_answer(c, 1, o);
         goto out;
     }
+    if (!strcmp(cmd, "cluster")) {
+        conn_answer(c, 1, bridge_cluster_status(br));
+        goto out;
+    }
     if (!strcmp(cmd, "tiers")) {
         o = json_object_new_object();
         json_object_object_add(o, "tiers", bridge_managed_tiers(br));
@@ -168,6 +174,9 @@ static void handle_command(struct ctl_conn *c, const char *line)
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
         if (!strcmp(cmd, ops[i].name)) {
             c->waiting = 1;
+            /* an HA VM powers on through the cluster: admission, then an ordered claim */
+            if (ops[i].op == BRIDGE_LC_START && bridge_cluster_start(vm, on_op_done, c))
+                goto out;
             bridge_managed_request(vm, ops[i].op, on_op_done, c);
             goto out;
         }
@@ -317,9 +326,9 @@ void bridge_admin_close(struct bridge *br)
 
 /* ---- client ---- */
 
-static const char *const ctl_commands[] = {"status",  "tiers",   "start",   "stop",
-                                           "suspend", "resume",  "pin",     "unpin",
-                                           "demote",  "promote", "schedule"};
+static const char *const ctl_commands[] = {"status",  "tiers",   "start",    "stop",
+                                           "suspend", "resume",  "pin",      "unpin",
+                                           "demote",  "promote", "schedule", "cluster"};
 
 int bridge_admin_is_ctl_command(const char *cmd)
 {
@@ -406,7 +415,7 @@ int bridge_admin_ctl_main(const char *socket_path, const char *cmd, int argc, ch
     json_object_object_add(req, "cmd", json_object_new_string(cmd));
     if (argc > 0)
         json_object_object_add(req, "vm", json_object_new_string(argv[0]));
-    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers")) {
+    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers") && strcmp(cmd, "cluster")) {
         fprintf(stderr, "vmstate-admin: %s needs a VM name\n", cmd);
         rc = 2;
         goto out;
