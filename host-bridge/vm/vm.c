@@ -1381,8 +1381,10 @@ void bridge_vm_kick(struct bridge_vm *vm)
             recover_running(vm);
         return;
     }
-    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop) */
-    while (!vm->busy && vm->now >= vm->journal_retry_at && bridge_queue_pop(&vm->queue, id)) {
+    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop); a
+     * request that began a lifecycle operation (offline set-memory) holds the rest back */
+    while (!vm->busy && !bridge_managed_holds(vm) && vm->now >= vm->journal_retry_at &&
+           bridge_queue_pop(&vm->queue, id)) {
         struct bridge_request r;
         if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
             continue;
