@@ -338,6 +338,40 @@ int bridge_admin_is_ctl_command(const char *cmd)
     return 0;
 }
 
+/* vmstate-admin cluster: this node, quorum, admission slots, members, every HA VM. */
+static void print_cluster(json_object *o)
+{
+    json_object *v, *f, *sl;
+#define S(obj, k) (json_object_object_get_ex(obj, k, &f) ? json_object_get_string(f) : "-")
+#define B(obj, k) (json_object_object_get_ex(obj, k, &f) && json_object_get_boolean(f))
+    printf("node %s (id %s): %s, %s, %s\n", S(o, "node"), S(o, "nodeid"),
+           B(o, "connected") ? "connected to corosync" : "NOT connected to corosync",
+           B(o, "quorate") ? "quorate" : "NOT quorate", B(o, "synced") ? "synced" : "syncing");
+    if (json_object_object_get_ex(o, "slots", &sl))
+        printf("slots: %s admitted of maxSlot %s (total %s, tolerating %s host failure(s); box "
+               "%s vCPU, %s bytes)\n",
+               S(sl, "admitted"), S(sl, "max_slot"), S(sl, "total"), S(sl, "failures_tolerated"),
+               S(sl, "box_vcpus"), S(sl, "box_memory"));
+    printf("%-16s %-8s %-7s %-6s %s\n", "HOST", "NODEID", "MEMBER", "SLOTS", "CAPACITY");
+    json_object_object_get_ex(o, "hosts", &v);
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *h = json_object_array_get_idx(v, i);
+        printf("%-16s %-8s %-7s %-6s %s vCPU, %s bytes\n", S(h, "name"), S(h, "nodeid"),
+               B(h, "member") ? "yes" : "no", S(h, "slots"), S(h, "vcpus"), S(h, "memory"));
+    }
+    printf("%-16s %-16s %-9s %-8s %-4s %-18s %s\n", "VM", "HOST", "STATE", "PRIORITY", "GEN",
+           "CHECKPOINT", "LEASE");
+    if (json_object_object_get_ex(o, "vms", &v))
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            printf("%-16s %-16s %-9s %-8s %-4s %-18s %s\n", S(e, "vm"), S(e, "host"),
+                   B(e, "waiting") ? "waiting" : S(e, "state"), S(e, "priority"), S(e, "gen"),
+                   S(e, "checkpoint"), S(e, "lease"));
+        }
+#undef S
+#undef B
+}
+
 static void print_human(const char *cmd, json_object *o)
 {
     json_object *v;
@@ -376,6 +410,10 @@ static void print_human(const char *cmd, json_object *o)
                    S("reserved"), S("free"), S("vms"));
 #undef S
         }
+        return;
+    }
+    if (!strcmp(cmd, "cluster") && json_object_object_get_ex(o, "hosts", &v)) {
+        print_cluster(o);
         return;
     }
     json_object_object_del(o, "ok");

@@ -100,10 +100,14 @@ class DoubleWatch:
 
 
 class HACluster:
-    def __init__(self, image, builddir, workdir, slots, tolerate, vms):
-        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}."""
+    def __init__(self, image, builddir, workdir, slots, tolerate, vms, token=500, mem="128M",
+                 checkpoint_s=CHECKPOINT_S):
+        """slots: {host number: host_vcpus}; vms: {name: (hosts, priority)}; token:
+        corosync's token timeout (ms); mem: each VM's RAM; checkpoint_s: the bridges'
+        ha_checkpoint_interval."""
         self.image, self.builddir, self.workdir = image, builddir, workdir
-        self.c = Cluster(os.path.join(workdir, "cluster"), hosts=len(slots), token=500)
+        self.mem, self.checkpoint_s = mem, checkpoint_s
+        self.c = Cluster(os.path.join(workdir, "cluster"), hosts=len(slots), token=token)
         self.hosts_root = os.path.join(workdir, "hosts")
         self.slots, self.tolerate = slots, tolerate
         self.vms, self.bridges = {}, {}
@@ -114,7 +118,7 @@ class HACluster:
         shared = self.c.shared_dir
         os.makedirs(os.path.join(shared, "vms"), exist_ok=True)
         for name, (hosts, prio) in self.spec.items():
-            vm = HAVM(shared, self.hosts_root, name, self.image, mem="128M")
+            vm = HAVM(shared, self.hosts_root, name, self.image, mem=self.mem)
             self.vms[name] = vm
             with open(os.path.join(shared, "vms", f"{name}.conf"), "w") as f:
                 f.write(vm.definition(hosts, prio))
@@ -129,7 +133,7 @@ class HACluster:
                           "cluster": {"enabled": "yes", "node": h.name, "shared_dir": shared,
                                       "host_vcpus": self.slots[i], "host_memory": "4G",
                                       "failures_tolerated": self.tolerate,
-                                      "ha_checkpoint_interval": CHECKPOINT_S,
+                                      "ha_checkpoint_interval": self.checkpoint_s,
                                       "bridge_grace": GRACE_S}})
         for i in corosync_hosts:  # quorum needs a majority: every corosync first
             self.c.host(i).start_corosync()
