@@ -18,6 +18,10 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
 	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
+	host-bridge/groups/groups.c host-bridge/groups/groups.h \
+	host-bridge/groups/handle.c host-bridge/groups/handle.h \
+	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c \
+	host-bridge/groups/group-db.c host-bridge/groups/group-db.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 if HAVE_LIBVIRT
 host_bridge_libbridge_la_SOURCES += \
@@ -31,7 +35,7 @@ host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridg
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
-	-I$(top_srcdir)/host-bridge/admin
+	-I$(top_srcdir)/host-bridge/admin -I$(top_srcdir)/host-bridge/groups
 BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers

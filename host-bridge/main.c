@@ -21,6 +21,7 @@
 
 #include "bridge.h"
 #include "ctl.h"
+#include "groups.h"
 #include "managed.h"
 #include "privsep.h"
 #include "vms-daemon.h"
@@ -214,7 +215,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
+    if (bridge_groups_init(&br) < 0 || bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
     vms_daemon_ready(1);
     vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
                     !vms_channel_wants_write(&br.vms[i].b.ch);
         }
         bridge_managed_tick(&br, now);
+        bridge_groups_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
@@ -240,6 +242,7 @@ out:
     vms_daemon_ready(0); /* start-up failed (no-op once ready) */
     vms_daemon_cleanup();
     bridge_admin_close(&br);
+    bridge_groups_free(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);

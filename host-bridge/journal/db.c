@@ -152,6 +152,17 @@ static const char *const migrations[] = {
     " app_data_bytes ="
     " (SELECT coalesce(sum(" REQ_DATA("r") "), 0) FROM requests r WHERE r.vm = vms.name);",
     // clang-format on
+    /* issue 16: groups of VMs suspended and resumed together (host-bridge/groups/); the
+     * members may live on other bridges; history keeps every group operation's outcome
+     * (and a half-done one, for an admin to resolve) */
+    "CREATE TABLE groups (name TEXT PRIMARY KEY, created INTEGER NOT NULL);"
+    "CREATE TABLE group_members ("
+    "  grp TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,"
+    "  bridge TEXT NOT NULL, vm TEXT NOT NULL, PRIMARY KEY (grp, bridge, vm));"
+    "CREATE TABLE group_history ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL, at INTEGER NOT NULL,"
+    "  op TEXT NOT NULL, target_ns INTEGER NOT NULL, outcome TEXT NOT NULL,"
+    "  detail TEXT NOT NULL DEFAULT '');",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
