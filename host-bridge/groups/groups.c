@@ -530,6 +530,7 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
     slot = (int)(lo - g->ops);
     if (realtime_ns() >= lo->at_ns) {
         g->handles.s[slot].state = GH_EXPIRED;
+        g->handles.s[slot].expires_ns = realtime_ns() + GROUP_HANDLE_TOMBSTONE_NS;
         local_op_free(lo);
         answer_error(done, opaque, "refused: handle expired (T has passed)");
         return;

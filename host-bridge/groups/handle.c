@@ -86,6 +86,8 @@ int group_handle_find(struct group_handles *h, const char *hex, const char *bind
     }
     if (h->s[slot].state == GH_EXPIRED ||
         (h->s[slot].state == GH_PREPARED && h->s[slot].expires_ns <= now_ns)) {
+        if (h->s[slot].state == GH_PREPARED)
+            h->s[slot].expires_ns = now_ns + GROUP_HANDLE_TOMBSTONE_NS;
         h->s[slot].state = GH_EXPIRED;
         *why = "handle expired";
         return -1;

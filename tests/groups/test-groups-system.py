@@ -32,6 +32,9 @@ from vmstest import Bridge, check, results, wait_until  # noqa: E402
 from vmstest.managed import ManagedVM  # noqa: E402
 
 SKEW_P99_MS = 2.0
+# the guest's CLOCK_REALTIME to the microsecond (busybox date has no %N)
+GUEST_NOW = ("adjtimex | awk '/tv_sec/ {s = $2} /tv_usec/ {u = $2} "
+             "END {printf \"%d.%06d\\n\", s, u}'")
 LEAD_S = 4.0  # T is this far ahead of the command (prepare + commit take ms; TCG is slow)
 
 
@@ -79,6 +82,15 @@ class Groups:
                                 "group_min_lead_ms": 500, "group_handle_ttl_s": 3},
                 sections=sections)
 
+    def wait_admin(self, b):
+        """Bridge b answers on its admin socket (a stale socket file may be there before)."""
+        def answers():
+            try:
+                return ask(self.socks[b], {"cmd": "status"}, 5).get("ok")
+            except OSError:
+                return False
+        wait_until(answers, 30, f"bridge {b}'s admin socket")
+
     def admin(self, *args, timeout=300):
         """vmstate-admin -S A's socket -j ARGS: (ok, answer)."""
         r = subprocess.run([self.bridges["a"].admin_exe, "-S", self.socks["a"], "-j", "-t",
@@ -102,7 +114,7 @@ class Groups:
 
     def start_all(self):
         for b in self.layout:
-            wait_until(lambda: os.path.exists(self.socks[b]), 30, f"bridge {b}'s admin socket")
+            self.wait_admin(b)
         for n in self.vms:
             ans = ask(self.socks[self.bridge_of(n)], {"cmd": "start", "vm": n}, 120)
             if not ans.get("ok"):
@@ -126,7 +138,7 @@ class Groups:
         best = None
         for _ in range(samples):
             t0 = time.time()
-            rc, out = self.vms[name].run("date +%s.%N")
+            rc, out = self.vms[name].run(GUEST_NOW)
             t1 = time.time()
             if rc != 0:
                 continue
@@ -275,7 +287,7 @@ def test_refusals(t):
     b.bridge_options["group_require_clock_sync"] = "yes"
     b.write_config()
     b.start()
-    wait_until(lambda: os.path.exists(t.socks["b"]), 30, "bridge b's admin socket")
+    t.wait_admin("b")
     t.detach_all()
     ok, ans, _ = group_suspend(t)
     check(not ok and ans.get("outcome") == "refused" and "not synchronised" in ans.get("error", ""),
@@ -287,7 +299,7 @@ def test_refusals(t):
     b.bridge_options["group_require_clock_sync"] = "no"
     b.write_config()
     b.start()
-    wait_until(lambda: os.path.exists(t.socks["b"]), 30, "bridge b's admin socket")
+    t.wait_admin("b")
 
     # killed between prepare and commit: b's handle dies with it; its restart refuses the
     # commit, the control aborts a
@@ -299,7 +311,7 @@ def test_refusals(t):
     check(ha.get("handle") and hb.get("handle"), "both bridges prepared (handles)")
     b.kill9()
     b.start()
-    wait_until(lambda: os.path.exists(t.socks["b"]), 30, "bridge b's admin socket")
+    t.wait_admin("b")
     cb = ask(t.socks["b"], {**prep, "vms": ["g3", "g4"], "cmd": "group-commit",
                             "handle": hb.get("handle")})
     check(not cb.get("ok") and "unknown handle" in cb.get("error", ""),
@@ -329,7 +341,7 @@ def test_refusals(t):
     check(not ok and ans.get("outcome") in ("aborted", "failed"),
           f"control: b went away after its commit -> {ans.get('outcome')}: {ans.get('error')}")
     b.start()
-    wait_until(lambda: os.path.exists(t.socks["b"]), 30, "bridge b's admin socket")
+    t.wait_admin("b")
     time.sleep(6)
     st = t.states()
     check(all(s == "running" for s in st.values()), f"nothing suspended: {st}")
@@ -395,8 +407,8 @@ def measure_before(t):
     """Each guest's clock against the host just before a suspend, and a fresh clock watcher
     (its readings 10 ms apart show any step of the guest's clock)."""
     for vm in t.vms.values():
-        vm.run("pkill -f clkw.sh; echo 'while true; do date +%s.%N; sleep 0.01; done' "
-               ">/tmp/clkw.sh")
+        vm.write_file("/tmp/clkw.sh", f"while true; do {GUEST_NOW}; sleep 0.01; done\n")
+        vm.run("pkill -f clkw.sh")
         vm.spawn("sh /tmp/clkw.sh", "/tmp/clockwatch")
     t.before = {n: t.clock_offset(n) for n in t.vms}
     print("   guest - host before: " + ", ".join(f"{n} {o[0] * 1000:+.1f} ms (+-{o[1] * 1000:.0f})"
