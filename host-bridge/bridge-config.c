@@ -410,8 +410,7 @@ static int peer_key(struct parse_ctx *ctx, const char *section, const char *key,
     }
     if (!strcmp(key, "admin_socket")) {
         if (set_path(p->admin_socket, value) < 0 || value[0] != '/' || strlen(value) >= 108)
-            return fail(ctx, section, key, "'%s' is not an absolute path under 108 bytes",
-                        value);
+            return fail(ctx, section, key, "'%s' is not an absolute path under 108 bytes", value);
     } else {
         return fail(ctx, section, key, "unknown key%s", "");
     }
@@ -577,8 +576,7 @@ static int on_key(void *user, const char *section, const char *key, const char *
     if (!strncmp(section, "peer ", 5))
         return peer_key(ctx, section, key, value);
     return fail(ctx, section, key,
-                "unknown section (expected [bridge], [vm NAME], [tier NAME] or [peer NAME])%s",
-                "");
+                "unknown section (expected [bridge], [vm NAME], [tier NAME] or [peer NAME])%s", "");
 }
 
 static void config_defaults(struct bridge_config *cfg)

@@ -126,8 +126,8 @@ struct bridge {
     const struct bridge_backend_ops *backend;
     struct bridge_vm *vms;
     size_t n_vms;
-    double lc_next_start;       /* the host-wide suspend/resume pace (vm/managed.c) */
-    struct bridge_admin *admin; /* the admin socket (admin/ctl.c), NULL if none */
+    double lc_next_start;         /* the host-wide suspend/resume pace (vm/managed.c) */
+    struct bridge_admin *admin;   /* the admin socket (admin/ctl.c), NULL if none */
     struct bridge_groups *groups; /* group operations (groups/groups.c), NULL if none */
 };
 

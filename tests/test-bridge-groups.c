@@ -98,13 +98,13 @@ Test(group_handle, malformed)
     memset(&h, 0, sizeof(h));
     cr_assert_eq(group_handle_find(&h, NULL, B1, 0, GH_PREPARED, &why), -1);
     cr_assert(strstr(why, "malformed"));
-    cr_assert_eq(group_handle_find(&h, "ABCDEF0123456789ABCDEF0123456789", B1, 0, GH_PREPARED, &why),
-                 -1);
+    cr_assert_eq(
+        group_handle_find(&h, "ABCDEF0123456789ABCDEF0123456789", B1, 0, GH_PREPARED, &why), -1);
     cr_assert(strstr(why, "malformed"));
     cr_assert_eq(group_handle_find(&h, "00", B1, 0, GH_PREPARED, &why), -1);
     /* a free slot's zero digest never matches the all-zero handle */
-    cr_assert_eq(group_handle_find(&h, "00000000000000000000000000000000", B1, 0, GH_PREPARED, &why),
-                 -1);
+    cr_assert_eq(
+        group_handle_find(&h, "00000000000000000000000000000000", B1, 0, GH_PREPARED, &why), -1);
     cr_assert(strstr(why, "unknown"));
 }
 
@@ -127,9 +127,8 @@ Test(group_handle, expiry_leaves_a_tombstone)
     cr_assert_str_eq(why, "handle expired");
     group_handle_expire(&h, 6 * S + GROUP_HANDLE_TOMBSTONE_NS);
     cr_assert_eq(h.s[slot].state, GH_FREE);
-    cr_assert_eq(group_handle_find(&h, hex, B1, 7 * S + GROUP_HANDLE_TOMBSTONE_NS, GH_PREPARED,
-                                   &why),
-                 -1);
+    cr_assert_eq(
+        group_handle_find(&h, hex, B1, 7 * S + GROUP_HANDLE_TOMBSTONE_NS, GH_PREPARED, &why), -1);
     cr_assert(strstr(why, "unknown"));
 }
 
@@ -179,18 +178,18 @@ Test(group_config, peers_and_keys)
     cr_assert_eq(cfg.group_require_clock_sync, 0);
     cr_assert_eq(cfg.group_handle_ttl_s, 9);
     bridge_config_free(&cfg);
-    cr_assert_eq(bridge_config_load_string(&cfg, "t", "[peer self]\nadmin_socket = /a\n", err,
-                                           sizeof(err)),
-                 -1);
+    cr_assert_eq(
+        bridge_config_load_string(&cfg, "t", "[peer self]\nadmin_socket = /a\n", err, sizeof(err)),
+        -1);
     cr_assert(strstr(err, "self"), "%s", err);
     bridge_config_free(&cfg);
-    cr_assert_eq(bridge_config_load_string(&cfg, "t", "[peer c]\nadmin_socket = rel\n", err,
-                                           sizeof(err)),
-                 -1);
+    cr_assert_eq(
+        bridge_config_load_string(&cfg, "t", "[peer c]\nadmin_socket = rel\n", err, sizeof(err)),
+        -1);
     bridge_config_free(&cfg);
-    cr_assert_eq(bridge_config_load_string(&cfg, "t", "[bridge]\ndatabase = /tmp/x.db\n", err,
-                                           sizeof(err)),
-                 0, "%s", err);
+    cr_assert_eq(
+        bridge_config_load_string(&cfg, "t", "[bridge]\ndatabase = /tmp/x.db\n", err, sizeof(err)),
+        0, "%s", err);
     cr_assert_eq(cfg.group_require_clock_sync, 1, "required by default");
     cr_assert_eq(cfg.group_min_lead_ms, 1000);
     bridge_config_free(&cfg);

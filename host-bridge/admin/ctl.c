@@ -323,8 +323,8 @@ void bridge_admin_close(struct bridge *br)
 
 /* ---- client ---- */
 
-static const char *const ctl_commands[] = {"status",  "tiers",   "start",   "stop",
-                                           "suspend", "resume",  "pin",     "unpin",
+static const char *const ctl_commands[] = {"status",  "tiers",   "start",    "stop",
+                                           "suspend", "resume",  "pin",      "unpin",
                                            "demote",  "promote", "schedule", "group"};
 
 int bridge_admin_is_ctl_command(const char *cmd)
@@ -421,8 +421,10 @@ static int group_request(json_object *req, int argc, char **argv)
         (!strcmp(sub, "resume") && (argc == 3 || argc == 4))) {
         at = parse_at(argv[2]);
         if (at < 0) {
-            fprintf(stderr, "vmstate-admin: group %s: '%s' is not a time (+SECONDS or unix "
-                            "seconds)\n", sub, argv[2]);
+            fprintf(stderr,
+                    "vmstate-admin: group %s: '%s' is not a time (+SECONDS or unix "
+                    "seconds)\n",
+                    sub, argv[2]);
             return -1;
         }
         json_object_object_add(req, "at_ns", json_object_new_int64(at));

@@ -88,8 +88,8 @@ json_object *group_db_members(struct bridge_db *db, const char *group)
     sqlite3_bind_text(st, 1, group, -1, SQLITE_TRANSIENT);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_object *m = json_object_new_object();
-        json_object_object_add(
-            m, "bridge", json_object_new_string((const char *)sqlite3_column_text(st, 0)));
+        json_object_object_add(m, "bridge",
+                               json_object_new_string((const char *)sqlite3_column_text(st, 0)));
         json_object_object_add(m, "vm",
                                json_object_new_string((const char *)sqlite3_column_text(st, 1)));
         json_object_array_add(a, m);
@@ -102,8 +102,8 @@ json_object *group_db_members(struct bridge_db *db, const char *group)
     return a;
 }
 
-int group_db_history_add(struct bridge_db *db, const char *group, const char *op,
-                         int64_t target_ns, const char *outcome, const char *detail)
+int group_db_history_add(struct bridge_db *db, const char *group, const char *op, int64_t target_ns,
+                         const char *outcome, const char *detail)
 {
     sqlite3_stmt *st = prep(db, "INSERT INTO group_history (grp, at, op, target_ns, outcome, "
                                 "detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");

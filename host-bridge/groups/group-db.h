@@ -19,8 +19,8 @@ int group_db_add(struct bridge_db *db, const char *group, const char *bridge, co
 /* The members of @group as a JSON array of {"bridge","vm"} (NULL on error). */
 json_object *group_db_members(struct bridge_db *db, const char *group);
 /* Append an operation's outcome to @group's history; @detail is JSON text. 0, or -1. */
-int group_db_history_add(struct bridge_db *db, const char *group, const char *op,
-                         int64_t target_ns, const char *outcome, const char *detail);
+int group_db_history_add(struct bridge_db *db, const char *group, const char *op, int64_t target_ns,
+                         const char *outcome, const char *detail);
 /* @group's last @limit history entries, newest first (NULL on error). */
 json_object *group_db_history(struct bridge_db *db, const char *group, int limit);
 

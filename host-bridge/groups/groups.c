@@ -25,12 +25,12 @@
 #include "peer.h"
 #include "vms-log.h"
 
-#define GROUP_VMS_MAX      16
-#define GROUP_RUNS_MAX     8
-#define PREPARE_TIMEOUT_S  15.0
-#define COMMIT_SLACK_S     600.0 /* after T: the suspends or resumes themselves */
-#define GROUP_NAME_MAX     64
-#define BINDING_MAX        (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
+#define GROUP_VMS_MAX     16
+#define GROUP_RUNS_MAX    8
+#define PREPARE_TIMEOUT_S 15.0
+#define COMMIT_SLACK_S    600.0 /* after T: the suspends or resumes themselves */
+#define GROUP_NAME_MAX    64
+#define BINDING_MAX       (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
 
 /* ---- the participant: one operation per handle slot ---- */
 
@@ -189,8 +189,9 @@ static int parse_binding(struct bridge *br, json_object *req, struct local_op *l
         }
     }
     lo->preserve = !strcmp(policy, "preserve");
-    if (!json_object_object_get_ex(req, "vms", &vms) || !json_object_is_type(vms, json_type_array) ||
-        !json_object_array_length(vms) || json_object_array_length(vms) > GROUP_VMS_MAX) {
+    if (!json_object_object_get_ex(req, "vms", &vms) ||
+        !json_object_is_type(vms, json_type_array) || !json_object_array_length(vms) ||
+        json_object_array_length(vms) > GROUP_VMS_MAX) {
         snprintf(why, whylen, "\"vms\" must be an array of 1..%d VM names", GROUP_VMS_MAX);
         return -1;
     }
@@ -248,8 +249,8 @@ static void sweep(struct bridge_groups *g)
     group_handle_expire(&g->handles, now);
     for (int i = 0; i < GROUP_HANDLES_MAX; i++)
         if (g->ops[i].in_use && !g->ops[i].armed && g->handles.s[i].state != GH_PREPARED) {
-            vms_info(NULL, NULL, "group %s: prepared %s expired without a commit",
-                     g->ops[i].group, op_word(g->ops[i].op));
+            vms_info(NULL, NULL, "group %s: prepared %s expired without a commit", g->ops[i].group,
+                     op_word(g->ops[i].op));
             local_op_free(&g->ops[i]);
         }
 }
@@ -265,7 +266,6 @@ static int vm_in_op(struct bridge_groups *g, struct bridge_vm *vm)
                     return 1;
     return 0;
 }
-
 
 static void do_prepare(struct bridge_groups *g, json_object *req, bridge_lc_done_fn done,
                        void *opaque)
@@ -288,8 +288,7 @@ static void do_prepare(struct bridge_groups *g, json_object *req, bridge_lc_done
         return;
     }
     if (lead < (int64_t)br->cfg->group_min_lead_ms * 1000000ll) {
-        answer_error(done, opaque,
-                     "refused: T is too near: %.0f ms ahead, group_min_lead_ms = %u",
+        answer_error(done, opaque, "refused: T is too near: %.0f ms ahead, group_min_lead_ms = %u",
                      lead / 1e6, br->cfg->group_min_lead_ms);
         return;
     }
@@ -362,8 +361,7 @@ static void local_finish(struct local_op *lo)
     json_object_object_add(o, "skew_us", json_object_new_int64(hi_us - lo_us));
     json_object_object_add(o, "vms", a);
     if (!all_ok)
-        json_object_object_add(o, "error",
-                               json_object_new_string("some VMs failed (see \"vms\")"));
+        json_object_object_add(o, "error", json_object_new_string("some VMs failed (see \"vms\")"));
     vms_info(NULL, NULL, "group %s: %s at T done on this bridge (%s, skew %lld us)", lo->group,
              op_word(lo->op), all_ok ? "all ok" : "FAILURES", (long long)(hi_us - lo_us));
     if (lo->done)
@@ -451,8 +449,7 @@ static void on_vm_held(void *opaque, int ok, json_object *result)
     v->result = result;
     v->held = 1;
     if (v->op->fired && !v->cont_sent) {
-        vms_warn(v->vm->cfg->name, NULL, "group %s: loaded after T: cont now (late)",
-                 v->op->group);
+        vms_warn(v->vm->cfg->name, NULL, "group %s: loaded after T: cont now (late)", v->op->group);
         send_cont(v);
     }
 }
@@ -494,8 +491,7 @@ static void on_timer(struct bridge_watch *w, uint32_t revents)
 
 /* Look the handle of @req up in state @want: the operation, or NULL (answered). */
 static struct local_op *find_op(struct bridge_groups *g, json_object *req,
-                                enum group_handle_state want, bridge_lc_done_fn done,
-                                void *opaque)
+                                enum group_handle_state want, bridge_lc_done_fn done, void *opaque)
 {
     struct local_op tmp;
     char binding[BINDING_MAX], why[320];
@@ -587,8 +583,7 @@ static void do_abort(struct bridge_groups *g, json_object *req, bridge_lc_done_f
     }
     lo = &g->ops[slot];
     if (lo->armed && (lo->fired || lo->op == BRIDGE_LC_RESUME)) {
-        answer_error(done, opaque,
-                     "refused: too late to abort: the %s has started on this bridge",
+        answer_error(done, opaque, "refused: too late to abort: the %s has started on this bridge",
                      op_word(lo->op));
         return;
     }
@@ -708,8 +703,8 @@ static void run_end(struct control_run *run, const char *outcome)
                                       op_word(run->op), outcome);
         for (size_t i = 0; i < run->n && off < sizeof(msg); i++)
             if (run->b[i].why[0])
-                off += (size_t)snprintf(msg + off, sizeof(msg) - off, "; %s: %s",
-                                        run->b[i].name, run->b[i].why);
+                off += (size_t)snprintf(msg + off, sizeof(msg) - off, "; %s: %s", run->b[i].name,
+                                        run->b[i].why);
         json_object_object_add(o, "error", json_object_new_string(msg));
     }
     if (ok)
@@ -739,7 +734,7 @@ static void take_reply(struct run_bridge *b, json_object *reply, const char *why
     else if (!b->ok)
         snprintf(b->why, sizeof(b->why), "%s",
                  json_object_object_get_ex(reply, "error", &v) ? json_object_get_string(v)
-                                                                : "refused");
+                                                               : "refused");
 }
 
 static void on_commit_reply(void *opaque, json_object *reply, const char *why)
@@ -752,8 +747,8 @@ static void on_commit_reply(void *opaque, json_object *reply, const char *why)
     if (!b->ok && !run->aborted && realtime_ns() < run->at_ns) {
         /* a bridge that cannot honour its commit (restarted, gone): the others stop too */
         run->aborted = 1;
-        vms_warn(NULL, NULL, "group %s: %s failed its commit (%s): aborting the others",
-                 run->group, b->name, b->why);
+        vms_warn(NULL, NULL, "group %s: %s failed its commit (%s): aborting the others", run->group,
+                 b->name, b->why);
         for (size_t i = 0; i < run->n; i++)
             if (!run->b[i].replied)
                 send_abort(run, &run->b[i]);
@@ -763,8 +758,9 @@ static void on_commit_reply(void *opaque, json_object *reply, const char *why)
     for (size_t i = 0; i < run->n; i++)
         n_ok += (size_t)run->b[i].ok;
     /* "half": some bridges did it and some did not — the history says which */
-    run_end(run, n_ok == run->n ? "done" : n_ok == 0 ? (run->aborted ? "aborted" : "failed")
-                                                     : "half");
+    run_end(run, n_ok == run->n ? "done"
+                 : n_ok == 0    ? (run->aborted ? "aborted" : "failed")
+                                : "half");
 }
 
 static void on_prepare_reply(void *opaque, json_object *reply, const char *why)
@@ -876,7 +872,8 @@ static void control_start(struct bridge_groups *g, enum bridge_lc_op op, json_ob
             if (!strcmp(run->b[k].name, json_object_get_string(bn)))
                 b = &run->b[k];
         if (!b) {
-            if (run->n >= BRIDGE_PEERS_MAX + 1 || !group_peer_known(br, json_object_get_string(bn))) {
+            if (run->n >= BRIDGE_PEERS_MAX + 1 ||
+                !group_peer_known(br, json_object_get_string(bn))) {
                 answer_error(done, opaque, "group %s: bridge '%s' is not a [peer] of this bridge",
                              group, json_object_get_string(bn));
                 json_object_put(members);

@@ -57,8 +57,8 @@ int group_handle_issue(struct group_handles *h, const char *binding, int64_t now
     return slot;
 }
 
-int group_handle_find(struct group_handles *h, const char *hex, const char *binding,
-                      int64_t now_ns, enum group_handle_state want, const char **why)
+int group_handle_find(struct group_handles *h, const char *hex, const char *binding, int64_t now_ns,
+                      enum group_handle_state want, const char **why)
 {
     unsigned char key[GROUP_HANDLE_BYTES], d[32];
     size_t len = 0;
@@ -93,9 +93,8 @@ int group_handle_find(struct group_handles *h, const char *hex, const char *bind
         return -1;
     }
     if (h->s[slot].state != want) {
-        *why = h->s[slot].state == GH_USED || h->s[slot].state == GH_ARMED
-                   ? "handle already used"
-                   : "handle not committed";
+        *why = h->s[slot].state == GH_USED || h->s[slot].state == GH_ARMED ? "handle already used"
+                                                                           : "handle not committed";
         return -1;
     }
     return slot;

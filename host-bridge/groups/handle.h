@@ -58,8 +58,8 @@ int group_handle_issue(struct group_handles *h, const char *binding, int64_t now
  * bridge that has restarted since), expired (the slot is freed), or already used / not
  * in the state @want.
  */
-int group_handle_find(struct group_handles *h, const char *hex, const char *binding,
-                      int64_t now_ns, enum group_handle_state want, const char **why);
+int group_handle_find(struct group_handles *h, const char *hex, const char *binding, int64_t now_ns,
+                      enum group_handle_state want, const char **why);
 
 /* Expire PREPARED handles past their time (tombstones) and free old tombstones (@now_ns).
  * Returns how many slots changed. */

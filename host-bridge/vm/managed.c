@@ -620,8 +620,7 @@ static const char *op_name(enum bridge_lc_op op);
 static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_done_fn done,
                      void *opaque);
 
-int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char *why,
-                               size_t whylen)
+int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char *why, size_t whylen)
 {
     struct bridge_managed *m = vm->mgd;
     const char *want = op == BRIDGE_LC_SUSPEND ? "running" : "suspended";
@@ -654,8 +653,7 @@ int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char 
                                     : "QMP is not connected");
             return -1;
         }
-        if (!t || statvfs(t->path, &sv) < 0 ||
-            (uint64_t)sv.f_bavail * sv.f_frsize < need) {
+        if (!t || statvfs(t->path, &sv) < 0 || (uint64_t)sv.f_bavail * sv.f_frsize < need) {
             snprintf(why, whylen,
                      "%s: tier %s cannot hold the checkpoint: %llu bytes free on its file "
                      "system, %llu needed",
