@@ -367,6 +367,7 @@ def test_refusals(t):
     ok, show = t.admin("group", "show", "grp")
     check(show.get("history", [{}])[0].get("outcome") in ("aborted", "failed"),
           f"the history records it for an admin: {show.get('history', [{}])[0].get('outcome')}")
+    t.attach_all()
 
 
 def test_handles(t):
