@@ -1047,9 +1047,15 @@ void bridge_groups_free(struct bridge *br)
         if (g->runs[i].in_use)
             run_free(&g->runs[i]);
     group_peer_close_all(br);
-    for (int i = 0; i < GROUP_HANDLES_MAX; i++)
-        if (g->ops[i].in_use)
-            local_op_free(&g->ops[i]);
+    for (int i = 0; i < GROUP_HANDLES_MAX; i++) {
+        if (!g->ops[i].in_use)
+            continue;
+        /* a suspend or resume still running answers its VM's op later (or at the VM's
+         * teardown): it must not reach this freed operation */
+        for (size_t k = 0; k < g->ops[i].n; k++)
+            bridge_managed_forget(br, &g->ops[i].v[k]);
+        local_op_free(&g->ops[i]);
+    }
     free(g);
     br->groups = NULL;
 }
