@@ -84,6 +84,7 @@ static const struct field_desc field_table[VMS_F__COUNT] = {
     FIELD(VMS_F_HYPERVISOR_VERSION, "hypervisor_version", FK_TEXT, hypervisor_version),
     FIELD(VMS_F_OPS, "ops", FK_TEXT, ops),
     FIELD(VMS_F_QUOTAS, "quotas", FK_QUOTAS, quotas),
+    FIELD(VMS_F_MODE, "mode", FK_ID, mode),
 };
 
 static const char *const kind_signature[] = {

@@ -141,9 +141,15 @@ enum vms_field {
     VMS_F_HYPERVISOR_VERSION, /* hostinfo: e.g. "QEMU 7.2.0" */
     VMS_F_OPS,                /* hostinfo: operations this principal may request here */
     VMS_F_QUOTAS,             /* hostinfo: (name, limit, used) per quota */
+    VMS_F_MODE,               /* set-memory Request/Event: "online" (default) or "offline" */
     VMS_F__COUNT
 };
 #define VMS_BIT(f) (1ull << (f))
+
+/* set-memory's "mode": online (balloon / hotplug in the running guest; the default when
+ * absent) or offline (a managed VM: shut down, change its memory, boot again). */
+#define VMS_MEM_MODE_ONLINE  "online"
+#define VMS_MEM_MODE_OFFLINE "offline"
 
 /* A follow-up operation inside a restore (Request "followups", a(st)): op and its argument
  * (set-memory: bytes; hostinfo: 0). */
@@ -215,7 +221,8 @@ struct vms_msg {
     char reason[VMS_STR_MAX + 1];
     char creator[VMS_STR_MAX + 1];
     char hypervisor_version[VMS_STR_MAX + 1];
-    char ops[VMS_STR_MAX + 1]; /* space-separated operation names */
+    char ops[VMS_STR_MAX + 1];  /* space-separated operation names */
+    char mode[VMS_STR_MAX + 1]; /* set-memory: VMS_MEM_MODE_* */
 
     struct vms_followup followups[VMS_FOLLOWUPS_MAX];
     size_t n_followups;

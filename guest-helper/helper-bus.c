@@ -193,10 +193,15 @@ struct request_method {
 };
 
 static const struct request_method request_methods[] = {
-    {"Save", "ssaya{ss}", VMS_OP_SAVE},      {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
-    {"ListStates", "sa{ss}", VMS_OP_LIST},   {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
-    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO}, {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
-    {"Suspend", "sa{ss}", VMS_OP_SUSPEND},   {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
+    {"Save", "ssaya{ss}", VMS_OP_SAVE},
+    {"Restore", "ssaya{ss}", VMS_OP_RESTORE},
+    {"ListStates", "sa{ss}", VMS_OP_LIST},
+    {"DeleteState", "ssa{ss}", VMS_OP_DELETE},
+    {"HostInfo", "sa{ss}", VMS_OP_HOSTINFO},
+    {"SetMemory", "tsa{ss}", VMS_OP_SET_MEMORY},
+    {"Suspend", "sa{ss}", VMS_OP_SUSPEND},
+    {"RestoreWith", "ssaya(st)a{ss}", VMS_OP_RESTORE},
+    {"SetMemoryMode", "tssa{ss}", VMS_OP_SET_MEMORY},
 };
 
 /* RestoreWith's follow-ups a(st) into @req: known operations that make sense inside a
@@ -324,6 +329,16 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
             break;
         }
         vms_msg_set_u64(&req, VMS_F_BYTES, bytes);
+        if (!strcmp(rm->name, "SetMemoryMode")) { /* (bytes, mode, app_id, credentials) */
+            const char *mode;
+            dbus_message_iter_get_basic(&it, &mode);
+            dbus_message_iter_next(&it);
+            if (strcmp(mode, VMS_MEM_MODE_ONLINE) && strcmp(mode, VMS_MEM_MODE_OFFLINE)) {
+                snprintf(why, sizeof(why), "mode '%.32s' unknown (online, offline)", mode);
+                break;
+            }
+            vms_msg_set_str(&req, VMS_F_MODE, mode);
+        }
         take_id(&it, &req, VMS_F_APP_ID, "app id", why, sizeof(why));
         break;
     }
@@ -615,6 +630,7 @@ static int append_details(DBusMessageIter *it, const struct vms_msg *ev)
     U64_DETAIL(VMS_F_MEM_MAX, "mem_max", mem_max)
     STR_DETAIL(VMS_F_HYPERVISOR_VERSION, "hypervisor_version", hypervisor_version)
     STR_DETAIL(VMS_F_OPS, "ops", ops)
+    STR_DETAIL(VMS_F_MODE, "mode", mode)
 #undef STR_DETAIL
 #undef U64_DETAIL
     if (ok && vms_msg_has(ev, VMS_F_RESULTS)) {

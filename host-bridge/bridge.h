@@ -213,11 +213,13 @@ int bridge_vm_restored(struct bridge_vm *vm, const struct bridge_request *r, con
 /*
  * Fill @ev with host information for request @r of @vm (issue 14: host memory and CPUs,
  * load, the VM's memory bounds, free space of its state storage, versions, the operations
- * the principal may request for r's uid and the VM's quotas with their use); @mem_bytes: the
- * guest's memory from the backend.
+ * the principal may request for r's uid and the VM's quotas with their use); @mem: the
+ * backend's query_memory answer (the guest's memory, its boot size, vCPUs and the
+ * hypervisor's version when the backend knows them).
  */
-void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
-                          struct vms_msg *ev);
+struct bridge_backend_result;
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
+                          const struct bridge_backend_result *mem, struct vms_msg *ev);
 
 /* ---- guest.c ---- */
 

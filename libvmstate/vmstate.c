@@ -144,7 +144,7 @@ static struct event_priv *event_new(enum vmstate_event_type type, DBusMessage *m
     e->pub.type = type;
     e->pub.request_id = e->pub.operation = e->pub.message = e->pub.state_id = e->pub.label =
         e->pub.app_id = e->pub.reason = e->pub.parent_id = e->pub.hostname = e->pub.bridge_version =
-            e->pub.creator = e->pub.hypervisor_version = e->pub.ops = "";
+            e->pub.creator = e->pub.hypervisor_version = e->pub.ops = e->pub.mode = "";
     if (m)
         e->msg = dbus_message_ref(m);
     return e;
@@ -270,6 +270,8 @@ static void read_details(DBusMessageIter *dict, struct event_priv *e)
                 e->pub.hypervisor_version = s;
             else if (!strcmp(key, "ops"))
                 e->pub.ops = s;
+            else if (!strcmp(key, "mode"))
+                e->pub.mode = s;
         } else if (t == DBUS_TYPE_UINT64) {
             static const struct {
                 const char *key;
@@ -933,25 +935,40 @@ int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQ
     return request(v, m, request_id);
 }
 
-int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+/* SetMemory, or SetMemoryMode when @mode is not NULL. */
+static int set_memory(vmstate *v, uint64_t bytes, const char *mode,
+                      char request_id[VMSTATE_REQUEST_ID_LEN + 1])
 {
     DBusMessage *m;
     const char *app;
     dbus_uint64_t b = bytes;
-    int rc;
+    int rc, ok;
 
     if (v && bytes == 0)
         return fail(v, VMSTATE_E_INVALID, "bytes must be greater than 0");
-    m = begin(v, "SetMemory", request_id, &rc);
+    m = begin(v, mode ? "SetMemoryMode" : "SetMemory", request_id, &rc);
     if (!m)
         return rc;
     app = v->app_id;
-    if (!dbus_message_append_args(m, DBUS_TYPE_UINT64, &b, DBUS_TYPE_STRING, &app,
-                                  DBUS_TYPE_INVALID)) {
+    ok = dbus_message_append_args(m, DBUS_TYPE_UINT64, &b, DBUS_TYPE_INVALID) &&
+         (!mode || dbus_message_append_args(m, DBUS_TYPE_STRING, &mode, DBUS_TYPE_INVALID)) &&
+         dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID);
+    if (!ok) {
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
     return request(v, m, request_id);
+}
+
+int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return set_memory(v, bytes, NULL, request_id);
+}
+
+int vmstate_set_memory_offline(vmstate *v, uint64_t bytes,
+                               char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+{
+    return set_memory(v, bytes, "offline", request_id);
 }
 
 int vmstate_inhibit(vmstate *v, const char *request_id, const char *reason)

@@ -139,6 +139,13 @@ int vmstate_suspend(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 /* @bytes > 0. The completion carries the target in bytes and the size the guest reached in
  * mem_bytes: a guest may stop short (it gave back what it could; message says so). */
 int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
+/*
+ * vmstate_set_memory with @offline 1: on a VM the host bridge manages, the host shuts the
+ * guest down, sets its memory to @bytes and boots it again; the completion (mode "offline")
+ * reaches this app id's listeners in the new boot. Other VMs refuse it (status 8).
+ */
+int vmstate_set_memory_offline(vmstate *v, uint64_t bytes,
+                               char request_id[VMSTATE_REQUEST_ID_LEN + 1]);
 
 enum vmstate_event_type {
     VMSTATE_EVENT_COMPLETED = 1, /* a request of this app id finished (status 0 = ok) */
@@ -220,6 +227,8 @@ struct vmstate_event {
     const char *ops; /* space-separated operations this VM's principal may request */
     const struct vmstate_quota *quotas;
     size_t n_quotas;
+    /* set-memory: "online", "offline", or "" (an older host) */
+    const char *mode;
 };
 
 /*

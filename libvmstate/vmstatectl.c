@@ -69,7 +69,9 @@ static void usage(FILE *f)
           "                      draws them by parent\n"
           "  delete STATE_ID     delete a saved state\n"
           "  hostinfo            show host information (waits for the answer)\n"
-          "  set-memory BYTES    resize the VM's memory (suffixes K, M, G)\n"
+          "  set-memory BYTES    resize the VM's memory (suffixes K, M, G); with --offline\n"
+          "                      (a managed VM) the host shuts the guest down, changes its\n"
+          "                      memory and boots it again: the answer comes in the new boot\n"
           "  suspend             ask the host to suspend this VM (a managed VM); with --wait,\n"
           "                      the answer comes once the host has resumed it\n"
           "  watch               print this app id's events, save announcements, states saved\n"
@@ -89,6 +91,7 @@ static void usage(FILE *f)
           "      --data-file F     app data read from F (at most 64 KiB)\n"
           "      --then-set-memory BYTES, --then-hostinfo\n"
           "                        restore only: operations the host runs inside the restore\n"
+          "      --offline         set-memory only: shut down, resize, boot again (managed VM)\n"
           "      --address ADDR    D-Bus address instead of the system bus (env\n"
           "                        VMSTATE_BUS_ADDRESS)\n"
           "  -h, --help            this text\n"
@@ -280,6 +283,8 @@ static json_object *event_json(const struct vmstate_event *ev)
     if (!strcmp(ev->operation, "set-memory") || ev->bytes) {
         json_object_object_add(o, "bytes", json_object_new_uint64(ev->bytes));
         json_object_object_add(o, "mem_bytes", json_object_new_uint64(ev->mem_bytes));
+        if (ev->mode[0])
+            json_object_object_add(o, "mode", json_object_new_string(ev->mode));
     }
     if (ev->n_results) {
         json_object *arr = json_object_new_array();
@@ -389,15 +394,22 @@ static void print_event(const struct vmstate_event *ev, int json)
                 printf("  hypervisor: %s\n", ev->hypervisor_version);
             if (ev->ops[0])
                 printf("  allowed operations: %s\n", ev->ops);
-            for (size_t i = 0; i < ev->n_quotas; i++)
-                printf("  quota %s: %llu used of %llu%s\n", ev->quotas[i].name,
-                       (unsigned long long)ev->quotas[i].used,
-                       (unsigned long long)ev->quotas[i].limit,
-                       ev->quotas[i].limit ? "" : " (no limit)");
+            for (size_t i = 0; i < ev->n_quotas; i++) {
+                const struct vmstate_quota *q = &ev->quotas[i];
+                if (!strncmp(q->name, "tier:", 5)) /* a managed VM's tier: capacity, reserved */
+                    printf("  tier %s: %llu bytes free of %llu\n", q->name + 5,
+                           (unsigned long long)(q->limit > q->used ? q->limit - q->used : 0),
+                           (unsigned long long)q->limit);
+                else
+                    printf("  quota %s: %llu used of %llu%s\n", q->name,
+                           (unsigned long long)q->used, (unsigned long long)q->limit,
+                           q->limit ? "" : " (no limit)");
+            }
         }
         if ((!strcmp(ev->operation, "set-memory") && ev->status == 0) || ev->bytes)
-            printf("  memory: %llu bytes (target %llu bytes)\n", (unsigned long long)ev->mem_bytes,
-                   (unsigned long long)ev->bytes);
+            printf("  memory: %llu bytes (target %llu bytes%s%s)\n",
+                   (unsigned long long)ev->mem_bytes, (unsigned long long)ev->bytes,
+                   ev->mode[0] ? ", mode " : "", ev->mode);
         if (ev->creator[0])
             printf("  created by: %s\n", ev->creator);
         for (size_t i = 0; i < ev->n_results; i++)
@@ -680,6 +692,7 @@ int main(int argc, char **argv)
                                              {"address", required_argument, NULL, 'A'},
                                              {"then-set-memory", required_argument, NULL, 'M'},
                                              {"then-hostinfo", no_argument, NULL, 'H'},
+                                             {"offline", no_argument, NULL, 'O'},
                                              {"help", no_argument, NULL, 'h'},
                                              {"version", no_argument, NULL, 'V'},
                                              {"tree", no_argument, NULL, 'T'},
@@ -691,6 +704,7 @@ int main(int argc, char **argv)
     static char data[VMSTATE_APP_DATA_MAX];
     size_t data_len = 0;
     uint64_t bytes = 0, then_bytes = 0;
+    int offline = 0;
     struct vmstate_followup followups[VMSTATE_FOLLOWUPS_MAX];
     size_t n_followups = 0;
     vmstate *v = NULL;
@@ -743,6 +757,9 @@ int main(int argc, char **argv)
         case 'A':
             o.address = optarg;
             break;
+        case 'O':
+            offline = 1;
+            break;
         case 'M':
             if (parse_bytes(optarg, &then_bytes) < 0 || n_followups >= VMSTATE_FOLLOWUPS_MAX) {
                 fprintf(stderr, "vmstatectl: bad --then-set-memory size '%s'\n", optarg);
@@ -793,6 +810,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "vmstatectl: unexpected argument '%s'\n", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (offline && strcmp(cmd, "set-memory") != 0) {
+        fprintf(stderr, "vmstatectl: --offline goes with set-memory\n");
         return EXIT_USAGE;
     }
     if (n_followups && strcmp(cmd, "restore") != 0) {
@@ -870,6 +891,8 @@ int main(int argc, char **argv)
         rc = vmstate_restore(v, arg, data, data_len, rid);
     else if (!strcmp(cmd, "delete"))
         rc = vmstate_delete(v, arg, rid);
+    else if (!strcmp(cmd, "set-memory") && offline)
+        rc = vmstate_set_memory_offline(v, bytes, rid);
     else if (!strcmp(cmd, "set-memory"))
         rc = vmstate_set_memory(v, bytes, rid);
     else if (!strcmp(cmd, "list"))

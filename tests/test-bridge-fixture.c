@@ -43,6 +43,7 @@ static void fake_tick(struct bridge_backend *b, double now)
 static int fake_record(struct bridge_backend *b, enum vms_op op, const char *tag,
                        bridge_backend_done_fn done, void *opaque)
 {
+    b->last_paused = b->paused;
     b->done = done;
     b->opaque = opaque;
     b->last_op = op;
@@ -87,6 +88,20 @@ static int fake_balloon(struct bridge_backend *b, uint64_t bytes, bridge_backend
     (void)bytes;
     return fake_record(b, VMS_OP_SET_MEMORY, NULL, d, o);
 }
+/* restore_paused: a restore that leaves the guest paused (QMP's stop + snapshot-load) */
+static int fake_restore_paused(struct bridge_backend *b, const char *tag, const char *job,
+                               bridge_backend_done_fn d, void *o)
+{
+    (void)job;
+    b->paused_loads++;
+    b->paused = 1;
+    return fake_record(b, VMS_OP_RESTORE, tag, d, o);
+}
+static int fake_cont(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
+{
+    b->paused = 0;
+    return fake_record(b, VMS_OP_UNKNOWN, "cont", d, o);
+}
 static int fake_list(struct bridge_backend *b, bridge_backend_done_fn d, void *o)
 {
     b->list_done = d;
@@ -122,6 +137,8 @@ static const struct bridge_backend_ops fake_ops = {
     .query_memory = fake_mem,
     .set_balloon = fake_balloon,
     .list_snapshots = fake_list,
+    .restore_paused = fake_restore_paused,
+    .cont = fake_cont,
 };
 
 static void fake_complete(const struct bridge_backend_result *r)
@@ -134,7 +151,10 @@ static void fake_complete(const struct bridge_backend_result *r)
 
 void fake_finish(enum vms_status st)
 {
-    struct bridge_backend_result r = {.status = st, .mem_bytes = 128u << 20};
+    /* query_memory's extras too (the bridge reads them for hostinfo only) */
+    struct bridge_backend_result r = {
+        .status = st, .mem_bytes = 128u << 20, .base_bytes = 128u << 20, .vcpus = 2};
+    snprintf(r.hypervisor_version, sizeof(r.hypervisor_version), "QEMU 7.2.0");
     fake_complete(&r);
 }
 

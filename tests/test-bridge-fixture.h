@@ -27,6 +27,9 @@ struct bridge_backend {
     bridge_backend_done_fn list_done;
     void *list_opaque;
     int lists;
+    /* restore_paused and cont: the guest is held paused in between; last_paused: it was when
+     * the last operation was asked for */
+    int paused, last_paused, paused_loads;
 };
 extern struct bridge_backend fake;
 /* Complete the pending backend operation with @st. */

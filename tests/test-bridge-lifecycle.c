@@ -194,3 +194,17 @@ Test(lifecycle, garbage_is_deleted_once, .init = setup, .fini = teardown)
     cr_assert_neq(access(f, F_OK), 0, "deleted");
     cr_assert_eq(bridge_db_garbage_collect(&db), 0, "and forgotten");
 }
+
+/* Issue 14: an offline set-memory's size is journaled with the VM's row (kept by a restart). */
+Test(lifecycle, memory_set_offline_is_journaled, .init = setup, .fini = teardown)
+{
+    struct bridge_db_managed m;
+
+    cr_assert_eq(bridge_db_managed_get(&db, "a", &m), 0);
+    cr_assert_eq(m.memory_bytes, 0, "a new VM runs with its configured memory");
+    m.memory_bytes = 192u << 20;
+    cr_assert_eq(bridge_db_managed_put(&db, &m), 0);
+    memset(&m, 0, sizeof(m));
+    cr_assert_eq(bridge_db_managed_get(&db, "a", &m), 0);
+    cr_assert_eq(m.memory_bytes, 192u << 20);
+}

@@ -133,8 +133,11 @@ static void accept_and_greet(void)
     }
     cr_assert_geq(sfd, 0, "the backend did not connect");
     rxlen = 0;
-    server_send("{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"]}}");
+    server_send("{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 1, \"minor\": 2, \"major\": 7}, "
+                "\"package\": \"\"}, \"capabilities\": [\"oob\"]}}");
     json_object_put(expect("qmp_capabilities", "{}"));
+    /* hostinfo's vCPU count, asked once per connection */
+    json_object_put(expect("query-cpus-fast", "[{\"cpu-index\": 0}, {\"cpu-index\": 1}]"));
     for (int i = 0; i < 50 && !bridge_backend_qmp.is_ready(be); i++)
         pump(1);
     cr_assert(bridge_backend_qmp.is_ready(be));
@@ -273,6 +276,32 @@ Test(qmp, job_error_text_reported)
     cr_assert_str_eq(last.message, "Snapshot 'st-1' does not exist");
 }
 
+/* A restore with follow-ups (issue 14): stop first, so that snapshot-load leaves the guest
+ * paused; a refused stop ends it before anything is loaded. */
+Test(qmp, restore_paused_stops_before_the_load)
+{
+    json_object *o;
+    char line[256];
+
+    cr_assert_eq(bridge_backend_qmp.restore_paused(be, "st-1", "vms-p", on_done, NULL), 0);
+    json_object_put(expect("stop", "{}"));
+    o = expect("snapshot-load", "{}");
+    json_object_put(o);
+    conclude_job("vms-p", "[{\"id\": \"vms-p\", \"status\": \"concluded\"}]", 1);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+
+    cr_assert_eq(bridge_backend_qmp.restore_paused(be, "st-1", "vms-q", on_done, NULL), 0);
+    o = expect("stop", NULL);
+    snprintf(line, sizeof(line),
+             "{\"error\": {\"class\": \"GenericError\", \"desc\": \"cannot stop\"}, \"id\": %ld}",
+             cmd_id(o));
+    json_object_put(o);
+    server_send(line);
+    wait_done(2);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
+    cr_assert_str_eq(last.message, "cannot stop");
+}
+
 Test(qmp, command_error_and_timeout)
 {
     json_object *o;
@@ -302,6 +331,10 @@ Test(qmp, command_error_and_timeout)
     wait_done(2);
     cr_assert_eq(last.status, VMS_STATUS_OK);
     cr_assert_eq(last.mem_bytes, 134217728);
+    /* hostinfo's view of the VM: boot size, vCPUs (connect), the greeting's version */
+    cr_assert_eq(last.base_bytes, 134217728);
+    cr_assert_eq(last.vcpus, 2);
+    cr_assert_str_eq(last.hypervisor_version, "QEMU 7.2.1");
 
     /* QEMU does not answer: the command times out */
     cr_assert_eq(bridge_backend_qmp.set_balloon(be, 1u << 27, on_done, NULL), 0);

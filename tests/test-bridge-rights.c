@@ -37,6 +37,7 @@ struct req {
     long uid; /* -1: no uid field (an older helper) */
     const struct vms_followup *followups;
     size_t n_followups;
+    const char *mode; /* set-memory */
 };
 
 /* Send @q into vm1 with a fresh id (written to @id). */
@@ -57,6 +58,8 @@ static void send_req(char id[VMS_REQUEST_ID_LEN + 1], const struct req *q)
         vms_msg_set_u64(&m, VMS_F_UID, (uint64_t)q->uid);
     if (!strcmp(q->op, "set-memory"))
         vms_msg_set_u64(&m, VMS_F_BYTES, 128u << 20);
+    if (q->mode)
+        vms_msg_set_str(&m, VMS_F_MODE, q->mode);
     for (size_t i = 0; i < q->n_followups; i++)
         cr_assert_eq(vms_msg_add_followup(&m, q->followups[i].op, q->followups[i].arg), 0);
     bridge_guest_input(&vm1, &vm1.a.ch, &m);
@@ -208,13 +211,20 @@ Test(rights, followups_checked_before_anything_runs_then_run_inside_the_restore)
     cr_assert_str_eq(r.followups, "set-memory=268435456 hostinfo=0");
     bridge_request_clear(&r);
     cr_assert_eq(fake.last_op, VMS_OP_RESTORE);
+    cr_assert_eq(fake.paused_loads, 1, "a restore with follow-ups loads with the guest paused");
     fake_finish(VMS_STATUS_OK); /* the state is loaded */
     drain(&in1);
     cr_assert_null(find(VMS_MSG_TIMELINE, NULL), "timeline before the follow-ups ran");
     cr_assert_eq(fake.last_op, VMS_OP_SET_MEMORY, "set-memory did not run after the load");
+    cr_assert(fake.last_paused, "set-memory ran after the guest resumed");
     fake_finish(VMS_STATUS_ERR_BACKEND); /* an error in a follow-up does not undo the restore */
     cr_assert_eq(fake.last_op, VMS_OP_HOSTINFO);
+    cr_assert(fake.last_paused, "hostinfo ran after the guest resumed");
     fake_finish(VMS_STATUS_OK);
+    cr_assert_str_eq(fake.last_tag, "cont", "the guest is resumed once the follow-ups ran");
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_TIMELINE, NULL), "timeline before the guest resumed");
+    fake_finish(VMS_STATUS_OK); /* resumed; the failed set-memory is not followed again */
     drain(&in1);
     cr_assert_not_null(find(VMS_MSG_TIMELINE, NULL));
     ev = find(VMS_MSG_EVENT, id);
@@ -247,6 +257,11 @@ Test(rights, hostinfo_says_what_the_principal_may_do_and_the_quotas)
     cr_assert_str_eq(ev->ops, "save restore list delete hostinfo set-memory suspend");
     cr_assert(vms_msg_has(ev, VMS_F_HOST_MEM_TOTAL) && ev->host_mem_total > 0);
     cr_assert(vms_msg_has(ev, VMS_F_HOST_CPUS) && ev->host_cpus > 0);
+    /* the VM as the backend describes it */
+    cr_assert(vms_msg_has(ev, VMS_F_VCPUS) && ev->vcpus == 2);
+    cr_assert(vms_msg_has(ev, VMS_F_MEM_BOOT) && ev->mem_boot == 128u << 20);
+    cr_assert_str_eq(ev->hypervisor_version, "QEMU 7.2.0");
+    cr_assert_eq(ev->mem_min, 64u << 20);
     for (size_t i = 0; i < ev->n_quotas; i++)
         if (!strcmp(ev->quotas[i].name, "states")) {
             cr_assert_eq(ev->quotas[i].limit, 8);
@@ -289,4 +304,54 @@ Test(rights, catalogue_reconciled_lost_and_foreign)
     cr_assert_eq(reply_status(id), 0);
     drain(&in1);
     cr_assert_eq(bridge_db_state_owner(&br.db, "vm1", state, &owner), 0);
+}
+
+/* Issue 14: a set-memory whose target the guest's driver reaches only once it runs is given
+ * while paused, then followed again after the resume for the size reached. */
+Test(rights, set_memory_followup_given_while_paused_then_followed_after_the_resume)
+{
+    char state[VMS_STR_MAX + 1], id[VMS_REQUEST_ID_LEN + 1];
+    const struct vms_followup fu[] = {{"set-memory", 256u << 20}};
+    const struct vms_msg *ev;
+
+    save_state(state, sizeof(state));
+    send_req(id,
+             &(struct req){
+                 .op = "restore", .state = state, .uid = 1000, .followups = fu, .n_followups = 1});
+    cr_assert_eq(reply_status(id), 0);
+    fake_finish(VMS_STATUS_OK); /* loaded, paused */
+    cr_assert(fake.last_op == VMS_OP_SET_MEMORY && fake.last_paused);
+    fake_finish(VMS_STATUS_OK); /* the target is given */
+    cr_assert_str_eq(fake.last_tag, "cont");
+    fake_finish(VMS_STATUS_OK);
+    cr_assert(fake.last_op == VMS_OP_SET_MEMORY && !fake.last_paused,
+              "the accepted target is followed after the resume");
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_EVENT, id), "completion before the size was reached");
+    fake_finish(VMS_STATUS_OK);
+    drain(&in1);
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(ev);
+    cr_assert_eq(ev->n_results, 1);
+    cr_assert_eq(ev->results[0].status, 0);
+    cr_assert_eq(ev->bytes, 256u << 20);
+    cr_assert_eq(ev->mem_bytes, 128u << 20, "the size reached, as the backend said");
+}
+
+/* Issue 14: the offline mode needs a managed VM; an unknown mode is invalid. Neither reaches
+ * the hypervisor. */
+Test(rights, offline_set_memory_refused_on_an_attached_vm)
+{
+    char id[VMS_REQUEST_ID_LEN + 1];
+    int calls = fake.calls;
+
+    send_req(id, &(struct req){.op = "set-memory", .uid = 0, .mode = "offline"});
+    cr_assert_eq(reply_status(id), VMS_STATUS_ERR_UNSUPPORTED);
+    cr_assert(strstr(find(VMS_MSG_REPLY, id)->message, "managed = yes"));
+    send_req(id, &(struct req){.op = "set-memory", .uid = 0, .mode = "sideways"});
+    cr_assert_eq(reply_status(id), VMS_STATUS_ERR_INVALID);
+    send_req(id, &(struct req){.op = "set-memory", .uid = 0, .mode = "online"});
+    cr_assert_eq(reply_status(id), 0, "online is the default mode");
+    cr_assert_eq(fake.calls, calls + 1, "only the online set-memory reached the hypervisor");
+    cr_assert_eq(fake.last_op, VMS_OP_SET_MEMORY);
 }

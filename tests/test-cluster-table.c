@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bridge-config.h"
@@ -260,4 +261,88 @@ Test(cluster_table, lease_excludes_a_second_holder)
         rmdir(p);
         rmdir(dir);
     }
+}
+
+/* ---- the [cluster] configuration ---- */
+
+static int load(const char *text, char *err, size_t errlen)
+{
+    struct bridge_config c;
+    int rc = bridge_config_load_string(&c, "t", text, err, errlen);
+    bridge_config_free(&c);
+    return rc;
+}
+
+#define MANAGED "managed = yes\nmemory = 128M\nslow_tier = s\nnodes = d\n"
+#define TIER    "[tier s]\npath = /tmp\ncapacity = 1G\n"
+
+Test(cluster_config, refusals_name_the_key)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[cluster]\nenabled = yes\nhost_vcpus = 2\nhost_memory = 1G\n", "shared_dir"},
+        {"[cluster]\nenabled = yes\nshared_dir = /tmp\nhost_memory = 1G\n", "host_vcpus"},
+        {"[cluster]\nenabled = maybe\n", "enabled"},
+        {"[cluster]\nnode = a b\n", "node"},
+        {"[cluster]\nbogus = 1\n", "bogus"},
+        {"[vm v]\n" MANAGED "ha = yes\nha_hosts = h1\n" TIER, "[cluster] enabled"},
+        {"[cluster]\nenabled = yes\nshared_dir = /tmp\nhost_vcpus = 2\nhost_memory = 1G\n"
+         "[vm v]\n" MANAGED "ha = yes\n" TIER,
+         "ha_hosts"},
+        {"[cluster]\nenabled = yes\nshared_dir = /tmp\nhost_vcpus = 2\nhost_memory = 1G\n"
+         "[vm v]\n" MANAGED "ha = yes\nha_hosts = h1, h/2\n" TIER,
+         "ha_hosts"},
+        {"[cluster]\nenabled = yes\nshared_dir = /tmp\nhost_vcpus = 2\nhost_memory = 1G\n"
+         "[vm v]\nport_a = /a\nport_b = /b\nqmp = /q\nnodes = d\nha = yes\nha_hosts = h1\n",
+         "managed = yes"},
+    };
+    char err[512];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_assert_eq(load(cases[i].text, err, sizeof(err)), -1, "accepted: %s", cases[i].text);
+        cr_assert(strstr(err, cases[i].want), "'%s' does not name %s", err, cases[i].want);
+    }
+}
+
+Test(cluster_config, shared_definitions_and_node_substitution)
+{
+    char dir[] = "/tmp/vms-shared-XXXXXX", path[256], err[512], text[1024];
+    struct bridge_config c;
+    const struct bridge_vm_config *v;
+    FILE *f;
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/vms", dir);
+    cr_assert_eq(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/vms/web1.conf", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "[vm web1]\n" MANAGED "ha = yes\nha_hosts = h2, h1\nrun_dir = /run/x/{node}/web1\n"
+               "qemu_args = -name-ignored {node}\n");
+    fclose(f);
+    snprintf(text, sizeof(text),
+             "[cluster]\nenabled = yes\nnode = h1\nshared_dir = %s\nhost_vcpus = 2\n"
+             "host_memory = 1G\n" TIER,
+             dir);
+    cr_assert_eq(bridge_config_load_string(&c, "t", text, err, sizeof(err)), 0, "%s", err);
+    v = bridge_config_vm(&c, "web1");
+    cr_assert_not_null(v, "the shared definition is read");
+    cr_assert(v->ha);
+    cr_assert_eq(v->n_ha_hosts, 2);
+    cr_assert_str_eq(v->ha_hosts[0], "h2");
+    cr_assert_str_eq(v->run_dir, "/run/x/h1/web1");
+    cr_assert(strstr(v->qemu_args, "-name-ignored h1"), "%s", v->qemu_args);
+    cr_assert_str_eq(v->qmp, "/run/x/h1/web1/qmp.sock");
+    bridge_config_free(&c);
+    /* only [vm] sections on the shared storage: a host's keys stay the host's */
+    f = fopen(path, "a");
+    fprintf(f, "[bridge]\ndatabase = /tmp/x.db\n");
+    fclose(f);
+    cr_assert_eq(bridge_config_load_string(&c, "t", text, err, sizeof(err)), -1);
+    cr_assert(strstr(err, "only [vm NAME]"), "%s", err);
+    bridge_config_free(&c);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/vms", dir);
+    rmdir(path);
+    rmdir(dir);
 }

@@ -465,10 +465,11 @@ int main(int argc, char **argv)
             /* new columns last: scripts index the older ones */
             sql = vm ? "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
                        "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
-                       "ELSE uid END AS uid, followups FROM requests WHERE vm = ? ORDER BY rowid"
+                       "ELSE uid END AS uid, followups, mode FROM requests WHERE vm = ? ORDER BY "
+                       "rowid"
                      : "SELECT vm, id, op, app_id, principal, status, result, message, state_id, "
                        "length(app_data) AS app_data_bytes, epoch, CASE uid WHEN -1 THEN '-' "
-                       "ELSE uid END AS uid, followups FROM requests ORDER BY rowid";
+                       "ELSE uid END AS uid, followups, mode FROM requests ORDER BY rowid";
         else
             sql = vm ? "SELECT vm, epoch, seq, request_id, op, status, reason, acked, superseded "
                        "FROM events WHERE vm = ? ORDER BY seq"

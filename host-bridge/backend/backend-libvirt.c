@@ -387,20 +387,26 @@ static void do_memory(struct bridge_backend *b, struct lv_job *j)
 {
     virDomainMemoryStatStruct st[VIR_DOMAIN_MEMORY_STAT_NR];
     virDomainInfo info;
+    unsigned long hv = 0;
+    const char *type;
     int n = virDomainMemoryStats(b->dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
 
-    for (int i = 0; i < n; i++) {
-        if (st[i].tag == VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON) {
-            j->res.mem_bytes = (uint64_t)st[i].val * 1024u;
-            j->res.status = VMS_STATUS_OK;
-            return;
-        }
-    }
     if (virDomainGetInfo(b->dom, &info) < 0) {
         fail_from_libvirt(j, VMS_STATUS_ERR_BACKEND, "domain info");
         return;
     }
+    /* hostinfo: the domain's vCPUs, its configured (boot) memory, the hypervisor's version
+     * (libvirt encodes it as major * 1000000 + minor * 1000 + micro) */
+    j->res.vcpus = info.nrVirtCpu;
+    j->res.base_bytes = (uint64_t)info.maxMem * 1024u;
+    type = virConnectGetType(b->conn);
+    if (virConnectGetVersion(b->conn, &hv) == 0 && hv)
+        snprintf(j->res.hypervisor_version, sizeof(j->res.hypervisor_version), "%s %lu.%lu.%lu",
+                 type ? type : "hypervisor", hv / 1000000, hv / 1000 % 1000, hv % 1000);
     j->res.mem_bytes = (uint64_t)info.memory * 1024u;
+    for (int i = 0; i < n; i++)
+        if (st[i].tag == VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON)
+            j->res.mem_bytes = (uint64_t)st[i].val * 1024u;
     j->res.status = VMS_STATUS_OK;
 }
 

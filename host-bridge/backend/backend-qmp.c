@@ -126,6 +126,9 @@ struct bridge_backend {
         double last_change, deadline;
         int asking; /* the last query-balloon before it is reported is in flight */
     } bal;
+    /* what hostinfo reports about the VM: from the greeting and query-cpus-fast on connect */
+    char hv_version[64];
+    unsigned vcpus;
 };
 
 static void qmp_disconnect(struct bridge_backend *q, const char *why);
@@ -661,6 +664,53 @@ static int qmp_restore(struct bridge_backend *q, const char *tag, const char *jo
     return job_command(q, VMS_OP_RESTORE, "snapshot-load", tag, job_id, done, opaque);
 }
 
+static enum vms_status err_status(const char *err);
+
+/* restore_paused: `stop` first; snapshot-load then leaves a stopped VM stopped (QEMU resumes
+ * after the load only a VM that was running when it began). */
+struct paused_load {
+    char tag[VMS_STR_MAX + 1], job_id[VMS_STR_MAX + 1];
+    bridge_backend_done_fn done;
+    void *opaque;
+};
+
+static void on_stopped_for_load(struct bridge_backend *q, json_object *ret, const char *err,
+                                void *arg)
+{
+    struct paused_load *p = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK};
+    (void)ret;
+
+    if (!err && job_command(q, VMS_OP_RESTORE, "snapshot-load", p->tag, p->job_id, p->done,
+                            p->opaque) == 0) {
+        free(p);
+        return;
+    }
+    r.status = err ? err_status(err) : VMS_STATUS_ERR_UNAVAILABLE;
+    snprintf(r.message, sizeof(r.message), "%s", err ? err : "cannot start snapshot-load");
+    p->done(p->opaque, &r);
+    free(p);
+}
+
+static int qmp_restore_paused(struct bridge_backend *q, const char *tag, const char *job_id,
+                              bridge_backend_done_fn done, void *opaque)
+{
+    struct paused_load *p;
+
+    if (q->state != Q_READY || q->job.phase != J_IDLE || strlen(tag) > VMS_STR_MAX ||
+        strlen(job_id) > VMS_STR_MAX || !(p = calloc(1, sizeof(*p))))
+        return -1;
+    snprintf(p->tag, sizeof(p->tag), "%s", tag);
+    snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
+    p->done = done;
+    p->opaque = opaque;
+    if (qmp_command(q, "stop", NULL, qmp_timeout(q), on_stopped_for_load, p) < 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
 static int qmp_delete(struct bridge_backend *q, const char *tag, const char *job_id,
                       bridge_backend_done_fn done, void *opaque)
 {
@@ -927,13 +977,27 @@ static int qmp_list_snapshots(struct bridge_backend *q, bridge_backend_done_fn d
     return 0;
 }
 
+/* query_memory's answer: @mem, with the boot size (query-memory-size-summary @summary, may be
+ * NULL), the vCPUs and the version learnt on connect. */
+static void memory_finish(struct bridge_backend *q, struct qmp_call *c, uint64_t mem,
+                          json_object *summary)
+{
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK, .mem_bytes = mem, .vcpus = q->vcpus};
+    json_object *base;
+
+    if (summary && json_object_object_get_ex(summary, "base-memory", &base))
+        r.base_bytes = (uint64_t)json_object_get_int64(base);
+    snprintf(r.hypervisor_version, sizeof(r.hypervisor_version), "%s", q->hv_version);
+    c->done(c->opaque, &r);
+    free(c);
+}
+
 static void on_memory_summary(struct bridge_backend *q, json_object *ret, const char *err,
                               void *arg)
 {
     struct qmp_call *c = arg;
     json_object *base, *plugged;
     uint64_t mem = 0;
-    (void)q;
 
     if (err) {
         call_finish(c, err_status(err), err, 0);
@@ -943,7 +1007,7 @@ static void on_memory_summary(struct bridge_backend *q, json_object *ret, const 
         mem += (uint64_t)json_object_get_int64(base);
     if (json_object_object_get_ex(ret, "plugged-memory", &plugged))
         mem += (uint64_t)json_object_get_int64(plugged);
-    call_finish(c, VMS_STATUS_OK, "", mem);
+    memory_finish(q, c, mem, ret);
 }
 
 /* query_memory with a balloon: its actual size (c->bytes) plus the hot-plugged memory. */
@@ -953,11 +1017,10 @@ static void on_memory_plugged(struct bridge_backend *q, json_object *ret, const 
     struct qmp_call *c = arg;
     json_object *plugged;
     uint64_t mem = c->bytes;
-    (void)q;
 
     if (!err && json_object_object_get_ex(ret, "plugged-memory", &plugged))
         mem += (uint64_t)json_object_get_int64(plugged);
-    call_finish(c, VMS_STATUS_OK, "", mem);
+    memory_finish(q, c, mem, err ? NULL : ret);
 }
 
 static void on_query_balloon(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
@@ -970,7 +1033,7 @@ static void on_query_balloon(struct bridge_backend *q, json_object *ret, const c
         c->bytes = (uint64_t)json_object_get_int64(actual);
         if (qmp_command(q, "query-memory-size-summary", NULL, qmp_timeout(q), on_memory_plugged,
                         c) < 0)
-            call_finish(c, VMS_STATUS_OK, "", c->bytes);
+            memory_finish(q, c, c->bytes, NULL);
         return;
     }
     if (err && (!strcmp(err, "lost") || !strcmp(err, "timeout"))) {
@@ -1438,6 +1501,15 @@ static int qmp_query_chardev(struct bridge_backend *q, const char *id, bridge_ba
 
 /* ---- input ---- */
 
+/* query-cpus-fast on connect: one entry per vCPU (hostinfo's vcpus). */
+static void on_cpus(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)arg;
+    q->vcpus = !err && json_object_is_type(ret, json_type_array)
+                   ? (unsigned)json_object_array_length(ret)
+                   : 0;
+}
+
 static void on_capabilities(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
     (void)ret;
@@ -1450,6 +1522,8 @@ static void on_capabilities(struct bridge_backend *q, json_object *ret, const ch
     q->state = Q_READY;
     q->backoff_ms = q->backoff_min;
     vms_info(vmname(q), NULL, "qmp: connected to %s", q->cfg->qmp);
+    if (qmp_command(q, "query-cpus-fast", NULL, qmp_timeout(q), on_cpus, NULL) < 0)
+        q->vcpus = 0;
     if (q->job.phase != J_IDLE)
         job_recover_start(q);
     orphan_query(q); /* it may have ended while QMP was away */
@@ -1485,6 +1559,23 @@ static void handle_reply(struct bridge_backend *q, json_object *o, uint64_t id)
     free(c);
 }
 
+/* The greeting's version ({"qemu": {major, minor, micro}, "package"}) as "QEMU M.m.u". */
+static void greeting_version(struct bridge_backend *q, json_object *greeting)
+{
+    json_object *version, *qemu, *part;
+    long long n[3] = {0, 0, 0};
+    static const char *const keys[] = {"major", "minor", "micro"};
+
+    q->hv_version[0] = '\0';
+    if (!json_object_object_get_ex(greeting, "version", &version) ||
+        !json_object_object_get_ex(version, "qemu", &qemu))
+        return;
+    for (int i = 0; i < 3; i++)
+        if (json_object_object_get_ex(qemu, keys[i], &part))
+            n[i] = json_object_get_int64(part);
+    snprintf(q->hv_version, sizeof(q->hv_version), "QEMU %lld.%lld.%lld", n[0], n[1], n[2]);
+}
+
 static void handle_line(struct bridge_backend *q, const char *line)
 {
     json_object *o = json_tokener_parse(line), *v;
@@ -1496,6 +1587,7 @@ static void handle_line(struct bridge_backend *q, const char *line)
     }
     if (q->state == Q_GREETING) {
         if (json_object_object_get_ex(o, "QMP", &v)) {
+            greeting_version(q, v);
             q->state = Q_CAPS;
             if (qmp_command(q, "qmp_capabilities", NULL, qmp_timeout(q), on_capabilities, NULL) < 0)
                 q->broken = 1;
@@ -1782,6 +1874,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .query_status = qmp_query_status,
     .query_block = qmp_query_block,
     .cont = qmp_cont,
+    .restore_paused = qmp_restore_paused,
     .stop = qmp_stop,
     .kill = qmp_kill,
     .checkpoint = qmp_checkpoint,

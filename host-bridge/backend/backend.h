@@ -40,8 +40,13 @@ struct bridge_backend_result {
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
-    /* set_hotplug: the VM's boot memory (set-memory at or below it is the balloon's) */
+    /* set_hotplug, query_memory: the VM's boot memory (set-memory at or below it is the
+     * balloon's); 0 when the hypervisor did not say */
     uint64_t base_bytes;
+    /* query_memory: the VM's vCPUs and the hypervisor's name and version (e.g. "QEMU 7.2.0"),
+     * 0 / "" when unknown (hostinfo, issue 14) */
+    unsigned vcpus;
+    char hypervisor_version[64];
     /* list_snapshots: the snapshot names the hypervisor holds (valid during the callback) */
     const char *const *snapshots;
     unsigned n_snapshots;
@@ -86,6 +91,11 @@ struct bridge_backend_ops {
     /* Load snapshot @tag. */
     int (*restore)(struct bridge_backend *b, const char *tag, const char *job_id,
                    bridge_backend_done_fn done, void *opaque);
+    /* Pause the VM, then load snapshot @tag and leave it paused, success or not: the caller
+     * resumes it with cont (a restore's follow-ups run in between, issue 14). Optional (NULL:
+     * restore resumes the guest itself). */
+    int (*restore_paused)(struct bridge_backend *b, const char *tag, const char *job_id,
+                          bridge_backend_done_fn done, void *opaque);
     /* Delete snapshot @tag from the configured disks. */
     int (*delete)(struct bridge_backend *b, const char *tag, const char *job_id,
                   bridge_backend_done_fn done, void *opaque);
@@ -103,7 +113,8 @@ struct bridge_backend_ops {
     /* The snapshot names the hypervisor holds for the VM (result.snapshots), to reconcile the
      * bridge's catalogue with. Optional (NULL: the catalogue is not reconciled). */
     int (*list_snapshots)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
-    /* The guest's memory size (balloon actual if there is a balloon, else the base size). */
+    /* The guest's memory size (balloon actual if there is a balloon, else the base size, plus
+     * hot-plugged memory); also base_bytes, vcpus and hypervisor_version when known. */
     int (*query_memory)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Ask the balloon for @bytes of guest memory. */
     int (*set_balloon)(struct bridge_backend *b, uint64_t bytes, bridge_backend_done_fn done,

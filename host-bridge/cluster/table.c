@@ -217,18 +217,21 @@ static int apply_hello(struct cl_table *t, uint32_t nodeid, json_object *o, stru
     t->hosts[h].memory = (uint64_t)mem;
     t->hosts[h].hello_seen = 1;
     /* what the table says runs there and the hello does not list is no longer there (its
-     * QEMU died while its bridge was away): it needs a place again */
-    for (size_t i = 0; i < t->n_vms; i++) {
-        struct cl_vm *v = &t->vms[i];
-        int listed = 0;
-        if (strcmp(v->host, node) || v->state == CL_VM_STOPPED)
-            continue;
+     * QEMU died while its bridge was away): it needs a place again. One pass over the list,
+     * then one over the VMs: a hello of n VMs costs O(n) lookups, not O(n^2) */
+    {
+        unsigned char listed[BRIDGE_VMS_MAX] = {0};
         for (size_t k = 0; k < json_object_array_length(run); k++) {
             const char *n = str_field(json_object_array_get_idx(run, k), "vm");
-            listed |= n && !strcmp(n, v->name);
+            int v = n ? cl_table_vm(t, n) : -1;
+            if (v >= 0 && v < BRIDGE_VMS_MAX)
+                listed[v] = 1;
         }
-        if (!listed && v->state == CL_VM_RUNNING)
-            v->host[0] = '\0';
+        for (size_t i = 0; i < t->n_vms && i < BRIDGE_VMS_MAX; i++) {
+            struct cl_vm *v = &t->vms[i];
+            if (!listed[i] && v->state == CL_VM_RUNNING && !strcmp(v->host, node))
+                v->host[0] = '\0';
+        }
     }
     for (size_t k = 0; k < json_object_array_length(run); k++) {
         json_object *e = json_object_array_get_idx(run, k);

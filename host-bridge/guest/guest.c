@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "managed.h"
 #include "rights.h"
 #include "vms-log.h"
 
@@ -288,6 +289,39 @@ static const char *take_rate(struct bridge_vm *vm, int64_t uid)
     return NULL;
 }
 
+/*
+ * set-memory's mode: online (absent) or offline, which only a managed VM can do (shut down,
+ * resize, boot again) and only to a size a tier it may reserve in can hold. Sets r->mode.
+ */
+static enum vms_status judge_memory_mode(struct bridge_vm *vm, const struct vms_msg *m,
+                                         struct bridge_request *r, char *why, size_t whylen)
+{
+    int fits;
+
+    if (!vms_msg_has(m, VMS_F_MODE) || !strcmp(m->mode, VMS_MEM_MODE_ONLINE))
+        return VMS_STATUS_OK;
+    if (strcmp(m->mode, VMS_MEM_MODE_OFFLINE) != 0) {
+        snprintf(why, whylen, "set-memory mode '%.32s' unknown (online, offline)", m->mode);
+        return VMS_STATUS_ERR_INVALID;
+    }
+    if (!vm->mgd) {
+        snprintf(why, whylen,
+                 "offline set-memory needs a VM the host bridge runs (managed = yes): VM %.64s "
+                 "is attached, its QEMU is started elsewhere",
+                 vmname(vm));
+        return VMS_STATUS_ERR_UNSUPPORTED;
+    }
+    fits = bridge_managed_fits(vm, r->bytes, why, whylen);
+    if (fits < 0) {
+        snprintf(why, whylen, "database error");
+        return VMS_STATUS_ERR_INTERNAL;
+    }
+    if (!fits)
+        return VMS_STATUS_ERR_QUOTA;
+    snprintf(r->mode, sizeof(r->mode), "%s", VMS_MEM_MODE_OFFLINE);
+    return VMS_STATUS_OK;
+}
+
 static void on_request(struct bridge_vm *vm, struct vms_msg *m)
 {
     struct bridge_db *db = &vm->br->db;
@@ -390,6 +424,11 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
                      (unsigned long long)vm->cfg->mem_min_bytes,
                      (unsigned long long)vm->cfg->mem_max_bytes);
             refuse_journaled(vm, &r, VMS_STATUS_ERR_INVALID, why, m);
+            goto borrowed;
+        }
+        st = judge_memory_mode(vm, m, &r, why, sizeof(why));
+        if (st != VMS_STATUS_OK) {
+            refuse_journaled(vm, &r, st, why, m);
             goto borrowed;
         }
     }

@@ -61,8 +61,9 @@ int bridge_db_managed_get(struct bridge_db *db, const char *vm, struct bridge_db
     sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
     if (lc_done(db, st, "managed row") < 0)
         return -1;
-    st = lc_prep(db, "SELECT run_state, pid, pid_start, ram_file, res_tier, res_bytes FROM managed "
-                     "WHERE vm = ?1");
+    st =
+        lc_prep(db, "SELECT run_state, pid, pid_start, ram_file, res_tier, res_bytes, memory_bytes "
+                    "FROM managed WHERE vm = ?1");
     if (!st)
         return -1;
     lc_text(st, 1, vm);
@@ -76,6 +77,7 @@ int bridge_db_managed_get(struct bridge_db *db, const char *vm, struct bridge_db
         lc_col(st, 3, out->ram_file, sizeof(out->ram_file));
         lc_col(st, 4, out->res_tier, sizeof(out->res_tier));
         out->res_bytes = (uint64_t)sqlite3_column_int64(st, 5);
+        out->memory_bytes = (uint64_t)sqlite3_column_int64(st, 6);
     }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : -1;
@@ -85,7 +87,7 @@ int bridge_db_managed_put(struct bridge_db *db, const struct bridge_db_managed *
 {
     sqlite3_stmt *st = lc_prep(
         db, "INSERT OR REPLACE INTO managed (vm, run_state, pid, pid_start, ram_file, res_tier, "
-            "res_bytes, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+            "res_bytes, updated, memory_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     if (!st)
         return -1;
     lc_text(st, 1, m->vm);
@@ -96,6 +98,7 @@ int bridge_db_managed_put(struct bridge_db *db, const struct bridge_db_managed *
     lc_text(st, 6, m->res_tier);
     sqlite3_bind_int64(st, 7, (int64_t)m->res_bytes);
     sqlite3_bind_int64(st, 8, (int64_t)time(NULL));
+    sqlite3_bind_int64(st, 9, (int64_t)m->memory_bytes);
     return lc_done(db, st, "managed update");
 }
 

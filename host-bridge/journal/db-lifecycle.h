@@ -3,7 +3,8 @@
  * db-lifecycle.h — the journal's part of managed VMs: run state and QEMU
  * process, the VM's one reservation in a tier, checkpoints (suspends), moves
  * between tiers and files left to delete. Tables in db.c's migrations:
- *   managed      (vm, run_state, pid, pid_start, ram_file, res_tier, res_bytes, updated)
+ *   managed      (vm, run_state, pid, pid_start, ram_file, res_tier, res_bytes, updated,
+ *                 memory_bytes)
  *   checkpoints  (id, vm, tier, zero_copy, state_file, ram_file, bytes, created,
  *                 last_used, pinned, phase writing|valid|loading|consumed|discarded,
  *                 fp = fingerprint of the RAM file at suspend, resume_at)
@@ -29,6 +30,7 @@ struct bridge_db_managed {
     char ram_file[BRIDGE_PATH_MAX];
     char res_tier[BRIDGE_TIER_NAME_MAX];
     uint64_t res_bytes;
+    uint64_t memory_bytes; /* guest RAM set by an offline set-memory; 0: as configured */
 };
 
 struct bridge_db_checkpoint {

@@ -156,6 +156,10 @@ static const char *const migrations[] = {
      * restarts: where each HA VM runs, its claim generation and latest checkpoint */
     "CREATE TABLE cluster_vms (vm TEXT PRIMARY KEY, host TEXT NOT NULL, state TEXT NOT NULL,"
     "  gen INTEGER NOT NULL, ck TEXT NOT NULL, updated INTEGER NOT NULL);",
+    /* issue 14: set-memory's mode ('' online, 'offline': shut down, resize, boot again), and a
+     * managed VM's memory as set by an offline set-memory (0: as configured) */
+    "ALTER TABLE requests ADD COLUMN mode TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE managed ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0;",
     /* issue 16: groups of VMs suspended and resumed together (host-bridge/groups/); the
      * members may live on other bridges; history keeps every group operation's outcome
      * (and a half-done one, for an admin to resolve) */
@@ -581,7 +585,7 @@ int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch
 
 #define REQ_COLS                                                                                   \
     "vm, id, op, app_id, principal, app_data, label, state_id, bytes, epoch, status, result, "     \
-    "message, uid, followups"
+    "message, uid, followups, mode"
 
 static void request_from_row(sqlite3_stmt *st, struct bridge_request *r)
 {
@@ -612,6 +616,7 @@ static void request_from_row(sqlite3_stmt *st, struct bridge_request *r)
     copy_col(st, 12, r->message, sizeof(r->message));
     r->uid = sqlite3_column_int64(st, 13);
     copy_col(st, 14, r->followups, sizeof(r->followups));
+    copy_col(st, 15, r->mode, sizeof(r->mode));
 }
 
 int bridge_db_request_find(struct bridge_db *db, const char *vm, const char *id,
@@ -643,7 +648,7 @@ int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *
 {
     sqlite3_stmt *st = prep(db, r->vm,
                             "INSERT INTO requests(" REQ_COLS ", accepted_at, done_at) VALUES "
-                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     int64_t now = now_s();
 
     if (!st)
@@ -666,11 +671,12 @@ int bridge_db_request_insert(struct bridge_db *db, const struct bridge_request *
     bind_text(st, 13, r->message);
     sqlite3_bind_int64(st, 14, r->uid);
     bind_text(st, 15, r->followups);
-    sqlite3_bind_int64(st, 16, now);
+    bind_text(st, 16, r->mode);
+    sqlite3_bind_int64(st, 17, now);
     if (r->status >= BRIDGE_REQ_DONE)
-        sqlite3_bind_int64(st, 17, now);
+        sqlite3_bind_int64(st, 18, now);
     else
-        sqlite3_bind_null(st, 17);
+        sqlite3_bind_null(st, 18);
     return step_done(db, r->vm, st, "journal request") < 0 ? -1 : 0;
 }
 

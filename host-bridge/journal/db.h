@@ -78,6 +78,7 @@ struct bridge_request {
     char message[VMS_STR_MAX + 1];
     int64_t uid;                     /* the guest uid that asked (-1: not given) */
     char followups[VMS_STR_MAX + 1]; /* restore: "op=arg op=arg" run inside it, "" if none */
+    char mode[16];                   /* set-memory: "offline", or "" (online) */
 };
 
 void bridge_request_clear(struct bridge_request *r);

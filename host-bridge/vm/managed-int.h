@@ -119,6 +119,8 @@ pid_t lc_spawn_qemu(struct bridge_managed *m, int incoming);
 
 /* tier.c */
 const struct bridge_tier_config *lc_tier_of(struct bridge_vm *vm, const char *name);
+/* @vm's guest RAM: as an offline set-memory left it (journaled), else as configured. */
+uint64_t lc_memory_bytes(const struct bridge_vm *vm);
 /* RAM + state margin: what @vm reserves. */
 uint64_t lc_need_bytes(struct bridge_vm *vm);
 /* Capacity minus every other VM's reservation in @t (-1 on a journal error). */

@@ -212,7 +212,7 @@ static int reserve(struct bridge_managed *m)
             op_fail(m,
                     "tier %s cannot reserve %llu bytes (RAM %llu + margin %llu): capacity %llu, "
                     "reserved %llu, free %lld, missing %lld",
-                    fast->name, (unsigned long long)need, (unsigned long long)c->memory_bytes,
+                    fast->name, (unsigned long long)need, (unsigned long long)lc_memory_bytes(vm),
                     (unsigned long long)vm->br->cfg->state_margin,
                     (unsigned long long)fast->capacity,
                     (unsigned long long)((int64_t)fast->capacity - ffree), (long long)ffree,
@@ -249,7 +249,7 @@ static void start_go(struct bridge_managed *m)
     if (r <= 0)
         return;
     if (m->row.ram_file[0]) {
-        m->ram_lock_fd = lc_ofd_lock(m->row.ram_file, 1, m->vm->cfg->memory_bytes);
+        m->ram_lock_fd = lc_ofd_lock(m->row.ram_file, 1, lc_memory_bytes(m->vm));
         if (m->ram_lock_fd < 0) {
             op_fail(m, "RAM file %s: %s", m->row.ram_file,
                     errno == EAGAIN ? "locked by another process (a QEMU or a suspended checkpoint)"
@@ -1348,6 +1348,7 @@ json_object *bridge_managed_status(struct bridge_vm *vm)
     json_object_object_add(o, "pid", json_object_new_int64(m->row.pid));
     json_object_object_add(o, "tier", json_object_new_string(m->row.res_tier));
     json_object_object_add(o, "reserved", json_object_new_int64((int64_t)m->row.res_bytes));
+    json_object_object_add(o, "memory", json_object_new_int64((int64_t)lc_memory_bytes(vm)));
     json_object_object_add(o, "ram_file", json_object_new_string(m->row.ram_file));
     json_object_object_add(o, "op", json_object_new_string(op_name(m->op ? m->op : m->queued)));
     if (bridge_db_checkpoint_current(&vm->br->db, vmname(vm), &ck) == 1) {

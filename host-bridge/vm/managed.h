@@ -119,6 +119,20 @@ int bridge_managed_pin(struct bridge_vm *vm, int pin, char *why, size_t whylen);
  */
 int bridge_managed_schedule_resume(struct bridge_vm *vm, int64_t at, char *why, size_t whylen);
 
+/*
+ * Could @vm start with @bytes of RAM: does a tier it may reserve in hold @bytes + the state
+ * margin beside the other VMs' reservations? 1 yes, 0 no (@why names the numbers), -1 on a
+ * journal error.
+ */
+int bridge_managed_fits(struct bridge_vm *vm, uint64_t bytes, char *why, size_t whylen);
+
+/* Journal @bytes as @vm's RAM from its next start (the offline set-memory; the configured
+ * size clears the override). 0, or -1 (not managed, journal error). */
+int bridge_managed_set_memory(struct bridge_vm *vm, uint64_t bytes);
+
+/* @vm's guest RAM for its next start (0 when @vm is not managed). */
+uint64_t bridge_managed_memory(const struct bridge_vm *vm);
+
 /* Demote (@to_fast 0) or promote (1) @vm's checkpoint now. @done as for requests. */
 void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn done, void *opaque);
 

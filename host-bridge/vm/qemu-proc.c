@@ -178,12 +178,12 @@ static char **build_argv(struct bridge_managed *m, int incoming)
     bad |= add_arg(argv, &n, ARGV_MAX, "-pidfile");
     bad |= add_arg(argv, &n, ARGV_MAX, "%s/qemu.pid", c->run_dir);
     bad |= add_arg(argv, &n, ARGV_MAX, "-m");
-    bad |= add_arg(argv, &n, ARGV_MAX, "%lluM", (unsigned long long)(c->memory_bytes >> 20));
+    bad |= add_arg(argv, &n, ARGV_MAX, "%lluM", (unsigned long long)(lc_memory_bytes(m->vm) >> 20));
     if (m->row.ram_file[0]) {
         bad |= add_arg(argv, &n, ARGV_MAX, "-object");
         bad |= add_arg(argv, &n, ARGV_MAX,
                        "memory-backend-file,id=vms-ram,size=%llu,mem-path=%s,share=on",
-                       (unsigned long long)c->memory_bytes, m->row.ram_file);
+                       (unsigned long long)lc_memory_bytes(m->vm), m->row.ram_file);
         bad |= add_arg(argv, &n, ARGV_MAX, "-machine");
         bad |= add_arg(argv, &n, ARGV_MAX, "memory-backend=vms-ram");
     }

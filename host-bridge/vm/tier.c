@@ -24,9 +24,14 @@ const struct bridge_tier_config *lc_tier_of(struct bridge_vm *vm, const char *na
     return name && *name ? bridge_config_tier(vm->br->cfg, name) : NULL;
 }
 
+uint64_t lc_memory_bytes(const struct bridge_vm *vm)
+{
+    return vm->mgd && vm->mgd->row.memory_bytes ? vm->mgd->row.memory_bytes : vm->cfg->memory_bytes;
+}
+
 uint64_t lc_need_bytes(struct bridge_vm *vm)
 {
-    return vm->cfg->memory_bytes + vm->br->cfg->state_margin;
+    return lc_memory_bytes(vm) + vm->br->cfg->state_margin;
 }
 
 int64_t lc_tier_free(struct bridge_vm *vm, const struct bridge_tier_config *t)
@@ -387,4 +392,62 @@ void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn do
     }
     if (move_start(vm->mgd, &ck, to, done, opaque) < 0)
         lc_refuse(done, opaque, vm, "a move of this VM's checkpoint is already running");
+}
+
+int bridge_managed_fits(struct bridge_vm *vm, uint64_t bytes, char *why, size_t whylen)
+{
+    const struct bridge_vm_config *c = vm->cfg;
+    const struct bridge_tier_config *fast = lc_tier_of(vm, c->fast_tier),
+                                    *slow = lc_tier_of(vm, c->slow_tier);
+    /* where a start may reserve (managed.c's reserve()): rapid = on only the fast tier, off
+     * the slow one, best-effort either */
+    const struct bridge_tier_config *where[2] = {
+        c->rapid != BRIDGE_RAPID_OFF && fast ? fast : (slow ? slow : fast),
+        c->rapid == BRIDGE_RAPID_BEST_EFFORT ? slow : NULL};
+    uint64_t need = bytes + vm->br->cfg->state_margin;
+    int64_t free = -1;
+
+    if (!vm->mgd) {
+        snprintf(why, whylen, "%s is not a managed VM", vmname(vm));
+        return 0;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!where[i])
+            continue;
+        free = lc_tier_free(vm, where[i]); /* this VM's own reservation does not count */
+        if (free < 0)
+            return -1;
+        if ((uint64_t)free >= need)
+            return 1;
+    }
+    snprintf(why, whylen,
+             "tier %s cannot hold %llu bytes (RAM %llu + margin %llu): capacity %llu, free "
+             "%lld besides this VM",
+             where[0] ? where[0]->name : "-", (unsigned long long)need, (unsigned long long)bytes,
+             (unsigned long long)vm->br->cfg->state_margin,
+             where[0] ? (unsigned long long)where[0]->capacity : 0ull, (long long)free);
+    return 0;
+}
+
+int bridge_managed_set_memory(struct bridge_vm *vm, uint64_t bytes)
+{
+    struct bridge_managed *m = vm->mgd;
+    uint64_t before;
+
+    if (!m)
+        return -1;
+    before = m->row.memory_bytes;
+    m->row.memory_bytes = bytes == vm->cfg->memory_bytes ? 0 : bytes;
+    if (bridge_db_managed_put(&vm->br->db, &m->row) < 0) {
+        m->row.memory_bytes = before;
+        return -1;
+    }
+    vms_info(vmname(vm), NULL, "lifecycle: memory %llu bytes from the next start%s",
+             (unsigned long long)bytes, m->row.memory_bytes ? "" : " (as configured)");
+    return 0;
+}
+
+uint64_t bridge_managed_memory(const struct bridge_vm *vm)
+{
+    return vm->mgd ? lc_memory_bytes(vm) : 0;
 }

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "db-lifecycle.h"
 #include "managed.h"
 #include "privsep.h"
 #include "rights.h"
@@ -588,8 +589,31 @@ static void host_memory(uint64_t *total, uint64_t *available)
     fclose(f);
 }
 
-void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, uint64_t mem_bytes,
-                          struct vms_msg *ev)
+/*
+ * A managed VM's tiers as quotas "tier:NAME" (limit: the tier's capacity, used: what every
+ * VM reserves in it, so limit - used is what the tier can still take). A name too long for a
+ * quota name is left out.
+ */
+static void hostinfo_tiers(struct bridge_vm *vm, struct vms_msg *ev)
+{
+    const char *names[] = {vm->cfg->fast_tier, vm->cfg->slow_tier};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const struct bridge_tier_config *t = bridge_config_tier(vm->br->cfg, names[i]);
+        char name[VMS_STR_MAX + 1];
+        int64_t reserved;
+
+        if (!t || (i == 1 && !strcmp(names[0], names[1])))
+            continue;
+        reserved = bridge_db_tier_reserved(&vm->br->db, t->name, NULL);
+        snprintf(name, sizeof(name), "tier:%s", t->name);
+        if (reserved >= 0)
+            vms_msg_add_quota(ev, name, t->capacity, (uint64_t)reserved);
+    }
+}
+
+void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
+                          const struct bridge_backend_result *mem, struct vms_msg *ev)
 {
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
                                       VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY,
@@ -605,7 +629,13 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, 
 
     if (statvfs(vm->cfg->state_dir, &sv) == 0)
         vms_msg_set_u64(ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
-    vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem_bytes);
+    vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem->mem_bytes);
+    if (mem->vcpus)
+        vms_msg_set_u64(ev, VMS_F_VCPUS, mem->vcpus);
+    if (mem->base_bytes)
+        vms_msg_set_u64(ev, VMS_F_MEM_BOOT, mem->base_bytes);
+    if (mem->hypervisor_version[0] && vms_valid_text(mem->hypervisor_version))
+        vms_msg_set_str(ev, VMS_F_HYPERVISOR_VERSION, mem->hypervisor_version);
     if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
         vms_msg_set_str(ev, VMS_F_HOSTNAME, host);
     vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
@@ -637,16 +667,33 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r, 
         if (bytes >= 0)
             vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, (uint64_t)bytes);
     }
+    if (vm->cfg->managed)
+        hostinfo_tiers(vm, ev);
 }
 
-/* ---- follow-ups inside a restore (issue 14) ---- */
+/* ---- follow-ups inside a restore (issue 14) ----
+ *
+ * With a backend that can hold the VM paused across the load (restore_paused), the follow-ups
+ * run after the load and before the guest resumes: hostinfo is read, set-memory's targets are
+ * given to the hypervisor (virtio-mem requested-size, balloon). The guest's driver moves the
+ * memory only once it runs, so after `cont` each set-memory that was accepted is followed
+ * again (same target) to report the size reached. Without restore_paused they run after the
+ * backend resumed the guest. Either way the Timeline and the completion come after them.
+ */
 
 struct bridge_followups {
     struct bridge_request r; /* the restore (its app data owned here) */
     char ops[VMS_FOLLOWUPS_MAX][16];
     uint64_t args[VMS_FOLLOWUPS_MAX];
     int n, next;
-    struct vms_msg out; /* results and values, merged into the restore's completion */
+    int paused;  /* the guest is held paused: the first pass runs, then cont */
+    int resumed; /* second pass: following the set-memory targets given while paused */
+    struct {
+        uint32_t status;
+        char message[VMS_STR_MAX + 1];
+        uint64_t mem_bytes;
+    } res[VMS_FOLLOWUPS_MAX];
+    struct vms_msg out; /* hostinfo values, then results, merged into the completion */
 };
 
 static void finish_running(struct bridge_vm *vm);
@@ -654,47 +701,89 @@ static void followup_next(struct bridge_vm *vm);
 static int set_memory(struct bridge_vm *vm, uint64_t bytes, bridge_backend_done_fn done,
                       void *opaque);
 
+static int is_set_memory(const struct bridge_followups *fu, int i)
+{
+    return !strcmp(fu->ops[i], "set-memory");
+}
+
 static void followup_done(void *opaque, const struct bridge_backend_result *res)
 {
     struct bridge_vm *vm = opaque;
     struct bridge_followups *fu = vm->fu;
-    const char *op = fu->ops[fu->next];
+    int i = fu->next;
 
-    vms_msg_add_result(&fu->out, op, res->status,
-                       res->status == VMS_STATUS_OK
-                           ? ""
-                           : (res->message[0] && vms_valid_text(res->message)
-                                  ? res->message
-                                  : vms_status_str(res->status)));
-    if (res->status == VMS_STATUS_OK && !strcmp(op, "set-memory")) {
-        vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[fu->next]);
-        vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, res->mem_bytes);
-    } else if (res->status == VMS_STATUS_OK) {
-        bridge_hostinfo_fill(vm, &fu->r, res->mem_bytes, &fu->out);
-    }
-    vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s", op,
-             vms_status_name(res->status));
+    fu->res[i].status = res->status;
+    snprintf(fu->res[i].message, sizeof(fu->res[i].message), "%s",
+             res->status == VMS_STATUS_OK
+                 ? ""
+                 : (res->message[0] && vms_valid_text(res->message) ? res->message
+                                                                    : vms_status_str(res->status)));
+    fu->res[i].mem_bytes = res->mem_bytes;
+    if (res->status == VMS_STATUS_OK && !is_set_memory(fu, i))
+        bridge_hostinfo_fill(vm, &fu->r, res, &fu->out);
+    vms_info(vmname(vm), fu->r.id, "follow-up %s inside the restore: %s (%s)", fu->ops[i],
+             vms_status_name(res->status),
+             fu->resumed  ? "followed after the resume"
+             : fu->paused ? "guest paused"
+                          : "guest running");
     fu->next++;
     followup_next(vm);
 }
 
-/* Run the next follow-up, or, when all ran, take the timeline step with their results. */
+static void followups_resumed(void *opaque, const struct bridge_backend_result *res)
+{
+    struct bridge_vm *vm = opaque;
+    struct bridge_followups *fu = vm->fu;
+
+    if (res->status != VMS_STATUS_OK)
+        vms_err(vmname(vm), fu->r.id, "cannot resume the guest after the follow-ups: %s",
+                res->message);
+    fu->paused = 0;
+    fu->resumed = 1;
+    fu->next = 0;
+    followup_next(vm);
+}
+
+/* The completion's values: each follow-up's result in order; bytes and mem_bytes of the last
+ * set-memory that succeeded (the size it reached). */
+static void followups_results(struct bridge_followups *fu)
+{
+    for (int i = 0; i < fu->n; i++) {
+        vms_msg_add_result(&fu->out, fu->ops[i], fu->res[i].status, fu->res[i].message);
+        if (is_set_memory(fu, i) && fu->res[i].status == VMS_STATUS_OK) {
+            vms_msg_set_u64(&fu->out, VMS_F_BYTES, fu->args[i]);
+            vms_msg_set_u64(&fu->out, VMS_F_MEM_BYTES, fu->res[i].mem_bytes);
+        }
+    }
+}
+
+/* Run the next follow-up; when a pass ends, resume the guest or take the timeline step. */
 static void followup_next(struct bridge_vm *vm)
 {
     const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_followups *fu = vm->fu;
 
-    while (fu->next < fu->n) {
-        const char *op = fu->ops[fu->next];
-        int rc = !strcmp(op, "set-memory") ? set_memory(vm, fu->args[fu->next], followup_done, vm)
-                                           : ops->query_memory(vm->backend, followup_done, vm);
+    for (; fu->next < fu->n; fu->next++) {
+        int i = fu->next, rc;
+
+        if (fu->resumed && (!is_set_memory(fu, i) || fu->res[i].status != VMS_STATUS_OK))
+            continue; /* the second pass follows only the accepted set-memory targets */
+        rc = is_set_memory(fu, i) ? set_memory(vm, fu->args[i], followup_done, vm)
+                                  : ops->query_memory(vm->backend, followup_done, vm);
         if (rc == 0)
             return; /* followup_done continues */
         /* an error in a follow-up does not undo the restore: it is reported */
-        vms_msg_add_result(&fu->out, op, VMS_STATUS_ERR_UNAVAILABLE,
-                           "the hypervisor is not reachable");
-        fu->next++;
+        fu->res[i].status = VMS_STATUS_ERR_UNAVAILABLE;
+        snprintf(fu->res[i].message, sizeof(fu->res[i].message), "%s",
+                 "the hypervisor is not reachable");
     }
+    if (fu->paused) {
+        vms_info(vmname(vm), fu->r.id, "follow-ups done: resuming the guest");
+        if (ops->cont(vm->backend, followups_resumed, vm) == 0)
+            return;
+        vms_err(vmname(vm), fu->r.id, "cannot resume the guest: the hypervisor is not reachable");
+    }
+    followups_results(fu);
     if (bridge_vm_restored(vm, &fu->r, fu->r.state_id, &fu->out) < 0)
         vms_err(vmname(vm), fu->r.id, "cannot journal the restore's timeline");
     vm->fu = NULL;
@@ -705,23 +794,37 @@ static void followup_next(struct bridge_vm *vm)
     bridge_vm_kick(vm);
 }
 
-/* Start @r's follow-ups (the state is loaded). Takes @r's app data. Returns 0 or -1. */
-static int followups_start(struct bridge_vm *vm, struct bridge_request *r)
+/* Start @r's follow-ups (the state is loaded; @paused: the guest is held paused). Takes @r's
+ * app data. Returns 0 or -1. */
+static int followups_start(struct bridge_vm *vm, struct bridge_request *r, int paused)
 {
     struct bridge_followups *fu = calloc(1, sizeof(*fu));
 
     if (!fu)
         return -1;
     fu->n = bridge_followups_parse(r->followups, fu->ops, fu->args, VMS_FOLLOWUPS_MAX);
+    fu->paused = paused;
     fu->r = *r;
     r->app_data = NULL; /* moved */
     r->app_data_len = 0;
     vms_msg_init(&fu->out, VMS_MSG_EVENT);
     vm->fu = fu;
-    vms_info(vmname(vm), fu->r.id, "restore loaded; running %d follow-up(s): %s", fu->n,
-             fu->r.followups);
+    vms_info(vmname(vm), fu->r.id, "restore loaded%s; running %d follow-up(s): %s",
+             paused ? ", guest paused" : "", fu->n, fu->r.followups);
     followup_next(vm);
     return 0;
+}
+
+/* A restore with follow-ups holds the guest paused across the load when the backend can. */
+static int restore_held_paused(const struct bridge_vm *vm, const struct bridge_request *r)
+{
+    return r->op == VMS_OP_RESTORE && r->followups[0] && vm->ops->restore_paused;
+}
+
+static void ignore_result(void *opaque, const struct bridge_backend_result *res)
+{
+    (void)opaque;
+    (void)res;
 }
 
 static void on_backend_done(void *opaque, const struct bridge_backend_result *res)
@@ -784,7 +887,8 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
         }
         break;
     case VMS_OP_RESTORE:
-        if (res->status == VMS_STATUS_OK && r.followups[0] && followups_start(vm, &r) == 0) {
+        if (res->status == VMS_STATUS_OK && r.followups[0] &&
+            followups_start(vm, &r, restore_held_paused(vm, &r)) == 0) {
             /* the state is loaded: the follow-ups run, then the timeline step (followup_done) */
             vms_msg_clear(&ev);
             bridge_request_clear(&r);
@@ -794,6 +898,9 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             if (bridge_vm_restored(vm, &r, r.state_id, NULL) < 0)
                 goto journal_failed;
         } else {
+            /* a failed load leaves a paused guest paused: it runs on in its own timeline */
+            if (restore_held_paused(vm, &r) && vm->ops->cont(vm->backend, ignore_result, vm) < 0)
+                vms_err(vmname(vm), r.id, "cannot resume the guest after the failed restore");
             bridge_event_for_request(&ev, &r, res->status, res->message);
             if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
                 goto journal_failed;
@@ -813,7 +920,7 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     case VMS_OP_HOSTINFO:
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK)
-            bridge_hostinfo_fill(vm, &r, res->mem_bytes, &ev);
+            bridge_hostinfo_fill(vm, &r, res, &ev);
         if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
             goto journal_failed;
         break;
@@ -1010,6 +1117,104 @@ static void guest_suspend(struct bridge_vm *vm, struct bridge_request *r)
 }
 
 /*
+ * Offline set-memory of a managed VM (issue 14): the lifecycle stop (ACPI powerdown, then
+ * quit), the new size journaled (a restarted bridge keeps it), the lifecycle start with it.
+ * The completion is journaled once QEMU runs again: the guest is booting then, so it stays
+ * unacked until the new boot's helper says Hello and gets it resent, and reaches the app's
+ * listeners in the new boot.
+ */
+struct offline_memory {
+    struct bridge_vm *vm;
+    char id[VMS_REQUEST_ID_LEN + 1];
+    uint64_t bytes;
+};
+
+static void offline_complete(struct bridge_vm *vm, const char *id, enum vms_status st,
+                             const char *message)
+{
+    struct bridge_request r;
+    struct vms_msg ev;
+
+    if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
+        return;
+    bridge_event_for_request(&ev, &r, st, message);
+    vms_msg_set_str(&ev, VMS_F_MODE, VMS_MEM_MODE_OFFLINE);
+    vms_msg_set_u64(&ev, VMS_F_BYTES, r.bytes);
+    if (st == VMS_STATUS_OK)
+        vms_msg_set_u64(&ev, VMS_F_MEM_BYTES, bridge_managed_memory(vm));
+    if (bridge_vm_complete(vm, &r, st, &ev) < 0)
+        vms_err(vmname(vm), r.id, "cannot journal the completion of the offline set-memory");
+    vms_msg_clear(&ev);
+    bridge_request_clear(&r);
+}
+
+/* The lifecycle's error text from @result (owned by the caller), or @fallback. */
+static const char *lc_error(json_object *result, const char *fallback)
+{
+    json_object *err;
+    return result && json_object_object_get_ex(result, "error", &err) ? json_object_get_string(err)
+                                                                      : fallback;
+}
+
+static void on_offline_started(void *opaque, int ok, json_object *result)
+{
+    struct offline_memory *om = opaque;
+    char msg[VMS_STR_MAX + 1];
+
+    if (ok) {
+        vms_info(vmname(om->vm), om->id, "offline set-memory: running again with %llu bytes",
+                 (unsigned long long)om->bytes);
+        offline_complete(om->vm, om->id, VMS_STATUS_OK, NULL);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "the VM was shut down and set to %llu bytes, but did not start: %.120s",
+                 (unsigned long long)om->bytes, lc_error(result, "the bridge stopped"));
+        offline_complete(om->vm, om->id, VMS_STATUS_ERR_BACKEND, msg);
+    }
+    json_object_put(result);
+    free(om);
+}
+
+static void on_offline_stopped(void *opaque, int ok, json_object *result)
+{
+    struct offline_memory *om = opaque;
+    char msg[VMS_STR_MAX + 1];
+
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "cannot shut the VM down to change its memory: %.160s",
+                 lc_error(result, "the bridge stopped"));
+        offline_complete(om->vm, om->id, VMS_STATUS_ERR_BUSY, msg);
+        json_object_put(result);
+        free(om);
+        return;
+    }
+    json_object_put(result);
+    if (bridge_managed_set_memory(om->vm, om->bytes) < 0)
+        vms_err(vmname(om->vm), om->id,
+                "offline set-memory: cannot journal the new size; the VM starts as before");
+    bridge_managed_request(om->vm, BRIDGE_LC_START, on_offline_started, om);
+}
+
+/* Run offline set-memory @r on managed @vm (judged by guest.c: managed, a tier holds it). */
+static void offline_set_memory(struct bridge_vm *vm, struct bridge_request *r)
+{
+    struct offline_memory *om;
+
+    finish_running(vm); /* the lifecycle holds the VM: later requests wait for it */
+    om = calloc(1, sizeof(*om));
+    if (!om) {
+        complete_simple(vm, r, VMS_STATUS_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    om->vm = vm;
+    memcpy(om->id, r->id, sizeof(om->id));
+    om->bytes = r->bytes;
+    vms_info(vmname(vm), r->id, "offline set-memory to %llu bytes: shutting the VM down",
+             (unsigned long long)r->bytes);
+    bridge_managed_request(vm, BRIDGE_LC_STOP, on_offline_stopped, om);
+}
+
+/*
  * The journal could not take @r's start (or a list's completion): @r goes back
  * to the front of the queue, tried again in BRIDGE_JOURNAL_RETRY s. Returns 1.
  */
@@ -1076,13 +1281,19 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         }
     }
         vm->restoring = r->op == VMS_OP_RESTORE;
-        rc = (r->op == VMS_OP_RESTORE ? ops->restore : ops->delete)(vm->backend, r->state_id, job,
-                                                                    on_backend_done, vm);
+        rc = (restore_held_paused(vm, r) ? ops->restore_paused
+              : r->op == VMS_OP_RESTORE
+                  ? ops->restore
+                  : ops->delete)(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_HOSTINFO:
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
+        if (r->mode[0]) {
+            offline_set_memory(vm, r);
+            return 1;
+        }
         rc = set_memory(vm, r->bytes, on_backend_done, vm);
         break;
     case VMS_OP_SUSPEND:
@@ -1139,6 +1350,17 @@ static void recover_running(struct bridge_vm *vm)
         finish_running(vm);
         return;
     }
+    if (r.op == VMS_OP_SET_MEMORY && r.mode[0]) {
+        /* the VM runs again (QMP answers): it has the new size iff it was journaled */
+        int done = bridge_managed_memory(vm) == r.bytes;
+        vms_warn(vmname(vm), r.id, "offline set-memory was running when the bridge stopped: %s",
+                 done ? "the VM runs with the new size" : "the VM kept its size");
+        finish_running(vm);
+        offline_complete(vm, r.id, done ? VMS_STATUS_OK : VMS_STATUS_ERR_ABORTED,
+                         done ? NULL : "the host bridge restarted before the memory changed");
+        bridge_request_clear(&r);
+        return;
+    }
     job_id_for(&r, job, sizeof(job));
     vms_warn(vmname(vm), r.id, "%s was running when the bridge stopped: asking the hypervisor",
              vms_op_name(r.op));
@@ -1159,8 +1381,10 @@ void bridge_vm_kick(struct bridge_vm *vm)
             recover_running(vm);
         return;
     }
-    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop) */
-    while (!vm->busy && vm->now >= vm->journal_retry_at && bridge_queue_pop(&vm->queue, id)) {
+    /* after a journal failure, wait for bridge_vm_tick() to come back (not a busy loop); a
+     * request that began a lifecycle operation (offline set-memory) holds the rest back */
+    while (!vm->busy && !bridge_managed_holds(vm) && vm->now >= vm->journal_retry_at &&
+           bridge_queue_pop(&vm->queue, id)) {
         struct bridge_request r;
         if (bridge_db_request_find(&vm->br->db, vmname(vm), id, &r) != 1)
             continue;

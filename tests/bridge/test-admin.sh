@@ -39,7 +39,7 @@ sqlite3 "$db" 'select hash from principals' 2>/dev/null | grep -q '^\$argon2id\$
 "$admin" -c "$conf" grant app vm1 save --uid -3 2>/dev/null && fail "a negative uid accepted"
 "$admin" -D "$db" revoke app vm1 delete --uid 1000 2>/dev/null && fail "revoke --uid accepted"
 "$admin" -c "$conf" grant app vm1 restore-any delete-any restore-foreign || fail "grant the -any rights"
-"$admin" -D "$db" requests vm1 | head -1 | grep -q "	uid	followups$" || fail "requests shows no uid column"
+"$admin" -D "$db" requests vm1 | head -1 | grep -q "	uid	followups	mode$" || fail "requests shows no uid, followups and mode columns"
 "$admin" -D "$db" states vm1 | head -1 | grep -q "	status	principal$" || fail "states shows no status column"
 "$admin" -c "$conf" grant app vm1 frobnicate 2>/dev/null && fail "unknown operation accepted"
 "$admin" -c "$conf" grant nobody vm1 save 2>/dev/null && fail "grant to an unknown principal"

@@ -17,6 +17,9 @@ Acceptance of the lifecycle issue, one test each (--only N runs one):
     or are cleanly suspended, re-adopted, nothing lost or doubled
   7 storm: 4 suspends at once are spaced by lifecycle_per_minute; a resume goes first
   8 idle auto-suspend (no console client) and resume when a client connects
+  9 offline set-memory (issue 14): refused when the tier cannot hold the new size; else the
+    guest is shut down, its memory changed (journaled: kept across a bridge restart and a
+    stop/start), booted again, and the request's completion reaches the app in the new boot
 """
 import argparse
 import fcntl
@@ -47,6 +50,7 @@ class Lifecycle:
         self.slow = os.path.join(workdir, "slow")
         self.tiny = tempfile.mkdtemp(prefix="vmslc-tiny-", dir="/dev/shm")
         self.small = tempfile.mkdtemp(prefix="vmslc-small-", dir="/dev/shm")
+        self.otier = tempfile.mkdtemp(prefix="vmslc-otier-", dir="/dev/shm")
         os.makedirs(self.slow, exist_ok=True)
         spec = {  # name: (memory, section keys)
             "m1": ("512M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow",
@@ -59,6 +63,9 @@ class Lifecycle:
             "m7": ("128M", {"rapid": "on", "fast_tier": "small", "slow_tier": "slow"}),
             "i1": ("128M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow",
                             "console": "yes", "idle_suspend": 6}),
+            # offline set-memory: 128M + the 64M margin in a 320M tier; 192M fits, 288M not
+            "o1": ("128M", {"rapid": "on", "fast_tier": "otier", "mem_min": "64M",
+                            "mem_max": "512M", "stop_timeout": 5}),
         }
         for i in range(1, 5):
             spec[f"s{i}"] = ("128M", {"rapid": "on", "fast_tier": "fast", "slow_tier": "slow"})
@@ -71,7 +78,8 @@ class Lifecycle:
             sections={"tier fast": {"path": self.fast, "capacity": "4G", "class": "fast"},
                       "tier slow": {"path": self.slow, "capacity": "16G", "class": "slow"},
                       "tier tiny": {"path": self.tiny, "capacity": "256M", "class": "fast"},
-                      "tier small": {"path": self.small, "capacity": "200M", "class": "fast"}})
+                      "tier small": {"path": self.small, "capacity": "200M", "class": "fast"},
+                      "tier otier": {"path": self.otier, "capacity": "320M", "class": "fast"}})
 
     # ---- the bridge's admin socket ----
     def lc(self, cmd, vm=None, timeout=180):
@@ -154,7 +162,7 @@ class Lifecycle:
     def cleanup(self):
         for vm in self.vms.values():
             vm.kill()
-        for d in (self.fast, self.tiny, self.small):
+        for d in (self.fast, self.tiny, self.small, self.otier):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -218,6 +226,15 @@ def test_zero_copy(t):
     check(c2 > c1, f"the app kept running ({c1} -> {c2})")
     rc, out = t.hostinfo("m1")
     check(rc == 0 and "bridge" in out.lower(), f"ports and D-Bus API work: vmstatectl hostinfo ({rc})")
+    # issue 14: a managed VM's hostinfo names its tiers and what they can still take
+    tiers = {m.group(1): (int(m.group(2)), int(m.group(3)))
+             for m in re.finditer(r"^\s*tier (\S+): (\d+) bytes free of (\d+)$", out, re.M)}
+    check(set(tiers) == {"fast", "slow"} and tiers["fast"][0] < tiers["fast"][1] and
+          tiers["fast"][1] - tiers["fast"][0] >= 512 << 20,
+          f"hostinfo shows the VM's tiers with free space (m1's 512 MiB reserved in fast): {tiers}")
+    check(re.search(r"vm: \d+ vCPUs, memory boot 536870912 ", out) is not None and
+          re.search(r"hypervisor: QEMU \d+\.\d+\.\d+", out) is not None,
+          "hostinfo shows the VM's vCPUs, boot memory and the hypervisor's version")
     t0 = time.time()
     guest = float(vm.check("vms-clock-tool now").split()[0])  # CLOCK_REALTIME, ns resolution
     skew = abs(guest - (t0 + time.time()) / 2)
@@ -506,8 +523,80 @@ def test_idle(t):
     t.stop_vm("i1")
 
 
+def mem_total(vm):
+    return int(re.search(r"MemTotal:\s+(\d+) kB", vm.check("cat /proc/meminfo")).group(1)) << 10
+
+
+def test_offline_memory(t):
+    print("== 9. offline set-memory: shut down, resize, boot again; the answer in the new boot")
+    mib = 1 << 20
+    ans = t.start_vm("o1")
+    check(ans.get("tier") == "otier", f"o1 runs with 128 MiB reserved in tier otier: {ans}")
+    t.grant("o1")
+    t.wait_helper("o1")
+    vm = t.vms["o1"]
+    env = ("VMSTATE_PRINCIPAL=app VMSTATE_SECRET=$(cat /root/vmstate-secret) "
+           "VMSTATE_APP_ID=org.test.Offline")
+    before, pid0 = mem_total(vm), t.status("o1").get("pid")
+    rc, out = vm.run(f"{env} vmstatectl -w -t 60 set-memory --offline 288M", timeout=90)
+    check(rc != 0 and "tier otier cannot hold" in out and "capacity 335544320" in out,
+          f"288 MiB refused: the tier cannot hold it (numbers named): {out.strip()[-200:]!r}")
+    check(t.status("o1").get("pid") == pid0, "... and the VM was not touched")
+    # without --wait: it prints the request id (the shutdown may cut the agent's answer short)
+    rc, out = vm.run(f"{env} vmstatectl set-memory --offline 192M", timeout=30)
+    m = re.search(r"[0-9a-f]{32}", out)
+    check(m is not None and rc == 5, f"set-memory --offline 192M accepted and queued (exit 5): "
+          f"{out.strip()!r} (rc {rc})")
+    if not m:
+        return
+    rid = m.group(0)
+    vm.detach()
+    t0 = time.monotonic()
+    try:
+        wait_until(lambda: t.status("o1").get("pid") not in (None, 0, pid0) and
+                   t.status("o1").get("run_state") == "running", 120, "o1 running again")
+    except TimeoutError:
+        check(False, f"o1 runs again: {t.status('o1')}")
+        return
+    vm.attach()
+    vm.wait_ready(120)
+    t.wait_helper("o1")
+    took = time.monotonic() - t0
+    vm.spawn(f"{env} vmstatectl --json watch", "/tmp/offline-watch.out")
+    try:
+        out = wait_until(lambda: (lambda o: o if rid in o else None)(
+            vm.run("cat /tmp/offline-watch.out")[1]), 60, "the completion in the new boot")
+    except TimeoutError:
+        out = vm.run("cat /tmp/offline-watch.out")[1]
+    ev = next((json.loads(l) for l in out.splitlines() if rid in l and l.startswith("{")), {})
+    check(ev.get("status") == 0 and ev.get("mode") == "offline" and ev.get("bytes") == 192 * mib
+          and ev.get("mem_bytes") == 192 * mib,
+          f"the app got the completion in the new boot (mode offline, 192 MiB; down and up "
+          f"again in {took:.0f} s): {ev}")
+    results.numbers["offline_set_memory_s"] = took
+    base = vm.qmp("query-memory-size-summary").get("base-memory")
+    after = mem_total(vm)
+    check(base == 192 * mib and abs((after - before) - 64 * mib) <= 8 * mib,
+          f"QEMU runs with 192 MiB and the guest sees it: MemTotal {before >> 20} -> "
+          f"{after >> 20} MiB")
+    st = t.status("o1")
+    check(st.get("memory") == 192 * mib and st.get("reserved") == (192 + 64) * mib,
+          f"the tier reservation follows the new size: {st.get('reserved', 0) >> 20} MiB")
+    rows = [r for r in t.bridge.table("requests", "o1") if rid in r]
+    check(len(rows) == 1 and "offline" in rows[0] and "done" in rows[0],
+          f"the request is journaled with its mode and done: {rows}")
+    vm.detach()
+    t.bridge.restart()
+    check(t.status("o1").get("memory") == 192 * mib, "a bridge restart keeps the new size")
+    ok, _ = t.stop_vm("o1")
+    ans = t.start_vm("o1")
+    base = vm.qmp("query-memory-size-summary").get("base-memory")
+    check(ok and base == 192 * mib, f"... and so does a stop and start ({base})")
+    t.stop_vm("o1")
+
+
 TESTS = {1: test_zero_copy, 4: test_one_shot, 2: test_copy_path, 3: test_reservation,
-         5: test_demotion, 6: test_crashes, 7: test_storm, 8: test_idle}
+         5: test_demotion, 6: test_crashes, 7: test_storm, 8: test_idle, 9: test_offline_memory}
 
 
 def main():

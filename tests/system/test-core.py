@@ -16,10 +16,12 @@
    uid 1000; the uid is journaled and `vmstate-admin requests` shows it
  6 HostInfo and DeleteState end to end through dbus-send, libvmstate and vmstatectl
  3 set-memory above the boot size: virtio-mem plugs the difference, the guest sees it
-   (MemTotal), and set-memory back to the boot size unplugs it
+   (MemTotal), and set-memory back to the boot size unplugs it; the offline mode is refused
+   on this attached VM (the lifecycle suite's test 9 runs it on a managed VM)
 All tests share one VM (128 MiB at boot, up to 640 MiB).
 """
 import argparse
+import json
 import os
 import re
 import shlex
@@ -52,6 +54,23 @@ def hexs(text):
 def mem_total(wp):
     _, out = wp.sh("grep MemTotal /proc/meminfo")
     return int(re.search(r"(\d+) kB", out).group(1)) << 10
+
+
+def log_time(hms):
+    """A bridge log line's time (HH:MM:SS.mmm, UTC) as seconds into the day."""
+    h, m, sec = hms.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def qmp_time(ev):
+    ts = ev.get("timestamp", {})
+    return ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
+
+
+def day_diff(day_seconds, unix_time):
+    """@day_seconds (UTC, seconds into a day) minus @unix_time, across midnight."""
+    d = (day_seconds - unix_time % 86400) % 86400
+    return d - 86400 if d > 43200 else d
 
 
 def state_row(wp, state):
@@ -121,6 +140,7 @@ def t2_followups(wp, ctx):
     # way down is test 9 of test-wholepath; with maxmem the guest has too little to give)
     target = 192 * MIB
     epoch0 = wp.epoch()
+    log_from, t_start = len(wp.bridge.log()), time.time()
     a.cmd(f"restorewith {state} {target} to-the-past", background=True)
     ev = a.wait_event(op="restore", timeout=120)
     check(field(ev, "status") == "0" and field(ev, "data") == hexs("to-the-past") and
@@ -143,6 +163,29 @@ def t2_followups(wp, ctx):
     check(abs((after - before) - added) <= 4 * MIB,
           f"2: the guest's MemTotal went from {before >> 20} to {after >> 20} MiB: the "
           f"{added >> 20} MiB plugged for the 192 MiB target")
+    # the follow-ups ran after the load and before the guest resumed: the bridge held the VM
+    # paused (QMP STOP ... RESUME on the test's monitor) and logged them in between
+    log = wp.bridge.log()[log_from:]
+    steps = [(log_time(m.group(1)), m.group(2)) for m in re.finditer(
+        r"^(\d\d:\d\d:\d\d\.\d{3}) .*(follow-up \S+ inside the restore: \w+ \([^)]*\)|"
+        r"follow-ups done: resuming the guest)", log, re.M)]
+    names = [n for _, n in steps]
+    check(names == ["follow-up set-memory inside the restore: ok (guest paused)",
+                    "follow-up hostinfo inside the restore: ok (guest paused)",
+                    "follow-ups done: resuming the guest",
+                    "follow-up set-memory inside the restore: ok (followed after the resume)"],
+          f"2: the bridge ran the follow-ups with the guest paused, then resumed it: {names}")
+    stops = [qmp_time(e) for e in wp.vm.events if e.get("event") == "STOP" and
+             qmp_time(e) >= t_start]
+    resumes = [qmp_time(e) for e in wp.vm.events if e.get("event") == "RESUME" and
+               qmp_time(e) >= t_start]
+    paused_steps = [t for t, n in steps if "(guest paused)" in n]
+    check(len(stops) == 1 and len(resumes) == 1 and len(paused_steps) == 2 and
+          all(day_diff(t, stops[0]) >= -0.001 and day_diff(t, resumes[0]) <= 0
+              for t in paused_steps),
+          f"2: ... QEMU's STOP and RESUME ({len(stops)}, {len(resumes)}) enclose them: "
+          f"{[round(day_diff(t, resumes[0]) if resumes else 0, 3) for t in paused_steps]} s "
+          f"before the resume")
     rows = [r for r in wp.bridge.table("requests") if len(r) > 12 and r[2] == "restore" and
             r[3] == "org.test.Restorer"]
     check(rows and rows[-1][12] == f"set-memory={target} hostinfo=0",
@@ -169,6 +212,9 @@ def t3_hotplug(wp, ctx):
           f"3: the guest sees it: MemTotal {before >> 20} -> {after >> 20} MiB")
     rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 400M")
     check(rc == 1 and "mem_max" in out, "3: above mem_max (384M) refused with the bounds")
+    rc, out = wp.sh(f"{wp.env()}vmstatectl --wait set-memory --offline 256M")
+    check(rc == 1 and "unsupported" in out and "managed = yes" in out,
+          f"3: offline set-memory is refused on a VM the bridge does not run: {out.strip()[-160:]!r}")
     rc, out = wp.sh(f"{wp.env()}vmstatectl --wait --json set-memory 128M", timeout=180)
     plugged = wp.vm.qmp("qom-get", path="/machine/peripheral/vmem0dev", property="size")
     back = mem_total(wp)
@@ -252,6 +298,17 @@ def t6_end_to_end(wp, ctx):
     check(rc == 0 and re.search(r'"host_mem_total":\s*[1-9]', out) is not None and
           '"quotas"' in out and '"mem_max"' in out,
           f"6: vmstatectl hostinfo: {out.strip()[:200]}")
+    js = json.loads(out[out.find("{"):]) if "{" in out else {}
+    vcpus = len(wp.vm.qmp("query-cpus-fast"))
+    ver = wp.vm.qmp("query-version")["qemu"]
+    check(js.get("vcpus") == vcpus and js.get("mem_boot") == 128 * MIB and
+          js.get("mem_min") == 64 * MIB and js.get("mem_max") == 384 * MIB and
+          js.get("mem_bytes", 0) > 0 and
+          js.get("hypervisor_version") == f"QEMU {ver['major']}.{ver['minor']}.{ver['micro']}",
+          f"6: hostinfo names the VM's vCPUs ({js.get('vcpus')} of {vcpus}), memory boot "
+          f"{js.get('mem_boot', 0) >> 20} MiB (current {js.get('mem_bytes', 0) >> 20}, bounds "
+          f"{js.get('mem_min', 0) >> 20}..{js.get('mem_max', 0) >> 20}) and the hypervisor "
+          f"({js.get('hypervisor_version')!r})")
     # DeleteState: one state each
     s_d, _ = save(d, "c6-dbus")
     s_l, _ = save(d, "c6-lib")
