@@ -840,8 +840,14 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         on_timeline(h, m);
         break;
     case VMS_MSG_CLOCK:
-        if (vms_msg_has(m, VMS_F_TIME_NS))
+        if (vms_msg_has(m, VMS_F_TIME_NS)) {
             helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
+        } else if (!strcmp(m->reason, "preserve")) {
+            /* a group resumed with clock policy "preserve": the guest keeps its own time,
+             * continuous from the stop; apps hear that nothing was stepped */
+            vms_info(NULL, NULL, "clock: preserved by the host's group policy (not stepped)");
+            helper_bus_emit_clock_corrected(h, 0, "preserve");
+        }
         if (!strcmp(m->reason, "connect") && h->session == SESSION_WELCOMED &&
             h->ports == PORTS_UP) {
             /* a bridge (re)connected to our port, maybe a new process: let it learn our

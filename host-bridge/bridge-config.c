@@ -205,6 +205,25 @@ static int bridge_key(struct parse_ctx *ctx, const char *key, const char *value)
         if (parse_uint(value, 100000, &u) < 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 0..100000", value);
         cfg->lifecycle_per_minute = u;
+    } else if (!strcmp(key, "group_min_lead_ms")) {
+        if (parse_uint(value, 3600000, &u) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 0..3600000", value);
+        cfg->group_min_lead_ms = u;
+    } else if (!strcmp(key, "group_handle_ttl_s")) {
+        if (parse_uint(value, 86400, &u) < 0 || u == 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 1..86400", value);
+        cfg->group_handle_ttl_s = u;
+    } else if (!strcmp(key, "group_max_clock_error_ms")) {
+        if (parse_uint(value, 3600000, &u) < 0)
+            return fail(ctx, "bridge", key, "'%s' is not a number in 0..3600000", value);
+        cfg->group_max_clock_error_ms = u;
+    } else if (!strcmp(key, "group_require_clock_sync")) {
+        if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1"))
+            cfg->group_require_clock_sync = 1;
+        else if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0"))
+            cfg->group_require_clock_sync = 0;
+        else
+            return fail(ctx, "bridge", key, "'%s' is not yes or no", value);
     } else if (!strcmp(key, "journal_keep_days")) {
         if (parse_uint(value, 36500, &u) < 0)
             return fail(ctx, "bridge", key, "'%s' is not a number in 0..36500", value);
@@ -447,6 +466,36 @@ static int tier_key(struct parse_ctx *ctx, const char *section, const char *key,
     return 1;
 }
 
+/* One key of a [peer NAME] section: another bridge, for groups. */
+static int peer_key(struct parse_ctx *ctx, const char *section, const char *key, const char *value)
+{
+    struct bridge_config *cfg = ctx->cfg;
+    const char *name = section + 5;
+    struct bridge_peer_config *p = NULL;
+
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (!strcmp(cfg->peers[i].name, name))
+            p = &cfg->peers[i];
+    if (!p) {
+        if (!*name || strlen(name) >= BRIDGE_VM_NAME_MAX || !vms_valid_id(name) ||
+            !strcmp(name, "self"))
+            return fail(ctx, section, key,
+                        "peer name '%s' must be 1..63 of [A-Za-z0-9._:@-], not \"self\"", name);
+        if (cfg->n_peers >= BRIDGE_PEERS_MAX)
+            return fail(ctx, section, key, "more than %d peers", BRIDGE_PEERS_MAX);
+        p = &cfg->peers[cfg->n_peers++];
+        memset(p, 0, sizeof(*p));
+        strcpy(p->name, name);
+    }
+    if (!strcmp(key, "admin_socket")) {
+        if (set_path(p->admin_socket, value) < 0 || value[0] != '/' || strlen(value) >= 108)
+            return fail(ctx, section, key, "'%s' is not an absolute path under 108 bytes", value);
+    } else {
+        return fail(ctx, section, key, "unknown key%s", "");
+    }
+    return 1;
+}
+
 const struct bridge_tier_config *bridge_config_tier(const struct bridge_config *cfg,
                                                     const char *name)
 {
@@ -609,8 +658,12 @@ static int on_key(void *user, const char *section, const char *key, const char *
     }
     if (!strncmp(section, "tier ", 5))
         return tier_key(ctx, section, key, value);
-    return fail(ctx, section, key,
-                "unknown section (expected [bridge], [vm NAME], [tier NAME] or [cluster])%s", "");
+    if (!strncmp(section, "peer ", 5))
+        return peer_key(ctx, section, key, value);
+    return fail(
+        ctx, section, key,
+        "unknown section (expected [bridge], [vm NAME], [tier NAME], [peer NAME] or [cluster])%s",
+        "");
 }
 
 static void config_defaults(struct bridge_config *cfg)
@@ -618,6 +671,10 @@ static void config_defaults(struct bridge_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     snprintf(cfg->database, sizeof(cfg->database), "%s/lib/vmstate/bridge.db", LOCALSTATEDIR);
     cfg->log_level = LOG_INFO;
+    cfg->group_min_lead_ms = 1000;
+    cfg->group_handle_ttl_s = 60;
+    cfg->group_require_clock_sync = 1;
+    cfg->group_max_clock_error_ms = 100;
     cfg->reconnect_min_ms = 200;
     cfg->reconnect_max_ms = 5000;
     cfg->journal_keep_days = 30;
@@ -790,6 +847,12 @@ static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
             return -1;
         }
     }
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (!cfg->peers[i].admin_socket[0]) {
+            snprintf(err, errlen, "%s: [peer %s] admin_socket: required key missing", cfg->path,
+                     cfg->peers[i].name);
+            return -1;
+        }
     for (size_t i = 0; i < cfg->n_tiers; i++) {
         if (!cfg->tiers[i].path[0] || !cfg->tiers[i].capacity) {
             snprintf(err, errlen, "%s: [tier %s] %s: required key missing", cfg->path,

@@ -119,6 +119,13 @@ struct bridge_cluster_config {
     unsigned bridge_grace;        /* s a host whose bridge left (its node still up) keeps its VMs */
 };
 
+/* Another bridge a group's control instance talks to (host-bridge/groups/peer.h). */
+#define BRIDGE_PEERS_MAX 16
+struct bridge_peer_config {
+    char name[BRIDGE_VM_NAME_MAX];
+    char admin_socket[BRIDGE_PATH_MAX]; /* on this host: the peer's admin socket */
+};
+
 struct bridge_config {
     char path[BRIDGE_PATH_MAX]; /* file it was read from */
     char database[BRIDGE_PATH_MAX];
@@ -138,6 +145,13 @@ struct bridge_config {
     unsigned lifecycle_per_minute; /* suspends + resumes started per minute; 0 = no limit */
     uint64_t lifecycle_bandwidth;  /* bytes/s per copy-path checkpoint; 0 = unlimited */
     struct bridge_cluster_config cluster;
+    /* groups (host-bridge/groups/) */
+    struct bridge_peer_config peers[BRIDGE_PEERS_MAX];
+    size_t n_peers;
+    unsigned group_min_lead_ms;        /* a prepare for a time nearer than this is refused */
+    unsigned group_handle_ttl_s;       /* a handle not committed within this expires */
+    int group_require_clock_sync;      /* refuse when the kernel says the clock is unsynced */
+    unsigned group_max_clock_error_ms; /* ... or its maximum error is above this */
 };
 
 /* The tier named @name, or NULL. */

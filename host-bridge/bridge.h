@@ -82,6 +82,9 @@ struct bridge_vm {
     const struct bridge_backend_ops *ops; /* the VM's backend (its config's backend key) */
     struct bridge_backend *backend;
     struct bridge_ioe *ioe; /* I/O-error pause policy (ioerror.c) */
+    /* resumed by a group with clock policy "preserve": the guest keeps its own clock, the
+     * bridge sends it no time (prepare.c) until its next start or resume */
+    int clock_preserve;
     /* session with the guest helper */
     uint64_t host_nonce;
     int version_refused; /* last Hello had no common version */
@@ -125,9 +128,10 @@ struct bridge {
     const struct bridge_backend_ops *backend;
     struct bridge_vm *vms;
     size_t n_vms;
-    double lc_next_start;       /* the host-wide suspend/resume pace (vm/managed.c) */
-    struct bridge_admin *admin; /* the admin socket (admin/ctl.c), NULL if none */
+    double lc_next_start;           /* the host-wide suspend/resume pace (vm/managed.c) */
+    struct bridge_admin *admin;     /* the admin socket (admin/ctl.c), NULL if none */
     struct bridge_cluster *cluster; /* HA cluster membership (cluster/), NULL if none */
+    struct bridge_groups *groups;   /* group operations (groups/groups.c), NULL if none */
 };
 
 /* ---- vm.c ---- */

@@ -18,6 +18,10 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
 	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
+	host-bridge/groups/groups.c host-bridge/groups/groups.h \
+	host-bridge/groups/handle.c host-bridge/groups/handle.h \
+	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c \
+	host-bridge/groups/group-db.c host-bridge/groups/group-db.h \
 	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
 	host-bridge/cluster/table.c host-bridge/cluster/table.h \
 	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
@@ -35,7 +39,7 @@ host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridg
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
-	-I$(top_srcdir)/host-bridge/admin -I$(top_srcdir)/host-bridge/cluster
+	-I$(top_srcdir)/host-bridge/admin -I$(top_srcdir)/host-bridge/cluster -I$(top_srcdir)/host-bridge/groups
 BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(COROSYNC_CFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
 BRIDGE_DEP_LIBS = $(COROSYNC_LIBS) $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
@@ -93,6 +97,11 @@ check_PROGRAMS += tests/test-bridge-lifecycle
 tests_test_bridge_lifecycle_SOURCES = tests/test-bridge-lifecycle.c
 tests_test_bridge_lifecycle_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_lifecycle_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+TESTS += tests/test-bridge-groups
+check_PROGRAMS += tests/test-bridge-groups
+tests_test_bridge_groups_SOURCES = tests/test-bridge-groups.c
+tests_test_bridge_groups_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_groups_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-hardening
 check_PROGRAMS += tests/test-bridge-hardening
 tests_test_bridge_hardening_SOURCES = tests/test-bridge-hardening.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h tests/test-log-capture.h

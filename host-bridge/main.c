@@ -22,6 +22,7 @@
 #include "bridge.h"
 #include "cluster.h"
 #include "ctl.h"
+#include "groups.h"
 #include "managed.h"
 #include "privsep.h"
 #include "vms-daemon.h"
@@ -215,7 +216,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
+    if (bridge_groups_init(&br) < 0 || bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
     if (bridge_cluster_open(&br) < 0)
         goto out;
@@ -232,6 +233,7 @@ int main(int argc, char **argv)
                     !vms_channel_wants_write(&br.vms[i].b.ch);
         }
         bridge_managed_tick(&br, now);
+        bridge_groups_tick(&br, now);
         bridge_cluster_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
@@ -244,6 +246,7 @@ out:
     vms_daemon_ready(0); /* start-up failed (no-op once ready) */
     vms_daemon_cleanup();
     bridge_admin_close(&br);
+    bridge_groups_free(&br);
     bridge_cluster_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);

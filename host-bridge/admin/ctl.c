@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "groups.h"
 #include "cluster.h"
 #include "managed.h"
 #include "vms-log.h"
@@ -50,6 +51,7 @@ static void conn_free(struct ctl_conn *c)
         if (adm->conns[i] == c)
             adm->conns[i] = NULL;
     bridge_managed_forget(adm->br, c);
+    bridge_groups_forget(adm->br, c);
     bridge_cluster_forget(adm->br, c);
     if (c->w.fd >= 0) {
         int fd = c->w.fd;
@@ -164,6 +166,10 @@ static void handle_command(struct ctl_conn *c, const char *line)
         conn_answer(c, 1, o);
         goto out;
     }
+    c->waiting = 1; /* a group command may answer later */
+    if (bridge_groups_command(br, cmd, req, on_op_done, c))
+        goto out;
+    c->waiting = 0;
     if (!vmn || !(vm = find_vm(br, vmn))) {
         char msg[160];
         snprintf(msg, sizeof(msg), "no VM named '%.64s' in the bridge's configuration",
@@ -326,9 +332,9 @@ void bridge_admin_close(struct bridge *br)
 
 /* ---- client ---- */
 
-static const char *const ctl_commands[] = {"status",  "tiers",   "start",    "stop",
-                                           "suspend", "resume",  "pin",      "unpin",
-                                           "demote",  "promote", "schedule", "cluster"};
+static const char *const ctl_commands[] = {"status",   "tiers", "start",  "stop",   "suspend",
+                                           "resume",   "pin",   "unpin",  "demote", "promote",
+                                           "schedule", "group", "cluster"};
 
 int bridge_admin_is_ctl_command(const char *cmd)
 {
@@ -420,6 +426,67 @@ static void print_human(const char *cmd, json_object *o)
     printf("%s: %s\n", cmd, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 }
 
+/* "+SECONDS" (from now) or unix seconds, fractions allowed: ns since the epoch, or -1. */
+static int64_t parse_at(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s + (s[0] == '+'), &end);
+    struct timespec now;
+
+    if (!*s || !end || *end || !(v > 0) || v > 1e11)
+        return -1;
+    if (s[0] != '+')
+        return (int64_t)(v * 1e9);
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec * 1000000000ll + now.tv_nsec + (int64_t)(v * 1e9);
+}
+
+/*
+ * vmstate-admin group create G | add G VM [BRIDGE] | show G | suspend G AT |
+ * resume G AT [preserve|host]: the request into @req. 0, or -1 (usage printed).
+ */
+static int group_request(json_object *req, int argc, char **argv)
+{
+    const char *sub = argc > 0 ? argv[0] : "";
+    int64_t at;
+    char cmd[32];
+
+    if (argc < 2 || strlen(sub) > 16)
+        goto usage;
+    snprintf(cmd, sizeof(cmd), "group-%s", sub);
+    json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    json_object_object_add(req, "group", json_object_new_string(argv[1]));
+    if ((!strcmp(sub, "create") || !strcmp(sub, "show")) && argc == 2)
+        return 0;
+    if (!strcmp(sub, "add") && (argc == 3 || argc == 4)) {
+        json_object_object_add(req, "vm", json_object_new_string(argv[2]));
+        if (argc == 4)
+            json_object_object_add(req, "bridge", json_object_new_string(argv[3]));
+        return 0;
+    }
+    if ((!strcmp(sub, "suspend") && argc == 3) ||
+        (!strcmp(sub, "resume") && (argc == 3 || argc == 4))) {
+        at = parse_at(argv[2]);
+        if (at < 0) {
+            fprintf(stderr,
+                    "vmstate-admin: group %s: '%s' is not a time (+SECONDS or unix "
+                    "seconds)\n",
+                    sub, argv[2]);
+            return -1;
+        }
+        json_object_object_add(req, "at_ns", json_object_new_int64(at));
+        if (argc == 4)
+            json_object_object_add(req, "policy", json_object_new_string(argv[3]));
+        return 0;
+    }
+usage:
+    fprintf(stderr, "vmstate-admin: usage: group create G | group add G VM [BRIDGE] | group show "
+                    "G | group suspend G AT | group resume G AT [preserve|host]\n"
+                    "  AT: +SECONDS from now or unix seconds (fractions allowed); BRIDGE: a "
+                    "[peer NAME] of the bridge, default self\n");
+    return -1;
+}
+
 int bridge_admin_ctl_main(const char *socket_path, const char *cmd, int argc, char **argv, int json,
                           double timeout_s)
 {
@@ -450,10 +517,20 @@ int bridge_admin_ctl_main(const char *socket_path, const char *cmd, int argc, ch
         json_object_object_add(req, "at", json_object_new_int64(at));
         cmd = "schedule-resume";
     }
-    json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    if (!strcmp(cmd, "group")) {
+        if (group_request(req, argc, argv) < 0) {
+            rc = 2;
+            goto out;
+        }
+        cmd = json_object_get_string(json_object_object_get(req, "cmd"));
+        argc = 0;
+    } else {
+        json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    }
     if (argc > 0)
         json_object_object_add(req, "vm", json_object_new_string(argv[0]));
-    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers") && strcmp(cmd, "cluster")) {
+    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers") && strncmp(cmd, "group-", 6) &&
+             strcmp(cmd, "cluster")) {
         fprintf(stderr, "vmstate-admin: %s needs a VM name\n", cmd);
         rc = 2;
         goto out;

@@ -86,6 +86,9 @@ struct bridge_backend {
     double greet_deadline; /* a monitor held by another client accepts but never greets */
     unsigned backoff_ms, backoff_min, backoff_max;
     int broken; /* a write failed: disconnect at the next tick */
+    /* QEMU's timestamps (us since the epoch) on the last STOP and RESUME events: when the
+     * guest really stopped or went on, not when the bridge heard of it */
+    int64_t stop_event_us, resume_event_us;
     struct qmp_job job;
     /* A job given up at its deadline and reported as timed out, which QEMU may still finish
      * (a snapshot runs in one go on QEMU's main loop; it cannot be cancelled midway): followed
@@ -1228,24 +1231,47 @@ static int qmp_query_block(struct bridge_backend *q, bridge_backend_done_fn done
     return 0;
 }
 
-static void on_cont(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+/* stop/cont answered: QEMU emits the STOP/RESUME event before the command's reply, so the
+ * event's timestamp is known here (0 when the VM was already in that state). */
+static void on_run_state(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
 {
-    (void)q;
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK};
     (void)ret;
-    call_finish(arg, err ? VMS_STATUS_ERR_BACKEND : VMS_STATUS_OK, err, 0);
+    snprintf(r.message, sizeof(r.message), "%s", err ? err : "");
+    r.event_us = c->bytes ? q->stop_event_us : q->resume_event_us;
+    c->done(c->opaque, &r);
+    free(c);
 }
 
-static int qmp_cont(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+/* Send stop (@stop 1) or cont; the reply carries the event's timestamp. */
+static int run_state_command(struct bridge_backend *q, int stop, bridge_backend_done_fn done,
+                             void *opaque)
 {
     struct qmp_call *c = call_new(done, opaque);
 
     if (!c)
         return -1;
-    if (qmp_command(q, "cont", NULL, qmp_timeout(q), on_cont, c) < 0) {
+    c->bytes = (uint64_t)stop;
+    if (stop)
+        q->stop_event_us = 0;
+    else
+        q->resume_event_us = 0;
+    if (qmp_command(q, stop ? "stop" : "cont", NULL, qmp_timeout(q), on_run_state, c) < 0) {
         free(c);
         return -1;
     }
     return 0;
+}
+
+static int qmp_cont(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    return run_state_command(q, 0, done, opaque);
+}
+
+static int qmp_stop(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    return run_state_command(q, 1, done, opaque);
 }
 
 static int qmp_kill(struct bridge_backend *q, int force)
@@ -1577,6 +1603,18 @@ static void handle_line(struct bridge_backend *q, const char *line)
             on_migration_event(q, data);
         if (!strcmp(name, "BLOCK_IO_ERROR"))
             on_block_io_error(q, data);
+        if (!strcmp(name, "STOP") || !strcmp(name, "RESUME")) {
+            json_object *ts, *sec, *usec;
+            int64_t us = 0;
+            if (json_object_object_get_ex(o, "timestamp", &ts) &&
+                json_object_object_get_ex(ts, "seconds", &sec) &&
+                json_object_object_get_ex(ts, "microseconds", &usec))
+                us = json_object_get_int64(sec) * 1000000 + json_object_get_int64(usec);
+            if (name[0] == 'S')
+                q->stop_event_us = us;
+            else
+                q->resume_event_us = us;
+        }
         if (!strcmp(name, "BALLOON_CHANGE") && json_object_object_get_ex(data, "actual", &v))
             balloon_moved(q, (uint64_t)json_object_get_int64(v));
         if (q->hooks->event)
@@ -2065,6 +2103,7 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .query_block = qmp_query_block,
     .cont = qmp_cont,
     .restore_paused = qmp_restore_paused,
+    .stop = qmp_stop,
     .kill = qmp_kill,
     .checkpoint = qmp_checkpoint,
     .load_checkpoint = qmp_load_checkpoint,

@@ -34,6 +34,9 @@ struct bridge_backend_result {
     char io_node[4][BRIDGE_NODE_NAME_MAX];
     char io_status[4][16]; /* "failed", "nospace" */
     int connected;         /* query_chardev: a client is connected to the chardev */
+    /* stop/cont: the hypervisor's timestamp of the VM's STOP/RESUME (us since the epoch),
+     * 0 if it gave none */
+    int64_t event_us;
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
@@ -130,6 +133,9 @@ struct bridge_backend_ops {
     int (*query_block)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Resume a paused VM (QMP cont). */
     int (*cont)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* Pause the VM now (QMP stop), for a group's stop at a time; result.event_us says when
+     * it stopped. NULL: the backend cannot (groups refuse its VMs). */
+    int (*stop)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
     /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the
      * process at the other end of the monitor socket. Returns 0 or -1. */
     int (*kill)(struct bridge_backend *b, int force);

@@ -27,7 +27,7 @@ uint64_t bridge_clock_realtime_ns(void)
 
 static int clock_applies(const struct bridge_vm *vm)
 {
-    return vm->cfg->clock_sync && (vm->caps & VMS_CAP_CLOCK);
+    return vm->cfg->clock_sync && !vm->clock_preserve && (vm->caps & VMS_CAP_CLOCK);
 }
 
 void bridge_clock_stamp(struct bridge_vm *vm, struct vms_msg *m)
@@ -66,7 +66,7 @@ void bridge_clock_port_connected(struct bridge_vm *vm)
         return; /* this session's helper does not take Clock */
     vms_msg_init(&m, VMS_MSG_CLOCK);
     vms_msg_set_str(&m, VMS_F_REASON, "connect");
-    if (vm->cfg->clock_sync)
+    if (vm->cfg->clock_sync && !vm->clock_preserve)
         vms_msg_set_u64(&m, VMS_F_TIME_NS, bridge_clock_realtime_ns());
     bridge_vm_send(vm, &m);
     vms_msg_clear(&m);
@@ -101,6 +101,16 @@ void bridge_clock_on_event(void *opaque, const char *name)
     if (strcmp(name, "RESUME") != 0)
         return;
     op = running_op(vm);
+    if (vm->clock_preserve && (vm->caps & VMS_CAP_CLOCK) && vm->b.ch.fd >= 0) {
+        /* a group's "preserve" resume: no time, the helper says the clock was kept */
+        struct vms_msg m;
+        vms_msg_init(&m, VMS_MSG_CLOCK);
+        vms_msg_set_str(&m, VMS_F_REASON, "preserve");
+        bridge_vm_send(vm, &m);
+        vms_msg_clear(&m);
+        vm->hx.clocks_sent++;
+        return;
+    }
     if (op == VMS_OP_RESTORE) {
         /* snapshot-load resumes the VM before its job concludes: the Timeline that
          * follows carries the time (the only message allowed to move it back) */

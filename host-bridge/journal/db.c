@@ -160,6 +160,17 @@ static const char *const migrations[] = {
      * managed VM's memory as set by an offline set-memory (0: as configured) */
     "ALTER TABLE requests ADD COLUMN mode TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE managed ADD COLUMN memory_bytes INTEGER NOT NULL DEFAULT 0;",
+    /* issue 16: groups of VMs suspended and resumed together (host-bridge/groups/); the
+     * members may live on other bridges; history keeps every group operation's outcome
+     * (and a half-done one, for an admin to resolve) */
+    "CREATE TABLE groups (name TEXT PRIMARY KEY, created INTEGER NOT NULL);"
+    "CREATE TABLE group_members ("
+    "  grp TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,"
+    "  bridge TEXT NOT NULL, vm TEXT NOT NULL, PRIMARY KEY (grp, bridge, vm));"
+    "CREATE TABLE group_history ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL, at INTEGER NOT NULL,"
+    "  op TEXT NOT NULL, target_ns INTEGER NOT NULL, outcome TEXT NOT NULL,"
+    "  detail TEXT NOT NULL DEFAULT '');",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};

@@ -80,6 +80,7 @@ struct bridge_managed {
     struct bridge_db_checkpoint ck; /* suspend/resume: the checkpoint */
     int state_fd;
     int cont_on_ready, quit_on_ready; /* adoption: finish what the last bridge left */
+    int hold_cont;                    /* a group's resume: stay paused after the load */
     double quit_sent;
     struct lc_move move;
     /* idle auto-suspend */

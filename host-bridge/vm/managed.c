@@ -18,6 +18,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -537,21 +538,50 @@ static void load_when_ready(struct bridge_managed *m)
 
 static void on_resumed_cont(void *opaque, const struct bridge_backend_result *r);
 
-static void resume_cont(struct bridge_managed *m)
+/* The checkpoint is consumed before the guest runs a single instruction: a crash after this
+ * point never resumes the same checkpoint again. 0, or -1 (the op has failed). */
+static int resume_consume(struct bridge_managed *m)
 {
-    struct bridge_vm *vm = m->vm;
-    struct bridge_db *db = &vm->br->db;
+    struct bridge_db *db = &m->vm->br->db;
 
-    /* consumed before the guest runs a single instruction: a crash after this point never
-     * resumes the same checkpoint again */
     snprintf(m->ck.phase, sizeof(m->ck.phase), "consumed");
     if (bridge_db_begin(db) < 0 || bridge_db_checkpoint_put(db, &m->ck) < 0 ||
         bridge_db_garbage_add(db, m->ck.state_file) < 0 || journal_row(m, "running") < 0 ||
         bridge_db_commit(db) < 0) {
         bridge_db_rollback(db);
         op_fail(m, "cannot journal the resume");
+        return -1;
+    }
+    return 0;
+}
+
+/* A group's resume: loaded, journaled, paused; the group's timer sends cont. */
+static void resume_hold(struct bridge_managed *m)
+{
+    json_object *o;
+
+    if (resume_consume(m) < 0)
+        return;
+    m->hold_cont = 0;
+    o = json_object_new_object();
+    json_object_object_add(o, "held", json_object_new_boolean(1));
+    json_object_object_add(o, "checkpoint", json_object_new_string(m->ck.id));
+    json_object_object_add(o, "load_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
+    vms_info(vmname(m->vm), NULL, "lifecycle: checkpoint %s loaded, paused for its group",
+             m->ck.id);
+    op_end(m, 1, o);
+}
+
+static void resume_cont(struct bridge_managed *m)
+{
+    struct bridge_vm *vm = m->vm;
+
+    if (m->hold_cont) {
+        resume_hold(m);
         return;
     }
+    if (resume_consume(m) < 0)
+        return;
     m->phase = P_CONT;
     m->t_mark = lc_mono();
     if (vm->ops->cont(vm->backend, on_resumed_cont, m) < 0)
@@ -602,7 +632,115 @@ static void on_resumed_cont(void *opaque, const struct bridge_backend_result *r)
     json_object_object_add(o, "tier", json_object_new_string(m->ck.tier));
     json_object_object_add(o, "zero_copy", json_object_new_boolean(m->ck.zero_copy));
     json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
+    json_object_object_add(o, "resume_event_us", json_object_new_int64(r->event_us));
     op_end(m, 1, o);
+}
+
+/* ---- groups (host-bridge/groups/) ---- */
+
+static const char *op_name(enum bridge_lc_op op);
+static void op_begin(struct bridge_managed *m, enum bridge_lc_op op, bridge_lc_done_fn done,
+                     void *opaque);
+
+int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char *why, size_t whylen)
+{
+    struct bridge_managed *m = vm->mgd;
+    const char *want = op == BRIDGE_LC_SUSPEND ? "running" : "suspended";
+
+    if (!m) {
+        snprintf(why, whylen, "%s is not a managed VM", vmname(vm));
+        return -1;
+    }
+    if (m->op != BRIDGE_LC_NONE || m->queued != BRIDGE_LC_NONE || m->move.running) {
+        snprintf(why, whylen, "%s is busy: %s in progress", vmname(vm),
+                 m->move.running ? "a tier move" : op_name(m->op ? m->op : m->queued));
+        return -1;
+    }
+    if (op == BRIDGE_LC_SUSPEND && vm->busy) {
+        snprintf(why, whylen, "%s is busy: a guest request (%s) is running", vmname(vm),
+                 vm->running);
+        return -1;
+    }
+    if (strcmp(m->row.run_state, want)) {
+        snprintf(why, whylen, "%s is %s, not %s", vmname(vm), m->row.run_state, want);
+        return -1;
+    }
+    if (op == BRIDGE_LC_SUSPEND) {
+        const struct bridge_tier_config *t = lc_tier_of(vm, m->row.res_tier);
+        struct statvfs sv;
+        uint64_t need = m->row.ram_file[0] ? vm->br->cfg->state_margin : lc_need_bytes(vm);
+        if (!vm->backend || !vm->ops->is_ready(vm->backend) || !vm->ops->stop) {
+            snprintf(why, whylen, "%s: %s", vmname(vm),
+                     !vm->ops->stop ? "its backend cannot stop the VM at a time"
+                                    : "QMP is not connected");
+            return -1;
+        }
+        if (!t || statvfs(t->path, &sv) < 0 || (uint64_t)sv.f_bavail * sv.f_frsize < need) {
+            snprintf(why, whylen,
+                     "%s: tier %s cannot hold the checkpoint: %llu bytes free on its file "
+                     "system, %llu needed",
+                     vmname(vm), t ? t->name : "(none)",
+                     t ? (unsigned long long)sv.f_bavail * sv.f_frsize : 0ull,
+                     (unsigned long long)need);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque)
+{
+    struct bridge_managed *m = vm->mgd;
+    char why[256];
+
+    if (bridge_managed_group_check(vm, BRIDGE_LC_SUSPEND, why, sizeof(why)) < 0) {
+        lc_refuse(done, opaque, vm, "%s", why);
+        return;
+    }
+    /* the VM is stopped already (the group's timer): guest apps cannot answer a Prepare,
+     * and the group's time comes before the host's pace */
+    m->op = BRIDGE_LC_SUSPEND;
+    m->done = done;
+    m->opaque = opaque;
+    m->t0 = lc_mono();
+    m->deadline = 0;
+    checkpoint_go(m);
+}
+
+void bridge_managed_group_resume(struct bridge_vm *vm, int preserve_clock, bridge_lc_done_fn done,
+                                 void *opaque)
+{
+    struct bridge_managed *m = vm->mgd;
+    char why[256];
+
+    if (bridge_managed_group_check(vm, BRIDGE_LC_RESUME, why, sizeof(why)) < 0) {
+        lc_refuse(done, opaque, vm, "%s", why);
+        return;
+    }
+    vm->clock_preserve = preserve_clock;
+    m->hold_cont = 1;
+    op_begin(m, BRIDGE_LC_RESUME, done, opaque);
+}
+
+int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (!m || m->op != BRIDGE_LC_NONE || strcmp(m->row.run_state, "running") || !vm->backend)
+        return -1;
+    m->op = BRIDGE_LC_RESUME;
+    m->phase = P_CONT;
+    m->done = done;
+    m->opaque = opaque;
+    m->t_mark = lc_mono();
+    if (vm->ops->cont(vm->backend, on_resumed_cont, m) < 0) {
+        m->op = BRIDGE_LC_NONE;
+        m->phase = P_IDLE;
+        m->done = NULL;
+        m->opaque = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- stop ---- */
@@ -767,6 +905,8 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
         lc_refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
         return;
     }
+    if (op == BRIDGE_LC_START || op == BRIDGE_LC_RESUME)
+        vm->clock_preserve = 0; /* the host's time again */
     if (op == BRIDGE_LC_SUSPEND || op == BRIDGE_LC_RESUME) {
         m->queued = op;
         m->queued_at = lc_mono();

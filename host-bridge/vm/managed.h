@@ -144,4 +144,31 @@ uint64_t bridge_managed_memory(const struct bridge_vm *vm);
 /* Demote (@to_fast 0) or promote (1) @vm's checkpoint now. @done as for requests. */
 void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn done, void *opaque);
 
+/* ---- for groups (host-bridge/groups/) ---- */
+
+/*
+ * Could @vm take part in a group's @op (SUSPEND: running, not busy, QMP up, a backend that
+ * stops on demand, room for the checkpoint; RESUME: suspended, not busy)? 0, or -1 with @why.
+ */
+int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char *why,
+                               size_t whylen);
+
+/* Suspend @vm, which the group's timer has just stopped: checkpoint and quit at once (no
+ * guest Prepare: the guest is stopped; not paced by the host-wide queue). @done as for
+ * requests. */
+void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque);
+
+/*
+ * Resume @vm from its checkpoint up to the point before cont: QEMU has loaded it, the ports
+ * are connected, the checkpoint is consumed, the VM is paused; @done then says "held".
+ * @preserve_clock: the bridge sends the guest no time after the cont (the clock policy
+ * "preserve"), until the VM's next ordinary start or resume.
+ */
+void bridge_managed_group_resume(struct bridge_vm *vm, int preserve_clock, bridge_lc_done_fn done,
+                                 void *opaque);
+
+/* cont a VM held by bridge_managed_group_resume; @done gets "resume_event_us". 0, or -1 (not
+ * held, or QMP not ready: @done not called). */
+int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque);
+
 #endif

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * peer-admin.c — group_peer_send() over the peers' admin sockets (peer.h).
+ */
+#include "config.h"
+#include "peer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "bridge.h"
+#include "vms-log.h"
+
+#define PEER_REPLY_MAX (1 << 16)
+#define PEER_CALLS_MAX 64
+
+struct group_peer_call {
+    struct bridge *br;
+    struct bridge_watch w;
+    char *out;
+    size_t out_len, out_off;
+    char *in;
+    size_t in_len;
+    double deadline;
+    char why[512]; /* set: fail at the next tick (never from inside group_peer_send) */
+    group_peer_reply_fn fn;
+    void *opaque;
+};
+
+/* The calls in flight; a bridge has few (one per peer per group operation). */
+static struct group_peer_call *calls[PEER_CALLS_MAX];
+
+static void call_free(struct group_peer_call *c)
+{
+    for (int i = 0; i < PEER_CALLS_MAX; i++)
+        if (calls[i] == c)
+            calls[i] = NULL;
+    if (c->w.fd >= 0) {
+        int fd = c->w.fd;
+        bridge_watch_del(&c->br->loop, &c->w);
+        close(fd);
+    }
+    free(c->out);
+    free(c->in);
+    free(c);
+}
+
+static void call_finish(struct group_peer_call *c, json_object *reply, const char *why)
+{
+    group_peer_reply_fn fn = c->fn;
+    void *opaque = c->opaque;
+
+    c->fn = NULL;
+    call_free(c);
+    if (fn)
+        fn(opaque, reply, why);
+}
+
+static const char *peer_path(struct bridge *br, const char *peer)
+{
+    if (!strcmp(peer, "self"))
+        return br->cfg->admin_socket[0] ? br->cfg->admin_socket : NULL;
+    for (size_t i = 0; i < br->cfg->n_peers; i++)
+        if (!strcmp(br->cfg->peers[i].name, peer))
+            return br->cfg->peers[i].admin_socket;
+    return NULL;
+}
+
+int group_peer_known(struct bridge *br, const char *peer)
+{
+    return peer_path(br, peer) != NULL;
+}
+
+static void call_io(struct bridge_watch *w, uint32_t revents)
+{
+    struct group_peer_call *c = w->opaque;
+    char *nl;
+    ssize_t n;
+
+    if (revents & EPOLLOUT) {
+        while (c->out_off < c->out_len) {
+            n = write(w->fd, c->out + c->out_off, c->out_len - c->out_off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return;
+            if (n <= 0) {
+                call_finish(c, NULL, "the peer closed its admin socket");
+                return;
+            }
+            c->out_off += (size_t)n;
+        }
+        bridge_watch_set(&c->br->loop, w, EPOLLIN);
+    }
+    if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
+    n = read(w->fd, c->in + c->in_len, PEER_REPLY_MAX - 1 - c->in_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        call_finish(c, NULL, "the peer went away before replying");
+        return;
+    }
+    c->in_len += (size_t)n;
+    c->in[c->in_len] = '\0';
+    nl = strchr(c->in, '\n');
+    if (nl) {
+        json_object *o;
+        *nl = '\0';
+        o = json_tokener_parse(c->in);
+        if (!o || !json_object_is_type(o, json_type_object))
+            call_finish(c, NULL, "the peer's reply is not a JSON object");
+        else
+            call_finish(c, o, NULL);
+        json_object_put(o);
+    } else if (c->in_len >= PEER_REPLY_MAX - 1) {
+        call_finish(c, NULL, "the peer's reply is too long");
+    }
+}
+
+struct group_peer_call *group_peer_send(struct bridge *br, const char *peer, json_object *req,
+                                        double timeout_s, group_peer_reply_fn fn, void *opaque)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct group_peer_call *c = calloc(1, sizeof(*c));
+    const char *path = peer_path(br, peer);
+    int slot = -1, fd = -1;
+
+    if (!c)
+        return NULL;
+    for (int i = 0; i < PEER_CALLS_MAX && slot < 0; i++)
+        if (!calls[i])
+            slot = i;
+    c->br = br;
+    c->fn = fn;
+    c->opaque = opaque;
+    c->deadline = bridge_now() + timeout_s;
+    bridge_watch_init(&c->w, call_io, c);
+    c->in = malloc(PEER_REPLY_MAX);
+    if (slot < 0 || !c->in ||
+        asprintf(&c->out, "%s\n", json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN)) <
+            0) {
+        c->out = NULL;
+        free(c->in);
+        free(c);
+        return NULL;
+    }
+    calls[slot] = c;
+    c->out_len = strlen(c->out);
+    if (!path) {
+        snprintf(c->why, sizeof(c->why), "no [peer %.64s] in the configuration", peer);
+        return c;
+    }
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* a UNIX connect completes at once or fails (EAGAIN: the listener's backlog is full) */
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        snprintf(c->why, sizeof(c->why), "peer %.64s unreachable on %.200s: %s", peer, path,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return c;
+    }
+    if (bridge_watch_add(&br->loop, &c->w, fd, EPOLLOUT) < 0) {
+        close(fd);
+        snprintf(c->why, sizeof(c->why), "peer %.64s: cannot watch the connection", peer);
+    }
+    return c;
+}
+
+void group_peer_cancel(struct group_peer_call *c)
+{
+    if (c)
+        call_free(c);
+}
+
+void group_peer_tick(struct bridge *br, double now)
+{
+    for (int i = 0; i < PEER_CALLS_MAX; i++) {
+        struct group_peer_call *c = calls[i];
+        if (!c || c->br != br)
+            continue;
+        if (c->why[0]) {
+            char why[sizeof(c->why)];
+            snprintf(why, sizeof(why), "%s", c->why);
+            call_finish(c, NULL, why);
+        } else if (now >= c->deadline) {
+            call_finish(c, NULL, "the peer did not reply in time");
+        }
+    }
+}
+
+void group_peer_close_all(struct bridge *br)
+{
+    for (int i = 0; i < PEER_CALLS_MAX; i++)
+        if (calls[i] && calls[i]->br == br)
+            call_free(calls[i]);
+}
