@@ -130,11 +130,18 @@ fuzz_fuzz_qmp_SOURCES = fuzz/fuzz-qmp.c
 fuzz_fuzz_qmp_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
 fuzz_fuzz_qmp_LDADD = host-bridge/libbridge.la
 fuzz_fuzz_qmp_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+# and over the cluster table's messages (what other bridges multicast on the CPG group)
+FUZZ_TARGETS += fuzz/fuzz-cluster-msg
+fuzz_fuzz_cluster_msg_SOURCES = fuzz/fuzz-cluster-msg.c
+fuzz_fuzz_cluster_msg_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
+fuzz_fuzz_cluster_msg_LDADD = host-bridge/libbridge.la
+fuzz_fuzz_cluster_msg_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
 if !ENABLE_FUZZING
 fuzz_fuzz_bridge_request_SOURCES += fuzz/standalone.c
 fuzz_fuzz_qmp_SOURCES += fuzz/standalone.c
+fuzz_fuzz_cluster_msg_SOURCES += fuzz/standalone.c
 endif
-EXTRA_DIST += fuzz/corpus/bridge-request fuzz/corpus/qmp
+EXTRA_DIST += fuzz/corpus/bridge-request fuzz/corpus/qmp fuzz/corpus/cluster-msg
 
 noinst_PROGRAMS += tests/bridge/make-bridge-seeds
 tests_bridge_make_bridge_seeds_SOURCES = tests/bridge/make-bridge-seeds.c
