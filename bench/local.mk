@@ -15,14 +15,17 @@ BENCH_N = 1000
 BENCH_ARGS =
 
 # Built on demand only (EXTRA_PROGRAMS): benchmarks never gate the build or CI.
-EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app
+EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg
+bench_vsbench_cpg_SOURCES = bench/vsbench-cpg.c
+bench_vsbench_cpg_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
+bench_vsbench_cpg_LDADD = host-bridge/libbridge.la
 bench_vsbench_port_SOURCES = bench/vsbench-port.c
 bench_vsbench_app_SOURCES = bench/vsbench-app.c
 bench_vsbench_app_LDADD = libvmstate/libvmstate.la
 # -no-install: a real binary (no libtool wrapper) that finds libvmstate through its RUNPATH,
 # in the guest too (build-image.sh copies libraries to their host paths)
 bench_vsbench_app_LDFLAGS = $(AM_LDFLAGS) -no-install
-BENCH_PROGS = bench/vsbench-port bench/vsbench-app
+BENCH_PROGS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg
 CLEANFILES += $(BENCH_PROGS)
 
 bench-programs: $(BENCH_PROGS)
@@ -69,12 +72,24 @@ bench-lifecycle: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-adm
 	  --json $(abs_builddir)/bench/lifecycle.json $(BENCH_LIFECYCLE_ARGS) > $(BENCH_LIFECYCLE_OUT)
 	@cat $(BENCH_LIFECYCLE_OUT)
 
-.PHONY: bench bench-programs bench-image clean-bench-image bench-lifecycle
+# Cluster benchmark alone (issue 15): HA failover time vs token timeout and RAM size against
+# corosync's detection, CPG throughput of the table's messages at 100 VMs against raw CPG.
+# Needs root (network namespaces); Markdown to $(BENCH_CLUSTER_OUT).
+BENCH_CLUSTER_OUT = $(abs_builddir)/bench/cluster.md
+BENCH_CLUSTER_ARGS =
+bench-cluster: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin bench/vsbench-cpg
+	@mkdir -p bench
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-cluster.py \
+	  --image $(GUEST_IMAGE_DIR) --builddir $(abs_builddir) \
+	  --json $(abs_builddir)/bench/cluster.json $(BENCH_CLUSTER_ARGS) > $(BENCH_CLUSTER_OUT)
+	@cat $(BENCH_CLUSTER_OUT)
+
+.PHONY: bench bench-programs bench-image clean-bench-image bench-lifecycle bench-cluster
 EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.py \
 	bench/run-all.py bench/vmstate_path.py bench/guest-dbus-limits.conf bench/bench-rtt.py \
 	bench/bench-saverestore.py bench/bench-load.py bench/bench-scale.py bench/profile-rtt.py \
 	bench/profile-native.py bench/bench-lifecycle.py bench/plot-lifecycle.py \
-	bench/lifecycle-resume.png
+	bench/lifecycle-resume.png bench/bench-cluster.py
 
 # Per-operation times on the QMP and libvirt backends (issue 17): prints a Markdown table
 # for bench/RESULTS.md. Needs the test guest image; the libvirt column a private libvirtd

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "bridge-config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "vms-proto.h"
 
@@ -20,7 +22,8 @@ struct parse_ctx {
     struct bridge_config *cfg;
     struct bridge_vm_config *vm; /* section being read, NULL in [bridge] */
     int in_bridge;
-    char why[256]; /* first error: "[SECTION] KEY: why" */
+    int shared_defs; /* reading shared_dir/vms/: only [vm NAME] sections */
+    char why[256];   /* first error: "[SECTION] KEY: why" */
     int failed;
 };
 
@@ -329,6 +332,82 @@ too_long:
     return -1;
 }
 
+/* One key of the [cluster] section. */
+static int cluster_key(struct parse_ctx *ctx, const char *key, const char *value)
+{
+    struct bridge_cluster_config *cl = &ctx->cfg->cluster;
+    unsigned u;
+
+    if (!strcmp(key, "enabled")) {
+        if (parse_bool(value, &cl->enabled) < 0)
+            return fail(ctx, "cluster", key, "'%s' is not yes or no", value);
+    } else if (!strcmp(key, "node") || !strcmp(key, "group")) {
+        if (strlen(value) >= BRIDGE_NODE_NAME_MAX || !vms_valid_id(value))
+            return fail(ctx, "cluster", key, "'%s' is not a name ([A-Za-z0-9._:@-], < 64 bytes)",
+                        value);
+        strcpy(key[0] == 'n' ? cl->node : cl->group, value);
+    } else if (!strcmp(key, "shared_dir")) {
+        if (set_path(cl->shared_dir, value) < 0 || strlen(value) > 300)
+            return fail(ctx, "cluster", key, "empty or longer than %s bytes", "300");
+    } else if (!strcmp(key, "host_memory")) {
+        if (parse_size(value, &cl->host_memory) < 0)
+            return fail(ctx, "cluster", key, "'%s' is not a size", value);
+    } else if (!strcmp(key, "host_vcpus") || !strcmp(key, "failures_tolerated") ||
+               !strcmp(key, "ha_checkpoint_interval") || !strcmp(key, "bridge_grace")) {
+        if (parse_uint(value, 86400, &u) < 0)
+            return fail(ctx, "cluster", key, "'%s' is not a number in 0..86400", value);
+        if (key[0] == 'h' && key[1] == 'o')
+            cl->host_vcpus = u;
+        else if (key[0] == 'f')
+            cl->failures_tolerated = u;
+        else if (key[0] == 'h')
+            cl->checkpoint_interval = u;
+        else
+            cl->bridge_grace = u;
+    } else {
+        return fail(ctx, "cluster", key, "unknown key%s", "");
+    }
+    return 1;
+}
+
+/* The HA keys of a [vm NAME] section: 1 taken, 0 not one of them, -1 bad value. */
+static int ha_key(struct bridge_vm_config *vm, const char *key, const char *value, char *why,
+                  size_t whylen)
+{
+    if (!strcmp(key, "ha")) {
+        if (parse_bool(value, &vm->ha) < 0) {
+            snprintf(why, whylen, "'%s' is not yes or no", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "ha_priority") || !strcmp(key, "vcpus")) {
+        if (parse_uint(value, key[0] == 'v' ? 1024 : 1000000,
+                       key[0] == 'v' ? &vm->vcpus : &vm->ha_priority) < 0) {
+            snprintf(why, whylen, "'%s' is not a number in range", value);
+            return -1;
+        }
+    } else if (!strcmp(key, "ha_hosts")) {
+        char buf[BRIDGE_HA_HOSTS_MAX * BRIDGE_NODE_NAME_MAX], *save = NULL, *tok;
+        if (strlen(value) >= sizeof(buf))
+            goto bad_list;
+        strcpy(buf, value);
+        vm->n_ha_hosts = 0;
+        for (tok = strtok_r(buf, " ,\t", &save); tok; tok = strtok_r(NULL, " ,\t", &save)) {
+            if (vm->n_ha_hosts >= BRIDGE_HA_HOSTS_MAX || strlen(tok) >= BRIDGE_NODE_NAME_MAX ||
+                !vms_valid_id(tok))
+                goto bad_list;
+            strcpy(vm->ha_hosts[vm->n_ha_hosts++], tok);
+        }
+        if (!vm->n_ha_hosts)
+            goto bad_list;
+    } else {
+        return 0;
+    }
+    return 1;
+bad_list:
+    snprintf(why, whylen, "'%s' is not a list of 1..8 host names", value);
+    return -1;
+}
+
 /* One key of a [tier NAME] section. */
 static int tier_key(struct parse_ctx *ctx, const char *section, const char *key, const char *value)
 {
@@ -481,6 +560,8 @@ static int vm_key(struct parse_ctx *ctx, const char *section, const char *key, c
         return 1;
     }
     r = managed_key(vm, key, value, why, sizeof(why));
+    if (r == 0)
+        r = ha_key(vm, key, value, why, sizeof(why));
     if (r != 0)
         return r > 0 ? 1 : fail(ctx, section, key, "%s", why);
     r = bridge_ioe_config_key(&vm->ioe, key, value, why, sizeof(why));
@@ -499,8 +580,12 @@ static int on_key(void *user, const char *section, const char *key, const char *
 
     if (ctx->failed)
         return 0;
+    if (ctx->shared_defs && strncmp(section, "vm ", 3))
+        return fail(ctx, section, key, "only [vm NAME] sections in shared definitions%s", "");
     if (!strcmp(section, "bridge"))
         return bridge_key(ctx, key, value);
+    if (!strcmp(section, "cluster"))
+        return cluster_key(ctx, key, value);
     if (!strncmp(section, "vm ", 3)) {
         const char *name = section + 3;
         if (!ctx->vm || strcmp(ctx->vm->name, name)) {
@@ -525,7 +610,7 @@ static int on_key(void *user, const char *section, const char *key, const char *
     if (!strncmp(section, "tier ", 5))
         return tier_key(ctx, section, key, value);
     return fail(ctx, section, key,
-                "unknown section (expected [bridge], [vm NAME] or [tier NAME])%s", "");
+                "unknown section (expected [bridge], [vm NAME], [tier NAME] or [cluster])%s", "");
 }
 
 static void config_defaults(struct bridge_config *cfg)
@@ -539,6 +624,71 @@ static void config_defaults(struct bridge_config *cfg)
     cfg->privsep = 1;
     cfg->reader_sandbox_required = 1;
     cfg->state_margin = 64ull << 20;
+    strcpy(cfg->cluster.group, "vmstate");
+    cfg->cluster.failures_tolerated = 1;
+    cfg->cluster.bridge_grace = 10;
+}
+
+/* Replace every "{node}" in @s (capacity @cap) by @node. -1 if it does not fit. */
+static int subst_node(char *s, size_t cap, const char *node)
+{
+    char out[BRIDGE_QEMU_ARGS_MAX], *at;
+    const char *from = s;
+    size_t n = 0;
+
+    while ((at = strstr(from, "{node}"))) {
+        int w = snprintf(out + n, sizeof(out) - n, "%.*s%s", (int)(at - from), from, node);
+        if (w < 0 || (size_t)w >= sizeof(out) - n)
+            return -1;
+        n += (size_t)w;
+        from = at + 6;
+    }
+    if (from == s)
+        return 0;
+    if (n + strlen(from) >= cap || n + strlen(from) >= sizeof(out))
+        return -1;
+    strcpy(out + n, from);
+    strcpy(s, out);
+    return 0;
+}
+
+/*
+ * The cluster's HA VM definitions on shared storage: every shared_dir/vms/NAME.conf holds
+ * [vm NAME] sections every host reads the same way. 0, or -1 with @err.
+ */
+static int load_shared_defs(struct bridge_config *cfg, struct parse_ctx *ctx, char *err,
+                            size_t errlen)
+{
+    char dir[BRIDGE_PATH_MAX + 8], path[2 * BRIDGE_PATH_MAX];
+    struct dirent **names = NULL;
+    int n, rc = 0;
+
+    if (!cfg->cluster.enabled || !cfg->cluster.shared_dir[0])
+        return 0;
+    snprintf(dir, sizeof(dir), "%s/vms", cfg->cluster.shared_dir);
+    n = scandir(dir, &names, NULL, alphasort);
+    if (n < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", dir, strerror(errno)), -1);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(names[i]->d_name);
+        if (!rc && len > 5 && !strcmp(names[i]->d_name + len - 5, ".conf")) {
+            int r;
+            snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
+            ctx->vm = NULL;
+            ctx->shared_defs = 1;
+            r = ini_parse(path, on_key, ctx);
+            if (r != 0) {
+                snprintf(err, errlen, "%s:%d: %s", path, r,
+                         ctx->failed ? ctx->why
+                         : r < 0     ? strerror(errno)
+                                     : "syntax error");
+                rc = -1;
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return rc;
 }
 
 /*
@@ -603,6 +753,43 @@ static int managed_check(struct bridge_config *cfg, struct bridge_vm_config *vm,
 /* Checks that need the whole file: required keys, consistent bounds. */
 static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
 {
+    struct bridge_cluster_config *cl = &cfg->cluster;
+
+    if (cl->enabled && !cl->node[0] && gethostname(cl->node, sizeof(cl->node) - 1) < 0)
+        strcpy(cl->node, "localhost");
+    if (cl->enabled && (!cl->shared_dir[0] || !cl->host_vcpus || !cl->host_memory)) {
+        snprintf(err, errlen, "%s: [cluster] %s: required key missing", cfg->path,
+                 !cl->shared_dir[0] ? "shared_dir"
+                 : !cl->host_vcpus  ? "host_vcpus"
+                                    : "host_memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->n_vms; i++) {
+        struct bridge_vm_config *vm = &cfg->vms[i];
+        if (!vm->vcpus)
+            vm->vcpus = 1;
+        if (!vm->ha)
+            continue;
+        if (!cl->enabled || !vm->managed) {
+            snprintf(err, errlen, "%s: [vm %s] ha: needs %s", cfg->path, vm->name,
+                     !cl->enabled ? "[cluster] enabled = yes" : "managed = yes");
+            return -1;
+        }
+        if (!vm->n_ha_hosts) {
+            snprintf(err, errlen, "%s: [vm %s] ha_hosts: required for an HA VM", cfg->path,
+                     vm->name);
+            return -1;
+        }
+    }
+    for (size_t i = 0; cl->enabled && i < cfg->n_vms; i++) {
+        struct bridge_vm_config *vm = &cfg->vms[i];
+        if (subst_node(vm->run_dir, sizeof(vm->run_dir), cl->node) < 0 ||
+            subst_node(vm->qemu_args, sizeof(vm->qemu_args), cl->node) < 0) {
+            snprintf(err, errlen, "%s: [vm %s] run_dir: too long once {node} is substituted",
+                     cfg->path, vm->name);
+            return -1;
+        }
+    }
     for (size_t i = 0; i < cfg->n_tiers; i++) {
         if (!cfg->tiers[i].path[0] || !cfg->tiers[i].capacity) {
             snprintf(err, errlen, "%s: [tier %s] %s: required key missing", cfg->path,
@@ -711,6 +898,8 @@ static int finish(struct bridge_config *cfg, struct parse_ctx *ctx, int rc, char
                      cfg->path, rc);
         return -1;
     }
+    if (load_shared_defs(cfg, ctx, err, errlen) < 0)
+        return -1;
     return config_check(cfg, err, errlen);
 }
 

@@ -32,6 +32,8 @@ enum bridge_backend_kind {
 #define BRIDGE_TIERS_MAX     16
 #define BRIDGE_QEMU_ARGS_MAX 4096
 
+#define BRIDGE_HA_HOSTS_MAX 8
+
 /* rapid = off | on | best-effort: where a managed VM's RAM and checkpoints live */
 enum bridge_rapid { BRIDGE_RAPID_OFF = 0, BRIDGE_RAPID_ON, BRIDGE_RAPID_BEST_EFFORT };
 
@@ -96,6 +98,25 @@ struct bridge_vm_config {
     unsigned idle_cpu_percent;            /* "idle" = QEMU below this much of a core */
     int console;                          /* a console socket the bridge holds */
     int autostart;                        /* start when the bridge starts */
+    /* HA (cluster/): the cluster restarts the VM on another host when its host dies */
+    int ha;
+    unsigned ha_priority; /* higher restarts first when capacity is short */
+    unsigned vcpus;       /* what the VM needs of a host (admission), default 1 */
+    char ha_hosts[BRIDGE_HA_HOSTS_MAX][BRIDGE_NODE_NAME_MAX]; /* preferred host, then alternates */
+    unsigned n_ha_hosts;
+};
+
+/* [cluster]: this host's part in an HA cluster on Corosync (cluster/). */
+struct bridge_cluster_config {
+    int enabled;
+    char node[BRIDGE_NODE_NAME_MAX];  /* this host's name in the cluster (default: hostname) */
+    char group[BRIDGE_NODE_NAME_MAX]; /* CPG group name, default "vmstate" */
+    char shared_dir[BRIDGE_PATH_MAX]; /* shared storage: leases/ and vms/ (HA VM definitions) */
+    unsigned host_vcpus;              /* what this host offers HA VMs (admission slots) */
+    uint64_t host_memory;
+    unsigned failures_tolerated;  /* admission: host failures the cluster must survive */
+    unsigned checkpoint_interval; /* s between HA checkpoints of a running VM; 0 = guest saves */
+    unsigned bridge_grace;        /* s a host whose bridge left (its node still up) keeps its VMs */
 };
 
 struct bridge_config {
@@ -116,6 +137,7 @@ struct bridge_config {
     uint64_t state_margin;         /* device state reserved beside RAM in a tier */
     unsigned lifecycle_per_minute; /* suspends + resumes started per minute; 0 = no limit */
     uint64_t lifecycle_bandwidth;  /* bytes/s per copy-path checkpoint; 0 = unlimited */
+    struct bridge_cluster_config cluster;
 };
 
 /* The tier named @name, or NULL. */

@@ -16,6 +16,8 @@
  *             completions, events, timelines after a restore
  *   ioerror/  auto-resume after storage errors (policy state machine, probes)
  *   admin/    vmstate-admin
+ *   cluster/  HA on Corosync: CPG membership and the replicated table, failover,
+ *             admission, leases, self-fence
  */
 #ifndef BRIDGE_BRIDGE_H
 #define BRIDGE_BRIDGE_H
@@ -125,6 +127,7 @@ struct bridge {
     size_t n_vms;
     double lc_next_start;       /* the host-wide suspend/resume pace (vm/managed.c) */
     struct bridge_admin *admin; /* the admin socket (admin/ctl.c), NULL if none */
+    struct bridge_cluster *cluster; /* HA cluster membership (cluster/), NULL if none */
 };
 
 /* ---- vm.c ---- */

@@ -18,6 +18,9 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/vm/vm.c host-bridge/vm/managed.c host-bridge/vm/managed.h \
 	host-bridge/vm/managed-int.h host-bridge/vm/qemu-proc.c host-bridge/vm/tier.c \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
+	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
+	host-bridge/cluster/table.c host-bridge/cluster/table.h \
+	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
 if HAVE_LIBVIRT
 host_bridge_libbridge_la_SOURCES += \
@@ -31,9 +34,9 @@ host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridg
 BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/guest \
 	-I$(top_srcdir)/host-bridge/journal -I$(top_srcdir)/host-bridge/backend \
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
-	-I$(top_srcdir)/host-bridge/admin
-BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
-BRIDGE_DEP_LIBS = $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+	-I$(top_srcdir)/host-bridge/admin -I$(top_srcdir)/host-bridge/cluster
+BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(COROSYNC_CFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
+BRIDGE_DEP_LIBS = $(COROSYNC_LIBS) $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
 BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
@@ -206,3 +209,8 @@ check-bridge-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-adm
 endif
 .PHONY: check-libvirt-backend check-bridge-system-libvirt
 EXTRA_DIST += tests/test-bridge-libvirt.c
+TESTS += tests/test-cluster-table
+check_PROGRAMS += tests/test-cluster-table
+tests_test_cluster_table_SOURCES = tests/test-cluster-table.c
+tests_test_cluster_table_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_cluster_table_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "ctl.h"
 #include "managed.h"
 #include "privsep.h"
@@ -216,6 +217,8 @@ int main(int argc, char **argv)
     }
     if (bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
+    if (bridge_cluster_open(&br) < 0)
+        goto out;
     vms_daemon_ready(1);
     vms_info(NULL, NULL, "vmstate-bridged %s: serving %zu VM(s), database %s", PACKAGE_VERSION,
              cfg.n_vms, cfg.database);
@@ -229,6 +232,7 @@ int main(int argc, char **argv)
                     !vms_channel_wants_write(&br.vms[i].b.ch);
         }
         bridge_managed_tick(&br, now);
+        bridge_cluster_tick(&br, now);
         bridge_privsep_reap(vm_of_reader, &br);
         if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
@@ -240,6 +244,7 @@ out:
     vms_daemon_ready(0); /* start-up failed (no-op once ready) */
     vms_daemon_cleanup();
     bridge_admin_close(&br);
+    bridge_cluster_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)
         bridge_vm_free(&br.vms[i]);
     free(br.vms);

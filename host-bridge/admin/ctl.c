@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "managed.h"
 #include "vms-log.h"
 
@@ -49,6 +50,7 @@ static void conn_free(struct ctl_conn *c)
         if (adm->conns[i] == c)
             adm->conns[i] = NULL;
     bridge_managed_forget(adm->br, c);
+    bridge_cluster_forget(adm->br, c);
     if (c->w.fd >= 0) {
         int fd = c->w.fd;
         bridge_watch_del(&adm->br->loop, &c->w);
@@ -152,6 +154,10 @@ static void handle_command(struct ctl_conn *c, const char *line)
         conn_answer(c, 1, o);
         goto out;
     }
+    if (!strcmp(cmd, "cluster")) {
+        conn_answer(c, 1, bridge_cluster_status(br));
+        goto out;
+    }
     if (!strcmp(cmd, "tiers")) {
         o = json_object_new_object();
         json_object_object_add(o, "tiers", bridge_managed_tiers(br));
@@ -168,6 +174,9 @@ static void handle_command(struct ctl_conn *c, const char *line)
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
         if (!strcmp(cmd, ops[i].name)) {
             c->waiting = 1;
+            /* an HA VM powers on through the cluster: admission, then an ordered claim */
+            if (ops[i].op == BRIDGE_LC_START && bridge_cluster_start(vm, on_op_done, c))
+                goto out;
             bridge_managed_request(vm, ops[i].op, on_op_done, c);
             goto out;
         }
@@ -317,9 +326,9 @@ void bridge_admin_close(struct bridge *br)
 
 /* ---- client ---- */
 
-static const char *const ctl_commands[] = {"status",  "tiers",   "start",   "stop",
-                                           "suspend", "resume",  "pin",     "unpin",
-                                           "demote",  "promote", "schedule"};
+static const char *const ctl_commands[] = {"status",  "tiers",   "start",    "stop",
+                                           "suspend", "resume",  "pin",      "unpin",
+                                           "demote",  "promote", "schedule", "cluster"};
 
 int bridge_admin_is_ctl_command(const char *cmd)
 {
@@ -327,6 +336,40 @@ int bridge_admin_is_ctl_command(const char *cmd)
         if (!strcmp(cmd, ctl_commands[i]))
             return 1;
     return 0;
+}
+
+/* vmstate-admin cluster: this node, quorum, admission slots, members, every HA VM. */
+static void print_cluster(json_object *o)
+{
+    json_object *v, *f, *sl;
+#define S(obj, k) (json_object_object_get_ex(obj, k, &f) ? json_object_get_string(f) : "-")
+#define B(obj, k) (json_object_object_get_ex(obj, k, &f) && json_object_get_boolean(f))
+    printf("node %s (id %s): %s, %s, %s\n", S(o, "node"), S(o, "nodeid"),
+           B(o, "connected") ? "connected to corosync" : "NOT connected to corosync",
+           B(o, "quorate") ? "quorate" : "NOT quorate", B(o, "synced") ? "synced" : "syncing");
+    if (json_object_object_get_ex(o, "slots", &sl))
+        printf("slots: %s admitted of maxSlot %s (total %s, tolerating %s host failure(s); box "
+               "%s vCPU, %s bytes)\n",
+               S(sl, "admitted"), S(sl, "max_slot"), S(sl, "total"), S(sl, "failures_tolerated"),
+               S(sl, "box_vcpus"), S(sl, "box_memory"));
+    printf("%-16s %-8s %-7s %-6s %s\n", "HOST", "NODEID", "MEMBER", "SLOTS", "CAPACITY");
+    json_object_object_get_ex(o, "hosts", &v);
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *h = json_object_array_get_idx(v, i);
+        printf("%-16s %-8s %-7s %-6s %s vCPU, %s bytes\n", S(h, "name"), S(h, "nodeid"),
+               B(h, "member") ? "yes" : "no", S(h, "slots"), S(h, "vcpus"), S(h, "memory"));
+    }
+    printf("%-16s %-16s %-9s %-8s %-4s %-18s %s\n", "VM", "HOST", "STATE", "PRIORITY", "GEN",
+           "CHECKPOINT", "LEASE");
+    if (json_object_object_get_ex(o, "vms", &v))
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            printf("%-16s %-16s %-9s %-8s %-4s %-18s %s\n", S(e, "vm"), S(e, "host"),
+                   B(e, "waiting") ? "waiting" : S(e, "state"), S(e, "priority"), S(e, "gen"),
+                   S(e, "checkpoint"), S(e, "lease"));
+        }
+#undef S
+#undef B
 }
 
 static void print_human(const char *cmd, json_object *o)
@@ -369,6 +412,10 @@ static void print_human(const char *cmd, json_object *o)
         }
         return;
     }
+    if (!strcmp(cmd, "cluster") && json_object_object_get_ex(o, "hosts", &v)) {
+        print_cluster(o);
+        return;
+    }
     json_object_object_del(o, "ok");
     printf("%s: %s\n", cmd, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 }
@@ -406,7 +453,7 @@ int bridge_admin_ctl_main(const char *socket_path, const char *cmd, int argc, ch
     json_object_object_add(req, "cmd", json_object_new_string(cmd));
     if (argc > 0)
         json_object_object_add(req, "vm", json_object_new_string(argv[0]));
-    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers")) {
+    else if (strcmp(cmd, "status") && strcmp(cmd, "tiers") && strcmp(cmd, "cluster")) {
         fprintf(stderr, "vmstate-admin: %s needs a VM name\n", cmd);
         rc = 2;
         goto out;

@@ -308,3 +308,36 @@ int bridge_db_garbage_collect(struct bridge_db *db)
     sqlite3_finalize(st);
     return n;
 }
+
+int bridge_db_cluster_put(struct bridge_db *db, const struct bridge_db_cluster_vm *row)
+{
+    sqlite3_stmt *st = lc_prep(db, "INSERT OR REPLACE INTO cluster_vms (vm, host, state, gen, ck, "
+                                   "updated) VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))");
+    if (!st)
+        return -1;
+    lc_text(st, 1, row->vm);
+    lc_text(st, 2, row->host);
+    lc_text(st, 3, row->state);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)row->gen);
+    lc_text(st, 5, row->ck);
+    return lc_done(db, st, "cluster table");
+}
+
+int bridge_db_cluster_get(struct bridge_db *db, struct bridge_db_cluster_vm *row)
+{
+    sqlite3_stmt *st = lc_prep(db, "SELECT host, state, gen, ck FROM cluster_vms WHERE vm = ?1");
+    int rc;
+
+    if (!st)
+        return -1;
+    lc_text(st, 1, row->vm);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        lc_col(st, 0, row->host, sizeof(row->host));
+        lc_col(st, 1, row->state, sizeof(row->state));
+        row->gen = (uint64_t)sqlite3_column_int64(st, 2);
+        lc_col(st, 3, row->ck, sizeof(row->ck));
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}

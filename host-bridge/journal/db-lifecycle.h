@@ -84,4 +84,19 @@ int bridge_db_garbage_add(struct bridge_db *db, const char *path);
 /* Delete each listed file (a missing one is fine) and forget it. Returns files removed. */
 int bridge_db_garbage_collect(struct bridge_db *db);
 
+/* ---- the cluster table (cluster/table.h): this bridge's copy, kept across restarts ---- */
+
+struct bridge_db_cluster_vm {
+    char vm[BRIDGE_VM_NAME_MAX];
+    char host[BRIDGE_NODE_NAME_MAX];
+    char state[16];
+    uint64_t gen;
+    char ck[64];
+};
+
+/* Insert or replace @row. */
+int bridge_db_cluster_put(struct bridge_db *db, const struct bridge_db_cluster_vm *row);
+/* @row->vm's row: 1 found, 0 none. */
+int bridge_db_cluster_get(struct bridge_db *db, struct bridge_db_cluster_vm *row);
+
 #endif

@@ -25,6 +25,7 @@
 #define QMP_FIRST_RETRY_MS 10
 #define FD_RAM             3
 #define FD_CONSOLE         4
+#define FD_LEASE           5 /* HA VMs: the cluster lease (cluster/lease.h) */
 
 #define PROMOTE_LEAD_S 30 /* a scheduled resume promotes its checkpoint this long ahead */
 
@@ -62,6 +63,8 @@ struct bridge_managed {
     struct bridge_watch pidw;
     int ram_lock_fd; /* the bridge's OFD lock on the RAM file (-1 when QEMU holds it) */
     int console_fd;  /* listening console socket, handed to every QEMU */
+    int lease_fd;    /* HA start: the cluster's lease fd, inherited by QEMU (not owned) */
+    char loadvm[64]; /* HA start: the snapshot to boot from ("" = a cold boot) */
     struct bridge_watch conw;
     /* the operation in progress */
     enum bridge_lc_op op;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "db-lifecycle.h"
 #include "vms-log.h"
 
@@ -83,6 +84,8 @@ static void op_end(struct bridge_managed *m, int ok, json_object *o)
     m->phase = P_IDLE;
     m->done = NULL;
     m->opaque = NULL;
+    m->lease_fd = -1; /* the cluster's, used at the spawn only */
+    m->loadvm[0] = '\0';
     lc_reply(done, opaque, ok, o);
     bridge_vm_kick(m->vm); /* guest requests that waited for the operation */
 }
@@ -105,8 +108,11 @@ static void op_fail(struct bridge_managed *m, const char *fmt, ...)
 
 static int journal_row(struct bridge_managed *m, const char *state)
 {
+    int rc;
     snprintf(m->row.run_state, sizeof(m->row.run_state), "%s", state);
-    return bridge_db_managed_put(&m->vm->br->db, &m->row);
+    rc = bridge_db_managed_put(&m->vm->br->db, &m->row);
+    bridge_cluster_run_state(m->vm, state);
+    return rc;
 }
 
 /* ---- the QEMU process ---- */
@@ -755,6 +761,29 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
     op_begin(m, op, done, opaque);
 }
 
+void bridge_managed_start_ha(struct bridge_vm *vm, int lease_fd, const char *loadvm,
+                             bridge_lc_done_fn done, void *opaque)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (m && m->op == BRIDGE_LC_NONE && m->queued == BRIDGE_LC_NONE &&
+        !strcmp(m->row.run_state, "stopped")) {
+        m->lease_fd = lease_fd;
+        snprintf(m->loadvm, sizeof(m->loadvm), "%s", loadvm ? loadvm : "");
+    }
+    bridge_managed_request(vm, BRIDGE_LC_START, done, opaque);
+}
+
+int bridge_managed_fence(struct bridge_vm *vm)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (!m || m->pidfd < 0)
+        return 0;
+    vms_warn(vmname(vm), NULL, "lifecycle: fencing QEMU pid %lld (SIGKILL)", (long long)m->row.pid);
+    return syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0) == 0;
+}
+
 void bridge_managed_forget(struct bridge *br, void *opaque)
 {
     for (size_t i = 0; i < br->n_vms; i++) {
@@ -1024,7 +1053,7 @@ int bridge_managed_init(struct bridge_vm *vm)
     if (!m)
         return -1;
     m->vm = vm;
-    m->pidfd = m->ram_lock_fd = m->console_fd = m->state_fd = m->move.efd = -1;
+    m->pidfd = m->ram_lock_fd = m->console_fd = m->state_fd = m->move.efd = m->lease_fd = -1;
     bridge_watch_init(&m->pidw, on_pidfd, m);
     bridge_watch_init(&m->conw, on_console, m);
     vm->mgd = m;

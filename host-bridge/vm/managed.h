@@ -77,6 +77,17 @@ void bridge_managed_tick(struct bridge *br, double now);
 void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_lc_done_fn done,
                             void *opaque);
 
+/*
+ * Start HA VM @vm for the cluster (cluster/): QEMU inherits @lease_fd (the VM's lease,
+ * lease.h; the caller keeps and later closes its own fd) and boots from snapshot @loadvm
+ * ("" = a cold boot). Otherwise as bridge_managed_request(START).
+ */
+void bridge_managed_start_ha(struct bridge_vm *vm, int lease_fd, const char *loadvm,
+                             bridge_lc_done_fn done, void *opaque);
+
+/* Self-fence: SIGKILL @vm's QEMU now (this host lost quorum). 1 if a QEMU was signalled. */
+int bridge_managed_fence(struct bridge_vm *vm);
+
 /* Forget every pending @done for @opaque (its admin connection went away). */
 void bridge_managed_forget(struct bridge *br, void *opaque);
 

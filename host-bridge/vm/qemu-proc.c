@@ -218,6 +218,11 @@ static char **build_argv(struct bridge_managed *m, int incoming)
         bad |= add_arg(argv, &n, ARGV_MAX, "-runas");
         bad |= add_arg(argv, &n, ARGV_MAX, "%s", c->qemu_user);
     }
+    if (m->loadvm[0] && !incoming) {
+        /* an HA restart from the VM's latest snapshot on the shared disk */
+        bad |= add_arg(argv, &n, ARGV_MAX, "-loadvm");
+        bad |= add_arg(argv, &n, ARGV_MAX, "%s", m->loadvm);
+    }
     if (incoming) {
         bad |= add_arg(argv, &n, ARGV_MAX, "-incoming");
         bad |= add_arg(argv, &n, ARGV_MAX, "defer");
@@ -266,6 +271,7 @@ pid_t lc_spawn_qemu(struct bridge_managed *m, int incoming)
         int devnull = open("/dev/null", O_RDONLY);
         int ram = m->ram_lock_fd >= 0 ? fcntl(m->ram_lock_fd, F_DUPFD, 64) : -1;
         int con = m->console_fd >= 0 ? fcntl(m->console_fd, F_DUPFD, 64) : -1;
+        int lease = m->lease_fd >= 0 ? fcntl(m->lease_fd, F_DUPFD, 64) : -1;
 
         setsid(); /* a bridge restart or a signal to its group never reaches QEMU */
         sigemptyset(&none);
@@ -278,7 +284,14 @@ pid_t lc_spawn_qemu(struct bridge_managed *m, int incoming)
             dup2(ram, FD_RAM);
         if (con >= 0)
             dup2(con, FD_CONSOLE);
-        closefrom(con >= 0 ? FD_CONSOLE + 1 : ram >= 0 ? FD_RAM + 1 : 3);
+        if (lease >= 0)
+            dup2(lease, FD_LEASE);
+        /* QEMU gets exactly the fds it is told about */
+        if (ram < 0)
+            close(FD_RAM);
+        if (con < 0)
+            close(FD_CONSOLE);
+        closefrom(lease >= 0 ? FD_LEASE + 1 : FD_CONSOLE + 1);
         execvp(argv[0], argv);
         dprintf(2, "vmstate-bridged: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "bridge.h"
+#include "cluster.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -771,6 +772,7 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
                 complete_in_tx(vm, &r, VMS_STATUS_OK, &ev) < 0 || bridge_db_commit(db) < 0)
                 goto rollback;
             completed(vm, &r, VMS_STATUS_OK, &ev);
+            bridge_cluster_checkpoint(vm, s.id); /* an HA VM restarts from its latest save */
         } else {
             bridge_event_for_request(&ev, &r, res->status, res->message);
             if (bridge_db_begin(db) < 0)

@@ -29,7 +29,8 @@ EXTRA_DIST += tests/harness/README.md tests/harness/vmstest/__init__.py \
 	tests/harness/vmstest/checks.py tests/harness/vmstest/wholepath.py \
 	tests/harness/vmstest/libvirt.py \
 	tests/harness/vmstest/disks.py tests/harness/vmstest/managed.py \
-	tests/harness/vmstest/wireclient.py
+	tests/harness/vmstest/wireclient.py tests/harness/vmstest/cluster.py \
+	tests/harness/vmstest/ha.py
 
 clean-local: clean-guest-image
 clean-guest-image:

@@ -9,6 +9,7 @@
     disks      NBDServer, blockdev arguments, guest_dev(), writer_script()
     libvirt    LibvirtVM (the same guest as a libvirt domain; VMSTATE_TEST_BACKEND=libvirt)
     wireclient WireClient (tests/bridge/vms-wire-client in a guest: raw frames on the ports)
+    cluster    Cluster, Host (N hosts in network namespaces, one corosync each; kill, partition)
 
 A suite puts tests/harness on sys.path from its own location (works in the source tree
 and in a VPATH build, which runs the scripts from $(srcdir)):
@@ -21,6 +22,7 @@ See tests/harness/README.md.
 import os
 
 from .bridge import Bridge, BridgeError, EventStream, proc_status, rss_kib
+from .cluster import Cluster, ClusterError, Host
 from .checks import Results, check, field, results, wait_until
 from .vm import QMP, Agent, AgentLost, QMPError, VM, VMError, choose_accel
 
@@ -38,6 +40,7 @@ def make_vm(workdir, image_dir, builddir=None, backend=None, **kw):
         return LibvirtVM(workdir, image_dir, builddir, **kw)
     return VM(workdir, image_dir, **kw)
 
-__all__ = ["BACKEND", "make_vm", "Agent", "AgentLost", "Bridge", "BridgeError", "EventStream", "QMP", "QMPError",
+__all__ = ["BACKEND", "make_vm", "Agent", "AgentLost", "Bridge", "BridgeError", "Cluster",
+           "ClusterError", "Host", "EventStream", "QMP", "QMPError",
            "Results", "VM", "VMError", "check", "choose_accel", "field", "proc_status",
            "results", "rss_kib", "wait_until"]

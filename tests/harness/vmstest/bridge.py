@@ -63,8 +63,11 @@ class Bridge:
 
     def __init__(self, builddir, workdir, vms, vm_options=None, per_vm=None,
                  bridge_options=None, sections=None, valgrind=None, log_level="debug",
-                 fresh_db=False):
+                 fresh_db=False, host=None):
         b = os.path.abspath(builddir)
+        # a vmstest.cluster.Host: the bridge (and the QEMUs it starts) run in that host's
+        # network namespace with its private /run, next to its corosync; None: here
+        self.host = host
         self.exe = os.path.join(b, "host-bridge", "vmstate-bridged")
         self.admin_exe = os.path.join(b, "host-bridge", "vmstate-admin")
         self.workdir, self.vms = os.path.abspath(workdir), dict(vms)
@@ -116,10 +119,16 @@ class Bridge:
         with open(self.conf, "w") as f:
             f.write(self.config_text())
 
+    def prefix(self):
+        """argv prefix of the bridge and vmstate-admin: the host's (see host=), or none."""
+        return self.host.prefix() if self.host is not None else []
+
     # ---- vmstate-admin ----
     def admin(self, *args, secret=None, timeout=120):
-        """Run vmstate-admin -c CONF ARGS (secret: its stdin); its stdout."""
-        r = subprocess.run([self.admin_exe, "-c", self.conf, *args], input=secret, text=True,
+        """Run vmstate-admin -c CONF ARGS (secret: its stdin); its stdout. With host=, in
+        that host (its netns: vmstate-admin cluster reaches the host's corosync)."""
+        r = subprocess.run(self.prefix() + [self.admin_exe, "-c", self.conf, *args],
+                           input=secret, text=True,
                            capture_output=True, timeout=timeout)
         if r.returncode != 0:
             raise BridgeError(f"vmstate-admin {' '.join(args)}: {r.stderr.strip()}")
@@ -141,7 +150,7 @@ class Bridge:
         """Start the bridge (log appended to bridge.log); its PID. wait_connected: VM names
         whose QMP connection to wait for (30 s). With io_event_socket in bridge_options,
         self.events then reads that socket (an EventStream)."""
-        argv = self.wrapper + [self.exe, "-c", self.conf]
+        argv = self.prefix() + self.wrapper + [self.exe, "-c", self.conf]
         self.logf = open(self.log_path, "a")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=subprocess.STDOUT, preexec_fn=child_setup)
