@@ -154,8 +154,8 @@ static const char *const migrations[] = {
     // clang-format on
     /* issue 15: this bridge's copy of the cluster table (cluster/table.h), kept across
      * restarts: where each HA VM runs, its claim generation and latest checkpoint */
-    "CREATE TABLE cluster_vms (vm TEXT PRIMARY KEY, host TEXT NOT NULL, state TEXT NOT NULL,"
-    "  gen INTEGER NOT NULL, ck TEXT NOT NULL, updated INTEGER NOT NULL);",
+    ("CREATE TABLE cluster_vms (vm TEXT PRIMARY KEY, host TEXT NOT NULL, state TEXT NOT NULL,"
+     "  gen INTEGER NOT NULL, ck TEXT NOT NULL, updated INTEGER NOT NULL);"), /* () for clang */
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
