@@ -59,6 +59,10 @@ struct bridge_cluster {
     uint32_t nodeid;
     int quorate;
     double now, retry_at, backoff, next_plan;
+    /* not quorate since then (bridge start, or quorum/corosync lost): HA VMs still running
+     * here after bridge_grace are fenced (a bridge that starts cut off from the majority) */
+    double unquorate_since;
+    int fenced, warned_connect;
     /* messages CPG asked us to retry (CS_ERR_TRY_AGAIN) */
     char *outq[OUTQ_MAX];
     size_t outq_len;
@@ -374,9 +378,12 @@ static void on_quorum(votequorum_handle_t h, uint64_t context, uint32_t quorate,
         send_hello(c);
     } else if (!quorate && c->quorate) {
         c->quorate = 0;
+        c->unquorate_since = c->now;
         vms_err(NULL, NULL, "cluster: quorum lost: stopping this host's HA VMs");
         fence_all(c, "quorum lost");
     }
+    if (quorate)
+        c->fenced = 0;
 }
 
 /* ---- connection ---- */
@@ -396,6 +403,7 @@ static void disconnect(struct bridge_cluster *c, const char *why)
     c->outq_len = 0;
     if (c->quorate) {
         c->quorate = 0;
+        c->unquorate_since = c->now;
         fence_all(c, "Corosync gone");
     }
     c->retry_at = c->now + c->backoff;
@@ -448,11 +456,16 @@ static int try_connect(struct bridge_cluster *c)
         goto fail;
     }
     c->connected = 1;
+    c->warned_connect = 0;
     c->backoff = RECONNECT_MIN_S;
     vms_info(NULL, NULL, "cluster: joined CPG group %s as node %u (%s)", c->cfg->group, c->nodeid,
              c->cfg->node);
     return 0;
 fail:
+    if (!c->warned_connect) {
+        vms_warn(NULL, NULL, "cluster: cannot reach corosync on this host (retrying)");
+        c->warned_connect = 1;
+    }
     if (have_cpg)
         cpg_finalize(c->cpg);
     if (have_vq)
@@ -590,6 +603,13 @@ void bridge_cluster_tick(struct bridge *br, double now)
     if (!c)
         return;
     c->now = now;
+    if (!c->unquorate_since)
+        c->unquorate_since = now;
+    if (!c->quorate && !c->fenced && now - c->unquorate_since >= c->cfg->bridge_grace) {
+        /* started (or stayed) cut off from the majority: the others may restart our VMs */
+        c->fenced = 1;
+        fence_all(c, "no quorum since the bridge started");
+    }
     if (!c->connected) {
         if (now >= c->retry_at)
             try_connect(c);

@@ -5,10 +5,10 @@ hosts in network namespaces, one real corosync 3 each (token 500), and the fault
 suites need — kill a host, partition one, heal, restart a corosync — with the time each
 takes until the other hosts' corosync reports the new view (corosync-quorumtool -m, i.e.
 votequorum's notification, the same callback the bridge gets). Then: a bridge launched
-through a host runs in its netns and dies with Host.kill(); a second Cluster runs next
-to the first without seeing it; teardown leaves no namespace, process or /dev/shm file.
+through a host runs in its netns, the QEMU of a managed VM it starts too, and both die
+with Host.kill(); a second Cluster runs next to the first without seeing it; teardown leaves no namespace, process or /dev/shm file.
 
-    test-cluster-harness.py [--builddir DIR] [--workdir DIR] [--token MS]
+    test-cluster-harness.py [--builddir DIR [--image DIR]] [--workdir DIR] [--token MS]
 
 Exit 77 (skipped) when not root or corosync / ip are missing. Times are compared with
 /work/shared/cluster-notes.md (token 500: kill -> nodedown 1.1 s, partition 1.1 s,
@@ -19,6 +19,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))   # tests/cluster -> tests/harness
 from vmstest import Bridge, Cluster, ClusterError, check, results  # noqa: E402
 from vmstest.cluster import NETNS_DIR  # noqa: E402
+from vmstest.managed import ManagedVM, _Pid  # noqa: E402
 
 # Loose upper bounds (s): detection is about token + consensus (1.1 s at token 500); the
 # bound only catches a harness that does not see the change at all or a broken timing.
@@ -122,6 +124,15 @@ def partition_host(c):
     check(c.host(1).run(["ping", "-c1", "-W1", c.host(3).addr]).returncode != 0
           if shutil.which("ping") else True, "h1 no longer reaches h3")
 
+    # held 2 s: nothing flaps (and knet marks the links down, as in a real partition;
+    # healed at once, the rejoin takes ~1.5 s instead of ~0.7 s)
+    before = {i: len(c.host(i).monitor.views) for i in (1, 2, 3)}
+    time.sleep(2)
+    check(all(len(c.host(i).monitor.views) == before[i] for i in (1, 2, 3)) and
+          c.members_seen_by(1) == [1, 2] and c.members_seen_by(3) == [3] and
+          not c.host(3).quorum()["quorate"],
+          "partition held 2 s: no view changes, h3 still alone and not quorate")
+
     t0 = time.monotonic()
     c.heal(3)
     seen = c.wait_view([1, 2, 3], members=[1, 2, 3], quorate=True, timeout=20, since=t0)
@@ -145,10 +156,21 @@ def clean_leave(c):
     check(c.members_seen_by(1) == [1, 2, 3], "h1 back: members 1 2 3")
 
 
-def bridge_in_host(c, builddir):
-    """A bridge launched through a host runs in that host's netns; Host.kill() ends it."""
+def bridge_in_host(c, builddir, image):
+    """A bridge launched through a host runs in that host's netns, and so does the QEMU of
+    a managed VM it starts (with --image); Host.kill() ends them all."""
     h1 = c.host(1)
-    b = Bridge(builddir, os.path.join(h1.workdir, "bridge"), {}, host=h1)
+    wd = os.path.join(h1.workdir, "bridge")
+    vms, per_vm, sections = {}, {}, {}
+    admin_sock = os.path.join(wd, "admin.sock")
+    if image:
+        vms["m1"] = ManagedVM(os.path.join(wd, "m1"), image, mem="128M")
+        per_vm["m1"] = vms["m1"].section(slow_tier="slow")
+        sections["tier slow"] = {"path": os.path.join(wd, "slow"), "capacity": "2G",
+                                 "class": "slow"}
+        os.makedirs(os.path.join(wd, "slow"), exist_ok=True)
+    b = Bridge(builddir, wd, vms, per_vm=per_vm, sections=sections,
+               bridge_options={"admin_socket": admin_sock}, host=h1)
     pid = b.start()
     time.sleep(0.5)
     alive = b.alive()
@@ -159,9 +181,23 @@ def bridge_in_host(c, builddir):
           "... not in the test's own netns")
     exe = os.path.realpath(f"/proc/{pid}/exe") if alive else ""
     check(exe.endswith("vmstate-bridged"), "its PID is the bridge's own (both execs keep it)")
+    qemu = None
+    if image:
+        r = None
+        for _ in range(100):   # the bridge binds its admin socket soon after start
+            r = h1.run([b.admin_exe, "-S", admin_sock, "-j", "-t", "120", "start", "m1"],
+                       timeout=150)
+            if r.returncode != 3:
+                break
+            time.sleep(0.1)
+        qemu = vms["m1"].pid()
+        check(r.returncode == 0 and qemu and qemu in h1.pids() and qemu in b.children(),
+              f"the managed VM's QEMU (pid {qemu}), the bridge's child, runs in h1's netns")
     corosync_pid = h1.corosync.pid
     h1.kill()
     check(not b.alive() and h1.pids() == [], "h1.kill() ends the bridge with corosync")
+    if image:
+        check(qemu is not None and _Pid(qemu).poll() is not None, "... and the QEMU the bridge started")
     b.stop()
     check(qb_files([corosync_pid]) == [], "h1's corosync files removed")
     h1.restart_corosync()
@@ -169,7 +205,8 @@ def bridge_in_host(c, builddir):
 
 
 def second_cluster(workdir, c):
-    """Two Cluster objects at once: distinct namespaces, no cross-talk."""
+    """Two Cluster objects at once: distinct namespaces, no cross-talk. Then a test
+    process SIGKILLed with its cluster up: the next Cluster.start() cleans up after it."""
     with Cluster(os.path.join(workdir, "other"), hosts=1) as other:
         other.start()
         other.wait_quorate(timeout=20)
@@ -182,10 +219,27 @@ def second_cluster(workdir, c):
     check(not os.path.exists(os.path.join(NETNS_DIR, netns)) and qb_files([pid]) == [],
           "closing it removed its netns and /dev/shm files")
 
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from vmstest import Cluster; "
+            "c = Cluster(sys.argv[2], hosts=1); c.start(); c.wait_quorate(timeout=20); "
+            "print(c.host(1).netns, c.host(1).corosync.pid, flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, os.path.join(HERE, "..", "harness"),
+                              os.path.join(workdir, "stale")], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    stale_netns, stale_pid = child.stdout.readline().split()
+    child.kill()
+    child.wait()
+    left = os.path.exists(os.path.join(NETNS_DIR, stale_netns)) and qb_files([stale_pid]) != []
+    with Cluster(os.path.join(workdir, "after"), hosts=1) as after:
+        after.start(corosync=False)
+        check(left and not os.path.exists(os.path.join(NETNS_DIR, stale_netns)) and
+              qb_files([stale_pid]) == [],
+              "a SIGKILLed test's netns and corosync files are removed by the next start()")
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--builddir", default=None)
+    ap.add_argument("--image", default=None, help="guest image dir: a managed VM in a host")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--token", type=int, default=500)
     args = ap.parse_args()
@@ -207,7 +261,7 @@ def main():
         clean_leave(c)
         exe = os.path.join(args.builddir or "", "host-bridge", "vmstate-bridged")
         if args.builddir and os.access(exe, os.X_OK):
-            bridge_in_host(c, args.builddir)
+            bridge_in_host(c, args.builddir, args.image)
         else:
             print("(no --builddir with host-bridge/vmstate-bridged: bridge step left out)")
         second_cluster(workdir, c)

@@ -39,6 +39,16 @@ def ok(what):
     print(f"ok   {what}", flush=True)
 
 
+def in_container(root, argv):
+    """argv run with `root` as its root file system, as a container would: a private mount
+    namespace where root becomes / by pivot_root (not chroot: the kernel refuses user
+    namespaces to a chrooted process, and the bridge's guest reader needs one to confine
+    itself when the bridge runs as its own user, as the unit runs it)."""
+    script = (f'mount --rbind "{root}" "{root}" && cd "{root}" && mkdir -p .pivot && '
+              'pivot_root . .pivot && cd / && umount -l /.pivot && exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+
+
 def in_root(root, *argv, input=None, check=True):
     r = subprocess.run(["chroot", root, *argv], input=input, text=True, capture_output=True)
     if check and r.returncode != 0:
@@ -106,8 +116,9 @@ def main():
         vm.start()
         ok("guide 2: QEMU started with the two ports and the QMP socket in /run/vmstate/vm1")
         log = open(os.path.join(workdir, "..", "bridge.log"), "w")
-        bridge = subprocess.Popen(["chroot", root, "runuser", "-u", "vmstate", "--",
-                                   "vmstate-bridged"], stdout=log, stderr=subprocess.STDOUT)
+        bridge = subprocess.Popen(in_container(root, ["runuser", "-u", "vmstate", "--",
+                                                      "vmstate-bridged"]),
+                                  stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while True:
             rc, out = vm.run("dbus-send --system --print-reply --dest=org.vmstate.Helper1 "

@@ -18,6 +18,9 @@ starts with the keys the suites always need (database, log level, reconnect timi
 VM's sockets, nodes = disk0 and state_dir) and then the given ones, which override them.
 write_config() writes the file again from the dicts: change them, then restart().
 
+host=H (a vmstest.cluster.Host) runs the bridge and vmstate-admin inside that cluster host
+(its network namespace and private /run): the QEMUs the bridge starts are there too.
+
 valgrind=True (or $WHOLEPATH_VALGRIND / $VMSTATE_BRIDGE_VALGRIND set) runs the bridge under
 valgrind: errors and definite leaks make its SIGTERM exit status 99; the reports go to
 bridge.log.vg.PID (valgrind_summary()). The bridge dies with the test (PR_SET_PDEATHSIG)

@@ -39,6 +39,7 @@ import subprocess
 import threading
 import time
 
+from .bridge import pids_where
 from .vm import VMError, child_setup, on_exit
 
 ADDR_PREFIX = "10.77.0"
@@ -82,17 +83,9 @@ def _ns_inode(name):
 
 
 def _pids_in_netns(inode):
-    """PIDs of the processes whose network namespace has nsfs inode @inode."""
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{d}/ns/net").st_ino == inode:
-                found.append(int(d))
-        except OSError:
-            continue
-    return found
+    """PIDs of the processes whose network namespace has nsfs inode @inode (not zombies:
+    an exited process has no namespaces)."""
+    return pids_where(lambda pid: os.stat(f"/proc/{pid}/ns/net").st_ino == inode)
 
 
 def _corosync_runs(pid):
@@ -171,7 +164,9 @@ class QuorumMonitor:
         self.cond = threading.Condition()
         self.proc = host.popen(["stdbuf", "-oL", QUORUMTOOL, "-m"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-        threading.Thread(target=self._read, name=f"quorum-{host.name}", daemon=True).start()
+        self.thread = threading.Thread(target=self._read, name=f"quorum-{host.name}",
+                                       daemon=True)
+        self.thread.start()
 
     def _read(self):
         block, t, in_members = [], None, False
@@ -201,6 +196,7 @@ class QuorumMonitor:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.thread.join(5)   # it reads to EOF; then the pipe can be closed
         self.proc.stdout.close()
 
 
@@ -223,7 +219,6 @@ class Host:
         self.killed_corosyncs = []     # ... whose /dev/shm files are not removed yet
         self.procs = []                # every Popen started through popen()
         self.monitor = None            # QuorumMonitor of the current corosync (watch())
-        self._inode = None
 
     # ---- running things in the host ----
     def prefix(self):
@@ -252,8 +247,9 @@ class Host:
                               preexec_fn=child_setup, **kw)
 
     def pids(self):
-        """PIDs of every process in this host's network namespace."""
-        inode = _ns_inode(self.netns) or self._inode
+        """PIDs of every process in this host's network namespace ([] once it is deleted:
+        its inode number may be reused; close() kills before it deletes)."""
+        inode = _ns_inode(self.netns)
         return _pids_in_netns(inode) if inode else []
 
     # ---- corosync ----
@@ -441,7 +437,6 @@ class Cluster:
             for d in (h.workdir, h.run_dir, h.state_dir):
                 os.makedirs(d, exist_ok=True)
             _ip("netns", "add", h.netns)
-            h._inode = _ns_inode(h.netns)
             _ip(*br, "link", "add", h.name, "type", "veth", "peer", "name", "eth0",
                 "netns", h.netns)
             _ip(*br, "link", "set", h.name, "master", "br0", "up")
