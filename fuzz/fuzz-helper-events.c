@@ -9,6 +9,11 @@
  * Seeds (fuzz/corpus/helper-events/) are framed port-B streams: single
  * messages and sequences (Welcome, Events incl. duplicates and lists,
  * Timeline, Replies, garbage between frames).
+ *
+ * Speed: struct helper is ~190 KiB; allocating it per input made ASan map,
+ * fault in and unmap it every time (~1 ms). It is now one static object:
+ * helper_init() zeroes all of it and helper_free() releases everything it
+ * owns, so each input still starts from the same fresh helper.
  */
 #include "config.h"
 
@@ -27,16 +32,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int logging_off;
+    static struct helper helper;
     struct helper_config cfg;
-    struct helper *h;
+    struct helper *h = &helper;
 
     if (!logging_off) {
         vms_log_init("fuzz-helper-events", LOG_EMERG); /* quiet: a line per bad frame */
         logging_off = 1;
     }
-    h = calloc(1, sizeof(*h));
-    if (!h)
-        return 0;
     helper_config_defaults(&cfg);
     cfg.max_held = 8;
     cfg.max_listeners = 4;
@@ -56,6 +59,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     helper_timers(h);
 out:
     helper_free(h);
-    free(h);
     return 0;
 }
