@@ -1608,8 +1608,12 @@ static void handle_line(struct bridge_backend *q, const char *line)
             int64_t us = 0;
             if (json_object_object_get_ex(o, "timestamp", &ts) &&
                 json_object_object_get_ex(ts, "seconds", &sec) &&
-                json_object_object_get_ex(ts, "microseconds", &usec))
-                us = json_object_get_int64(sec) * 1000000 + json_object_get_int64(usec);
+                json_object_object_get_ex(ts, "microseconds", &usec)) {
+                int64_t s = json_object_get_int64(sec), u = json_object_get_int64(usec);
+                /* QEMU's wall-clock stamp; anything out of range is not one (0: unknown) */
+                if (s >= 0 && s < ((int64_t)1 << 40) && u >= 0 && u < 1000000)
+                    us = s * 1000000 + u;
+            }
             if (name[0] == 'S')
                 q->stop_event_us = us;
             else
