@@ -105,14 +105,7 @@ class Groups:
 
     def admin(self, *args, timeout=300):
         """vmstate-admin -S A's socket -j ARGS: (ok, answer)."""
-        r = subprocess.run([self.bridges["a"].admin_exe, "-S", self.socks["a"], "-j", "-t",
-                            str(timeout), *args], capture_output=True, text=True,
-                           timeout=timeout + 10)
-        try:
-            ans = json.loads(r.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            ans = {"error": (r.stdout + r.stderr).strip(), "rc": r.returncode}
-        return r.returncode == 0 and ans.get("ok") is True, ans
+        return self.bridges["a"].ctl(*args, sock=self.socks["a"], timeout=timeout, retry=False)
 
     def bridge_of(self, vm):
         return next(b for b, names in self.layout.items() if vm in names)

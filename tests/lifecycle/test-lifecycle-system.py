@@ -84,18 +84,7 @@ class Lifecycle:
     # ---- the bridge's admin socket ----
     def lc(self, cmd, vm=None, timeout=180):
         """vmstate-admin -j CMD [VM]: (ok, the answer as a dict)."""
-        argv = [self.bridge.admin_exe, "-S", self.admin_sock, "-j", "-t", str(timeout), cmd]
-        argv += [vm] if vm else []
-        for _ in range(100):  # a bridge just (re)started binds its admin socket soon
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
-            if r.returncode != 3 or not self.bridge.alive():
-                break
-            time.sleep(0.1)
-        try:
-            ans = json.loads(r.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            ans = {"error": (r.stdout + r.stderr).strip(), "rc": r.returncode}
-        return r.returncode == 0 and ans.get("ok") is True, ans
+        return self.bridge.ctl(cmd, *([vm] if vm else []), sock=self.admin_sock, timeout=timeout)
 
     def status(self, vm):
         ok, ans = self.lc("status", vm)

@@ -137,6 +137,23 @@ class Bridge:
             raise BridgeError(f"vmstate-admin {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout
 
+    def ctl(self, *args, sock=None, timeout=120, retry=True):
+        """vmstate-admin -S SOCK -j -t TIMEOUT ARGS, asked of the running bridge over its admin
+        socket (default: bridge_options["admin_socket"]): (ok, the answer as a dict). retry:
+        while the socket is not bound yet (exit 3) and the bridge lives, try again (10 s)."""
+        sock = sock or self.bridge_options["admin_socket"]
+        argv = [self.admin_exe, "-S", sock, "-j", "-t", str(timeout), *args]
+        for _ in range(100 if retry else 1):
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
+            if r.returncode != 3 or not self.alive():
+                break
+            time.sleep(0.1)
+        try:
+            ans = json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            ans = {"error": (r.stdout + r.stderr).strip(), "rc": r.returncode}
+        return r.returncode == 0 and ans.get("ok") is True, ans
+
     def table(self, what, vm="vm1"):
         """vmstate-admin states|requests|events VM, as lists of tab-separated fields."""
         return [line.split("\t") for line in self.admin(what, vm).splitlines() if line.strip()]

@@ -10,9 +10,7 @@ enabled, HA VM definitions and disks live on the cluster's shared directory.
     t.host_up(2); t.c.host(2).kill(); t.c.partition(3)
     t.close()
 """
-import json
 import os
-import subprocess
 import threading
 import time
 
@@ -158,19 +156,8 @@ class HACluster:
             self.cluster(i)), timeout, f"h{i}'s bridge quorate and synced")
 
     def admin(self, i, *args, timeout=120):
-        b = self.bridges[i]
-        argv = [b.admin_exe, "-S", b.bridge_options["admin_socket"], "-j", "-t", str(timeout),
-                *args]
-        for _ in range(100):
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
-            if r.returncode != 3 or not b.alive():
-                break
-            time.sleep(0.1)
-        try:
-            ans = json.loads(r.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            ans = {"error": (r.stdout + r.stderr).strip(), "rc": r.returncode}
-        return r.returncode == 0 and ans.get("ok") is True, ans
+        """vmstate-admin -j ARGS asked of host i's bridge: (ok, answer)."""
+        return self.bridges[i].ctl(*args, timeout=timeout)
 
     def cluster(self, i):
         ok, ans = self.admin(i, "cluster", timeout=10)
