@@ -20,10 +20,12 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/admin/ctl.c host-bridge/admin/ctl.h \
 	host-bridge/groups/groups.c host-bridge/groups/groups.h \
 	host-bridge/groups/handle.c host-bridge/groups/handle.h \
-	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c \
+	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c host-bridge/groups/peer-call.h \
+	host-bridge/groups/peer-cpg.c \
 	host-bridge/groups/group-db.c host-bridge/groups/group-db.h \
 	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
 	host-bridge/cluster/table.c host-bridge/cluster/table.h \
+	host-bridge/cluster/rpc.c host-bridge/cluster/rpc.h \
 	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
 	host-bridge/cluster/reach.c host-bridge/cluster/reach.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h

@@ -23,7 +23,9 @@
 #include "db-lifecycle.h"
 #include "ioerror.h"
 #include "lease.h"
+#include "peer.h"
 #include "reach.h"
+#include "rpc.h"
 #include "table.h"
 #include "vms-log.h"
 
@@ -323,6 +325,30 @@ static void answer_claim_lost(struct cl_local *l, const char *host)
     reply_error(l, msg);
 }
 
+/* An rpc message (rpc.h) goes to the groups' transport when it is for this node and comes
+ * from the node it names. 1 when @msg was an rpc message (used or dropped), 0 when not. */
+static int deliver_rpc(struct bridge_cluster *c, uint32_t nodeid, const char *msg, size_t len)
+{
+    struct cl_rpc m;
+    char why[200];
+    int h, rc = cl_rpc_parse(msg, len, &m, why, sizeof(why));
+
+    if (rc == 0)
+        return 0;
+    if (rc < 0) {
+        vms_debug(NULL, NULL, "cluster: message from node %u dropped: %s", nodeid, why);
+        return 1;
+    }
+    h = cl_table_host_by_nodeid(&c->t, nodeid);
+    if (h < 0 || strcmp(c->t.hosts[h].name, m.from))
+        vms_debug(NULL, NULL, "cluster: rpc from node %u names %s as its sender: dropped", nodeid,
+                  m.from);
+    else if (!strcmp(m.to, c->cfg->node))
+        group_peer_cpg_deliver(c->br, &m);
+    cl_rpc_clear(&m);
+    return 1;
+}
+
 static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t nodeid, uint32_t pid,
                        void *msg, size_t len)
 {
@@ -335,6 +361,8 @@ static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t no
     if (cpg_context_get(h, (void **)&c) != CS_OK || !c)
         return;
     c->delivered++;
+    if (deliver_rpc(c, nodeid, msg, len))
+        return;
     if (!cl_table_apply(&c->t, nodeid, msg, len, &a, why, sizeof(why))) {
         if (why[0])
             vms_debug(NULL, NULL, "cluster: message from node %u not applied: %s", nodeid, why);
@@ -401,6 +429,7 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
     cl_table_membership(&c->t, ids, n, lids, down, nl, mono());
     c->republish = 1; /* a joining bridge knows no host's reach yet */
     send_hello(c);    /* every member says hello again: the table syncs before anyone acts */
+    group_peer_cpg_membership(c->br);
 }
 
 static void on_quorum(votequorum_handle_t h, uint64_t context, uint32_t quorate, uint32_t n_nodes,
@@ -422,6 +451,7 @@ static void on_quorum(votequorum_handle_t h, uint64_t context, uint32_t quorate,
         c->unquorate_since = c->now;
         vms_err(NULL, NULL, "cluster: quorum lost: stopping this host's HA VMs");
         fence_all(c, "quorum lost");
+        group_peer_cpg_membership(c->br);
     }
     if (quorate)
         c->fenced = 0;
@@ -447,6 +477,7 @@ static void disconnect(struct bridge_cluster *c, const char *why)
         c->unquorate_since = c->now;
         fence_all(c, "Corosync gone");
     }
+    group_peer_cpg_membership(c->br);
     c->retry_at = c->now + c->backoff;
 }
 
@@ -787,6 +818,36 @@ void bridge_cluster_checkpoint(struct bridge_vm *vm, const char *tag)
         return;
     if (cl_msg_ck(buf, sizeof(buf), vm->cfg->name, c->cfg->node, tag) > 0)
         send_msg(c, buf);
+}
+
+const char *bridge_cluster_node(struct bridge *br)
+{
+    return br->cluster ? br->cluster->cfg->node : NULL;
+}
+
+int bridge_cluster_quorate(struct bridge *br)
+{
+    return br->cluster && br->cluster->connected && br->cluster->quorate;
+}
+
+int bridge_cluster_node_state(struct bridge *br, const char *name)
+{
+    struct bridge_cluster *c = br->cluster;
+    int h;
+
+    if (!c || !name[0] || (h = cl_table_host(&c->t, name)) < 0)
+        return -1;
+    return c->t.hosts[h].member;
+}
+
+int bridge_cluster_send(struct bridge *br, const char *msg)
+{
+    struct bridge_cluster *c = br->cluster;
+
+    if (!c || !c->connected || !c->quorate)
+        return -1;
+    send_msg(c, msg);
+    return 0;
 }
 
 json_object *bridge_cluster_status(struct bridge *br)

@@ -69,6 +69,19 @@ void bridge_cluster_storage_resumed(struct bridge_vm *vm);
 /* 1 while @vm's state is being sent to another host: its QEMU here must not run it. */
 int bridge_cluster_storage_moving(struct bridge_vm *vm);
 
+/* ---- for the groups' transport across hosts (groups/peer-cpg.c, rpc.h) ---- */
+
+/* This host's node name, or NULL outside a cluster. */
+const char *bridge_cluster_node(struct bridge *br);
+/* 1 when this bridge is connected to Corosync and its host is quorate. */
+int bridge_cluster_quorate(struct bridge *br);
+/* Node @name: 1 its bridge is in the CPG group now, 0 known (its bridge said hello once) but
+ * gone now, -1 unknown (or no cluster). */
+int bridge_cluster_node_state(struct bridge *br, const char *name);
+/* Multicast @msg on the CPG group (agreed order; kept and retried when Corosync says "try
+ * again"). 0, or -1 when not connected or not quorate (CPG alone does not enforce quorum). */
+int bridge_cluster_send(struct bridge *br, const char *msg);
+
 /* Members, quorum, slots and every HA VM's placement, for vmstate-admin cluster. */
 json_object *bridge_cluster_status(struct bridge *br);
 

@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "bridge.h"
+#include "cluster.h"
 #include "group-db.h"
 #include "handle.h"
 #include "peer.h"
@@ -48,6 +49,7 @@ struct local_op {
     int in_use, armed, fired;
     enum bridge_lc_op op;
     char group[GROUP_NAME_MAX];
+    char origin[BRIDGE_NODE_NAME_MAX]; /* the control's cluster node ("": the admin socket) */
     int64_t at_ns, fired_ns;
     int preserve;
     size_t n, pending;
@@ -267,8 +269,8 @@ static int vm_in_op(struct bridge_groups *g, struct bridge_vm *vm)
     return 0;
 }
 
-static void do_prepare(struct bridge_groups *g, json_object *req, bridge_lc_done_fn done,
-                       void *opaque)
+static void do_prepare(struct bridge_groups *g, const char *origin, json_object *req,
+                       bridge_lc_done_fn done, void *opaque)
 {
     struct bridge *br = g->br;
     struct local_op tmp;
@@ -322,6 +324,7 @@ static void do_prepare(struct bridge_groups *g, json_object *req, bridge_lc_done
     g->ops[slot].g = g;
     g->ops[slot].tfd = -1;
     g->ops[slot].in_use = 1;
+    snprintf(g->ops[slot].origin, sizeof(g->ops[slot].origin), "%s", origin ? origin : "");
     bridge_watch_init(&g->ops[slot].tw, NULL, NULL);
     vms_info(NULL, NULL, "group %s: prepared to %s %zu VM(s) at %lld (in %.0f ms)", tmp.group,
              op_word(tmp.op), tmp.n, (long long)tmp.at_ns, lead / 1e6);
@@ -557,6 +560,46 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
             bridge_managed_group_resume(lo->v[i].vm, lo->preserve, on_vm_held, &lo->v[i]);
 }
 
+/* A suspend is disarmed until T; a committed resume cannot be taken back (its VMs load). */
+static int abortable(const struct local_op *lo)
+{
+    return !(lo->armed && (lo->fired || lo->op == BRIDGE_LC_RESUME));
+}
+
+/* Drop operation @slot before T, answering a waiting commit. */
+static void local_abort(struct bridge_groups *g, int slot, const char *who)
+{
+    struct local_op *lo = &g->ops[slot];
+
+    if (lo->armed && lo->done)
+        answer_error(lo->done, lo->opaque, "aborted %s before T", who);
+    lo->done = NULL;
+    vms_warn(NULL, NULL, "group %s: aborted %s%s", lo->group, who, lo->armed ? " (disarmed)" : "");
+    memset(&g->handles.s[slot], 0, sizeof(g->handles.s[slot]));
+    local_op_free(lo);
+}
+
+void bridge_groups_origins_check(struct bridge *br)
+{
+    struct bridge_groups *g = br->groups;
+    int quorate = bridge_cluster_quorate(br);
+
+    for (int i = 0; g && i < GROUP_HANDLES_MAX; i++) {
+        struct local_op *lo = &g->ops[i];
+        char who[BRIDGE_NODE_NAME_MAX + 96];
+        if (!lo->in_use || !lo->origin[0] || !abortable(lo))
+            continue;
+        if (quorate && bridge_cluster_node_state(br, lo->origin) == 1)
+            continue;
+        /* the control instance cannot commit, or abort, what it cannot reach: nothing is
+         * left armed to stop VMs alone at T */
+        snprintf(who, sizeof(who), "here: %s",
+                 quorate ? "its control instance's bridge left the cluster's CPG group"
+                         : "this host lost quorum");
+        local_abort(g, i, who);
+    }
+}
+
 static void do_abort(struct bridge_groups *g, json_object *req, bridge_lc_done_fn done,
                      void *opaque)
 {
@@ -582,18 +625,12 @@ static void do_abort(struct bridge_groups *g, json_object *req, bridge_lc_done_f
         return;
     }
     lo = &g->ops[slot];
-    if (lo->armed && (lo->fired || lo->op == BRIDGE_LC_RESUME)) {
+    if (!abortable(lo)) {
         answer_error(done, opaque, "refused: too late to abort: the %s has started on this bridge",
                      op_word(lo->op));
         return;
     }
-    if (lo->armed && lo->done)
-        answer_error(lo->done, lo->opaque, "aborted by the control instance before T");
-    lo->done = NULL;
-    vms_warn(NULL, NULL, "group %s: aborted by the control instance%s", lo->group,
-             lo->armed ? " (disarmed)" : "");
-    memset(&g->handles.s[slot], 0, sizeof(g->handles.s[slot]));
-    local_op_free(lo);
+    local_abort(g, slot, "by the control instance");
     o = json_object_new_object();
     json_object_object_add(o, "aborted", json_object_new_boolean(1));
     done(opaque, 1, o);
@@ -974,6 +1011,12 @@ static void group_edit(struct bridge_groups *g, int create, json_object *req,
 int bridge_groups_command(struct bridge *br, const char *cmd, json_object *req,
                           bridge_lc_done_fn done, void *opaque)
 {
+    return bridge_groups_command_from(br, NULL, cmd, req, done, opaque);
+}
+
+int bridge_groups_command_from(struct bridge *br, const char *origin, const char *cmd,
+                               json_object *req, bridge_lc_done_fn done, void *opaque)
+{
     struct bridge_groups *g = br->groups;
 
     if (strncmp(cmd, "group-", 6))
@@ -983,6 +1026,10 @@ int bridge_groups_command(struct bridge *br, const char *cmd, json_object *req,
         return 1;
     }
     cmd += 6;
+    if (origin && strcmp(cmd, "prepare") && strcmp(cmd, "commit") && strcmp(cmd, "abort")) {
+        answer_error(done, opaque, "only group-prepare, -commit and -abort from another host");
+        return 1;
+    }
     if (!strcmp(cmd, "create") || !strcmp(cmd, "add"))
         group_edit(g, cmd[0] == 'c', req, done, opaque);
     else if (!strcmp(cmd, "show"))
@@ -990,7 +1037,7 @@ int bridge_groups_command(struct bridge *br, const char *cmd, json_object *req,
     else if (!strcmp(cmd, "suspend") || !strcmp(cmd, "resume"))
         control_start(g, cmd[0] == 's' ? BRIDGE_LC_SUSPEND : BRIDGE_LC_RESUME, req, done, opaque);
     else if (!strcmp(cmd, "prepare"))
-        do_prepare(g, req, done, opaque);
+        do_prepare(g, origin, req, done, opaque);
     else if (!strcmp(cmd, "commit"))
         do_commit(g, req, done, opaque);
     else if (!strcmp(cmd, "abort"))

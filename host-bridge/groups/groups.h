@@ -22,6 +22,9 @@
  *   abort    {"cmd":"group-abort", binding, "handle"}: any refusal, unreachable peer or
  *            failed commit makes the control abort the others (an armed suspend is
  *            disarmed; a committed resume cannot be taken back and goes on).
+ * Across hosts the same messages travel over the cluster's CPG group (peer.h); a bridge that
+ * leaves the group (or a host that loses quorum) before T fails its call, and the control
+ * aborts the others; a participant whose control instance left aborts its part itself.
  * Every outcome, a half-done one included, is in the group's history (group show).
  */
 #ifndef BRIDGE_GROUPS_H
@@ -47,6 +50,20 @@ void bridge_groups_tick(struct bridge *br, double now);
  */
 int bridge_groups_command(struct bridge *br, const char *cmd, json_object *req,
                           bridge_lc_done_fn done, void *opaque);
+
+/*
+ * The same for a request that came from another host's bridge, cluster node @origin (over
+ * CPG, peer.h): only group-prepare, group-commit and group-abort. An operation prepared for
+ * @origin is aborted here when @origin's bridge leaves the CPG group or this host loses
+ * quorum before T (bridge_groups_origins_check).
+ */
+int bridge_groups_command_from(struct bridge *br, const char *origin, const char *cmd,
+                               json_object *req, bridge_lc_done_fn done, void *opaque);
+
+/* The cluster's membership or quorum changed: abort the operations prepared or armed (a
+ * suspend before T) for a control instance whose bridge left, or all of them when this host
+ * is not quorate. */
+void bridge_groups_origins_check(struct bridge *br);
 
 /* Forget every pending @done for @opaque (its admin connection went away). */
 void bridge_groups_forget(struct bridge *br, void *opaque);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * peer-admin.c — group_peer_send() over the peers' admin sockets (peer.h).
+ * peer-admin.c — group_peer_send() (peer.h): the calls in flight, their timeouts, and the
+ * transport to "self" and to the [peer NAME] sections, over their admin sockets. A peer
+ * that is neither but a node of the cluster goes over CPG (peer-cpg.c).
  */
 #include "config.h"
 #include "peer.h"
@@ -15,26 +17,18 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "peer-call.h"
 #include "vms-log.h"
 
 #define PEER_REPLY_MAX (1 << 16)
-#define PEER_CALLS_MAX 64
-
-struct group_peer_call {
-    struct bridge *br;
-    struct bridge_watch w;
-    char *out;
-    size_t out_len, out_off;
-    char *in;
-    size_t in_len;
-    double deadline;
-    char why[512]; /* set: fail at the next tick (never from inside group_peer_send) */
-    group_peer_reply_fn fn;
-    void *opaque;
-};
 
 /* The calls in flight; a bridge has few (one per peer per group operation). */
 static struct group_peer_call *calls[PEER_CALLS_MAX];
+
+struct group_peer_call **group_peer_calls(void)
+{
+    return calls;
+}
 
 static void call_free(struct group_peer_call *c)
 {
@@ -51,7 +45,7 @@ static void call_free(struct group_peer_call *c)
     free(c);
 }
 
-static void call_finish(struct group_peer_call *c, json_object *reply, const char *why)
+void group_peer_call_finish(struct group_peer_call *c, json_object *reply, const char *why)
 {
     group_peer_reply_fn fn = c->fn;
     void *opaque = c->opaque;
@@ -74,7 +68,7 @@ static const char *peer_path(struct bridge *br, const char *peer)
 
 int group_peer_known(struct bridge *br, const char *peer)
 {
-    return peer_path(br, peer) != NULL;
+    return peer_path(br, peer) != NULL || group_peer_cpg_known(br, peer);
 }
 
 static void call_io(struct bridge_watch *w, uint32_t revents)
@@ -91,7 +85,7 @@ static void call_io(struct bridge_watch *w, uint32_t revents)
             if (n < 0 && errno == EAGAIN)
                 return;
             if (n <= 0) {
-                call_finish(c, NULL, "the peer closed its admin socket");
+                group_peer_call_finish(c, NULL, "the peer closed its admin socket");
                 return;
             }
             c->out_off += (size_t)n;
@@ -104,7 +98,7 @@ static void call_io(struct bridge_watch *w, uint32_t revents)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
-        call_finish(c, NULL, "the peer went away before replying");
+        group_peer_call_finish(c, NULL, "the peer went away before replying");
         return;
     }
     c->in_len += (size_t)n;
@@ -115,12 +109,12 @@ static void call_io(struct bridge_watch *w, uint32_t revents)
         *nl = '\0';
         o = json_tokener_parse(c->in);
         if (!o || !json_object_is_type(o, json_type_object))
-            call_finish(c, NULL, "the peer's reply is not a JSON object");
+            group_peer_call_finish(c, NULL, "the peer's reply is not a JSON object");
         else
-            call_finish(c, o, NULL);
+            group_peer_call_finish(c, o, NULL);
         json_object_put(o);
     } else if (c->in_len >= PEER_REPLY_MAX - 1) {
-        call_finish(c, NULL, "the peer's reply is too long");
+        group_peer_call_finish(c, NULL, "the peer's reply is too long");
     }
 }
 
@@ -142,8 +136,8 @@ struct group_peer_call *group_peer_send(struct bridge *br, const char *peer, jso
     c->opaque = opaque;
     c->deadline = bridge_now() + timeout_s;
     bridge_watch_init(&c->w, call_io, c);
-    c->in = malloc(PEER_REPLY_MAX);
-    if (slot < 0 || !c->in ||
+    c->in = path ? malloc(PEER_REPLY_MAX) : NULL;
+    if (slot < 0 || (path && !c->in) ||
         asprintf(&c->out, "%s\n", json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN)) <
             0) {
         c->out = NULL;
@@ -154,7 +148,11 @@ struct group_peer_call *group_peer_send(struct bridge *br, const char *peer, jso
     calls[slot] = c;
     c->out_len = strlen(c->out);
     if (!path) {
-        snprintf(c->why, sizeof(c->why), "no [peer %.64s] in the configuration", peer);
+        if (group_peer_cpg_known(br, peer))
+            group_peer_cpg_start(c, peer, req);
+        else
+            snprintf(c->why, sizeof(c->why),
+                     "no [peer %.64s] in the configuration, nor a cluster node of that name", peer);
         return c;
     }
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -189,15 +187,16 @@ void group_peer_tick(struct bridge *br, double now)
         if (c->why[0]) {
             char why[sizeof(c->why)];
             snprintf(why, sizeof(why), "%s", c->why);
-            call_finish(c, NULL, why);
+            group_peer_call_finish(c, NULL, why);
         } else if (now >= c->deadline) {
-            call_finish(c, NULL, "the peer did not reply in time");
+            group_peer_call_finish(c, NULL, "the peer did not reply in time");
         }
     }
 }
 
 void group_peer_close_all(struct bridge *br)
 {
+    group_peer_cpg_close(br);
     for (int i = 0; i < PEER_CALLS_MAX; i++)
         if (calls[i] && calls[i]->br == br)
             call_free(calls[i]);

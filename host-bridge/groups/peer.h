@@ -3,10 +3,14 @@
  * peer.h — how a group's control instance reaches the bridges of the group (itself
  * included). One request, one reply, both JSON objects.
  *
- * The transport is behind this interface: today the bridges share a host and each peer is
- * an admin socket ([peer NAME] admin_socket = PATH; the peer "self" is this bridge's own
- * admin socket, so the control instance talks to itself exactly as to the others);
- * across hosts the cluster's CPG group will carry the same messages.
+ * The transport is behind this interface. A peer is named
+ *   - "self": this bridge's own admin socket (the control instance talks to itself exactly
+ *     as to the others);
+ *   - a [peer NAME] section: a bridge on this host, over its admin_socket;
+ *   - the node name of another host of the cluster ([cluster] node there): over the
+ *     cluster's CPG group (peer-cpg.c, cluster/rpc.h), no configuration needed. A call to a
+ *     node fails as soon as its bridge leaves the CPG group or this host loses quorum; a
+ *     [peer NAME] section wins over a node of the same name.
  */
 #ifndef BRIDGE_GROUP_PEER_H
 #define BRIDGE_GROUP_PEER_H
@@ -37,7 +41,20 @@ void group_peer_tick(struct bridge *br, double now);
 /* Drop every call (bridge exit). */
 void group_peer_close_all(struct bridge *br);
 
-/* 1 if @peer is "self" or configured. */
+/* 1 if @peer is "self", configured, or a node of this bridge's cluster. */
 int group_peer_known(struct bridge *br, const char *peer);
+
+/* ---- fed by the cluster room (cluster.c) ---- */
+struct cl_rpc;
+
+/* An rpc message addressed to this node, from node @m->from (the caller checked that the
+ * message came from that node): a request is served (group-prepare, -commit, -abort) and
+ * answered over CPG; a reply completes the call it names (or is dropped). */
+void group_peer_cpg_deliver(struct bridge *br, const struct cl_rpc *m);
+
+/* The CPG membership or the quorum changed: calls to nodes that left (every call, when this
+ * host is no longer quorate) fail, and group operations this bridge prepared for a control
+ * instance that left are aborted (groups.h). */
+void group_peer_cpg_membership(struct bridge *br);
 
 #endif
