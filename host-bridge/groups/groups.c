@@ -911,8 +911,9 @@ static void control_start(struct bridge_groups *g, enum bridge_lc_op op, json_ob
         if (!b) {
             if (run->n >= BRIDGE_PEERS_MAX + 1 ||
                 !group_peer_known(br, json_object_get_string(bn))) {
-                answer_error(done, opaque, "group %s: bridge '%s' is not a [peer] of this bridge",
-                             group, json_object_get_string(bn));
+                answer_error(done, opaque,
+                             "group %s: bridge '%s' is neither a [peer] nor a cluster node", group,
+                             json_object_get_string(bn));
                 json_object_put(members);
                 run_free(run);
                 return;
@@ -990,7 +991,9 @@ static void group_edit(struct bridge_groups *g, int create, json_object *req,
     if (json_object_object_get_ex(req, "bridge", &v) && json_object_is_type(v, json_type_string))
         bridge = json_object_get_string(v);
     if (!group_peer_known(br, bridge)) {
-        answer_error(done, opaque, "no [peer %.64s] in this bridge's configuration", bridge);
+        answer_error(done, opaque,
+                     "no [peer %.64s] in this bridge's configuration, nor a node of its cluster",
+                     bridge);
         return;
     }
     if (!json_object_object_get_ex(req, "vm", &v) || !json_object_is_type(v, json_type_string) ||

@@ -11,3 +11,14 @@ check-groups: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 SYSTEM_CHECKS += check-groups
 .PHONY: check-groups
 EXTRA_DIST += tests/groups/test-groups-system.py
+
+# The same across hosts over the cluster's CPG group (acceptance 1 and 2 over CPG): 2 cluster
+# hosts as network namespaces (vmstest.cluster), a bridge and 2 managed VMs on each; a
+# suspend at T over CPG, and a bridge killed between prepare and commit (abort).
+#   make check-groups-cpg   (part of make check-system; ~2 min; needs root and corosync)
+check-groups-cpg: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/groups/test-groups-cpg.py \
+		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) $(GROUPS_FLAGS)
+SYSTEM_CHECKS += check-groups-cpg
+.PHONY: check-groups-cpg
+EXTRA_DIST += tests/groups/test-groups-cpg.py
