@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * fuzz-cluster-msg — the cluster table's message parser and decisions (cluster/table.c):
- * what another bridge multicasts on the CPG group. Peers are hosts of the same cluster, not
+ * fuzz-cluster-msg — the cluster table's message parser and decisions (cluster/table.c), and
+ * the groups' rpc messages (cluster/rpc.c), routed as cluster.c routes them: what another
+ * bridge multicasts on the CPG group. Peers are hosts of the same cluster, not
  * guests, but a broken or hostile peer must not crash every bridge at once: malformed
  * messages change nothing, and the decisions stay within the table.
  *
@@ -9,7 +10,9 @@
  * the ones that left); any other line is one message from node (first byte % 4) + 1, the
  * rest of the line its bytes. After each line the plan, slots and sync state are computed
  * and checked: moves name existing VMs and member hosts, claims only ever raise a VM's
- * generation. Seeds (fuzz/corpus/cluster-msg/): the unit tests' messages.
+ * generation. An rpc message that parses names valid nodes, a positive id, an allowed
+ * command (request) or a boolean "ok" (reply), and formats back to a message that parses
+ * to the same. Seeds (fuzz/corpus/cluster-msg/): the unit tests' messages.
  */
 #include "config.h"
 
@@ -19,7 +22,9 @@
 #include <string.h>
 
 #include "bridge-config.h"
+#include "rpc.h"
 #include "table.h"
+#include "vms-proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -88,6 +93,34 @@ static void check(const struct cl_table *t, const uint64_t *gen_before)
     (void)cl_table_synced(t);
 }
 
+/* A parsed rpc is within its contract, and survives a round trip. */
+static void check_rpc(const struct cl_rpc *m)
+{
+    struct cl_rpc again;
+    json_object *v;
+    char why[200], *text;
+
+    if ((m->kind != CL_RPC_REQUEST && m->kind != CL_RPC_REPLY) || !m->id ||
+        m->id >= (uint64_t)INT64_MAX || !vms_valid_id(m->from) || !vms_valid_id(m->to) ||
+        strlen(m->from) >= CL_NAME_MAX || strlen(m->to) >= CL_NAME_MAX ||
+        !json_object_is_type(m->body, json_type_object))
+        abort();
+    if (m->kind == CL_RPC_REQUEST && (!json_object_object_get_ex(m->body, "cmd", &v) ||
+                                      !cl_rpc_cmd_allowed(json_object_get_string(v))))
+        abort();
+    if (m->kind == CL_RPC_REPLY && (!json_object_object_get_ex(m->body, "ok", &v) ||
+                                    !json_object_is_type(v, json_type_boolean)))
+        abort();
+    text = cl_rpc_format(m->kind, m->id, m->from, m->to, m->body);
+    if (!text)
+        return; /* re-serialised longer than the limit (escapes): refused, fine */
+    if (cl_rpc_parse(text, strlen(text), &again, why, sizeof(why)) != 1 || again.kind != m->kind ||
+        again.id != m->id || strcmp(again.from, m->from) || strcmp(again.to, m->to))
+        abort();
+    cl_rpc_clear(&again);
+    free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int loaded;
@@ -117,9 +150,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             membership(&t, line);
         } else {
             struct cl_applied a;
+            struct cl_rpc m;
             char why[200];
             uint32_t node = (uint32_t)((unsigned char)line[0] % 4) + 1;
             size_t len = strlen(line + 1);
+            int rc = cl_rpc_parse(line + 1, len, &m, why, sizeof(why));
+            if (rc == 1) {
+                check_rpc(&m);
+                cl_rpc_clear(&m);
+                continue;
+            }
+            if (rc < 0 && m.body)
+                abort(); /* a refused rpc holds nothing */
+            if (rc < 0)
+                continue;
             if (cl_table_apply(&t, node, line + 1, len, &a, why, sizeof(why)) != 1 && a.claimed)
                 abort(); /* a refused message claims nothing */
         }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * test-bridge-groups.c — the group handles (host-bridge/groups/handle.c), the peer
- * configuration, the host clock check and the group tables of the journal.
+ * configuration, the host clock check, the group tables of the journal, and the rpc messages
+ * that carry group calls across hosts (host-bridge/cluster/rpc.c).
  */
 #include "config.h"
 
@@ -17,6 +18,7 @@
 #include "group-db.h"
 #include "groups.h"
 #include "handle.h"
+#include "rpc.h"
 
 #define S 1000000000ll
 
@@ -236,4 +238,97 @@ Test(group_db, members_and_history)
     bridge_db_close(&db);
     unlink(path);
     rmdir(dir);
+}
+
+/* ---- rpc messages over CPG (cluster/rpc.c) ---- */
+
+Test(group_rpc, round_trip_request_and_reply)
+{
+    json_object *body = json_tokener_parse("{\"cmd\":\"group-prepare\",\"group\":\"grp\"}");
+    char *text = cl_rpc_format(CL_RPC_REQUEST, 42, "h1", "h2", body), why[200];
+    struct cl_rpc m;
+    json_object *v;
+
+    cr_assert_not_null(text);
+    cr_assert_eq(strncmp(text, "{\"t\":\"rpc\"", 10), 0, "%s", text);
+    cr_assert_eq(cl_rpc_parse(text, strlen(text), &m, why, sizeof(why)), 1, "%s", why);
+    cr_assert_eq(m.kind, CL_RPC_REQUEST);
+    cr_assert_eq(m.id, 42);
+    cr_assert_str_eq(m.from, "h1");
+    cr_assert_str_eq(m.to, "h2");
+    cr_assert(json_object_object_get_ex(m.body, "group", &v));
+    cl_rpc_clear(&m);
+    free(text);
+    json_object_put(body);
+
+    body = json_tokener_parse("{\"ok\":false,\"error\":\"refused: x\"}");
+    text = cl_rpc_format(CL_RPC_REPLY, 42, "h2", "h1", body);
+    cr_assert_eq(cl_rpc_parse(text, strlen(text), &m, why, sizeof(why)), 1, "%s", why);
+    cr_assert_eq(m.kind, CL_RPC_REPLY);
+    cl_rpc_clear(&m);
+    free(text);
+    json_object_put(body);
+}
+
+Test(group_rpc, table_messages_are_not_rpcs)
+{
+    const char *hello = "{\"t\":\"hello\",\"node\":\"h1\",\"vcpus\":2,\"memory\":1,\"run\":[]}";
+    struct cl_rpc m;
+    char why[200];
+
+    cr_assert_eq(cl_rpc_parse(hello, strlen(hello), &m, why, sizeof(why)), 0);
+    cr_assert_eq(cl_rpc_parse("", 0, &m, why, sizeof(why)), 0);
+}
+
+Test(group_rpc, malformed_are_refused)
+{
+    static const char *bad[] = {
+        /* a command other hosts may not ask */
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"start\"}}",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{}}",
+        /* ids */
+        "{\"t\":\"rpc\",\"id\":0,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"}}",
+        "{\"t\":\"rpc\",\"id\":-3,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"}"
+        "}",
+        "{\"t\":\"rpc\",\"id\":\"1\",\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-"
+        "abort\"}}",
+        /* names */
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h "
+        "1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"}}",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"}}",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"body\":{\"cmd\":\"group-abort\"}}",
+        /* keys, kinds, shape */
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"},"
+        "\"x\":1}",
+        "{\"t\":\"rpcz\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"ok\":true}}",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\"}}"
+        "x",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":[1]}",
+        "{\"t\":\"rpc\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"cmd\":\"group-abort\","
+        "\"a\":[[[[[[[[1]]]]]]]]}}",
+        /* a reply without a boolean ok */
+        "{\"t\":\"rpc-reply\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{\"ok\":1}}",
+        "{\"t\":\"rpc-reply\",\"id\":1,\"from\":\"h1\",\"to\":\"h2\",\"body\":{}}",
+    };
+    struct cl_rpc m;
+    char why[200];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_assert_eq(cl_rpc_parse(bad[i], strlen(bad[i]), &m, why, sizeof(why)), -1, "%s", bad[i]);
+        cr_assert(why[0], "a reason for %s", bad[i]);
+        cr_assert_null(m.body);
+    }
+}
+
+Test(group_rpc, size_bound)
+{
+    size_t n = CL_RPC_MAX + 16;
+    char *big = malloc(n + 1), why[200];
+    struct cl_rpc m;
+
+    memset(big, ' ', n);
+    memcpy(big, "{\"t\":\"rpc\"", 10);
+    big[n] = '\0';
+    cr_assert_eq(cl_rpc_parse(big, n, &m, why, sizeof(why)), -1);
+    free(big);
 }
