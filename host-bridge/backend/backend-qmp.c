@@ -27,6 +27,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -1499,6 +1500,66 @@ static int qmp_query_chardev(struct bridge_backend *q, const char *id, bridge_ba
     return 0;
 }
 
+/* qom-get /machine rtc-time: a struct tm (QEMU's own, from a device the guest programs),
+ * each field checked before it becomes a time */
+static void on_query_rtc(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    static const struct {
+        const char *key;
+        int lo, hi;
+    } fields[] = {{"tm_year", 70, 1100}, {"tm_mon", 0, 11}, {"tm_mday", 1, 31},
+                  {"tm_hour", 0, 23},    {"tm_min", 0, 59}, {"tm_sec", 0, 60}};
+    struct qmp_call *c = arg;
+    struct bridge_backend_result r = {.status = VMS_STATUS_OK};
+    int v[6];
+    struct tm tm;
+    (void)q;
+
+    if (err) {
+        call_finish(c, err_status(err), err, 0);
+        return;
+    }
+    for (size_t i = 0; i < 6; i++) {
+        json_object *f;
+        if (!json_object_is_type(ret, json_type_object) ||
+            !json_object_object_get_ex(ret, fields[i].key, &f) ||
+            !json_object_is_type(f, json_type_int) || json_object_get_int64(f) < fields[i].lo ||
+            json_object_get_int64(f) > fields[i].hi) {
+            call_finish(c, VMS_STATUS_ERR_INTERNAL, "rtc-time: not a time", 0);
+            return;
+        }
+        v[i] = (int)json_object_get_int64(f);
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = v[0];
+    tm.tm_mon = v[1];
+    tm.tm_mday = v[2];
+    tm.tm_hour = v[3];
+    tm.tm_min = v[4];
+    tm.tm_sec = v[5];
+    r.rtc_s = (int64_t)timegm(&tm);
+    c->done(c->opaque, &r);
+    free(c);
+}
+
+static int qmp_query_rtc(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
+{
+    struct qmp_call *c = call_new(done, opaque);
+    json_object *args = json_object_new_object();
+
+    if (!c) {
+        json_object_put(args);
+        return -1;
+    }
+    json_object_object_add(args, "path", json_object_new_string("/machine"));
+    json_object_object_add(args, "property", json_object_new_string("rtc-time"));
+    if (qmp_command(q, "qom-get", args, qmp_timeout(q), on_query_rtc, c) < 0) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- input ---- */
 
 /* query-cpus-fast on connect: one entry per vCPU (hostinfo's vcpus). */
@@ -2115,4 +2176,5 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .powerdown = qmp_powerdown,
     .query_chardev = qmp_query_chardev,
     .detach_node = qmp_detach_node,
+    .query_rtc = qmp_query_rtc,
 };

@@ -37,6 +37,8 @@ struct bridge_backend_result {
     /* stop/cont: the hypervisor's timestamp of the VM's STOP/RESUME (us since the epoch),
      * 0 if it gave none */
     int64_t event_us;
+    /* query_rtc: the guest's RTC (s since the epoch, read as UTC) */
+    int64_t rtc_s;
     /* recover: the hypervisor has no trace of the operation (no job, and for a
      * save no snapshot): it never started, and may be run again */
     int never_started;
@@ -174,6 +176,9 @@ struct bridge_backend_ops {
      */
     int (*detach_node)(struct bridge_backend *b, const char *node, bridge_backend_done_fn done,
                        void *opaque);
+    /* The guest's real-time clock (result.rtc_s; 1 s resolution), e.g. at a group's stop,
+     * when no guest helper can say the guest's time. Optional (NULL: not supported). */
+    int (*query_rtc)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;

@@ -39,6 +39,9 @@ struct local_vm {
     struct local_op *op;
     struct bridge_vm *vm;
     int done, ok, held, cont_sent;
+    int prepare_sent; /* its guest apps were told before T (PrepareSave) */
+    int64_t rtc_s;    /* a suspend: the guest's RTC read while stopped at T (0: none) */
+    char rtc_why[128];
     int64_t stop_us; /* QEMU's STOP (suspend) or RESUME (resume) timestamp */
     int64_t sent_ns; /* when the bridge sent stop/cont */
     json_object *result;
@@ -335,6 +338,27 @@ static void do_prepare(struct bridge_groups *g, const char *origin, json_object 
     done(opaque, 1, o);
 }
 
+/* @v's clock state at the stop: host time (QEMU's STOP timestamp) and guest time. The guest
+ * is stopped, so its helper cannot be asked: its RTC is (1 s resolution; QEMU's RTC keeps
+ * the time the guest set it to, moving with the host while it runs). */
+static json_object *clock_at_stop(const struct local_vm *v)
+{
+    json_object *c = json_object_new_object();
+
+    json_object_object_add(c, "host_ns", json_object_new_int64(v->stop_us * 1000));
+    if (v->rtc_s) {
+        json_object_object_add(c, "guest_ns", json_object_new_int64(v->rtc_s * 1000000000ll));
+        json_object_object_add(c, "guest_minus_host_ms",
+                               json_object_new_double((v->rtc_s * 1e9 - v->stop_us * 1e3) / 1e6));
+        json_object_object_add(c, "resolution_ms", json_object_new_int(1000));
+        json_object_object_add(c, "source", json_object_new_string("rtc"));
+    } else {
+        json_object_object_add(c, "source", json_object_new_string("none"));
+        json_object_object_add(c, "error", json_object_new_string(v->rtc_why));
+    }
+    return c;
+}
+
 /* Every VM of @lo is done: answer the commit, keep the handle as used until it expires. */
 static void local_finish(struct local_op *lo)
 {
@@ -350,6 +374,10 @@ static void local_finish(struct local_op *lo)
         json_object_object_add(r, lo->op == BRIDGE_LC_SUSPEND ? "stop_event_us" : "resume_event_us",
                                json_object_new_int64(v->stop_us));
         json_object_object_add(r, "sent_ns", json_object_new_int64(v->sent_ns));
+        if (lo->op == BRIDGE_LC_SUSPEND) {
+            json_object_object_add(r, "prepare_sent", json_object_new_boolean(v->prepare_sent));
+            json_object_object_add(r, "clock", clock_at_stop(v));
+        }
         json_object_array_add(a, r);
         all_ok &= v->ok;
         if (v->stop_us && (!lo_us || v->stop_us < lo_us))
@@ -402,6 +430,18 @@ static void on_vm_suspended(void *opaque, int ok, json_object *result)
     vm_settled(opaque, ok, result);
 }
 
+/* The guest's RTC at the stop (clock_at_stop), then the suspend. */
+static void on_vm_rtc(void *opaque, const struct bridge_backend_result *r)
+{
+    struct local_vm *v = opaque;
+
+    if (r->status == VMS_STATUS_OK)
+        v->rtc_s = r->rtc_s;
+    else
+        snprintf(v->rtc_why, sizeof(v->rtc_why), "the guest's RTC: %.100s", r->message);
+    bridge_managed_group_suspend(v->vm, on_vm_suspended, v);
+}
+
 static void on_vm_stopped(void *opaque, const struct bridge_backend_result *r)
 {
     struct local_vm *v = opaque;
@@ -416,6 +456,9 @@ static void on_vm_stopped(void *opaque, const struct bridge_backend_result *r)
         vm_settled(v, 0, o);
         return;
     }
+    if (v->vm->ops->query_rtc && v->vm->ops->query_rtc(v->vm->backend, on_vm_rtc, v) == 0)
+        return;
+    snprintf(v->rtc_why, sizeof(v->rtc_why), "its backend cannot read the guest's RTC");
     bridge_managed_group_suspend(v->vm, on_vm_suspended, v);
 }
 
@@ -558,6 +601,9 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
     if (lo->op == BRIDGE_LC_RESUME) /* load now, cont at T */
         for (size_t i = 0; i < lo->n; i++)
             bridge_managed_group_resume(lo->v[i].vm, lo->preserve, on_vm_held, &lo->v[i]);
+    else /* guest apps hear of it before T (the resume's cont sends them Resumed) */
+        for (size_t i = 0; i < lo->n; i++)
+            lo->v[i].prepare_sent = bridge_managed_group_prepare(lo->v[i].vm);
 }
 
 /* A suspend is disarmed until T; a committed resume cannot be taken back (its VMs load). */
@@ -573,6 +619,9 @@ static void local_abort(struct bridge_groups *g, int slot, const char *who)
 
     if (lo->armed && lo->done)
         answer_error(lo->done, lo->opaque, "aborted %s before T", who);
+    for (size_t i = 0; i < lo->n; i++)
+        if (lo->v[i].prepare_sent)
+            bridge_managed_group_cancelled(lo->v[i].vm);
     lo->done = NULL;
     vms_warn(NULL, NULL, "group %s: aborted %s%s", lo->group, who, lo->armed ? " (disarmed)" : "");
     memset(&g->handles.s[slot], 0, sizeof(g->handles.s[slot]));
@@ -942,11 +991,47 @@ static void control_start(struct bridge_groups *g, enum bridge_lc_op op, json_ob
     }
 }
 
+/* Each VM's clock state at the latest suspend that stopped VMs (history, newest first):
+ * [{"vm","bridge","host_ns","guest_ns","source",...}], [] when none. */
+static json_object *clocks_at_stop(json_object *hist)
+{
+    json_object *out = json_object_new_array();
+
+    for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
+        json_object *e = json_object_array_get_idx(hist, i), *v, *d, *bridges;
+        if (!json_object_object_get_ex(e, "op", &v) ||
+            strcmp(json_object_get_string(v), "suspend") ||
+            !json_object_object_get_ex(e, "detail", &d) ||
+            !json_object_object_get_ex(d, "bridges", &bridges))
+            continue;
+        for (size_t b = 0; b < json_object_array_length(bridges); b++) {
+            json_object *br = json_object_array_get_idx(bridges, b), *vms, *name;
+            if (!json_object_object_get_ex(br, "vms", &vms))
+                continue;
+            json_object_object_get_ex(br, "bridge", &name);
+            for (size_t k = 0; k < json_object_array_length(vms); k++) {
+                json_object *vm = json_object_array_get_idx(vms, k), *clock, *x;
+                if (!json_object_object_get_ex(vm, "clock", &clock))
+                    continue;
+                x = json_object_new_object();
+                json_object_object_add(x, "vm", json_object_get(json_object_object_get(vm, "vm")));
+                json_object_object_add(x, "bridge", json_object_get(name));
+                json_object_object_foreach(clock, key, val)
+                    json_object_object_add(x, key, json_object_get(val));
+                json_object_array_add(out, x);
+            }
+        }
+        if (json_object_array_length(out))
+            break;
+    }
+    return out;
+}
+
 static void group_show(struct bridge_groups *g, json_object *req, bridge_lc_done_fn done,
                        void *opaque)
 {
     char group[GROUP_NAME_MAX];
-    json_object *o;
+    json_object *o, *hist;
     int ex;
 
     if (parse_group_name(req, group, done, opaque) < 0)
@@ -957,9 +1042,11 @@ static void group_show(struct bridge_groups *g, json_object *req, bridge_lc_done
         return;
     }
     o = json_object_new_object();
+    hist = group_db_history(&g->br->db, group, 20);
     json_object_object_add(o, "group", json_object_new_string(group));
     json_object_object_add(o, "members", group_db_members(&g->br->db, group));
-    json_object_object_add(o, "history", group_db_history(&g->br->db, group, 20));
+    json_object_object_add(o, "clocks_at_stop", clocks_at_stop(hist));
+    json_object_object_add(o, "history", hist);
     done(opaque, 1, o);
 }
 

@@ -297,22 +297,30 @@ static void checkpoint_go(struct bridge_managed *m);
  * Suspend: wait for the guest request in flight (a snapshot job and a checkpoint must not
  * overlap), let guest apps prepare (PrepareSave, pre-save hooks), then checkpoint.
  */
+/* Send Prepare under a fresh request id (one the guest has never seen). 1 sent, 0 when no
+ * Prepare applies (no helper that speaks it, or prepare_timeout_ms = 0). */
+static int send_prepare(struct bridge_vm *vm)
+{
+    unsigned char rnd[16];
+    char id[VMS_REQUEST_ID_LEN + 1];
+
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 16; i++)
+        snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+    return bridge_prepare_start_suspend(vm, id);
+}
+
 static void suspend_go(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
-    unsigned char rnd[16];
-    char id[VMS_REQUEST_ID_LEN + 1];
 
     if (vm->busy) {
         m->phase = P_WAIT_IDLE;
         m->deadline = lc_mono() + 0.05;
         return;
     }
-    randombytes_buf(rnd, sizeof(rnd));
-    for (int i = 0; i < 16; i++)
-        snprintf(id + 2 * i, 3, "%02x", rnd[i]);
     m->phase = P_PREPARE;
-    if (!bridge_prepare_start_suspend(vm, id))
+    if (!send_prepare(vm))
         checkpoint_go(m);
 }
 
@@ -320,6 +328,15 @@ void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const
 {
     struct bridge_managed *m = vm->mgd;
 
+    if (m && m->op == BRIDGE_LC_NONE) {
+        /* a group's Prepare (bridge_managed_group_prepare): its time is binding */
+        vms_info(vmname(vm), NULL, "group: the guest answered Prepare: %s%s%s",
+                 status == VMS_STATUS_ERR_INHIBITED ? "it inhibits (the group's time is binding: "
+                                                      "the suspend goes on)"
+                                                    : "ready",
+                 message ? ": " : "", message ? message : "");
+        return;
+    }
     if (!m || m->op != BRIDGE_LC_SUSPEND || m->phase != P_PREPARE)
         return;
     if (status == VMS_STATUS_ERR_INHIBITED) {
@@ -705,6 +722,23 @@ void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, 
     m->t0 = lc_mono();
     m->deadline = 0;
     checkpoint_go(m);
+}
+
+int bridge_managed_group_prepare(struct bridge_vm *vm)
+{
+    return send_prepare(vm);
+}
+
+void bridge_managed_group_cancelled(struct bridge_vm *vm)
+{
+    struct vms_msg n;
+
+    vms_msg_init(&n, VMS_MSG_NOTICE);
+    vms_msg_set_str(&n, VMS_F_REASON, "save-cancelled");
+    vms_msg_set_str(&n, VMS_F_MESSAGE,
+                    "the group suspend announced by PrepareSave was aborted: the VM runs on");
+    bridge_vm_send(vm, &n);
+    vms_msg_clear(&n);
 }
 
 void bridge_managed_group_resume(struct bridge_vm *vm, int preserve_clock, bridge_lc_done_fn done,

@@ -153,6 +153,17 @@ void bridge_managed_move(struct bridge_vm *vm, int to_fast, bridge_lc_done_fn do
 int bridge_managed_group_check(struct bridge_vm *vm, enum bridge_lc_op op, char *why,
                                size_t whylen);
 
+/*
+ * A group's suspend of @vm is committed for a time T: tell its guest apps now, as a single
+ * VM's suspend does (Prepare: PrepareSave to the apps, the pre-save hooks). The group's time
+ * is binding: the answer is logged, not waited for. 1 sent, 0 when no Prepare applies (no
+ * helper that speaks it, or prepare_timeout_ms = 0).
+ */
+int bridge_managed_group_prepare(struct bridge_vm *vm);
+
+/* The group suspend announced to @vm's guest was aborted before T: Notice "save-cancelled". */
+void bridge_managed_group_cancelled(struct bridge_vm *vm);
+
 /* Suspend @vm, which the group's timer has just stopped: checkpoint and quit at once (no
  * guest Prepare: the guest is stopped; not paced by the host-wide queue). @done as for
  * requests. */
