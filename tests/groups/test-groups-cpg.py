@@ -10,6 +10,8 @@ h1's bridge is the control instance; the group names g1, g2 on "self" and g3, g4
   2 h2's bridge killed between prepare and commit: h1 sees it leave the CPG group and
     aborts the group before T; nothing is suspended (g1, g2 run on; h2's restarted bridge
     finds g3, g4 running), the history says so
+  3 the control's bridge (h1) killed after h2 committed: h2 sees its control instance leave
+    the CPG group and disarms its part before T; nothing is suspended on either host
 """
 import argparse
 import importlib.util
@@ -203,6 +205,44 @@ def test_bridge_killed(t):
         t.vms[n].attach()
 
 
+def test_control_killed(t):
+    print("== 3. the control's bridge killed after h2's commit: h2 disarms, nothing suspended")
+    b1, b2 = t.bridges[1], t.bridges[2]
+    log0 = len(b2.log())
+    at = time.time() + LEAD_S + 3
+    for vm in t.vms.values():
+        vm.detach()
+    # the admin's command runs in a thread: its bridge dies under it
+    th = threading.Thread(target=lambda: t.admin("group", "suspend", "grp", f"{at:.6f}",
+                                                 timeout=30))
+    th.start()
+    try:
+        wait_until(lambda: "grp: committed: suspend" in b2.log()[log0:], 20, "h2's commit")
+    except TimeoutError:
+        check(False, "h2 committed: " + b2.log()[log0:][-1500:])
+        th.join()
+        return
+    b1.kill9()
+    th.join()
+    try:
+        wait_until(lambda: "its control instance's bridge left" in b2.log()[log0:], 10,
+                   "h2 disarms")
+        check(time.time() < at, "h2 disarmed its part before T (its control instance left "
+              "the CPG group)")
+    except TimeoutError:
+        check(False, "h2 disarmed: " + b2.log()[log0:][-1500:])
+    time.sleep(max(0, at - time.time()) + 2)
+    st = t.states(["g3", "g4"])
+    check(all(s == "running" for s in st.values()), f"h2's VMs were not suspended at T: {st}")
+    b1.start()
+    t.wait_synced(1)
+    st = t.states(["g1", "g2"])
+    check(all(s == "running" for s in st.values()),
+          f"h1's restarted bridge finds its VMs running (its timer died with it): {st}")
+    for vm in t.vms.values():
+        vm.attach()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", required=True)
@@ -218,7 +258,7 @@ def main():
     workdir = a.workdir or tempfile.mkdtemp(prefix="vmsgc-", dir="/tmp")
     t0 = time.monotonic()
     t = CpgGroups(a.image, a.builddir, workdir)
-    want = set(a.only or [1, 2])
+    want = set(a.only or [1, 2, 3])
     try:
         t.start()
         ok, ans = t.admin("group", "create", "grp")
@@ -230,7 +270,7 @@ def main():
         ok, ans = t.admin("group", "add", "grp", "g9", "h7")
         check(not ok and "h7" in ans.get("error", ""),
               f"an unknown node is refused: {ans.get('error')}")
-        for n, fn in ((1, test_suspend), (2, test_bridge_killed)):
+        for n, fn in ((1, test_suspend), (2, test_bridge_killed), (3, test_control_killed)):
             if n in want:
                 try:
                     fn(t)
