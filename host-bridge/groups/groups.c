@@ -806,10 +806,35 @@ static void run_end(struct control_run *run, const char *outcome)
 }
 
 /* Note @b's reply: ok, or the reason (its own, or why it could not answer). */
+/* A bridge's answer as the report reads it: "vms", when there, an array of at most
+ * GROUP_VMS_MAX objects whose "clock", when there, is an object (another host's answer is
+ * checked before the report walks it). */
+static int reply_valid(json_object *reply)
+{
+    json_object *vms, *c;
+
+    if (!json_object_object_get_ex(reply, "vms", &vms))
+        return 1;
+    if (!json_object_is_type(vms, json_type_array) || json_object_array_length(vms) > GROUP_VMS_MAX)
+        return 0;
+    for (size_t i = 0; i < json_object_array_length(vms); i++) {
+        json_object *vm = json_object_array_get_idx(vms, i);
+        if (!json_object_is_type(vm, json_type_object) ||
+            (json_object_object_get_ex(vm, "clock", &c) &&
+             !json_object_is_type(c, json_type_object)))
+            return 0;
+    }
+    return 1;
+}
+
 static void take_reply(struct run_bridge *b, json_object *reply, const char *why)
 {
     json_object *v;
 
+    if (reply && !reply_valid(reply)) {
+        reply = NULL;
+        why = "its answer is malformed (\"vms\")";
+    }
     b->call = NULL;
     b->replied = 1;
     json_object_put(b->reply);
@@ -1002,16 +1027,19 @@ static json_object *clocks_at_stop(json_object *hist)
         if (!json_object_object_get_ex(e, "op", &v) ||
             strcmp(json_object_get_string(v), "suspend") ||
             !json_object_object_get_ex(e, "detail", &d) ||
-            !json_object_object_get_ex(d, "bridges", &bridges))
+            !json_object_object_get_ex(d, "bridges", &bridges) ||
+            !json_object_is_type(bridges, json_type_array))
             continue;
         for (size_t b = 0; b < json_object_array_length(bridges); b++) {
             json_object *br = json_object_array_get_idx(bridges, b), *vms, *name;
-            if (!json_object_object_get_ex(br, "vms", &vms))
+            if (!json_object_object_get_ex(br, "vms", &vms) ||
+                !json_object_is_type(vms, json_type_array))
                 continue;
             json_object_object_get_ex(br, "bridge", &name);
             for (size_t k = 0; k < json_object_array_length(vms); k++) {
                 json_object *vm = json_object_array_get_idx(vms, k), *clock, *x;
-                if (!json_object_object_get_ex(vm, "clock", &clock))
+                if (!json_object_object_get_ex(vm, "clock", &clock) ||
+                    !json_object_is_type(clock, json_type_object))
                     continue;
                 x = json_object_new_object();
                 json_object_object_add(x, "vm", json_object_get(json_object_object_get(vm, "vm")));
