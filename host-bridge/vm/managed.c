@@ -714,8 +714,8 @@ void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, 
         lc_refuse(done, opaque, vm, "%s", why);
         return;
     }
-    /* the VM is stopped already (the group's timer): guest apps cannot answer a Prepare,
-     * and the group's time comes before the host's pace */
+    /* the VM is stopped already (the group's timer): its apps were prepared at commit
+     * (bridge_managed_group_prepare), and the group's time comes before the host's pace */
     m->op = BRIDGE_LC_SUSPEND;
     m->done = done;
     m->opaque = opaque;

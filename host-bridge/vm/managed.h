@@ -164,9 +164,9 @@ int bridge_managed_group_prepare(struct bridge_vm *vm);
 /* The group suspend announced to @vm's guest was aborted before T: Notice "save-cancelled". */
 void bridge_managed_group_cancelled(struct bridge_vm *vm);
 
-/* Suspend @vm, which the group's timer has just stopped: checkpoint and quit at once (no
- * guest Prepare: the guest is stopped; not paced by the host-wide queue). @done as for
- * requests. */
+/* Suspend @vm, which the group's timer has just stopped: checkpoint and quit at once (its
+ * guest was prepared at commit, bridge_managed_group_prepare; not paced by the host-wide
+ * queue). @done as for requests. */
 void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque);
 
 /*
