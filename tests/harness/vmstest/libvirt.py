@@ -132,6 +132,9 @@ class LibvirtVM(VM):
     <initrd>{os.path.join(self.image_dir, img['initrd'])}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
+  <features>
+    <acpi/>
+  </features>
   <cpu mode='custom' match='exact' check='none'>
     <model fallback='allow'>qemu64</model>
     <feature policy='require' name='rdrand'/>
