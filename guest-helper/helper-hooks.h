@@ -70,6 +70,9 @@ struct helper_hooks {
     uint64_t restore_epoch;
     int64_t restore_corr_ns; /* total stepped for this restore so far */
     uint64_t restore_deadline_ms;
+    uint64_t restore_best_rtt_ns; /* shortest Hello -> Welcome round trip of this restore */
+    unsigned restore_rounds;      /* Hellos sent again to refine this restore's clock */
+    uint64_t restore_rehello_ms;  /* when to send the next of them (0: none due) */
 };
 
 #define RESTORE_WELCOME_WAIT_MS 2000 /* then finish the restore without the Welcome */
@@ -102,14 +105,17 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
  * A restore (Timeline, or a Welcome with a newer epoch): step the clock now
  * from @time_ns (0: none; coarse: the restored guest is slow to read its
  * port, so the message may have waited), then wait for the Welcome that
- * answers our next Hello (its round trip bounds the delay) to refine it;
+ * answers our next Hello (its round trip bounds the delay) to refine it —
+ * while that round trip is long (a restored guest is slow at first), Hello
+ * again a little later and step from the Welcome with the shortest one;
  * then emit one ClockCorrected(total, "restore"), run post-restore.d and
  * emit Restored. Without a Welcome within RESTORE_WELCOME_WAIT_MS, finish
  * with what we have.
  */
 void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch,
                           const char *request_id, uint64_t time_ns);
-/* A Welcome arrived: refines a pending restore and finishes it (returns 1), or returns 0. */
+/* A Welcome arrived: refines a pending restore and finishes it, or sets
+ * hooks.restore_rehello_ms for another Hello (returns 1); returns 0 without a restore. */
 int helper_restore_welcome(struct helper *h, const struct vms_msg *w);
 /* Finish a pending restore (timer or Welcome). */
 void helper_restore_finish(struct helper *h);

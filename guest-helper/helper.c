@@ -1040,6 +1040,16 @@ int helper_timers(struct helper *h)
         if (h->ports != PORTS_UP)
             consider(&next, h->next_recheck_ms, now);
     }
+    /* a restore refining the guest's clock: Hello again (helper-clock.c) */
+    if (h->hooks.restore_pending && h->hooks.restore_rehello_ms && h->ports == PORTS_UP &&
+        h->session == SESSION_WELCOMED) {
+        if (now >= h->hooks.restore_rehello_ms) {
+            h->hooks.restore_rehello_ms = 0;
+            send_hello(h);
+        } else {
+            consider(&next, h->hooks.restore_rehello_ms, now);
+        }
+    }
     /* no Welcome: say Hello again */
     if (h->ports == PORTS_UP && h->session == SESSION_HELLO_SENT) {
         if (now >= h->hello_sent_ms + h->cfg.hello_retry_ms) {

@@ -50,6 +50,11 @@ Test(libvirt_xml, reads_ports_and_disks)
     cr_assert_str_eq(bridge_libvirt_xml_disk_target(&x, "virtio-disk0"), "vda");
     cr_assert_null(bridge_libvirt_xml_disk_target(&x, "virtio-disk1"));
     cr_assert_null(bridge_libvirt_xml_disk_target(&x, NULL));
+    cr_assert_eq(x.acpi, 0, "no <features><acpi/>");
+    bridge_libvirt_xml_parse("<domain><features><acpi/><apic/></features><devices/></domain>", &x);
+    cr_assert_eq(x.acpi, 1);
+    bridge_libvirt_xml_parse("<domain><features><apic/></features><acpi/></domain>", &x);
+    cr_assert_eq(x.acpi, 0, "an <acpi> outside <features> is not the feature");
 }
 
 Test(libvirt_xml, with_ports_replaces_our_channels_only)

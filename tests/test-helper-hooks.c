@@ -226,13 +226,27 @@ Test(hooks, restore_corrects_backward_then_hooks_then_restored)
     vms_msg_set_u64(&w, VMS_F_EPOCH, 2);
     vms_msg_set_u64(&w, VMS_F_TIME_NS, fx_realtime_ns() - 4000000000ull - 100000000ull);
     fx_bridge_send(&F, &w);
+    vms_msg_clear(&w);
+    fx_msg_free(hello);
+    /* that round trip took over 300 ms (a slow restored guest): the helper asks again, and
+     * the quick answer to that Hello is the one its clock follows */
+    hello = fx_bridge_expect(&F, VMS_MSG_HELLO, 3000);
+    cr_assert_not_null(hello, "Hello again: the first round trip was too long to trust");
+    cr_assert_null(fx_wait_signal(c, "Restored", 0), "Restored waits for the refinement");
+    vms_msg_init(&w, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
+    vms_msg_set_u64(&w, VMS_F_EPOCH, 2);
+    vms_msg_set_u64(&w, VMS_F_TIME_NS, fx_realtime_ns() - 4000000000ull);
+    fx_bridge_send(&F, &w);
+    vms_msg_clear(&w);
     fx_msg_free(hello);
     m = fx_wait_signal(c, "ClockCorrected", 3000);
     cr_assert_not_null(m);
     s = clock_corrected(m, &reason);
     cr_assert_str_eq(reason, "restore");
-    cr_assert(s < -4.0 && s > -4.1 - fx_late_s(),
-              "one restore correction, refined by the Welcome: %f", s);
+    cr_assert(s < -3.97 && s > -4.0 - fx_late_s(),
+              "one restore correction, refined by the quickest Welcome: %f", s);
     dbus_message_unref(m);
     m = fx_wait_signal(c, "Restored", 3000);
     cr_assert_not_null(m);

@@ -80,6 +80,14 @@ int admin_libvirt_setup(int argc, char **argv)
         goto out;
     }
     bridge_libvirt_xml_parse(xml, &now);
+    if (!now.acpi)
+        /* measured under TCG: the guest then keeps time by timer ticks, and after a snapshot
+         * its clock ran 10% slow (no HPET or ACPI PM timer to fall back on) */
+        fprintf(stderr,
+                "vmstate-admin: libvirt-setup: warning: %s has no <features><acpi/>: "
+                "libvirt starts QEMU with -no-acpi, and the guest's clock can drift "
+                "(add it; not changed here)\n",
+                domain);
     if (!dir && now.port_a[0] && now.port_b[0]) { /* keep the paths it has */
         snprintf(port_a, sizeof(port_a), "%s", now.port_a);
         snprintf(port_b, sizeof(port_b), "%s", now.port_b);

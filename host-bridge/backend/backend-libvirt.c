@@ -799,8 +799,11 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
     (void)dom;
     vms_debug(vmname(b), NULL, "libvirt: lifecycle event %d detail %d", event, detail);
     /* a revert's own stop/start is not the guest's doing: it is a restore */
-    if (name && !(b->snapshot_busy && event == VIR_DOMAIN_EVENT_STOPPED))
+    if (name && !(b->snapshot_busy && event == VIR_DOMAIN_EVENT_STOPPED)) {
         b->hooks->event(b->opaque, name);
+        if (event == VIR_DOMAIN_EVENT_STOPPED) /* libvirt says so once QEMU has exited */
+            b->hooks->event(b->opaque, "GONE");
+    }
     return 0;
 }
 

@@ -61,7 +61,9 @@ struct bridge_backend_hooks {
     void (*ready)(void *opaque);
     /* The connection to the hypervisor is gone (a reconnect is scheduled). */
     void (*lost)(void *opaque);
-    /* An asynchronous hypervisor event, by name (for logs and later features). */
+    /* An asynchronous hypervisor event, by name (for logs and later features): QMP's names,
+     * and "GONE" when the VM's QEMU has ended while the hypervisor connection stays (libvirt:
+     * the domain stopped; on QMP the connection ends with QEMU: the lost hook). */
     void (*event)(void *opaque, const char *name);
     /* A drive's I/O failed (QMP BLOCK_IO_ERROR): @node (node-name, or the device name),
      * @operation "read"/"write", @reason the error text, @nospace ENOSPC, @action what the

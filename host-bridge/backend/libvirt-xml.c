@@ -119,6 +119,9 @@ void bridge_libvirt_xml_parse(const char *xml, struct bridge_libvirt_xml *out)
         parse_channel(p, e, out);
     for (p = xml; (p = find_tag(p, xend, "disk")) && (e = element_end(p, "disk")); p = e)
         parse_disk(p, e, out);
+    p = find_tag(xml, xend, "features");
+    e = p ? element_end(p, "features") : NULL;
+    out->acpi = e && find_tag(p, e, "acpi") != NULL;
 }
 
 const char *bridge_libvirt_xml_disk_target(const struct bridge_libvirt_xml *x, const char *alias)

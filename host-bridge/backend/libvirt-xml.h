@@ -4,8 +4,9 @@
  *
  * Not a general XML parser: libvirt writes its own XML in one regular shape
  * (one element per tag, attributes in single quotes), and only a few
- * elements matter: the <channel>s carrying the two guest ports and the
- * <disk>s' target and alias (I/O-error events name a disk by alias).
+ * elements matter: the <channel>s carrying the two guest ports, the
+ * <disk>s' target and alias (I/O-error events name a disk by alias) and
+ * whether the guest has ACPI (libvirt-setup warns: its clock).
  */
 #ifndef BRIDGE_LIBVIRT_XML_H
 #define BRIDGE_LIBVIRT_XML_H
@@ -25,6 +26,7 @@ struct bridge_libvirt_xml {
     unsigned n_disks;
     char disk_target[BRIDGE_LIBVIRT_DISKS_MAX][BRIDGE_NODE_NAME_MAX];
     char disk_alias[BRIDGE_LIBVIRT_DISKS_MAX][BRIDGE_NODE_NAME_MAX];
+    int acpi; /* <features><acpi/>: without it libvirt runs QEMU with -no-acpi */
 };
 
 /* Read @xml into @out (zeroed first). Values with XML entities are ignored. */

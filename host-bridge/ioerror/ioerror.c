@@ -518,6 +518,8 @@ void bridge_ioe_event(struct bridge_ioe *e, const char *name)
         bridge_ioe_on_resume(&e->sm, now);
     else if (!strcmp(name, "SHUTDOWN"))
         vms_info(vmname(e), NULL, "io: QEMU is shutting down");
+    else if (!strcmp(name, "GONE")) /* libvirt: QEMU ended, the connection stays */
+        bridge_ioe_lost(e);
 }
 
 void bridge_ioe_io_error(struct bridge_ioe *e, const char *node, const char *operation,

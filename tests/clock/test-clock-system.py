@@ -129,10 +129,15 @@ def main():
     errdisk = os.path.join(vmdir, "err.qcow2")
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", errdisk, "16M"], check=True)
     # a second disk whose first data write fails once (blkdebug between qcow2 and file):
-    # the VM pauses on the I/O error (werror=stop) like with a failing store
+    # the VM pauses on the I/O error (werror=stop) like with a failing store. Only the write
+    # of the guest's first data cluster fails (host offset 320 KiB = sector 640 in a fresh
+    # 16 MiB qcow2: header, refcount table and block, L1, L2 before it): a QEMU started
+    # again from the command line (libvirt's revert) arms the error again, and libvirt's
+    # savevm may put the VM state on this disk; those writes must not fail.
     blk = {"driver": "qcow2", "node-name": "errdisk",
            "file": {"driver": "blkdebug", "node-name": "dbg0",
-                    "inject-error": [{"event": "write_aio", "errno": 5, "once": True}],
+                    "inject-error": [{"event": "write_aio", "errno": 5, "once": True,
+                                      "sector": 640}],
                     "image": {"driver": "file", "filename": errdisk}}}
     vm = make_vm(vmdir, a.image, a.builddir, extra_args=[
         "-blockdev", json.dumps(blk),

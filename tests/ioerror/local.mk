@@ -14,6 +14,15 @@ EXTRA_DIST += tests/ioerror/test-ioerror-system.py bench/ioerror-resume.py
 check-ioerror-system: host-bridge/vmstate-bridged
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/ioerror/run-system.sh
 .PHONY: check-ioerror-system
+# the same suite with each VM a libvirt domain (issue 17): its extra disks are libvirt NBD
+# disks (qemu-nbd, and qemu-storage-daemon serving the blkdebug and tmpfs nodes)
+if HAVE_LIBVIRT
+check-ioerror-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
+		$(top_srcdir)/tests/ioerror/run-system.sh
+SYSTEM_CHECKS += check-ioerror-system-libvirt
+endif
+.PHONY: check-ioerror-system-libvirt
 clean-local: clean-ioerror-image
 clean-ioerror-image:
 	rm -rf tests/ioerror/image

@@ -11,6 +11,11 @@ Four TCG guests, one bridge:
   lp    blkdebug EIO once, policy leave-paused                                    (3)
   kill  blkdebug EIO always, policy kill, io_kill_timeout = 2                     (3)
 Needs: python3, qemu-system-x86, qemu-utils (qemu-nbd); root for the tmpfs (else 5 skips).
+
+On libvirt (VMSTATE_TEST_BACKEND=libvirt, tests/libvirt/run-suite.sh) each VM is a domain and
+its extra disks are libvirt's own NBD disks: the qemu-nbd one as is, the blkdebug and tmpfs
+nodes served by one qemu-storage-daemon (vmstest.disks.StorageDaemon). The bridge then names
+a disk by its target (vdb, vdc, ...), not by a node name: node() maps them.
 """
 import argparse
 import os
@@ -23,12 +28,21 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
-from vmstest import VM, Bridge, check, results  # noqa: E402
-from vmstest.disks import (NBDServer, blkdebug_args, file_args, guest_dev,  # noqa: E402
-                           io_bridge_options, writer_script)
+from vmstest import BACKEND, Bridge, check, make_vm, results  # noqa: E402
+from vmstest.disks import (NBDServer, StorageDaemon, blkdebug_args, blkdebug_spec,  # noqa: E402
+                           file_args, file_spec, guest_dev, io_bridge_options, writer_script)
 
 numbers = results.numbers
 MiB = 1 << 20
+LIBVIRT = BACKEND == "libvirt"
+# libvirt: the disks' targets, in the order each VM's extra disks are given below
+TARGETS = {"nbd": {"nbd1": "vdb"}, "dbg": {"eio1": "vdb", "eio2": "vdc", "full1": "vdd"},
+           "lp": {"eio1": "vdb"}, "kill": {"eio1": "vdb"}}
+
+
+def node(vm_name, node_name):
+    """How the bridge names the disk: its node name on QMP, its target on libvirt."""
+    return TARGETS[vm_name][node_name] if LIBVIRT else node_name
 
 
 def status(vm):
@@ -86,24 +100,47 @@ def main():
             f.truncate(size)
     nbd = NBDServer(nbd_img, os.path.join(workdir, "nbd.sock"))
     nbd.start()
+    qsd = StorageDaemon(os.path.join(workdir, "qsd.sock")) if LIBVIRT else None
+
+    def vm_with_disks(name, *disks):
+        """The VM @name with extra disks (kind, path, node[, once]): QEMU arguments on QMP,
+        NBD disks on libvirt (served by qsd, exported as NAME-NODE)."""
+        if not LIBVIRT:
+            args = []
+            for i, (kind, path, nd, *once) in enumerate(disks):
+                dev = f"vblk{i + 1}"
+                args += (nbd.blockdev_args(nd, dev) if kind == "nbd" else
+                         blkdebug_args(path, nd, dev, *once) if kind == "blkdebug" else
+                         file_args(path, nd, dev))
+            return make_vm(os.path.join(workdir, name), a.image, extra_args=args)
+        nbd_disks = []
+        for kind, path, nd, *once in disks:
+            if kind == "nbd":
+                nbd_disks.append((nbd.sock, "", TARGETS[name][nd]))
+                continue
+            export = f"{name}-{nd}"
+            qsd.add(blkdebug_spec(path, export, *once) if kind == "blkdebug" else
+                    file_spec(path, export))
+            nbd_disks.append((qsd.sock, export, TARGETS[name][nd]))
+        return make_vm(os.path.join(workdir, name), a.image, a.builddir, nbd_disks=nbd_disks)
+
     vms = {
-        "nbd": VM(os.path.join(workdir, "nbd"), a.image,
-                  extra_args=nbd.blockdev_args("nbd1", "vblk1")),
-        "dbg": VM(os.path.join(workdir, "dbg"), a.image,
-                  extra_args=blkdebug_args(paths["eio1"], "eio1", "vblk1", True) +
-                  blkdebug_args(paths["eio2"], "eio2", "vblk2", False) +
-                  file_args(paths["full"], "full1", "vblk3")),
-        "lp": VM(os.path.join(workdir, "lp"), a.image,
-                 extra_args=blkdebug_args(paths["lp"], "eio1", "vblk1", True)),
-        "kill": VM(os.path.join(workdir, "kill"), a.image,
-                   extra_args=blkdebug_args(paths["kill"], "eio1", "vblk1", False)),
+        "nbd": vm_with_disks("nbd", ("nbd", nbd_img, "nbd1")),
+        "dbg": vm_with_disks("dbg", ("blkdebug", paths["eio1"], "eio1", True),
+                             ("blkdebug", paths["eio2"], "eio2", False),
+                             ("file", paths["full"], "full1")),
+        "lp": vm_with_disks("lp", ("blkdebug", paths["lp"], "eio1", True)),
+        "kill": vm_with_disks("kill", ("blkdebug", paths["kill"], "eio1", False)),
     }
+    if qsd:
+        qsd.start()
     conf = {
-        "nbd": {"io_error_policy": "auto-resume", "io_probe": f"nbd1=nbd+unix:///?socket={nbd.sock}",
+        "nbd": {"io_error_policy": "auto-resume",
+                "io_probe": f"{node('nbd', 'nbd1')}=nbd+unix:///?socket={nbd.sock}",
                 "io_probe_interval_ms": 1000, "io_probe_max_ms": 1000, "io_retry_min_ms": 250,
                 "io_settle_ms": 1000, "io_escalate_after": 120},
         "dbg": {"io_error_policy": "auto-resume", "io_resume_delay_ms": 1000, "io_retry_limit": 2,
-                "io_settle_ms": 1000, "io_probe": f"full1={paths['full']}",
+                "io_settle_ms": 1000, "io_probe": f"{node('dbg', 'full1')}={paths['full']}",
                 "io_probe_interval_ms": 500, "io_probe_max_ms": 1000, "io_probe_min_free": "2M",
                 "io_escalate_after": 120},
         "lp": {"io_error_policy": "leave-paused"},
@@ -139,8 +176,8 @@ def main():
         vm.wait_event("STOP", 15)
         check(status(vm) == "io-error", "1: the VM paused with io-error when the NBD server died")
         paused = ev.wait("nbd", "paused", 10)
-        check(paused["node"] == "nbd1" and paused["error"] == "EIO",
-              f"1: bridge reported the pause on node nbd1 ({paused['text']})")
+        check(paused["node"] == node("nbd", "nbd1") and paused["error"] == "EIO",
+              f"1: bridge reported the pause on disk {node('nbd', 'nbd1')} ({paused['text']})")
         time.sleep(max(0.0, t_kill + 2.5 - time.time()))
         check(status(vm) == "io-error", "1: still paused while the store is down")
         t_up = nbd.start()
@@ -159,9 +196,10 @@ def main():
         ok, text = guest_clean(vm, "/tmp/w1.log")
         check(ok, f"1: the guest's writes all completed, no I/O error seen in the guest ({text.strip()[:200]})")
         time.sleep(0.3)
-        check("io-resumed" in vm.run("cat /tmp/portb.bin")[1] and "on disk nbd1" in
-              vm.run("cat /tmp/portb.bin")[1],
-              "1: the guest received a Notice (io-resumed, 'paused N s ... on disk nbd1') on port B")
+        notice = vm.run("cat /tmp/portb.bin")[1]
+        check("io-resumed" in notice and f"on disk {node('nbd', 'nbd1')}" in notice,
+              "1: the guest received a Notice (io-resumed, 'paused N s ... on disk "
+              f"{node('nbd', 'nbd1')}') on port B")
         with open(nbd_img, "rb") as f:
             on_disk = f.read(len(pattern))
         check(on_disk == pattern, "1: the bytes on the NBD disk are the guest's pattern")
@@ -243,7 +281,7 @@ def main():
         r = ev.wait("dbg", "resumed", 15, after=t0)
         out = wait_guest_file(vm, "/tmp/e1.log", "rc=", 20)
         err = vm.run("cat /tmp/e1.err")[1]
-        check(p["node"] == "eio1" and r["pauses"] == 1 and "rc=0" in out and "rror" not in err,
+        check(p["node"] == node("dbg", "eio1") and r["pauses"] == 1 and "rc=0" in out and "rror" not in err,
               f"4: blkdebug EIO (no probe): resumed on the timer after {r['paused_s']:.2f}s "
               f"(io_resume_delay_ms = 1000); the guest's dd succeeded ({out.strip()})")
 
@@ -260,8 +298,9 @@ def main():
                      "seek=$((i*4)) oflag=direct 2>>/tmp/f.err || { echo FAIL $i >>/tmp/f.log; "
                      "exit 1; }; i=$((i+1)); done; echo DONE >>/tmp/f.log" % dev3)
             p = ev.wait("dbg", "paused", 60, after=t0)
-            check(p["error"] == "ENOSPC" and p["node"] == "full1" and status(vm) == "io-error",
-                  f"5: paused by ENOSPC on node full1 ({p['text']})")
+            check(p["error"] == "ENOSPC" and p["node"] == node("dbg", "full1") and
+                  status(vm) == "io-error",
+                  f"5: paused by ENOSPC on {node('dbg', 'full1')} ({p['text']})")
             time.sleep(2)
             check(status(vm) == "io-error", "5: stays paused while the file system is full "
                   "(file probe: free space below io_probe_min_free)")
@@ -270,9 +309,10 @@ def main():
             bridge.start(wait_connected=vms)  # a new bridge must find the paused VM by itself
             ev = bridge.events
             p2 = ev.wait("dbg", "paused", 20, after=t_r)
-            check(p2["node"] == "full1" and p2["error"] == "ENOSPC" and status(vm) == "io-error",
-                  "5: a restarted bridge found the paused VM (query-status io-error, query-block "
-                  f"io-status nospace on full1): {p2['text']}")
+            check(p2["node"] == node("dbg", "full1") and p2["error"] == "ENOSPC" and
+                  status(vm) == "io-error",
+                  "5: a restarted bridge found the paused VM (run state io-error, the disk's "
+                  f"io-status nospace on {node('dbg', 'full1')}): {p2['text']}")
             time.sleep(1)
             t_free = time.time()
             os.unlink(filler)
@@ -314,7 +354,11 @@ def main():
     finally:
         for vm in vms.values():
             vm.stop()
+            if LIBVIRT:
+                vm.undefine()
         nbd.kill()
+        if qsd:
+            qsd.kill()
         if bridge:
             rc = bridge.stop()
             check(rc == 0, f"the bridge exited cleanly ({rc})")

@@ -5,6 +5,11 @@ blkdebug that fails writes), the guest's view of a disk, a guest writer script.
 
     nbd = NBDServer(raw_path, sock); nbd.start()
     vm = VM(workdir, image, extra_args=nbd.blockdev_args("nbd0", "vblk1"))
+
+On libvirt a domain's disks are libvirt's: no blkdebug, and the private libvirtd's mount
+namespace does not see a tmpfs mounted after it started. StorageDaemon serves such nodes
+(blkdebug_spec, file_spec) over NBD from a qemu-storage-daemon on the host, and
+LibvirtVM(nbd_disks=[(socket, export, target)]) attaches them as <disk type='network'>.
 """
 import json
 import os
@@ -48,13 +53,52 @@ class NBDServer:
                 "-device", f"virtio-blk-pci,drive={node},id={dev_id},werror=stop,rerror=stop"]
 
 
-def blkdebug_args(path, node, dev_id, once, errno_=5):
+class StorageDaemon:
+    """qemu-storage-daemon exporting block nodes (-blockdev dicts) over NBD on one UNIX
+    socket, each under its node name; kill() and start() again like NBDServer."""
+
+    def __init__(self, sock):
+        self.sock, self.specs, self.proc = sock, [], None
+
+    def add(self, spec):
+        self.specs.append(spec)
+        return spec["node-name"]
+
+    def start(self):
+        if os.path.lexists(self.sock):
+            os.unlink(self.sock)
+        argv = ["qemu-storage-daemon", "--nbd-server", f"addr.type=unix,addr.path={self.sock}"]
+        for i, spec in enumerate(self.specs):
+            node = spec["node-name"]
+            argv += ["--blockdev", json.dumps(spec),
+                     "--export", f"type=nbd,id=exp{i},node-name={node},name={node},writable=on"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            connect_unix(self.sock, 10, lambda: self.proc.poll() is None, 0.005).close()
+        except VMError:
+            raise VMError(f"qemu-storage-daemon did not start: {self.proc.stderr.read()}") from None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def blkdebug_spec(path, node, once, errno_=5):
     """A raw file behind blkdebug failing write_aio with errno_ (once or always)."""
-    spec = {"driver": "raw", "node-name": node,
+    return {"driver": "raw", "node-name": node,
             "file": {"driver": "blkdebug",
                      "inject-error": [{"event": "write_aio", "errno": errno_, "once": once}],
                      "image": {"driver": "file", "filename": path}}}
-    return ["-blockdev", json.dumps(spec),
+
+
+def file_spec(path, node):
+    return {"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": path}}
+
+
+def blkdebug_args(path, node, dev_id, once, errno_=5):
+    """QEMU arguments: blkdebug_spec as a virtio disk that stops the VM on errors."""
+    return ["-blockdev", json.dumps(blkdebug_spec(path, node, once, errno_)),
             "-device", f"virtio-blk-pci,drive={node},id={dev_id},werror=stop,rerror=stop"]
 
 

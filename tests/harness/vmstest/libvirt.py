@@ -87,9 +87,11 @@ class LibvirtVM(VM):
     def agent(self, value):
         self._agent = value
 
-    def __init__(self, workdir, image_dir, builddir, domain=None, **kw):
+    def __init__(self, workdir, image_dir, builddir, domain=None, nbd_disks=(), **kw):
+        """nbd_disks: [(socket, export name or "", target dev)], disks served over NBD (a
+        qemu-nbd or vmstest.disks.StorageDaemon), stopping the VM on errors."""
         super().__init__(workdir, image_dir, **kw)
-        self.builddir = builddir
+        self.builddir, self.nbd_disks = builddir, list(nbd_disks)
         self.domain = domain or "vms-" + hashlib.sha1(self.workdir.encode()).hexdigest()[:10]
         self.uri = lv_uri()
         # the bridge's ports: QEMU dials them (libvirt-setup names them DIR/DOMAIN.*.sock)
@@ -132,6 +134,9 @@ class LibvirtVM(VM):
     <initrd>{os.path.join(self.image_dir, img['initrd'])}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
+  <features>
+    <acpi/>
+  </features>
   <cpu mode='custom' match='exact' check='none'>
     <model fallback='allow'>qemu64</model>
     <feature policy='require' name='rdrand'/>
@@ -148,7 +153,7 @@ class LibvirtVM(VM):
       <source file={q(self.disk_path)}/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <controller type='virtio-serial' index='0'/>
+{"".join(self._nbd_disk_xml(*d) for d in self.nbd_disks)}    <controller type='virtio-serial' index='0'/>
     <serial type='file'>
       <source path={q(self.console_path)} append='on'/>
       <target port='0'/>
@@ -164,6 +169,17 @@ class LibvirtVM(VM):
 {chr(10).join(f"    <qemu:arg value={q(a)}/>" for a in args)}
   </qemu:commandline>
 </domain>
+"""
+
+    @staticmethod
+    def _nbd_disk_xml(sock, export, target):
+        q = quoteattr
+        name = f" name={q(export)}" if export else ""
+        return f"""    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' error_policy='stop' rerror_policy='stop'/>
+      <source protocol='nbd'{name}><host transport='unix' socket={q(sock)}/></source>
+      <target dev={q(target)} bus='virtio'/>
+    </disk>
 """
 
     def start(self):
