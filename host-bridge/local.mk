@@ -22,6 +22,8 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/groups/handle.c host-bridge/groups/handle.h \
 	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c \
 	host-bridge/groups/group-db.c host-bridge/groups/group-db.h \
+	host-bridge/groups/clone.c host-bridge/groups/clone.h \
+	host-bridge/groups/clone-id.c host-bridge/groups/clone-id.h \
 	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
 	host-bridge/cluster/table.c host-bridge/cluster/table.h \
 	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
