@@ -166,6 +166,8 @@ static int add_vm(struct bridge *br, const struct bridge_vm_config *src, const c
     snprintf(c->name, sizeof(c->name), "%s", name);
     snprintf(c->run_dir, sizeof(c->run_dir), "%s", run_dir);
     snprintf(c->qemu_args, sizeof(c->qemu_args), "%s", qemu_args);
+    if (!strcmp(src->state_dir, src->run_dir))
+        snprintf(c->state_dir, sizeof(c->state_dir), "%s", run_dir);
     snprintf(c->qmp, sizeof(c->qmp), "%.100s/qmp.sock", run_dir);
     snprintf(c->port_a, sizeof(c->port_a), "%.100s/a.sock", run_dir);
     snprintf(c->port_b, sizeof(c->port_b), "%.100s/b.sock", run_dir);
