@@ -176,8 +176,9 @@ static int is_nic_driver(const char *v)
     size_t n = (size_t)(field_end(v) - v);
 
     if (!field_get(v, "driver", drv, sizeof(drv))) {
-        if (n >= sizeof(drv) || strchr(v, '=') < v + n)
-            return 0;
+        const char *eq = strchr(v, '=');
+        if (n >= sizeof(drv) || (eq && eq < v + n))
+            return 0; /* the first field is a key=value: no driver named */
         memcpy(drv, v, n);
         drv[n] = '\0';
     }
