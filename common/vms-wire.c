@@ -110,10 +110,15 @@ const char *vms_wire_error_str(enum vms_wire_error err)
     return "unknown error";
 }
 
+/* Most frames are small: start with this much and grow to what a frame's header
+ * declares (at most the cap), so an idle channel does not hold 128 KiB. */
+#define DEFRAMER_INITIAL_CAP 4096u
+
 int vms_deframer_init(struct vms_deframer *d)
 {
     memset(d, 0, sizeof(*d));
-    d->buf = malloc(VMS_WIRE_HEADER_LEN + VMS_WIRE_PAYLOAD_MAX + VMS_WIRE_TRAILER_LEN);
+    d->buf = malloc(DEFRAMER_INITIAL_CAP);
+    d->cap = d->buf ? DEFRAMER_INITIAL_CAP : 0;
     return d->buf ? 0 : -1;
 }
 
@@ -121,6 +126,7 @@ void vms_deframer_free(struct vms_deframer *d)
 {
     free(d->buf);
     d->buf = NULL;
+    d->cap = 0;
 }
 
 void vms_deframer_reset(struct vms_deframer *d)
@@ -205,6 +211,15 @@ enum vms_deframe_result vms_deframer_feed(struct vms_deframer *d, const uint8_t 
                 return deframe_fail(d, VMS_WIRE_ERR_TOO_LONG, error);
             }
             d->need = VMS_WIRE_HEADER_LEN + plen + VMS_WIRE_TRAILER_LEN;
+            if (d->need > d->cap) {
+                uint8_t *g = realloc(d->buf, d->need);
+                if (!g) { /* no memory for a frame this size: drop it like an oversized one */
+                    *consumed = i;
+                    return deframe_fail(d, VMS_WIRE_ERR_TOO_LONG, error);
+                }
+                d->buf = g;
+                d->cap = d->need;
+            }
         }
         if (d->need && d->len == d->need) {
             size_t plen = d->need - VMS_WIRE_HEADER_LEN - VMS_WIRE_TRAILER_LEN;

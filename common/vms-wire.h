@@ -70,6 +70,7 @@ const char *vms_wire_error_str(enum vms_wire_error err);
  */
 struct vms_deframer {
     uint8_t *buf;   /* unescaped version|length|payload|crc */
+    size_t cap;     /* bytes allocated at buf: grows to the frame's size on demand */
     size_t len;     /* bytes in buf */
     size_t need;    /* total unescaped bytes this frame needs, 0 until the header is in */
     int in_frame;   /* a sync byte was seen and no error since */

@@ -34,11 +34,17 @@ fuzz-seeds: fuzz/make-seeds
 # Every fuzz target to FUZZ_LONG_RUNS executions (default 10^7), one at a time; not in CI.
 # FUZZ_ONLY="deframe qmp" runs only those targets.
 # Needs a tree configured with CC=clang --enable-fuzzing (e.g. quickstart's _build/fuzz).
+# Faster: a tree configured with CC=clang --enable-fuzzing=ubsan, and
+# FUZZ_REPLAY_WITH=/path/to/_build/fuzz to replay what the run kept under ASan+UBSan.
 FUZZ_LONG_RUNS = 10000000
 fuzz-long: $(FUZZ_TARGETS)
 if ENABLE_FUZZING
-	FUZZ_ONLY='$(FUZZ_ONLY)' $(top_srcdir)/fuzz/run-fuzzers.sh $(abs_top_builddir) 0 $(FUZZ_LONG_RUNS)
+	FUZZ_ONLY='$(FUZZ_ONLY)' FUZZ_REPLAY_WITH='$(FUZZ_REPLAY_WITH)' $(top_srcdir)/fuzz/run-fuzzers.sh $(abs_top_builddir) 0 $(FUZZ_LONG_RUNS)
 else
 	@echo "fuzz-long: configure this tree with CC=clang --enable-fuzzing"; exit 1
 endif
 .PHONY: fuzz-long
+clean-local: clean-fuzz-long
+clean-fuzz-long:
+	rm -rf fuzz/long-corpus fuzz/fuzz-*.log fuzz/fuzz-*.log.replay
+.PHONY: clean-fuzz-long

@@ -117,6 +117,32 @@ Test(wire, cap_at_limit_and_one_over)
     free(big);
 }
 
+/* The buffer starts small and grows to a frame's declared size: small, big,
+ * small again, each byte by byte too, all come out whole. */
+Test(wire, buffer_grows_on_demand)
+{
+    size_t sizes[] = {10, 5000, VMS_WIRE_PAYLOAD_MAX, 3, 70000};
+    uint8_t *p = malloc(VMS_WIRE_PAYLOAD_MAX);
+
+    for (size_t i = 0; i < VMS_WIRE_PAYLOAD_MAX; i++)
+        p[i] = (uint8_t)(i * 7 + 1);
+    cr_assert_lt(d.cap, VMS_WIRE_PAYLOAD_MAX, "an idle deframer holds %zu bytes", d.cap);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t n = encode(p, sizes[k], out);
+        int before = col->frames;
+        if (k % 2)
+            feed_all(&d, out, n, col);
+        else
+            for (size_t i = 0; i < n; i++)
+                feed_all(&d, out + i, 1, col);
+        cr_assert_eq(col->frames, before + 1);
+        cr_assert_eq(col->last_len, sizes[k]);
+        cr_assert_arr_eq(col->last, p, sizes[k]);
+    }
+    cr_assert_leq(d.cap, VMS_WIRE_HEADER_LEN + VMS_WIRE_PAYLOAD_MAX + VMS_WIRE_TRAILER_LEN);
+    free(p);
+}
+
 Test(wire, reader_rejects_declared_length_over_cap)
 {
     /* hand-made header claiming cap+1 bytes, then a good frame */
