@@ -110,36 +110,39 @@ def make_busy(vms):
         vm.spawn("sh -c 'while :; do :; done'")
 
 
-def floor(image, wd, n, mode, reps):
-    """Bare QEMUs: skews of stop and cont sent at one deadline (ms lists)."""
-    vms = [bl.harness.VM(os.path.join(wd, f"f{n}{mode[0]}{i}"), image, mem=MEM, append=APPEND)
+def floor(image, wd, n, modes, reps):
+    """Bare QEMUs: skews of stop and cont sent at one deadline, {mode: (stops, conts)} (ms).
+    One boot for every mode: idle first, then the guests are made busy."""
+    vms = [bl.harness.VM(os.path.join(wd, f"f{n}-{i}"), image, mem=MEM, append=APPEND)
            for i in range(n)]
-    stops, conts = [], []
+    out = {}
     try:
         for vm in vms:
             vm.start()
         for vm in vms:
             vm.wait_ready(300)
-        if mode == "busy":
-            make_busy(vms)
         qmps = [RawQMP(vm.qmp_sock) for vm in vms]
-        for r in range(reps):
-            for what, event, out in (("stop", "STOP", stops), ("cont", "RESUME", conts)):
-                at = time.time() + 1.0
-                sleep_until(at)
-                for q in qmps:
-                    q.send(what)
-                ts = [q.wait_event(event) for q in qmps]
-                out.append((max(ts) - min(ts)) / 1000.0)
-                time.sleep(0.5)
-            bl.log(f"floor n={n} {mode} rep {r + 1}: STOP skew {stops[-1]:.3f} ms, "
-                   f"RESUME skew {conts[-1]:.3f} ms")
+        for mode in modes:
+            if mode == "busy":
+                make_busy(vms)
+            stops, conts = out.setdefault(mode, ([], []))
+            for r in range(reps):
+                for what, event, lst in (("stop", "STOP", stops), ("cont", "RESUME", conts)):
+                    at = time.time() + 1.0
+                    sleep_until(at)
+                    for q in qmps:
+                        q.send(what)
+                    ts = [q.wait_event(event) for q in qmps]
+                    lst.append((max(ts) - min(ts)) / 1000.0)
+                    time.sleep(0.5)
+                bl.log(f"floor n={n} {mode} rep {r + 1}: STOP skew {stops[-1]:.3f} ms, "
+                       f"RESUME skew {conts[-1]:.3f} ms")
         for q in qmps:
             q.close()
     finally:
         for vm in vms:
             vm.kill()
-    return stops, conts
+    return out
 
 
 def ask_ctl(bridge, sock, *args, timeout=600):
@@ -151,14 +154,14 @@ def event_skew(ans, key):
     return (max(ts) - min(ts)) / 1000.0 if ts else None, len(ts)
 
 
-def vmstate(image, builddir, wd, n, mode, reps):
-    """N managed VMs over 2 bridges: skews of group suspend and resume, T -> all suspended."""
+def vmstate(image, builddir, wd, n, modes, reps):
+    """N managed VMs over 2 bridges: skews of group suspend and resume, T -> all suspended,
+    {mode: (stops, conts, to_suspended)} (ms). One boot for every mode, as floor()."""
     fast = tempfile.mkdtemp(prefix="vmsbg-", dir="/dev/shm")
-    names = {"a": [f"v{n}{mode[0]}{i}" for i in range(0, n, 2)],
-             "b": [f"v{n}{mode[0]}{i}" for i in range(1, n, 2)]}
-    socks = {b: os.path.join(wd, f"adm-{n}{mode[0]}-{b}.sock") for b in names}
-    vms, bridges = {}, {}
-    stops, conts, to_suspended, commit_to_t = [], [], [], []
+    names = {"a": [f"v{n}-{i}" for i in range(0, n, 2)],
+             "b": [f"v{n}-{i}" for i in range(1, n, 2)]}
+    socks = {b: os.path.join(wd, f"adm-{n}-{b}.sock") for b in names}
+    vms, bridges, out = {}, {}, {}
     try:
         for b, ns in names.items():
             mvs = {x: ManagedVM(os.path.join(wd, x), image, mem=MEM, append=APPEND) for x in ns}
@@ -167,7 +170,7 @@ def vmstate(image, builddir, wd, n, mode, reps):
             sections = {"tier fast": {"path": fast, "capacity": "4G", "class": "fast"}}
             if b == "a":
                 sections["peer b"] = {"admin_socket": socks["b"]}
-            bridges[b] = Bridge(builddir, os.path.join(wd, f"bridge-{n}{mode[0]}-{b}"), mvs,
+            bridges[b] = Bridge(builddir, os.path.join(wd, f"bridge-{n}-{b}"), mvs,
                                 per_vm=per_vm, log_level="info",
                                 bridge_options={"admin_socket": socks[b], "state_margin": "64M",
                                                 "group_require_clock_sync": "no",
@@ -182,40 +185,46 @@ def vmstate(image, builddir, wd, n, mode, reps):
         for vm in vms.values():
             vm.attach()
             vm.wait_ready(300)
-        if mode == "busy":
-            make_busy(vms.values())
         a = bridges["a"]
         ask_ctl(a, socks["a"], "group", "create", "bg")
         for b, ns in names.items():
             for x in ns:
                 ask_ctl(a, socks["a"], "group", "add", "bg", x, *(["b"] if b == "b" else []))
-        for r in range(reps):
-            for vm in vms.values():
-                vm.detach()
-            at = time.time() + LEAD_S
-            ok, ans = ask_ctl(a, socks["a"], "group", "suspend", "bg", f"{at:.6f}")
-            done = time.time()
-            if not ok:
-                raise RuntimeError(f"group suspend: {ans.get('error')}")
-            skew, k = event_skew(ans, "stop_event_us")
-            stops.append(skew)
-            to_suspended.append((done - at) * 1000.0)
-            at2 = time.time() + RESUME_LEAD_S
-            ok, ans = ask_ctl(a, socks["a"], "group", "resume", "bg", f"{at2:.6f}", "preserve")
-            if not ok:
-                raise RuntimeError(f"group resume: {ans.get('error')}")
-            skew2, k2 = event_skew(ans, "resume_event_us")
-            conts.append(skew2)
-            bl.log(f"n={n} {mode} rep {r + 1}: STOP skew {skew:.3f} ms ({k} VMs), "
-                   f"T -> all suspended {to_suspended[-1]:.0f} ms, RESUME skew {skew2:.3f} ms")
-            time.sleep(0.5)  # busy guests loop on after the resume: the loop was saved
+        for mode in modes:
+            if mode == "busy":  # the loops go on across suspend/resume: they are in the state
+                for vm in vms.values():
+                    vm.attach()
+                make_busy(vms.values())
+            stops, conts, to_suspended = out.setdefault(mode, ([], [], []))
+            for r in range(reps):
+                for vm in vms.values():
+                    vm.detach()
+                at = time.time() + LEAD_S
+                ok, ans = ask_ctl(a, socks["a"], "group", "suspend", "bg", f"{at:.6f}")
+                done = time.time()
+                if not ok:
+                    raise RuntimeError(f"group suspend: {ans.get('error')}")
+                skew, k = event_skew(ans, "stop_event_us")
+                stops.append(skew)
+                to_suspended.append((done - at) * 1000.0)
+                at2 = time.time() + RESUME_LEAD_S
+                ok, ans = ask_ctl(a, socks["a"], "group", "resume", "bg", f"{at2:.6f}",
+                                  "preserve")
+                if not ok:
+                    raise RuntimeError(f"group resume: {ans.get('error')}")
+                skew2, k2 = event_skew(ans, "resume_event_us")
+                conts.append(skew2)
+                bl.log(f"n={n} {mode} rep {r + 1}: STOP skew {skew:.3f} ms ({k} VMs), "
+                       f"T -> all suspended {to_suspended[-1]:.0f} ms, RESUME skew "
+                       f"{skew2:.3f} ms")
+                time.sleep(0.5)
     finally:
         for vm in vms.values():
             vm.kill()
         for b in bridges.values():
             b.stop()
         shutil.rmtree(fast, ignore_errors=True)
-    return stops, conts, to_suspended
+    return out
 
 
 def fmt(s):
@@ -241,12 +250,14 @@ def main():
     print("\n".join(bl.machine()))
     print(f"- guests: {MEM}, 1 vCPU, TCG; {args.reps} runs per row; bridges: 2 (N/2 VMs each)")
     print()
+    modes = args.modes.split(",")
     for n in [int(x) for x in args.sizes.split(",")]:
-        for mode in args.modes.split(","):
-            bl.log(f"floor: {n} bare QEMUs, {mode}")
-            f_stop, f_cont = floor(args.image, wd, n, mode, args.reps)
-            bl.log(f"vmstate: {n} managed VMs, {mode}")
-            v_stop, v_cont, v_susp = vmstate(args.image, args.builddir, wd, n, mode, args.reps)
+        bl.log(f"floor: {n} bare QEMUs, {modes}")
+        fl = floor(args.image, wd, n, modes, args.reps)
+        bl.log(f"vmstate: {n} managed VMs, {modes}")
+        vs = vmstate(args.image, args.builddir, wd, n, modes, args.reps)
+        for mode in modes:
+            (f_stop, f_cont), (v_stop, v_cont, v_susp) = fl[mode], vs[mode]
             s = {"floor_stop": summary(f_stop), "floor_cont": summary(f_cont),
                  "stop": summary(v_stop), "resume": summary(v_cont),
                  "t_to_suspended": summary(v_susp)}
