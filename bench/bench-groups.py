@@ -252,10 +252,15 @@ def main():
     print()
     modes = args.modes.split(",")
     for n in [int(x) for x in args.sizes.split(",")]:
-        bl.log(f"floor: {n} bare QEMUs, {modes}")
-        fl = floor(args.image, wd, n, modes, args.reps)
-        bl.log(f"vmstate: {n} managed VMs, {modes}")
-        vs = vmstate(args.image, args.builddir, wd, n, modes, args.reps)
+        try:
+            bl.log(f"floor: {n} bare QEMUs, {modes}")
+            fl = floor(args.image, wd, n, modes, args.reps)
+            bl.log(f"vmstate: {n} managed VMs, {modes}")
+            vs = vmstate(args.image, args.builddir, wd, n, modes, args.reps)
+        except Exception as e:  # noqa: BLE001 (a size that fails leaves the others' rows)
+            bl.log(f"{n} VMs: {type(e).__name__}: {e}")
+            print(f"- {n} VMs: not measured: {type(e).__name__}: {e}")
+            continue
         for mode in modes:
             (f_stop, f_cont), (v_stop, v_cont, v_susp) = fl[mode], vs[mode]
             s = {"floor_stop": summary(f_stop), "floor_cont": summary(f_cont),
