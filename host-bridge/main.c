@@ -219,7 +219,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (bridge_clones_load(&br) < 0 || bridge_groups_init(&br) < 0 || bridge_admin_listen(&br, cfg.admin_socket) < 0)
+    if (bridge_clones_load(&br) < 0 || bridge_groups_init(&br) < 0 ||
+        bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
     if (bridge_cluster_open(&br) < 0)
         goto out;

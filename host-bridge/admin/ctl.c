@@ -501,11 +501,13 @@ static int group_request(json_object *req, int argc, char **argv)
         return 0;
     }
 usage:
-    fprintf(stderr, "vmstate-admin: usage: group create G | group add G VM [BRIDGE] | group show "
-                    "G | group suspend G AT | group resume G AT [preserve|host] | group clone G NEW [--at AT] "
-                    "[--policy preserve|host]\n"
-                    "  AT: +SECONDS from now or unix seconds (fractions allowed); BRIDGE: a "
-                    "[peer NAME] of the bridge, default self\n");
+    fprintf(
+        stderr,
+        "vmstate-admin: usage: group create G | group add G VM [BRIDGE] | group show "
+        "G | group suspend G AT | group resume G AT [preserve|host] | group clone G NEW [--at AT] "
+        "[--policy preserve|host]\n"
+        "  AT: +SECONDS from now or unix seconds (fractions allowed); BRIDGE: a "
+        "[peer NAME] of the bridge, default self\n");
     return -1;
 }
 
