@@ -101,3 +101,17 @@ bench-backends: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admi
 		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) --rounds $(BENCH_BACKENDS_ROUNDS)
 .PHONY: bench-backends
 EXTRA_DIST += bench/bench-backends.py
+
+# Group benchmark alone (issue 16): STOP/RESUME skew of a group of 2, 4, 8 VMs (idle and busy
+# guests) against bare QEMUs sent stop/cont at one deadline, and T -> all suspended;
+# Markdown to $(BENCH_GROUPS_OUT). BENCH_GROUPS_ARGS: e.g. --sizes 2,4 --reps 3
+BENCH_GROUPS_OUT = $(abs_builddir)/bench/groups.md
+BENCH_GROUPS_ARGS =
+bench-groups: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	@mkdir -p bench
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-groups.py \
+	  --image $(GUEST_IMAGE_DIR) --builddir $(abs_builddir) \
+	  --json $(abs_builddir)/bench/groups.json $(BENCH_GROUPS_ARGS) > $(BENCH_GROUPS_OUT)
+	@cat $(BENCH_GROUPS_OUT)
+.PHONY: bench-groups
+EXTRA_DIST += bench/bench-groups.py

@@ -132,6 +132,7 @@ struct bridge {
     struct bridge_admin *admin;     /* the admin socket (admin/ctl.c), NULL if none */
     struct bridge_cluster *cluster; /* HA cluster membership (cluster/), NULL if none */
     struct bridge_groups *groups;   /* group operations (groups/groups.c), NULL if none */
+    struct bridge_clones *clones;   /* group clones (groups/clone.c), NULL if none */
 };
 
 /* ---- vm.c ---- */

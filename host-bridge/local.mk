@@ -23,6 +23,8 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/groups/peer.h host-bridge/groups/peer-admin.c host-bridge/groups/peer-call.h \
 	host-bridge/groups/peer-cpg.c \
 	host-bridge/groups/group-db.c host-bridge/groups/group-db.h \
+	host-bridge/groups/clone.c host-bridge/groups/clone.h \
+	host-bridge/groups/clone-id.c host-bridge/groups/clone-id.h \
 	host-bridge/cluster/cluster.c host-bridge/cluster/cluster.h \
 	host-bridge/cluster/table.c host-bridge/cluster/table.h \
 	host-bridge/cluster/rpc.c host-bridge/cluster/rpc.h \
@@ -104,6 +106,11 @@ check_PROGRAMS += tests/test-bridge-groups
 tests_test_bridge_groups_SOURCES = tests/test-bridge-groups.c
 tests_test_bridge_groups_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_groups_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+TESTS += tests/test-bridge-clone
+check_PROGRAMS += tests/test-bridge-clone
+tests_test_bridge_clone_SOURCES = tests/test-bridge-clone.c
+tests_test_bridge_clone_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_clone_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-hardening
 check_PROGRAMS += tests/test-bridge-hardening
 tests_test_bridge_hardening_SOURCES = tests/test-bridge-hardening.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h tests/test-log-capture.h

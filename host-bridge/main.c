@@ -22,6 +22,7 @@
 #include "bridge.h"
 #include "cluster.h"
 #include "ctl.h"
+#include "clone.h"
 #include "groups.h"
 #include "managed.h"
 #include "privsep.h"
@@ -204,8 +205,10 @@ int main(int argc, char **argv)
     if (sfd < 0 || bridge_watch_add(&br.loop, &sigw, sfd, EPOLLIN) < 0)
         goto out;
 
-    br.vms = calloc(cfg.n_vms ? cfg.n_vms : 1, sizeof(*br.vms));
-    if (!br.vms)
+    /* room for the clones a group clone adds while the bridge runs (groups/clone.h): no VM
+     * moves once set up */
+    br.vms = calloc(BRIDGE_VMS_MAX, sizeof(*br.vms));
+    if (!br.vms || bridge_clones_reserve(&cfg) < 0)
         goto out;
     for (size_t i = 0; i < cfg.n_vms; i++) {
         if (bridge_vm_init(&br.vms[i], &br, &cfg.vms[i]) < 0)
@@ -216,7 +219,8 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (bridge_groups_init(&br) < 0 || bridge_admin_listen(&br, cfg.admin_socket) < 0)
+    if (bridge_clones_load(&br) < 0 || bridge_groups_init(&br) < 0 ||
+        bridge_admin_listen(&br, cfg.admin_socket) < 0)
         goto out;
     if (bridge_cluster_open(&br) < 0)
         goto out;
@@ -246,6 +250,7 @@ out:
     vms_daemon_ready(0); /* start-up failed (no-op once ready) */
     vms_daemon_cleanup();
     bridge_admin_close(&br);
+    bridge_clones_free(&br); /* first: it cancels its calls to the peers */
     bridge_groups_free(&br);
     bridge_cluster_close(&br);
     for (size_t i = 0; i < br.n_vms; i++)

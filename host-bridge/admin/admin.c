@@ -57,6 +57,7 @@ static void usage(FILE *f)
             "  schedule VM resume AT|+SECONDS|none           (promotes ahead of time)\n"
             "  group create G | group add G VM [BRIDGE] | group show G\n"
             "  group suspend G AT | group resume G AT [preserve|host]\n"
+            "  group clone G NEW [--at AT] [--policy preserve|host]\n"
             "                 VMs on this bridge and its [peer]s stopped or resumed together\n"
             "                 at AT (+SECONDS or unix seconds, fractions allowed)\n\n"
             "Options:\n"

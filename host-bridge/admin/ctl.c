@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "clone.h"
 #include "groups.h"
 #include "cluster.h"
 #include "managed.h"
@@ -52,6 +53,7 @@ static void conn_free(struct ctl_conn *c)
             adm->conns[i] = NULL;
     bridge_managed_forget(adm->br, c);
     bridge_groups_forget(adm->br, c);
+    bridge_clones_forget(adm->br, c);
     bridge_cluster_forget(adm->br, c);
     if (c->w.fd >= 0) {
         int fd = c->w.fd;
@@ -167,7 +169,8 @@ static void handle_command(struct ctl_conn *c, const char *line)
         goto out;
     }
     c->waiting = 1; /* a group command may answer later */
-    if (bridge_groups_command(br, cmd, req, on_op_done, c))
+    if (bridge_clones_command(br, cmd, req, on_op_done, c) ||
+        bridge_groups_command(br, cmd, req, on_op_done, c))
         goto out;
     c->waiting = 0;
     if (!vmn || !(vm = find_vm(br, vmn))) {
@@ -443,7 +446,8 @@ static int64_t parse_at(const char *s)
 
 /*
  * vmstate-admin group create G | add G VM [BRIDGE] | show G | suspend G AT |
- * resume G AT [preserve|host]: the request into @req. 0, or -1 (usage printed).
+ * resume G AT [preserve|host] | clone G NEW [--at AT] [--policy preserve|host]: the request
+ * into @req. 0, or -1 (usage printed).
  */
 static int group_request(json_object *req, int argc, char **argv)
 {
@@ -464,6 +468,23 @@ static int group_request(json_object *req, int argc, char **argv)
             json_object_object_add(req, "bridge", json_object_new_string(argv[3]));
         return 0;
     }
+    if (!strcmp(sub, "clone") && argc >= 3) {
+        json_object_object_add(req, "new", json_object_new_string(argv[2]));
+        for (int i = 3; i < argc; i += 2) {
+            if (i + 1 >= argc)
+                goto usage;
+            if (!strcmp(argv[i], "--policy")) {
+                json_object_object_add(req, "policy", json_object_new_string(argv[i + 1]));
+            } else if (!strcmp(argv[i], "--at") && (at = parse_at(argv[i + 1])) > 0) {
+                json_object_object_add(req, "at_ns", json_object_new_int64(at));
+            } else {
+                fprintf(stderr, "vmstate-admin: group clone: bad option '%s %s'\n", argv[i],
+                        argv[i + 1]);
+                return -1;
+            }
+        }
+        return 0;
+    }
     if ((!strcmp(sub, "suspend") && argc == 3) ||
         (!strcmp(sub, "resume") && (argc == 3 || argc == 4))) {
         at = parse_at(argv[2]);
@@ -480,10 +501,13 @@ static int group_request(json_object *req, int argc, char **argv)
         return 0;
     }
 usage:
-    fprintf(stderr, "vmstate-admin: usage: group create G | group add G VM [BRIDGE] | group show "
-                    "G | group suspend G AT | group resume G AT [preserve|host]\n"
-                    "  AT: +SECONDS from now or unix seconds (fractions allowed); BRIDGE: a "
-                    "[peer NAME] of the bridge, default self\n");
+    fprintf(
+        stderr,
+        "vmstate-admin: usage: group create G | group add G VM [BRIDGE] | group show "
+        "G | group suspend G AT | group resume G AT [preserve|host] | group clone G NEW [--at AT] "
+        "[--policy preserve|host]\n"
+        "  AT: +SECONDS from now or unix seconds (fractions allowed); BRIDGE: a "
+        "[peer NAME] of the bridge, default self\n");
     return -1;
 }
 

@@ -171,6 +171,12 @@ static const char *const migrations[] = {
     "  id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL, at INTEGER NOT NULL,"
     "  op TEXT NOT NULL, target_ns INTEGER NOT NULL, outcome TEXT NOT NULL,"
     "  detail TEXT NOT NULL DEFAULT '');",
+    /* issue 16: clones of a suspended group's VMs (host-bridge/groups/clone.c): each a managed
+     * VM with the configuration of its original (source) but its own name, run_dir, QEMU
+     * template (paths, MACs, UUID) — rebuilt from here at every bridge start */
+    "CREATE TABLE clones (vm TEXT PRIMARY KEY, source TEXT NOT NULL, grp TEXT NOT NULL,"
+    "  source_group TEXT NOT NULL, run_dir TEXT NOT NULL, qemu_args TEXT NOT NULL,"
+    "  macs TEXT NOT NULL, created INTEGER NOT NULL);",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};

@@ -22,3 +22,12 @@ check-groups-cpg: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-ad
 SYSTEM_CHECKS += check-groups-cpg
 .PHONY: check-groups-cpg
 EXTRA_DIST += tests/groups/test-groups-cpg.py
+
+# group clone (issue 16, acceptance 5): 2 managed VMs over 2 bridges cloned and run side by
+# side with their clones (~2 min on 2 cores)
+check-group-clone: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/groups/test-group-clone-system.py \
+		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir)
+SYSTEM_CHECKS += check-group-clone
+.PHONY: check-group-clone
+EXTRA_DIST += tests/groups/test-group-clone-system.py
