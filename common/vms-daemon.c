@@ -111,6 +111,8 @@ void vms_daemon_ready(int ok)
 
     if (ready_fd < 0)
         return;
+    if (!ok) /* before the parent hears it: its caller may look for the pidfile at once */
+        vms_daemon_cleanup();
     if (write(ready_fd, &status, 1) != 1) {
         /* the parent is gone: nobody to tell */
     }

@@ -17,7 +17,8 @@ int vms_daemonize(const char *pidfile);
 
 /*
  * Tell the waiting parent that start-up succeeded (it exits 0), or failed (@ok == 0: it
- * exits 1, so the init script sees the failure). Does nothing without vms_daemonize.
+ * exits 1, so the init script sees the failure; the pidfile is gone by then). Does nothing
+ * without vms_daemonize.
  */
 void vms_daemon_ready(int ok);
 
