@@ -104,8 +104,8 @@ static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason
         return 0;
     }
     if (delay >
-        (uint64_t)(h->hooks.restore_refining ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS))
-        delay = h->hooks.restore_refining ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS;
+        (uint64_t)(h->hooks.refine.stepping ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS))
+        delay = h->hooks.refine.stepping ? CLOCK_DELAY_CAP_NS : CLOCK_DELAY_STEADY_CAP_NS;
     target = (int64_t)host_ns + (int64_t)delay;
     guest = realtime_ns() + h->hooks.dry_offset_ns; /* dry-run: as if we had stepped */
     corr = target - guest;
@@ -163,6 +163,26 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
     clock_step(h, host_ns, reason, allow_backward, request_id, 1);
 }
 
+static const char *refine_request(const struct helper_clock_refine *r)
+{
+    return r->request[0] ? r->request : NULL;
+}
+
+static void refine_start(struct helper *h, const char *reason, const char *request_id,
+                         int allow_backward, uint64_t wait_ms, uint64_t rehello_above_ns)
+{
+    struct helper_clock_refine *r = &h->hooks.refine;
+
+    memset(r, 0, sizeof(*r));
+    r->active = 1;
+    r->allow_backward = allow_backward;
+    snprintf(r->reason, sizeof(r->reason), "%s", reason);
+    snprintf(r->request, sizeof(r->request), "%s", request_id ? request_id : "");
+    r->deadline_ms = helper_now_ms() + wait_ms;
+    r->best_rtt_ns = UINT64_MAX;
+    r->rehello_above_ns = rehello_above_ns;
+}
+
 void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch,
                           const char *request_id, uint64_t time_ns)
 {
@@ -170,55 +190,88 @@ void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch
 
     if (k->restore_pending)
         helper_restore_finish(h); /* an older restore never got its Welcome */
+    else if (k->refine.active)
+        helper_clock_refine_finish(h); /* a resume's refinement: this restore supersedes it */
     k->restore_pending = 1;
     snprintf(k->restore_state, sizeof(k->restore_state), "%s", state_id ? state_id : "");
     snprintf(k->restore_request, sizeof(k->restore_request), "%s", request_id ? request_id : "");
     k->restore_epoch = epoch;
-    k->restore_corr_ns = 0;
-    k->restore_deadline_ms = helper_now_ms() + RESTORE_WELCOME_WAIT_MS;
-    k->restore_best_rtt_ns = UINT64_MAX;
-    k->restore_rounds = 0;
-    k->restore_rehello_ms = 0;
+    refine_start(h, "restore", request_id, 1, RESTORE_WELCOME_WAIT_MS, 2 * CLOCK_DELAY_CAP_NS);
     if (time_ns)
-        k->restore_corr_ns += clock_step(h, time_ns, "restore", 1,
-                                         k->restore_request[0] ? k->restore_request : NULL, 0);
+        k->refine.corr_ns += clock_step(h, time_ns, "restore", 1, refine_request(&k->refine), 0);
 }
 
-int helper_restore_welcome(struct helper *h, const struct vms_msg *w)
+int helper_clock_resume(struct helper *h, uint64_t host_ns, const char *reason)
 {
     struct helper_hooks *k = &h->hooks;
 
-    if (!k->restore_pending)
+    if (h->cfg.clock_sync == HELPER_CLOCK_OFF || k->refine.active) {
+        /* nothing to refine, or a restore's refinement owns the Hellos: one plain step */
+        helper_clock_sync(h, host_ns, reason, 0, NULL);
+        return 0;
+    }
+    /* re-Hello while the round trip is over twice the steady cap: the bound is then worse
+     * than what the steady state promises */
+    refine_start(h, reason, NULL, 0, RESUME_REFINE_WAIT_MS, 2 * CLOCK_DELAY_STEADY_CAP_NS);
+    k->refine.corr_ns += clock_step(h, host_ns, reason, 0, NULL, 0);
+    return 1;
+}
+
+int helper_clock_welcome(struct helper *h, const struct vms_msg *w)
+{
+    struct helper_hooks *k = &h->hooks;
+    struct helper_clock_refine *r = &k->refine;
+
+    if (!r->active)
         return 0;
     if (vms_msg_has(w, VMS_F_TIME_NS)) {
         uint64_t rtt = helper_mono_ns() - k->hello_sent_ns;
 
-        if (rtt < k->restore_best_rtt_ns) {
+        if (rtt < r->best_rtt_ns) {
             /* this Welcome's delay is bounded by the round trip just measured: use it, not
-             * the session's best (the restored guest is slow for a while). A shorter round
-             * trip is a tighter bound: its step replaces what the earlier ones guessed. */
+             * the session's best (the guest is slow for a while). A shorter round trip is a
+             * tighter bound: its step replaces what the earlier ones guessed. */
             uint64_t best = k->clock_delay_ns;
-            k->restore_best_rtt_ns = rtt;
+            r->best_rtt_ns = rtt;
             k->clock_delay_ns = rtt / 2;
-            k->restore_refining = 1;
-            k->restore_corr_ns += clock_step(h, w->time_ns, "restore", 1,
-                                             k->restore_request[0] ? k->restore_request : NULL, 0);
-            k->restore_refining = 0;
+            r->stepping = 1;
+            r->corr_ns +=
+                clock_step(h, w->time_ns, r->reason, r->allow_backward, refine_request(r), 0);
+            r->stepping = 0;
             k->clock_delay_ns = best;
         }
-        if (k->restore_best_rtt_ns > 2 * (uint64_t)CLOCK_DELAY_CAP_NS &&
-            k->restore_rounds < RESTORE_REFINE_ROUNDS &&
-            helper_now_ms() + RESTORE_REFINE_GAP_MS < k->restore_deadline_ms) {
-            k->restore_rounds++;
-            k->restore_rehello_ms = helper_now_ms() + RESTORE_REFINE_GAP_MS;
-            vms_debug(NULL, k->restore_request[0] ? k->restore_request : NULL,
-                      "clock (restore): round trip %.1f ms; asking again in %d ms", rtt / 1e6,
+        if (r->best_rtt_ns > r->rehello_above_ns && r->rounds < RESTORE_REFINE_ROUNDS &&
+            helper_now_ms() + RESTORE_REFINE_GAP_MS < r->deadline_ms) {
+            r->rounds++;
+            r->rehello_ms = helper_now_ms() + RESTORE_REFINE_GAP_MS;
+            vms_debug(NULL, refine_request(r),
+                      "clock (%s): round trip %.1f ms; asking again in %d ms", r->reason, rtt / 1e6,
                       RESTORE_REFINE_GAP_MS);
             return 1;
         }
     }
-    helper_restore_finish(h);
+    helper_clock_refine_finish(h);
     return 1;
+}
+
+void helper_clock_refine_finish(struct helper *h)
+{
+    struct helper_clock_refine *r = &h->hooks.refine;
+
+    if (!r->active)
+        return;
+    r->active = 0;
+    r->rehello_ms = 0;
+    if (r->corr_ns) {
+        vms_info(NULL, refine_request(r),
+                 "clock (%s): corrected by %+.6f s in all (best round "
+                 "trip %.1f ms)",
+                 r->reason, r->corr_ns / 1e9,
+                 r->best_rtt_ns == UINT64_MAX ? -1.0 : r->best_rtt_ns / 1e6);
+        helper_bus_emit_clock_corrected(h, r->corr_ns, r->reason);
+    }
+    if (h->hooks.restore_pending)
+        helper_restore_finish(h);
 }
 
 void helper_restore_finish(struct helper *h)
@@ -227,12 +280,11 @@ void helper_restore_finish(struct helper *h)
 
     if (!k->restore_pending)
         return;
-    k->restore_pending = 0;
-    if (k->restore_corr_ns) {
-        vms_info(NULL, k->restore_request[0] ? k->restore_request : NULL,
-                 "clock (restore): corrected by %+.6f s in all", k->restore_corr_ns / 1e9);
-        helper_bus_emit_clock_corrected(h, k->restore_corr_ns, "restore");
+    if (k->refine.active) {
+        helper_clock_refine_finish(h); /* comes back here with the clock settled */
+        return;
     }
+    k->restore_pending = 0;
     helper_hooks_restored(h, k->restore_state, k->restore_epoch,
                           k->restore_request[0] ? k->restore_request : NULL);
 }

@@ -507,13 +507,14 @@ int helper_hooks_timers(struct helper *h)
             next = 50; /* reap it soon even if SIGCHLD was missed */
     }
     helper_hooks_sigchld(h);
-    if (h->hooks.restore_pending) {
-        if (now >= h->hooks.restore_deadline_ms) {
-            vms_info(NULL, NULL, "no Welcome within %d ms of the Timeline: finishing the restore",
-                     RESTORE_WELCOME_WAIT_MS);
-            helper_restore_finish(h);
-        } else if (next < 0 || (int64_t)(h->hooks.restore_deadline_ms - now) < next) {
-            next = (int64_t)(h->hooks.restore_deadline_ms - now);
+    if (h->hooks.refine.active) {
+        if (now >= h->hooks.refine.deadline_ms) {
+            if (h->hooks.refine.best_rtt_ns == UINT64_MAX)
+                vms_info(NULL, NULL, "clock (%s): no Welcome in time: finishing with what we have",
+                         h->hooks.refine.reason);
+            helper_clock_refine_finish(h);
+        } else if (next < 0 || (int64_t)(h->hooks.refine.deadline_ms - now) < next) {
+            next = (int64_t)(h->hooks.refine.deadline_ms - now);
         }
     }
     if (h->hooks.prep.active) {

@@ -62,20 +62,33 @@ struct helper_hooks {
     uint64_t clock_steps;    /* corrections applied (or signalled in dry-run) */
     int64_t last_correction_ns;
     int64_t dry_offset_ns; /* clock_sync = dry-run: the steps we would have made */
-    /* a restore in progress: Timeline seen, waiting for the Welcome that refines the clock */
+    /* a restore in progress: Timeline seen; Restored is emitted when its clock is refined */
     int restore_pending;
-    int restore_refining; /* clock_step from the Welcome that refines a restore */
     char restore_state[VMS_STR_MAX + 1];
     char restore_request[VMS_STR_MAX + 1];
     uint64_t restore_epoch;
-    int64_t restore_corr_ns; /* total stepped for this restore so far */
-    uint64_t restore_deadline_ms;
-    uint64_t restore_best_rtt_ns; /* shortest Hello -> Welcome round trip of this restore */
-    unsigned restore_rounds;      /* Hellos sent again to refine this restore's clock */
-    uint64_t restore_rehello_ms;  /* when to send the next of them (0: none due) */
+    /* a clock step being refined by Hello -> Welcome round trips (after a restore, or a
+     * resume that stepped the clock: the guest is slow for a while after both, so the delay
+     * of the message that carried the host's time is unknown; a round trip bounds it) */
+    struct helper_clock_refine {
+        int active;
+        int stepping;       /* clock_step from a refining Welcome: its round trip caps the delay */
+        int allow_backward; /* a restore only */
+        char reason[16];    /* restore, resume, save, io-error */
+        char request[VMS_STR_MAX + 1];
+        int64_t corr_ns;           /* total stepped so far */
+        uint64_t deadline_ms;      /* then finish with what we have */
+        uint64_t best_rtt_ns;      /* shortest Hello -> Welcome round trip seen */
+        uint64_t rehello_above_ns; /* Hello again while the best round trip is longer */
+        unsigned rounds;           /* Hellos sent again */
+        uint64_t rehello_ms;       /* when to send the next of them (0: none due) */
+        int probe_outstanding;     /* a Hello sent while welcomed, for the clock only */
+    } refine;
 };
 
 #define RESTORE_WELCOME_WAIT_MS 2000 /* then finish the restore without the Welcome */
+/* a resume's refinement ends sooner: its first step was already close */
+#define RESUME_REFINE_WAIT_MS 1000
 
 void helper_hooks_init(struct helper *h);
 void helper_hooks_free(struct helper *h);
@@ -104,21 +117,40 @@ void helper_clock_sync(struct helper *h, uint64_t host_ns, const char *reason, i
 /*
  * A restore (Timeline, or a Welcome with a newer epoch): step the clock now
  * from @time_ns (0: none; coarse: the restored guest is slow to read its
- * port, so the message may have waited), then wait for the Welcome that
- * answers our next Hello (its round trip bounds the delay) to refine it —
- * while that round trip is long (a restored guest is slow at first), Hello
- * again a little later and step from the Welcome with the shortest one;
- * then emit one ClockCorrected(total, "restore"), run post-restore.d and
- * emit Restored. Without a Welcome within RESTORE_WELCOME_WAIT_MS, finish
- * with what we have.
+ * port, so the message may have waited), then refine it from the Welcomes
+ * that answer our next Hellos (helper_clock_welcome); then emit one
+ * ClockCorrected(total, "restore"), run post-restore.d and emit Restored.
  */
 void helper_restore_begin(struct helper *h, const char *state_id, uint64_t epoch,
                           const char *request_id, uint64_t time_ns);
-/* A Welcome arrived: refines a pending restore and finishes it, or sets
- * hooks.restore_rehello_ms for another Hello (returns 1); returns 0 without a restore. */
-int helper_restore_welcome(struct helper *h, const struct vms_msg *w);
-/* Finish a pending restore (timer or Welcome). */
+/* Finish a pending restore: ClockCorrected, post-restore.d, Restored. */
 void helper_restore_finish(struct helper *h);
+
+/*
+ * The host's Clock after a pause (@reason: resume, save, io-error) said its
+ * CLOCK_REALTIME was @host_ns: step forward now with the steady delay
+ * estimate, then refine with Hello -> Welcome round trips (a resumed guest,
+ * above all one restored from a checkpoint into a fresh QEMU, is slow for a
+ * while, so the Clock's delay can be tens of ms against the steady 2 ms cap);
+ * one ClockCorrected(total, @reason) when done. Without a refinement (clock
+ * sync off, or a restore refining already) it is helper_clock_sync().
+ * Returns 1 when the caller must send a clock-only Hello now.
+ */
+int helper_clock_resume(struct helper *h, uint64_t host_ns, const char *reason);
+
+/*
+ * A Welcome answered our Hello (sent ns ago: hooks.hello_sent_ns). While a
+ * refinement is active: when its round trip is the shortest so far, step from
+ * its time with half that round trip as the delay (capped at 20 ms); while the
+ * best round trip is over refine.rehello_above_ns, ask again (sets
+ * refine.rehello_ms, at most RESTORE_REFINE_ROUNDS times before the
+ * deadline), else finish (helper_clock_refine_finish). Returns 1 when a
+ * refinement took the Welcome, 0 when none is active.
+ */
+int helper_clock_welcome(struct helper *h, const struct vms_msg *w);
+/* End the active refinement (its Welcome, or its deadline): one ClockCorrected with
+ * the total, then the restore's hooks and Restored when it was a restore. */
+void helper_clock_refine_finish(struct helper *h);
 
 /* CLOCK_MONOTONIC in ns. */
 uint64_t helper_mono_ns(void);

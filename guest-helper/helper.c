@@ -137,6 +137,15 @@ static void send_hello(struct helper *h)
     vms_msg_clear(&m);
 }
 
+/* A Hello that only measures the round trip for the clock (helper-clock.c): the session
+ * stays welcomed, so requests keep flowing; its Welcome is taken like any other. */
+static void send_clock_hello(struct helper *h)
+{
+    send_hello(h);
+    h->session = SESSION_WELCOMED;
+    h->hooks.refine.probe_outstanding = 1;
+}
+
 /* Write requests not yet sent in this session, in order, while the channel takes them. */
 static void send_pending_requests(struct helper *h)
 {
@@ -686,7 +695,8 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
 {
     uint32_t v;
 
-    if (h->session != SESSION_HELLO_SENT || m->nonce != h->hello_nonce) {
+    if ((h->session != SESSION_HELLO_SENT && !h->hooks.refine.probe_outstanding) ||
+        m->nonce != h->hello_nonce) {
         vms_debug(NULL, NULL, "ignored a stale Welcome (nonce does not match our Hello)");
         return;
     }
@@ -701,6 +711,7 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
                 VMS_PROTO_MIN_VERSION, VMS_PROTO_VERSION);
         return;
     }
+    h->hooks.refine.probe_outstanding = 0;
     h->version = v;
     h->host_caps = vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0;
     h->session = SESSION_WELCOMED;
@@ -718,14 +729,14 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
         h->epoch = m->epoch;
         /* a restore: the clock may go back; this Welcome is the precise time source */
         helper_restore_begin(h, "", h->epoch, NULL, 0);
-        helper_restore_welcome(h, m);
+        helper_clock_welcome(h, m);
         helper_bus_property_changed(h, "Epoch");
     } else {
         if (m->epoch != h->epoch) {
             h->epoch = m->epoch;
             helper_bus_property_changed(h, "Epoch");
         }
-        if (!helper_restore_welcome(h, m) && vms_msg_has(m, VMS_F_TIME_NS))
+        if (!helper_clock_welcome(h, m) && vms_msg_has(m, VMS_F_TIME_NS))
             helper_clock_sync(h, m->time_ns, "connect", 0, NULL);
     }
     vms_info(NULL, NULL, "Welcome: protocol %u, epoch %llu", v, (unsigned long long)h->epoch);
@@ -840,7 +851,12 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         on_timeline(h, m);
         break;
     case VMS_MSG_CLOCK:
-        if (vms_msg_has(m, VMS_F_TIME_NS)) {
+        if (vms_msg_has(m, VMS_F_TIME_NS) && strcmp(m->reason, "connect") != 0) {
+            /* after a pause: refined by a clock-only Hello (helper-clock.c) */
+            if (helper_clock_resume(h, m->time_ns, m->reason) && h->ports == PORTS_UP &&
+                h->session == SESSION_WELCOMED)
+                send_clock_hello(h);
+        } else if (vms_msg_has(m, VMS_F_TIME_NS)) {
             helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
         } else if (!strcmp(m->reason, "preserve")) {
             /* a group resumed with clock policy "preserve": the guest keeps its own time,
@@ -1040,14 +1056,17 @@ int helper_timers(struct helper *h)
         if (h->ports != PORTS_UP)
             consider(&next, h->next_recheck_ms, now);
     }
-    /* a restore refining the guest's clock: Hello again (helper-clock.c) */
-    if (h->hooks.restore_pending && h->hooks.restore_rehello_ms && h->ports == PORTS_UP &&
+    /* a restore or a resume refining the guest's clock: Hello again (helper-clock.c) */
+    if (h->hooks.refine.active && h->hooks.refine.rehello_ms && h->ports == PORTS_UP &&
         h->session == SESSION_WELCOMED) {
-        if (now >= h->hooks.restore_rehello_ms) {
-            h->hooks.restore_rehello_ms = 0;
-            send_hello(h);
+        if (now >= h->hooks.refine.rehello_ms) {
+            h->hooks.refine.rehello_ms = 0;
+            if (h->hooks.restore_pending)
+                send_hello(h);
+            else
+                send_clock_hello(h);
         } else {
-            consider(&next, h->hooks.restore_rehello_ms, now);
+            consider(&next, h->hooks.refine.rehello_ms, now);
         }
     }
     /* no Welcome: say Hello again */

@@ -192,6 +192,52 @@ Test(hooks, clock_messages_signal_forward_corrections)
     fx_client_close(c);
 }
 
+/* After a resume the Clock can reach a slow guest late (a checkpoint restored into a fresh
+ * QEMU translates all guest code again): the helper asks for a round trip and follows the
+ * Welcome, without leaving the session (requests keep flowing), and says it once. */
+Test(hooks, resume_step_refined_by_a_clock_hello)
+{
+    DBusConnection *c;
+    DBusMessage *m;
+    struct vms_msg *hello, w;
+    const char *reason;
+    double s;
+    int rounds = 0;
+
+    start(NULL);
+    c = fx_client(&F);
+    handshake(1, 0);
+    /* the host is 5 s ahead; its Clock waited 60 ms on the way in */
+    fx_bridge_clock(&F, 5000000000ll - 60000000ll, "resume");
+    cr_assert_null(fx_wait_signal(c, "ClockCorrected", 100), "one signal, after the refinement");
+    while ((hello = fx_bridge_expect(&F, VMS_MSG_HELLO, rounds ? 400 : 3000)) != NULL) {
+        rounds++;
+        vms_msg_init(&w, VMS_MSG_WELCOME);
+        vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+        vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
+        vms_msg_set_u64(&w, VMS_F_EPOCH, 1);
+        vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_KNOWN);
+        vms_msg_set_u64(&w, VMS_F_TIME_NS, fx_realtime_ns() + 5000000000ull);
+        fx_bridge_send(&F, &w);
+        vms_msg_clear(&w);
+        fx_msg_free(hello);
+        m = fx_wait_signal(c, "ClockCorrected", 300);
+        if (m)
+            break;
+    }
+    cr_assert_geq(rounds, 1, "a Hello after the resume's Clock");
+    if (!m)
+        m = fx_wait_signal(c, "ClockCorrected", 3000);
+    cr_assert_not_null(m);
+    s = clock_corrected(m, &reason);
+    cr_assert_str_eq(reason, "resume");
+    cr_assert(s > 4.99 - fx_late_s() && s < 5.03 + fx_late_s(),
+              "the Welcome's round trip refined the 60 ms the Clock lost: %f", s);
+    dbus_message_unref(m);
+    cr_assert(log_contains("clock (resume): corrected by"));
+    fx_client_close(c);
+}
+
 Test(hooks, restore_corrects_backward_then_hooks_then_restored)
 {
     DBusConnection *c;
