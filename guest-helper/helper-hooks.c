@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -286,6 +287,14 @@ static void send_ready(struct helper *h, const char *request_id, uint32_t status
     vms_msg_set_u64(&m, VMS_F_STATUS, status);
     if (msg && msg[0] && vms_valid_text(msg))
         vms_msg_set_str(&m, VMS_F_MESSAGE, msg);
+    {
+        /* our clock as we answer: a group suspend records the guest's time at its stop
+         * from it (the stopped guest cannot be asked) */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        vms_msg_set_u64(&m, VMS_F_TIME_NS,
+                        (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+    }
     vms_channel_send(&h->port_a, &m);
     vms_msg_clear(&m);
 }

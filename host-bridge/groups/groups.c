@@ -42,6 +42,9 @@ struct local_vm {
     int prepare_sent; /* its guest apps were told before T (PrepareSave) */
     int64_t rtc_s;    /* a suspend: the guest's RTC read while stopped at T (0: none) */
     char rtc_why[128];
+    /* a suspend: the guest's clock at the stop from its helper's Ready to this commit's
+     * Prepare, carried forward to the stop at the host's rate (0: no such Ready) */
+    int64_t helper_guest_ns, helper_span_ns;
     int64_t stop_us; /* QEMU's STOP (suspend) or RESUME (resume) timestamp */
     int64_t sent_ns; /* when the bridge sent stop/cont */
     json_object *result;
@@ -54,6 +57,7 @@ struct local_op {
     char group[GROUP_NAME_MAX];
     char origin[BRIDGE_NODE_NAME_MAX]; /* the control's cluster node ("": the admin socket) */
     int64_t at_ns, fired_ns;
+    int64_t committed_ns; /* CLOCK_REALTIME of the commit (a Ready older is not this one's) */
     int preserve;
     size_t n, pending;
     struct local_vm v[GROUP_VMS_MAX];
@@ -339,14 +343,26 @@ static void do_prepare(struct bridge_groups *g, const char *origin, json_object 
 }
 
 /* @v's clock state at the stop: host time (QEMU's STOP timestamp) and guest time. The guest
- * is stopped, so its helper cannot be asked: its RTC is (1 s resolution; QEMU's RTC keeps
- * the time the guest set it to, moving with the host while it runs). */
+ * is stopped, so its helper cannot be asked then: the guest time comes from the helper's
+ * Ready to the commit's Prepare (its clock then, carried to the stop at the host's rate: off
+ * by the port's one-way delay and the clocks' rate difference over span_ms), else from its
+ * RTC (1 s resolution; QEMU's RTC keeps the time the guest set it to, moving with the host
+ * while it runs), which is kept beside the helper's figure either way. */
 static json_object *clock_at_stop(const struct local_vm *v)
 {
     json_object *c = json_object_new_object();
 
     json_object_object_add(c, "host_ns", json_object_new_int64(v->stop_us * 1000));
-    if (v->rtc_s) {
+    if (v->rtc_s)
+        json_object_object_add(c, "rtc_ns", json_object_new_int64(v->rtc_s * 1000000000ll));
+    if (v->helper_guest_ns) {
+        json_object_object_add(c, "guest_ns", json_object_new_int64(v->helper_guest_ns));
+        json_object_object_add(
+            c, "guest_minus_host_ms",
+            json_object_new_double((v->helper_guest_ns - v->stop_us * 1e3) / 1e6));
+        json_object_object_add(c, "span_ms", json_object_new_double(v->helper_span_ns / 1e6));
+        json_object_object_add(c, "source", json_object_new_string("helper"));
+    } else if (v->rtc_s) {
         json_object_object_add(c, "guest_ns", json_object_new_int64(v->rtc_s * 1000000000ll));
         json_object_object_add(c, "guest_minus_host_ms",
                                json_object_new_double((v->rtc_s * 1e9 - v->stop_us * 1e3) / 1e6));
@@ -447,6 +463,12 @@ static void on_vm_stopped(void *opaque, const struct bridge_backend_result *r)
     struct local_vm *v = opaque;
 
     v->stop_us = r->event_us;
+    if (r->status == VMS_STATUS_OK && v->vm->hx.ready_guest_ns &&
+        (int64_t)v->vm->hx.ready_host_ns >= v->op->committed_ns &&
+        v->stop_us * 1000 >= (int64_t)v->vm->hx.ready_host_ns) {
+        v->helper_span_ns = v->stop_us * 1000 - (int64_t)v->vm->hx.ready_host_ns;
+        v->helper_guest_ns = (int64_t)v->vm->hx.ready_guest_ns + v->helper_span_ns;
+    }
     if (r->status != VMS_STATUS_OK) {
         json_object *o = json_object_new_object();
         char msg[VMS_STR_MAX + 64];
@@ -591,6 +613,7 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
     }
     g->handles.s[slot].state = GH_ARMED;
     lo->armed = 1;
+    lo->committed_ns = realtime_ns();
     lo->done = done;
     lo->opaque = opaque;
     lo->pending = lo->n;

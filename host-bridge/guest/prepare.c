@@ -180,6 +180,11 @@ void bridge_prepare_ready(struct bridge_vm *vm, const struct vms_msg *m)
                       "Ready for no save being prepared: ignored");
         return;
     }
+    /* guest-controlled: only recorded (a group's clock state), bounded like the host's */
+    if (vms_msg_has(m, VMS_F_TIME_NS) && m->time_ns && m->time_ns < (uint64_t)INT64_MAX / 2) {
+        vm->hx.ready_guest_ns = m->time_ns;
+        vm->hx.ready_host_ns = bridge_clock_realtime_ns();
+    }
     if (m->status == VMS_STATUS_ERR_INHIBITED) {
         snprintf(why, sizeof(why), "inhibited by the guest: %.200s",
                  m->message[0] ? m->message : "no reason given");

@@ -33,6 +33,9 @@ struct bridge_prepare {
     int io_error;                            /* a BLOCK_IO_ERROR since the last RESUME */
     uint64_t clocks_sent;                    /* Clock messages sent (tests, logs) */
     int for_suspend;                         /* prepared for a suspend (vm/managed.c) */
+    /* the guest's CLOCK_REALTIME as its last Ready said (0: none), and the host's when that
+     * Ready arrived: a group's clock state at the stop extrapolates from them (groups.c) */
+    uint64_t ready_guest_ns, ready_host_ns;
 };
 
 /* Host CLOCK_REALTIME in nanoseconds. */
