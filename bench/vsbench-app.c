@@ -13,7 +13,9 @@
  *   vsbench-app fanout L R            L handles of one app id, each a D-Bus connection and a
  *                                     registered listener; handle 0 asks hostinfo R times;
  *                                     per round: time from the call to the first and to the
- *                                     last handle receiving the completion
+ *                                     last handle receiving the completion, and the
+ *                                     spread (last - first); "register: n=L total_s=.."
+ *                                     first (opening and registering the L handles)
  *   vsbench-app saveloop N MARK       N rounds of save then restore of that state; writes
  *                                     one mark byte to the device MARK at each step
  *                                     ('s' save called, 'e' save completed, 'R' restore
@@ -80,9 +82,10 @@ static void report(const char *prefix, uint64_t *s, size_t n)
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += (double)s[i];
-    size_t p99 = (n * 99 + 99) / 100, med = (n + 1) / 2;
-    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f\n", prefix, n,
-           s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3);
+    size_t p99 = (n * 99 + 99) / 100, p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
+    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n",
+           prefix, n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
+           s[p90 - 1] / 1e3);
 }
 
 /* One hostinfo round trip; returns its duration in ns. BUSY and a call that timed out
@@ -276,9 +279,9 @@ static int do_fanout(size_t l, size_t rounds)
         pfd[i].fd = vmstate_get_fd(h[i]);
         pfd[i].events = POLLIN;
     }
-    fprintf(stderr, "vsbench-app: %zu listeners registered in %.2f s\n", l,
-            (now_ns() - t_reg) / 1e9);
-    uint64_t *first = calloc(rounds, sizeof(uint64_t)), *last = calloc(rounds, sizeof(uint64_t));
+    printf("register: n=%zu total_s=%.4f\n", l, (now_ns() - t_reg) / 1e9);
+    uint64_t *first = calloc(rounds, sizeof(uint64_t)), *last = calloc(rounds, sizeof(uint64_t)),
+             *spread = calloc(rounds, sizeof(uint64_t));
     char id[VMSTATE_REQUEST_ID_LEN + 1];
     for (size_t r = 0; r < rounds + 2; r++) { /* 2 untimed warm-up rounds */
         memset(f.got, 0, l * sizeof(uint64_t));
@@ -312,10 +315,12 @@ static int do_fanout(size_t l, size_t rounds)
             }
             first[r - 2] = lo - f.t0;
             last[r - 2] = hi - f.t0;
+            spread[r - 2] = hi - lo;
         }
     }
     report("first: ", first, rounds);
     report("last: ", last, rounds);
+    report("spread: ", spread, rounds);
     for (size_t i = 0; i < l; i++)
         vmstate_close(h[i]);
     return 0;
