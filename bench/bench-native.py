@@ -50,6 +50,12 @@ def stats(text, prefix=""):
     raise RuntimeError(f"no '{prefix}' statistics line in: {text!r}")
 
 
+def cpu_per_round(text, *pids):
+    """The "cpu_ms_per_round: PID=MS .." line of a fan-out: [ms for each of pids]."""
+    d = dict(re.findall(r"(\d+)=([\d.]+)", text.split("cpu_ms_per_round:", 1)[1].split("\n")[0]))
+    return [float(d[str(p)]) for p in pids]
+
+
 def run(argv, env=None, timeout=600):
     bl.log(" ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv)))
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
@@ -99,6 +105,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="fan-out rounds")
     ap.add_argument("--apps", type=int, default=16, help="concurrent apps for throughput")
     ap.add_argument("--per-app", type=int, default=300, help="requests per app for throughput")
+    ap.add_argument("--perf", action="store_true",
+                    help="perf record the helper and dbus-daemon during the fan-out "
+                    "(WORKDIR/native/perf.data)")
     ap.add_argument("--running-guest", action="store_true",
                     help="boot the QEMU's guest (default: QEMU stays paused, QMP only)")
     a = ap.parse_args()
@@ -142,7 +151,9 @@ def main():
         stop([relay0, echo])
         svc = spawn([prog["dbus"], "serve", FLOOR_NAME], wd, "floor-service", env=env, ready=True)
         res["call"] = stats(run([prog["dbus"], "call", FLOOR_NAME, str(n)], env=env))
-        out = run([prog["dbus"], "fanout", FLOOR_NAME, str(L), str(a.rounds)], env=env)
+        out = run([prog["dbus"], "fanout", FLOOR_NAME, str(L), str(a.rounds)],
+                  env=dict(env, VSBENCH_CPU_PIDS=f"{dbus.pid},{svc.pid}"))
+        res["sig_cpu"] = cpu_per_round(out, dbus.pid, svc.pid)
         res["sig"] = {k: stats(out, k + ": ") for k in ("first", "last", "spread")}
         m = re.search(r"register: n=\d+ connect_s=([\d.]+) calls_s=([\d.]+) total_s=([\d.]+)", out)
         res["reg_floor"] = {"connect": float(m[1]), "calls": float(m[2]), "total": float(m[3])}
@@ -192,7 +203,19 @@ def main():
                               r"busy=(\d+)", out)
                 res["tput"] = {"per_s": float(m[4]), "requests": int(m[2]), "busy": int(m[5]),
                                "lat": stats(out.split("\n", 1)[1])}
-                out = run([prog["app"], "fanout", str(L), str(a.rounds)], env=env, timeout=1200)
+                rec = None
+                if a.perf:  # where the fan-out's time goes, per process (perf report --pid)
+                    rec = subprocess.Popen(["perf", "record", "-q", "-g", "-o",
+                                            os.path.join(wd, "perf.data"), "-p",
+                                            f"{helper.pid},{dbus.pid}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                out = run([prog["app"], "fanout", str(L), str(a.rounds)], timeout=1200,
+                          env=dict(env, VSBENCH_CPU_PIDS=f"{dbus.pid},{helper.pid}"))
+                res["fan_cpu"] = cpu_per_round(out, dbus.pid, helper.pid)
+                if rec:
+                    rec.send_signal(2)
+                    rec.wait()
                 res["fan"] = {k: stats(out, k + ": ") for k in ("first", "last", "spread")}
                 res["reg"] = float(re.search(r"register: n=\d+ total_s=([\d.]+)", out)[1])
                 res["rss"] = {"vmstate-helperd": bl.host_rss_kib(helper.pid)["VmRSS"],
@@ -253,6 +276,11 @@ def report(a, r, machine, took):
     print(f"| fan-out to {a.listeners} listeners: last − first, median of {a.rounds} | "
           f"{us(fan['spread']['median'])} | signal spread {us(sig['spread']['median'])} | "
           f"{fan['spread']['median'] / sig['spread']['median']:.2f}× |")
+    fc, sc = r["fan_cpu"], r["sig_cpu"]
+    print(f"| fan-out: dbus-daemon CPU per round | {fc[0]:.1f} ms | {sc[0]:.1f} ms | "
+          f"{fc[0] / max(sc[0], 0.1):.2f}× |")
+    print(f"| fan-out: emitter CPU per round (helper vs trivial emitter) | {fc[1]:.1f} ms | "
+          f"{sc[1]:.1f} ms | {fc[1] / max(sc[1], 0.1):.2f}× |")
     print(f"| fan-out: request to first listener, median | {us(fan['first']['median'])} | "
           f"round-trip floor {us(floor_rt)} | {fan['first']['median'] / floor_rt:.2f}× |")
     print(f"| {a.listeners} registrations (connect + RegisterListener each) | "

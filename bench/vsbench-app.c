@@ -24,7 +24,8 @@
  *   vsbench-app wait-bridge SECONDS   exit 0 once the helper reports the bridge connected
  *
  * Environment: VSBENCH_PRINCIPAL, VSBENCH_SECRET (default bench / bench-secret),
- * VSBENCH_APP (app id, default org.vmstate.Bench).
+ * VSBENCH_APP (app id, default org.vmstate.Bench), VSBENCH_CPU_PIDS=PID,.. (fanout: print
+ * those processes' CPU per timed round, "cpu_ms_per_round: PID=MS ..").
  * Statistics line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
  */
 #define _GNU_SOURCE
@@ -68,6 +69,51 @@ static vmstate *open_handle(void)
     if (rc < 0)
         fail("vmstate_set_credentials", v, rc);
     return v;
+}
+
+/* CPU time (user + system, clock ticks) of process @pid from /proc/PID/stat; 0 if unknown */
+static unsigned long long proc_ticks(long pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ut = 0, st = 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return ut + st;
+}
+
+/* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
+ * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
+ * wall time on a shared host. cpu_mark(0) before, cpu_mark(rounds) after. */
+static void cpu_mark(size_t rounds)
+{
+    static long pids[8];
+    static unsigned long long t0[8];
+    static size_t n;
+    const char *env = getenv("VSBENCH_CPU_PIDS");
+    if (!env)
+        return;
+    if (rounds == 0) {
+        char *end;
+        for (n = 0; n < 8 && *env; env = *end ? end + 1 : end) {
+            pids[n] = strtol(env, &end, 10);
+            t0[n] = proc_ticks(pids[n]);
+            n++;
+        }
+        return;
+    }
+    printf("cpu_ms_per_round:");
+    for (size_t i = 0; i < n; i++)
+        printf(" %ld=%.1f", pids[i],
+               (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
+    printf("\n");
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -284,6 +330,8 @@ static int do_fanout(size_t l, size_t rounds)
              *spread = calloc(rounds, sizeof(uint64_t));
     char id[VMSTATE_REQUEST_ID_LEN + 1];
     for (size_t r = 0; r < rounds + 2; r++) { /* 2 untimed warm-up rounds */
+        if (r == 2)
+            cpu_mark(0);
         memset(f.got, 0, l * sizeof(uint64_t));
         f.n_got = 0;
         f.id = id;
@@ -318,6 +366,7 @@ static int do_fanout(size_t l, size_t rounds)
             spread[r - 2] = hi - lo;
         }
     }
+    cpu_mark(rounds);
     report("first: ", first, rounds);
     report("last: ", last, rounds);
     report("spread: ", spread, rounds);

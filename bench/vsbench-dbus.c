@@ -17,7 +17,9 @@
  *                                connection receiving its Tick) and "spread: " (last - first,
  *                                per round) statistics lines
  *
- * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Statistics line:
+ * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_MATCH=RULE makes
+ * every fan-out connection add that match rule; VSBENCH_CPU_PIDS=PID,.. prints
+ * those processes' CPU per timed fan-out round ("cpu_ms_per_round: PID=MS .."). Statistics line:
  * "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
  */
 #define _GNU_SOURCE
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PATH  "/org/vmstate/Bench1"
 #define IFACE "org.vmstate.Bench1"
@@ -55,6 +58,51 @@ static DBusConnection *connect_bus(void)
         die("connect", &err);
     dbus_connection_set_exit_on_disconnect(c, FALSE);
     return c;
+}
+
+/* CPU time (user + system, clock ticks) of process @pid from /proc/PID/stat; 0 if unknown */
+static unsigned long long proc_ticks(long pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ut = 0, st = 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return ut + st;
+}
+
+/* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
+ * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
+ * wall time on a shared host. cpu_mark(0) before, cpu_mark(rounds) after. */
+static void cpu_mark(size_t rounds)
+{
+    static long pids[8];
+    static unsigned long long t0[8];
+    static size_t n;
+    const char *env = getenv("VSBENCH_CPU_PIDS");
+    if (!env)
+        return;
+    if (rounds == 0) {
+        char *end;
+        for (n = 0; n < 8 && *env; env = *end ? end + 1 : end) {
+            pids[n] = strtol(env, &end, 10);
+            t0[n] = proc_ticks(pids[n]);
+            n++;
+        }
+        return;
+    }
+    printf("cpu_ms_per_round:");
+    for (size_t i = 0; i < n; i++)
+        printf(" %ld=%.1f", pids[i],
+               (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
+    printf("\n");
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -192,6 +240,10 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     for (size_t i = 0; i < l; i++) {
         uint64_t a = now_ns();
         c[i] = connect_bus();
+        /* VSBENCH_MATCH=RULE: each connection also adds this match rule (what does a
+         * per-listener rule cost the fan-out?) */
+        if (getenv("VSBENCH_MATCH"))
+            dbus_bus_add_match(c[i], getenv("VSBENCH_MATCH"), NULL);
         t_conn += now_ns() - a;
         call_method(c[i], name, "Subscribe");
         int fd;
@@ -203,6 +255,8 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     printf("register: n=%zu connect_s=%.4f calls_s=%.4f total_s=%.4f\n", l, t_conn / 1e9,
            (total - t_conn) / 1e9, total / 1e9);
     for (size_t r = 0; r < rounds + 2; r++) {
+        if (r == 2)
+            cpu_mark(0);
         memset(got, 0, l * sizeof(*got));
         size_t n_got = 0;
         uint64_t start = now_ns();
@@ -242,6 +296,7 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
             spread[r - 2] = hi - lo;
         }
     }
+    cpu_mark(rounds);
     report("first: ", first, rounds);
     report("last: ", last, rounds);
     report("spread: ", spread, rounds);
