@@ -50,9 +50,9 @@ def stats(text, prefix=""):
     raise RuntimeError(f"no '{prefix}' statistics line in: {text!r}")
 
 
-def cpu_per_round(text, *pids):
-    """The "cpu_ms_per_round: PID=MS .." line of a fan-out: [ms for each of pids]."""
-    d = dict(re.findall(r"(\d+)=([\d.]+)", text.split("cpu_ms_per_round:", 1)[1].split("\n")[0]))
+def cpu_per_round(text, *pids, label="cpu_ms_per_round"):
+    """The "LABEL: PID=MS .." line of a fan-out: [ms for each of pids]."""
+    d = dict(re.findall(r"(\d+)=([\d.]+)", text.split(label + ":", 1)[1].split("\n")[0]))
     return [float(d[str(p)]) for p in pids]
 
 
@@ -154,6 +154,7 @@ def main():
         out = run([prog["dbus"], "fanout", FLOOR_NAME, str(L), str(a.rounds)],
                   env=dict(env, VSBENCH_CPU_PIDS=f"{dbus.pid},{svc.pid}"))
         res["sig_cpu"] = cpu_per_round(out, dbus.pid, svc.pid)
+        res["reg_floor_cpu"] = cpu_per_round(out, dbus.pid, svc.pid, label="cpu_ms_register")
         res["sig"] = {k: stats(out, k + ": ") for k in ("first", "last", "spread")}
         m = re.search(r"register: n=\d+ connect_s=([\d.]+) calls_s=([\d.]+) total_s=([\d.]+)", out)
         res["reg_floor"] = {"connect": float(m[1]), "calls": float(m[2]), "total": float(m[3])}
@@ -213,6 +214,7 @@ def main():
                 out = run([prog["app"], "fanout", str(L), str(a.rounds)], timeout=1200,
                           env=dict(env, VSBENCH_CPU_PIDS=f"{dbus.pid},{helper.pid}"))
                 res["fan_cpu"] = cpu_per_round(out, dbus.pid, helper.pid)
+                res["reg_cpu"] = cpu_per_round(out, dbus.pid, helper.pid, label="cpu_ms_register")
                 if rec:
                     rec.send_signal(2)
                     rec.wait()
@@ -285,6 +287,11 @@ def report(a, r, machine, took):
           f"round-trip floor {us(floor_rt)} | {fan['first']['median'] / floor_rt:.2f}× |")
     print(f"| {a.listeners} registrations (connect + RegisterListener each) | "
           f"{r['reg'] * 1e3:.0f} ms | {rf['total'] * 1e3:.0f} ms | {r['reg'] / rf['total']:.2f}× |")
+    rc_, rfc = r["reg_cpu"], r["reg_floor_cpu"]
+    print(f"| registrations: dbus-daemon CPU | {rc_[0]:.0f} ms | {rfc[0]:.0f} ms | "
+          f"{rc_[0] / max(rfc[0], 1):.2f}× |")
+    print(f"| registrations: helper CPU vs trivial service | {rc_[1]:.0f} ms | {rfc[1]:.0f} ms | "
+          f"{rc_[1] / max(rfc[1], 1):.2f}× |")
     print("\n**CPU time per hostinfo request** (/proc/PID/stat utime+stime over the "
           f"{rtt['n']} sequential requests; tick {1e6 / HZ:.0f} µs, so ±{1e6 / HZ / rtt['n']:.0f} "
           "µs)\n")

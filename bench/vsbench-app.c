@@ -91,8 +91,9 @@ static unsigned long long proc_ticks(long pid)
 
 /* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
  * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
- * wall time on a shared host. cpu_mark(0) before, cpu_mark(rounds) after. */
-static void cpu_mark(size_t rounds)
+ * wall time on a shared host. cpu_mark(NULL, 0) before, cpu_mark(LABEL, rounds) after; also
+ * around the registrations ("cpu_ms_register:", the total). */
+static void cpu_mark(const char *label, size_t rounds)
 {
     static long pids[8];
     static unsigned long long t0[8];
@@ -109,7 +110,7 @@ static void cpu_mark(size_t rounds)
         }
         return;
     }
-    printf("cpu_ms_per_round:");
+    printf("%s:", label);
     for (size_t i = 0; i < n; i++)
         printf(" %ld=%.1f", pids[i],
                (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
@@ -315,6 +316,7 @@ static int do_fanout(size_t l, size_t rounds)
     struct fan f = {.got = calloc(l, sizeof(uint64_t))};
     struct fan_slot *slots = calloc(l, sizeof(*slots));
     struct pollfd *pfd = calloc(l, sizeof(*pfd));
+    cpu_mark(NULL, 0);
     uint64_t t_reg = now_ns();
     for (size_t i = 0; i < l; i++) {
         h[i] = open_handle();
@@ -326,12 +328,13 @@ static int do_fanout(size_t l, size_t rounds)
         pfd[i].events = POLLIN;
     }
     printf("register: n=%zu total_s=%.4f\n", l, (now_ns() - t_reg) / 1e9);
+    cpu_mark("cpu_ms_register", 1);
     uint64_t *first = calloc(rounds, sizeof(uint64_t)), *last = calloc(rounds, sizeof(uint64_t)),
              *spread = calloc(rounds, sizeof(uint64_t));
     char id[VMSTATE_REQUEST_ID_LEN + 1];
     for (size_t r = 0; r < rounds + 2; r++) { /* 2 untimed warm-up rounds */
         if (r == 2)
-            cpu_mark(0);
+            cpu_mark(NULL, 0);
         memset(f.got, 0, l * sizeof(uint64_t));
         f.n_got = 0;
         f.id = id;
@@ -366,7 +369,7 @@ static int do_fanout(size_t l, size_t rounds)
             spread[r - 2] = hi - lo;
         }
     }
-    cpu_mark(rounds);
+    cpu_mark("cpu_ms_per_round", rounds);
     report("first: ", first, rounds);
     report("last: ", last, rounds);
     report("spread: ", spread, rounds);

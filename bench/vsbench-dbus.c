@@ -80,8 +80,9 @@ static unsigned long long proc_ticks(long pid)
 
 /* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
  * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
- * wall time on a shared host. cpu_mark(0) before, cpu_mark(rounds) after. */
-static void cpu_mark(size_t rounds)
+ * wall time on a shared host. cpu_mark(NULL, 0) before, cpu_mark(LABEL, rounds) after; also
+ * around the registrations ("cpu_ms_register:", the total). */
+static void cpu_mark(const char *label, size_t rounds)
 {
     static long pids[8];
     static unsigned long long t0[8];
@@ -98,7 +99,7 @@ static void cpu_mark(size_t rounds)
         }
         return;
     }
-    printf("cpu_ms_per_round:");
+    printf("%s:", label);
     for (size_t i = 0; i < n; i++)
         printf(" %ld=%.1f", pids[i],
                (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
@@ -236,6 +237,7 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     if (!c || !pfd || !got || !first || !last || !spread)
         die("calloc", NULL);
     /* The registration floor: what a listener needs at least, a connection and one call. */
+    cpu_mark(NULL, 0);
     uint64_t t0 = now_ns(), t_conn = 0;
     for (size_t i = 0; i < l; i++) {
         uint64_t a = now_ns();
@@ -254,9 +256,10 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     uint64_t total = now_ns() - t0;
     printf("register: n=%zu connect_s=%.4f calls_s=%.4f total_s=%.4f\n", l, t_conn / 1e9,
            (total - t_conn) / 1e9, total / 1e9);
+    cpu_mark("cpu_ms_register", 1);
     for (size_t r = 0; r < rounds + 2; r++) {
         if (r == 2)
-            cpu_mark(0);
+            cpu_mark(NULL, 0);
         memset(got, 0, l * sizeof(*got));
         size_t n_got = 0;
         uint64_t start = now_ns();
@@ -296,7 +299,7 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
             spread[r - 2] = hi - lo;
         }
     }
-    cpu_mark(rounds);
+    cpu_mark("cpu_ms_per_round", rounds);
     report("first: ", first, rounds);
     report("last: ", last, rounds);
     report("spread: ", spread, rounds);
