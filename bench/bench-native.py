@@ -56,6 +56,25 @@ def cpu_per_round(text, *pids, label="cpu_ms_per_round"):
     return [float(d[str(p)]) for p in pids]
 
 
+def strace_counts(prog, env, pid, wd, n):
+    """Syscalls of the bridge's main process (and its threads) per hostinfo request, over n
+    sequential requests: {name: calls per request}."""
+    out = os.path.join(wd, "strace.txt")
+    st = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", out],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    run([prog["app"], "rtt", str(n)], env=env)
+    st.send_signal(2)
+    st.wait()
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            x = line.split()
+            if len(x) >= 5 and x[0][0].isdigit() and x[-1] != "total":
+                counts[x[-1]] = int(x[3]) / (n + 10)  # rtt adds 10 untimed requests
+    return counts
+
+
 def run(argv, env=None, timeout=600):
     bl.log(" ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv)))
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
@@ -108,6 +127,8 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="perf record the helper and dbus-daemon during the fan-out "
                     "(WORKDIR/native/perf.data)")
+    ap.add_argument("--strace", action="store_true",
+                    help="also count the bridge's syscalls per hostinfo request (strace -c)")
     ap.add_argument("--running-guest", action="store_true",
                     help="boot the QEMU's guest (default: QEMU stays paused, QMP only)")
     a = ap.parse_args()
@@ -204,6 +225,8 @@ def main():
                               r"busy=(\d+)", out)
                 res["tput"] = {"per_s": float(m[4]), "requests": int(m[2]), "busy": int(m[5]),
                                "lat": stats(out.split("\n", 1)[1])}
+                if a.strace:  # syscalls per request, in a run of its own (strace slows it)
+                    res["sys"] = strace_counts(prog, env, path.proc.pid, wd, 300)
                 rec = None
                 if a.perf:  # where the fan-out's time goes, per process (perf report --pid)
                     rec = subprocess.Popen(["perf", "record", "-q", "-g", "-o",
@@ -299,6 +322,13 @@ def report(a, r, machine, took):
     print("|---|---|---|")
     for k, v in r["cpu"].items():
         print(f"| {k} | {v:.0f} µs | {v / call:.2f}× |")
+    if "sys" in r:
+        top = sorted(r["sys"].items(), key=lambda kv: -kv[1])[:12]
+        print("\n**Syscalls of vmstate-bridged (main process) per hostinfo request** (strace -c -f, "
+              "300 sequential requests, a run of its own)\n")
+        print("| " + " | ".join(k for k, _ in top) + " |")
+        print("|" + "---|" * len(top))
+        print("| " + " | ".join(f"{v:.1f}" for _, v in top) + " |")
     print(f"\nRSS after the fan-out: helper {r['rss']['vmstate-helperd'] / 1024:.1f} MiB, "
           f"bridge {r['rss']['vmstate-bridged'] / 1024:.1f} MiB (1 VM).\n")
     bridge_cpu = r["cpu"]["vmstate-bridged"] + r["cpu"]["vmstate-bridged-reader (privsep)"]
