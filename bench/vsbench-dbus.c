@@ -17,10 +17,11 @@
  *                                connection receiving its Tick) and "spread: " (last - first,
  *                                per round) statistics lines
  *
- * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_MATCH=RULE makes
- * every fan-out connection add that match rule; VSBENCH_CPU_PIDS=PID,.. prints
- * those processes' CPU per timed fan-out round ("cpu_ms_per_round: PID=MS .."). Statistics line:
- * "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
+ * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
+ * N-byte body; VSBENCH_MATCH=RULE makes every fan-out connection add that match rule;
+ * VSBENCH_CPU_PIDS=PID,.. prints those processes' CPU per timed fan-out round ("cpu_ms_per_round:
+ * PID=MS .."). Statistics line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest
+ * rank).
  */
 #define _GNU_SOURCE
 #include <dbus/dbus.h>
@@ -157,7 +158,16 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
         return;
     /* One unicast signal per subscriber, the body marshalled once (as the helper does). */
     DBusMessage *sig = dbus_message_new_signal(PATH, IFACE, "Tick");
+    /* VSBENCH_BODY=N: a body of N bytes (the helper's Completed is ~300-600) */
+    static char big[4096];
     const char *body = "tick";
+    if (getenv("VSBENCH_BODY")) {
+        size_t len = strtoul(getenv("VSBENCH_BODY"), NULL, 10);
+        len = len < sizeof(big) ? len : sizeof(big) - 1;
+        memset(big, 'x', len);
+        big[len] = 0;
+        body = big;
+    }
     if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID))
         die("signal", NULL);
     for (size_t i = 0; i < n_subs; i++) {
