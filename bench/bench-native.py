@@ -129,6 +129,8 @@ def main():
                     "(WORKDIR/native/perf.data)")
     ap.add_argument("--strace", action="store_true",
                     help="also count the bridge's syscalls per hostinfo request (strace -c)")
+    ap.add_argument("--helper", help="this vmstate-helperd instead of the build tree's (A/B "
+                    "runs; an older libvmstate goes in with LD_LIBRARY_PATH)")
     ap.add_argument("--running-guest", action="store_true",
                     help="boot the QEMU's guest (default: QEMU stays paused, QMP only)")
     a = ap.parse_args()
@@ -191,8 +193,8 @@ def main():
         with open(os.path.join(wd, "helper.conf"), "w") as f:
             f.write(vp.HELPER_CONF + "max_listeners_per_uid = 0\n"
                     f"request_port = unix:{rd}/ha.sock\nevent_port = unix:{rd}/hb.sock\n")
-        helper = spawn([os.path.join(os.path.abspath(a.builddir), "guest-helper",
-                                     "vmstate-helperd"), "--config",
+        helper = spawn([a.helper or os.path.join(os.path.abspath(a.builddir), "guest-helper",
+                                                 "vmstate-helperd"), "--config",
                         os.path.join(wd, "helper.conf"), "--address", f"unix:path={bus}"],
                        wd, "helper")
         procs.append(helper)
