@@ -10,6 +10,8 @@
  *                                goes to each listener). Prints "ready" once the name is owned
  *   vsbench-dbus call NAME N     N Ping round trips on one connection (after 10 untimed);
  *                                prints the statistics line
+ *   vsbench-dbus tput NAME K M   K processes (a connection each) × M Ping calls back to back;
+ *                                prints "clients=K calls=.. seconds=.. per_s=.."
  *   vsbench-dbus fanout NAME L R L connections, each Subscribe()s once (the registration floor:
  *                                prints "register: n=L connect_s=.. calls_s=.. total_s=.."),
  *                                then R rounds (after 2 untimed) of Fire() from connection 0;
@@ -31,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -231,6 +234,48 @@ static int do_call(const char *name, size_t n)
     return 0;
 }
 
+/* K processes, each its own connection, M Ping calls back to back: the bus's throughput
+ * for one trivial call per request, the floor of vsbench-app tput. */
+static int do_tput(const char *name, int k, size_t m)
+{
+    int go[2];
+    if (pipe(go) < 0)
+        return 1;
+    pid_t *pids = calloc((size_t)k, sizeof(*pids));
+    for (int i = 0; i < k; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0)
+            return 1;
+        if (pids[i] == 0) {
+            close(go[1]);
+            DBusConnection *c = connect_bus();
+            call_method(c, name, "Ping"); /* connected and warm before the start */
+            char ch;
+            if (read(go[0], &ch, 1) != 0) /* released when the parent closes go[1] */
+                _exit(1);
+            for (size_t j = 0; j < m; j++)
+                call_method(c, name, "Ping");
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    usleep(500000); /* every child connected (a slow one only lowers the figure) */
+    uint64_t t0 = now_ns();
+    close(go[1]);
+    int bad = 0;
+    for (int i = 0; i < k; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    double secs = (now_ns() - t0) / 1e9;
+    if (bad)
+        return 1;
+    printf("clients=%d calls=%zu seconds=%.3f per_s=%.1f\n", k, (size_t)k * m, secs,
+           (double)k * m / secs);
+    return 0;
+}
+
 static int do_fanout(const char *name, size_t l, size_t rounds)
 {
     struct rlimit rl;
@@ -327,9 +372,12 @@ int main(int argc, char **argv)
         return do_serve(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "call") && strtoul(argv[3], NULL, 10) > 0)
         return do_call(argv[2], strtoul(argv[3], NULL, 10));
+    if (argc == 5 && !strcmp(argv[1], "tput") && atoi(argv[3]) > 0)
+        return do_tput(argv[2], atoi(argv[3]), strtoul(argv[4], NULL, 10));
     if (argc == 5 && !strcmp(argv[1], "fanout") && strtoul(argv[3], NULL, 10) > 0 &&
         strtoul(argv[4], NULL, 10) > 0)
         return do_fanout(argv[2], strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10));
-    fprintf(stderr, "usage: vsbench-dbus serve NAME | call NAME N | fanout NAME L R\n");
+    fprintf(stderr,
+            "usage: vsbench-dbus serve NAME | call NAME N | tput NAME K M | fanout NAME L R\n");
     return 2;
 }
