@@ -767,41 +767,30 @@ static void register_async(vmstate *v)
 
 static int ensure_registered(vmstate *v)
 {
-    DBusMessage *m, *r, *reg, *rr;
-    const char *app = v->app_id;
-    const char *owner;
-    DBusError err;
+    DBusMessage *m, *r;
+    const char *app = v->app_id, *owner;
     int rc;
 
     if (v->registered)
         return 0;
-    /* Learn the helper's unique name first: signals from anyone else are ignored. */
-    m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
-                                     "GetNameOwner");
-    if (!m)
-        return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
-    owner = HELPER_NAME;
-    reg = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
-    if (!dbus_message_append_args(m, DBUS_TYPE_STRING, &owner, DBUS_TYPE_INVALID) || !reg ||
-        !dbus_message_append_args(reg, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
-        dbus_message_unref(m);
-        if (reg)
-            dbus_message_unref(reg);
+    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
+    if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
+        if (m)
+            dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    /* Both at once (one round trip). The registration must not start a helper that
-     * GetNameOwner found absent: as when it was only sent after GetNameOwner succeeded. The
-     * owner is known before any signal is dispatched (blocking waits only queue them). */
-    dbus_message_set_auto_start(reg, FALSE);
-    rc = call_pair(v, m, reg, &r, &rr);
+    /* An absent helper is an error here, not started by the registration (the bus would
+     * activate it otherwise). */
+    dbus_message_set_auto_start(m, FALSE);
+    rc = call(v, m, &r);
     if (rc < 0)
         return rc;
-    dbus_message_unref(rr);
-    dbus_error_init(&err);
-    if (!dbus_message_get_args(r, &err, DBUS_TYPE_STRING, &owner, DBUS_TYPE_INVALID)) {
-        dbus_error_free(&err);
+    /* The reply's sender is the helper's unique name, set by the bus: signals from anyone
+     * else are ignored. (A GetNameOwner call cost the bus one more call per listener.) */
+    owner = dbus_message_get_sender(r);
+    if (!owner || owner[0] != ':') {
         dbus_message_unref(r);
-        return fail(v, VMSTATE_E_PROTOCOL, "bad GetNameOwner reply");
+        return fail(v, VMSTATE_E_PROTOCOL, "RegisterListener reply without a unique sender");
     }
     snprintf(v->helper_owner, sizeof(v->helper_owner), "%s", owner);
     dbus_message_unref(r);
