@@ -15,7 +15,15 @@ BENCH_N = 1000
 BENCH_ARGS =
 
 # Built on demand only (EXTRA_PROGRAMS): benchmarks never gate the build or CI.
-EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg
+EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg bench/vsbench-relay \
+	bench/vsbench-dbus bench/vsbench-sqlite
+bench_vsbench_relay_SOURCES = bench/vsbench-relay.c
+bench_vsbench_dbus_SOURCES = bench/vsbench-dbus.c
+bench_vsbench_dbus_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
+bench_vsbench_dbus_LDADD = $(DBUS_LIBS)
+bench_vsbench_sqlite_SOURCES = bench/vsbench-sqlite.c
+bench_vsbench_sqlite_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
+bench_vsbench_sqlite_LDADD = $(SQLITE_LIBS)
 bench_vsbench_cpg_SOURCES = bench/vsbench-cpg.c
 bench_vsbench_cpg_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
 bench_vsbench_cpg_LDADD = host-bridge/libbridge.la
@@ -26,6 +34,9 @@ bench_vsbench_app_LDADD = libvmstate/libvmstate.la
 # in the guest too (build-image.sh copies libraries to their host paths)
 bench_vsbench_app_LDFLAGS = $(AM_LDFLAGS) -no-install
 BENCH_PROGS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg
+BENCH_NATIVE_PROGS = bench/vsbench-port bench/vsbench-app bench/vsbench-relay \
+	bench/vsbench-dbus bench/vsbench-sqlite
+CLEANFILES += bench/vsbench-relay bench/vsbench-dbus bench/vsbench-sqlite
 CLEANFILES += $(BENCH_PROGS)
 
 bench-programs: $(BENCH_PROGS)
@@ -115,3 +126,19 @@ bench-groups: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	@cat $(BENCH_GROUPS_OUT)
 .PHONY: bench-groups
 EXTRA_DIST += bench/bench-groups.py
+
+# Native bench bed (issue 18): the guest stack (app, private dbus-daemon, helper) as host
+# processes joined to the bridge by bench/vsbench-relay, floors measured in the same run;
+# the bridge asks a real QEMU (the test guest image) over QMP. Markdown to
+# $(BENCH_NATIVE_OUT). BENCH_NATIVE_ARGS: e.g. -n 200 --listeners 200 --rounds 3
+BENCH_NATIVE_OUT = $(abs_builddir)/bench/native.md
+BENCH_NATIVE_ARGS =
+bench-native: guest-image $(BENCH_NATIVE_PROGS) guest-helper/vmstate-helperd \
+	host-bridge/vmstate-bridged host-bridge/vmstate-admin
+	@mkdir -p bench
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-native.py \
+	  --image $(GUEST_IMAGE_DIR) --builddir $(abs_builddir) $(BENCH_NATIVE_ARGS) \
+	  > $(BENCH_NATIVE_OUT)
+	@cat $(BENCH_NATIVE_OUT)
+.PHONY: bench-native
+EXTRA_DIST += bench/bench-native.py

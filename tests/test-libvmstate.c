@@ -531,3 +531,34 @@ Test(libvmstate, clock_corrected_and_notice_events)
     cr_assert_eq(r.prepare, 0);
     vmstate_close(v);
 }
+
+/* The handle's match rule names only the helper's path (a rule naming the sender costs
+ * dbus-daemon a name lookup per listener per signal), so another connection's broadcast on
+ * that path reaches the handle: the filter must drop it, as the rule used to. */
+Test(libvmstate, signals_on_the_helper_path_from_another_connection_are_ignored)
+{
+    vmstate *v;
+    struct rec r = {0};
+    DBusConnection *c;
+    DBusMessage *sig;
+    const char *reason = "forged", *message = "not from the helper";
+
+    start_prepare_clock();
+    v = open_handle(APP);
+    cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
+    c = fx_client(&F);
+    sig = dbus_message_new_signal("/org/vmstate/Helper1", "org.vmstate.Helper1", "Notice");
+    cr_assert(dbus_message_append_args(sig, DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,
+                                       DBUS_TYPE_INVALID));
+    cr_assert(dbus_connection_send(c, sig, NULL));
+    dbus_connection_flush(c);
+    dbus_message_unref(sig);
+    fx_bridge_notice(&F, "io-resumed", "from the helper");
+    dispatch_until(v, NULL, &r.notice, 3000);
+    cr_assert_eq(r.notice, 1, "the helper's NOTICE delivered");
+    cr_assert_str_eq(r.reason, "io-resumed", "the forged one came first and was dropped");
+    dispatch_until(v, NULL, &r.clock, 200); /* nothing else may follow */
+    cr_assert_eq(r.notice, 1);
+    fx_client_close(c);
+    vmstate_close(v);
+}

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vsbench-dbus — D-Bus floors for the native bench bed (bench/bench-native.py): a trivial
+ * service and its client, libdbus like the helper and libvmstate, no vmstate code.
+ *
+ *   vsbench-dbus serve NAME      own NAME on the bus and serve org.vmstate.Bench1 at
+ *                                /org/vmstate/Bench1: Ping() returns at once; Subscribe()
+ *                                records the caller; Fire() returns, then sends one unicast
+ *                                Tick signal to every subscriber (as the helper's Completed
+ *                                goes to each listener). Prints "ready" once the name is owned
+ *   vsbench-dbus call NAME N     N Ping round trips on one connection (after 10 untimed);
+ *                                prints the statistics line
+ *   vsbench-dbus tput NAME K M   K processes (a connection each) × M Ping calls back to back;
+ *                                prints "clients=K calls=.. seconds=.. per_s=.."
+ *   vsbench-dbus fanout NAME L R L connections, each Subscribe()s once (the registration floor:
+ *                                prints "register: n=L connect_s=.. calls_s=.. total_s=.."),
+ *                                then R rounds (after 2 untimed) of Fire() from connection 0;
+ *                                prints "first: ", "last: " (from the call to the first/last
+ *                                connection receiving its Tick) and "spread: " (last - first,
+ *                                per round) statistics lines
+ *
+ * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
+ * N-byte body; VSBENCH_MATCH=RULE makes every fan-out connection add that match rule;
+ * VSBENCH_CPU_PIDS=PID,.. prints those processes' CPU per timed fan-out round ("cpu_ms_per_round:
+ * PID=MS .."). Statistics line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest
+ * rank).
+ */
+#define _GNU_SOURCE
+#include <dbus/dbus.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATH  "/org/vmstate/Bench1"
+#define IFACE "org.vmstate.Bench1"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *what, DBusError *err)
+{
+    fprintf(stderr, "vsbench-dbus: %s: %s\n", what, err && err->message ? err->message : "failed");
+    exit(1);
+}
+
+static DBusConnection *connect_bus(void)
+{
+    DBusError err;
+    dbus_error_init(&err);
+    DBusConnection *c = dbus_bus_get_private(DBUS_BUS_SYSTEM, &err);
+    if (!c)
+        die("connect", &err);
+    dbus_connection_set_exit_on_disconnect(c, FALSE);
+    return c;
+}
+
+/* CPU time (user + system, clock ticks) of process @pid from /proc/PID/stat; 0 if unknown */
+static unsigned long long proc_ticks(long pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ut = 0, st = 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return ut + st;
+}
+
+/* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
+ * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
+ * wall time on a shared host. cpu_mark(NULL, 0) before, cpu_mark(LABEL, rounds) after; also
+ * around the registrations ("cpu_ms_register:", the total). */
+static void cpu_mark(const char *label, size_t rounds)
+{
+    static long pids[8];
+    static unsigned long long t0[8];
+    static size_t n;
+    const char *env = getenv("VSBENCH_CPU_PIDS");
+    if (!env)
+        return;
+    if (rounds == 0) {
+        char *end;
+        for (n = 0; n < 8 && *env; env = *end ? end + 1 : end) {
+            pids[n] = strtol(env, &end, 10);
+            t0[n] = proc_ticks(pids[n]);
+            n++;
+        }
+        return;
+    }
+    printf("%s:", label);
+    for (size_t i = 0; i < n; i++)
+        printf(" %ld=%.1f", pids[i],
+               (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
+    printf("\n");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report(const char *prefix, uint64_t *s, size_t n)
+{
+    qsort(s, n, sizeof(*s), cmp_u64);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += (double)s[i];
+    size_t p99 = (n * 99 + 99) / 100, p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
+    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n",
+           prefix, n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
+           s[p90 - 1] / 1e3);
+}
+
+/* ---- the trivial service ------------------------------------------------ */
+
+static char **subs;
+static size_t n_subs, cap_subs;
+
+static void serve_one(DBusConnection *c, DBusMessage *m)
+{
+    if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_METHOD_CALL ||
+        strcmp(dbus_message_get_interface(m) ? dbus_message_get_interface(m) : "", IFACE) != 0)
+        return;
+    const char *member = dbus_message_get_member(m);
+    int fire = 0;
+    if (!strcmp(member, "Subscribe")) {
+        if (n_subs == cap_subs) {
+            cap_subs = cap_subs ? 2 * cap_subs : 64;
+            subs = realloc(subs, cap_subs * sizeof(*subs));
+            if (!subs)
+                die("realloc", NULL);
+        }
+        subs[n_subs++] = strdup(dbus_message_get_sender(m));
+    } else if (!strcmp(member, "Fire")) {
+        fire = 1;
+    } else if (strcmp(member, "Ping") != 0) {
+        return;
+    }
+    DBusMessage *r = dbus_message_new_method_return(m);
+    if (!r || !dbus_connection_send(c, r, NULL))
+        die("reply", NULL);
+    dbus_message_unref(r);
+    if (!fire)
+        return;
+    /* One unicast signal per subscriber, the body marshalled once (as the helper does). */
+    DBusMessage *sig = dbus_message_new_signal(PATH, IFACE, "Tick");
+    /* VSBENCH_BODY=N: a body of N bytes (the helper's Completed is ~300-600) */
+    static char big[4096];
+    const char *body = "tick";
+    if (getenv("VSBENCH_BODY")) {
+        size_t len = strtoul(getenv("VSBENCH_BODY"), NULL, 10);
+        len = len < sizeof(big) ? len : sizeof(big) - 1;
+        memset(big, 'x', len);
+        big[len] = 0;
+        body = big;
+    }
+    if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID))
+        die("signal", NULL);
+    for (size_t i = 0; i < n_subs; i++) {
+        DBusMessage *s = dbus_message_copy(sig);
+        if (!s || !dbus_message_set_destination(s, subs[i]) || !dbus_connection_send(c, s, NULL))
+            die("send signal", NULL);
+        dbus_message_unref(s);
+    }
+    dbus_message_unref(sig);
+}
+
+static int do_serve(const char *name)
+{
+    DBusConnection *c = connect_bus();
+    DBusError err;
+    dbus_error_init(&err);
+    if (dbus_bus_request_name(c, name, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err) !=
+        DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER)
+        die("request name", &err);
+    printf("ready\n");
+    fflush(stdout);
+    while (dbus_connection_read_write(c, -1)) {
+        DBusMessage *m;
+        while ((m = dbus_connection_pop_message(c))) {
+            serve_one(c, m);
+            dbus_message_unref(m);
+        }
+    }
+    return 0;
+}
+
+/* ---- clients ------------------------------------------------------------ */
+
+static void call_method(DBusConnection *c, const char *name, const char *member)
+{
+    DBusError err;
+    dbus_error_init(&err);
+    DBusMessage *m = dbus_message_new_method_call(name, PATH, IFACE, member);
+    if (!m)
+        die("new call", NULL);
+    DBusMessage *r = dbus_connection_send_with_reply_and_block(c, m, 30000, &err);
+    dbus_message_unref(m);
+    if (!r)
+        die(member, &err);
+    dbus_message_unref(r);
+}
+
+static int do_call(const char *name, size_t n)
+{
+    DBusConnection *c = connect_bus();
+    uint64_t *s = calloc(n, sizeof(*s));
+    if (!s)
+        die("calloc", NULL);
+    for (size_t i = 0; i < 10 + n; i++) {
+        uint64_t t0 = now_ns();
+        call_method(c, name, "Ping");
+        if (i >= 10)
+            s[i - 10] = now_ns() - t0;
+    }
+    report("", s, n);
+    return 0;
+}
+
+/* K processes, each its own connection, M Ping calls back to back: the bus's throughput
+ * for one trivial call per request, the floor of vsbench-app tput. */
+static int do_tput(const char *name, int k, size_t m)
+{
+    int go[2];
+    if (pipe(go) < 0)
+        return 1;
+    pid_t *pids = calloc((size_t)k, sizeof(*pids));
+    for (int i = 0; i < k; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0)
+            return 1;
+        if (pids[i] == 0) {
+            close(go[1]);
+            DBusConnection *c = connect_bus();
+            call_method(c, name, "Ping"); /* connected and warm before the start */
+            char ch;
+            if (read(go[0], &ch, 1) != 0) /* released when the parent closes go[1] */
+                _exit(1);
+            for (size_t j = 0; j < m; j++)
+                call_method(c, name, "Ping");
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    usleep(500000); /* every child connected (a slow one only lowers the figure) */
+    uint64_t t0 = now_ns();
+    close(go[1]);
+    int bad = 0;
+    for (int i = 0; i < k; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    double secs = (now_ns() - t0) / 1e9;
+    if (bad)
+        return 1;
+    printf("clients=%d calls=%zu seconds=%.3f per_s=%.1f\n", k, (size_t)k * m, secs,
+           (double)k * m / secs);
+    return 0;
+}
+
+static int do_fanout(const char *name, size_t l, size_t rounds)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < l + 64) {
+        rl.rlim_cur = rl.rlim_max > l + 64 ? rl.rlim_max : l + 64;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            perror("setrlimit");
+    }
+    DBusConnection **c = calloc(l, sizeof(*c));
+    struct pollfd *pfd = calloc(l, sizeof(*pfd));
+    uint64_t *got = calloc(l, sizeof(*got)), *first = calloc(rounds, sizeof(*first)),
+             *last = calloc(rounds, sizeof(*last)), *spread = calloc(rounds, sizeof(*spread));
+    if (!c || !pfd || !got || !first || !last || !spread)
+        die("calloc", NULL);
+    /* The registration floor: what a listener needs at least, a connection and one call. */
+    cpu_mark(NULL, 0);
+    uint64_t t0 = now_ns(), t_conn = 0;
+    for (size_t i = 0; i < l; i++) {
+        uint64_t a = now_ns();
+        c[i] = connect_bus();
+        /* VSBENCH_MATCH=RULE: each connection also adds this match rule (what does a
+         * per-listener rule cost the fan-out?) */
+        if (getenv("VSBENCH_MATCH"))
+            dbus_bus_add_match(c[i], getenv("VSBENCH_MATCH"), NULL);
+        t_conn += now_ns() - a;
+        call_method(c[i], name, "Subscribe");
+        int fd;
+        if (!dbus_connection_get_unix_fd(c[i], &fd))
+            die("get fd", NULL);
+        pfd[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    uint64_t total = now_ns() - t0;
+    printf("register: n=%zu connect_s=%.4f calls_s=%.4f total_s=%.4f\n", l, t_conn / 1e9,
+           (total - t_conn) / 1e9, total / 1e9);
+    cpu_mark("cpu_ms_register", 1);
+    for (size_t r = 0; r < rounds + 2; r++) {
+        if (r == 2)
+            cpu_mark(NULL, 0);
+        memset(got, 0, l * sizeof(*got));
+        size_t n_got = 0;
+        uint64_t start = now_ns();
+        call_method(c[0], name, "Fire");
+        uint64_t deadline = start + 60 * 1000000000ull;
+        while (n_got < l) {
+            if (now_ns() > deadline) {
+                fprintf(stderr, "vsbench-dbus: only %zu of %zu connections got the signal\n", n_got,
+                        l);
+                return 1;
+            }
+            /* The Tick may already sit in connection 0's queue (read with the reply). */
+            for (size_t i = 0; i < l; i++) {
+                if (i != 0 && !pfd[i].revents)
+                    continue;
+                dbus_connection_read_write(c[i], 0);
+                DBusMessage *m;
+                while ((m = dbus_connection_pop_message(c[i]))) {
+                    if (dbus_message_is_signal(m, IFACE, "Tick") && !got[i]) {
+                        got[i] = now_ns();
+                        n_got++;
+                    }
+                    dbus_message_unref(m);
+                }
+            }
+            if (n_got < l && poll(pfd, l, 1000) < 0)
+                return 1;
+        }
+        if (r >= 2) {
+            uint64_t lo = UINT64_MAX, hi = 0;
+            for (size_t i = 0; i < l; i++) {
+                lo = got[i] < lo ? got[i] : lo;
+                hi = got[i] > hi ? got[i] : hi;
+            }
+            first[r - 2] = lo - start;
+            last[r - 2] = hi - start;
+            spread[r - 2] = hi - lo;
+        }
+    }
+    cpu_mark("cpu_ms_per_round", rounds);
+    report("first: ", first, rounds);
+    report("last: ", last, rounds);
+    report("spread: ", spread, rounds);
+    for (size_t i = 0; i < l; i++) {
+        dbus_connection_close(c[i]);
+        dbus_connection_unref(c[i]);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc == 3 && !strcmp(argv[1], "serve"))
+        return do_serve(argv[2]);
+    if (argc == 4 && !strcmp(argv[1], "call") && strtoul(argv[3], NULL, 10) > 0)
+        return do_call(argv[2], strtoul(argv[3], NULL, 10));
+    if (argc == 5 && !strcmp(argv[1], "tput") && atoi(argv[3]) > 0)
+        return do_tput(argv[2], atoi(argv[3]), strtoul(argv[4], NULL, 10));
+    if (argc == 5 && !strcmp(argv[1], "fanout") && strtoul(argv[3], NULL, 10) > 0 &&
+        strtoul(argv[4], NULL, 10) > 0)
+        return do_fanout(argv[2], strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10));
+    fprintf(stderr,
+            "usage: vsbench-dbus serve NAME | call NAME N | tput NAME K M | fanout NAME L R\n");
+    return 2;
+}
