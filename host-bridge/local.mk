@@ -117,6 +117,12 @@ tests_test_bridge_hardening_SOURCES = tests/test-bridge-hardening.c tests/test-b
 tests_test_bridge_hardening_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_hardening_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 check_PROGRAMS += tests/test-bridge-prepare
+# Cost counts per request kind (statements, commits, fsyncs; issue 18): gated, not timed.
+TESTS += tests/test-bridge-costs
+check_PROGRAMS += tests/test-bridge-costs
+tests_test_bridge_costs_SOURCES = tests/test-bridge-costs.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
+tests_test_bridge_costs_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_costs_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-rights
 check_PROGRAMS += tests/test-bridge-rights
 tests_test_bridge_rights_SOURCES = tests/test-bridge-rights.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
