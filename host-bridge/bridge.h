@@ -184,6 +184,12 @@ void bridge_vm_ports_retry_now(struct bridge_vm *vm);
 void bridge_vm_kick(struct bridge_vm *vm);
 
 /*
+ * 1 for the operations that change nothing (list, hostinfo): their journal
+ * writes need not be durable (bridge_db_relaxed_begin()).
+ */
+int bridge_op_read_only(enum vms_op op);
+
+/*
  * Build the Event completing @r with @status/@message (not journaled yet):
  * op, app_id, app_data, label and state_id of the request.
  */

@@ -331,7 +331,7 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
     char why[VMS_STR_MAX + 1];
     int64_t uid = vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1;
     const char *limited;
-    int found;
+    int found, rc;
 
     memset(&r, 0, sizeof(r));
     vm->stat_requests++;
@@ -437,7 +437,13 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         goto borrowed;
     }
     r.status = BRIDGE_REQ_ACCEPTED;
-    if (bridge_db_request_insert(db, &r) < 0) {
+    /* a read-only request need not survive the host's power loss: the guest asks again */
+    if (bridge_op_read_only(op))
+        bridge_db_relaxed_begin(db);
+    rc = bridge_db_request_insert(db, &r);
+    if (bridge_op_read_only(op))
+        bridge_db_relaxed_end(db);
+    if (rc < 0) {
         /* not accepted, nothing done: the guest is told why, and may try again */
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
@@ -507,15 +513,30 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
     bridge_vm_resend_unacked(vm);
 }
 
+/*
+ * An ack needs no fsync: if the host loses it, the event is resent and the guest ignores the
+ * copy (epoch, seq). The ack and the release of the request's app data: one transaction.
+ */
 static void on_ack(struct bridge_vm *vm, struct vms_msg *m)
 {
-    int rc = bridge_db_event_ack(&vm->br->db, vmname(vm), m->epoch, m->seq, m->request_id);
+    struct bridge_db *db = &vm->br->db;
+    int rc;
 
-    if (rc == 1) {
+    bridge_db_relaxed_begin(db);
+    if (bridge_db_begin(db) < 0)
+        goto out;
+    rc = bridge_db_event_ack(db, vmname(vm), m->epoch, m->seq, m->request_id);
+    if (rc == 1 && bridge_db_request_release_app_data(db, vmname(vm), m->request_id) < 0)
+        rc = -1;
+    if (rc < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        goto out;
+    }
+    if (rc == 1)
         vms_debug(vmname(vm), m->request_id, "event epoch %llu seq %llu acked",
                   (unsigned long long)m->epoch, (unsigned long long)m->seq);
-        bridge_db_request_release_app_data(&vm->br->db, vmname(vm), m->request_id);
-    }
+out:
+    bridge_db_relaxed_end(db);
 }
 
 void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)

@@ -625,6 +625,7 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
     double load;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t used = 0;
+    int64_t rights;
     int n;
 
     if (statvfs(vm->cfg->state_dir, &sv) == 0)
@@ -650,9 +651,9 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(load * 1000.0));
     vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
+    rights = bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-        if (bridge_db_right_check_uid(db, r->principal, vmname(vm), vms_op_name(ops[i]), r->uid) ==
-            1)
+        if (rights > 0 && (rights & (1u << ops[i])))
             used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
                                      used ? " " : "", vms_op_name(ops[i]));
     vms_msg_set_str(ev, VMS_F_OPS, allowed);
@@ -917,13 +918,18 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             goto rollback;
         completed(vm, &r, res->status, &ev);
         break;
-    case VMS_OP_HOSTINFO:
+    case VMS_OP_HOSTINFO: {
+        int rc;
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK)
             bridge_hostinfo_fill(vm, &r, res, &ev);
-        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+        bridge_db_relaxed_begin(db); /* read-only: no fsync */
+        rc = bridge_vm_complete(vm, &r, res->status, &ev);
+        bridge_db_relaxed_end(db);
+        if (rc < 0)
             goto journal_failed;
         break;
+    }
     case VMS_OP_SET_MEMORY:
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK) {
@@ -1229,15 +1235,23 @@ static int run_later(struct bridge_vm *vm, const struct bridge_request *r)
     return 1;
 }
 
+int bridge_op_read_only(enum vms_op op)
+{
+    return op == VMS_OP_LIST || op == VMS_OP_HOSTINFO;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
-static int run_request(struct bridge_vm *vm, struct bridge_request *r)
+static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
 {
     const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_db *db = &vm->br->db;
     char job[VMS_STR_MAX + 1];
     int rc = -1;
 
-    if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
+    /* a read-only request stays "accepted" while it runs: after a restart it is queued and
+     * run again, which is what "running" would get it too, without a write */
+    if (!bridge_op_read_only(r->op) &&
+        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
         return run_later(vm, r);
     vm->busy = 1;
     memcpy(vm->running, r->id, sizeof(vm->running));
@@ -1308,6 +1322,22 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         return 1;
     }
     return 0;
+}
+
+/*
+ * run_request_now(); a list's completion (it completes here) without an fsync: lost with the
+ * host's power, the guest asks again. (A hostinfo's is in on_backend_done().)
+ */
+static int run_request(struct bridge_vm *vm, struct bridge_request *r)
+{
+    int rc, relaxed = r->op == VMS_OP_LIST;
+
+    if (relaxed)
+        bridge_db_relaxed_begin(&vm->br->db);
+    rc = run_request_now(vm, r);
+    if (relaxed)
+        bridge_db_relaxed_end(&vm->br->db);
+    return rc;
 }
 
 void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char *message)
@@ -1405,7 +1435,7 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
     static char ids[VMS_STATES_MAX][VMS_STR_MAX + 1];
     static char statuses[VMS_STATES_MAX][8];
     char running_state[VMS_STR_MAX + 1] = "";
-    int n, lost = 0, back = 0, foreign = 0;
+    int n, lost = 0, back = 0, foreign = 0, tx = 0;
 
     vm->reconciling = 0;
     if (res->status != VMS_STATUS_OK) {
@@ -1421,8 +1451,15 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
         }
     }
     n = bridge_db_state_ids(db, vmname(vm), ids, statuses, VMS_STATES_MAX);
-    if (n < 0 || bridge_db_begin(db) < 0)
+    if (n < 0)
         return;
+/* the transaction starts with the first change: most lists change nothing, and cost no commit */
+#define RECONCILE_TX()                                                                             \
+    do {                                                                                           \
+        if (!tx && bridge_db_begin(db) < 0)                                                        \
+            return;                                                                                \
+        tx = 1;                                                                                    \
+    } while (0)
     for (int i = 0; i < n; i++) {
         int held = 0;
         for (unsigned k = 0; k < res->n_snapshots && !held; k++)
@@ -1434,10 +1471,12 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
                      "state %s is lost: the hypervisor no longer holds it (deleted outside "
                      "vmstate?)",
                      ids[i]);
+            RECONCILE_TX();
             bridge_db_state_set(db, vmname(vm), ids[i], NULL, "lost");
             lost++;
         } else if (held && !strcmp(statuses[i], "lost")) {
             vms_info(vmname(vm), NULL, "state %s is back in the hypervisor", ids[i]);
+            RECONCILE_TX();
             bridge_db_state_set(db, vmname(vm), ids[i], NULL, "ok");
             back++;
         }
@@ -1456,6 +1495,7 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
         snprintf(s.id, sizeof(s.id), "%s", name);
         snprintf(s.label, sizeof(s.label), "%s", FOREIGN_LABEL);
         s.created = (int64_t)time(NULL);
+        RECONCILE_TX();
         if (bridge_db_state_insert(db, vmname(vm), &s, "") == 0 &&
             bridge_db_state_set(db, vmname(vm), s.id, NULL, "foreign") >= 0) {
             vms_warn(vmname(vm), NULL,
@@ -1465,7 +1505,8 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
             foreign++;
         }
     }
-    if (bridge_db_commit(db) < 0) {
+#undef RECONCILE_TX
+    if (tx && bridge_db_commit(db) < 0) {
         bridge_db_rollback(db);
         return;
     }
