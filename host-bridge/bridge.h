@@ -62,6 +62,9 @@ extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
 
 /* Guest uids whose request rate is tracked per VM (least recently used recycled). */
 #define BRIDGE_UID_SLOTS 64
+/* Messages of a VM held while one of its secrets is verified off the loop (then refused). */
+#define BRIDGE_HELD_MAX     64
+#define BRIDGE_HELD_MAX_STR "64"
 /* Unacked events resent per VM per loop turn (the rest when port B drains). */
 #define BRIDGE_RESEND_PER_TURN 16
 
@@ -93,6 +96,11 @@ struct bridge_vm {
     struct bridge_auth_limiter auth;
     struct bridge_bucket rate;       /* requests: rate_requests per rate_window */
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
+    /* a request whose secret the verifier checks (NULL: none), and the VM's messages that came
+     * after it, held in order until it is answered (guest.c) */
+    struct vms_msg *verifying;
+    struct vms_msg *held[BRIDGE_HELD_MAX];
+    unsigned n_held;
     struct bridge_uid_rate {
         int64_t uid; /* -1: requests that named no uid */
         struct bridge_bucket bucket;
@@ -133,6 +141,8 @@ struct bridge {
     struct bridge_cluster *cluster; /* HA cluster membership (cluster/), NULL if none */
     struct bridge_groups *groups;   /* group operations (groups/groups.c), NULL if none */
     struct bridge_clones *clones;   /* group clones (groups/clone.c), NULL if none */
+    /* secrets verified off the loop (guest/verify.h); NULL: verified on it (unit tests) */
+    struct bridge_verifier *verifier;
 };
 
 /* ---- vm.c ---- */
@@ -237,6 +247,17 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
  * quotas, journal, Reply, queue) and Ack. Never blocks on the hypervisor.
  */
 void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m);
+
+/*
+ * The verifier's answer for the request @owner (a struct bridge_vm) was holding: the request
+ * goes on (rights, quotas, journal, Reply), then the VM's held messages, in order (a
+ * bridge_verify_done_fn).
+ */
+struct bridge_auth_verify;
+void bridge_guest_verified(void *owner, struct bridge_auth_verify *v);
+
+/* Drop @vm's pending verification and held messages (the VM goes away). */
+void bridge_guest_forget(struct bridge_vm *vm);
 
 /*
  * Whether @r may be accepted for @vm given its quotas (pending requests,

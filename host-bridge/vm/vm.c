@@ -1610,6 +1610,7 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
 
 void bridge_vm_free(struct bridge_vm *vm)
 {
+    bridge_guest_forget(vm); /* a verification on its way, held messages */
     if (vm->fu) {
         vms_msg_clear(&vm->fu->out);
         bridge_request_clear(&vm->fu->r);
