@@ -62,6 +62,12 @@ extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
 
 /* Guest uids whose request rate is tracked per VM (least recently used recycled). */
 #define BRIDGE_UID_SLOTS 64
+/* How long the backend's memory figures answer hostinfo (events invalidate them sooner). */
+#define BRIDGE_MEM_KNOWN_SECONDS 5.0
+/* Host figures for hostinfo (free space, host memory, load) are sampled this often at most. */
+#define BRIDGE_SAMPLE_SECONDS 1.0
+/* After a list, the catalogue is compared with the hypervisor's at most this often. */
+#define BRIDGE_RECONCILE_READ_ONLY_SECONDS 2.0
 /* Messages of a VM held while one of its secrets is verified off the loop (then refused). */
 #define BRIDGE_HELD_MAX     64
 #define BRIDGE_HELD_MAX_STR "64"
@@ -126,6 +132,15 @@ struct bridge_vm {
     double next_prune;           /* when to drop old finished requests from the journal */
     struct bridge_followups *fu; /* follow-ups of the restore that runs (vm.c), or NULL */
     int reconciling;             /* a snapshot list for the catalogue is on its way */
+    double reconciled_at;        /* when the last one was asked (bridge_now()) */
+    enum vms_op running_op;      /* the running request's operation (UNKNOWN: not a guest's) */
+    /* hostinfo without a hypervisor round trip (issue 18): the backend's last memory figures
+     * (kept until a backend event, an operation other than hostinfo/list, a reconnect, or
+     * BRIDGE_MEM_KNOWN_SECONDS), and the state storage's free space, sampled */
+    struct bridge_backend_result mem_known;
+    double mem_known_at; /* bridge_now() when learnt; 0: nothing known */
+    uint64_t free_bytes;
+    double free_at; /* 0: not sampled */
     uint64_t stat_requests, stat_refused;
 };
 

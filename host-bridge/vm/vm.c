@@ -516,13 +516,34 @@ fail:
 
 /* ---- running requests ---- */
 
+/* What the bridge knows of @vm's memory may have changed (an operation, an event, QEMU). */
+static void mem_forget(struct bridge_vm *vm)
+{
+    vm->mem_known_at = 0;
+    vm->free_at = 0; /* a save or delete moved the free space too */
+}
+
 static void finish_running(struct bridge_vm *vm)
 {
+    enum vms_op op = vm->running_op;
+
     vm->busy = 0;
     vm->restoring = 0;
     vm->need_recover = 0;
     vm->running[0] = '\0';
-    bridge_vm_reconcile(vm); /* the catalogue against the hypervisor after every operation */
+    vm->running_op = VMS_OP_UNKNOWN;
+    /* the catalogue against the hypervisor after every operation that may change it; after a
+     * list now and then (it is how a guest sees snapshots deleted behind the bridge's back);
+     * a hostinfo changes nothing and costs no hypervisor round trip */
+    if (op == VMS_OP_HOSTINFO)
+        return;
+    if (op != VMS_OP_LIST) {
+        mem_forget(vm);
+        bridge_vm_reconcile(vm);
+    } else if (!vm->reconciled_at ||
+               bridge_now() - vm->reconciled_at >= BRIDGE_RECONCILE_READ_ONLY_SECONDS) {
+        bridge_vm_reconcile(vm);
+    }
 }
 
 static void complete_simple(struct bridge_vm *vm, struct bridge_request *r, enum vms_status st,
@@ -618,18 +639,30 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
                                       VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY,
                                       VMS_OP_SUSPEND};
+    static struct {
+        double at; /* 0: never sampled */
+        char name[256];
+        uint64_t total, available;
+        long cpus;
+        double load;
+        int has_load;
+    } host;
     struct bridge_db *db = &vm->br->db;
     struct statvfs sv;
-    char host[256] = "", allowed[VMS_STR_MAX + 1] = "";
-    uint64_t total, available;
-    double load;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char allowed[VMS_STR_MAX + 1] = "";
+    double now = bridge_now();
     size_t used = 0;
     int64_t rights;
     int n;
 
-    if (statvfs(vm->cfg->state_dir, &sv) == 0)
-        vms_msg_set_u64(ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
+    if (!vm->free_at || now - vm->free_at >= BRIDGE_SAMPLE_SECONDS) {
+        vm->free_at = now;
+        vm->free_bytes = statvfs(vm->cfg->state_dir, &sv) == 0
+                             ? (uint64_t)sv.f_bavail * sv.f_frsize
+                             : UINT64_MAX; /* unknown: not reported */
+    }
+    if (vm->free_bytes != UINT64_MAX)
+        vms_msg_set_u64(ev, VMS_F_FREE_BYTES, vm->free_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem->mem_bytes);
     if (mem->vcpus)
         vms_msg_set_u64(ev, VMS_F_VCPUS, mem->vcpus);
@@ -637,18 +670,26 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         vms_msg_set_u64(ev, VMS_F_MEM_BOOT, mem->base_bytes);
     if (mem->hypervisor_version[0] && vms_valid_text(mem->hypervisor_version))
         vms_msg_set_str(ev, VMS_F_HYPERVISOR_VERSION, mem->hypervisor_version);
-    if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
-        vms_msg_set_str(ev, VMS_F_HOSTNAME, host);
-    vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
-    host_memory(&total, &available);
-    if (total) {
-        vms_msg_set_u64(ev, VMS_F_HOST_MEM_TOTAL, total);
-        vms_msg_set_u64(ev, VMS_F_HOST_MEM_AVAILABLE, available);
+    if (!host.at || now - host.at >= BRIDGE_SAMPLE_SECONDS) {
+        /* the host's figures, shared by every VM: /proc/meminfo costs more than the rest */
+        host.at = now;
+        if (gethostname(host.name, sizeof(host.name) - 1) != 0 || !vms_valid_text(host.name))
+            host.name[0] = '\0';
+        host_memory(&host.total, &host.available);
+        host.cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        host.has_load = getloadavg(&host.load, 1) == 1;
     }
-    if (cpus > 0)
-        vms_msg_set_u64(ev, VMS_F_HOST_CPUS, (uint64_t)cpus);
-    if (getloadavg(&load, 1) == 1)
-        vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(load * 1000.0));
+    if (host.name[0])
+        vms_msg_set_str(ev, VMS_F_HOSTNAME, host.name);
+    vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
+    if (host.total) {
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_TOTAL, host.total);
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_AVAILABLE, host.available);
+    }
+    if (host.cpus > 0)
+        vms_msg_set_u64(ev, VMS_F_HOST_CPUS, (uint64_t)host.cpus);
+    if (host.has_load)
+        vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(host.load * 1000.0));
     vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
     rights = bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
@@ -921,8 +962,13 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
     case VMS_OP_HOSTINFO: {
         int rc;
         bridge_event_for_request(&ev, &r, res->status, res->message);
-        if (res->status == VMS_STATUS_OK)
+        if (res->status == VMS_STATUS_OK) {
             bridge_hostinfo_fill(vm, &r, res, &ev);
+            vm->mem_known = *res; /* the next hostinfos are answered from it */
+            vm->mem_known.snapshots = NULL;
+            vm->mem_known.n_snapshots = 0;
+            vm->mem_known_at = bridge_now();
+        }
         bridge_db_relaxed_begin(db); /* read-only: no fsync */
         rc = bridge_vm_complete(vm, &r, res->status, &ev);
         bridge_db_relaxed_end(db);
@@ -1254,6 +1300,7 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
         bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
         return run_later(vm, r);
     vm->busy = 1;
+    vm->running_op = r->op;
     memcpy(vm->running, r->id, sizeof(vm->running));
     vms_info(vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op), r->state_id[0] ? " " : "",
              r->state_id);
@@ -1301,6 +1348,18 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
                   : ops->delete)(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_HOSTINFO:
+        if (vm->mem_known_at > 0 && bridge_now() - vm->mem_known_at < BRIDGE_MEM_KNOWN_SECONDS) {
+            /* answered from what the bridge knows: no hypervisor round trip */
+            struct vms_msg ev;
+            bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
+            bridge_hostinfo_fill(vm, r, &vm->mem_known, &ev);
+            bridge_db_relaxed_begin(db);
+            rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
+            bridge_db_relaxed_end(db);
+            vms_msg_clear(&ev);
+            finish_running(vm);
+            return rc < 0 ? run_later(vm, r) : 1;
+        }
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
@@ -1521,8 +1580,10 @@ void bridge_vm_reconcile(struct bridge_vm *vm)
 
     if (vm->reconciling || !vm->backend || !ops->list_snapshots || !ops->is_ready(vm->backend))
         return;
-    if (ops->list_snapshots(vm->backend, on_snapshot_list, vm) == 0)
+    if (ops->list_snapshots(vm->backend, on_snapshot_list, vm) == 0) {
         vm->reconciling = 1;
+        vm->reconciled_at = bridge_now();
+    }
 }
 
 /* ---- backend hooks ---- */
@@ -1530,6 +1591,7 @@ void bridge_vm_reconcile(struct bridge_vm *vm)
 static void on_backend_ready(void *opaque)
 {
     struct bridge_vm *vm = opaque;
+    mem_forget(vm); /* perhaps another QEMU */
     ports_from_backend(vm);
     vm->reconciling = 0; /* a list asked on the previous connection is gone with it */
     bridge_vm_reconcile(vm);
@@ -1541,6 +1603,7 @@ static void on_backend_ready(void *opaque)
 static void on_backend_event(void *opaque, const char *name)
 {
     struct bridge_vm *vm = opaque;
+    mem_forget(vm); /* BALLOON_CHANGE, a virtio-mem resize, a stop... */
     bridge_ioe_event(vm->ioe, name);
     bridge_clock_on_event(vm, name); /* RESUME: the guest's clock (prepare.c) */
 }
@@ -1557,6 +1620,7 @@ static void on_backend_lost(void *opaque)
 {
     struct bridge_vm *vm = opaque;
     vms_warn(vmname(vm), NULL, "hypervisor connection lost; requests wait for it");
+    mem_forget(vm);
     bridge_ioe_lost(vm->ioe);
 }
 
