@@ -104,6 +104,9 @@ struct bridge_vm {
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
     /* a request whose secret the verifier checks (NULL: none), and the VM's messages that came
      * after it, held in order until it is answered (guest.c) */
+    /* the Reply{ok} owed to an accepted request until its journal row is on the disk
+     * (bridge_guest_settle()); "" if none */
+    char reply_owed[VMS_REQUEST_ID_LEN + 1];
     struct vms_msg *verifying;
     struct vms_msg *held[BRIDGE_HELD_MAX];
     unsigned n_held;
@@ -270,6 +273,14 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m);
  */
 struct bridge_auth_verify;
 void bridge_guest_verified(void *owner, struct bridge_auth_verify *v);
+
+/*
+ * Make @vm's accepted request durable (bridge_db_barrier(): one fsync for every journal
+ * commit deferred so far, the VM's and others') and send the Reply{ok} it is owed. Returns 0,
+ * or -1 if the fsync failed (the Reply stays owed, tried again at the VM's next tick, and the
+ * VM runs nothing meanwhile).
+ */
+int bridge_guest_settle(struct bridge_vm *vm);
 
 /* Drop @vm's pending verification and held messages (the VM goes away). */
 void bridge_guest_forget(struct bridge_vm *vm);

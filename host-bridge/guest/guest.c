@@ -495,12 +495,19 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
         goto borrowed;
     }
     r.status = BRIDGE_REQ_ACCEPTED;
-    /* a read-only request need not survive the host's power loss: the guest asks again */
-    if (bridge_op_read_only(op))
-        bridge_db_relaxed_begin(db);
+    if (!bridge_op_read_only(op) && vm->reply_owed[0]) {
+        /* the journal could not sync the last one: accept nothing more until it can */
+        refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
+        goto borrowed;
+    }
+    /*
+     * Committed without an fsync: a read-only request need not survive the host's power loss
+     * (the guest asks again); a mutating one reaches the disk before its Reply{ok}, with the
+     * journal writes that start it when it runs at once: one fsync (bridge_guest_settle()).
+     */
+    bridge_db_relaxed_begin(db);
     rc = bridge_db_request_insert(db, &r);
-    if (bridge_op_read_only(op))
-        bridge_db_relaxed_end(db);
+    bridge_db_relaxed_end(db);
     if (rc < 0) {
         /* not accepted, nothing done: the guest is told why, and may try again */
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
@@ -511,9 +518,15 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
              vms_op_name(op), vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
              r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
              vms_esc(r.followups));
-    send_reply(vm, r.id, VMS_STATUS_OK, NULL);
+    if (bridge_op_read_only(op)) {
+        send_reply(vm, r.id, VMS_STATUS_OK, NULL);
+    } else {
+        bridge_db_defer(db);
+        memcpy(vm->reply_owed, r.id, sizeof(vm->reply_owed));
+    }
     bridge_queue_push(&vm->queue, r.id);
-    bridge_vm_kick(vm);
+    bridge_vm_kick(vm);      /* settles the Reply before it starts anything */
+    bridge_guest_settle(vm); /* else (queued behind another) now */
 borrowed:
     r.app_data = NULL;
     r.app_data_len = 0;
@@ -674,6 +687,23 @@ void bridge_guest_verified(void *owner, struct bridge_auth_verify *v)
     vms_msg_clear(m);
     free(m);
     release_held(vm);
+}
+
+int bridge_guest_settle(struct bridge_vm *vm)
+{
+    if (!vm->reply_owed[0])
+        return 0;
+    if (bridge_db_barrier(&vm->br->db) < 0) {
+        bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, vm->reply_owed,
+                      "cannot sync the journal: the request's Reply waits, retried every %.0f s",
+                      BRIDGE_JOURNAL_RETRY);
+        if (!vm->journal_retry_at)
+            vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
+        return -1;
+    }
+    send_reply(vm, vm->reply_owed, VMS_STATUS_OK, NULL);
+    vm->reply_owed[0] = '\0';
+    return 0;
 }
 
 void bridge_guest_forget(struct bridge_vm *vm)

@@ -338,6 +338,34 @@ void bridge_db_relaxed_end(struct bridge_db *db)
         set_synchronous(db, 1);
 }
 
+void bridge_db_defer(struct bridge_db *db)
+{
+    db->deferred = 1;
+}
+
+int bridge_db_barrier(struct bridge_db *db)
+{
+    sqlite3_file *wal = NULL;
+    int rc;
+
+    if (!db->deferred || !db->h)
+        return 0;
+    /* in WAL mode the "journal" is the WAL: every commit so far is in it */
+    rc = sqlite3_file_control(db->h, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc == SQLITE_OK && wal && wal->pMethods)
+        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    else if (rc == SQLITE_OK)
+        rc = SQLITE_ERROR; /* no WAL open: the commits cannot be where we think */
+    if (rc != SQLITE_OK) {
+        note_failure(db);
+        vms_log_limited(&db->log_errors, "database errors", LOG_ERR, NULL, NULL,
+                        "database: cannot sync the journal: %s", sqlite3_errstr(rc));
+        return -1;
+    }
+    db->deferred = 0;
+    return 0;
+}
+
 int bridge_db_schema_latest(void)
 {
     return (int)(sizeof(migrations) / sizeof(migrations[0]));

@@ -59,6 +59,7 @@ struct bridge_db {
     } stmts[BRIDGE_DB_STMT_CACHE];
     unsigned n_stmts;
     unsigned relaxed; /* depth of bridge_db_relaxed_begin() scopes */
+    int deferred;     /* relaxed commits wait for bridge_db_barrier() */
 };
 
 /* One journaled request. app_data is heap-owned: bridge_request_clear(). */
@@ -120,6 +121,16 @@ void bridge_db_rollback(struct bridge_db *db);
  */
 void bridge_db_relaxed_begin(struct bridge_db *db);
 void bridge_db_relaxed_end(struct bridge_db *db);
+
+/*
+ * Deferred durability, for writes that must reach the disk before the bridge acts on them
+ * but may share one fsync: commit them relaxed, call bridge_db_defer(), and
+ * bridge_db_barrier() before acting (a Reply{ok}, a hypervisor command). The barrier fsyncs
+ * the WAL once for every commit before it (nothing if none was deferred since the last one).
+ * Returns 0, or -1 (the fsync failed: the deferred commits stay deferred; try again later).
+ */
+void bridge_db_defer(struct bridge_db *db);
+int bridge_db_barrier(struct bridge_db *db);
 
 /* ---- VMs ---- */
 struct bridge_db_vm {

@@ -1286,18 +1286,52 @@ int bridge_op_read_only(enum vms_op op)
     return op == VMS_OP_LIST || op == VMS_OP_HOSTINFO;
 }
 
+/*
+ * Journal @r running — and, for a save that starts at once (no Prepare), the requests pending
+ * inside its state — in one transaction, then make it durable with the accepts deferred before
+ * it (one fsync), then send the Reply the VM owes. Returns 1 if the pending requests were
+ * recorded, 0 if not, -1 if nothing may start (the journal failed; @r stays accepted).
+ */
+static int journal_start(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct bridge_db *db = &vm->br->db;
+    int record = r->op == VMS_OP_SAVE && !bridge_prepare_wanted(vm);
+    int rc = -1;
+
+    bridge_db_relaxed_begin(db);
+    if (bridge_db_begin(db) < 0)
+        goto out;
+    if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0 ||
+        (record && bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0) ||
+        bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        goto out;
+    }
+    bridge_db_defer(db);
+    rc = record;
+out:
+    bridge_db_relaxed_end(db);
+    if (rc >= 0 && bridge_db_barrier(db) < 0) {
+        /* not on the disk: the hypervisor must not start it */
+        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_ACCEPTED, 0, "");
+        rc = -1;
+    }
+    if (rc >= 0)
+        bridge_guest_settle(vm); /* nothing deferred is left: no second fsync */
+    return rc;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
 static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
 {
     const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_db *db = &vm->br->db;
     char job[VMS_STR_MAX + 1];
-    int rc = -1;
+    int rc = -1, recorded = 0;
 
     /* a read-only request stays "accepted" while it runs: after a restart it is queued and
      * run again, which is what "running" would get it too, without a write */
-    if (!bridge_op_read_only(r->op) &&
-        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
+    if (!bridge_op_read_only(r->op) && (recorded = journal_start(vm, r)) < 0)
         return run_later(vm, r);
     vm->busy = 1;
     vm->running_op = r->op;
@@ -1318,7 +1352,7 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
     case VMS_OP_SAVE:
         if (bridge_prepare_start(vm, r))
             return 0; /* the guest prepares; bridge_vm_save_go() starts the snapshot */
-        if (bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0)
+        if (!recorded && bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0)
             break;
         rc = ops->save(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
@@ -1801,6 +1835,8 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->ops->tick(vm->backend, now);
+    if (vm->reply_owed[0] && now >= vm->journal_retry_at)
+        bridge_guest_settle(vm); /* the journal could not sync: again */
     if (vm->journal_retry_at && now >= vm->journal_retry_at) {
         /* space may be back: journal the kept completion, or start the queue again */
         vm->journal_retry_at = 0;
