@@ -216,6 +216,9 @@ void bridge_vm_kick(struct bridge_vm *vm);
  * writes need not be durable (bridge_db_relaxed_begin()).
  */
 int bridge_op_read_only(enum vms_op op);
+/* The level of a request's routine log lines (accepted, running, completed): debug for the
+ * read-only operations, which a busy guest may ask for thousands of times a second. */
+#define BRIDGE_OP_LOG_LEVEL(op) (bridge_op_read_only(op) ? LOG_DEBUG : LOG_INFO)
 
 /*
  * Build the Event completing @r with @status/@message (not journaled yet):

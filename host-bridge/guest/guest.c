@@ -513,11 +513,13 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
     }
-    /* journaled (durable): now it may be acknowledged */
-    vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s uid %lld%s%s%s%s",
-             vms_op_name(op), vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
-             r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
-             vms_esc(r.followups));
+    /* journaled: a read-only request is answered now, a mutating one once its row is on the
+     * disk (bridge_guest_settle()) */
+    vms_log(BRIDGE_OP_LOG_LEVEL(op), vmname(vm), r.id,
+            "accepted %s from app %s principal %s uid %lld%s%s%s%s", vms_op_name(op),
+            vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
+            r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
+            vms_esc(r.followups));
     if (bridge_op_read_only(op)) {
         send_reply(vm, r.id, VMS_STATUS_OK, NULL);
     } else {

@@ -370,9 +370,10 @@ static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum
                       vms_status_name(status), message[0] ? ": " : "", message,
                       (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     else
-        vms_info(vmname(vm), r->id, "completed %s: %s%s%s (event epoch %llu seq %llu)",
-                 vms_op_name(r->op), vms_status_name(status), message[0] ? ": " : "", message,
-                 (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
+        vms_log(BRIDGE_OP_LOG_LEVEL(r->op), vmname(vm), r->id,
+                "completed %s: %s%s%s (event epoch %llu seq %llu)", vms_op_name(r->op),
+                vms_status_name(status), message[0] ? ": " : "", message,
+                (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     bridge_vm_send(vm, ev);
 }
 
@@ -1336,8 +1337,8 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
     vm->busy = 1;
     vm->running_op = r->op;
     memcpy(vm->running, r->id, sizeof(vm->running));
-    vms_info(vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op), r->state_id[0] ? " " : "",
-             r->state_id);
+    vms_log(BRIDGE_OP_LOG_LEVEL(r->op), vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op),
+            r->state_id[0] ? " " : "", r->state_id);
     job_id_for(r, job, sizeof(job));
     switch (r->op) {
     case VMS_OP_LIST: {
