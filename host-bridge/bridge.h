@@ -68,6 +68,8 @@ extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
 #define BRIDGE_SAMPLE_SECONDS 1.0
 /* After a list, the catalogue is compared with the hypervisor's at most this often. */
 #define BRIDGE_RECONCILE_READ_ONLY_SECONDS 2.0
+/* Replies a VM may owe at once (group commit: accepts of one loop turn share an fsync). */
+#define BRIDGE_OWED_MAX 16
 /* Messages of a VM held while one of its secrets is verified off the loop (then refused). */
 #define BRIDGE_HELD_MAX     64
 #define BRIDGE_HELD_MAX_STR "64"
@@ -104,9 +106,12 @@ struct bridge_vm {
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
     /* a request whose secret the verifier checks (NULL: none), and the VM's messages that came
      * after it, held in order until it is answered (guest.c) */
-    /* the Reply{ok} owed to an accepted request until its journal row is on the disk
-     * (bridge_guest_settle()); "" if none */
-    char reply_owed[VMS_REQUEST_ID_LEN + 1];
+    /* the Reply{ok}s owed to accepted requests until their journal rows are on the disk
+     * (bridge_guest_settle()), in order; sync_failed: the last fsync failed (no accept until
+     * one succeeds) */
+    char reply_owed[BRIDGE_OWED_MAX][VMS_REQUEST_ID_LEN + 1];
+    unsigned n_owed;
+    int sync_failed;
     struct vms_msg *verifying;
     struct vms_msg *held[BRIDGE_HELD_MAX];
     unsigned n_held;
@@ -161,6 +166,10 @@ struct bridge {
     struct bridge_clones *clones;   /* group clones (groups/clone.c), NULL if none */
     /* secrets verified off the loop (guest/verify.h); NULL: verified on it (unit tests) */
     struct bridge_verifier *verifier;
+    /* group commit: the Replies owed for accepted requests wait for the end of the loop turn
+     * (bridge_guest_settle_all()), so that the accepts of a turn share one fsync; 0: each
+     * accept is settled at once (unit tests) */
+    int group_commit;
 };
 
 /* ---- vm.c ---- */
@@ -284,6 +293,8 @@ void bridge_guest_verified(void *owner, struct bridge_auth_verify *v);
  * VM runs nothing meanwhile).
  */
 int bridge_guest_settle(struct bridge_vm *vm);
+/* End of a loop turn (group commit): settle every VM that owes Replies (one fsync for all). */
+void bridge_guest_settle_all(struct bridge *br);
 
 /* Drop @vm's pending verification and held messages (the VM goes away). */
 void bridge_guest_forget(struct bridge_vm *vm);

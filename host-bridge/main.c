@@ -198,6 +198,7 @@ int main(int argc, char **argv)
     }
     br.cfg = &cfg;
     br.backend = &bridge_backend_qmp;
+    br.group_commit = 1;
     if (bridge_db_open(&br.db, cfg.database, err, sizeof(err)) < 0) {
         vms_err(NULL, NULL, "database: %s", err);
         goto out;
@@ -259,6 +260,7 @@ int main(int argc, char **argv)
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
         }
+        bridge_guest_settle_all(&br); /* the turn's accepts: one fsync, then their Replies */
     }
     rc = 0;
 out:

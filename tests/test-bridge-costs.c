@@ -403,3 +403,42 @@ Test(costs, save_queued_behind_a_running_one)
     cr_assert_eq(fake.last_op, VMS_OP_SAVE);
     cr_expect_leq(c.fsyncs, 2, "completion + start: %lu fsyncs", c.fsyncs);
 }
+
+/* Group commit (the daemon's way): the saves accepted in one loop turn share one fsync. */
+Test(costs, group_commit_one_fsync_per_loop_turn)
+{
+    char first[VMS_REQUEST_ID_LEN + 1] = "", ids[5][VMS_REQUEST_ID_LEN + 1];
+    int at[5];
+    struct costs c;
+
+    read_only("list", 0);
+    br.group_commit = 1;
+    request(&vm1, first, "save", "app", "s3cret", NULL, NULL); /* runs: its own fsync */
+    cr_assert_eq(fake.last_op, VMS_OP_SAVE);
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_REPLY, first));
+    count_start();
+    for (int i = 0; i < 5; i++) {
+        ids[i][0] = '\0';
+        request(&vm1, ids[i], "save", "app", "s3cret", NULL, NULL);
+    }
+    request(&vm2, (char[VMS_REQUEST_ID_LEN + 1]){""}, "list", "app", "s3cret", NULL, NULL);
+    drain(&in1);
+    cr_assert_eq(n_got, 0, "a Reply went out before the accepts were on the disk");
+    /* the loop turn ends: bridge_guest_settle_all() (the fixture's VMs are not in br.vms) */
+    bridge_guest_settle(&vm1);
+    bridge_guest_settle(&vm2);
+    c = count_stop("5 saves queued, one loop turn");
+    drain(&in1);
+    for (int i = 0; i < 5; i++) {
+        at[i] = -1;
+        for (int k = 0; k < n_got; k++)
+            if (got[k].type == VMS_MSG_REPLY && !strcmp(got[k].request_id, ids[i]))
+                at[i] = k;
+        cr_assert(at[i] >= 0 && (i == 0 || at[i] > at[i - 1]), "Reply %d missing or out of order",
+                  i);
+        cr_assert_eq(got[at[i]].status, 0);
+    }
+    cr_expect_leq(c.commits, 7, "5 accepts + a list: %lu commits", c.commits);
+    cr_expect_eq(c.fsyncs, 1, "5 accepts in one turn: %lu fsyncs", c.fsyncs);
+}

@@ -73,6 +73,10 @@ static void send_reply(struct bridge_vm *vm, const char *request_id, enum vms_st
 {
     struct vms_msg m;
 
+    /* Replies go out in the order of the requests: the owed ones first */
+    if (vm->n_owed)
+        bridge_guest_settle(vm);
+
     vms_msg_init(&m, VMS_MSG_REPLY);
     vms_msg_set_str(&m, VMS_F_REQUEST_ID, request_id);
     vms_msg_set_u64(&m, VMS_F_STATUS, status);
@@ -495,8 +499,9 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
         goto borrowed;
     }
     r.status = BRIDGE_REQ_ACCEPTED;
-    if (!bridge_op_read_only(op) && vm->reply_owed[0]) {
-        /* the journal could not sync the last one: accept nothing more until it can */
+    if (!bridge_op_read_only(op) &&
+        (vm->sync_failed || (vm->n_owed == BRIDGE_OWED_MAX && bridge_guest_settle(vm) < 0))) {
+        /* the journal could not sync the last ones: accept nothing more until it can */
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
     }
@@ -524,11 +529,12 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
         send_reply(vm, r.id, VMS_STATUS_OK, NULL);
     } else {
         bridge_db_defer(db);
-        memcpy(vm->reply_owed, r.id, sizeof(vm->reply_owed));
+        memcpy(vm->reply_owed[vm->n_owed++], r.id, sizeof(vm->reply_owed[0]));
     }
     bridge_queue_push(&vm->queue, r.id);
-    bridge_vm_kick(vm);      /* settles the Reply before it starts anything */
-    bridge_guest_settle(vm); /* else (queued behind another) now */
+    bridge_vm_kick(vm); /* settles the Replies before it starts anything */
+    if (!vm->br->group_commit)
+        bridge_guest_settle(vm); /* else (queued behind another) now, or at the turn's end */
 borrowed:
     r.app_data = NULL;
     r.app_data_len = 0;
@@ -693,23 +699,36 @@ void bridge_guest_verified(void *owner, struct bridge_auth_verify *v)
 
 int bridge_guest_settle(struct bridge_vm *vm)
 {
-    if (!vm->reply_owed[0])
+    unsigned n = vm->n_owed;
+
+    if (!n)
         return 0;
     if (bridge_db_barrier(&vm->br->db) < 0) {
-        bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, vm->reply_owed,
-                      "cannot sync the journal: the request's Reply waits, retried every %.0f s",
+        bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, vm->reply_owed[0],
+                      "cannot sync the journal: %u Replies wait, retried every %.0f s", n,
                       BRIDGE_JOURNAL_RETRY);
+        vm->sync_failed = 1;
         if (!vm->journal_retry_at)
             vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
         return -1;
     }
-    send_reply(vm, vm->reply_owed, VMS_STATUS_OK, NULL);
-    vm->reply_owed[0] = '\0';
+    vm->sync_failed = 0;
+    vm->n_owed = 0; /* first: send_reply() settles what is owed */
+    for (unsigned i = 0; i < n; i++)
+        send_reply(vm, vm->reply_owed[i], VMS_STATUS_OK, NULL);
     return 0;
+}
+
+void bridge_guest_settle_all(struct bridge *br)
+{
+    for (size_t i = 0; i < br->n_vms; i++)
+        if (br->vms[i].n_owed)
+            bridge_guest_settle(&br->vms[i]);
 }
 
 void bridge_guest_forget(struct bridge_vm *vm)
 {
+    vm->n_owed = 0;
     bridge_verifier_cancel(vm->br ? vm->br->verifier : NULL, vm);
     if (vm->verifying) {
         vms_msg_clear(vm->verifying);

@@ -1836,7 +1836,7 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->ops->tick(vm->backend, now);
-    if (vm->reply_owed[0] && now >= vm->journal_retry_at)
+    if (vm->n_owed && now >= vm->journal_retry_at)
         bridge_guest_settle(vm); /* the journal could not sync: again */
     if (vm->journal_retry_at && now >= vm->journal_retry_at) {
         /* space may be back: journal the kept completion, or start the queue again */
