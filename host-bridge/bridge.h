@@ -62,6 +62,17 @@ extern const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT];
 
 /* Guest uids whose request rate is tracked per VM (least recently used recycled). */
 #define BRIDGE_UID_SLOTS 64
+/* How long the backend's memory figures answer hostinfo (events invalidate them sooner). */
+#define BRIDGE_MEM_KNOWN_SECONDS 5.0
+/* Host figures for hostinfo (free space, host memory, load) are sampled this often at most. */
+#define BRIDGE_SAMPLE_SECONDS 1.0
+/* After a list, the catalogue is compared with the hypervisor's at most this often. */
+#define BRIDGE_RECONCILE_READ_ONLY_SECONDS 2.0
+/* Replies a VM may owe at once (group commit: accepts of one loop turn share an fsync). */
+#define BRIDGE_OWED_MAX 16
+/* Messages of a VM held while one of its secrets is verified off the loop (then refused). */
+#define BRIDGE_HELD_MAX     64
+#define BRIDGE_HELD_MAX_STR "64"
 /* Unacked events resent per VM per loop turn (the rest when port B drains). */
 #define BRIDGE_RESEND_PER_TURN 16
 
@@ -93,6 +104,17 @@ struct bridge_vm {
     struct bridge_auth_limiter auth;
     struct bridge_bucket rate;       /* requests: rate_requests per rate_window */
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
+    /* a request whose secret the verifier checks (NULL: none), and the VM's messages that came
+     * after it, held in order until it is answered (guest.c) */
+    /* the Reply{ok}s owed to accepted requests until their journal rows are on the disk
+     * (bridge_guest_settle()), in order; sync_failed: the last fsync failed (no accept until
+     * one succeeds) */
+    char reply_owed[BRIDGE_OWED_MAX][VMS_REQUEST_ID_LEN + 1];
+    unsigned n_owed;
+    int sync_failed;
+    struct vms_msg *verifying;
+    struct vms_msg *held[BRIDGE_HELD_MAX];
+    unsigned n_held;
     struct bridge_uid_rate {
         int64_t uid; /* -1: requests that named no uid */
         struct bridge_bucket bucket;
@@ -118,6 +140,15 @@ struct bridge_vm {
     double next_prune;           /* when to drop old finished requests from the journal */
     struct bridge_followups *fu; /* follow-ups of the restore that runs (vm.c), or NULL */
     int reconciling;             /* a snapshot list for the catalogue is on its way */
+    double reconciled_at;        /* when the last one was asked (bridge_now()) */
+    enum vms_op running_op;      /* the running request's operation (UNKNOWN: not a guest's) */
+    /* hostinfo without a hypervisor round trip (issue 18): the backend's last memory figures
+     * (kept until a backend event, an operation other than hostinfo/list, a reconnect, or
+     * BRIDGE_MEM_KNOWN_SECONDS), and the state storage's free space, sampled */
+    struct bridge_backend_result mem_known;
+    double mem_known_at; /* bridge_now() when learnt; 0: nothing known */
+    uint64_t free_bytes;
+    double free_at; /* 0: not sampled */
     uint64_t stat_requests, stat_refused;
 };
 
@@ -133,6 +164,12 @@ struct bridge {
     struct bridge_cluster *cluster; /* HA cluster membership (cluster/), NULL if none */
     struct bridge_groups *groups;   /* group operations (groups/groups.c), NULL if none */
     struct bridge_clones *clones;   /* group clones (groups/clone.c), NULL if none */
+    /* secrets verified off the loop (guest/verify.h); NULL: verified on it (unit tests) */
+    struct bridge_verifier *verifier;
+    /* group commit: the Replies owed for accepted requests wait for the end of the loop turn
+     * (bridge_guest_settle_all()), so that the accepts of a turn share one fsync; 0: each
+     * accept is settled at once (unit tests) */
+    int group_commit;
 };
 
 /* ---- vm.c ---- */
@@ -184,6 +221,15 @@ void bridge_vm_ports_retry_now(struct bridge_vm *vm);
 void bridge_vm_kick(struct bridge_vm *vm);
 
 /*
+ * 1 for the operations that change nothing (list, hostinfo): their journal
+ * writes need not be durable (bridge_db_relaxed_begin()).
+ */
+int bridge_op_read_only(enum vms_op op);
+/* The level of a request's routine log lines (accepted, running, completed): debug for the
+ * read-only operations, which a busy guest may ask for thousands of times a second. */
+#define BRIDGE_OP_LOG_LEVEL(op) (bridge_op_read_only(op) ? LOG_DEBUG : LOG_INFO)
+
+/*
  * Build the Event completing @r with @status/@message (not journaled yet):
  * op, app_id, app_data, label and state_id of the request.
  */
@@ -231,6 +277,27 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
  * quotas, journal, Reply, queue) and Ack. Never blocks on the hypervisor.
  */
 void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m);
+
+/*
+ * The verifier's answer for the request @owner (a struct bridge_vm) was holding: the request
+ * goes on (rights, quotas, journal, Reply), then the VM's held messages, in order (a
+ * bridge_verify_done_fn).
+ */
+struct bridge_auth_verify;
+void bridge_guest_verified(void *owner, struct bridge_auth_verify *v);
+
+/*
+ * Make @vm's accepted request durable (bridge_db_barrier(): one fsync for every journal
+ * commit deferred so far, the VM's and others') and send the Reply{ok} it is owed. Returns 0,
+ * or -1 if the fsync failed (the Reply stays owed, tried again at the VM's next tick, and the
+ * VM runs nothing meanwhile).
+ */
+int bridge_guest_settle(struct bridge_vm *vm);
+/* End of a loop turn (group commit): settle every VM that owes Replies (one fsync for all). */
+void bridge_guest_settle_all(struct bridge *br);
+
+/* Drop @vm's pending verification and held messages (the VM goes away). */
+void bridge_guest_forget(struct bridge_vm *vm);
 
 /*
  * Whether @r may be accepted for @vm given its quotas (pending requests,

@@ -11,6 +11,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
 	host-bridge/journal/db-lifecycle.c host-bridge/journal/db-lifecycle.h \
 	host-bridge/guest/auth.c host-bridge/guest/auth.h \
+	host-bridge/guest/verify.c host-bridge/guest/verify.h \
 	host-bridge/guest/guest.c host-bridge/guest/rights.c host-bridge/guest/rights.h \
 	host-bridge/guest/privsep.c host-bridge/guest/privsep.h \
 	host-bridge/guest/prepare.c host-bridge/guest/prepare.h \
@@ -117,6 +118,18 @@ tests_test_bridge_hardening_SOURCES = tests/test-bridge-hardening.c tests/test-b
 tests_test_bridge_hardening_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_hardening_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 check_PROGRAMS += tests/test-bridge-prepare
+# Secrets verified off the loop (guest/verify.c; issue 18).
+TESTS += tests/test-bridge-verify
+check_PROGRAMS += tests/test-bridge-verify
+tests_test_bridge_verify_SOURCES = tests/test-bridge-verify.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
+tests_test_bridge_verify_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_verify_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+# Cost counts per request kind (statements, commits, fsyncs; issue 18): gated, not timed.
+TESTS += tests/test-bridge-costs
+check_PROGRAMS += tests/test-bridge-costs
+tests_test_bridge_costs_SOURCES = tests/test-bridge-costs.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
+tests_test_bridge_costs_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_costs_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 TESTS += tests/test-bridge-rights
 check_PROGRAMS += tests/test-bridge-rights
 tests_test_bridge_rights_SOURCES = tests/test-bridge-rights.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h

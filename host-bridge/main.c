@@ -26,6 +26,7 @@
 #include "groups.h"
 #include "managed.h"
 #include "privsep.h"
+#include "verify.h"
 #include "vms-daemon.h"
 #include "vms-log.h"
 
@@ -33,6 +34,14 @@
 #define LOOP_TICK_MS   100
 
 static int stop_requested;
+
+/* Secrets verified by the verifier's threads: the requests that waited go on. */
+static void on_verified(struct bridge_watch *w, uint32_t revents)
+{
+    struct bridge *br = w->opaque;
+    (void)revents;
+    bridge_verifier_collect(br->verifier);
+}
 
 static void on_signal(struct bridge_watch *w, uint32_t revents)
 {
@@ -76,7 +85,7 @@ int main(int argc, char **argv)
     const char *config_path = DEFAULT_CONFIG, *db_override = NULL;
     struct bridge_config cfg;
     struct bridge br;
-    struct bridge_watch sigw;
+    struct bridge_watch sigw, verifyw;
     sigset_t mask;
     char err[1024];
     int opt, verbose = 0, check_only = 0, rc = 1, sfd = -1, reader_level = LOG_INFO;
@@ -189,6 +198,7 @@ int main(int argc, char **argv)
     }
     br.cfg = &cfg;
     br.backend = &bridge_backend_qmp;
+    br.group_commit = 1;
     if (bridge_db_open(&br.db, cfg.database, err, sizeof(err)) < 0) {
         vms_err(NULL, NULL, "database: %s", err);
         goto out;
@@ -203,6 +213,12 @@ int main(int argc, char **argv)
     sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     bridge_watch_init(&sigw, on_signal, NULL);
     if (sfd < 0 || bridge_watch_add(&br.loop, &sigw, sfd, EPOLLIN) < 0)
+        goto out;
+    /* after the signal mask: its threads take no signal */
+    br.verifier = bridge_verifier_new(0, bridge_guest_verified);
+    bridge_watch_init(&verifyw, on_verified, &br);
+    if (!br.verifier ||
+        bridge_watch_add(&br.loop, &verifyw, bridge_verifier_fd(br.verifier), EPOLLIN) < 0)
         goto out;
 
     /* room for the clones a group clone adds while the bridge runs (groups/clone.h): no VM
@@ -244,6 +260,7 @@ int main(int argc, char **argv)
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;
         }
+        bridge_guest_settle_all(&br); /* the turn's accepts: one fsync, then their Replies */
     }
     rc = 0;
 out:
@@ -258,6 +275,8 @@ out:
     free(br.vms);
     br.vms = NULL;
     br.n_vms = 0;
+    bridge_verifier_free(br.verifier); /* after the VMs: each cancelled its own job */
+    br.verifier = NULL;
     bridge_privsep_reap(NULL,
                         NULL); /* readers just sent SIGTERM may not be gone yet: best effort */
     if (sfd >= 0)

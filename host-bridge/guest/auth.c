@@ -103,60 +103,121 @@ int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
     return crypto_pwhash_str(out, secret, strlen(secret), ops, mem);
 }
 
+/* Rights of an authenticated @principal. */
+static enum vms_status auth_rights(struct bridge_db *db, const char *vm, const char *principal,
+                                   const char *op)
+{
+    int right = bridge_db_right_check(db, principal, vm, op);
+
+    if (right < 0)
+        return VMS_STATUS_ERR_INTERNAL;
+    return right ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
+}
+
+void bridge_auth_verify_clear(struct bridge_auth_verify *v)
+{
+    sodium_memzero(v, sizeof(*v));
+}
+
+enum vms_status bridge_auth_start(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                  const char *vm, const char *principal, int64_t uid,
+                                  const char *secret, const char *op, double now,
+                                  struct bridge_auth_verify *v, int *pending)
+{
+    struct bridge_auth_slot *slot;
+    int found;
+
+    *pending = 0;
+    memset(v, 0, sizeof(*v));
+    found = bridge_db_principal_hash(db, principal, v->hash, sizeof(v->hash));
+    if (found < 0)
+        goto internal;
+    /* known or not, the same kind of bucket: the answers must not tell them apart */
+    slot = principal_slot(lim, principal, uid, now);
+    if (!bridge_bucket_peek(&slot->bucket, lim->max, lim->window, now)) {
+        bridge_auth_verify_clear(v);
+        return VMS_STATUS_ERR_RATE_LIMITED;
+    }
+    if (sodium_init() < 0)
+        goto internal;
+    v->found = found;
+    if (found) {
+        crypto_generichash(v->mac, sizeof(v->mac), (const unsigned char *)secret, strlen(secret),
+                           lim->mac_key, sizeof(lim->mac_key));
+        crypto_generichash(v->digest, sizeof(v->digest), (const unsigned char *)v->hash,
+                           strlen(v->hash), NULL, 0);
+        if (slot->verified_until > now &&
+            sodium_memcmp(slot->secret_mac, v->mac, sizeof(v->mac)) == 0 &&
+            sodium_memcmp(slot->hash_digest, v->digest, sizeof(v->digest)) == 0) {
+            /* verified recently with this very secret and stored hash */
+            bridge_auth_verify_clear(v);
+            return auth_rights(db, vm, principal, op);
+        }
+        memcpy(lim->decoy, v->hash, sizeof(lim->decoy));
+    } else {
+        /* same work as a wrong secret; the result is ignored */
+        memcpy(v->hash, lim->decoy, sizeof(v->hash));
+    }
+    snprintf(v->secret, sizeof(v->secret), "%s", secret);
+    *pending = 1;
+    return VMS_STATUS_OK;
+internal:
+    bridge_auth_verify_clear(v);
+    return VMS_STATUS_ERR_INTERNAL;
+}
+
+void bridge_auth_verify(struct bridge_auth_verify *v)
+{
+    v->ok = 0;
+    if (sodium_init() < 0)
+        return;
+    if (!v->hash[0]) {
+        char decoy[crypto_pwhash_STRBYTES];
+        if (bridge_secret_hash("decoy", BRIDGE_PWHASH_OPS_DEFAULT, BRIDGE_PWHASH_MEM_DEFAULT,
+                               decoy) < 0)
+            return;
+        snprintf(v->hash, sizeof(v->hash), "%s", decoy);
+    }
+    v->ok = crypto_pwhash_str_verify(v->hash, v->secret, strlen(v->secret)) == 0;
+    sodium_memzero(v->secret, sizeof(v->secret));
+}
+
+enum vms_status bridge_auth_finish(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                   const char *vm, const char *principal, int64_t uid,
+                                   const char *op, double now, struct bridge_auth_verify *v)
+{
+    struct bridge_auth_slot *slot = principal_slot(lim, principal, uid, now);
+    int ok = v->found && v->ok;
+
+    if (!v->found) {
+        if (v->ok)
+            vms_debug(vm, NULL, "secret matched the decoy hash; refused anyway");
+        if (!lim->decoy[0] && v->hash[0])
+            memcpy(lim->decoy, v->hash, sizeof(lim->decoy)); /* made by bridge_auth_verify() */
+    } else if (ok) {
+        memcpy(slot->secret_mac, v->mac, sizeof(v->mac));
+        memcpy(slot->hash_digest, v->digest, sizeof(v->digest));
+        slot->verified_until = now + BRIDGE_AUTH_CACHE_SECONDS;
+    }
+    bridge_auth_verify_clear(v);
+    if (!ok) {
+        bridge_bucket_take(&slot->bucket, lim->max, lim->window, now);
+        return VMS_STATUS_ERR_AUTH;
+    }
+    return auth_rights(db, vm, principal, op);
+}
+
 enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
                                   const char *vm, const char *principal, int64_t uid,
                                   const char *secret, const char *op, double now)
 {
-    char hash[crypto_pwhash_STRBYTES + 1];
-    unsigned char mac[crypto_generichash_BYTES], digest[crypto_generichash_BYTES];
-    struct bridge_auth_slot *slot;
-    struct bridge_bucket *bucket;
-    int found, ok, right;
+    struct bridge_auth_verify v;
+    enum vms_status st;
+    int pending;
 
-    found = bridge_db_principal_hash(db, principal, hash, sizeof(hash));
-    if (found < 0)
-        return VMS_STATUS_ERR_INTERNAL;
-    /* known or not, the same kind of bucket: the answers must not tell them apart */
-    slot = principal_slot(lim, principal, uid, now);
-    bucket = &slot->bucket;
-    if (!bridge_bucket_peek(bucket, lim->max, lim->window, now))
-        return VMS_STATUS_ERR_RATE_LIMITED;
-    if (sodium_init() < 0)
-        return VMS_STATUS_ERR_INTERNAL;
-    if (found) {
-        crypto_generichash(mac, sizeof(mac), (const unsigned char *)secret, strlen(secret),
-                           lim->mac_key, sizeof(lim->mac_key));
-        crypto_generichash(digest, sizeof(digest), (const unsigned char *)hash, strlen(hash), NULL,
-                           0);
-        if (slot->verified_until > now && sodium_memcmp(slot->secret_mac, mac, sizeof(mac)) == 0 &&
-            sodium_memcmp(slot->hash_digest, digest, sizeof(digest)) == 0) {
-            ok = 1; /* verified recently with this very secret and stored hash */
-        } else {
-            ok = crypto_pwhash_str_verify(hash, secret, strlen(secret)) == 0;
-            if (ok) {
-                memcpy(slot->secret_mac, mac, sizeof(mac));
-                memcpy(slot->hash_digest, digest, sizeof(digest));
-                slot->verified_until = now + BRIDGE_AUTH_CACHE_SECONDS;
-            }
-        }
-        sodium_memzero(mac, sizeof(mac));
-        memcpy(lim->decoy, hash, sizeof(lim->decoy));
-    } else {
-        /* same work as a wrong secret; the result is ignored */
-        if (!lim->decoy[0] && bridge_secret_hash("decoy", BRIDGE_PWHASH_OPS_DEFAULT,
-                                                 BRIDGE_PWHASH_MEM_DEFAULT, lim->decoy) < 0)
-            lim->decoy[0] = '\0';
-        if (lim->decoy[0] && crypto_pwhash_str_verify(lim->decoy, secret, strlen(secret)) == 0)
-            vms_debug(vm, NULL, "secret matched the decoy hash; refused anyway");
-        ok = 0;
-    }
-    sodium_memzero(hash, sizeof(hash));
-    if (!ok) {
-        bridge_bucket_take(bucket, lim->max, lim->window, now);
-        return VMS_STATUS_ERR_AUTH;
-    }
-    right = bridge_db_right_check(db, principal, vm, op);
-    if (right < 0)
-        return VMS_STATUS_ERR_INTERNAL;
-    return right ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
+    st = bridge_auth_start(db, lim, vm, principal, uid, secret, op, now, &v, &pending);
+    if (!pending)
+        return st;
+    bridge_auth_verify(&v);
+    return bridge_auth_finish(db, lim, vm, principal, uid, op, now, &v);
 }

@@ -102,6 +102,44 @@ enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limit
                                   const char *vm, const char *principal, int64_t uid,
                                   const char *secret, const char *op, double now);
 
+/*
+ * bridge_auth_check() in three steps, so that the slow one (Argon2id, ~20 ms at the default
+ * cost) can run off the event loop (verify.h):
+ *   bridge_auth_start()   on the loop: looks the principal up, applies its failure bucket, and
+ *                         answers at once when the secret was verified recently; else fills @v
+ *                         with what to verify and sets *@pending.
+ *   bridge_auth_verify()  anywhere (any thread): the verification itself; touches only @v.
+ *   bridge_auth_finish()  on the loop: counts a failure, remembers a success, and checks rights.
+ * An unknown principal's secret is verified against the decoy (made by bridge_auth_verify()
+ * when there is none yet), the same work as a wrong secret. @v holds a copy of the secret:
+ * bridge_auth_verify_clear() wipes it.
+ */
+struct bridge_auth_verify {
+    char hash[crypto_pwhash_STRBYTES + 1]; /* the stored hash, or the decoy; "" = make a decoy */
+    char secret[VMS_STR_MAX + 1];
+    int found; /* the principal exists */
+    int ok;    /* bridge_auth_verify()'s answer */
+    unsigned char mac[crypto_generichash_BYTES], digest[crypto_generichash_BYTES];
+};
+
+/*
+ * Returns VMS_STATUS_OK with *@pending = 1 (verify @v, then bridge_auth_finish()), or a final
+ * answer with *@pending = 0: ERR_RATE_LIMITED, ERR_INTERNAL, or — the secret remembered —
+ * OK, ERR_DENIED (rights checked).
+ */
+enum vms_status bridge_auth_start(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                  const char *vm, const char *principal, int64_t uid,
+                                  const char *secret, const char *op, double now,
+                                  struct bridge_auth_verify *v, int *pending);
+/* Verify @v's secret against its hash (sets v->ok; makes the decoy first if v->hash is ""). */
+void bridge_auth_verify(struct bridge_auth_verify *v);
+/* The answer for @v, verified: OK, ERR_AUTH (a failure counted), ERR_DENIED, ERR_INTERNAL. */
+enum vms_status bridge_auth_finish(struct bridge_db *db, struct bridge_auth_limiter *lim,
+                                   const char *vm, const char *principal, int64_t uid,
+                                   const char *op, double now, struct bridge_auth_verify *v);
+/* Wipe @v (its secret and MAC). */
+void bridge_auth_verify_clear(struct bridge_auth_verify *v);
+
 /* Monotonic clock in seconds. */
 double bridge_now(void);
 

@@ -32,6 +32,7 @@
 
 #include "managed.h"
 #include "rights.h"
+#include "verify.h"
 #include "vms-log.h"
 
 const char *const bridge_log_reason_name[BRIDGE_LOG__COUNT] = {
@@ -71,6 +72,10 @@ static void send_reply(struct bridge_vm *vm, const char *request_id, enum vms_st
                        const char *message)
 {
     struct vms_msg m;
+
+    /* Replies go out in the order of the requests: the owed ones first */
+    if (vm->n_owed)
+        bridge_guest_settle(vm);
 
     vms_msg_init(&m, VMS_MSG_REPLY);
     vms_msg_set_str(&m, VMS_F_REQUEST_ID, request_id);
@@ -322,16 +327,46 @@ static enum vms_status judge_memory_mode(struct bridge_vm *vm, const struct vms_
     return VMS_STATUS_OK;
 }
 
+static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st);
+
+/* The guest uid a request names (-1: none). */
+static int64_t request_uid(const struct vms_msg *m)
+{
+    return vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1;
+}
+
+/*
+ * Hand @m (a Request whose secret @v is to be verified) to the verifier: the VM then holds
+ * its later messages until bridge_guest_verified(). Takes @m's contents (it is left empty).
+ * Returns 0, or -1 (no verifier, or it failed: the caller verifies on the loop).
+ */
+static int verify_off_loop(struct bridge_vm *vm, struct vms_msg *m, struct bridge_auth_verify *v)
+{
+    struct bridge_verifier *vf = vm->br->verifier;
+    struct vms_msg *held;
+
+    if (!vf || !(held = malloc(sizeof(*held))))
+        return -1;
+    if (bridge_verifier_submit(vf, vm, v) < 0) {
+        free(held);
+        return -1;
+    }
+    *held = *m;               /* takes the heap members */
+    vms_msg_init(m, m->type); /* so that the caller's clear frees nothing */
+    vm->verifying = held;
+    return 0;
+}
+
 static void on_request(struct bridge_vm *vm, struct vms_msg *m)
 {
     struct bridge_db *db = &vm->br->db;
     struct bridge_request r;
+    struct bridge_auth_verify v;
     enum vms_status st;
     enum vms_op op = vms_op_from_name(m->op);
-    char why[VMS_STR_MAX + 1];
-    int64_t uid = vms_msg_has(m, VMS_F_UID) ? (int64_t)m->uid : -1;
+    int64_t uid = request_uid(m);
     const char *limited;
-    int found;
+    int found, pending;
 
     memset(&r, 0, sizeof(r));
     vm->stat_requests++;
@@ -372,8 +407,35 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INVALID, "bytes is required");
         return;
     }
-    st = bridge_auth_check(db, &vm->auth, vmname(vm), m->principal, uid, m->secret, m->op, vm->now);
+    /* a secret not verified recently is verified off the loop (verify.h): Argon2id takes
+     * ~20 ms, which on the loop would stall every VM */
+    st = bridge_auth_start(db, &vm->auth, vmname(vm), m->principal, uid, m->secret, m->op, vm->now,
+                           &v, &pending);
     explicit_bzero(m->secret, sizeof(m->secret));
+    if (pending) {
+        if (verify_off_loop(vm, m, &v) == 0) {
+            bridge_auth_verify_clear(&v);
+            goto out; /* bridge_guest_verified() goes on */
+        }
+        bridge_auth_verify(&v);
+        st = bridge_auth_finish(db, &vm->auth, vmname(vm), m->principal, uid, m->op, vm->now, &v);
+    }
+    request_authenticated(vm, m, st);
+out:
+    bridge_request_clear(&r);
+}
+
+/* The rest of a request once its secret is judged (@st: bridge_auth_finish()'s answer). */
+static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st)
+{
+    struct bridge_db *db = &vm->br->db;
+    struct bridge_request r;
+    enum vms_op op = vms_op_from_name(m->op);
+    char why[VMS_STR_MAX + 1];
+    int64_t uid = request_uid(m);
+    int rc;
+
+    memset(&r, 0, sizeof(r));
     if (st == VMS_STATUS_ERR_AUTH || st == VMS_STATUS_ERR_RATE_LIMITED ||
         st == VMS_STATUS_ERR_INTERNAL) {
         refuse_unjournaled(vm, m, st, vms_status_str(st));
@@ -437,23 +499,45 @@ static void on_request(struct bridge_vm *vm, struct vms_msg *m)
         goto borrowed;
     }
     r.status = BRIDGE_REQ_ACCEPTED;
-    if (bridge_db_request_insert(db, &r) < 0) {
+    if (!bridge_op_read_only(op) &&
+        (vm->sync_failed || (vm->n_owed == BRIDGE_OWED_MAX && bridge_guest_settle(vm) < 0))) {
+        /* the journal could not sync the last ones: accept nothing more until it can */
+        refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
+        goto borrowed;
+    }
+    /*
+     * Committed without an fsync: a read-only request need not survive the host's power loss
+     * (the guest asks again); a mutating one reaches the disk before its Reply{ok}, with the
+     * journal writes that start it when it runs at once: one fsync (bridge_guest_settle()).
+     */
+    bridge_db_relaxed_begin(db);
+    rc = bridge_db_request_insert(db, &r);
+    bridge_db_relaxed_end(db);
+    if (rc < 0) {
         /* not accepted, nothing done: the guest is told why, and may try again */
         refuse_unjournaled(vm, m, VMS_STATUS_ERR_INTERNAL, journal_failure(vm));
         goto borrowed;
     }
-    /* journaled (durable): now it may be acknowledged */
-    vms_info(vmname(vm), r.id, "accepted %s from app %s principal %s uid %lld%s%s%s%s",
-             vms_op_name(op), vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
-             r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
-             vms_esc(r.followups));
-    send_reply(vm, r.id, VMS_STATUS_OK, NULL);
+    /* journaled: a read-only request is answered now, a mutating one once its row is on the
+     * disk (bridge_guest_settle()) */
+    vms_log(BRIDGE_OP_LOG_LEVEL(op), vmname(vm), r.id,
+            "accepted %s from app %s principal %s uid %lld%s%s%s%s", vms_op_name(op),
+            vms_esc(r.app_id), vms_esc(r.principal), (long long)r.uid,
+            r.state_id[0] ? " state " : "", vms_esc(r.state_id), r.followups[0] ? " then " : "",
+            vms_esc(r.followups));
+    if (bridge_op_read_only(op)) {
+        send_reply(vm, r.id, VMS_STATUS_OK, NULL);
+    } else {
+        bridge_db_defer(db);
+        memcpy(vm->reply_owed[vm->n_owed++], r.id, sizeof(vm->reply_owed[0]));
+    }
     bridge_queue_push(&vm->queue, r.id);
-    bridge_vm_kick(vm);
+    bridge_vm_kick(vm); /* settles the Replies before it starts anything */
+    if (!vm->br->group_commit)
+        bridge_guest_settle(vm); /* else (queued behind another) now, or at the turn's end */
 borrowed:
     r.app_data = NULL;
     r.app_data_len = 0;
-out:
     bridge_request_clear(&r);
 }
 
@@ -507,22 +591,58 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
     bridge_vm_resend_unacked(vm);
 }
 
+/*
+ * An ack needs no fsync: if the host loses it, the event is resent and the guest ignores the
+ * copy (epoch, seq). The ack and the release of the request's app data: one transaction.
+ */
 static void on_ack(struct bridge_vm *vm, struct vms_msg *m)
 {
-    int rc = bridge_db_event_ack(&vm->br->db, vmname(vm), m->epoch, m->seq, m->request_id);
+    struct bridge_db *db = &vm->br->db;
+    int rc;
 
-    if (rc == 1) {
+    bridge_db_relaxed_begin(db);
+    if (bridge_db_begin(db) < 0)
+        goto out;
+    rc = bridge_db_event_ack(db, vmname(vm), m->epoch, m->seq, m->request_id);
+    if (rc == 1 && bridge_db_request_release_app_data(db, vmname(vm), m->request_id) < 0)
+        rc = -1;
+    if (rc < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        goto out;
+    }
+    if (rc == 1)
         vms_debug(vmname(vm), m->request_id, "event epoch %llu seq %llu acked",
                   (unsigned long long)m->epoch, (unsigned long long)m->seq);
-        bridge_db_request_release_app_data(&vm->br->db, vmname(vm), m->request_id);
-    }
+out:
+    bridge_db_relaxed_end(db);
 }
 
-void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
+/* Hold @m (its contents taken) until the VM's pending verification is done. */
+static void hold(struct bridge_vm *vm, struct vms_msg *m)
 {
-    struct bridge_vm *vm = opaque;
-    (void)c;
+    struct vms_msg *h;
 
+    if (vm->n_held >= BRIDGE_HELD_MAX || !(h = malloc(sizeof(*h)))) {
+        if (m->type == VMS_MSG_REQUEST) {
+            explicit_bzero(m->secret, sizeof(m->secret));
+            refuse_unjournaled(vm, m, VMS_STATUS_ERR_RATE_LIMITED,
+                               "too many messages wait for this VM's secret verification "
+                               "(" BRIDGE_HELD_MAX_STR " at most): try again");
+        } else {
+            bridge_vm_log(vm, BRIDGE_LOG_IGNORED, LOG_WARNING, m->request_id,
+                          "%s dropped: " BRIDGE_HELD_MAX_STR
+                          " messages already wait for a secret verification",
+                          vms_msg_type_name(m->type));
+        }
+        return;
+    }
+    *h = *m;
+    vms_msg_init(m, m->type);
+    vm->held[vm->n_held++] = h;
+}
+
+static void dispatch(struct bridge_vm *vm, struct vms_msg *m)
+{
     switch (m->type) {
     case VMS_MSG_HELLO:
         on_hello(vm, m);
@@ -541,5 +661,96 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
                       "port A: unexpected %s from the guest: ignored", vms_msg_type_name(m->type));
         break;
     }
+    explicit_bzero(m->secret, sizeof(m->secret));
+}
+
+/* Run the held messages in order, until one starts a verification again. */
+static void release_held(struct bridge_vm *vm)
+{
+    while (!vm->verifying && vm->n_held) {
+        struct vms_msg *m = vm->held[0];
+
+        memmove(&vm->held[0], &vm->held[1], (vm->n_held - 1) * sizeof(vm->held[0]));
+        vm->held[--vm->n_held] = NULL;
+        dispatch(vm, m);
+        vms_msg_clear(m);
+        free(m);
+    }
+}
+
+void bridge_guest_verified(void *owner, struct bridge_auth_verify *v)
+{
+    struct bridge_vm *vm = owner;
+    struct vms_msg *m = vm->verifying;
+    enum vms_status st;
+
+    vm->verifying = NULL;
+    if (!m) {
+        bridge_auth_verify_clear(v);
+        return;
+    }
+    st = bridge_auth_finish(&vm->br->db, &vm->auth, vmname(vm), m->principal, request_uid(m), m->op,
+                            vm->now, v);
+    request_authenticated(vm, m, st);
+    vms_msg_clear(m);
+    free(m);
+    release_held(vm);
+}
+
+int bridge_guest_settle(struct bridge_vm *vm)
+{
+    unsigned n = vm->n_owed;
+
+    if (!n)
+        return 0;
+    if (bridge_db_barrier(&vm->br->db) < 0) {
+        bridge_vm_log(vm, BRIDGE_LOG_JOURNAL, LOG_ERR, vm->reply_owed[0],
+                      "cannot sync the journal: %u Replies wait, retried every %.0f s", n,
+                      BRIDGE_JOURNAL_RETRY);
+        vm->sync_failed = 1;
+        if (!vm->journal_retry_at)
+            vm->journal_retry_at = vm->now + BRIDGE_JOURNAL_RETRY;
+        return -1;
+    }
+    vm->sync_failed = 0;
+    vm->n_owed = 0; /* first: send_reply() settles what is owed */
+    for (unsigned i = 0; i < n; i++)
+        send_reply(vm, vm->reply_owed[i], VMS_STATUS_OK, NULL);
+    return 0;
+}
+
+void bridge_guest_settle_all(struct bridge *br)
+{
+    for (size_t i = 0; i < br->n_vms; i++)
+        if (br->vms[i].n_owed)
+            bridge_guest_settle(&br->vms[i]);
+}
+
+void bridge_guest_forget(struct bridge_vm *vm)
+{
+    vm->n_owed = 0;
+    bridge_verifier_cancel(vm->br ? vm->br->verifier : NULL, vm);
+    if (vm->verifying) {
+        vms_msg_clear(vm->verifying);
+        free(vm->verifying);
+        vm->verifying = NULL;
+    }
+    while (vm->n_held) {
+        vms_msg_clear(vm->held[--vm->n_held]);
+        free(vm->held[vm->n_held]);
+        vm->held[vm->n_held] = NULL;
+    }
+}
+
+void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
+{
+    struct bridge_vm *vm = opaque;
+    (void)c;
+
+    /* a request of this VM waits for its secret's verification: the rest waits behind it */
+    if (vm->verifying)
+        hold(vm, m);
+    else
+        dispatch(vm, m);
     explicit_bzero(m->secret, sizeof(m->secret));
 }

@@ -124,12 +124,17 @@ void bridge_clock_on_event(void *opaque, const char *name)
 
 /* ---- Prepare / Ready ---- */
 
+int bridge_prepare_wanted(const struct bridge_vm *vm)
+{
+    return vm->cfg->prepare_timeout_ms && (vm->caps & VMS_CAP_PREPARE) && vm->b.ch.fd >= 0;
+}
+
 /* Send Prepare for @id and wait for Ready: 1, or 0 when the guest takes no Prepare. */
 static int prepare_send(struct bridge_vm *vm, const char *id, const char *label, int for_suspend)
 {
     struct vms_msg m;
 
-    if (!vm->cfg->prepare_timeout_ms || !(vm->caps & VMS_CAP_PREPARE) || vm->b.ch.fd < 0)
+    if (!bridge_prepare_wanted(vm))
         return 0;
     vms_msg_init(&m, VMS_MSG_PREPARE);
     vms_msg_set_str(&m, VMS_F_REQUEST_ID, id);

@@ -64,6 +64,8 @@ void bridge_clock_on_event(void *opaque, const char *name);
  * caller starts the save now).
  */
 int bridge_prepare_start(struct bridge_vm *vm, const struct bridge_request *r);
+/* 1 if bridge_prepare_start() would send a Prepare now (the guest takes them). */
+int bridge_prepare_wanted(const struct bridge_vm *vm);
 
 /*
  * Before a suspend of a managed VM: send Prepare for @prepare_id (a request id the guest

@@ -315,6 +315,64 @@ void bridge_db_rollback(struct bridge_db *db)
     exec(db, "ROLLBACK");
 }
 
+/* Set the connection's sync level (a cached PRAGMA: no I/O). */
+static void set_synchronous(struct bridge_db *db, int full)
+{
+    sqlite3_stmt *st =
+        prep(db, NULL, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+
+    if (st && sqlite3_step(st) != SQLITE_DONE)
+        db_error(db, NULL, "set synchronous");
+    unprep(db, st);
+}
+
+void bridge_db_relaxed_begin(struct bridge_db *db)
+{
+    if (db->relaxed++ == 0 && db->h)
+        set_synchronous(db, 0);
+}
+
+void bridge_db_relaxed_end(struct bridge_db *db)
+{
+    if (db->relaxed && --db->relaxed == 0 && db->h)
+        set_synchronous(db, 1);
+}
+
+void bridge_db_defer(struct bridge_db *db)
+{
+    db->deferred = 1;
+}
+
+int bridge_db_barrier(struct bridge_db *db)
+{
+    sqlite3_file *wal = NULL;
+    int rc;
+
+    const char *file;
+
+    if (!db->deferred || !db->h)
+        return 0;
+    file = sqlite3_db_filename(db->h, "main");
+    if (!file || !file[0]) {
+        db->deferred = 0; /* an in-memory database (fuzzing): nothing reaches a disk */
+        return 0;
+    }
+    /* in WAL mode the "journal" is the WAL: every commit so far is in it */
+    rc = sqlite3_file_control(db->h, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc == SQLITE_OK && wal && wal->pMethods && wal->pMethods->xSync)
+        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    else if (rc == SQLITE_OK)
+        rc = SQLITE_ERROR; /* no WAL open: the commits cannot be where we think */
+    if (rc != SQLITE_OK) {
+        note_failure(db);
+        vms_log_limited(&db->log_errors, "database errors", LOG_ERR, NULL, NULL,
+                        "database: cannot sync the journal: %s", sqlite3_errstr(rc));
+        return -1;
+    }
+    db->deferred = 0;
+    return 0;
+}
+
 int bridge_db_schema_latest(void)
 {
     return (int)(sizeof(migrations) / sizeof(migrations[0]));
@@ -1268,6 +1326,35 @@ int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const
     rc = sqlite3_step(st);
     unprep(db, st);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+int64_t bridge_db_right_ops_uid(struct bridge_db *db, const char *principal, const char *vm,
+                                int64_t uid)
+{
+    sqlite3_stmt *st =
+        prep(db, vm, "SELECT op FROM rights WHERE principal = ? AND vm = ? AND uid IN (-1, ?)");
+    int64_t mask = 0;
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, principal);
+    bind_text(st, 2, vm);
+    sqlite3_bind_int64(st, 3, uid < 0 ? -1 : uid);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *op = (const char *)sqlite3_column_text(st, 0);
+        enum vms_op o = vms_op_from_name(op);
+        if (op && !strcmp(op, "all"))
+            mask |= ((int64_t)1 << VMS_OP__COUNT) - 2; /* every operation, not UNKNOWN (0) */
+        else if (o != VMS_OP_UNKNOWN)
+            mask |= (int64_t)1 << o;
+    }
+    unprep(db, st);
+    if (rc != SQLITE_DONE) {
+        db_error(db, vm, "rights");
+        return -1;
+    }
+    return mask;
 }
 
 int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,

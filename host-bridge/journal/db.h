@@ -58,6 +58,8 @@ struct bridge_db {
         sqlite3_stmt *st;
     } stmts[BRIDGE_DB_STMT_CACHE];
     unsigned n_stmts;
+    unsigned relaxed; /* depth of bridge_db_relaxed_begin() scopes */
+    int deferred;     /* relaxed commits wait for bridge_db_barrier() */
 };
 
 /* One journaled request. app_data is heap-owned: bridge_request_clear(). */
@@ -103,6 +105,32 @@ int bridge_db_begin(struct bridge_db *db);
 int bridge_db_full(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);
 void bridge_db_rollback(struct bridge_db *db);
+
+/*
+ * Durability. The journal commits with synchronous=FULL: a commit has reached
+ * the disk (the WAL fsynced) when it returns. Between bridge_db_relaxed_begin()
+ * and bridge_db_relaxed_end() commits use synchronous=NORMAL instead: no fsync,
+ * safe against a bridge crash (the WAL is in the kernel's page cache) but not
+ * against the host losing power, until the next FULL commit or checkpoint
+ * (which makes every earlier commit durable too: one fsync of the WAL).
+ * For writes whose loss costs nothing but a repeat: read-only requests
+ * (list, hostinfo: the guest asks again, duplicates are recognised either
+ * way), acks (an unacked event is resent and the guest ignores the copy).
+ * Scopes nest; call both outside a transaction (SQLite cannot change the
+ * level inside one). Each switch is one PRAGMA, no I/O.
+ */
+void bridge_db_relaxed_begin(struct bridge_db *db);
+void bridge_db_relaxed_end(struct bridge_db *db);
+
+/*
+ * Deferred durability, for writes that must reach the disk before the bridge acts on them
+ * but may share one fsync: commit them relaxed, call bridge_db_defer(), and
+ * bridge_db_barrier() before acting (a Reply{ok}, a hypervisor command). The barrier fsyncs
+ * the WAL once for every commit before it (nothing if none was deferred since the last one).
+ * Returns 0, or -1 (the fsync failed: the deferred commits stay deferred; try again later).
+ */
+void bridge_db_defer(struct bridge_db *db);
+int bridge_db_barrier(struct bridge_db *db);
 
 /* ---- VMs ---- */
 struct bridge_db_vm {
@@ -231,6 +259,13 @@ int bridge_db_right_grant_uid(struct bridge_db *db, const char *principal, const
  * -1 = unknown matches only rights without a uid), 0 if not. */
 int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const char *vm,
                               const char *op, int64_t uid);
+/*
+ * The operations @principal may request on @vm for guest uid @uid, in one query: bit (1 << op)
+ * for each enum vms_op that bridge_db_right_check_uid() allows ("all" grants every operation);
+ * -1 on error.
+ */
+int64_t bridge_db_right_ops_uid(struct bridge_db *db, const char *principal, const char *vm,
+                                int64_t uid);
 /* 1 if @principal may do @op on @vm (a right for op or "all", for some uid), 0 if not. */
 int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
                           const char *op);

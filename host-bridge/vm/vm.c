@@ -370,9 +370,10 @@ static void completed(struct bridge_vm *vm, const struct bridge_request *r, enum
                       vms_status_name(status), message[0] ? ": " : "", message,
                       (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     else
-        vms_info(vmname(vm), r->id, "completed %s: %s%s%s (event epoch %llu seq %llu)",
-                 vms_op_name(r->op), vms_status_name(status), message[0] ? ": " : "", message,
-                 (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
+        vms_log(BRIDGE_OP_LOG_LEVEL(r->op), vmname(vm), r->id,
+                "completed %s: %s%s%s (event epoch %llu seq %llu)", vms_op_name(r->op),
+                vms_status_name(status), message[0] ? ": " : "", message,
+                (unsigned long long)ev->epoch, (unsigned long long)ev->seq);
     bridge_vm_send(vm, ev);
 }
 
@@ -516,13 +517,34 @@ fail:
 
 /* ---- running requests ---- */
 
+/* What the bridge knows of @vm's memory may have changed (an operation, an event, QEMU). */
+static void mem_forget(struct bridge_vm *vm)
+{
+    vm->mem_known_at = 0;
+    vm->free_at = 0; /* a save or delete moved the free space too */
+}
+
 static void finish_running(struct bridge_vm *vm)
 {
+    enum vms_op op = vm->running_op;
+
     vm->busy = 0;
     vm->restoring = 0;
     vm->need_recover = 0;
     vm->running[0] = '\0';
-    bridge_vm_reconcile(vm); /* the catalogue against the hypervisor after every operation */
+    vm->running_op = VMS_OP_UNKNOWN;
+    /* the catalogue against the hypervisor after every operation that may change it; after a
+     * list now and then (it is how a guest sees snapshots deleted behind the bridge's back);
+     * a hostinfo changes nothing and costs no hypervisor round trip */
+    if (op == VMS_OP_HOSTINFO)
+        return;
+    if (op != VMS_OP_LIST) {
+        mem_forget(vm);
+        bridge_vm_reconcile(vm);
+    } else if (!vm->reconciled_at ||
+               bridge_now() - vm->reconciled_at >= BRIDGE_RECONCILE_READ_ONLY_SECONDS) {
+        bridge_vm_reconcile(vm);
+    }
 }
 
 static void complete_simple(struct bridge_vm *vm, struct bridge_request *r, enum vms_status st,
@@ -618,17 +640,30 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
     static const enum vms_op ops[] = {VMS_OP_SAVE,   VMS_OP_RESTORE,  VMS_OP_LIST,
                                       VMS_OP_DELETE, VMS_OP_HOSTINFO, VMS_OP_SET_MEMORY,
                                       VMS_OP_SUSPEND};
+    static struct {
+        double at; /* 0: never sampled */
+        char name[256];
+        uint64_t total, available;
+        long cpus;
+        double load;
+        int has_load;
+    } host;
     struct bridge_db *db = &vm->br->db;
     struct statvfs sv;
-    char host[256] = "", allowed[VMS_STR_MAX + 1] = "";
-    uint64_t total, available;
-    double load;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char allowed[VMS_STR_MAX + 1] = "";
+    double now = bridge_now();
     size_t used = 0;
+    int64_t rights;
     int n;
 
-    if (statvfs(vm->cfg->state_dir, &sv) == 0)
-        vms_msg_set_u64(ev, VMS_F_FREE_BYTES, (uint64_t)sv.f_bavail * sv.f_frsize);
+    if (!vm->free_at || now - vm->free_at >= BRIDGE_SAMPLE_SECONDS) {
+        vm->free_at = now;
+        vm->free_bytes = statvfs(vm->cfg->state_dir, &sv) == 0
+                             ? (uint64_t)sv.f_bavail * sv.f_frsize
+                             : UINT64_MAX; /* unknown: not reported */
+    }
+    if (vm->free_bytes != UINT64_MAX)
+        vms_msg_set_u64(ev, VMS_F_FREE_BYTES, vm->free_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_BYTES, mem->mem_bytes);
     if (mem->vcpus)
         vms_msg_set_u64(ev, VMS_F_VCPUS, mem->vcpus);
@@ -636,23 +671,31 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         vms_msg_set_u64(ev, VMS_F_MEM_BOOT, mem->base_bytes);
     if (mem->hypervisor_version[0] && vms_valid_text(mem->hypervisor_version))
         vms_msg_set_str(ev, VMS_F_HYPERVISOR_VERSION, mem->hypervisor_version);
-    if (gethostname(host, sizeof(host) - 1) == 0 && vms_valid_text(host))
-        vms_msg_set_str(ev, VMS_F_HOSTNAME, host);
-    vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
-    host_memory(&total, &available);
-    if (total) {
-        vms_msg_set_u64(ev, VMS_F_HOST_MEM_TOTAL, total);
-        vms_msg_set_u64(ev, VMS_F_HOST_MEM_AVAILABLE, available);
+    if (!host.at || now - host.at >= BRIDGE_SAMPLE_SECONDS) {
+        /* the host's figures, shared by every VM: /proc/meminfo costs more than the rest */
+        host.at = now;
+        if (gethostname(host.name, sizeof(host.name) - 1) != 0 || !vms_valid_text(host.name))
+            host.name[0] = '\0';
+        host_memory(&host.total, &host.available);
+        host.cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        host.has_load = getloadavg(&host.load, 1) == 1;
     }
-    if (cpus > 0)
-        vms_msg_set_u64(ev, VMS_F_HOST_CPUS, (uint64_t)cpus);
-    if (getloadavg(&load, 1) == 1)
-        vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(load * 1000.0));
+    if (host.name[0])
+        vms_msg_set_str(ev, VMS_F_HOSTNAME, host.name);
+    vms_msg_set_str(ev, VMS_F_BRIDGE_VERSION, PACKAGE_VERSION);
+    if (host.total) {
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_TOTAL, host.total);
+        vms_msg_set_u64(ev, VMS_F_HOST_MEM_AVAILABLE, host.available);
+    }
+    if (host.cpus > 0)
+        vms_msg_set_u64(ev, VMS_F_HOST_CPUS, (uint64_t)host.cpus);
+    if (host.has_load)
+        vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(host.load * 1000.0));
     vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
+    rights = bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-        if (bridge_db_right_check_uid(db, r->principal, vmname(vm), vms_op_name(ops[i]), r->uid) ==
-            1)
+        if (rights > 0 && (rights & (1u << ops[i])))
             used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
                                      used ? " " : "", vms_op_name(ops[i]));
     vms_msg_set_str(ev, VMS_F_OPS, allowed);
@@ -917,13 +960,23 @@ static void on_backend_done(void *opaque, const struct bridge_backend_result *re
             goto rollback;
         completed(vm, &r, res->status, &ev);
         break;
-    case VMS_OP_HOSTINFO:
+    case VMS_OP_HOSTINFO: {
+        int rc;
         bridge_event_for_request(&ev, &r, res->status, res->message);
-        if (res->status == VMS_STATUS_OK)
+        if (res->status == VMS_STATUS_OK) {
             bridge_hostinfo_fill(vm, &r, res, &ev);
-        if (bridge_vm_complete(vm, &r, res->status, &ev) < 0)
+            vm->mem_known = *res; /* the next hostinfos are answered from it */
+            vm->mem_known.snapshots = NULL;
+            vm->mem_known.n_snapshots = 0;
+            vm->mem_known_at = bridge_now();
+        }
+        bridge_db_relaxed_begin(db); /* read-only: no fsync */
+        rc = bridge_vm_complete(vm, &r, res->status, &ev);
+        bridge_db_relaxed_end(db);
+        if (rc < 0)
             goto journal_failed;
         break;
+    }
     case VMS_OP_SET_MEMORY:
         bridge_event_for_request(&ev, &r, res->status, res->message);
         if (res->status == VMS_STATUS_OK) {
@@ -1229,20 +1282,63 @@ static int run_later(struct bridge_vm *vm, const struct bridge_request *r)
     return 1;
 }
 
+int bridge_op_read_only(enum vms_op op)
+{
+    return op == VMS_OP_LIST || op == VMS_OP_HOSTINFO;
+}
+
+/*
+ * Journal @r running — and, for a save that starts at once (no Prepare), the requests pending
+ * inside its state — in one transaction, then make it durable with the accepts deferred before
+ * it (one fsync), then send the Reply the VM owes. Returns 1 if the pending requests were
+ * recorded, 0 if not, -1 if nothing may start (the journal failed; @r stays accepted).
+ */
+static int journal_start(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct bridge_db *db = &vm->br->db;
+    int record = r->op == VMS_OP_SAVE && !bridge_prepare_wanted(vm);
+    int rc = -1;
+
+    bridge_db_relaxed_begin(db);
+    if (bridge_db_begin(db) < 0)
+        goto out;
+    if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0 ||
+        (record && bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0) ||
+        bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        goto out;
+    }
+    bridge_db_defer(db);
+    rc = record;
+out:
+    bridge_db_relaxed_end(db);
+    if (rc >= 0 && bridge_db_barrier(db) < 0) {
+        /* not on the disk: the hypervisor must not start it */
+        bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_ACCEPTED, 0, "");
+        rc = -1;
+    }
+    if (rc >= 0)
+        bridge_guest_settle(vm); /* nothing deferred is left: no second fsync */
+    return rc;
+}
+
 /* Start @r (status running, durable). Returns 1 if it completed synchronously, 0 if started. */
-static int run_request(struct bridge_vm *vm, struct bridge_request *r)
+static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
 {
     const struct bridge_backend_ops *ops = vm->ops;
     struct bridge_db *db = &vm->br->db;
     char job[VMS_STR_MAX + 1];
-    int rc = -1;
+    int rc = -1, recorded = 0;
 
-    if (bridge_db_request_set_status(db, vmname(vm), r->id, BRIDGE_REQ_RUNNING, 0, "") < 0)
+    /* a read-only request stays "accepted" while it runs: after a restart it is queued and
+     * run again, which is what "running" would get it too, without a write */
+    if (!bridge_op_read_only(r->op) && (recorded = journal_start(vm, r)) < 0)
         return run_later(vm, r);
     vm->busy = 1;
+    vm->running_op = r->op;
     memcpy(vm->running, r->id, sizeof(vm->running));
-    vms_info(vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op), r->state_id[0] ? " " : "",
-             r->state_id);
+    vms_log(BRIDGE_OP_LOG_LEVEL(r->op), vmname(vm), r->id, "running %s%s%s", vms_op_name(r->op),
+            r->state_id[0] ? " " : "", r->state_id);
     job_id_for(r, job, sizeof(job));
     switch (r->op) {
     case VMS_OP_LIST: {
@@ -1257,7 +1353,7 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
     case VMS_OP_SAVE:
         if (bridge_prepare_start(vm, r))
             return 0; /* the guest prepares; bridge_vm_save_go() starts the snapshot */
-        if (bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0)
+        if (!recorded && bridge_db_state_pending_record(db, vmname(vm), r->state_id) < 0)
             break;
         rc = ops->save(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
@@ -1287,6 +1383,18 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
                   : ops->delete)(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_HOSTINFO:
+        if (vm->mem_known_at > 0 && bridge_now() - vm->mem_known_at < BRIDGE_MEM_KNOWN_SECONDS) {
+            /* answered from what the bridge knows: no hypervisor round trip */
+            struct vms_msg ev;
+            bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
+            bridge_hostinfo_fill(vm, r, &vm->mem_known, &ev);
+            bridge_db_relaxed_begin(db);
+            rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
+            bridge_db_relaxed_end(db);
+            vms_msg_clear(&ev);
+            finish_running(vm);
+            return rc < 0 ? run_later(vm, r) : 1;
+        }
         rc = ops->query_memory(vm->backend, on_backend_done, vm);
         break;
     case VMS_OP_SET_MEMORY:
@@ -1308,6 +1416,22 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
         return 1;
     }
     return 0;
+}
+
+/*
+ * run_request_now(); a list's completion (it completes here) without an fsync: lost with the
+ * host's power, the guest asks again. (A hostinfo's is in on_backend_done().)
+ */
+static int run_request(struct bridge_vm *vm, struct bridge_request *r)
+{
+    int rc, relaxed = r->op == VMS_OP_LIST;
+
+    if (relaxed)
+        bridge_db_relaxed_begin(&vm->br->db);
+    rc = run_request_now(vm, r);
+    if (relaxed)
+        bridge_db_relaxed_end(&vm->br->db);
+    return rc;
 }
 
 void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char *message)
@@ -1405,7 +1529,7 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
     static char ids[VMS_STATES_MAX][VMS_STR_MAX + 1];
     static char statuses[VMS_STATES_MAX][8];
     char running_state[VMS_STR_MAX + 1] = "";
-    int n, lost = 0, back = 0, foreign = 0;
+    int n, lost = 0, back = 0, foreign = 0, tx = 0;
 
     vm->reconciling = 0;
     if (res->status != VMS_STATUS_OK) {
@@ -1421,8 +1545,15 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
         }
     }
     n = bridge_db_state_ids(db, vmname(vm), ids, statuses, VMS_STATES_MAX);
-    if (n < 0 || bridge_db_begin(db) < 0)
+    if (n < 0)
         return;
+/* the transaction starts with the first change: most lists change nothing, and cost no commit */
+#define RECONCILE_TX()                                                                             \
+    do {                                                                                           \
+        if (!tx && bridge_db_begin(db) < 0)                                                        \
+            return;                                                                                \
+        tx = 1;                                                                                    \
+    } while (0)
     for (int i = 0; i < n; i++) {
         int held = 0;
         for (unsigned k = 0; k < res->n_snapshots && !held; k++)
@@ -1434,10 +1565,12 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
                      "state %s is lost: the hypervisor no longer holds it (deleted outside "
                      "vmstate?)",
                      ids[i]);
+            RECONCILE_TX();
             bridge_db_state_set(db, vmname(vm), ids[i], NULL, "lost");
             lost++;
         } else if (held && !strcmp(statuses[i], "lost")) {
             vms_info(vmname(vm), NULL, "state %s is back in the hypervisor", ids[i]);
+            RECONCILE_TX();
             bridge_db_state_set(db, vmname(vm), ids[i], NULL, "ok");
             back++;
         }
@@ -1456,6 +1589,7 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
         snprintf(s.id, sizeof(s.id), "%s", name);
         snprintf(s.label, sizeof(s.label), "%s", FOREIGN_LABEL);
         s.created = (int64_t)time(NULL);
+        RECONCILE_TX();
         if (bridge_db_state_insert(db, vmname(vm), &s, "") == 0 &&
             bridge_db_state_set(db, vmname(vm), s.id, NULL, "foreign") >= 0) {
             vms_warn(vmname(vm), NULL,
@@ -1465,7 +1599,8 @@ static void on_snapshot_list(void *opaque, const struct bridge_backend_result *r
             foreign++;
         }
     }
-    if (bridge_db_commit(db) < 0) {
+#undef RECONCILE_TX
+    if (tx && bridge_db_commit(db) < 0) {
         bridge_db_rollback(db);
         return;
     }
@@ -1480,8 +1615,10 @@ void bridge_vm_reconcile(struct bridge_vm *vm)
 
     if (vm->reconciling || !vm->backend || !ops->list_snapshots || !ops->is_ready(vm->backend))
         return;
-    if (ops->list_snapshots(vm->backend, on_snapshot_list, vm) == 0)
+    if (ops->list_snapshots(vm->backend, on_snapshot_list, vm) == 0) {
         vm->reconciling = 1;
+        vm->reconciled_at = bridge_now();
+    }
 }
 
 /* ---- backend hooks ---- */
@@ -1489,6 +1626,7 @@ void bridge_vm_reconcile(struct bridge_vm *vm)
 static void on_backend_ready(void *opaque)
 {
     struct bridge_vm *vm = opaque;
+    mem_forget(vm); /* perhaps another QEMU */
     ports_from_backend(vm);
     vm->reconciling = 0; /* a list asked on the previous connection is gone with it */
     bridge_vm_reconcile(vm);
@@ -1500,6 +1638,7 @@ static void on_backend_ready(void *opaque)
 static void on_backend_event(void *opaque, const char *name)
 {
     struct bridge_vm *vm = opaque;
+    mem_forget(vm); /* BALLOON_CHANGE, a virtio-mem resize, a stop... */
     bridge_ioe_event(vm->ioe, name);
     bridge_clock_on_event(vm, name); /* RESUME: the guest's clock (prepare.c) */
 }
@@ -1516,6 +1655,7 @@ static void on_backend_lost(void *opaque)
 {
     struct bridge_vm *vm = opaque;
     vms_warn(vmname(vm), NULL, "hypervisor connection lost; requests wait for it");
+    mem_forget(vm);
     bridge_ioe_lost(vm->ioe);
 }
 
@@ -1569,6 +1709,7 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
 
 void bridge_vm_free(struct bridge_vm *vm)
 {
+    bridge_guest_forget(vm); /* a verification on its way, held messages */
     if (vm->fu) {
         vms_msg_clear(&vm->fu->out);
         bridge_request_clear(&vm->fu->r);
@@ -1695,6 +1836,8 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
     }
     if (vm->backend)
         vm->ops->tick(vm->backend, now);
+    if (vm->n_owed && now >= vm->journal_retry_at)
+        bridge_guest_settle(vm); /* the journal could not sync: again */
     if (vm->journal_retry_at && now >= vm->journal_retry_at) {
         /* space may be back: journal the kept completion, or start the queue again */
         vm->journal_retry_at = 0;
