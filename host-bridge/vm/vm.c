@@ -142,6 +142,10 @@ static int port_attach(struct bridge_vm *vm, struct bridge_port *p, int fd, brid
     }
     p->backoff_ms = vm->br->cfg->reconnect_min_ms;
     p->conn_gen++;
+    if (p->bounced && p == &vm->a && vm->b.ch.fd >= 0 && !vm->restoring)
+        /* what the guest wrote before the bounce is gone, and a quick bounce (we dial) can
+         * pass unseen: Clock (connect) on B has a helper say Hello again */
+        bridge_clock_port_connected(vm);
     p->bounced = 0;
     /* stale: a guest that writes (a helper answers port B's Clock with a Hello) shows the
      * port works before this; only a silent port is bounced */

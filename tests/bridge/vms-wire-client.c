@@ -58,7 +58,8 @@ static struct vms_dedup delivered;
 static uint64_t epoch;
 static uint64_t hello_nonce;
 static int auto_ack = 1;
-static int a_down; /* port A's host side was seen closed */
+static int a_down;     /* port A's host side was seen closed */
+static int b_open = 1; /* port B's host side is there */
 
 static int find_port(const char *want, char *dev, size_t len)
 {
@@ -161,6 +162,12 @@ static void on_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
         }
         break;
     }
+    case VMS_MSG_CLOCK:
+        printf("OTHER type=%s\n", vms_msg_type_name(m->type));
+        /* a bridge (re)connected, or bounced port A: Hello again, as the helper does */
+        if (!strcmp(m->reason, "connect") && b_open)
+            send_hello();
+        break;
     default:
         printf("OTHER type=%s\n", vms_msg_type_name(m->type));
         break;
@@ -400,7 +407,7 @@ int main(int argc, char **argv)
     char dev_a[300] = "", dev_b[300] = "", linebuf[4096];
     const char *fifo = NULL;
     size_t line_len = 0;
-    int opt, in_fd = 0, fd, b_open = 1;
+    int opt, in_fd = 0, fd;
     struct timespec b_retry = {0, 0};
 
     while ((opt = getopt(argc, argv, "i:a:b:")) != -1) {
