@@ -84,6 +84,20 @@ struct bridge_port {
     double retry_at;
     unsigned backoff_ms;
     pid_t reader; /* port A with privsep: the reader process, 0 if none */
+    /*
+     * QEMU may have missed this port's last hang-up: virtio-serial drops a chardev's
+     * CLOSED event while the VM is stopped, so the port stays "host connected"; guest
+     * writes then fail on the dead chardev and throttle it for good, and a new connection
+     * does not unthrottle it. Set for port A at start (a previous bridge may have gone
+     * while the VM was paused); the next connection is closed once the VM runs
+     * (a bounce: QEMU then resets the port), and QEMU dials again.
+     */
+    int stale;
+    int bounced;        /* closed by a bounce, not connected again yet */
+    int stale_query;    /* a run-state query for the bounce is on its way */
+    unsigned conn_gen;  /* counts connections: an answer for an older one is dropped */
+    unsigned stale_gen; /* the connection that query is about */
+    double stale_next;  /* when to ask the run state (again) */
 };
 
 struct bridge_vm {

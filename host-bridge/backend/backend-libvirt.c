@@ -476,19 +476,41 @@ static void do_disk_errors(struct bridge_backend *b, struct lv_job *j)
     j->res.status = VMS_STATUS_OK;
 }
 
+/* The domain's id now, -1 when inactive or gone: each QEMU start gets a new one (the
+ * virDomainPtr we hold keeps the id it was looked up with). */
+static int current_id(struct bridge_backend *b)
+{
+    unsigned char uuid[VIR_UUID_BUFLEN];
+    virDomainPtr d;
+    int id = -1;
+
+    if (!b->dom || virDomainGetUUID(b->dom, uuid) < 0)
+        return -1;
+    d = virDomainLookupByUUID(b->conn, uuid);
+    if (d) {
+        unsigned int v = virDomainGetID(d);
+        id = v == (unsigned int)-1 ? -1 : (int)v;
+        virDomainFree(d);
+    }
+    return id;
+}
+
 /*
  * A snapshot call that failed because QEMU went away under it (invariant 4): aborted. The
  * call can fail on the dead monitor before libvirt has noticed the process is gone: give
- * it a moment when the error came from the monitor.
+ * it a moment when the error came from the monitor. @id0: the domain's id when the call
+ * began (-1: not known): libvirt may return the error only once the domain runs again, in
+ * a new QEMU with a new id (seen: 2 s after the kill, the domain restarted meanwhile).
  */
-static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j)
+static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j, int id0)
 {
     int tries = strstr(j->res.message, "monitor") ? 20 : 1;
 
     if (j->res.status != VMS_STATUS_ERR_BACKEND || j->conn_lost || !b->dom)
         return;
     for (int i = 0; i < tries; i++) {
-        if (virDomainIsActive(b->dom) == 0) {
+        int id = current_id(b);
+        if (virDomainIsActive(b->dom) == 0 || (id0 >= 0 && id != id0)) {
             j->res.status = VMS_STATUS_ERR_ABORTED;
             snprintf(j->res.message, sizeof(j->res.message), "the VM stopped during the operation");
             return;
@@ -510,13 +532,15 @@ static void do_job(struct bridge_backend *b, struct lv_job *j)
     case LV_CONNECT:
         do_connect(b, j);
         break;
-    case LV_SAVE:
+    case LV_SAVE: {
+        int id0 = current_id(b);
         do_save(b, j);
-        judge_vm_gone(b, j);
+        judge_vm_gone(b, j, id0);
         break;
+    }
     case LV_RESTORE:
-        do_restore(b, j);
-        judge_vm_gone(b, j);
+        do_restore(b, j); /* a revert starts a new QEMU: its id changes anyway */
+        judge_vm_gone(b, j, -1);
         break;
     case LV_RESUME_RESTORED:
     case LV_CONT:

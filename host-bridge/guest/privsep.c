@@ -99,6 +99,11 @@ int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)
     }
     if (child == 0) {
         char level[16], ppid[32], strict[4];
+        sigset_t none;
+        /* the bridge blocks SIGTERM for its signalfd and execve keeps the mask: unblocked,
+         * or port_close()'s SIGTERM never ends the reader and QEMU's connection stays open */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         /* move the two fds above the ones we want, then into place; close the rest */
         int in = fcntl(fd, F_DUPFD, 10), out = fcntl(sp[1], F_DUPFD, 10);
         if (in < 0 || out < 0 || dup2(in, READER_IN_FD) < 0 || dup2(out, READER_OUT_FD) < 0)

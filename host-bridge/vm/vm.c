@@ -29,6 +29,7 @@
 
 #define PORT_READ_BUDGET     (64u * 1024u)
 #define PENDING_IN_STATE_MAX 1024
+#define STALE_GRACE_S        1.0 /* a stale port A silent this long is bounced */
 
 static const char *vmname(const struct bridge_vm *vm)
 {
@@ -84,6 +85,8 @@ static void port_a_io(struct bridge_watch *w, uint32_t revents)
     if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         return;
     rc = vms_channel_read(&vm->a.ch, PORT_READ_BUDGET, bridge_guest_input, vm);
+    if (rc > 0)
+        vm->a.stale = 0; /* bytes from the guest: QEMU's port is not stuck */
     if (rc <= 0)
         port_close(vm, &vm->a, rc == 0 ? "QEMU closed the socket" : strerror(errno));
     if (vm->b.ch.fd >= 0)
@@ -138,7 +141,71 @@ static int port_attach(struct bridge_vm *vm, struct bridge_port *p, int fd, brid
         return -1;
     }
     p->backoff_ms = vm->br->cfg->reconnect_min_ms;
+    p->conn_gen++;
+    if (p->bounced && p == &vm->a && vm->b.ch.fd >= 0 && !vm->restoring)
+        /* what the guest wrote before the bounce is gone, and a quick bounce (we dial) can
+         * pass unseen: Clock (connect) on B has a helper say Hello again */
+        bridge_clock_port_connected(vm);
+    p->bounced = 0;
+    /* stale: a guest that writes (a helper answers port B's Clock with a Hello) shows the
+     * port works before this; only a silent port is bounced */
+    p->stale_next = vm->now + STALE_GRACE_S;
     return 0;
+}
+
+/* ---- a port QEMU may hold stale (struct bridge_port.stale) ---- */
+
+static void port_bounce(struct bridge_vm *vm, struct bridge_port *p)
+{
+    p->stale = 0;
+    vms_info(vmname(vm), NULL,
+             "%s: closing the new connection once: QEMU may hold the port from before it "
+             "(a hang-up while the VM was stopped is lost to virtio-serial); it dials again",
+             p->ch.name);
+    port_close(vm, p, "bounced (the VM is running: QEMU resets the port)");
+    p->bounced = 1;
+    if (!vm->cfg->ports_listen)
+        p->retry_at = vm->now; /* we dial: again at once */
+}
+
+static void on_stale_status(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_vm *vm = opaque;
+    struct bridge_port *p = &vm->a;
+
+    p->stale_query = 0;
+    if (!p->stale || p->ch.fd < 0 || p->stale_gen != p->conn_gen || vm->busy || vm->restoring)
+        return;
+    if (r->status != VMS_STATUS_OK || strcmp(r->run_status, "running")) {
+        /* stopped, QEMU would lose this hang-up too: once it runs */
+        p->stale_next = vm->now + 0.5;
+        return;
+    }
+    port_bounce(vm, p);
+}
+
+/* Port A connected, maybe stale and silent so far: bounce it when the VM runs and nothing of
+ * ours can stop it meanwhile (a save pauses the VM). A bounce drops what the guest has in
+ * flight on the port: the helper sends its Hello and pending requests again. */
+static void stale_tick(struct bridge_vm *vm, double now)
+{
+    struct bridge_port *p = &vm->a;
+    const struct bridge_backend_ops *ops = vm->ops;
+
+    if (!p->stale || p->ch.fd < 0 || now < p->stale_next)
+        return;
+    p->stale_query = 0; /* an answer not back in time: ask again */
+    p->stale_next = now + 0.5;
+    if (vm->busy || vm->restoring || !vm->backend || !ops->query_status ||
+        !ops->is_ready(vm->backend))
+        return;
+    p->stale_query = 1;
+    p->stale_gen = p->conn_gen;
+    p->stale_next = now + 2.0;
+    if (ops->query_status(vm->backend, on_stale_status, vm) < 0) {
+        p->stale_query = 0;
+        p->stale_next = now + 0.5;
+    }
 }
 
 static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watch_fn fn)
@@ -1639,6 +1706,11 @@ static void on_backend_event(void *opaque, const char *name)
 {
     struct bridge_vm *vm = opaque;
     mem_forget(vm); /* BALLOON_CHANGE, a virtio-mem resize, a stop... */
+    /* stopped before QEMU saw the bounce's hang-up: it may have lost it */
+    if (!strcmp(name, "STOP") && vm->a.bounced && vm->a.ch.fd < 0)
+        vm->a.stale = 1;
+    else if (!strcmp(name, "GONE")) /* QEMU ended: the next one starts with fresh ports */
+        vm->a.stale = 0;
     bridge_ioe_event(vm->ioe, name);
     bridge_clock_on_event(vm, name); /* RESUME: the guest's clock (prepare.c) */
 }
@@ -1697,6 +1769,9 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
     snprintf(vm->a.path, sizeof(vm->a.path), "%s", cfg->port_a);
     snprintf(vm->b.path, sizeof(vm->b.path), "%s", cfg->port_b);
     vm->a.backoff_ms = vm->b.backoff_ms = br->cfg->reconnect_min_ms;
+    /* a previous bridge may have gone while the VM was stopped (port B only carries
+     * host->guest bytes: a stale "connected" there does no harm) */
+    vm->a.stale = 1;
     bridge_watch_init(&vm->a.watch, port_io, &vm->a);
     bridge_watch_init(&vm->b.watch, port_io, &vm->b);
     bridge_watch_init(&vm->a.listen, port_io, vm);
@@ -1820,6 +1895,7 @@ static void ports_listen_tick(struct bridge_vm *vm, double now)
 void bridge_vm_tick(struct bridge_vm *vm, double now)
 {
     vm->now = now;
+    stale_tick(vm, now);
     if (vm->cfg->ports_listen) {
         ports_listen_tick(vm, now);
     } else {

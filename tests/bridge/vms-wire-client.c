@@ -58,6 +58,8 @@ static struct vms_dedup delivered;
 static uint64_t epoch;
 static uint64_t hello_nonce;
 static int auto_ack = 1;
+static int a_down;     /* port A's host side was seen closed */
+static int b_open = 1; /* port B's host side is there */
 
 static int find_port(const char *want, char *dev, size_t len)
 {
@@ -160,6 +162,12 @@ static void on_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
         }
         break;
     }
+    case VMS_MSG_CLOCK:
+        printf("OTHER type=%s\n", vms_msg_type_name(m->type));
+        /* a bridge (re)connected, or bounced port A: Hello again, as the helper does */
+        if (!strcmp(m->reason, "connect") && b_open)
+            send_hello();
+        break;
     default:
         printf("OTHER type=%s\n", vms_msg_type_name(m->type));
         break;
@@ -399,7 +407,7 @@ int main(int argc, char **argv)
     char dev_a[300] = "", dev_b[300] = "", linebuf[4096];
     const char *fifo = NULL;
     size_t line_len = 0;
-    int opt, in_fd = 0, fd, b_open = 1;
+    int opt, in_fd = 0, fd;
     struct timespec b_retry = {0, 0};
 
     while ((opt = getopt(argc, argv, "i:a:b:")) != -1) {
@@ -466,8 +474,8 @@ int main(int argc, char **argv)
 
         clock_gettime(CLOCK_MONOTONIC, &now);
         p[np++] = (struct pollfd){.fd = in_fd, .events = POLLIN};
-        p[np++] = (struct pollfd){.fd = port_a.fd,
-                                  .events = vms_channel_wants_write(&port_a) ? POLLOUT : 0};
+        p[np++] = (struct pollfd){
+            .fd = port_a.fd, .events = vms_channel_wants_write(&port_a) || a_down ? POLLOUT : 0};
         if (b_open || now.tv_sec > b_retry.tv_sec ||
             (now.tv_sec == b_retry.tv_sec && now.tv_nsec >= b_retry.tv_nsec)) {
             ib = np;
@@ -475,8 +483,16 @@ int main(int argc, char **argv)
         }
         if (poll(p, (nfds_t)np, 200) < 0 && errno != EINTR)
             return 1;
-        if (p[1].revents & (POLLHUP | POLLERR))
+        if (p[1].revents & (POLLHUP | POLLERR)) {
+            a_down = 1;
             usleep(100000); /* host side of port A closed: poll() would not wait */
+        } else if (a_down && (p[1].revents & POLLOUT)) {
+            /* what we wrote before the host side of port A went away may be lost (a
+             * bridge that bounced the connection): say Hello again, as the helper does */
+            a_down = 0;
+            printf("HOST A up\n");
+            send_hello();
+        }
         if (p[0].revents & POLLIN) {
             ssize_t n = read(in_fd, linebuf + line_len, sizeof(linebuf) - 1 - line_len);
             if (n <= 0 && !fifo)

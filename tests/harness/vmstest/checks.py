@@ -30,6 +30,10 @@ class Results:
         if numbers and self.numbers:
             print("numbers: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in self.numbers.items()))
+        # the failed checks again, last: a CI log cut above (a bridge log tail printed after
+        # the FAIL lines) still names them
+        for what in self.failures:
+            print(f"failed: {what[:200]}")
         print(f"{len(self.passed)} passed, {len(self.failures)} failed{' ' + suffix if suffix else ''}")
         return 1 if self.failures else 0
 

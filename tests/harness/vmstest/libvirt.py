@@ -123,6 +123,9 @@ class LibvirtVM(VM):
         cmdline = f"{img['append']} vmstate.ports={3 if self.ports else 1} {self.append}".strip()
         args = ["-chardev", f"socket,id=qmptest,path={self.qmp_test_sock},server=on,wait=off",
                 "-mon", "chardev=qmptest,mode=control", *extra]
+        # VMSTEST_QEMU_TRACE=ev1,ev2*: QEMU trace events into the domain's log (debugging)
+        for ev in filter(None, os.environ.get("VMSTEST_QEMU_TRACE", "").split(",")):
+            args += ["-trace", ev]
         q = quoteattr
         return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{self.domain}</name>
