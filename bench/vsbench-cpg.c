@@ -39,8 +39,8 @@ static double now_s(clockid_t clk)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t nodeid,
-                       uint32_t pid, void *msg, size_t len)
+static void on_deliver(cpg_handle_t h, const struct cpg_name *group, uint32_t nodeid, uint32_t pid,
+                       void *msg, size_t len)
 {
     (void)h;
     (void)group;
@@ -80,12 +80,10 @@ static char *config_text(int n)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"send", required_argument, NULL, 's'},
-                                         {"expect", required_argument, NULL, 'e'},
-                                         {"vms", required_argument, NULL, 'v'},
-                                         {"raw", no_argument, NULL, 'r'},
-                                         {"group", required_argument, NULL, 'g'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"send", required_argument, NULL, 's'},  {"expect", required_argument, NULL, 'e'},
+        {"vms", required_argument, NULL, 'v'},   {"raw", no_argument, NULL, 'r'},
+        {"group", required_argument, NULL, 'g'}, {NULL, 0, NULL, 0}};
     cpg_model_v1_data_t model = {.model = CPG_MODEL_V1, .cpg_deliver_fn = on_deliver};
     struct bridge_config cfg;
     struct cpg_name name;
@@ -131,7 +129,8 @@ int main(int argc, char **argv)
     memset(&name, 0, sizeof(name));
     name.length = (uint32_t)strlen(group);
     memcpy(name.value, group, name.length);
-    if (cpg_join(h, &name) != CS_OK || cpg_fd_get(h, &fd) != CS_OK || cpg_local_get(h, &me) != CS_OK)
+    if (cpg_join(h, &name) != CS_OK || cpg_fd_get(h, &fd) != CS_OK ||
+        cpg_local_get(h, &me) != CS_OK)
         return 1;
     /* the other instances join first (the script starts them earlier): a moment for the
      * membership to settle before the first message */
