@@ -177,6 +177,10 @@ static const char *const migrations[] = {
     "CREATE TABLE clones (vm TEXT PRIMARY KEY, source TEXT NOT NULL, grp TEXT NOT NULL,"
     "  source_group TEXT NOT NULL, run_dir TEXT NOT NULL, qemu_args TEXT NOT NULL,"
     "  macs TEXT NOT NULL, created INTEGER NOT NULL);",
+    /* issue 18: the events still owed to a guest, indexed apart (partial index): resending
+     * them, superseding them and recording what a save leaves pending read only those,
+     * not every event the VM ever had (a save cost 5 ms at 5,000 journaled requests) */
+    "CREATE INDEX events_pending ON events(vm, epoch, seq) WHERE acked = 0 AND superseded = 0;",
 };
 
 static const char *const status_names[] = {"accepted", "running", "done", "refused"};
@@ -634,7 +638,9 @@ int bridge_db_vm_new_epoch(struct bridge_db *db, const char *vm, uint64_t *epoch
     bind_text(st, 1, vm);
     if (step_done(db, vm, st, "new epoch") < 0)
         return -1;
-    st = prep(db, vm, "UPDATE events SET superseded = 1 WHERE vm = ? AND epoch <= ? AND acked = 0");
+    st = prep(db, vm,
+              "UPDATE events SET superseded = 1 WHERE vm = ? AND epoch <= ? AND acked = 0 "
+              "AND superseded = 0");
     if (!st)
         return -1;
     bind_text(st, 1, vm);
@@ -1070,13 +1076,16 @@ int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m
 
 int bridge_db_state_pending_record(struct bridge_db *db, const char *vm, const char *state_id)
 {
-    sqlite3_stmt *st = prep(
-        db, vm,
-        "INSERT OR IGNORE INTO state_pending(vm, state_id, request_id) "
-        "SELECT ?1, ?2, id FROM requests r WHERE r.vm = ?1 AND (r.status IN "
-        "('accepted','running') OR (r.status IN ('done','refused') AND EXISTS (SELECT 1 FROM "
-        "events e WHERE e.vm = ?1 AND e.request_id = r.id AND e.acked = 0 AND e.superseded = 0 "
-        "AND e.epoch = (SELECT epoch FROM vms WHERE name = ?1))))");
+    sqlite3_stmt *st =
+        prep(db, vm,
+             /* two indexed halves (requests_status, events_pending), not one OR that walks every
+              * request of the VM */
+             "INSERT OR IGNORE INTO state_pending(vm, state_id, request_id) "
+             "SELECT ?1, ?2, id FROM requests WHERE vm = ?1 AND status IN ('accepted','running') "
+             "UNION SELECT ?1, ?2, e.request_id FROM events e WHERE e.vm = ?1 AND e.acked = 0 AND "
+             "e.superseded = 0 AND e.epoch = (SELECT epoch FROM vms WHERE name = ?1) AND EXISTS "
+             "(SELECT 1 FROM requests r WHERE r.vm = ?1 AND r.id = e.request_id AND r.status IN "
+             "('done','refused'))");
     if (!st)
         return -1;
     bind_text(st, 1, vm);
