@@ -215,6 +215,8 @@ int main(int argc, char **argv)
     if (sfd < 0 || bridge_watch_add(&br.loop, &sigw, sfd, EPOLLIN) < 0)
         goto out;
     /* after the signal mask: its threads take no signal */
+    if (bridge_db_checkpointer_start(&br.db) < 0)
+        vms_warn(NULL, NULL, "database: WAL checkpoints stay on the event loop (no thread)");
     br.verifier = bridge_verifier_new(0, bridge_guest_verified);
     bridge_watch_init(&verifyw, on_verified, &br);
     if (!br.verifier ||

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,8 +553,128 @@ fail:
     return -1;
 }
 
+/* ---- checkpoints off the loop ---- */
+
+struct bridge_db_checkpointer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    sqlite3 *h; /* the thread's own connection */
+    int wanted, stop;
+    unsigned long done; /* checkpoints run (under lock) */
+};
+
+static void *checkpointer_main(void *arg)
+{
+    struct bridge_db_checkpointer *c = arg;
+
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->wanted && !c->stop)
+            pthread_cond_wait(&c->wake, &c->lock);
+        if (!c->wanted && c->stop)
+            break;
+        c->wanted = 0;
+        pthread_mutex_unlock(&c->lock);
+        /* PASSIVE: copies what no reader needs, never waits for the writer; a failure (busy,
+         * disk full) leaves the frames in the WAL for the next one: nothing is lost */
+        sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&c->lock);
+        c->done++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* sqlite3_wal_hook: after each commit, with the WAL's size in pages */
+static int on_wal_commit(void *arg, sqlite3 *h, const char *schema, int pages)
+{
+    struct bridge_db_checkpointer *c = arg;
+
+    (void)h;
+    (void)schema;
+    if (pages < BRIDGE_DB_CHECKPOINT_PAGES)
+        return SQLITE_OK;
+    pthread_mutex_lock(&c->lock);
+    c->wanted = 1;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    return SQLITE_OK;
+}
+
+int bridge_db_checkpointer_start(struct bridge_db *db)
+{
+    struct bridge_db_checkpointer *c;
+    const char *file;
+
+    if (!db->h || db->ckpt)
+        return -1;
+    file = sqlite3_db_filename(db->h, "main");
+    if (!file || !file[0])
+        return -1; /* in memory: no WAL */
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return -1;
+    if (sqlite3_open_v2(file, &c->h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(c->h, BRIDGE_DB_BUSY_MS);
+    /* a connection learns the file is in WAL mode when it first reads it; a checkpoint
+     * before that does nothing */
+    if (sqlite3_exec(c->h, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0) {
+        pthread_cond_destroy(&c->wake);
+        pthread_mutex_destroy(&c->lock);
+        goto fail;
+    }
+    db->ckpt = c;
+    /* replaces SQLite's automatic checkpoint, which is itself a WAL hook */
+    sqlite3_wal_hook(db->h, on_wal_commit, c);
+    return 0;
+fail:
+    if (c->h)
+        sqlite3_close(c->h);
+    free(c);
+    return -1;
+}
+
+unsigned long bridge_db_checkpoints_done(const struct bridge_db *db)
+{
+    unsigned long n = 0;
+
+    if (db->ckpt) {
+        pthread_mutex_lock(&db->ckpt->lock);
+        n = db->ckpt->done;
+        pthread_mutex_unlock(&db->ckpt->lock);
+    }
+    return n;
+}
+
+static void checkpointer_stop(struct bridge_db *db)
+{
+    struct bridge_db_checkpointer *c = db->ckpt;
+
+    if (!c)
+        return;
+    sqlite3_wal_hook(db->h, NULL, NULL);
+    pthread_mutex_lock(&c->lock);
+    c->wanted = 1; /* a last one: the WAL left behind is small */
+    c->stop = 1;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL);
+    sqlite3_close(c->h);
+    pthread_cond_destroy(&c->wake);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+    db->ckpt = NULL;
+}
+
 void bridge_db_close(struct bridge_db *db)
 {
+    checkpointer_stop(db);
     stmts_finalize(db);
     if (db->h)
         sqlite3_close(db->h);

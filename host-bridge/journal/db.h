@@ -42,6 +42,8 @@ enum bridge_req_status {
 };
 
 #define BRIDGE_DB_STMT_CACHE 64
+/* WAL pages after which a commit asks for a checkpoint (SQLite's own default) */
+#define BRIDGE_DB_CHECKPOINT_PAGES 1000
 
 struct bridge_db {
     int last_failure_full; /* the last failed statement failed for lack of space */
@@ -58,8 +60,9 @@ struct bridge_db {
         sqlite3_stmt *st;
     } stmts[BRIDGE_DB_STMT_CACHE];
     unsigned n_stmts;
-    unsigned relaxed; /* depth of bridge_db_relaxed_begin() scopes */
-    int deferred;     /* relaxed commits wait for bridge_db_barrier() */
+    unsigned relaxed;                    /* depth of bridge_db_relaxed_begin() scopes */
+    int deferred;                        /* relaxed commits wait for bridge_db_barrier() */
+    struct bridge_db_checkpointer *ckpt; /* WAL checkpoints off the loop (NULL: SQLite's own) */
 };
 
 /* One journaled request. app_data is heap-owned: bridge_request_clear(). */
@@ -95,6 +98,20 @@ void bridge_request_clear(struct bridge_request *r);
  */
 int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t errlen);
 void bridge_db_close(struct bridge_db *db);
+
+/*
+ * Move WAL checkpoints off the caller's thread (the daemon's event loop). SQLite's
+ * automatic checkpoint runs inside the commit that crosses BRIDGE_DB_CHECKPOINT_PAGES:
+ * copying ~4 MiB into the database file and fsyncing it, on the loop, stalling every VM.
+ * Instead the commit's WAL hook wakes a thread that runs a PASSIVE checkpoint on a second
+ * connection to the same file (it never blocks the loop's writer; frames a reader still
+ * needs wait for the next one). Call after the process's signal mask is set (the thread
+ * inherits it). Returns 0, or -1 with SQLite's automatic checkpoint left in place.
+ * bridge_db_close() stops the thread (after a last checkpoint).
+ */
+int bridge_db_checkpointer_start(struct bridge_db *db);
+/* Checkpoints the thread has run (tests, logs). */
+unsigned long bridge_db_checkpoints_done(const struct bridge_db *db);
 int bridge_db_schema_version(struct bridge_db *db);
 
 /* The schema version this bridge writes (the number of migrations it knows). */
