@@ -246,8 +246,10 @@ def check_clocks(t, clocks):
               f" ({c.get('guest_minus_host_ms', 0):+.1f} ms, carried {c.get('span_ms', 0):.0f} ms)"
               f" - agent's guest clock {hdiff:+.1f} ms (+-{t.before[n][1] * 1000:.0f}); "
               f"RTC - guest clock {diff:+.2f} s")
-        # ms, not the RTC's whole seconds: the port's delay plus the agent's own bound
-        check(abs(hdiff) < 20 + t.before[n][1] * 1000,
+        # tens of ms, not the RTC's whole seconds: the Ready's one-way delay (the helper's
+        # figure is early by it: ~1 ms idle, 30-40 ms seen on a loaded CI host), the clocks'
+        # rate difference over the carried span, and the agent's own bound
+        check(abs(hdiff) < 100 + t.before[n][1] * 1000,
               f"{n}: the helper's guest time at the stop is the guest's clock at T: {hdiff:+.1f} ms")
         # the RTC counts whole seconds from its own phase (up to 1 s behind), and it is not
         # stepped with the guest's clock after a resume: it lags by a fraction of a second
