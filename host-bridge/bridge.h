@@ -98,6 +98,12 @@ struct bridge_port {
     unsigned conn_gen;  /* counts connections: an answer for an older one is dropped */
     unsigned stale_gen; /* the connection that query is about */
     double stale_next;  /* when to ask the run state (again) */
+    /* After a bounce, port B's Clock (connect) asks the guest to Hello again on port A; it
+     * can reach the guest before QEMU has taken our new connection to port A, and the
+     * guest's bytes written meanwhile are dropped. Asked again, at growing intervals,
+     * until port A carries bytes. */
+    double prompt_next; /* 0: not asking */
+    unsigned prompts_left;
 };
 
 struct bridge_vm {

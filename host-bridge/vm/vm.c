@@ -30,6 +30,8 @@
 #define PORT_READ_BUDGET     (64u * 1024u)
 #define PENDING_IN_STATE_MAX 1024
 #define STALE_GRACE_S        1.0 /* a stale port A silent this long is bounced */
+#define PROMPT_FIRST_S       0.5 /* after a bounce, a silent port A is prompted again after */
+#define PROMPT_MAX           5   /* ... this many times, each interval twice the last */
 
 static const char *vmname(const struct bridge_vm *vm)
 {
@@ -85,8 +87,10 @@ static void port_a_io(struct bridge_watch *w, uint32_t revents)
     if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
         return;
     rc = vms_channel_read(&vm->a.ch, PORT_READ_BUDGET, bridge_guest_input, vm);
-    if (rc > 0)
+    if (rc > 0) {
         vm->a.stale = 0; /* bytes from the guest: QEMU's port is not stuck */
+        vm->a.prompt_next = 0;
+    }
     if (rc <= 0)
         port_close(vm, &vm->a, rc == 0 ? "QEMU closed the socket" : strerror(errno));
     if (vm->b.ch.fd >= 0)
@@ -142,10 +146,14 @@ static int port_attach(struct bridge_vm *vm, struct bridge_port *p, int fd, brid
     }
     p->backoff_ms = vm->br->cfg->reconnect_min_ms;
     p->conn_gen++;
-    if (p->bounced && p == &vm->a && vm->b.ch.fd >= 0 && !vm->restoring)
+    p->prompt_next = 0;
+    if (p->bounced && p == &vm->a && vm->b.ch.fd >= 0 && !vm->restoring) {
         /* what the guest wrote before the bounce is gone, and a quick bounce (we dial) can
          * pass unseen: Clock (connect) on B has a helper say Hello again */
         bridge_clock_port_connected(vm);
+        p->prompt_next = vm->now + PROMPT_FIRST_S;
+        p->prompts_left = PROMPT_MAX;
+    }
     p->bounced = 0;
     /* stale: a guest that writes (a helper answers port B's Clock with a Hello) shows the
      * port works before this; only a silent port is bounced */
@@ -206,6 +214,26 @@ static void stale_tick(struct bridge_vm *vm, double now)
         p->stale_query = 0;
         p->stale_next = now + 0.5;
     }
+}
+
+/* Port A bounced and connected again, silent since: the guest's Hello may have reached
+ * QEMU before QEMU took the connection (dropped); ask for it again (struct
+ * bridge_port.prompt_next). */
+static void prompt_tick(struct bridge_vm *vm, double now)
+{
+    struct bridge_port *p = &vm->a;
+
+    if (!p->prompt_next || now < p->prompt_next)
+        return;
+    if (!p->prompts_left || p->ch.fd < 0 || vm->b.ch.fd < 0 || vm->restoring) {
+        p->prompt_next = 0;
+        return;
+    }
+    p->prompts_left--;
+    p->prompt_next = now + (PROMPT_FIRST_S * (1u << (PROMPT_MAX - p->prompts_left)));
+    vms_debug(vmname(vm), NULL, "%s: silent since the bounce: asking for a Hello again",
+              p->ch.name);
+    bridge_clock_port_connected(vm);
 }
 
 static int port_connect(struct bridge_vm *vm, struct bridge_port *p, bridge_watch_fn fn)
@@ -1896,6 +1924,7 @@ void bridge_vm_tick(struct bridge_vm *vm, double now)
 {
     vm->now = now;
     stale_tick(vm, now);
+    prompt_tick(vm, now);
     if (vm->cfg->ports_listen) {
         ports_listen_tick(vm, now);
     } else {
