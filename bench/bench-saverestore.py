@@ -103,6 +103,9 @@ def run_config(a, mem, mode, rounds):
                 bl.log(vm.read_file("/tmp/saveloop.log").decode(errors="replace"))
                 raise
             events = vm.events
+            if a.workdir:  # the helper's log beside the bridge's (VSBENCH_HELPER_LOG=debug)
+                with open(os.path.join(wd, "helperd.log"), "wb") as f:
+                    f.write(vm.read_file("/tmp/helperd.log"))
     m = {c: [t for ch, t in marks.marks if ch == c] for c in "seRr"}
     # The bridge's job ids are its own; tell save from load by the order of STOP/RESUME-free
     # facts we know: jobs alternate save, load, save, load...

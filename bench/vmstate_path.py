@@ -26,8 +26,8 @@ allow_users = root
 max_listeners = 4096
 max_held = 256
 queue_max = 1024
-log_level = warning
 """
+HELPER_CONF += f"log_level = {os.environ.get('VSBENCH_HELPER_LOG', 'warning')}\n"
 
 VM_OPTIONS = {"max_states": 0, "max_pending": 0, "max_app_data_bytes": 0, "rate_requests": 0,
               "auth_fail_max": 0, "job_timeout": 600,

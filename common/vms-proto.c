@@ -117,6 +117,8 @@ static const struct msg_desc msg_table[VMS_MSG__COUNT] = {
     [VMS_MSG_PREPARE] = {"Prepare", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_TIMEOUT_MS)},
     [VMS_MSG_READY] = {"Ready", VMS_BIT(VMS_F_REQUEST_ID) | VMS_BIT(VMS_F_STATUS)},
     [VMS_MSG_NOTICE] = {"Notice", VMS_BIT(VMS_F_REASON) | VMS_BIT(VMS_F_MESSAGE)},
+    [VMS_MSG_TIME_PROBE] = {"TimeProbe", VMS_BIT(VMS_F_NONCE)},
+    [VMS_MSG_TIME] = {"Time", VMS_BIT(VMS_F_NONCE)}, /* time_ns absent: the host does not sync */
 };
 
 static const char *const op_names[VMS_OP__COUNT] = {
@@ -159,6 +161,7 @@ static const struct {
     {"hostinfo", VMS_CAP_HOSTINFO},
     {"clock", VMS_CAP_CLOCK},
     {"prepare", VMS_CAP_PREPARE},
+    {"time-probe", VMS_CAP_TIME_PROBE},
     /* clang-format on */
 };
 

@@ -38,17 +38,19 @@
 
 enum vms_msg_type {
     VMS_MSG_UNKNOWN = 0,
-    VMS_MSG_HELLO,    /* A: guest announces itself; starts every session */
-    VMS_MSG_WELCOME,  /* B: bridge answers a Hello: negotiated version, current epoch */
-    VMS_MSG_REQUEST,  /* A: an operation asked for by an app */
-    VMS_MSG_REPLY,    /* B: immediate accept (status 0) or refusal of a Request */
-    VMS_MSG_EVENT,    /* B: the completion of a request, acked by the guest */
-    VMS_MSG_ACK,      /* A: the guest delivered an Event */
-    VMS_MSG_TIMELINE, /* B: the guest now runs in a new timeline (after a restore) */
-    VMS_MSG_CLOCK,    /* B: the host's real time after the VM was paused (resume, save) */
-    VMS_MSG_PREPARE,  /* B: a save of this VM is about to start: run pre-save hooks */
-    VMS_MSG_READY,    /* A: answer to Prepare: go ahead (status 0) or inhibited (14) */
-    VMS_MSG_NOTICE,   /* B: host information for guest listeners, not acked (e.g. io-resumed) */
+    VMS_MSG_HELLO,      /* A: guest announces itself; starts every session */
+    VMS_MSG_WELCOME,    /* B: bridge answers a Hello: negotiated version, current epoch */
+    VMS_MSG_REQUEST,    /* A: an operation asked for by an app */
+    VMS_MSG_REPLY,      /* B: immediate accept (status 0) or refusal of a Request */
+    VMS_MSG_EVENT,      /* B: the completion of a request, acked by the guest */
+    VMS_MSG_ACK,        /* A: the guest delivered an Event */
+    VMS_MSG_TIMELINE,   /* B: the guest now runs in a new timeline (after a restore) */
+    VMS_MSG_CLOCK,      /* B: the host's real time after the VM was paused (resume, save) */
+    VMS_MSG_PREPARE,    /* B: a save of this VM is about to start: run pre-save hooks */
+    VMS_MSG_READY,      /* A: answer to Prepare: go ahead (status 0) or inhibited (14) */
+    VMS_MSG_NOTICE,     /* B: host information for guest listeners, not acked (e.g. io-resumed) */
+    VMS_MSG_TIME_PROBE, /* A: the guest asks the host's real time (nonce); cap "time-probe" */
+    VMS_MSG_TIME,       /* B: answer to a TimeProbe: its nonce and the host's time_ns */
     VMS_MSG__COUNT
 };
 
@@ -94,7 +96,10 @@ enum vms_status {
 /* Later capabilities; a peer only gets these messages after announcing them. */
 #define VMS_CAP_CLOCK   (1u << 3) /* "clock": time_ns on Welcome/Timeline, Clock messages */
 #define VMS_CAP_PREPARE (1u << 4) /* "prepare": Prepare/Ready around a save */
-#define VMS_CAP_KNOWN   (VMS_CAP_ALL | VMS_CAP_CLOCK | VMS_CAP_PREPARE)
+/* "time-probe": TimeProbe/Time measure the round trip for the clock without a new session
+ * (a Hello makes the bridge resend what is unacked, and Hellos are rate-limited) */
+#define VMS_CAP_TIME_PROBE (1u << 5)
+#define VMS_CAP_KNOWN      (VMS_CAP_ALL | VMS_CAP_CLOCK | VMS_CAP_PREPARE | VMS_CAP_TIME_PROBE)
 
 /* Field presence bits (struct vms_msg.fields). */
 enum vms_field {

@@ -217,7 +217,7 @@ int helper_clock_resume(struct helper *h, uint64_t host_ns, const char *reason)
     return 1;
 }
 
-int helper_clock_welcome(struct helper *h, const struct vms_msg *w)
+int helper_clock_welcome(struct helper *h, const struct vms_msg *w, uint64_t sent_ns)
 {
     struct helper_hooks *k = &h->hooks;
     struct helper_clock_refine *r = &k->refine;
@@ -225,7 +225,7 @@ int helper_clock_welcome(struct helper *h, const struct vms_msg *w)
     if (!r->active)
         return 0;
     if (vms_msg_has(w, VMS_F_TIME_NS)) {
-        uint64_t rtt = helper_mono_ns() - k->hello_sent_ns;
+        uint64_t rtt = helper_mono_ns() - sent_ns;
 
         if (rtt < r->best_rtt_ns) {
             /* this Welcome's delay is bounded by the round trip just measured: use it, not

@@ -82,7 +82,9 @@ struct helper_hooks {
         uint64_t rehello_above_ns; /* Hello again while the best round trip is longer */
         unsigned rounds;           /* Hellos sent again */
         uint64_t rehello_ms;       /* when to send the next of them (0: none due) */
-        int probe_outstanding;     /* a Hello sent while welcomed, for the clock only */
+        int probe_outstanding;     /* a Hello or TimeProbe sent while welcomed, for the clock */
+        uint64_t probe_nonce;      /* that TimeProbe's nonce */
+        uint64_t probe_sent_ns;    /* when it was sent (helper_mono_ns) */
     } refine;
 };
 
@@ -139,15 +141,16 @@ void helper_restore_finish(struct helper *h);
 int helper_clock_resume(struct helper *h, uint64_t host_ns, const char *reason);
 
 /*
- * A Welcome answered our Hello (sent ns ago: hooks.hello_sent_ns). While a
- * refinement is active: when its round trip is the shortest so far, step from
+ * A Welcome answered our Hello, or a Time our TimeProbe (@w carries the host's
+ * time_ns; the question left at @sent_ns, helper_mono_ns). While a refinement
+ * is active: when its round trip is the shortest so far, step from
  * its time with half that round trip as the delay (capped at 20 ms); while the
  * best round trip is over refine.rehello_above_ns, ask again (sets
  * refine.rehello_ms, at most RESTORE_REFINE_ROUNDS times before the
  * deadline), else finish (helper_clock_refine_finish). Returns 1 when a
  * refinement took the Welcome, 0 when none is active.
  */
-int helper_clock_welcome(struct helper *h, const struct vms_msg *w);
+int helper_clock_welcome(struct helper *h, const struct vms_msg *w, uint64_t sent_ns);
 /* End the active refinement (its Welcome, or its deadline): one ClockCorrected with
  * the total, then the restore's hooks and Restored when it was a restore. */
 void helper_clock_refine_finish(struct helper *h);

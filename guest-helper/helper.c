@@ -137,13 +137,42 @@ static void send_hello(struct helper *h)
     vms_msg_clear(&m);
 }
 
-/* A Hello that only measures the round trip for the clock (helper-clock.c): the session
- * stays welcomed, so requests keep flowing; its Welcome is taken like any other. */
-static void send_clock_hello(struct helper *h)
+/* Measure the round trip for the clock (helper-clock.c) while requests keep flowing: a
+ * TimeProbe when the bridge takes them (nothing else happens on the host), else a Hello that
+ * leaves the session welcomed, its Welcome taken like any other. */
+static void send_clock_probe(struct helper *h)
 {
-    send_hello(h);
-    h->session = SESSION_WELCOMED;
-    h->hooks.refine.probe_outstanding = 1;
+    struct helper_clock_refine *r = &h->hooks.refine;
+    struct vms_msg m;
+
+    if (!(h->host_caps & VMS_CAP_TIME_PROBE)) {
+        send_hello(h);
+        h->session = SESSION_WELCOMED;
+        r->probe_outstanding = 1;
+        return;
+    }
+    if (getrandom(&r->probe_nonce, sizeof(r->probe_nonce), GRND_NONBLOCK) != sizeof(r->probe_nonce))
+        r->probe_nonce = helper_mono_ns() ^ ((uint64_t)getpid() << 32);
+    vms_msg_init(&m, VMS_MSG_TIME_PROBE);
+    vms_msg_set_u64(&m, VMS_F_NONCE, r->probe_nonce);
+    r->probe_outstanding = 1;
+    r->probe_sent_ns = helper_mono_ns();
+    vms_debug(NULL, NULL, "TimeProbe sent");
+    vms_channel_send(&h->port_a, &m);
+    vms_msg_clear(&m);
+}
+
+static void on_time(struct helper *h, const struct vms_msg *m)
+{
+    struct helper_clock_refine *r = &h->hooks.refine;
+
+    if (!r->probe_outstanding || !r->probe_nonce || m->nonce != r->probe_nonce) {
+        vms_debug(NULL, NULL, "ignored a stale Time (nonce does not match our TimeProbe)");
+        return;
+    }
+    r->probe_outstanding = 0;
+    r->probe_nonce = 0;
+    helper_clock_welcome(h, m, r->probe_sent_ns);
 }
 
 /* Write requests not yet sent in this session, in order, while the channel takes them. */
@@ -695,7 +724,8 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
 {
     uint32_t v;
 
-    if ((h->session != SESSION_HELLO_SENT && !h->hooks.refine.probe_outstanding) ||
+    if ((h->session != SESSION_HELLO_SENT &&
+         !(h->hooks.refine.probe_outstanding && !h->hooks.refine.probe_nonce)) ||
         m->nonce != h->hello_nonce) {
         vms_debug(NULL, NULL, "ignored a stale Welcome (nonce does not match our Hello)");
         return;
@@ -711,7 +741,8 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
                 VMS_PROTO_MIN_VERSION, VMS_PROTO_VERSION);
         return;
     }
-    h->hooks.refine.probe_outstanding = 0;
+    if (!h->hooks.refine.probe_nonce)
+        h->hooks.refine.probe_outstanding = 0; /* a TimeProbe's Time may still come */
     h->version = v;
     h->host_caps = vms_msg_has(m, VMS_F_CAPS) ? m->caps : 0;
     h->session = SESSION_WELCOMED;
@@ -729,14 +760,14 @@ static void on_welcome(struct helper *h, const struct vms_msg *m)
         h->epoch = m->epoch;
         /* a restore: the clock may go back; this Welcome is the precise time source */
         helper_restore_begin(h, "", h->epoch, NULL, 0);
-        helper_clock_welcome(h, m);
+        helper_clock_welcome(h, m, h->hooks.hello_sent_ns);
         helper_bus_property_changed(h, "Epoch");
     } else {
         if (m->epoch != h->epoch) {
             h->epoch = m->epoch;
             helper_bus_property_changed(h, "Epoch");
         }
-        if (!helper_clock_welcome(h, m) && vms_msg_has(m, VMS_F_TIME_NS))
+        if (!helper_clock_welcome(h, m, h->hooks.hello_sent_ns) && vms_msg_has(m, VMS_F_TIME_NS))
             helper_clock_sync(h, m->time_ns, "connect", 0, NULL);
     }
     vms_info(NULL, NULL, "Welcome: protocol %u, epoch %llu", v, (unsigned long long)h->epoch);
@@ -855,7 +886,7 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
             /* after a pause: refined by a clock-only Hello (helper-clock.c) */
             if (helper_clock_resume(h, m->time_ns, m->reason) && h->ports == PORTS_UP &&
                 h->session == SESSION_WELCOMED)
-                send_clock_hello(h);
+                send_clock_probe(h);
         } else if (vms_msg_has(m, VMS_F_TIME_NS)) {
             helper_clock_sync(h, m->time_ns, m->reason, 0, NULL);
         } else if (!strcmp(m->reason, "preserve")) {
@@ -874,6 +905,9 @@ void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m
         break;
     case VMS_MSG_PREPARE:
         helper_hooks_prepare(h, m);
+        break;
+    case VMS_MSG_TIME:
+        on_time(h, m);
         break;
     case VMS_MSG_NOTICE:
         vms_info(NULL, NULL, "host notice (%s): %s", m->reason, m->message);
@@ -1061,10 +1095,10 @@ int helper_timers(struct helper *h)
         h->session == SESSION_WELCOMED) {
         if (now >= h->hooks.refine.rehello_ms) {
             h->hooks.refine.rehello_ms = 0;
-            if (h->hooks.restore_pending)
+            if (h->hooks.restore_pending && !(h->host_caps & VMS_CAP_TIME_PROBE))
                 send_hello(h);
             else
-                send_clock_hello(h);
+                send_clock_probe(h);
         } else {
             consider(&next, h->hooks.refine.rehello_ms, now);
         }

@@ -40,6 +40,10 @@ struct bridge;
 /* Hellos (each answered with a Welcome and a resend) allowed per VM: 10 per 10 s. */
 #define BRIDGE_HELLO_BURST  10
 #define BRIDGE_HELLO_WINDOW 10
+/* TimeProbes (each answered with one Time, nothing stored): 40 per 10 s; a helper sends at
+ * most 5 per resume or restore. */
+#define BRIDGE_PROBE_BURST  40
+#define BRIDGE_PROBE_WINDOW 10
 
 /* Why the bridge logs about a VM's guest: each reason has its own log rate limit. */
 enum bridge_log_reason {
@@ -124,6 +128,7 @@ struct bridge_vm {
     struct bridge_auth_limiter auth;
     struct bridge_bucket rate;       /* requests: rate_requests per rate_window */
     struct bridge_bucket hello_rate; /* Hellos: BRIDGE_HELLO_BURST per BRIDGE_HELLO_WINDOW */
+    struct bridge_bucket probe_rate; /* TimeProbes: BRIDGE_PROBE_BURST per BRIDGE_PROBE_WINDOW */
     /* a request whose secret the verifier checks (NULL: none), and the VM's messages that came
      * after it, held in order until it is answered (guest.c) */
     /* the Reply{ok}s owed to accepted requests until their journal rows are on the disk

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prepare.h"
 #include "test-bridge-fixture.h"
 
 /* ---- a VFS shim that counts xSync on every file SQLite opens through it ---- */
@@ -499,4 +500,87 @@ Test(costs, group_commit_one_fsync_per_loop_turn)
     }
     cr_expect_leq(c.commits, 7, "5 accepts + a list: %lu commits", c.commits);
     cr_expect_eq(c.fsyncs, 1, "5 accepts in one turn: %lu fsyncs", c.fsyncs);
+}
+
+static void hello_caps(struct bridge_vm *vm, uint32_t caps)
+{
+    struct vms_msg h;
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 42);
+    vms_msg_set_u64(&h, VMS_F_CAPS, caps);
+    bridge_guest_input(vm, &vm->a.ch, &h);
+    vms_msg_clear(&h);
+}
+
+static void time_probe(struct bridge_vm *vm, uint64_t nonce)
+{
+    struct vms_msg p;
+    vms_msg_init(&p, VMS_MSG_TIME_PROBE);
+    vms_msg_set_u64(&p, VMS_F_NONCE, nonce);
+    bridge_guest_input(vm, &vm->a.ch, &p);
+    vms_msg_clear(&p);
+}
+
+static int count_type(enum vms_msg_type t)
+{
+    int n = 0;
+    for (int i = 0; i < n_got; i++)
+        n += got[i].type == t;
+    return n;
+}
+
+/* The helper refines its clock after a resume or restore with TimeProbes: each is answered
+ * with the host's time and its nonce, and costs the bridge no statement, no resend of what
+ * is unacked (a Hello's work) and no Hello token; a flood gets no more than the bucket. */
+Test(costs, time_probe_answered_storing_nothing)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "";
+    struct costs c;
+    const struct vms_msg *t;
+    uint64_t before;
+    int answered;
+
+    hello_caps(&vm1, VMS_CAP_KNOWN);
+    request(&vm1, id, "hostinfo", "app", "s3cret", NULL, NULL); /* its event stays unacked */
+    backend_answers();
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_EVENT, id));
+    clear_got();
+    before = bridge_clock_realtime_ns();
+    count_start();
+    time_probe(&vm1, 77);
+    c = count_stop("time probe");
+    drain(&in1);
+    t = find(VMS_MSG_TIME, NULL);
+    cr_assert_not_null(t, "a Time answers the TimeProbe");
+    cr_assert_eq(t->nonce, 77);
+    cr_assert(vms_msg_has(t, VMS_F_TIME_NS) && t->time_ns >= before &&
+                  t->time_ns <= bridge_clock_realtime_ns(),
+              "the host's time now");
+    cr_assert_eq(n_got, 1, "only the Time: nothing resent (%d messages)", n_got);
+    cr_expect_eq(c.statements, 0, "time probe: %lu statements", c.statements);
+    cr_expect_eq(c.fsyncs, 0);
+    cr_expect_eq(c.backend, 0);
+
+    clear_got();
+    for (int i = 0; i < 3 * BRIDGE_PROBE_BURST; i++)
+        time_probe(&vm1, 100 + (uint64_t)i);
+    drain(&in1);
+    answered = count_type(VMS_MSG_TIME);
+    cr_assert(answered >= BRIDGE_PROBE_BURST / 2 && answered <= BRIDGE_PROBE_BURST,
+              "a flood of probes is answered up to the bucket (%d answered)", answered);
+    /* Hellos have their own bucket, untouched by the probes */
+    clear_got();
+    hello_caps(&vm1, VMS_CAP_KNOWN);
+    drain(&in1);
+    cr_assert_eq(count_type(VMS_MSG_WELCOME), 1, "a Hello after a probe flood is welcomed");
+
+    /* a session that did not announce "time-probe" gets no Time */
+    hello_caps(&vm2, VMS_CAP_KNOWN & ~VMS_CAP_TIME_PROBE);
+    drain(&in2);
+    clear_got();
+    time_probe(&vm2, 5);
+    drain(&in2);
+    cr_assert_eq(count_type(VMS_MSG_TIME), 0, "no Time without the capability");
 }

@@ -109,7 +109,8 @@ static void start(const char *extra)
 }
 
 /* Handshake whose Welcome announces clock and prepare (the fixture's does not). */
-static void handshake(uint64_t epoch, uint64_t time_ns)
+/* Welcome the helper's Hello as a bridge that knows @caps. */
+static void handshake_caps(uint64_t epoch, uint64_t time_ns, uint32_t caps)
 {
     struct vms_msg *hello, w;
 
@@ -123,11 +124,16 @@ static void handshake(uint64_t epoch, uint64_t time_ns)
     vms_msg_set_u64(&w, VMS_F_VERSION, 1);
     vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
     vms_msg_set_u64(&w, VMS_F_EPOCH, epoch);
-    vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_KNOWN);
+    vms_msg_set_u64(&w, VMS_F_CAPS, caps);
     if (time_ns)
         vms_msg_set_u64(&w, VMS_F_TIME_NS, time_ns);
     fx_bridge_send(&F, &w);
     fx_msg_free(hello);
+}
+
+static void handshake(uint64_t epoch, uint64_t time_ns)
+{
+    handshake_caps(epoch, time_ns, VMS_CAP_KNOWN);
 }
 
 static double clock_corrected(DBusMessage *m, const char **reason)
@@ -194,48 +200,65 @@ Test(hooks, clock_messages_signal_forward_corrections)
 
 /* After a resume the Clock can reach a slow guest late (a checkpoint restored into a fresh
  * QEMU translates all guest code again): the helper asks for a round trip and follows the
- * Welcome, without leaving the session (requests keep flowing), and says it once. */
-Test(hooks, resume_step_refined_by_a_clock_hello)
+ * answer, without leaving the session (requests keep flowing), and says it once. A bridge
+ * without "time-probe" is asked with a Hello, one with it with a TimeProbe (no Hello: a
+ * Hello makes the bridge resend and counts against its Hello rate limit). */
+static void resume_step_refined(int time_probe)
 {
     DBusConnection *c;
     DBusMessage *m;
-    struct vms_msg *hello, w;
+    struct vms_msg *q, w;
     const char *reason;
     double s;
     int rounds = 0;
+    enum vms_msg_type asked = time_probe ? VMS_MSG_TIME_PROBE : VMS_MSG_HELLO;
 
     start(NULL);
     c = fx_client(&F);
-    handshake(1, 0);
+    handshake_caps(1, 0, time_probe ? VMS_CAP_KNOWN : VMS_CAP_KNOWN & ~VMS_CAP_TIME_PROBE);
     /* the host is 5 s ahead; its Clock waited 60 ms on the way in */
     fx_bridge_clock(&F, 5000000000ll - 60000000ll, "resume");
     cr_assert_null(fx_wait_signal(c, "ClockCorrected", 100), "one signal, after the refinement");
-    while ((hello = fx_bridge_expect(&F, VMS_MSG_HELLO, rounds ? 400 : 3000)) != NULL) {
+    while ((q = fx_bridge_expect(&F, asked, rounds ? 400 : 3000)) != NULL) {
         rounds++;
-        vms_msg_init(&w, VMS_MSG_WELCOME);
-        vms_msg_set_u64(&w, VMS_F_VERSION, 1);
-        vms_msg_set_u64(&w, VMS_F_NONCE, hello->nonce);
-        vms_msg_set_u64(&w, VMS_F_EPOCH, 1);
-        vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_KNOWN);
+        vms_msg_init(&w, time_probe ? VMS_MSG_TIME : VMS_MSG_WELCOME);
+        vms_msg_set_u64(&w, VMS_F_NONCE, q->nonce);
+        if (!time_probe) {
+            vms_msg_set_u64(&w, VMS_F_VERSION, 1);
+            vms_msg_set_u64(&w, VMS_F_EPOCH, 1);
+            vms_msg_set_u64(&w, VMS_F_CAPS, VMS_CAP_KNOWN & ~VMS_CAP_TIME_PROBE);
+        }
         vms_msg_set_u64(&w, VMS_F_TIME_NS, fx_realtime_ns() + 5000000000ull);
         fx_bridge_send(&F, &w);
         vms_msg_clear(&w);
-        fx_msg_free(hello);
+        fx_msg_free(q);
         m = fx_wait_signal(c, "ClockCorrected", 300);
         if (m)
             break;
     }
-    cr_assert_geq(rounds, 1, "a Hello after the resume's Clock");
+    cr_assert_geq(rounds, 1, "a %s after the resume's Clock", time_probe ? "TimeProbe" : "Hello");
     if (!m)
         m = fx_wait_signal(c, "ClockCorrected", 3000);
     cr_assert_not_null(m);
     s = clock_corrected(m, &reason);
     cr_assert_str_eq(reason, "resume");
     cr_assert(s > 4.99 - fx_late_s() && s < 5.03 + fx_late_s(),
-              "the Welcome's round trip refined the 60 ms the Clock lost: %f", s);
+              "the round trip refined the 60 ms the Clock lost: %f", s);
     dbus_message_unref(m);
     cr_assert(log_contains("clock (resume): corrected by"));
+    if (time_probe)
+        cr_assert_null(fx_bridge_expect(&F, VMS_MSG_HELLO, 300), "no Hello for the clock");
     fx_client_close(c);
+}
+
+Test(hooks, resume_step_refined_by_a_clock_hello)
+{
+    resume_step_refined(0);
+}
+
+Test(hooks, resume_step_refined_by_a_time_probe)
+{
+    resume_step_refined(1);
 }
 
 Test(hooks, restore_corrects_backward_then_hooks_then_restored)

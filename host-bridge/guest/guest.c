@@ -592,6 +592,33 @@ static void on_hello(struct bridge_vm *vm, struct vms_msg *m)
 }
 
 /*
+ * A TimeProbe: the host's real time, for the helper's clock refinement. Nothing is stored
+ * or resent (what a Hello would do); a guest that probes too often gets no answer (its
+ * refinement ends at its own deadline).
+ */
+static void on_time_probe(struct bridge_vm *vm, struct vms_msg *m)
+{
+    struct vms_msg t;
+
+    if (!(vm->caps & VMS_CAP_TIME_PROBE)) {
+        bridge_vm_log(vm, BRIDGE_LOG_UNEXPECTED, LOG_WARNING, NULL,
+                      "port A: TimeProbe from a session that did not announce it: ignored");
+        return;
+    }
+    if (!bridge_bucket_take(&vm->probe_rate, BRIDGE_PROBE_BURST, BRIDGE_PROBE_WINDOW, vm->now)) {
+        bridge_vm_log(vm, BRIDGE_LOG_IGNORED, LOG_DEBUG, NULL,
+                      "time probe ignored: more than %d in %d s", BRIDGE_PROBE_BURST,
+                      BRIDGE_PROBE_WINDOW);
+        return;
+    }
+    vms_msg_init(&t, VMS_MSG_TIME);
+    vms_msg_set_u64(&t, VMS_F_NONCE, m->nonce);
+    bridge_clock_stamp(vm, &t); /* last: the guest adds half the round trip to it */
+    bridge_vm_send(vm, &t);
+    vms_msg_clear(&t);
+}
+
+/*
  * An ack needs no fsync: if the host loses it, the event is resent and the guest ignores the
  * copy (epoch, seq). The ack and the release of the request's app data: one transaction.
  */
@@ -655,6 +682,9 @@ static void dispatch(struct bridge_vm *vm, struct vms_msg *m)
         break;
     case VMS_MSG_READY:
         bridge_prepare_ready(vm, m);
+        break;
+    case VMS_MSG_TIME_PROBE:
+        on_time_probe(vm, m);
         break;
     default:
         bridge_vm_log(vm, BRIDGE_LOG_UNEXPECTED, LOG_WARNING, NULL,
@@ -747,8 +777,9 @@ void bridge_guest_input(void *opaque, struct vms_channel *c, struct vms_msg *m)
     struct bridge_vm *vm = opaque;
     (void)c;
 
-    /* a request of this VM waits for its secret's verification: the rest waits behind it */
-    if (vm->verifying)
+    /* a request of this VM waits for its secret's verification: the rest waits behind it
+     * (not a time probe: its round trip is the measurement, and order does not matter) */
+    if (vm->verifying && m->type != VMS_MSG_TIME_PROBE)
         hold(vm, m);
     else
         dispatch(vm, m);
