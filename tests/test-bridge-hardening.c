@@ -578,3 +578,35 @@ Test(journal_full, disk_full_fails_clearly_keeps_accepted_work_and_recovers)
     cr_assert_eq(bridge_db_journal_bytes(&br.db, "vm1"), vm1_stored_bytes());
     free(data);
 }
+
+/* Each Hello costs a Welcome and a resend of what is unacked: a guest gets
+ * BRIDGE_HELLO_BURST of them per BRIDGE_HELLO_WINDOW, the rest unanswered; the bucket refills
+ * with time. (The helper's clock rounds use TimeProbes, not Hellos, to stay well inside.) */
+Test(hardening, hello_flood_answered_up_to_the_bucket)
+{
+    struct vms_msg h;
+    int welcomes = 0;
+
+    vm1.now = 1000.0;
+    for (int i = 0; i < 3 * BRIDGE_HELLO_BURST; i++) {
+        vms_msg_init(&h, VMS_MSG_HELLO);
+        vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+        vms_msg_set_u64(&h, VMS_F_NONCE, 100 + (uint64_t)i);
+        bridge_guest_input(&vm1, &vm1.a.ch, &h);
+        vms_msg_clear(&h);
+        drain(&in1);
+        for (int k = 0; k < n_got; k++)
+            welcomes += got[k].type == VMS_MSG_WELCOME;
+    }
+    cr_assert_eq(welcomes, BRIDGE_HELLO_BURST, "%d of %d Hellos welcomed", welcomes,
+                 3 * BRIDGE_HELLO_BURST);
+    /* one window later the guest is welcomed again */
+    vm1.now += BRIDGE_HELLO_WINDOW;
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&h, VMS_F_NONCE, 9);
+    bridge_guest_input(&vm1, &vm1.a.ch, &h);
+    vms_msg_clear(&h);
+    drain(&in1);
+    cr_assert(n_got >= 1 && got[0].type == VMS_MSG_WELCOME && got[0].nonce == 9);
+}
