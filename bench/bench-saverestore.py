@@ -93,7 +93,10 @@ def run_config(a, mem, mode, rounds):
             vm.check(f"mount -o remount,size=95% /dev/shm && "
                      f"dd if=/dev/urandom of=/dev/shm/fill bs=1048576 count={mib} 2>/dev/null && free -m", timeout=600)
             bl.log(f"filled {mib} MiB in {time.monotonic() - t0:.1f} s")
-        with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
+        # info: the bridge's log times the restore's stages (restore_stages)
+        level = os.environ.get("VSBENCH_BRIDGE_LOG", "info")
+        with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test",
+                     log_level="info" if level in ("warning", "err") else level) as path:
             vp.start_guest(vm)
             vm.clear_events()
             vm.spawn(f"exec vsbench-app saveloop {rounds} {dev}", log="/tmp/saveloop.log")
@@ -121,7 +124,49 @@ def run_config(a, mem, mode, rounds):
         job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
         ovh = [x - y for x, y in zip(app, job)]
         res[op] = (bl.stats(app), bl.stats(job), bl.stats(ovh))
+    res["restore_stages"] = restore_stages(os.path.join(wd, "bridge.log"), m["R"][:n],
+                                           loads[:n], m["r"][:n])
     return res
+
+
+def log_time(line, day0):
+    """Seconds since the epoch of a bridge log line (HH:MM:SS.mmm, today's UTC date)."""
+    h, mi, s = line[:12].split(":")
+    return day0 + int(h) * 3600 + int(mi) * 60 + float(s)
+
+
+def restore_stages(log_path, asked, jobs, received):
+    """Where a restore's overhead goes, per restore, from the bridge's log (host clock, ms
+    resolution) between the app's marks: request -> QEMU job start (guest, helper, bridge
+    accept), job end -> Timeline sent (the bridge journals the new timeline), Timeline ->
+    the restored guest's Hello (the restored guest wakes, steps its clock, says Hello),
+    Hello -> the restored app has the completion (Welcome, clock refinement, Restored,
+    delivery). Returns {stage: stats} or {} when the log has no such lines."""
+    try:
+        lines = open(log_path, errors="replace").read().splitlines()
+    except OSError:
+        return {}
+    day0 = int(time.time()) // 86400 * 86400
+    tls, hellos = [], []
+    for ln in lines:
+        if "timeline epoch" in ln and "restored state" in ln:
+            tls.append(log_time(ln, day0))
+        elif "hello: version" in ln:
+            hellos.append(log_time(ln, day0))
+    stages = {"request -> job start": [], "job end -> Timeline sent": [],
+              "Timeline -> restored guest's Hello": [], "Hello -> app has the event": []}
+    for i, (start_end, r_ask, r_got) in enumerate(zip(jobs, asked, received)):
+        tl = next((t for t in tls if t >= start_end[1] - 0.002), None)
+        if tl is None or tl > r_got:
+            continue
+        hello = next((t for t in hellos if t >= tl), None)
+        if hello is None or hello > r_got + 0.002:
+            continue
+        stages["request -> job start"].append((start_end[0] - r_ask) * 1e6)
+        stages["job end -> Timeline sent"].append(max(0.0, tl - start_end[1]) * 1e6)
+        stages["Timeline -> restored guest's Hello"].append((hello - tl) * 1e6)
+        stages["Hello -> app has the event"].append(max(0.0, r_got - hello) * 1e6)
+    return {k: bl.stats(v) for k, v in stages.items() if v}
 
 
 def main():
@@ -149,6 +194,13 @@ def main():
                   f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
                   f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |",
                   flush=True)
+    print("\nWhere the restore overhead goes (host clock; bridge log stamps have ms resolution)\n")
+    print("| guest RAM | contents | stage | N | median | p90 | max |")
+    print("|---|---|---|---|---|---|---|")
+    for mem, mode, res in out:
+        for stage, st in res.get("restore_stages", {}).items():
+            print(f"| {mem} | {mode} | {stage} | {st['n']} | {bl.fmt_us(st['median'])} | "
+                  f"{bl.fmt_us(st['p90'])} | {bl.fmt_us(st['max'])} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

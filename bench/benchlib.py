@@ -42,7 +42,8 @@ def pct(samples, p):
 
 
 def stats(samples):
-    return {"n": len(samples), "median": pct(samples, 50), "p99": pct(samples, 99),
+    return {"n": len(samples), "median": pct(samples, 50), "p90": pct(samples, 90),
+            "p99": pct(samples, 99),
             "min": min(samples), "max": max(samples)}
 
 
