@@ -123,5 +123,14 @@ int main(int argc, char **argv)
     vms_msg_set_str(&m, VMS_F_STATE_ID, "s-1");
     vms_msg_set_str(&m, VMS_F_REASON, "restore");
     emit(corpus, "timeline", &m);
+
+    vms_msg_init(&m, VMS_MSG_TIME_PROBE);
+    vms_msg_set_u64(&m, VMS_F_NONCE, 4242);
+    emit(corpus, "time-probe", &m);
+
+    vms_msg_init(&m, VMS_MSG_TIME);
+    vms_msg_set_u64(&m, VMS_F_NONCE, 4242);
+    vms_msg_set_u64(&m, VMS_F_TIME_NS, 1796000000000000000ull);
+    emit(corpus, "time", &m);
     return 0;
 }

@@ -56,13 +56,28 @@ static void add_request(const char *id, const char *op, const char *principal, c
     vms_msg_clear(&m);
 }
 
-static void add_hello(void)
+static void add_hello_caps(uint32_t caps)
 {
     struct vms_msg m;
     vms_msg_init(&m, VMS_MSG_HELLO);
     vms_msg_set_u64(&m, VMS_F_VERSION, 1);
     vms_msg_set_u64(&m, VMS_F_NONCE, 7);
-    vms_msg_set_u64(&m, VMS_F_CAPS, VMS_CAP_ALL);
+    vms_msg_set_u64(&m, VMS_F_CAPS, caps);
+    add_msg(&m);
+    vms_msg_clear(&m);
+}
+
+static void add_hello(void)
+{
+    add_hello_caps(VMS_CAP_ALL);
+}
+
+/* The helper's clock rounds (capability time-probe) */
+static void add_time_probe(uint64_t nonce)
+{
+    struct vms_msg m;
+    vms_msg_init(&m, VMS_MSG_TIME_PROBE);
+    vms_msg_set_u64(&m, VMS_F_NONCE, nonce);
     add_msg(&m);
     vms_msg_clear(&m);
 }
@@ -124,5 +139,13 @@ int main(int argc, char **argv)
     buf[len++] = 0xFF;
     add_hello();
     flush(dir, "duplicate-garbage-hello");
+
+    add_time_probe(1); /* before the capability: ignored */
+    add_hello_caps(VMS_CAP_KNOWN);
+    add_time_probe(2);
+    add_request(r1, "hostinfo", "app", "s3cret", NULL, NULL);
+    add_time_probe(3);
+    add_ack(r1, 1, 1);
+    flush(dir, "hello-timeprobe-hostinfo");
     return 0;
 }
