@@ -37,8 +37,11 @@
 
 struct bridge;
 
-/* Hellos (each answered with a Welcome and a resend) allowed per VM: 10 per 10 s. */
-#define BRIDGE_HELLO_BURST  10
+/* Hellos (each answered with a Welcome and a resend, bounded per loop turn) allowed per
+ * VM: 30 per 10 s. A helper says Hello once per restore, twice when the restore replaces
+ * QEMU (libvirt's revert: the ports reconnect, then the Timeline), ~0.7 s apart in a loop;
+ * one ignored costs it hello_retry_ms (5 s). */
+#define BRIDGE_HELLO_BURST  30
 #define BRIDGE_HELLO_WINDOW 10
 /* TimeProbes (each answered with one Time, nothing stored): 40 per 10 s; a helper sends at
  * most 5 per resume or restore. */
