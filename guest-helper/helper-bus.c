@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,26 +53,144 @@ static void reply_empty(DBusConnection *c, DBusMessage *call)
 }
 
 /* Callers' uids, by unique name. Unique names are never reused on a bus, so an entry stays
- * true; the cache only saves a blocking GetConnectionUnixUser round trip per call. */
-#define UID_CACHE_SIZE 32
+ * true; the cache only saves a GetConnectionUnixUser round trip per call. Unique names are
+ * short (":1.12345"): an entry needs no VMS_STR_MAX. */
+#define UID_CACHE_SIZE 256
+#define UID_NAME_MAX   32
 static struct {
-    char name[VMS_STR_MAX + 1];
+    char name[UID_NAME_MAX];
     unsigned long uid;
 } uid_cache[UID_CACHE_SIZE];
 static unsigned uid_cache_next;
 
-/* The caller's uid via GetConnectionUnixUser; -1 if the bus cannot say. */
+/*
+ * Prefetch: when a connection joins the bus (NameOwnerChanged ":1.N", "", ":1.N") its uid is
+ * asked at once, without waiting, so that by its first call to us (after its own setup:
+ * match rules, introspection) the answer is usually cached and the call costs no blocking
+ * round trip to dbus-daemon (1,000 apps registering one after another paid 1,000 of them).
+ * A call that arrives while its prefetch is on the way waits for that one answer, not a
+ * second question. At most UID_PREFETCH_MAX are on the way: past that, new connections are
+ * looked up when they call, as before.
+ */
+#define UID_PREFETCH_MAX 64
+static struct {
+    char name[UID_NAME_MAX];
+    DBusPendingCall *pending;
+} uid_prefetch[UID_PREFETCH_MAX];
+
+static void uid_cache_put(const char *name, unsigned long uid)
+{
+    snprintf(uid_cache[uid_cache_next].name, sizeof(uid_cache[0].name), "%s", name);
+    uid_cache[uid_cache_next].uid = uid;
+    uid_cache_next = (uid_cache_next + 1) % UID_CACHE_SIZE;
+}
+
+static int uid_cache_get(const char *name, unsigned long *uid)
+{
+    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
+        if (uid_cache[i].name[0] && !strcmp(uid_cache[i].name, name)) {
+            *uid = uid_cache[i].uid;
+            return 1;
+        }
+    return 0;
+}
+
+/* Take prefetch slot @i's answer once it has arrived: cache it, free the slot. */
+static void uid_prefetch_take(unsigned i)
+{
+    DBusMessage *reply;
+    dbus_uint32_t uid;
+
+    if (!uid_prefetch[i].pending || !dbus_pending_call_get_completed(uid_prefetch[i].pending))
+        return;
+    reply = dbus_pending_call_steal_reply(uid_prefetch[i].pending);
+    if (reply && dbus_message_get_type(reply) == DBUS_MESSAGE_TYPE_METHOD_RETURN &&
+        dbus_message_get_args(reply, NULL, DBUS_TYPE_UINT32, &uid, DBUS_TYPE_INVALID))
+        uid_cache_put(uid_prefetch[i].name, uid);
+    /* an error (the connection already left): nothing cached, a call asks again */
+    if (reply)
+        dbus_message_unref(reply);
+    dbus_pending_call_unref(uid_prefetch[i].pending);
+    uid_prefetch[i].pending = NULL;
+    uid_prefetch[i].name[0] = '\0';
+}
+
+static void on_uid_prefetched(DBusPendingCall *pending, void *data)
+{
+    (void)pending;
+    uid_prefetch_take((unsigned)(uintptr_t)data);
+}
+
+static void uid_prefetch_start(DBusConnection *c, const char *name)
+{
+    DBusMessage *q;
+    unsigned long uid;
+    int slot = -1;
+
+    if (strlen(name) >= UID_NAME_MAX || uid_cache_get(name, &uid))
+        return;
+    for (unsigned i = 0; i < UID_PREFETCH_MAX && slot < 0; i++)
+        if (!uid_prefetch[i].pending)
+            slot = (int)i;
+    if (slot < 0)
+        return; /* looked up when it calls */
+    q = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
+                                     "GetConnectionUnixUser");
+    if (!q || !dbus_message_append_args(q, DBUS_TYPE_STRING, &name, DBUS_TYPE_INVALID) ||
+        !dbus_connection_send_with_reply(c, q, &uid_prefetch[slot].pending, -1) ||
+        !uid_prefetch[slot].pending) {
+        uid_prefetch[slot].pending = NULL;
+        goto out;
+    }
+    snprintf(uid_prefetch[slot].name, sizeof(uid_prefetch[0].name), "%s", name);
+    if (!dbus_pending_call_set_notify(uid_prefetch[slot].pending, on_uid_prefetched,
+                                      (void *)(uintptr_t)slot, NULL)) {
+        dbus_pending_call_cancel(uid_prefetch[slot].pending);
+        dbus_pending_call_unref(uid_prefetch[slot].pending);
+        uid_prefetch[slot].pending = NULL;
+        uid_prefetch[slot].name[0] = '\0';
+    }
+out:
+    if (q)
+        dbus_message_unref(q);
+}
+
+static void uid_prefetch_free_all(void)
+{
+    for (unsigned i = 0; i < UID_PREFETCH_MAX; i++)
+        if (uid_prefetch[i].pending) {
+            dbus_pending_call_cancel(uid_prefetch[i].pending);
+            dbus_pending_call_unref(uid_prefetch[i].pending);
+            uid_prefetch[i].pending = NULL;
+            uid_prefetch[i].name[0] = '\0';
+        }
+}
+
+/* The caller's uid: cached, prefetched, or via a blocking GetConnectionUnixUser; -1 if the bus
+ * cannot say. */
 static long caller_uid(DBusConnection *c, DBusMessage *call)
 {
     DBusError err;
     unsigned long uid;
     const char *sender = dbus_message_get_sender(call);
 
-    if (!sender || strlen(sender) > VMS_STR_MAX)
+    if (!sender || strlen(sender) >= UID_NAME_MAX)
         return -1;
-    for (unsigned i = 0; i < UID_CACHE_SIZE; i++)
-        if (!strcmp(uid_cache[i].name, sender))
-            return (long)uid_cache[i].uid;
+    if (uid_cache_get(sender, &uid))
+        return (long)uid;
+    for (unsigned i = 0; i < UID_PREFETCH_MAX; i++)
+        if (uid_prefetch[i].pending && !strcmp(uid_prefetch[i].name, sender)) {
+            DBusPendingCall *p = dbus_pending_call_ref(uid_prefetch[i].pending);
+            /* completing it runs on_uid_prefetched, which takes the answer */
+            if (!dbus_pending_call_get_completed(p))
+                dbus_pending_call_block(p);
+            if (uid_prefetch[i].pending == p)
+                uid_prefetch_take(i);
+            dbus_pending_call_unref(p);
+            if (uid_cache_get(sender, &uid))
+                return (long)uid;
+            break;
+        }
     dbus_error_init(&err);
     uid = dbus_bus_get_unix_user(c, sender, &err);
     if (dbus_error_is_set(&err)) {
@@ -79,9 +198,7 @@ static long caller_uid(DBusConnection *c, DBusMessage *call)
         dbus_error_free(&err);
         return -1;
     }
-    snprintf(uid_cache[uid_cache_next].name, sizeof(uid_cache[0].name), "%s", sender);
-    uid_cache[uid_cache_next].uid = uid;
-    uid_cache_next = (uid_cache_next + 1) % UID_CACHE_SIZE;
+    uid_cache_put(sender, uid);
     return (long)uid;
 }
 
@@ -1005,9 +1122,13 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
     if (dbus_message_is_signal(m, DBUS_INTERFACE_DBUS, "NameOwnerChanged") &&
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old_owner,
                               DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
-        name[0] == ':' && !new_owner[0]) {
-        helper_listener_owner_gone(h, name);
-        uid_cache_forget(name);
+        name[0] == ':') {
+        if (!new_owner[0]) {
+            helper_listener_owner_gone(h, name);
+            uid_cache_forget(name);
+        } else if (!old_owner[0]) {
+            uid_prefetch_start(h->bus, name); /* a new connection: maybe a caller soon */
+        }
     }
     return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 }
@@ -1064,6 +1185,7 @@ void helper_bus_close(struct helper *h)
 {
     if (!h->bus)
         return;
+    uid_prefetch_free_all();
     dbus_connection_close(h->bus);
     dbus_connection_unref(h->bus);
     h->bus = NULL;
