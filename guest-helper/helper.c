@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libudev.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +96,10 @@ void helper_free(struct helper *h)
         held_free(e);
     }
     helper_hooks_free(h);
+    for (unsigned i = 0; h->listeners && i < h->n_listeners; i++) {
+        free(h->listeners[i].app_id);
+        free(h->listeners[i].owner);
+    }
     free(h->listeners);
     vms_msg_clear(&h->last_list);
     vms_channel_free(&h->port_a);
@@ -463,6 +468,9 @@ void helper_sigio(struct helper *h)
 
 /* ---- delivery --------------------------------------------------------- */
 
+#define HELPER_TRIM_AFTER_FANOUT 64   /* signals in one delivery */
+#define HELPER_TRIM_DELAY_MS     1000 /* time for libdbus to write them out */
+
 /* 1 if @owner is registered for exactly @app_id. */
 static int has_exact(const struct helper *h, const char *owner, const char *app_id)
 {
@@ -499,6 +507,8 @@ static int deliver_now(struct helper *h, const struct vms_msg *ev, int include_w
     }
     helper_bus_emit_completed(h, owners, n, ev);
     free(owners);
+    if (n >= HELPER_TRIM_AFTER_FANOUT && !h->trim_at_ms)
+        h->trim_at_ms = helper_now_ms() + HELPER_TRIM_DELAY_MS;
     return exact;
 }
 
@@ -1022,10 +1032,20 @@ int helper_listener_add(struct helper *h, const char *app_id, const char *owner,
         note_refused(h, app_id);
         return -1;
     }
-    snprintf(h->listeners[h->n_listeners].app_id, VMS_STR_MAX + 1, "%s", app_id);
-    snprintf(h->listeners[h->n_listeners].owner, VMS_STR_MAX + 1, "%s", owner);
-    h->listeners[h->n_listeners].uid = uid;
-    h->n_listeners++;
+    {
+        struct helper_listener *l = &h->listeners[h->n_listeners];
+        l->app_id = strdup(app_id);
+        l->owner = strdup(owner);
+        if (!l->app_id || !l->owner) {
+            free(l->app_id);
+            free(l->owner);
+            l->app_id = l->owner = NULL;
+            vms_err(NULL, NULL, "out of memory registering a listener for app %s", app_id);
+            return -1;
+        }
+        l->uid = uid;
+        h->n_listeners++;
+    }
     vms_info(NULL, NULL, "listener %s registered for app %s", owner, app_id);
     return 0;
 }
@@ -1038,6 +1058,8 @@ static int listener_remove_if(struct helper *h, const char *app_id, const char *
         struct helper_listener *l = &h->listeners[i];
         if (!strcmp(l->owner, owner) && (!app_id || !strcmp(l->app_id, app_id))) {
             vms_info(NULL, NULL, "listener %s for app %s removed", owner, l->app_id);
+            free(l->app_id);
+            free(l->owner);
             h->listeners[i] = h->listeners[--h->n_listeners];
             removed++;
         } else {
@@ -1111,6 +1133,16 @@ int helper_timers(struct helper *h)
             send_hello(h);
         }
         consider(&next, h->hello_sent_ms + h->cfg.hello_retry_ms, now);
+    }
+    /* a large fan-out queued one signal per listener: once they are written, glibc keeps the
+     * freed heap; give it back (the guest's RAM is the apps') */
+    if (h->trim_at_ms) {
+        if (now >= h->trim_at_ms) {
+            h->trim_at_ms = 0;
+            malloc_trim(0);
+        } else {
+            consider(&next, h->trim_at_ms, now);
+        }
     }
     /* requests that never left the guest */
     for (struct helper_request **pp = &h->requests; *pp;) {

@@ -44,10 +44,11 @@ struct helper_request {
     uint64_t deadline_ms; /* while unsent: fail it at this time */
 };
 
+/* Strings allocated to size: 1,000 listeners held 512 KiB of fixed 256-byte fields. */
 struct helper_listener {
-    char app_id[VMS_STR_MAX + 1]; /* "*" = every app (root, watch_users) */
-    char owner[VMS_STR_MAX + 1];  /* D-Bus unique name */
-    uid_t uid;                    /* its caller's uid: the per-uid share it counts against */
+    char *app_id; /* "*" = every app (root, watch_users) */
+    char *owner;  /* D-Bus unique name */
+    uid_t uid;    /* its caller's uid: the per-uid share it counts against */
 };
 
 /* An Event for an app id with no listener, kept for the grace period. It is acked when it
@@ -81,6 +82,7 @@ struct helper {
     struct udev *udev;
     struct udev_monitor *udev_mon;
     uint64_t next_recheck_ms;
+    uint64_t trim_at_ms; /* give the heap of a large fan-out back (helper_timers), 0: none */
 
     /* session */
     enum helper_session session;
