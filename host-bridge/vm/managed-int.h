@@ -90,7 +90,19 @@ struct bridge_managed {
     /* scheduled resume */
     double next_schedule_check;
     int promote_tried;
+    /* libvirt (engine_runs): the domain's state is asked once the backend is connected,
+     * to re-adopt it after a bridge restart; stop/suspend poll it in case an event is lost */
+    int adopt_pending;
+    int state_asked;
+    double next_state_poll;
 };
+
+/* The hypervisor's manager runs the VM (libvirt, backend.h vm_create): the bridge asks it
+ * to boot, save and restore the domain instead of spawning QEMU, and has no pid. */
+static inline int engine_runs(const struct bridge_managed *m)
+{
+    return m->vm->ops->vm_create != NULL;
+}
 
 static inline const char *vmname(const struct bridge_vm *vm)
 {
