@@ -503,9 +503,9 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
         op_fail(m, "cannot journal the checkpoint");
         return;
     }
-    vms_info(vmname(vm), NULL,
-             "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), quitting QEMU", m->ck.id,
-             (long long)st.st_size, (lc_mono() - m->t_mark) * 1000);
+    vms_info(vmname(vm), NULL, "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), %s",
+             m->ck.id, (long long)st.st_size, (lc_mono() - m->t_mark) * 1000,
+             engine_runs(m) ? "the domain has ended" : "quitting QEMU");
     lc_crash_point("suspend-written");
     m->t_mark = lc_mono() - m->t_mark; /* checkpoint seconds, reported */
     if (engine_runs(m)) {              /* libvirt's save has ended the domain already */
@@ -1031,10 +1031,6 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
         return;
     }
     st = m->row.run_state;
-    if (m->adopt_pending) {
-        lc_refuse(done, opaque, vm, "busy: waiting for libvirt to tell the domain's state");
-        return;
-    }
     if (m->op != BRIDGE_LC_NONE || m->queued != BRIDGE_LC_NONE) {
         lc_refuse(done, opaque, vm, "busy: %s in progress",
                   op_name(m->op != BRIDGE_LC_NONE ? m->op : m->queued));
@@ -1056,6 +1052,14 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
     }
     if (op == BRIDGE_LC_SUSPEND && (!vm->backend || !vm->ops->is_ready(vm->backend))) {
         lc_refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
+        return;
+    }
+    if (m->adopt_pending) {
+        /* libvirt has not said yet what runs: judged again once it has (on_engine_state) */
+        m->queued = op;
+        m->queued_at = lc_mono();
+        m->queued_done = done;
+        m->queued_opaque = opaque;
         return;
     }
     if (op == BRIDGE_LC_START || op == BRIDGE_LC_RESUME)
@@ -1123,7 +1127,7 @@ static void queue_run(struct bridge *br, double now)
         return;
     for (size_t i = 0; i < br->n_vms; i++) {
         struct bridge_managed *m = br->vms[i].mgd;
-        if (!m || m->queued == BRIDGE_LC_NONE || m->op != BRIDGE_LC_NONE)
+        if (!m || m->queued == BRIDGE_LC_NONE || m->op != BRIDGE_LC_NONE || m->adopt_pending)
             continue;
         if (!pick || (m->queued == BRIDGE_LC_RESUME && pick->queued != BRIDGE_LC_RESUME) ||
             (m->queued == pick->queued && m->queued_at < pick->queued_at))
@@ -1256,8 +1260,16 @@ static void on_engine_state(void *opaque, const struct bridge_backend_result *r)
         return;
     }
     if (m->adopt_pending) {
+        enum bridge_lc_op op = m->queued;
+        bridge_lc_done_fn done = m->queued_done;
+        void *done_opaque = m->queued_opaque;
         m->adopt_pending = 0;
+        m->queued = BRIDGE_LC_NONE;
+        m->queued_done = NULL;
+        m->queued_opaque = NULL;
         engine_adopt(m, strcmp(r->run_status, "shutdown") != 0, !strcmp(r->run_status, "paused"));
+        if (op != BRIDGE_LC_NONE) /* asked for meanwhile: judged against the state now */
+            bridge_managed_request(m->vm, op, done, done_opaque);
     } else if (!strcmp(r->run_status, "shutdown")) {
         engine_gone(m);
     }
