@@ -26,46 +26,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 from vmstest import Bridge, VMError, check, results, wait_until  # noqa: E402
-from vmstest.libvirt import LibvirtVM, virsh  # noqa: E402
+from vmstest.libvirt import ManagedLibvirtVM, virsh  # noqa: E402
 
 SECRET = "lifecycle-lv-s3cret"
 ENV = "VMSTATE_PRINCIPAL=app VMSTATE_SECRET=$(cat /root/vmstate-secret)"
-
-
-class ManagedDomain(LibvirtVM):
-    """The harness's libvirt guest, defined but started by the bridge, not by the test."""
-
-    def define(self):
-        """Define the domain (persistent) with the bridge's ports; do not start it."""
-        os.makedirs(self.workdir, exist_ok=True)
-        import subprocess
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", self.disk_path,
-                        self.disk_size], check=True)
-        open(self.console_path, "wb").close()
-        self._fresh_disk = False
-        if self.domain in virsh("list", "--all", "--name").split():
-            self.undefine()
-        xml = os.path.join(self.workdir, "domain.xml")
-        with open(xml, "w") as f:
-            f.write(self._domain_xml())
-        virsh("define", xml)
-        subprocess.run([os.path.join(self.builddir, "host-bridge", "vmstate-admin"),
-                        "libvirt-setup", self.domain, "--uri", self.uri, "--dir", self.workdir,
-                        "--apply"], check=True, capture_output=True)
-
-    def attach(self, timeout=60):
-        """The test's monitor and agent on the QEMU libvirt runs now."""
-        from vmstest import vm as vmmod
-        for s in (self._qmp, self._agent):
-            if s:
-                s.close()
-        self.proc = type("P", (), {"poll": lambda _s: None if self.active() else 0})()
-        self._reconnect()
-        vmmod._live.add(self)
-        self.wait_ready(timeout)
-
-    def state(self):
-        return virsh("domstate", self.domain).strip()
 
 
 class Suite:
@@ -73,7 +37,7 @@ class Suite:
         self.workdir = workdir
         self.slow = os.path.join(workdir, "slow")
         os.makedirs(self.slow, exist_ok=True)
-        self.vm = ManagedDomain(os.path.join(workdir, "lv1"), image, builddir, mem="256M")
+        self.vm = ManagedLibvirtVM(os.path.join(workdir, "lv1"), image, builddir, mem="256M")
         self.admin_sock = os.path.join(workdir, "admin.sock")
         self.bridge = Bridge(
             builddir, workdir, {"lv1": self.vm},
@@ -149,9 +113,7 @@ def test_suspend_resume(s):
         check(False, f"the owed save done: {s.bridge.table('requests', 'lv1')}")
     up0, c0 = s.uptime(), int(vm.check("cat /tmp/counter"))
     pid0 = vm.qemu_pid()
-    for c in (vm._qmp, vm._agent):
-        if c:
-            c.close()
+    vm.detach()
     ok, ans = s.lc("suspend")
     check(ok and ans.get("tier") == "slow", f"suspend: {ans}")
     results.numbers["lv_suspend_ms"] = ans.get("total_ms", -1)
@@ -227,9 +189,7 @@ def test_stop(s):
     print("== 5. stop: ACPI shutdown, then destroy after stop_timeout")
     vm = s.vm
     pid0 = vm.qemu_pid()
-    for c in (vm._qmp, vm._agent):
-        if c:
-            c.close()
+    vm.detach()
     t0 = time.monotonic()
     ok, ans = s.lc("stop", timeout=90)
     took = time.monotonic() - t0
