@@ -15,6 +15,7 @@
 
 #include "bridge-config.h"
 #include "db-lifecycle.h"
+#include "managed-int.h"
 
 static const char managed_conf[] = "[bridge]\n"
                                    "admin_socket = /run/vmstate/admin.sock\n"
@@ -149,6 +150,46 @@ Test(lifecycle, managed_libvirt_refuses_what_does_not_apply)
 #else
     cr_skip_test("built without libvirt");
 #endif
+}
+
+/* A bridge start with a libvirt domain: the journal's state x libvirt's (never a stop of a
+ * domain that runs; an inactive domain left "suspending" was saved whole) */
+Test(lifecycle, libvirt_adoption_plan)
+{
+    static const struct {
+        const char *journal;
+        int have_ck;
+        const char *domain;
+        enum lc_adopt want;
+    } cases[] = {
+        {"stopped", 0, "shutdown", LC_ADOPT_KEEP},
+        {"running", 0, "running", LC_ADOPT_RUNNING},
+        {"running", 0, "paused", LC_ADOPT_RUNNING},
+        {"starting", 0, "running", LC_ADOPT_RUNNING},
+        {"running", 0, "shutdown", LC_ADOPT_GONE},
+        {"stopping", 0, "running", LC_ADOPT_FINISH_STOP},
+        {"stopping", 0, "shutdown", LC_ADOPT_GONE},
+        {"suspending", 1, "finish-migrate", LC_ADOPT_SAVING},
+        {"suspending", 1, "shutdown", LC_ADOPT_SAVED},
+        {"suspending", 1, "running", LC_ADOPT_NOT_SAVED},
+        {"suspending", 1, "paused", LC_ADOPT_NOT_SAVED},
+        {"suspending", 0, "shutdown", LC_ADOPT_LOST},
+        {"suspended", 1, "shutdown", LC_ADOPT_SAVED},
+        {"suspended", 1, "running", LC_ADOPT_FOREIGN},
+        {"suspended", 0, "shutdown", LC_ADOPT_LOST},
+        {"resuming", 1, "paused", LC_ADOPT_FINISH_RESUME},
+        {"resuming", 1, "running", LC_ADOPT_RESUMED},
+        {"resuming", 1, "shutdown", LC_ADOPT_SAVED},
+        {"resuming", 0, "shutdown", LC_ADOPT_LOST},
+        {"stopped", 0, "running", LC_ADOPT_FOREIGN},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_expect_eq(lc_adopt_plan(cases[i].journal, cases[i].have_ck, cases[i].domain),
+                     cases[i].want, "journal %s, checkpoint %d, domain %s: got %d, want %d",
+                     cases[i].journal, cases[i].have_ck, cases[i].domain,
+                     lc_adopt_plan(cases[i].journal, cases[i].have_ck, cases[i].domain),
+                     cases[i].want);
 }
 
 static char dir[] = "/tmp/vms-lc-XXXXXX";

@@ -441,6 +441,7 @@ static const char *run_status_name(int state, int reason)
     case VIR_DOMAIN_PAUSED:
         return reason == VIR_DOMAIN_PAUSED_IOERROR    ? "io-error"
                : reason == VIR_DOMAIN_PAUSED_SNAPSHOT ? "save-vm"
+               : reason == VIR_DOMAIN_PAUSED_SAVE     ? "finish-migrate" /* virDomainSave */
                : reason == VIR_DOMAIN_PAUSED_CRASHED  ? "guest-panicked"
                                                       : "paused";
     case VIR_DOMAIN_SHUTDOWN:

@@ -1036,6 +1036,14 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
                   op_name(m->op != BRIDGE_LC_NONE ? m->op : m->queued));
         return;
     }
+    if (m->adopt_pending) {
+        /* libvirt has not said yet what runs: judged again once it has (on_engine_state) */
+        m->queued = op;
+        m->queued_at = lc_mono();
+        m->queued_done = done;
+        m->queued_opaque = opaque;
+        return;
+    }
     if ((op == BRIDGE_LC_START && strcmp(st, "stopped")) ||
         (op == BRIDGE_LC_SUSPEND && strcmp(st, "running")) ||
         (op == BRIDGE_LC_RESUME && strcmp(st, "suspended")) ||
@@ -1052,14 +1060,6 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
     }
     if (op == BRIDGE_LC_SUSPEND && (!vm->backend || !vm->ops->is_ready(vm->backend))) {
         lc_refuse(done, opaque, vm, "cannot suspend: QMP is not connected");
-        return;
-    }
-    if (m->adopt_pending) {
-        /* libvirt has not said yet what runs: judged again once it has (on_engine_state) */
-        m->queued = op;
-        m->queued_at = lc_mono();
-        m->queued_done = done;
-        m->queued_opaque = opaque;
         return;
     }
     if (op == BRIDGE_LC_START || op == BRIDGE_LC_RESUME)
@@ -1248,7 +1248,7 @@ static int console_open(struct bridge_managed *m)
 
 /* ---- libvirt: the domain's state ---- */
 
-static void engine_adopt(struct bridge_managed *m, int active, int paused);
+static void engine_adopt(struct bridge_managed *m, const char *status);
 
 static void on_engine_state(void *opaque, const struct bridge_backend_result *r)
 {
@@ -1267,9 +1267,14 @@ static void on_engine_state(void *opaque, const struct bridge_backend_result *r)
         m->queued = BRIDGE_LC_NONE;
         m->queued_done = NULL;
         m->queued_opaque = NULL;
-        engine_adopt(m, strcmp(r->run_status, "shutdown") != 0, !strcmp(r->run_status, "paused"));
-        if (op != BRIDGE_LC_NONE) /* asked for meanwhile: judged against the state now */
+        engine_adopt(m, r->run_status);
+        if (m->adopt_pending) { /* still saving: the request waits on */
+            m->queued = op;
+            m->queued_done = done;
+            m->queued_opaque = done_opaque;
+        } else if (op != BRIDGE_LC_NONE) { /* asked for meanwhile: judged against the state */
             bridge_managed_request(m->vm, op, done, done_opaque);
+        }
     } else if (!strcmp(r->run_status, "shutdown")) {
         engine_gone(m);
     }
@@ -1646,68 +1651,94 @@ static void adopt_saved_checkpoint(struct bridge_managed *m, struct bridge_db_ch
     vms_info(vmname(m->vm), NULL, "lifecycle: suspended in %s (checkpoint %s)", ck->tier, ck->id);
 }
 
+enum lc_adopt lc_adopt_plan(const char *st, int have_ck, const char *status)
+{
+    int active = strcmp(status, "shutdown") != 0;
+    int running = !strcmp(status, "running");
+
+    if (!strcmp(st, "running") || !strcmp(st, "starting"))
+        return active ? LC_ADOPT_RUNNING : LC_ADOPT_GONE;
+    if (!strcmp(st, "stopping"))
+        return active ? LC_ADOPT_FINISH_STOP : LC_ADOPT_GONE;
+    if (!strcmp(st, "suspending")) {
+        /* libvirtd finishes a save whose client went away and ends the domain only once
+         * its file is whole; a failed save leaves the domain running */
+        if (!strcmp(status, "finish-migrate"))
+            return LC_ADOPT_SAVING;
+        if (!active)
+            return have_ck ? LC_ADOPT_SAVED : LC_ADOPT_LOST;
+        return LC_ADOPT_NOT_SAVED;
+    }
+    if (!strcmp(st, "resuming") && have_ck && active)
+        return running ? LC_ADOPT_RESUMED : LC_ADOPT_FINISH_RESUME;
+    if ((!strcmp(st, "resuming") || !strcmp(st, "suspended")) && !active)
+        return have_ck ? LC_ADOPT_SAVED : LC_ADOPT_LOST;
+    if (active)
+        return LC_ADOPT_FOREIGN;
+    return strcmp(st, "stopped") ? LC_ADOPT_LOST : LC_ADOPT_KEEP;
+}
+
 /*
- * libvirt: re-adopt after a bridge start, from the journal's run state and the domain's
- * (@active: it has a QEMU; @paused: not running its guest). A bridge restart never stops
- * a domain. libvirtd finishes a save or restore whose client went away, and ends a domain
- * only once its save file is complete (a failed save leaves it running), so an inactive
- * domain left "suspending" was saved.
+ * libvirt: re-adopt after a bridge start (lc_adopt_plan decides). A bridge restart never
+ * stops a domain. @status: libvirt's state of the domain (backend.h run_status).
  */
-static void engine_adopt(struct bridge_managed *m, int active, int paused)
+static void engine_adopt(struct bridge_managed *m, const char *status)
 {
     struct bridge_vm *vm = m->vm;
     struct bridge_db *db = &vm->br->db;
     struct bridge_db_checkpoint ck;
     const char *st = m->row.run_state;
     int have_ck = bridge_db_checkpoint_current(db, vmname(vm), &ck) == 1;
+    enum lc_adopt plan = lc_adopt_plan(st, have_ck, status);
 
     vms_info(vmname(vm), NULL, "lifecycle: journal says %s, libvirt's domain %s is %s", st,
-             vm->cfg->domain,
-             !active  ? "shut off"
-             : paused ? "paused"
-                      : "running");
-    if (!strcmp(st, "running") || !strcmp(st, "starting")) {
-        if (active) {
-            journal_row(m, "running");
-        } else {
+             vm->cfg->domain, status);
+    switch (plan) {
+    case LC_ADOPT_KEEP:
+        break;
+    case LC_ADOPT_RUNNING:
+        journal_row(m, "running");
+        break;
+    case LC_ADOPT_GONE:
+        if (strcmp(st, "stopping"))
             vms_err(vmname(vm), NULL, "lifecycle: the domain ended since the last bridge");
-            stopped(m);
-        }
-    } else if (!strcmp(st, "stopping")) {
-        if (!active) {
-            stopped(m);
-        } else {
-            m->op = BRIDGE_LC_STOP;
-            m->phase = P_POWERDOWN;
-            m->t0 = lc_mono();
-            m->deadline = lc_mono() + vm->cfg->stop_timeout;
-            vm->ops->powerdown(vm->backend, on_powerdown_sent, m);
-        }
-    } else if (!strcmp(st, "suspending") && have_ck && !active) {
+        stopped(m);
+        break;
+    case LC_ADOPT_FINISH_STOP:
+        m->op = BRIDGE_LC_STOP;
+        m->phase = P_POWERDOWN;
+        m->t0 = lc_mono();
+        m->deadline = lc_mono() + vm->cfg->stop_timeout;
+        vm->ops->powerdown(vm->backend, on_powerdown_sent, m);
+        break;
+    case LC_ADOPT_SAVED:
         adopt_saved_checkpoint(m, &ck);
-    } else if (!strcmp(st, "suspending")) {
-        /* the save did not happen: the VM goes on running where it is */
+        break;
+    case LC_ADOPT_SAVING:
+        m->adopt_pending = 1; /* asked again in a second (engine_state_tick) */
+        return;
+    case LC_ADOPT_NOT_SAVED:
         if (have_ck) {
             unlink(ck.state_file);
             snprintf(ck.phase, sizeof(ck.phase), "discarded");
             bridge_db_checkpoint_put(db, &ck);
         }
-        journal_row(m, active ? "running" : "stopped");
-        if (paused)
+        journal_row(m, "running");
+        if (strcmp(status, "running"))
             vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
-    } else if (!strcmp(st, "resuming") && have_ck && active && paused) {
-        /* restored, never cont'ed: the guest has not run; finish the resume */
+        break;
+    case LC_ADOPT_FINISH_RESUME: /* the guest has not run from the checkpoint yet */
         m->ck = ck;
         m->op = BRIDGE_LC_RESUME;
         m->t0 = lc_mono();
         m->phase = P_PORTS;
         m->deadline = lc_mono() + PORTS_WAIT_S;
-    } else if (!strcmp(st, "resuming") && have_ck && active) {
+        break;
+    case LC_ADOPT_RESUMED:
         m->ck = ck;
         resume_consume(m);
-    } else if ((!strcmp(st, "resuming") || !strcmp(st, "suspended")) && have_ck && !active) {
-        adopt_saved_checkpoint(m, &ck);
-    } else if (active) {
+        break;
+    case LC_ADOPT_FOREIGN:
         /* started behind the bridge's back: its checkpoint (if any) cannot be resumed
          * beside it; no tier is reserved, so it cannot be suspended until stopped once */
         vms_warn(vmname(vm), NULL,
@@ -1718,9 +1749,16 @@ static void engine_adopt(struct bridge_managed *m, int active, int paused)
             bridge_db_garbage_add(db, ck.state_file);
         }
         journal_row(m, "running");
-    } else if (strcmp(st, "stopped")) {
+        break;
+    case LC_ADOPT_LOST:
         vms_err(vmname(vm), NULL, "lifecycle: left %s with no usable checkpoint: stopped", st);
+        if (have_ck) {
+            snprintf(ck.phase, sizeof(ck.phase), "discarded");
+            bridge_db_checkpoint_put(db, &ck);
+            bridge_db_garbage_add(db, ck.state_file);
+        }
         stopped(m);
+        break;
     }
     if (vm->cfg->autostart && !strcmp(m->row.run_state, "stopped") && m->op == BRIDGE_LC_NONE)
         bridge_managed_request(vm, BRIDGE_LC_START, NULL, NULL);

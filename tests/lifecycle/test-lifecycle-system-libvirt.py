@@ -63,10 +63,12 @@ class Suite:
             return rc == 0 and "boolean true" in out
         wait_until(connected, timeout, "the guest helper connected to the bridge")
 
-    def save(self, label):
+    def save_works(self, label, what):
+        """A guest app's save (vmstatectl -w save LABEL) completes: checked as @what."""
+        self.wait_helper()
         rc, out = self.vm.run(f"{ENV} VMSTATE_APP_ID=org.test.Lv vmstatectl -w -t 90 "
                               f"save {label}", timeout=120)
-        return rc, out
+        check(rc == 0, f"{what}: {out.strip()[-200:]}")
 
     def uptime(self):
         return float(self.vm.check("cut -d' ' -f1 /proc/uptime"))
@@ -83,9 +85,7 @@ def test_start_and_save(s):
     s.vm.attach(120)
     s.bridge.admin("grant", "app", "lv1", "all")
     s.vm.write_file("/root/vmstate-secret", SECRET + "\n", mode=0o600)
-    s.wait_helper()
-    rc, out = s.save("before-suspend")
-    check(rc == 0, f"a guest app's save completes (a libvirt snapshot): {out.strip()[-200:]}")
+    s.save_works("before-suspend", "a guest app's save completes (a libvirt snapshot)")
     st = s.status()
     check(st.get("run_state") == "running" and st.get("reserved") == (256 + 64) << 20,
           f"running, {256 + 64} MiB reserved in tier slow: {st.get('reserved')}")
@@ -159,9 +159,7 @@ def test_suspend_resume(s):
     check(not os.path.exists(path), "the consumed checkpoint file is removed")
     ok, ans = s.lc("resume")
     check(not ok and "one-shot" in ans.get("error", ""), f"a second resume is refused: {ans.get('error')}")
-    s.wait_helper()
-    rc, out = s.save("after-resume")
-    check(rc == 0, f"a save after the resume works: {out.strip()[-200:]}")
+    s.save_works("after-resume", "a save after the resume works")
 
 
 def test_restart_adopts(s):
@@ -180,9 +178,7 @@ def test_restart_adopts(s):
     check(re.search(r"journal says running, libvirt's domain \S+ is running", s.bridge.log()),
           "the bridge judged from the journal and libvirt's state")
     check(s.uptime() > up0, "the guest did not reboot")
-    s.wait_helper()
-    rc, out = s.save("after-restart")
-    check(rc == 0, f"a save after the restart works: {out.strip()[-200:]}")
+    s.save_works("after-restart", "a save after the restart works")
 
 
 def test_stop(s):
