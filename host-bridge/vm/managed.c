@@ -1692,7 +1692,7 @@ static void engine_adopt(struct bridge_managed *m, const char *status)
     enum lc_adopt plan = lc_adopt_plan(st, have_ck, status);
 
     vms_info(vmname(vm), NULL, "lifecycle: journal says %s, libvirt's domain %s is %s", st,
-             vm->cfg->domain, status);
+             vm->cfg->domain, strcmp(status, "shutdown") ? status : "shut off");
     switch (plan) {
     case LC_ADOPT_KEEP:
         break;

@@ -14,8 +14,8 @@ EXTRA_DIST += tests/lifecycle/test-lifecycle-system.py
 
 # Managed VMs on the libvirt backend: a persistent domain on a private libvirtd that the bridge
 # starts, suspends to a tier (virDomainSaveFlags), resumes (virDomainRestoreFlags), re-adopts
-# after a restart and stops (~35 s on 2 cores, TCG, 3 of 3 runs green; exit 77 without
-# libvirtd/tini).
+# after a restart and a crash inside a suspend, and stops (~50 s on 2 cores, TCG; green in
+# every run here; exit 77 without libvirtd/tini).
 if HAVE_LIBVIRT
 check-lifecycle-system-libvirt: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \

@@ -12,7 +12,9 @@ by `vmstate-admin libvirt-setup --apply`) and `managed = yes, backend = libvirt`
   3 resume (virDomainRestoreFlags, paused until the ports are back, then resumed): the guest
     continues (uptime and a counter go on), its app hears "resumed", the owed event reaches
     the app exactly once, the checkpoint is consumed (a second resume is refused)
-  4 bridge restart while the domain runs: re-adopted, the same QEMU, a save still works
+  4 bridge restart while the domain runs: re-adopted, the same QEMU, a save still works;
+    the bridge SIGKILLed in a suspend before libvirt's save (the domain runs on, the
+    checkpoint is discarded) and after it (the domain is suspended; it resumes)
   5 stop: ACPI shutdown (destroy after stop_timeout), the domain is shut off, not undefined
 """
 import argparse
@@ -181,6 +183,45 @@ def test_restart_adopts(s):
     s.save_works("after-restart", "a save after the restart works")
 
 
+def test_crash_in_suspend(s):
+    print("== 4b. bridge SIGKILLed inside a suspend: before and after libvirt's save")
+    vm = s.vm
+    for point, want in (("suspend-journaled", "running"), ("suspend-written", "suspended")):
+        up0 = s.uptime()
+        os.environ["VMSTATE_BRIDGE_CRASH_AT"] = point
+        s.bridge.restart()
+        del os.environ["VMSTATE_BRIDGE_CRASH_AT"]
+        wait_until(lambda: s.status().get("run_state") == "running", 30, "re-adoption")
+        vm.detach()
+        ok, _ = s.lc("suspend", timeout=60)
+        wait_until(lambda: not s.bridge.alive(), 30, "the bridge's crash")
+        check(not ok, f"the bridge died at {point}")
+        s.bridge.stop()
+        s.bridge.start()
+        try:
+            wait_until(lambda: s.status().get("run_state") == want and
+                       s.status().get("op") == "none", 60, f"lv1 {want}")
+        except TimeoutError:
+            pass
+        st = s.status()
+        ck = st.get("checkpoint", {})
+        check(st.get("run_state") == want and vm.state() == ("running" if want == "running"
+                                                              else "shut off"),
+              f"after a crash at {point}: {st.get('run_state')}, the domain {vm.state()}")
+        if want == "running":
+            check(ck.get("phase") in (None, "discarded") and
+                  not [f for f in os.listdir(s.slow) if f.endswith(".state")],
+                  f"the unwritten checkpoint is discarded, no file left: {ck}")
+        else:
+            check(ck.get("phase") == "valid" and os.path.exists(ck.get("state_file", "/-")),
+                  f"libvirt's completed save is the valid checkpoint: {ck}")
+            ok, ans = s.lc("resume")
+            check(ok, f"it resumes: {ans}")
+        vm.attach(60)
+        check(s.uptime() > up0, "the guest did not reboot")
+        s.save_works(f"after-{point}", f"a save works after the crash at {point}")
+
+
 def test_stop(s):
     print("== 5. stop: ACPI shutdown, then destroy after stop_timeout")
     vm = s.vm
@@ -201,7 +242,8 @@ def test_stop(s):
     check(st.get("reserved") == 0, "the tier reservation is released")
 
 
-TESTS = {1: test_start_and_save, 2: test_suspend_resume, 4: test_restart_adopts, 5: test_stop}
+TESTS = {1: test_start_and_save, 2: test_suspend_resume, 4: test_restart_adopts,
+         "4b": test_crash_in_suspend, 5: test_stop}
 
 
 def main():
