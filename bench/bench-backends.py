@@ -10,7 +10,18 @@ times come from the bridge's own log (millisecond timestamps, one clock):
   save round trip      request accepted -> the helper acknowledged its completion
   restore round trip   request accepted -> the *restored* guest's helper acknowledged the
                        restore's completion (for libvirt: a new QEMU, its ports dialled back)
-Median and max over the rounds. Prints a Markdown table (for bench/RESULTS.md).
+Median and max over the rounds.
+
+Then the same guest as a managed VM (the bridge runs it; copy-path checkpoints in a slow
+tier on the same file system for both): QMP (the bridge's own QEMU) and libvirt (a
+persistent domain the bridge starts with virDomainCreate). For N rounds `vmstate-admin
+suspend`, then `resume`; the times are the bridge's own (the answers' total_ms):
+  suspend              request -> the checkpoint on disk (fdatasync'ed) and QEMU gone
+  resume               request -> a new QEMU has loaded it, the ports are back, the guest runs
+Each against this run's floor for the same bytes in the same tier: dd writing the
+checkpoint's size with conv=fdatasync (suspend), dd reading the checkpoint file back
+(resume; it is in the page cache, as it is for the resume).
+Prints a Markdown table (for bench/RESULTS.md).
 
     tests/libvirt/run-suite.sh python3 bench/bench-backends.py --image DIR --builddir DIR
 (`make bench-backends` does this; without $LV_URI only the QMP column is measured.)
@@ -19,12 +30,15 @@ import argparse
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "harness"))
+from vmstest import Bridge  # noqa: E402
+from vmstest.managed import ManagedVM  # noqa: E402
 from vmstest.wholepath import WholePath  # noqa: E402
 
 LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \S+ vm=vm1 req=(\w+): (.*)$", re.M)
@@ -92,6 +106,70 @@ def run_backend(backend, a, workdir):
             "restore round trip": spans(restores, "accepted", "acked")}
 
 
+def dd_seconds(args):
+    t0 = time.monotonic()
+    subprocess.run(["dd", "bs=1M", *args], capture_output=True, check=True)
+    return time.monotonic() - t0
+
+
+def run_managed(backend, a, workdir):
+    """suspend/resume rounds of a managed 128 MiB guest: {row: [s]}, and the floors."""
+    wd = os.path.join(workdir, "managed-" + backend)
+    slow = os.path.join(wd, "slow")
+    os.makedirs(slow, exist_ok=True)
+    if backend == "libvirt":
+        from vmstest.libvirt import ManagedLibvirtVM
+        vm = ManagedLibvirtVM(os.path.join(wd, "m1"), a.image, a.builddir, mem="128M")
+        vm.define()
+        keys = {"managed": "yes", "memory": "128M", "slow_tier": "slow", "stop_timeout": 5}
+    else:
+        vm = ManagedVM(os.path.join(wd, "m1"), a.image, mem="128M")
+        keys = {**vm.section(rapid="off", slow_tier="slow"), "stop_timeout": 5}
+    sock = os.path.join(wd, "admin.sock")
+    bridge = Bridge(a.builddir, wd, {"m1": vm}, per_vm={"m1": keys},
+                    bridge_options={"admin_socket": sock, "state_margin": "64M"},
+                    sections={"tier slow": {"path": slow, "capacity": "8G", "class": "slow"}})
+    out = {"suspend": [], "resume": [], "floor suspend": [], "floor resume": []}
+
+    def lc(cmd):
+        ok, ans = bridge.ctl(cmd, "m1", sock=sock, timeout=180)
+        if not ok:
+            raise RuntimeError(f"{backend}: {cmd}: {ans}")
+        return ans
+    try:
+        bridge.start()
+        lc("start")
+        vm.attach()
+        vm.wait_ready(120)
+        vm.detach()
+        for _ in range(a.rounds):
+            out["suspend"].append(lc("suspend")["total_ms"] / 1000)
+            _, st = bridge.ctl("status", "m1", sock=sock)
+            path = st["vms"][0]["checkpoint"]["state_file"]
+            mib = max(1, os.path.getsize(path) >> 20)
+            floor = os.path.join(slow, "dd-floor")
+            out["floor suspend"].append(dd_seconds(["if=/dev/zero", f"of={floor}",
+                                                    f"count={mib}", "conv=fdatasync"]))
+            os.unlink(floor)
+            out["floor resume"].append(dd_seconds([f"if={path}", "of=/dev/null"]))
+            out["resume"].append(lc("resume")["total_ms"] / 1000)
+        lc("stop")
+    finally:
+        bridge.stop()
+        vm.kill()
+        if backend == "libvirt":
+            vm.undefine()
+    return out
+
+
+def fmt_ratio(samples, floor):
+    if not samples or not floor:
+        return "—"
+    med, fl = statistics.median(samples), statistics.median(floor)
+    return (f"{med * 1000:.0f} ms (max {max(samples) * 1000:.0f}, n={len(samples)}); "
+            f"×{med / fl:.1f} the floor")
+
+
 def fmt(samples):
     if not samples:
         return "—"
@@ -108,6 +186,7 @@ def main():
     a = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="vmsbench-backends-")
     results = {b: run_backend(b, a, workdir) for b in a.backends.split(",")}
+    managed = {b: run_managed(b, a, workdir) for b in a.backends.split(",")}
     rows = ["save", "restore", "save round trip", "restore round trip"]
     print(f"Per-operation times by backend ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"test image, 128 MiB, TCG; median of {a.rounds} rounds; from the bridge's log)\n")
@@ -115,7 +194,14 @@ def main():
     print("|---|" + "---|" * len(results))
     for r in rows:
         print(f"| {r} | " + " | ".join(fmt(results[b][r]) for b in results) + " |")
-    print("\nsuspend / resume: not measured (the lifecycle ops are not in backend.h yet)")
+    for r in ("suspend", "resume"):
+        print(f"| {r} (managed, copy path) | " +
+              " | ".join(fmt_ratio(managed[b][r], managed[b]["floor " + r]) for b in managed) +
+              " |")
+    for r in ("suspend", "resume"):
+        print(f"| floor: dd {'write+fdatasync' if r == 'suspend' else 'read'} of the "
+              "checkpoint's bytes, same tier | " +
+              " | ".join(fmt(managed[b]["floor " + r]) for b in managed) + " |")
     return 0
 
 

@@ -104,7 +104,8 @@ EXTRA_DIST += bench/README.md bench/RESULTS.md bench/ANALYSIS.md bench/benchlib.
 
 # Per-operation times on the QMP and libvirt backends (issue 17): prints a Markdown table
 # for bench/RESULTS.md. Needs the test guest image; the libvirt column a private libvirtd
-# (tests/libvirt/run-suite.sh starts one). BENCH_BACKENDS_ROUNDS rounds of save + restore.
+# (tests/libvirt/run-suite.sh starts one). BENCH_BACKENDS_ROUNDS rounds of save + restore,
+# then as many of suspend + resume of a managed VM (QMP and libvirt).
 BENCH_BACKENDS_ROUNDS = 10
 bench-backends: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' PYTHONDONTWRITEBYTECODE=1 \

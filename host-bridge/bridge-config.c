@@ -752,10 +752,46 @@ static int load_shared_defs(struct bridge_config *cfg, struct parse_ctx *ctx, ch
  * A managed VM: its sockets default to files in run_dir (the bridge starts QEMU with them),
  * its tiers must exist and be of the right class.
  */
+/*
+ * A managed VM on libvirt: libvirt starts QEMU from the domain it has defined, so what
+ * describes the bridge's own QEMU does not apply and is refused by name rather than
+ * ignored; so are the features that need the bridge's QEMU (zero-copy RAM in a tier, the
+ * console socket handed to QEMU, idle detection from its pid, HA's lease fd).
+ */
+static int managed_libvirt_check(struct bridge_config *cfg, struct bridge_vm_config *vm, char *err,
+                                 size_t errlen)
+{
+    const char *key = vm->qemu[0]                     ? "qemu"
+                      : vm->qemu_args[0]              ? "qemu_args"
+                      : vm->qemu_user[0]              ? "qemu_user"
+                      : (vm->seen & K_QMP)            ? "qmp"
+                      : vm->console                   ? "console"
+                      : vm->idle_suspend_s            ? "idle_suspend"
+                      : vm->ha                        ? "ha"
+                      : vm->rapid != BRIDGE_RAPID_OFF ? "rapid"
+                                                      : NULL;
+    const char *why = !key                           ? NULL
+                      : !strcmp(key, "rapid")        ? "zero-copy needs the bridge's own QEMU; "
+                                                       "checkpoints of libvirt domains are copies "
+                                                       "(rapid = off, a slow_tier or fast_tier)"
+                      : !strcmp(key, "console")      ? "not supported: use the domain's console"
+                      : !strcmp(key, "idle_suspend") ? "not supported on libvirt"
+                      : !strcmp(key, "ha")           ? "HA VMs need backend = qmp"
+                                           : "libvirt starts QEMU from the domain's XML, not "
+                                             "the bridge: leave it out";
+
+    if (!key)
+        return 0;
+    snprintf(err, errlen, "%s: [vm %s] %s: %s (managed = yes, backend = libvirt)", cfg->path,
+             vm->name, key, why);
+    return -1;
+}
+
 static int managed_check(struct bridge_config *cfg, struct bridge_vm_config *vm, char *err,
                          size_t errlen)
 {
     const struct bridge_tier_config *fast = NULL, *slow = NULL;
+    int lv = vm->backend == BRIDGE_BACKEND_LIBVIRT;
 
     if (!vm->memory_bytes) {
         snprintf(err, errlen, "%s: [vm %s] memory: required for a managed VM", cfg->path, vm->name);
@@ -763,16 +799,20 @@ static int managed_check(struct bridge_config *cfg, struct bridge_vm_config *vm,
     }
     if (!vm->run_dir[0])
         snprintf(vm->run_dir, sizeof(vm->run_dir), "%s/run/vmstate/%.60s", LOCALSTATEDIR, vm->name);
-    if (!vm->qemu[0])
+    if (lv && managed_libvirt_check(cfg, vm, err, errlen) < 0)
+        return -1;
+    if (!vm->qemu[0] && !lv)
         strcpy(vm->qemu, "qemu-system-x86_64");
 #define RUN_SOCK(field, bit, file)                                                                 \
     if (!(vm->seen & (bit))) {                                                                     \
         snprintf(vm->field, sizeof(vm->field), "%.100s/" file, vm->run_dir);                       \
         vm->seen |= (bit);                                                                         \
     }
-    RUN_SOCK(qmp, K_QMP, "qmp.sock")
-    RUN_SOCK(port_a, K_PORT_A, "a.sock")
-    RUN_SOCK(port_b, K_PORT_B, "b.sock")
+    if (!lv) { /* libvirt: no QMP; the ports come from the domain XML unless given */
+        RUN_SOCK(qmp, K_QMP, "qmp.sock")
+        RUN_SOCK(port_a, K_PORT_A, "a.sock")
+        RUN_SOCK(port_b, K_PORT_B, "b.sock")
+    }
 #undef RUN_SOCK
     if (vm->fast_tier[0] && !(fast = bridge_config_tier(cfg, vm->fast_tier))) {
         snprintf(err, errlen, "%s: [vm %s] fast_tier: no [tier %s]", cfg->path, vm->name,
@@ -862,12 +902,6 @@ static int config_check(struct bridge_config *cfg, char *err, size_t errlen)
     }
     for (size_t i = 0; i < cfg->n_vms; i++) {
         struct bridge_vm_config *vm = &cfg->vms[i];
-        if (vm->managed && vm->backend == BRIDGE_BACKEND_LIBVIRT) {
-            /* libvirt starts and stops its own domains: not the bridge's managed VMs (yet) */
-            snprintf(err, errlen, "%s: [vm %s] managed: not with backend = libvirt", cfg->path,
-                     vm->name);
-            return -1;
-        }
         if (vm->managed && managed_check(cfg, vm, err, errlen) < 0)
             return -1;
     }

@@ -15,6 +15,7 @@
 
 #include "bridge-config.h"
 #include "db-lifecycle.h"
+#include "managed-int.h"
 
 static const char managed_conf[] = "[bridge]\n"
                                    "admin_socket = /run/vmstate/admin.sock\n"
@@ -98,6 +99,97 @@ Test(lifecycle, managed_config_refusals_name_the_key)
     expect_error("[tier f]\nclass = medium\n", "not fast or slow");
     expect_error("[tier f]\ncapacity = 1G\n", "[tier f] path: required key missing");
     expect_error("[tier f]\nsize = 1G\n", "unknown key");
+}
+
+#define LV_MANAGED                                                                                 \
+    "[tier slow]\npath = /var/lib/t\ncapacity = 10G\n[vm lv]\nbackend = libvirt\n"                 \
+    "managed = yes\nmemory = 256M\nslow_tier = slow\n"
+
+/* managed = yes with backend = libvirt: libvirt's domain replaces the bridge's QEMU */
+Test(lifecycle, managed_libvirt_config)
+{
+    struct bridge_config cfg;
+    char err[512] = "";
+    const struct bridge_vm_config *vm;
+    int rc = bridge_config_load_string(&cfg, "lv.conf", LV_MANAGED "domain = guest-7\n", err,
+                                       sizeof(err));
+
+#ifdef HAVE_LIBVIRT
+    cr_assert_eq(rc, 0, "%s", err);
+    vm = bridge_config_vm(&cfg, "lv");
+    cr_assert(vm && vm->managed && vm->backend == BRIDGE_BACKEND_LIBVIRT);
+    cr_assert_str_eq(vm->domain, "guest-7");
+    cr_assert_str_empty(vm->qemu, "no QEMU binary: libvirt starts QEMU");
+    cr_assert_str_empty(vm->qmp, "no QMP socket under run_dir");
+    cr_assert_str_empty(vm->port_a, "the ports come from the domain XML");
+    cr_assert_eq(vm->ports_listen, 1, "the restored QEMU dials the bridge");
+    cr_assert_eq(vm->stop_timeout, 30);
+#else
+    cr_assert_eq(rc, -1);
+    cr_assert(strstr(err, "built without libvirt"), "%s", err);
+    (void)vm;
+#endif
+    bridge_config_free(&cfg);
+}
+
+Test(lifecycle, managed_libvirt_refuses_what_does_not_apply)
+{
+#ifdef HAVE_LIBVIRT
+    expect_error(LV_MANAGED "qemu = /usr/bin/qemu-system-x86_64\n",
+                 "[vm lv] qemu: libvirt starts QEMU from the domain's XML");
+    expect_error(LV_MANAGED "qemu_args = -accel tcg\n", "[vm lv] qemu_args: libvirt starts QEMU");
+    expect_error(LV_MANAGED "qemu_user = nobody\n", "[vm lv] qemu_user:");
+    expect_error(LV_MANAGED "qmp = /run/q.sock\n", "[vm lv] qmp:");
+    expect_error(LV_MANAGED "console = yes\n", "[vm lv] console: not supported");
+    expect_error(LV_MANAGED "idle_suspend = 60\n", "[vm lv] idle_suspend: not supported");
+    expect_error("[tier fast]\npath = /dev/shm/f\ncapacity = 1G\nclass = fast\n" LV_MANAGED
+                 "fast_tier = fast\nrapid = on\n",
+                 "[vm lv] rapid: zero-copy needs the bridge's own QEMU");
+    /* the rules every managed VM has still hold */
+    expect_error("[vm lv]\nbackend = libvirt\nmanaged = yes\nslow_tier = s\n", "memory: required");
+#else
+    cr_skip_test("built without libvirt");
+#endif
+}
+
+/* A bridge start with a libvirt domain: the journal's state x libvirt's (never a stop of a
+ * domain that runs; an inactive domain left "suspending" was saved whole) */
+Test(lifecycle, libvirt_adoption_plan)
+{
+    static const struct {
+        const char *journal;
+        int have_ck;
+        const char *domain;
+        enum lc_adopt want;
+    } cases[] = {
+        {"stopped", 0, "shutdown", LC_ADOPT_KEEP},
+        {"running", 0, "running", LC_ADOPT_RUNNING},
+        {"running", 0, "paused", LC_ADOPT_RUNNING},
+        {"starting", 0, "running", LC_ADOPT_RUNNING},
+        {"running", 0, "shutdown", LC_ADOPT_GONE},
+        {"stopping", 0, "running", LC_ADOPT_FINISH_STOP},
+        {"stopping", 0, "shutdown", LC_ADOPT_GONE},
+        {"suspending", 1, "finish-migrate", LC_ADOPT_SAVING},
+        {"suspending", 1, "shutdown", LC_ADOPT_SAVED},
+        {"suspending", 1, "running", LC_ADOPT_NOT_SAVED},
+        {"suspending", 1, "paused", LC_ADOPT_NOT_SAVED},
+        {"suspending", 0, "shutdown", LC_ADOPT_LOST},
+        {"suspended", 1, "shutdown", LC_ADOPT_SAVED},
+        {"suspended", 1, "running", LC_ADOPT_FOREIGN},
+        {"suspended", 0, "shutdown", LC_ADOPT_LOST},
+        {"resuming", 1, "paused", LC_ADOPT_FINISH_RESUME},
+        {"resuming", 1, "running", LC_ADOPT_RESUMED},
+        {"resuming", 1, "shutdown", LC_ADOPT_SAVED},
+        {"resuming", 0, "shutdown", LC_ADOPT_LOST},
+        {"stopped", 0, "running", LC_ADOPT_FOREIGN},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_expect_eq(lc_adopt_plan(cases[i].journal, cases[i].have_ck, cases[i].domain),
+                     cases[i].want, "journal %s, checkpoint %d, domain %s: got %d, want %d",
+                     cases[i].journal, cases[i].have_ck, cases[i].domain,
+                     lc_adopt_plan(cases[i].journal, cases[i].have_ck, cases[i].domain),
+                     cases[i].want);
 }
 
 static char dir[] = "/tmp/vms-lc-XXXXXX";

@@ -14,6 +14,12 @@
  * waits (hooks.ports_connected) until the new QEMU has dialled the guest
  * ports, then resumes the guest, so the Timeline meets the restored guest.
  * The domain XML names the port sockets (<channel> with the two port names).
+ *
+ * Managed VMs (vm/managed.c): libvirt is the lifecycle engine. The bridge boots the
+ * persistent domain (virDomainCreate), asks for an ACPI shutdown, then a destroy,
+ * suspends it to a file in the VM's tier (virDomainSaveFlags: libvirtd writes it and ends
+ * QEMU) and resumes it paused from that file (virDomainRestoreFlags), the guest running
+ * only once the new QEMU has dialled the ports, as after a revert.
  */
 #include "config.h"
 #include "backend.h"
@@ -57,6 +63,11 @@ enum lv_kind {
     LV_DISK_ERRORS,
     LV_CONT,
     LV_KILL,
+    LV_CREATE,       /* managed: boot the domain */
+    LV_SHUTDOWN,     /* managed: ACPI power button */
+    LV_PAUSE,        /* pause now (a group's stop at a time) */
+    LV_SAVE_FILE,    /* managed: suspend to a file, the domain ends */
+    LV_RESTORE_FILE, /* managed: resume from a file, paused */
 };
 
 struct lv_job {
@@ -64,6 +75,7 @@ struct lv_job {
     enum vms_op op; /* recover */
     char tag[VMS_STR_MAX + 1];
     char job_id[VMS_STR_MAX + 1];
+    char path[BRIDGE_PATH_MAX]; /* save/restore file */
     uint64_t bytes;
     int force;
     bridge_backend_done_fn done;
@@ -429,6 +441,7 @@ static const char *run_status_name(int state, int reason)
     case VIR_DOMAIN_PAUSED:
         return reason == VIR_DOMAIN_PAUSED_IOERROR    ? "io-error"
                : reason == VIR_DOMAIN_PAUSED_SNAPSHOT ? "save-vm"
+               : reason == VIR_DOMAIN_PAUSED_SAVE     ? "finish-migrate" /* virDomainSave */
                : reason == VIR_DOMAIN_PAUSED_CRASHED  ? "guest-panicked"
                                                       : "paused";
     case VIR_DOMAIN_SHUTDOWN:
@@ -520,6 +533,54 @@ static void judge_vm_gone(struct bridge_backend *b, struct lv_job *j, int id0)
     }
 }
 
+static int64_t realtime_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The lifecycle calls of a managed VM: each one blocking libvirt call, ok or its error. */
+static void do_lifecycle(struct bridge_backend *b, struct lv_job *j)
+{
+    int rc = -1;
+    const char *what = "";
+
+    switch (j->kind) {
+    case LV_CREATE:
+        what = "start";
+        rc = virDomainCreateWithFlags(b->dom, 0);
+        break;
+    case LV_SHUTDOWN:
+        what = "shutdown";
+        rc = virDomainShutdown(b->dom);
+        break;
+    case LV_PAUSE:
+        what = "suspend";
+        rc = virDomainSuspend(b->dom);
+        /* libvirt gives no timestamp of QEMU's STOP: the moment the call returned */
+        j->res.event_us = rc == 0 ? realtime_us() : 0;
+        break;
+    case LV_SAVE_FILE:
+        /* PAUSED: a restore without flags would leave the guest paused too (the bridge
+         * restores paused anyway, see LV_RESTORE_FILE) */
+        what = "save";
+        rc = virDomainSaveFlags(b->dom, j->path, NULL, VIR_DOMAIN_SAVE_PAUSED);
+        break;
+    case LV_RESTORE_FILE:
+        /* paused: the guest runs only once the new QEMU has dialled its ports */
+        what = "restore";
+        rc = virDomainRestoreFlags(b->conn, j->path, NULL, VIR_DOMAIN_SAVE_PAUSED);
+        break;
+    default:
+        break;
+    }
+    if (rc < 0)
+        fail_from_libvirt(j, VMS_STATUS_ERR_BACKEND, what);
+    else
+        j->res.status = VMS_STATUS_OK;
+}
+
 static void do_job(struct bridge_backend *b, struct lv_job *j)
 {
     j->res.status = VMS_STATUS_ERR_INTERNAL;
@@ -577,6 +638,13 @@ static void do_job(struct bridge_backend *b, struct lv_job *j)
             fail_from_libvirt(j, VMS_STATUS_ERR_BACKEND, "destroy");
         else
             j->res.status = VMS_STATUS_OK;
+        break;
+    case LV_CREATE:
+    case LV_SHUTDOWN:
+    case LV_PAUSE:
+    case LV_SAVE_FILE:
+    case LV_RESTORE_FILE:
+        do_lifecycle(b, j);
         break;
     }
 }
@@ -1046,6 +1114,56 @@ static int lv_kill(struct bridge_backend *b, int force)
     return 0;
 }
 
+static int lv_stop(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque)
+{
+    return job_start(b, LV_PAUSE, done, opaque, NULL);
+}
+
+static int lv_powerdown(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque)
+{
+    return job_start(b, LV_SHUTDOWN, done, opaque, NULL);
+}
+
+static int lv_vm_create(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque)
+{
+    return job_start(b, LV_CREATE, done, opaque, NULL);
+}
+
+/* save/restore to a file: a path libvirt takes as is (absolute, and it fits). */
+static int file_op(struct bridge_backend *b, enum lv_kind kind, const char *path,
+                   bridge_backend_done_fn done, void *opaque)
+{
+    struct lv_job *j;
+
+    if (path[0] != '/' || strlen(path) >= sizeof(j->path) ||
+        job_start(b, kind, done, opaque, &j) < 0)
+        return -1;
+    snprintf(j->path, sizeof(j->path), "%s", path);
+    job_queue(b, j);
+    return 0;
+}
+
+static int lv_vm_save_file(struct bridge_backend *b, const char *path, bridge_backend_done_fn done,
+                           void *opaque)
+{
+    return file_op(b, LV_SAVE_FILE, path, done, opaque);
+}
+
+static int lv_vm_restore_file(struct bridge_backend *b, const char *path,
+                              bridge_backend_done_fn done, void *opaque)
+{
+    return file_op(b, LV_RESTORE_FILE, path, done, opaque);
+}
+
+static void lv_reconnect_policy(struct bridge_backend *b, unsigned min_ms, unsigned max_ms)
+{
+    /* the connection is to libvirtd, which outlives every QEMU: only the backoff changes */
+    b->backoff_min_ms = min_ms ? min_ms : 200;
+    b->backoff_max_ms = max_ms > b->backoff_min_ms ? max_ms : b->backoff_min_ms;
+    if (b->backoff_ms < b->backoff_min_ms || b->backoff_ms > b->backoff_max_ms)
+        b->backoff_ms = b->backoff_min_ms;
+}
+
 static int lv_ports(struct bridge_backend *b, char *port_a, char *port_b, size_t len)
 {
     if (!b->ready || !b->xml.port_a[0] || !b->xml.port_b[0])
@@ -1073,4 +1191,10 @@ const struct bridge_backend_ops bridge_backend_libvirt = {
     .cont = lv_cont,
     .kill = lv_kill,
     .ports = lv_ports,
+    .stop = lv_stop,
+    .powerdown = lv_powerdown,
+    .reconnect_policy = lv_reconnect_policy,
+    .vm_create = lv_vm_create,
+    .vm_save_file = lv_vm_save_file,
+    .vm_restore_file = lv_vm_restore_file,
 };

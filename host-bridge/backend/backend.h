@@ -181,6 +181,27 @@ struct bridge_backend_ops {
     /* The guest's real-time clock (result.rtc_s; 1 s resolution), e.g. at a group's stop,
      * when no guest helper can say the guest's time. Optional (NULL: not supported). */
     int (*query_rtc)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+
+    /* ---- managed VMs whose hypervisor manager runs the VM (libvirt, vm/managed.c) ----
+     * The VM is defined in the manager (a persistent libvirt domain): the bridge asks it to
+     * boot, save and restore the VM instead of spawning QEMU, and learns that the VM ended
+     * from the event hook ("GONE") or from query_status ("shutdown"). All three are NULL for
+     * a backend whose QEMU the bridge starts itself (QMP: checkpoint/load_checkpoint). */
+    /* Boot the defined, inactive VM (libvirt: virDomainCreate); ok once it runs. */
+    int (*vm_create)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /*
+     * Write the running or paused VM's RAM and device state to @path and end the VM
+     * (libvirt: virDomainSaveFlags). The manager, not the bridge, opens @path (libvirtd runs
+     * as another user and takes no fd), so the checkpoint op's fd contract does not fit;
+     * the caller fdatasyncs @path afterwards. ok = the file is complete and the VM is gone;
+     * on failure the VM runs on as it was (libvirt resumes it).
+     */
+    int (*vm_save_file)(struct bridge_backend *b, const char *path, bridge_backend_done_fn done,
+                        void *opaque);
+    /* Start the VM from the file @path wrote by vm_save_file, left paused (the caller resumes
+     * it with cont once the guest ports are back). The file is not removed. */
+    int (*vm_restore_file)(struct bridge_backend *b, const char *path, bridge_backend_done_fn done,
+                           void *opaque);
 };
 
 extern const struct bridge_backend_ops bridge_backend_qmp;

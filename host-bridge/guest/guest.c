@@ -316,6 +316,13 @@ static enum vms_status judge_memory_mode(struct bridge_vm *vm, const struct vms_
                  vmname(vm));
         return VMS_STATUS_ERR_UNSUPPORTED;
     }
+    if (vm->ops->vm_create) { /* libvirt's domain XML holds the size, not the bridge */
+        snprintf(why, whylen,
+                 "offline set-memory is not supported for VM %.64s: libvirt runs it (its "
+                 "domain's <memory> says the size)",
+                 vmname(vm));
+        return VMS_STATUS_ERR_UNSUPPORTED;
+    }
     fits = bridge_managed_fits(vm, r->bytes, why, whylen);
     if (fits < 0) {
         snprintf(why, whylen, "database error");

@@ -90,7 +90,19 @@ struct bridge_managed {
     /* scheduled resume */
     double next_schedule_check;
     int promote_tried;
+    /* libvirt (engine_runs): the domain's state is asked once the backend is connected,
+     * to re-adopt it after a bridge restart; stop/suspend poll it in case an event is lost */
+    int adopt_pending;
+    int state_asked;
+    double next_state_poll;
 };
+
+/* The hypervisor's manager runs the VM (libvirt, backend.h vm_create): the bridge asks it
+ * to boot, save and restore the domain instead of spawning QEMU, and has no pid. */
+static inline int engine_runs(const struct bridge_managed *m)
+{
+    return m->vm->ops->vm_create != NULL;
+}
 
 static inline const char *vmname(const struct bridge_vm *vm)
 {
@@ -105,6 +117,27 @@ void lc_reply(bridge_lc_done_fn done, void *opaque, int ok, json_object *o);
 /* Answer @done with {"error": message} and log it. */
 void lc_refuse(bridge_lc_done_fn done, void *opaque, struct bridge_vm *vm, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/*
+ * What a bridge start does with a managed VM libvirt runs (engine_runs), from the journal's
+ * @run_state, whether a checkpoint is current (@have_ck) and libvirt's state of the domain
+ * as backend.h's run_status ("shutdown": no QEMU; "finish-migrate": libvirtd is saving it;
+ * "running"; anything else: QEMU is there, the guest paused). No I/O.
+ */
+enum lc_adopt {
+    LC_ADOPT_KEEP,          /* stopped and shut off: nothing to do */
+    LC_ADOPT_RUNNING,       /* it runs: journal running */
+    LC_ADOPT_GONE,          /* it ended while no bridge ran: stopped */
+    LC_ADOPT_FINISH_STOP,   /* a stop was under way: power it down again */
+    LC_ADOPT_SAVED,         /* its save completed: suspended, the checkpoint valid */
+    LC_ADOPT_SAVING,        /* libvirtd is still saving it: ask again */
+    LC_ADOPT_NOT_SAVED,     /* the save did not happen: discard the checkpoint, run on */
+    LC_ADOPT_FINISH_RESUME, /* restored, paused: wait for the ports, consume, cont */
+    LC_ADOPT_RESUMED,       /* restored and running: consume the checkpoint */
+    LC_ADOPT_FOREIGN,       /* runs though the journal says it does not: adopted as running */
+    LC_ADOPT_LOST,          /* left mid-operation with no usable checkpoint: stopped */
+};
+enum lc_adopt lc_adopt_plan(const char *run_state, int have_ck, const char *domain_status);
 
 /* qemu-proc.c */
 /* OFD write lock on @path (@create: also create and fallocate it to @size). The fd, or -1

@@ -242,10 +242,58 @@ static int reserve(struct bridge_managed *m)
     snprintf(m->row.res_tier, sizeof(m->row.res_tier), "%s", use->name);
     m->row.res_bytes = need;
     m->row.ram_file[0] = '\0';
-    if (use->fast && c->rapid != BRIDGE_RAPID_OFF)
+    /* zero-copy needs the bridge's own QEMU (its memory-backend-file): not under libvirt */
+    if (use->fast && c->rapid != BRIDGE_RAPID_OFF && !engine_runs(m))
         snprintf(m->row.ram_file, sizeof(m->row.ram_file), "%.400s/%.60s.ram", use->path,
                  vmname(vm));
     return 1;
+}
+
+/* The VM runs: the start's answer. */
+static void start_done(struct bridge_managed *m)
+{
+    json_object *o = json_object_new_object();
+
+    journal_row(m, "running");
+    json_object_object_add(o, "pid", json_object_new_int64(m->row.pid));
+    json_object_object_add(o, "tier", json_object_new_string(m->row.res_tier));
+    json_object_object_add(o, "zero_copy", json_object_new_boolean(m->row.ram_file[0] != 0));
+    json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
+    vms_info(vmname(m->vm), NULL, "lifecycle: running (tier %s%s)", m->row.res_tier,
+             m->row.ram_file[0] ? ", RAM in the tier" : "");
+    op_end(m, 1, o);
+}
+
+static void on_engine_created(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_managed *m = opaque;
+
+    if (m->op != BRIDGE_LC_START)
+        return;
+    if (r->status != VMS_STATUS_OK) {
+        m->row.res_tier[0] = '\0';
+        m->row.res_bytes = 0;
+        journal_row(m, "stopped");
+        op_fail(m, "libvirt cannot start domain %s: %s", m->vm->cfg->domain, r->message);
+        return;
+    }
+    start_done(m);
+}
+
+/* libvirt: boot the defined domain (its ports dial the bridge's listening sockets). */
+static void engine_create(struct bridge_managed *m)
+{
+    struct bridge_vm *vm = m->vm;
+
+    m->phase = P_WAIT_READY; /* libvirt's call ends it, not a deadline (see vm_tick) */
+    if (!vm->backend || vm->ops->vm_create(vm->backend, on_engine_created, m) < 0) {
+        m->row.res_tier[0] = '\0';
+        m->row.res_bytes = 0;
+        journal_row(m, "stopped");
+        op_fail(m, "not connected to libvirt");
+        return;
+    }
+    bridge_vm_ports_retry_now(vm);
 }
 
 static void start_go(struct bridge_managed *m)
@@ -279,6 +327,10 @@ static void start_go(struct bridge_managed *m)
             return;
         }
     }
+    if (engine_runs(m)) {
+        engine_create(m);
+        return;
+    }
     if (launch(m, m->incoming[0] != 0) < 0) {
         m->row.res_tier[0] = '\0';
         m->row.res_bytes = 0;
@@ -292,6 +344,7 @@ static void start_go(struct bridge_managed *m)
 
 static void on_checkpoint_written(void *opaque, const struct bridge_backend_result *r);
 static void checkpoint_go(struct bridge_managed *m);
+static void suspend_done(struct bridge_managed *m);
 
 /*
  * Suspend: wait for the guest request in flight (a snapshot job and a checkpoint must not
@@ -392,9 +445,13 @@ static void checkpoint_go(struct bridge_managed *m)
     m->phase = P_CHECKPOINT;
     m->t_mark = lc_mono();
     lc_crash_point("suspend-journaled");
-    if (vm->ops->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
-                            ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
-                            on_checkpoint_written, m) < 0) {
+    /* libvirt: libvirtd writes the file it opens itself (O_TRUNC: the inode the bridge
+     * created and fdatasyncs afterwards) and ends the domain */
+    if ((engine_runs(m)
+             ? vm->ops->vm_save_file(vm->backend, ck->state_file, on_checkpoint_written, m)
+             : vm->ops->checkpoint(vm->backend, m->state_fd, ck->zero_copy,
+                                   ck->zero_copy ? 0 : vm->br->cfg->lifecycle_bandwidth,
+                                   on_checkpoint_written, m)) < 0) {
         close(m->state_fd);
         m->state_fd = -1;
         unlink(ck->state_file);
@@ -425,7 +482,8 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
         snprintf(m->ck.phase, sizeof(m->ck.phase), "discarded");
         bridge_db_checkpoint_put(&vm->br->db, &m->ck);
         journal_row(m, "running");
-        vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
+        if (!engine_runs(m)) /* libvirt resumes a domain whose save failed itself */
+            vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
         op_fail(m, "checkpoint failed: %s", r->message);
         return;
     }
@@ -445,11 +503,15 @@ static void on_checkpoint_written(void *opaque, const struct bridge_backend_resu
         op_fail(m, "cannot journal the checkpoint");
         return;
     }
-    vms_info(vmname(vm), NULL,
-             "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), quitting QEMU", m->ck.id,
-             (long long)st.st_size, (lc_mono() - m->t_mark) * 1000);
+    vms_info(vmname(vm), NULL, "lifecycle: checkpoint %s written (%lld bytes, %.0f ms), %s",
+             m->ck.id, (long long)st.st_size, (lc_mono() - m->t_mark) * 1000,
+             engine_runs(m) ? "the domain has ended" : "quitting QEMU");
     lc_crash_point("suspend-written");
     m->t_mark = lc_mono() - m->t_mark; /* checkpoint seconds, reported */
+    if (engine_runs(m)) {              /* libvirt's save has ended the domain already */
+        suspend_done(m);
+        return;
+    }
     m->phase = P_QUIT;
     m->quit_sent = lc_mono();
     m->deadline = m->quit_sent + QUIT_GRACE_S;
@@ -496,6 +558,23 @@ static void suspend_done(struct bridge_managed *m)
 
 static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_result *r);
 
+/* libvirt: a new QEMU loads the checkpoint, paused; cont once the ports are back. */
+static void engine_restore(struct bridge_managed *m)
+{
+    struct bridge_vm *vm = m->vm;
+
+    m->phase = P_LOADING;
+    m->t_mark = lc_mono();
+    bridge_vm_ports_retry_now(vm);
+    if (!vm->backend ||
+        vm->ops->vm_restore_file(vm->backend, m->ck.state_file, on_checkpoint_loaded, m) < 0) {
+        snprintf(m->ck.phase, sizeof(m->ck.phase), "valid");
+        bridge_db_checkpoint_put(&vm->br->db, &m->ck);
+        journal_row(m, "suspended");
+        op_fail(m, "not connected to libvirt");
+    }
+}
+
 static void resume_go(struct bridge_managed *m)
 {
     struct bridge_vm *vm = m->vm;
@@ -526,8 +605,8 @@ static void resume_go(struct bridge_managed *m)
             return;
         }
     }
-    m->state_fd = open(m->ck.state_file, O_RDONLY | O_CLOEXEC);
-    if (m->state_fd < 0) {
+    if (engine_runs(m) ? access(m->ck.state_file, R_OK) < 0
+                       : (m->state_fd = open(m->ck.state_file, O_RDONLY | O_CLOEXEC)) < 0) {
         op_fail(m, "checkpoint file %s: %s", m->ck.state_file, strerror(errno));
         return;
     }
@@ -537,6 +616,10 @@ static void resume_go(struct bridge_managed *m)
     snprintf(m->row.ram_file, sizeof(m->row.ram_file), "%s", m->ck.ram_file);
     if (bridge_db_checkpoint_put(db, &m->ck) < 0 || journal_row(m, "resuming") < 0) {
         op_fail(m, "cannot journal the resume");
+        return;
+    }
+    if (engine_runs(m)) {
+        engine_restore(m);
         return;
     }
     launch(m, 1);
@@ -614,7 +697,10 @@ static void on_checkpoint_loaded(void *opaque, const struct bridge_backend_resul
         /* QEMU never ran the guest: the checkpoint is still good */
         snprintf(m->ck.phase, sizeof(m->ck.phase), "valid");
         bridge_db_checkpoint_put(&m->vm->br->db, &m->ck);
-        m->vm->ops->kill(m->vm->backend, 1);
+        if (engine_runs(m)) /* libvirt leaves no domain running after a failed restore */
+            journal_row(m, "suspended");
+        else
+            m->vm->ops->kill(m->vm->backend, 1);
         op_fail(m, "loading checkpoint %s failed: %s", m->ck.id, r->message);
         return;
     }
@@ -819,16 +905,9 @@ static void stopped(struct bridge_managed *m)
 
 /* ---- process exit ---- */
 
-static void on_pidfd(struct bridge_watch *w, uint32_t revents)
+/* The VM's QEMU has ended (its pidfd, or libvirt's report): what that means now. */
+static void vm_exited(struct bridge_managed *m)
 {
-    struct bridge_managed *m = w->opaque;
-    int status = 0;
-    (void)revents;
-
-    bridge_watch_del(&m->vm->br->loop, &m->pidw);
-    close(m->pidfd);
-    m->pidfd = -1;
-    waitpid((pid_t)m->row.pid, &status, WNOHANG); /* ECHILD for an adopted QEMU: fine */
     if (m->op == BRIDGE_LC_SUSPEND && m->phase == P_QUIT) {
         suspend_done(m);
         return;
@@ -856,6 +935,42 @@ static void on_pidfd(struct bridge_watch *w, uint32_t revents)
     stopped(m);
     if (m->op != BRIDGE_LC_NONE)
         op_fail(m, "QEMU exited (see %s/qemu.log)", m->vm->cfg->run_dir);
+}
+
+static void on_pidfd(struct bridge_watch *w, uint32_t revents)
+{
+    struct bridge_managed *m = w->opaque;
+    int status = 0;
+    (void)revents;
+
+    bridge_watch_del(&m->vm->br->loop, &m->pidw);
+    close(m->pidfd);
+    m->pidfd = -1;
+    waitpid((pid_t)m->row.pid, &status, WNOHANG); /* ECHILD for an adopted QEMU: fine */
+    vm_exited(m);
+}
+
+/*
+ * libvirt says the domain ended (its STOPPED event, or a state poll). Reported twice at
+ * times (event and poll), and also for the domain libvirt ends itself inside a save or
+ * before a restore: those are the operation's own, its completion says how it went.
+ */
+static void engine_gone(struct bridge_managed *m)
+{
+    if (m->adopt_pending || (m->op == BRIDGE_LC_SUSPEND && m->phase == P_CHECKPOINT) ||
+        (m->op == BRIDGE_LC_RESUME && m->phase == P_LOADING) ||
+        (m->op == BRIDGE_LC_START && m->phase == P_WAIT_READY) ||
+        (m->op == BRIDGE_LC_NONE && strcmp(m->row.run_state, "running")))
+        return;
+    vm_exited(m);
+}
+
+void bridge_managed_backend_event(struct bridge_vm *vm, const char *name)
+{
+    struct bridge_managed *m = vm->mgd;
+
+    if (m && engine_runs(m) && !strcmp(name, "GONE"))
+        engine_gone(m);
 }
 
 /* ---- requests and the host-wide queue ---- */
@@ -921,6 +1036,14 @@ void bridge_managed_request(struct bridge_vm *vm, enum bridge_lc_op op, bridge_l
                   op_name(m->op != BRIDGE_LC_NONE ? m->op : m->queued));
         return;
     }
+    if (m->adopt_pending) {
+        /* libvirt has not said yet what runs: judged again once it has (on_engine_state) */
+        m->queued = op;
+        m->queued_at = lc_mono();
+        m->queued_done = done;
+        m->queued_opaque = opaque;
+        return;
+    }
     if ((op == BRIDGE_LC_START && strcmp(st, "stopped")) ||
         (op == BRIDGE_LC_SUSPEND && strcmp(st, "running")) ||
         (op == BRIDGE_LC_RESUME && strcmp(st, "suspended")) ||
@@ -968,6 +1091,11 @@ int bridge_managed_fence(struct bridge_vm *vm)
 {
     struct bridge_managed *m = vm->mgd;
 
+    if (m && engine_runs(m) && m->vm->backend) {
+        vms_warn(vmname(vm), NULL, "lifecycle: fencing domain %s (virDomainDestroy)",
+                 vm->cfg->domain);
+        return vm->ops->kill(vm->backend, 1) == 0;
+    }
     if (!m || m->pidfd < 0)
         return 0;
     vms_warn(vmname(vm), NULL, "lifecycle: fencing QEMU pid %lld (SIGKILL)", (long long)m->row.pid);
@@ -999,7 +1127,7 @@ static void queue_run(struct bridge *br, double now)
         return;
     for (size_t i = 0; i < br->n_vms; i++) {
         struct bridge_managed *m = br->vms[i].mgd;
-        if (!m || m->queued == BRIDGE_LC_NONE || m->op != BRIDGE_LC_NONE)
+        if (!m || m->queued == BRIDGE_LC_NONE || m->op != BRIDGE_LC_NONE || m->adopt_pending)
             continue;
         if (!pick || (m->queued == BRIDGE_LC_RESUME && pick->queued != BRIDGE_LC_RESUME) ||
             (m->queued == pick->queued && m->queued_at < pick->queued_at))
@@ -1118,6 +1246,58 @@ static int console_open(struct bridge_managed *m)
     return 0;
 }
 
+/* ---- libvirt: the domain's state ---- */
+
+static void engine_adopt(struct bridge_managed *m, const char *status);
+
+static void on_engine_state(void *opaque, const struct bridge_backend_result *r)
+{
+    struct bridge_managed *m = opaque;
+
+    m->state_asked = 0;
+    if (r->status != VMS_STATUS_OK) {
+        vms_warn(vmname(m->vm), NULL, "lifecycle: libvirt's domain state: %s", r->message);
+        return;
+    }
+    if (m->adopt_pending) {
+        enum bridge_lc_op op = m->queued;
+        bridge_lc_done_fn done = m->queued_done;
+        void *done_opaque = m->queued_opaque;
+        m->adopt_pending = 0;
+        m->queued = BRIDGE_LC_NONE;
+        m->queued_done = NULL;
+        m->queued_opaque = NULL;
+        engine_adopt(m, r->run_status);
+        if (m->adopt_pending) { /* still saving: the request waits on */
+            m->queued = op;
+            m->queued_done = done;
+            m->queued_opaque = done_opaque;
+        } else if (op != BRIDGE_LC_NONE) { /* asked for meanwhile: judged against the state */
+            bridge_managed_request(m->vm, op, done, done_opaque);
+        }
+    } else if (!strcmp(r->run_status, "shutdown")) {
+        engine_gone(m);
+    }
+}
+
+/*
+ * Ask libvirt for the domain's state: once connected after a bridge start (re-adoption),
+ * and every second while a stop waits for the domain to end, in case its event was lost
+ * with a libvirtd connection.
+ */
+static void engine_state_tick(struct bridge_managed *m, double now)
+{
+    struct bridge_vm *vm = m->vm;
+    int stopping = m->op == BRIDGE_LC_STOP && (m->phase == P_POWERDOWN || m->phase == P_QUIT);
+
+    if (m->state_asked || !(m->adopt_pending || stopping) || now < m->next_state_poll ||
+        !vm->backend || !vm->ops->is_ready(vm->backend))
+        return;
+    m->next_state_poll = now + 1.0;
+    if (vm->ops->query_status(vm->backend, on_engine_state, m) == 0)
+        m->state_asked = 1;
+}
+
 /* ---- per-loop tick ---- */
 
 static void vm_tick(struct bridge_managed *m, double now)
@@ -1126,7 +1306,7 @@ static void vm_tick(struct bridge_managed *m, double now)
 
     switch (m->phase) {
     case P_WAIT_READY:
-        if (now >= m->deadline) {
+        if (!engine_runs(m) && now >= m->deadline) {
             vm->ops->kill(vm->backend, 1);
             op_fail(m, "QEMU did not answer on QMP within %.0f s (see %s/qemu.log)", START_READY_S,
                     vm->cfg->run_dir);
@@ -1143,7 +1323,12 @@ static void vm_tick(struct bridge_managed *m, double now)
         }
         break;
     case P_QUIT:
-        if (now >= m->deadline && m->row.pid > 0) {
+        if (now >= m->deadline && engine_runs(m)) {
+            vms_warn(vmname(vm), NULL, "lifecycle: domain still there: virDomainDestroy");
+            if (vm->backend)
+                vm->ops->kill(vm->backend, 1);
+            m->deadline = now + QUIT_GRACE_S; /* again, if libvirt was not reachable */
+        } else if (now >= m->deadline && m->row.pid > 0) {
             vms_warn(vmname(vm), NULL, "lifecycle: QEMU still there: SIGKILL");
             if (m->pidfd >= 0)
                 syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0);
@@ -1176,6 +1361,8 @@ static void vm_tick(struct bridge_managed *m, double now)
     default:
         break;
     }
+    if (engine_runs(m))
+        engine_state_tick(m, now);
     idle_tick(m, now);
     lc_schedule_tick(m, now);
     console_watch(m);
@@ -1199,6 +1386,10 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
         return;
     vm->ops->reconnect_policy(vm->backend, vm->br->cfg->reconnect_min_ms,
                               vm->br->cfg->reconnect_max_ms);
+    /* libvirt: the connection is to libvirtd, not to a QEMU: nothing starts with it (the
+     * re-adoption asks for the domain's state from vm_tick) */
+    if (engine_runs(m))
+        return;
     if (m->cont_on_ready) {
         m->cont_on_ready = 0;
         vms_warn(vmname(vm), NULL,
@@ -1225,15 +1416,7 @@ void bridge_managed_backend_ready(struct bridge_vm *vm)
             m->state_fd = -1;
         }
     } else if (m->op == BRIDGE_LC_START) {
-        json_object *o = json_object_new_object();
-        journal_row(m, "running");
-        json_object_object_add(o, "pid", json_object_new_int64(m->row.pid));
-        json_object_object_add(o, "tier", json_object_new_string(m->row.res_tier));
-        json_object_object_add(o, "zero_copy", json_object_new_boolean(m->row.ram_file[0] != 0));
-        json_object_object_add(o, "total_ms", json_object_new_double((lc_mono() - m->t0) * 1000));
-        vms_info(vmname(vm), NULL, "lifecycle: running (tier %s%s)", m->row.res_tier,
-                 m->row.ram_file[0] ? ", RAM in the tier" : "");
-        op_end(m, 1, o);
+        start_done(m);
     }
 }
 
@@ -1368,6 +1551,11 @@ int bridge_managed_start(struct bridge_vm *vm)
     lc_move_rollback_at_start(m);
     bridge_db_garbage_collect(db);
     st = m->row.run_state;
+    if (engine_runs(m)) {
+        /* libvirt: the journal and the domain's state decide, once libvirt answers */
+        m->adopt_pending = 1;
+        return 0;
+    }
     alive = m->row.pid > 0 && m->row.pid_start &&
             lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start;
     have_ck = bridge_db_checkpoint_current(db, vmname(vm), &ck) == 1;
@@ -1445,6 +1633,135 @@ int bridge_managed_start(struct bridge_vm *vm)
     if (vm->cfg->autostart && !strcmp(m->row.run_state, "stopped"))
         bridge_managed_request(vm, BRIDGE_LC_START, NULL, NULL);
     return 0;
+}
+
+/* libvirt: a checkpoint file libvirtd completed before the bridge went: durable, valid. */
+static void adopt_saved_checkpoint(struct bridge_managed *m, struct bridge_db_checkpoint *ck)
+{
+    int fd = open(ck->state_file, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        fdatasync(fd);
+        close(fd);
+    }
+    snprintf(ck->phase, sizeof(ck->phase), "valid");
+    bridge_db_checkpoint_put(&m->vm->br->db, ck);
+    m->row.pid = m->row.pid_start = 0;
+    journal_row(m, "suspended");
+    vms_info(vmname(m->vm), NULL, "lifecycle: suspended in %s (checkpoint %s)", ck->tier, ck->id);
+}
+
+enum lc_adopt lc_adopt_plan(const char *st, int have_ck, const char *status)
+{
+    int active = strcmp(status, "shutdown") != 0;
+    int running = !strcmp(status, "running");
+
+    if (!strcmp(st, "running") || !strcmp(st, "starting"))
+        return active ? LC_ADOPT_RUNNING : LC_ADOPT_GONE;
+    if (!strcmp(st, "stopping"))
+        return active ? LC_ADOPT_FINISH_STOP : LC_ADOPT_GONE;
+    if (!strcmp(st, "suspending")) {
+        /* libvirtd finishes a save whose client went away and ends the domain only once
+         * its file is whole; a failed save leaves the domain running */
+        if (!strcmp(status, "finish-migrate"))
+            return LC_ADOPT_SAVING;
+        if (!active)
+            return have_ck ? LC_ADOPT_SAVED : LC_ADOPT_LOST;
+        return LC_ADOPT_NOT_SAVED;
+    }
+    if (!strcmp(st, "resuming") && have_ck && active)
+        return running ? LC_ADOPT_RESUMED : LC_ADOPT_FINISH_RESUME;
+    if ((!strcmp(st, "resuming") || !strcmp(st, "suspended")) && !active)
+        return have_ck ? LC_ADOPT_SAVED : LC_ADOPT_LOST;
+    if (active)
+        return LC_ADOPT_FOREIGN;
+    return strcmp(st, "stopped") ? LC_ADOPT_LOST : LC_ADOPT_KEEP;
+}
+
+/*
+ * libvirt: re-adopt after a bridge start (lc_adopt_plan decides). A bridge restart never
+ * stops a domain. @status: libvirt's state of the domain (backend.h run_status).
+ */
+static void engine_adopt(struct bridge_managed *m, const char *status)
+{
+    struct bridge_vm *vm = m->vm;
+    struct bridge_db *db = &vm->br->db;
+    struct bridge_db_checkpoint ck;
+    const char *st = m->row.run_state;
+    int have_ck = bridge_db_checkpoint_current(db, vmname(vm), &ck) == 1;
+    enum lc_adopt plan = lc_adopt_plan(st, have_ck, status);
+
+    vms_info(vmname(vm), NULL, "lifecycle: journal says %s, libvirt's domain %s is %s", st,
+             vm->cfg->domain, strcmp(status, "shutdown") ? status : "shut off");
+    switch (plan) {
+    case LC_ADOPT_KEEP:
+        break;
+    case LC_ADOPT_RUNNING:
+        journal_row(m, "running");
+        break;
+    case LC_ADOPT_GONE:
+        if (strcmp(st, "stopping"))
+            vms_err(vmname(vm), NULL, "lifecycle: the domain ended since the last bridge");
+        stopped(m);
+        break;
+    case LC_ADOPT_FINISH_STOP:
+        m->op = BRIDGE_LC_STOP;
+        m->phase = P_POWERDOWN;
+        m->t0 = lc_mono();
+        m->deadline = lc_mono() + vm->cfg->stop_timeout;
+        vm->ops->powerdown(vm->backend, on_powerdown_sent, m);
+        break;
+    case LC_ADOPT_SAVED:
+        adopt_saved_checkpoint(m, &ck);
+        break;
+    case LC_ADOPT_SAVING:
+        m->adopt_pending = 1; /* asked again in a second (engine_state_tick) */
+        return;
+    case LC_ADOPT_NOT_SAVED:
+        if (have_ck) {
+            unlink(ck.state_file);
+            snprintf(ck.phase, sizeof(ck.phase), "discarded");
+            bridge_db_checkpoint_put(db, &ck);
+        }
+        journal_row(m, "running");
+        if (strcmp(status, "running"))
+            vm->ops->cont(vm->backend, on_cont_after_failed_suspend, m);
+        break;
+    case LC_ADOPT_FINISH_RESUME: /* the guest has not run from the checkpoint yet */
+        m->ck = ck;
+        m->op = BRIDGE_LC_RESUME;
+        m->t0 = lc_mono();
+        m->phase = P_PORTS;
+        m->deadline = lc_mono() + PORTS_WAIT_S;
+        break;
+    case LC_ADOPT_RESUMED:
+        m->ck = ck;
+        resume_consume(m);
+        break;
+    case LC_ADOPT_FOREIGN:
+        /* started behind the bridge's back: its checkpoint (if any) cannot be resumed
+         * beside it; no tier is reserved, so it cannot be suspended until stopped once */
+        vms_warn(vmname(vm), NULL,
+                 "lifecycle: the domain runs though the journal says %s: adopted as running", st);
+        if (have_ck) {
+            snprintf(ck.phase, sizeof(ck.phase), "discarded");
+            bridge_db_checkpoint_put(db, &ck);
+            bridge_db_garbage_add(db, ck.state_file);
+        }
+        journal_row(m, "running");
+        break;
+    case LC_ADOPT_LOST:
+        vms_err(vmname(vm), NULL, "lifecycle: left %s with no usable checkpoint: stopped", st);
+        if (have_ck) {
+            snprintf(ck.phase, sizeof(ck.phase), "discarded");
+            bridge_db_checkpoint_put(db, &ck);
+            bridge_db_garbage_add(db, ck.state_file);
+        }
+        stopped(m);
+        break;
+    }
+    if (vm->cfg->autostart && !strcmp(m->row.run_state, "stopped") && m->op == BRIDGE_LC_NONE)
+        bridge_managed_request(vm, BRIDGE_LC_START, NULL, NULL);
 }
 
 /* ---- admin views ---- */

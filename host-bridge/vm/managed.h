@@ -106,6 +106,10 @@ void bridge_managed_prepared(struct bridge_vm *vm, enum vms_status status, const
 /* 1 while a lifecycle operation holds @vm: its queued requests wait (vm.c). */
 int bridge_managed_holds(const struct bridge_vm *vm);
 
+/* An event of @vm's backend (vm.c's event hook): for a VM libvirt runs, "GONE" means the
+ * domain has ended (stopped, saved, crashed), as QEMU's exit does for the bridge's own. */
+void bridge_managed_backend_event(struct bridge_vm *vm, const char *name);
+
 /* The backend of @vm is connected (vm.c's ready hook). */
 void bridge_managed_backend_ready(struct bridge_vm *vm);
 

@@ -1593,7 +1593,9 @@ void bridge_vm_kick(struct bridge_vm *vm)
     const struct bridge_backend_ops *ops = vm->ops;
     char id[VMS_REQUEST_ID_LEN + 1];
 
-    if (!vm->backend || !ops->is_ready(vm->backend) || bridge_managed_holds(vm))
+    /* a managed VM that is down has no guest to act on (libvirt stays connected then) */
+    if (!vm->backend || !ops->is_ready(vm->backend) || bridge_managed_holds(vm) ||
+        bridge_managed_is_down(vm))
         return;
     if (vm->busy) {
         if (vm->need_recover)
@@ -1740,7 +1742,8 @@ static void on_backend_event(void *opaque, const char *name)
     else if (!strcmp(name, "GONE")) /* QEMU ended: the next one starts with fresh ports */
         vm->a.stale = 0;
     bridge_ioe_event(vm->ioe, name);
-    bridge_clock_on_event(vm, name); /* RESUME: the guest's clock (prepare.c) */
+    bridge_clock_on_event(vm, name);        /* RESUME: the guest's clock (prepare.c) */
+    bridge_managed_backend_event(vm, name); /* libvirt: GONE ends a managed domain */
 }
 
 static void on_backend_io_error(void *opaque, const char *node, const char *operation,

@@ -313,3 +313,46 @@ class LibvirtVM(VM):
                 return f.read()[-4000:]
         except OSError:
             return ""
+
+
+class ManagedLibvirtVM(LibvirtVM):
+    """The same guest as a domain the bridge runs (managed = yes, backend = libvirt): the test
+    defines it (persistent, the bridge's ports added by libvirt-setup) and the bridge starts,
+    suspends, resumes and stops it. attach() connects the test monitor and agent to the QEMU
+    libvirt runs now (after a start or a resume: a new QEMU)."""
+
+    def define(self):
+        """Define the domain with a fresh disk and the bridge's ports; do not start it."""
+        os.makedirs(self.workdir, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", self.disk_path,
+                        self.disk_size], check=True)
+        open(self.console_path, "wb").close()
+        self._fresh_disk = False
+        if self.domain in virsh("list", "--all", "--name").split():
+            self.undefine()
+        xml = os.path.join(self.workdir, "domain.xml")
+        with open(xml, "w") as f:
+            f.write(self._domain_xml())
+        virsh("define", xml)
+        subprocess.run([os.path.join(self.builddir, "host-bridge", "vmstate-admin"),
+                        "libvirt-setup", self.domain, "--uri", self.uri, "--dir", self.workdir,
+                        "--apply"], check=True, capture_output=True)
+
+    def start(self):
+        raise VMError("a managed domain is started by the bridge (vmstate-admin start)")
+
+    def attach(self, timeout=60):
+        self.detach()
+        self.proc = _DomainProc(self)
+        self._reconnect()
+        _live.add(self)
+        self.wait_ready(timeout)
+
+    def detach(self):
+        """Close the test's connections (before a suspend or stop ends the QEMU)."""
+        for conn in (self._qmp, self._agent):
+            if conn:
+                conn.close()
+
+    def state(self):
+        return virsh("domstate", self.domain).strip()
