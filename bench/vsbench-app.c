@@ -170,16 +170,8 @@ static int do_tput(int k, size_t m)
             return 1;
         }
     }
-    uint64_t t0 = vsbench_now_ns();
-    close(go[1]);
-    int bad = 0;
-    for (int i = 0; i < k; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            bad++;
-    }
-    uint64_t t1 = vsbench_now_ns();
+    uint64_t ns;
+    int bad = vsbench_release_and_reap(go[1], pids, k, &ns);
     if (bad) {
         fprintf(stderr, "vsbench-app: %d workers failed\n", bad);
         return 1;
@@ -202,7 +194,7 @@ static int do_tput(int k, size_t m)
         fclose(f);
         unlink(path);
     }
-    double secs = (t1 - t0) / 1e9;
+    double secs = ns / 1e9;
     printf("apps=%d requests=%zu seconds=%.3f per_s=%.1f busy=%u call_timeouts=%u\n", k, total,
            secs, total / secs, busy, timeouts);
     vsbench_report("", s, at);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,4 +91,18 @@ void vsbench_fanout_round(const uint64_t *got, size_t n, uint64_t start, uint64_
     *first = lo - start;
     *last = hi - start;
     *spread = hi - lo;
+}
+
+int vsbench_release_and_reap(int go, const pid_t *pids, int k, uint64_t *ns)
+{
+    uint64_t t0 = vsbench_now_ns();
+    int bad = 0;
+    close(go);
+    for (int i = 0; i < k; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    *ns = vsbench_now_ns() - t0;
+    return bad;
 }

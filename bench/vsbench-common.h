@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* CLOCK_MONOTONIC now, in nanoseconds. */
 uint64_t vsbench_now_ns(void);
@@ -36,5 +37,13 @@ void vsbench_cpu_mark(const char *label, size_t rounds);
  */
 void vsbench_fanout_round(const uint64_t *got, size_t n, uint64_t start, uint64_t *first,
                           uint64_t *last, uint64_t *spread);
+
+/*
+ * Start @k child processes at once and wait for them all: each blocks reading the pipe whose
+ * write end is @go until it reads end of file; this closes @go. Sets @ns to the time from
+ * the release until the last child exited. Returns how many failed (killed, or an exit
+ * status other than 0).
+ */
+int vsbench_release_and_reap(int go, const pid_t *pids, int k, uint64_t *ns);
 
 #endif

@@ -191,15 +191,9 @@ static int do_tput(const char *name, int k, size_t m)
     }
     close(go[0]);
     usleep(500000); /* every child connected (a slow one only lowers the figure) */
-    uint64_t t0 = vsbench_now_ns();
-    close(go[1]);
-    int bad = 0;
-    for (int i = 0; i < k; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
-    }
-    double secs = (vsbench_now_ns() - t0) / 1e9;
+    uint64_t ns;
+    int bad = vsbench_release_and_reap(go[1], pids, k, &ns);
+    double secs = ns / 1e9;
     if (bad)
         return 1;
     printf("clients=%d calls=%zu seconds=%.3f per_s=%.1f\n", k, (size_t)k * m, secs,
