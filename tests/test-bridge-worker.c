@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -45,6 +46,16 @@ static void probe_run(struct bridge_worker *w, unsigned index, void *opaque)
         bridge_worker_notify(w);
 }
 
+/* A worker whose threads run probe_run() on @p; fails the test when it cannot start. */
+static struct bridge_worker *probe_worker(struct probe *p, unsigned threads, double period,
+                                          unsigned flags)
+{
+    struct bridge_worker *w = bridge_worker_start(threads, period, flags, probe_run, p);
+
+    cr_assert_not_null(w, "worker: %s", strerror(errno));
+    return w;
+}
+
 /* Wait up to 5 s for @w to have finished @n runs. */
 static void wait_runs(struct bridge_worker *w, unsigned long n)
 {
@@ -56,10 +67,9 @@ static void wait_runs(struct bridge_worker *w, unsigned long n)
 Test(worker, runs_when_woken_and_notifies_the_loop)
 {
     struct probe p = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
-    struct bridge_worker *w = bridge_worker_start(1, 0, BRIDGE_WORKER_NOTIFY, probe_run, &p);
+    struct bridge_worker *w = probe_worker(&p, 1, 0, BRIDGE_WORKER_NOTIFY);
     struct pollfd pfd;
 
-    cr_assert_not_null(w);
     pfd = (struct pollfd){.fd = bridge_worker_fd(w), .events = POLLIN};
     cr_assert_geq(pfd.fd, 0);
     usleep(50000);
@@ -75,9 +85,8 @@ Test(worker, runs_when_woken_and_notifies_the_loop)
 Test(worker, wakes_run_side_by_side_up_to_the_threads)
 {
     struct probe p = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 200000};
-    struct bridge_worker *w = bridge_worker_start(2, 0, 0, probe_run, &p);
+    struct bridge_worker *w = probe_worker(&p, 2, 0, 0);
 
-    cr_assert_not_null(w);
     cr_assert_eq(bridge_worker_threads(w), 2);
     cr_assert_eq(bridge_worker_fd(w), -1);
     for (int i = 0; i < 5; i++) /* counted up to 2, the rest coalesce */
@@ -93,9 +102,8 @@ Test(worker, wakes_run_side_by_side_up_to_the_threads)
 Test(worker, runs_every_period)
 {
     struct probe p = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
-    struct bridge_worker *w = bridge_worker_start(1, 0.05, 0, probe_run, &p);
+    struct bridge_worker *w = probe_worker(&p, 1, 0.05, 0);
 
-    cr_assert_not_null(w);
     wait_runs(w, 3);
     bridge_worker_stop(w);
 }
@@ -103,9 +111,8 @@ Test(worker, runs_every_period)
 Test(worker, a_wake_before_the_stop_still_runs)
 {
     struct probe p = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 50000};
-    struct bridge_worker *w = bridge_worker_start(1, 0, 0, probe_run, &p);
+    struct bridge_worker *w = probe_worker(&p, 1, 0, 0);
 
-    cr_assert_not_null(w);
     bridge_worker_wake(w);
     wait_runs(w, 1);
     bridge_worker_wake(w);
