@@ -18,17 +18,19 @@ BENCH_ARGS =
 EXTRA_PROGRAMS = bench/vsbench-port bench/vsbench-app bench/vsbench-cpg bench/vsbench-relay \
 	bench/vsbench-dbus bench/vsbench-sqlite
 bench_vsbench_relay_SOURCES = bench/vsbench-relay.c
-bench_vsbench_dbus_SOURCES = bench/vsbench-dbus.c
+# the clock, the statistics line and the CPU marks the timing programs share
+VSBENCH_COMMON = bench/vsbench-common.c bench/vsbench-common.h
+bench_vsbench_dbus_SOURCES = bench/vsbench-dbus.c $(VSBENCH_COMMON)
 bench_vsbench_dbus_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
 bench_vsbench_dbus_LDADD = $(DBUS_LIBS)
-bench_vsbench_sqlite_SOURCES = bench/vsbench-sqlite.c
+bench_vsbench_sqlite_SOURCES = bench/vsbench-sqlite.c $(VSBENCH_COMMON)
 bench_vsbench_sqlite_CFLAGS = $(AM_CFLAGS) $(SQLITE_CFLAGS)
 bench_vsbench_sqlite_LDADD = $(SQLITE_LIBS)
 bench_vsbench_cpg_SOURCES = bench/vsbench-cpg.c
 bench_vsbench_cpg_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS)
 bench_vsbench_cpg_LDADD = host-bridge/libbridge.la
-bench_vsbench_port_SOURCES = bench/vsbench-port.c
-bench_vsbench_app_SOURCES = bench/vsbench-app.c
+bench_vsbench_port_SOURCES = bench/vsbench-port.c $(VSBENCH_COMMON)
+bench_vsbench_app_SOURCES = bench/vsbench-app.c $(VSBENCH_COMMON)
 bench_vsbench_app_LDADD = libvmstate/libvmstate.la
 # -no-install: a real binary (no libtool wrapper) that finds libvmstate through its RUNPATH,
 # in the guest too (build-image.sh copies libraries to their host paths)

@@ -42,15 +42,9 @@
 #include <unistd.h>
 
 #include "vmstate.h"
+#include "vsbench-common.h"
 
 static const char *principal, *secret, *app_id;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void fail(const char *what, vmstate *v, int rc)
 {
@@ -71,70 +65,6 @@ static vmstate *open_handle(void)
     return v;
 }
 
-/* CPU time (user + system, clock ticks) of process @pid from /proc/PID/stat; 0 if unknown */
-static unsigned long long proc_ticks(long pid)
-{
-    char path[64], buf[1024];
-    unsigned long long ut = 0, st = 0;
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')'); /* comm may hold spaces */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return ut + st;
-}
-
-/* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
- * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
- * wall time on a shared host. cpu_mark(NULL, 0) before, cpu_mark(LABEL, rounds) after; also
- * around the registrations ("cpu_ms_register:", the total). */
-static void cpu_mark(const char *label, size_t rounds)
-{
-    static long pids[8];
-    static unsigned long long t0[8];
-    static size_t n;
-    const char *env = getenv("VSBENCH_CPU_PIDS");
-    if (!env)
-        return;
-    if (rounds == 0) {
-        char *end;
-        for (n = 0; n < 8 && *env; env = *end ? end + 1 : end) {
-            pids[n] = strtol(env, &end, 10);
-            t0[n] = proc_ticks(pids[n]);
-            n++;
-        }
-        return;
-    }
-    printf("%s:", label);
-    for (size_t i = 0; i < n; i++)
-        printf(" %ld=%.1f", pids[i],
-               (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
-    printf("\n");
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *prefix, uint64_t *s, size_t n)
-{
-    qsort(s, n, sizeof(*s), cmp_u64);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    size_t p99 = (n * 99 + 99) / 100, p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
-    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n",
-           prefix, n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
-           s[p90 - 1] / 1e3);
-}
-
 /* One hostinfo round trip; returns its duration in ns. BUSY and a call that timed out
  * (libvmstate waits 5 s for the helper's answer) are retried and counted. */
 static uint64_t last_call_ns; /* duration of the last vmstate_hostinfo() call itself */
@@ -143,7 +73,7 @@ static unsigned call_timeouts;
 static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
 {
     char id[VMSTATE_REQUEST_ID_LEN + 1];
-    uint64_t t0 = now_ns();
+    uint64_t t0 = vsbench_now_ns();
     int rc;
     while ((rc = vmstate_hostinfo(v, id)) == VMSTATE_E_BUSY || rc == VMSTATE_E_TIMEOUT) {
         if (rc == VMSTATE_E_TIMEOUT) {
@@ -156,12 +86,12 @@ static uint64_t hostinfo_once(vmstate *v, unsigned *busy)
     }
     if (rc < 0)
         fail("vmstate_hostinfo", v, rc);
-    last_call_ns = now_ns() - t0;
+    last_call_ns = vsbench_now_ns() - t0;
     struct vmstate_event *ev;
     rc = vmstate_wait(v, id, 30000, &ev);
     if (rc < 0)
         fail("vmstate_wait", v, rc);
-    uint64_t dt = now_ns() - t0;
+    uint64_t dt = vsbench_now_ns() - t0;
     if (ev->status != 0) {
         fprintf(stderr, "vsbench-app: hostinfo completed with status %u (%s): %s\n", ev->status,
                 vmstate_status_name(ev->status), ev->message);
@@ -181,8 +111,8 @@ static int do_rtt(size_t n)
         s[i] = hostinfo_once(v, NULL);
         c[i] = last_call_ns;
     }
-    report("", s, n);
-    report("call: ", c, n); /* the D-Bus call to the helper until it returned the id */
+    vsbench_report("", s, n);
+    vsbench_report("call: ", c, n); /* the D-Bus call to the helper until it returned the id */
     vmstate_close(v);
     return 0;
 }
@@ -240,16 +170,8 @@ static int do_tput(int k, size_t m)
             return 1;
         }
     }
-    uint64_t t0 = now_ns();
-    close(go[1]);
-    int bad = 0;
-    for (int i = 0; i < k; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            bad++;
-    }
-    uint64_t t1 = now_ns();
+    uint64_t ns;
+    int bad = vsbench_release_and_reap(go[1], pids, k, &ns);
     if (bad) {
         fprintf(stderr, "vsbench-app: %d workers failed\n", bad);
         return 1;
@@ -272,10 +194,10 @@ static int do_tput(int k, size_t m)
         fclose(f);
         unlink(path);
     }
-    double secs = (t1 - t0) / 1e9;
+    double secs = ns / 1e9;
     printf("apps=%d requests=%zu seconds=%.3f per_s=%.1f busy=%u call_timeouts=%u\n", k, total,
            secs, total / secs, busy, timeouts);
-    report("", s, at);
+    vsbench_report("", s, at);
     return 0;
 }
 
@@ -297,7 +219,7 @@ static void fan_cb(vmstate *v, const struct vmstate_event *ev, void *ud)
     if (ev->type != VMSTATE_EVENT_COMPLETED || !f->id || strcmp(ev->request_id, f->id) != 0)
         return;
     if (f->got[slot->idx] == 0) {
-        f->got[slot->idx] = now_ns();
+        f->got[slot->idx] = vsbench_now_ns();
         f->n_got++;
     }
 }
@@ -316,8 +238,8 @@ static int do_fanout(size_t l, size_t rounds)
     struct fan f = {.got = calloc(l, sizeof(uint64_t))};
     struct fan_slot *slots = calloc(l, sizeof(*slots));
     struct pollfd *pfd = calloc(l, sizeof(*pfd));
-    cpu_mark(NULL, 0);
-    uint64_t t_reg = now_ns();
+    vsbench_cpu_mark(NULL, 0);
+    uint64_t t_reg = vsbench_now_ns();
     for (size_t i = 0; i < l; i++) {
         h[i] = open_handle();
         slots[i] = (struct fan_slot){&f, i};
@@ -327,25 +249,25 @@ static int do_fanout(size_t l, size_t rounds)
         pfd[i].fd = vmstate_get_fd(h[i]);
         pfd[i].events = POLLIN;
     }
-    printf("register: n=%zu total_s=%.4f\n", l, (now_ns() - t_reg) / 1e9);
-    cpu_mark("cpu_ms_register", 1);
+    printf("register: n=%zu total_s=%.4f\n", l, (vsbench_now_ns() - t_reg) / 1e9);
+    vsbench_cpu_mark("cpu_ms_register", 1);
     uint64_t *first = calloc(rounds, sizeof(uint64_t)), *last = calloc(rounds, sizeof(uint64_t)),
              *spread = calloc(rounds, sizeof(uint64_t));
     char id[VMSTATE_REQUEST_ID_LEN + 1];
     for (size_t r = 0; r < rounds + 2; r++) { /* 2 untimed warm-up rounds */
         if (r == 2)
-            cpu_mark(NULL, 0);
+            vsbench_cpu_mark(NULL, 0);
         memset(f.got, 0, l * sizeof(uint64_t));
         f.n_got = 0;
         f.id = id;
         id[0] = 0;
-        f.t0 = now_ns();
+        f.t0 = vsbench_now_ns();
         int rc = vmstate_hostinfo(h[0], id);
         if (rc < 0)
             fail("vmstate_hostinfo", h[0], rc);
         uint64_t deadline = f.t0 + 60 * 1000000000ull;
         while (f.n_got < l) {
-            if (now_ns() > deadline) {
+            if (vsbench_now_ns() > deadline) {
                 fprintf(stderr, "vsbench-app: only %zu of %zu listeners got the completion\n",
                         f.n_got, l);
                 return 1;
@@ -359,20 +281,13 @@ static int do_fanout(size_t l, size_t rounds)
                 }
         }
         if (r >= 2) {
-            uint64_t lo = UINT64_MAX, hi = 0;
-            for (size_t i = 0; i < l; i++) {
-                lo = f.got[i] < lo ? f.got[i] : lo;
-                hi = f.got[i] > hi ? f.got[i] : hi;
-            }
-            first[r - 2] = lo - f.t0;
-            last[r - 2] = hi - f.t0;
-            spread[r - 2] = hi - lo;
+            vsbench_fanout_round(f.got, l, f.t0, &first[r - 2], &last[r - 2], &spread[r - 2]);
         }
     }
-    cpu_mark("cpu_ms_per_round", rounds);
-    report("first: ", first, rounds);
-    report("last: ", last, rounds);
-    report("spread: ", spread, rounds);
+    vsbench_cpu_mark("cpu_ms_per_round", rounds);
+    vsbench_report("first: ", first, rounds);
+    vsbench_report("last: ", last, rounds);
+    vsbench_report("spread: ", spread, rounds);
     for (size_t i = 0; i < l; i++)
         vmstate_close(h[i]);
     return 0;
@@ -432,8 +347,8 @@ static int do_saveloop(int n, const char *mark_dev)
         }
         if (s.restored || strcmp(ev->reason, "restored-copy") == 0) {
             /* We are the restored instance: the restore completion may follow the copy. */
-            uint64_t dl = now_ns() + 60000000000ull;
-            while (!s.restored && now_ns() < dl) {
+            uint64_t dl = vsbench_now_ns() + 60000000000ull;
+            while (!s.restored && vsbench_now_ns() < dl) {
                 struct pollfd p = {vmstate_get_fd(v), POLLIN, 0};
                 poll(&p, 1, 1000);
                 vmstate_dispatch(v);

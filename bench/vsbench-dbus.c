@@ -37,15 +37,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vsbench-common.h"
+
 #define PATH  "/org/vmstate/Bench1"
 #define IFACE "org.vmstate.Bench1"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what, DBusError *err)
 {
@@ -62,70 +57,6 @@ static DBusConnection *connect_bus(void)
         die("connect", &err);
     dbus_connection_set_exit_on_disconnect(c, FALSE);
     return c;
-}
-
-/* CPU time (user + system, clock ticks) of process @pid from /proc/PID/stat; 0 if unknown */
-static unsigned long long proc_ticks(long pid)
-{
-    char path[64], buf[1024];
-    unsigned long long ut = 0, st = 0;
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')'); /* comm may hold spaces */
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return ut + st;
-}
-
-/* VSBENCH_CPU_PIDS=PID,PID..: the CPU those processes (the bus daemon, the service) spend
- * over the timed fan-out rounds, printed as "cpu_ms_per_round: PID=MS ..": less noisy than
- * wall time on a shared host. cpu_mark(NULL, 0) before, cpu_mark(LABEL, rounds) after; also
- * around the registrations ("cpu_ms_register:", the total). */
-static void cpu_mark(const char *label, size_t rounds)
-{
-    static long pids[8];
-    static unsigned long long t0[8];
-    static size_t n;
-    const char *env = getenv("VSBENCH_CPU_PIDS");
-    if (!env)
-        return;
-    if (rounds == 0) {
-        char *end;
-        for (n = 0; n < 8 && *env; env = *end ? end + 1 : end) {
-            pids[n] = strtol(env, &end, 10);
-            t0[n] = proc_ticks(pids[n]);
-            n++;
-        }
-        return;
-    }
-    printf("%s:", label);
-    for (size_t i = 0; i < n; i++)
-        printf(" %ld=%.1f", pids[i],
-               (proc_ticks(pids[i]) - t0[i]) * 1e3 / sysconf(_SC_CLK_TCK) / (double)rounds);
-    printf("\n");
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *prefix, uint64_t *s, size_t n)
-{
-    qsort(s, n, sizeof(*s), cmp_u64);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    size_t p99 = (n * 99 + 99) / 100, p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
-    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n",
-           prefix, n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
-           s[p90 - 1] / 1e3);
 }
 
 /* ---- the trivial service ------------------------------------------------ */
@@ -225,12 +156,12 @@ static int do_call(const char *name, size_t n)
     if (!s)
         die("calloc", NULL);
     for (size_t i = 0; i < 10 + n; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = vsbench_now_ns();
         call_method(c, name, "Ping");
         if (i >= 10)
-            s[i - 10] = now_ns() - t0;
+            s[i - 10] = vsbench_now_ns() - t0;
     }
-    report("", s, n);
+    vsbench_report("", s, n);
     return 0;
 }
 
@@ -260,15 +191,9 @@ static int do_tput(const char *name, int k, size_t m)
     }
     close(go[0]);
     usleep(500000); /* every child connected (a slow one only lowers the figure) */
-    uint64_t t0 = now_ns();
-    close(go[1]);
-    int bad = 0;
-    for (int i = 0; i < k; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
-    }
-    double secs = (now_ns() - t0) / 1e9;
+    uint64_t ns;
+    int bad = vsbench_release_and_reap(go[1], pids, k, &ns);
+    double secs = ns / 1e9;
     if (bad)
         return 1;
     printf("clients=%d calls=%zu seconds=%.3f per_s=%.1f\n", k, (size_t)k * m, secs,
@@ -292,36 +217,36 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     if (!c || !pfd || !got || !first || !last || !spread)
         die("calloc", NULL);
     /* The registration floor: what a listener needs at least, a connection and one call. */
-    cpu_mark(NULL, 0);
-    uint64_t t0 = now_ns(), t_conn = 0;
+    vsbench_cpu_mark(NULL, 0);
+    uint64_t t0 = vsbench_now_ns(), t_conn = 0;
     for (size_t i = 0; i < l; i++) {
-        uint64_t a = now_ns();
+        uint64_t a = vsbench_now_ns();
         c[i] = connect_bus();
         /* VSBENCH_MATCH=RULE: each connection also adds this match rule (what does a
          * per-listener rule cost the fan-out?) */
         if (getenv("VSBENCH_MATCH"))
             dbus_bus_add_match(c[i], getenv("VSBENCH_MATCH"), NULL);
-        t_conn += now_ns() - a;
+        t_conn += vsbench_now_ns() - a;
         call_method(c[i], name, "Subscribe");
         int fd;
         if (!dbus_connection_get_unix_fd(c[i], &fd))
             die("get fd", NULL);
         pfd[i] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
-    uint64_t total = now_ns() - t0;
+    uint64_t total = vsbench_now_ns() - t0;
     printf("register: n=%zu connect_s=%.4f calls_s=%.4f total_s=%.4f\n", l, t_conn / 1e9,
            (total - t_conn) / 1e9, total / 1e9);
-    cpu_mark("cpu_ms_register", 1);
+    vsbench_cpu_mark("cpu_ms_register", 1);
     for (size_t r = 0; r < rounds + 2; r++) {
         if (r == 2)
-            cpu_mark(NULL, 0);
+            vsbench_cpu_mark(NULL, 0);
         memset(got, 0, l * sizeof(*got));
         size_t n_got = 0;
-        uint64_t start = now_ns();
+        uint64_t start = vsbench_now_ns();
         call_method(c[0], name, "Fire");
         uint64_t deadline = start + 60 * 1000000000ull;
         while (n_got < l) {
-            if (now_ns() > deadline) {
+            if (vsbench_now_ns() > deadline) {
                 fprintf(stderr, "vsbench-dbus: only %zu of %zu connections got the signal\n", n_got,
                         l);
                 return 1;
@@ -334,7 +259,7 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
                 DBusMessage *m;
                 while ((m = dbus_connection_pop_message(c[i]))) {
                     if (dbus_message_is_signal(m, IFACE, "Tick") && !got[i]) {
-                        got[i] = now_ns();
+                        got[i] = vsbench_now_ns();
                         n_got++;
                     }
                     dbus_message_unref(m);
@@ -344,20 +269,13 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
                 return 1;
         }
         if (r >= 2) {
-            uint64_t lo = UINT64_MAX, hi = 0;
-            for (size_t i = 0; i < l; i++) {
-                lo = got[i] < lo ? got[i] : lo;
-                hi = got[i] > hi ? got[i] : hi;
-            }
-            first[r - 2] = lo - start;
-            last[r - 2] = hi - start;
-            spread[r - 2] = hi - lo;
+            vsbench_fanout_round(got, l, start, &first[r - 2], &last[r - 2], &spread[r - 2]);
         }
     }
-    cpu_mark("cpu_ms_per_round", rounds);
-    report("first: ", first, rounds);
-    report("last: ", last, rounds);
-    report("spread: ", spread, rounds);
+    vsbench_cpu_mark("cpu_ms_per_round", rounds);
+    vsbench_report("first: ", first, rounds);
+    vsbench_report("last: ", last, rounds);
+    vsbench_report("spread: ", spread, rounds);
     for (size_t i = 0; i < l; i++) {
         dbus_connection_close(c[i]);
         dbus_connection_unref(c[i]);

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vsbench-common.h"
+
 static void die(const char *what)
 {
     fprintf(stderr, "vsbench-port: %s: %s\n", what, strerror(errno));
@@ -63,13 +65,6 @@ static void open_pair(const char *in, const char *out, int *fin, int *fout)
     *fout = strcmp(in, out) == 0 ? *fin : open_end(out);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void write_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
@@ -102,12 +97,7 @@ static void read_exact(int fd, void *buf, size_t len)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
+/* The statistics line; with VSBENCH_SAMPLES=FILE every sample (ns, one per line) first. */
 static void report(uint64_t *s, size_t n)
 {
     const char *path = getenv("VSBENCH_SAMPLES");
@@ -119,15 +109,7 @@ static void report(uint64_t *s, size_t n)
             fprintf(f, "%llu\n", (unsigned long long)s[i]);
         fclose(f);
     }
-    qsort(s, n, sizeof(*s), cmp_u64);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    size_t p99 = (n * 99 + 99) / 100; /* nearest rank: ceil(0.99 n) */
-    size_t p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
-    printf("n=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n", n,
-           s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
-           s[p90 - 1] / 1e3);
+    vsbench_report("", s, n);
 }
 
 static int do_echo(const char *in, const char *out)
@@ -167,11 +149,11 @@ static int do_ping(const char *out, const char *in, size_t n, size_t size)
         buf[i] = (char)('a' + i % 26);
     /* warm-up: 10 untimed round trips */
     for (size_t i = 0; i < 10 + n; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = vsbench_now_ns();
         write_all(fout, buf, size);
         read_exact(fin, got, size);
         if (i >= 10)
-            s[i - 10] = now_ns() - t0;
+            s[i - 10] = vsbench_now_ns() - t0;
         if (memcmp(buf, got, size) != 0) {
             fprintf(stderr, "vsbench-port: echo returned other bytes\n");
             return 1;
@@ -209,7 +191,7 @@ static int do_qga(const char *sock, size_t n)
     char line[4096];
     /* Sync first: the agent may hold a half-read command from an earlier client. */
     char sync[128];
-    long id = (long)(now_ns() % 1000000000);
+    long id = (long)(vsbench_now_ns() % 1000000000);
     int len =
         snprintf(sync, sizeof(sync),
                  "\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":%ld}}\n", id);
@@ -226,11 +208,11 @@ static int do_qga(const char *sock, size_t n)
     if (!s)
         die("malloc");
     for (size_t i = 0; i < 10 + n; i++) {
-        uint64_t t0 = now_ns();
+        uint64_t t0 = vsbench_now_ns();
         write_all(fd, ping, sizeof(ping) - 1);
         read_line(fd, line, sizeof(line));
         if (i >= 10)
-            s[i - 10] = now_ns() - t0;
+            s[i - 10] = vsbench_now_ns() - t0;
         if (!strstr(line, "\"return\"")) {
             fprintf(stderr, "vsbench-port: qga answered: %s\n", line);
             return 1;

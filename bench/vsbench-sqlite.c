@@ -18,14 +18,9 @@
 #include <stdlib.h>
 #include <time.h>
 
-static sqlite3 *db;
+#include "vsbench-common.h"
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+static sqlite3 *db;
 
 static void exec(const char *sql)
 {
@@ -34,24 +29,6 @@ static void exec(const char *sql)
         fprintf(stderr, "vsbench-sqlite: %s: %s\n", sql, msg ? msg : sqlite3_errmsg(db));
         exit(1);
     }
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *prefix, uint64_t *s, size_t n)
-{
-    qsort(s, n, sizeof(*s), cmp_u64);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)s[i];
-    size_t p99 = (n * 99 + 99) / 100, p90 = (n * 90 + 99) / 100, med = (n + 1) / 2;
-    printf("%sn=%zu median_us=%.1f p99_us=%.1f min_us=%.1f max_us=%.1f mean_us=%.1f p90_us=%.1f\n",
-           prefix, n, s[med - 1] / 1e3, s[p99 - 1] / 1e3, s[0] / 1e3, s[n - 1] / 1e3, sum / n / 1e3,
-           s[p90 - 1] / 1e3);
 }
 
 int main(int argc, char **argv)
@@ -77,7 +54,7 @@ int main(int argc, char **argv)
         return 1;
     for (int row = 0; row < 2; row++) {
         for (size_t i = 0; i < 10 + n; i++) {
-            uint64_t t0 = now_ns();
+            uint64_t t0 = vsbench_now_ns();
             exec("BEGIN IMMEDIATE");
             if (row && (sqlite3_step(ins) != SQLITE_DONE || sqlite3_reset(ins) != SQLITE_OK)) {
                 fprintf(stderr, "vsbench-sqlite: insert: %s\n", sqlite3_errmsg(db));
@@ -85,9 +62,9 @@ int main(int argc, char **argv)
             }
             exec("COMMIT");
             if (i >= 10)
-                s[i - 10] = now_ns() - t0;
+                s[i - 10] = vsbench_now_ns() - t0;
         }
-        report(row ? "row: " : "empty: ", s, n);
+        vsbench_report(row ? "row: " : "empty: ", s, n);
     }
     sqlite3_finalize(ins);
     sqlite3_close(db);

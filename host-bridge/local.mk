@@ -7,6 +7,7 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/bridge.h \
 	host-bridge/bridge-config.c host-bridge/bridge-config.h \
 	host-bridge/loop.c host-bridge/loop.h \
+	host-bridge/worker.c host-bridge/worker.h \
 	host-bridge/journal/db.c host-bridge/journal/db.h \
 	host-bridge/journal/queue.c host-bridge/journal/queue.h \
 	host-bridge/journal/db-lifecycle.c host-bridge/journal/db-lifecycle.h \
@@ -124,6 +125,12 @@ check_PROGRAMS += tests/test-bridge-verify
 tests_test_bridge_verify_SOURCES = tests/test-bridge-verify.c tests/test-bridge-fixture.c tests/test-bridge-fixture.h
 tests_test_bridge_verify_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
 tests_test_bridge_verify_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+# The threads that do blocking work off the loop (worker.c).
+TESTS += tests/test-bridge-worker
+check_PROGRAMS += tests/test-bridge-worker
+tests_test_bridge_worker_SOURCES = tests/test-bridge-worker.c
+tests_test_bridge_worker_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
+tests_test_bridge_worker_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
 # Cost counts per request kind (statements, commits, fsyncs; issue 18): gated, not timed.
 TESTS += tests/test-bridge-costs
 check_PROGRAMS += tests/test-bridge-costs

@@ -37,17 +37,6 @@ static void teardown(void)
     bfx_teardown();
 }
 
-static void ack(struct bridge_vm *vm, const struct vms_msg *ev)
-{
-    struct vms_msg a;
-    vms_msg_init(&a, VMS_MSG_ACK);
-    vms_msg_set_str(&a, VMS_F_REQUEST_ID, ev->request_id);
-    vms_msg_set_u64(&a, VMS_F_EPOCH, ev->epoch);
-    vms_msg_set_u64(&a, VMS_F_SEQ, ev->seq);
-    bridge_guest_input(vm, &vm->a.ch, &a);
-    vms_msg_clear(&a);
-}
-
 static void hello(struct bridge_vm *vm)
 {
     struct vms_msg h;

@@ -294,3 +294,20 @@ const struct vms_msg *find(enum vms_msg_type t, const char *id)
             return &got[i];
     return NULL;
 }
+
+void send_ack(struct bridge_vm *vm, const char *request_id, uint64_t epoch, uint64_t seq)
+{
+    struct vms_msg a;
+
+    vms_msg_init(&a, VMS_MSG_ACK);
+    vms_msg_set_str(&a, VMS_F_REQUEST_ID, request_id);
+    vms_msg_set_u64(&a, VMS_F_EPOCH, epoch);
+    vms_msg_set_u64(&a, VMS_F_SEQ, seq);
+    bridge_guest_input(vm, &vm->a.ch, &a);
+    vms_msg_clear(&a);
+}
+
+void ack(struct bridge_vm *vm, const struct vms_msg *ev)
+{
+    send_ack(vm, ev->request_id, ev->epoch, ev->seq);
+}

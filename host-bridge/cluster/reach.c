@@ -6,12 +6,12 @@
 #include "config.h"
 #include "reach.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "worker.h"
 
 #define DETAIL_MAX 200
 
@@ -22,11 +22,8 @@ struct cl_reach_entry {
 };
 
 struct cl_reach {
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stop, kicked;
-    double interval;
+    struct bridge_worker *worker; /* one thread: a pass every interval, or when kicked */
+    pthread_mutex_t mu;           /* guards e[].ok and e[].detail */
     size_t n;
     struct cl_reach_entry e[];
 };
@@ -42,38 +39,23 @@ static int probe_all(const struct bridge_ioe_config *cfg, char *detail, size_t l
     return ok;
 }
 
-static void *reach_thread(void *arg)
+/* The worker's run: one pass over every probed storage. */
+static void probe_pass(struct bridge_worker *w, unsigned index, void *arg)
 {
     struct cl_reach *r = arg;
 
-    pthread_mutex_lock(&r->mu);
-    while (!r->stop) {
-        struct timespec until;
-        r->kicked = 0;
-        for (size_t i = 0; i < r->n && !r->stop; i++) {
-            char detail[DETAIL_MAX];
-            int ok;
-            if (!r->e[i].cfg->n_probes)
-                continue;
-            pthread_mutex_unlock(&r->mu);
-            ok = probe_all(r->e[i].cfg, detail, sizeof(detail));
-            pthread_mutex_lock(&r->mu);
-            r->e[i].ok = ok;
-            snprintf(r->e[i].detail, sizeof(r->e[i].detail), "%s", detail);
-        }
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)r->interval;
-        until.tv_nsec += (long)((r->interval - (double)(time_t)r->interval) * 1e9);
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!r->stop && !r->kicked &&
-               pthread_cond_timedwait(&r->cv, &r->mu, &until) != ETIMEDOUT)
-            ;
+    (void)index;
+    for (size_t i = 0; i < r->n && !bridge_worker_stopping(w); i++) {
+        char detail[DETAIL_MAX];
+        int ok;
+        if (!r->e[i].cfg->n_probes)
+            continue;
+        ok = probe_all(r->e[i].cfg, detail, sizeof(detail)); /* may block: no lock held */
+        pthread_mutex_lock(&r->mu);
+        r->e[i].ok = ok;
+        snprintf(r->e[i].detail, sizeof(r->e[i].detail), "%s", detail);
+        pthread_mutex_unlock(&r->mu);
     }
-    pthread_mutex_unlock(&r->mu);
-    return NULL;
 }
 
 struct cl_reach *cl_reach_start(const struct bridge_ioe_config *const *cfgs, size_t n,
@@ -84,19 +66,18 @@ struct cl_reach *cl_reach_start(const struct bridge_ioe_config *const *cfgs, siz
     if (!r)
         return NULL;
     r->n = n;
-    r->interval = interval > 0.05 ? interval : 0.05;
     for (size_t i = 0; i < n; i++) {
         r->e[i].cfg = cfgs[i];
         r->e[i].ok = -1;
     }
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    if (pthread_create(&r->th, NULL, reach_thread, r) != 0) {
-        pthread_cond_destroy(&r->cv);
+    r->worker = bridge_worker_start(1, interval > 0.05 ? interval : 0.05, 0, probe_pass, r);
+    if (!r->worker) {
         pthread_mutex_destroy(&r->mu);
         free(r);
         return NULL;
     }
+    bridge_worker_wake(r->worker); /* the first pass at once */
     return r;
 }
 
@@ -116,24 +97,15 @@ int cl_reach_get(struct cl_reach *r, size_t i, char *detail, size_t len)
 
 void cl_reach_kick(struct cl_reach *r)
 {
-    if (!r)
-        return;
-    pthread_mutex_lock(&r->mu);
-    r->kicked = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    if (r)
+        bridge_worker_wake(r->worker);
 }
 
 void cl_reach_stop(struct cl_reach *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->mu);
-    r->stop = 1;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    pthread_join(r->th, NULL);
-    pthread_cond_destroy(&r->cv);
+    bridge_worker_stop(r->worker);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }

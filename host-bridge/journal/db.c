@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 
 #include "vms-log.h"
+#include "worker.h"
 
 /*
  * Bytes a row costs its VM in the journal (its columns plus a fixed overhead),
@@ -556,34 +556,19 @@ fail:
 /* ---- checkpoints off the loop ---- */
 
 struct bridge_db_checkpointer {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    sqlite3 *h; /* the thread's own connection */
-    int wanted, stop;
-    unsigned long done; /* checkpoints run (under lock) */
+    struct bridge_worker *worker; /* one thread, woken by the commit that crosses the mark */
+    sqlite3 *h;                   /* the thread's own connection */
 };
 
-static void *checkpointer_main(void *arg)
+static void checkpoint_run(struct bridge_worker *w, unsigned index, void *arg)
 {
     struct bridge_db_checkpointer *c = arg;
 
-    pthread_mutex_lock(&c->lock);
-    for (;;) {
-        while (!c->wanted && !c->stop)
-            pthread_cond_wait(&c->wake, &c->lock);
-        if (!c->wanted && c->stop)
-            break;
-        c->wanted = 0;
-        pthread_mutex_unlock(&c->lock);
-        /* PASSIVE: copies what no reader needs, never waits for the writer; a failure (busy,
-         * disk full) leaves the frames in the WAL for the next one: nothing is lost */
-        sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        pthread_mutex_lock(&c->lock);
-        c->done++;
-    }
-    pthread_mutex_unlock(&c->lock);
-    return NULL;
+    (void)w;
+    (void)index;
+    /* PASSIVE: copies what no reader needs, never waits for the writer; a failure (busy,
+     * disk full) leaves the frames in the WAL for the next one: nothing is lost */
+    sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
 /* sqlite3_wal_hook: after each commit, with the WAL's size in pages */
@@ -593,12 +578,8 @@ static int on_wal_commit(void *arg, sqlite3 *h, const char *schema, int pages)
 
     (void)h;
     (void)schema;
-    if (pages < BRIDGE_DB_CHECKPOINT_PAGES)
-        return SQLITE_OK;
-    pthread_mutex_lock(&c->lock);
-    c->wanted = 1;
-    pthread_cond_signal(&c->wake);
-    pthread_mutex_unlock(&c->lock);
+    if (pages >= BRIDGE_DB_CHECKPOINT_PAGES)
+        bridge_worker_wake(c->worker); /* the commits while one runs ask for one more */
     return SQLITE_OK;
 }
 
@@ -622,13 +603,9 @@ int bridge_db_checkpointer_start(struct bridge_db *db)
      * before that does nothing */
     if (sqlite3_exec(c->h, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->wake, NULL);
-    if (pthread_create(&c->thread, NULL, checkpointer_main, c) != 0) {
-        pthread_cond_destroy(&c->wake);
-        pthread_mutex_destroy(&c->lock);
+    c->worker = bridge_worker_start(1, 0, 0, checkpoint_run, c);
+    if (!c->worker)
         goto fail;
-    }
     db->ckpt = c;
     /* replaces SQLite's automatic checkpoint, which is itself a WAL hook */
     sqlite3_wal_hook(db->h, on_wal_commit, c);
@@ -642,14 +619,7 @@ fail:
 
 unsigned long bridge_db_checkpoints_done(const struct bridge_db *db)
 {
-    unsigned long n = 0;
-
-    if (db->ckpt) {
-        pthread_mutex_lock(&db->ckpt->lock);
-        n = db->ckpt->done;
-        pthread_mutex_unlock(&db->ckpt->lock);
-    }
-    return n;
+    return db->ckpt ? bridge_worker_runs(db->ckpt->worker) : 0;
 }
 
 static void checkpointer_stop(struct bridge_db *db)
@@ -659,15 +629,9 @@ static void checkpointer_stop(struct bridge_db *db)
     if (!c)
         return;
     sqlite3_wal_hook(db->h, NULL, NULL);
-    pthread_mutex_lock(&c->lock);
-    c->wanted = 1; /* a last one: the WAL left behind is small */
-    c->stop = 1;
-    pthread_cond_signal(&c->wake);
-    pthread_mutex_unlock(&c->lock);
-    pthread_join(c->thread, NULL);
+    bridge_worker_wake(c->worker); /* a last one: the WAL left behind is small */
+    bridge_worker_stop(c->worker);
     sqlite3_close(c->h);
-    pthread_cond_destroy(&c->wake);
-    pthread_mutex_destroy(&c->lock);
     free(c);
     db->ckpt = NULL;
 }
