@@ -39,13 +39,7 @@ static void teardown(void)
 
 static void hello(struct bridge_vm *vm)
 {
-    struct vms_msg h;
-    vms_msg_init(&h, VMS_MSG_HELLO);
-    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-    vms_msg_set_u64(&h, VMS_F_NONCE, 42);
-    vms_msg_set_u64(&h, VMS_F_CAPS, VMS_CAP_ALL);
-    bridge_guest_input(vm, &vm->a.ch, &h);
-    vms_msg_clear(&h);
+    hello_caps(vm, VMS_CAP_ALL);
 }
 
 /* Save through the whole path, backend ok; returns the state id. */

@@ -497,17 +497,6 @@ Test(costs, group_commit_one_fsync_per_loop_turn)
     cr_expect_eq(c.fsyncs, 1, "5 accepts in one turn: %lu fsyncs", c.fsyncs);
 }
 
-static void hello_caps(struct bridge_vm *vm, uint32_t caps)
-{
-    struct vms_msg h;
-    vms_msg_init(&h, VMS_MSG_HELLO);
-    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-    vms_msg_set_u64(&h, VMS_F_NONCE, 42);
-    vms_msg_set_u64(&h, VMS_F_CAPS, caps);
-    bridge_guest_input(vm, &vm->a.ch, &h);
-    vms_msg_clear(&h);
-}
-
 static void time_probe(struct bridge_vm *vm, uint64_t nonce)
 {
     struct vms_msg p;

@@ -311,3 +311,19 @@ void ack(struct bridge_vm *vm, const struct vms_msg *ev)
 {
     send_ack(vm, ev->request_id, ev->epoch, ev->seq);
 }
+
+void send_hello(struct bridge_vm *vm, uint64_t nonce, uint32_t caps)
+{
+    struct vms_msg h;
+    vms_msg_init(&h, VMS_MSG_HELLO);
+    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&h, VMS_F_NONCE, nonce);
+    vms_msg_set_u64(&h, VMS_F_CAPS, caps);
+    bridge_guest_input(vm, &vm->a.ch, &h);
+    vms_msg_clear(&h);
+}
+
+void hello_caps(struct bridge_vm *vm, uint32_t caps)
+{
+    send_hello(vm, 42, caps);
+}

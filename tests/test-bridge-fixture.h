@@ -71,5 +71,9 @@ const struct vms_msg *find(enum vms_msg_type t, const char *id);
 void send_ack(struct bridge_vm *vm, const char *request_id, uint64_t epoch, uint64_t seq);
 /* Acknowledge event @ev (one that drain() read) to @vm. */
 void ack(struct bridge_vm *vm, const struct vms_msg *ev);
+/* Send @vm a Hello (version 1) with @nonce, announcing @caps, as a guest does. */
+void send_hello(struct bridge_vm *vm, uint64_t nonce, uint32_t caps);
+/* The same with nonce 42. */
+void hello_caps(struct bridge_vm *vm, uint32_t caps);
 
 #endif

@@ -147,7 +147,6 @@ Test(hardening, per_vm_byte_counter_matches_the_tables)
 Test(hardening, backlog_resend_is_bounded_per_turn)
 {
     char id[VMS_REQUEST_ID_LEN + 1];
-    struct vms_msg h;
     uint64_t last_seq = 0;
     int events = 0, total = 0, turns = 0;
 
@@ -156,11 +155,7 @@ Test(hardening, backlog_resend_is_bounded_per_turn)
         request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
         drain(&in1); /* never acked */
     }
-    vms_msg_init(&h, VMS_MSG_HELLO);
-    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-    vms_msg_set_u64(&h, VMS_F_NONCE, 7);
-    bridge_guest_input(&vm1, &vm1.a.ch, &h);
-    vms_msg_clear(&h);
+    send_hello(&vm1, 7, 0);
     drain(&in1);
     for (int i = 0; i < n_got; i++)
         events += got[i].type == VMS_MSG_EVENT;
@@ -584,16 +579,11 @@ Test(journal_full, disk_full_fails_clearly_keeps_accepted_work_and_recovers)
  * with time. (The helper's clock rounds use TimeProbes, not Hellos, to stay well inside.) */
 Test(hardening, hello_flood_answered_up_to_the_bucket)
 {
-    struct vms_msg h;
     int welcomes = 0;
 
     vm1.now = 1000.0;
     for (int i = 0; i < 3 * BRIDGE_HELLO_BURST; i++) {
-        vms_msg_init(&h, VMS_MSG_HELLO);
-        vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-        vms_msg_set_u64(&h, VMS_F_NONCE, 100 + (uint64_t)i);
-        bridge_guest_input(&vm1, &vm1.a.ch, &h);
-        vms_msg_clear(&h);
+        send_hello(&vm1, 100 + (uint64_t)i, 0);
         drain(&in1);
         for (int k = 0; k < n_got; k++)
             welcomes += got[k].type == VMS_MSG_WELCOME;
@@ -602,11 +592,7 @@ Test(hardening, hello_flood_answered_up_to_the_bucket)
                  3 * BRIDGE_HELLO_BURST);
     /* one window later the guest is welcomed again */
     vm1.now += BRIDGE_HELLO_WINDOW;
-    vms_msg_init(&h, VMS_MSG_HELLO);
-    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-    vms_msg_set_u64(&h, VMS_F_NONCE, 9);
-    bridge_guest_input(&vm1, &vm1.a.ch, &h);
-    vms_msg_clear(&h);
+    send_hello(&vm1, 9, 0);
     drain(&in1);
     cr_assert(n_got >= 1 && got[0].type == VMS_MSG_WELCOME && got[0].nonce == 9);
 }

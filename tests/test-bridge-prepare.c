@@ -34,17 +34,6 @@ static void teardown(void)
     bfx_teardown();
 }
 
-static void hello_caps(struct bridge_vm *vm, uint32_t caps)
-{
-    struct vms_msg h;
-    vms_msg_init(&h, VMS_MSG_HELLO);
-    vms_msg_set_u64(&h, VMS_F_VERSION, 1);
-    vms_msg_set_u64(&h, VMS_F_NONCE, 42);
-    vms_msg_set_u64(&h, VMS_F_CAPS, caps);
-    bridge_guest_input(vm, &vm->a.ch, &h);
-    vms_msg_clear(&h);
-}
-
 #define CAPS_NEW (VMS_CAP_ALL | VMS_CAP_CLOCK | VMS_CAP_PREPARE)
 
 TestSuite(prepare, .init = setup, .fini = teardown);
