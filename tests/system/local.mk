@@ -4,6 +4,7 @@
 # -> helper -> app, across restores.
 #
 #   make demo                 the narrated demo (./quickstart demo)
+#   make demo-libvirt         the same on a libvirt domain (./quickstart demo libvirt)
 #   make check-wholepath      the eight whole-path system tests (part of make check-system)
 #   python3 tests/system/wholepath.py --image DIR --builddir DIR   boot a VM + bridge by hand
 
@@ -51,5 +52,13 @@ check-wholepath-libvirt: $(WHOLEPATH_DEPS)
 		$(top_srcdir)/tests/libvirt/run-suite.sh $(PYTHON3) \
 		$(abs_top_srcdir)/tests/system/test-wholepath.py $(WHOLEPATH_ARGS) $(WHOLEPATH_FLAGS)
 SYSTEM_CHECKS += check-wholepath-libvirt
+# The demo on a libvirt domain defined from plain XML plus `vmstate-admin libvirt-setup
+# --apply` (issue 17's acceptance): `make demo-libvirt` / `./quickstart demo libvirt`;
+# check-demo-libvirt runs it in check-system (it exits 1 unless the restored app got the data).
+demo-libvirt check-demo-libvirt: $(WHOLEPATH_DEPS)
+	@top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' PYTHONDONTWRITEBYTECODE=1 \
+		$(top_srcdir)/tests/libvirt/run-suite.sh $(PYTHON3) \
+		$(abs_top_srcdir)/tests/system/demo.py $(WHOLEPATH_ARGS)
+SYSTEM_CHECKS += check-demo-libvirt
 endif
-.PHONY: check-wholepath-libvirt
+.PHONY: check-wholepath-libvirt demo-libvirt check-demo-libvirt
