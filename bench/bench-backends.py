@@ -76,7 +76,10 @@ def run_backend(backend, a, workdir):
         wp.start()
         env = wp.env()
         for i in range(a.rounds):
-            rc, out = wp.sh(f"{env}vmstatectl save bench-{i}")
+            # --wait: vmstatectl listens for its completion; without it nobody does, and the
+            # helper holds the completion for a late listener (grace_period_ms, 10 s) before
+            # its ack: the round trip measured that grace
+            rc, out = wp.sh(f"{env}vmstatectl --wait save bench-{i}")
             rid = re.search(r"[0-9a-f]{32}", out).group(0)
             wait_log(wp, rf"req={rid}: event epoch \d+ seq \d+ acked")
             state = wait_log(wp, rf"req={rid}: accepted save .* state (\S+)")[0]
