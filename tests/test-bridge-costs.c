@@ -506,14 +506,6 @@ static void time_probe(struct bridge_vm *vm, uint64_t nonce)
     vms_msg_clear(&p);
 }
 
-static int count_type(enum vms_msg_type t)
-{
-    int n = 0;
-    for (int i = 0; i < n_got; i++)
-        n += got[i].type == t;
-    return n;
-}
-
 /* The helper refines its clock after a resume or restore with TimeProbes: each is answered
  * with the host's time and its nonce, and costs the bridge no statement, no resend of what
  * is unacked (a Hello's work) and no Hello token; a flood gets no more than the bucket. */
@@ -551,14 +543,14 @@ Test(costs, time_probe_answered_storing_nothing)
     for (int i = 0; i < 3 * BRIDGE_PROBE_BURST; i++)
         time_probe(&vm1, 100 + (uint64_t)i);
     drain(&in1);
-    answered = count_type(VMS_MSG_TIME);
+    answered = count_got(VMS_MSG_TIME);
     cr_assert(answered >= BRIDGE_PROBE_BURST / 2 && answered <= BRIDGE_PROBE_BURST,
               "a flood of probes is answered up to the bucket (%d answered)", answered);
     /* Hellos have their own bucket, untouched by the probes */
     clear_got();
     hello_caps(&vm1, VMS_CAP_KNOWN);
     drain(&in1);
-    cr_assert_eq(count_type(VMS_MSG_WELCOME), 1, "a Hello after a probe flood is welcomed");
+    cr_assert_eq(count_got(VMS_MSG_WELCOME), 1, "a Hello after a probe flood is welcomed");
 
     /* a session that did not announce "time-probe" gets no Time */
     hello_caps(&vm2, VMS_CAP_KNOWN & ~VMS_CAP_TIME_PROBE);
@@ -566,5 +558,5 @@ Test(costs, time_probe_answered_storing_nothing)
     clear_got();
     time_probe(&vm2, 5);
     drain(&in2);
-    cr_assert_eq(count_type(VMS_MSG_TIME), 0, "no Time without the capability");
+    cr_assert_eq(count_got(VMS_MSG_TIME), 0, "no Time without the capability");
 }

@@ -323,6 +323,14 @@ void send_hello(struct bridge_vm *vm, uint64_t nonce, uint32_t caps)
     vms_msg_clear(&h);
 }
 
+int count_got(enum vms_msg_type t)
+{
+    int n = 0;
+    for (int i = 0; i < n_got; i++)
+        n += got[i].type == t;
+    return n;
+}
+
 void hello_caps(struct bridge_vm *vm, uint32_t caps)
 {
     send_hello(vm, 42, caps);

@@ -67,6 +67,8 @@ void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *
              const char *principal, const char *secret, const char *state, const char *data);
 /* The first message of type @t (and request id @id, if given) in got[]. */
 const struct vms_msg *find(enum vms_msg_type t, const char *id);
+/* How many messages of type @t are in got[]. */
+int count_got(enum vms_msg_type t);
 /* Send @vm an Ack on port A, as the guest does, for the event (@request_id, @epoch, @seq). */
 void send_ack(struct bridge_vm *vm, const char *request_id, uint64_t epoch, uint64_t seq);
 /* Acknowledge event @ev (one that drain() read) to @vm. */
