@@ -10,7 +10,11 @@ Usage: bench-groups.py --image DIR --builddir BUILD [--sizes 2,4,8] [--reps 5]
 Floor: N bare QEMUs (the test image, no bridge), each with its QMP socket connected by this
 script; at one CLOCK_REALTIME deadline it sends `stop` to all of them back to back, then
 (next deadline) `cont`: the skew of QEMU's own STOP / RESUME event timestamps is what any
-coordinator on this host gets at best. vmstate: the same N guests as managed VMs over 2
+coordinator on this host gets at best. As the bridge does, each command is primed (written
+but its closing brace ahead of the deadline: QEMU's monitor reads a byte per main-loop turn)
+and the virtio-serial bus has no ioeventfds (QEMU tears one down per virtqueue at a stop).
+The plain floor (whole commands at the deadline, QEMU's default devices: what the bridge did
+before) is measured too, for the gain. vmstate: the same N guests as managed VMs over 2
 bridges (N/2 each; bridge A the control instance, B its [peer]); `vmstate-admin group
 suspend G T` then `group resume G T2 preserve`: the skew of the STOP / RESUME timestamps
 the bridges report, and T -> all suspended (the stop, then every VM's checkpoint written
@@ -110,10 +114,13 @@ def make_busy(vms):
         vm.spawn("sh -c 'while :; do :; done'")
 
 
-def floor(image, wd, n, modes, reps):
+def floor(image, wd, n, modes, reps, primed=True):
     """Bare QEMUs: skews of stop and cont sent at one deadline, {mode: (stops, conts)} (ms).
-    One boot for every mode: idle first, then the guests are made busy."""
-    vms = [bl.harness.VM(os.path.join(wd, f"f{n}-{i}"), image, mem=MEM, append=APPEND)
+    One boot for every mode: idle first, then the guests are made busy. @primed: commands
+    primed and no ioeventfds on the virtio-serial bus, as the bridge does; else whole
+    commands at the deadline and QEMU's default devices."""
+    vms = [bl.harness.VM(os.path.join(wd, f"f{n}-{i}{'' if primed else 'p'}"), image, mem=MEM,
+                         append=APPEND, vser_opts="ioeventfd=off" if primed else "")
            for i in range(n)]
     out = {}
     try:
@@ -128,9 +135,15 @@ def floor(image, wd, n, modes, reps):
             for r in range(reps):
                 for what, event, lst in (("stop", "STOP", stops), ("cont", "RESUME", conts)):
                     at = time.time() + 1.0
+                    if primed:
+                        for q in qmps:
+                            q.s.sendall(json.dumps({"execute": what}).encode()[:-1])
                     sleep_until(at)
                     for q in qmps:
-                        q.send(what)
+                        if primed:
+                            q.s.sendall(b"}\n")
+                        else:
+                            q.send(what)
                     ts = [q.wait_event(event) for q in qmps]
                     lst.append((max(ts) - min(ts)) / 1000.0)
                     time.sleep(0.5)
@@ -253,6 +266,8 @@ def main():
         try:
             bl.log(f"floor: {n} bare QEMUs, {modes}")
             fl = floor(args.image, wd, n, modes, args.reps)
+            bl.log(f"plain floor: {n} bare QEMUs, whole commands, default devices")
+            fp = floor(args.image, wd, n, modes, args.reps, primed=False)
             bl.log(f"vmstate: {n} managed VMs, {modes}")
             vs = vmstate(args.image, args.builddir, wd, n, modes, args.reps)
         except Exception as e:  # noqa: BLE001 (a size that fails leaves the others' rows)
@@ -261,23 +276,30 @@ def main():
             continue
         for mode in modes:
             (f_stop, f_cont), (v_stop, v_cont, v_susp) = fl[mode], vs[mode]
+            p_stop, p_cont = fp[mode]
             s = {"floor_stop": summary(f_stop), "floor_cont": summary(f_cont),
+                 "plain_stop": summary(p_stop), "plain_cont": summary(p_cont),
                  "stop": summary(v_stop), "resume": summary(v_cont),
                  "t_to_suspended": summary(v_susp)}
-            raw[f"{n}-{mode}"] = {"floor_stop": f_stop, "floor_cont": f_cont, "stop": v_stop,
+            raw[f"{n}-{mode}"] = {"floor_stop": f_stop, "floor_cont": f_cont,
+                                  "plain_stop": p_stop, "plain_cont": p_cont, "stop": v_stop,
                                   "resume": v_cont, "t_to_suspended": v_susp, **s}
             rows.append((n, mode, s))
     print("STOP and RESUME skew: max - min of QEMU's event timestamps over the group's VMs, "
-          "ms, as median / p90 / p99 / max over the runs; floor = bare QEMUs sent stop/cont "
-          "at one deadline by one process, no bridge.")
+          "ms, as median / p90 / p99 / max over the runs; floor = bare QEMUs sent primed "
+          "stop/cont at one deadline by one process, no bridge; plain floor = whole commands, "
+          "QEMU's default devices.")
     print()
-    print("| VMs | guests | STOP skew floor | STOP skew vmstate | ratio | RESUME skew floor "
-          "| RESUME skew vmstate | ratio | T -> all suspended (median / max) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| VMs | guests | STOP skew plain floor | STOP skew floor | STOP skew vmstate | ratio "
+          "| RESUME skew plain floor | RESUME skew floor | RESUME skew vmstate | ratio "
+          "| T -> all suspended (median / max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, mode, s in rows:
         ts = s["t_to_suspended"]
-        print(f"| {n} | {mode} | {fmt(s['floor_stop'])} | {fmt(s['stop'])} | "
-              f"{ratio(s['stop'], s['floor_stop'])} | {fmt(s['floor_cont'])} | "
+        print(f"| {n} | {mode} | {fmt(s['plain_stop'])} | {fmt(s['floor_stop'])} | "
+              f"{fmt(s['stop'])} | "
+              f"{ratio(s['stop'], s['floor_stop'])} | {fmt(s['plain_cont'])} | "
+              f"{fmt(s['floor_cont'])} | "
               f"{fmt(s['resume'])} | {ratio(s['resume'], s['floor_cont'])} | "
               f"{ts['median']:.0f} / {ts['max']:.0f} ms |")
     print()

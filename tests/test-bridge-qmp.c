@@ -537,3 +537,96 @@ Test(qmp, null_and_mistyped_values_are_empty_strings)
     cr_assert_eq(last.status, VMS_STATUS_OK);
     cr_assert_str_eq(last.run_status, "");
 }
+
+/* What the bridge has written so far without a newline: pumps, then takes it all. */
+static size_t server_read_raw(char *out, size_t len)
+{
+    for (int i = 0; i < 20; i++) {
+        struct pollfd p = {.fd = sfd, .events = POLLIN};
+        pump(1);
+        if (poll(&p, 1, 0) > 0) {
+            ssize_t n = read(sfd, rxbuf + rxlen, sizeof(rxbuf) - rxlen - 1);
+            cr_assert_gt(n, 0);
+            rxlen += (size_t)n;
+        }
+    }
+    cr_assert_lt(rxlen, len);
+    memcpy(out, rxbuf, rxlen);
+    out[rxlen] = '\0';
+    return rxlen;
+}
+
+Test(qmp, primed_stop_sends_its_last_byte_at_the_release)
+{
+    char raw[512], line[256];
+    json_object *o;
+
+    cr_assert_eq(bridge_backend_qmp.prime_run_state(be, 1, on_done, NULL), 0);
+    cr_assert_eq(bridge_backend_qmp.prime_run_state(be, 1, on_done, NULL), -1, "one at a time");
+    /* a command asked meanwhile waits: it would land inside the primed object */
+    cr_assert_eq(bridge_backend_qmp.query_status(be, on_done, NULL), 0);
+    server_read_raw(raw, sizeof(raw));
+    cr_assert_null(strchr(raw, '\n'), "only the primed command, unfinished: %s", raw);
+    cr_assert(!strncmp(raw, "{\"execute\":\"stop\",\"id\":", 23), "%s", raw);
+    cr_assert_neq(raw[strlen(raw) - 1], '}');
+    /* neither is judged while primed: their time counts from the release */
+    now += 5;
+    pump(5);
+    cr_assert_eq(done_calls, 0);
+
+    cr_assert_eq(bridge_backend_qmp.release_run_state(be, 1), 0);
+    cr_assert_eq(bridge_backend_qmp.release_run_state(be, 1), -1, "nothing primed any more");
+    o = server_read(); /* the primed bytes plus the release's "}" */
+    cr_assert_str_eq(cmd_name(o), "stop");
+    server_send("{\"event\": \"STOP\", \"data\": {}, \"timestamp\": {\"seconds\": 7, "
+                "\"microseconds\": 5}}");
+    snprintf(line, sizeof(line), "{\"return\": {}, \"id\": %ld}", cmd_id(o));
+    json_object_put(o);
+    server_send(line);
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+    cr_assert_eq(last.event_us, 7000005);
+    json_object_put(expect("query-status", "{\"status\": \"paused\", \"running\": false}"));
+    wait_done(2);
+}
+
+Test(qmp, withdrawn_primed_command_is_refused_by_qemu_and_reports_nothing)
+{
+    char line[512];
+    json_object *o, *args, *v;
+
+    cr_assert_eq(bridge_backend_qmp.prime_run_state(be, 0, on_done, NULL), 0);
+    cr_assert_eq(bridge_backend_qmp.release_run_state(be, 0), 0);
+    o = server_read();
+    cr_assert_str_eq(cmd_name(o), "cont");
+    cr_assert(json_object_object_get_ex(o, "arguments", &args));
+    cr_assert(json_object_object_get_ex(args, "vmstate-withdrawn", &v), "an argument cont refuses");
+    snprintf(line, sizeof(line),
+             "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'vmstate-withdrawn' "
+             "is unexpected\"}, \"id\": %ld}",
+             cmd_id(o));
+    json_object_put(o);
+    server_send(line);
+    pump(10);
+    cr_assert_eq(done_calls, 0, "a withdrawn command reports nothing");
+    /* the monitor is whole again: the next command goes out as usual */
+    cr_assert_eq(bridge_backend_qmp.stop(be, on_done, NULL), 0);
+    json_object_put(expect("stop", "{}"));
+    wait_done(1);
+}
+
+Test(qmp, primed_command_reported_lost_with_the_connection)
+{
+    cr_assert_eq(bridge_backend_qmp.prime_run_state(be, 1, on_done, NULL), 0);
+    server_read_raw((char[512]){0}, 512);
+    close(sfd);
+    sfd = -1;
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
+    cr_assert_str_eq(last.message, "lost");
+    now += 1;           /* past the reconnect backoff */
+    accept_and_greet(); /* the new connection starts unprimed */
+    cr_assert_eq(bridge_backend_qmp.stop(be, on_done, NULL), 0);
+    json_object_put(expect("stop", "{}"));
+    wait_done(2);
+}

@@ -41,6 +41,8 @@ typedef void (*qmp_reply_fn)(struct bridge_backend *q, json_object *ret, const c
 struct qmp_cmd {
     uint64_t id;
     double deadline;
+    unsigned timeout_s;
+    int waiting; /* primed or held behind a primed command: its time counts from the release */
     qmp_reply_fn fn;
     void *arg;
     struct qmp_cmd *next;
@@ -130,6 +132,14 @@ struct bridge_backend {
     /* what hostinfo reports about the VM: from the greeting and query-cpus-fast on connect */
     char hv_version[64];
     unsigned vcpus;
+    /* a primed stop/cont (prime_run_state): all of it but its closing brace is written, and
+     * the commands sent meanwhile wait in @held, since they would land inside it */
+    struct {
+        int active;
+        uint64_t id;
+        char *held;
+        size_t held_len, held_cap;
+    } primed;
 };
 
 static void qmp_disconnect(struct bridge_backend *q, const char *why);
@@ -143,22 +153,28 @@ static const char *vmname(struct bridge_backend *q)
 
 /* ---- output ---- */
 
-static int tx_append(struct bridge_backend *q, const char *s, size_t n)
+/* Append @n bytes of @s to the buffer @buf (@len, @cap). */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
-    if (q->tx_len + n > q->tx_cap) {
-        size_t cap = q->tx_cap ? q->tx_cap : 4096;
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 4096;
         char *g;
-        while (cap < q->tx_len + n)
-            cap *= 2;
-        g = realloc(q->tx, cap);
+        while (c < *len + n)
+            c *= 2;
+        g = realloc(*buf, c);
         if (!g)
             return -1;
-        q->tx = g;
-        q->tx_cap = cap;
+        *buf = g;
+        *cap = c;
     }
-    memcpy(q->tx + q->tx_len, s, n);
-    q->tx_len += n;
+    memcpy(*buf + *len, s, n);
+    *len += n;
     return 0;
+}
+
+static int tx_append(struct bridge_backend *q, const char *s, size_t n)
+{
+    return buf_append(&q->tx, &q->tx_len, &q->tx_cap, s, n);
 }
 
 static void tx_flush(struct bridge_backend *q)
@@ -202,13 +218,22 @@ static unsigned qmp_timeout(const struct bridge_backend *q)
  * reply's "return" value, or with @err set ("timeout", "lost" or the QMP
  * error's desc). Returns 0 or -1 (not connected / no memory; @fn not called).
  */
+enum qmp_send_mode { SEND_NOW, SEND_PRIMED };
+
+static int qmp_command_ex(struct bridge_backend *q, const char *name, json_object *args,
+                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd,
+                          enum qmp_send_mode mode);
+
 static int qmp_command_fd(struct bridge_backend *q, const char *name, json_object *args,
-                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd);
+                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd)
+{
+    return qmp_command_ex(q, name, args, timeout_s, fn, arg, pass_fd, SEND_NOW);
+}
 
 static int qmp_command(struct bridge_backend *q, const char *name, json_object *args,
                        unsigned timeout_s, qmp_reply_fn fn, void *arg)
 {
-    return qmp_command_fd(q, name, args, timeout_s, fn, arg, -1);
+    return qmp_command_ex(q, name, args, timeout_s, fn, arg, -1, SEND_NOW);
 }
 
 /*
@@ -241,22 +266,34 @@ static int send_with_fd(struct bridge_backend *q, const char *text, size_t len, 
     return tx_append(q, text + n, len - (size_t)n);
 }
 
-static int qmp_command_fd(struct bridge_backend *q, const char *name, json_object *args,
-                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd)
+/*
+ * SEND_PRIMED writes all of the command but its closing brace: QEMU's JSON streamer holds
+ * the incomplete object, and release_run_state's one byte completes it. While a command is
+ * primed, later ones wait in primed.held (written after it at release), and those passing an
+ * fd are refused (their fd must travel with their first byte).
+ */
+static int qmp_command_ex(struct bridge_backend *q, const char *name, json_object *args,
+                          unsigned timeout_s, qmp_reply_fn fn, void *arg, int pass_fd,
+                          enum qmp_send_mode mode)
 {
     json_object *o = NULL;
     struct qmp_cmd *c = NULL, **tail;
     const char *text;
+    size_t len;
     int rc = -1;
 
     if (q->watch.fd < 0 || q->broken || (q->state != Q_READY && strcmp(name, "qmp_capabilities")))
+        goto out;
+    if (q->primed.active && (pass_fd >= 0 || mode == SEND_PRIMED))
         goto out;
     c = calloc(1, sizeof(*c));
     o = json_object_new_object();
     if (!c || !o)
         goto out;
     c->id = ++q->next_id;
-    c->deadline = q->now + (timeout_s ? timeout_s : 10);
+    c->timeout_s = timeout_s ? timeout_s : 10;
+    c->deadline = q->now + c->timeout_s;
+    c->waiting = mode == SEND_PRIMED || q->primed.active;
     c->fn = fn;
     c->arg = arg;
     json_object_object_add(o, "execute", json_object_new_string(name));
@@ -266,7 +303,17 @@ static int qmp_command_fd(struct bridge_backend *q, const char *name, json_objec
     }
     json_object_object_add(o, "id", json_object_new_int64((int64_t)c->id));
     text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    if (pass_fd >= 0) {
+    len = strlen(text);
+    if (mode == SEND_PRIMED) {
+        if (len < 2 || text[len - 1] != '}' || tx_append(q, text, len - 1) < 0)
+            goto out;
+        q->primed.active = 1;
+        q->primed.id = c->id;
+    } else if (q->primed.active) {
+        if (buf_append(&q->primed.held, &q->primed.held_len, &q->primed.held_cap, text, len) < 0 ||
+            buf_append(&q->primed.held, &q->primed.held_len, &q->primed.held_cap, "\n", 1) < 0)
+            goto out;
+    } else if (pass_fd >= 0) {
         char *line = NULL;
         int sent;
         if (asprintf(&line, "%s\n", text) < 0)
@@ -275,10 +322,13 @@ static int qmp_command_fd(struct bridge_backend *q, const char *name, json_objec
         free(line);
         if (sent < 0)
             goto out;
-    } else if (tx_append(q, text, strlen(text)) < 0 || tx_append(q, "\n", 1) < 0) {
+    } else if (tx_append(q, text, len) < 0 || tx_append(q, "\n", 1) < 0) {
         goto out;
     }
-    vms_debug(vmname(q), NULL, "qmp -> %s", text);
+    vms_debug(vmname(q), NULL, "qmp -> %s%s", text,
+              mode == SEND_PRIMED ? " (primed: all but its last byte)"
+              : q->primed.active  ? " (held behind the primed command)"
+                                  : "");
     for (tail = &q->cmds; *tail; tail = &(*tail)->next)
         ;
     *tail = c;
@@ -1245,9 +1295,10 @@ static void on_run_state(struct bridge_backend *q, json_object *ret, const char 
     free(c);
 }
 
-/* Send stop (@stop 1) or cont; the reply carries the event's timestamp. */
+/* Send stop (@stop 1) or cont (@mode SEND_PRIMED: all but its last byte); the reply carries
+ * the event's timestamp. */
 static int run_state_command(struct bridge_backend *q, int stop, bridge_backend_done_fn done,
-                             void *opaque)
+                             void *opaque, enum qmp_send_mode mode)
 {
     struct qmp_call *c = call_new(done, opaque);
 
@@ -1258,7 +1309,8 @@ static int run_state_command(struct bridge_backend *q, int stop, bridge_backend_
         q->stop_event_us = 0;
     else
         q->resume_event_us = 0;
-    if (qmp_command(q, stop ? "stop" : "cont", NULL, qmp_timeout(q), on_run_state, c) < 0) {
+    if (qmp_command_ex(q, stop ? "stop" : "cont", NULL, qmp_timeout(q), on_run_state, c, -1, mode) <
+        0) {
         free(c);
         return -1;
     }
@@ -1267,12 +1319,56 @@ static int run_state_command(struct bridge_backend *q, int stop, bridge_backend_
 
 static int qmp_cont(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
 {
-    return run_state_command(q, 0, done, opaque);
+    return run_state_command(q, 0, done, opaque, SEND_NOW);
 }
 
 static int qmp_stop(struct bridge_backend *q, bridge_backend_done_fn done, void *opaque)
 {
-    return run_state_command(q, 1, done, opaque);
+    return run_state_command(q, 1, done, opaque, SEND_NOW);
+}
+
+static int qmp_prime_run_state(struct bridge_backend *q, int stop, bridge_backend_done_fn done,
+                               void *opaque)
+{
+    return run_state_command(q, stop, done, opaque, SEND_PRIMED);
+}
+
+/* A withdrawn command's refusal: its caller was told it would hear nothing. */
+static void on_withdrawn(struct bridge_backend *q, json_object *ret, const char *err, void *arg)
+{
+    (void)ret;
+    vms_debug(vmname(q), NULL, "qmp: the withdrawn command was refused as meant (%s)",
+              err ? err : "no error?");
+    free(arg);
+}
+
+static int qmp_release_run_state(struct bridge_backend *q, int go)
+{
+    /* withdrawn: an argument stop and cont do not take, so QEMU refuses the command */
+    static const char withdraw[] = ",\"arguments\":{\"vmstate-withdrawn\":true}}\n";
+    struct qmp_cmd *c;
+    int rc;
+
+    if (!q->primed.active)
+        return -1;
+    for (c = q->cmds; c; c = c->next) {
+        if (c->waiting)
+            c->deadline = q->now + c->timeout_s;
+        c->waiting = 0;
+        if (c->id == q->primed.id && !go)
+            c->fn = on_withdrawn;
+    }
+    rc = go ? tx_append(q, "}\n", 2) : tx_append(q, withdraw, sizeof(withdraw) - 1);
+    if (rc == 0 && q->primed.held_len)
+        rc = tx_append(q, q->primed.held, q->primed.held_len);
+    q->primed.active = 0;
+    q->primed.held_len = 0;
+    if (rc < 0) {
+        q->broken = 1; /* the monitor holds half a command: start over */
+        return -1;
+    }
+    tx_flush(q);
+    return 0;
 }
 
 static int qmp_kill(struct bridge_backend *q, int force)
@@ -1773,6 +1869,8 @@ static void qmp_disconnect(struct bridge_backend *q, const char *why)
     q->state = Q_DOWN;
     q->rx_len = 0;
     q->tx_len = 0;
+    q->primed.active = 0; /* a new connection starts with a clean monitor */
+    q->primed.held_len = 0;
     q->broken = 0;
     q->retry_at = q->now + q->backoff_ms / 1000.0;
     q->backoff_ms = q->backoff_ms * 2 > q->backoff_max ? q->backoff_max : q->backoff_ms * 2;
@@ -1833,7 +1931,7 @@ static void qmp_tick(struct bridge_backend *q, double now)
     }
     for (pp = &q->cmds; *pp;) {
         struct qmp_cmd *c = *pp;
-        if (now < c->deadline) {
+        if (now < c->deadline || c->waiting) {
             pp = &c->next;
             continue;
         }
@@ -1903,6 +2001,7 @@ static void qmp_close(struct bridge_backend *q)
         close(q->mig.fd);
     free(q->rx);
     free(q->tx);
+    free(q->primed.held);
     free(q);
 }
 
@@ -2169,6 +2268,8 @@ const struct bridge_backend_ops bridge_backend_qmp = {
     .cont = qmp_cont,
     .restore_paused = qmp_restore_paused,
     .stop = qmp_stop,
+    .prime_run_state = qmp_prime_run_state,
+    .release_run_state = qmp_release_run_state,
     .kill = qmp_kill,
     .checkpoint = qmp_checkpoint,
     .load_checkpoint = qmp_load_checkpoint,

@@ -140,6 +140,17 @@ struct bridge_backend_ops {
     /* Pause the VM now (QMP stop), for a group's stop at a time; result.event_us says when
      * it stopped. NULL: the backend cannot (groups refuse its VMs). */
     int (*stop)(struct bridge_backend *b, bridge_backend_done_fn done, void *opaque);
+    /* A stop (@stop 1) or cont to run at a moment: written now, all but its last byte, so that
+     * at the moment release_run_state sends one byte. QEMU reads its monitor a byte per
+     * main-loop turn, so a whole command costs ~1 ms more there (bench/RESULTS.md §10).
+     * Until the release, commands sent meanwhile wait behind it and fd-passing ones fail.
+     * @done as stop/cont, after the release. Returns 0 or -1 (not ready, or one is already
+     * primed). NULL: send stop/cont at the moment instead. */
+    int (*prime_run_state)(struct bridge_backend *b, int stop, bridge_backend_done_fn done,
+                           void *opaque);
+    /* The primed command: @go 1 runs it now; @go 0 withdraws it (the hypervisor refuses it
+     * unrun and its done is never called). Returns 0, or -1 if none is primed. */
+    int (*release_run_state)(struct bridge_backend *b, int go);
     /* Stop the hypervisor process: @force 0 = ask it to quit (QMP quit), 1 = SIGKILL the
      * process at the other end of the monitor socket. Returns 0 or -1. */
     int (*kill)(struct bridge_backend *b, int force);

@@ -31,7 +31,10 @@
 #define PREPARE_TIMEOUT_S 15.0
 #define COMMIT_SLACK_S    600.0 /* after T: the suspends or resumes themselves */
 #define GROUP_NAME_MAX    64
-#define BINDING_MAX       (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
+/* how long before T each VM's stop/cont is primed (all but its last byte written): QEMU's
+ * monitor reads a byte per main-loop turn, ~30 bytes in a few ms on a busy host */
+#define GROUP_PRIME_LEAD_NS 50000000ll
+#define BINDING_MAX         (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
 
 /* ---- the participant: one operation per handle slot ---- */
 
@@ -39,6 +42,7 @@ struct local_vm {
     struct local_op *op;
     struct bridge_vm *vm;
     int done, ok, held, cont_sent;
+    int primed;       /* its stop/cont is primed: T sends the last byte */
     int prepare_sent; /* its guest apps were told before T (PrepareSave) */
     int64_t rtc_s;    /* a suspend: the guest's RTC read while stopped at T (0: none) */
     char rtc_why[128];
@@ -53,6 +57,7 @@ struct local_vm {
 struct local_op {
     struct bridge_groups *g;
     int in_use, armed, fired;
+    int priming; /* the timer is set to T - GROUP_PRIME_LEAD_NS, not to T yet */
     enum bridge_lc_op op;
     char group[GROUP_NAME_MAX];
     char origin[BRIDGE_NODE_NAME_MAX]; /* the control's cluster node ("": the admin socket) */
@@ -236,6 +241,10 @@ static int parse_binding(struct bridge *br, json_object *req, struct local_op *l
 
 static void local_op_free(struct local_op *lo)
 {
+    for (size_t i = 0; i < lo->n; i++) /* aborted between priming and T */
+        if (lo->v[i].primed && !lo->fired && lo->v[i].vm->backend &&
+            lo->v[i].vm->ops->release_run_state)
+            lo->v[i].vm->ops->release_run_state(lo->v[i].vm->backend, 0);
     if (lo->tfd >= 0) {
         bridge_watch_del(&lo->g->br->loop, &lo->tw);
         close(lo->tfd);
@@ -243,7 +252,7 @@ static void local_op_free(struct local_op *lo)
     for (size_t i = 0; i < lo->n; i++)
         json_object_put(lo->v[i].result);
     memset(lo->v, 0, sizeof(lo->v));
-    lo->in_use = lo->armed = lo->fired = 0;
+    lo->in_use = lo->armed = lo->fired = lo->priming = 0;
     lo->n = lo->pending = 0;
     lo->tfd = -1;
     lo->done = NULL;
@@ -498,7 +507,7 @@ static void send_cont(struct local_vm *v)
 {
     v->cont_sent = 1;
     v->sent_ns = realtime_ns();
-    if (bridge_managed_group_cont(v->vm, on_vm_resumed, v) < 0) {
+    if (bridge_managed_group_cont(v->vm, on_vm_resumed, v, 0) < 0) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "error", json_object_new_string("cont at T: QMP not ready"));
         vm_settled(v, 0, o);
@@ -522,6 +531,38 @@ static void on_vm_held(void *opaque, int ok, json_object *result)
     }
 }
 
+static int arm_timer(struct local_op *lo, int64_t at_ns)
+{
+    struct itimerspec its;
+
+    memset(&its, 0, sizeof(its));
+    its.it_value.tv_sec = (time_t)(at_ns / 1000000000ll);
+    its.it_value.tv_nsec = (long)(at_ns % 1000000000ll);
+    return timerfd_settime(lo->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* T - GROUP_PRIME_LEAD_NS: prime each VM's stop (or, if loaded, cont), so that at T one byte
+ * per VM crosses its monitor instead of a whole command (bench/RESULTS.md §10). A VM whose
+ * backend cannot prime, or not yet loaded, gets the whole command at T. */
+static void prime_all(struct local_op *lo)
+{
+    size_t primed = 0;
+
+    for (size_t i = 0; i < lo->n; i++) {
+        struct local_vm *v = &lo->v[i];
+        struct bridge_vm *vm = v->vm;
+        if (v->done || !vm->backend || !vm->ops->prime_run_state || !vm->ops->release_run_state)
+            continue;
+        if (lo->op == BRIDGE_LC_SUSPEND)
+            v->primed = vm->ops->prime_run_state(vm->backend, 1, on_vm_stopped, v) == 0;
+        else if (v->held && !v->cont_sent &&
+                 bridge_managed_group_cont(vm, on_vm_resumed, v, 1) == 0)
+            v->primed = v->cont_sent = 1;
+        primed += (size_t)v->primed;
+    }
+    vms_debug(NULL, NULL, "group %s: %zu of %zu VM(s) primed for T", lo->group, primed, lo->n);
+}
+
 /* T: stop (or cont) every VM back to back; nothing else runs in between. */
 static void on_timer(struct bridge_watch *w, uint32_t revents)
 {
@@ -531,12 +572,27 @@ static void on_timer(struct bridge_watch *w, uint32_t revents)
 
     if (read(lo->tfd, &expirations, sizeof(expirations)) != sizeof(expirations))
         return;
+    if (lo->priming) {
+        lo->priming = 0;
+        prime_all(lo);
+        if (arm_timer(lo, lo->at_ns) == 0)
+            return;
+        vms_warn(NULL, NULL, "group %s: cannot re-arm the timer for T: %s; going now", lo->group,
+                 strerror(errno));
+    }
     lo->fired = 1;
     lo->fired_ns = realtime_ns();
+    for (size_t i = 0; i < lo->n; i++) { /* the primed first: one byte each */
+        struct local_vm *v = &lo->v[i];
+        if (v->primed && !v->done) {
+            v->sent_ns = realtime_ns();
+            v->vm->ops->release_run_state(v->vm->backend, 1);
+        }
+    }
     for (size_t i = 0; i < lo->n; i++) {
         struct local_vm *v = &lo->v[i];
         struct bridge_vm *vm = v->vm;
-        if (v->done)
+        if (v->done || v->primed)
             continue;
         if (lo->op == BRIDGE_LC_SUSPEND) {
             v->sent_ns = realtime_ns();
@@ -586,7 +642,6 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
                       void *opaque)
 {
     struct local_op *lo = find_op(g, req, GH_PREPARED, done, opaque);
-    struct itimerspec its;
     int slot;
 
     if (!lo)
@@ -600,11 +655,10 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
         return;
     }
     lo->tfd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
-    memset(&its, 0, sizeof(its));
-    its.it_value.tv_sec = (time_t)(lo->at_ns / 1000000000ll);
-    its.it_value.tv_nsec = (long)(lo->at_ns % 1000000000ll);
+    lo->priming = lo->at_ns - GROUP_PRIME_LEAD_NS > realtime_ns() + 1000000;
     bridge_watch_init(&lo->tw, on_timer, lo);
-    if (lo->tfd < 0 || timerfd_settime(lo->tfd, TFD_TIMER_ABSTIME, &its, NULL) < 0 ||
+    if (lo->tfd < 0 ||
+        arm_timer(lo, lo->priming ? lo->at_ns - GROUP_PRIME_LEAD_NS : lo->at_ns) < 0 ||
         bridge_watch_add(&g->br->loop, &lo->tw, lo->tfd, EPOLLIN) < 0) {
         answer_error(done, opaque, "refused: cannot arm the timer: %s", strerror(errno));
         local_op_free(lo);

@@ -842,18 +842,23 @@ void bridge_managed_group_resume(struct bridge_vm *vm, int preserve_clock, bridg
     op_begin(m, BRIDGE_LC_RESUME, done, opaque);
 }
 
-int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque)
+int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque,
+                              int primed)
 {
     struct bridge_managed *m = vm->mgd;
+    int rc;
 
-    if (!m || m->op != BRIDGE_LC_NONE || strcmp(m->row.run_state, "running") || !vm->backend)
+    if (!m || m->op != BRIDGE_LC_NONE || strcmp(m->row.run_state, "running") || !vm->backend ||
+        (primed && !vm->ops->prime_run_state))
         return -1;
     m->op = BRIDGE_LC_RESUME;
     m->phase = P_CONT;
     m->done = done;
     m->opaque = opaque;
     m->t_mark = lc_mono();
-    if (vm->ops->cont(vm->backend, on_resumed_cont, m) < 0) {
+    rc = primed ? vm->ops->prime_run_state(vm->backend, 0, on_resumed_cont, m)
+                : vm->ops->cont(vm->backend, on_resumed_cont, m);
+    if (rc < 0) {
         m->op = BRIDGE_LC_NONE;
         m->phase = P_IDLE;
         m->done = NULL;

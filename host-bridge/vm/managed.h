@@ -182,8 +182,10 @@ void bridge_managed_group_suspend(struct bridge_vm *vm, bridge_lc_done_fn done, 
 void bridge_managed_group_resume(struct bridge_vm *vm, int preserve_clock, bridge_lc_done_fn done,
                                  void *opaque);
 
-/* cont a VM held by bridge_managed_group_resume; @done gets "resume_event_us". 0, or -1 (not
- * held, or QMP not ready: @done not called). */
-int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque);
+/* cont a VM held by bridge_managed_group_resume; @done gets "resume_event_us". @primed: only
+ * primed (the backend's prime_run_state); the backend's release_run_state sends it. 0, or -1
+ * (not held, QMP not ready, or it cannot prime: @done not called). */
+int bridge_managed_group_cont(struct bridge_vm *vm, bridge_lc_done_fn done, void *opaque,
+                              int primed);
 
 #endif

@@ -333,7 +333,7 @@ class VM:
     t_sock (the test agent); console_path, disk_path."""
 
     def __init__(self, workdir, image_dir, mem="128M", extra_args=(), ports=True, append="",
-                 accel=None, smp=1, disk=None, disk_size="64M", paused=False):
+                 accel=None, smp=1, disk=None, disk_size="64M", paused=False, vser_opts=""):
         self.workdir, self.image_dir = os.path.abspath(workdir), os.path.abspath(image_dir)
         try:
             with open(os.path.join(self.image_dir, "image.json")) as f:
@@ -342,6 +342,7 @@ class VM:
             raise VMError(f"no guest image in {image_dir} (run build-image.sh): {e}") from None
         self.mem, self.extra_args, self.ports, self.append = mem, list(extra_args), ports, append
         self.accel, self.smp, self.paused, self.disk_size = accel, smp, paused, disk_size
+        self.vser_opts = vser_opts  # e.g. "ioeventfd=off", as the bridge's managed VMs have
         p = functools.partial(os.path.join, self.workdir)
         self.qmp_sock, self.qmp_test_sock = p("qmp.sock"), p("qmp-test.sock")
         self.a_sock, self.b_sock, self.t_sock = p("a.sock"), p("b.sock"), p("t.sock")
@@ -382,7 +383,7 @@ class VM:
                 "-serial", "chardev:ser0"]
         argv += chardev("qmp0", self.qmp_sock) + ["-mon", "chardev=qmp0,mode=control"]
         argv += chardev("qmp1", self.qmp_test_sock) + ["-mon", "chardev=qmp1,mode=control"]
-        argv += ["-device", "virtio-serial-pci,id=vser0"]
+        argv += ["-device", ",".join(filter(None, ["virtio-serial-pci,id=vser0", self.vser_opts]))]
         if self.ports:
             argv += chardev("cha", self.a_sock) + port("cha", "porta", PORT_A)
             argv += chardev("chb", self.b_sock) + port("chb", "portb", PORT_B)
