@@ -34,7 +34,15 @@
 /* how long before T each VM's stop/cont is primed (all but its last byte written): QEMU's
  * monitor reads a byte per main-loop turn, ~30 bytes in a few ms on a busy host */
 #define GROUP_PRIME_LEAD_NS 50000000ll
-#define BINDING_MAX         (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
+/* the timer wakes the loop this much before T, and the loop waits out the rest on the clock:
+ * a sleeping process woken at T on a busy host runs a scheduler slice late, unevenly across
+ * the group's bridges (bench/RESULTS.md §10) */
+#define GROUP_SPIN_NS 1500000ll
+/* a suspend's checkpoints start when every VM of this bridge has stopped and no sooner than
+ * this after T: a checkpoint's migration thread would take the CPU that another VM's stop,
+ * here or at another bridge of the group, needs then */
+#define GROUP_SETTLE_NS 10000000ll
+#define BINDING_MAX     (GROUP_VMS_MAX * BRIDGE_VM_NAME_MAX + 256)
 
 /* ---- the participant: one operation per handle slot ---- */
 
@@ -43,6 +51,7 @@ struct local_vm {
     struct bridge_vm *vm;
     int done, ok, held, cont_sent;
     int primed;       /* its stop/cont is primed: T sends the last byte */
+    int stopped;      /* a suspend: stopped at T, its checkpoint not started (stops_settled) */
     int prepare_sent; /* its guest apps were told before T (PrepareSave) */
     int64_t rtc_s;    /* a suspend: the guest's RTC read while stopped at T (0: none) */
     char rtc_why[128];
@@ -57,7 +66,9 @@ struct local_vm {
 struct local_op {
     struct bridge_groups *g;
     int in_use, armed, fired;
-    int priming; /* the timer is set to T - GROUP_PRIME_LEAD_NS, not to T yet */
+    int priming;  /* the timer is set to T - GROUP_PRIME_LEAD_NS, not to T yet */
+    int spinning; /* the timer is set to T - GROUP_SPIN_NS: wait the rest on the clock */
+    int settling; /* a suspend after T: the timer is set to T + GROUP_SETTLE_NS */
     enum bridge_lc_op op;
     char group[GROUP_NAME_MAX];
     char origin[BRIDGE_NODE_NAME_MAX]; /* the control's cluster node ("": the admin socket) */
@@ -252,7 +263,7 @@ static void local_op_free(struct local_op *lo)
     for (size_t i = 0; i < lo->n; i++)
         json_object_put(lo->v[i].result);
     memset(lo->v, 0, sizeof(lo->v));
-    lo->in_use = lo->armed = lo->fired = lo->priming = 0;
+    lo->in_use = lo->armed = lo->fired = lo->priming = lo->spinning = lo->settling = 0;
     lo->n = lo->pending = 0;
     lo->tfd = -1;
     lo->done = NULL;
@@ -467,9 +478,31 @@ static void on_vm_rtc(void *opaque, const struct bridge_backend_result *r)
     bridge_managed_group_suspend(v->vm, on_vm_suspended, v);
 }
 
+/* Every VM of a suspend stopped (or failed) and T + GROUP_SETTLE_NS passed: the RTC reads and
+ * checkpoints begin. */
+static void stops_settled(struct local_op *lo)
+{
+    if (lo->settling || !lo->fired)
+        return;
+    for (size_t i = 0; i < lo->n; i++)
+        if (!lo->v[i].done && !lo->v[i].stopped)
+            return;
+    for (size_t i = 0; i < lo->n; i++) {
+        struct local_vm *v = &lo->v[i];
+        if (!v->stopped)
+            continue;
+        v->stopped = 0;
+        if (v->vm->ops->query_rtc && v->vm->ops->query_rtc(v->vm->backend, on_vm_rtc, v) == 0)
+            continue;
+        snprintf(v->rtc_why, sizeof(v->rtc_why), "its backend cannot read the guest's RTC");
+        bridge_managed_group_suspend(v->vm, on_vm_suspended, v);
+    }
+}
+
 static void on_vm_stopped(void *opaque, const struct bridge_backend_result *r)
 {
     struct local_vm *v = opaque;
+    struct local_op *lo = v->op;
 
     v->stop_us = r->event_us;
     if (r->status == VMS_STATUS_OK && v->vm->hx.ready_guest_ns &&
@@ -485,12 +518,12 @@ static void on_vm_stopped(void *opaque, const struct bridge_backend_result *r)
         json_object_object_add(o, "error", json_object_new_string(msg));
         vms_err(v->vm->cfg->name, NULL, "group %s: %s", v->op->group, msg);
         vm_settled(v, 0, o);
+        if (lo->in_use) /* others may wait for this one */
+            stops_settled(lo);
         return;
     }
-    if (v->vm->ops->query_rtc && v->vm->ops->query_rtc(v->vm->backend, on_vm_rtc, v) == 0)
-        return;
-    snprintf(v->rtc_why, sizeof(v->rtc_why), "its backend cannot read the guest's RTC");
-    bridge_managed_group_suspend(v->vm, on_vm_suspended, v);
+    v->stopped = 1;
+    stops_settled(lo);
 }
 
 static void on_vm_resumed(void *opaque, int ok, json_object *result)
@@ -572,13 +605,32 @@ static void on_timer(struct bridge_watch *w, uint32_t revents)
 
     if (read(lo->tfd, &expirations, sizeof(expirations)) != sizeof(expirations))
         return;
+    if (lo->settling) {
+        lo->settling = 0;
+        bridge_watch_del(&lo->g->br->loop, &lo->tw);
+        close(lo->tfd);
+        lo->tfd = -1;
+        stops_settled(lo);
+        return;
+    }
     if (lo->priming) {
         lo->priming = 0;
         prime_all(lo);
-        if (arm_timer(lo, lo->at_ns) == 0)
+        lo->spinning = 1;
+        if (arm_timer(lo, lo->at_ns - GROUP_SPIN_NS) == 0)
             return;
         vms_warn(NULL, NULL, "group %s: cannot re-arm the timer for T: %s; going now", lo->group,
                  strerror(errno));
+    }
+    if (lo->spinning) { /* bounded on the monotonic clock: a realtime step cannot stall it */
+        struct timespec t0, t;
+        lo->spinning = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while (realtime_ns() < lo->at_ns &&
+               (t.tv_sec - t0.tv_sec) * 1000000000ll + (t.tv_nsec - t0.tv_nsec) <
+                   2 * GROUP_SPIN_NS);
     }
     lo->fired = 1;
     lo->fired_ns = realtime_ns();
@@ -606,9 +658,14 @@ static void on_timer(struct bridge_watch *w, uint32_t revents)
             send_cont(v);
         }
     }
-    bridge_watch_del(&lo->g->br->loop, &lo->tw);
-    close(lo->tfd);
-    lo->tfd = -1;
+    if (lo->in_use && lo->tfd >= 0 && lo->op == BRIDGE_LC_SUSPEND &&
+        arm_timer(lo, lo->at_ns + GROUP_SETTLE_NS) == 0) {
+        lo->settling = 1;
+    } else if (lo->tfd >= 0) {
+        bridge_watch_del(&lo->g->br->loop, &lo->tw);
+        close(lo->tfd);
+        lo->tfd = -1;
+    }
     vms_info(NULL, NULL, "group %s: T reached (%+.3f ms late): %s sent", lo->group,
              (lo->fired_ns - lo->at_ns) / 1e6, lo->op == BRIDGE_LC_SUSPEND ? "stop" : "cont");
 }
@@ -656,6 +713,7 @@ static void do_commit(struct bridge_groups *g, json_object *req, bridge_lc_done_
     }
     lo->tfd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
     lo->priming = lo->at_ns - GROUP_PRIME_LEAD_NS > realtime_ns() + 1000000;
+    lo->spinning = 0;
     bridge_watch_init(&lo->tw, on_timer, lo);
     if (lo->tfd < 0 ||
         arm_timer(lo, lo->priming ? lo->at_ns - GROUP_PRIME_LEAD_NS : lo->at_ns) < 0 ||
