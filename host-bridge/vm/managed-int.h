@@ -60,6 +60,7 @@ struct bridge_managed {
     struct bridge_vm *vm;
     struct bridge_db_managed row;
     int pidfd;
+    int pid_polled; /* no pidfd (ENOSYS: valgrind, a kernel before 5.3): vm_tick polls */
     struct bridge_watch pidw;
     int ram_lock_fd; /* the bridge's OFD lock on the RAM file (-1 when QEMU holds it) */
     int console_fd;  /* listening console socket, handed to every QEMU */

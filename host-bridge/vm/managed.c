@@ -135,6 +135,16 @@ static void watch_pid(struct bridge_managed *m, pid_t pid)
         close(m->pidfd);
         m->pidfd = -1;
     }
+    m->pid_polled = 0;
+    if (fd < 0 && errno == ENOSYS) {
+        /* valgrind does not know the call, nor do kernels before 5.3: the exit is found by
+         * vm_tick's poll instead (a loop turn late) */
+        static int said;
+        if (!said++)
+            vms_info(NULL, NULL, "lifecycle: no pidfd_open here: QEMU's exit is polled");
+        m->pid_polled = 1;
+        return;
+    }
     if (fd < 0) {
         vms_warn(vmname(m->vm), NULL, "lifecycle: pidfd_open %d: %s", (int)pid, strerror(errno));
         return;
@@ -942,6 +952,41 @@ static void vm_exited(struct bridge_managed *m)
         op_fail(m, "QEMU exited (see %s/qemu.log)", m->vm->cfg->run_dir);
 }
 
+/* Without a pidfd: has the QEMU of pid m->row.pid (started at m->row.pid_start, when known)
+ * ended? Our child: when waitpid reaps it (all its threads gone, so its fds and locks are
+ * released; /proc shows the leader a zombie before that). Adopted: when the pid is gone or
+ * is another process. */
+static int polled_pid_gone(struct bridge_managed *m)
+{
+    pid_t pid = (pid_t)m->row.pid, r;
+    long long start;
+    int status;
+
+    if (pid <= 0)
+        return 1;
+    r = waitpid(pid, &status, WNOHANG);
+    if (r == pid)
+        return 1;
+    if (r == 0 || errno != ECHILD)
+        return 0;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    start = lc_proc_start_time(pid, NULL); /* 0 for a zombie: its parent reaps it soon */
+    return start && m->row.pid_start && start != m->row.pid_start;
+}
+
+/* SIGKILL to the VM's QEMU: through its pidfd, or (polled) to its pid while it is still the
+ * process that started at m->row.pid_start. 1 if sent. */
+static int kill_qemu(struct bridge_managed *m)
+{
+    if (m->pidfd >= 0)
+        return syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0) == 0;
+    if (m->pid_polled && m->row.pid > 0 && m->row.pid_start &&
+        lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start)
+        return kill((pid_t)m->row.pid, SIGKILL) == 0;
+    return 0;
+}
+
 static void on_pidfd(struct bridge_watch *w, uint32_t revents)
 {
     struct bridge_managed *m = w->opaque;
@@ -1101,10 +1146,10 @@ int bridge_managed_fence(struct bridge_vm *vm)
                  vm->cfg->domain);
         return vm->ops->kill(vm->backend, 1) == 0;
     }
-    if (!m || m->pidfd < 0)
+    if (!m || (m->pidfd < 0 && !m->pid_polled))
         return 0;
     vms_warn(vmname(vm), NULL, "lifecycle: fencing QEMU pid %lld (SIGKILL)", (long long)m->row.pid);
-    return syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0) == 0;
+    return kill_qemu(m);
 }
 
 void bridge_managed_forget(struct bridge *br, void *opaque)
@@ -1309,6 +1354,12 @@ static void vm_tick(struct bridge_managed *m, double now)
 {
     struct bridge_vm *vm = m->vm;
 
+    if (m->pid_polled && polled_pid_gone(m)) {
+        m->pid_polled = 0;
+        vm_exited(m);
+        return;
+    }
+
     switch (m->phase) {
     case P_WAIT_READY:
         if (!engine_runs(m) && now >= m->deadline) {
@@ -1335,8 +1386,7 @@ static void vm_tick(struct bridge_managed *m, double now)
             m->deadline = now + QUIT_GRACE_S; /* again, if libvirt was not reachable */
         } else if (now >= m->deadline && m->row.pid > 0) {
             vms_warn(vmname(vm), NULL, "lifecycle: QEMU still there: SIGKILL");
-            if (m->pidfd >= 0)
-                syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0);
+            kill_qemu(m);
             m->deadline = now + 3600;
         }
         break;
