@@ -805,6 +805,8 @@ static void send_ack(struct helper *h, const struct vms_msg *ev)
 {
     struct vms_msg a;
 
+    if (!ev->seq)
+        return; /* not journaled on the host (a refusal, a read-only answer): nothing to ack */
     vms_msg_init(&a, VMS_MSG_ACK);
     vms_msg_set_str(&a, VMS_F_REQUEST_ID, ev->request_id);
     vms_msg_set_u64(&a, VMS_F_EPOCH, ev->epoch);

@@ -253,6 +253,17 @@ void bridge_vm_kick(struct bridge_vm *vm);
  * writes need not be durable (bridge_db_relaxed_begin()).
  */
 int bridge_op_read_only(enum vms_op op);
+/*
+ * 1 if read-only request @op can be answered at once, unjournaled: nothing runs or waits on
+ * @vm (so the answer is what a queued one would get) and, for a hostinfo, the bridge knows
+ * fresh figures (no hypervisor round trip). The answer needs no journal because the helper
+ * holds a request until its Event comes and sends it again to a restarted bridge: a lost
+ * answer is asked again, and asking again changes nothing (design.md, invariant 4).
+ */
+int bridge_vm_can_answer_now(const struct bridge_vm *vm, enum vms_op op);
+/* Answer @r (bridge_vm_can_answer_now() said 1) with an Event of seq 0, no Reply: the Event
+ * is the one message the helper waits for, so no half-answered request is left. */
+void bridge_vm_answer_now(struct bridge_vm *vm, const struct bridge_request *r);
 /* The level of a request's routine log lines (accepted, running, completed): debug for the
  * read-only operations, which a busy guest may ask for thousands of times a second. */
 #define BRIDGE_OP_LOG_LEVEL(op) (bridge_op_read_only(op) ? LOG_DEBUG : LOG_INFO)

@@ -347,11 +347,13 @@ Test(bridge, restore_timeline_reconciliation)
     int i_t = -1, i_r = -1, i_c = -1;
 
     do_save(state, save_id, "saved-data");
-    /* an unrelated event of epoch 1 left unacked: superseded by the restore */
-    request(&vm1, id, "list", "app", "s3cret", NULL, NULL);
+    /* an unrelated journaled event of epoch 1 (a refusal: "saver" may not list) left
+     * unacked: superseded by the restore */
+    request(&vm1, id, "list", "saver", "s3cret", NULL, NULL);
     drain(&in1);
     old = find(VMS_MSG_EVENT, id);
     cr_assert_not_null(old);
+    cr_assert_gt(old->seq, 0, "the refusal is journaled");
     char old_id[VMS_REQUEST_ID_LEN + 1];
     snprintf(old_id, sizeof(old_id), "%s", id);
 
@@ -384,8 +386,8 @@ Test(bridge, restore_timeline_reconciliation)
     cr_assert_str_eq(copy->reason, "restored-copy");
     cr_assert_str_eq(copy->state_id, state);
     cr_assert_eq(copy->app_data_len, strlen("saved-data"));
-    cr_assert_null(find(VMS_MSG_EVENT, old_id), "the list was not pending inside S");
-    /* epoch 1's unacked list event is superseded: a Hello resends only epoch 2's */
+    cr_assert_null(find(VMS_MSG_EVENT, old_id), "the refused list was not pending inside S");
+    /* epoch 1's unacked refusal event is superseded: a Hello resends only epoch 2's */
     hello(&vm1);
     drain(&in1);
     cr_assert_eq(find(VMS_MSG_WELCOME, NULL)->epoch, 2);
@@ -525,12 +527,14 @@ Test(bridge, hostile_bytes_then_valid_request)
     cr_assert_eq(find(VMS_MSG_EVENT, id)->status, 0);
 }
 
-/* A finished request of @vm through the whole guest path; acked when @do_ack. */
-static void finished_list(struct bridge_vm *vm, struct vms_channel *in,
-                          char id[VMS_REQUEST_ID_LEN + 1], int do_ack)
+/* A finished, journaled request of @vm through the whole guest path (a delete of a state
+ * that does not exist: it completes at once; a list would not be journaled); acked when
+ * @do_ack. */
+static void finished_request(struct bridge_vm *vm, struct vms_channel *in,
+                             char id[VMS_REQUEST_ID_LEN + 1], int do_ack)
 {
     id[0] = '\0';
-    request(vm, id, "list", "app", "s3cret", NULL, "x");
+    request(vm, id, "delete", "app", "s3cret", "no-such-state", "x");
     drain(in);
     cr_assert_not_null(find(VMS_MSG_EVENT, id));
     if (do_ack)
@@ -553,8 +557,8 @@ Test(bridge, journal_prune_keeps_what_a_restore_or_a_resend_needs)
     int64_t later = (int64_t)time(NULL) + 10;
 
     /* vm2 has no state: acked and finished before the cutoff goes, unacked stays */
-    finished_list(&vm2, &in2, acked, 1);
-    finished_list(&vm2, &in2, unacked, 0);
+    finished_request(&vm2, &in2, acked, 1);
+    finished_request(&vm2, &in2, unacked, 0);
     cr_assert_eq(bridge_db_prune(&br.db, "vm2", later - 3600), 0, "nothing old enough");
     cr_assert_eq(bridge_db_prune(&br.db, "vm2", later), 1);
     cr_assert_eq(journalled("vm2", acked), 0);
@@ -564,7 +568,7 @@ Test(bridge, journal_prune_keeps_what_a_restore_or_a_resend_needs)
     /* vm1: a state, its creating request, and a request from around its time */
     do_save(state, save_id, "keep-me");
     ack(&vm1, find(VMS_MSG_EVENT, save_id));
-    finished_list(&vm1, &in1, near, 1);
+    finished_request(&vm1, &in1, near, 1);
     cr_assert_eq(bridge_db_prune(&br.db, "vm1", later), 0,
                  "a restore to the state could replay both");
     /* the state is now old: the request from long after it may go, its creator stays */

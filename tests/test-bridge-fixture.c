@@ -295,6 +295,12 @@ const struct vms_msg *find(enum vms_msg_type t, const char *id)
     return NULL;
 }
 
+const struct vms_msg *answer_of(const char *id)
+{
+    const struct vms_msg *r = find(VMS_MSG_REPLY, id);
+    return r ? r : find(VMS_MSG_EVENT, id);
+}
+
 void send_ack(struct bridge_vm *vm, const char *request_id, uint64_t epoch, uint64_t seq)
 {
     struct vms_msg a;

@@ -67,6 +67,9 @@ void request(struct bridge_vm *vm, char id[VMS_REQUEST_ID_LEN + 1], const char *
              const char *principal, const char *secret, const char *state, const char *data);
 /* The first message of type @t (and request id @id, if given) in got[]. */
 const struct vms_msg *find(enum vms_msg_type t, const char *id);
+/* What answered request @id among the messages got: its Reply, or for a read-only request
+ * answered at once (no Reply) its Event. NULL if neither. */
+const struct vms_msg *answer_of(const char *id);
 /* How many messages of type @t are in got[]. */
 int count_got(enum vms_msg_type t);
 /* Send @vm an Ack on port A, as the guest does, for the event (@request_id, @epoch, @seq). */

@@ -66,14 +66,14 @@ static void send_req(char id[VMS_REQUEST_ID_LEN + 1], const struct req *q)
     vms_msg_clear(&m);
 }
 
-/* The Reply's status for @id (after draining port B). */
+/* The status of @id's Reply, or Event when answered at once (after draining port B). */
 static uint32_t reply_status(const char *id)
 {
     const struct vms_msg *r;
 
     drain(&in1);
-    r = find(VMS_MSG_REPLY, id);
-    cr_assert_not_null(r, "no Reply for %s", id);
+    r = answer_of(id);
+    cr_assert_not_null(r, "no answer for %s", id);
     return r->status;
 }
 
@@ -104,17 +104,18 @@ Test(rights, right_limited_to_a_guest_uid)
     cr_assert_eq(bridge_secret_hash("s3cret", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash),
                  0);
     cr_assert_eq(bridge_db_principal_add(&br.db, "u1000", hash), 0);
-    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u1000", "vm1", "list", 1000), 0);
-    send_req(id, &(struct req){.op = "list", .principal = "u1000", .uid = 1000});
+    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u1000", "vm1", "save", 1000), 0);
+    send_req(id, &(struct req){.op = "save", .principal = "u1000", .uid = 1000});
     cr_assert_eq(reply_status(id), 0, "the uid the right names is refused");
     cr_assert_eq(bridge_db_request_find(&br.db, "vm1", id, &r), 1);
     cr_assert_eq(r.uid, 1000, "the uid is journaled with the request");
     bridge_request_clear(&r);
-    send_req(id, &(struct req){.op = "list", .principal = "u1000", .uid = 0});
+    fake_finish(VMS_STATUS_OK);
+    send_req(id, &(struct req){.op = "save", .principal = "u1000", .uid = 0});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED, "uid 0 used a right limited to 1000");
     rep = find(VMS_MSG_REPLY, id);
     cr_assert(strstr(rep->message, "limited to other guest uids"), "%s", rep->message);
-    send_req(id, &(struct req){.op = "list", .principal = "u1000", .uid = -1});
+    send_req(id, &(struct req){.op = "save", .principal = "u1000", .uid = -1});
     cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED, "a request without a uid matched");
     cr_assert_eq(bridge_db_request_find(&br.db, "vm1", id, &r), 1);
     cr_assert_eq(r.uid, -1);

@@ -324,6 +324,45 @@ Test(helper, resync_after_hangup_resends_and_says_hello_again)
     fx_client_close(w);
 }
 
+/*
+ * A read-only request the bridge answers at once gets no Reply and no journal row (issue 18):
+ * the helper holds it until its Event, so a bridge that went away before answering is asked
+ * again after the new Welcome; the Event (seq 0) is delivered and not acked.
+ */
+Test(helper, unanswered_read_only_request_is_asked_again_after_hangup)
+{
+    DBusConnection *c, *w;
+    const char *app = APP, *err, *rid;
+    char id[64];
+    struct vms_msg *req;
+    DBusMessage *r;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 3);
+    c = fx_client(&F);
+    w = fx_client(&F);
+    cr_assert_eq(fx_register(w, APP), 0);
+    r = fx_call(c, "HostInfo", 2000, &err, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID);
+    cr_assert_not_null(r, "%s", err);
+    cr_assert(dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &rid, DBUS_TYPE_INVALID));
+    snprintf(id, sizeof(id), "%s", rid);
+    dbus_message_unref(r);
+    req = expect_request("hostinfo");
+    cr_assert_str_eq(req->request_id, id);
+    fx_msg_free(req);
+    fx_bridge_hangup(&F); /* the bridge dies before it answers */
+    usleep(200000);
+    fx_bridge_handshake(&F, 3);
+    req = expect_request("hostinfo");
+    cr_assert_str_eq(req->request_id, id, "the held request is asked again");
+    fx_msg_free(req);
+    fx_bridge_event(&F, id, "hostinfo", 0, APP, NULL, NULL, 0);
+    assert_completed(w, id, NULL);
+    cr_assert_eq(fx_bridge_count(&F, VMS_MSG_ACK, 300), 0, "an Event of seq 0 was acked");
+    fx_client_close(c);
+    fx_client_close(w);
+}
+
 Test(helper, duplicate_events_dropped_and_acked)
 {
     DBusConnection *c;

@@ -619,6 +619,21 @@ static void mem_forget(struct bridge_vm *vm)
     vm->free_at = 0; /* a save or delete moved the free space too */
 }
 
+/* 1 if what the bridge knows of @vm's memory is recent enough to answer a hostinfo with. */
+static int mem_figures_fresh(const struct bridge_vm *vm)
+{
+    return vm->mem_known_at > 0 && bridge_now() - vm->mem_known_at < BRIDGE_MEM_KNOWN_SECONDS;
+}
+
+/* A list is how a guest sees snapshots deleted behind the bridge's back: now and then, the
+ * catalogue is compared with the hypervisor's after one. */
+static void reconcile_after_list(struct bridge_vm *vm)
+{
+    if (!vm->reconciled_at ||
+        bridge_now() - vm->reconciled_at >= BRIDGE_RECONCILE_READ_ONLY_SECONDS)
+        bridge_vm_reconcile(vm);
+}
+
 static void finish_running(struct bridge_vm *vm)
 {
     enum vms_op op = vm->running_op;
@@ -636,9 +651,8 @@ static void finish_running(struct bridge_vm *vm)
     if (op != VMS_OP_LIST) {
         mem_forget(vm);
         bridge_vm_reconcile(vm);
-    } else if (!vm->reconciled_at ||
-               bridge_now() - vm->reconciled_at >= BRIDGE_RECONCILE_READ_ONLY_SECONDS) {
-        bridge_vm_reconcile(vm);
+    } else {
+        reconcile_after_list(vm);
     }
 }
 
@@ -1382,6 +1396,37 @@ int bridge_op_read_only(enum vms_op op)
     return op == VMS_OP_LIST || op == VMS_OP_HOSTINFO;
 }
 
+int bridge_vm_can_answer_now(const struct bridge_vm *vm, enum vms_op op)
+{
+    const struct bridge_backend_ops *ops = vm->ops;
+
+    if (!bridge_op_read_only(op) || vm->busy || vm->queue.len || vm->unjournaled_pending ||
+        vm->now < vm->journal_retry_at || !vm->backend || !ops->is_ready(vm->backend) ||
+        bridge_managed_holds(vm) || bridge_managed_is_down(vm))
+        return 0;
+    /* a hostinfo without fresh figures asks the hypervisor: queued, like any request */
+    return op == VMS_OP_LIST || mem_figures_fresh(vm);
+}
+
+void bridge_vm_answer_now(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct vms_msg ev;
+
+    bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
+    if (r->op == VMS_OP_LIST)
+        bridge_db_state_list(&vm->br->db, vmname(vm), &ev);
+    else
+        bridge_hostinfo_fill(vm, r, &vm->mem_known, &ev);
+    /* seq 0: not journaled, never resent, not acked */
+    vms_msg_set_u64(&ev, VMS_F_EPOCH, r->epoch);
+    vms_msg_set_u64(&ev, VMS_F_SEQ, 0);
+    vms_debug(vmname(vm), r->id, "answered %s at once (not journaled)", vms_op_name(r->op));
+    bridge_vm_send(vm, &ev);
+    vms_msg_clear(&ev);
+    if (r->op == VMS_OP_LIST)
+        reconcile_after_list(vm);
+}
+
 /*
  * Journal @r running — and, for a save that starts at once (no Prepare), the requests pending
  * inside its state — in one transaction, then make it durable with the accepts deferred before
@@ -1478,7 +1523,7 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
                   : ops->delete)(vm->backend, r->state_id, job, on_backend_done, vm);
         break;
     case VMS_OP_HOSTINFO:
-        if (vm->mem_known_at > 0 && bridge_now() - vm->mem_known_at < BRIDGE_MEM_KNOWN_SECONDS) {
+        if (mem_figures_fresh(vm)) {
             /* answered from what the bridge knows: no hypervisor round trip */
             struct vms_msg ev;
             bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
