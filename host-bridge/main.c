@@ -34,6 +34,7 @@
 #define LOOP_TICK_MS   100
 
 static int stop_requested;
+static int children_exited = 1; /* a SIGCHLD came: reap (and once at start) */
 
 /* Secrets verified by the verifier's threads: the requests that waited go on. */
 static void on_verified(struct bridge_watch *w, uint32_t revents)
@@ -47,10 +48,14 @@ static void on_signal(struct bridge_watch *w, uint32_t revents)
 {
     struct signalfd_siginfo si;
     (void)revents;
-    if (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        vms_info(NULL, NULL, "signal %u: stopping", si.ssi_signo);
-        stop_requested = 1;
+    if (read(w->fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    if (si.ssi_signo == SIGCHLD) {
+        children_exited = 1;
+        return;
     }
+    vms_info(NULL, NULL, "signal %u: stopping", si.ssi_signo);
+    stop_requested = 1;
 }
 
 /* The VM whose port A reader is @pid (the reader was already forgotten if its port closed). */
@@ -208,6 +213,7 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGCHLD); /* a reader's exit: reaped when it comes, not every loop turn */
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -257,7 +263,10 @@ int main(int argc, char **argv)
         bridge_managed_tick(&br, now);
         bridge_groups_tick(&br, now);
         bridge_cluster_tick(&br, now);
-        bridge_privsep_reap(vm_of_reader, &br);
+        if (children_exited) {
+            children_exited = 0;
+            bridge_privsep_reap(vm_of_reader, &br);
+        }
         if (bridge_loop_run_once(&br.loop, busy ? 0 : LOOP_TICK_MS) < 0) {
             vms_err(NULL, NULL, "event loop: %s", strerror(errno));
             goto out;

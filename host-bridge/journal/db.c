@@ -214,7 +214,7 @@ static void db_error(struct bridge_db *db, const char *vm, const char *what)
 }
 
 /* A ready statement for @sql (a string literal): cached, or prepared now. Release with unprep(). */
-static sqlite3_stmt *prep(struct bridge_db *db, const char *vm, const char *sql)
+static sqlite3_stmt *prep_cached(struct bridge_db *db, const char *vm, const char *sql)
 {
     sqlite3_stmt *st = NULL;
 
@@ -233,6 +233,17 @@ static sqlite3_stmt *prep(struct bridge_db *db, const char *vm, const char *sql)
         db->stmts[db->n_stmts].st = st;
         db->n_stmts++;
     }
+    return st;
+}
+
+/* A ready statement for @sql (prep_cached()); one that writes ends a shared read
+ * transaction first (bridge_db_reads_begin()). Release with unprep(). */
+static sqlite3_stmt *prep(struct bridge_db *db, const char *vm, const char *sql)
+{
+    sqlite3_stmt *st = prep_cached(db, vm, sql);
+
+    if (st && db->reads && !sqlite3_stmt_readonly(st))
+        bridge_db_reads_end(db);
     return st;
 }
 
@@ -307,7 +318,34 @@ int bridge_db_full(struct bridge_db *db)
 
 int bridge_db_begin(struct bridge_db *db)
 {
+    bridge_db_reads_end(db);
     return exec(db, "BEGIN IMMEDIATE");
+}
+
+/* Run a cached transaction-control statement (BEGIN, COMMIT, ROLLBACK). */
+static int step_control(struct bridge_db *db, const char *sql)
+{
+    sqlite3_stmt *st = prep_cached(db, NULL, sql);
+    int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+
+    unprep(db, st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+void bridge_db_reads_begin(struct bridge_db *db)
+{
+    /* BEGIN (deferred) takes no lock: the first read does, and keeps it until COMMIT */
+    if (!db->reads && db->h && sqlite3_get_autocommit(db->h) && step_control(db, "BEGIN") == 0)
+        db->reads = 1;
+}
+
+void bridge_db_reads_end(struct bridge_db *db)
+{
+    if (!db->reads)
+        return;
+    db->reads = 0;
+    if (step_control(db, "COMMIT") < 0) /* nothing written: releases the read lock */
+        step_control(db, "ROLLBACK");
 }
 
 int bridge_db_commit(struct bridge_db *db)
@@ -323,8 +361,10 @@ void bridge_db_rollback(struct bridge_db *db)
 /* Set the connection's sync level (a cached PRAGMA: no I/O). */
 static void set_synchronous(struct bridge_db *db, int full)
 {
-    sqlite3_stmt *st =
-        prep(db, NULL, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    sqlite3_stmt *st;
+
+    bridge_db_reads_end(db); /* not inside a transaction */
+    st = prep(db, NULL, full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
 
     if (st && sqlite3_step(st) != SQLITE_DONE)
         db_error(db, NULL, "set synchronous");
@@ -487,7 +527,12 @@ int bridge_db_open(struct bridge_db *db, const char *path, char *err, size_t err
     memset(db, 0, sizeof(*db));
     if (db_file_private(path, err, errlen) < 0)
         return -1;
-    rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    /* one thread uses this connection (the checkpointer has its own): no mutex per call;
+     * nor a global one per allocation for statistics nobody reads (a no-op once SQLite
+     * is initialised) */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    rc = sqlite3_open_v2(path, &db->h,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         explain_open_error(db, rc, path, "open", err, errlen);
         goto fail;
@@ -638,6 +683,7 @@ static void checkpointer_stop(struct bridge_db *db)
 
 void bridge_db_close(struct bridge_db *db)
 {
+    bridge_db_reads_end(db);
     checkpointer_stop(db);
     stmts_finalize(db);
     if (db->h)

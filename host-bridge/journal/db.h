@@ -62,6 +62,7 @@ struct bridge_db {
     unsigned n_stmts;
     unsigned relaxed;                    /* depth of bridge_db_relaxed_begin() scopes */
     int deferred;                        /* relaxed commits wait for bridge_db_barrier() */
+    int reads;                           /* bridge_db_reads_begin()'s transaction is open */
     struct bridge_db_checkpointer *ckpt; /* WAL checkpoints off the loop (NULL: SQLite's own) */
 };
 
@@ -118,6 +119,17 @@ int bridge_db_schema_version(struct bridge_db *db);
 int bridge_db_schema_latest(void);
 
 int bridge_db_begin(struct bridge_db *db);
+
+/*
+ * Reads until bridge_db_reads_end() share one read transaction: the WAL is locked once for
+ * them all, not once per statement (two fcntl calls each, here most of a hostinfo's system
+ * calls). Anything in db.c that writes ends it first (a statement that writes,
+ * bridge_db_begin(), a change of durability level), so nothing is written from its
+ * snapshot; a caller ends it before it calls code that writes through its own statements.
+ * Does nothing inside a transaction.
+ */
+void bridge_db_reads_begin(struct bridge_db *db);
+void bridge_db_reads_end(struct bridge_db *db);
 /* 1 if the last failure was the disk (or the database's size limit) being full. */
 int bridge_db_full(struct bridge_db *db);
 int bridge_db_commit(struct bridge_db *db);
