@@ -212,6 +212,11 @@ int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn
             total += (size_t)n;
             c->bytes_in += (uint64_t)n;
             vms_channel_feed(c, buf, (size_t)n, fn, opaque);
+            /* a short read took all there was: callers wait level-triggered (poll, epoll
+             * without EPOLLET, a blocking read), so more data wakes them again; the read
+             * that would only say EAGAIN is a system call per message saved */
+            if ((size_t)n < sizeof(buf))
+                return 1;
             continue;
         }
         if (n == 0)

@@ -71,6 +71,8 @@ typedef void (*vms_channel_msg_fn)(void *opaque, struct vms_channel *c, struct v
  * skipped. Returns 1 if the fd is still open (more may come), 0 on
  * end-of-file/hangup (a guest port whose host side is closed reads 0: the
  * caller must stop polling for input, not spin), -1 on a read error.
+ * A short read ends the call: wait for input level-triggered (poll, epoll
+ * without EPOLLET, or a blocking fd), never edge-triggered.
  */
 int vms_channel_read(struct vms_channel *c, size_t budget, vms_channel_msg_fn fn, void *opaque);
 

@@ -975,14 +975,21 @@ static int polled_pid_gone(struct bridge_managed *m)
     return start && m->row.pid_start && start != m->row.pid_start;
 }
 
-/* SIGKILL to the VM's QEMU: through its pidfd, or (polled) to its pid while it is still the
- * process that started at m->row.pid_start. 1 if sent. */
+/* 1 if the journaled pid is still the QEMU that started at m->row.pid_start (a reused pid
+ * is another process). */
+static int qemu_is_ours(const struct bridge_managed *m)
+{
+    return m->row.pid > 0 && m->row.pid_start &&
+           lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start;
+}
+
+/* SIGKILL to the VM's QEMU: through its pidfd, or (polled) to its pid while it is still ours.
+ * 1 if sent. */
 static int kill_qemu(struct bridge_managed *m)
 {
     if (m->pidfd >= 0)
         return syscall(SYS_pidfd_send_signal, m->pidfd, SIGKILL, NULL, 0) == 0;
-    if (m->pid_polled && m->row.pid > 0 && m->row.pid_start &&
-        lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start)
+    if (m->pid_polled && qemu_is_ours(m))
         return kill((pid_t)m->row.pid, SIGKILL) == 0;
     return 0;
 }
@@ -1611,8 +1618,7 @@ int bridge_managed_start(struct bridge_vm *vm)
         m->adopt_pending = 1;
         return 0;
     }
-    alive = m->row.pid > 0 && m->row.pid_start &&
-            lc_proc_start_time((pid_t)m->row.pid, NULL) == m->row.pid_start;
+    alive = qemu_is_ours(m);
     have_ck = bridge_db_checkpoint_current(db, vmname(vm), &ck) == 1;
     if (alive) {
         watch_pid(m, (pid_t)m->row.pid);
