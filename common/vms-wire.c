@@ -11,6 +11,35 @@
 
 static uint32_t crc32c_table[256];
 static int crc32c_ready;
+static uint32_t (*crc32c_run)(uint32_t crc, const uint8_t *p, size_t len);
+
+static uint32_t crc32c_by_table(uint32_t crc, const uint8_t *p, size_t len)
+{
+    while (len--)
+        crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE 4.2's crc32 instruction computes this very polynomial, 8 bytes a step: every frame is
+ * summed at least twice on its way (the sender, the reader, the re-encoding), and the table
+ * loop was ~2 % of each daemon's time per request and more of the fuzzers'. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_by_sse42(uint32_t crc, const uint8_t *p,
+                                                                  size_t len)
+{
+    uint64_t c = crc;
+
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    crc = (uint32_t)c;
+    while (len--)
+        crc = __builtin_ia32_crc32qi(crc, *p++);
+    return crc;
+}
+#endif
 
 static void crc32c_init(void)
 {
@@ -20,19 +49,19 @@ static void crc32c_init(void)
             c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         crc32c_table[i] = c;
     }
+    crc32c_run = crc32c_by_table;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (__builtin_cpu_supports("sse4.2"))
+        crc32c_run = crc32c_by_sse42;
+#endif
     crc32c_ready = 1;
 }
 
 uint32_t vms_crc32c(uint32_t crc, const void *data, size_t len)
 {
-    const uint8_t *p = data;
-
     if (!crc32c_ready)
         crc32c_init();
-    crc = ~crc;
-    while (len--)
-        crc = crc32c_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-    return ~crc;
+    return ~crc32c_run(~crc, data, len);
 }
 
 static size_t put_escaped(uint8_t *out, size_t pos, size_t cap, const uint8_t *src, size_t n)
