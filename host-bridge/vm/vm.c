@@ -1396,13 +1396,29 @@ int bridge_op_read_only(enum vms_op op)
     return op == VMS_OP_LIST || op == VMS_OP_HOSTINFO;
 }
 
+/* 1 if the hypervisor can be asked for @vm: a managed VM that is down has no guest to act on
+ * (libvirt stays connected then), and one in a lifecycle operation holds requests back. */
+static int backend_reachable(const struct bridge_vm *vm)
+{
+    return vm->backend && vm->ops->is_ready(vm->backend) && !bridge_managed_holds(vm) &&
+           !bridge_managed_is_down(vm);
+}
+
+/* The Event answering read-only request @r (status ok) from what the bridge knows: the
+ * catalogue for a list, the known memory figures for a hostinfo. */
+static void known_answer(struct bridge_vm *vm, const struct bridge_request *r, struct vms_msg *ev)
+{
+    bridge_event_for_request(ev, r, VMS_STATUS_OK, NULL);
+    if (r->op == VMS_OP_LIST)
+        bridge_db_state_list(&vm->br->db, vmname(vm), ev);
+    else
+        bridge_hostinfo_fill(vm, r, &vm->mem_known, ev);
+}
+
 int bridge_vm_can_answer_now(const struct bridge_vm *vm, enum vms_op op)
 {
-    const struct bridge_backend_ops *ops = vm->ops;
-
     if (!bridge_op_read_only(op) || vm->busy || vm->queue.len || vm->unjournaled_pending ||
-        vm->now < vm->journal_retry_at || !vm->backend || !ops->is_ready(vm->backend) ||
-        bridge_managed_holds(vm) || bridge_managed_is_down(vm))
+        vm->now < vm->journal_retry_at || !backend_reachable(vm))
         return 0;
     /* a hostinfo without fresh figures asks the hypervisor: queued, like any request */
     return op == VMS_OP_LIST || mem_figures_fresh(vm);
@@ -1412,11 +1428,7 @@ void bridge_vm_answer_now(struct bridge_vm *vm, const struct bridge_request *r)
 {
     struct vms_msg ev;
 
-    bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
-    if (r->op == VMS_OP_LIST)
-        bridge_db_state_list(&vm->br->db, vmname(vm), &ev);
-    else
-        bridge_hostinfo_fill(vm, r, &vm->mem_known, &ev);
+    known_answer(vm, r, &ev);
     /* seq 0: not journaled, never resent, not acked */
     vms_msg_set_u64(&ev, VMS_F_EPOCH, r->epoch);
     vms_msg_set_u64(&ev, VMS_F_SEQ, 0);
@@ -1483,8 +1495,7 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
     switch (r->op) {
     case VMS_OP_LIST: {
         struct vms_msg ev;
-        bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
-        bridge_db_state_list(db, vmname(vm), &ev);
+        known_answer(vm, r, &ev);
         rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
         vms_msg_clear(&ev);
         finish_running(vm);
@@ -1526,8 +1537,7 @@ static int run_request_now(struct bridge_vm *vm, struct bridge_request *r)
         if (mem_figures_fresh(vm)) {
             /* answered from what the bridge knows: no hypervisor round trip */
             struct vms_msg ev;
-            bridge_event_for_request(&ev, r, VMS_STATUS_OK, NULL);
-            bridge_hostinfo_fill(vm, r, &vm->mem_known, &ev);
+            known_answer(vm, r, &ev);
             bridge_db_relaxed_begin(db);
             rc = bridge_vm_complete(vm, r, VMS_STATUS_OK, &ev);
             bridge_db_relaxed_end(db);
@@ -1635,12 +1645,9 @@ static void recover_running(struct bridge_vm *vm)
 
 void bridge_vm_kick(struct bridge_vm *vm)
 {
-    const struct bridge_backend_ops *ops = vm->ops;
     char id[VMS_REQUEST_ID_LEN + 1];
 
-    /* a managed VM that is down has no guest to act on (libvirt stays connected then) */
-    if (!vm->backend || !ops->is_ready(vm->backend) || bridge_managed_holds(vm) ||
-        bridge_managed_is_down(vm))
+    if (!backend_reachable(vm))
         return;
     if (vm->busy) {
         if (vm->need_recover)
