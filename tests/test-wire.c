@@ -286,3 +286,122 @@ Test(wire, reset_forgets_partial)
     feed_all(&d, out, n, col);
     cr_assert_eq(col->frames, 1);
 }
+
+/* The escaping as the format states it, a byte at a time: the encoder's run-by-run copy
+ * must give exactly this. */
+static size_t reference_escape(const uint8_t *src, size_t n, uint8_t *dst)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (src[i] == VMS_WIRE_SYNC || src[i] == VMS_WIRE_ESC) {
+            dst[k++] = VMS_WIRE_ESC;
+            dst[k++] = src[i] == VMS_WIRE_SYNC ? 0x01 : 0x00;
+        } else {
+            dst[k++] = src[i];
+        }
+    }
+    return k;
+}
+
+static unsigned next_random(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return *seed >> 16;
+}
+
+Test(wire, encoder_matches_bytewise_escaping)
+{
+    static uint8_t payload[8192], want[1 + 2 * (VMS_WIRE_HEADER_LEN + sizeof(payload) + 4)];
+    unsigned seed = 7;
+
+    for (int round = 0; round < 300; round++) {
+        size_t n = next_random(&seed) % sizeof(payload);
+        unsigned density = next_random(&seed) % 4; /* none, few, many, all special bytes */
+        uint8_t header[VMS_WIRE_HEADER_LEN] = {VMS_WIRE_VERSION, n & 0xFF, (n >> 8) & 0xFF, 0, 0};
+        uint8_t trailer[4];
+        uint32_t crc;
+        size_t k = 1, got;
+
+        for (size_t i = 0; i < n; i++) {
+            unsigned r = next_random(&seed);
+            int special =
+                density == 3 || (density == 2 && r % 3 == 0) || (density == 1 && r % 97 == 0);
+            payload[i] = special ? (r & 1 ? VMS_WIRE_SYNC : VMS_WIRE_ESC) : (uint8_t)(r % 0xFE);
+        }
+        crc = vms_crc32c(vms_crc32c(0, header, sizeof(header)), payload, n);
+        for (int b = 0; b < 4; b++)
+            trailer[b] = (crc >> (8 * b)) & 0xFF;
+        want[0] = VMS_WIRE_SYNC;
+        k += reference_escape(header, sizeof(header), want + k);
+        k += reference_escape(payload, n, want + k);
+        k += reference_escape(trailer, sizeof(trailer), want + k);
+        got = encode(payload, n, out);
+        cr_assert_eq(got, k, "round %d: %zu bytes, want %zu", round, got, k);
+        cr_assert_arr_eq(out, want, k, "round %d", round);
+        /* one byte short of what it needs, the encoder refuses */
+        cr_assert_eq(vms_wire_encode(payload, n, out, k - 1), 0, "round %d", round);
+    }
+}
+
+/* Frames, garbage, corrupt and truncated frames in one stream give the same frames and
+ * errors whether the stream comes whole, in random chunks or a byte at a time (the reader
+ * copies plain runs at once, and a run may end at any chunk boundary). */
+Test(wire, same_result_whole_in_chunks_and_bytewise)
+{
+    static uint8_t stream[1 << 18];
+    static uint8_t payload[3000];
+    unsigned seed = 99;
+    size_t len = 0;
+
+    while (len + VMS_WIRE_FRAME_MAX_ENCODED / 40 < sizeof(stream)) {
+        size_t n = next_random(&seed) % sizeof(payload), k;
+        for (size_t i = 0; i < n; i++) {
+            unsigned r = next_random(&seed);
+            payload[i] = r % 11 == 0 ? (r & 1 ? VMS_WIRE_SYNC : VMS_WIRE_ESC) : (uint8_t)r;
+        }
+        k = encode(payload, n, stream + len);
+        switch (next_random(&seed) % 6) {
+        case 0: /* a flipped byte: checksum, escape or version error */
+            stream[len + 1 + next_random(&seed) % (k - 1)] ^= 0x5A;
+            break;
+        case 1: /* cut short: the next sync truncates it */
+            k = 1 + next_random(&seed) % k;
+            break;
+        case 2: /* garbage after it */
+            for (unsigned g = next_random(&seed) % 50; g; g--)
+                stream[len + k++] = (uint8_t)next_random(&seed);
+            break;
+        }
+        len += k;
+    }
+    for (int how = 0; how < 3; how++) {
+        struct vms_deframer dd;
+        struct collected *c = calloc(1, sizeof(*c));
+        cr_assert_eq(vms_deframer_init(&dd), 0);
+        if (how == 0) {
+            feed_all(&dd, stream, len, c);
+        } else {
+            for (size_t at = 0; at < len;) {
+                size_t step = how == 1 ? 1 + next_random(&seed) % 700 : 1;
+                step = step > len - at ? len - at : step;
+                feed_all(&dd, stream + at, step, c);
+                at += step;
+            }
+        }
+        vms_deframer_free(&dd);
+        if (how == 0) {
+            cr_assert_gt(c->frames, 20);
+            cr_assert_gt(c->errors[VMS_WIRE_ERR_CRC] + c->errors[VMS_WIRE_ERR_BAD_ESCAPE], 0);
+            cr_assert_gt(c->errors[VMS_WIRE_ERR_TRUNCATED], 0);
+            cr_assert_gt(c->errors[VMS_WIRE_ERR_GARBAGE], 0);
+            memcpy(col, c, sizeof(*c));
+        } else {
+            cr_assert_eq(c->frames, col->frames, "feeding %d: %d frames, whole %d", how, c->frames,
+                         col->frames);
+            cr_assert_arr_eq(c->errors, col->errors, sizeof(c->errors), "feeding %d", how);
+            cr_assert_eq(c->last_len, col->last_len);
+            cr_assert_arr_eq(c->last, col->last, c->last_len);
+        }
+        free(c);
+    }
+}
