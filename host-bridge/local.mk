@@ -33,10 +33,21 @@ host_bridge_libbridge_la_SOURCES = \
 	host-bridge/cluster/lease.c host-bridge/cluster/lease.h \
 	host-bridge/cluster/reach.c host-bridge/cluster/reach.h \
 	host-bridge/ioerror/ioerror.c host-bridge/ioerror/ioerror-sm.c host-bridge/ioerror/ioerror.h
+# The libvirt backend is a module the bridge loads when a VM names it (backend.c): a bridge
+# of QMP VMs, and its privsep reader, do not map libvirt and the ~60 libraries it pulls in
+# (bench/RESULTS.md §11.3). The bridge exports its symbols (-export-dynamic) for the module.
+LIBVIRT_BACKEND_SOURCES = host-bridge/backend/backend-libvirt.c \
+	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h \
+	host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
+# what a system test that runs libvirt VMs needs besides the daemon
+BRIDGE_MODULES =
 if HAVE_LIBVIRT
-host_bridge_libbridge_la_SOURCES += \
-	host-bridge/backend/backend-libvirt.c \
-	host-bridge/backend/libvirt-loop.c host-bridge/backend/libvirt-loop.h
+pkglib_LTLIBRARIES += host-bridge/backend-libvirt.la
+BRIDGE_MODULES += host-bridge/backend-libvirt.la
+host_bridge_backend_libvirt_la_SOURCES = $(LIBVIRT_BACKEND_SOURCES)
+host_bridge_backend_libvirt_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) $(LIBVIRT_CFLAGS)
+host_bridge_backend_libvirt_la_LIBADD = $(LIBVIRT_LIBS) -lpthread
+host_bridge_backend_libvirt_la_LDFLAGS = $(AM_LDFLAGS) -module -avoid-version -shared
 endif
 # the domain XML reader needs no libvirt (vmstate-admin and its unit test use it too)
 host_bridge_libbridge_la_SOURCES += host-bridge/backend/libvirt-xml.c host-bridge/backend/libvirt-xml.h
@@ -47,20 +58,21 @@ BRIDGE_ROOMS_CPPFLAGS = -I$(top_srcdir)/host-bridge -I$(top_srcdir)/host-bridge/
 	-I$(top_srcdir)/host-bridge/vm -I$(top_srcdir)/host-bridge/ioerror \
 	-I$(top_srcdir)/host-bridge/admin -I$(top_srcdir)/host-bridge/cluster -I$(top_srcdir)/host-bridge/groups
 BRIDGE_DEP_CFLAGS = $(BRIDGE_ROOMS_CPPFLAGS) $(COROSYNC_CFLAGS) $(LIBVIRT_CFLAGS) $(DBUS_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) $(SQLITE_CFLAGS) $(SODIUM_CFLAGS)
-BRIDGE_DEP_LIBS = $(COROSYNC_LIBS) $(LIBVIRT_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
+BRIDGE_DEP_LIBS = $(COROSYNC_LIBS) $(DBUS_LIBS) $(INIH_LIBS) $(JSONC_LIBS) $(SQLITE_LIBS) $(SODIUM_LIBS)
 # for the tests and fuzz targets that include the daemon's headers
 BRIDGE_INTERNAL_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
-host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
+host_bridge_libbridge_la_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS) -DBRIDGE_MODULE_DIR='"$(pkglibdir)"'
 host_bridge_libbridge_la_LIBADD = common/libvmscommon.la $(BRIDGE_DEP_LIBS) -lpthread
 
 sbin_PROGRAMS += host-bridge/vmstate-bridged host-bridge/vmstate-admin
 host_bridge_vmstate_bridged_SOURCES = host-bridge/main.c
 host_bridge_vmstate_bridged_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
 host_bridge_vmstate_bridged_LDADD = host-bridge/libbridge.la
+host_bridge_vmstate_bridged_LDFLAGS = $(AM_LDFLAGS) -export-dynamic
 host_bridge_vmstate_admin_SOURCES = host-bridge/admin/admin.c host-bridge/admin/admin.h \
 	host-bridge/admin/libvirt-setup.c
 host_bridge_vmstate_admin_CFLAGS = $(AM_CFLAGS) $(BRIDGE_DEP_CFLAGS)
-host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la
+host_bridge_vmstate_admin_LDADD = host-bridge/libbridge.la $(LIBVIRT_LIBS)
 
 # (own dir variable: guest-helper/local.mk sets systemdsystemunit_DATA with =)
 bridgeunitdir = $(systemdsystemunitdir)
@@ -239,16 +251,17 @@ dist_noinst_SCRIPTS += tests/libvirt/libvirtd-private.sh tests/libvirt/run-backe
 EXTRA_DIST += tests/libvirt/lib.sh
 if HAVE_LIBVIRT
 check_PROGRAMS += tests/test-bridge-libvirt
-tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c
+tests_test_bridge_libvirt_SOURCES = tests/test-bridge-libvirt.c host-bridge/backend/backend-libvirt.c \
+	host-bridge/backend/libvirt-loop.c
 tests_test_bridge_libvirt_CFLAGS = $(BRIDGE_INTERNAL_CFLAGS) $(CRITERION_CFLAGS)
-tests_test_bridge_libvirt_LDADD = host-bridge/libbridge.la $(CRITERION_LIBS)
+tests_test_bridge_libvirt_LDADD = host-bridge/libbridge.la $(LIBVIRT_LIBS) $(CRITERION_LIBS)
 SYSTEM_CHECKS += check-libvirt-backend
 check-libvirt-backend: tests/test-bridge-libvirt host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-backend-test.sh
 # the bridge's system tests with both VMs as libvirt domains (~40-60 s on 2 cores; its
 # QEMU-kill step after a bridge SIGKILL found port A stuck: QEMU loses a hang-up while the VM
 # is stopped, vm.c bounces such a port once the VM runs)
-check-bridge-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin tests/bridge/vms-wire-client
+check-bridge-system-libvirt: host-bridge/vmstate-bridged $(BRIDGE_MODULES) host-bridge/vmstate-admin tests/bridge/vms-wire-client
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
 		$(top_srcdir)/tests/bridge/run-system.sh
 SYSTEM_CHECKS += check-bridge-system-libvirt

@@ -186,6 +186,13 @@ int main(int argc, char **argv)
         snprintf(cfg.database, sizeof(cfg.database), "%s", db_override);
     vms_log_init("vmstate-bridged", verbose ? LOG_DEBUG : cfg.log_level);
     if (check_only) {
+        /* a backend's module is loaded as the VM would load it (a missing one fails here) */
+        for (size_t i = 0; i < cfg.n_vms; i++)
+            if (!bridge_backend_for(&cfg.vms[i], &bridge_backend_qmp)) {
+                fprintf(stderr, "%s: [vm %s] its backend cannot be loaded\n", config_path,
+                        cfg.vms[i].name);
+                goto out;
+            }
         printf("%s: OK, %zu VM(s)\n", config_path, cfg.n_vms);
         rc = 0;
         goto out;

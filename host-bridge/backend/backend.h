@@ -217,10 +217,17 @@ struct bridge_backend_ops {
 
 extern const struct bridge_backend_ops bridge_backend_qmp;
 #ifdef HAVE_LIBVIRT
+/* Defined in the module backend-libvirt.so (and linked into its unit test). */
 extern const struct bridge_backend_ops bridge_backend_libvirt;
+
+/* The libvirt backend's ops from its module, loaded on first use (a bridge of QMP VMs and
+ * its privsep reader never map libvirt and what it pulls in); NULL if the module cannot be
+ * loaded (logged, with the reason). */
+const struct bridge_backend_ops *bridge_backend_libvirt_load(void);
 #endif
 
-/* The ops for @cfg's backend key; @fallback for QMP (tests pass a fake). */
+/* The ops for @cfg's backend key; @fallback for QMP (tests pass a fake). NULL when the
+ * backend's module cannot be loaded (logged). */
 const struct bridge_backend_ops *bridge_backend_for(const struct bridge_vm_config *cfg,
                                                     const struct bridge_backend_ops *fallback);
 

@@ -1842,13 +1842,15 @@ int bridge_vm_init(struct bridge_vm *vm, struct bridge *br, const struct bridge_
     memset(vm, 0, sizeof(*vm));
     vm->br = br;
     vm->cfg = cfg;
+    vm->ops = bridge_backend_for(cfg, br->backend);
+    if (!vm->ops)
+        return -1;
     snprintf(name, sizeof(name), "%.48s/port-a", cfg->name);
     if (vms_channel_init(&vm->a.ch, name, cfg->name, 0) < 0)
         return -1;
     snprintf(name, sizeof(name), "%.48s/port-b", cfg->name);
     if (vms_channel_init(&vm->b.ch, name, cfg->name, 0) < 0)
         return -1;
-    vm->ops = bridge_backend_for(cfg, br->backend);
     snprintf(vm->a.path, sizeof(vm->a.path), "%s", cfg->port_a);
     snprintf(vm->b.path, sizeof(vm->b.path), "%s", cfg->port_b);
     vm->a.backoff_ms = vm->b.backoff_ms = br->cfg->reconnect_min_ms;

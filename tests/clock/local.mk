@@ -20,7 +20,7 @@ SYSTEM_CHECKS += check-clock-system
 # the same suite with the VM a libvirt domain (issue 17; ~1.5 min: a private libvirtd, the
 # image is shared with check-clock-system)
 if HAVE_LIBVIRT
-check-clock-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin \
+check-clock-system-libvirt: host-bridge/vmstate-bridged $(BRIDGE_MODULES) host-bridge/vmstate-admin \
 		guest-helper/vmstate-helperd tests/clock/vms-clock-tool
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
 		$(top_srcdir)/tests/clock/run-system.sh

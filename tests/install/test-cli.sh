@@ -53,4 +53,24 @@ kill -0 "$pid" 2>/dev/null && fail "daemon did not stop on SIGTERM"
 pid=
 [ -e "$tmp/p" ] && fail "pidfile not removed at exit"
 echo "ok   vmstate-bridged --daemon --pidfile"
+
+# The libvirt backend is a module loaded when a VM names it: the daemon (and so its privsep
+# reader, the same executable) does not link libvirt; --check loads the module as a VM would
+# (RTLD_NOW: a symbol the bridge does not export fails here), and says so when it is missing.
+readelf -d "$bridged" | grep -q "NEEDED.*libvirt" && fail "vmstate-bridged links libvirt"
+if grep -q "^#define HAVE_LIBVIRT 1" "$builddir/config.h"; then
+    cat >"$tmp/lv.conf" <<CONF
+[bridge]
+database = $tmp/bridge.db
+[vm lv1]
+backend = libvirt
+uri = qemu:///embed?root=$tmp/lvroot
+CONF
+    "$bridged" --check -c "$tmp/lv.conf" | grep -q "OK, 1 VM" || fail "--check with a libvirt VM"
+    rc=0; VMSTATE_BRIDGE_MODULE_DIR=$tmp/none "$bridged" --check -c "$tmp/lv.conf" 2>"$tmp/err" || rc=$?
+    [ $rc -eq 1 ] && grep -q "cannot load the module: .*backend-libvirt.so" "$tmp/err" &&
+        grep -q "\[vm lv1\] its backend cannot be loaded" "$tmp/err" ||
+        fail "missing module: exit $rc $(cat "$tmp/err")"
+    echo "ok   vmstate-bridged loads the libvirt backend's module (and says when it cannot)"
+fi
 exit 0

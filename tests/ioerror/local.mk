@@ -17,7 +17,7 @@ check-ioerror-system: host-bridge/vmstate-bridged
 # the same suite with each VM a libvirt domain (issue 17): its extra disks are libvirt NBD
 # disks (qemu-nbd, and qemu-storage-daemon serving the blkdebug and tmpfs nodes)
 if HAVE_LIBVIRT
-check-ioerror-system-libvirt: host-bridge/vmstate-bridged host-bridge/vmstate-admin
+check-ioerror-system-libvirt: host-bridge/vmstate-bridged $(BRIDGE_MODULES) host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
 		$(top_srcdir)/tests/ioerror/run-system.sh
 SYSTEM_CHECKS += check-ioerror-system-libvirt

@@ -17,7 +17,7 @@ EXTRA_DIST += tests/lifecycle/test-lifecycle-system.py
 # after a restart and a crash inside a suspend, and stops (~50 s on 2 cores, TCG; green in
 # every run here; exit 77 without libvirtd/tini).
 if HAVE_LIBVIRT
-check-lifecycle-system-libvirt: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+check-lifecycle-system-libvirt: guest-image host-bridge/vmstate-bridged $(BRIDGE_MODULES) host-bridge/vmstate-admin
 	top_srcdir='$(top_srcdir)' top_builddir='$(top_builddir)' $(top_srcdir)/tests/libvirt/run-suite.sh \
 		env PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/tests/lifecycle/test-lifecycle-system-libvirt.py \
 		--image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir) $(LIFECYCLE_FLAGS)

@@ -19,7 +19,7 @@ GUEST_IMAGE_DEPS += tests/system/vmstate-testapp
 # 3 MiB shared library and its dependencies into the initramfs.
 GUEST_IMAGE_ARGS += --add /usr/bin/dbus-send
 
-WHOLEPATH_DEPS = guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
+WHOLEPATH_DEPS = guest-image host-bridge/vmstate-bridged $(BRIDGE_MODULES) host-bridge/vmstate-admin
 WHOLEPATH_ARGS = --image $(GUEST_IMAGE_DIR) --builddir $(abs_top_builddir)
 
 demo-wholepath: $(WHOLEPATH_DEPS)
