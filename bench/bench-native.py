@@ -20,6 +20,7 @@ every figure comes with its ratio to its floor; the issue's targets are stated m
 Usage: bench-native.py --image DIR --builddir BUILD [-n 1000] [--listeners 1000] [--rounds 5]
        [--apps 16] [--per-app 300]
 """
+import contextlib
 import os
 import re
 import subprocess
@@ -105,6 +106,125 @@ def stop(procs):
                 p.wait()
 
 
+def write_bus_conf(path, sock):
+    """The guest's system bus as far as the bench needs: anyone may talk to anyone; 4096
+    connections (the fan-out opens 1000 as one user), as bench/guest-dbus-limits.conf."""
+    with open(path, "w") as f:
+        f.write(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>custom</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>
+<limit name="max_completed_connections">4096</limit>
+<limit name="max_connections_per_user">4096</limit>
+<limit name="max_incomplete_connections">256</limit>
+<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/>
+<allow receive_sender="*"/></policy></busconfig>
+""")
+
+
+def guest_stack(a, prog, wd, name, procs):
+    """One VM's guest side as host processes: its own bus, relay and helper. Returns (env for
+    its apps, relay dir); the processes go on procs."""
+    d = os.path.join(wd, name)
+    rd = os.path.join(d, "relay")
+    os.makedirs(rd, exist_ok=True)
+    bus = os.path.join(d, "bus.sock")
+    write_bus_conf(os.path.join(d, "bus.conf"), bus)
+    procs.append(spawn(["dbus-daemon", "--nofork", "--config-file", os.path.join(d, "bus.conf")],
+                       d, "dbus-daemon"))
+    for _ in range(500):
+        if os.path.exists(bus):
+            break
+        time.sleep(0.01)
+    procs.append(spawn([prog["relay"], rd], d, "relay", ready=True))
+    with open(os.path.join(d, "helper.conf"), "w") as f:
+        f.write(vp.HELPER_CONF + "max_listeners_per_uid = 0\n"
+                f"request_port = unix:{rd}/ha.sock\nevent_port = unix:{rd}/hb.sock\n")
+    procs.append(spawn([a.helper or os.path.join(os.path.abspath(a.builddir), "guest-helper",
+                                                 "vmstate-helperd"), "--config",
+                        os.path.join(d, "helper.conf"), "--address", f"unix:path={bus}"],
+                       d, "helper"))
+    return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={bus}"), rd
+
+
+def measure_vms(a, prog, wd):
+    """a.vms VMs on one bridge (each its own paused QEMU, bus, relay and helper): each VM's
+    hostinfo round trip alone, then all at once (each app back to back: "full rate"); the
+    bridge's RSS. On this 2-core host the a.vms guest stacks share the cores the bridge uses,
+    so "all at once" measures the machine as much as the bridge: the bridge's CPU share is
+    reported beside it."""
+    n, procs, res = a.vms_n, [], {}
+    try:
+        with contextlib.ExitStack() as vms_ctx:
+            stacks, relay_vms = {}, {}
+            for k in range(1, a.vms + 1):
+                name = f"vm{k}"
+                env, rd = guest_stack(a, prog, wd, name, procs)
+                vm = vms_ctx.enter_context(bl.VM(os.path.join(wd, name, "qemu"), a.image,
+                                                 ports=False, paused=True))
+                stacks[name], relay_vms[name] = env, RelayVM(vm, rd)
+            with vp.Path(a.builddir, os.path.join(wd, "bridge-vms"), relay_vms,
+                         cost="test") as path:
+                for env in stacks.values():
+                    run([prog["app"], "wait-bridge", "60"], env=env)
+                    run([prog["app"], "rtt", "50"], env=env)  # warm
+                res["rss_idle"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
+                res["alone"] = {name: stats(run([prog["app"], "rtt", str(n)], env=env))
+                                for name, env in stacks.items()}
+                c0, t0 = cpu_s(path.proc.pid) + sum(cpu_s(p) for p in path.readers()), time.time()
+                ps = {name: subprocess.Popen([prog["app"], "rtt", str(n)], env=env,
+                                             stdout=subprocess.PIPE, text=True)
+                      for name, env in stacks.items()}
+                outs = {name: p.communicate(timeout=600)[0] for name, p in ps.items()}
+                wall = time.time() - t0
+                res["bridge_share"] = (cpu_s(path.proc.pid) +
+                                       sum(cpu_s(p) for p in path.readers()) - c0) / wall
+                res["together"] = {name: stats(out) for name, out in outs.items()}
+                res["wall"] = wall
+                res["rss"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
+                res["reader_rss"] = max(bl.host_rss_kib(p)["VmRSS"] for p in path.readers())
+            # the floor of "all at once": the same load with a bridge per VM, so what the
+            # shared bridge adds is told apart from the guest stacks sharing two cores
+            with contextlib.ExitStack() as bridges:
+                for name, rvm in relay_vms.items():
+                    bridges.enter_context(vp.Path(a.builddir, os.path.join(wd, f"bridge-{name}"),
+                                                  {name: rvm}, cost="test"))
+                for env in stacks.values():
+                    run([prog["app"], "wait-bridge", "60"], env=env)
+                    run([prog["app"], "rtt", "50"], env=env)
+                t0 = time.time()
+                ps = {name: subprocess.Popen([prog["app"], "rtt", str(n)], env=env,
+                                             stdout=subprocess.PIPE, text=True)
+                      for name, env in stacks.items()}
+                outs = {name: p.communicate(timeout=600)[0] for name, p in ps.items()}
+                res["separate_wall"] = time.time() - t0
+                res["separate"] = {name: stats(out) for name, out in outs.items()}
+    finally:
+        stop(procs)
+    return res
+
+
+def report_vms(a, v):
+    us = bl.fmt_us
+    print(f"\n**{a.vms} VMs on one bridge** (each its own paused QEMU, bus, relay and helper; "
+          f"{a.vms_n} sequential hostinfo per VM, alone one VM after the other, then all "
+          f"{a.vms} at once, back to back)\n")
+    print(f"| VM | median alone | all at once, one bridge | ratio to alone | all at once, a "
+          f"bridge per VM (floor) | one bridge ÷ floor |")
+    print("|---|---|---|---|---|---|")
+    for name, al in v["alone"].items():
+        tg, sp = v["together"][name], v["separate"][name]
+        print(f"| {name} | {us(al['median'])} | {us(tg['median'])} | "
+              f"{tg['median'] / al['median']:.2f}× | {us(sp['median'])} | "
+              f"{tg['median'] / sp['median']:.2f}× |")
+    total = a.vms * (a.vms_n + 10)
+    print(f"\nAll at once, one bridge: {total / v['wall']:.0f} requests/s over {v['wall']:.2f} s; "
+          f"the bridge (main + readers) used {v['bridge_share'] * 100:.0f} % of one core "
+          f"meanwhile, the {a.vms} guest stacks the rest of the two. A bridge per VM: "
+          f"{total / v['separate_wall']:.0f} requests/s. Bridge RSS "
+          f"{v['rss_idle'] / 1024:.1f} MiB idle, {v['rss'] / 1024:.1f} MiB after; a privsep "
+          f"reader {v['reader_rss'] / 1024:.1f} MiB.\n")
+
+
 class RelayVM:
     """The harness VM as the bridge sees it, its ports replaced by the relay's host side."""
 
@@ -124,6 +244,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="fan-out rounds")
     ap.add_argument("--apps", type=int, default=16, help="concurrent apps for throughput")
     ap.add_argument("--per-app", type=int, default=300, help="requests per app for throughput")
+    ap.add_argument("--vms", type=int, default=8,
+                    help="VMs on one bridge for the many-VM figures (0: skip them)")
+    ap.add_argument("--vms-n", type=int, default=300,
+                    help="sequential round trips per VM in the many-VM figures")
     ap.add_argument("--perf", action="store_true",
                     help="perf record the helper and dbus-daemon during the fan-out "
                     "(WORKDIR/native/perf.data)")
@@ -137,18 +261,7 @@ def main():
     wd = bl.workdir(a, "native")
     prog = {k: bl.host_prog(a, f"vsbench-{k}") for k in ("relay", "port", "dbus", "sqlite", "app")}
     bus = os.path.join(wd, "bus.sock")
-    with open(os.path.join(wd, "bus.conf"), "w") as f:
-        # the guest's system bus as far as the bench needs: anyone may talk to anyone; 4096
-        # connections (the fan-out opens 1000 as one user), as bench/guest-dbus-limits.conf
-        f.write(f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>custom</type><listen>unix:path={bus}</listen><auth>EXTERNAL</auth>
-<limit name="max_completed_connections">4096</limit>
-<limit name="max_connections_per_user">4096</limit>
-<limit name="max_incomplete_connections">256</limit>
-<policy context="default"><allow user="*"/><allow own="*"/><allow send_destination="*"/>
-<allow receive_sender="*"/></policy></busconfig>
-""")
+    write_bus_conf(os.path.join(wd, "bus.conf"), bus)
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={bus}")
     L, n = a.listeners, a.n
     res, procs = {}, []
@@ -253,6 +366,8 @@ def main():
                 res["rss_rest"] = bl.host_rss_kib(helper.pid)["VmRSS"]
     finally:
         stop(procs)
+    if a.vms:
+        res["vms"] = measure_vms(a, prog, wd)
     report(a, res, machine, time.time() - t_start)
     return 0
 
@@ -359,8 +474,20 @@ def report(a, r, machine, took):
           r["rss"]["vmstate-helperd"] < 4096)]
     for name, val, ok in t:
         print(f"| {name} | {val} | {verdict(ok)} |")
-    print("| 8 VMs at full rate: no VM's median > 1.2× alone; bridge RSS < 16 MiB with 8 VMs | "
-          "not measured by this bed (one QEMU) | — |")
+    if "vms" not in r:
+        print("| 8 VMs at full rate: no VM's median > 1.2× alone; bridge RSS < 16 MiB with 8 VMs "
+              "| not measured (--vms 0) | — |")
+        return
+    v = r["vms"]
+    worst = max(v["together"][k]["median"] / v["alone"][k]["median"] for k in v["alone"])
+    shared = max(v["together"][k]["median"] / v["separate"][k]["median"] for k in v["alone"])
+    print(f"| {a.vms} VMs at full rate: no VM's median > 1.2× its alone figure | worst "
+          f"{worst:.2f}× | {verdict(worst <= 1.2)} |")
+    print(f"| … the same load, one bridge vs a bridge per VM (what sharing the bridge adds) | "
+          f"worst {shared:.2f}× | {verdict(shared <= 1.2)} |")
+    print(f"| bridge RSS < 16 MiB with {a.vms} VMs | {v['rss'] / 1024:.1f} MiB | "
+          f"{verdict(v['rss'] < 16384)} |")
+    report_vms(a, v)
 
 
 if __name__ == "__main__":
