@@ -480,11 +480,14 @@ def report(a, r, machine, took):
         return
     v = r["vms"]
     worst = max(v["together"][k]["median"] / v["alone"][k]["median"] for k in v["alone"])
-    shared = max(v["together"][k]["median"] / v["separate"][k]["median"] for k in v["alone"])
+    # each VM's own floor is as noisy as the VMs with a bridge each are unequal among
+    # themselves: the slowest VM on the shared bridge against the median VM with its own
+    seps = sorted(v["separate"][k]["median"] for k in v["alone"])
+    shared = max(v["together"][k]["median"] for k in v["alone"]) / seps[len(seps) // 2]
     print(f"| {a.vms} VMs at full rate: no VM's median > 1.2× its alone figure | worst "
           f"{worst:.2f}× | {verdict(worst <= 1.2)} |")
-    print(f"| … the same load, one bridge vs a bridge per VM (what sharing the bridge adds) | "
-          f"worst {shared:.2f}× | {verdict(shared <= 1.2)} |")
+    print(f"| … the same load: the slowest VM on one bridge ÷ the median VM with a bridge each "
+          f"(what sharing the bridge adds) | {shared:.2f}× | {verdict(shared <= 1.2)} |")
     print(f"| bridge RSS < 16 MiB with {a.vms} VMs | {v['rss'] / 1024:.1f} MiB | "
           f"{verdict(v['rss'] < 16384)} |")
     report_vms(a, v)
