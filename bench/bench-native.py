@@ -362,6 +362,8 @@ def main():
                 res["reg"] = float(re.search(r"register: n=\d+ total_s=([\d.]+)", out)[1])
                 res["rss"] = {"vmstate-helperd": bl.host_rss_kib(helper.pid)["VmRSS"],
                               "vmstate-bridged": bl.host_rss_kib(path.proc.pid)["VmRSS"]}
+                # the helper's peak since it started: registrations, round trips, fan-outs
+                res["helper_hwm"] = bl.host_rss_kib(helper.pid)["VmHWM"]
                 time.sleep(1.5)  # at rest: the helper gives a fan-out's heap back after 1 s
                 res["rss_rest"] = bl.host_rss_kib(helper.pid)["VmRSS"]
     finally:
@@ -452,7 +454,8 @@ def report(a, r, machine, took):
         print("|" + "---|" * len(top))
         print("| " + " | ".join(f"{v:.1f}" for _, v in top) + " |")
     print(f"\nRSS after the fan-out: helper {r['rss']['vmstate-helperd'] / 1024:.1f} MiB "
-          f"({r['rss_rest'] / 1024:.1f} MiB at rest 1.5 s later), "
+          f"({r['rss_rest'] / 1024:.1f} MiB at rest 1.5 s later; its peak over the whole run, "
+          f"VmHWM, {r['helper_hwm'] / 1024:.1f} MiB), "
           f"bridge {r['rss']['vmstate-bridged'] / 1024:.1f} MiB (1 VM).\n")
     bridge_cpu = r["cpu"]["vmstate-bridged"] + r["cpu"]["vmstate-bridged-reader (privsep)"]
     print("**Targets (issue 18, native bed)**\n")
@@ -470,8 +473,8 @@ def report(a, r, machine, took):
          (f"{a.listeners} registrations < 1 s", f"{r['reg']:.2f} s", r["reg"] < 1),
          ("bridge CPU per request ≤ 100 µs (main + privsep reader)", f"{bridge_cpu:.0f} µs",
           bridge_cpu <= 100),
-         ("helper RSS < 4 MiB", f"{r['rss']['vmstate-helperd'] / 1024:.1f} MiB",
-          r["rss"]["vmstate-helperd"] < 4096)]
+         ("helper RSS < 4 MiB (its peak over the run, VmHWM)",
+          f"{r['helper_hwm'] / 1024:.2f} MiB ({r['helper_hwm']} KiB)", r["helper_hwm"] < 4096)]
     for name, val, ok in t:
         print(f"| {name} | {val} | {verdict(ok)} |")
     if "vms" not in r:

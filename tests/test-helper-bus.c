@@ -208,6 +208,48 @@ Test(helper, fan_out_to_every_listener_of_the_app_only)
     fx_client_close(c);
 }
 
+/* A fan-out whose queue to the bus passes 64 KiB waits for dbus-daemon to take it (the queue
+ * was the helper's peak memory), and every listener still gets its completion. */
+Test(helper, large_fan_out_waits_for_the_bus_and_loses_nothing)
+{
+    enum { N = 24 };
+    DBusConnection *l[N], *c;
+    static char data[60001];
+    const char *id, *err;
+    char rid[64];
+
+    memset(data, 'd', sizeof(data) - 1);
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    for (int i = 0; i < N; i++) {
+        l[i] = fx_client(&F);
+        cr_assert_eq(fx_register(l[i], APP), 0);
+    }
+    c = fx_client(&F);
+    id = fx_save(c, "x", APP, "small", &err);
+    cr_assert_not_null(id, "%s", err);
+    snprintf(rid, sizeof(rid), "%s", id);
+    fx_msg_free(expect_request("save"));
+    fx_bridge_event(&F, rid, "save", 0, APP, data, "s1", 7);
+    for (int i = 0; i < N; i++) {
+        DBusMessage *s = fx_wait_signal(l[i], "Completed", 5000);
+        const char *got_rid, *op, *app;
+        static char got[sizeof(data)];
+        uint32_t status;
+
+        cr_assert_not_null(s, "listener %d: no Completed", i);
+        fx_completed_args(s, &got_rid, &op, &status, &app, got, sizeof(got), NULL);
+        cr_assert_str_eq(got_rid, rid);
+        cr_assert_str_eq(got, data, "listener %d: app data differs", i);
+        dbus_message_unref(s);
+    }
+    cr_assert(log_contains("waited"), "the fan-out never waited for the bus (see %s)",
+              F.helper_log);
+    for (int i = 0; i < N; i++)
+        fx_client_close(l[i]);
+    fx_client_close(c);
+}
+
 Test(helper, listener_dropped_with_its_connection)
 {
     DBusConnection *gone, *late;
