@@ -815,6 +815,8 @@ static int append_details(DBusMessageIter *it, const struct vms_msg *ev)
 /* 1 if it waited for the bus */
 static int fanout_pace(struct helper *h, uint64_t deadline_ms)
 {
+    int waited = 0;
+
     if (dbus_connection_get_outgoing_size(h->bus) <= FANOUT_QUEUE_HIGH)
         return 0;
     while (dbus_connection_get_outgoing_size(h->bus) > FANOUT_QUEUE_LOW &&
@@ -825,8 +827,9 @@ static int fanout_pace(struct helper *h, uint64_t deadline_ms)
         /* writes what the socket takes, else polls until it can (reads are queued, not
          * dispatched: this may run inside a handler) */
         dbus_connection_read_write(h->bus, (int)(deadline_ms - now));
+        waited = 1;
     }
-    return 1;
+    return waited;
 }
 
 /* The Completed signal for @ev without a destination, or NULL (out of memory, logged). */
