@@ -832,6 +832,27 @@ static int fanout_pace(struct helper *h, uint64_t deadline_ms)
     return waited;
 }
 
+/* Send @sig to each of @owners (a copy with its own destination each; @sig itself to the
+ * last, consumed), pacing the queue to the bus. Returns how many times it waited. */
+static unsigned send_to_each(struct helper *h, DBusMessage *sig, const char *const *owners,
+                             unsigned n, const char *request_id, const char *member)
+{
+    uint64_t deadline = helper_now_ms() + FANOUT_WAIT_MS;
+    unsigned waits = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        DBusMessage *m = i + 1 < n ? dbus_message_copy(sig) : sig;
+        if (!m || !dbus_message_set_destination(m, owners[i]) ||
+            !dbus_connection_send(h->bus, m, NULL))
+            vms_err(NULL, request_id, "out of memory sending %s to %s", member, owners[i]);
+        if (m && m != sig)
+            dbus_message_unref(m);
+        waits += (unsigned)fanout_pace(h, deadline);
+    }
+    dbus_message_unref(sig);
+    return waits;
+}
+
 /* The Completed signal for @ev without a destination, or NULL (out of memory, logged). */
 static DBusMessage *completed_new(const struct vms_msg *ev)
 {
@@ -873,8 +894,7 @@ void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsi
                                const struct vms_msg *ev)
 {
     DBusMessage *sig;
-    uint64_t deadline;
-    unsigned waits = 0;
+    unsigned waits;
 
     if (!h->bus || n == 0)
         return;
@@ -884,20 +904,10 @@ void helper_bus_emit_completed(struct helper *h, const char *const *owners, unsi
     sig = completed_new(ev);
     if (!sig)
         return;
-    deadline = helper_now_ms() + FANOUT_WAIT_MS;
-    for (unsigned i = 0; i < n; i++) {
-        DBusMessage *m = i + 1 < n ? dbus_message_copy(sig) : sig;
-        if (!m || !dbus_message_set_destination(m, owners[i]) ||
-            !dbus_connection_send(h->bus, m, NULL))
-            vms_err(NULL, ev->request_id, "out of memory sending Completed to %s", owners[i]);
-        if (m && m != sig)
-            dbus_message_unref(m);
-        waits += fanout_pace(h, deadline);
-    }
+    waits = send_to_each(h, sig, owners, n, ev->request_id, "Completed");
     if (waits)
         vms_debug(NULL, ev->request_id, "Completed to %u listeners: waited %u times for the bus", n,
                   waits);
-    dbus_message_unref(sig);
 }
 
 void helper_bus_emit_state_change(struct helper *h, const char *member, const char *const *owners,
@@ -910,7 +920,6 @@ void helper_bus_emit_state_change(struct helper *h, const char *member, const ch
                           : !strcmp(ev->op, "save")      ? ev->app_id
                                                          : "";
     dbus_uint64_t epoch = ev->epoch;
-    uint64_t deadline;
 
     if (!h->bus || n == 0)
         return;
@@ -923,17 +932,7 @@ void helper_bus_emit_state_change(struct helper *h, const char *member, const ch
             dbus_message_unref(sig);
         return;
     }
-    deadline = helper_now_ms() + FANOUT_WAIT_MS;
-    for (unsigned i = 0; i < n; i++) {
-        DBusMessage *m = i + 1 < n ? dbus_message_copy(sig) : sig;
-        if (!m || !dbus_message_set_destination(m, owners[i]) ||
-            !dbus_connection_send(h->bus, m, NULL))
-            vms_err(NULL, ev->request_id, "out of memory sending %s to %s", member, owners[i]);
-        if (m && m != sig)
-            dbus_message_unref(m);
-        (void)fanout_pace(h, deadline);
-    }
-    dbus_message_unref(sig);
+    (void)send_to_each(h, sig, owners, n, ev->request_id, member);
 }
 
 void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch)
