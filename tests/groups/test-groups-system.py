@@ -31,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
-from vmstest import Bridge, check, results, wait_until  # noqa: E402
+from vmstest import Bridge, VMError, check, results, wait_until  # noqa: E402
 from vmstest.managed import ManagedVM  # noqa: E402
 
 SKEW_P99_MS = 2.0
@@ -131,9 +131,19 @@ class Groups:
             ans = ask(self.socks[self.bridge_of(n)], {"cmd": "start", "vm": n}, 120)
             if not ans.get("ok"):
                 raise RuntimeError(f"start {n}: {ans}")
-        for vm in self.vms.values():
-            vm.attach()
+        for n, vm in self.vms.items():
+            try:
+                vm.attach()
+            except VMError as e:
+                raise VMError(f"{e}\n--- bridge {self.bridge_of(n)} on {n}:\n"
+                              f"{self.bridge_lines(n)}") from None
             vm.wait_ready(120)
+
+    def bridge_lines(self, vm, count=30):
+        """The last lines the bridge of `vm` logged about it (no debug lines)."""
+        lines = [ln for ln in self.bridges[self.bridge_of(vm)].log().splitlines()
+                 if f"vm={vm}:" in ln and "[debug]" not in ln]
+        return "\n".join(lines[-count:])
 
     def attach_all(self):
         for vm in self.vms.values():

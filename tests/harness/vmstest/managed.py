@@ -119,7 +119,10 @@ class ManagedVM(VM):
         self.detach()
         pid = self.pid()
         if not pid:
-            raise VMError(f"no qemu.pid in {self.workdir}")
+            # QEMU removes its pidfile when it exits: say why it did
+            raise VMError(f"no qemu.pid in {self.workdir} (QEMU exited?)\n--- qemu.log:\n"
+                          f"{self.qemu_log()[-2000:]}\n--- console:\n"
+                          f"{self.console_log()[-3000:]}")
         self.proc = _Pid(pid)
 
         def alive():
