@@ -942,7 +942,7 @@ void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t e
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Restored");
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "Restored");
     if (!sig)
         return;
     if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &state_id, DBUS_TYPE_UINT64, &e,
@@ -959,7 +959,7 @@ void helper_bus_emit_clock_corrected(struct helper *h, int64_t correction_ns, co
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "ClockCorrected");
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "ClockCorrected");
     if (!sig)
         return;
     if (dbus_message_append_args(sig, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
@@ -974,7 +974,7 @@ void helper_bus_emit_prepare_save(struct helper *h, const char *request_id, cons
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "PrepareSave");
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "PrepareSave");
     if (!sig)
         return;
     if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &request_id, DBUS_TYPE_STRING, &label,
@@ -989,7 +989,7 @@ void helper_bus_emit_notice(struct helper *h, const char *reason, const char *me
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Notice");
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "Notice");
     if (!sig)
         return;
     if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,

@@ -15,6 +15,10 @@
 #define HELPER_BUS_NAME  "org.vmstate.Helper1"
 #define HELPER_BUS_PATH  "/org/vmstate/Helper1"
 #define HELPER_BUS_IFACE "org.vmstate.Helper1"
+/* Broadcast signals (Restored, PrepareSave, ClockCorrected, Notice) have their own
+ * interface, so that a listener's match rule for them is never tested against the unicast
+ * Completed signals of a fan-out (libvmstate's add_matches). */
+#define HELPER_BUS_BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
 
 #define HELPER_ERR_PERMISSION  "org.vmstate.Helper1.Error.Permission"
 #define HELPER_ERR_UNAVAILABLE "org.vmstate.Helper1.Error.Unavailable"

@@ -31,11 +31,21 @@ guest_helper_vmstate_helperd_LDADD = $(HELPER_CORE_LIBS)
 # Installed integration files.
 # One interface per installed file: the standard interfaces the introspection data also
 # lists (Introspectable, Properties, Peer) are left out of the installed copy.
-nodist_dbusinterfaces_DATA = guest-helper/interfaces/org.vmstate.Helper1.xml
+# org.vmstate.Helper1.Broadcast (the broadcast signals) gets a file of its own.
+nodist_dbusinterfaces_DATA = guest-helper/interfaces/org.vmstate.Helper1.xml \
+	guest-helper/interfaces/org.vmstate.Helper1.Broadcast.xml
 guest-helper/interfaces/org.vmstate.Helper1.xml: $(top_srcdir)/guest-helper/org.vmstate.Helper1.xml
 	$(AM_V_GEN)$(MKDIR_P) guest-helper/interfaces && \
-	  sed -e '/<interface name="org\.freedesktop\./,/<\/interface>/d' $< >$@.tmp && mv $@.tmp $@
-CLEANFILES += guest-helper/interfaces/org.vmstate.Helper1.xml
+	  sed -e '/<interface name="org\.freedesktop\./,/<\/interface>/d' \
+	      -e '/<!--$$/{N;/\n      org\.vmstate\.Helper1\.Broadcast:/{:c;N;/<\/interface>/!bc;d}}' \
+	      $< >$@.tmp && mv $@.tmp $@
+guest-helper/interfaces/org.vmstate.Helper1.Broadcast.xml: $(top_srcdir)/guest-helper/org.vmstate.Helper1.xml
+	$(AM_V_GEN)$(MKDIR_P) guest-helper/interfaces && \
+	  sed -e '/<interface name="org\.freedesktop\./,/<\/interface>/d' \
+	      -e '/<!--$$/{N;/\n      org\.vmstate\.Helper1:/{:c;N;/<\/interface>/!bc;d}}' \
+	      $< >$@.tmp && mv $@.tmp $@
+CLEANFILES += guest-helper/interfaces/org.vmstate.Helper1.xml \
+	guest-helper/interfaces/org.vmstate.Helper1.Broadcast.xml
 EXTRA_DIST += guest-helper/org.vmstate.Helper1.xml
 dist_dbussystembus_DATA = guest-helper/org.vmstate.Helper1.conf
 dist_udevrules_DATA = guest-helper/70-vmstate-helperd.rules

@@ -25,10 +25,12 @@
 #include "vms-proto.h"
 #include "vmstate.h"
 
-#define HELPER_NAME     "org.vmstate.Helper1"
-#define HELPER_PATH     "/org/vmstate/Helper1"
-#define HELPER_IFACE    "org.vmstate.Helper1"
-#define CALL_TIMEOUT_MS 5000
+#define HELPER_NAME  "org.vmstate.Helper1"
+#define HELPER_PATH  "/org/vmstate/Helper1"
+#define HELPER_IFACE "org.vmstate.Helper1"
+/* the signals to everyone (Restored, PrepareSave, ClockCorrected, Notice): see add_matches */
+#define HELPER_BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
+#define CALL_TIMEOUT_MS        5000
 
 struct event_priv {
     struct vmstate_event pub; /* first: vmstate_event_free() casts back */
@@ -367,12 +369,12 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
 
     if (dbus_message_is_signal(m, HELPER_IFACE, "Completed"))
         return parse_completed(m);
-    if (dbus_message_is_signal(m, HELPER_IFACE, "Restored") &&
+    if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "Restored") &&
         dbus_message_has_signature(m, "st") && (e = event_new(VMSTATE_EVENT_RESTORED, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id, DBUS_TYPE_UINT64, &epoch,
                               DBUS_TYPE_INVALID);
         e->pub.epoch = epoch;
-    } else if (dbus_message_is_signal(m, HELPER_IFACE, "PrepareSave") &&
+    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "PrepareSave") &&
                dbus_message_has_signature(m, "ss") &&
                (e = event_new(VMSTATE_EVENT_PREPARE_SAVE, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.request_id, DBUS_TYPE_STRING,
@@ -381,7 +383,7 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
             event_free_priv(e);
             e = NULL;
         }
-    } else if (dbus_message_is_signal(m, HELPER_IFACE, "ClockCorrected") &&
+    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "ClockCorrected") &&
                dbus_message_has_signature(m, "dxs") &&
                (e = event_new(VMSTATE_EVENT_CLOCK_CORRECTED, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
@@ -398,7 +400,7 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
                               &e->pub.label, DBUS_TYPE_STRING, &e->pub.creator, DBUS_TYPE_STRING,
                               &e->pub.parent_id, DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID);
         e->pub.epoch = epoch;
-    } else if (dbus_message_is_signal(m, HELPER_IFACE, "Notice") &&
+    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "Notice") &&
                dbus_message_has_signature(m, "ss") && (e = event_new(VMSTATE_EVENT_NOTICE, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_STRING,
                               &e->pub.message, DBUS_TYPE_INVALID);
@@ -448,7 +450,8 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
     /* Only the helper's signals; a unicast Completed from anyone else is ignored. */
     if (!sender || !v->helper_owner[0] || strcmp(sender, v->helper_owner) != 0)
         return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
-    if (dbus_message_has_interface(m, HELPER_IFACE)) {
+    if (dbus_message_has_interface(m, HELPER_IFACE) ||
+        dbus_message_has_interface(m, HELPER_BROADCAST_IFACE)) {
         struct event_priv *e = parse_helper_signal(m);
         if (e)
             deliver(v, e);
@@ -490,28 +493,33 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
 /* ---- open/close ---------------------------------------------------------- */
 
 /*
- * The match rules of a handle, both added in one round trip. dbus-daemon tests every rule of
- * every connection against each signal in the rule's bucket (by interface, rules without one
- * against all), so with 1000 listening handles each rule costs the helper's 1000 unicast
- * Completed signals 1000 tests each (bench-native: +50 ms of dbus-daemon CPU per fan-out for
- * a rule naming a sender, which costs a name lookup per test). Hence: NameOwnerChanged in its
- * own interface's bucket, never tested against the helper's signals; the helper's signals by
- * path only (a unicast fails the test at once). Signals from anyone but the helper's unique
- * name are dropped by on_filter, as before.
+ * The match rules of a handle, added in one round trip. dbus-daemon tests every rule of every
+ * connection against each signal in the rule's bucket (by interface; rules without one
+ * against all), so with 1000 listening handles each rule in the bucket of the helper's
+ * unicast Completed costs each of its 1000 signals 1000 tests (bench-native: +50 ms of
+ * dbus-daemon CPU per fan-out for a rule naming a sender, +5-10 ms for a path-only rule).
+ * Hence every rule names an interface that no unicast signal uses: NameOwnerChanged, the
+ * helper's broadcasts (their own interface, org.vmstate.Helper1.Broadcast) and
+ * PropertiesChanged. Completed, StateSaved and StateDeleted reach us without a rule (a
+ * unicast is delivered to its destination); on_filter drops signals from anyone but the
+ * helper's unique name.
  */
-static int call_pair(vmstate *v, DBusMessage *m1, DBusMessage *m2, DBusMessage **r1,
-                     DBusMessage **r2);
+static int call_all(vmstate *v, DBusMessage **m, DBusMessage **r, size_t n);
+
+#define N_MATCH_RULES 3
 
 static int add_matches(vmstate *v)
 {
-    static const char *const rules[2] = {"type='signal',sender='" DBUS_SERVICE_DBUS
-                                         "',interface='" DBUS_INTERFACE_DBUS "',"
-                                         "member='NameOwnerChanged',arg0='" HELPER_NAME "'",
-                                         "type='signal',path='" HELPER_PATH "'"};
-    DBusMessage *m[2], *r[2];
+    static const char *const rules[N_MATCH_RULES] = {
+        "type='signal',sender='" DBUS_SERVICE_DBUS "',interface='" DBUS_INTERFACE_DBUS
+        "',member='NameOwnerChanged',arg0='" HELPER_NAME "'",
+        "type='signal',interface='" HELPER_BROADCAST_IFACE "',path='" HELPER_PATH "'",
+        "type='signal',interface='" DBUS_INTERFACE_PROPERTIES "',member='PropertiesChanged',"
+        "path='" HELPER_PATH "'"};
+    DBusMessage *m[N_MATCH_RULES], *r[N_MATCH_RULES];
     int rc;
 
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_MATCH_RULES; i++) {
         m[i] = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
                                             "AddMatch");
         if (!m[i] ||
@@ -522,14 +530,14 @@ static int add_matches(vmstate *v)
             return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
         }
     }
-    rc = call_pair(v, m[0], m[1], &r[0], &r[1]);
+    rc = call_all(v, m, r, N_MATCH_RULES);
     if (rc < 0) {
         char why[sizeof(v->error)];
         snprintf(why, sizeof(why), "%s", v->error);
         return fail(v, VMSTATE_E_CONNECT, "cannot add the match rules: %s", why);
     }
-    dbus_message_unref(r[0]);
-    dbus_message_unref(r[1]);
+    for (int i = 0; i < N_MATCH_RULES; i++)
+        dbus_message_unref(r[i]);
     return 0;
 }
 
@@ -684,42 +692,42 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
     return rc;
 }
 
-/* Send @m1 and @m2 (consumed) back to back, then wait for both replies: one round trip
- * instead of two (registering 1000 listeners is mostly round trips, bench-native). Returns 0
- * with *r1 and *r2 set; else the error of the first that failed (the other reply dropped). */
-static int call_pair(vmstate *v, DBusMessage *m1, DBusMessage *m2, DBusMessage **r1,
-                     DBusMessage **r2)
+/* Send the @n messages @m (consumed) back to back, then wait for every reply: one round trip
+ * instead of @n (registering 1000 listeners is mostly round trips, bench-native). Returns 0
+ * with r[0..n-1] set; else the error of the first that failed (every reply dropped). */
+static int call_all(vmstate *v, DBusMessage **m, DBusMessage **r, size_t n)
 {
-    DBusMessage *m[2] = {m1, m2}, **r[2] = {r1, r2};
-    DBusPendingCall *pc[2] = {NULL, NULL};
+    DBusPendingCall *pc[N_MATCH_RULES] = {NULL};
     DBusError err;
     int rc = 0;
 
-    for (int i = 0; i < 2; i++) {
-        *r[i] = NULL;
+    if (n > N_MATCH_RULES)
+        return fail(v, VMSTATE_E_INVALID, "internal: %zu calls at once", n);
+    for (size_t i = 0; i < n; i++) {
+        r[i] = NULL;
         if (!dbus_connection_send_with_reply(v->bus, m[i], &pc[i], CALL_TIMEOUT_MS) || !pc[i])
             rc = rc ? rc : fail(v, VMSTATE_E_DISCONNECTED, "cannot send to the bus");
         dbus_message_unref(m[i]);
     }
     dbus_error_init(&err);
-    for (int i = 0; i < 2; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (!pc[i])
             continue;
         dbus_pending_call_block(pc[i]);
-        *r[i] = dbus_pending_call_steal_reply(pc[i]);
+        r[i] = dbus_pending_call_steal_reply(pc[i]);
         dbus_pending_call_unref(pc[i]);
-        if (!rc && !*r[i])
+        if (!rc && !r[i])
             rc = fail(v, VMSTATE_E_TIMEOUT, "no reply from the bus");
-        else if (!rc && dbus_set_error_from_message(&err, *r[i])) {
+        else if (!rc && dbus_set_error_from_message(&err, r[i])) {
             rc = map_error(v, &err);
             dbus_error_free(&err);
         }
     }
     if (rc) {
-        for (int i = 0; i < 2; i++)
-            if (*r[i]) {
-                dbus_message_unref(*r[i]);
-                *r[i] = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (r[i]) {
+                dbus_message_unref(r[i]);
+                r[i] = NULL;
             }
     }
     update_wakeup(v);

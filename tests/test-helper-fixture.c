@@ -622,15 +622,26 @@ int fx_register(DBusConnection *c, const char *app_id)
     return 0;
 }
 
+/* The interface the helper sends @member in: its broadcasts have their own. */
+static const char *signal_interface(const char *member)
+{
+    static const char *const broadcast[] = {"Restored", "PrepareSave", "ClockCorrected", "Notice"};
+
+    for (size_t i = 0; i < sizeof(broadcast) / sizeof(*broadcast); i++)
+        if (!strcmp(member, broadcast[i]))
+            return "org.vmstate.Helper1.Broadcast";
+    return "org.vmstate.Helper1";
+}
+
 DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms)
 {
+    const char *iface = signal_interface(member);
     uint64_t until = fx_now_ms() + scaled_wait_ms(timeout_ms);
 
     for (;;) {
         DBusMessage *m;
         for (unsigned i = 0; i < n_pending; i++)
-            if (pending[i].c == c &&
-                dbus_message_is_signal(pending[i].m, "org.vmstate.Helper1", member)) {
+            if (pending[i].c == c && dbus_message_is_signal(pending[i].m, iface, member)) {
                 m = pending[i].m;
                 memmove(&pending[i], &pending[i + 1], (n_pending - i - 1) * sizeof(*pending));
                 n_pending--;
@@ -638,7 +649,7 @@ DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_m
             }
         while ((m = dbus_connection_pop_message(c))) {
             if (dbus_message_get_type(m) == DBUS_MESSAGE_TYPE_SIGNAL &&
-                dbus_message_is_signal(m, "org.vmstate.Helper1", member))
+                dbus_message_is_signal(m, iface, member))
                 return m;
             if (dbus_message_get_type(m) == DBUS_MESSAGE_TYPE_SIGNAL && n_pending < PENDING_MAX) {
                 pending[n_pending].c = c;

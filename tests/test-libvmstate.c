@@ -532,9 +532,9 @@ Test(libvmstate, clock_corrected_and_notice_events)
     vmstate_close(v);
 }
 
-/* The handle's match rule names only the helper's path (a rule naming the sender costs
- * dbus-daemon a name lookup per listener per signal), so another connection's broadcast on
- * that path reaches the handle: the filter must drop it, as the rule used to. */
+/* The handle's match rules do not name the sender (that costs dbus-daemon a name lookup per
+ * listener per signal), so another connection's broadcast in the helper's interface reaches
+ * the handle: the filter must drop it, as the rule used to. */
 Test(libvmstate, signals_on_the_helper_path_from_another_connection_are_ignored)
 {
     vmstate *v;
@@ -547,7 +547,8 @@ Test(libvmstate, signals_on_the_helper_path_from_another_connection_are_ignored)
     v = open_handle(APP);
     cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
     c = fx_client(&F);
-    sig = dbus_message_new_signal("/org/vmstate/Helper1", "org.vmstate.Helper1", "Notice");
+    sig =
+        dbus_message_new_signal("/org/vmstate/Helper1", "org.vmstate.Helper1.Broadcast", "Notice");
     cr_assert(dbus_message_append_args(sig, DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,
                                        DBUS_TYPE_INVALID));
     cr_assert(dbus_connection_send(c, sig, NULL));
@@ -560,5 +561,76 @@ Test(libvmstate, signals_on_the_helper_path_from_another_connection_are_ignored)
     dispatch_until(v, NULL, &r.clock, 200); /* nothing else may follow */
     cr_assert_eq(r.notice, 1);
     fx_client_close(c);
+    vmstate_close(v);
+}
+
+/* The rules of every connection on the bus (Debug.Stats.GetAllMatchRules): "name\trule" lines
+ * in @out. */
+static void all_match_rules(DBusConnection *c, char *out, size_t size)
+{
+    DBusMessage *m, *r;
+    DBusMessageIter it, dict, ent, rules;
+    size_t len = 0;
+
+    m = dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules");
+    r = dbus_connection_send_with_reply_and_block(c, m, 5000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r, "dbus-daemon answers GetAllMatchRules (built with --enable-stats)");
+    cr_assert(dbus_message_has_signature(r, "a{sas}"));
+    out[0] = '\0';
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &dict);
+    for (; dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY;
+         dbus_message_iter_next(&dict)) {
+        const char *name, *rule;
+        dbus_message_iter_recurse(&dict, &ent);
+        dbus_message_iter_get_basic(&ent, &name);
+        dbus_message_iter_next(&ent);
+        for (dbus_message_iter_recurse(&ent, &rules);
+             dbus_message_iter_get_arg_type(&rules) == DBUS_TYPE_STRING;
+             dbus_message_iter_next(&rules)) {
+            dbus_message_iter_get_basic(&rules, &rule);
+            len += (size_t)snprintf(out + len, size - len, "%s\t%s\n", name, rule);
+            cr_assert_lt(len, size, "rules fit the buffer");
+        }
+    }
+    dbus_message_unref(r);
+}
+
+/*
+ * The fan-out's cost at dbus-daemon: each rule in the bucket of a unicast Completed (its
+ * interface's, and the bucket of rules without one) is tested against every Completed of a
+ * fan-out. A listening handle's rules must all name an interface other than
+ * org.vmstate.Helper1: NameOwnerChanged's, the broadcasts', PropertiesChanged's.
+ */
+Test(libvmstate, listening_handle_adds_no_rule_tested_against_completed)
+{
+    static char before[16384], after[16384];
+    DBusConnection *c;
+    vmstate *v;
+    struct rec r = {0};
+    int n = 0;
+
+    start(NULL, 1);
+    c = fx_client(&F);
+    all_match_rules(c, before, sizeof(before));
+    v = open_handle(APP);
+    cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
+    all_match_rules(c, after, sizeof(after));
+    for (char *line = strtok(after, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[128];
+        const char *tab = strchr(line, '\t');
+        cr_assert_not_null(tab);
+        /* "\nNAME\t": a connection that had rules before the handle (the fixture's) */
+        snprintf(name, sizeof(name), "\n%.*s\t", (int)(tab - line), line);
+        if (!strncmp(before, name + 1, strlen(name + 1)) || strstr(before, name))
+            continue;
+        n++;
+        cr_assert_not_null(strstr(tab, "interface='"), "a rule without an interface: %s", tab + 1);
+        cr_assert_null(strstr(tab, "interface='org.vmstate.Helper1'"),
+                       "a rule in the unicast signals' interface: %s", tab + 1);
+    }
+    cr_assert_eq(n, 3, "the handle's rules: NameOwnerChanged, the broadcasts, PropertiesChanged");
     vmstate_close(v);
 }

@@ -26,10 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NAME  "org.vmstate.Helper1"
-#define PATH  "/org/vmstate/Helper1"
-#define IFACE "org.vmstate.Helper1"
-#define APP   "org.vmstate.ClockTest"
+#define NAME            "org.vmstate.Helper1"
+#define PATH            "/org/vmstate/Helper1"
+#define IFACE           "org.vmstate.Helper1"
+#define BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
+#define APP             "org.vmstate.ClockTest"
 
 static int logfd = -1;
 
@@ -119,7 +120,8 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
     DBusMessage *m, *r;
     const char *app = APP;
 
-    dbus_bus_add_match(c, "type='signal',interface='" IFACE "'", NULL);
+    /* Completed is unicast (no rule needed); the broadcasts have their own interface */
+    dbus_bus_add_match(c, "type='signal',interface='" BROADCAST_IFACE "'", NULL);
     m = dbus_message_new_method_call(NAME, PATH, IFACE, "RegisterListener");
     dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID);
     r = call(c, m);
@@ -129,7 +131,7 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
     logline("LISTENING pid=%d", (int)getpid());
     while (dbus_connection_read_write(c, -1)) {
         while ((m = dbus_connection_pop_message(c))) {
-            if (dbus_message_is_signal(m, IFACE, "ClockCorrected")) {
+            if (dbus_message_is_signal(m, BROADCAST_IFACE, "ClockCorrected")) {
                 double s;
                 dbus_int64_t ns;
                 const char *reason;
@@ -137,7 +139,7 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
                                           DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID))
                     logline("ClockCorrected seconds=%+.6f ns=%lld reason=%s", s, (long long)ns,
                             reason);
-            } else if (dbus_message_is_signal(m, IFACE, "PrepareSave")) {
+            } else if (dbus_message_is_signal(m, BROADCAST_IFACE, "PrepareSave")) {
                 const char *id, *label, *res = "-";
                 if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING, &label,
                                           DBUS_TYPE_INVALID)) {
@@ -152,7 +154,7 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
                     }
                     logline("PrepareSave id=%s label=%s inhibit=%s", id, label, res);
                 }
-            } else if (dbus_message_is_signal(m, IFACE, "Restored")) {
+            } else if (dbus_message_is_signal(m, BROADCAST_IFACE, "Restored")) {
                 const char *sid;
                 dbus_uint64_t ep;
                 if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_UINT64, &ep,
