@@ -701,8 +701,11 @@ static int call_all(vmstate *v, DBusMessage **m, DBusMessage **r, size_t n)
     DBusError err;
     int rc = 0;
 
-    if (n > N_MATCH_RULES)
+    if (n > N_MATCH_RULES) {
+        for (size_t i = 0; i < n; i++)
+            dbus_message_unref(m[i]);
         return fail(v, VMSTATE_E_INVALID, "internal: %zu calls at once", n);
+    }
     for (size_t i = 0; i < n; i++) {
         r[i] = NULL;
         if (!dbus_connection_send_with_reply(v->bus, m[i], &pc[i], CALL_TIMEOUT_MS) || !pc[i])
