@@ -935,67 +935,54 @@ void helper_bus_emit_state_change(struct helper *h, const char *member, const ch
     (void)send_to_each(h, sig, owners, n, ev->request_id, member);
 }
 
-void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch)
+/* Send the broadcast signal @member (org.vmstate.Helper1.Broadcast, no destination) with the
+ * arguments as for dbus_message_append_args. */
+static void emit_broadcast(struct helper *h, const char *member, int first_type, ...)
 {
     DBusMessage *sig;
-    dbus_uint64_t e = epoch;
+    va_list ap;
+    int ok;
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "Restored");
+    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, member);
     if (!sig)
         return;
-    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &state_id, DBUS_TYPE_UINT64, &e,
-                                 DBUS_TYPE_INVALID))
+    va_start(ap, first_type);
+    ok = dbus_message_append_args_valist(sig, first_type, ap);
+    va_end(ap);
+    if (ok)
         dbus_connection_send(h->bus, sig, NULL);
     dbus_message_unref(sig);
+}
+
+void helper_bus_emit_restored(struct helper *h, const char *state_id, uint64_t epoch)
+{
+    dbus_uint64_t e = epoch;
+
+    emit_broadcast(h, "Restored", DBUS_TYPE_STRING, &state_id, DBUS_TYPE_UINT64, &e,
+                   DBUS_TYPE_INVALID);
 }
 
 void helper_bus_emit_clock_corrected(struct helper *h, int64_t correction_ns, const char *reason)
 {
-    DBusMessage *sig;
     double seconds = correction_ns / 1e9;
     dbus_int64_t ns = correction_ns;
 
-    if (!h->bus)
-        return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "ClockCorrected");
-    if (!sig)
-        return;
-    if (dbus_message_append_args(sig, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
-                                 DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID))
-        dbus_connection_send(h->bus, sig, NULL);
-    dbus_message_unref(sig);
+    emit_broadcast(h, "ClockCorrected", DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
+                   DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID);
 }
 
 void helper_bus_emit_prepare_save(struct helper *h, const char *request_id, const char *label)
 {
-    DBusMessage *sig;
-
-    if (!h->bus)
-        return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "PrepareSave");
-    if (!sig)
-        return;
-    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &request_id, DBUS_TYPE_STRING, &label,
-                                 DBUS_TYPE_INVALID))
-        dbus_connection_send(h->bus, sig, NULL);
-    dbus_message_unref(sig);
+    emit_broadcast(h, "PrepareSave", DBUS_TYPE_STRING, &request_id, DBUS_TYPE_STRING, &label,
+                   DBUS_TYPE_INVALID);
 }
 
 void helper_bus_emit_notice(struct helper *h, const char *reason, const char *message)
 {
-    DBusMessage *sig;
-
-    if (!h->bus)
-        return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, "Notice");
-    if (!sig)
-        return;
-    if (dbus_message_append_args(sig, DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,
-                                 DBUS_TYPE_INVALID))
-        dbus_connection_send(h->bus, sig, NULL);
-    dbus_message_unref(sig);
+    emit_broadcast(h, "Notice", DBUS_TYPE_STRING, &reason, DBUS_TYPE_STRING, &message,
+                   DBUS_TYPE_INVALID);
 }
 
 /* Inhibit(request_id, reason): veto the save being prepared (helper-hooks.c). */
