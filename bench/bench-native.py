@@ -137,7 +137,7 @@ def guest_stack(a, prog, wd, name, procs):
         time.sleep(0.01)
     procs.append(spawn([prog["relay"], rd], d, "relay", ready=True))
     with open(os.path.join(d, "helper.conf"), "w") as f:
-        f.write(vp.HELPER_CONF + "max_listeners_per_uid = 0\n"
+        f.write(vp.HELPER_CONF +
                 f"request_port = unix:{rd}/ha.sock\nevent_port = unix:{rd}/hb.sock\n")
     procs.append(spawn([a.helper or os.path.join(os.path.abspath(a.builddir), "guest-helper",
                                                  "vmstate-helperd"), "--config",
@@ -306,7 +306,7 @@ def main():
         relay = spawn([prog["relay"], rd], wd, "relay", ready=True)
         procs.append(relay)
         with open(os.path.join(wd, "helper.conf"), "w") as f:
-            f.write(vp.HELPER_CONF + "max_listeners_per_uid = 0\n"
+            f.write(vp.HELPER_CONF +
                     f"request_port = unix:{rd}/ha.sock\nevent_port = unix:{rd}/hb.sock\n")
         helper = spawn([a.helper or os.path.join(os.path.abspath(a.builddir), "guest-helper",
                                                  "vmstate-helperd"), "--config",
@@ -344,6 +344,16 @@ def main():
                                "lat": stats(out.split("\n", 1)[1])}
                 if a.strace:  # syscalls per request, in a run of its own (strace slows it)
                     res["sys"] = strace_counts(prog, env, path.proc.pid, wd, 300)
+                    res["sys_helper"] = strace_counts(prog, env, helper.pid, wd, 300)
+                if a.perf:  # where a round trip's CPU goes in the helper, bridge and bus
+                    rec = subprocess.Popen(["perf", "record", "-q", "-g", "-o",
+                                            os.path.join(wd, "perf-rtt.data"), "-p",
+                                            f"{helper.pid},{path.proc.pid},{dbus.pid}"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                    run([prog["app"], "rtt", str(n)], env=env)
+                    rec.send_signal(2)
+                    rec.wait()
                 rec = None
                 if a.perf:  # where the fan-out's time goes, per process (perf report --pid)
                     rec = subprocess.Popen(["perf", "record", "-q", "-g", "-o",
@@ -446,9 +456,11 @@ def report(a, r, machine, took):
     print("|---|---|---|")
     for k, v in r["cpu"].items():
         print(f"| {k} | {v:.0f} µs | {v / call:.2f}× |")
-    if "sys" in r:
-        top = sorted(r["sys"].items(), key=lambda kv: -kv[1])[:12]
-        print("\n**Syscalls of vmstate-bridged (main process) per hostinfo request** (strace -c -f, "
+    for key, who in (("sys", "vmstate-bridged (main process)"), ("sys_helper", "vmstate-helperd")):
+        if key not in r:
+            continue
+        top = sorted(r[key].items(), key=lambda kv: -kv[1])[:12]
+        print(f"\n**Syscalls of {who} per hostinfo request** (strace -c -f, "
               "300 sequential requests, a run of its own)\n")
         print("| " + " | ".join(k for k, _ in top) + " |")
         print("|" + "---|" * len(top))

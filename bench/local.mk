@@ -57,9 +57,11 @@ BENCH_IMAGE_ARGS = $(GUEST_IMAGE_ARGS) \
 	--add $(abs_builddir)/bench/vsbench-port:/usr/bin/vsbench-port \
 	--add $(abs_builddir)/bench/qemu-ga:/usr/sbin/qemu-ga \
 	--add $(abs_builddir)/bench/vsbench-app:/usr/bin/vsbench-app \
+	--add $(abs_builddir)/bench/vsbench-dbus:/usr/bin/vsbench-dbus \
 	--add $(abs_top_srcdir)/bench/guest-dbus-limits.conf:/etc/dbus-1/system.d/zz-vsbench-limits.conf
 
-bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/qemu-ga guest-helper/vmstate-helperd \
+bench-image: $(GUEST_IMAGE_DEPS) $(BENCH_PROGS) bench/vsbench-dbus bench/qemu-ga \
+	guest-helper/vmstate-helperd \
 	host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	$(AM_V_GEN)$(SHELL) $(abs_top_srcdir)/tests/guest/build-image.sh $(BENCH_IMAGE_DIR) \
 	  $(BENCH_IMAGE_ARGS)
@@ -129,6 +131,20 @@ bench-groups: guest-image host-bridge/vmstate-bridged host-bridge/vmstate-admin
 	@cat $(BENCH_GROUPS_OUT)
 .PHONY: bench-groups
 EXTRA_DIST += bench/bench-groups.py
+
+# Issue 18's TCG targets (the real path): hostinfo, fan-out and registrations in one TCG
+# guest against D-Bus and port floors measured in that guest, then save/restore overhead;
+# Markdown to $(BENCH_TCG_OUT). BENCH_TCG_ARGS: e.g. -n 200 --listeners 200 --save-rounds 5
+BENCH_TCG_OUT = $(abs_builddir)/bench/tcg.md
+BENCH_TCG_ARGS =
+bench-tcg: bench-programs bench-image
+	@mkdir -p bench
+	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-tcg.py \
+	  --image $(BENCH_IMAGE_DIR) --builddir $(abs_builddir) $(BENCH_TCG_ARGS) \
+	  > $(BENCH_TCG_OUT)
+	@cat $(BENCH_TCG_OUT)
+.PHONY: bench-tcg
+EXTRA_DIST += bench/bench-tcg.py
 
 # Native bench bed (issue 18): the guest stack (app, private dbus-daemon, helper) as host
 # processes joined to the bridge by bench/vsbench-relay, floors measured in the same run;
