@@ -54,9 +54,12 @@
  * translates all guest code again): the first round trip can take hundreds of ms, and its half
  * (capped above) is then a poor bound — measured under libvirt: 380 ms, the guest left 55 ms
  * behind. While the best round trip of the restore is over twice the cap, Hello again after
- * a short gap, at most this many times within RESTORE_WELCOME_WAIT_MS. */
-#define RESTORE_REFINE_ROUNDS 4
-#define RESTORE_REFINE_GAP_MS 100
+ * a short gap, at most this many times within RESTORE_WELCOME_WAIT_MS. The gap is short:
+ * Restored and the restored apps' completions wait for the refinement, and the first round
+ * trip is what warms the code the next one runs (a 100 ms gap was 100 ms of every such
+ * restore; the second round trip took 2 ms, bench-tcg.py). */
+#define RESTORE_REFINE_ROUNDS 8
+#define RESTORE_REFINE_GAP_MS 10
 
 uint64_t helper_mono_ns(void)
 {

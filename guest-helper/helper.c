@@ -137,9 +137,9 @@ static void send_hello(struct helper *h)
     h->session = SESSION_HELLO_SENT;
     h->hello_sent_ms = helper_now_ms();
     h->hooks.hello_sent_ns = helper_mono_ns();
-    vms_debug(NULL, NULL, "Hello sent (epoch %llu)", (unsigned long long)h->epoch);
     vms_channel_send(&h->port_a, &m);
     vms_msg_clear(&m);
+    vms_debug(NULL, NULL, "Hello sent (epoch %llu)", (unsigned long long)h->epoch);
 }
 
 /* Measure the round trip for the clock (helper-clock.c) while requests keep flowing: a
@@ -858,21 +858,25 @@ static void on_timeline(struct helper *h, const struct vms_msg *m)
                  (unsigned long long)m->epoch, (unsigned long long)h->epoch);
         return;
     }
-    vms_info(NULL, NULL, "new timeline: epoch %llu -> %llu (%s %s)", (unsigned long long)h->epoch,
+    /* Hello first, so the bridge's Welcome is on its way while we log, step the clock and
+     * tell D-Bus: a restored TCG guest runs cold code, ~35 ms of it here (bench-tcg.py). The
+     * Welcome is read after we return, so the restore below is begun by then. */
+    uint64_t from = h->epoch;
+    h->epoch = m->epoch;
+    if (h->ports == PORTS_UP)
+        send_hello(h);
+    vms_info(NULL, NULL, "new timeline: epoch %llu -> %llu (%s %s)", (unsigned long long)from,
              (unsigned long long)m->epoch, m->reason[0] ? m->reason : "restore",
              m->state_id[0] ? m->state_id : "");
-    h->epoch = m->epoch;
-    /* clock first (backward allowed only here), refined by the Welcome that answers the
-     * Hello below; then post-restore.d, then Restored (helper-clock.c, helper-hooks.c) */
-    helper_restore_begin(h, m->state_id, h->epoch, m->request_id,
-                         vms_msg_has(m, VMS_F_TIME_NS) ? m->time_ns : 0);
-    helper_bus_property_changed(h, "Epoch");
     /* Requests pending in this memory may never have left it: resend after the Welcome (the bridge
      * recognises duplicates by request id). */
     for (struct helper_request *r = h->requests; r; r = r->next)
         r->sent = 0;
-    if (h->ports == PORTS_UP)
-        send_hello(h);
+    /* clock (backward allowed only here), refined by the Welcome that answers the Hello
+     * above; then post-restore.d, then Restored (helper-clock.c, helper-hooks.c) */
+    helper_restore_begin(h, m->state_id, h->epoch, m->request_id,
+                         vms_msg_has(m, VMS_F_TIME_NS) ? m->time_ns : 0);
+    helper_bus_property_changed(h, "Epoch");
 }
 
 void helper_on_port_b_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
