@@ -40,6 +40,8 @@ struct event_priv {
     struct vmstate_quota quotas[8];
 };
 
+#define N_MATCH_RULES 3 /* see add_matches */
+
 struct vmstate {
     DBusConnection *bus;
     int epfd, evfd, bus_fd;
@@ -56,6 +58,9 @@ struct vmstate {
     struct event_priv *waited;
     int delivered;                              /* events delivered in the current dispatch */
     char inhibited[VMSTATE_REQUEST_ID_LEN + 1]; /* the save this handle vetoed last */
+    /* the bus's answers to the match rules, read by the first call (see add_matches) */
+    DBusPendingCall *match_pc[N_MATCH_RULES];
+    int rules_refused; /* every call fails: the handle would miss signals */
     char error[512];
 };
 
@@ -493,7 +498,11 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
 /* ---- open/close ---------------------------------------------------------- */
 
 /*
- * The match rules of a handle, added in one round trip. dbus-daemon tests every rule of every
+ * The match rules of a handle, sent at once; their answers are read by the handle's first
+ * call (collect_matches), which waits anyway: opening and registering a handle then waits
+ * for the bus as often as the registration floor does (Hello, one call), not once more
+ * (bench-tcg, bench-native). The bus takes a connection's messages in order, so the rules
+ * are in place before the helper sees that call. dbus-daemon tests every rule of every
  * connection against each signal in the rule's bucket (by interface; rules without one
  * against all), so with 1000 listening handles each rule in the bucket of the helper's
  * unicast Completed costs each of its 1000 signals 1000 tests (bench-native: +50 ms of
@@ -504,9 +513,6 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
  * unicast is delivered to its destination); on_filter drops signals from anyone but the
  * helper's unique name.
  */
-static int call_all(vmstate *v, DBusMessage **m, DBusMessage **r, size_t n);
-
-#define N_MATCH_RULES 3
 
 static int add_matches(vmstate *v)
 {
@@ -516,29 +522,56 @@ static int add_matches(vmstate *v)
         "type='signal',interface='" HELPER_BROADCAST_IFACE "',path='" HELPER_PATH "'",
         "type='signal',interface='" DBUS_INTERFACE_PROPERTIES "',member='PropertiesChanged',"
         "path='" HELPER_PATH "'"};
-    DBusMessage *m[N_MATCH_RULES], *r[N_MATCH_RULES];
-    int rc;
 
     for (int i = 0; i < N_MATCH_RULES; i++) {
-        m[i] = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
-                                            "AddMatch");
-        if (!m[i] ||
-            !dbus_message_append_args(m[i], DBUS_TYPE_STRING, &rules[i], DBUS_TYPE_INVALID)) {
-            for (int j = 0; j <= i; j++)
-                if (m[j])
-                    dbus_message_unref(m[j]);
+        DBusMessage *m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS,
+                                                      DBUS_INTERFACE_DBUS, "AddMatch");
+        int ok = m && dbus_message_append_args(m, DBUS_TYPE_STRING, &rules[i], DBUS_TYPE_INVALID);
+
+        if (ok && (!dbus_connection_send_with_reply(v->bus, m, &v->match_pc[i], CALL_TIMEOUT_MS) ||
+                   !v->match_pc[i]))
+            ok = -1;
+        if (m)
+            dbus_message_unref(m);
+        if (ok < 0)
+            return fail(v, VMSTATE_E_CONNECT, "cannot add the match rules: the bus is gone");
+        if (!ok)
             return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
-        }
     }
-    rc = call_all(v, m, r, N_MATCH_RULES);
-    if (rc < 0) {
-        char why[sizeof(v->error)];
-        snprintf(why, sizeof(why), "%s", v->error);
-        return fail(v, VMSTATE_E_CONNECT, "cannot add the match rules: %s", why);
-    }
-    for (int i = 0; i < N_MATCH_RULES; i++)
-        dbus_message_unref(r[i]);
     return 0;
+}
+
+/* Read the bus's answers to the match rules add_matches sent (at once: they came before the
+ * reply the caller just waited for). 0, or VMSTATE_E_CONNECT with the first refusal in
+ * v->error when @report, else -1. */
+static int collect_matches(vmstate *v, int report)
+{
+    DBusError err;
+    int rc = 0;
+
+    dbus_error_init(&err);
+    for (int i = 0; i < N_MATCH_RULES; i++) {
+        DBusMessage *r;
+
+        if (!v->match_pc[i])
+            continue;
+        dbus_pending_call_block(v->match_pc[i]);
+        r = dbus_pending_call_steal_reply(v->match_pc[i]);
+        dbus_pending_call_unref(v->match_pc[i]);
+        v->match_pc[i] = NULL;
+        if (!rc && (!r || dbus_set_error_from_message(&err, r))) {
+            v->rules_refused = 1;
+            rc = !report ? -1
+                         : fail(v, VMSTATE_E_CONNECT, "cannot add the match rules: %s",
+                                !r            ? "no reply from the bus"
+                                : err.message ? err.message
+                                              : err.name);
+            dbus_error_free(&err);
+        }
+        if (r)
+            dbus_message_unref(r);
+    }
+    return rc;
 }
 
 int vmstate_open(const char *bus_address, const char *app_id, vmstate **out)
@@ -607,6 +640,11 @@ void vmstate_close(vmstate *v)
             send_async(v, "UnregisterListener", v->app_id);
             dbus_connection_flush(v->bus);
         }
+        for (int i = 0; i < N_MATCH_RULES; i++)
+            if (v->match_pc[i]) {
+                dbus_pending_call_cancel(v->match_pc[i]);
+                dbus_pending_call_unref(v->match_pc[i]);
+            }
         dbus_connection_remove_filter(v->bus, on_filter, v);
         dbus_connection_close(v->bus);
         dbus_connection_unref(v->bus);
@@ -681,6 +719,11 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
     DBusError err;
     int rc = 0;
 
+    if (v->rules_refused) {
+        *reply = NULL;
+        dbus_message_unref(m);
+        return fail(v, VMSTATE_E_CONNECT, "the bus refused this handle's match rules: close it");
+    }
     dbus_error_init(&err);
     *reply = dbus_connection_send_with_reply_and_block(v->bus, m, CALL_TIMEOUT_MS, &err);
     dbus_message_unref(m);
@@ -688,50 +731,11 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
         rc = map_error(v, &err);
         dbus_error_free(&err);
     }
-    update_wakeup(v);
-    return rc;
-}
-
-/* Send the @n messages @m (consumed) back to back, then wait for every reply: one round trip
- * instead of @n (registering 1000 listeners is mostly round trips, bench-native). Returns 0
- * with r[0..n-1] set; else the error of the first that failed (every reply dropped). */
-static int call_all(vmstate *v, DBusMessage **m, DBusMessage **r, size_t n)
-{
-    DBusPendingCall *pc[N_MATCH_RULES] = {NULL};
-    DBusError err;
-    int rc = 0;
-
-    if (n > N_MATCH_RULES) {
-        for (size_t i = 0; i < n; i++)
-            dbus_message_unref(m[i]);
-        return fail(v, VMSTATE_E_INVALID, "internal: %zu calls at once", n);
-    }
-    for (size_t i = 0; i < n; i++) {
-        r[i] = NULL;
-        if (!dbus_connection_send_with_reply(v->bus, m[i], &pc[i], CALL_TIMEOUT_MS) || !pc[i])
-            rc = rc ? rc : fail(v, VMSTATE_E_DISCONNECTED, "cannot send to the bus");
-        dbus_message_unref(m[i]);
-    }
-    dbus_error_init(&err);
-    for (size_t i = 0; i < n; i++) {
-        if (!pc[i])
-            continue;
-        dbus_pending_call_block(pc[i]);
-        r[i] = dbus_pending_call_steal_reply(pc[i]);
-        dbus_pending_call_unref(pc[i]);
-        if (!rc && !r[i])
-            rc = fail(v, VMSTATE_E_TIMEOUT, "no reply from the bus");
-        else if (!rc && dbus_set_error_from_message(&err, r[i])) {
-            rc = map_error(v, &err);
-            dbus_error_free(&err);
-        }
-    }
-    if (rc) {
-        for (size_t i = 0; i < n; i++)
-            if (r[i]) {
-                dbus_message_unref(r[i]);
-                r[i] = NULL;
-            }
+    /* a handle without its rules is not usable; an error of the call itself comes first */
+    if (collect_matches(v, rc == 0) < 0 && rc == 0) {
+        dbus_message_unref(*reply);
+        *reply = NULL;
+        rc = VMSTATE_E_CONNECT;
     }
     update_wakeup(v);
     return rc;

@@ -70,7 +70,9 @@ const char *vmstate_strerror(int code);
  * receives every app's completions — its requests fail with VMSTATE_E_INVALID). @bus_address NULL
  * means the system bus; tests pass a private bus address. Does not contact the helper (it may start
  * later). On success returns 0 and sets *out; on failure returns VMSTATE_E_INVALID,
- * VMSTATE_E_NO_MEMORY or VMSTATE_E_CONNECT and sets *out to NULL.
+ * VMSTATE_E_NO_MEMORY or VMSTATE_E_CONNECT and sets *out to NULL. The handle's match rules
+ * are sent here and their answers read by its first call to the bus (vmstate_listen or a
+ * request): a bus that refuses them fails that call with VMSTATE_E_CONNECT.
  */
 int vmstate_open(const char *bus_address, const char *app_id, vmstate **out);
 

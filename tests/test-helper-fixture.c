@@ -63,6 +63,11 @@ static int under_valgrind(void)
 
 void fx_start_bus(struct fx *f)
 {
+    fx_start_bus_with(f, "");
+}
+
+void fx_start_bus_with(struct fx *f, const char *extra)
+{
     char conf[512], text[2048], fdarg[32];
     int pipefd[2];
     ssize_t n;
@@ -80,8 +85,8 @@ void fx_start_bus(struct fx *f)
              "<busconfig><type>session</type><listen>unix:path=%s/bus</listen>"
              "<auth>EXTERNAL</auth><policy context=\"default\"><allow user=\"*\"/>"
              "<allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/>"
-             "<allow own=\"*\"/></policy></busconfig>\n",
-             f->dir);
+             "<allow own=\"*\"/></policy>%s</busconfig>\n",
+             f->dir, extra);
     write_file(conf, text);
     cr_assert_eq(pipe(pipefd), 0);
     f->dbus_pid = fork();

@@ -47,6 +47,8 @@ void fx_start(struct fx *f, const struct fx_opts *o);
 void fx_stop(struct fx *f);
 /* Start only the bus (libvmstate tests against a fake or no helper). */
 void fx_start_bus(struct fx *f);
+/* The same with @extra inside <busconfig> (e.g. a <limit>). */
+void fx_start_bus_with(struct fx *f, const char *extra);
 /* Start (again) the helper with @o; fx_start does this. */
 void fx_start_helper(struct fx *f, const struct fx_opts *o);
 

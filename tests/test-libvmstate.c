@@ -78,6 +78,27 @@ Test(libvmstate, open_errors)
     cr_assert_str_eq(vmstate_status_name(6), "not-found");
 }
 
+/* The match rules are sent by vmstate_open and their answers read by the first call: a bus
+ * that refuses one fails that call, and every later one (the handle would miss signals). */
+Test(libvmstate, refused_match_rules_fail_the_first_call)
+{
+    struct fx_opts o = {.allow_me = 1};
+    vmstate *v = NULL;
+    char id[VMSTATE_REQUEST_ID_LEN + 1];
+
+    fx_start_bus_with(&F, "<limit name=\"max_match_rules_per_connection\">2</limit>");
+    fx_start_helper(&F, &o);
+    started = 1;
+    fx_bridge_handshake(&F, 1);
+    cr_assert_eq(vmstate_open(F.bus_address, APP, &v), 0);
+    cr_assert_eq(vmstate_set_credentials(v, "alice", "correct horse"), 0);
+    cr_assert_eq(vmstate_listen(v, NULL, NULL), VMSTATE_E_CONNECT);
+    cr_assert_not_null(strstr(vmstate_last_error(v), "match rules"), "%s", vmstate_last_error(v));
+    cr_assert_eq(vmstate_hostinfo(v, id), VMSTATE_E_CONNECT);
+    cr_assert_not_null(strstr(vmstate_last_error(v), "match rules"), "%s", vmstate_last_error(v));
+    vmstate_close(v);
+}
+
 Test(libvmstate, argument_errors)
 {
     vmstate *v = NULL;
