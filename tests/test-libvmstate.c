@@ -659,7 +659,7 @@ Test(libvmstate, listening_handle_adds_no_rule_tested_against_completed)
 
 /* Every message on the bus, as a monitor sees it (org.freedesktop.DBus.Monitoring). */
 struct seen_msg {
-    char sender[64], destination[64], member[64];
+    char sender[64], destination[64], member[64], arg0[64]; /* its first argument, a string */
 };
 static struct seen_msg seen[4096];
 static unsigned n_seen;
@@ -700,6 +700,10 @@ static void monitor_drain(DBusConnection *mon)
             snprintf(s->destination, sizeof(s->destination), "%s",
                      dbus_message_get_destination(m) ?: "");
             snprintf(s->member, sizeof(s->member), "%s", dbus_message_get_member(m) ?: "");
+            const char *arg0 = NULL;
+            if (!dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &arg0, DBUS_TYPE_INVALID))
+                arg0 = NULL;
+            snprintf(s->arg0, sizeof(s->arg0), "%s", arg0 ? arg0 : "");
             n_seen++;
             dbus_message_unref(m);
             quiet_until = fx_now_ms() + fx_ms(200);
@@ -777,4 +781,73 @@ Test(libvmstate, bus_messages_per_request_and_per_handle)
     cr_assert_eq(seen_count(mark, helper, app), 2 * N, "the helper answers: reply, Completed");
     fx_client_close(mon);
     vmstate_close(v);
+}
+
+/* GetConnectionUnixUser questions the helper sent about @name since @from. */
+static unsigned uid_questions(unsigned from, const char *helper, const char *name)
+{
+    unsigned n = 0;
+
+    for (unsigned i = from; i < n_seen; i++)
+        if (!strcmp(seen[i].sender, helper) && !strcmp(seen[i].member, "GetConnectionUnixUser") &&
+            !strcmp(seen[i].arg0, name))
+            n++;
+    return n;
+}
+
+/*
+ * The helper asks a caller's uid once, on its first call, and holds that caller's calls in
+ * order meanwhile: a bus client that never calls it costs it no question (it asked every
+ * client that joined the bus before), and more calls than it queues per caller
+ * (UID_ASK_CALLS) are still answered in the order they were sent.
+ */
+Test(libvmstate, helper_asks_a_callers_uid_once_on_its_first_call)
+{
+    enum { CALLS = 40 };
+    DBusConnection *mon, *idle, *caller;
+    dbus_uint32_t serial[CALLS];
+    char helper[64] = "";
+    const char *hn = "org.vmstate.Helper1";
+    DBusMessage *m, *r;
+
+    start(NULL, 1);
+    m = dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetNameOwner");
+    cr_assert(dbus_message_append_args(m, DBUS_TYPE_STRING, &hn, DBUS_TYPE_INVALID));
+    mon = monitor_open();
+    idle = fx_client(&F);
+    r = dbus_connection_send_with_reply_and_block(idle, m, 5000, NULL);
+    dbus_message_unref(m);
+    cr_assert(r && dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &hn, DBUS_TYPE_INVALID));
+    snprintf(helper, sizeof(helper), "%s", hn);
+    dbus_message_unref(r);
+    caller = fx_client(&F);
+    for (int i = 0; i < CALLS; i++) { /* back to back, before any answer */
+        m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+                                         "org.freedesktop.DBus.Introspectable", "Introspect");
+        cr_assert(dbus_connection_send(caller, m, &serial[i]));
+        dbus_message_unref(m);
+    }
+    dbus_connection_flush(caller);
+    for (int i = 0; i < CALLS; i++) {
+        uint64_t until = fx_now_ms() + fx_ms(5000);
+        r = NULL;
+        while (!r && fx_now_ms() < until) {
+            dbus_connection_read_write(caller, 50);
+            while ((r = dbus_connection_pop_message(caller)) &&
+                   dbus_message_get_type(r) != DBUS_MESSAGE_TYPE_METHOD_RETURN)
+                dbus_message_unref(r);
+        }
+        cr_assert_not_null(r, "answer %d of %d", i + 1, CALLS);
+        cr_assert_eq(dbus_message_get_reply_serial(r), serial[i], "answers in the calls' order");
+        dbus_message_unref(r);
+    }
+    monitor_drain(mon);
+    cr_assert_eq(uid_questions(0, helper, dbus_bus_get_unique_name(caller)), 1,
+                 "one question for the caller");
+    cr_assert_eq(uid_questions(0, helper, dbus_bus_get_unique_name(idle)), 0,
+                 "none for a client that never called the helper");
+    fx_client_close(caller);
+    fx_client_close(idle);
+    fx_client_close(mon);
 }
