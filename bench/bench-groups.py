@@ -39,9 +39,6 @@ from vmstest.managed import ManagedVM
 MEM = "128M"
 LEAD_S = 3.0        # T ahead of the command (prepare and commit take ms)
 RESUME_LEAD_S = 5.0  # resume: every QEMU loads its checkpoint before T2
-# 8 TCG guests booting at once on a loaded host: the kernel's IO-APIC timer check can fail
-# ("IO-APIC + timer doesn't work", a panic); the check proves nothing about a virtual timer
-APPEND = "no_timer_check"
 
 
 class RawQMP:
@@ -120,7 +117,7 @@ def floor(image, wd, n, modes, reps, primed=True):
     primed and no ioeventfds on the virtio-serial bus, as the bridge does; else whole
     commands at the deadline and QEMU's default devices."""
     vms = [bl.harness.VM(os.path.join(wd, f"f{n}-{i}{'' if primed else 'p'}"), image, mem=MEM,
-                         append=APPEND, vser_opts="ioeventfd=off" if primed else "")
+                         vser_opts="ioeventfd=off" if primed else "")
            for i in range(n)]
     out = {}
     try:
@@ -176,7 +173,7 @@ def vmstate(image, builddir, wd, n, modes, reps):
     vms, bridges, out = {}, {}, {}
     try:
         for b, ns in names.items():
-            mvs = {x: ManagedVM(os.path.join(wd, x), image, mem=MEM, append=APPEND) for x in ns}
+            mvs = {x: ManagedVM(os.path.join(wd, x), image, mem=MEM) for x in ns}
             vms.update(mvs)
             per_vm = {x: mvs[x].section(rapid="on", fast_tier="fast") for x in ns}
             sections = {"tier fast": {"path": fast, "capacity": "4G", "class": "fast"}}
