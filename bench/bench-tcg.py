@@ -81,8 +81,8 @@ def settle(vm, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rc, out = vm.run("head -1 /proc/stat; sleep 1; head -1 /proc/stat")
-        a, b = ([int(x) for x in ln.split()[1:]] for ln in out.strip().splitlines()[:2])
-        d = [y - x for x, y in zip(a, b)]
+        t0, t1 = ([int(x) for x in ln.split()[1:]] for ln in out.strip().splitlines()[:2])
+        d = [y - x for x, y in zip(t0, t1)]
         if sum(d) and d[3] / sum(d) >= 0.9:
             return
     bl.log("warning: the guest stayed busy")
