@@ -41,16 +41,6 @@ def cpu_s(pid):
     return (int(x[11]) + int(x[12])) / HZ
 
 
-def stats(text, prefix=""):
-    """The statistics line after `prefix` (median, p90 when printed, p99 in µs)."""
-    for line in text.splitlines():
-        if line.startswith(prefix) and "median_us=" in line:
-            d = {k: float(v) for k, v in re.findall(r"(\w+)_us=([\d.]+)", line)}
-            d["n"] = int(re.search(r"n=(\d+)", line)[1])
-            return d
-    raise RuntimeError(f"no '{prefix}' statistics line in: {text!r}")
-
-
 def cpu_per_round(text, *pids, label="cpu_ms_per_round"):
     """The "LABEL: PID=MS .." line of a fan-out: [ms for each of pids]."""
     d = dict(re.findall(r"(\d+)=([\d.]+)", text.split(label + ":", 1)[1].split("\n")[0]))
@@ -168,7 +158,7 @@ def measure_vms(a, prog, wd):
                     run([prog["app"], "wait-bridge", "60"], env=env)
                     run([prog["app"], "rtt", "50"], env=env)  # warm
                 res["rss_idle"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
-                res["alone"] = {name: stats(run([prog["app"], "rtt", str(n)], env=env))
+                res["alone"] = {name: bl.stats_after(run([prog["app"], "rtt", str(n)], env=env))
                                 for name, env in stacks.items()}
                 c0, t0 = cpu_s(path.proc.pid) + sum(cpu_s(p) for p in path.readers()), time.time()
                 ps = {name: subprocess.Popen([prog["app"], "rtt", str(n)], env=env,
@@ -178,7 +168,7 @@ def measure_vms(a, prog, wd):
                 wall = time.time() - t0
                 res["bridge_share"] = (cpu_s(path.proc.pid) +
                                        sum(cpu_s(p) for p in path.readers()) - c0) / wall
-                res["together"] = {name: stats(out) for name, out in outs.items()}
+                res["together"] = {name: bl.stats_after(out) for name, out in outs.items()}
                 res["wall"] = wall
                 res["rss"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
                 res["reader_rss"] = max(bl.host_rss_kib(p)["VmRSS"] for p in path.readers())
@@ -197,7 +187,7 @@ def measure_vms(a, prog, wd):
                       for name, env in stacks.items()}
                 outs = {name: p.communicate(timeout=600)[0] for name, p in ps.items()}
                 res["separate_wall"] = time.time() - t0
-                res["separate"] = {name: stats(out) for name, out in outs.items()}
+                res["separate"] = {name: bl.stats_after(out) for name, out in outs.items()}
     finally:
         stop(procs)
     return res
@@ -282,23 +272,23 @@ def main():
         relay0 = spawn([prog["relay"], fr], wd, "floor-relay", ready=True)
         echo = spawn([prog["port"], "echo", f"unix:{fr}/ba.sock", f"unix:{fr}/bb.sock"], wd,
                      "floor-echo")
-        res["port"] = stats(run([prog["port"], "ping", f"unix:{fr}/ha.sock",
+        res["port"] = bl.stats_after(run([prog["port"], "ping", f"unix:{fr}/ha.sock",
                                  f"unix:{fr}/hb.sock", str(n)]))
         stop([relay0, echo])
         svc = spawn([prog["dbus"], "serve", FLOOR_NAME], wd, "floor-service", env=env, ready=True)
-        res["call"] = stats(run([prog["dbus"], "call", FLOOR_NAME, str(n)], env=env))
+        res["call"] = bl.stats_after(run([prog["dbus"], "call", FLOOR_NAME, str(n)], env=env))
         out = run([prog["dbus"], "tput", FLOOR_NAME, str(a.apps), str(a.per_app)], env=env)
         res["call_tput"] = float(re.search(r"per_s=([\d.]+)", out)[1])
         out = run([prog["dbus"], "fanout", FLOOR_NAME, str(L), str(a.rounds)],
                   env=dict(env, VSBENCH_CPU_PIDS=f"{dbus.pid},{svc.pid}"))
         res["sig_cpu"] = cpu_per_round(out, dbus.pid, svc.pid)
         res["reg_floor_cpu"] = cpu_per_round(out, dbus.pid, svc.pid, label="cpu_ms_register")
-        res["sig"] = {k: stats(out, k + ": ") for k in ("first", "last", "spread")}
+        res["sig"] = {k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")}
         m = re.search(r"register: n=\d+ connect_s=([\d.]+) calls_s=([\d.]+) total_s=([\d.]+)", out)
         res["reg_floor"] = {"connect": float(m[1]), "calls": float(m[2]), "total": float(m[3])}
         stop([svc])
         out = run([prog["sqlite"], os.path.join(wd, "floor.db"), str(min(n, 300))])
-        res["sql_empty"], res["sql_row"] = stats(out, "empty: "), stats(out, "row: ")
+        res["sql_empty"], res["sql_row"] = bl.stats_after(out, "empty: "), bl.stats_after(out, "row: ")
 
         # ---- the vmstate path ------------------------------------------------------------
         rd = os.path.join(wd, "relay")
@@ -332,7 +322,7 @@ def main():
                 out = run([prog["app"], "rtt", str(n)], env=env)
                 t1 = os.times()
                 c1 = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
-                res["rtt"], res["rtt_call"] = stats(out), stats(out, "call: ")
+                res["rtt"], res["rtt_call"] = bl.stats_after(out), bl.stats_after(out, "call: ")
                 res["cpu"] = {k: (c1[k] - c0[k]) / n * 1e6 for k in pids}
                 res["cpu"]["vsbench-app (incl. libvmstate)"] = (
                     t1.children_user + t1.children_system - t0.children_user
@@ -341,7 +331,7 @@ def main():
                 m = re.search(r"apps=(\d+) requests=(\d+) seconds=([\d.]+) per_s=([\d.]+) "
                               r"busy=(\d+)", out)
                 res["tput"] = {"per_s": float(m[4]), "requests": int(m[2]), "busy": int(m[5]),
-                               "lat": stats(out.split("\n", 1)[1])}
+                               "lat": bl.stats_after(out.split("\n", 1)[1])}
                 if a.strace:  # syscalls per request, in a run of its own (strace slows it)
                     res["sys"] = strace_counts(prog, env, path.proc.pid, wd, 300)
                     res["sys_helper"] = strace_counts(prog, env, helper.pid, wd, 300)
@@ -368,7 +358,7 @@ def main():
                 if rec:
                     rec.send_signal(2)
                     rec.wait()
-                res["fan"] = {k: stats(out, k + ": ") for k in ("first", "last", "spread")}
+                res["fan"] = {k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")}
                 res["reg"] = float(re.search(r"register: n=\d+ total_s=([\d.]+)", out)[1])
                 res["rss"] = {"vmstate-helperd": bl.host_rss_kib(helper.pid)["VmRSS"],
                               "vmstate-bridged": bl.host_rss_kib(path.proc.pid)["VmRSS"]}

@@ -45,14 +45,6 @@ def sibling(name):
     return mod
 
 
-def after(text, prefix):
-    """The statistics line that starts with prefix, parsed."""
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            return bl.parse_stats_line(line[len(prefix):])
-    raise RuntimeError(f"no {prefix!r} line in {text!r}")
-
-
 def register_s(text):
     for line in text.splitlines():
         if line.startswith("register:"):
@@ -127,11 +119,11 @@ def measure(a):
                 wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
                 out = vm.check(f"vsbench-dbus fanout {FLOOR_NAME} {a.listeners} {a.rounds} 2>&1",
                                timeout=900)
-                sigs.append(({k: after(out, k + ": ") for k in ("first", "last", "spread")},
+                sigs.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
                              register_s(out)))
                 settle(vm)
                 out = vm.check(f"vsbench-app fanout {a.listeners} {a.rounds} 2>&1", timeout=900)
-                fans.append(({k: after(out, k + ": ") for k in ("first", "last", "spread")},
+                fans.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
                              register_s(out)))
                 # the bus and the helper drop 1000 listeners after the fan-out: not on the
                 # next block's floor

@@ -57,6 +57,17 @@ def parse_stats_line(text):
             "max": float(m[5])}
 
 
+def stats_after(text, prefix=""):
+    """The statistics line of vsbench-* that starts with `prefix` (median, p90 when printed,
+    p99, min, max, mean in µs; n)."""
+    for line in text.splitlines():
+        if line.startswith(prefix) and "median_us=" in line:
+            d = {k: float(v) for k, v in re.findall(r"(\w+)_us=([\d.]+)", line)}
+            d["n"] = int(re.search(r"n=(\d+)", line)[1])
+            return d
+    raise RuntimeError(f"no '{prefix}' statistics line in: {text!r}")
+
+
 def fmt_us(us):
     if us >= 10000:
         return f"{us / 1000:.1f} ms"
