@@ -166,7 +166,10 @@ def main():
         pattern = rnd.randbytes(8 * MiB)
         vm.write_file("/tmp/pat", pattern)
         portb = vm.port_device("org.vmstate.event.0")
-        vm.spawn(f"cat {portb} > /tmp/portb.bin")  # no helper in this image: catch the Notice
+        # no helper in this image: catch the Notice. virtio-serial gives a reader EOF while
+        # the host end is not connected (the bridge's QMP/libvirt connection, which start()
+        # waits for, can come before its port B connection): read again until it is
+        vm.spawn(f"while :; do cat {portb} >> /tmp/portb.bin; sleep 0.1; done")
         vm.clear_events()
         vm.run("rm -f /tmp/stop")
         vm.spawn(writer_script(dev, "/tmp/pat", 128, "/tmp/w1.log", loop=True))
