@@ -22,6 +22,7 @@ Usage: bench-saverestore.py --image DIR --builddir BUILD [--configs 128M:idle:20
 """
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -124,6 +125,8 @@ def run_config(a, mem, mode, rounds):
         job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
         ovh = [x - y for x, y in zip(app, job)]
         res[op] = (bl.stats(app), bl.stats(job), bl.stats(ovh))
+    res["save_stages"] = save_stages(os.path.join(wd, "bridge.log"), m["s"][:n], saves[:n],
+                                     m["e"][:n])
     res["restore_stages"] = restore_stages(os.path.join(wd, "bridge.log"), m["R"][:n],
                                            loads[:n], m["r"][:n])
     return res
@@ -135,6 +138,46 @@ def log_time(line, day0):
     return day0 + int(h) * 3600 + int(mi) * 60 + float(s)
 
 
+def log_lines(log_path):
+    """[(seconds since the epoch, line)] of the bridge's log, or [] without one."""
+    try:
+        lines = open(log_path, errors="replace").read().splitlines()
+    except OSError:
+        return []
+    day0 = int(time.time()) // 86400 * 86400
+    return [(log_time(ln, day0), ln) for ln in lines if re.match(r"\d\d:\d\d:\d\d\.\d", ln)]
+
+
+def save_stages(log_path, asked, jobs, received):
+    """Where a save's overhead goes, per save, from the bridge's log (host clock, ms
+    resolution) between the app's marks: request -> Prepare sent (the app's call, the port,
+    the bridge's durable accept), Prepare -> the guest's Ready (PrepareSave to the guest's
+    listeners and their Proceed), Ready -> QEMU job start, job end -> completion sent (the
+    bridge journals it), completion sent -> the app has it (the resumed guest's helper and
+    app). Returns {stage: stats} or {} when the log has no such lines."""
+    lines = log_lines(log_path)
+    marks = {k: [t for t, ln in lines if k in ln]
+             for k in ("save: Prepare sent", "guest ready for the save", "completed save")}
+    stages = {"request -> Prepare sent": [], "Prepare -> guest's Ready": [],
+              "Ready -> job start": [], "job end -> completion sent": [],
+              "completion sent -> app has the event": []}
+
+    def after(kind, t0, limit):
+        return next((t for t in marks[kind] if t0 - 0.002 <= t <= limit + 0.002), None)
+    for (j0, j1), s_ask, s_got in zip(jobs, asked, received):
+        prep = after("save: Prepare sent", s_ask, j0)
+        ready = prep and after("guest ready for the save", prep, j0)
+        done = after("completed save", j1, s_got)
+        if not (prep and ready and done):
+            continue
+        stages["request -> Prepare sent"].append(max(0.0, prep - s_ask) * 1e6)
+        stages["Prepare -> guest's Ready"].append((ready - prep) * 1e6)
+        stages["Ready -> job start"].append(max(0.0, j0 - ready) * 1e6)
+        stages["job end -> completion sent"].append(max(0.0, done - j1) * 1e6)
+        stages["completion sent -> app has the event"].append(max(0.0, s_got - done) * 1e6)
+    return {k: bl.stats(v) for k, v in stages.items() if v}
+
+
 def restore_stages(log_path, asked, jobs, received):
     """Where a restore's overhead goes, per restore, from the bridge's log (host clock, ms
     resolution) between the app's marks: request -> QEMU job start (guest, helper, bridge
@@ -142,17 +185,12 @@ def restore_stages(log_path, asked, jobs, received):
     the restored guest's Hello (the restored guest wakes, steps its clock, says Hello),
     Hello -> the restored app has the completion (Welcome, clock refinement, Restored,
     delivery). Returns {stage: stats} or {} when the log has no such lines."""
-    try:
-        lines = open(log_path, errors="replace").read().splitlines()
-    except OSError:
-        return {}
-    day0 = int(time.time()) // 86400 * 86400
     tls, hellos = [], []
-    for ln in lines:
+    for t, ln in log_lines(log_path):
         if "timeline epoch" in ln and "restored state" in ln:
-            tls.append(log_time(ln, day0))
+            tls.append(t)
         elif "hello: version" in ln:
-            hellos.append(log_time(ln, day0))
+            hellos.append(t)
     stages = {"request -> job start": [], "job end -> Timeline sent": [],
               "Timeline -> restored guest's Hello": [], "Hello -> app has the event": []}
     for i, (start_end, r_ask, r_got) in enumerate(zip(jobs, asked, received)):
@@ -194,11 +232,13 @@ def main():
                   f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
                   f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |",
                   flush=True)
-    print("\nWhere the restore overhead goes (host clock; bridge log stamps have ms resolution)\n")
+    print("\nWhere the save and restore overheads go (host clock; bridge log stamps have ms "
+          "resolution)\n")
     print("| guest RAM | contents | stage | N | median | p90 | max |")
     print("|---|---|---|---|---|---|---|")
     for mem, mode, res in out:
-        for stage, st in res.get("restore_stages", {}).items():
+        for stage, st in list(res.get("save_stages", {}).items()) + \
+                list(res.get("restore_stages", {}).items()):
             print(f"| {mem} | {mode} | {stage} | {st['n']} | {bl.fmt_us(st['median'])} | "
                   f"{bl.fmt_us(st['p90'])} | {bl.fmt_us(st['max'])} |")
     if a.json:

@@ -6,8 +6,12 @@ measured in the same guest in the same run.
 Floors, all inside one guest (1 vCPU, TCG), on the guest's own system bus:
   port      guest -> port A -> host echo -> port B -> guest, 1 byte (bench-rtt's floor/guest)
   call      a D-Bus method call round trip to a trivial service (vsbench-dbus serve/call)
+  async     the same service answers at once, then sends a unicast signal to the caller:
+            call -> signal (vsbench-dbus async), the floor of any API that answers at once
+            and reports later; (port + async) / (port + call) is that design's own ratio
   signals   L unicast signals from a trivial emitter to L connections (vsbench-dbus fanout):
-            last - first per round
+            last - first per round; again with the body of a hostinfo's Completed
+            (VSBENCH_SHAPE=completed): the message's own cost, without vmstate's code
   register  L connections x one trivial call (the same run's "register" line)
 vmstate, same guest:
   hostinfo  app -> helper -> bridge -> helper -> app (vsbench-app rtt); target <= 1.5x
@@ -99,17 +103,24 @@ def measure(a):
         with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test"):
             vp.start_guest(vm)
             vm.check("vsbench-app rtt 20", timeout=120)  # warm: secret verified, caches
-            calls, rtts = [], []
+            calls, asyncs, rtts = [], [], []
+            res["async_blocks"], res["rtt_async_blocks"] = [], []
+            res["shaped_blocks"], res["fan_shaped_blocks"] = [], []
             for b in range(a.blocks):
-                bl.log(f"block {b + 1}/{a.blocks}: D-Bus call floor, hostinfo x {per}")
+                bl.log(f"block {b + 1}/{a.blocks}: D-Bus call and async floors, hostinfo x {per}")
                 calls.append(bl.parse_stats_line(
                     vm.check(f"vsbench-dbus call {FLOOR_NAME} {per}", timeout=60 + per * 0.1)))
+                asyncs.append(bl.parse_stats_line(
+                    vm.check(f"vsbench-dbus async {FLOOR_NAME} {per}", timeout=60 + per * 0.1)))
                 rtts.append(bl.parse_stats_line(
                     vm.check(f"vsbench-app rtt {per}", timeout=120 + per * 0.2)))
-                res["rtt_blocks"].append((rtts[-1]["median"],
-                                          res["port"]["median"] + calls[-1]["median"]))
-            res["call"], res["rtt"] = pool(calls), pool(rtts)
-            sigs, fans = [], []
+                floor = res["port"]["median"] + calls[-1]["median"]
+                res["rtt_blocks"].append((rtts[-1]["median"], floor))
+                floor_async = res["port"]["median"] + asyncs[-1]["median"]
+                res["async_blocks"].append((floor_async, floor))
+                res["rtt_async_blocks"].append((rtts[-1]["median"], floor_async))
+            res["call"], res["async"], res["rtt"] = pool(calls), pool(asyncs), pool(rtts)
+            sigs, shaped, fans = [], [], []
             for b in range(a.fan_blocks):
                 bl.log(f"block {b + 1}/{a.fan_blocks}: signal floor, fan-out to {a.listeners}")
                 # a fresh service: it never forgets a subscriber, and the last block's 1000
@@ -121,6 +132,16 @@ def measure(a):
                                timeout=900)
                 sigs.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
                              register_s(out)))
+                # the same emitter with the body of a hostinfo's Completed: the message's own
+                # cost in this guest, without vmstate's code
+                settle(vm)
+                vm.run(f"kill {svc}; while kill -0 {svc} 2>/dev/null; do sleep 0.05; done")
+                svc = vm.spawn(f"VSBENCH_SHAPE=completed exec vsbench-dbus serve {FLOOR_NAME}",
+                               log="/tmp/floor-svc.log")
+                wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
+                out = vm.check(f"vsbench-dbus fanout {FLOOR_NAME} {a.listeners} {a.rounds} 2>&1",
+                               timeout=900)
+                shaped.append(bl.stats_after(out, "spread: "))
                 settle(vm)
                 out = vm.check(f"vsbench-app fanout {a.listeners} {a.rounds} 2>&1", timeout=900)
                 fans.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
@@ -130,15 +151,19 @@ def measure(a):
                 settle(vm)
                 res["fan_blocks"].append((fans[-1][0]["spread"]["median"],
                                           sigs[-1][0]["spread"]["median"]))
+                res["shaped_blocks"].append((shaped[-1]["median"], sigs[-1][0]["spread"]["median"]))
+                res["fan_shaped_blocks"].append((fans[-1][0]["spread"]["median"],
+                                                 shaped[-1]["median"]))
                 res["reg_blocks"].append((fans[-1][1], sigs[-1][1]))
                 bl.log(f"  spread {res['fan_blocks'][-1][0] / 1e3:.1f} ms / floor "
                        f"{res['fan_blocks'][-1][1] / 1e3:.1f} ms; registrations "
                        f"{fans[-1][1]:.2f} s / floor {sigs[-1][1]:.2f} s")
             res["sig"] = {k: pool([x[0][k] for x in sigs]) for k in ("first", "last", "spread")}
+            res["sig_shaped"] = pool(shaped)
             res["fan"] = {k: pool([x[0][k] for x in fans]) for k in ("first", "last", "spread")}
             res["reg_floor"] = statistics.median(x[1] for x in sigs)
             res["reg"] = statistics.median(x[1] for x in fans)
-    for k in ("rtt", "fan", "reg"):
+    for k in ("rtt", "async", "rtt_async", "fan", "shaped", "fan_shaped", "reg"):
         res[k + "_ratio"] = ratio_blocks(res[k + "_blocks"])
     if a.save_rounds:
         bl.log(f"save/restore overhead: 128M idle x {a.save_rounds}")
@@ -167,10 +192,15 @@ def report(a, r, machine, took):
           f"{us(r['port']['median'])} | {us(r['port']['p99'])} |")
     print(f"| D-Bus method call round trip, trivial service, guest system bus | "
           f"{r['call']['n']} | {us(r['call']['median'])} | {us(r['call']['p99'])} |")
+    print(f"| … answered at once, then a unicast signal to the caller: call → signal | "
+          f"{r['async']['n']} | {us(r['async']['median'])} | {us(r['async']['p99'])} |")
     for k in ("first", "last", "spread"):
         s = r["sig"][k]
         print(f"| {a.listeners} unicast signals to {a.listeners} connections: {k} | {s['n']} | "
               f"{us(s['median'])} | {us(s['p99'])} |")
+    s = r["sig_shaped"]
+    print(f"| … spread, each signal with the body of a hostinfo's Completed | {s['n']} | "
+          f"{us(s['median'])} | {us(s['p99'])} |")
     print(f"| {a.listeners} connections × one trivial call (registration) | 1 | "
           f"{r['reg_floor'] * 1e3:.0f} ms | |")
     floor_rtt = r["port"]["median"] + r["call"]["median"]
@@ -185,9 +215,18 @@ def report(a, r, machine, took):
     print("|---|---|---|---|---|")
     print(f"| hostinfo round trip ({r['rtt']['n']}) | {us(rtt)} | {us(r['rtt']['p99'])} | "
           f"port + call {us(floor_rtt)} | {rat('rtt')} |")
+    print(f"| the asynchronous floor: port + (call → signal) | "
+          f"{us(r['port']['median'] + r['async']['median'])} | | port + call {us(floor_rtt)} | "
+          f"{rat('async')} |")
+    print(f"| hostinfo round trip ÷ the asynchronous floor | {us(rtt)} | | "
+          f"{us(r['port']['median'] + r['async']['median'])} | {rat('rtt_async')} |")
     fs, ss = r["fan"]["spread"]["median"], r["sig"]["spread"]["median"]
     print(f"| fan-out to {a.listeners}: last − first ({r['fan']['spread']['n']} rounds) | "
           f"{us(fs)} | {us(r['fan']['spread']['p99'])} | signals {us(ss)} | {rat('fan')} |")
+    print(f"| the signal floor with Completed's body (same emitter) | {us(r['sig_shaped']['median'])} "
+          f"| | signals {us(ss)} | {rat('shaped')} |")
+    print(f"| fan-out ÷ the signal floor with Completed's body | {us(fs)} | | "
+          f"{us(r['sig_shaped']['median'])} | {rat('fan_shaped')} |")
     print(f"| fan-out: request → first listener | {us(r['fan']['first']['median'])} | "
           f"{us(r['fan']['first']['p99'])} | hostinfo {us(rtt)} | "
           f"{r['fan']['first']['median'] / rtt:.2f}× |")

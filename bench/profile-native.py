@@ -7,8 +7,9 @@ app (vsbench-app rtt) -> private dbus-daemon -> vmstate-helperd -> relay -> vmst
 script) stands in for QEMU's virtio-serial chardevs: the helper and the bridge both connect
 to it as clients, as they do to QEMU. hostinfo still asks a real QEMU over QMP (a booted
 harness VM) for the memory size. Reports the round trip and CPU time per request of each
-process; with --callgrind, runs the helper (or --callgrind-bridge: the bridge) under
-callgrind and prints its top functions by instructions.
+process; with --callgrind, runs the helper (or --callgrind-bridge: the bridge,
+--callgrind-app: the app and libvmstate) under callgrind and prints its top functions by
+instructions.
 
 Usage: profile-native.py --image DIR --builddir BUILD [-n 2000] [--callgrind]
 """
@@ -91,6 +92,8 @@ def main():
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--callgrind-bridge", action="store_true")
+    ap.add_argument("--callgrind-app", action="store_true",
+                    help="run the measured app (vsbench-app, libvmstate) under callgrind")
     a = ap.parse_args()
     wd = bl.workdir(a, "native")
     bus = os.path.join(wd, "bus.sock")
@@ -140,7 +143,9 @@ def main():
                     pids["vmstate-bridged-reader"] = p
                 c0 = {k: cpu(p) for k, p in pids.items()}
                 t0 = os.times()
-                out = subprocess.run([app, "rtt", str(a.n)], env=env, check=True,
+                cg_app = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={wd}/cg.app"]
+                          if a.callgrind_app else [])
+                out = subprocess.run(cg_app + [app, "rtt", str(a.n)], env=env, check=True,
                                      capture_output=True, text=True).stdout
                 t1 = os.times()
                 c1 = {k: cpu(p) for k, p in pids.items()}
@@ -156,7 +161,8 @@ def main():
     app_cpu = (t1.children_user + t1.children_system - t0.children_user - t0.children_system)
     print(f"Native (host processes, no TCG; the relay is Python), {a.n} sequential hostinfo "
           "requests, Argon2id cost `test`" + (" — helper under callgrind" if a.callgrind else "")
-          + (" — bridge under callgrind" if a.callgrind_bridge else "") + ".\n")
+          + (" — bridge under callgrind" if a.callgrind_bridge else "")
+          + (" — app under callgrind" if a.callgrind_app else "") + ".\n")
     print("| process | CPU time per request |")
     print("|---|---|")
     for k in pids:
@@ -166,7 +172,7 @@ def main():
           f"{bl.fmt_us(total['p99'])} |")
     print(f"| of which the D-Bus call (until the id returns) | median "
           f"{bl.fmt_us(call['median'])}, p99 {bl.fmt_us(call['p99'])} |")
-    for tag in ("helper", "bridge"):
+    for tag in ("helper", "bridge", "app"):
         f = os.path.join(wd, f"cg.{tag}")
         if os.path.exists(f) and shutil.which("callgrind_annotate"):
             for incl in ("no", "yes"):

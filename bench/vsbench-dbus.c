@@ -7,9 +7,15 @@
  *                                /org/vmstate/Bench1: Ping() returns at once; Subscribe()
  *                                records the caller; Fire() returns, then sends one unicast
  *                                Tick signal to every subscriber (as the helper's Completed
- *                                goes to each listener). Prints "ready" once the name is owned
+ *                                goes to each listener); Ack() returns, then sends one Tick
+ *                                to its caller (an asynchronous request with no work: the
+ *                                helper's pattern). Prints "ready" once the name is owned
  *   vsbench-dbus call NAME N     N Ping round trips on one connection (after 10 untimed);
  *                                prints the statistics line
+ *   vsbench-dbus async NAME N    N Ack round trips, each timed from the call to its Tick
+ *                                (the reply read on the way, after 10 untimed): the floor of
+ *                                any API that answers at once and reports later; prints the
+ *                                statistics line
  *   vsbench-dbus tput NAME K M   K processes (a connection each) × M Ping calls back to back;
  *                                prints "clients=K calls=.. seconds=.. per_s=.."
  *   vsbench-dbus fanout NAME L R L connections, each Subscribe()s once (the registration floor:
@@ -20,10 +26,11 @@
  *                                per round) statistics lines
  *
  * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
- * N-byte body; VSBENCH_MATCH=RULE makes every fan-out connection add that match rule;
- * VSBENCH_CPU_PIDS=PID,.. prints those processes' CPU per timed fan-out round ("cpu_ms_per_round:
- * PID=MS .."). Statistics line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest
- * rank).
+ * N-byte body; VSBENCH_SHAPE=completed gives Fire's Tick the body of the helper's Completed for a
+ * hostinfo (ten arguments, the details a{sv} with 16 of a hostinfo's entries, not its quotas);
+ * VSBENCH_MATCH=RULE makes every fan-out connection add that match rule; VSBENCH_CPU_PIDS=PID,..
+ * prints those processes' CPU per timed fan-out round ("cpu_ms_per_round: PID=MS .."). Statistics
+ * line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
  */
 #define _GNU_SOURCE
 #include <dbus/dbus.h>
@@ -64,13 +71,60 @@ static DBusConnection *connect_bus(void)
 static char **subs;
 static size_t n_subs, cap_subs;
 
+/* The body of a hostinfo's Completed (guest-helper/org.vmstate.Helper1.xml) but its quotas, typical
+ * values: what the helper's fan-out sends, from a trivial emitter. */
+static int append_completed_shape(DBusMessage *sig)
+{
+    static const char *const str_keys[] = {"hostname", "bridge_version", "hypervisor_version",
+                                           "ops", "mode"};
+    static const char *const str_vals[] = {"host1", "0.9.0", "7.2.0",
+                                           "save,restore,list,delete,hostinfo", "qmp"};
+    static const char *const u64_keys[] = {
+        "free_bytes", "mem_bytes",       "seq",   "host_mem_total", "host_mem_available",
+        "host_cpus",  "host_load_milli", "vcpus", "mem_boot",       "mem_min",
+        "mem_max"};
+    const char *rid = "5cd3465a962ccab32c73eed4b22f4732", *op = "hostinfo", *empty = "",
+               *app = "org.vmstate.Bench";
+    dbus_uint32_t status = 0;
+    dbus_uint64_t epoch = 3, v = 134217728;
+    const unsigned char *data = (const unsigned char *)"";
+    DBusMessageIter it, arr, dict, ent, var;
+    int ok;
+
+    dbus_message_iter_init_append(sig, &it);
+    ok = dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &rid) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &op) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT32, &status) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &empty) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &empty) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &empty) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &app) &&
+         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &arr) &&
+         dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data, 0) &&
+         dbus_message_iter_close_container(&it, &arr) &&
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT64, &epoch) &&
+         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
+    for (size_t i = 0; ok && i < 16; i++) {
+        int is_str = i < 5;
+        const char *key = is_str ? str_keys[i] : u64_keys[i - 5];
+        ok = dbus_message_iter_open_container(&dict, DBUS_TYPE_DICT_ENTRY, NULL, &ent) &&
+             dbus_message_iter_append_basic(&ent, DBUS_TYPE_STRING, &key) &&
+             dbus_message_iter_open_container(&ent, DBUS_TYPE_VARIANT, is_str ? "s" : "t", &var) &&
+             (is_str ? dbus_message_iter_append_basic(&var, DBUS_TYPE_STRING, &str_vals[i])
+                     : dbus_message_iter_append_basic(&var, DBUS_TYPE_UINT64, &v)) &&
+             dbus_message_iter_close_container(&ent, &var) &&
+             dbus_message_iter_close_container(&dict, &ent);
+    }
+    return ok && dbus_message_iter_close_container(&it, &dict);
+}
+
 static void serve_one(DBusConnection *c, DBusMessage *m)
 {
     if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_METHOD_CALL ||
         strcmp(dbus_message_get_interface(m) ? dbus_message_get_interface(m) : "", IFACE) != 0)
         return;
     const char *member = dbus_message_get_member(m);
-    int fire = 0;
+    int fire = 0, ack = 0;
     if (!strcmp(member, "Subscribe")) {
         if (n_subs == cap_subs) {
             cap_subs = cap_subs ? 2 * cap_subs : 64;
@@ -81,6 +135,8 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
         subs[n_subs++] = strdup(dbus_message_get_sender(m));
     } else if (!strcmp(member, "Fire")) {
         fire = 1;
+    } else if (!strcmp(member, "Ack")) {
+        ack = 1;
     } else if (strcmp(member, "Ping") != 0) {
         return;
     }
@@ -88,6 +144,16 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
     if (!r || !dbus_connection_send(c, r, NULL))
         die("reply", NULL);
     dbus_message_unref(r);
+    if (ack) {
+        DBusMessage *t = dbus_message_new_signal(PATH, IFACE, "Tick");
+        const char *body = "tick";
+        if (!t || !dbus_message_append_args(t, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID) ||
+            !dbus_message_set_destination(t, dbus_message_get_sender(m)) ||
+            !dbus_connection_send(c, t, NULL))
+            die("send signal", NULL);
+        dbus_message_unref(t);
+        return;
+    }
     if (!fire)
         return;
     /* One unicast signal per subscriber, the body marshalled once (as the helper does). */
@@ -102,7 +168,10 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
         big[len] = 0;
         body = big;
     }
-    if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID))
+    const char *shape = getenv("VSBENCH_SHAPE");
+    if (!sig || !(shape && !strcmp(shape, "completed")
+                      ? (dbus_bool_t)append_completed_shape(sig)
+                      : dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID)))
         die("signal", NULL);
     for (size_t i = 0; i < n_subs; i++) {
         DBusMessage *s = dbus_message_copy(sig);
@@ -149,7 +218,25 @@ static void call_method(DBusConnection *c, const char *name, const char *member)
     dbus_message_unref(r);
 }
 
-static int do_call(const char *name, size_t n)
+/* Wait for the Tick that Ack sends after its reply (unicast: no match rule needed). */
+static void wait_tick(DBusConnection *c)
+{
+    for (;;) {
+        DBusMessage *m = dbus_connection_pop_message(c);
+        if (!m) {
+            if (!dbus_connection_read_write(c, -1))
+                die("read", NULL);
+            continue;
+        }
+        int tick = dbus_message_is_signal(m, IFACE, "Tick");
+        dbus_message_unref(m);
+        if (tick)
+            return;
+    }
+}
+
+/* N timed round trips after 10 untimed: Ping (call), or Ack until its Tick (async). */
+static int do_call(const char *name, size_t n, int async)
 {
     DBusConnection *c = connect_bus();
     uint64_t *s = calloc(n, sizeof(*s));
@@ -157,7 +244,9 @@ static int do_call(const char *name, size_t n)
         die("calloc", NULL);
     for (size_t i = 0; i < 10 + n; i++) {
         uint64_t t0 = vsbench_now_ns();
-        call_method(c, name, "Ping");
+        call_method(c, name, async ? "Ack" : "Ping");
+        if (async)
+            wait_tick(c);
         if (i >= 10)
             s[i - 10] = vsbench_now_ns() - t0;
     }
@@ -289,13 +378,15 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "serve"))
         return do_serve(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "call") && strtoul(argv[3], NULL, 10) > 0)
-        return do_call(argv[2], strtoul(argv[3], NULL, 10));
+        return do_call(argv[2], strtoul(argv[3], NULL, 10), 0);
+    if (argc == 4 && !strcmp(argv[1], "async") && strtoul(argv[3], NULL, 10) > 0)
+        return do_call(argv[2], strtoul(argv[3], NULL, 10), 1);
     if (argc == 5 && !strcmp(argv[1], "tput") && atoi(argv[3]) > 0)
         return do_tput(argv[2], atoi(argv[3]), strtoul(argv[4], NULL, 10));
     if (argc == 5 && !strcmp(argv[1], "fanout") && strtoul(argv[3], NULL, 10) > 0 &&
         strtoul(argv[4], NULL, 10) > 0)
         return do_fanout(argv[2], strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10));
-    fprintf(stderr,
-            "usage: vsbench-dbus serve NAME | call NAME N | tput NAME K M | fanout NAME L R\n");
+    fprintf(stderr, "usage: vsbench-dbus serve NAME | call NAME N | async NAME N | tput NAME K M | "
+                    "fanout NAME L R\n");
     return 2;
 }
