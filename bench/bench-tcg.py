@@ -169,7 +169,7 @@ def measure(a):
         bl.log(f"save/restore overhead: 128M idle x {a.save_rounds}")
         sr = sibling("bench-saverestore").run_config(a, "128M", "idle", a.save_rounds)
         res["save"], res["restore"] = sr["save"], sr["restore"]
-        res["restore_stages"] = sr["restore_stages"]
+        res["save_stages"], res["restore_stages"] = sr["save_stages"], sr["restore_stages"]
     return res
 
 
@@ -251,12 +251,14 @@ def report(a, r, machine, took):
             t.append((f"{op} overhead ≤ {lim}× the hostinfo round trip",
                       f"{ovh['median'] / rtt:.2f}× ({us(ovh['median'])})",
                       ovh["median"] / rtt <= lim))
-        if r["restore_stages"]:
-            print("\nWhere a restore goes (the bridge's log, ms resolution, between the app's "
+        for op in ("save", "restore"):
+            if not r[op + "_stages"]:
+                continue
+            print(f"\nWhere a {op} goes (the bridge's log, ms resolution, between the app's "
                   "marks):\n")
             print("| stage | median | p99 |")
             print("|---|---|---|")
-            for k, s in r["restore_stages"].items():
+            for k, s in r[op + "_stages"].items():
                 print(f"| {k} | {us(s['median'])} | {us(s['p99'])} |")
     print("\n**Targets (issue 18, TCG guest)**\n")
     print("| target | measured | verdict |")
