@@ -242,13 +242,13 @@ static long check_caller(struct helper *h, DBusMessage *call)
     long uid = caller_uid(h->bus, call);
 
     if (uid < 0) {
-        reply_error(h->bus, call, HELPER_ERR_PERMISSION, "cannot determine the caller's uid");
+        reply_error(h->bus, call, VMS_DBUS_ERR_PERMISSION, "cannot determine the caller's uid");
         return -1;
     }
     if (!helper_config_uid_allowed(&h->cfg, (uid_t)uid)) {
         vms_warn(NULL, NULL, "refused %s from uid %ld (%s): not in the allow-list",
                  dbus_message_get_member(call), uid, dbus_message_get_sender(call));
-        reply_error(h->bus, call, HELPER_ERR_PERMISSION,
+        reply_error(h->bus, call, VMS_DBUS_ERR_PERMISSION,
                     "uid %ld is not allowed to use vmstate (allow_users/allow_groups in %s)", uid,
                     h->cfg.path[0] ? h->cfg.path : HELPER_CONFIG_DEFAULT);
         return -1;
@@ -266,8 +266,9 @@ static int check_app(struct helper *h, DBusMessage *call, const char *app_id, lo
         return 0;
     vms_warn(NULL, NULL, "refused %s for app id '%s' from uid %ld (%s): %s",
              dbus_message_get_member(call), app_id, uid, dbus_message_get_sender(call), why);
-    reply_error(h->bus, call, HELPER_ERR_PERMISSION, "uid %ld may not use app id '%.255s': %s (%s)",
-                uid, app_id, why, h->cfg.path[0] ? h->cfg.path : HELPER_CONFIG_DEFAULT);
+    reply_error(h->bus, call, VMS_DBUS_ERR_PERMISSION,
+                "uid %ld may not use app id '%.255s': %s (%s)", uid, app_id, why,
+                h->cfg.path[0] ? h->cfg.path : HELPER_CONFIG_DEFAULT);
     return -1;
 }
 
@@ -385,13 +386,13 @@ static const char *status_error_name(int status)
 {
     switch (status) {
     case VMS_STATUS_ERR_UNAVAILABLE:
-        return HELPER_ERR_UNAVAILABLE;
+        return VMS_DBUS_ERR_UNAVAILABLE;
     case VMS_STATUS_ERR_BUSY:
-        return HELPER_ERR_BUSY;
+        return VMS_DBUS_ERR_BUSY;
     case VMS_STATUS_ERR_INVALID:
-        return HELPER_ERR_INVALID;
+        return VMS_DBUS_ERR_INVALID;
     default:
-        return HELPER_ERR_INTERNAL;
+        return VMS_DBUS_ERR_INTERNAL;
     }
 }
 
@@ -407,7 +408,7 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
 
     vms_msg_init(&req, VMS_MSG_REQUEST);
     if (!dbus_message_has_signature(call, rm->signature)) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "%s takes (%s), got (%s)", rm->name,
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "%s takes (%s), got (%s)", rm->name,
                     rm->signature, dbus_message_get_signature(call));
         goto out;
     }
@@ -493,7 +494,7 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
     if (!why[0])
         read_credentials(&it, &req, why, sizeof(why));
     if (why[0]) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "%s: %s", rm->name, why);
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "%s: %s", rm->name, why);
         goto out;
     }
     if (check_app(h, call, req.app_id, uid) < 0)
@@ -501,12 +502,12 @@ static void handle_request(struct helper *h, DBusMessage *call, const struct req
     status = helper_submit(h, &req);
     if (status != 0) {
         if (status == VMS_STATUS_ERR_UNAVAILABLE)
-            reply_error(h->bus, call, HELPER_ERR_UNAVAILABLE,
+            reply_error(h->bus, call, VMS_DBUS_ERR_UNAVAILABLE,
                         "the host bridge is not connected and %s",
                         h->cfg.queue_when_disconnected ? "the request queue is full"
                                                        : "queueing is disabled");
         else if (status == VMS_STATUS_ERR_BUSY)
-            reply_error(h->bus, call, HELPER_ERR_BUSY,
+            reply_error(h->bus, call, VMS_DBUS_ERR_BUSY,
                         "%u requests are already waiting for the host bridge", h->n_requests);
         else
             reply_error(h->bus, call, status_error_name(status), "%s: %s", rm->name,
@@ -532,14 +533,14 @@ static void handle_listener(struct helper *h, DBusMessage *call, int add)
     long uid;
 
     if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &app_id, DBUS_TYPE_INVALID)) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "expected (s app_id)");
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "expected (s app_id)");
         return;
     }
     uid = check_caller(h, call);
     if (uid < 0)
         return;
     if (!(vms_valid_id(app_id) || (!strcmp(app_id, "*")))) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "bad app id '%.64s'", app_id);
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "bad app id '%.64s'", app_id);
         return;
     }
     if (check_app(h, call, app_id, uid) < 0)
@@ -553,14 +554,14 @@ static void handle_listener(struct helper *h, DBusMessage *call, int add)
     case -1:
         vms_warn(NULL, NULL, "RegisterListener for app %s by uid %ld refused: max_listeners",
                  app_id, uid);
-        reply_error(h->bus, call, HELPER_ERR_LIMIT, "too many listeners (max_listeners=%u)",
+        reply_error(h->bus, call, VMS_DBUS_ERR_LIMIT, "too many listeners (max_listeners=%u)",
                     h->cfg.max_listeners);
         return;
     case -2:
         vms_warn(NULL, NULL,
                  "RegisterListener for app %s by uid %ld refused: max_listeners_per_uid", app_id,
                  uid);
-        reply_error(h->bus, call, HELPER_ERR_LIMIT,
+        reply_error(h->bus, call, VMS_DBUS_ERR_LIMIT,
                     "uid %ld has too many listeners (max_listeners_per_uid=%u)", uid,
                     h->cfg.max_listeners_per_uid);
         return;
@@ -654,14 +655,14 @@ static void handle_properties(struct helper *h, DBusMessage *call, const char *m
             reply_error(h->bus, call, DBUS_ERROR_INVALID_ARGS, "expected (ss)");
             return;
         }
-        if (!strcmp(iface, HELPER_BUS_IFACE) && property_is_private(name) &&
+        if (!strcmp(iface, VMS_DBUS_IFACE) && property_is_private(name) &&
             check_caller(h, call) < 0)
             return;
         reply = dbus_message_new_method_return(call);
         if (!reply)
             return;
         dbus_message_iter_init_append(reply, &it);
-        if (strcmp(iface, HELPER_BUS_IFACE) != 0 || append_property(h, &it, name) != 1) {
+        if (strcmp(iface, VMS_DBUS_IFACE) != 0 || append_property(h, &it, name) != 1) {
             dbus_message_unref(reply);
             reply_error(h->bus, call, DBUS_ERROR_UNKNOWN_PROPERTY, "no property %s.%s", iface,
                         name);
@@ -680,7 +681,7 @@ static void handle_properties(struct helper *h, DBusMessage *call, const char *m
             return;
         dbus_message_iter_init_append(reply, &it);
         dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &dict);
-        if (!strcmp(iface, HELPER_BUS_IFACE))
+        if (!strcmp(iface, VMS_DBUS_IFACE))
             for (size_t i = 0; i < sizeof(property_names) / sizeof(*property_names); i++)
                 if (allowed || !property_is_private(property_names[i]))
                     append_property_entry(h, &dict, property_names[i]);
@@ -697,11 +698,11 @@ void helper_bus_property_changed(struct helper *h, const char *property)
 {
     DBusMessage *sig;
     DBusMessageIter it, dict, inval;
-    const char *iface = HELPER_BUS_IFACE;
+    const char *iface = VMS_DBUS_IFACE;
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged");
+    sig = dbus_message_new_signal(VMS_DBUS_PATH, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged");
     if (!sig)
         return;
     dbus_message_iter_init_append(sig, &it);
@@ -892,7 +893,7 @@ static DBusMessage *completed_new(const struct vms_msg *ev)
     const uint8_t *data = ev->app_data;
     int ok;
 
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, "Completed");
+    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_IFACE, "Completed");
     if (!sig)
         goto oom;
     if (!msg[0] && status != 0)
@@ -950,7 +951,7 @@ void helper_bus_emit_state_change(struct helper *h, const char *member, const ch
 
     if (!h->bus || n == 0)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_IFACE, member);
+    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_IFACE, member);
     if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &sid, DBUS_TYPE_STRING, &label,
                                           DBUS_TYPE_STRING, &creator, DBUS_TYPE_STRING, &parent,
                                           DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID)) {
@@ -972,7 +973,7 @@ static void emit_broadcast(struct helper *h, const char *member, int first_type,
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(HELPER_BUS_PATH, HELPER_BUS_BROADCAST_IFACE, member);
+    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_BROADCAST_IFACE, member);
     if (!sig)
         return;
     va_start(ap, first_type);
@@ -1020,14 +1021,14 @@ static void handle_inhibit(struct helper *h, DBusMessage *call)
 
     if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING, &reason,
                                DBUS_TYPE_INVALID)) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "Inhibit takes (ss)");
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "Inhibit takes (ss)");
         return;
     }
     uid = check_caller(h, call);
     if (uid < 0)
         return;
     if (!vms_valid_request_id(id) || !vms_valid_text(reason) || strlen(reason) > 200) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID,
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID,
                     "bad request id or reason (text of at most 200 bytes, no control characters)");
         return;
     }
@@ -1036,13 +1037,13 @@ static void handle_inhibit(struct helper *h, DBusMessage *call)
     if (uid != 0 && !helper_listener_registered(h, dbus_message_get_sender(call))) {
         vms_warn(NULL, id, "Inhibit refused: uid %ld (%s) holds no listener registration", uid,
                  dbus_message_get_sender(call));
-        reply_error(h->bus, call, HELPER_ERR_PERMISSION,
+        reply_error(h->bus, call, VMS_DBUS_ERR_PERMISSION,
                     "only a registered listener (RegisterListener) or root may inhibit a save");
         return;
     }
     vms_info(NULL, id, "Inhibit by uid %ld (%s)", uid, dbus_message_get_sender(call));
     if (helper_hooks_inhibit(h, id, reason, uid) < 0) {
-        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND,
+        reply_error(h->bus, call, VMS_DBUS_ERR_NOT_FOUND,
                     "no save %s is being prepared (too late, or never announced)", id);
         return;
     }
@@ -1056,13 +1057,13 @@ static void handle_proceed(struct helper *h, DBusMessage *call)
 
     if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID) ||
         !vms_valid_request_id(id)) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "Proceed takes a request id (s)");
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "Proceed takes a request id (s)");
         return;
     }
     if (check_caller(h, call) < 0)
         return;
     if (helper_hooks_proceed(h, id, dbus_message_get_sender(call)) < 0) {
-        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND,
+        reply_error(h->bus, call, VMS_DBUS_ERR_NOT_FOUND,
                     "no save %s is being prepared (too late, or never announced)", id);
         return;
     }
@@ -1080,7 +1081,7 @@ static void handle_get_request(struct helper *h, DBusMessage *call)
 
     if (!dbus_message_get_args(call, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_INVALID) ||
         !vms_valid_request_id(id)) {
-        reply_error(h->bus, call, HELPER_ERR_INVALID, "GetRequest takes a request id (s)");
+        reply_error(h->bus, call, VMS_DBUS_ERR_INVALID, "GetRequest takes a request id (s)");
         return;
     }
     uid = check_caller(h, call);
@@ -1096,7 +1097,7 @@ static void handle_get_request(struct helper *h, DBusMessage *call)
     if (!status && vms_dedup_seen(&h->delivered, 0, id))
         status = "delivered";
     if (!status) {
-        reply_error(h->bus, call, HELPER_ERR_NOT_FOUND, "no request %s in this helper", id);
+        reply_error(h->bus, call, VMS_DBUS_ERR_NOT_FOUND, "no request %s in this helper", id);
         return;
     }
     if (app[0] && check_app(h, call, app, uid) < 0) /* another app's request: not yours */
@@ -1135,7 +1136,7 @@ static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, vo
         handle_properties(h, m, member);
         return DBUS_HANDLER_RESULT_HANDLED;
     }
-    if (iface && strcmp(iface, HELPER_BUS_IFACE) != 0)
+    if (iface && strcmp(iface, VMS_DBUS_IFACE) != 0)
         return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
     for (size_t i = 0; i < sizeof(request_methods) / sizeof(*request_methods); i++)
         if (!strcmp(member, request_methods[i].name)) {
@@ -1162,8 +1163,7 @@ static DBusHandlerResult on_object_message(DBusConnection *c, DBusMessage *m, vo
         handle_listener(h, m, 0);
         return DBUS_HANDLER_RESULT_HANDLED;
     }
-    reply_error(h->bus, m, DBUS_ERROR_UNKNOWN_METHOD, "no method %s on %s", member,
-                HELPER_BUS_IFACE);
+    reply_error(h->bus, m, DBUS_ERROR_UNKNOWN_METHOD, "no method %s on %s", member, VMS_DBUS_IFACE);
     return DBUS_HANDLER_RESULT_HANDLED;
 }
 
@@ -1210,7 +1210,7 @@ int helper_bus_open(struct helper *h, const char *address)
     }
     dbus_connection_set_exit_on_disconnect(h->bus, FALSE);
     uid_ask_helper = h;
-    if (!dbus_connection_register_object_path(h->bus, HELPER_BUS_PATH, &vtable, h) ||
+    if (!dbus_connection_register_object_path(h->bus, VMS_DBUS_PATH, &vtable, h) ||
         !dbus_connection_add_filter(h->bus, on_filter, h, NULL)) {
         vms_err(NULL, NULL, "out of memory setting up D-Bus");
         goto fail;
@@ -1220,14 +1220,13 @@ int helper_bus_open(struct helper *h, const char *address)
         vms_err(NULL, NULL, "cannot watch NameOwnerChanged: %s", err.message);
         goto fail;
     }
-    r = dbus_bus_request_name(h->bus, HELPER_BUS_NAME, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err);
+    r = dbus_bus_request_name(h->bus, VMS_DBUS_NAME, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err);
     if (r != DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER) {
-        vms_err(NULL, NULL, "cannot own %s: %s", HELPER_BUS_NAME,
+        vms_err(NULL, NULL, "cannot own %s: %s", VMS_DBUS_NAME,
                 dbus_error_is_set(&err) ? err.message : "another helper owns it");
         goto fail;
     }
-    vms_info(NULL, NULL, "on the bus as %s (%s)", HELPER_BUS_NAME,
-             dbus_bus_get_unique_name(h->bus));
+    vms_info(NULL, NULL, "on the bus as %s (%s)", VMS_DBUS_NAME, dbus_bus_get_unique_name(h->bus));
     return 0;
 fail:
     dbus_error_free(&err);

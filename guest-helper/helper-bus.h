@@ -11,27 +11,12 @@
 #include <dbus/dbus.h>
 
 #include "helper.h"
-
-#define HELPER_BUS_NAME  "org.vmstate.Helper1"
-#define HELPER_BUS_PATH  "/org/vmstate/Helper1"
-#define HELPER_BUS_IFACE "org.vmstate.Helper1"
-/* Broadcast signals (Restored, PrepareSave, ClockCorrected, Notice) have their own
- * interface, so that a listener's match rule for them is never tested against the unicast
- * Completed signals of a fan-out (libvmstate's add_matches). */
-#define HELPER_BUS_BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
-
-#define HELPER_ERR_PERMISSION  "org.vmstate.Helper1.Error.Permission"
-#define HELPER_ERR_UNAVAILABLE "org.vmstate.Helper1.Error.Unavailable"
-#define HELPER_ERR_BUSY        "org.vmstate.Helper1.Error.Busy"
-#define HELPER_ERR_INVALID     "org.vmstate.Helper1.Error.InvalidArgs"
-#define HELPER_ERR_LIMIT       "org.vmstate.Helper1.Error.LimitReached"
-#define HELPER_ERR_INTERNAL    "org.vmstate.Helper1.Error.Internal"
-#define HELPER_ERR_NOT_FOUND   "org.vmstate.Helper1.Error.NotFound"
+#include "vms-dbus.h"
 
 extern const char helper_introspect_xml[];
 
 /*
- * Connect to @address (NULL: the system bus), own HELPER_BUS_NAME, and
+ * Connect to @address (NULL: the system bus), own VMS_DBUS_NAME, and
  * export the object. Returns 0 or -1 (logged).
  */
 int helper_bus_open(struct helper *h, const char *address);

@@ -22,15 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vms-dbus.h"
 #include "vms-proto.h"
 #include "vmstate.h"
 
-#define HELPER_NAME  "org.vmstate.Helper1"
-#define HELPER_PATH  "/org/vmstate/Helper1"
-#define HELPER_IFACE "org.vmstate.Helper1"
-/* the signals to everyone (Restored, PrepareSave, ClockCorrected, Notice): see add_matches */
-#define HELPER_BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
-#define CALL_TIMEOUT_MS        5000
+#define CALL_TIMEOUT_MS 5000
 
 struct event_priv {
     struct vmstate_event pub; /* first: vmstate_event_free() casts back */
@@ -372,14 +368,14 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
     dbus_int64_t ns;
     double seconds;
 
-    if (dbus_message_is_signal(m, HELPER_IFACE, "Completed"))
+    if (dbus_message_is_signal(m, VMS_DBUS_IFACE, "Completed"))
         return parse_completed(m);
-    if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "Restored") &&
+    if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "Restored") &&
         dbus_message_has_signature(m, "st") && (e = event_new(VMSTATE_EVENT_RESTORED, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.state_id, DBUS_TYPE_UINT64, &epoch,
                               DBUS_TYPE_INVALID);
         e->pub.epoch = epoch;
-    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "PrepareSave") &&
+    } else if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "PrepareSave") &&
                dbus_message_has_signature(m, "ss") &&
                (e = event_new(VMSTATE_EVENT_PREPARE_SAVE, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.request_id, DBUS_TYPE_STRING,
@@ -388,16 +384,16 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
             event_free_priv(e);
             e = NULL;
         }
-    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "ClockCorrected") &&
+    } else if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "ClockCorrected") &&
                dbus_message_has_signature(m, "dxs") &&
                (e = event_new(VMSTATE_EVENT_CLOCK_CORRECTED, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_DOUBLE, &seconds, DBUS_TYPE_INT64, &ns,
                               DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_INVALID);
         e->pub.clock_correction_ns = ns;
-    } else if ((dbus_message_is_signal(m, HELPER_IFACE, "StateSaved") ||
-                dbus_message_is_signal(m, HELPER_IFACE, "StateDeleted")) &&
+    } else if ((dbus_message_is_signal(m, VMS_DBUS_IFACE, "StateSaved") ||
+                dbus_message_is_signal(m, VMS_DBUS_IFACE, "StateDeleted")) &&
                dbus_message_has_signature(m, "sssst") &&
-               (e = event_new(dbus_message_is_signal(m, HELPER_IFACE, "StateSaved")
+               (e = event_new(dbus_message_is_signal(m, VMS_DBUS_IFACE, "StateSaved")
                                   ? VMSTATE_EVENT_STATE_SAVED
                                   : VMSTATE_EVENT_STATE_DELETED,
                               m))) {
@@ -405,7 +401,7 @@ static struct event_priv *parse_helper_signal(DBusMessage *m)
                               &e->pub.label, DBUS_TYPE_STRING, &e->pub.creator, DBUS_TYPE_STRING,
                               &e->pub.parent_id, DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID);
         e->pub.epoch = epoch;
-    } else if (dbus_message_is_signal(m, HELPER_BROADCAST_IFACE, "Notice") &&
+    } else if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "Notice") &&
                dbus_message_has_signature(m, "ss") && (e = event_new(VMSTATE_EVENT_NOTICE, m))) {
         dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &e->pub.reason, DBUS_TYPE_STRING,
                               &e->pub.message, DBUS_TYPE_INVALID);
@@ -445,7 +441,7 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
         const char *name, *old_owner, *new_owner;
         if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old_owner,
                                   DBUS_TYPE_STRING, &new_owner, DBUS_TYPE_INVALID) &&
-            !strcmp(name, HELPER_NAME)) {
+            !strcmp(name, VMS_DBUS_NAME)) {
             snprintf(v->helper_owner, sizeof(v->helper_owner), "%s", new_owner);
             if (new_owner[0] && v->registered)
                 register_async(v); /* the helper restarted: register again */
@@ -455,8 +451,8 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *m, void *data
     /* Only the helper's signals; a unicast Completed from anyone else is ignored. */
     if (!sender || !v->helper_owner[0] || strcmp(sender, v->helper_owner) != 0)
         return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
-    if (dbus_message_has_interface(m, HELPER_IFACE) ||
-        dbus_message_has_interface(m, HELPER_BROADCAST_IFACE)) {
+    if (dbus_message_has_interface(m, VMS_DBUS_IFACE) ||
+        dbus_message_has_interface(m, VMS_DBUS_BROADCAST_IFACE)) {
         struct event_priv *e = parse_helper_signal(m);
         if (e)
             deliver(v, e);
@@ -518,10 +514,10 @@ static int add_matches(vmstate *v)
 {
     static const char *const rules[N_MATCH_RULES] = {
         "type='signal',sender='" DBUS_SERVICE_DBUS "',interface='" DBUS_INTERFACE_DBUS
-        "',member='NameOwnerChanged',arg0='" HELPER_NAME "'",
-        "type='signal',interface='" HELPER_BROADCAST_IFACE "',path='" HELPER_PATH "'",
+        "',member='NameOwnerChanged',arg0='" VMS_DBUS_NAME "'",
+        "type='signal',interface='" VMS_DBUS_BROADCAST_IFACE "',path='" VMS_DBUS_PATH "'",
         "type='signal',interface='" DBUS_INTERFACE_PROPERTIES "',member='PropertiesChanged',"
-        "path='" HELPER_PATH "'"};
+        "path='" VMS_DBUS_PATH "'"};
 
     for (int i = 0; i < N_MATCH_RULES; i++) {
         DBusMessage *m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS,
@@ -681,12 +677,12 @@ static int map_error(vmstate *v, const DBusError *err)
         const char *name;
         int code;
     } map[] = {
-        {"org.vmstate.Helper1.Error.Permission", VMSTATE_E_PERMISSION},
-        {"org.vmstate.Helper1.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
-        {"org.vmstate.Helper1.Error.Busy", VMSTATE_E_BUSY},
-        {"org.vmstate.Helper1.Error.InvalidArgs", VMSTATE_E_INVALID},
-        {"org.vmstate.Helper1.Error.LimitReached", VMSTATE_E_LIMIT},
-        {"org.vmstate.Helper1.Error.NotFound", VMSTATE_E_NOT_FOUND},
+        {VMS_DBUS_ERR_PERMISSION, VMSTATE_E_PERMISSION},
+        {VMS_DBUS_ERR_UNAVAILABLE, VMSTATE_E_UNAVAILABLE},
+        {VMS_DBUS_ERR_BUSY, VMSTATE_E_BUSY},
+        {VMS_DBUS_ERR_INVALID, VMSTATE_E_INVALID},
+        {VMS_DBUS_ERR_LIMIT, VMSTATE_E_LIMIT},
+        {VMS_DBUS_ERR_NOT_FOUND, VMSTATE_E_NOT_FOUND},
         /* the names of helpers before 0.1.0 (errors not yet scoped under the interface) */
         {"org.vmstate.Error.Permission", VMSTATE_E_PERMISSION},
         {"org.vmstate.Error.Unavailable", VMSTATE_E_UNAVAILABLE},
@@ -746,7 +742,7 @@ static int call(vmstate *v, DBusMessage *m, DBusMessage **reply)
 static int call_helper(vmstate *v, const char *iface, const char *method, DBusMessage **reply,
                        int first_type, ...)
 {
-    DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, iface, method);
+    DBusMessage *m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, iface, method);
     va_list ap;
     int ok;
 
@@ -765,7 +761,8 @@ static int call_helper(vmstate *v, const char *iface, const char *method, DBusMe
 /* Call @method(@arg) on the helper without waiting for (or wanting) a reply. */
 static void send_async(vmstate *v, const char *method, const char *arg)
 {
-    DBusMessage *m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, method);
+    DBusMessage *m =
+        dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE, method);
 
     if (m && dbus_message_append_args(m, DBUS_TYPE_STRING, &arg, DBUS_TYPE_INVALID)) {
         dbus_message_set_no_reply(m, TRUE);
@@ -788,7 +785,8 @@ static int ensure_registered(vmstate *v)
 
     if (v->registered)
         return 0;
-    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, "RegisterListener");
+    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE,
+                                     "RegisterListener");
     if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID)) {
         if (m)
             dbus_message_unref(m);
@@ -882,7 +880,7 @@ static DBusMessage *begin(vmstate *v, const char *method, char *request_id, int 
     *rc = ensure_registered(v);
     if (*rc)
         return NULL;
-    m = dbus_message_new_method_call(HELPER_NAME, HELPER_PATH, HELPER_IFACE, method);
+    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE, method);
     if (!m)
         *rc = fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     return m;
@@ -1071,7 +1069,7 @@ int vmstate_inhibit(vmstate *v, const char *request_id, const char *reason)
         return fail(v, VMSTATE_E_INVALID,
                     "bad reason (text of at most %d bytes without control characters)",
                     VMSTATE_INHIBIT_REASON_MAX);
-    rc = call_helper(v, HELPER_IFACE, "Inhibit", &r, DBUS_TYPE_STRING, &request_id,
+    rc = call_helper(v, VMS_DBUS_IFACE, "Inhibit", &r, DBUS_TYPE_STRING, &request_id,
                      DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID);
     if (rc < 0)
         return rc;
@@ -1157,7 +1155,7 @@ int vmstate_wait(vmstate *v, const char *request_id, int timeout_ms, struct vmst
 static int get_property(vmstate *v, const char *prop, int type, DBusMessage **reply,
                         DBusMessageIter *value)
 {
-    const char *iface = HELPER_IFACE;
+    const char *iface = VMS_DBUS_IFACE;
     DBusMessageIter it;
     int rc;
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "test-helper-fixture.h"
+#include "vms-dbus.h"
 
 #define SECRET_PRINCIPAL "alice"
 #define SECRET_VALUE     "correct horse"
@@ -128,6 +129,22 @@ static int name_has_owner(DBusConnection *c, const char *name)
     return dbus_bus_name_has_owner(c, name, NULL) ? 1 : 0;
 }
 
+void fx_name_owner(DBusConnection *c, const char *name, char *out, size_t len)
+{
+    DBusMessage *m, *r;
+    const char *owner = NULL;
+
+    m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS, DBUS_INTERFACE_DBUS,
+                                     "GetNameOwner");
+    cr_assert(m && dbus_message_append_args(m, DBUS_TYPE_STRING, &name, DBUS_TYPE_INVALID));
+    r = dbus_connection_send_with_reply_and_block(c, m, 5000, NULL);
+    dbus_message_unref(m);
+    cr_assert(r && dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &owner, DBUS_TYPE_INVALID),
+              "%s has an owner", name);
+    snprintf(out, len, "%s", owner);
+    dbus_message_unref(r);
+}
+
 void fx_start_helper(struct fx *f, const struct fx_opts *o)
 {
     char conf[512], text[4096], sa[300], sb[300];
@@ -174,7 +191,7 @@ void fx_start_helper(struct fx *f, const struct fx_opts *o)
     }
     c = fx_client(f);
     until = fx_now_ms() + 10000;
-    while (!name_has_owner(c, "org.vmstate.Helper1")) {
+    while (!name_has_owner(c, VMS_DBUS_NAME)) {
         int st;
         cr_assert_eq(waitpid(f->helper_pid, &st, WNOHANG), 0, "helper exited early (log %s)",
                      f->helper_log);
@@ -381,12 +398,12 @@ void fx_bridge_send_raw(struct fx *f, const void *data, size_t len)
 
 static int get_bridge_connected(DBusConnection *c)
 {
-    const char *iface = "org.vmstate.Helper1", *prop = "BridgeConnected";
+    const char *iface = VMS_DBUS_IFACE, *prop = "BridgeConnected";
     DBusMessage *m, *r;
     DBusMessageIter it, v;
     dbus_bool_t b = FALSE;
 
-    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
+    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH,
                                      "org.freedesktop.DBus.Properties", "Get");
     dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
                              DBUS_TYPE_INVALID);
@@ -575,8 +592,7 @@ DBusMessage *fx_call(DBusConnection *c, const char *member, int timeout_ms, cons
     va_list ap;
     int with_creds = strcmp(member, "RegisterListener") && strcmp(member, "UnregisterListener");
 
-    m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",
-                                     "org.vmstate.Helper1", member);
+    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE, member);
     cr_assert_not_null(m);
     va_start(ap, first_type);
     cr_assert(dbus_message_append_args_valist(m, first_type, ap));
@@ -634,8 +650,8 @@ static const char *signal_interface(const char *member)
 
     for (size_t i = 0; i < sizeof(broadcast) / sizeof(*broadcast); i++)
         if (!strcmp(member, broadcast[i]))
-            return "org.vmstate.Helper1.Broadcast";
-    return "org.vmstate.Helper1";
+            return VMS_DBUS_BROADCAST_IFACE;
+    return VMS_DBUS_IFACE;
 }
 
 DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms)

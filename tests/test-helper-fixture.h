@@ -82,6 +82,8 @@ DBusConnection *fx_client(struct fx *f);
 /* A client whose bus credentials say @uid (the test must run as root unless @uid is its own). */
 DBusConnection *fx_client_as(struct fx *f, uid_t uid);
 void fx_client_close(DBusConnection *c);
+/* The unique name that owns @name on @c's bus (GetNameOwner), in @out; asserts it has one. */
+void fx_name_owner(DBusConnection *c, const char *name, char *out, size_t len);
 /* Call a request method; returns the reply or NULL with *err_name set (static storage) and
  * the error's text in fx_error_message. */
 extern char fx_error_message[512];

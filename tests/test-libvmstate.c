@@ -807,20 +807,12 @@ Test(libvmstate, helper_asks_a_callers_uid_once_on_its_first_call)
     DBusConnection *mon, *idle, *caller;
     dbus_uint32_t serial[CALLS];
     char helper[64] = "";
-    const char *hn = "org.vmstate.Helper1";
     DBusMessage *m, *r;
 
     start(NULL, 1);
-    m = dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus", "GetNameOwner");
-    cr_assert(dbus_message_append_args(m, DBUS_TYPE_STRING, &hn, DBUS_TYPE_INVALID));
     mon = monitor_open();
     idle = fx_client(&F);
-    r = dbus_connection_send_with_reply_and_block(idle, m, 5000, NULL);
-    dbus_message_unref(m);
-    cr_assert(r && dbus_message_get_args(r, NULL, DBUS_TYPE_STRING, &hn, DBUS_TYPE_INVALID));
-    snprintf(helper, sizeof(helper), "%s", hn);
-    dbus_message_unref(r);
+    fx_name_owner(idle, "org.vmstate.Helper1", helper, sizeof(helper));
     caller = fx_client(&F);
     for (int i = 0; i < CALLS; i++) { /* back to back, before any answer */
         m = dbus_message_new_method_call("org.vmstate.Helper1", "/org/vmstate/Helper1",

@@ -26,11 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NAME            "org.vmstate.Helper1"
-#define PATH            "/org/vmstate/Helper1"
-#define IFACE           "org.vmstate.Helper1"
-#define BROADCAST_IFACE "org.vmstate.Helper1.Broadcast"
-#define APP             "org.vmstate.ClockTest"
+#include "vms-dbus.h"
+
+#define APP "org.vmstate.ClockTest"
 
 static int logfd = -1;
 
@@ -86,7 +84,9 @@ static DBusMessage *call(DBusConnection *c, DBusMessage *m)
 static int request(DBusConnection *c, const char *method, const char *arg, const char *principal,
                    const char *secret)
 {
-    DBusMessage *m = dbus_message_new_method_call(NAME, PATH, IFACE, method), *r;
+    DBusMessage *m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE,
+                                                  method),
+                *r;
     DBusMessageIter it, arr, dict, e;
     const char *app = APP, *kp = "principal", *ks = "secret", *id;
     const unsigned char *data = (const unsigned char *)"";
@@ -121,8 +121,9 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
     const char *app = APP;
 
     /* Completed is unicast (no rule needed); the broadcasts have their own interface */
-    dbus_bus_add_match(c, "type='signal',interface='" BROADCAST_IFACE "'", NULL);
-    m = dbus_message_new_method_call(NAME, PATH, IFACE, "RegisterListener");
+    dbus_bus_add_match(c, "type='signal',interface='" VMS_DBUS_BROADCAST_IFACE "'", NULL);
+    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE,
+                                     "RegisterListener");
     dbus_message_append_args(m, DBUS_TYPE_STRING, &app, DBUS_TYPE_INVALID);
     r = call(c, m);
     if (!r)
@@ -131,7 +132,7 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
     logline("LISTENING pid=%d", (int)getpid());
     while (dbus_connection_read_write(c, -1)) {
         while ((m = dbus_connection_pop_message(c))) {
-            if (dbus_message_is_signal(m, BROADCAST_IFACE, "ClockCorrected")) {
+            if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "ClockCorrected")) {
                 double s;
                 dbus_int64_t ns;
                 const char *reason;
@@ -139,12 +140,13 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
                                           DBUS_TYPE_STRING, &reason, DBUS_TYPE_INVALID))
                     logline("ClockCorrected seconds=%+.6f ns=%lld reason=%s", s, (long long)ns,
                             reason);
-            } else if (dbus_message_is_signal(m, BROADCAST_IFACE, "PrepareSave")) {
+            } else if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "PrepareSave")) {
                 const char *id, *label, *res = "-";
                 if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING, &label,
                                           DBUS_TYPE_INVALID)) {
                     if (inhibit) {
-                        DBusMessage *q = dbus_message_new_method_call(NAME, PATH, IFACE, "Inhibit");
+                        DBusMessage *q = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH,
+                                                                      VMS_DBUS_IFACE, "Inhibit");
                         dbus_message_append_args(q, DBUS_TYPE_STRING, &id, DBUS_TYPE_STRING,
                                                  &inhibit, DBUS_TYPE_INVALID);
                         r = call(c, q);
@@ -154,13 +156,13 @@ static int listen_loop(DBusConnection *c, const char *inhibit)
                     }
                     logline("PrepareSave id=%s label=%s inhibit=%s", id, label, res);
                 }
-            } else if (dbus_message_is_signal(m, BROADCAST_IFACE, "Restored")) {
+            } else if (dbus_message_is_signal(m, VMS_DBUS_BROADCAST_IFACE, "Restored")) {
                 const char *sid;
                 dbus_uint64_t ep;
                 if (dbus_message_get_args(m, NULL, DBUS_TYPE_STRING, &sid, DBUS_TYPE_UINT64, &ep,
                                           DBUS_TYPE_INVALID))
                     logline("Restored state=%s epoch=%llu", sid, (unsigned long long)ep);
-            } else if (dbus_message_is_signal(m, IFACE, "Completed")) {
+            } else if (dbus_message_is_signal(m, VMS_DBUS_IFACE, "Completed")) {
                 DBusMessageIter it;
                 const char *id, *op, *msg, *sid;
                 dbus_uint32_t st;
