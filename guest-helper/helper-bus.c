@@ -17,9 +17,12 @@
 #include "helper-bus.h"
 #include "vms-log.h"
 
+/* Departures only (new owner ""): the helper ends a gone listener's registrations and
+ * forgets its uid, and has nothing to do when a connection joins. Without arg2 every client
+ * that connects to the guest's bus, vmstate's or not, woke the helper with a signal. */
 #define NOC_MATCH                                                                                  \
     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"                    \
-    "interface='org.freedesktop.DBus',member='NameOwnerChanged'"
+    "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg2=''"
 
 /* ---- small helpers ---------------------------------------------------- */
 

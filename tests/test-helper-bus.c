@@ -279,6 +279,39 @@ Test(helper, listener_dropped_with_its_connection)
     fx_client_close(late);
 }
 
+/*
+ * The helper needs NameOwnerChanged only for departures (listener_dropped_with_its_connection
+ * above): its rule must not match a connection joining the bus, or every client of the
+ * guest's bus, vmstate's or not, wakes the helper with a signal it has no use for.
+ */
+Test(helper, watches_departures_only)
+{
+    static char rules[16384];
+    char helper[64];
+    const char *line;
+    DBusConnection *c;
+    int n = 0;
+
+    fx_start(&F, NULL);
+    c = fx_client(&F);
+    fx_name_owner(c, "org.vmstate.Helper1", helper, sizeof(helper));
+    fx_match_rules(c, rules, sizeof(rules));
+    for (line = rules; (line = strstr(line, helper)); line++) {
+        const char *end = strchr(line, '\n');
+        char rule[1024];
+
+        if (line != rules && line[-1] != '\n')
+            continue;
+        snprintf(rule, sizeof(rule), "%.*s", (int)(end ? end - line : (long)strlen(line)), line);
+        if (!strstr(rule, "member='NameOwnerChanged'"))
+            continue;
+        n++;
+        cr_assert(strstr(rule, "arg2=''"), "the helper's rule matches joins too: %s", rule);
+    }
+    cr_assert_eq(n, 1, "the helper watches NameOwnerChanged once (%d rules):\n%s", n, rules);
+    fx_client_close(c);
+}
+
 Test(helper, grace_period_then_drop)
 {
     DBusConnection *c;

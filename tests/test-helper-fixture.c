@@ -129,6 +129,38 @@ static int name_has_owner(DBusConnection *c, const char *name)
     return dbus_bus_name_has_owner(c, name, NULL) ? 1 : 0;
 }
 
+void fx_match_rules(DBusConnection *c, char *out, size_t size)
+{
+    DBusMessage *m, *r;
+    DBusMessageIter it, dict, ent, rules;
+    size_t len = 0;
+
+    m = dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules");
+    r = dbus_connection_send_with_reply_and_block(c, m, 5000, NULL);
+    dbus_message_unref(m);
+    cr_assert_not_null(r, "dbus-daemon answers GetAllMatchRules (built with --enable-stats)");
+    cr_assert(dbus_message_has_signature(r, "a{sas}"));
+    out[0] = '\0';
+    dbus_message_iter_init(r, &it);
+    dbus_message_iter_recurse(&it, &dict);
+    for (; dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY;
+         dbus_message_iter_next(&dict)) {
+        const char *name, *rule;
+        dbus_message_iter_recurse(&dict, &ent);
+        dbus_message_iter_get_basic(&ent, &name);
+        dbus_message_iter_next(&ent);
+        for (dbus_message_iter_recurse(&ent, &rules);
+             dbus_message_iter_get_arg_type(&rules) == DBUS_TYPE_STRING;
+             dbus_message_iter_next(&rules)) {
+            dbus_message_iter_get_basic(&rules, &rule);
+            len += (size_t)snprintf(out + len, size - len, "%s\t%s\n", name, rule);
+            cr_assert_lt(len, size, "rules fit the buffer");
+        }
+    }
+    dbus_message_unref(r);
+}
+
 void fx_name_owner(DBusConnection *c, const char *name, char *out, size_t len)
 {
     DBusMessage *m, *r;

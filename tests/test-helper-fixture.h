@@ -82,6 +82,9 @@ DBusConnection *fx_client(struct fx *f);
 /* A client whose bus credentials say @uid (the test must run as root unless @uid is its own). */
 DBusConnection *fx_client_as(struct fx *f, uid_t uid);
 void fx_client_close(DBusConnection *c);
+/* The match rules of every connection on @c's bus (Debug.Stats.GetAllMatchRules, dbus-daemon
+ * built with --enable-stats): "unique-name<TAB>rule" lines in @out. */
+void fx_match_rules(DBusConnection *c, char *out, size_t size);
 /* The unique name that owns @name on @c's bus (GetNameOwner), in @out; asserts it has one. */
 void fx_name_owner(DBusConnection *c, const char *name, char *out, size_t len);
 /* Call a request method; returns the reply or NULL with *err_name set (static storage) and

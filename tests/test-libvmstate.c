@@ -586,40 +586,6 @@ Test(libvmstate, signals_on_the_helper_path_from_another_connection_are_ignored)
     vmstate_close(v);
 }
 
-/* The rules of every connection on the bus (Debug.Stats.GetAllMatchRules): "name\trule" lines
- * in @out. */
-static void all_match_rules(DBusConnection *c, char *out, size_t size)
-{
-    DBusMessage *m, *r;
-    DBusMessageIter it, dict, ent, rules;
-    size_t len = 0;
-
-    m = dbus_message_new_method_call("org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                     "org.freedesktop.DBus.Debug.Stats", "GetAllMatchRules");
-    r = dbus_connection_send_with_reply_and_block(c, m, 5000, NULL);
-    dbus_message_unref(m);
-    cr_assert_not_null(r, "dbus-daemon answers GetAllMatchRules (built with --enable-stats)");
-    cr_assert(dbus_message_has_signature(r, "a{sas}"));
-    out[0] = '\0';
-    dbus_message_iter_init(r, &it);
-    dbus_message_iter_recurse(&it, &dict);
-    for (; dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY;
-         dbus_message_iter_next(&dict)) {
-        const char *name, *rule;
-        dbus_message_iter_recurse(&dict, &ent);
-        dbus_message_iter_get_basic(&ent, &name);
-        dbus_message_iter_next(&ent);
-        for (dbus_message_iter_recurse(&ent, &rules);
-             dbus_message_iter_get_arg_type(&rules) == DBUS_TYPE_STRING;
-             dbus_message_iter_next(&rules)) {
-            dbus_message_iter_get_basic(&rules, &rule);
-            len += (size_t)snprintf(out + len, size - len, "%s\t%s\n", name, rule);
-            cr_assert_lt(len, size, "rules fit the buffer");
-        }
-    }
-    dbus_message_unref(r);
-}
-
 /*
  * The fan-out's cost at dbus-daemon: each rule in the bucket of a unicast Completed (its
  * interface's, and the bucket of rules without one) is tested against every Completed of a
@@ -636,10 +602,10 @@ Test(libvmstate, listening_handle_adds_no_rule_tested_against_completed)
 
     start(NULL, 1);
     c = fx_client(&F);
-    all_match_rules(c, before, sizeof(before));
+    fx_match_rules(c, before, sizeof(before));
     v = open_handle(APP);
     cr_assert_eq(vmstate_listen(v, on_record, &r), 0);
-    all_match_rules(c, after, sizeof(after));
+    fx_match_rules(c, after, sizeof(after));
     for (char *line = strtok(after, "\n"); line; line = strtok(NULL, "\n")) {
         char name[128];
         const char *tab = strchr(line, '\t');
