@@ -58,7 +58,7 @@ def main():
                 bl.log(f"throughput: {k} apps x {m} requests")
                 out = vm.check(f"vsbench-app tput {k} {m}", timeout=600)
                 head = dict(kv.split("=") for kv in out.splitlines()[0].split())
-                tput.append((k, head, bl.parse_stats_line(out)))
+                tput.append((k, head, bl.stats_after(out)))
             for n in [int(x) for x in a.listeners.split(",")]:
                 r = a.rounds if n < 1000 else max(5, a.rounds // 2)
                 bl.log(f"fan-out: {n} listeners x {r} rounds")
@@ -66,8 +66,8 @@ def main():
                 if rc != 0:
                     fan.append((n, None, out.strip()[-300:]))
                     continue
-                first = bl.parse_stats_line(out.split("first: ", 1)[1])
-                last = bl.parse_stats_line(out.split("last: ", 1)[1])
+                first = bl.stats_after(out, "first: ")
+                last = bl.stats_after(out, "last: ")
                 fan.append((n, (first, last), out.splitlines()[0]))
             bpids = path.pids()
             mem["peak"] = {"helper": bl.guest_rss_kib(vm, helper) | _hwm_guest(vm, helper),

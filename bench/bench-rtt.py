@@ -29,7 +29,7 @@ def host_run(argv, timeout):
     p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"{argv}: rc {p.returncode}: {p.stderr.strip()}")
-    return bl.parse_stats_line(p.stdout)
+    return bl.stats_after(p.stdout)
 
 
 def floor_host(vm, prog, dev_a, dev_b, n):
@@ -43,7 +43,7 @@ def floor_host(vm, prog, dev_a, dev_b, n):
         vm.run(f"kill {pid} 2>/dev/null; while kill -0 {pid} 2>/dev/null; do sleep 0.01; done")
     if host.returncode != 0:
         raise RuntimeError(f"floor/host: {err.strip()} / guest: {vm.read_file('/tmp/echo.log')!r}")
-    return bl.parse_stats_line(out)
+    return bl.stats_after(out)
 
 
 def floor_guest(vm, prog, dev_a, dev_b, n):
@@ -54,7 +54,7 @@ def floor_guest(vm, prog, dev_a, dev_b, n):
     finally:
         host.kill()
         host.wait()
-    return bl.parse_stats_line(out)
+    return bl.stats_after(out)
 
 
 def start_qga(vm, dev_q):
@@ -110,7 +110,7 @@ def main():
             with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test") as path:
                 vp.start_guest(vm)
                 bl.log("vmstate hostinfo round trips (Argon2id cost 'test')")
-                res["vmstate"] = bl.parse_stats_line(
+                res["vmstate"] = bl.stats_after(
                     vm.check(f"vsbench-app rtt {a.n}", timeout=120 + a.n * 0.2))
                 if a.n_default:
                     path.admin("principal-remove", vp.PRINCIPAL)
@@ -118,7 +118,7 @@ def main():
                                secret=vp.SECRET + "\n")
                     path.admin("grant", vp.PRINCIPAL, "vm1", "all")
                     bl.log("vmstate hostinfo round trips (Argon2id cost 'default')")
-                    res["vmstate_default"] = bl.parse_stats_line(
+                    res["vmstate_default"] = bl.stats_after(
                         vm.check(f"vsbench-app rtt {a.n_default}", timeout=120 + a.n * 0.5))
     if not a.no_header:
         print("\n".join(HEADER))

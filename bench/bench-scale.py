@@ -48,12 +48,12 @@ def main():
             for vm in vms.values():
                 vm.check("vsbench-app rtt 10", timeout=120)
             bl.log(f"alone: vm1 x {a.n}")
-            solo = bl.parse_stats_line(vms["vm1"].check(f"vsbench-app rtt {a.n}", timeout=900))
+            solo = bl.stats_after(vms["vm1"].check(f"vsbench-app rtt {a.n}", timeout=900))
             res, errs = {}, {}
 
             def go(name, vm):
                 try:
-                    res[name] = bl.parse_stats_line(
+                    res[name] = bl.stats_after(
                         vm.check(f"vsbench-app rtt {a.n}", timeout=1800))
                 except Exception as e:  # reported in the table
                     errs[name] = str(e)[:200]

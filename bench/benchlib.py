@@ -47,19 +47,10 @@ def stats(samples):
             "min": min(samples), "max": max(samples)}
 
 
-def parse_stats_line(text):
-    """The 'n=.. median_us=.. p99_us=..' line of vsbench-port / vsbench-app."""
-    m = re.search(r"n=(\d+) median_us=([\d.]+) p99_us=([\d.]+) min_us=([\d.]+) max_us=([\d.]+)",
-                  text)
-    if not m:
-        raise RuntimeError(f"no statistics line in: {text!r}")
-    return {"n": int(m[1]), "median": float(m[2]), "p99": float(m[3]), "min": float(m[4]),
-            "max": float(m[5])}
-
-
 def stats_after(text, prefix=""):
-    """The statistics line of vsbench-* that starts with `prefix` (median, p90 when printed,
-    p99, min, max, mean in µs; n)."""
+    """The first 'n=.. median_us=.. p99_us=..' line of vsbench-* (vsbench-port, -app, -dbus)
+    that starts with `prefix`, parsed: n, and median, p90 when printed, p99, min, max, mean
+    in µs."""
     for line in text.splitlines():
         if line.startswith(prefix) and "median_us=" in line:
             d = {k: float(v) for k, v in re.findall(r"(\w+)_us=([\d.]+)", line)}

@@ -156,8 +156,8 @@ def main():
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    total = bl.parse_stats_line(out)
-    call = bl.parse_stats_line(out.split("call: ", 1)[1])
+    total = bl.stats_after(out)
+    call = bl.stats_after(out, "call: ")
     app_cpu = (t1.children_user + t1.children_system - t0.children_user - t0.children_system)
     print(f"Native (host processes, no TCG; the relay is Python), {a.n} sequential hostinfo "
           "requests, Argon2id cost `test`" + (" — helper under callgrind" if a.callgrind else "")

@@ -52,8 +52,8 @@ def main():
             out = vm.check(f"time vsbench-app rtt {a.n}", timeout=600)
             h1 = {p: host_cpu(p) for p in hpids}
             g1 = guest_cpu(vm, [helper, dbus])
-    total = bl.parse_stats_line(out)
-    call = bl.parse_stats_line(out.split("call: ", 1)[1])
+    total = bl.stats_after(out)
+    call = bl.stats_after(out, "call: ")
     n = a.n
     print(f"<!-- {out.strip()} -->")
     print("| process | CPU time per request | vs. median round trip |")
