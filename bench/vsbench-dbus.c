@@ -7,9 +7,10 @@
  *                                /org/vmstate/Bench1: Ping() returns at once; Subscribe()
  *                                records the caller; Fire() returns, then sends one unicast
  *                                Tick signal to every subscriber (as the helper's Completed
- *                                goes to each listener); Ack() returns, then sends one Tick
- *                                to its caller (an asynchronous request with no work: the
- *                                helper's pattern). Prints "ready" once the name is owned
+ *                                goes to each listener); Ack() returns, then sends the same
+ *                                Tick to its caller only (an asynchronous request with no
+ *                                work: the helper's pattern). Prints "ready" once the name
+ *                                is owned
  *   vsbench-dbus call NAME N     N Ping round trips on one connection (after 10 untimed);
  *                                prints the statistics line
  *   vsbench-dbus async NAME N    N Ack round trips, each timed from the call to its Tick
@@ -118,6 +119,29 @@ static int append_completed_shape(DBusMessage *sig)
     return ok && dbus_message_iter_close_container(&it, &dict);
 }
 
+/* The Tick signal, without a destination: a 4-byte string, or the body VSBENCH_BODY or
+ * VSBENCH_SHAPE ask for. */
+static DBusMessage *tick_new(void)
+{
+    DBusMessage *sig = dbus_message_new_signal(PATH, IFACE, "Tick");
+    /* VSBENCH_BODY=N: a body of N bytes (the helper's Completed is ~300-600) */
+    static char big[4096];
+    const char *body = "tick";
+    if (getenv("VSBENCH_BODY")) {
+        size_t len = strtoul(getenv("VSBENCH_BODY"), NULL, 10);
+        len = len < sizeof(big) ? len : sizeof(big) - 1;
+        memset(big, 'x', len);
+        big[len] = 0;
+        body = big;
+    }
+    const char *shape = getenv("VSBENCH_SHAPE");
+    if (!sig || !(shape && !strcmp(shape, "completed")
+                      ? (dbus_bool_t)append_completed_shape(sig)
+                      : dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID)))
+        die("signal", NULL);
+    return sig;
+}
+
 static void serve_one(DBusConnection *c, DBusMessage *m)
 {
     if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_METHOD_CALL ||
@@ -144,35 +168,17 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
     if (!r || !dbus_connection_send(c, r, NULL))
         die("reply", NULL);
     dbus_message_unref(r);
+    if (!fire && !ack)
+        return;
+    DBusMessage *sig = tick_new();
     if (ack) {
-        DBusMessage *t = dbus_message_new_signal(PATH, IFACE, "Tick");
-        const char *body = "tick";
-        if (!t || !dbus_message_append_args(t, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID) ||
-            !dbus_message_set_destination(t, dbus_message_get_sender(m)) ||
-            !dbus_connection_send(c, t, NULL))
+        if (!dbus_message_set_destination(sig, dbus_message_get_sender(m)) ||
+            !dbus_connection_send(c, sig, NULL))
             die("send signal", NULL);
-        dbus_message_unref(t);
+        dbus_message_unref(sig);
         return;
     }
-    if (!fire)
-        return;
     /* One unicast signal per subscriber, the body marshalled once (as the helper does). */
-    DBusMessage *sig = dbus_message_new_signal(PATH, IFACE, "Tick");
-    /* VSBENCH_BODY=N: a body of N bytes (the helper's Completed is ~300-600) */
-    static char big[4096];
-    const char *body = "tick";
-    if (getenv("VSBENCH_BODY")) {
-        size_t len = strtoul(getenv("VSBENCH_BODY"), NULL, 10);
-        len = len < sizeof(big) ? len : sizeof(big) - 1;
-        memset(big, 'x', len);
-        big[len] = 0;
-        body = big;
-    }
-    const char *shape = getenv("VSBENCH_SHAPE");
-    if (!sig || !(shape && !strcmp(shape, "completed")
-                      ? (dbus_bool_t)append_completed_shape(sig)
-                      : dbus_message_append_args(sig, DBUS_TYPE_STRING, &body, DBUS_TYPE_INVALID)))
-        die("signal", NULL);
     for (size_t i = 0; i < n_subs; i++) {
         DBusMessage *s = dbus_message_copy(sig);
         if (!s || !dbus_message_set_destination(s, subs[i]) || !dbus_connection_send(c, s, NULL))
