@@ -72,6 +72,16 @@ def ratio_blocks(pairs):
     return {"ratio": statistics.median(rs), "lo": rs[0], "hi": rs[-1], "n": len(rs)}
 
 
+def floor_service(vm, old=None, env=""):
+    """Start the trivial floor service in the guest (after stopping @old, a pid), with @env
+    ("VAR=value ") before it; its pid once it owns its name."""
+    if old:
+        vm.run(f"kill {old}; while kill -0 {old} 2>/dev/null; do sleep 0.05; done")
+    pid = vm.spawn(f"{env}exec vsbench-dbus serve {FLOOR_NAME}", log="/tmp/floor-svc.log")
+    wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
+    return pid
+
+
 def settle(vm, timeout=60):
     """Wait until the guest's CPU is idle for a second (/proc/stat: idle ticks ≥ 90 %)."""
     deadline = time.monotonic() + timeout
@@ -98,8 +108,7 @@ def measure(a):
         # the ports are the vmstate path's once it runs: their floor comes first
         bl.log("floor: guest-originated port echo")
         res["port"] = rtt.floor_guest(vm, bl.host_prog(a, "vsbench-port"), dev_a, dev_b, a.n)
-        svc = vm.spawn(f"exec vsbench-dbus serve {FLOOR_NAME}", log="/tmp/floor-svc.log")
-        wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
+        svc = floor_service(vm)
         with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test"):
             vp.start_guest(vm)
             vm.check("vsbench-app rtt 20", timeout=120)  # warm: secret verified, caches
@@ -108,11 +117,11 @@ def measure(a):
             res["shaped_blocks"], res["fan_shaped_blocks"] = [], []
             for b in range(a.blocks):
                 bl.log(f"block {b + 1}/{a.blocks}: D-Bus call and async floors, hostinfo x {per}")
-                calls.append(bl.parse_stats_line(
+                calls.append(bl.stats_after(
                     vm.check(f"vsbench-dbus call {FLOOR_NAME} {per}", timeout=60 + per * 0.1)))
-                asyncs.append(bl.parse_stats_line(
+                asyncs.append(bl.stats_after(
                     vm.check(f"vsbench-dbus async {FLOOR_NAME} {per}", timeout=60 + per * 0.1)))
-                rtts.append(bl.parse_stats_line(
+                rtts.append(bl.stats_after(
                     vm.check(f"vsbench-app rtt {per}", timeout=120 + per * 0.2)))
                 floor = res["port"]["median"] + calls[-1]["median"]
                 res["rtt_blocks"].append((rtts[-1]["median"], floor))
@@ -125,9 +134,7 @@ def measure(a):
                 bl.log(f"block {b + 1}/{a.fan_blocks}: signal floor, fan-out to {a.listeners}")
                 # a fresh service: it never forgets a subscriber, and the last block's 1000
                 # (gone) would be sent to before this block's first
-                vm.run(f"kill {svc}; while kill -0 {svc} 2>/dev/null; do sleep 0.05; done")
-                svc = vm.spawn(f"exec vsbench-dbus serve {FLOOR_NAME}", log="/tmp/floor-svc.log")
-                wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
+                svc = floor_service(vm, svc)
                 out = vm.check(f"vsbench-dbus fanout {FLOOR_NAME} {a.listeners} {a.rounds} 2>&1",
                                timeout=900)
                 sigs.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
@@ -135,10 +142,7 @@ def measure(a):
                 # the same emitter with the body of a hostinfo's Completed: the message's own
                 # cost in this guest, without vmstate's code
                 settle(vm)
-                vm.run(f"kill {svc}; while kill -0 {svc} 2>/dev/null; do sleep 0.05; done")
-                svc = vm.spawn(f"VSBENCH_SHAPE=completed exec vsbench-dbus serve {FLOOR_NAME}",
-                               log="/tmp/floor-svc.log")
-                wait_guest_file(vm, "/tmp/floor-svc.log", "ready")
+                svc = floor_service(vm, svc, "VSBENCH_SHAPE=completed ")
                 out = vm.check(f"vsbench-dbus fanout {FLOOR_NAME} {a.listeners} {a.rounds} 2>&1",
                                timeout=900)
                 shaped.append(bl.stats_after(out, "spread: "))
