@@ -60,23 +60,12 @@ void vms_channel_detach(struct vms_channel *c, int drop_output)
         c->tx_len = 0;
 }
 
-int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
+int vms_channel_send_frame(struct vms_channel *c, const uint8_t *frame, size_t len,
+                           const char *what, const char *request_id)
 {
-    uint8_t *frame = NULL;
-    size_t len = 0;
-    char err[256];
-
-    if (vms_msg_encode_frame(m, &frame, &len, err, sizeof(err)) < 0) {
-        vms_err(c->vm, m->request_id[0] ? m->request_id : NULL, "%s: cannot encode %s: %s", c->name,
-                vms_msg_type_name(m->type), err);
-        return -1;
-    }
     if (c->tx_len + len > c->tx_max) {
-        vms_log_limited(&c->log_output, "output queue full", LOG_WARNING, c->vm,
-                        m->request_id[0] ? m->request_id : NULL,
-                        "%s: output queue full (%zu bytes), %s not sent", c->name, c->tx_len,
-                        vms_msg_type_name(m->type));
-        free(frame);
+        vms_log_limited(&c->log_output, "output queue full", LOG_WARNING, c->vm, request_id,
+                        "%s: output queue full (%zu bytes), %s not sent", c->name, c->tx_len, what);
         return -1;
     }
     if (c->tx_len + len > c->tx_cap) {
@@ -85,20 +74,34 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
         while (cap < c->tx_len + len)
             cap *= 2;
         grown = realloc(c->tx, cap);
-        if (!grown) {
-            free(frame);
+        if (!grown)
             return -1;
-        }
         c->tx = grown;
         c->tx_cap = cap;
     }
     memcpy(c->tx + c->tx_len, frame, len);
     c->tx_len += len;
-    explicit_bzero(frame, len);
-    free(frame);
     if (c->fd >= 0)
         vms_channel_flush(c);
     return 0;
+}
+
+int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
+{
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    char err[256];
+    const char *rid = m->request_id[0] ? m->request_id : NULL;
+    int rc;
+
+    if (vms_msg_encode_frame(m, &frame, &len, err, sizeof(err)) < 0) {
+        vms_err(c->vm, rid, "%s: cannot encode %s: %s", c->name, vms_msg_type_name(m->type), err);
+        return -1;
+    }
+    rc = vms_channel_send_frame(c, frame, len, vms_msg_type_name(m->type), rid);
+    explicit_bzero(frame, len); /* may hold a secret */
+    free(frame);
+    return rc;
 }
 
 int vms_channel_flush(struct vms_channel *c)

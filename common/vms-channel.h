@@ -53,6 +53,14 @@ void vms_channel_detach(struct vms_channel *c, int drop_output);
 int vms_channel_send(struct vms_channel *c, const struct vms_msg *m);
 
 /*
+ * Queue @frame (@len bytes, from vms_msg_encode_frame) as it is, then try to write: for a
+ * message kept encoded because it is sent more than once. @what and @request_id (or NULL)
+ * name it in the log. Returns as vms_channel_send; the caller keeps @frame.
+ */
+int vms_channel_send_frame(struct vms_channel *c, const uint8_t *frame, size_t len,
+                           const char *what, const char *request_id);
+
+/*
  * Write queued bytes. Returns 1 when the queue is empty, 0 when bytes remain
  * (wait for POLLOUT), -1 on a write error other than EAGAIN (peer gone).
  */

@@ -896,7 +896,7 @@ static DBusMessage *completed_new(const struct vms_msg *ev)
     const uint8_t *data = ev->app_data;
     int ok;
 
-    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_IFACE, "Completed");
+    sig = dbus_message_new(DBUS_MESSAGE_TYPE_SIGNAL); /* body first: vms-dbus.h */
     if (!sig)
         goto oom;
     if (!msg[0] && status != 0)
@@ -912,7 +912,8 @@ static DBusMessage *completed_new(const struct vms_msg *ev)
          dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "y", &arr) &&
          dbus_message_iter_append_fixed_array(&arr, DBUS_TYPE_BYTE, &data, (int)ev->app_data_len) &&
          dbus_message_iter_close_container(&it, &arr) &&
-         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT64, &epoch) && append_details(&it, ev);
+         dbus_message_iter_append_basic(&it, DBUS_TYPE_UINT64, &epoch) && append_details(&it, ev) &&
+         vms_dbus_address(sig, NULL, VMS_DBUS_PATH, VMS_DBUS_IFACE, "Completed");
     if (ok)
         return sig;
     dbus_message_unref(sig);
@@ -954,10 +955,12 @@ void helper_bus_emit_state_change(struct helper *h, const char *member, const ch
 
     if (!h->bus || n == 0)
         return;
-    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_IFACE, member);
-    if (!sig || !dbus_message_append_args(sig, DBUS_TYPE_STRING, &sid, DBUS_TYPE_STRING, &label,
-                                          DBUS_TYPE_STRING, &creator, DBUS_TYPE_STRING, &parent,
-                                          DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID)) {
+    sig = dbus_message_new(DBUS_MESSAGE_TYPE_SIGNAL); /* body first: vms-dbus.h */
+    if (!sig ||
+        !dbus_message_append_args(sig, DBUS_TYPE_STRING, &sid, DBUS_TYPE_STRING, &label,
+                                  DBUS_TYPE_STRING, &creator, DBUS_TYPE_STRING, &parent,
+                                  DBUS_TYPE_UINT64, &epoch, DBUS_TYPE_INVALID) ||
+        !vms_dbus_address(sig, NULL, VMS_DBUS_PATH, VMS_DBUS_IFACE, member)) {
         vms_err(NULL, ev->request_id, "out of memory building %s", member);
         if (sig)
             dbus_message_unref(sig);
@@ -976,11 +979,12 @@ static void emit_broadcast(struct helper *h, const char *member, int first_type,
 
     if (!h->bus)
         return;
-    sig = dbus_message_new_signal(VMS_DBUS_PATH, VMS_DBUS_BROADCAST_IFACE, member);
+    sig = dbus_message_new(DBUS_MESSAGE_TYPE_SIGNAL); /* body first: vms-dbus.h */
     if (!sig)
         return;
     va_start(ap, first_type);
-    ok = dbus_message_append_args_valist(sig, first_type, ap);
+    ok = dbus_message_append_args_valist(sig, first_type, ap) &&
+         vms_dbus_address(sig, NULL, VMS_DBUS_PATH, VMS_DBUS_BROADCAST_IFACE, member);
     va_end(ap);
     if (ok)
         dbus_connection_send(h->bus, sig, NULL);

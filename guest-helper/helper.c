@@ -56,6 +56,8 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
 static void request_free(struct helper_request *r)
 {
     vms_msg_clear(&r->msg); /* wipes the secret */
+    explicit_bzero(r->frame, r->frame_len);
+    free(r->frame);
     free(r);
 }
 
@@ -188,7 +190,8 @@ static void send_pending_requests(struct helper *h)
     for (struct helper_request *r = h->requests; r; r = r->next) {
         if (r->sent)
             continue;
-        if (vms_channel_send(&h->port_a, &r->msg) < 0)
+        if (vms_channel_send_frame(&h->port_a, r->frame, r->frame_len, "Request",
+                                   r->msg.request_id) < 0)
             break; /* output queue full: retried when port A drains */
         r->sent = 1;
         vms_debug(NULL, r->msg.request_id, "Request %s sent", r->msg.op);
@@ -941,8 +944,8 @@ int helper_submit(struct helper *h, struct vms_msg *req)
 {
     struct helper_request *r, **tail;
     char err[256];
-    uint8_t *probe;
-    size_t probe_len;
+    uint8_t *frame;
+    size_t frame_len;
 
     if (h->n_requests >= h->cfg.queue_max)
         return h->session == SESSION_WELCOMED ? VMS_STATUS_ERR_BUSY : VMS_STATUS_ERR_UNAVAILABLE;
@@ -951,16 +954,20 @@ int helper_submit(struct helper *h, struct vms_msg *req)
     if (vms_request_id_new(req->request_id, h->epoch) < 0)
         return VMS_STATUS_ERR_INTERNAL;
     req->fields |= VMS_BIT(VMS_F_REQUEST_ID);
-    /* Refuse now what the channel would refuse later. */
-    if (vms_msg_encode(req, &probe, &probe_len, err, sizeof(err)) < 0) {
+    /* Encoded once, here: what does not encode is refused now, and a resend (a new session,
+     * a new timeline) writes the same bytes. */
+    if (vms_msg_encode_frame(req, &frame, &frame_len, err, sizeof(err)) < 0) {
         vms_warn(NULL, req->request_id, "request does not encode: %s", err);
         return VMS_STATUS_ERR_INVALID;
     }
-    explicit_bzero(probe, probe_len);
-    free(probe);
     r = calloc(1, sizeof(*r));
-    if (!r)
+    if (!r) {
+        explicit_bzero(frame, frame_len);
+        free(frame);
         return VMS_STATUS_ERR_INTERNAL;
+    }
+    r->frame = frame;
+    r->frame_len = frame_len;
     r->msg = *req; /* moved: heap members now belong to r */
     vms_msg_init(req, VMS_MSG_REQUEST);
     memcpy(req->request_id, r->msg.request_id, sizeof(req->request_id));

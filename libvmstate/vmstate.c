@@ -838,14 +838,17 @@ static int append_credentials(vmstate *v, DBusMessage *m)
            dbus_message_iter_close_container(&it, &dict);
 }
 
-/* Common tail of every request: credentials, call, read the id. Consumes @m. */
-static int request(vmstate *v, DBusMessage *m, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
+/* Common tail of every request begun by begin(): credentials, the address (@method), call,
+ * read the id. Consumes @m. */
+static int request(vmstate *v, DBusMessage *m, const char *method,
+                   char request_id[VMSTATE_REQUEST_ID_LEN + 1])
 {
     DBusMessage *r;
     const char *id;
     int rc;
 
-    if (!append_credentials(v, m)) {
+    if (!append_credentials(v, m) ||
+        !vms_dbus_address(m, VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE, method)) {
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
@@ -864,7 +867,7 @@ static int request(vmstate *v, DBusMessage *m, char request_id[VMSTATE_REQUEST_I
 }
 
 /* Checks shared by every request; returns a new method call or NULL with the error in *rc. */
-static DBusMessage *begin(vmstate *v, const char *method, char *request_id, int *rc)
+static DBusMessage *begin(vmstate *v, char *request_id, int *rc)
 {
     DBusMessage *m;
 
@@ -880,7 +883,7 @@ static DBusMessage *begin(vmstate *v, const char *method, char *request_id, int 
     *rc = ensure_registered(v);
     if (*rc)
         return NULL;
-    m = dbus_message_new_method_call(VMS_DBUS_NAME, VMS_DBUS_PATH, VMS_DBUS_IFACE, method);
+    m = dbus_message_new(DBUS_MESSAGE_TYPE_METHOD_CALL); /* addressed by request(): vms-dbus.h */
     if (!m)
         *rc = fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     return m;
@@ -901,7 +904,7 @@ static int save_or_restore(vmstate *v, const char *method, const char *first, co
         return fail(v, VMSTATE_E_INVALID, "bad label (255 bytes of UTF-8, no control chars)");
     if (v && strcmp(method, "Save") && !vms_valid_id(first))
         return fail(v, VMSTATE_E_INVALID, "bad state id");
-    m = begin(v, method, request_id, &rc);
+    m = begin(v, request_id, &rc);
     if (!m)
         return rc;
     app = v->app_id;
@@ -911,7 +914,7 @@ static int save_or_restore(vmstate *v, const char *method, const char *first, co
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    return request(v, m, request_id);
+    return request(v, m, method, request_id);
 }
 
 int vmstate_save(vmstate *v, const char *label, const void *app_data, size_t len,
@@ -944,7 +947,7 @@ int vmstate_restore_with(vmstate *v, const char *state_id, const void *app_data,
     for (size_t i = 0; v && i < n; i++)
         if (!followups[i].operation || !vms_valid_id(followups[i].operation))
             return fail(v, VMSTATE_E_INVALID, "RestoreWith: follow-up %zu has a bad operation", i);
-    m = begin(v, "RestoreWith", request_id, &rc);
+    m = begin(v, request_id, &rc);
     if (!m)
         return rc;
     app = v->app_id;
@@ -964,13 +967,13 @@ int vmstate_restore_with(vmstate *v, const char *state_id, const void *app_data,
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    return request(v, m, request_id);
+    return request(v, m, "RestoreWith", request_id);
 }
 
 static int simple_request(vmstate *v, const char *method, char *request_id)
 {
     int rc;
-    DBusMessage *m = begin(v, method, request_id, &rc);
+    DBusMessage *m = begin(v, request_id, &rc);
     const char *app;
 
     if (!m)
@@ -980,7 +983,7 @@ static int simple_request(vmstate *v, const char *method, char *request_id)
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    return request(v, m, request_id);
+    return request(v, m, method, request_id);
 }
 
 int vmstate_list(vmstate *v, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
@@ -1006,7 +1009,7 @@ int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQ
 
     if (v && (!state_id || !vms_valid_id(state_id)))
         return fail(v, VMSTATE_E_INVALID, "bad state id");
-    m = begin(v, "DeleteState", request_id, &rc);
+    m = begin(v, request_id, &rc);
     if (!m)
         return rc;
     app = v->app_id;
@@ -1015,7 +1018,7 @@ int vmstate_delete(vmstate *v, const char *state_id, char request_id[VMSTATE_REQ
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    return request(v, m, request_id);
+    return request(v, m, "DeleteState", request_id);
 }
 
 /* SetMemory, or SetMemoryMode when @mode is not NULL. */
@@ -1023,13 +1026,14 @@ static int set_memory(vmstate *v, uint64_t bytes, const char *mode,
                       char request_id[VMSTATE_REQUEST_ID_LEN + 1])
 {
     DBusMessage *m;
-    const char *app;
+    const char *app, *method;
     dbus_uint64_t b = bytes;
     int rc, ok;
 
     if (v && bytes == 0)
         return fail(v, VMSTATE_E_INVALID, "bytes must be greater than 0");
-    m = begin(v, mode ? "SetMemoryMode" : "SetMemory", request_id, &rc);
+    method = mode ? "SetMemoryMode" : "SetMemory";
+    m = begin(v, request_id, &rc);
     if (!m)
         return rc;
     app = v->app_id;
@@ -1040,7 +1044,7 @@ static int set_memory(vmstate *v, uint64_t bytes, const char *mode,
         dbus_message_unref(m);
         return fail(v, VMSTATE_E_NO_MEMORY, "out of memory");
     }
-    return request(v, m, request_id);
+    return request(v, m, method, request_id);
 }
 
 int vmstate_set_memory(vmstate *v, uint64_t bytes, char request_id[VMSTATE_REQUEST_ID_LEN + 1])
