@@ -2,10 +2,13 @@
 /*
  * vms-dbus.h — the helper's D-Bus names, one definition for both ends: the helper
  * (guest-helper/helper-bus.c), libvmstate and the tests. The interface itself is documented
- * in guest-helper/org.vmstate.Helper1.xml.
+ * in guest-helper/org.vmstate.Helper1.xml. Also how both ends build their messages
+ * (vms_dbus_address, below).
  */
 #ifndef VMS_DBUS_H
 #define VMS_DBUS_H
+
+#include <dbus/dbus.h>
 
 #define VMS_DBUS_NAME  "org.vmstate.Helper1"
 #define VMS_DBUS_PATH  "/org/vmstate/Helper1"
@@ -23,8 +26,6 @@
 #define VMS_DBUS_ERR_LIMIT       VMS_DBUS_IFACE ".Error.LimitReached"
 #define VMS_DBUS_ERR_INTERNAL    VMS_DBUS_IFACE ".Error.Internal"
 #define VMS_DBUS_ERR_NOT_FOUND   VMS_DBUS_IFACE ".Error.NotFound"
-
-#include <dbus/dbus.h>
 
 /*
  * A message built body first: dbus_message_new(type), append the arguments, then
