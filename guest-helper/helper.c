@@ -56,8 +56,6 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
 static void request_free(struct helper_request *r)
 {
     vms_msg_clear(&r->msg); /* wipes the secret */
-    explicit_bzero(r->frame, r->frame_len);
-    free(r->frame);
     free(r);
 }
 
@@ -182,20 +180,31 @@ static void on_time(struct helper *h, const struct vms_msg *m)
     helper_clock_welcome(h, m, r->probe_sent_ns);
 }
 
-/* Write requests not yet sent in this session, in order, while the channel takes them. */
-static void send_pending_requests(struct helper *h)
+/* Write requests not yet sent in this session, in order, while the channel takes them. @fresh
+ * (or NULL) was just encoded as @frame by helper_submit: those bytes are written as they are. */
+static void send_requests_with(struct helper *h, const struct helper_request *fresh,
+                               const uint8_t *frame, size_t frame_len)
 {
     if (h->session != SESSION_WELCOMED)
         return;
     for (struct helper_request *r = h->requests; r; r = r->next) {
+        int rc;
+
         if (r->sent)
             continue;
-        if (vms_channel_send_frame(&h->port_a, r->frame, r->frame_len, "Request",
-                                   r->msg.request_id) < 0)
+        rc = r == fresh ? vms_channel_send_frame(&h->port_a, frame, frame_len, "Request",
+                                                 r->msg.request_id)
+                        : vms_channel_send(&h->port_a, &r->msg);
+        if (rc < 0)
             break; /* output queue full: retried when port A drains */
         r->sent = 1;
         vms_debug(NULL, r->msg.request_id, "Request %s sent", r->msg.op);
     }
+}
+
+static void send_pending_requests(struct helper *h)
+{
+    send_requests_with(h, NULL, NULL, 0);
 }
 
 /* ---- ports ------------------------------------------------------------ */
@@ -954,8 +963,9 @@ int helper_submit(struct helper *h, struct vms_msg *req)
     if (vms_request_id_new(req->request_id, h->epoch) < 0)
         return VMS_STATUS_ERR_INTERNAL;
     req->fields |= VMS_BIT(VMS_F_REQUEST_ID);
-    /* Encoded once, here: what does not encode is refused now, and a resend (a new session,
-     * a new timeline) writes the same bytes. */
+    /* Encoded here: what does not encode is refused now, and these bytes are what is sent when
+     * the request can go at once (a later send, after a wait, encodes it again: a request
+     * holds no second copy of its app data). */
     if (vms_msg_encode_frame(req, &frame, &frame_len, err, sizeof(err)) < 0) {
         vms_warn(NULL, req->request_id, "request does not encode: %s", err);
         return VMS_STATUS_ERR_INVALID;
@@ -966,8 +976,6 @@ int helper_submit(struct helper *h, struct vms_msg *req)
         free(frame);
         return VMS_STATUS_ERR_INTERNAL;
     }
-    r->frame = frame;
-    r->frame_len = frame_len;
     r->msg = *req; /* moved: heap members now belong to r */
     vms_msg_init(req, VMS_MSG_REQUEST);
     memcpy(req->request_id, r->msg.request_id, sizeof(req->request_id));
@@ -978,7 +986,9 @@ int helper_submit(struct helper *h, struct vms_msg *req)
     h->n_requests++;
     vms_info(NULL, r->msg.request_id, "%s for app %s (uid %u) %s", r->msg.op, r->msg.app_id,
              r->msg.uid, h->session == SESSION_WELCOMED ? "sent" : "queued: bridge not connected");
-    send_pending_requests(h);
+    send_requests_with(h, r, frame, frame_len);
+    explicit_bzero(frame, frame_len); /* holds the secret */
+    free(frame);
     return 0;
 }
 

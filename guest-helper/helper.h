@@ -39,9 +39,7 @@ enum helper_session {
 /* A request not yet answered by the bridge (Reply or Event). */
 struct helper_request {
     struct helper_request *next;
-    struct vms_msg msg; /* the Request, secret included (wiped when freed) */
-    uint8_t *frame;     /* msg encoded once, at submit: resent as it is (wiped when freed) */
-    size_t frame_len;
+    struct vms_msg msg;   /* the Request, secret included (wiped when freed) */
     int sent;             /* written in the current session */
     uint64_t deadline_ms; /* while unsent: fail it at this time */
 };
