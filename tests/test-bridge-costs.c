@@ -209,6 +209,12 @@ static void seen_add(const char *sql)
     seen[n_seen++].runs = 1;
 }
 
+static void seen_clear(void)
+{
+    while (n_seen > 0)
+        free(seen[--n_seen].sql);
+}
+
 /* 1 if @sql's program opens an ephemeral table (on the bridge's own connection) */
 static int plan_has_ephemeral(const char *sql)
 {
@@ -262,8 +268,7 @@ static int on_commit(void *ctx)
 static void count_start(void)
 {
     memset(&now_c, 0, sizeof(now_c));
-    while (n_seen > 0)
-        free(seen[--n_seen].sql);
+    seen_clear();
     n_sync = 0;
     n_lock = 0;
     calls_at_start = fake.calls + fake.lists;
@@ -306,8 +311,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    while (n_seen > 0)
-        free(seen[--n_seen].sql);
+    seen_clear();
     sqlite3_trace_v2(br.db.h, 0, NULL, NULL);
     sqlite3_commit_hook(br.db.h, NULL, NULL);
     bfx_teardown();
