@@ -7,7 +7,10 @@
  * snapshot's moment; nothing in the guest fixes that (qemu-notes "Clocks").
  * adjtimex/adjtime slew at most 500 ppm (0.5 ms per second), so 5 s of error
  * would take ~2.8 hours to absorb, during which TLS, tokens and schedulers see
- * the wrong time. We step with clock_settime(CLOCK_REALTIME) (CAP_SYS_TIME).
+ * the wrong time. We step by the correction with clock_adjtime(ADJ_SETOFFSET), which the
+ * kernel applies to the clock as it is then, so a vCPU descheduled mid-step cannot shorten
+ * the step; clock_settime(CLOCK_REALTIME) of a fresh reading where the kernel lacks it.
+ * Both need CAP_SYS_TIME.
  * CLOCK_MONOTONIC is not touched, so timers and timeouts are unaffected.
  *
  * Direction: forward only, except on a restore (Timeline). After a pause the
@@ -35,6 +38,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/timex.h>
 #include <time.h>
 
 #include "helper-bus.h"
@@ -90,12 +94,36 @@ static int64_t realtime_ns(void)
 }
 
 /* Step the clock; returns the correction applied (0: none). Signals it when @emit. */
+/* Move CLOCK_REALTIME by @corr ns (see the top of the file). 0, or -1 with errno set. */
+static int step_realtime(int64_t corr)
+{
+    struct timex tx = {.modes = ADJ_SETOFFSET | ADJ_NANO};
+    struct timespec ts;
+    int64_t now;
+
+    /* timex's offset: whole seconds (floored) and a non-negative nanosecond part */
+    tx.time.tv_sec = (time_t)(corr / 1000000000ll);
+    tx.time.tv_usec = (suseconds_t)(corr % 1000000000ll);
+    if (tx.time.tv_usec < 0) {
+        tx.time.tv_sec--;
+        tx.time.tv_usec += 1000000000;
+    }
+    if (clock_adjtime(CLOCK_REALTIME, &tx) >= 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+        return -1;
+    /* no ADJ_SETOFFSET here: the correction on a fresh reading */
+    now = realtime_ns() + corr;
+    ts.tv_sec = (time_t)(now / 1000000000ll);
+    ts.tv_nsec = (long)(now % 1000000000ll);
+    return clock_settime(CLOCK_REALTIME, &ts);
+}
+
 static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason,
                           int allow_backward, const char *request_id, int emit)
 {
     uint64_t delay = h->hooks.clock_delay_ns;
     int64_t target, guest, corr;
-    struct timespec ts;
 
     if (h->cfg.clock_sync == HELPER_CLOCK_OFF) {
         vms_debug(NULL, request_id, "clock (%s): clock_sync = no, not set", reason);
@@ -137,11 +165,7 @@ static int64_t clock_step(struct helper *h, uint64_t host_ns, const char *reason
         break;
     }
     if (h->cfg.clock_sync == HELPER_CLOCK_ON) {
-        /* apply the correction to a fresh reading: the computation above took time */
-        int64_t now = realtime_ns() + corr;
-        ts.tv_sec = (time_t)(now / 1000000000ll);
-        ts.tv_nsec = (long)(now % 1000000000ll);
-        if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+        if (step_realtime(corr) < 0) {
             vms_err(NULL, request_id, "clock (%s): cannot step by %+.6f s: %s%s", reason,
                     corr / 1e9, strerror(errno),
                     errno == EPERM ? " (needs CAP_SYS_TIME: run the helper as root)" : "");
