@@ -8,9 +8,9 @@
  *
  * Each message is a D-Bus message (type SIGNAL, path /org/vmstate/Wire,
  * interface org.vmstate.Wire1, member = the message type's name) whose only
- * argument is a dictionary a{sv} of named fields, marshalled with
- * dbus_message_marshal() and framed by vms-wire.h. libdbus validates the
- * bytes exactly as dbus-daemon validates untrusted clients; this file then
+ * argument is a dictionary a{sv} of named fields, marshalled (by hand, as
+ * libdbus would: see vms-proto.c) and framed by vms-wire.h. On decode libdbus
+ * validates the bytes exactly as dbus-daemon validates untrusted clients; this file then
  * checks every field against the schema below (type, size cap, characters).
  * Unknown message types and unknown fields are reported, never fatal: that is
  * how newer peers add things. doc/protocol.md documents every field.

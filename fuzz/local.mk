@@ -6,7 +6,8 @@ FUZZ_TARGETS = fuzz/fuzz-deframe fuzz/fuzz-message
 FUZZ_LDADD = common/libvmscommon.la $(DBUS_LIBS)
 fuzz_fuzz_deframe_SOURCES = fuzz/fuzz-deframe.c
 fuzz_fuzz_deframe_LDADD = $(FUZZ_LDADD)
-fuzz_fuzz_message_SOURCES = fuzz/fuzz-message.c
+fuzz_fuzz_message_SOURCES = fuzz/fuzz-message.c tests/vms-dbus-reference.h
+fuzz_fuzz_message_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests $(DBUS_CFLAGS)
 fuzz_fuzz_message_LDADD = $(FUZZ_LDADD)
 if ENABLE_FUZZING
 FUZZ_LINK_FLAGS = -fsanitize=fuzzer

@@ -7,7 +7,7 @@ TEST_COMMON_CFLAGS = $(AM_CFLAGS) $(CRITERION_CFLAGS) $(DBUS_CFLAGS)
 tests_test_wire_SOURCES = tests/test-wire.c
 tests_test_wire_CFLAGS = $(TEST_COMMON_CFLAGS)
 tests_test_wire_LDADD = $(TEST_COMMON_LDADD)
-tests_test_proto_SOURCES = tests/test-proto.c tests/test-log-capture.h
+tests_test_proto_SOURCES = tests/test-proto.c tests/test-log-capture.h tests/vms-dbus-reference.h
 tests_test_proto_CFLAGS = $(TEST_COMMON_CFLAGS)
 tests_test_proto_LDADD = $(TEST_COMMON_LDADD)
 # Packaging: a default configure installs integration files where the system reads them

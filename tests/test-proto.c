@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "vms-channel.h"
+#include "vms-dbus-reference.h"
 #include "test-log-capture.h"
 #include "vms-dedup.h"
 #include "vms-log.h"
@@ -41,7 +42,14 @@ static enum vms_decode_result round_trip(const struct vms_msg *in, struct vms_ms
     uint8_t *buf;
     size_t len;
     char err[256];
+    uint8_t *ref;
+    size_t ref_len;
     cr_assert_eq(vms_msg_encode(in, &buf, &len, err, sizeof(err)), 0, "encode: %s", err);
+    /* what the encoder writes is libdbus's marshalling of the same message, byte for byte */
+    cr_assert_eq(vms_reference_marshal(buf, len, &ref, &ref_len), 0, "libdbus refuses it");
+    cr_assert_eq(ref_len, len, "%zu bytes, libdbus's %zu", len, ref_len);
+    cr_assert_arr_eq(ref, buf, len, "the bytes differ from libdbus's");
+    free(ref);
     enum vms_decode_result r = vms_msg_decode(buf, len, out, rep);
     free(buf);
     return r;
@@ -154,6 +162,48 @@ Test(proto, every_type_round_trips)
     cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
     cr_assert_eq(out.type, VMS_MSG_TIMELINE);
     cr_assert_str_eq(out.reason, "restore");
+    vms_msg_clear(&out);
+}
+
+/* The encoder writes the marshalling itself (vms-proto.c): what libdbus refused on append it
+ * must refuse too, and empty arrays and odd alignments must come out as libdbus writes them. */
+Test(proto, encoder_edges_match_libdbus)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+
+    fill_request(&m);
+    cr_assert_eq(vms_msg_set_str(&m, VMS_F_SECRET, "tab\there\x01 and \xc3\xa9"), 0);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_str_eq(out.secret, "tab\there\x01 and \xc3\xa9", "a secret may hold controls");
+    vms_msg_clear(&out);
+    const char *not_utf8[] = {"\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\xc3"};
+    for (size_t i = 0; i < sizeof(not_utf8) / sizeof(not_utf8[0]); i++) {
+        cr_assert_eq(vms_msg_set_str(&m, VMS_F_SECRET, not_utf8[i]), 0);
+        cr_assert_eq(vms_msg_encode(&m, &buf, &len, err, sizeof(err)), -1, "secret %zu", i);
+        cr_assert(strstr(err, "secret"), "%s", err);
+    }
+    cr_assert_eq(vms_msg_set_app_data(&m, NULL, 0), 0); /* an empty ay */
+    cr_assert_eq(vms_msg_set_str(&m, VMS_F_SECRET, "x"), 0);
+    cr_assert_eq(vms_msg_set_str(&m, VMS_F_LABEL, "odd"), 0); /* strings that end unaligned */
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.app_data_len, 0);
+    vms_msg_clear(&out);
+    vms_msg_clear(&m);
+
+    /* empty lists: their padding is there, their length 0 */
+    vms_msg_init(&m, VMS_MSG_WELCOME);
+    vms_msg_set_u64(&m, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&m, VMS_F_NONCE, 1);
+    vms_msg_set_u64(&m, VMS_F_EPOCH, 1);
+    vms_msg_set_u64(&m, VMS_F_CAPS, 0);
+    m.fields |= VMS_BIT(VMS_F_STATES) | VMS_BIT(VMS_F_FOLLOWUPS) | VMS_BIT(VMS_F_RESULTS) |
+                VMS_BIT(VMS_F_QUOTAS);
+    cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.n_states + out.n_followups + out.n_results + out.n_quotas, 0);
     vms_msg_clear(&out);
 }
 
