@@ -31,15 +31,7 @@ import time
 import benchlib as bl
 import vmstate_path as vp
 
-HZ = os.sysconf("SC_CLK_TCK")
 FLOOR_NAME = "org.vmstate.BenchFloor"
-
-
-def cpu_s(pid):
-    """User + system CPU seconds of a process (/proc/PID/stat utime + stime)."""
-    with open(f"/proc/{pid}/stat") as f:
-        x = f.read().rsplit(")", 1)[1].split()
-    return (int(x[11]) + int(x[12])) / HZ
 
 
 def cpu_per_round(text, *pids, label="cpu_ms_per_round"):
@@ -161,14 +153,14 @@ def measure_vms(a, prog, wd):
                 res["rss_idle"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
                 res["alone"] = {name: bl.stats_after(run([prog["app"], "rtt", str(n)], env=env))
                                 for name, env in stacks.items()}
-                c0, t0 = cpu_s(path.proc.pid) + sum(cpu_s(p) for p in path.readers()), time.time()
+                c0, t0 = bl.process_cpu_s(path.proc.pid) + sum(bl.process_cpu_s(p) for p in path.readers()), time.time()
                 ps = {name: subprocess.Popen([prog["app"], "rtt", str(n)], env=env,
                                              stdout=subprocess.PIPE, text=True)
                       for name, env in stacks.items()}
                 outs = {name: p.communicate(timeout=600)[0] for name, p in ps.items()}
                 wall = time.time() - t0
-                res["bridge_share"] = (cpu_s(path.proc.pid) +
-                                       sum(cpu_s(p) for p in path.readers()) - c0) / wall
+                res["bridge_share"] = (bl.process_cpu_s(path.proc.pid) +
+                                       sum(bl.process_cpu_s(p) for p in path.readers()) - c0) / wall
                 res["together"] = {name: bl.stats_after(out) for name, out in outs.items()}
                 res["wall"] = wall
                 res["rss"] = bl.host_rss_kib(path.proc.pid)["VmRSS"]
@@ -329,11 +321,11 @@ def main():
                         "vmstate-helperd": [helper.pid], "dbus-daemon": [dbus.pid],
                         "vsbench-relay (stands in for virtio-serial)": [relay.pid],
                         "QEMU (answers QMP)": [vm.proc.pid]}
-                c0 = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
+                c0 = {k: sum(bl.process_cpu_s(p) for p in v) for k, v in pids.items()}
                 t0 = os.times()
                 out = run([prog["app"], "rtt", str(n)], env=env)
                 t1 = os.times()
-                c1 = {k: sum(cpu_s(p) for p in v) for k, v in pids.items()}
+                c1 = {k: sum(bl.process_cpu_s(p) for p in v) for k, v in pids.items()}
                 res["rtt"], res["rtt_call"] = bl.stats_after(out), bl.stats_after(out, "call: ")
                 res["cpu"] = {k: (c1[k] - c0[k]) / n * 1e6 for k in pids}
                 res["cpu"]["vsbench-app (incl. libvmstate)"] = (
@@ -474,9 +466,8 @@ def report(a, r, machine, took):
           f"{rc_[0] / max(rfc[0], 1):.2f}× |")
     print(f"| registrations: helper CPU vs trivial service | {rc_[1]:.0f} ms | {rfc[1]:.0f} ms | "
           f"{rc_[1] / max(rfc[1], 1):.2f}× |")
-    print("\n**CPU time per hostinfo request** (/proc/PID/stat utime+stime over the "
-          f"{rtt['n']} sequential requests; tick {1e6 / HZ:.0f} µs, so ±{1e6 / HZ / rtt['n']:.0f} "
-          "µs)\n")
+    print("\n**CPU time per hostinfo request** (each process's CPU clock, in ns, over the "
+          f"{rtt['n']} sequential requests)\n")
     print("| process | CPU per request | ratio to the D-Bus call round trip |")
     print("|---|---|---|")
     for k, v in r["cpu"].items():

@@ -104,6 +104,19 @@ def guest_rss_kib(vm, pid):
     return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", out, re.M)}
 
 
+def process_cpu_s(pid):
+    """CPU seconds (user + system) a host process has used, to the nanosecond: its process CPU
+    clock (clock_getcpuclockid's id: ~pid << 3 | CPUCLOCK_SCHED). /proc/PID/stat's utime +
+    stime count 10 ms ticks, ±10 µs per request over 1000 requests: the bridge's target is
+    100 µs. The ticks where the clock cannot be read."""
+    try:
+        return time.clock_gettime(((~int(pid)) << 3) | 2)
+    except OSError:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            x = f.read().rsplit(")", 1)[1].split()
+        return (int(x[11]) + int(x[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def host_rss_kib(pid):
     with open(f"/proc/{int(pid)}/status") as f:
         txt = f.read()

@@ -24,13 +24,6 @@ import threading
 import benchlib as bl
 import vmstate_path as vp
 
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        x = f.read().rsplit(")", 1)[1].split()
-    return (int(x[11]) + int(x[12])) / HZ
 
 
 class Relay:
@@ -141,14 +134,14 @@ def main():
                         "dbus-daemon": dbus.pid, "QEMU (answers query-memory)": vm.proc.pid}
                 for p in path.pids()[1:]:
                     pids["vmstate-bridged-reader"] = p
-                c0 = {k: cpu(p) for k, p in pids.items()}
+                c0 = {k: bl.process_cpu_s(p) for k, p in pids.items()}
                 t0 = os.times()
                 cg_app = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={wd}/cg.app"]
                           if a.callgrind_app else [])
                 out = subprocess.run(cg_app + [app, "rtt", str(a.n)], env=env, check=True,
                                      capture_output=True, text=True).stdout
                 t1 = os.times()
-                c1 = {k: cpu(p) for k, p in pids.items()}
+                c1 = {k: bl.process_cpu_s(p) for k, p in pids.items()}
         finally:
             for p in reversed(procs):
                 p.terminate()

@@ -14,13 +14,6 @@ import sys
 import benchlib as bl
 import vmstate_path as vp
 
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def host_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ  # utime + stime
 
 
 def guest_cpu(vm, pids):
@@ -47,10 +40,10 @@ def main():
             dbus = int(vm.check("pidof dbus-daemon").split()[0])
             vm.check("vsbench-app rtt 20")
             hpids = path.pids() + [vm.proc.pid]
-            h0 = {p: host_cpu(p) for p in hpids}
+            h0 = {p: bl.process_cpu_s(p) for p in hpids}
             g0 = guest_cpu(vm, [helper, dbus])
             out = vm.check(f"time vsbench-app rtt {a.n}", timeout=600)
-            h1 = {p: host_cpu(p) for p in hpids}
+            h1 = {p: bl.process_cpu_s(p) for p in hpids}
             g1 = guest_cpu(vm, [helper, dbus])
     total = bl.stats_after(out)
     call = bl.stats_after(out, "call: ")
