@@ -13,7 +13,9 @@ method call round trip to a trivial service (vsbench-dbus call); L unicast signa
 trivial emitter to L connections (vsbench-dbus fanout: spread last - first; again with the
 body of a hostinfo's Completed, VSBENCH_SHAPE=completed); L connections
 each making one trivial call (the registration floor); SQLite transactions with the
-journal's settings (vsbench-sqlite: empty, and one durable row).
+journal's settings (vsbench-sqlite: empty, and one durable row). With --vms N: the floor of
+one request (port echo + D-Bus call) in N stacks of its own, alone and all N at once, beside
+the N VMs' round trips alone and at once.
 
 Prints Markdown (a section for bench/RESULTS.md) on stdout; progress on stderr. Never gates:
 every figure comes with its ratio to its floor; the issue's targets are stated met/missed.
@@ -24,6 +26,7 @@ Usage: bench-native.py --image DIR --builddir BUILD [-n 1000] [--listeners 1000]
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -104,12 +107,9 @@ def write_bus_conf(path, sock):
 """)
 
 
-def guest_stack(a, prog, wd, name, procs):
-    """One VM's guest side as host processes: its own bus, relay and helper. Returns (env for
-    its apps, relay dir); the processes go on procs."""
-    d = os.path.join(wd, name)
-    rd = os.path.join(d, "relay")
-    os.makedirs(rd, exist_ok=True)
+def start_bus(d, procs):
+    """A private dbus-daemon with the guest's limits, its socket in d, its process on procs.
+    Returns the environment for its clients (DBUS_SYSTEM_BUS_ADDRESS)."""
     bus = os.path.join(d, "bus.sock")
     write_bus_conf(os.path.join(d, "bus.conf"), bus)
     procs.append(spawn(["dbus-daemon", "--nofork", "--config-file", os.path.join(d, "bus.conf")],
@@ -118,15 +118,91 @@ def guest_stack(a, prog, wd, name, procs):
         if os.path.exists(bus):
             break
         time.sleep(0.01)
+    return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={bus}")
+
+
+def guest_stack(a, prog, wd, name, procs):
+    """One VM's guest side as host processes: its own bus, relay and helper. Returns (env for
+    its apps, relay dir); the processes go on procs."""
+    d = os.path.join(wd, name)
+    rd = os.path.join(d, "relay")
+    os.makedirs(rd, exist_ok=True)
+    env = start_bus(d, procs)
     procs.append(spawn([prog["relay"], rd], d, "relay", ready=True))
     with open(os.path.join(d, "helper.conf"), "w") as f:
         f.write(vp.HELPER_CONF +
                 f"request_port = unix:{rd}/ha.sock\nevent_port = unix:{rd}/hb.sock\n")
     procs.append(spawn([a.helper or os.path.join(os.path.abspath(a.builddir), "guest-helper",
                                                  "vmstate-helperd"), "--config",
-                        os.path.join(d, "helper.conf"), "--address", f"unix:path={bus}"],
-                       d, "helper"))
-    return dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={bus}"), rd
+                        os.path.join(d, "helper.conf"), "--address",
+                        env["DBUS_SYSTEM_BUS_ADDRESS"]], d, "helper"))
+    return env, rd
+
+
+def floor_stack(prog, wd, name, procs):
+    """The floor of one VM's request as a stack of its own, built as the single-VM floors
+    are: a bus with the trivial service, a relay with a port echo. Returns (env for its
+    callers, relay dir, [echo, service]: the processes that answer); all go on procs."""
+    d = os.path.join(wd, name)
+    rd = os.path.join(d, "relay")
+    os.makedirs(rd, exist_ok=True)
+    env = start_bus(d, procs)
+    procs.append(spawn([prog["relay"], rd], d, "relay", ready=True))
+    echo = spawn([prog["port"], "echo", f"unix:{rd}/ba.sock", f"unix:{rd}/bb.sock"], d, "echo")
+    svc = spawn([prog["dbus"], "serve", FLOOR_NAME], d, "service", env=env, ready=True)
+    procs += [echo, svc]
+    return env, rd, [echo, svc]
+
+
+def at_once(clients, responders):
+    """clients {name: (argv, env)} run all at once: {name: statistics}. A floor run takes a
+    few ms, about what starting 8 processes one by one takes, so started plainly they would
+    hardly overlap: the responders are stopped while the clients start (each client's first
+    request waits for its responder), then all released together."""
+    argv0 = next(iter(clients.values()))[0]
+    bl.log(f"{len(clients)} at once: {os.path.basename(argv0[0])} {argv0[1]}")
+    for p in responders:
+        os.kill(p.pid, signal.SIGSTOP)
+    try:
+        ps = {name: subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+              for name, (argv, env) in clients.items()}
+        time.sleep(0.5)  # every client connected and waiting (a late one only overlaps less)
+    finally:
+        for p in responders:
+            os.kill(p.pid, signal.SIGCONT)
+    outs = {name: p.communicate(timeout=600)[0] for name, p in ps.items()}
+    for name, p in ps.items():
+        if p.returncode != 0:
+            raise SystemExit(f"{clients[name][0][0]} ({name}) failed ({p.returncode})")
+    return {name: bl.stats_after(out) for name, out in outs.items()}
+
+
+def measure_floor_stacks(a, prog, wd):
+    """The floor of "all at once": a.vms floor stacks, each its floor (port echo, then a
+    D-Bus call, a.vms_n round trips each) alone one stack after the other, then every
+    stack's port echo at once and every stack's call at once: ({name: {"port": stats,
+    "call": stats}} alone, the same all at once). As for one VM, the floor is the sum of the
+    two medians: a request does one, then the other."""
+    procs, stacks, alone = [], {}, {}
+    n = str(a.vms_n)
+    try:
+        for k in range(1, a.vms + 1):
+            stacks[f"vm{k}"] = floor_stack(prog, wd, f"floor-vm{k}", procs)
+
+        def ping(rd):
+            return [prog["port"], "ping", f"unix:{rd}/ha.sock", f"unix:{rd}/hb.sock", n]
+        for name, (env, rd, _) in stacks.items():
+            alone[name] = {"port": bl.stats_after(run(ping(rd))),
+                           "call": bl.stats_after(run([prog["dbus"], "call", FLOOR_NAME, n],
+                                                      env=env))}
+        port = at_once({name: (ping(rd), None) for name, (env, rd, _) in stacks.items()},
+                       [s[2][0] for s in stacks.values()])
+        call = at_once({name: ([prog["dbus"], "call", FLOOR_NAME, n], env)
+                        for name, (env, rd, _) in stacks.items()},
+                       [s[2][1] for s in stacks.values()])
+    finally:
+        stop(procs)
+    return alone, {name: {"port": port[name], "call": call[name]} for name in stacks}
 
 
 def measure_vms(a, prog, wd):
@@ -134,8 +210,10 @@ def measure_vms(a, prog, wd):
     hostinfo round trip alone, then all at once (each app back to back: "full rate"); the
     bridge's RSS. On this 2-core host the a.vms guest stacks share the cores the bridge uses,
     so "all at once" measures the machine as much as the bridge: the bridge's CPU share is
-    reported beside it."""
+    reported beside it, and the floor of one request (port echo + D-Bus call) is measured the
+    same way, a.vms stacks alone and at once, before anything else starts."""
     n, procs, res = a.vms_n, [], {}
+    res["floor_alone"], res["floor_together"] = measure_floor_stacks(a, prog, wd)
     try:
         with contextlib.ExitStack() as vms_ctx:
             stacks, relay_vms = {}, {}
@@ -206,6 +284,32 @@ def report_vms(a, v):
           f"{total / v['separate_wall']:.0f} requests/s. Bridge RSS "
           f"{v['rss_idle'] / 1024:.1f} MiB idle, {v['rss'] / 1024:.1f} MiB after; a privsep "
           f"reader {v['reader_rss'] / 1024:.1f} MiB.\n")
+    fa, ft = v["floor_alone"], v["floor_together"]
+    print(f"**The floor at {a.vms} at once** ({a.vms} floor stacks, each its own bus with the "
+          f"trivial service and its own relay with a port echo; {a.vms_n} port echoes then "
+          f"{a.vms_n} D-Bus calls per stack, alone one stack after the other, then every "
+          f"stack's echoes at once and every stack's calls at once, released together; the "
+          f"floor is port echo + D-Bus call, medians, as for one VM)\n")
+    print(f"| stack | floor alone (echo + call) | all {a.vms} at once (echo + call) | ratio |")
+    print("|---|---|---|---|")
+    for name in fa:
+        al, tg = fa[name], ft[name]
+        print(f"| {name} | {us(floor_median(al))} ({us(al['port']['median'])} + "
+              f"{us(al['call']['median'])}) | {us(floor_median(tg))} "
+              f"({us(tg['port']['median'])} + {us(tg['call']['median'])}) | "
+              f"{floor_median(tg) / floor_median(al):.2f}× |")
+    print(f"\nThe floor itself at {a.vms} at once: worst {floor_worst(v):.2f}× its alone "
+          f"figure (target for vmstate: 1.2×).\n")
+
+
+def floor_median(f):
+    """One request's floor from a floor stack's figures: port echo + D-Bus call, medians."""
+    return f["port"]["median"] + f["call"]["median"]
+
+
+def floor_worst(v):
+    return max(floor_median(v["floor_together"][k]) / floor_median(v["floor_alone"][k])
+               for k in v["floor_alone"])
 
 
 class RelayVM:
@@ -516,7 +620,8 @@ def report(a, r, machine, took):
     seps = sorted(v["separate"][k]["median"] for k in v["alone"])
     shared = max(v["together"][k]["median"] for k in v["alone"]) / seps[len(seps) // 2]
     print(f"| {a.vms} VMs at full rate: no VM's median > 1.2× its alone figure | worst "
-          f"{worst:.2f}× | {verdict(worst <= 1.2)} |")
+          f"{worst:.2f}× (the floor itself, {a.vms} at once: {floor_worst(v):.2f}×) | "
+          f"{verdict(worst <= 1.2)} |")
     print(f"| … the same load: the slowest VM on one bridge ÷ the median VM with a bridge each "
           f"(what sharing the bridge adds) | {shared:.2f}× | {verdict(shared <= 1.2)} |")
     print(f"| bridge RSS < 16 MiB with {a.vms} VMs | {v['rss'] / 1024:.1f} MiB | "

@@ -18,7 +18,12 @@ stops while the VM is paused, so it cannot time a save):
 Both mark deliveries cost one guest->host port write (~0.1-0.2 ms, the floor), so they
 roughly cancel. "filled": a tmpfs file of random bytes fills most of the guest's RAM.
 
-Usage: bench-saverestore.py --image DIR --builddir BUILD [--configs 128M:idle:20,...]
+--floor: each configuration also runs once with vmstate out of the way (run_floor): a guest
+process asks on port A and waits on port B, a host thread runs the same QMP jobs and answers
+the moment they conclude; the same marks. Its overhead is what QEMU and the guest's own
+wake-up cost around a job (the pause, a restored guest's cold start), the floor of ours.
+
+Usage: bench-saverestore.py --image DIR --builddir BUILD [--configs 128M:idle:20,...] [--floor]
 """
 import json
 import os
@@ -77,23 +82,51 @@ def job_times(events, kind):
     return [tuple(jobs[j]) for j in order if jobs[j][1] is not None and kind(j)]
 
 
-def run_config(a, mem, mode, rounds):
-    wd = bl.workdir(a, f"sr-{mem}-{mode}")
+def fill(vm, mem, mode):
+    if mode != "filled":
+        return
+    mib = FILL_MIB.get(mem, 64)
+    t0 = time.monotonic()
+    vm.check(f"mount -o remount,size=95% /dev/shm && "
+             f"dd if=/dev/urandom of=/dev/shm/fill bs=1048576 count={mib} 2>/dev/null && free -m",
+             timeout=600)
+    bl.log(f"filled {mib} MiB in {time.monotonic() - t0:.1f} s")
+
+
+def mark_vm(a, wd, mem):
+    """A VM with the mark port beside the vmstate ports; (VM, the mark socket's path)."""
     mark_sock = os.path.join(wd, "mark.sock")
     if os.path.lexists(mark_sock):
         os.unlink(mark_sock)
     extra = ["-chardev", f"socket,id=mk0,path={mark_sock},server=on,wait=off",
              "-device", f"virtserialport,bus=vser0.0,chardev=mk0,id=portmk,name={MARK_PORT}"]
-    with bl.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G") as vm:
+    return bl.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G"), mark_sock
+
+
+def overheads(marks, saves, loads, rounds):
+    """{op: (app, job, overhead) stats} from the marks and the jobs' (created, concluded)."""
+    m = {c: [t for ch, t in marks.marks if ch == c] for c in "seRr"}
+    n = min(len(m["s"]), len(m["e"]), len(m["R"]), len(m["r"]), len(saves), len(loads))
+    if n < rounds:
+        bl.log(f"warning: {n} complete rounds of {rounds} (marks {[(c, len(v)) for c, v in m.items()]}"
+               f", jobs {len(saves)} + {len(loads)})")
+    res = {}
+    for op, (a0, a1), jl in (("save", ("s", "e"), saves), ("restore", ("R", "r"), loads)):
+        app = [(m[a1][i] - m[a0][i]) * 1e6 for i in range(n)]
+        job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
+        ovh = [x - y for x, y in zip(app, job)]
+        res[op] = (bl.stats(app), bl.stats(job), bl.stats(ovh))
+    return res, m, n
+
+
+def run_config(a, mem, mode, rounds):
+    wd = bl.workdir(a, f"sr-{mem}-{mode}")
+    vm, mark_sock = mark_vm(a, wd, mem)
+    with vm:
         bl.log(f"{mem} {mode}: boot {vm.wait_ready():.1f} s")
         marks = Marks(mark_sock)
         dev = vm.port_device(MARK_PORT)
-        if mode == "filled":
-            mib = FILL_MIB.get(mem, 64)
-            t0 = time.monotonic()
-            vm.check(f"mount -o remount,size=95% /dev/shm && "
-                     f"dd if=/dev/urandom of=/dev/shm/fill bs=1048576 count={mib} 2>/dev/null && free -m", timeout=600)
-            bl.log(f"filled {mib} MiB in {time.monotonic() - t0:.1f} s")
+        fill(vm, mem, mode)
         # info: the bridge's log times the restore's stages (restore_stages)
         level = os.environ.get("VSBENCH_BRIDGE_LOG", "info")
         with vp.Path(a.builddir, wd, {"vm1": vm}, cost="test",
@@ -110,26 +143,91 @@ def run_config(a, mem, mode, rounds):
             if a.workdir:  # the helper's log beside the bridge's (VSBENCH_HELPER_LOG=debug)
                 with open(os.path.join(wd, "helperd.log"), "wb") as f:
                     f.write(vm.read_file("/tmp/helperd.log"))
-    m = {c: [t for ch, t in marks.marks if ch == c] for c in "seRr"}
     # The bridge's job ids are its own; tell save from load by the order of STOP/RESUME-free
     # facts we know: jobs alternate save, load, save, load...
     jobs = job_times(events, lambda j: True)
     saves, loads = jobs[0::2], jobs[1::2]
-    n = min(len(m["s"]), len(m["e"]), len(m["R"]), len(m["r"]), len(saves), len(loads))
-    if n < rounds:
-        bl.log(f"warning: {n} complete rounds of {rounds} (marks {[(c, len(v)) for c, v in m.items()]}"
-               f", jobs {len(jobs)})")
-    res = {}
-    for op, (a0, a1), jl in (("save", ("s", "e"), saves), ("restore", ("R", "r"), loads)):
-        app = [(m[a1][i] - m[a0][i]) * 1e6 for i in range(n)]
-        job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
-        ovh = [x - y for x, y in zip(app, job)]
-        res[op] = (bl.stats(app), bl.stats(job), bl.stats(ovh))
+    res, m, n = overheads(marks, saves, loads, rounds)
     res["save_stages"] = save_stages(os.path.join(wd, "bridge.log"), m["s"][:n], saves[:n],
                                      m["e"][:n])
     res["restore_stages"] = restore_stages(os.path.join(wd, "bridge.log"), m["R"][:n],
                                            loads[:n], m["r"][:n])
     return res
+
+
+class FloorHost:
+    """The host side of `vsbench-port saveloop` in the guest: on 'S' from port A a
+    snapshot-save of a new tag, on 'L' a snapshot-load of the last one, each the bridge's
+    command (QMP, vmstate and devices disk0), and the same byte on port B the moment QEMU
+    reports the job concluded; the job is dismissed after that. No vmstate code runs, on
+    either side: what the guest's app time holds beyond QEMU's job is the floor of any
+    guest-initiated save or restore through these ports."""
+
+    def __init__(self, vm):
+        self.vm, self.jobs = vm, {"snapshot-save": [], "snapshot-load": []}
+        self.a = bl.harness.connect_unix(vm.a_sock, 10)
+        self.b = bl.harness.connect_unix(vm.b_sock, 10)
+        self.error = None
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _job(self, cmd, tag, n):
+        job = f"floor-{cmd}-{n}"
+
+        def is_(status):
+            return lambda e: e["data"]["id"] == job and e["data"]["status"] == status
+        self.vm.qmp(cmd, **{"job-id": job}, tag=tag, vmstate="disk0", devices=["disk0"])
+        created = self.vm.wait_event("JOB_STATUS_CHANGE", 120, is_("created"))
+        done = self.vm.wait_event("JOB_STATUS_CHANGE", 120, is_("concluded"))
+        return job, (ts(created), ts(done))
+
+    def _run(self):
+        n, tag = 0, None
+        try:
+            while True:
+                c = self.a.recv(1)
+                if not c:
+                    return
+                n += 1
+                if c == b"S":
+                    cmd, tag = "snapshot-save", f"floor{n}"
+                elif c == b"L" and tag:
+                    cmd = "snapshot-load"
+                else:
+                    raise RuntimeError(f"floor: unexpected {c!r} on port A")
+                job, times = self._job(cmd, tag, n)
+                self.b.sendall(c)
+                self.jobs[cmd].append(times)
+                err = [j.get("error") for j in self.vm.qmp("query-jobs") if j["id"] == job]
+                self.vm.qmp("job-dismiss", id=job)
+                if err and err[0]:
+                    raise RuntimeError(f"floor: {cmd} {tag}: {err[0]}")
+        except Exception as e:  # reported by run_floor
+            self.error = e
+
+
+def run_floor(a, mem, mode, rounds):
+    """The same rounds and marks as run_config with vmstate out of the way (FloorHost and
+    vsbench-port saveloop): {op: (app, job, overhead) stats}."""
+    wd = bl.workdir(a, f"sr-floor-{mem}-{mode}")
+    vm, mark_sock = mark_vm(a, wd, mem)
+    with vm:
+        bl.log(f"floor {mem} {mode}: boot {vm.wait_ready():.1f} s")
+        marks = Marks(mark_sock)
+        dev, dev_a, dev_b = (vm.port_device(p) for p in
+                             (MARK_PORT, bl.harness.PORT_A, bl.harness.PORT_B))
+        fill(vm, mem, mode)
+        host = FloorHost(vm)
+        vm.spawn(f"exec vsbench-port saveloop {rounds} {dev_a} {dev_b} {dev}",
+                 log="/tmp/floorloop.log")
+        try:
+            marks.wait_for("q", 1, 60 + rounds * 60)
+        except TimeoutError:
+            bl.log(f"floor host: {host.error}")
+            bl.log(vm.read_file("/tmp/floorloop.log").decode(errors="replace"))
+            raise
+    if host.error:
+        raise host.error
+    return overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds)[0]
 
 
 def log_time(line, day0):
@@ -211,27 +309,36 @@ def main():
     ap = bl.common_args(__doc__.splitlines()[0])
     ap.add_argument("--configs", default="128M:idle:20,128M:filled:20,512M:idle:10,"
                                          "512M:filled:8")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure each configuration without vmstate (run_floor)")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
     out = []
     print("| guest RAM | contents | op | N | app: request → event (median / p99) | QEMU job "
           "(median / p99) | overhead (median / p99) | < 2 ms p99? |")
     print("|---|---|---|---|---|---|---|---|")
+
+    def row(mem, mode, op, res):
+        app, job, ovh = res[op]
+        print(f"| {mem} | {mode} | {op} | {app['n']} | {bl.fmt_us(app['median'])} / "
+              f"{bl.fmt_us(app['p99'])} | {bl.fmt_us(job['median'])} / "
+              f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
+              f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |", flush=True)
     for cfg in a.configs.split(","):
         mem, mode, rounds = cfg.split(":")
         try:
             res = run_config(a, mem, mode, int(rounds))
+            if a.floor:
+                res["floor"] = run_floor(a, mem, mode, int(rounds))
         except Exception as e:  # one failing configuration does not hide the others
             print(f"| {mem} | {mode} | — | — | failed: {str(e)[:200]} | | | |", flush=True)
             continue
         out.append([mem, mode, res])
         for op in ("save", "restore"):
-            app, job, ovh = res[op]
-            print(f"| {mem} | {mode} | {op} | {app['n']} | {bl.fmt_us(app['median'])} / "
-                  f"{bl.fmt_us(app['p99'])} | {bl.fmt_us(job['median'])} / "
-                  f"{bl.fmt_us(job['p99'])} | {bl.fmt_us(ovh['median'])} / "
-                  f"{bl.fmt_us(ovh['p99'])} | {'yes' if ovh['p99'] < 2000 else 'no'} |",
-                  flush=True)
+            row(mem, mode, op, res)
+            if a.floor:
+                row(mem, mode, f"{op}, floor (no vmstate)", {f"{op}, floor (no vmstate)":
+                                                              res["floor"][op]})
     print("\nWhere the save and restore overheads go (host clock; bridge log stamps have ms "
           "resolution)\n")
     print("| guest RAM | contents | stage | N | median | p90 | max |")

@@ -7,6 +7,7 @@
  *   vsbench-port ping OUT IN N [SIZE]    N round trips: write SIZE bytes (default 1) on OUT,
  *                                        wait for SIZE bytes on IN; prints the statistics
  *   vsbench-port qga SOCK N              N qemu-ga guest-ping round trips on SOCK
+ *   vsbench-port saveloop N A B MARK     the floor of a save and a restore (see do_saveloop)
  *
  * IN/OUT/SOCK: a path to open (a /dev/vportNpM device in the guest) or unix:PATH (connect to
  * QEMU's chardev socket on the host; the same socket may be both IN and OUT). Output of ping
@@ -222,6 +223,62 @@ static int do_qga(const char *sock, size_t n)
     return 0;
 }
 
+/* One answer byte from the host on @fd. A port whose host side is reconnecting reads 0:
+ * wait for the byte (up to 60 s) instead of taking that for the end. */
+static char read_answer(int fd)
+{
+    for (int waited = 0;; waited++) {
+        char c;
+        ssize_t n = read(fd, &c, 1);
+        if (n == 1)
+            return c;
+        if (n < 0 && errno != EINTR)
+            die("read");
+        if (n == 0 && waited > 60000) {
+            errno = EPIPE;
+            die("read: no answer");
+        }
+        if (n == 0)
+            usleep(1000);
+    }
+}
+
+/*
+ * The floor of bench-saverestore's figures: what one guest process pays around QEMU's own
+ * snapshot jobs with nothing of vmstate's in the way. The host side (bench-saverestore.py
+ * --floor) runs snapshot-save on 'S' from port A and snapshot-load of that state on 'L',
+ * and writes the same byte on port B once the job has concluded. Per round, the marks of
+ * vsbench-app saveloop: 's', ask for a save, 'e' at its answer, 'R', ask for the restore;
+ * this instance is then replaced by the restored one, which was waiting for the save's
+ * answer and reads 'L' instead: 'r', and on to the next round.
+ */
+static int do_saveloop(size_t n, const char *a, const char *b, const char *mark)
+{
+    int fa = open_end(a), fb = open_end(b), fm = open_end(mark);
+
+    for (size_t i = 0; i < n; i++) {
+        write_all(fm, "s", 1);
+        write_all(fa, "S", 1);
+        char c = read_answer(fb);
+        if (c == 'L') { /* the restored instance */
+            write_all(fm, "r", 1);
+            continue;
+        }
+        if (c != 'S') {
+            fprintf(stderr, "vsbench-port: save answered %c\n", c);
+            return 1;
+        }
+        write_all(fm, "e", 1);
+        write_all(fm, "R", 1);
+        write_all(fa, "L", 1);
+        c = read_answer(fb);
+        fprintf(stderr, "vsbench-port: the restore returned here (%c)\n", c);
+        return 1;
+    }
+    write_all(fm, "q", 1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -239,6 +296,13 @@ int main(int argc, char **argv)
             return 2;
         return do_qga(argv[2], n);
     }
-    fprintf(stderr, "usage: vsbench-port echo IN OUT | ping OUT IN N [SIZE] | qga SOCK N\n");
+    if (argc == 6 && strcmp(argv[1], "saveloop") == 0) {
+        size_t n = strtoul(argv[2], NULL, 10);
+        if (n == 0)
+            return 2;
+        return do_saveloop(n, argv[3], argv[4], argv[5]);
+    }
+    fprintf(stderr, "usage: vsbench-port echo IN OUT | ping OUT IN N [SIZE] | qga SOCK N | "
+                    "saveloop N A B MARK\n");
     return 2;
 }
