@@ -12,7 +12,9 @@ Floors, all inside one guest (1 vCPU, TCG), on the guest's own system bus:
   signals   L unicast signals from a trivial emitter to L connections (vsbench-dbus fanout):
             last - first per round; again with the body of a hostinfo's Completed
             (VSBENCH_SHAPE=completed): the message's own cost, without vmstate's code
-  register  L connections x one trivial call (the same run's "register" line)
+  register  L connections x one trivial call (the same run's "register" line); again with a
+            service that asks the bus for each caller's uid first (VSBENCH_UID=1), as the
+            helper must
 vmstate, same guest:
   hostinfo  app -> helper -> bridge -> helper -> app (vsbench-app rtt); target <= 1.5x
             (port + call)
@@ -101,7 +103,8 @@ def measure(a):
     minutes: a floor measured once, minutes before the figure, gave ratios 2x apart from run
     to run); each block's ratio uses that block's floor."""
     rtt = sibling("bench-rtt")
-    res = {"rtt_blocks": [], "fan_blocks": [], "reg_blocks": []}
+    res = {"rtt_blocks": [], "fan_blocks": [], "reg_blocks": [], "reg_uid_blocks": [],
+           "reg_to_uid_blocks": []}
     wd = bl.workdir(a, "tcg")
     per = max(20, a.n // a.blocks)
     with bl.VM(wd, a.image, mem=a.mem) as vm:
@@ -149,6 +152,12 @@ def measure(a):
                                timeout=900)
                 shaped.append(bl.stats_after(out, "spread: "))
                 settle(vm)
+                # the registration floor of a service that knows its listener's uid, as the
+                # helper must (rights are per uid; dbus-daemon sends no credentials)
+                svc = floor_service(vm, svc, "VSBENCH_UID=1 ")
+                uid_reg = register_s(vm.check(f"vsbench-dbus fanout {FLOOR_NAME} {a.listeners} "
+                                              f"1 2>&1", timeout=900))
+                settle(vm)
                 out = vm.check(f"vsbench-app fanout {a.listeners} {a.rounds} 2>&1", timeout=900)
                 fans.append(({k: bl.stats_after(out, k + ": ") for k in ("first", "last", "spread")},
                              register_s(out)))
@@ -161,6 +170,8 @@ def measure(a):
                 res["fan_shaped_blocks"].append((fans[-1][0]["spread"]["median"],
                                                  shaped[-1]["median"]))
                 res["reg_blocks"].append((fans[-1][1], sigs[-1][1]))
+                res["reg_uid_blocks"].append((uid_reg, sigs[-1][1]))
+                res["reg_to_uid_blocks"].append((fans[-1][1], uid_reg))
                 bl.log(f"  spread {res['fan_blocks'][-1][0] / 1e3:.1f} ms / floor "
                        f"{res['fan_blocks'][-1][1] / 1e3:.1f} ms; registrations "
                        f"{fans[-1][1]:.2f} s / floor {sigs[-1][1]:.2f} s")
@@ -169,7 +180,8 @@ def measure(a):
             res["fan"] = {k: pool([x[0][k] for x in fans]) for k in ("first", "last", "spread")}
             res["reg_floor"] = statistics.median(x[1] for x in sigs)
             res["reg"] = statistics.median(x[1] for x in fans)
-    for k in ("rtt", "async", "rtt_async", "fan", "shaped", "fan_shaped", "reg"):
+    for k in ("rtt", "async", "rtt_async", "fan", "shaped", "fan_shaped", "reg", "reg_uid",
+              "reg_to_uid"):
         res[k + "_ratio"] = ratio_blocks(res[k + "_blocks"])
     if a.save_rounds:
         bl.log(f"save/restore overhead: 128M idle x {a.save_rounds}")
@@ -242,6 +254,9 @@ def report(a, r, machine, took):
           f"{r['fan']['first']['median'] / rtt:.2f}× |")
     print(f"| {a.listeners} registrations (connect + RegisterListener) | "
           f"{r['reg'] * 1e3:.0f} ms | | {r['reg_floor'] * 1e3:.0f} ms | {rat('reg')} |")
+    print(f"| the registration floor of a service that asks each caller's uid (VSBENCH_UID) | | "
+          f"| {r['reg_floor'] * 1e3:.0f} ms | {rat('reg_uid')} |")
+    print(f"| registrations ÷ that floor | {r['reg'] * 1e3:.0f} ms | | | {rat('reg_to_uid')} |")
     t = [("hostinfo round trip ≤ 1.5× (port echo + D-Bus call, in the guest)", rat("rtt"),
           r["rtt_ratio"]["ratio"] <= 1.5),
          (f"fan-out to {a.listeners} ≤ 1.3× the signal floor", rat("fan"),

@@ -29,7 +29,8 @@
  * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
  * N-byte body; VSBENCH_SHAPE=completed gives Fire's Tick the body of the helper's Completed for a
  * hostinfo (ten arguments, the details a{sv} with 16 of a hostinfo's entries, not its quotas);
- * VSBENCH_MATCH=RULE makes every fan-out connection add that match rule; VSBENCH_CPU_PIDS=PID,..
+ * VSBENCH_MATCH=RULE makes every fan-out connection add that match rule; VSBENCH_UID=1 makes
+ * serve ask the bus for each subscriber's uid before it answers; VSBENCH_CPU_PIDS=PID,..
  * prints those processes' CPU per timed fan-out round ("cpu_ms_per_round: PID=MS .."). Statistics
  * line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
  */
@@ -162,6 +163,14 @@ static void serve_one(DBusConnection *c, DBusMessage *m)
                 die("realloc", NULL);
         }
         subs[n_subs++] = strdup(dbus_message_get_sender(m));
+        /* VSBENCH_UID=1: a service that knows its subscriber's uid (the helper's rights are
+         * per uid) asks the bus once per new caller: dbus-daemon sends no credentials */
+        if (getenv("VSBENCH_UID")) {
+            DBusError err;
+            dbus_error_init(&err);
+            if (dbus_bus_get_unix_user(c, dbus_message_get_sender(m), &err) == (unsigned long)-1)
+                die("GetConnectionUnixUser", &err);
+        }
     } else if (!strcmp(member, "Fire")) {
         fire = 1;
     } else if (!strcmp(member, "Ack")) {
