@@ -103,15 +103,17 @@ def mark_vm(a, wd, mem):
     return bl.VM(wd, a.image, mem=mem, extra_args=extra, disk_size="1G"), mark_sock
 
 
-def overheads(marks, saves, loads, rounds):
-    """{op: (app, job, overhead) stats} from the marks and the jobs' (created, concluded)."""
+def overheads(marks, saves, loads, rounds, saves_only=False):
+    """{op: (app, job, overhead) stats} from the marks and the jobs' (created, concluded);
+    the save's only with saves_only (saves in a row, no restore)."""
     m = {c: [t for ch, t in marks.marks if ch == c] for c in "seRr"}
-    n = min(len(m["s"]), len(m["e"]), len(m["R"]), len(m["r"]), len(saves), len(loads))
+    ops = [("save", ("s", "e"), saves)] + ([] if saves_only else [("restore", ("R", "r"), loads)])
+    n = min(min(len(m[a0]), len(m[a1]), len(jl)) for _, (a0, a1), jl in ops)
     if n < rounds:
         bl.log(f"warning: {n} complete rounds of {rounds} (marks {[(c, len(v)) for c, v in m.items()]}"
                f", jobs {len(saves)} + {len(loads)})")
     res = {}
-    for op, (a0, a1), jl in (("save", ("s", "e"), saves), ("restore", ("R", "r"), loads)):
+    for op, (a0, a1), jl in ops:
         app = [(m[a1][i] - m[a0][i]) * 1e6 for i in range(n)]
         job = [(jl[i][1] - jl[i][0]) * 1e6 for i in range(n)]
         ovh = [x - y for x, y in zip(app, job)]
@@ -119,8 +121,11 @@ def overheads(marks, saves, loads, rounds):
     return res, m, n
 
 
-def run_config(a, mem, mode, rounds):
-    wd = bl.workdir(a, f"sr-{mem}-{mode}")
+def run_config(a, mem, mode, rounds, saves_only=False):
+    """saveloop's rounds (save, then restore that state) through vmstate; with saves_only,
+    that many saves in a row (`vsbench-app saves`): a warm guest, where a save after a
+    restore runs code the restore left untranslated."""
+    wd = bl.workdir(a, f"sr-{mem}-{mode}{'-saves' if saves_only else ''}")
     vm, mark_sock = mark_vm(a, wd, mem)
     with vm:
         bl.log(f"{mem} {mode}: boot {vm.wait_ready():.1f} s")
@@ -133,7 +138,8 @@ def run_config(a, mem, mode, rounds):
                      log_level="info" if level in ("warning", "err") else level) as path:
             vp.start_guest(vm)
             vm.clear_events()
-            vm.spawn(f"exec vsbench-app saveloop {rounds} {dev}", log="/tmp/saveloop.log")
+            prog = "saves" if saves_only else "saveloop"
+            vm.spawn(f"exec vsbench-app {prog} {rounds} {dev}", log="/tmp/saveloop.log")
             try:
                 marks.wait_for("q", 1, 60 + rounds * 60)
             except TimeoutError:
@@ -146,12 +152,12 @@ def run_config(a, mem, mode, rounds):
     # The bridge's job ids are its own; tell save from load by the order of STOP/RESUME-free
     # facts we know: jobs alternate save, load, save, load...
     jobs = job_times(events, lambda j: True)
-    saves, loads = jobs[0::2], jobs[1::2]
-    res, m, n = overheads(marks, saves, loads, rounds)
+    saves, loads = (jobs, []) if saves_only else (jobs[0::2], jobs[1::2])
+    res, m, n = overheads(marks, saves, loads, rounds, saves_only)
     res["save_stages"] = save_stages(os.path.join(wd, "bridge.log"), m["s"][:n], saves[:n],
                                      m["e"][:n])
-    res["restore_stages"] = restore_stages(os.path.join(wd, "bridge.log"), m["R"][:n],
-                                           loads[:n], m["r"][:n])
+    res["restore_stages"] = {} if saves_only else restore_stages(
+        os.path.join(wd, "bridge.log"), m["R"][:n], loads[:n], m["r"][:n])
     return res
 
 
@@ -205,10 +211,10 @@ class FloorHost:
             self.error = e
 
 
-def run_floor(a, mem, mode, rounds):
+def run_floor(a, mem, mode, rounds, saves_only=False):
     """The same rounds and marks as run_config with vmstate out of the way (FloorHost and
-    vsbench-port saveloop): {op: (app, job, overhead) stats}."""
-    wd = bl.workdir(a, f"sr-floor-{mem}-{mode}")
+    vsbench-port saveloop, or saves): {op: (app, job, overhead) stats}."""
+    wd = bl.workdir(a, f"sr-floor-{mem}-{mode}{'-saves' if saves_only else ''}")
     vm, mark_sock = mark_vm(a, wd, mem)
     with vm:
         bl.log(f"floor {mem} {mode}: boot {vm.wait_ready():.1f} s")
@@ -217,7 +223,8 @@ def run_floor(a, mem, mode, rounds):
                              (MARK_PORT, bl.harness.PORT_A, bl.harness.PORT_B))
         fill(vm, mem, mode)
         host = FloorHost(vm)
-        vm.spawn(f"exec vsbench-port saveloop {rounds} {dev_a} {dev_b} {dev}",
+        prog = "saves" if saves_only else "saveloop"
+        vm.spawn(f"exec vsbench-port {prog} {rounds} {dev_a} {dev_b} {dev}",
                  log="/tmp/floorloop.log")
         try:
             marks.wait_for("q", 1, 60 + rounds * 60)
@@ -227,7 +234,8 @@ def run_floor(a, mem, mode, rounds):
             raise
     if host.error:
         raise host.error
-    return overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds)[0]
+    return overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds,
+                     saves_only)[0]
 
 
 def log_time(line, day0):

@@ -137,7 +137,7 @@ EXTRA_DIST += bench/bench-groups.py
 # Markdown to $(BENCH_TCG_OUT). BENCH_TCG_ARGS: e.g. -n 200 --listeners 200 --save-rounds 5
 BENCH_TCG_OUT = $(abs_builddir)/bench/tcg.md
 BENCH_TCG_ARGS =
-bench-tcg: bench-programs bench-image
+bench-tcg: bench-programs bench-image bench/vsbench-sqlite
 	@mkdir -p bench
 	PYTHONDONTWRITEBYTECODE=1 $(PYTHON3) $(abs_top_srcdir)/bench/bench-tcg.py \
 	  --image $(BENCH_IMAGE_DIR) --builddir $(abs_builddir) $(BENCH_TCG_ARGS) \

@@ -21,6 +21,9 @@
  *                                     ('s' save called, 'e' save completed, 'R' restore
  *                                     called, 'r' restore completion received by the
  *                                     restored instance) for the host to timestamp
+ *   vsbench-app saves N MARK          N saves in a row, no restore between them (a warm
+ *                                     guest: a restore makes the next save run cold code);
+ *                                     marks 's' and 'e' as saveloop
  *   vsbench-app wait-bridge SECONDS   exit 0 once the helper reports the bridge connected
  *
  * Environment: VSBENCH_PRINCIPAL, VSBENCH_SECRET (default bench / bench-secret),
@@ -375,6 +378,38 @@ static int do_saveloop(int n, const char *mark_dev)
     return 0;
 }
 
+static int do_saves(int n, const char *mark_dev)
+{
+    mark_fd = open(mark_dev, O_WRONLY | O_CLOEXEC);
+    if (mark_fd < 0) {
+        perror(mark_dev);
+        return 1;
+    }
+    vmstate *v = open_handle();
+    struct sl s = {0};
+    int rc = vmstate_listen(v, sl_cb, &s); /* a listener, as in saveloop: PrepareSave comes */
+    if (rc < 0)
+        fail("vmstate_listen", v, rc);
+    for (int i = 0; i < n; i++) {
+        char id[VMSTATE_REQUEST_ID_LEN + 1];
+        struct vmstate_event *ev;
+        mark('s');
+        if ((rc = vmstate_save(v, "bench", NULL, 0, id)) < 0)
+            fail("vmstate_save", v, rc);
+        if ((rc = vmstate_wait(v, id, 600000, &ev)) < 0)
+            fail("vmstate_wait save", v, rc);
+        mark('e');
+        if (ev->status != 0) {
+            fprintf(stderr, "vsbench-app: save status %u: %s\n", ev->status, ev->message);
+            return 1;
+        }
+        vmstate_event_free(ev);
+    }
+    mark('q');
+    vmstate_close(v);
+    return 0;
+}
+
 static int do_wait_bridge(int secs)
 {
     vmstate *v = open_handle();
@@ -400,9 +435,12 @@ int main(int argc, char **argv)
         return do_fanout(strtoul(argv[2], NULL, 10), strtoul(argv[3], NULL, 10));
     if (argc == 4 && !strcmp(argv[1], "saveloop"))
         return do_saveloop(atoi(argv[2]), argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "saves"))
+        return do_saves(atoi(argv[2]), argv[3]);
     if (argc == 3 && !strcmp(argv[1], "wait-bridge"))
         return do_wait_bridge(atoi(argv[2]));
     fprintf(stderr, "usage: vsbench-app rtt N | tput K M | fanout L R | saveloop N MARKDEV | "
+                    "saves N MARKDEV | "
                     "wait-bridge SECONDS\n");
     return 2;
 }

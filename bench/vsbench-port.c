@@ -8,6 +8,7 @@
  *                                        wait for SIZE bytes on IN; prints the statistics
  *   vsbench-port qga SOCK N              N qemu-ga guest-ping round trips on SOCK
  *   vsbench-port saveloop N A B MARK     the floor of a save and a restore (see do_saveloop)
+ *   vsbench-port saves N A B MARK        the floor of N saves in a row (no restore between)
  *
  * IN/OUT/SOCK: a path to open (a /dev/vportNpM device in the guest) or unix:PATH (connect to
  * QEMU's chardev socket on the host; the same socket may be both IN and OUT). Output of ping
@@ -250,9 +251,10 @@ static char read_answer(int fd)
  * and writes the same byte on port B once the job has concluded. Per round, the marks of
  * vsbench-app saveloop: 's', ask for a save, 'e' at its answer, 'R', ask for the restore;
  * this instance is then replaced by the restored one, which was waiting for the save's
- * answer and reads 'L' instead: 'r', and on to the next round.
+ * answer and reads 'L' instead: 'r', and on to the next round. Without @restore ("saves"):
+ * 's' and 'e' only, the saves in a row, as vsbench-app saves.
  */
-static int do_saveloop(size_t n, const char *a, const char *b, const char *mark)
+static int do_saveloop(size_t n, const char *a, const char *b, const char *mark, int restore)
 {
     int fa = open_end(a), fb = open_end(b), fm = open_end(mark);
 
@@ -269,6 +271,8 @@ static int do_saveloop(size_t n, const char *a, const char *b, const char *mark)
             return 1;
         }
         write_all(fm, "e", 1);
+        if (!restore)
+            continue;
         write_all(fm, "R", 1);
         write_all(fa, "L", 1);
         c = read_answer(fb);
@@ -296,13 +300,13 @@ int main(int argc, char **argv)
             return 2;
         return do_qga(argv[2], n);
     }
-    if (argc == 6 && strcmp(argv[1], "saveloop") == 0) {
+    if (argc == 6 && (!strcmp(argv[1], "saveloop") || !strcmp(argv[1], "saves"))) {
         size_t n = strtoul(argv[2], NULL, 10);
         if (n == 0)
             return 2;
-        return do_saveloop(n, argv[3], argv[4], argv[5]);
+        return do_saveloop(n, argv[3], argv[4], argv[5], !strcmp(argv[1], "saveloop"));
     }
     fprintf(stderr, "usage: vsbench-port echo IN OUT | ping OUT IN N [SIZE] | qga SOCK N | "
-                    "saveloop N A B MARK\n");
+                    "saveloop N A B MARK | saves N A B MARK\n");
     return 2;
 }
