@@ -323,18 +323,27 @@ static void sl_cb(vmstate *v, const struct vmstate_event *ev, void *ud)
     }
 }
 
-static int do_saveloop(int n, const char *mark_dev)
+/* The mark device opened and a listening handle (PrepareSave comes to it, as to an app that
+ * needs its restore's data); exits on failure. */
+static vmstate *open_marked_listener(const char *mark_dev, struct sl *s)
 {
     mark_fd = open(mark_dev, O_WRONLY | O_CLOEXEC);
     if (mark_fd < 0) {
         perror(mark_dev);
-        return 1;
+        exit(1);
     }
     vmstate *v = open_handle();
-    struct sl s = {0};
-    int rc = vmstate_listen(v, sl_cb, &s);
+    int rc = vmstate_listen(v, sl_cb, s);
     if (rc < 0)
         fail("vmstate_listen", v, rc);
+    return v;
+}
+
+static int do_saveloop(int n, const char *mark_dev)
+{
+    struct sl s = {0};
+    vmstate *v = open_marked_listener(mark_dev, &s);
+    int rc;
     for (int i = 0; i < n; i++) {
         char id[VMSTATE_REQUEST_ID_LEN + 1];
         struct vmstate_event *ev;
@@ -380,16 +389,9 @@ static int do_saveloop(int n, const char *mark_dev)
 
 static int do_saves(int n, const char *mark_dev)
 {
-    mark_fd = open(mark_dev, O_WRONLY | O_CLOEXEC);
-    if (mark_fd < 0) {
-        perror(mark_dev);
-        return 1;
-    }
-    vmstate *v = open_handle();
     struct sl s = {0};
-    int rc = vmstate_listen(v, sl_cb, &s); /* a listener, as in saveloop: PrepareSave comes */
-    if (rc < 0)
-        fail("vmstate_listen", v, rc);
+    vmstate *v = open_marked_listener(mark_dev, &s);
+    int rc;
     for (int i = 0; i < n; i++) {
         char id[VMSTATE_REQUEST_ID_LEN + 1];
         struct vmstate_event *ev;
