@@ -173,8 +173,14 @@ class FloorHost:
         self.vm, self.jobs = vm, {"snapshot-save": [], "snapshot-load": []}
         self.a = bl.harness.connect_unix(vm.a_sock, 10)
         self.b = bl.harness.connect_unix(vm.b_sock, 10)
-        self.error = None
+        self.error, self.busy = None, threading.Event()  # set from a request to its dismissal
         threading.Thread(target=self._run, daemon=True).start()
+
+    def settle(self, timeout=30):
+        """Wait until the last job is dismissed: QEMU must not quit under the thread."""
+        deadline = time.monotonic() + timeout
+        while self.busy.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _job(self, cmd, tag, n):
         job = f"floor-{cmd}-{n}"
@@ -193,6 +199,7 @@ class FloorHost:
                 c = self.a.recv(1)
                 if not c:
                     return
+                self.busy.set()
                 n += 1
                 if c == b"S":
                     cmd, tag = "snapshot-save", f"floor{n}"
@@ -205,6 +212,7 @@ class FloorHost:
                 self.jobs[cmd].append(times)
                 err = [j.get("error") for j in self.vm.qmp("query-jobs") if j["id"] == job]
                 self.vm.qmp("job-dismiss", id=job)
+                self.busy.clear()
                 if err and err[0]:
                     raise RuntimeError(f"floor: {cmd} {tag}: {err[0]}")
         except Exception as e:  # reported by run_floor
@@ -232,6 +240,7 @@ def run_floor(a, mem, mode, rounds, saves_only=False):
             bl.log(f"floor host: {host.error}")
             bl.log(vm.read_file("/tmp/floorloop.log").decode(errors="replace"))
             raise
+        host.settle()
     if host.error:
         raise host.error
     return overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds,
