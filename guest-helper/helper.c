@@ -665,6 +665,8 @@ static void announce_state_change(struct helper *h, const struct vms_msg *ev)
  */
 static int deliver(struct helper *h, const struct vms_msg *ev, int acked)
 {
+    int delivered;
+
     if (h->hooks.restore_pending || h->hooks.run[HOOK_POST_RESTORE].active) {
         /* a restore is being finished: Restored goes out first (helper-hooks.c) */
         struct helper_held *e = calloc(1, sizeof(*e)), **tail;
@@ -677,13 +679,18 @@ static int deliver(struct helper *h, const struct vms_msg *ev, int acked)
         }
         free(e);
     }
-    announce_state_change(h, ev);
     if (!ev->app_id[0]) {
+        announce_state_change(h, ev);
         vms_warn(NULL, ev->request_id, "dropped %s event without an app id", ev->op);
         h->events_dropped++;
         return 0;
     }
-    if (deliver_now(h, ev, 1) > 0)
+    /* Completed first, to the app that waits for it; then StateSaved to every listener. The
+     * other order made the requester wait for each listener's wake-up on a guest's one vCPU
+     * (bench-tcg: 3-10 ms of a save's overhead). */
+    delivered = deliver_now(h, ev, 1);
+    announce_state_change(h, ev);
+    if (delivered > 0)
         return 0;
     hold_event(h, ev, acked);
     return 1;
