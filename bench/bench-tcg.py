@@ -183,6 +183,7 @@ def measure(a):
             res["fan"] = {k: pool([x[0][k] for x in fans]) for k in ("first", "last", "spread")}
             res["reg_floor"] = statistics.median(x[1] for x in sigs)
             res["reg"] = statistics.median(x[1] for x in fans)
+            res["reg_uid_floor"] = statistics.median(x[0] for x in res["reg_uid_blocks"])
     for k in ("rtt", "async", "rtt_async", "fan", "shaped", "fan_shaped", "reg", "reg_uid",
               "reg_to_uid"):
         res[k + "_ratio"] = ratio_blocks(res[k + "_blocks"])
@@ -274,9 +275,11 @@ def report(a, r, machine, took):
           f"{r['fan']['first']['median'] / rtt:.2f}× |")
     print(f"| {a.listeners} registrations (connect + RegisterListener) | "
           f"{r['reg'] * 1e3:.0f} ms | | {r['reg_floor'] * 1e3:.0f} ms | {rat('reg')} |")
-    print(f"| the registration floor of a service that asks each caller's uid (VSBENCH_UID) | | "
-          f"| {r['reg_floor'] * 1e3:.0f} ms | {rat('reg_uid')} |")
-    print(f"| registrations ÷ that floor | {r['reg'] * 1e3:.0f} ms | | | {rat('reg_to_uid')} |")
+    uid = r["reg_uid_floor"] * 1e3
+    print(f"| the registration floor of a service that asks each caller's uid (VSBENCH_UID) | "
+          f"{uid:.0f} ms | | {r['reg_floor'] * 1e3:.0f} ms | {rat('reg_uid')} |")
+    print(f"| registrations ÷ that floor | {r['reg'] * 1e3:.0f} ms | | {uid:.0f} ms | "
+          f"{rat('reg_to_uid')} |")
     t = [("hostinfo round trip ≤ 1.5× (port echo + D-Bus call, in the guest)", rat("rtt"),
           r["rtt_ratio"]["ratio"] <= 1.5),
          (f"fan-out to {a.listeners} ≤ 1.3× the signal floor", rat("fan"),

@@ -1066,7 +1066,7 @@ static void assert_state_signal(DBusConnection *c, const char *member, const cha
 Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
 {
     DBusConnection *a, *b, *outsider;
-    const char *err = NULL, *other = "org.example.Other";
+    const char *err = NULL, *other = "org.example.Other", *first;
     char extra[200];
     struct fx_opts o = {.extra_config = extra};
     struct vms_msg e;
@@ -1088,6 +1088,9 @@ Test(helper, state_saved_and_deleted_reach_every_listener_without_app_data)
     vms_msg_set_str(&e, VMS_F_LABEL, "before upgrade");
     vms_msg_set_app_data(&e, "A's secret data", 15);
     fx_bridge_send(&F, &e);
+    /* the requester's Completed first: on one vCPU, StateSaved's listeners would run first */
+    first = fx_peek_signal(a, 3000);
+    cr_assert(first && !strcmp(first, "Completed"), "A's first signal: %s", first ? first : "none");
     assert_completed(a, e.request_id, "A's secret data");
     assert_state_signal(a, "StateSaved", "st-1", APP);
     assert_state_signal(b, "StateSaved", "st-1", APP); /* another app's listener hears it */

@@ -686,6 +686,38 @@ static const char *signal_interface(const char *member)
     return VMS_DBUS_IFACE;
 }
 
+static int is_helper_signal(DBusMessage *m)
+{
+    return dbus_message_has_interface(m, VMS_DBUS_IFACE) ||
+           dbus_message_has_interface(m, VMS_DBUS_BROADCAST_IFACE);
+}
+
+const char *fx_peek_signal(DBusConnection *c, int timeout_ms)
+{
+    uint64_t until = fx_now_ms() + scaled_wait_ms(timeout_ms);
+
+    for (;;) {
+        DBusMessage *m;
+        for (unsigned i = 0; i < n_pending; i++)
+            if (pending[i].c == c && is_helper_signal(pending[i].m))
+                return dbus_message_get_member(pending[i].m);
+        while (n_pending < PENDING_MAX && (m = dbus_connection_pop_message(c))) {
+            if (dbus_message_get_type(m) != DBUS_MESSAGE_TYPE_SIGNAL) {
+                dbus_message_unref(m);
+                continue;
+            }
+            pending[n_pending].c = c;
+            pending[n_pending++].m = m;
+            if (is_helper_signal(m))
+                return dbus_message_get_member(m);
+        }
+        uint64_t now = fx_now_ms();
+        if (now >= until || n_pending == PENDING_MAX)
+            return NULL;
+        dbus_connection_read_write(c, (int)(until - now));
+    }
+}
+
 DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms)
 {
     const char *iface = signal_interface(member);

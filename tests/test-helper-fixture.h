@@ -98,6 +98,9 @@ const char *fx_save(DBusConnection *c, const char *label, const char *app_id, co
 int fx_register(DBusConnection *c, const char *app_id);
 /* Wait for signal @member of the helper; NULL on timeout. Caller unrefs. */
 DBusMessage *fx_wait_signal(DBusConnection *c, const char *member, int timeout_ms);
+/* The member of the next signal of the helper's on @c, which stays queued for fx_wait_signal:
+ * what order the signals came in. NULL when none comes within @timeout_ms. */
+const char *fx_peek_signal(DBusConnection *c, int timeout_ms);
 /* Completed's request id, op, status, app_id, app_data (as a string) */
 void fx_completed_args(DBusMessage *m, const char **request_id, const char **op, uint32_t *status,
                        const char **app_id, char *app_data, size_t cap, uint64_t *epoch);
