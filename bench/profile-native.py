@@ -25,7 +25,6 @@ import benchlib as bl
 import vmstate_path as vp
 
 
-
 class Relay:
     """Two byte pipes between unix-socket clients: helper_a -> bridge_a, bridge_b -> helper_b.
     Bytes for a side not connected yet are kept (like QEMU's chardev before the guest opens)."""

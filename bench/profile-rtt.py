@@ -8,12 +8,10 @@ Prints Markdown rows: | process | CPU per request | share of the round trip |
 Usage: profile-rtt.py --image DIR --builddir BUILD [-n 500] [--workdir DIR]
 (--workdir on a tmpfs such as /dev/shm takes fsync out of the picture.)
 """
-import os
 import sys
 
 import benchlib as bl
 import vmstate_path as vp
-
 
 
 def guest_cpu(vm, pids):

@@ -339,6 +339,25 @@ static vmstate *open_marked_listener(const char *mark_dev, struct sl *s)
     return v;
 }
 
+/* Mark 's', save, wait for the save's completion; exits unless it succeeded. */
+static struct vmstate_event *save_waited(vmstate *v)
+{
+    char id[VMSTATE_REQUEST_ID_LEN + 1];
+    struct vmstate_event *ev;
+    int rc;
+
+    mark('s');
+    if ((rc = vmstate_save(v, "bench", NULL, 0, id)) < 0)
+        fail("vmstate_save", v, rc);
+    if ((rc = vmstate_wait(v, id, 600000, &ev)) < 0)
+        fail("vmstate_wait save", v, rc);
+    if (ev->status != 0) {
+        fprintf(stderr, "vsbench-app: save status %u: %s\n", ev->status, ev->message);
+        exit(1);
+    }
+    return ev;
+}
+
 static int do_saveloop(int n, const char *mark_dev)
 {
     struct sl s = {0};
@@ -348,15 +367,7 @@ static int do_saveloop(int n, const char *mark_dev)
         char id[VMSTATE_REQUEST_ID_LEN + 1];
         struct vmstate_event *ev;
         s.restored = 0;
-        mark('s');
-        if ((rc = vmstate_save(v, "bench", NULL, 0, id)) < 0)
-            fail("vmstate_save", v, rc);
-        if ((rc = vmstate_wait(v, id, 600000, &ev)) < 0)
-            fail("vmstate_wait save", v, rc);
-        if (ev->status != 0) {
-            fprintf(stderr, "vsbench-app: save status %u: %s\n", ev->status, ev->message);
-            return 1;
-        }
+        ev = save_waited(v);
         if (s.restored || strcmp(ev->reason, "restored-copy") == 0) {
             /* We are the restored instance: the restore completion may follow the copy. */
             uint64_t dl = vsbench_now_ns() + 60000000000ull;
@@ -391,21 +402,9 @@ static int do_saves(int n, const char *mark_dev)
 {
     struct sl s = {0};
     vmstate *v = open_marked_listener(mark_dev, &s);
-    int rc;
     for (int i = 0; i < n; i++) {
-        char id[VMSTATE_REQUEST_ID_LEN + 1];
-        struct vmstate_event *ev;
-        mark('s');
-        if ((rc = vmstate_save(v, "bench", NULL, 0, id)) < 0)
-            fail("vmstate_save", v, rc);
-        if ((rc = vmstate_wait(v, id, 600000, &ev)) < 0)
-            fail("vmstate_wait save", v, rc);
+        vmstate_event_free(save_waited(v));
         mark('e');
-        if (ev->status != 0) {
-            fprintf(stderr, "vsbench-app: save status %u: %s\n", ev->status, ev->message);
-            return 1;
-        }
-        vmstate_event_free(ev);
     }
     mark('q');
     vmstate_close(v);
