@@ -2,10 +2,10 @@
 /*
  * Component test of the QMP backend against a fake QEMU monitor played by
  * the test on a UNIX socket: greeting and capabilities, id-matched replies,
- * snapshot jobs followed through JOB_STATUS_CHANGE and query-jobs (success
- * and the job's error text), command timeouts, balloon fallback for memory,
- * and a connection lost mid-job: reconnect, then the job re-judged from
- * query-jobs and the disk's snapshot list.
+ * snapshot jobs followed through JOB_STATUS_CHANGE (a watched success needs
+ * no query-jobs) and query-jobs (the job's error text), command timeouts,
+ * balloon fallback for memory, and a connection lost mid-job: reconnect,
+ * then the job re-judged from query-jobs and the disk's snapshot list.
  */
 #include "config.h"
 
@@ -244,6 +244,85 @@ Test(qmp, save_job_followed_to_concluded)
                  "\"type\": \"snapshot-save\"}]",
                  1);
     cr_assert_eq(last.status, VMS_STATUS_OK);
+}
+
+/* QEMU's own sequence for a job it started, from "created": one that never went through
+ * "aborting" succeeded, so the backend dismisses it without asking query-jobs. */
+Test(qmp, watched_job_without_aborting_needs_no_query)
+{
+    json_object *o;
+    char line[256];
+
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-1", "vms-w", on_done, NULL), 0);
+    o = expect("snapshot-save", NULL);
+    job_event("vms-w", "created");
+    job_event("vms-w", "running");
+    job_event("vms-w", "waiting");
+    job_event("vms-w", "pending");
+    job_event("vms-w", "concluded");
+    pump(5);
+    cr_assert_eq(done_calls, 0, "judged before QEMU answered the command");
+    snprintf(line, sizeof(line), "{\"return\": {}, \"id\": %ld}", cmd_id(o));
+    json_object_put(o);
+    server_send(line); /* the reply comes last: QEMU saved in its main loop */
+    o = server_read();
+    cr_assert_str_eq(cmd_name(o), "job-dismiss", "no query-jobs for a watched success");
+    json_object_put(o);
+    wait_done(1);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+
+    /* the reply before the events: judged at "concluded" */
+    cr_assert_eq(bridge_backend_qmp.restore(be, "st-1", "vms-w2", on_done, NULL), 0);
+    json_object_put(expect("snapshot-load", "{}"));
+    job_event("vms-w2", "created");
+    job_event("vms-w2", "running");
+    job_event("vms-w2", "waiting");
+    job_event("vms-w2", "pending");
+    job_event("vms-w2", "concluded");
+    json_object_put(expect("job-dismiss", "{}"));
+    wait_done(2);
+    cr_assert_eq(last.status, VMS_STATUS_OK);
+}
+
+/* A failure passes through "aborting": query-jobs has its error text. */
+Test(qmp, watched_job_that_aborted_is_read_from_query_jobs)
+{
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-1", "vms-a", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    job_event("vms-a", "created");
+    job_event("vms-a", "running");
+    job_event("vms-a", "aborting");
+    conclude_job("vms-a",
+                 "[{\"id\": \"vms-a\", \"status\": \"concluded\", "
+                 "\"error\": \"No space left on device\"}]",
+                 1);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
+    cr_assert_str_eq(last.message, "No space left on device");
+}
+
+/* Changes made while QMP was away are unseen: after a reconnect, query-jobs judges. */
+Test(qmp, job_watched_before_a_reconnect_is_judged_by_query_jobs)
+{
+    cr_assert_eq(bridge_backend_qmp.save(be, "st-9", "vms-j9", on_done, NULL), 0);
+    json_object_put(expect("snapshot-save", "{}"));
+    job_event("vms-j9", "created");
+    job_event("vms-j9", "running");
+    pump(5);
+    close(sfd);
+    sfd = -1;
+    for (int i = 0; i < 50 && !lost_calls; i++)
+        pump(1);
+    cr_assert_eq(lost_calls, 1);
+    now += 1;
+    accept_and_greet();
+    json_object_put(expect("query-jobs", "[{\"id\": \"vms-j9\", \"status\": \"running\"}]"));
+    pump(5);
+    cr_assert_eq(done_calls, 0);
+    conclude_job("vms-j9",
+                 "[{\"id\": \"vms-j9\", \"status\": \"concluded\", "
+                 "\"error\": \"Input/output error\"}]",
+                 1);
+    cr_assert_eq(last.status, VMS_STATUS_ERR_BACKEND);
 }
 
 Test(qmp, monitor_silent_while_saving_is_not_a_timeout)

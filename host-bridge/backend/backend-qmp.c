@@ -10,7 +10,9 @@
  * json-c, one document per line (QMP terminates each with CRLF).
  *
  * Snapshot jobs (snapshot-save/-load/-delete, QEMU >= 6.0) are followed to
- * "concluded", their error read from query-jobs, then dismissed. If the
+ * "concluded", then dismissed. A job whose every status change we saw and
+ * that never went through "aborting" succeeded; any other is judged by
+ * query-jobs, which also has a failed job's error (job_judge). If the
  * connection drops while a job runs, the job is re-judged when QMP is back
  * (still running: keep following; gone: decide from the disk's snapshot list).
  */
@@ -60,6 +62,8 @@ struct qmp_job {
     bridge_backend_done_fn done;
     void *opaque;
     int concluded;    /* JOB_STATUS_CHANGE concluded seen */
+    int watched;      /* its "created" came on this connection: we see all its changes */
+    int aborting;     /* it went through "aborting": it failed */
     int need_recover; /* the connection dropped while it ran */
     double deadline;
 };
@@ -445,7 +449,7 @@ static void job_conclude(struct bridge_backend *q, json_object *j)
     enum vms_status status = VMS_STATUS_OK;
     char job_id[VMS_STR_MAX + 1];
 
-    if (json_object_object_get_ex(j, "error", &e)) {
+    if (j && json_object_object_get_ex(j, "error", &e)) {
         sanitize_text(msg, sizeof(msg), json_object_get_string(e));
         status = VMS_STATUS_ERR_BACKEND;
     }
@@ -529,6 +533,24 @@ static void job_query(struct bridge_backend *q)
         q->job.need_recover = 1;
 }
 
+/*
+ * The job has concluded: did it fail? QEMU sends JOB_STATUS_CHANGE for every
+ * transition of a job with an id, in order, as it happens, and a job that
+ * fails (or is cancelled) always passes through "aborting" on its way to
+ * "concluded" (job_update_rc in QEMU's job.c; "aborting" is only too brief
+ * for query-jobs to show). So when we saw its "created" on this connection
+ * and no "aborting", it succeeded, without a query-jobs round trip: 1-5 ms
+ * under TCG, where QEMU's main loop competes with the guest just resumed.
+ * Otherwise query-jobs decides, and has the failed job's error text.
+ */
+static void job_judge(struct bridge_backend *q)
+{
+    if (q->job.watched && !q->job.aborting)
+        job_conclude(q, NULL);
+    else
+        job_query(q);
+}
+
 static void job_recover_start(struct bridge_backend *q)
 {
     q->job.need_recover = 0;
@@ -555,7 +577,7 @@ static void on_job_started(struct bridge_backend *q, json_object *ret, const cha
     }
     q->job.phase = J_WAIT;
     if (q->job.concluded)
-        job_query(q);
+        job_judge(q);
 }
 
 static void orphan_adopt(struct bridge_backend *q)
@@ -650,11 +672,15 @@ static void on_job_event(struct bridge_backend *q, json_object *data)
     if (q->job.phase == J_IDLE || strcmp(jstr(id), q->job.job_id))
         return;
     vms_debug(vmname(q), NULL, "qmp: job %s -> %s", q->job.job_id, jstr(status));
+    if (!strcmp(jstr(status), "created"))
+        q->job.watched = 1;
+    else if (!strcmp(jstr(status), "aborting"))
+        q->job.aborting = 1;
     if (strcmp(jstr(status), "concluded"))
         return;
     q->job.concluded = 1;
     if (q->job.phase == J_WAIT)
-        job_query(q);
+        job_judge(q);
 }
 
 static int job_begin(struct bridge_backend *q, enum vms_op op, const char *tag, const char *job_id,
@@ -1874,8 +1900,10 @@ static void qmp_disconnect(struct bridge_backend *q, const char *why)
     q->broken = 0;
     q->retry_at = q->now + q->backoff_ms / 1000.0;
     q->backoff_ms = q->backoff_ms * 2 > q->backoff_max ? q->backoff_max : q->backoff_ms * 2;
-    if (q->job.phase != J_IDLE)
+    if (q->job.phase != J_IDLE) {
         q->job.need_recover = 1;
+        q->job.watched = 0; /* changes while we were away are lost: query-jobs judges */
+    }
     fail_commands(q, "lost");
     if (q->mig.active) /* QEMU quits after a checkpoint only when told: this is a failure */
         mig_finish(q, VMS_STATUS_ERR_UNAVAILABLE, "QMP lost during the checkpoint");
