@@ -30,6 +30,7 @@ import os
 import re
 import socket
 import sys
+import sqlite3
 import threading
 import time
 
@@ -37,6 +38,7 @@ import benchlib as bl
 import vmstate_path as vp
 
 MARK_PORT = "org.vmstate.bench.0"
+RELAY_NAME = "org.vmstate.BenchFloor"  # allowed by bench/guest-dbus-limits.conf
 FILL_MIB = {"128M": 40, "512M": 352}  # 64 of 128 MiB: the guest OOM-killed dd
 
 
@@ -169,12 +171,27 @@ class FloorHost:
     either side: what the guest's app time holds beyond QEMU's job is the floor of any
     guest-initiated save or restore through these ports."""
 
-    def __init__(self, vm):
+    def __init__(self, vm, design_db=None):
         self.vm, self.jobs = vm, {"snapshot-save": [], "snapshot-load": []}
         self.a = bl.harness.connect_unix(vm.a_sock, 10)
         self.b = bl.harness.connect_unix(vm.b_sock, 10)
         self.error, self.busy = None, threading.Event()  # set from a request to its dismissal
+        # design_db (a file path): a save's design floor (`vsbench-dbus relay` in the guest).
+        # A save request is committed durably, then prepared ('P' on port B, the guest's 'R'
+        # back), and its completion committed durably before the answer: the least of the
+        # journal's work (SQLite, WAL, synchronous=FULL as vsbench-sqlite) and of the
+        # handshake any implementation of this design does around the job.
+        self.db = None
+        if design_db:
+            self.db = sqlite3.connect(design_db, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS r (n INTEGER, what TEXT, body TEXT)")
         threading.Thread(target=self._run, daemon=True).start()
+
+    def _commit(self, n, what):
+        if self.db:
+            self.db.execute("INSERT INTO r VALUES (?, ?, ?)", (n, what, "x" * 200))
 
     def settle(self, timeout=30):
         """Wait until the last job is dismissed: QEMU must not quit under the thread."""
@@ -203,11 +220,17 @@ class FloorHost:
                 n += 1
                 if c == b"S":
                     cmd, tag = "snapshot-save", f"floor{n}"
+                    if self.db:
+                        self._commit(n, "accepted")
+                        self.b.sendall(b"P")
+                        if self.a.recv(1) != b"R":
+                            raise RuntimeError("floor: no Ready ('R') after 'P'")
                 elif c == b"L" and tag:
                     cmd = "snapshot-load"
                 else:
                     raise RuntimeError(f"floor: unexpected {c!r} on port A")
                 job, times = self._job(cmd, tag, n)
+                self._commit(n, "completed")
                 self.b.sendall(c)
                 self.jobs[cmd].append(times)
                 err = [j.get("error") for j in self.vm.qmp("query-jobs") if j["id"] == job]
@@ -219,10 +242,13 @@ class FloorHost:
             self.error = e
 
 
-def run_floor(a, mem, mode, rounds, saves_only=False):
+def run_floor(a, mem, mode, rounds, saves_only=False, design=False):
     """The same rounds and marks as run_config with vmstate out of the way (FloorHost and
-    vsbench-port saveloop, or saves): {op: (app, job, overhead) stats}."""
-    wd = bl.workdir(a, f"sr-floor-{mem}-{mode}{'-saves' if saves_only else ''}")
+    vsbench-port saveloop, or saves): {op: (app, job, overhead) stats}. With design (saves
+    only): a save's design floor, FloorHost with its journal and handshake and the guest's
+    `vsbench-dbus relay` and `saves` (the same hops as vmstate's, no vmstate code)."""
+    wd = bl.workdir(a, f"sr-floor-{mem}-{mode}{'-saves' if saves_only else ''}"
+                       f"{'-design' if design else ''}")
     vm, mark_sock = mark_vm(a, wd, mem)
     with vm:
         bl.log(f"floor {mem} {mode}: boot {vm.wait_ready():.1f} s")
@@ -230,10 +256,16 @@ def run_floor(a, mem, mode, rounds, saves_only=False):
         dev, dev_a, dev_b = (vm.port_device(p) for p in
                              (MARK_PORT, bl.harness.PORT_A, bl.harness.PORT_B))
         fill(vm, mem, mode)
-        host = FloorHost(vm)
+        host = FloorHost(vm, os.path.join(wd, "design.db") if design else None)
         prog = "saves" if saves_only else "saveloop"
-        vm.spawn(f"exec vsbench-port {prog} {rounds} {dev_a} {dev_b} {dev}",
-                 log="/tmp/floorloop.log")
+        if design:
+            vm.spawn(f"exec vsbench-dbus relay {RELAY_NAME} {dev_a} {dev_b}", log="/tmp/relay.log")
+            bl.wait_guest_file(vm, "/tmp/relay.log", "ready")
+            vm.spawn(f"exec vsbench-dbus saves {RELAY_NAME} {rounds} {dev}",
+                     log="/tmp/floorloop.log")
+        else:
+            vm.spawn(f"exec vsbench-port {prog} {rounds} {dev_a} {dev_b} {dev}",
+                     log="/tmp/floorloop.log")
         try:
             marks.wait_for("q", 1, 60 + rounds * 60)
         except TimeoutError:

@@ -99,6 +99,17 @@ def qga_args(wd):
                   "-device", f"virtserialport,bus=vser0.0,chardev=qga0,id=portqga,name={QGA_PORT}"]
 
 
+def wait_guest_file(vm, path, word, timeout=60):
+    """Wait until the guest's file @path holds @word (a daemon's "ready")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rc, out = vm.run(f"cat {path} 2>/dev/null")
+        if word in out:
+            return
+        time.sleep(0.2)
+    raise harness.VMError(f"{path}: no {word!r} after {timeout} s")
+
+
 def guest_rss_kib(vm, pid):
     out = vm.check(f"grep -E '^(VmRSS|RssAnon|RssFile):' /proc/{int(pid)}/status")
     return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", out, re.M)}

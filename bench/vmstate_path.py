@@ -31,6 +31,9 @@ max_held = 256
 queue_max = 1024
 """
 HELPER_CONF += f"log_level = {os.environ.get('VSBENCH_HELPER_LOG', 'warning')}\n"
+# extra helper.conf lines for an A/B run, e.g. VSBENCH_HELPER_CONF="clock_sync = no"
+HELPER_CONF += "".join(f"{line.strip()}\n" for line in
+                       os.environ.get("VSBENCH_HELPER_CONF", "").split(";") if line.strip())
 
 VM_OPTIONS = {"max_states": 0, "max_pending": 0, "max_app_data_bytes": 0, "rate_requests": 0,
               "auth_fail_max": 0, "job_timeout": 600,

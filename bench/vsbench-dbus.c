@@ -25,6 +25,13 @@
  *                                prints "first: ", "last: " (from the call to the first/last
  *                                connection receiving its Tick) and "spread: " (last - first,
  *                                per round) statistics lines
+ *   vsbench-dbus relay NAME A B  a save's design floor in the guest, for bench-saverestore.py
+ *                                --floor=design (see do_relay): Save() over D-Bus, ports A/B
+ *                                to the host, the PrepareSave/Proceed handshake, the answer
+ *                                as a signal; no vmstate code
+ *   vsbench-dbus saves NAME N MARK  N saves in a row through relay NAME, with the marks of
+ *                                vsbench-app saves ('s' before the call, 'e' at the answer,
+ *                                'q' at the end) on the device MARK
  *
  * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
  * N-byte body; VSBENCH_SHAPE=completed gives Fire's Tick the body of the helper's Completed for a
@@ -36,6 +43,8 @@
  */
 #define _GNU_SOURCE
 #include <dbus/dbus.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -238,8 +247,11 @@ static void call_method(DBusConnection *c, const char *name, const char *member)
     dbus_message_unref(r);
 }
 
-/* Wait for the Tick that Ack sends after its reply (unicast: no match rule needed). */
-static void wait_tick(DBusConnection *c)
+static void send_proceed(DBusConnection *c, const char *name);
+
+/* Wait for the Tick that Ack sends after its reply (unicast: no match rule needed); with
+ * @relay, answer its PrepareSave signals with Proceed meanwhile. */
+static void wait_tick(DBusConnection *c, const char *relay)
 {
     for (;;) {
         DBusMessage *m = dbus_connection_pop_message(c);
@@ -249,6 +261,8 @@ static void wait_tick(DBusConnection *c)
             continue;
         }
         int tick = dbus_message_is_signal(m, IFACE, "Tick");
+        if (relay && dbus_message_is_signal(m, IFACE, "PrepareSave"))
+            send_proceed(c, relay);
         dbus_message_unref(m);
         if (tick)
             return;
@@ -266,7 +280,7 @@ static int do_call(const char *name, size_t n, int async)
         uint64_t t0 = vsbench_now_ns();
         call_method(c, name, async ? "Ack" : "Ping");
         if (async)
-            wait_tick(c);
+            wait_tick(c, NULL);
         if (i >= 10)
             s[i - 10] = vsbench_now_ns() - t0;
     }
@@ -392,6 +406,117 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     return 0;
 }
 
+/* ---- a save's design floor (bench-saverestore.py --floor=design) ------------------------ */
+
+static int open_dev(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        fprintf(stderr, "vsbench-dbus: %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+static void write_byte(int fd, char c)
+{
+    while (write(fd, &c, 1) != 1)
+        if (errno != EINTR && errno != EAGAIN)
+            die("write", NULL);
+}
+
+static void send_to(DBusConnection *c, DBusMessage *m, const char *dest)
+{
+    if (!m || !dbus_message_set_destination(m, dest) || !dbus_connection_send(c, m, NULL))
+        die("send", NULL);
+    dbus_message_unref(m);
+    dbus_connection_flush(c);
+}
+
+/*
+ * The least a save through this design costs in the guest, with nothing of vmstate's code:
+ * the app's Save() is answered at once and 'S' goes out on port A; the host (FloorHost in
+ * design mode) commits the request, writes 'P' on port B, and the app gets a PrepareSave
+ * signal; its Proceed() sends 'R' on port A; the host saves, commits the completion and
+ * writes 'S' on port B, which reaches the app as a Tick signal. The same hops as the helper's
+ * (request, Prepare/Ready with one listener, completion), each as bare as libdbus allows.
+ */
+static int do_relay(const char *name, const char *a, const char *b)
+{
+    DBusConnection *c = connect_bus();
+    DBusError err;
+    char caller[256] = "";
+    int fa = open_dev(a), fb = open_dev(b);
+    int cfd;
+
+    dbus_error_init(&err);
+    if (dbus_bus_request_name(c, name, DBUS_NAME_FLAG_DO_NOT_QUEUE, &err) !=
+            DBUS_REQUEST_NAME_REPLY_PRIMARY_OWNER ||
+        !dbus_connection_get_unix_fd(c, &cfd))
+        die("request name", &err);
+    printf("ready\n");
+    for (;;) {
+        struct pollfd p[2] = {{cfd, POLLIN, 0}, {fb, POLLIN, 0}};
+        DBusMessage *m;
+
+        if (dbus_connection_get_dispatch_status(c) != DBUS_DISPATCH_DATA_REMAINS &&
+            poll(p, 2, -1) < 0 && errno != EINTR)
+            die("poll", NULL);
+        if (p[0].revents && !dbus_connection_read_write(c, 0))
+            return 0;
+        while ((m = dbus_connection_pop_message(c))) {
+            if (dbus_message_is_method_call(m, IFACE, "Save")) {
+                snprintf(caller, sizeof(caller), "%s", dbus_message_get_sender(m));
+                send_to(c, dbus_message_new_method_return(m), caller);
+                write_byte(fa, 'S');
+            } else if (dbus_message_is_method_call(m, IFACE, "Proceed")) {
+                write_byte(fa, 'R');
+            }
+            dbus_message_unref(m);
+        }
+        if (p[1].revents & POLLIN) {
+            char ch;
+            ssize_t n = read(fb, &ch, 1);
+            if (n == 1 && ch == 'P')
+                send_to(c, dbus_message_new_signal(PATH, IFACE, "PrepareSave"), caller);
+            else if (n == 1 && ch == 'S')
+                send_to(c, tick_new(), caller);
+            else if (n == 1)
+                fprintf(stderr, "vsbench-dbus: relay: unexpected %c on port B\n", ch);
+        }
+    }
+}
+
+/* Proceed() to the relay, no reply asked (as libvmstate's). */
+static void send_proceed(DBusConnection *c, const char *name)
+{
+    DBusMessage *pr = dbus_message_new_method_call(name, PATH, IFACE, "Proceed");
+
+    if (!pr)
+        die("new call", NULL);
+    dbus_message_set_no_reply(pr, TRUE);
+    if (!dbus_connection_send(c, pr, NULL))
+        die("send", NULL);
+    dbus_message_unref(pr);
+    dbus_connection_flush(c);
+}
+
+/* N saves through the relay, marked like vsbench-app saves; Proceed at each PrepareSave. */
+static int do_relay_saves(const char *name, size_t n, const char *mark)
+{
+    DBusConnection *c = connect_bus();
+    int fm = open_dev(mark);
+
+    for (size_t i = 0; i < n; i++) {
+        write_byte(fm, 's');
+        call_method(c, name, "Save");
+        wait_tick(c, name);
+        write_byte(fm, 'e');
+    }
+    write_byte(fm, 'q');
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -406,7 +531,11 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "fanout") && strtoul(argv[3], NULL, 10) > 0 &&
         strtoul(argv[4], NULL, 10) > 0)
         return do_fanout(argv[2], strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10));
+    if (argc == 5 && !strcmp(argv[1], "relay"))
+        return do_relay(argv[2], argv[3], argv[4]);
+    if (argc == 5 && !strcmp(argv[1], "saves") && strtoul(argv[3], NULL, 10) > 0)
+        return do_relay_saves(argv[2], strtoul(argv[3], NULL, 10), argv[4]);
     fprintf(stderr, "usage: vsbench-dbus serve NAME | call NAME N | async NAME N | tput NAME K M | "
-                    "fanout NAME L R\n");
+                    "fanout NAME L R | relay NAME A B | saves NAME N MARK\n");
     return 2;
 }
