@@ -511,6 +511,46 @@ Test(costs, save_accept_complete_and_ack)
     cr_expect_eq(c.fsyncs, 0, "ack: %lu fsyncs", c.fsyncs);
 }
 
+/* A save that prepares the guest: the requests pending inside the state were journaled with its
+ * start, so its Ready costs no fsync before the hypervisor is asked; one asked for during the
+ * window adds one. */
+Test(costs, save_ready_syncs_only_what_the_window_added)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "", id2[VMS_REQUEST_ID_LEN + 1] = "",
+                                 info[VMS_REQUEST_ID_LEN + 1] = "";
+    struct vms_msg m;
+    struct costs c;
+
+    hello_caps(&vm1, VMS_CAP_KNOWN);
+    request(&vm1, id, "save", "app", "s3cret", NULL, "d");
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_PREPARE, id));
+    cr_assert_eq(fake.calls, 0);
+    vms_msg_init(&m, VMS_MSG_READY);
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, id);
+    vms_msg_set_u64(&m, VMS_F_STATUS, VMS_STATUS_OK);
+    count_start();
+    bridge_guest_input(&vm1, &vm1.a.ch, &m);
+    c = count_stop("save: Ready to the hypervisor");
+    cr_assert_eq(fake.calls, 1, "the snapshot was asked for");
+    cr_expect_eq(c.fsyncs, 0, "Ready with nothing new: %lu fsyncs", c.fsyncs);
+    cr_expect_leq(c.commits, 1, "Ready: %lu commits", c.commits);
+    fake_finish(VMS_STATUS_OK);
+    while (fake_list_finish(NULL, 0))
+        ;
+
+    request(&vm1, id2, "save", "app", "s3cret", NULL, "d");
+    drain(&in1);
+    cr_assert_not_null(find(VMS_MSG_PREPARE, id2));
+    request(&vm1, info, "hostinfo", "app", "s3cret", NULL, NULL); /* queued: inside the state */
+    vms_msg_set_str(&m, VMS_F_REQUEST_ID, id2);
+    count_start();
+    bridge_guest_input(&vm1, &vm1.a.ch, &m);
+    c = count_stop("save: Ready after a request in the window");
+    cr_expect_eq(c.fsyncs, 1, "Ready with a request added: %lu fsyncs", c.fsyncs);
+    vms_msg_clear(&m);
+}
+
 /* @n finished, acknowledged requests and their events, as months of a VM's life leave them. */
 static void journal_history(int n)
 {

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,24 @@ static void ready(struct bridge_vm *vm, const char *id, uint32_t status, const c
     vms_msg_clear(&m);
 }
 
+/* How many requests are recorded as pending inside a state of vm1 (@request_id: that one). */
+static int pending_rows(const char *request_id)
+{
+    sqlite3_stmt *st;
+    int n = -1;
+
+    cr_assert_eq(sqlite3_prepare_v2(br.db.h,
+                                    "SELECT count(*) FROM state_pending WHERE vm = 'vm1' AND "
+                                    "(?1 IS NULL OR request_id = ?1)",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    sqlite3_bind_text(st, 1, request_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
 Test(prepare, save_waits_for_ready_then_runs)
 {
     char id[VMS_REQUEST_ID_LEN + 1] = "";
@@ -63,6 +82,7 @@ Test(prepare, save_waits_for_ready_then_runs)
     hello_caps(&vm1, CAPS_NEW);
     request(&vm1, id, "save", "app", "s3cret", NULL, "d");
     cr_assert_eq(fake.calls, 0, "the snapshot must wait for the guest's Ready");
+    cr_assert_eq(pending_rows(id), 1, "the save is recorded inside its state when it starts");
     drain(&in1);
     p = find(VMS_MSG_PREPARE, id);
     cr_assert_not_null(p, "Prepare sent");
@@ -92,10 +112,26 @@ Test(prepare, inhibited_save_fails_with_the_reason)
     cr_assert_eq(ev->status, VMS_STATUS_ERR_INHIBITED);
     cr_assert(strstr(ev->message, "unsaved work (uid 1000)") != NULL, "%s", ev->message);
     cr_assert_eq(bridge_db_state_count(&br.db, "vm1"), 0);
+    cr_assert_eq(pending_rows(NULL), 0, "no state, no records of what it would have held");
     /* the queue goes on */
     request(&vm1, id2, "save", "app", "s3cret", NULL, NULL);
     drain(&in1);
     cr_assert_not_null(find(VMS_MSG_PREPARE, id2));
+}
+
+/* A request accepted while the guest prepares is inside the state too: recorded at the Ready. */
+Test(prepare, request_during_the_window_is_recorded_inside_the_state)
+{
+    char id[VMS_REQUEST_ID_LEN + 1] = "", info[VMS_REQUEST_ID_LEN + 1] = "";
+
+    hello_caps(&vm1, CAPS_NEW);
+    request(&vm1, id, "save", "app", "s3cret", NULL, NULL);
+    request(&vm1, info, "hostinfo", "app", "s3cret", NULL, NULL);
+    cr_assert_eq(pending_rows(info), 0, "accepted after the save started");
+    ready(&vm1, id, VMS_STATUS_OK, NULL);
+    cr_assert_eq(fake.calls, 1);
+    cr_assert_eq(pending_rows(info), 1, "recorded before the snapshot was asked for");
+    cr_assert_eq(pending_rows(id), 1);
 }
 
 Test(prepare, timeout_saves_anyway)

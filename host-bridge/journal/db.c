@@ -1226,7 +1226,7 @@ int bridge_db_state_pending_record(struct bridge_db *db, const char *vm, const c
         return -1;
     bind_text(st, 1, vm);
     bind_text(st, 2, state_id);
-    return step_done(db, vm, st, "record pending requests") < 0 ? -1 : 0;
+    return step_done(db, vm, st, "record pending requests");
 }
 
 int bridge_db_state_pending_list(struct bridge_db *db, const char *vm, const char *state_id,

@@ -239,7 +239,8 @@ int bridge_db_state_list(struct bridge_db *db, const char *vm, struct vms_msg *m
 /*
  * Record which requests are pending inside state @state_id now: those of @vm
  * accepted or running, and those done whose event in the current epoch is
- * not acked yet.
+ * not acked yet. Requests recorded before stay (recording again adds only the
+ * new ones). Returns how many were added, or -1.
  */
 int bridge_db_state_pending_record(struct bridge_db *db, const char *vm, const char *state_id);
 /* Request ids pending inside @state_id; returns how many were written (<= @max). */

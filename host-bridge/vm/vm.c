@@ -1440,15 +1440,17 @@ void bridge_vm_answer_now(struct bridge_vm *vm, const struct bridge_request *r)
 }
 
 /*
- * Journal @r running — and, for a save that starts at once (no Prepare), the requests pending
- * inside its state — in one transaction, then make it durable with the accepts deferred before
- * it (one fsync), then send the Reply the VM owes. Returns 1 if the pending requests were
- * recorded, 0 if not, -1 if nothing may start (the journal failed; @r stays accepted).
+ * Journal @r running — and, for a save, the requests pending inside its state — in one
+ * transaction, then make it durable with the accepts deferred before it (one fsync), then send
+ * the Reply the VM owes. A save that first prepares the guest adds at its Ready only what was
+ * accepted meanwhile (record_pending_at_ready): that is nothing, and no fsync, unless the guest
+ * asked for more during the window. Returns 1 if the pending requests were recorded, 0 if not,
+ * -1 if nothing may start (the journal failed; @r stays accepted).
  */
 static int journal_start(struct bridge_vm *vm, const struct bridge_request *r)
 {
     struct bridge_db *db = &vm->br->db;
-    int record = r->op == VMS_OP_SAVE && !bridge_prepare_wanted(vm);
+    int record = r->op == VMS_OP_SAVE;
     int rc = -1;
 
     bridge_db_relaxed_begin(db);
@@ -1584,6 +1586,41 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
     return rc;
 }
 
+/* A save that ends before its snapshot was asked for: its records of pending requests go with
+ * its completion, in one transaction. */
+static void complete_unsaved(struct bridge_vm *vm, const struct bridge_request *r,
+                             enum vms_status status, const char *message)
+{
+    struct bridge_db *db = &vm->br->db;
+    struct vms_msg ev;
+
+    bridge_event_for_request(&ev, r, status, message);
+    if (bridge_db_begin(db) < 0 || bridge_db_state_delete(db, vmname(vm), r->state_id) < 0 ||
+        complete_in_tx(vm, r, status, &ev) < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        vms_err(vmname(vm), r->id, "cannot journal the completion");
+    } else {
+        completed(vm, r, status, &ev);
+    }
+    vms_msg_clear(&ev);
+}
+
+/* At the guest's Ready: the requests accepted during the Prepare window are inside the state
+ * too. They join the record made when the save started (journal_start) and reach the disk
+ * before the hypervisor is asked; with none, nothing is written and nothing synced. 0 or -1. */
+static int record_pending_at_ready(struct bridge_vm *vm, const struct bridge_request *r)
+{
+    struct bridge_db *db = &vm->br->db;
+    int added;
+
+    bridge_db_relaxed_begin(db);
+    added = bridge_db_state_pending_record(db, vmname(vm), r->state_id);
+    bridge_db_relaxed_end(db);
+    if (added > 0)
+        bridge_db_defer(db);
+    return added < 0 || bridge_db_barrier(db) < 0 ? -1 : 0;
+}
+
 void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char *message)
 {
     const struct bridge_backend_ops *ops = vm->ops;
@@ -1597,17 +1634,17 @@ void bridge_vm_save_go(struct bridge_vm *vm, enum vms_status status, const char 
         return;
     }
     if (status != VMS_STATUS_OK) {
-        complete_simple(vm, &r, status, message);
+        complete_unsaved(vm, &r, status, message);
         goto done;
     }
     job_id_for(&r, job, sizeof(job));
-    if (vm->backend && bridge_db_state_pending_record(&vm->br->db, vmname(vm), r.state_id) == 0)
+    if (vm->backend && record_pending_at_ready(vm, &r) == 0)
         rc = ops->save(vm->backend, r.state_id, job, on_backend_done, vm);
     if (rc == 0) {
         bridge_request_clear(&r);
         return; /* on_backend_done completes it */
     }
-    complete_simple(vm, &r, VMS_STATUS_ERR_UNAVAILABLE, "the hypervisor is not reachable");
+    complete_unsaved(vm, &r, VMS_STATUS_ERR_UNAVAILABLE, "the hypervisor is not reachable");
 done:
     bridge_request_clear(&r);
     finish_running(vm);
