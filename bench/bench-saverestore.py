@@ -173,6 +173,7 @@ class FloorHost:
 
     def __init__(self, vm, design_db=None):
         self.vm, self.jobs = vm, {"snapshot-save": [], "snapshot-load": []}
+        self.times = []  # per save in design mode: (Prepare sent, Ready read, answer sent)
         self.a = bl.harness.connect_unix(vm.a_sock, 10)
         self.b = bl.harness.connect_unix(vm.b_sock, 10)
         self.error, self.busy = None, threading.Event()  # set from a request to its dismissal
@@ -223,8 +224,10 @@ class FloorHost:
                     if self.db:
                         self._commit(n, "accepted")
                         self.b.sendall(b"P")
+                        prep = time.time()
                         if self.a.recv(1) != b"R":
                             raise RuntimeError("floor: no Ready ('R') after 'P'")
+                        ready = time.time()
                 elif c == b"L" and tag:
                     cmd = "snapshot-load"
                 else:
@@ -232,6 +235,8 @@ class FloorHost:
                 job, times = self._job(cmd, tag, n)
                 self._commit(n, "completed")
                 self.b.sendall(c)
+                if self.db:
+                    self.times.append((prep, ready, time.time()))
                 self.jobs[cmd].append(times)
                 err = [j.get("error") for j in self.vm.qmp("query-jobs") if j["id"] == job]
                 self.vm.qmp("job-dismiss", id=job)
@@ -275,8 +280,13 @@ def run_floor(a, mem, mode, rounds, saves_only=False, design=False):
         host.settle()
     if host.error:
         raise host.error
-    return overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds,
-                     saves_only)[0]
+    res, m, n = overheads(marks, host.jobs["snapshot-save"], host.jobs["snapshot-load"], rounds,
+                          saves_only)
+    if design:  # the same stages as vmstate's save_stages, from the host thread's clock
+        res["save_stages"] = stage_stats(
+            (s_ask, prep, ready, j0, j1, done, s_got) for (prep, ready, done), (j0, j1), s_ask,
+            s_got in zip(host.times, host.jobs["snapshot-save"], m["s"][:n], m["e"][:n]))
+    return res
 
 
 def log_time(line, day0):
@@ -305,18 +315,27 @@ def save_stages(log_path, asked, jobs, received):
     lines = log_lines(log_path)
     marks = {k: [t for t, ln in lines if k in ln]
              for k in ("save: Prepare sent", "guest ready for the save", "completed save")}
-    stages = {"request -> Prepare sent": [], "Prepare -> guest's Ready": [],
-              "Ready -> job start": [], "job end -> completion sent": [],
-              "completion sent -> app has the event": []}
 
     def after(kind, t0, limit):
         return next((t for t in marks[kind] if t0 - 0.002 <= t <= limit + 0.002), None)
-    for (j0, j1), s_ask, s_got in zip(jobs, asked, received):
-        prep = after("save: Prepare sent", s_ask, j0)
-        ready = prep and after("guest ready for the save", prep, j0)
-        done = after("completed save", j1, s_got)
-        if not (prep and ready and done):
-            continue
+
+    def rows():
+        for (j0, j1), s_ask, s_got in zip(jobs, asked, received):
+            prep = after("save: Prepare sent", s_ask, j0)
+            ready = prep and after("guest ready for the save", prep, j0)
+            done = after("completed save", j1, s_got)
+            if prep and ready and done:
+                yield s_ask, prep, ready, j0, j1, done, s_got
+    return stage_stats(rows())
+
+
+def stage_stats(rows):
+    """{stage: stats} of a save's stages from rows (asked, Prepare sent, Ready, job start,
+    job end, completion sent, app has it), host-clock seconds; {} without rows."""
+    stages = {"request -> Prepare sent": [], "Prepare -> guest's Ready": [],
+              "Ready -> job start": [], "job end -> completion sent": [],
+              "completion sent -> app has the event": []}
+    for s_ask, prep, ready, j0, j1, done, s_got in rows:
         stages["request -> Prepare sent"].append(max(0.0, prep - s_ask) * 1e6)
         stages["Prepare -> guest's Ready"].append((ready - prep) * 1e6)
         stages["Ready -> job start"].append(max(0.0, j0 - ready) * 1e6)

@@ -199,8 +199,8 @@ def measure(a):
         # the D-Bus hops after the resume run in a guest whose code and TLB went cold
         bl.log(f"saves in a row through a bare relay (the design floor): 128M idle x "
                f"{a.save_rounds}")
-        res["warm save_design"] = srmod.run_floor(a, "128M", "idle", a.save_rounds,
-                                                  saves_only=True, design=True)["save"]
+        dz = srmod.run_floor(a, "128M", "idle", a.save_rounds, saves_only=True, design=True)
+        res["warm save_design"], res["warm save_design_stages"] = dz["save"], dz["save_stages"]
         # what the bridge must write durably per save, at the least: the accepted request
         # and its completion (a restart loses neither), each a commit like this one
         out = subprocess.run(
@@ -331,12 +331,15 @@ def report(a, r, machine, took):
         for op in ("save", "warm save", "restore"):
             if not r.get(op + "_stages"):
                 continue
+            design = r.get(op + "_design_stages", {})
             print(f"\nWhere a {op} goes (the bridge's log, ms resolution, between the app's "
-                  "marks):\n")
-            print("| stage | median | p99 |")
-            print("|---|---|---|")
+                  f"marks{'; beside it, the design floor’s same stages' if design else ''}):\n")
+            print("| stage | median | p99 |" + (" design floor: median | p99 |" if design else ""))
+            print("|---|---|---|" + ("---|---|" if design else ""))
             for k, s in r[op + "_stages"].items():
-                print(f"| {k} | {us(s['median'])} | {us(s['p99'])} |")
+                d = design.get(k)
+                print(f"| {k} | {us(s['median'])} | {us(s['p99'])} |" +
+                      (f" {us(d['median'])} | {us(d['p99'])} |" if d else ""))
     print("\n**Targets (issue 18, TCG guest)**\n")
     print("| target | measured | verdict |")
     print("|---|---|---|")
