@@ -656,6 +656,22 @@ static void finish_running(struct bridge_vm *vm)
     }
 }
 
+/* Complete @r with @ev, and in the same transaction drop what the journal holds of the state
+ * @r names (its catalogue entry, its records of pending requests). */
+static void complete_dropping_state(struct bridge_vm *vm, const struct bridge_request *r,
+                                    enum vms_status status, struct vms_msg *ev)
+{
+    struct bridge_db *db = &vm->br->db;
+
+    if (bridge_db_begin(db) < 0 || bridge_db_state_delete(db, vmname(vm), r->state_id) < 0 ||
+        complete_in_tx(vm, r, status, ev) < 0 || bridge_db_commit(db) < 0) {
+        bridge_db_rollback(db);
+        vms_err(vmname(vm), r->id, "cannot journal the completion (and the state's removal)");
+    } else {
+        completed(vm, r, status, ev);
+    }
+}
+
 static void complete_simple(struct bridge_vm *vm, struct bridge_request *r, enum vms_status st,
                             const char *message)
 {
@@ -1135,18 +1151,11 @@ static void job_id_for(const struct bridge_request *r, char *out, size_t len)
 /* Delete of a lost state: nothing to ask the hypervisor; drop the catalogue entry. */
 static void forget_lost_state(struct bridge_vm *vm, const struct bridge_request *r)
 {
-    struct bridge_db *db = &vm->br->db;
     struct vms_msg ev;
 
     bridge_event_for_request(&ev, r, VMS_STATUS_OK, "the state was lost; removed from the list");
     describe_state(vm, r, &ev);
-    if (bridge_db_begin(db) < 0 || bridge_db_state_delete(db, vmname(vm), r->state_id) < 0 ||
-        complete_in_tx(vm, r, VMS_STATUS_OK, &ev) < 0 || bridge_db_commit(db) < 0) {
-        bridge_db_rollback(db);
-        vms_err(vmname(vm), r->id, "cannot journal the removal of a lost state");
-    } else {
-        completed(vm, r, VMS_STATUS_OK, &ev);
-    }
+    complete_dropping_state(vm, r, VMS_STATUS_OK, &ev);
     vms_msg_clear(&ev);
 }
 
@@ -1587,21 +1596,14 @@ static int run_request(struct bridge_vm *vm, struct bridge_request *r)
 }
 
 /* A save that ends before its snapshot was asked for: its records of pending requests go with
- * its completion, in one transaction. */
+ * its completion (complete_dropping_state). */
 static void complete_unsaved(struct bridge_vm *vm, const struct bridge_request *r,
                              enum vms_status status, const char *message)
 {
-    struct bridge_db *db = &vm->br->db;
     struct vms_msg ev;
 
     bridge_event_for_request(&ev, r, status, message);
-    if (bridge_db_begin(db) < 0 || bridge_db_state_delete(db, vmname(vm), r->state_id) < 0 ||
-        complete_in_tx(vm, r, status, &ev) < 0 || bridge_db_commit(db) < 0) {
-        bridge_db_rollback(db);
-        vms_err(vmname(vm), r->id, "cannot journal the completion");
-    } else {
-        completed(vm, r, status, &ev);
-    }
+    complete_dropping_state(vm, r, status, &ev);
     vms_msg_clear(&ev);
 }
 
