@@ -36,7 +36,10 @@
  * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
  * N-byte body; VSBENCH_SHAPE=completed gives Fire's Tick the body of the helper's Completed for a
  * hostinfo (ten arguments, the details a{sv} with 16 of a hostinfo's entries, not its quotas);
- * VSBENCH_MATCH=RULE makes every fan-out connection add that match rule; VSBENCH_UID=1 makes
+ * VSBENCH_MATCH=RULE makes every fan-out connection add that match rule; VSBENCH_MATCHES=1 makes
+ * it add, before its Subscribe, the three rules a libvmstate handle adds (the service's name
+ * owner, its broadcast interface, its PropertiesChanged), sent at once and their answers read
+ * after, as libvmstate does (a registration's design floor, with VSBENCH_UID); VSBENCH_UID=1 makes
  * serve ask the bus for each subscriber's uid before it answers; VSBENCH_CPU_PIDS=PID,..
  * prints those processes' CPU per timed fan-out round ("cpu_ms_per_round: PID=MS .."). Statistics
  * line: "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C" (p99 nearest rank).
@@ -288,6 +291,49 @@ static int do_call(const char *name, size_t n, int async)
     return 0;
 }
 
+/* The match rules of a libvmstate handle (libvmstate/vmstate.c add_matches), for this service:
+ * sent at once; their answers read after the handle's first call (handle_rules_collect). */
+#define N_HANDLE_RULES 3
+
+static void handle_rules_send(DBusConnection *c, const char *name,
+                              DBusPendingCall *pc[N_HANDLE_RULES])
+{
+    char rules[N_HANDLE_RULES][256];
+
+    snprintf(rules[0], sizeof(rules[0]),
+             "type='signal',sender='" DBUS_SERVICE_DBUS "',interface='" DBUS_INTERFACE_DBUS
+             "',member='NameOwnerChanged',arg0='%s'",
+             name);
+    snprintf(rules[1], sizeof(rules[1]),
+             "type='signal',interface='" IFACE ".Broadcast',path='" PATH "'");
+    snprintf(rules[2], sizeof(rules[2]),
+             "type='signal',interface='" DBUS_INTERFACE_PROPERTIES
+             "',member='PropertiesChanged',path='" PATH "'");
+    for (int i = 0; i < N_HANDLE_RULES; i++) {
+        const char *rule = rules[i];
+        DBusMessage *m = dbus_message_new_method_call(DBUS_SERVICE_DBUS, DBUS_PATH_DBUS,
+                                                      DBUS_INTERFACE_DBUS, "AddMatch");
+        if (!m || !dbus_message_append_args(m, DBUS_TYPE_STRING, &rule, DBUS_TYPE_INVALID) ||
+            !dbus_connection_send_with_reply(c, m, &pc[i], 30000) || !pc[i])
+            die("AddMatch", NULL);
+        dbus_message_unref(m);
+    }
+}
+
+static void handle_rules_collect(DBusPendingCall *pc[N_HANDLE_RULES])
+{
+    for (int i = 0; i < N_HANDLE_RULES; i++) {
+        if (!pc[i])
+            continue;
+        dbus_pending_call_block(pc[i]);
+        DBusMessage *r = dbus_pending_call_steal_reply(pc[i]);
+        if (!r || dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR)
+            die("AddMatch reply", NULL);
+        dbus_message_unref(r);
+        dbus_pending_call_unref(pc[i]);
+    }
+}
+
 /* K processes, each its own connection, M Ping calls back to back: the bus's throughput
  * for one trivial call per request, the floor of vsbench-app tput. */
 static int do_tput(const char *name, int k, size_t m)
@@ -350,7 +396,11 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
         if (getenv("VSBENCH_MATCH"))
             dbus_bus_add_match(c[i], getenv("VSBENCH_MATCH"), NULL);
         t_conn += vsbench_now_ns() - a;
+        DBusPendingCall *pc[N_HANDLE_RULES] = {NULL};
+        if (getenv("VSBENCH_MATCHES"))
+            handle_rules_send(c[i], name, pc);
         call_method(c[i], name, "Subscribe");
+        handle_rules_collect(pc);
         int fd;
         if (!dbus_connection_get_unix_fd(c[i], &fd))
             die("get fd", NULL);
