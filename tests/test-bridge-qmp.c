@@ -221,6 +221,20 @@ static void conclude_job(const char *job, const char *jobs, int n)
 
 TestSuite(qmp, .init = setup, .fini = teardown);
 
+/* QEMU's monitor goes away (e.g. QEMU restarted) while a job runs, and comes back: the loss is
+ * reported, the job is not failed meanwhile, and the backend greets the new monitor. */
+static void monitor_drops_and_returns(void)
+{
+    close(sfd);
+    sfd = -1;
+    for (int i = 0; i < 50 && !lost_calls; i++)
+        pump(1);
+    cr_assert_eq(lost_calls, 1);
+    cr_assert_eq(done_calls, 0, "the job is not failed while QMP is away");
+    now += 1; /* past the reconnect backoff */
+    accept_and_greet();
+}
+
 Test(qmp, save_job_followed_to_concluded)
 {
     json_object *o, *args, *v;
@@ -308,13 +322,7 @@ Test(qmp, job_watched_before_a_reconnect_is_judged_by_query_jobs)
     job_event("vms-j9", "created");
     job_event("vms-j9", "running");
     pump(5);
-    close(sfd);
-    sfd = -1;
-    for (int i = 0; i < 50 && !lost_calls; i++)
-        pump(1);
-    cr_assert_eq(lost_calls, 1);
-    now += 1;
-    accept_and_greet();
+    monitor_drops_and_returns();
     json_object_put(expect("query-jobs", "[{\"id\": \"vms-j9\", \"status\": \"running\"}]"));
     pump(5);
     cr_assert_eq(done_calls, 0);
@@ -428,14 +436,7 @@ Test(qmp, connection_lost_mid_job_rejudged_after_reconnect)
 {
     cr_assert_eq(bridge_backend_qmp.save(be, "st-9", "vms-j9", on_done, NULL), 0);
     json_object_put(expect("snapshot-save", "{}"));
-    close(sfd); /* QEMU's monitor goes away (e.g. QEMU restarted) */
-    sfd = -1;
-    for (int i = 0; i < 50 && !lost_calls; i++)
-        pump(1);
-    cr_assert_eq(lost_calls, 1);
-    cr_assert_eq(done_calls, 0, "the job is not failed while QMP is away");
-    now += 1; /* past the reconnect backoff */
-    accept_and_greet();
+    monitor_drops_and_returns();
     cr_assert_eq(ready_calls, 2);
     /* re-judged: the job is gone, the snapshot exists -> the save happened */
     json_object_put(expect("query-jobs", "[]"));
