@@ -29,8 +29,8 @@ import json
 import os
 import re
 import socket
-import sys
 import sqlite3
+import sys
 import threading
 import time
 
