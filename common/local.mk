@@ -5,6 +5,7 @@ noinst_LTLIBRARIES += common/libvmscommon.la
 common_libvmscommon_la_SOURCES = \
 	common/vms-wire.c common/vms-wire.h \
 	common/vms-proto.c common/vms-proto.h common/vms-dbus.c common/vms-dbus.h \
+	common/vms-marshal.c common/vms-marshal.h \
 	common/vms-channel.c common/vms-channel.h \
 	common/vms-dedup.c common/vms-dedup.h \
 	common/vms-log.c common/vms-log.h \

@@ -24,6 +24,7 @@
 
 struct vms_dedup_key {
     uint64_t epoch;
+    uint64_t hash; /* of epoch and request id: compared before the id */
     char request_id[VMS_REQUEST_ID_LEN + 1];
 };
 

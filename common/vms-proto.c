@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "vms-marshal.h"
 #include "vms-proto.h"
 #include "vms-wire.h"
 
@@ -489,236 +490,102 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /*
- * The encoder writes D-Bus marshalling itself (little-endian, a signal with the path,
- * interface and member below and a body of signature a{sv}). Through libdbus each variant's
- * contained signature is validated on a stack of list nodes allocated under libdbus's global
- * lock: 92 k of the bridge's 307 k instructions per hostinfo (bench/RESULTS.md §15). What is
- * written is what libdbus writes for the same message, byte for byte: test-proto and
- * fuzz-message check it against libdbus's own marshalling. The decoder stays libdbus's
+ * The encoder writes D-Bus marshalling itself (vms-marshal.h): a signal with the path,
+ * interface and member below and a body of signature a{sv}. The decoder stays libdbus's
  * demarshal, which validates every byte a peer sends.
- *
- * Two passes: the first (w->p == NULL) only counts, so the buffer is allocated once at its
- * size and a secret is never left behind in a freed, reallocated buffer.
  */
-struct wbuf {
-    uint8_t *p; /* NULL: count only */
-    size_t len;
-};
-
-static void wb_bytes(struct wbuf *w, const void *data, size_t n)
-{
-    if (w->p && n)
-        memcpy(w->p + w->len, data, n);
-    w->len += n;
-}
-
-static void wb_pad(struct wbuf *w, size_t align)
-{
-    while (w->len % align) {
-        if (w->p)
-            w->p[w->len] = 0;
-        w->len++;
-    }
-}
-
-static void wb_u8(struct wbuf *w, uint8_t v)
-{
-    wb_bytes(w, &v, 1);
-}
-
-static void wb_u32_at(struct wbuf *w, size_t at, uint32_t v)
-{
-    if (w->p)
-        for (int i = 0; i < 4; i++)
-            w->p[at + (size_t)i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wb_u32(struct wbuf *w, uint32_t v)
-{
-    wb_pad(w, 4);
-    wb_u32_at(w, w->len, v);
-    w->len += 4;
-}
-
-static void wb_u64(struct wbuf *w, uint64_t v)
-{
-    wb_pad(w, 8);
-    if (w->p)
-        for (int i = 0; i < 8; i++)
-            w->p[w->len + (size_t)i] = (uint8_t)(v >> (8 * i));
-    w->len += 8;
-}
-
-/* a string or object path: length, bytes, NUL */
-static void wb_str(struct wbuf *w, const char *str)
-{
-    size_t n = strlen(str);
-
-    wb_u32(w, (uint32_t)n);
-    wb_bytes(w, str, n + 1);
-}
-
-/* a signature: one length byte, bytes, NUL */
-static void wb_sig(struct wbuf *w, const char *sig)
-{
-    size_t n = strlen(sig);
-
-    wb_u8(w, (uint8_t)n);
-    wb_bytes(w, sig, n + 1);
-}
-
-/* An array: its length, the padding to its elements' alignment (there even when it is empty),
- * the elements. wb_array_begin returns where the length goes; wb_array_end writes it: the
- * elements' bytes, without that padding. */
-struct wb_array {
-    size_t len_at, start;
-};
-
-static struct wb_array wb_array_begin(struct wbuf *w, size_t elem_align)
-{
-    struct wb_array a;
-
-    wb_u32(w, 0);
-    a.len_at = w->len - 4;
-    wb_pad(w, elem_align);
-    a.start = w->len;
-    return a;
-}
-
-static void wb_array_end(struct wbuf *w, struct wb_array a)
-{
-    wb_u32_at(w, a.len_at, (uint32_t)(w->len - a.start));
-}
-
-/* one header field: (code, variant) */
-static void wb_header_field(struct wbuf *w, uint8_t code, const char *sig, const char *value)
-{
-    wb_pad(w, 8);
-    wb_u8(w, code);
-    wb_sig(w, sig);
-    if (sig[0] == 'g')
-        wb_sig(w, value);
-    else
-        wb_str(w, value);
-}
-
-/* one entry {sv} of the body's dict */
-static void wb_field(struct wbuf *w, const struct vms_msg *m, enum vms_field f)
+void vms_wb_msg_field(struct vms_wbuf *w, const struct vms_msg *m, enum vms_field f)
 {
     const struct field_desc *fd = &field_table[f];
     const char *p = (const char *)m + fd->offset;
-    struct wb_array arr;
+    struct vms_wb_array arr;
 
-    wb_pad(w, 8);
-    wb_str(w, fd->key);
-    wb_sig(w, kind_signature[fd->kind]);
+    vms_wb_pad(w, 8);
+    vms_wb_str(w, fd->key);
+    vms_wb_sig(w, kind_signature[fd->kind]);
     switch (fd->kind) {
     case FK_U32:
-        wb_u32(w, *(const uint32_t *)(const void *)p);
+        vms_wb_u32(w, *(const uint32_t *)(const void *)p);
         break;
     case FK_U64:
-        wb_u64(w, *(const uint64_t *)(const void *)p);
+        vms_wb_u64(w, *(const uint64_t *)(const void *)p);
         break;
     case FK_ID:
     case FK_REQID:
     case FK_TEXT:
     case FK_SECRET:
-        wb_str(w, p);
+        vms_wb_str(w, p);
         break;
     case FK_BYTES:
-        arr = wb_array_begin(w, 1);
-        wb_bytes(w, m->app_data, m->app_data_len);
-        wb_array_end(w, arr);
+        arr = vms_wb_array_begin(w, 1);
+        vms_wb_bytes(w, m->app_data, m->app_data_len);
+        vms_wb_array_end(w, arr);
         break;
     case FK_CAPS:
-        arr = wb_array_begin(w, 4);
+        arr = vms_wb_array_begin(w, 4);
         for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
             if (m->caps & cap_table[i].bit)
-                wb_str(w, cap_table[i].name);
-        wb_array_end(w, arr);
+                vms_wb_str(w, cap_table[i].name);
+        vms_wb_array_end(w, arr);
         break;
     case FK_STATES:
-        arr = wb_array_begin(w, 8);
+        arr = vms_wb_array_begin(w, 8);
         for (size_t i = 0; i < m->n_states; i++) {
             const struct vms_state_info *s = &m->states[i];
-            wb_pad(w, 8);
-            wb_str(w, s->id);
-            wb_str(w, s->label);
-            wb_str(w, s->app_id);
-            wb_str(w, s->parent);
-            wb_u64(w, (uint64_t)s->created);
+            vms_wb_pad(w, 8);
+            vms_wb_str(w, s->id);
+            vms_wb_str(w, s->label);
+            vms_wb_str(w, s->app_id);
+            vms_wb_str(w, s->parent);
+            vms_wb_u64(w, (uint64_t)s->created);
         }
-        wb_array_end(w, arr);
+        vms_wb_array_end(w, arr);
         break;
     case FK_FOLLOWUPS:
-        arr = wb_array_begin(w, 8);
+        arr = vms_wb_array_begin(w, 8);
         for (size_t i = 0; i < m->n_followups; i++) {
-            wb_pad(w, 8);
-            wb_str(w, m->followups[i].op);
-            wb_u64(w, m->followups[i].arg);
+            vms_wb_pad(w, 8);
+            vms_wb_str(w, m->followups[i].op);
+            vms_wb_u64(w, m->followups[i].arg);
         }
-        wb_array_end(w, arr);
+        vms_wb_array_end(w, arr);
         break;
     case FK_RESULTS:
-        arr = wb_array_begin(w, 8);
+        arr = vms_wb_array_begin(w, 8);
         for (size_t i = 0; i < m->n_results; i++) {
-            wb_pad(w, 8);
-            wb_str(w, m->results[i].op);
-            wb_u32(w, m->results[i].status);
-            wb_str(w, m->results[i].message);
+            vms_wb_pad(w, 8);
+            vms_wb_str(w, m->results[i].op);
+            vms_wb_u32(w, m->results[i].status);
+            vms_wb_str(w, m->results[i].message);
         }
-        wb_array_end(w, arr);
+        vms_wb_array_end(w, arr);
         break;
     case FK_QUOTAS:
-        arr = wb_array_begin(w, 8);
+        arr = vms_wb_array_begin(w, 8);
         for (size_t i = 0; i < m->n_quotas; i++) {
-            wb_pad(w, 8);
-            wb_str(w, m->quotas[i].name);
-            wb_u64(w, m->quotas[i].limit);
-            wb_u64(w, m->quotas[i].used);
+            vms_wb_pad(w, 8);
+            vms_wb_str(w, m->quotas[i].name);
+            vms_wb_u64(w, m->quotas[i].limit);
+            vms_wb_u64(w, m->quotas[i].used);
         }
-        wb_array_end(w, arr);
+        vms_wb_array_end(w, arr);
         break;
     }
 }
 
-/* D-Bus's message header: its fixed part and the codes of its fields */
-#define DBUS_WIRE_LITTLE_ENDIAN     'l'
-#define DBUS_WIRE_SIGNAL            4
-#define DBUS_WIRE_NO_REPLY_EXPECTED 0x1
-#define DBUS_WIRE_VERSION           1
-#define DBUS_WIRE_FIELD_PATH        1
-#define DBUS_WIRE_FIELD_INTERFACE   2
-#define DBUS_WIRE_FIELD_MEMBER      3
-#define DBUS_WIRE_FIELD_SIGNATURE   8
-
 /* The whole message of @m into @w (counting only when w->p is NULL). */
-static void wb_message(struct wbuf *w, const struct vms_msg *m)
+static void wb_message(struct vms_wbuf *w, const void *ctx)
 {
-    struct wb_array fields, dict;
-    size_t body_len_at, body;
+    const struct vms_msg *m = ctx;
+    struct vms_wb_signal sig = vms_wb_signal_begin(w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE,
+                                                   msg_table[m->type].name, NULL, "a{sv}");
+    struct vms_wb_array dict = vms_wb_array_begin(w, 8);
 
-    wb_u8(w, DBUS_WIRE_LITTLE_ENDIAN);
-    wb_u8(w, DBUS_WIRE_SIGNAL);
-    wb_u8(w, DBUS_WIRE_NO_REPLY_EXPECTED); /* a signal's, as libdbus sets it */
-    wb_u8(w, DBUS_WIRE_VERSION);
-    body_len_at = w->len;
-    wb_u32(w, 0);
-    wb_u32(w, 1); /* serial */
-    fields = wb_array_begin(w, 8);
-    wb_header_field(w, DBUS_WIRE_FIELD_PATH, "o", VMS_WIRE_PATH);
-    wb_header_field(w, DBUS_WIRE_FIELD_INTERFACE, "s", VMS_WIRE_INTERFACE);
-    wb_header_field(w, DBUS_WIRE_FIELD_MEMBER, "s", msg_table[m->type].name);
-    wb_header_field(w, DBUS_WIRE_FIELD_SIGNATURE, "g", "a{sv}");
-    wb_array_end(w, fields);
-    wb_pad(w, 8); /* the body starts 8-aligned */
-    body = w->len;
-    dict = wb_array_begin(w, 8);
     for (int f = 0; f < VMS_F__COUNT; f++)
         if (m->fields & VMS_BIT(f))
-            wb_field(w, m, (enum vms_field)f);
-    wb_array_end(w, dict);
-    wb_u32_at(w, body_len_at, (uint32_t)(w->len - body));
+            vms_wb_msg_field(w, m, (enum vms_field)f);
+    vms_wb_array_end(w, dict);
+    vms_wb_signal_end(w, sig);
 }
 
 static int state_valid(const struct vms_state_info *s)
@@ -804,27 +671,22 @@ static int msg_check(const struct vms_msg *m, char *err, size_t errlen)
 int vms_msg_encode(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
                    size_t errlen)
 {
-    struct wbuf w = {NULL, 0};
+    size_t len = 0;
+    int rc;
 
     *out = NULL;
     *out_len = 0;
     if (msg_check(m, err, errlen) < 0)
         return -1;
-    wb_message(&w, m);
-    if (w.len > VMS_WIRE_PAYLOAD_MAX) {
+    rc = vms_wb_build(wb_message, m, VMS_WIRE_PAYLOAD_MAX, out, &len);
+    if (rc == -2)
         seterr(err, errlen, "%s: %zu bytes, over the %u byte frame cap", msg_table[m->type].name,
-               w.len, VMS_WIRE_PAYLOAD_MAX);
-        return -1;
-    }
-    w.p = malloc(w.len);
-    if (!w.p) {
+               len, VMS_WIRE_PAYLOAD_MAX);
+    else if (rc < 0)
         seterr(err, errlen, "out of memory");
+    if (rc < 0)
         return -1;
-    }
-    *out_len = w.len;
-    w.len = 0;
-    wb_message(&w, m);
-    *out = w.p;
+    *out_len = len;
     return 0;
 }
 
@@ -872,84 +734,212 @@ static int lookup_field(const char *key)
     return -1;
 }
 
-/* Whether the variant @var holds exactly kind_signature[@kind]; if not, what it holds goes to
- * @got. A basic type is told by its type code; only a container's signature is spelled out
- * by libdbus, which allocates it (that was a tenth of decoding a hostinfo's answer). */
-static int variant_holds(DBusMessageIter *var, enum field_kind kind, char *got, size_t gotlen)
-{
-    const char *want = kind_signature[kind];
-    char *sig;
-    int ok;
+/*
+ * The body is read from the bytes themselves once libdbus's demarshal has validated them
+ * (every string UTF-8 and NUL-terminated, every array's length and every variant's
+ * signature consistent, the padding zero): libdbus's iterators cost as much again as its
+ * validation, about 60 k instructions per hostinfo answer in the helper and the bridge
+ * (callgrind, bench/RESULTS.md §18). Each read is still bounded by the body's end.
+ * fuzz-message holds the reader to libdbus's: every entry it takes, libdbus reads the same.
+ */
+struct rbuf {
+    const uint8_t *p;
+    size_t len, pos; /* pos from the body's start, which is 8-aligned in the message */
+    int big;         /* 'B': big-endian */
+};
 
-    if (want[1] == '\0' && dbus_message_iter_get_arg_type(var) == want[0])
-        return 1;
-    sig = dbus_message_iter_get_signature(var);
-    ok = sig && strcmp(sig, want) == 0;
-    snprintf(got, gotlen, "%s", sig ? sig : "?");
-    dbus_free(sig);
-    return ok;
+static int rb_skip_to(struct rbuf *r, size_t align, size_t n)
+{
+    size_t at = r->pos + ((0 - r->pos) & (align - 1));
+
+    if (at > r->len || n > r->len - at)
+        return -1;
+    r->pos = at + n;
+    return 0;
 }
 
-/* Copy a validated string out of @it; -1 if it breaks @kind. */
-static int take_string(DBusMessageIter *it, enum field_kind kind, char *dst)
+static uint64_t rb_int(const struct rbuf *r, size_t at, size_t n)
 {
-    const char *s = NULL;
+    uint64_t v = 0;
+
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)r->p[at + i] << (8 * (r->big ? n - 1 - i : i));
+    return v;
+}
+
+static int rb_u32(struct rbuf *r, uint32_t *v)
+{
+    if (rb_skip_to(r, 4, 4) < 0)
+        return -1;
+    *v = (uint32_t)rb_int(r, r->pos - 4, 4);
+    return 0;
+}
+
+static int rb_u64(struct rbuf *r, uint64_t *v)
+{
+    if (rb_skip_to(r, 8, 8) < 0)
+        return -1;
+    *v = rb_int(r, r->pos - 8, 8);
+    return 0;
+}
+
+/* a string or object path: validated NUL-terminated, so usable in place */
+static int rb_str(struct rbuf *r, const char **s, size_t *n)
+{
+    uint32_t len;
+
+    if (rb_u32(r, &len) < 0 || rb_skip_to(r, 1, (size_t)len + 1) < 0)
+        return -1;
+    *s = (const char *)r->p + r->pos - len - 1;
+    *n = len;
+    return 0;
+}
+
+static int rb_sig(struct rbuf *r, const char **s)
+{
+    size_t len;
+
+    if (r->pos >= r->len)
+        return -1;
+    len = r->p[r->pos];
+    if (rb_skip_to(r, 1, len + 2) < 0)
+        return -1;
+    *s = (const char *)r->p + r->pos - len - 1;
+    return 0;
+}
+
+/* D-Bus alignment of a value of type @t */
+static size_t type_align(char t)
+{
+    switch (t) {
+    case 'y':
+    case 'g':
+    case 'v':
+        return 1;
+    case 'n':
+    case 'q':
+        return 2;
+    case 'x':
+    case 't':
+    case 'd':
+    case '(':
+    case '{':
+        return 8;
+    default:
+        return 4;
+    }
+}
+
+/* Past one complete type in the signature @sig (validated by libdbus). */
+static const char *sig_next(const char *sig)
+{
+    int depth = 0;
+
+    do {
+        if (*sig == '(' || *sig == '{')
+            depth++;
+        else if (*sig == ')' || *sig == '}')
+            depth--;
+        else if (*sig == 'a') {
+            sig++;
+            continue;
+        }
+        sig++;
+    } while (depth > 0 && *sig);
+    return sig;
+}
+
+/* Skip one value of the complete type at *@sig, and *@sig past it: an unknown field. Its
+ * nesting is bounded by libdbus's validation (64 levels). */
+static int rb_skip_value(struct rbuf *r, const char **sig)
+{
+    char t = *(*sig)++;
+    uint32_t n;
+    const char *inner;
+
+    switch (t) {
+    case 's':
+    case 'o': {
+        const char *s;
+        size_t len;
+        return rb_str(r, &s, &len);
+    }
+    case 'g':
+        return rb_sig(r, &inner);
+    case 'v':
+        return rb_sig(r, &inner) < 0 ? -1 : rb_skip_value(r, &inner);
+    case 'a':
+        if (rb_u32(r, &n) < 0 || rb_skip_to(r, type_align(**sig), n) < 0)
+            return -1;
+        *sig = sig_next(*sig);
+        return 0;
+    case '(':
+    case '{':
+        if (rb_skip_to(r, 8, 0) < 0)
+            return -1;
+        while (**sig != ')' && **sig != '}')
+            if (!**sig || rb_skip_value(r, sig) < 0)
+                return -1;
+        (*sig)++;
+        return 0;
+    default:
+        return rb_skip_to(r, type_align(t),
+                          t == 'y'               ? 1
+                          : t == 'n' || t == 'q' ? 2
+                                                 : type_align(t));
+    }
+}
+
+/* Copy a string out of @r; -1 if it breaks @kind (an empty one is allowed when @optional). */
+static int take_string(struct rbuf *r, enum field_kind kind, int optional, char *dst)
+{
+    const char *s;
     size_t n;
 
-    dbus_message_iter_get_basic(it, &s);
-    n = strnlen(s, VMS_STR_MAX + 1);
-    if (n > VMS_STR_MAX || !valid_for_kind(kind, s))
+    if (rb_str(r, &s, &n) < 0)
+        return -1;
+    if (n > VMS_STR_MAX || ((!optional || n) && !valid_for_kind(kind, s)))
         return -1;
     memcpy(dst, s, n + 1);
     return 0;
 }
 
-static int take_optional_id(DBusMessageIter *it, char *dst)
+/* An array's bounds: its elements from r->pos to *@end */
+static int rb_array(struct rbuf *r, size_t elem_align, size_t *end)
 {
-    const char *s = NULL;
+    uint32_t n;
 
-    dbus_message_iter_get_basic(it, &s);
-    if (s[0] == '\0') {
-        dst[0] = '\0';
-        return 0;
-    }
-    return take_string(it, FK_ID, dst);
+    if (rb_u32(r, &n) < 0 || rb_skip_to(r, elem_align, 0) < 0 || n > r->len - r->pos)
+        return -1;
+    *end = r->pos + n;
+    return 0;
 }
 
-static int decode_states(DBusMessageIter *var, struct vms_msg *m, char *why, size_t whylen)
+static int decode_states(struct rbuf *r, struct vms_msg *m, char *why, size_t whylen)
 {
-    DBusMessageIter arr, st;
     struct vms_state_info info;
+    size_t end;
 
-    dbus_message_iter_recurse(var, &arr);
-    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
-        dbus_int64_t created;
+    if (rb_array(r, 8, &end) < 0)
+        goto bad;
+    while (r->pos < end) {
+        uint64_t created;
 
         if (m->n_states >= VMS_STATES_MAX) {
             seterr(why, whylen, "more than %d states", VMS_STATES_MAX);
             return -1;
         }
         memset(&info, 0, sizeof(info));
-        dbus_message_iter_recurse(&arr, &st); /* signature already checked: ssssx */
-        if (take_string(&st, FK_ID, info.id) < 0)
+        if (rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, info.id) < 0 ||
+            take_string(r, FK_TEXT, 0, info.label) < 0 ||
+            take_string(r, FK_ID, 1, info.app_id) < 0 ||
+            take_string(r, FK_ID, 1, info.parent) < 0 || rb_u64(r, &created) < 0)
             goto bad;
-        dbus_message_iter_next(&st);
-        if (take_string(&st, FK_TEXT, info.label) < 0)
-            goto bad;
-        dbus_message_iter_next(&st);
-        if (take_optional_id(&st, info.app_id) < 0)
-            goto bad;
-        dbus_message_iter_next(&st);
-        if (take_optional_id(&st, info.parent) < 0)
-            goto bad;
-        dbus_message_iter_next(&st);
-        dbus_message_iter_get_basic(&st, &created);
-        info.created = created;
+        info.created = (int64_t)created;
         if (vms_msg_add_state(m, &info) < 0) {
             seterr(why, whylen, "out of memory");
             return -1;
         }
-        dbus_message_iter_next(&arr);
     }
     return 0;
 bad:
@@ -957,71 +947,66 @@ bad:
     return -1;
 }
 
-/* Follow-ups a(st), results a(sus), quotas a(stt): signature already checked; at most
- * VMS_FOLLOWUPS_MAX / VMS_QUOTAS_MAX entries, strings validated like every other field. */
-static int decode_list(DBusMessageIter *var, struct vms_msg *m, enum field_kind kind, char *why,
+/* Follow-ups a(st), results a(sus), quotas a(stt): at most VMS_FOLLOWUPS_MAX /
+ * VMS_QUOTAS_MAX entries, strings validated like every other field. */
+static int decode_list(struct rbuf *r, struct vms_msg *m, enum field_kind kind, char *why,
                        size_t whylen)
 {
-    DBusMessageIter arr, st;
+    size_t end;
 
-    dbus_message_iter_recurse(var, &arr);
-    while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRUCT) {
+    if (rb_array(r, 8, &end) < 0) {
+        seterr(why, whylen, "truncated list");
+        return -1;
+    }
+    while (r->pos < end) {
         char name[VMS_STR_MAX + 1], text[VMS_STR_MAX + 1] = "";
-        dbus_uint64_t a = 0, b = 0;
-        dbus_uint32_t status = 0;
+        uint64_t a = 0, b = 0;
+        uint32_t status = 0;
         int rc;
 
-        dbus_message_iter_recurse(&arr, &st);
-        if (take_string(&st, FK_ID, name) < 0) {
+        if (rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, name) < 0) {
             seterr(why, whylen, "entry with an invalid name");
             return -1;
         }
-        dbus_message_iter_next(&st);
         if (kind == FK_RESULTS) {
-            dbus_message_iter_get_basic(&st, &status);
-            dbus_message_iter_next(&st);
-            if (take_string(&st, FK_TEXT, text) < 0) {
+            if (rb_u32(r, &status) < 0 || take_string(r, FK_TEXT, 0, text) < 0) {
                 seterr(why, whylen, "entry with an invalid message");
                 return -1;
             }
             rc = vms_msg_add_result(m, name, status, text);
+        } else if (kind == FK_QUOTAS) {
+            rc = rb_u64(r, &a) < 0 || rb_u64(r, &b) < 0 ? -1 : vms_msg_add_quota(m, name, a, b);
         } else {
-            dbus_message_iter_get_basic(&st, &a);
-            if (kind == FK_QUOTAS) {
-                dbus_message_iter_next(&st);
-                dbus_message_iter_get_basic(&st, &b);
-                rc = vms_msg_add_quota(m, name, a, b);
-            } else {
-                rc = vms_msg_add_followup(m, name, a);
-            }
+            rc = rb_u64(r, &a) < 0 ? -1 : vms_msg_add_followup(m, name, a);
         }
         if (rc < 0) {
             seterr(why, whylen, "more than %d entries, or a name over %d bytes",
                    kind == FK_QUOTAS ? VMS_QUOTAS_MAX : VMS_FOLLOWUPS_MAX, VMS_NAME_MAX);
             return -1;
         }
-        dbus_message_iter_next(&arr);
     }
     return 0;
 }
 
-static int decode_field(DBusMessageIter *var, struct vms_msg *m, enum vms_field f, char *why,
+static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, char *why,
                         size_t whylen)
 {
     const struct field_desc *fd = &field_table[f];
     char *p = (char *)m + fd->offset;
-    DBusMessageIter arr;
+    size_t end;
 
     switch (fd->kind) {
     case FK_U32: {
-        dbus_uint32_t v;
-        dbus_message_iter_get_basic(var, &v);
+        uint32_t v;
+        if (rb_u32(r, &v) < 0)
+            break;
         *(uint32_t *)(void *)p = v;
         return 0;
     }
     case FK_U64: {
-        dbus_uint64_t v;
-        dbus_message_iter_get_basic(var, &v);
+        uint64_t v;
+        if (rb_u64(r, &v) < 0)
+            break;
         *(uint64_t *)(void *)p = v;
         return 0;
     }
@@ -1029,51 +1014,54 @@ static int decode_field(DBusMessageIter *var, struct vms_msg *m, enum vms_field 
     case FK_REQID:
     case FK_TEXT:
     case FK_SECRET:
-        if (take_string(var, fd->kind, p) < 0) {
+        if (take_string(r, fd->kind, 0, p) < 0) {
             seterr(why, whylen, "invalid characters or over %d bytes", VMS_STR_MAX);
             return -1;
         }
         return 0;
-    case FK_BYTES: {
-        const uint8_t *data = NULL;
-        int n = 0;
-        dbus_message_iter_recurse(var, &arr);
-        dbus_message_iter_get_fixed_array(&arr, &data, &n);
-        if (n < 0 || (size_t)n > VMS_APP_DATA_MAX) {
-            seterr(why, whylen, "%d bytes, over the %u byte cap", n, VMS_APP_DATA_MAX);
+    case FK_BYTES:
+        if (rb_array(r, 1, &end) < 0)
+            break;
+        if (end - r->pos > VMS_APP_DATA_MAX) {
+            seterr(why, whylen, "%zu bytes, over the %u byte cap", end - r->pos, VMS_APP_DATA_MAX);
             return -1;
         }
-        if (vms_msg_set_app_data(m, data, (size_t)n) < 0) {
+        if (vms_msg_set_app_data(m, r->p + r->pos, end - r->pos) < 0) {
             seterr(why, whylen, "out of memory");
             return -1;
         }
+        r->pos = end;
         return 0;
-    }
     case FK_CAPS: {
         int entries = 0;
-        dbus_message_iter_recurse(var, &arr);
+        if (rb_array(r, 4, &end) < 0)
+            break;
         m->caps = 0;
-        while (dbus_message_iter_get_arg_type(&arr) == DBUS_TYPE_STRING) {
+        while (r->pos < end) {
             const char *name;
+            size_t n;
             if (++entries > CAPS_MAX_ENTRIES) {
                 seterr(why, whylen, "more than %d capabilities", CAPS_MAX_ENTRIES);
                 return -1;
             }
-            dbus_message_iter_get_basic(&arr, &name);
+            if (rb_str(r, &name, &n) < 0)
+                break;
             for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
                 if (strcmp(name, cap_table[i].name) == 0)
                     m->caps |= cap_table[i].bit;
-            dbus_message_iter_next(&arr);
         }
+        if (r->pos != end)
+            break;
         return 0;
     }
     case FK_STATES:
-        return decode_states(var, m, why, whylen);
+        return decode_states(r, m, why, whylen);
     case FK_FOLLOWUPS:
     case FK_RESULTS:
     case FK_QUOTAS:
-        return decode_list(var, m, fd->kind, why, whylen);
+        return decode_list(r, m, fd->kind, why, whylen);
     }
+    seterr(why, whylen, "truncated");
     return -1;
 }
 
@@ -1101,8 +1089,10 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     enum vms_decode_result res = VMS_DECODE_INVALID;
     DBusMessage *dm = NULL;
     DBusError derr;
-    DBusMessageIter it, dict;
     const char *member, *iface;
+    struct rbuf r;
+    uint32_t body_len = 0;
+    size_t dict_end;
     int need;
 
     memset(rep, 0, sizeof(*rep));
@@ -1142,41 +1132,55 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
                           dbus_message_get_signature(dm));
         goto out;
     }
-    dbus_message_iter_init(dm, &it);
-    dbus_message_iter_recurse(&it, &dict);
-    while (dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY) {
-        DBusMessageIter entry, var;
-        const char *key;
+    /* validated: the body is the message's last body-length bytes, after an 8-aligned
+     * header */
+    r.big = payload[0] == 'B';
+    r.p = payload;
+    r.pos = 4;
+    r.len = 8;
+    (void)rb_u32(&r, &body_len);
+    r.p = payload + len - body_len;
+    r.len = body_len;
+    r.pos = 0;
+    if (rb_array(&r, 8, &dict_end) < 0) {
+        res = decode_fail(m, rep, "%s: truncated body", member);
+        goto out;
+    }
+    while (r.pos < dict_end) {
+        const char *key, *vsig;
+        size_t key_len;
         int f;
-        char why[160] = "", got[VMS_STR_MAX + 1];
+        char why[160] = "";
 
-        dbus_message_iter_recurse(&dict, &entry);
-        dbus_message_iter_get_basic(&entry, &key);
-        dbus_message_iter_next(&entry);
+        if (rb_skip_to(&r, 8, 0) < 0 || rb_str(&r, &key, &key_len) < 0 || rb_sig(&r, &vsig) < 0) {
+            res = decode_fail(m, rep, "%s: truncated body", member);
+            goto out;
+        }
         f = lookup_field(key);
         if (f < 0) {
             if (!rep->unknown_fields++)
                 snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
                          VMS_STR_MAX, key);
-            dbus_message_iter_next(&dict);
+            if (rb_skip_value(&r, &vsig) < 0) {
+                res = decode_fail(m, rep, "%s: truncated body", member);
+                goto out;
+            }
             continue;
         }
         if (m->fields & VMS_BIT(f)) {
             res = decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
             goto out;
         }
-        dbus_message_iter_recurse(&entry, &var);
-        if (!variant_holds(&var, field_table[f].kind, got, sizeof(got))) {
-            res = decode_fail(m, rep, "%s: field '%s' has type '%s', expected '%s'", member, key,
-                              got, kind_signature[field_table[f].kind]);
+        if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0) {
+            res = decode_fail(m, rep, "%s: field '%s' has type '%.*s', expected '%s'", member, key,
+                              VMS_STR_MAX, vsig, kind_signature[field_table[f].kind]);
             goto out;
         }
-        if (decode_field(&var, m, (enum vms_field)f, why, sizeof(why)) < 0) {
+        if (decode_field(&r, m, (enum vms_field)f, why, sizeof(why)) < 0) {
             res = decode_fail(m, rep, "%s: field '%s': %s", member, key, why);
             goto out;
         }
         m->fields |= VMS_BIT(f);
-        dbus_message_iter_next(&dict);
     }
     for (int f = 0; f < VMS_F__COUNT; f++)
         if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {

@@ -250,6 +250,11 @@ struct vms_decode_report {
     char error[256];                           /* why decode failed */
 };
 
+struct vms_wbuf;
+/* The entry {sv} of field @f of @m, as a wire message's body carries it, into @w
+ * (vms-marshal.h): for the helper's signals that repeat wire fields (Completed's details). */
+void vms_wb_msg_field(struct vms_wbuf *w, const struct vms_msg *m, enum vms_field f);
+
 enum vms_decode_result {
     VMS_DECODE_OK = 0,
     VMS_DECODE_UNKNOWN_TYPE, /* well-formed, but a message type we do not know: skip it */

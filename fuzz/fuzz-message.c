@@ -4,6 +4,9 @@
  * over arbitrary payloads. A decoded message must re-encode: decode accepts
  * nothing that encode would refuse. What the encoder writes must be what
  * libdbus writes for the same message (it marshals by hand), and decode again.
+ * What the decoder read (from the bytes, after libdbus validated them) must be what
+ * libdbus reads: every entry re-encoded has the value libdbus reads for that key in the
+ * payload, and every entry of the payload was either taken or counted as unknown.
  */
 #include "config.h"
 
@@ -14,6 +17,36 @@
 #include "vms-proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define ENTRIES_MAX 256
+
+/* Every entry of @out is in @in with the same value (but caps, which decode keeps as the
+ * bits of the names it knows); @in has @unknown entries more. */
+static void check_as_libdbus_reads(const uint8_t *in, size_t in_len, const uint8_t *out,
+                                   size_t out_len, unsigned unknown)
+{
+    static struct vms_reference_entry a[ENTRIES_MAX], b[ENTRIES_MAX];
+    int na = vms_reference_entries(in, in_len, a, ENTRIES_MAX);
+    int nb = vms_reference_entries(out, out_len, b, ENTRIES_MAX);
+
+    if (na < 0) { /* more entries than this check keeps: nothing to compare */
+        vms_reference_entries_free(b, nb);
+        return;
+    }
+    if (nb < 0 || na != nb + (int)unknown)
+        abort();
+    for (int i = 0; i < nb; i++) {
+        int found = 0;
+        for (int j = 0; j < na && !found; j++)
+            found = !strcmp(a[j].key, b[i].key) &&
+                    (!strcmp(b[i].key, "caps") ||
+                     (a[j].len == b[i].len && !memcmp(a[j].value, b[i].value, b[i].len)));
+        if (!found)
+            abort();
+    }
+    vms_reference_entries_free(a, na);
+    vms_reference_entries_free(b, nb);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (vms_reference_marshal(out, len, &ref, &ref_len) < 0 || ref_len != len ||
             memcmp(ref, out, len) != 0)
             abort();
+        check_as_libdbus_reads(data, size, out, len, rep.unknown_fields);
         if (vms_msg_decode(out, len, &again, &rep) != VMS_DECODE_OK || again.fields != m.fields)
             abort();
         vms_msg_clear(&again);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "test-helper-fixture.h"
+#include "vms-dbus-reference.h"
 #include "vms-wire.h"
 
 #define APP "org.example.Notes"
@@ -911,6 +912,149 @@ static void event_init(struct vms_msg *e, const char *rid, const char *op, const
     vms_msg_set_str(e, VMS_F_APP_ID, app);
 }
 
+/* @m's body as received, and as libdbus's writer marshals the same arguments: the helper
+ * marshals its signals itself (vms-marshal.h), and dbus-daemon passes a body on unchanged. */
+static void assert_body_as_libdbus_writes_it(DBusMessage *m)
+{
+    DBusMessage *ref = dbus_message_new_signal("/r", "org.example.Reference", "R");
+    DBusMessageIter src, dst;
+    char *got = NULL, *want = NULL;
+    int got_len = 0, want_len = 0;
+    uint32_t got_body, want_body;
+
+    cr_assert_not_null(ref);
+    dbus_message_iter_init(m, &src);
+    dbus_message_iter_init_append(ref, &dst);
+    cr_assert(vms_reference_copy(&src, &dst));
+    cr_assert(dbus_message_marshal(m, &got, &got_len));
+    cr_assert(dbus_message_marshal(ref, &want, &want_len));
+    cr_assert_eq(got[0], 'l');
+    memcpy(&got_body, got + 4, 4);
+    memcpy(&want_body, want + 4, 4);
+    cr_assert_eq(got_body, want_body, "body of %u bytes, libdbus writes %u", got_body, want_body);
+    cr_assert(!memcmp(got + got_len - got_body, want + want_len - want_body, got_body),
+              "the body differs from libdbus's marshalling");
+    dbus_free(got);
+    dbus_free(want);
+    dbus_message_unref(ref);
+}
+
+/* Completed's details: every one the API names, with its type, as libdbus would marshal
+ * them; the three counts the wire carries as u are t in the API. */
+Test(helper, completed_carries_every_detail_as_libdbus_marshals_it)
+{
+    static const struct {
+        const char *key, *sig;
+    } want[] = {
+        {"parent_id", "s"},
+        {"reason", "s"},
+        {"hostname", "s"},
+        {"bridge_version", "s"},
+        {"bytes", "t"},
+        {"free_bytes", "t"},
+        {"mem_bytes", "t"},
+        {"seq", "t"},
+        {"creator", "s"},
+        {"host_mem_total", "t"},
+        {"host_mem_available", "t"},
+        {"host_cpus", "t"},
+        {"host_load_milli", "t"},
+        {"vcpus", "t"},
+        {"mem_boot", "t"},
+        {"mem_min", "t"},
+        {"mem_max", "t"},
+        {"hypervisor_version", "s"},
+        {"ops", "s"},
+        {"mode", "s"},
+        {"results", "a(sus)"},
+        {"quotas", "a(stt)"},
+        {"states", "a(ssssx)"},
+    };
+    struct vms_state_info s1 = {.id = "s1", .label = "one", .app_id = APP, .created = -5},
+                          s2 = {.id = "s2", .label = "twö", .parent = "s1", .created = 7};
+    DBusConnection *c;
+    DBusMessage *s;
+    DBusMessageIter it, dict;
+    struct vms_msg e;
+    const char *rid = "0000000000000000000000000000dd77", *msg;
+    uint32_t status;
+    size_t n = 0;
+
+    fx_start(&F, NULL);
+    fx_bridge_handshake(&F, 1);
+    c = fx_client(&F);
+    cr_assert_eq(fx_register(c, APP), 0);
+    event_init(&e, rid, "hostinfo", APP, 1);
+    vms_msg_set_u64(&e, VMS_F_STATUS, 7); /* no message: the status's sentence */
+    vms_msg_set_app_data(&e, "d\0ta", 4);
+    vms_msg_set_str(&e, VMS_F_PARENT_ID, "p1");
+    vms_msg_set_str(&e, VMS_F_REASON, "why");
+    vms_msg_set_str(&e, VMS_F_HOSTNAME, "host-1");
+    vms_msg_set_str(&e, VMS_F_BRIDGE_VERSION, "9.9");
+    vms_msg_set_u64(&e, VMS_F_BYTES, 1ull << 40);
+    vms_msg_set_u64(&e, VMS_F_FREE_BYTES, 2);
+    vms_msg_set_u64(&e, VMS_F_MEM_BYTES, 3);
+    vms_msg_set_str(&e, VMS_F_CREATOR, "org.example.Creator");
+    vms_msg_set_u64(&e, VMS_F_HOST_MEM_TOTAL, 4);
+    vms_msg_set_u64(&e, VMS_F_HOST_MEM_AVAILABLE, 5);
+    vms_msg_set_u64(&e, VMS_F_HOST_CPUS, 6);
+    vms_msg_set_u64(&e, VMS_F_HOST_LOAD_MILLI, 4000000000u);
+    vms_msg_set_u64(&e, VMS_F_VCPUS, 8);
+    vms_msg_set_u64(&e, VMS_F_MEM_BOOT, 9);
+    vms_msg_set_u64(&e, VMS_F_MEM_MIN, 10);
+    vms_msg_set_u64(&e, VMS_F_MEM_MAX, 11);
+    vms_msg_set_str(&e, VMS_F_HYPERVISOR_VERSION, "QEMU 7.2");
+    vms_msg_set_str(&e, VMS_F_OPS, "save,restore");
+    vms_msg_set_str(&e, VMS_F_MODE, "managed");
+    cr_assert_eq(vms_msg_add_result(&e, "save", 0, ""), 0);
+    cr_assert_eq(vms_msg_add_result(&e, "restore", 8, "no such state"), 0);
+    cr_assert_eq(vms_msg_add_quota(&e, "states", 10, 3), 0);
+    cr_assert_eq(vms_msg_add_state(&e, &s1), 0);
+    cr_assert_eq(vms_msg_add_state(&e, &s2), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+
+    s = fx_wait_signal(c, "Completed", 3000);
+    cr_assert_not_null(s);
+    assert_body_as_libdbus_writes_it(s);
+    dbus_message_iter_init(s, &it);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &status);
+    dbus_message_iter_next(&it);
+    dbus_message_iter_get_basic(&it, &msg);
+    cr_assert_eq(status, 7);
+    cr_assert_str_eq(msg, vms_status_str(7));
+    while (dbus_message_iter_get_arg_type(&it) != DBUS_TYPE_ARRAY ||
+           dbus_message_iter_get_element_type(&it) != DBUS_TYPE_DICT_ENTRY)
+        dbus_message_iter_next(&it);
+    dbus_message_iter_recurse(&it, &dict);
+    for (; dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY;
+         dbus_message_iter_next(&dict), n++) {
+        DBusMessageIter entry, v;
+        const char *key;
+        char *sig;
+
+        cr_assert_lt(n, sizeof(want) / sizeof(want[0]), "more details than the API names");
+        dbus_message_iter_recurse(&dict, &entry);
+        dbus_message_iter_get_basic(&entry, &key);
+        dbus_message_iter_next(&entry);
+        dbus_message_iter_recurse(&entry, &v);
+        sig = dbus_message_iter_get_signature(&v);
+        cr_assert_str_eq(key, want[n].key);
+        cr_assert_str_eq(sig, want[n].sig, "%s: %s", key, sig);
+        dbus_free(sig);
+        if (!strcmp(key, "host_load_milli")) {
+            dbus_uint64_t x;
+            dbus_message_iter_get_basic(&v, &x);
+            cr_assert_eq(x, 4000000000u);
+        }
+    }
+    cr_assert_eq(n, sizeof(want) / sizeof(want[0]));
+    dbus_message_unref(s);
+    fx_client_close(c);
+}
+
 Test(helper, list_updates_states_property)
 {
     DBusConnection *c;
@@ -1058,6 +1202,7 @@ static void assert_state_signal(DBusConnection *c, const char *member, const cha
     cr_assert_str_eq(app, creator);
     cr_assert_str_eq(label, "before upgrade");
     cr_assert_eq(epoch, 1);
+    assert_body_as_libdbus_writes_it(s);
     /* unicast: addressed to this listener, not broadcast to the bus */
     cr_assert_not_null(dbus_message_get_destination(s));
     dbus_message_unref(s);

@@ -11,6 +11,7 @@
 
 #include <dbus/dbus.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -79,6 +80,91 @@ out:
         dbus_message_unref(copy);
     dbus_message_unref(in);
     return rc;
+}
+
+/* The body of the one-argument message @m as libdbus marshals it, into *@out (free()). */
+static inline int vms_reference_body(DBusMessage *m, uint8_t **out, size_t *out_len)
+{
+    char *raw = NULL;
+    int raw_len = 0;
+    uint32_t body;
+
+    dbus_message_set_serial(m, 1);
+    if (!dbus_message_marshal(m, &raw, &raw_len))
+        return -1;
+    memcpy(&body, raw + 4, 4); /* libdbus marshals in the host's order */
+    *out = malloc(body ? body : 1);
+    if (*out)
+        memcpy(*out, raw + raw_len - body, body);
+    *out_len = body;
+    dbus_free(raw);
+    return *out ? 0 : -1;
+}
+
+/* One entry of a wire message's a{sv}, as libdbus reads it: its key, and its value alone
+ * marshalled by libdbus's writer. */
+struct vms_reference_entry {
+    char key[256];
+    uint8_t *value;
+    size_t len;
+};
+
+/* The entries of the wire message @bytes as libdbus reads them, into @out (at most @max;
+ * vms_reference_entries_free()). Returns how many, or -1 when libdbus does not take @bytes
+ * or there are more than @max. */
+static inline int vms_reference_entries(const uint8_t *bytes, size_t len,
+                                        struct vms_reference_entry *out, int max)
+{
+    DBusMessage *in = dbus_message_demarshal((const char *)bytes, (int)len, NULL);
+    DBusMessageIter it, dict;
+    int n = 0;
+
+    if (!in)
+        return -1;
+    dbus_message_iter_init(in, &it);
+    dbus_message_iter_recurse(&it, &dict);
+    for (; dbus_message_iter_get_arg_type(&dict) == DBUS_TYPE_DICT_ENTRY;
+         dbus_message_iter_next(&dict)) {
+        DBusMessageIter entry, dst;
+        DBusMessage *one;
+        const char *key;
+        int ok;
+
+        if (n == max) {
+            n = -1;
+            break;
+        }
+        dbus_message_iter_recurse(&dict, &entry);
+        dbus_message_iter_get_basic(&entry, &key);
+        dbus_message_iter_next(&entry); /* the variant, the entry's last item */
+        snprintf(out[n].key, sizeof(out[n].key), "%s", key);
+        one = dbus_message_new_signal("/r", "org.example.Reference", "R");
+        dbus_message_iter_init_append(one, &dst);
+        ok = one && vms_reference_copy(&entry, &dst) &&
+             vms_reference_body(one, &out[n].value, &out[n].len) == 0;
+        if (one)
+            dbus_message_unref(one);
+        if (!ok) {
+            n = -1;
+            break;
+        }
+        n++;
+    }
+    if (n < 0) /* what was taken is freed */
+        for (int i = 0; i < max && out[i].value; i++) {
+            free(out[i].value);
+            out[i].value = NULL;
+        }
+    dbus_message_unref(in);
+    return n;
+}
+
+static inline void vms_reference_entries_free(struct vms_reference_entry *e, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(e[i].value);
+        e[i].value = NULL;
+    }
 }
 
 #endif

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * vms-marshal.c — see vms-marshal.h.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "vms-marshal.h"
+
+/* D-Bus's message header: its fixed part and the codes of its fields */
+#define DBUS_WIRE_LITTLE_ENDIAN     'l'
+#define DBUS_WIRE_SIGNAL            4
+#define DBUS_WIRE_NO_REPLY_EXPECTED 0x1
+#define DBUS_WIRE_VERSION           1
+#define DBUS_WIRE_FIELD_PATH        1
+#define DBUS_WIRE_FIELD_INTERFACE   2
+#define DBUS_WIRE_FIELD_MEMBER      3
+#define DBUS_WIRE_FIELD_DESTINATION 6
+#define DBUS_WIRE_FIELD_SIGNATURE   8
+
+void vms_wb_bytes(struct vms_wbuf *w, const void *data, size_t n)
+{
+    if (w->p && n)
+        memcpy(w->p + w->len, data, n);
+    w->len += n;
+}
+
+void vms_wb_pad(struct vms_wbuf *w, size_t align) /* align: 1, 2, 4 or 8 */
+{
+    size_t n = (0 - w->len) & (align - 1);
+
+    if (w->p)
+        memset(w->p + w->len, 0, n);
+    w->len += n;
+}
+
+void vms_wb_u8(struct vms_wbuf *w, uint8_t v)
+{
+    vms_wb_bytes(w, &v, 1);
+}
+
+static void wb_u32_at(struct vms_wbuf *w, size_t at, uint32_t v)
+{
+    if (w->p)
+        for (int i = 0; i < 4; i++)
+            w->p[at + (size_t)i] = (uint8_t)(v >> (8 * i));
+}
+
+void vms_wb_u32(struct vms_wbuf *w, uint32_t v)
+{
+    vms_wb_pad(w, 4);
+    wb_u32_at(w, w->len, v);
+    w->len += 4;
+}
+
+void vms_wb_u64(struct vms_wbuf *w, uint64_t v)
+{
+    vms_wb_pad(w, 8);
+    if (w->p)
+        for (int i = 0; i < 8; i++)
+            w->p[w->len + (size_t)i] = (uint8_t)(v >> (8 * i));
+    w->len += 8;
+}
+
+void vms_wb_str(struct vms_wbuf *w, const char *str)
+{
+    size_t n = strlen(str);
+
+    vms_wb_u32(w, (uint32_t)n);
+    vms_wb_bytes(w, str, n + 1);
+}
+
+void vms_wb_sig(struct vms_wbuf *w, const char *sig)
+{
+    size_t n = strlen(sig);
+
+    vms_wb_u8(w, (uint8_t)n);
+    vms_wb_bytes(w, sig, n + 1);
+}
+
+struct vms_wb_array vms_wb_array_begin(struct vms_wbuf *w, size_t elem_align)
+{
+    struct vms_wb_array a;
+
+    vms_wb_u32(w, 0);
+    a.len_at = w->len - 4;
+    vms_wb_pad(w, elem_align);
+    a.start = w->len;
+    return a;
+}
+
+void vms_wb_array_end(struct vms_wbuf *w, struct vms_wb_array a)
+{
+    wb_u32_at(w, a.len_at, (uint32_t)(w->len - a.start));
+}
+
+/* one header field: (code, variant) */
+static void wb_header_field(struct vms_wbuf *w, uint8_t code, const char *sig, const char *value)
+{
+    vms_wb_pad(w, 8);
+    vms_wb_u8(w, code);
+    vms_wb_sig(w, sig);
+    if (sig[0] == 'g')
+        vms_wb_sig(w, value);
+    else
+        vms_wb_str(w, value);
+}
+
+struct vms_wb_signal vms_wb_signal_begin(struct vms_wbuf *w, const char *path,
+                                         const char *interface, const char *member,
+                                         const char *destination, const char *signature)
+{
+    struct vms_wb_signal s;
+    struct vms_wb_array fields;
+
+    vms_wb_u8(w, DBUS_WIRE_LITTLE_ENDIAN);
+    vms_wb_u8(w, DBUS_WIRE_SIGNAL);
+    vms_wb_u8(w, DBUS_WIRE_NO_REPLY_EXPECTED); /* a signal's, as libdbus sets it */
+    vms_wb_u8(w, DBUS_WIRE_VERSION);
+    s.body_len_at = w->len;
+    vms_wb_u32(w, 0);
+    vms_wb_u32(w, 1); /* serial */
+    fields = vms_wb_array_begin(w, 8);
+    wb_header_field(w, DBUS_WIRE_FIELD_PATH, "o", path);
+    wb_header_field(w, DBUS_WIRE_FIELD_INTERFACE, "s", interface);
+    wb_header_field(w, DBUS_WIRE_FIELD_MEMBER, "s", member);
+    if (destination)
+        wb_header_field(w, DBUS_WIRE_FIELD_DESTINATION, "s", destination);
+    wb_header_field(w, DBUS_WIRE_FIELD_SIGNATURE, "g", signature);
+    vms_wb_array_end(w, fields);
+    vms_wb_pad(w, 8); /* the body starts 8-aligned */
+    s.body = w->len;
+    return s;
+}
+
+void vms_wb_signal_end(struct vms_wbuf *w, struct vms_wb_signal s)
+{
+    wb_u32_at(w, s.body_len_at, (uint32_t)(w->len - s.body));
+}
+
+int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **out, size_t *out_len)
+{
+    struct vms_wbuf w = {NULL, 0};
+
+    *out = NULL;
+    write(&w, ctx);
+    *out_len = w.len;
+    if (w.len > max)
+        return -2;
+    w.p = malloc(w.len);
+    if (!w.p)
+        return -1;
+    w.len = 0;
+    write(&w, ctx);
+    *out = w.p;
+    return 0;
+}
