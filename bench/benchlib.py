@@ -6,10 +6,12 @@ Every benchmark script prints Markdown table rows on stdout; progress goes to st
 Statistics: median and p99 by nearest rank (p99 = the ceil(0.99 n)-th smallest sample).
 """
 import argparse
+import atexit
 import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,11 +79,17 @@ def common_args(desc):
 
 
 def workdir(args, tag):
+    """A directory for one bench's files: under --workdir, kept; else a temporary one, removed
+    when the bench exits (a save/restore bench leaves ~0.8 GiB of snapshots in its disk)
+    unless VSBENCH_KEEP=1."""
     if args.workdir:
         d = os.path.join(args.workdir, tag)
         os.makedirs(d, exist_ok=True)
         return d
-    return tempfile.mkdtemp(prefix=f"vsb-{tag}-")
+    d = tempfile.mkdtemp(prefix=f"vsb-{tag}-")
+    if os.environ.get("VSBENCH_KEEP") != "1":
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
 
 
 def host_prog(args, name):

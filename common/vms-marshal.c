@@ -20,82 +20,6 @@
 #define DBUS_WIRE_FIELD_DESTINATION 6
 #define DBUS_WIRE_FIELD_SIGNATURE   8
 
-void vms_wb_bytes(struct vms_wbuf *w, const void *data, size_t n)
-{
-    if (w->p && n)
-        memcpy(w->p + w->len, data, n);
-    w->len += n;
-}
-
-void vms_wb_pad(struct vms_wbuf *w, size_t align) /* align: 1, 2, 4 or 8 */
-{
-    size_t n = (0 - w->len) & (align - 1);
-
-    if (w->p)
-        memset(w->p + w->len, 0, n);
-    w->len += n;
-}
-
-void vms_wb_u8(struct vms_wbuf *w, uint8_t v)
-{
-    vms_wb_bytes(w, &v, 1);
-}
-
-static void wb_u32_at(struct vms_wbuf *w, size_t at, uint32_t v)
-{
-    if (w->p)
-        for (int i = 0; i < 4; i++)
-            w->p[at + (size_t)i] = (uint8_t)(v >> (8 * i));
-}
-
-void vms_wb_u32(struct vms_wbuf *w, uint32_t v)
-{
-    vms_wb_pad(w, 4);
-    wb_u32_at(w, w->len, v);
-    w->len += 4;
-}
-
-void vms_wb_u64(struct vms_wbuf *w, uint64_t v)
-{
-    vms_wb_pad(w, 8);
-    if (w->p)
-        for (int i = 0; i < 8; i++)
-            w->p[w->len + (size_t)i] = (uint8_t)(v >> (8 * i));
-    w->len += 8;
-}
-
-void vms_wb_str(struct vms_wbuf *w, const char *str)
-{
-    size_t n = strlen(str);
-
-    vms_wb_u32(w, (uint32_t)n);
-    vms_wb_bytes(w, str, n + 1);
-}
-
-void vms_wb_sig(struct vms_wbuf *w, const char *sig)
-{
-    size_t n = strlen(sig);
-
-    vms_wb_u8(w, (uint8_t)n);
-    vms_wb_bytes(w, sig, n + 1);
-}
-
-struct vms_wb_array vms_wb_array_begin(struct vms_wbuf *w, size_t elem_align)
-{
-    struct vms_wb_array a;
-
-    vms_wb_u32(w, 0);
-    a.len_at = w->len - 4;
-    vms_wb_pad(w, elem_align);
-    a.start = w->len;
-    return a;
-}
-
-void vms_wb_array_end(struct vms_wbuf *w, struct vms_wb_array a)
-{
-    wb_u32_at(w, a.len_at, (uint32_t)(w->len - a.start));
-}
-
 /* one header field: (code, variant) */
 static void wb_header_field(struct vms_wbuf *w, uint8_t code, const char *sig, const char *value)
 {
@@ -137,7 +61,7 @@ struct vms_wb_signal vms_wb_signal_begin(struct vms_wbuf *w, const char *path,
 
 void vms_wb_signal_end(struct vms_wbuf *w, struct vms_wb_signal s)
 {
-    wb_u32_at(w, s.body_len_at, (uint32_t)(w->len - s.body));
+    vms_wb_u32_at(w, s.body_len_at, (uint32_t)(w->len - s.body));
 }
 
 int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **out, size_t *out_len)

@@ -20,19 +20,78 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct vms_wbuf {
     uint8_t *p; /* NULL: count only */
     size_t len;
 };
 
-void vms_wb_bytes(struct vms_wbuf *w, const void *data, size_t n);
-void vms_wb_pad(struct vms_wbuf *w, size_t align);
-void vms_wb_u8(struct vms_wbuf *w, uint8_t v);
-void vms_wb_u32(struct vms_wbuf *w, uint32_t v);
-void vms_wb_u64(struct vms_wbuf *w, uint64_t v);
-void vms_wb_str(struct vms_wbuf *w, const char *str); /* a string or an object path */
-void vms_wb_sig(struct vms_wbuf *w, const char *sig); /* a signature */
+/* The primitives are inline: a message is a few hundred calls of them, twice. */
+static inline void vms_wb_bytes(struct vms_wbuf *w, const void *data, size_t n)
+{
+    if (w->p && n)
+        memcpy(w->p + w->len, data, n);
+    w->len += n;
+}
+
+static inline void vms_wb_pad(struct vms_wbuf *w, size_t align) /* align: 1, 2, 4 or 8 */
+{
+    size_t n = (0 - w->len) & (align - 1);
+
+    if (w->p)
+        for (size_t i = 0; i < n; i++)
+            w->p[w->len + i] = 0;
+    w->len += n;
+}
+
+static inline void vms_wb_u8(struct vms_wbuf *w, uint8_t v)
+{
+    if (w->p)
+        w->p[w->len] = v;
+    w->len++;
+}
+
+static inline void vms_wb_u32_at(struct vms_wbuf *w, size_t at, uint32_t v)
+{
+    if (w->p)
+        for (int i = 0; i < 4; i++)
+            w->p[at + (size_t)i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void vms_wb_u32(struct vms_wbuf *w, uint32_t v)
+{
+    vms_wb_pad(w, 4);
+    vms_wb_u32_at(w, w->len, v);
+    w->len += 4;
+}
+
+static inline void vms_wb_u64(struct vms_wbuf *w, uint64_t v)
+{
+    vms_wb_pad(w, 8);
+    if (w->p)
+        for (int i = 0; i < 8; i++)
+            w->p[w->len + (size_t)i] = (uint8_t)(v >> (8 * i));
+    w->len += 8;
+}
+
+/* a string or an object path: length, bytes, NUL */
+static inline void vms_wb_str(struct vms_wbuf *w, const char *str)
+{
+    size_t n = strlen(str);
+
+    vms_wb_u32(w, (uint32_t)n);
+    vms_wb_bytes(w, str, n + 1);
+}
+
+/* a signature: one length byte, bytes, NUL */
+static inline void vms_wb_sig(struct vms_wbuf *w, const char *sig)
+{
+    size_t n = strlen(sig);
+
+    vms_wb_u8(w, (uint8_t)n);
+    vms_wb_bytes(w, sig, n + 1);
+}
 
 /* An array: vms_wb_array_begin writes its length's place and the padding to its elements'
  * alignment (there even when it is empty); vms_wb_array_end writes the length: the
@@ -40,8 +99,22 @@ void vms_wb_sig(struct vms_wbuf *w, const char *sig); /* a signature */
 struct vms_wb_array {
     size_t len_at, start;
 };
-struct vms_wb_array vms_wb_array_begin(struct vms_wbuf *w, size_t elem_align);
-void vms_wb_array_end(struct vms_wbuf *w, struct vms_wb_array a);
+
+static inline struct vms_wb_array vms_wb_array_begin(struct vms_wbuf *w, size_t elem_align)
+{
+    struct vms_wb_array a;
+
+    vms_wb_u32(w, 0);
+    a.len_at = w->len - 4;
+    vms_wb_pad(w, elem_align);
+    a.start = w->len;
+    return a;
+}
+
+static inline void vms_wb_array_end(struct vms_wbuf *w, struct vms_wb_array a)
+{
+    vms_wb_u32_at(w, a.len_at, (uint32_t)(w->len - a.start));
+}
 
 /* A signal's header with serial 1 and the fields in libdbus's order when a signal is made
  * with dbus_message_new_signal() and given its destination before its arguments: path,
