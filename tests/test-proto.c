@@ -383,6 +383,143 @@ Test(proto, unknown_field_skipped)
     free(raw);
 }
 
+/* A tiny D-Bus writer in either byte order: libdbus's writer only makes the host's order,
+ * and a peer may send either. */
+struct bw {
+    uint8_t b[1024];
+    size_t n;
+    int big;
+};
+
+static void bw_pad(struct bw *w, size_t align)
+{
+    while (w->n % align)
+        w->b[w->n++] = 0;
+}
+
+static void bw_int(struct bw *w, uint64_t v, size_t size)
+{
+    bw_pad(w, size);
+    for (size_t i = 0; i < size; i++)
+        w->b[w->n + i] = (uint8_t)(v >> (8 * (w->big ? size - 1 - i : i)));
+    w->n += size;
+}
+
+static void bw_put(struct bw *w, size_t at, uint32_t v)
+{
+    size_t n = w->n;
+
+    w->n = at;
+    bw_int(w, v, 4);
+    w->n = n;
+}
+
+static void bw_str(struct bw *w, const char *s)
+{
+    bw_int(w, strlen(s), 4);
+    memcpy(w->b + w->n, s, strlen(s) + 1);
+    w->n += strlen(s) + 1;
+}
+
+static void bw_sig(struct bw *w, const char *s)
+{
+    w->b[w->n++] = (uint8_t)strlen(s);
+    memcpy(w->b + w->n, s, strlen(s) + 1);
+    w->n += strlen(s) + 1;
+}
+
+/* an array's length goes at *len_at, counted from *start */
+static void bw_array(struct bw *w, size_t align, size_t *len_at, size_t *start)
+{
+    bw_int(w, 0, 4);
+    *len_at = w->n - 4;
+    bw_pad(w, align);
+    *start = w->n;
+}
+
+static void bw_entry(struct bw *w, const char *key, const char *sig)
+{
+    bw_pad(w, 8);
+    bw_str(w, key);
+    bw_sig(w, sig);
+}
+
+/* A Hello in the order @big, with unknown fields of nested types around the known ones. */
+static size_t hello_in_order(struct bw *w, int big)
+{
+    size_t body_len_at, fields_at, fields, body, dict_at, dict, arr_at, arr;
+
+    memset(w, 0, sizeof(*w));
+    w->big = big;
+    w->b[w->n++] = big ? 'B' : 'l';
+    w->b[w->n++] = 4; /* signal */
+    w->b[w->n++] = 1;
+    w->b[w->n++] = 1;
+    body_len_at = w->n;
+    bw_int(w, 0, 4);
+    bw_int(w, 1, 4); /* serial */
+    bw_array(w, 8, &fields_at, &fields);
+    bw_pad(w, 8), w->b[w->n++] = 1, bw_sig(w, "o"), bw_str(w, VMS_WIRE_PATH);
+    bw_pad(w, 8), w->b[w->n++] = 2, bw_sig(w, "s"), bw_str(w, VMS_WIRE_INTERFACE);
+    bw_pad(w, 8), w->b[w->n++] = 3, bw_sig(w, "s"), bw_str(w, "Hello");
+    bw_pad(w, 8), w->b[w->n++] = 8, bw_sig(w, "g"), bw_sig(w, "a{sv}");
+    bw_put(w, fields_at, (uint32_t)(w->n - fields));
+    bw_pad(w, 8);
+    body = w->n;
+    bw_array(w, 8, &dict_at, &dict);
+    bw_entry(w, "zz_list", "a(st)");
+    bw_array(w, 8, &arr_at, &arr);
+    bw_pad(w, 8), bw_str(w, "x"), bw_int(w, 5, 8);
+    bw_pad(w, 8), bw_str(w, "yy"), bw_int(w, 6, 8);
+    bw_put(w, arr_at, (uint32_t)(w->n - arr));
+    bw_entry(w, "version", "u");
+    bw_int(w, 1, 4);
+    bw_entry(w, "zz_nested", "v");
+    bw_sig(w, "a{sv}");
+    bw_array(w, 8, &arr_at, &arr);
+    bw_entry(w, "k", "t");
+    bw_int(w, 9, 8);
+    bw_put(w, arr_at, (uint32_t)(w->n - arr));
+    bw_entry(w, "nonce", "t");
+    bw_int(w, 0x0102030405060708ull, 8);
+    bw_entry(w, "caps", "as");
+    bw_array(w, 4, &arr_at, &arr);
+    bw_str(w, "ack");
+    bw_str(w, "hostinfo");
+    bw_put(w, arr_at, (uint32_t)(w->n - arr));
+    bw_entry(w, "zz_tail", "(ybnqd)");
+    bw_pad(w, 8), bw_int(w, 1, 1), bw_int(w, 1, 4), bw_int(w, 2, 2), bw_int(w, 3, 2);
+    bw_int(w, 0, 8);
+    bw_put(w, dict_at, (uint32_t)(w->n - dict));
+    bw_put(w, body_len_at, (uint32_t)(w->n - body));
+    return w->n;
+}
+
+/* The decoder reads the validated bytes itself: either byte order, and unknown fields of any
+ * type skipped whole, wherever they are. */
+Test(proto, either_byte_order_and_nested_unknown_fields)
+{
+    for (int big = 0; big <= 1; big++) {
+        struct bw w;
+        size_t len = hello_in_order(&w, big);
+        struct vms_msg out;
+        struct vms_decode_report rep;
+        DBusMessage *dm = dbus_message_demarshal((const char *)w.b, (int)len, NULL);
+
+        cr_assert_not_null(dm, "libdbus refuses the %s message",
+                           big ? "big-endian" : "little-endian");
+        dbus_message_unref(dm);
+        cr_assert_eq(vms_msg_decode(w.b, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+        cr_assert_eq(out.type, VMS_MSG_HELLO);
+        cr_assert_eq(out.version, 1);
+        cr_assert_eq(out.nonce, 0x0102030405060708ull);
+        cr_assert_eq(out.caps, VMS_CAP_ACK | VMS_CAP_HOSTINFO);
+        cr_assert_eq(rep.unknown_fields, 3);
+        cr_assert_str_eq(rep.first_unknown_field, "zz_list");
+        vms_msg_clear(&out);
+    }
+}
+
 Test(proto, wrong_field_type_missing_field_duplicate_field)
 {
     size_t len;
