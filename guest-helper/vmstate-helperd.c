@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -88,11 +89,14 @@ int main(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *address = NULL, *pidfile = NULL;
     int daemonize = 0, use_syslog = 0;
-    struct helper_config cfg;
+    /* The config is read into pages given back once the helper holds its copy: ~120 KiB,
+     * most of it room for [apps], would otherwise stay in the helper's RSS for its life, on
+     * the stack (bench/RESULTS.md §18). */
+    struct helper_config *cfg;
     static struct helper helper; /* static: keeps the stack small */
     struct helper *h = &helper;
     char err[512];
-    int debug = 0, c, sfd = -1, rc = 1, quit = 0;
+    int debug = 0, c, sfd = -1, rc = 1, quit = 0, init_rc;
     sigset_t mask;
 
     while ((c = getopt_long(argc, argv, "c:vhV", opts, NULL)) != -1) {
@@ -135,13 +139,18 @@ int main(int argc, char **argv)
         return 2;
     }
     vms_log_init("vmstate-helperd", LOG_INFO);
-    helper_config_defaults(&cfg);
-    if (helper_config_load(&cfg, config_path ? config_path : HELPER_CONFIG_DEFAULT,
+    cfg = mmap(NULL, sizeof(*cfg), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cfg == MAP_FAILED) {
+        vms_err(NULL, NULL, "out of memory");
+        return 1;
+    }
+    helper_config_defaults(cfg);
+    if (helper_config_load(cfg, config_path ? config_path : HELPER_CONFIG_DEFAULT,
                            config_path != NULL, err, sizeof(err)) < 0) {
         vms_err(NULL, NULL, "configuration: %s", err);
         return 2;
     }
-    vms_log_init("vmstate-helperd", debug ? LOG_DEBUG : cfg.log_level);
+    vms_log_init("vmstate-helperd", debug ? LOG_DEBUG : cfg->log_level);
     if (daemonize && vms_daemonize(pidfile) < 0)
         return 1;
     if (use_syslog)
@@ -162,7 +171,9 @@ int main(int argc, char **argv)
         vms_err(NULL, NULL, "signalfd: %s", strerror(errno));
         return 1;
     }
-    if (helper_init(h, &cfg) < 0) {
+    init_rc = helper_init(h, cfg);
+    munmap(cfg, sizeof(*cfg)); /* the helper has its copy */
+    if (init_rc < 0) {
         vms_err(NULL, NULL, "out of memory");
         goto out;
     }
@@ -171,7 +182,7 @@ int main(int argc, char **argv)
     vms_daemon_ready(1); /* owns its name: the init script may go on */
     setup_udev_monitor(h);
     helper_ports_check(h);
-    h->next_recheck_ms = helper_now_ms() + cfg.recheck_interval_ms;
+    h->next_recheck_ms = helper_now_ms() + h->cfg.recheck_interval_ms;
 
     while (!quit) {
         struct pollfd p[5 + HOOK__COUNT];
