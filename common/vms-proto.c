@@ -882,11 +882,8 @@ static int rb_skip_value(struct rbuf *r, const char **sig)
                 return -1;
         (*sig)++;
         return 0;
-    default:
-        return rb_skip_to(r, type_align(t),
-                          t == 'y'               ? 1
-                          : t == 'n' || t == 'q' ? 2
-                                                 : type_align(t));
+    default: /* a fixed-size type, as long as its alignment */
+        return rb_skip_to(r, type_align(t), type_align(t));
     }
 }
 
