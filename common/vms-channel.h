@@ -5,8 +5,9 @@
  * a frame reader, and a bounded non-blocking output queue.
  *
  * Reading never trusts the peer: frames are capped (vms-wire.h), payloads go
- * through vms_msg_decode(), and the work done per vms_channel_read() call is
- * bounded so one noisy peer cannot starve an event loop serving many.
+ * through vms_msg_decode() (or the canonical decoder, where the peer is our own
+ * encoder), and the work done per vms_channel_read() call is bounded so one
+ * noisy peer cannot starve an event loop serving many.
  */
 #ifndef VMS_CHANNEL_H
 #define VMS_CHANNEL_H
@@ -18,10 +19,21 @@
 #include "vms-proto.h"
 #include "vms-wire.h"
 
+/* How a channel decodes its payloads (vms-proto.h). */
+enum vms_channel_decode {
+    VMS_CHANNEL_DECODE_ANY,        /* any peer: vms_msg_decode (libdbus validates) */
+    VMS_CHANNEL_DECODE_OURS,       /* our encoder only: vms_msg_decode_canonical (the privsep
+                                    * reader's output, which the bridge reads) */
+    VMS_CHANNEL_DECODE_OURS_FIRST, /* canonical, and what it refuses through the full decoder:
+                                    * the bridge's answers to the helper (a bridge of another
+                                    * version may add fields; the result is the same) */
+};
+
 struct vms_channel {
-    int fd;         /* -1 when detached */
-    char name[64];  /* for log lines, e.g. "vm1/port-a" */
-    const char *vm; /* VM name for log lines, may be NULL */
+    int fd;                         /* -1 when detached */
+    enum vms_channel_decode decode; /* VMS_CHANNEL_DECODE_ANY unless set after init */
+    char name[64];                  /* for log lines, e.g. "vm1/port-a" */
+    const char *vm;                 /* VM name for log lines, may be NULL */
     struct vms_deframer rx;
     uint8_t *tx; /* encoded frames not yet written */
     size_t tx_len;

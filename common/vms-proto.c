@@ -746,6 +746,9 @@ struct rbuf {
     const uint8_t *p;
     size_t len, pos; /* pos from the body's start, which is 8-aligned in the message */
     int big;         /* 'B': big-endian */
+    /* the bytes were not validated by libdbus (vms_msg_decode_canonical): each read checks
+     * what the validation would have (zero padding, terminated strings) */
+    int strict;
 };
 
 static int rb_skip_to(struct rbuf *r, size_t align, size_t n)
@@ -754,6 +757,10 @@ static int rb_skip_to(struct rbuf *r, size_t align, size_t n)
 
     if (at > r->len || n > r->len - at)
         return -1;
+    if (r->strict)
+        for (size_t i = r->pos; i < at; i++)
+            if (r->p[i])
+                return -1;
     r->pos = at + n;
     return 0;
 }
@@ -792,6 +799,8 @@ static int rb_str(struct rbuf *r, const char **s, size_t *n)
         return -1;
     *s = (const char *)r->p + r->pos - len - 1;
     *n = len;
+    if (r->strict && memchr(*s, 0, (size_t)len + 1) != *s + len)
+        return -1;
     return 0;
 }
 
@@ -805,6 +814,8 @@ static int rb_sig(struct rbuf *r, const char **s)
     if (rb_skip_to(r, 1, len + 2) < 0)
         return -1;
     *s = (const char *)r->p + r->pos - len - 1;
+    if (r->strict && memchr(*s, 0, len + 1) != *s + len)
+        return -1;
     return 0;
 }
 
@@ -938,6 +949,8 @@ static int decode_states(struct rbuf *r, struct vms_msg *m, char *why, size_t wh
             return -1;
         }
     }
+    if (r->pos != end)
+        goto bad;
     return 0;
 bad:
     seterr(why, whylen, "state entry %zu has an invalid string", m->n_states);
@@ -981,6 +994,10 @@ static int decode_list(struct rbuf *r, struct vms_msg *m, enum field_kind kind, 
                    kind == FK_QUOTAS ? VMS_QUOTAS_MAX : VMS_FOLLOWUPS_MAX, VMS_NAME_MAX);
             return -1;
         }
+    }
+    if (r->pos != end) {
+        seterr(why, whylen, "entry past the list's end");
+        return -1;
     }
     return 0;
 }
@@ -1041,11 +1058,18 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
                 seterr(why, whylen, "more than %d capabilities", CAPS_MAX_ENTRIES);
                 return -1;
             }
+            uint32_t bit = 0;
             if (rb_str(r, &name, &n) < 0)
-                break;
+                goto truncated; /* not a break: that would leave the loop as if at its end */
             for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
                 if (strcmp(name, cap_table[i].name) == 0)
-                    m->caps |= cap_table[i].bit;
+                    bit = cap_table[i].bit;
+            /* our encoder writes the names it knows: an unknown one is not its output */
+            if (!bit && r->strict) {
+                seterr(why, whylen, "a capability that is not ours");
+                return -1;
+            }
+            m->caps |= bit;
         }
         if (r->pos != end)
             break;
@@ -1058,6 +1082,7 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
     case FK_QUOTAS:
         return decode_list(r, m, fd->kind, why, whylen);
     }
+truncated:
     seterr(why, whylen, "truncated");
     return -1;
 }
@@ -1078,6 +1103,62 @@ static enum vms_decode_result decode_fail(struct vms_msg *m, struct vms_decode_r
     return VMS_DECODE_INVALID;
 }
 
+/*
+ * The body's a{sv} from @r into @m (its type set, @member its name for errors): known
+ * fields checked against the schema, unknown ones skipped (refused when @r is strict: our
+ * encoder writes none), required ones present, nothing after the dictionary.
+ */
+static enum vms_decode_result decode_body(struct rbuf *r, struct vms_msg *m, const char *member,
+                                          struct vms_decode_report *rep)
+{
+    size_t dict_end;
+
+    if (rb_array(r, 8, &dict_end) < 0) {
+        return decode_fail(m, rep, "%s: truncated body", member);
+    }
+    while (r->pos < dict_end) {
+        const char *key, *vsig;
+        size_t key_len;
+        int f;
+        char why[160] = "";
+
+        if (rb_skip_to(r, 8, 0) < 0 || rb_str(r, &key, &key_len) < 0 || rb_sig(r, &vsig) < 0) {
+            return decode_fail(m, rep, "%s: truncated body", member);
+        }
+        f = lookup_field(key);
+        if (f < 0 && r->strict)
+            return decode_fail(m, rep, "%s: field '%.*s' is not ours", member, VMS_STR_MAX, key);
+        if (f < 0) {
+            if (!rep->unknown_fields++)
+                snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
+                         VMS_STR_MAX, key);
+            if (rb_skip_value(r, &vsig) < 0) {
+                return decode_fail(m, rep, "%s: truncated body", member);
+            }
+            continue;
+        }
+        if (m->fields & VMS_BIT(f)) {
+            return decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
+        }
+        if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0) {
+            return decode_fail(m, rep, "%s: field '%s' has type '%.*s', expected '%s'", member, key,
+                               VMS_STR_MAX, vsig, kind_signature[field_table[f].kind]);
+        }
+        if (decode_field(r, m, (enum vms_field)f, why, sizeof(why)) < 0) {
+            return decode_fail(m, rep, "%s: field '%s': %s", member, key, why);
+        }
+        m->fields |= VMS_BIT(f);
+    }
+    for (int f = 0; f < VMS_F__COUNT; f++)
+        if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {
+            return decode_fail(m, rep, "%s: required field '%s' missing", member,
+                               field_table[f].key);
+        }
+    if (r->pos != dict_end || r->pos != r->len)
+        return decode_fail(m, rep, "%s: bytes after the body's dictionary", member);
+    return VMS_DECODE_OK;
+}
+
 enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct vms_msg *m,
                                       struct vms_decode_report *report)
 {
@@ -1089,7 +1170,6 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     const char *member, *iface;
     struct rbuf r;
     uint32_t body_len = 0;
-    size_t dict_end;
     int need;
 
     memset(rep, 0, sizeof(*rep));
@@ -1135,60 +1215,80 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     r.p = payload;
     r.pos = 4;
     r.len = 8;
+    r.strict = 0;
     (void)rb_u32(&r, &body_len);
     r.p = payload + len - body_len;
     r.len = body_len;
     r.pos = 0;
-    if (rb_array(&r, 8, &dict_end) < 0) {
-        res = decode_fail(m, rep, "%s: truncated body", member);
-        goto out;
-    }
-    while (r.pos < dict_end) {
-        const char *key, *vsig;
-        size_t key_len;
-        int f;
-        char why[160] = "";
-
-        if (rb_skip_to(&r, 8, 0) < 0 || rb_str(&r, &key, &key_len) < 0 || rb_sig(&r, &vsig) < 0) {
-            res = decode_fail(m, rep, "%s: truncated body", member);
-            goto out;
-        }
-        f = lookup_field(key);
-        if (f < 0) {
-            if (!rep->unknown_fields++)
-                snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
-                         VMS_STR_MAX, key);
-            if (rb_skip_value(&r, &vsig) < 0) {
-                res = decode_fail(m, rep, "%s: truncated body", member);
-                goto out;
-            }
-            continue;
-        }
-        if (m->fields & VMS_BIT(f)) {
-            res = decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
-            goto out;
-        }
-        if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0) {
-            res = decode_fail(m, rep, "%s: field '%s' has type '%.*s', expected '%s'", member, key,
-                              VMS_STR_MAX, vsig, kind_signature[field_table[f].kind]);
-            goto out;
-        }
-        if (decode_field(&r, m, (enum vms_field)f, why, sizeof(why)) < 0) {
-            res = decode_fail(m, rep, "%s: field '%s': %s", member, key, why);
-            goto out;
-        }
-        m->fields |= VMS_BIT(f);
-    }
-    for (int f = 0; f < VMS_F__COUNT; f++)
-        if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {
-            res =
-                decode_fail(m, rep, "%s: required field '%s' missing", member, field_table[f].key);
-            goto out;
-        }
-    res = VMS_DECODE_OK;
+    res = decode_body(&r, m, member, rep);
 out:
     if (res == VMS_DECODE_UNKNOWN_TYPE)
         vms_msg_clear(m);
     dbus_message_unref(dm);
     return res;
+}
+
+/* The header our encoder writes for a message of type @t and a body of @body_len bytes, into
+ * @out (@cap bytes); its length, or 0 when it does not fit. */
+static size_t canonical_header(enum vms_msg_type t, uint32_t body_len, uint8_t *out, size_t cap)
+{
+    struct vms_wbuf w = {NULL, 0};
+    struct vms_wb_signal sig;
+
+    (void)vms_wb_signal_begin(&w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE, msg_table[t].name, NULL,
+                              "a{sv}");
+    if (w.len > cap)
+        return 0;
+    w.p = out;
+    w.len = 0;
+    sig = vms_wb_signal_begin(&w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE, msg_table[t].name, NULL,
+                              "a{sv}");
+    vms_wb_u32_at(&w, sig.body_len_at, body_len);
+    return w.len;
+}
+
+/* Where the member's string starts in our header: the fixed 16 bytes, then the path's and
+ * the interface's fields (each 8-aligned: code, signature "o"/"s", length, string, NUL),
+ * then the member's code, signature and length. */
+#define CANONICAL_ALIGN8(n)    (((n) + 7) & ~(size_t)7)
+#define CANONICAL_FIELD(at, s) (CANONICAL_ALIGN8(at) + 8 + sizeof(s))
+#define CANONICAL_MEMBER_AT                                                                        \
+    (CANONICAL_ALIGN8(CANONICAL_FIELD(CANONICAL_FIELD(16, VMS_WIRE_PATH), VMS_WIRE_INTERFACE)) + 8)
+
+enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t len,
+                                                struct vms_msg *m, struct vms_decode_report *report)
+{
+    struct vms_decode_report scratch;
+    struct vms_decode_report *rep = report ? report : &scratch;
+    uint8_t header[256];
+    size_t header_len = 0;
+    uint32_t body_len, member_len;
+    struct rbuf r;
+
+    memset(rep, 0, sizeof(*rep));
+    vms_msg_init(m, VMS_MSG_UNKNOWN);
+    if (len < CANONICAL_MEMBER_AT + 1 || len > VMS_WIRE_PAYLOAD_MAX)
+        return decode_fail(m, rep, "payload of %zu bytes is not our encoder's", len);
+    body_len = (uint32_t)payload[4] | (uint32_t)payload[5] << 8 | (uint32_t)payload[6] << 16 |
+               (uint32_t)payload[7] << 24;
+    member_len = (uint32_t)payload[CANONICAL_MEMBER_AT - 4] |
+                 (uint32_t)payload[CANONICAL_MEMBER_AT - 3] << 8 |
+                 (uint32_t)payload[CANONICAL_MEMBER_AT - 2] << 16 |
+                 (uint32_t)payload[CANONICAL_MEMBER_AT - 1] << 24;
+    /* the type by its member name, then the whole header byte for byte as we write it */
+    for (int t = 1; t < VMS_MSG__COUNT && m->type == VMS_MSG_UNKNOWN; t++)
+        if (strlen(msg_table[t].name) == member_len && member_len < len - CANONICAL_MEMBER_AT &&
+            memcmp(payload + CANONICAL_MEMBER_AT, msg_table[t].name, member_len) == 0)
+            m->type = (enum vms_msg_type)t;
+    if (m->type != VMS_MSG_UNKNOWN)
+        header_len = canonical_header(m->type, body_len, header, sizeof(header));
+    if (!header_len || header_len > len || len - header_len != body_len ||
+        memcmp(payload, header, header_len) != 0)
+        return decode_fail(m, rep, "not a message of our encoder");
+    r.p = payload + header_len;
+    r.len = body_len;
+    r.pos = 0;
+    r.big = 0;
+    r.strict = 1;
+    return decode_body(&r, m, msg_table[m->type].name, rep);
 }

@@ -320,6 +320,19 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
                                       struct vms_decode_report *report);
 
 /*
+ * Decode a payload our own encoder wrote (vms_msg_encode), without libdbus: the privsep
+ * reader's frames to the bridge, the bridge's answers to the helper. Safe on any bytes (a
+ * compromised reader writes what it likes) and strict: the header must be byte for byte
+ * the one vms_msg_encode writes, little-endian; padding zero; strings terminated, of the
+ * schema's characters; no unknown field, type or capability. Whatever it accepts,
+ * vms_msg_decode accepts with the same result (fuzz-message holds it to that); anything
+ * else is VMS_DECODE_INVALID, and @m is left cleared. @report may be NULL.
+ */
+enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t len,
+                                                struct vms_msg *m,
+                                                struct vms_decode_report *report);
+
+/*
  * Version negotiation: given the peer's (version, min_version), the version
  * both speak, or 0 when there is none.
  */

@@ -7,6 +7,9 @@
  * What the decoder read (from the bytes, after libdbus validated them) must be what
  * libdbus reads: every entry re-encoded has the value libdbus reads for that key in the
  * payload, and every entry of the payload was either taken or counted as unknown.
+ * The canonical decoder (no libdbus: the privsep reader's frames, the bridge's answers)
+ * runs on the same bytes: whatever it accepts, the full decoder read as the same message,
+ * and it accepts whatever our encoder wrote.
  */
 #include "config.h"
 
@@ -48,12 +51,40 @@ static void check_as_libdbus_reads(const uint8_t *in, size_t in_len, const uint8
     vms_reference_entries_free(b, nb);
 }
 
+/* What vms_msg_decode_canonical accepts of @data, the full decoder accepted (@full) as the
+ * same message @m: equal re-encodings. */
+static void check_canonical(const uint8_t *data, size_t size, enum vms_decode_result full,
+                            const struct vms_msg *m)
+{
+    struct vms_msg c;
+    uint8_t *a = NULL, *b = NULL;
+    size_t a_len = 0, b_len = 0;
+    char err[256];
+
+    if (vms_msg_decode_canonical(data, size, &c, NULL) != VMS_DECODE_OK) {
+        if (c.fields || c.app_data)
+            abort(); /* a refused message is left cleared */
+        return;
+    }
+    if (full != VMS_DECODE_OK || vms_msg_encode(m, &a, &a_len, err, sizeof(err)) < 0 ||
+        vms_msg_encode(&c, &b, &b_len, err, sizeof(err)) < 0 || a_len != b_len ||
+        memcmp(a, b, a_len) != 0)
+        abort();
+    free(a);
+    free(b);
+    vms_msg_clear(&c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct vms_msg m;
     struct vms_decode_report rep;
+    enum vms_decode_result full = vms_msg_decode(data, size, &m, &rep);
 
-    if (vms_msg_decode(data, size, &m, &rep) == VMS_DECODE_OK) {
+    /* the canonical decoder reads any bytes safely, and accepts only what the full one reads
+     * the same way */
+    check_canonical(data, size, full, &m);
+    if (full == VMS_DECODE_OK) {
         uint8_t *out;
         size_t len;
         char err[256];
@@ -66,6 +97,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcmp(ref, out, len) != 0)
             abort();
         check_as_libdbus_reads(data, size, out, len, rep.unknown_fields);
+        /* what our encoder writes, the canonical decoder takes as the full one does */
+        if (vms_msg_decode_canonical(out, len, &again, NULL) != VMS_DECODE_OK)
+            abort();
+        vms_msg_clear(&again);
+        check_canonical(out, len, VMS_DECODE_OK, &m);
         if (vms_msg_decode(out, len, &again, &rep) != VMS_DECODE_OK || again.fields != m.fields)
             abort();
         vms_msg_clear(&again);

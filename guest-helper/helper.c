@@ -64,6 +64,9 @@ int helper_init(struct helper *h, const struct helper_config *cfg)
     if (vms_channel_init(&h->port_a, "port-a", NULL, 0) < 0 ||
         vms_channel_init(&h->port_b, "port-b", NULL, 0) < 0)
         return -1;
+    /* the bridge writes with our encoder: its answers are read without libdbus, and what
+     * the canonical decoder refuses (a bridge of another version) by the full one */
+    h->port_b.decode = VMS_CHANNEL_DECODE_OURS_FIRST;
     return 0;
 }
 

@@ -36,6 +36,45 @@ static void fill_request(struct vms_msg *m)
     cr_assert_eq(vms_msg_set_app_data(m, "\0\xff\xfe data", 9), 0);
 }
 
+/* The message @m re-encoded (NULL when the encoder refuses it): two decodings agree when
+ * these bytes do. */
+static uint8_t *encoded(const struct vms_msg *m, size_t *len)
+{
+    uint8_t *buf;
+    char err[256];
+
+    return vms_msg_encode(m, &buf, len, err, sizeof(err)) == 0 ? buf : NULL;
+}
+
+/*
+ * vms_msg_decode_canonical on @buf against vms_msg_decode's @full result @want and message
+ * @got: whatever it accepts, the full decoder accepted as the same message. Returns its
+ * result.
+ */
+static enum vms_decode_result canonical_agrees(const uint8_t *buf, size_t len,
+                                               enum vms_decode_result want,
+                                               const struct vms_msg *got)
+{
+    struct vms_msg c;
+    struct vms_decode_report rep;
+    enum vms_decode_result r = vms_msg_decode_canonical(buf, len, &c, &rep);
+
+    if (r != VMS_DECODE_OK) {
+        cr_assert_eq(c.fields, 0, "a refused message is left cleared");
+        return r;
+    }
+    cr_assert_eq(want, VMS_DECODE_OK, "canonical accepts a %s that libdbus's reading refuses",
+                 vms_msg_type_name(c.type));
+    size_t a_len, b_len;
+    uint8_t *a = encoded(got, &a_len), *b = encoded(&c, &b_len);
+    cr_assert(a && b && a_len == b_len && memcmp(a, b, a_len) == 0,
+              "canonical and full decoding differ on a %s", vms_msg_type_name(c.type));
+    free(a);
+    free(b);
+    vms_msg_clear(&c);
+    return r;
+}
+
 static enum vms_decode_result round_trip(const struct vms_msg *in, struct vms_msg *out,
                                          struct vms_decode_report *rep)
 {
@@ -51,6 +90,8 @@ static enum vms_decode_result round_trip(const struct vms_msg *in, struct vms_ms
     cr_assert_arr_eq(ref, buf, len, "the bytes differ from libdbus's");
     free(ref);
     enum vms_decode_result r = vms_msg_decode(buf, len, out, rep);
+    /* what our encoder writes, the canonical decoder reads as the full one does */
+    cr_assert_eq(canonical_agrees(buf, len, r, out), r);
     free(buf);
     return r;
 }
@@ -599,6 +640,94 @@ Test(proto, garbage_and_trailing_bytes_rejected)
     vms_msg_clear(&m);
 }
 
+/* Every message our encoder did not write, the canonical decoder refuses: another byte
+ * order, an unknown type, field or capability, bytes after the message; and no single
+ * byte changed in an encoded message makes it accept what the full decoder reads
+ * differently or refuses. */
+Test(proto, canonical_refuses_what_our_encoder_does_not_write)
+{
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+    struct bw w;
+    size_t len;
+    uint8_t *raw;
+
+    for (int big = 0; big <= 1; big++) {
+        len = hello_in_order(&w, big);
+        cr_assert_eq(vms_msg_decode(w.b, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+        vms_msg_clear(&out);
+        cr_assert_eq(vms_msg_decode_canonical(w.b, len, &out, &rep), VMS_DECODE_INVALID);
+    }
+    struct raw_field unknown[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                                  {"colour", DBUS_TYPE_STRING, "blue", 0}};
+    raw = raw_message("Timeline", unknown, 2, &len);
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "'colour' is not ours"), "%s", rep.error);
+    free(raw);
+    raw = raw_message("Timeline", unknown, 1, &len); /* libdbus's bytes, as ours */
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert_eq(out.epoch, 1);
+    vms_msg_clear(&out);
+    free(raw);
+    raw = raw_message("FutureThing", unknown, 1, &len);
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    free(raw);
+    struct raw_field caps[] = {{"version", DBUS_TYPE_UINT32, &v1, 0},
+                               {"min_version", DBUS_TYPE_UINT32, &v1, 0},
+                               {"nonce", DBUS_TYPE_UINT64, &one, 0}};
+    raw = raw_message("Hello", caps, 3, &len);
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    vms_msg_clear(&out);
+    free(raw);
+
+    fill_request(&m);
+    uint8_t *buf = encoded(&m, &len);
+    cr_assert_not_null(buf);
+    uint8_t *longer = calloc(1, len + 8);
+    memcpy(longer, buf, len);
+    cr_assert_eq(vms_msg_decode_canonical(longer, len + 8, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert_eq(vms_msg_decode_canonical(buf, len - 1, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert_eq(vms_msg_decode_canonical(buf, 3, &out, &rep), VMS_DECODE_INVALID);
+    free(longer);
+
+    /* every byte of the request, and of a Hello with capabilities, changed in four ways */
+    struct vms_msg hello;
+    vms_msg_init(&hello, VMS_MSG_HELLO);
+    vms_msg_set_u64(&hello, VMS_F_VERSION, 1);
+    vms_msg_set_u64(&hello, VMS_F_MIN_VERSION, 1);
+    vms_msg_set_u64(&hello, VMS_F_NONCE, 5);
+    vms_msg_set_u64(&hello, VMS_F_CAPS, VMS_CAP_ALL);
+    size_t hlen;
+    uint8_t *hbuf = encoded(&hello, &hlen);
+    cr_assert_not_null(hbuf);
+    const uint8_t *msgs[] = {buf, hbuf};
+    const size_t lens[] = {len, hlen};
+    const uint8_t delta[] = {0x01, 0x20, 0x80, 0xff};
+    unsigned refused = 0, accepted = 0;
+    for (int k = 0; k < 2; k++) {
+        uint8_t *b = malloc(lens[k]);
+        for (size_t i = 0; i < lens[k]; i++)
+            for (size_t d = 0; d < sizeof(delta); d++) {
+                enum vms_decode_result full;
+                memcpy(b, msgs[k], lens[k]);
+                b[i] ^= delta[d];
+                full = vms_msg_decode(b, lens[k], &out, &rep);
+                if (canonical_agrees(b, lens[k], full, &out) == VMS_DECODE_OK)
+                    accepted++;
+                else
+                    refused++;
+                vms_msg_clear(&out);
+            }
+        free(b);
+    }
+    /* changed bytes inside the app data, a string's characters or an integer still read */
+    cr_assert_gt(accepted, 0);
+    cr_assert_gt(refused, accepted);
+    free(hbuf);
+    free(buf);
+    vms_msg_clear(&m);
+}
+
 Test(proto, version_negotiation)
 {
     cr_assert_eq(vms_proto_negotiate(1, 1), 1);
@@ -683,6 +812,58 @@ Test(proto, channel_socketpair_with_garbage_and_hangup)
     vms_msg_clear(&g.last);
     vms_channel_free(&a);
     vms_channel_free(&b);
+}
+
+/* A channel that reads our encoder's output only (the bridge reading its privsep reader)
+ * refuses a frame libdbus would take but our encoder never writes, as a reader taken over
+ * by its guest might send; one that tries ours first (the helper reading the bridge)
+ * takes it through the full decoder. */
+Test(proto, channel_of_our_encoder_refuses_other_frames)
+{
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"colour", DBUS_TYPE_STRING, "blue", 0}};
+    const enum vms_channel_decode modes[] = {VMS_CHANNEL_DECODE_OURS,
+                                             VMS_CHANNEL_DECODE_OURS_FIRST};
+
+    for (int k = 0; k < 2; k++) {
+        int sv[2];
+        struct vms_channel a, b;
+        struct got g;
+        struct vms_msg m;
+        size_t len, flen;
+        uint8_t *raw = raw_message("Timeline", f, 2, &len);
+        uint8_t *frame = malloc(1 + 2 * (VMS_WIRE_HEADER_LEN + len + VMS_WIRE_TRAILER_LEN));
+
+        memset(&g, 0, sizeof(g));
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        cr_assert_eq(vms_channel_init(&a, "a", "vm1", 0), 0);
+        cr_assert_eq(vms_channel_init(&b, "b", "vm1", 0), 0);
+        b.decode = modes[k];
+        vms_channel_attach(&a, sv[0]);
+        vms_channel_attach(&b, sv[1]);
+        flen = vms_wire_encode(raw, len, frame,
+                               1 + 2 * (VMS_WIRE_HEADER_LEN + len + VMS_WIRE_TRAILER_LEN));
+        cr_assert_gt(flen, 0);
+        cr_assert_eq(write(sv[0], frame, flen), (ssize_t)flen);
+        fill_request(&m);
+        cr_assert_eq(vms_channel_send(&a, &m), 0);
+        cr_assert_eq(vms_channel_flush(&a), 1);
+        cr_assert_eq(vms_channel_read(&b, 0, on_msg, &g), 1);
+        if (modes[k] == VMS_CHANNEL_DECODE_OURS) {
+            cr_assert_eq(g.n, 1, "only our encoder's request is taken");
+            cr_assert_eq(b.msgs_bad, 1);
+        } else {
+            cr_assert_eq(g.n, 2, "both are taken");
+            cr_assert_eq(b.msgs_bad, 0);
+        }
+        cr_assert_str_eq(g.last.principal, "alice");
+        vms_msg_clear(&m);
+        vms_msg_clear(&g.last);
+        vms_channel_free(&a);
+        vms_channel_free(&b);
+        free(frame);
+        free(raw);
+    }
 }
 
 Test(proto, channel_output_queue_bounded)
