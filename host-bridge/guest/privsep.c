@@ -344,6 +344,11 @@ void bridge_privsep_reader_main(const char *vm, long parent, const char *root, i
     signal(SIGPIPE, SIG_DFL);
     if (vms_channel_init(&in, name, vm, 0) < 0 || vms_channel_init(&out, "reader-out", vm, 0) < 0)
         _exit(1);
+    /* the helper writes with our encoder: its frames are read without libdbus's validation
+     * (the canonical decoder takes any bytes and only what the full one reads the same way);
+     * the rest, a helper of another version's, through the full decoder. Either way the
+     * parent gets our encoder's frames. */
+    in.decode = VMS_CHANNEL_DECODE_OURS_FIRST;
     vms_channel_attach(&in, READER_IN_FD);
     vms_channel_attach(&out, READER_OUT_FD);
     /* blocking I/O: this process has nothing else to do */

@@ -15,8 +15,11 @@
  * the allow-list, skip seccomp with a warning). It deframes and decodes what the
  * guest sends with common/ and writes each good message, re-encoded by our
  * own encoder, to a socketpair. The parent reads that socketpair with the
- * same channel code, so it only ever parses frames this code produced. A
- * memory-safety bug in the decoder is then confined to the reader.
+ * same channel code, so it only ever parses frames this code produced, and
+ * accepts nothing else: it decodes them with the canonical decoder, which
+ * refuses any frame our encoder would not have written (a reader taken over by
+ * its guest can write anything). A memory-safety bug in the decoders is then
+ * confined to the reader.
  */
 #ifndef BRIDGE_PRIVSEP_H
 #define BRIDGE_PRIVSEP_H
