@@ -32,6 +32,7 @@ import sys
 import time
 
 import benchlib as bl
+import schedpath
 import vmstate_path as vp
 
 FLOOR_NAME = "org.vmstate.BenchFloor"
@@ -338,6 +339,9 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="perf record the helper and dbus-daemon during the fan-out "
                     "(WORKDIR/native/perf.data)")
+    ap.add_argument("--sched", action="store_true",
+                    help="where a round trip's wall time goes, hop by hop: the scheduler's "
+                    "events (perf, every CPU) during a run of its own")
     ap.add_argument("--strace", action="store_true",
                     help="also count the bridge's syscalls per hostinfo request (strace -c)")
     ap.add_argument("--helper", help="this vmstate-helperd instead of the build tree's (A/B "
@@ -443,6 +447,15 @@ def main():
                 if a.strace:  # syscalls per request, in a run of its own (strace slows it)
                     res["sys"] = strace_counts(prog, env, path.proc.pid, wd, 300)
                     res["sys_helper"] = strace_counts(prog, env, helper.pid, wd, 300)
+                if a.sched:
+                    names = {}
+                    for k, ps in pids.items():
+                        for p in ps:
+                            for t in os.listdir(f"/proc/{p}/task"):
+                                names[int(t)] = k.split(" ")[0]
+                    data = os.path.join(wd, "sched-rtt.data")
+                    schedpath.record(data, lambda: run([prog["app"], "rtt", str(n)], env=env))
+                    res["sched"] = schedpath.chains(data, "vsbench-app", names)
                 if a.perf:  # where a round trip's CPU goes in the helper, bridge and bus
                     rec = subprocess.Popen(["perf", "record", "-q", "-g", "-o",
                                             os.path.join(wd, "perf-rtt.data"), "-p",
@@ -585,6 +598,12 @@ def report(a, r, machine, took):
         print("| " + " | ".join(k for k, _ in top) + " |")
         print("|" + "---|" * len(top))
         print("| " + " | ".join(f"{v:.1f}" for _, v in top) + " |")
+    if "sched" in r:
+        print(f"\n**Where a round trip's wall time goes** (perf sched_waking/sched_switch on "
+              f"every CPU, {rtt['n']} sequential hostinfo in a run of its own; each chain walks "
+              "back from a wake-up of the app, through the task that woke it, to the app's own "
+              "run)")
+        schedpath.report(r["sched"], rtt["n"])
     print(f"\nRSS after the fan-out: helper {r['rss']['vmstate-helperd'] / 1024:.1f} MiB "
           f"({r['rss_rest'] / 1024:.1f} MiB at rest 1.5 s later; its peak over the whole run, "
           f"VmHWM, {r['helper_hwm'] / 1024:.1f} MiB), "
