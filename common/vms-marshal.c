@@ -81,3 +81,97 @@ int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **ou
     *out = w.p;
     return 0;
 }
+
+int vms_rb_body(const uint8_t *msg, size_t len, struct vms_rbuf *r)
+{
+    uint32_t body_len;
+
+    r->big = len > 0 && msg[0] == 'B';
+    r->strict = 0;
+    r->p = msg;
+    r->len = len < 8 ? 0 : 8;
+    r->pos = 4;
+    if (vms_rb_u32(r, &body_len) < 0 || body_len > len)
+        return -1;
+    r->p = msg + len - body_len;
+    r->len = body_len;
+    r->pos = 0;
+    return 0;
+}
+
+/* D-Bus alignment of a value of type @t */
+static size_t type_align(char t)
+{
+    switch (t) {
+    case 'y':
+    case 'g':
+    case 'v':
+        return 1;
+    case 'n':
+    case 'q':
+        return 2;
+    case 'x':
+    case 't':
+    case 'd':
+    case '(':
+    case '{':
+        return 8;
+    default:
+        return 4;
+    }
+}
+
+/* Past one complete type in the signature @sig (validated by libdbus). */
+static const char *sig_next(const char *sig)
+{
+    int depth = 0;
+
+    do {
+        if (*sig == '(' || *sig == '{')
+            depth++;
+        else if (*sig == ')' || *sig == '}')
+            depth--;
+        else if (*sig == 'a') {
+            sig++;
+            continue;
+        }
+        sig++;
+    } while (depth > 0 && *sig);
+    return sig;
+}
+
+int vms_rb_skip_value(struct vms_rbuf *r, const char **sig)
+{
+    char t = *(*sig)++;
+    uint32_t n;
+    const char *inner;
+
+    switch (t) {
+    case 's':
+    case 'o': {
+        const char *s;
+        size_t len;
+        return vms_rb_str(r, &s, &len);
+    }
+    case 'g':
+        return vms_rb_sig(r, &inner);
+    case 'v':
+        return vms_rb_sig(r, &inner) < 0 ? -1 : vms_rb_skip_value(r, &inner);
+    case 'a':
+        if (vms_rb_u32(r, &n) < 0 || vms_rb_skip_to(r, type_align(**sig), n) < 0)
+            return -1;
+        *sig = sig_next(*sig);
+        return 0;
+    case '(':
+    case '{':
+        if (vms_rb_skip_to(r, 8, 0) < 0)
+            return -1;
+        while (**sig != ')' && **sig != '}')
+            if (!**sig || vms_rb_skip_value(r, sig) < 0)
+                return -1;
+        (*sig)++;
+        return 0;
+    default: /* a fixed-size type, as long as its alignment */
+        return vms_rb_skip_to(r, type_align(t), type_align(t));
+    }
+}

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * vms-marshal.h — D-Bus marshalling written directly (little-endian), for the messages this
- * project sends: the wire messages (vms-proto.c) and the helper's signals (helper-bus.c).
+ * project sends: the wire messages (vms-proto.c) and the helper's signals (helper-bus.c);
+ * and a bounded reader of message bodies (below), for the messages it receives.
  *
  * Why: libdbus's writer validates the contained signature of every variant on a stack of
  * list nodes allocated under its global lock, and rewrites the header's signature field
@@ -133,5 +134,110 @@ void vms_wb_signal_end(struct vms_wbuf *w, struct vms_wb_signal s);
  * (*@out_len then holds its size, *@out NULL). */
 typedef void vms_wb_writer(struct vms_wbuf *w, const void *ctx);
 int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **out, size_t *out_len);
+
+/* ---- reading ------------------------------------------------------------------------ *
+ *
+ * A bounded reader of a D-Bus message's body, in either byte order: every read is checked
+ * against the body's end. On bytes libdbus validated (a message it received or demarshalled)
+ * that is all it needs; with @strict it also checks what that validation would have (zero
+ * padding, strings terminated with no NUL inside), for bytes nobody validated
+ * (vms_msg_decode_canonical). Each read returns 0, or -1 (nothing to trust after it).
+ */
+struct vms_rbuf {
+    const uint8_t *p;
+    size_t len, pos; /* pos from the body's start, which is 8-aligned in the message */
+    int big;         /* 'B': big-endian */
+    int strict;
+};
+
+/* Where the body of the validated message @msg (@len bytes) is: @r reads it, not strict.
+ * Returns 0, or -1 when @len cannot hold the body its header announces. */
+int vms_rb_body(const uint8_t *msg, size_t len, struct vms_rbuf *r);
+
+/* Past the padding to @align, then @n bytes. */
+static inline int vms_rb_skip_to(struct vms_rbuf *r, size_t align, size_t n)
+{
+    size_t at = r->pos + ((0 - r->pos) & (align - 1));
+
+    if (at > r->len || n > r->len - at)
+        return -1;
+    if (r->strict)
+        for (size_t i = r->pos; i < at; i++)
+            if (r->p[i])
+                return -1;
+    r->pos = at + n;
+    return 0;
+}
+
+static inline uint64_t vms_rb_int(const struct vms_rbuf *r, size_t at, size_t n)
+{
+    uint64_t v = 0;
+
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)r->p[at + i] << (8 * (r->big ? n - 1 - i : i));
+    return v;
+}
+
+static inline int vms_rb_u32(struct vms_rbuf *r, uint32_t *v)
+{
+    if (vms_rb_skip_to(r, 4, 4) < 0)
+        return -1;
+    *v = (uint32_t)vms_rb_int(r, r->pos - 4, 4);
+    return 0;
+}
+
+static inline int vms_rb_u64(struct vms_rbuf *r, uint64_t *v)
+{
+    if (vms_rb_skip_to(r, 8, 8) < 0)
+        return -1;
+    *v = vms_rb_int(r, r->pos - 8, 8);
+    return 0;
+}
+
+/* A string or object path, NUL-terminated in place: *@s points into the bytes. */
+static inline int vms_rb_str(struct vms_rbuf *r, const char **s, size_t *n)
+{
+    uint32_t len;
+
+    if (vms_rb_u32(r, &len) < 0 || vms_rb_skip_to(r, 1, (size_t)len + 1) < 0)
+        return -1;
+    *s = (const char *)r->p + r->pos - len - 1;
+    *n = len;
+    if (r->strict && memchr(*s, 0, (size_t)len + 1) != *s + len)
+        return -1;
+    return 0;
+}
+
+/* A signature, NUL-terminated in place. */
+static inline int vms_rb_sig(struct vms_rbuf *r, const char **s)
+{
+    size_t len;
+
+    if (r->pos >= r->len)
+        return -1;
+    len = r->p[r->pos];
+    if (vms_rb_skip_to(r, 1, len + 2) < 0)
+        return -1;
+    *s = (const char *)r->p + r->pos - len - 1;
+    if (r->strict && memchr(*s, 0, len + 1) != *s + len)
+        return -1;
+    return 0;
+}
+
+/* An array's bounds: its elements (aligned to @elem_align) from r->pos to *@end. */
+static inline int vms_rb_array(struct vms_rbuf *r, size_t elem_align, size_t *end)
+{
+    uint32_t n;
+
+    if (vms_rb_u32(r, &n) < 0 || vms_rb_skip_to(r, elem_align, 0) < 0 || n > r->len - r->pos)
+        return -1;
+    *end = r->pos + n;
+    return 0;
+}
+
+/* Skip one value of the complete type at *@sig, and *@sig past it (an unknown field or
+ * detail). Only for validated bytes: the nesting is bounded by libdbus's validation (64
+ * levels), which strict reading does not have. */
+int vms_rb_skip_value(struct vms_rbuf *r, const char **sig);
 
 #endif

@@ -735,176 +735,21 @@ static int lookup_field(const char *key)
 }
 
 /*
- * The body is read from the bytes themselves once libdbus's demarshal has validated them
- * (every string UTF-8 and NUL-terminated, every array's length and every variant's
- * signature consistent, the padding zero): libdbus's iterators cost as much again as its
- * validation, about 60 k instructions per hostinfo answer in the helper and the bridge
- * (callgrind, bench/RESULTS.md §18). Each read is still bounded by the body's end.
- * fuzz-message holds the reader to libdbus's: every entry it takes, libdbus reads the same.
+ * The body is read from the bytes themselves (vms-marshal.h's reader), once libdbus's
+ * demarshal has validated them, or strictly (vms_msg_decode_canonical): libdbus's iterators
+ * cost as much again as its validation, about 60 k instructions per hostinfo answer in the
+ * helper and the bridge (callgrind, bench/RESULTS.md §18). Each read is bounded by the
+ * body's end. fuzz-message holds the reader to libdbus's: every entry it takes, libdbus
+ * reads the same.
  */
-struct rbuf {
-    const uint8_t *p;
-    size_t len, pos; /* pos from the body's start, which is 8-aligned in the message */
-    int big;         /* 'B': big-endian */
-    /* the bytes were not validated by libdbus (vms_msg_decode_canonical): each read checks
-     * what the validation would have (zero padding, terminated strings) */
-    int strict;
-};
-
-static int rb_skip_to(struct rbuf *r, size_t align, size_t n)
-{
-    size_t at = r->pos + ((0 - r->pos) & (align - 1));
-
-    if (at > r->len || n > r->len - at)
-        return -1;
-    if (r->strict)
-        for (size_t i = r->pos; i < at; i++)
-            if (r->p[i])
-                return -1;
-    r->pos = at + n;
-    return 0;
-}
-
-static uint64_t rb_int(const struct rbuf *r, size_t at, size_t n)
-{
-    uint64_t v = 0;
-
-    for (size_t i = 0; i < n; i++)
-        v |= (uint64_t)r->p[at + i] << (8 * (r->big ? n - 1 - i : i));
-    return v;
-}
-
-static int rb_u32(struct rbuf *r, uint32_t *v)
-{
-    if (rb_skip_to(r, 4, 4) < 0)
-        return -1;
-    *v = (uint32_t)rb_int(r, r->pos - 4, 4);
-    return 0;
-}
-
-static int rb_u64(struct rbuf *r, uint64_t *v)
-{
-    if (rb_skip_to(r, 8, 8) < 0)
-        return -1;
-    *v = rb_int(r, r->pos - 8, 8);
-    return 0;
-}
-
-/* a string or object path: validated NUL-terminated, so usable in place */
-static int rb_str(struct rbuf *r, const char **s, size_t *n)
-{
-    uint32_t len;
-
-    if (rb_u32(r, &len) < 0 || rb_skip_to(r, 1, (size_t)len + 1) < 0)
-        return -1;
-    *s = (const char *)r->p + r->pos - len - 1;
-    *n = len;
-    if (r->strict && memchr(*s, 0, (size_t)len + 1) != *s + len)
-        return -1;
-    return 0;
-}
-
-static int rb_sig(struct rbuf *r, const char **s)
-{
-    size_t len;
-
-    if (r->pos >= r->len)
-        return -1;
-    len = r->p[r->pos];
-    if (rb_skip_to(r, 1, len + 2) < 0)
-        return -1;
-    *s = (const char *)r->p + r->pos - len - 1;
-    if (r->strict && memchr(*s, 0, len + 1) != *s + len)
-        return -1;
-    return 0;
-}
-
-/* D-Bus alignment of a value of type @t */
-static size_t type_align(char t)
-{
-    switch (t) {
-    case 'y':
-    case 'g':
-    case 'v':
-        return 1;
-    case 'n':
-    case 'q':
-        return 2;
-    case 'x':
-    case 't':
-    case 'd':
-    case '(':
-    case '{':
-        return 8;
-    default:
-        return 4;
-    }
-}
-
-/* Past one complete type in the signature @sig (validated by libdbus). */
-static const char *sig_next(const char *sig)
-{
-    int depth = 0;
-
-    do {
-        if (*sig == '(' || *sig == '{')
-            depth++;
-        else if (*sig == ')' || *sig == '}')
-            depth--;
-        else if (*sig == 'a') {
-            sig++;
-            continue;
-        }
-        sig++;
-    } while (depth > 0 && *sig);
-    return sig;
-}
-
-/* Skip one value of the complete type at *@sig, and *@sig past it: an unknown field. Its
- * nesting is bounded by libdbus's validation (64 levels). */
-static int rb_skip_value(struct rbuf *r, const char **sig)
-{
-    char t = *(*sig)++;
-    uint32_t n;
-    const char *inner;
-
-    switch (t) {
-    case 's':
-    case 'o': {
-        const char *s;
-        size_t len;
-        return rb_str(r, &s, &len);
-    }
-    case 'g':
-        return rb_sig(r, &inner);
-    case 'v':
-        return rb_sig(r, &inner) < 0 ? -1 : rb_skip_value(r, &inner);
-    case 'a':
-        if (rb_u32(r, &n) < 0 || rb_skip_to(r, type_align(**sig), n) < 0)
-            return -1;
-        *sig = sig_next(*sig);
-        return 0;
-    case '(':
-    case '{':
-        if (rb_skip_to(r, 8, 0) < 0)
-            return -1;
-        while (**sig != ')' && **sig != '}')
-            if (!**sig || rb_skip_value(r, sig) < 0)
-                return -1;
-        (*sig)++;
-        return 0;
-    default: /* a fixed-size type, as long as its alignment */
-        return rb_skip_to(r, type_align(t), type_align(t));
-    }
-}
 
 /* Copy a string out of @r; -1 if it breaks @kind (an empty one is allowed when @optional). */
-static int take_string(struct rbuf *r, enum field_kind kind, int optional, char *dst)
+static int take_string(struct vms_rbuf *r, enum field_kind kind, int optional, char *dst)
 {
     const char *s;
     size_t n;
 
-    if (rb_str(r, &s, &n) < 0)
+    if (vms_rb_str(r, &s, &n) < 0)
         return -1;
     if (n > VMS_STR_MAX || ((!optional || n) && !valid_for_kind(kind, s)))
         return -1;
@@ -912,23 +757,12 @@ static int take_string(struct rbuf *r, enum field_kind kind, int optional, char 
     return 0;
 }
 
-/* An array's bounds: its elements from r->pos to *@end */
-static int rb_array(struct rbuf *r, size_t elem_align, size_t *end)
-{
-    uint32_t n;
-
-    if (rb_u32(r, &n) < 0 || rb_skip_to(r, elem_align, 0) < 0 || n > r->len - r->pos)
-        return -1;
-    *end = r->pos + n;
-    return 0;
-}
-
-static int decode_states(struct rbuf *r, struct vms_msg *m, char *why, size_t whylen)
+static int decode_states(struct vms_rbuf *r, struct vms_msg *m, char *why, size_t whylen)
 {
     struct vms_state_info info;
     size_t end;
 
-    if (rb_array(r, 8, &end) < 0)
+    if (vms_rb_array(r, 8, &end) < 0)
         goto bad;
     while (r->pos < end) {
         uint64_t created;
@@ -938,10 +772,10 @@ static int decode_states(struct rbuf *r, struct vms_msg *m, char *why, size_t wh
             return -1;
         }
         memset(&info, 0, sizeof(info));
-        if (rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, info.id) < 0 ||
+        if (vms_rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, info.id) < 0 ||
             take_string(r, FK_TEXT, 0, info.label) < 0 ||
             take_string(r, FK_ID, 1, info.app_id) < 0 ||
-            take_string(r, FK_ID, 1, info.parent) < 0 || rb_u64(r, &created) < 0)
+            take_string(r, FK_ID, 1, info.parent) < 0 || vms_rb_u64(r, &created) < 0)
             goto bad;
         info.created = (int64_t)created;
         if (vms_msg_add_state(m, &info) < 0) {
@@ -959,12 +793,12 @@ bad:
 
 /* Follow-ups a(st), results a(sus), quotas a(stt): at most VMS_FOLLOWUPS_MAX /
  * VMS_QUOTAS_MAX entries, strings validated like every other field. */
-static int decode_list(struct rbuf *r, struct vms_msg *m, enum field_kind kind, char *why,
+static int decode_list(struct vms_rbuf *r, struct vms_msg *m, enum field_kind kind, char *why,
                        size_t whylen)
 {
     size_t end;
 
-    if (rb_array(r, 8, &end) < 0) {
+    if (vms_rb_array(r, 8, &end) < 0) {
         seterr(why, whylen, "truncated list");
         return -1;
     }
@@ -974,20 +808,21 @@ static int decode_list(struct rbuf *r, struct vms_msg *m, enum field_kind kind, 
         uint32_t status = 0;
         int rc;
 
-        if (rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, name) < 0) {
+        if (vms_rb_skip_to(r, 8, 0) < 0 || take_string(r, FK_ID, 0, name) < 0) {
             seterr(why, whylen, "entry with an invalid name");
             return -1;
         }
         if (kind == FK_RESULTS) {
-            if (rb_u32(r, &status) < 0 || take_string(r, FK_TEXT, 0, text) < 0) {
+            if (vms_rb_u32(r, &status) < 0 || take_string(r, FK_TEXT, 0, text) < 0) {
                 seterr(why, whylen, "entry with an invalid message");
                 return -1;
             }
             rc = vms_msg_add_result(m, name, status, text);
         } else if (kind == FK_QUOTAS) {
-            rc = rb_u64(r, &a) < 0 || rb_u64(r, &b) < 0 ? -1 : vms_msg_add_quota(m, name, a, b);
+            rc = vms_rb_u64(r, &a) < 0 || vms_rb_u64(r, &b) < 0 ? -1
+                                                                : vms_msg_add_quota(m, name, a, b);
         } else {
-            rc = rb_u64(r, &a) < 0 ? -1 : vms_msg_add_followup(m, name, a);
+            rc = vms_rb_u64(r, &a) < 0 ? -1 : vms_msg_add_followup(m, name, a);
         }
         if (rc < 0) {
             seterr(why, whylen, "more than %d entries, or a name over %d bytes",
@@ -1002,7 +837,7 @@ static int decode_list(struct rbuf *r, struct vms_msg *m, enum field_kind kind, 
     return 0;
 }
 
-static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, char *why,
+static int decode_field(struct vms_rbuf *r, struct vms_msg *m, enum vms_field f, char *why,
                         size_t whylen)
 {
     const struct field_desc *fd = &field_table[f];
@@ -1012,14 +847,14 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
     switch (fd->kind) {
     case FK_U32: {
         uint32_t v;
-        if (rb_u32(r, &v) < 0)
+        if (vms_rb_u32(r, &v) < 0)
             break;
         *(uint32_t *)(void *)p = v;
         return 0;
     }
     case FK_U64: {
         uint64_t v;
-        if (rb_u64(r, &v) < 0)
+        if (vms_rb_u64(r, &v) < 0)
             break;
         *(uint64_t *)(void *)p = v;
         return 0;
@@ -1034,7 +869,7 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
         }
         return 0;
     case FK_BYTES:
-        if (rb_array(r, 1, &end) < 0)
+        if (vms_rb_array(r, 1, &end) < 0)
             break;
         if (end - r->pos > VMS_APP_DATA_MAX) {
             seterr(why, whylen, "%zu bytes, over the %u byte cap", end - r->pos, VMS_APP_DATA_MAX);
@@ -1048,7 +883,7 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
         return 0;
     case FK_CAPS: {
         int entries = 0;
-        if (rb_array(r, 4, &end) < 0)
+        if (vms_rb_array(r, 4, &end) < 0)
             break;
         m->caps = 0;
         while (r->pos < end) {
@@ -1059,7 +894,7 @@ static int decode_field(struct rbuf *r, struct vms_msg *m, enum vms_field f, cha
                 return -1;
             }
             uint32_t bit = 0;
-            if (rb_str(r, &name, &n) < 0)
+            if (vms_rb_str(r, &name, &n) < 0)
                 goto truncated; /* not a break: that would leave the loop as if at its end */
             for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
                 if (strcmp(name, cap_table[i].name) == 0)
@@ -1108,12 +943,12 @@ static enum vms_decode_result decode_fail(struct vms_msg *m, struct vms_decode_r
  * fields checked against the schema, unknown ones skipped (refused when @r is strict: our
  * encoder writes none), required ones present, nothing after the dictionary.
  */
-static enum vms_decode_result decode_body(struct rbuf *r, struct vms_msg *m, const char *member,
+static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m, const char *member,
                                           struct vms_decode_report *rep)
 {
     size_t dict_end;
 
-    if (rb_array(r, 8, &dict_end) < 0) {
+    if (vms_rb_array(r, 8, &dict_end) < 0) {
         return decode_fail(m, rep, "%s: truncated body", member);
     }
     while (r->pos < dict_end) {
@@ -1122,7 +957,8 @@ static enum vms_decode_result decode_body(struct rbuf *r, struct vms_msg *m, con
         int f;
         char why[160] = "";
 
-        if (rb_skip_to(r, 8, 0) < 0 || rb_str(r, &key, &key_len) < 0 || rb_sig(r, &vsig) < 0) {
+        if (vms_rb_skip_to(r, 8, 0) < 0 || vms_rb_str(r, &key, &key_len) < 0 ||
+            vms_rb_sig(r, &vsig) < 0) {
             return decode_fail(m, rep, "%s: truncated body", member);
         }
         f = lookup_field(key);
@@ -1132,7 +968,7 @@ static enum vms_decode_result decode_body(struct rbuf *r, struct vms_msg *m, con
             if (!rep->unknown_fields++)
                 snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
                          VMS_STR_MAX, key);
-            if (rb_skip_value(r, &vsig) < 0) {
+            if (vms_rb_skip_value(r, &vsig) < 0) {
                 return decode_fail(m, rep, "%s: truncated body", member);
             }
             continue;
@@ -1168,8 +1004,7 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     DBusMessage *dm = NULL;
     DBusError derr;
     const char *member, *iface;
-    struct rbuf r;
-    uint32_t body_len = 0;
+    struct vms_rbuf r;
     int need;
 
     memset(rep, 0, sizeof(*rep));
@@ -1211,15 +1046,7 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
     }
     /* validated: the body is the message's last body-length bytes, after an 8-aligned
      * header */
-    r.big = payload[0] == 'B';
-    r.p = payload;
-    r.pos = 4;
-    r.len = 8;
-    r.strict = 0;
-    (void)rb_u32(&r, &body_len);
-    r.p = payload + len - body_len;
-    r.len = body_len;
-    r.pos = 0;
+    (void)vms_rb_body(payload, len, &r);
     res = decode_body(&r, m, member, rep);
 out:
     if (res == VMS_DECODE_UNKNOWN_TYPE)
@@ -1263,7 +1090,7 @@ enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t l
     uint8_t header[256];
     size_t header_len = 0;
     uint32_t body_len, member_len;
-    struct rbuf r;
+    struct vms_rbuf r;
 
     memset(rep, 0, sizeof(*rep));
     vms_msg_init(m, VMS_MSG_UNKNOWN);

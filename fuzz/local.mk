@@ -26,9 +26,11 @@ EXTRA_DIST += fuzz/corpus fuzz/standalone.c
 
 noinst_PROGRAMS += fuzz/make-seeds
 fuzz_make_seeds_SOURCES = fuzz/make-seeds.c
+fuzz_make_seeds_CFLAGS = $(AM_CFLAGS) $(DBUS_CFLAGS)
 fuzz_make_seeds_LDADD = $(FUZZ_LDADD)
 fuzz-seeds: fuzz/make-seeds
-	mkdir -p $(top_srcdir)/fuzz/corpus/message $(top_srcdir)/fuzz/corpus/deframe
+	mkdir -p $(top_srcdir)/fuzz/corpus/message $(top_srcdir)/fuzz/corpus/deframe \
+	  $(top_srcdir)/fuzz/corpus/app-signal
 	fuzz/make-seeds $(top_srcdir)/fuzz/corpus
 .PHONY: fuzz-seeds
 

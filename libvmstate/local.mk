@@ -18,6 +18,17 @@ libvmstate_vmstatectl_CFLAGS = $(AM_CFLAGS) $(JSONC_CFLAGS)
 libvmstate_vmstatectl_LDADD = libvmstate/libvmstate.la $(JSONC_LIBS)
 dist_man1_MANS = libvmstate/vmstatectl.1
 
+# Fuzz target over the library's reading of the helper's signals (see fuzz/local.mk).
+FUZZ_TARGETS += fuzz/fuzz-app-signal
+fuzz_fuzz_app_signal_SOURCES = fuzz/fuzz-app-signal.c
+fuzz_fuzz_app_signal_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/libvmstate $(DBUS_CFLAGS)
+fuzz_fuzz_app_signal_LDADD = $(FUZZ_LDADD)
+if !ENABLE_FUZZING
+fuzz_fuzz_app_signal_SOURCES += fuzz/standalone.c
+endif
+fuzz_fuzz_app_signal_LDFLAGS = $(AM_LDFLAGS) $(FUZZ_LINK_FLAGS)
+EXTRA_DIST += fuzz/corpus/app-signal
+
 # libvmstate tests: the library against the real helper and a fake bridge.
 TESTS += tests/test-libvmstate
 check_PROGRAMS += tests/test-libvmstate

@@ -258,6 +258,95 @@ Test(libvmstate, list_carries_states)
     vmstate_close(v);
 }
 
+/* Every detail Completed can carry reaches the app's event with its value (libvmstate reads
+ * them from the signal's bytes); "seq", which the API does not name, is passed over. */
+Test(libvmstate, completed_carries_every_detail)
+{
+    vmstate *v;
+    char rid[VMSTATE_REQUEST_ID_LEN + 1];
+    struct vmstate_event *ev;
+    struct vms_msg *r, e;
+    static const struct {
+        enum vms_field f;
+        uint64_t value;
+    } u64s[] = {
+        {VMS_F_BYTES, 11},          {VMS_F_FREE_BYTES, 12},      {VMS_F_MEM_BYTES, 13},
+        {VMS_F_HOST_MEM_TOTAL, 14}, {VMS_F_HOST_MEM_AVAILABLE, 15}, {VMS_F_HOST_CPUS, 16},
+        {VMS_F_HOST_LOAD_MILLI, 17}, {VMS_F_VCPUS, 18},          {VMS_F_MEM_BOOT, 19},
+        {VMS_F_MEM_MIN, 20},        {VMS_F_MEM_MAX, 21},
+    };
+
+    start(NULL, 1);
+    v = open_handle(APP);
+    cr_assert_eq(vmstate_hostinfo(v, rid), 0);
+    r = fx_bridge_expect(&F, VMS_MSG_REQUEST, 3000);
+    cr_assert_not_null(r);
+    vms_msg_init(&e, VMS_MSG_EVENT);
+    vms_msg_set_str(&e, VMS_F_REQUEST_ID, r->request_id);
+    vms_msg_set_str(&e, VMS_F_OP, "hostinfo");
+    vms_msg_set_u64(&e, VMS_F_STATUS, 0);
+    vms_msg_set_u64(&e, VMS_F_EPOCH, 3);
+    vms_msg_set_u64(&e, VMS_F_SEQ, 1);
+    vms_msg_set_str(&e, VMS_F_APP_ID, APP);
+    vms_msg_set_str(&e, VMS_F_STATE_ID, "s9");
+    vms_msg_set_str(&e, VMS_F_LABEL, "a label");
+    vms_msg_set_str(&e, VMS_F_MESSAGE, "all went well");
+    cr_assert_eq(vms_msg_set_app_data(&e, "\0data", 5), 0);
+    vms_msg_set_str(&e, VMS_F_PARENT_ID, "s8");
+    vms_msg_set_str(&e, VMS_F_REASON, "a reason");
+    vms_msg_set_str(&e, VMS_F_HOSTNAME, "host-a");
+    vms_msg_set_str(&e, VMS_F_BRIDGE_VERSION, "9.9");
+    vms_msg_set_str(&e, VMS_F_CREATOR, "org.example.Other");
+    vms_msg_set_str(&e, VMS_F_HYPERVISOR_VERSION, "QEMU 7.2");
+    vms_msg_set_str(&e, VMS_F_OPS, "save list");
+    vms_msg_set_str(&e, VMS_F_MODE, "virtio-mem");
+    for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
+        vms_msg_set_u64(&e, u64s[i].f, u64s[i].value);
+    cr_assert_eq(vms_msg_add_result(&e, "hostinfo", 0, "ok"), 0);
+    cr_assert_eq(vms_msg_add_result(&e, "set-memory", 6, "no such thing"), 0);
+    cr_assert_eq(vms_msg_add_quota(&e, "states", 10, 2), 0);
+    cr_assert_eq(vms_msg_add_quota(&e, "pending", 4, 1), 0);
+    fx_bridge_send(&F, &e);
+    vms_msg_clear(&e);
+    fx_msg_free(r);
+    cr_assert_eq(vmstate_wait(v, rid, (int)fx_ms(3000), &ev), 0, "%s", vmstate_last_error(v));
+    cr_assert_str_eq(ev->request_id, rid);
+    cr_assert_str_eq(ev->operation, "hostinfo");
+    cr_assert_eq(ev->status, 0);
+    cr_assert_str_eq(ev->message, "all went well");
+    cr_assert_str_eq(ev->state_id, "s9");
+    cr_assert_str_eq(ev->label, "a label");
+    cr_assert_str_eq(ev->app_id, APP);
+    cr_assert_eq(ev->app_data_len, 5);
+    cr_assert_eq(memcmp(ev->app_data, "\0data", 5), 0);
+    cr_assert_eq(ev->epoch, 3);
+    cr_assert_str_eq(ev->parent_id, "s8");
+    cr_assert_str_eq(ev->reason, "a reason");
+    cr_assert_str_eq(ev->hostname, "host-a");
+    cr_assert_str_eq(ev->bridge_version, "9.9");
+    cr_assert_str_eq(ev->creator, "org.example.Other");
+    cr_assert_str_eq(ev->hypervisor_version, "QEMU 7.2");
+    cr_assert_str_eq(ev->ops, "save list");
+    cr_assert_str_eq(ev->mode, "virtio-mem");
+    const uint64_t got[] = {ev->bytes,     ev->free_bytes,      ev->mem_bytes,
+                            ev->host_mem_total, ev->host_mem_available, ev->host_cpus,
+                            ev->host_load_milli, ev->vcpus,      ev->mem_boot,
+                            ev->mem_min,   ev->mem_max};
+    for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
+        cr_assert_eq(got[i], u64s[i].value, "detail %zu: %llu", i, (unsigned long long)got[i]);
+    cr_assert_eq(ev->n_results, 2);
+    cr_assert_str_eq(ev->results[1].operation, "set-memory");
+    cr_assert_eq(ev->results[1].status, 6);
+    cr_assert_str_eq(ev->results[1].message, "no such thing");
+    cr_assert_eq(ev->n_quotas, 2);
+    cr_assert_str_eq(ev->quotas[1].name, "pending");
+    cr_assert_eq(ev->quotas[1].limit, 4);
+    cr_assert_eq(ev->quotas[1].used, 1);
+    cr_assert_eq(ev->n_states, 0);
+    vmstate_event_free(ev);
+    vmstate_close(v);
+}
+
 struct seen {
     int completed, restored, bridge;
     char data[64];
