@@ -398,6 +398,12 @@ def main():
         # answered at once, then Completed's body to the caller: the API's messages themselves
         res["async_shaped"] = bl.stats_after(run([prog["dbus"], "async", FLOOR_NAME, str(n)],
                                                  env=env))
+        if a.sched:  # the same floor's path, hop by hop, to set beside vmstate's
+            data = os.path.join(wd, "sched-floor.data")
+            names = {dbus.pid: "dbus-daemon", svc.pid: "trivial service"}
+            schedpath.record(data, lambda: run([prog["dbus"], "async", FLOOR_NAME, str(n)],
+                                               env=env))
+            res["sched_floor"] = schedpath.chains(data, "vsbench-dbus", names)
         stop([svc])
         out = run([prog["sqlite"], os.path.join(wd, "floor.db"), str(min(n, 300))])
         res["sql_empty"], res["sql_row"] = bl.stats_after(out, "empty: "), bl.stats_after(out, "row: ")
@@ -604,6 +610,9 @@ def report(a, r, machine, took):
               "back from a wake-up of the app, through the task that woke it, to the app's own "
               "run)")
         schedpath.report(r["sched"], rtt["n"])
+        print("\n**The same for the API's floor** (the trivial service answers at once, then "
+              "sends the caller Completed's body: `vsbench-dbus async`, VSBENCH_SHAPE=completed)")
+        schedpath.report(r["sched_floor"], rtt["n"])
     print(f"\nRSS after the fan-out: helper {r['rss']['vmstate-helperd'] / 1024:.1f} MiB "
           f"({r['rss_rest'] / 1024:.1f} MiB at rest 1.5 s later; its peak over the whole run, "
           f"VmHWM, {r['helper_hwm'] / 1024:.1f} MiB), "

@@ -36,18 +36,25 @@ def record(out_path, run):
 
 
 class Node:
-    """One run of a task on the path: woken at wake_t by the run `waker`, on CPU at start."""
-    __slots__ = ("tid", "wake_t", "waker", "start", "preempted", "out_t")
+    """One run of a task on the path: woken at wake_t by the run `waker`, on CPU at start;
+    preempts: (off, back on, by whom) while it was runnable but off its CPU."""
+    __slots__ = ("tid", "wake_t", "waker", "start", "preempts", "out_t", "by")
 
     def __init__(self, tid, wake_t, waker):
         self.tid, self.wake_t, self.waker = tid, wake_t, waker
-        self.start, self.preempted, self.out_t = None, 0.0, None
+        self.start, self.preempts, self.out_t, self.by = None, [], None, None
+
+    def preempted_before(self, t):
+        """Time off its CPU before t, and who took it longest."""
+        spans = [(min(b, t) - a, who) for a, b, who in self.preempts if a < t]
+        return sum(d for d, _ in spans), max(spans)[1] if spans else ""
 
 
 def chains(perf_data, app_comm, names, max_hops=16):
-    """Every chain of wakers that ended in a wake-up of the task called app_comm, back to that
-    task's own run: lists of (name, delay_s, work_s, preempted_s), first hop first. names:
-    {tid: name} of the tasks to name; another task is named by its command."""
+    """Every chain of wakers that ended in a wake-up of the task called app_comm (one not in
+    names: a service may run the same program), back to that task's own run: lists of
+    (name, delay_s, work_s, preempted_s, by), first hop first. names: {tid: name} of the
+    tasks to name; another task is named by its command."""
     txt = subprocess.run(["perf", "script", "-i", perf_data, "-F",
                           "comm,pid,tid,cpu,time,event,trace"],
                          capture_output=True, text=True).stdout
@@ -80,7 +87,7 @@ def chains(perf_data, app_comm, names, max_hops=16):
             comm[prev_tid], comm[next_tid] = s[1], s[4]
             p = cur.get(prev_tid)
             if p is not None:
-                p.out_t = t
+                p.out_t, p.by = t, s[4]
                 if not state.startswith("R"):
                     # asleep: its next run starts with a new wake-up
                     cur[prev_tid] = Node(prev_tid, None, None)
@@ -91,9 +98,9 @@ def chains(perf_data, app_comm, names, max_hops=16):
             if n.start is None:
                 n.start = t
             elif n.out_t is not None:
-                n.preempted += t - n.out_t  # back from a preemption
+                n.preempts.append((n.out_t, t, n.by))  # back from a preemption
             n.out_t = None
-            if comm[next_tid] == app_comm and n.wake_t is not None:
+            if comm[next_tid] == app_comm and next_tid not in names and n.wake_t is not None:
                 out.append(walk(n, label, max_hops))
     return out
 
@@ -105,12 +112,15 @@ def walk(node, label, max_hops):
     while w is not None and w.tid != 0 and w.start is not None and len(hops) < max_hops:
         # the app's own wait belongs to the chain before: its run counts from its start
         delay = w.start - w.wake_t if w.wake_t is not None and w.tid != node.tid else 0.0
-        hops.append((label(w.tid), delay, wakee.wake_t - w.start, w.preempted))
+        # only what kept it off its CPU before it woke the next is on the path (its wakee
+        # often takes its CPU right after)
+        pre, by = w.preempted_before(wakee.wake_t)
+        hops.append((label(w.tid), delay, wakee.wake_t - w.start, pre, by))
         if w.tid == node.tid or w.wake_t is None:
             break  # back at the app's own run: where the request began
         wakee, w = w, w.waker
     hops.reverse()
-    hops.append((label(node.tid) or "?", node.start - node.wake_t, 0.0, 0.0))
+    hops.append((label(node.tid) or "?", node.start - node.wake_t, 0.0, 0.0, ""))
     return hops
 
 
@@ -128,12 +138,14 @@ def report(all_chains, per_request, print_fn=print):
         print_fn(f"\nChain seen {len(cs)} times ({len(cs) / per_request:.2f} per request): "
                  f"median {total:.0f} µs from the first task's wake-up to the app's running\n")
         print_fn("| hop | waits for a CPU (median, p90) | works until it wakes the next "
-                 "(median, p90) | of which preempted (median) |")
+                 "(median, p90) | of which preempted (mean; by whom, most often) |")
         print_fn("|---|---|---|---|")
         p90 = lambda xs: sorted(xs)[int(len(xs) * 0.9)] * 1e6  # noqa: E731
         for i, name in enumerate(shape):
             d = [c[i][1] for c in cs]
             w = [c[i][2] for c in cs]
             pr = [c[i][3] for c in cs]
+            by = collections.Counter(c[i][4] for c in cs if c[i][4]).most_common(1)
             print_fn(f"| {name} | {med(d):.0f}, {p90(d):.0f} µs | {med(w):.0f}, {p90(w):.0f} µs "
-                     f"| {med(pr):.0f} µs |")
+                     f"| {sum(pr) / len(pr) * 1e6:.0f} µs"
+                     + (f"; {by[0][0]} ({by[0][1]} times)" if by else "") + " |")
