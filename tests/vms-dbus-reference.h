@@ -38,10 +38,17 @@ static inline int vms_reference_copy(DBusMessageIter *src, DBusMessageIter *dst)
             sig = dbus_message_iter_get_signature(&s);
         else if (t == DBUS_TYPE_ARRAY)
             sig = dbus_message_iter_get_signature(src);
-        ok = dbus_message_iter_open_container(dst, t, t == DBUS_TYPE_ARRAY ? sig + 1 : sig, &d) &&
-             vms_reference_copy(&s, &d) && dbus_message_iter_close_container(dst, &d);
+        ok = dbus_message_iter_open_container(dst, t, t == DBUS_TYPE_ARRAY ? sig + 1 : sig, &d);
         dbus_free(sig);
         if (!ok)
+            return 0;
+        /* a value libdbus's writer refuses (a unix fd 'h' without a real fd): the container
+         * opened for it is abandoned, or libdbus keeps what it allocated for it */
+        if (!vms_reference_copy(&s, &d)) {
+            dbus_message_iter_abandon_container(dst, &d);
+            return 0;
+        }
+        if (!dbus_message_iter_close_container(dst, &d))
             return 0;
     }
     return 1;
