@@ -156,8 +156,8 @@ static enum vms_decode_result channel_decode(const struct vms_channel *c, const 
 
     if (c->decode == VMS_CHANNEL_DECODE_ANY)
         return vms_msg_decode(payload, len, m, rep);
-    /* without libdbus's validation and iterators: a quarter of the work per message
-     * (bench/RESULTS.md §19) */
+    /* without libdbus's validation: the bridge's decoding of a hostinfo went from 58 k to
+     * 7 k instructions (bench/RESULTS.md §19) */
     r = vms_msg_decode_canonical(payload, len, m, rep);
     if (r == VMS_DECODE_OK || c->decode == VMS_CHANNEL_DECODE_OURS)
         return r;
