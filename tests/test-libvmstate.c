@@ -270,10 +270,17 @@ Test(libvmstate, completed_carries_every_detail)
         enum vms_field f;
         uint64_t value;
     } u64s[] = {
-        {VMS_F_BYTES, 11},          {VMS_F_FREE_BYTES, 12},      {VMS_F_MEM_BYTES, 13},
-        {VMS_F_HOST_MEM_TOTAL, 14}, {VMS_F_HOST_MEM_AVAILABLE, 15}, {VMS_F_HOST_CPUS, 16},
-        {VMS_F_HOST_LOAD_MILLI, 17}, {VMS_F_VCPUS, 18},          {VMS_F_MEM_BOOT, 19},
-        {VMS_F_MEM_MIN, 20},        {VMS_F_MEM_MAX, 21},
+        {VMS_F_BYTES, 11},
+        {VMS_F_FREE_BYTES, 12},
+        {VMS_F_MEM_BYTES, 13},
+        {VMS_F_HOST_MEM_TOTAL, 14},
+        {VMS_F_HOST_MEM_AVAILABLE, 15},
+        {VMS_F_HOST_CPUS, 16},
+        {VMS_F_HOST_LOAD_MILLI, 17},
+        {VMS_F_VCPUS, 18},
+        {VMS_F_MEM_BOOT, 19},
+        {VMS_F_MEM_MIN, 20},
+        {VMS_F_MEM_MAX, 21},
     };
 
     start(NULL, 1);
@@ -328,10 +335,17 @@ Test(libvmstate, completed_carries_every_detail)
     cr_assert_str_eq(ev->hypervisor_version, "QEMU 7.2");
     cr_assert_str_eq(ev->ops, "save list");
     cr_assert_str_eq(ev->mode, "virtio-mem");
-    const uint64_t got[] = {ev->bytes,     ev->free_bytes,      ev->mem_bytes,
-                            ev->host_mem_total, ev->host_mem_available, ev->host_cpus,
-                            ev->host_load_milli, ev->vcpus,      ev->mem_boot,
-                            ev->mem_min,   ev->mem_max};
+    const uint64_t got[] = {ev->bytes,
+                            ev->free_bytes,
+                            ev->mem_bytes,
+                            ev->host_mem_total,
+                            ev->host_mem_available,
+                            ev->host_cpus,
+                            ev->host_load_milli,
+                            ev->vcpus,
+                            ev->mem_boot,
+                            ev->mem_min,
+                            ev->mem_max};
     for (size_t i = 0; i < sizeof(u64s) / sizeof(u64s[0]); i++)
         cr_assert_eq(got[i], u64s[i].value, "detail %zu: %llu", i, (unsigned long long)got[i]);
     cr_assert_eq(ev->n_results, 2);
