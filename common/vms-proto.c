@@ -948,9 +948,8 @@ static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m,
 {
     size_t dict_end;
 
-    if (vms_rb_array(r, 8, &dict_end) < 0) {
+    if (vms_rb_array(r, 8, &dict_end) < 0)
         return decode_fail(m, rep, "%s: truncated body", member);
-    }
     while (r->pos < dict_end) {
         const char *key, *vsig;
         size_t key_len;
@@ -958,9 +957,8 @@ static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m,
         char why[160] = "";
 
         if (vms_rb_skip_to(r, 8, 0) < 0 || vms_rb_str(r, &key, &key_len) < 0 ||
-            vms_rb_sig(r, &vsig) < 0) {
+            vms_rb_sig(r, &vsig) < 0)
             return decode_fail(m, rep, "%s: truncated body", member);
-        }
         f = lookup_field(key);
         if (f < 0 && r->strict)
             return decode_fail(m, rep, "%s: field '%.*s' is not ours", member, VMS_STR_MAX, key);
@@ -968,28 +966,23 @@ static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m,
             if (!rep->unknown_fields++)
                 snprintf(rep->first_unknown_field, sizeof(rep->first_unknown_field), "%.*s",
                          VMS_STR_MAX, key);
-            if (vms_rb_skip_value(r, &vsig) < 0) {
+            if (vms_rb_skip_value(r, &vsig) < 0)
                 return decode_fail(m, rep, "%s: truncated body", member);
-            }
             continue;
         }
-        if (m->fields & VMS_BIT(f)) {
+        if (m->fields & VMS_BIT(f))
             return decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
-        }
-        if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0) {
+        if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0)
             return decode_fail(m, rep, "%s: field '%s' has type '%.*s', expected '%s'", member, key,
                                VMS_STR_MAX, vsig, kind_signature[field_table[f].kind]);
-        }
-        if (decode_field(r, m, (enum vms_field)f, why, sizeof(why)) < 0) {
+        if (decode_field(r, m, (enum vms_field)f, why, sizeof(why)) < 0)
             return decode_fail(m, rep, "%s: field '%s': %s", member, key, why);
-        }
         m->fields |= VMS_BIT(f);
     }
     for (int f = 0; f < VMS_F__COUNT; f++)
-        if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f)) {
+        if ((msg_table[m->type].required & ~m->fields) & VMS_BIT(f))
             return decode_fail(m, rep, "%s: required field '%s' missing", member,
                                field_table[f].key);
-        }
     if (r->pos != dict_end || r->pos != r->len)
         return decode_fail(m, rep, "%s: bytes after the body's dictionary", member);
     return VMS_DECODE_OK;
@@ -1090,18 +1083,14 @@ enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t l
     uint8_t header[256];
     size_t header_len = 0;
     uint32_t body_len, member_len;
-    struct vms_rbuf r;
+    struct vms_rbuf r = {payload, len, 0, 0, 1}; /* little-endian, as our encoder writes */
 
     memset(rep, 0, sizeof(*rep));
     vms_msg_init(m, VMS_MSG_UNKNOWN);
     if (len < CANONICAL_MEMBER_AT + 1 || len > VMS_WIRE_PAYLOAD_MAX)
         return decode_fail(m, rep, "payload of %zu bytes is not our encoder's", len);
-    body_len = (uint32_t)payload[4] | (uint32_t)payload[5] << 8 | (uint32_t)payload[6] << 16 |
-               (uint32_t)payload[7] << 24;
-    member_len = (uint32_t)payload[CANONICAL_MEMBER_AT - 4] |
-                 (uint32_t)payload[CANONICAL_MEMBER_AT - 3] << 8 |
-                 (uint32_t)payload[CANONICAL_MEMBER_AT - 2] << 16 |
-                 (uint32_t)payload[CANONICAL_MEMBER_AT - 1] << 24;
+    body_len = (uint32_t)vms_rb_int(&r, 4, 4);
+    member_len = (uint32_t)vms_rb_int(&r, CANONICAL_MEMBER_AT - 4, 4);
     /* the type by its member name, then the whole header byte for byte as we write it */
     for (int t = 1; t < VMS_MSG__COUNT && m->type == VMS_MSG_UNKNOWN; t++)
         if (strlen(msg_table[t].name) == member_len && member_len < len - CANONICAL_MEMBER_AT &&
@@ -1112,10 +1101,8 @@ enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t l
     if (!header_len || header_len > len || len - header_len != body_len ||
         memcmp(payload, header, header_len) != 0)
         return decode_fail(m, rep, "not a message of our encoder");
-    r.p = payload + header_len;
+    r.p = payload + header_len; /* the same strict little-endian reader, over the body */
     r.len = body_len;
     r.pos = 0;
-    r.big = 0;
-    r.strict = 1;
     return decode_body(&r, m, msg_table[m->type].name, rep);
 }
