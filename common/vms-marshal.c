@@ -66,20 +66,32 @@ void vms_wb_signal_end(struct vms_wbuf *w, struct vms_wb_signal s)
 
 int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **out, size_t *out_len)
 {
-    struct vms_wbuf w = {NULL, 0};
+    /* most messages fit here: one pass instead of a count and a write */
+    uint8_t stack[VMS_WB_STACK_BYTES];
+    struct vms_wbuf w = {stack, 0, sizeof(stack)};
+    int rc = 0;
 
     *out = NULL;
     write(&w, ctx);
     *out_len = w.len;
-    if (w.len > max)
-        return -2;
-    w.p = malloc(w.len);
-    if (!w.p)
-        return -1;
-    w.len = 0;
+    if (w.len > max) {
+        rc = -2;
+        goto out;
+    }
+    *out = malloc(w.len);
+    if (!*out) {
+        rc = -1;
+        goto out;
+    }
+    if (w.len <= sizeof(stack)) {
+        memcpy(*out, stack, w.len);
+        goto out;
+    }
+    w = (struct vms_wbuf){*out, 0, *out_len};
     write(&w, ctx);
-    *out = w.p;
-    return 0;
+out:
+    explicit_bzero(stack, w.len < sizeof(stack) ? w.len : sizeof(stack)); /* it may hold a secret */
+    return rc;
 }
 
 int vms_rb_body(const uint8_t *msg, size_t len, struct vms_rbuf *r)

@@ -13,8 +13,9 @@
  * test-helper-bus and fuzz-message compare it with libdbus's own marshalling. A message
  * built here that goes onto a bus is demarshalled by libdbus first, which validates it.
  *
- * Every writer runs twice: first with w->p == NULL, counting only, then into a buffer of
- * exactly that size (vms_wb_build), so a secret is never left in a reallocated buffer.
+ * A writer writes only what fits below w->cap and counts the rest: vms_wb_build runs it once
+ * into a buffer on the stack, and a second time into one of the counted size only when the
+ * message did not fit; either way a secret is never left in a reallocated buffer.
  */
 #ifndef VMS_MARSHAL_H
 #define VMS_MARSHAL_H
@@ -24,14 +25,15 @@
 #include <string.h>
 
 struct vms_wbuf {
-    uint8_t *p; /* NULL: count only */
-    size_t len;
+    uint8_t *p;
+    size_t len; /* what the message needs so far, written or not */
+    size_t cap; /* bytes at @p: what does not fit is counted, not written (0: count only) */
 };
 
-/* The primitives are inline: a message is a few hundred calls of them, twice. */
+/* The primitives are inline: a message is a few hundred calls of them. */
 static inline void vms_wb_bytes(struct vms_wbuf *w, const void *data, size_t n)
 {
-    if (w->p && n)
+    if (n && w->len + n <= w->cap)
         memcpy(w->p + w->len, data, n);
     w->len += n;
 }
@@ -40,7 +42,7 @@ static inline void vms_wb_pad(struct vms_wbuf *w, size_t align) /* align: 1, 2, 
 {
     size_t n = (0 - w->len) & (align - 1);
 
-    if (w->p)
+    if (w->len + n <= w->cap)
         for (size_t i = 0; i < n; i++)
             w->p[w->len + i] = 0;
     w->len += n;
@@ -48,14 +50,14 @@ static inline void vms_wb_pad(struct vms_wbuf *w, size_t align) /* align: 1, 2, 
 
 static inline void vms_wb_u8(struct vms_wbuf *w, uint8_t v)
 {
-    if (w->p)
+    if (w->len < w->cap)
         w->p[w->len] = v;
     w->len++;
 }
 
 static inline void vms_wb_u32_at(struct vms_wbuf *w, size_t at, uint32_t v)
 {
-    if (w->p)
+    if (at + 4 <= w->cap)
         for (int i = 0; i < 4; i++)
             w->p[at + (size_t)i] = (uint8_t)(v >> (8 * i));
 }
@@ -70,7 +72,7 @@ static inline void vms_wb_u32(struct vms_wbuf *w, uint32_t v)
 static inline void vms_wb_u64(struct vms_wbuf *w, uint64_t v)
 {
     vms_wb_pad(w, 8);
-    if (w->p)
+    if (w->len + 8 <= w->cap)
         for (int i = 0; i < 8; i++)
             w->p[w->len + (size_t)i] = (uint8_t)(v >> (8 * i));
     w->len += 8;
@@ -129,10 +131,11 @@ struct vms_wb_signal vms_wb_signal_begin(struct vms_wbuf *w, const char *path,
                                          const char *destination, const char *signature);
 void vms_wb_signal_end(struct vms_wbuf *w, struct vms_wb_signal s);
 
-/* Run @write(w, @ctx) to count, then into a new buffer of that size: *@out (free()) and
- * *@out_len. Returns 0; -1 when out of memory; -2 when the message is over @max bytes
- * (*@out_len then holds its size, *@out NULL). */
+/* Run @write(w, @ctx) into a new buffer of the message's size: *@out (free()) and *@out_len.
+ * Returns 0; -1 when out of memory; -2 when the message is over @max bytes (*@out_len then
+ * holds its size, *@out NULL). */
 typedef void vms_wb_writer(struct vms_wbuf *w, const void *ctx);
+#define VMS_WB_STACK_BYTES 4096 /* a hostinfo's answer is ~1 KiB; app data may take 64 KiB */
 int vms_wb_build(vms_wb_writer *write, const void *ctx, size_t max, uint8_t **out, size_t *out_len);
 
 /* ---- reading ------------------------------------------------------------------------ *

@@ -573,7 +573,7 @@ void vms_wb_msg_field(struct vms_wbuf *w, const struct vms_msg *m, enum vms_fiel
     }
 }
 
-/* The whole message of @m into @w (counting only when w->p is NULL). */
+/* The whole message of @m into @w (what fits below w->cap; the rest counted). */
 static void wb_message(struct vms_wbuf *w, const void *ctx)
 {
     const struct vms_msg *m = ctx;
@@ -1052,17 +1052,12 @@ out:
  * @out (@cap bytes); its length, or 0 when it does not fit. */
 static size_t canonical_header(enum vms_msg_type t, uint32_t body_len, uint8_t *out, size_t cap)
 {
-    struct vms_wbuf w = {NULL, 0};
-    struct vms_wb_signal sig;
+    struct vms_wbuf w = {out, 0, cap};
+    struct vms_wb_signal sig = vms_wb_signal_begin(&w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE,
+                                                   msg_table[t].name, NULL, "a{sv}");
 
-    (void)vms_wb_signal_begin(&w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE, msg_table[t].name, NULL,
-                              "a{sv}");
     if (w.len > cap)
         return 0;
-    w.p = out;
-    w.len = 0;
-    sig = vms_wb_signal_begin(&w, VMS_WIRE_PATH, VMS_WIRE_INTERFACE, msg_table[t].name, NULL,
-                              "a{sv}");
     vms_wb_u32_at(&w, sig.body_len_at, body_len);
     return w.len;
 }

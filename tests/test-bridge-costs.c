@@ -382,7 +382,7 @@ ParameterizedTestParameters(costs, read_only_request)
     static struct read_only_case cases[] = {
         /* its figures are known; BEGIN and COMMIT of one read transaction (4 lock calls,
          * 18 with a transaction per statement) are 2 of the statements */
-        {"hostinfo", 11, 0, 4, 0, 0},
+        {"hostinfo", 8, 0, 4, 0, 0},
         {"list", 8, 0, 2, 1, 0}, /* its ORDER BY sorts the page of states it returns */
     };
     return cr_make_param_array(struct read_only_case, cases, sizeof(cases) / sizeof(cases[0]));

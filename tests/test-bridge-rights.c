@@ -271,6 +271,56 @@ Test(rights, hostinfo_says_what_the_principal_may_do_and_the_quotas)
     cr_assert_eq(states, 0);
 }
 
+/* A hostinfo answered at once (its figures known) lists the operations its principal may ask
+ * for the request's uid, read once with the right it was judged on, and the VM's usage. */
+Test(rights, hostinfo_answered_at_once_lists_the_rights_of_its_uid_and_the_usage)
+{
+    char id[VMS_REQUEST_ID_LEN + 1], state[VMS_STR_MAX + 1], hash[crypto_pwhash_STRBYTES];
+    const struct vms_msg *ev, *rep;
+    int seen = 0;
+
+    save_state(state, sizeof(state));
+    send_req(id, &(struct req){.op = "hostinfo", .uid = 7}); /* the figures, from the backend */
+    cr_assert_eq(reply_status(id), 0);
+    fake_finish(VMS_STATUS_OK);
+    cr_assert_eq(bridge_secret_hash("s3cret", BRIDGE_PWHASH_OPS_TEST, BRIDGE_PWHASH_MEM_TEST, hash),
+                 0);
+    cr_assert_eq(bridge_db_principal_add(&br.db, "u7", hash), 0);
+    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u7", "vm1", "hostinfo", 7), 0);
+    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u7", "vm1", "restore", 7), 0);
+    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u7", "vm1", "list", -1), 0);
+    cr_assert_eq(bridge_db_right_grant_uid(&br.db, "u7", "vm1", "save", 8), 0);
+
+    send_req(id, &(struct req){.op = "hostinfo", .principal = "u7", .uid = 7});
+    drain(&in1);
+    cr_assert_null(find(VMS_MSG_REPLY, id), "not answered at once");
+    ev = find(VMS_MSG_EVENT, id);
+    cr_assert_not_null(ev);
+    cr_assert_eq(ev->status, 0);
+    cr_assert_eq(ev->seq, 0, "not answered at once");
+    cr_assert_str_eq(ev->ops, "restore list hostinfo", "uid 8's save was listed, or a right lost");
+    for (size_t i = 0; i < ev->n_quotas; i++) {
+        const struct vms_quota *q = &ev->quotas[i];
+        int bit = !strcmp(q->name, "states")           ? 1
+                  : !strcmp(q->name, "pending")        ? 2
+                  : !strcmp(q->name, "app-data-bytes") ? 4
+                                                       : 0;
+
+        seen |= bit;
+        cr_assert(bit != 1 || (q->limit == 8 && q->used == 1), "states %llu/%llu",
+                  (unsigned long long)q->used, (unsigned long long)q->limit);
+        cr_assert(bit != 2 || (q->limit == 4 && q->used == 0), "pending %llu/%llu",
+                  (unsigned long long)q->used, (unsigned long long)q->limit);
+        cr_assert(bit != 4 || q->used == 0, "app data %llu", (unsigned long long)q->used);
+    }
+    cr_assert_eq(seen, 7, "a quota is missing");
+
+    send_req(id, &(struct req){.op = "hostinfo", .principal = "u7", .uid = 8});
+    cr_assert_eq(reply_status(id), VMS_STATUS_ERR_DENIED, "uid 8 used uid 7's hostinfo");
+    rep = answer_of(id);
+    cr_assert(strstr(rep->message, "limited to other guest uids"), "%s", rep->message);
+}
+
 /* Issue 14: the catalogue against the hypervisor's snapshot list. */
 Test(rights, catalogue_reconciled_lost_and_foreign)
 {

@@ -15,6 +15,7 @@
 
 #include "vms-channel.h"
 #include "vms-dbus-reference.h"
+#include "vms-marshal.h"
 #include "test-log-capture.h"
 #include "vms-dedup.h"
 #include "vms-log.h"
@@ -246,6 +247,27 @@ Test(proto, encoder_edges_match_libdbus)
     cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
     cr_assert_eq(out.n_states + out.n_followups + out.n_results + out.n_quotas, 0);
     vms_msg_clear(&out);
+}
+
+/* vms_wb_build writes a message in one pass when it fits its stack buffer, in a second pass
+ * when it does not: every size around that edge comes out as libdbus writes it. */
+Test(proto, encoder_stack_buffer_edge_matches_libdbus)
+{
+    uint8_t data[VMS_WB_STACK_BYTES + 64];
+    struct vms_msg m, out;
+    struct vms_decode_report rep;
+
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7 + 1);
+    fill_request(&m);
+    for (size_t n = VMS_WB_STACK_BYTES - 600; n <= sizeof(data); n += 3) {
+        cr_assert_eq(vms_msg_set_app_data(&m, data, n), 0);
+        cr_assert_eq(round_trip(&m, &out, &rep), VMS_DECODE_OK, "%zu bytes: %s", n, rep.error);
+        cr_assert_eq(out.app_data_len, n);
+        cr_assert_arr_eq(out.app_data, data, n);
+        vms_msg_clear(&out);
+    }
+    vms_msg_clear(&m);
 }
 
 Test(proto, string_cap_at_limit_and_one_over)

@@ -24,6 +24,21 @@ static int has_right(struct bridge_vm *vm, const struct bridge_request *r, const
     return bridge_db_right_check_uid(&vm->br->db, r->principal, vm->cfg->name, right, r->uid);
 }
 
+/*
+ * has_right() for an operation: one query reads every operation the principal may ask for
+ * this uid (r->ops_allowed), which the request's follow-ups and a hostinfo's answer reuse.
+ */
+static int has_op_right(struct bridge_vm *vm, struct bridge_request *r, enum vms_op op)
+{
+    if (!r->ops_allowed) {
+        int64_t ops = bridge_db_right_ops_uid(&vm->br->db, r->principal, vm->cfg->name, r->uid);
+        if (ops < 0)
+            return -1;
+        r->ops_allowed = ops ? ops : (int64_t)1 << VMS_OP_UNKNOWN; /* read: nothing allowed */
+    }
+    return op != VMS_OP_UNKNOWN && (r->ops_allowed & ((int64_t)1 << op)) != 0;
+}
+
 static enum vms_status judge_followups(struct bridge_vm *vm, const struct vms_msg *m,
                                        struct bridge_request *r, char *why, size_t whylen)
 {
@@ -52,7 +67,7 @@ static enum vms_status judge_followups(struct bridge_vm *vm, const struct vms_ms
                      i + 1, vm->cfg->mem_min_bytes, vm->cfg->mem_max_bytes);
             return VMS_STATUS_ERR_INVALID;
         }
-        right = has_right(vm, r, f->op);
+        right = has_op_right(vm, r, op);
         if (right < 0)
             goto internal;
         if (!right) {
@@ -125,7 +140,7 @@ enum vms_status bridge_rights_judge(struct bridge_vm *vm, const struct vms_msg *
                                     struct bridge_request *r, char *why, size_t whylen)
 {
     enum vms_status st;
-    int right = has_right(vm, r, vms_op_name(r->op));
+    int right = has_op_right(vm, r, r->op);
 
     if (right < 0) {
         snprintf(why, whylen, "database error");

@@ -987,6 +987,28 @@ int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm)
     return query_int(db, vm, "SELECT app_data_bytes FROM vms WHERE name = ?", NULL);
 }
 
+int bridge_db_vm_usage(struct bridge_db *db, const char *vm, struct bridge_vm_usage *u)
+{
+    sqlite3_stmt *st = prep(db, vm,
+                            "SELECT (SELECT count(*) FROM states WHERE vm = ?1), (" PENDING_COUNT(
+                                "") "), app_data_bytes FROM vms WHERE name = ?1");
+    int rc;
+
+    if (!st)
+        return -1;
+    bind_text(st, 1, vm);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        u->states = (uint64_t)sqlite3_column_int64(st, 0);
+        u->pending = (uint64_t)sqlite3_column_int64(st, 1);
+        u->app_data_bytes = (uint64_t)sqlite3_column_int64(st, 2);
+    } else if (rc != SQLITE_DONE) {
+        db_error(db, vm, "usage");
+    }
+    unprep(db, st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
 int64_t bridge_db_journal_bytes(struct bridge_db *db, const char *vm)
 {
     return query_int(db, vm, "SELECT journal_bytes FROM vms WHERE name = ?", NULL);

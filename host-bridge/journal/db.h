@@ -85,6 +85,9 @@ struct bridge_request {
     int64_t uid;                     /* the guest uid that asked (-1: not given) */
     char followups[VMS_STR_MAX + 1]; /* restore: "op=arg op=arg" run inside it, "" if none */
     char mode[16];                   /* set-memory: "offline", or "" (online) */
+    /* not journaled: bridge_db_right_ops_uid() of the request, read once by its judge and
+     * reused by its answer in the same read transaction; 0 = not read */
+    int64_t ops_allowed;
 };
 
 void bridge_request_clear(struct bridge_request *r);
@@ -193,6 +196,14 @@ int bridge_db_requests_in_status(struct bridge_db *db, const char *vm,
 int bridge_db_count_pending(struct bridge_db *db, const char *vm);
 /* Bytes of app data kept for @vm. */
 int64_t bridge_db_app_data_bytes(struct bridge_db *db, const char *vm);
+/* What @vm holds against its quotas, in one statement (hostinfo answers with all three). */
+struct bridge_vm_usage {
+    uint64_t states;         /* bridge_db_state_count() */
+    uint64_t pending;        /* bridge_db_count_pending() */
+    uint64_t app_data_bytes; /* bridge_db_app_data_bytes() */
+};
+/* Fills @u; returns 0, or -1 (no such VM, or the database failed). */
+int bridge_db_vm_usage(struct bridge_db *db, const char *vm, struct bridge_vm_usage *u);
 /* Requests of @vm from guest uid @uid still accepted or running; -1 on error. */
 int bridge_db_count_pending_uid(struct bridge_db *db, const char *vm, int64_t uid);
 /* Everything @vm has made the bridge store, in bytes (all tables); -1 on error. */

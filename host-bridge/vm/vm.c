@@ -781,9 +781,9 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
     struct statvfs sv;
     char allowed[VMS_STR_MAX + 1] = "";
     double now = bridge_now();
+    struct bridge_vm_usage usage;
     size_t used = 0;
     int64_t rights;
-    int n;
 
     if (!vm->free_at || now - vm->free_at >= BRIDGE_SAMPLE_SECONDS) {
         vm->free_at = now;
@@ -822,22 +822,24 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(host.load * 1000.0));
     vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
-    rights = bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
-    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-        if (rights > 0 && (rights & (1u << ops[i])))
-            used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s%s",
-                                     used ? " " : "", vms_op_name(ops[i]));
+    rights = r->ops_allowed ? r->ops_allowed
+                            : bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        const char *name = vms_op_name(ops[i]);
+        size_t len = strlen(name);
+
+        if (rights <= 0 || !(rights & ((int64_t)1 << ops[i])) || used + len + 2 > sizeof(allowed))
+            continue;
+        if (used)
+            allowed[used++] = ' ';
+        memcpy(allowed + used, name, len + 1);
+        used += len;
+    }
     vms_msg_set_str(ev, VMS_F_OPS, allowed);
-    n = bridge_db_state_count(db, vmname(vm));
-    if (n >= 0)
-        vms_msg_add_quota(ev, "states", vm->cfg->max_states, (uint64_t)n);
-    n = bridge_db_count_pending(db, vmname(vm));
-    if (n >= 0)
-        vms_msg_add_quota(ev, "pending", vm->cfg->max_pending, (uint64_t)n);
-    {
-        int64_t bytes = bridge_db_app_data_bytes(db, vmname(vm));
-        if (bytes >= 0)
-            vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, (uint64_t)bytes);
+    if (bridge_db_vm_usage(db, vmname(vm), &usage) == 0) {
+        vms_msg_add_quota(ev, "states", vm->cfg->max_states, usage.states);
+        vms_msg_add_quota(ev, "pending", vm->cfg->max_pending, usage.pending);
+        vms_msg_add_quota(ev, "app-data-bytes", vm->cfg->max_app_data_bytes, usage.app_data_bytes);
     }
     if (vm->cfg->managed)
         hostinfo_tiers(vm, ev);
