@@ -104,6 +104,25 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
     return rc;
 }
 
+int vms_channel_send_payload(struct vms_channel *c, const uint8_t *payload, size_t len,
+                             const char *what, const char *request_id)
+{
+    size_t cap = VMS_WIRE_ENCODED_MAX(len), n;
+    uint8_t *frame = malloc(cap);
+    int rc = -1;
+
+    if (!frame)
+        return -1;
+    n = vms_wire_encode(payload, len, frame, cap);
+    if (n)
+        rc = vms_channel_send_frame(c, frame, n, what, request_id);
+    else
+        vms_err(c->vm, request_id, "%s: cannot frame %s", c->name, what);
+    explicit_bzero(frame, cap); /* may hold a secret */
+    free(frame);
+    return rc;
+}
+
 int vms_channel_flush(struct vms_channel *c)
 {
     size_t off = 0;
@@ -148,7 +167,8 @@ static int log_input_error(struct vms_channel *c, uint64_t *total)
     return vms_log_level() >= LOG_INFO && vms_log_allow(&c->log_input, c->vm, "bad input");
 }
 
-static enum vms_decode_result channel_decode(const struct vms_channel *c, const uint8_t *payload,
+/* Decode @payload into @m; c->canonical set to it when the canonical decoder took it. */
+static enum vms_decode_result channel_decode(struct vms_channel *c, const uint8_t *payload,
                                              size_t len, struct vms_msg *m,
                                              struct vms_decode_report *rep)
 {
@@ -159,6 +179,10 @@ static enum vms_decode_result channel_decode(const struct vms_channel *c, const 
     /* without libdbus's validation: the bridge's decoding of a hostinfo went from 58 k to
      * 7 k instructions (bench/RESULTS.md §19) */
     r = vms_msg_decode_canonical(payload, len, m, rep);
+    if (r == VMS_DECODE_OK) {
+        c->canonical = payload;
+        c->canonical_len = len;
+    }
     if (r == VMS_DECODE_OK || c->decode == VMS_CHANNEL_DECODE_OURS)
         return r;
     return vms_msg_decode(payload, len, m, rep);
@@ -199,6 +223,7 @@ void vms_channel_feed(struct vms_channel *c, const uint8_t *data, size_t len, vm
                                 vms_esc(rep.first_unknown_field));
             fn(opaque, c, &m);
             vms_msg_clear(&m);
+            c->canonical = NULL; /* it points into the deframer's buffer */
             break;
         case VMS_DECODE_UNKNOWN_TYPE:
             c->msgs_unknown++;

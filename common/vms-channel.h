@@ -41,6 +41,10 @@ struct vms_channel {
     size_t tx_max; /* queue cap; send fails beyond it */
     uint64_t msgs_in, msgs_bad, msgs_unknown;
     uint64_t bytes_in; /* read from fd so far */
+    /* during a vms_channel_msg_fn call: the message's payload, when the canonical decoder took
+     * it (so it is what vms_msg_encode writes for the message); else NULL */
+    const uint8_t *canonical;
+    size_t canonical_len;
     /* the peer's bad input and our full output queue each log a bounded number of lines */
     struct vms_log_limit log_input, log_output;
 };
@@ -71,6 +75,14 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m);
  */
 int vms_channel_send_frame(struct vms_channel *c, const uint8_t *frame, size_t len,
                            const char *what, const char *request_id);
+
+/*
+ * Frame and queue @payload (@len bytes: a message as vms_msg_encode writes it), then try to
+ * write: for a message passed on as it came (c->canonical). @what and @request_id as for
+ * vms_channel_send_frame. Returns as vms_channel_send.
+ */
+int vms_channel_send_payload(struct vms_channel *c, const uint8_t *payload, size_t len,
+                             const char *what, const char *request_id);
 
 /*
  * Write queued bytes. Returns 1 when the queue is empty, 0 when bytes remain

@@ -700,7 +700,7 @@ int vms_msg_encode_frame(const struct vms_msg *m, uint8_t **out, size_t *out_len
     *out_len = 0;
     if (vms_msg_encode(m, &payload, &plen, err, errlen) < 0)
         return -1;
-    cap = 1 + 2 * (VMS_WIRE_HEADER_LEN + plen + VMS_WIRE_TRAILER_LEN);
+    cap = VMS_WIRE_ENCODED_MAX(plen);
     frame = malloc(cap);
     if (!frame) {
         seterr(err, errlen, "out of memory");
@@ -882,7 +882,7 @@ static int decode_field(struct vms_rbuf *r, struct vms_msg *m, enum vms_field f,
         r->pos = end;
         return 0;
     case FK_CAPS: {
-        int entries = 0;
+        int entries = 0, last = -1;
         if (vms_rb_array(r, 4, &end) < 0)
             break;
         m->caps = 0;
@@ -894,16 +894,23 @@ static int decode_field(struct vms_rbuf *r, struct vms_msg *m, enum vms_field f,
                 return -1;
             }
             uint32_t bit = 0;
+            int at = -1;
             if (vms_rb_str(r, &name, &n) < 0)
                 goto truncated; /* not a break: that would leave the loop as if at its end */
             for (size_t i = 0; i < sizeof(cap_table) / sizeof(cap_table[0]); i++)
-                if (strcmp(name, cap_table[i].name) == 0)
+                if (strcmp(name, cap_table[i].name) == 0) {
                     bit = cap_table[i].bit;
-            /* our encoder writes the names it knows: an unknown one is not its output */
-            if (!bit && r->strict) {
-                seterr(why, whylen, "a capability that is not ours");
+                    at = (int)i;
+                }
+            /* our encoder writes the names it knows, each once, in the table's order: anything
+             * else is not its output */
+            if ((!bit || at <= last) && r->strict) {
+                seterr(why, whylen, "%s",
+                       !bit ? "a capability that is not ours"
+                            : "capabilities repeated or out of our order");
                 return -1;
             }
+            last = at;
             m->caps |= bit;
         }
         if (r->pos != end)
@@ -941,12 +948,14 @@ static enum vms_decode_result decode_fail(struct vms_msg *m, struct vms_decode_r
 /*
  * The body's a{sv} from @r into @m (its type set, @member its name for errors): known
  * fields checked against the schema, unknown ones skipped (refused when @r is strict: our
- * encoder writes none), required ones present, nothing after the dictionary.
+ * encoder writes none, and writes the known ones in their order), required ones present,
+ * nothing after the dictionary.
  */
 static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m, const char *member,
                                           struct vms_decode_report *rep)
 {
     size_t dict_end;
+    int last = -1;
 
     if (vms_rb_array(r, 8, &dict_end) < 0)
         return decode_fail(m, rep, "%s: truncated body", member);
@@ -972,6 +981,9 @@ static enum vms_decode_result decode_body(struct vms_rbuf *r, struct vms_msg *m,
         }
         if (m->fields & VMS_BIT(f))
             return decode_fail(m, rep, "%s: field '%s' appears twice", member, key);
+        if (f < last && r->strict)
+            return decode_fail(m, rep, "%s: field '%s' is out of our encoder's order", member, key);
+        last = f;
         if (strcmp(vsig, kind_signature[field_table[f].kind]) != 0)
             return decode_fail(m, rep, "%s: field '%s' has type '%.*s', expected '%s'", member, key,
                                VMS_STR_MAX, vsig, kind_signature[field_table[f].kind]);

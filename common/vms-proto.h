@@ -324,9 +324,11 @@ enum vms_decode_result vms_msg_decode(const uint8_t *payload, size_t len, struct
  * reader's frames to the bridge, the bridge's answers to the helper. Safe on any bytes (a
  * compromised reader writes what it likes) and strict: the header must be byte for byte
  * the one vms_msg_encode writes, little-endian; padding zero; strings terminated, of the
- * schema's characters; no unknown field, type or capability. Whatever it accepts,
- * vms_msg_decode accepts with the same result (fuzz-message holds it to that); anything
- * else is VMS_DECODE_INVALID, and @m is left cleared. @report may be NULL.
+ * schema's characters; fields in the encoder's order; no unknown field, type or capability.
+ * So it accepts exactly what vms_msg_encode writes: re-encoding what it decoded gives back
+ * @payload byte for byte, and vms_msg_decode reads it with the same result (test-proto and
+ * fuzz-message hold it to both). Anything else is VMS_DECODE_INVALID, and @m is left
+ * cleared. @report may be NULL.
  */
 enum vms_decode_result vms_msg_decode_canonical(const uint8_t *payload, size_t len,
                                                 struct vms_msg *m,

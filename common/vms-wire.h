@@ -33,9 +33,9 @@
 /* Unescaped header (version + length) and trailer (crc). */
 #define VMS_WIRE_HEADER_LEN  5
 #define VMS_WIRE_TRAILER_LEN 4
-/* Worst case on the wire: sync byte plus every byte escaped. */
-#define VMS_WIRE_FRAME_MAX_ENCODED                                                                 \
-    (1 + 2 * (VMS_WIRE_HEADER_LEN + VMS_WIRE_PAYLOAD_MAX + VMS_WIRE_TRAILER_LEN))
+/* Worst case on the wire for a @len-byte payload: sync byte plus every byte escaped. */
+#define VMS_WIRE_ENCODED_MAX(len)  (1 + 2 * (VMS_WIRE_HEADER_LEN + (len) + VMS_WIRE_TRAILER_LEN))
+#define VMS_WIRE_FRAME_MAX_ENCODED VMS_WIRE_ENCODED_MAX(VMS_WIRE_PAYLOAD_MAX)
 
 /*
  * crc32c of @len bytes at @data, continuing from @crc (start with 0).

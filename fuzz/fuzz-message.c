@@ -66,9 +66,10 @@ static void check_canonical(const uint8_t *data, size_t size, enum vms_decode_re
             abort(); /* a refused message is left cleared */
         return;
     }
+    /* and only what our encoder writes: re-encoded, it is the input itself */
     if (full != VMS_DECODE_OK || vms_msg_encode(m, &a, &a_len, err, sizeof(err)) < 0 ||
         vms_msg_encode(&c, &b, &b_len, err, sizeof(err)) < 0 || a_len != b_len ||
-        memcmp(a, b, a_len) != 0)
+        memcmp(a, b, a_len) != 0 || b_len != size || memcmp(b, data, size) != 0)
         abort();
     free(a);
     free(b);

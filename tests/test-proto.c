@@ -70,6 +70,10 @@ static enum vms_decode_result canonical_agrees(const uint8_t *buf, size_t len,
     uint8_t *a = encoded(got, &a_len), *b = encoded(&c, &b_len);
     cr_assert(a && b && a_len == b_len && memcmp(a, b, a_len) == 0,
               "canonical and full decoding differ on a %s", vms_msg_type_name(c.type));
+    /* what it accepts is what our encoder writes: the bytes it was given */
+    cr_assert(b_len == len && memcmp(b, buf, len) == 0,
+              "canonical accepted a %s our encoder would write otherwise",
+              vms_msg_type_name(c.type));
     free(a);
     free(b);
     vms_msg_clear(&c);
@@ -443,6 +447,33 @@ Test(proto, unknown_field_skipped)
     cr_assert_eq(rep.unknown_fields, 2);
     cr_assert_str_eq(rep.first_unknown_field, "colour");
     cr_assert_eq(out.epoch, 1);
+    free(raw);
+}
+
+/* Our encoder writes the fields in their order: the canonical decoder refuses another order,
+ * which the full decoder takes (a peer of another implementation may write it). */
+Test(proto, canonical_refuses_fields_out_of_order)
+{
+    static const dbus_uint64_t t = 5;
+    struct raw_field ours[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                               {"time_ns", DBUS_TYPE_UINT64, &t, 0}},
+                     swapped[] = {{"time_ns", DBUS_TYPE_UINT64, &t, 0},
+                                  {"epoch", DBUS_TYPE_UINT64, &one, 0}};
+    struct vms_msg out;
+    struct vms_decode_report rep;
+    size_t len;
+    uint8_t *raw = raw_message("Timeline", ours, 2, &len);
+
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert(out.epoch == 1 && out.time_ns == 5);
+    vms_msg_clear(&out);
+    free(raw);
+    raw = raw_message("Timeline", swapped, 2, &len);
+    cr_assert_eq(vms_msg_decode_canonical(raw, len, &out, &rep), VMS_DECODE_INVALID);
+    cr_assert(strstr(rep.error, "order"), "%s", rep.error);
+    cr_assert_eq(vms_msg_decode(raw, len, &out, &rep), VMS_DECODE_OK, "%s", rep.error);
+    cr_assert(out.epoch == 1 && out.time_ns == 5);
+    vms_msg_clear(&out);
     free(raw);
 }
 
@@ -854,7 +885,7 @@ Test(proto, channel_of_our_encoder_refuses_other_frames)
         struct vms_msg m;
         size_t len, flen;
         uint8_t *raw = raw_message("Timeline", f, 2, &len);
-        uint8_t *frame = malloc(1 + 2 * (VMS_WIRE_HEADER_LEN + len + VMS_WIRE_TRAILER_LEN));
+        uint8_t *frame = malloc(VMS_WIRE_ENCODED_MAX(len));
 
         memset(&g, 0, sizeof(g));
         cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -863,8 +894,7 @@ Test(proto, channel_of_our_encoder_refuses_other_frames)
         b.decode = modes[k];
         vms_channel_attach(&a, sv[0]);
         vms_channel_attach(&b, sv[1]);
-        flen = vms_wire_encode(raw, len, frame,
-                               1 + 2 * (VMS_WIRE_HEADER_LEN + len + VMS_WIRE_TRAILER_LEN));
+        flen = vms_wire_encode(raw, len, frame, VMS_WIRE_ENCODED_MAX(len));
         cr_assert_gt(flen, 0);
         cr_assert_eq(write(sv[0], frame, flen), (ssize_t)flen);
         fill_request(&m);
@@ -886,6 +916,80 @@ Test(proto, channel_of_our_encoder_refuses_other_frames)
         free(frame);
         free(raw);
     }
+}
+
+/* What the privsep reader does with each message: pass on as it came what the canonical
+ * decoder took (c->canonical), re-encode the rest. */
+static void relay_msg(void *opaque, struct vms_channel *c, struct vms_msg *m)
+{
+    struct vms_channel *out = opaque;
+    uint8_t *enc;
+    size_t len;
+    char err[256];
+
+    if (m->type == VMS_MSG_TIMELINE) { /* the frame with a field our encoder does not write */
+        cr_assert_null(c->canonical, "the canonical decoder took a field it does not know");
+        cr_assert_eq(vms_channel_send(out, m), 0);
+        return;
+    }
+    cr_assert_not_null(c->canonical, "our encoder's %s was not taken canonically",
+                       vms_msg_type_name(m->type));
+    cr_assert_eq(vms_msg_encode(m, &enc, &len, err, sizeof(err)), 0, "%s", err);
+    cr_assert(len == c->canonical_len && memcmp(enc, c->canonical, len) == 0,
+              "the bytes passed on are not what our encoder writes");
+    free(enc);
+    cr_assert_eq(vms_channel_send_payload(out, c->canonical, c->canonical_len, "request", NULL), 0);
+}
+
+Test(proto, channel_passes_our_encoders_payload_on_as_it_came)
+{
+    struct raw_field f[] = {{"epoch", DBUS_TYPE_UINT64, &one, 0},
+                            {"colour", DBUS_TYPE_STRING, "blue", 0}};
+    int in[2], out[2];
+    struct vms_channel guest, reader_in, reader_out, parent;
+    struct got g;
+    struct vms_msg m;
+    size_t len;
+    uint8_t *raw = raw_message("Timeline", f, 2, &len);
+    size_t cap = VMS_WIRE_ENCODED_MAX(len), flen;
+    uint8_t *frame = malloc(cap);
+
+    memset(&g, 0, sizeof(g));
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, in), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, out), 0);
+    cr_assert_eq(vms_channel_init(&guest, "guest", "vm1", 0), 0);
+    cr_assert_eq(vms_channel_init(&reader_in, "reader-in", "vm1", 0), 0);
+    cr_assert_eq(vms_channel_init(&reader_out, "reader-out", "vm1", 0), 0);
+    cr_assert_eq(vms_channel_init(&parent, "parent", "vm1", 0), 0);
+    reader_in.decode = VMS_CHANNEL_DECODE_OURS_FIRST;
+    parent.decode = VMS_CHANNEL_DECODE_OURS;
+    vms_channel_attach(&guest, in[0]);
+    vms_channel_attach(&reader_in, in[1]);
+    vms_channel_attach(&reader_out, out[0]);
+    vms_channel_attach(&parent, out[1]);
+    flen = vms_wire_encode(raw, len, frame, cap);
+    cr_assert_gt(flen, 0);
+    cr_assert_eq(write(in[0], frame, flen), (ssize_t)flen);
+    fill_request(&m);
+    cr_assert_eq(vms_msg_set_app_data(&m, (const uint8_t *)"data", 4), 0);
+    cr_assert_eq(vms_channel_send(&guest, &m), 0);
+    cr_assert_eq(vms_channel_flush(&guest), 1);
+    cr_assert_eq(vms_channel_read(&reader_in, 0, relay_msg, &reader_out), 1);
+    cr_assert_null(reader_in.canonical, "left pointing into the deframer's buffer");
+    cr_assert_eq(vms_channel_flush(&reader_out), 1);
+    cr_assert_eq(vms_channel_read(&parent, 0, on_msg, &g), 1);
+    cr_assert_eq(g.n, 2, "the parent took %d of the 2 messages", g.n);
+    cr_assert_eq(parent.msgs_bad, 0);
+    cr_assert_str_eq(g.last.principal, "alice");
+    cr_assert(g.last.app_data_len == 4 && memcmp(g.last.app_data, "data", 4) == 0);
+    vms_msg_clear(&m);
+    vms_msg_clear(&g.last);
+    vms_channel_free(&guest);
+    vms_channel_free(&reader_in);
+    vms_channel_free(&reader_out);
+    vms_channel_free(&parent);
+    free(frame);
+    free(raw);
 }
 
 Test(proto, channel_output_queue_bounded)

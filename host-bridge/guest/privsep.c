@@ -330,8 +330,14 @@ static void reader_throttle(uint64_t total)
 static void forward(void *opaque, struct vms_channel *c, struct vms_msg *m)
 {
     struct vms_channel *out = opaque;
-    (void)c;
-    if (vms_channel_send(out, m) < 0 || vms_channel_flush(out) < 0)
+    const char *rid = m->request_id[0] ? m->request_id : NULL;
+    /* what the canonical decoder took is what our encoder writes for @m: passed on as it came,
+     * not encoded again */
+    int rc = c->canonical ? vms_channel_send_payload(out, c->canonical, c->canonical_len,
+                                                     vms_msg_type_name(m->type), rid)
+                          : vms_channel_send(out, m);
+
+    if (rc < 0 || vms_channel_flush(out) < 0)
         reader_failed = 1;
 }
 

@@ -13,10 +13,13 @@
  * confined exits, so the port is not read at all, unless the configuration
  * says reader_sandbox = best-effort (sanitizer builds, which cannot run under
  * the allow-list, skip seccomp with a warning). It deframes and decodes what the
- * guest sends with common/ and writes each good message, re-encoded by our
- * own encoder, to a socketpair. The parent reads that socketpair with the
- * same channel code, so it only ever parses frames this code produced, and
- * accepts nothing else: it decodes them with the canonical decoder, which
+ * guest sends with common/ and writes each good message, as our own encoder
+ * writes it, to a socketpair: re-encoded, or passed on as it came when the
+ * canonical decoder took it, which it does only for exactly those bytes
+ * (test-proto and fuzz-message hold it to that). The parent reads that
+ * socketpair with the same channel code, so it only ever parses frames our
+ * encoder would write, and accepts nothing else: it decodes them with the
+ * canonical decoder, which
  * refuses any frame our encoder would not have written (a reader taken over by
  * its guest can write anything). A memory-safety bug in the decoders is then
  * confined to the reader.
