@@ -19,10 +19,9 @@
  * (test-proto and fuzz-message hold it to that). The parent reads that
  * socketpair with the same channel code, so it only ever parses frames our
  * encoder would write, and accepts nothing else: it decodes them with the
- * canonical decoder, which
- * refuses any frame our encoder would not have written (a reader taken over by
- * its guest can write anything). A memory-safety bug in the decoders is then
- * confined to the reader.
+ * canonical decoder, which refuses any frame our encoder would not have
+ * written (a reader taken over by its guest can write anything). A
+ * memory-safety bug in the decoders is then confined to the reader.
  */
 #ifndef BRIDGE_PRIVSEP_H
 #define BRIDGE_PRIVSEP_H

@@ -979,7 +979,8 @@ static int followups_start(struct bridge_vm *vm, struct bridge_request *r, int p
     fu->n = bridge_followups_parse(r->followups, fu->ops, fu->args, VMS_FOLLOWUPS_MAX);
     fu->paused = paused;
     fu->r = *r;
-    r->app_data = NULL; /* moved */
+    fu->r.ops_allowed = 0; /* read again when a hostinfo runs: rights may change meanwhile */
+    r->app_data = NULL;    /* moved */
     r->app_data_len = 0;
     vms_msg_init(&fu->out, VMS_MSG_EVENT);
     vm->fu = fu;
