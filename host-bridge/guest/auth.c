@@ -103,15 +103,19 @@ int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
     return crypto_pwhash_str(out, secret, strlen(secret), ops, mem);
 }
 
-/* Rights of an authenticated @principal. */
+/* Rights of an authenticated @principal: @op for some uid; *@ops_allowed (if not NULL) gets
+ * the operations allowed for @uid, read by the same query. */
 static enum vms_status auth_rights(struct bridge_db *db, const char *vm, const char *principal,
-                                   const char *op)
+                                   int64_t uid, const char *op, int64_t *ops_allowed)
 {
-    int right = bridge_db_right_check(db, principal, vm, op);
+    enum vms_op o = vms_op_from_name(op);
+    int64_t mine, any;
 
-    if (right < 0)
+    if (bridge_db_rights(db, principal, vm, uid, &mine, &any) < 0)
         return VMS_STATUS_ERR_INTERNAL;
-    return right ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
+    if (ops_allowed)
+        *ops_allowed = mine;
+    return o != VMS_OP_UNKNOWN && (any & ((int64_t)1 << o)) ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
 }
 
 void bridge_auth_verify_clear(struct bridge_auth_verify *v)
@@ -122,7 +126,7 @@ void bridge_auth_verify_clear(struct bridge_auth_verify *v)
 enum vms_status bridge_auth_start(struct bridge_db *db, struct bridge_auth_limiter *lim,
                                   const char *vm, const char *principal, int64_t uid,
                                   const char *secret, const char *op, double now,
-                                  struct bridge_auth_verify *v, int *pending)
+                                  struct bridge_auth_verify *v, int *pending, int64_t *ops_allowed)
 {
     struct bridge_auth_slot *slot;
     int found;
@@ -151,7 +155,7 @@ enum vms_status bridge_auth_start(struct bridge_db *db, struct bridge_auth_limit
             sodium_memcmp(slot->hash_digest, v->digest, sizeof(v->digest)) == 0) {
             /* verified recently with this very secret and stored hash */
             bridge_auth_verify_clear(v);
-            return auth_rights(db, vm, principal, op);
+            return auth_rights(db, vm, principal, uid, op, ops_allowed);
         }
         memcpy(lim->decoy, v->hash, sizeof(lim->decoy));
     } else {
@@ -184,7 +188,8 @@ void bridge_auth_verify(struct bridge_auth_verify *v)
 
 enum vms_status bridge_auth_finish(struct bridge_db *db, struct bridge_auth_limiter *lim,
                                    const char *vm, const char *principal, int64_t uid,
-                                   const char *op, double now, struct bridge_auth_verify *v)
+                                   const char *op, double now, struct bridge_auth_verify *v,
+                                   int64_t *ops_allowed)
 {
     struct bridge_auth_slot *slot = principal_slot(lim, principal, uid, now);
     int ok = v->found && v->ok;
@@ -204,7 +209,7 @@ enum vms_status bridge_auth_finish(struct bridge_db *db, struct bridge_auth_limi
         bridge_bucket_take(&slot->bucket, lim->max, lim->window, now);
         return VMS_STATUS_ERR_AUTH;
     }
-    return auth_rights(db, vm, principal, op);
+    return auth_rights(db, vm, principal, uid, op, ops_allowed);
 }
 
 enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limiter *lim,
@@ -215,9 +220,9 @@ enum vms_status bridge_auth_check(struct bridge_db *db, struct bridge_auth_limit
     enum vms_status st;
     int pending;
 
-    st = bridge_auth_start(db, lim, vm, principal, uid, secret, op, now, &v, &pending);
+    st = bridge_auth_start(db, lim, vm, principal, uid, secret, op, now, &v, &pending, NULL);
     if (!pending)
         return st;
     bridge_auth_verify(&v);
-    return bridge_auth_finish(db, lim, vm, principal, uid, op, now, &v);
+    return bridge_auth_finish(db, lim, vm, principal, uid, op, now, &v, NULL);
 }

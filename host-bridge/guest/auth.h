@@ -125,18 +125,21 @@ struct bridge_auth_verify {
 /*
  * Returns VMS_STATUS_OK with *@pending = 1 (verify @v, then bridge_auth_finish()), or a final
  * answer with *@pending = 0: ERR_RATE_LIMITED, ERR_INTERNAL, or — the secret remembered —
- * OK, ERR_DENIED (rights checked).
+ * OK, ERR_DENIED (rights checked). When rights were checked and @ops_allowed is not NULL,
+ * *@ops_allowed gets what the same query said of @uid (bridge_db_rights()'s @for_uid).
  */
 enum vms_status bridge_auth_start(struct bridge_db *db, struct bridge_auth_limiter *lim,
                                   const char *vm, const char *principal, int64_t uid,
                                   const char *secret, const char *op, double now,
-                                  struct bridge_auth_verify *v, int *pending);
+                                  struct bridge_auth_verify *v, int *pending, int64_t *ops_allowed);
 /* Verify @v's secret against its hash (sets v->ok; makes the decoy first if v->hash is ""). */
 void bridge_auth_verify(struct bridge_auth_verify *v);
-/* The answer for @v, verified: OK, ERR_AUTH (a failure counted), ERR_DENIED, ERR_INTERNAL. */
+/* The answer for @v, verified: OK, ERR_AUTH (a failure counted), ERR_DENIED, ERR_INTERNAL;
+ * *@ops_allowed as for bridge_auth_start(). */
 enum vms_status bridge_auth_finish(struct bridge_db *db, struct bridge_auth_limiter *lim,
                                    const char *vm, const char *principal, int64_t uid,
-                                   const char *op, double now, struct bridge_auth_verify *v);
+                                   const char *op, double now, struct bridge_auth_verify *v,
+                                   int64_t *ops_allowed);
 /* Wipe @v (its secret and MAC). */
 void bridge_auth_verify_clear(struct bridge_auth_verify *v);
 

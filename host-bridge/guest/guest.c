@@ -334,7 +334,8 @@ static enum vms_status judge_memory_mode(struct bridge_vm *vm, const struct vms_
     return VMS_STATUS_OK;
 }
 
-static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st);
+static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st,
+                                  int64_t ops_allowed);
 
 /* The guest uid a request names (-1: none). */
 static int64_t request_uid(const struct vms_msg *m)
@@ -371,7 +372,7 @@ static void judge_request(struct bridge_vm *vm, struct vms_msg *m)
     struct bridge_auth_verify v;
     enum vms_status st;
     enum vms_op op = vms_op_from_name(m->op);
-    int64_t uid = request_uid(m);
+    int64_t uid = request_uid(m), ops_allowed = 0;
     const char *limited;
     int found, pending;
 
@@ -417,7 +418,7 @@ static void judge_request(struct bridge_vm *vm, struct vms_msg *m)
     /* a secret not verified recently is verified off the loop (verify.h): Argon2id takes
      * ~20 ms, which on the loop would stall every VM */
     st = bridge_auth_start(db, &vm->auth, vmname(vm), m->principal, uid, m->secret, m->op, vm->now,
-                           &v, &pending);
+                           &v, &pending, &ops_allowed);
     explicit_bzero(m->secret, sizeof(m->secret));
     if (pending) {
         if (verify_off_loop(vm, m, &v) == 0) {
@@ -425,15 +426,18 @@ static void judge_request(struct bridge_vm *vm, struct vms_msg *m)
             goto out; /* bridge_guest_verified() goes on */
         }
         bridge_auth_verify(&v);
-        st = bridge_auth_finish(db, &vm->auth, vmname(vm), m->principal, uid, m->op, vm->now, &v);
+        st = bridge_auth_finish(db, &vm->auth, vmname(vm), m->principal, uid, m->op, vm->now, &v,
+                                &ops_allowed);
     }
-    request_authenticated(vm, m, st);
+    request_authenticated(vm, m, st, ops_allowed);
 out:
     bridge_request_clear(&r);
 }
 
-/* The rest of a request once its secret is judged (@st: bridge_auth_finish()'s answer). */
-static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st)
+/* The rest of a request once its secret is judged (@st: bridge_auth_finish()'s answer;
+ * @ops_allowed: what it read of the principal's rights for the request's uid, 0 if nothing). */
+static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum vms_status st,
+                                  int64_t ops_allowed)
 {
     struct bridge_db *db = &vm->br->db;
     struct bridge_request r;
@@ -464,6 +468,7 @@ static void request_authenticated(struct bridge_vm *vm, struct vms_msg *m, enum 
     r.bytes = m->bytes;
     r.epoch = current_epoch(vm);
     r.uid = uid;
+    r.ops_allowed = ops_allowed; /* read in this read transaction */
 
     if (st == VMS_STATUS_ERR_DENIED) {
         snprintf(why, sizeof(why), "principal %.64s has no right '%s' on VM %.64s", r.principal,
@@ -735,6 +740,7 @@ void bridge_guest_verified(void *owner, struct bridge_auth_verify *v)
     struct bridge_vm *vm = owner;
     struct vms_msg *m = vm->verifying;
     enum vms_status st;
+    int64_t ops_allowed = 0;
 
     vm->verifying = NULL;
     if (!m) {
@@ -742,8 +748,8 @@ void bridge_guest_verified(void *owner, struct bridge_auth_verify *v)
         return;
     }
     st = bridge_auth_finish(&vm->br->db, &vm->auth, vmname(vm), m->principal, request_uid(m), m->op,
-                            vm->now, v);
-    request_authenticated(vm, m, st);
+                            vm->now, v, &ops_allowed);
+    request_authenticated(vm, m, st, ops_allowed);
     vms_msg_clear(m);
     free(m);
     release_held(vm);

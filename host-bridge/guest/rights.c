@@ -26,16 +26,14 @@ static int has_right(struct bridge_vm *vm, const struct bridge_request *r, const
 
 /*
  * has_right() for an operation: one query reads every operation the principal may ask for
- * this uid (r->ops_allowed), which the request's follow-ups and a hostinfo's answer reuse.
+ * this uid (r->ops_allowed, unless authentication read it), which the request's follow-ups
+ * and a hostinfo's answer reuse.
  */
 static int has_op_right(struct bridge_vm *vm, struct bridge_request *r, enum vms_op op)
 {
-    if (!r->ops_allowed) {
-        int64_t ops = bridge_db_right_ops_uid(&vm->br->db, r->principal, vm->cfg->name, r->uid);
-        if (ops < 0)
-            return -1;
-        r->ops_allowed = ops ? ops : (int64_t)1 << VMS_OP_UNKNOWN; /* read: nothing allowed */
-    }
+    if (!r->ops_allowed && bridge_db_rights(&vm->br->db, r->principal, vm->cfg->name, r->uid,
+                                            &r->ops_allowed, NULL) < 0)
+        return -1;
     return op != VMS_OP_UNKNOWN && (r->ops_allowed & ((int64_t)1 << op)) != 0;
 }
 

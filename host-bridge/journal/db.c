@@ -1495,33 +1495,39 @@ int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
-int64_t bridge_db_right_ops_uid(struct bridge_db *db, const char *principal, const char *vm,
-                                int64_t uid)
+int bridge_db_rights(struct bridge_db *db, const char *principal, const char *vm, int64_t uid,
+                     int64_t *for_uid, int64_t *any_uid)
 {
-    sqlite3_stmt *st =
-        prep(db, vm, "SELECT op FROM rights WHERE principal = ? AND vm = ? AND uid IN (-1, ?)");
-    int64_t mask = 0;
+    sqlite3_stmt *st = prep(db, vm, "SELECT op, uid FROM rights WHERE principal = ? AND vm = ?");
+    int64_t mine = BRIDGE_OPS_READ, any = 0;
     int rc;
 
     if (!st)
         return -1;
     bind_text(st, 1, principal);
     bind_text(st, 2, vm);
-    sqlite3_bind_int64(st, 3, uid < 0 ? -1 : uid);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *op = (const char *)sqlite3_column_text(st, 0);
+        int64_t right_uid = sqlite3_column_int64(st, 1);
         enum vms_op o = vms_op_from_name(op);
-        if (op && !strcmp(op, "all"))
-            mask |= ((int64_t)1 << VMS_OP__COUNT) - 2; /* every operation, not UNKNOWN (0) */
-        else if (o != VMS_OP_UNKNOWN)
-            mask |= (int64_t)1 << o;
+        int64_t bits = op && !strcmp(op, "all") ? ((int64_t)1 << VMS_OP__COUNT) - 2 /* not 0 */
+                       : o != VMS_OP_UNKNOWN    ? (int64_t)1 << o
+                                                : 0;
+
+        any |= bits;
+        /* an unknown uid (an older helper) matches only rights that name no uid */
+        if (right_uid == -1 || (uid >= 0 && right_uid == uid))
+            mine |= bits;
     }
     unprep(db, st);
     if (rc != SQLITE_DONE) {
         db_error(db, vm, "rights");
         return -1;
     }
-    return mask;
+    *for_uid = mine;
+    if (any_uid)
+        *any_uid = any;
+    return 0;
 }
 
 int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const char *vm,
@@ -1538,22 +1544,4 @@ int bridge_db_right_revoke(struct bridge_db *db, const char *principal, const ch
     if (strcmp(op, "all"))
         bind_text(st, 3, op);
     return step_done(db, vm, st, "revoke") < 0 ? -1 : 0;
-}
-
-int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
-                          const char *op)
-{
-    sqlite3_stmt *st = prep(db, vm,
-                            "SELECT 1 FROM rights WHERE principal = ?1 AND vm = ?2 AND op = ?3 "
-                            "UNION ALL SELECT 1 FROM rights WHERE principal = ?1 AND vm = ?2 AND "
-                            "op = 'all'");
-    int rc;
-    if (!st)
-        return -1;
-    bind_text(st, 1, principal);
-    bind_text(st, 2, vm);
-    bind_text(st, 3, op);
-    rc = sqlite3_step(st);
-    unprep(db, st);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }

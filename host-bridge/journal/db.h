@@ -85,8 +85,9 @@ struct bridge_request {
     int64_t uid;                     /* the guest uid that asked (-1: not given) */
     char followups[VMS_STR_MAX + 1]; /* restore: "op=arg op=arg" run inside it, "" if none */
     char mode[16];                   /* set-memory: "offline", or "" (online) */
-    /* not journaled: bridge_db_right_ops_uid() of the request, read once by its judge and
-     * reused by its answer in the same read transaction; 0 = not read */
+    /* not journaled: bridge_db_rights() for the request's uid, read once when it is
+     * authenticated and reused by its judge and its answer in the same read transaction;
+     * 0 = not read */
     int64_t ops_allowed;
 };
 
@@ -301,14 +302,14 @@ int bridge_db_right_grant_uid(struct bridge_db *db, const char *principal, const
 int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const char *vm,
                               const char *op, int64_t uid);
 /*
- * The operations @principal may request on @vm for guest uid @uid, in one query: bit (1 << op)
- * for each enum vms_op that bridge_db_right_check_uid() allows ("all" grants every operation);
- * -1 on error.
+ * The operations @principal may request on @vm, in one query, as bits (1 << op) of enum vms_op
+ * ("all" grants every operation): *@for_uid those bridge_db_right_check_uid() allows guest uid
+ * @uid, with BRIDGE_OPS_READ set (so a mask of 0 means "not read"); *@any_uid (may be NULL)
+ * those it allows for some uid (a right for the operation or "all", naming any uid or none).
+ * Returns 0, or -1.
  */
-int64_t bridge_db_right_ops_uid(struct bridge_db *db, const char *principal, const char *vm,
-                                int64_t uid);
-/* 1 if @principal may do @op on @vm (a right for op or "all", for some uid), 0 if not. */
-int bridge_db_right_check(struct bridge_db *db, const char *principal, const char *vm,
-                          const char *op);
+#define BRIDGE_OPS_READ ((int64_t)1 << VMS_OP_UNKNOWN) /* never an operation's bit */
+int bridge_db_rights(struct bridge_db *db, const char *principal, const char *vm, int64_t uid,
+                     int64_t *for_uid, int64_t *any_uid);
 
 #endif

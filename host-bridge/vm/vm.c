@@ -822,8 +822,9 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         vms_msg_set_u64(ev, VMS_F_HOST_LOAD_MILLI, (uint64_t)(host.load * 1000.0));
     vms_msg_set_u64(ev, VMS_F_MEM_MIN, vm->cfg->mem_min_bytes);
     vms_msg_set_u64(ev, VMS_F_MEM_MAX, vm->cfg->mem_max_bytes);
-    rights = r->ops_allowed ? r->ops_allowed
-                            : bridge_db_right_ops_uid(db, r->principal, vmname(vm), r->uid);
+    rights = r->ops_allowed;
+    if (!rights && bridge_db_rights(db, r->principal, vmname(vm), r->uid, &rights, NULL) < 0)
+        rights = 0;
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
         const char *name = vms_op_name(ops[i]);
         size_t len = strlen(name);
