@@ -298,6 +298,19 @@ static int step_done(struct bridge_db *db, const char *vm, sqlite3_stmt *st, con
     return sqlite3_changes(db->h);
 }
 
+/* Step @st to its first row: 1 a row (read it, then unprep), 0 none, -1 error (logged). */
+static int step_row(struct bridge_db *db, const char *vm, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    db_error(db, vm, what);
+    return -1;
+}
+
 static int exec(struct bridge_db *db, const char *sql)
 {
     char *msg = NULL;
@@ -709,17 +722,11 @@ static int vm_read(struct bridge_db *db, const char *vm, struct bridge_db_vm *ou
     if (!st)
         return -1;
     bind_text(st, 1, vm);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    rc = step_row(db, vm, st, "read vm");
+    if (rc == 1) {
         out->epoch = (uint64_t)sqlite3_column_int64(st, 0);
         out->next_seq = (uint64_t)sqlite3_column_int64(st, 1);
         copy_col(st, 2, out->current_state, sizeof(out->current_state));
-        rc = 1;
-    } else if (rc == SQLITE_DONE) {
-        rc = 0;
-    } else {
-        db_error(db, vm, "read vm");
-        rc = -1;
     }
     unprep(db, st);
     return rc;
@@ -997,16 +1004,14 @@ int bridge_db_vm_usage(struct bridge_db *db, const char *vm, struct bridge_vm_us
     if (!st)
         return -1;
     bind_text(st, 1, vm);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    rc = step_row(db, vm, st, "usage");
+    if (rc == 1) {
         u->states = (uint64_t)sqlite3_column_int64(st, 0);
         u->pending = (uint64_t)sqlite3_column_int64(st, 1);
         u->app_data_bytes = (uint64_t)sqlite3_column_int64(st, 2);
-    } else if (rc != SQLITE_DONE) {
-        db_error(db, vm, "usage");
     }
     unprep(db, st);
-    return rc == SQLITE_ROW ? 0 : -1;
+    return rc == 1 ? 0 : -1;
 }
 
 int64_t bridge_db_journal_bytes(struct bridge_db *db, const char *vm)
