@@ -10,12 +10,14 @@
 #include "config.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -526,6 +528,80 @@ Test(db_open, reader_fails_closed_without_its_empty_root)
 
     confined_open("/nonexistent/empty", 1, -1, &sig, &code);
     cr_assert_eq(code, 2, "an unconfinable reader went on (signal %d, exit %d)", sig, code);
+}
+
+/* A bridge killed with SIGKILL leaves its readers' empty root behind: the next bridge
+ * removes the empty ones no live bridge holds, whatever PID namespace that bridge is in. */
+Test(db_open, stale_empty_roots_of_dead_bridges_removed)
+{
+    char base[] = "/tmp/vms-roots-XXXXXX", stale[128], full[128], held[128], file[160];
+    int go[2], fd;
+    pid_t live;
+    char c;
+
+    cr_assert_not_null(mkdtemp(base));
+    snprintf(stale, sizeof(stale), "%s/vmstate-bridged-empty.dead01", base);
+    snprintf(full, sizeof(full), "%s/vmstate-bridged-empty.full01", base);
+    snprintf(held, sizeof(held), "%s/vmstate-bridged-empty.live01", base);
+    snprintf(file, sizeof(file), "%s/something", full);
+    cr_assert(mkdir(stale, 0555) == 0 && mkdir(full, 0755) == 0 && mkdir(held, 0555) == 0);
+    fd = open(file, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    /* a live bridge: holds its root's lock as bridge_privsep_prepare() does */
+    cr_assert_eq(pipe(go), 0);
+    live = fork();
+    cr_assert_geq(live, 0);
+    if (live == 0) {
+        int h = open(held, O_RDONLY | O_DIRECTORY);
+        if (h < 0 || flock(h, LOCK_SH) < 0)
+            _exit(1);
+        close(go[0]);
+        if (write(go[1], "x", 1) != 1)
+            _exit(1);
+        pause();
+        _exit(0);
+    }
+    close(go[1]);
+    cr_assert_eq(read(go[0], &c, 1), 1, "the live bridge's stand-in did not lock");
+    close(go[0]);
+
+    setenv("RUNTIME_DIRECTORY", base, 1);
+    cr_assert_eq(bridge_privsep_prepare(1), 0);
+    cr_assert_eq(access(stale, F_OK), -1, "a dead bridge's empty root was left");
+    cr_assert_eq(access(held, F_OK), 0, "a live bridge's root was removed");
+    cr_assert_eq(access(file, F_OK), 0, "a root that is not empty was touched");
+    kill(live, SIGKILL);
+    waitpid(live, NULL, 0);
+    /* its own is made and held: another bridge's sweep leaves it */
+    {
+        int n = 0;
+        DIR *d = opendir(base);
+        struct dirent *e;
+
+        while ((e = readdir(d)))
+            if (!strncmp(e->d_name, "vmstate-bridged-empty.", 22) &&
+                strcmp(e->d_name, "vmstate-bridged-empty.live01") &&
+                strcmp(e->d_name, "vmstate-bridged-empty.full01")) {
+                char path[300];
+                int h;
+
+                n++;
+                snprintf(path, sizeof(path), "%s/%s", base, e->d_name);
+                h = open(path, O_RDONLY | O_DIRECTORY);
+                cr_assert_geq(h, 0);
+                cr_assert_neq(flock(h, LOCK_EX | LOCK_NB), 0, "the bridge does not hold its root");
+                close(h);
+            }
+        closedir(d);
+        cr_assert_eq(n, 1, "%d roots of this bridge", n);
+    }
+    bridge_privsep_cleanup();
+    unlink(file);
+    rmdir(full);
+    rmdir(held);
+    cr_assert_eq(rmdir(base), 0, "the bridge's own root was left at its exit");
+    unsetenv("RUNTIME_DIRECTORY");
 }
 
 /* ---- disk full while journaling (SQLite's size limit stands for the disk) ---- */

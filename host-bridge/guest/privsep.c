@@ -5,6 +5,7 @@
 #include "config.h"
 #include "privsep.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -34,8 +36,11 @@
 #define READER_OUT_FD 4
 #define NOBODY_ID     65534
 
+#define EMPTY_ROOT_PREFIX "vmstate-bridged-empty."
+
 static char self_exe[PATH_MAX];
 static char empty_dir[PATH_MAX]; /* the readers' root: created empty by the bridge */
+static int empty_fd = -1;        /* it, open and flock()ed shared while the bridge lives */
 static int sandbox_required = 1;
 
 void bridge_privsep_init(const char *argv0)
@@ -47,29 +52,85 @@ void bridge_privsep_init(const char *argv0)
         snprintf(self_exe, sizeof(self_exe), "%s", argv0);
 }
 
+/*
+ * Remove the empty roots in @dir that no bridge holds: a bridge killed with SIGKILL leaves
+ * its own behind. A live bridge holds its root's lock (LOCK_SH) for its whole life, in any PID
+ * namespace that shares @dir; only empty directories of ours go (rmdir).
+ */
+static void sweep_stale_roots(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        struct stat st;
+        int fd;
+
+        if (strncmp(e->d_name, EMPTY_ROOT_PREFIX, strlen(EMPTY_ROOT_PREFIX)) != 0)
+            continue;
+        fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+        close(fd);
+    }
+    closedir(d);
+}
+
 int bridge_privsep_prepare(int required)
 {
     const char *base = getenv("RUNTIME_DIRECTORY"); /* systemd's, if any */
-    char *colon;
+    char dir[PATH_MAX - 64];                        /* room for the name after it */
+    struct stat st;
+    size_t len;
 
     sandbox_required = required;
     if (empty_dir[0])
         return 0;
     if (!base || !base[0] || base[0] != '/')
         base = "/tmp";
-    snprintf(empty_dir, sizeof(empty_dir), "%s/vmstate-bridged-empty.XXXXXX", base);
-    colon = strchr(empty_dir, ':'); /* RUNTIME_DIRECTORY may list several */
-    if (colon)
-        snprintf(colon, sizeof(empty_dir) - (size_t)(colon - empty_dir),
-                 "/vmstate-bridged-empty.XXXXXX");
-    /* mkdtemp makes it 0700 and ours; then r-x for all: a reader may enter, no one may write */
-    if (!mkdtemp(empty_dir) || chmod(empty_dir, 0555) < 0) {
-        vms_err(NULL, NULL, "guest reader: cannot create an empty root directory %s: %s", empty_dir,
-                strerror(errno));
-        empty_dir[0] = '\0';
+    /* RUNTIME_DIRECTORY may list several: the first */
+    len = strcspn(base, ":");
+    if (len >= sizeof(dir)) {
+        vms_err(NULL, NULL, "guest reader: runtime directory path too long");
         return -1;
     }
-    return 0;
+    memcpy(dir, base, len);
+    dir[len] = '\0';
+    sweep_stale_roots(dir);
+    for (int tries = 0; tries < 3; tries++) {
+        snprintf(empty_dir, sizeof(empty_dir), "%s/" EMPTY_ROOT_PREFIX "XXXXXX", dir);
+        if (!mkdtemp(empty_dir))
+            goto fail;
+        /* mkdtemp makes it 0700 and ours; then r-x for all: a reader may enter, no one may
+         * write */
+        empty_fd = open(empty_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (empty_fd < 0 && errno == ENOENT)
+            continue; /* another bridge's sweep took it before we opened it */
+        if (empty_fd < 0 || chmod(empty_dir, 0555) < 0 || flock(empty_fd, LOCK_SH) < 0) {
+            int saved = errno;
+            rmdir(empty_dir);
+            errno = saved;
+            goto fail;
+        }
+        /* another bridge's sweep may have taken it between mkdtemp and the lock */
+        if (fstat(empty_fd, &st) == 0 && st.st_nlink > 0)
+            return 0;
+        close(empty_fd);
+        empty_fd = -1;
+        errno = ENOENT;
+    }
+fail:
+    vms_err(NULL, NULL, "guest reader: cannot create an empty root directory %s: %s", empty_dir,
+            strerror(errno));
+    if (empty_fd >= 0)
+        close(empty_fd);
+    empty_fd = -1;
+    empty_dir[0] = '\0';
+    return -1;
 }
 
 void bridge_privsep_cleanup(void)
@@ -77,6 +138,9 @@ void bridge_privsep_cleanup(void)
     if (empty_dir[0])
         rmdir(empty_dir);
     empty_dir[0] = '\0';
+    if (empty_fd >= 0)
+        close(empty_fd);
+    empty_fd = -1;
 }
 
 int bridge_privsep_spawn(int fd, const char *vm, pid_t *pid)

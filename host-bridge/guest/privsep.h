@@ -44,8 +44,10 @@ void bridge_privsep_init(const char *argv0);
 /*
  * Create the readers' empty root directory (under $RUNTIME_DIRECTORY, else
  * /tmp; mode 0555) and remember whether confinement is @required. Call
- * before the first spawn. Returns 0 or -1 (logged; with @required no reader
- * will start).
+ * before the first spawn. The bridge holds a shared flock() on it while it
+ * lives; first it removes the empty roots there that no bridge holds (a bridge
+ * killed with SIGKILL leaves its own behind). Returns 0 or -1 (logged; with
+ * @required no reader will start).
  */
 int bridge_privsep_prepare(int required);
 /* Remove the empty root directory (at exit). */
