@@ -107,18 +107,16 @@ int vms_channel_send(struct vms_channel *c, const struct vms_msg *m)
 int vms_channel_send_payload(struct vms_channel *c, const uint8_t *payload, size_t len,
                              const char *what, const char *request_id)
 {
-    size_t cap = VMS_WIRE_ENCODED_MAX(len), n;
-    uint8_t *frame = malloc(cap);
-    int rc = -1;
+    uint8_t *frame;
+    size_t n;
+    int rc;
 
-    if (!frame)
-        return -1;
-    n = vms_wire_encode(payload, len, frame, cap);
-    if (n)
-        rc = vms_channel_send_frame(c, frame, n, what, request_id);
-    else
+    if (vms_wire_frame(payload, len, &frame, &n) < 0) {
         vms_err(c->vm, request_id, "%s: cannot frame %s", c->name, what);
-    explicit_bzero(frame, cap); /* may hold a secret */
+        return -1;
+    }
+    rc = vms_channel_send_frame(c, frame, n, what, request_id);
+    explicit_bzero(frame, n); /* may hold a secret */
     free(frame);
     return rc;
 }

@@ -693,34 +693,20 @@ int vms_msg_encode(const struct vms_msg *m, uint8_t **out, size_t *out_len, char
 int vms_msg_encode_frame(const struct vms_msg *m, uint8_t **out, size_t *out_len, char *err,
                          size_t errlen)
 {
-    uint8_t *payload = NULL, *frame = NULL;
-    size_t plen = 0, cap, n;
+    uint8_t *payload = NULL;
+    size_t plen = 0;
+    int rc;
 
     *out = NULL;
     *out_len = 0;
     if (vms_msg_encode(m, &payload, &plen, err, errlen) < 0)
         return -1;
-    cap = VMS_WIRE_ENCODED_MAX(plen);
-    frame = malloc(cap);
-    if (!frame) {
-        seterr(err, errlen, "out of memory");
-        goto fail;
-    }
-    n = vms_wire_encode(payload, plen, frame, cap);
-    if (!n) {
-        seterr(err, errlen, "framing failed");
-        goto fail;
-    }
+    rc = vms_wire_frame(payload, plen, out, out_len);
+    if (rc < 0)
+        seterr(err, errlen, "%s", rc == -1 ? "out of memory" : "framing failed");
     explicit_bzero(payload, plen);
     free(payload);
-    *out = frame;
-    *out_len = n;
-    return 0;
-fail:
-    explicit_bzero(payload, plen);
-    free(payload);
-    free(frame);
-    return -1;
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- decode ----------------------------------------------------------- */

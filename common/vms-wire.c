@@ -340,3 +340,24 @@ enum vms_deframe_result vms_deframer_feed(struct vms_deframer *d, const uint8_t 
     *consumed = i;
     return VMS_DEFRAME_NEED_MORE;
 }
+
+int vms_wire_frame(const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t cap = VMS_WIRE_ENCODED_MAX(len);
+    uint8_t *frame;
+
+    *out = NULL;
+    *out_len = 0;
+    if (len > VMS_WIRE_PAYLOAD_MAX)
+        return -2;
+    frame = malloc(cap);
+    if (!frame)
+        return -1;
+    *out_len = vms_wire_encode(payload, len, frame, cap);
+    if (!*out_len) {
+        free(frame);
+        return -2;
+    }
+    *out = frame;
+    return 0;
+}

@@ -50,6 +50,13 @@ uint32_t vms_crc32c(uint32_t crc, const void *data, size_t len);
  */
 size_t vms_wire_encode(const uint8_t *payload, size_t len, uint8_t *out, size_t out_cap);
 
+/*
+ * vms_wire_encode into a new buffer of the frame's size bound: *@out (free() it; it may hold
+ * a secret, so wipe it first) and *@out_len. Returns 0, -1 when out of memory, -2 when
+ * @len is over the cap.
+ */
+int vms_wire_frame(const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len);
+
 /* Why a reader dropped bytes; counted per reader and logged by callers. */
 enum vms_wire_error {
     VMS_WIRE_ERR_NONE = 0,

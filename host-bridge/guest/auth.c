@@ -108,14 +108,13 @@ int bridge_secret_hash(const char *secret, unsigned long long ops, size_t mem,
 static enum vms_status auth_rights(struct bridge_db *db, const char *vm, const char *principal,
                                    int64_t uid, const char *op, int64_t *ops_allowed)
 {
-    enum vms_op o = vms_op_from_name(op);
     int64_t mine, any;
 
     if (bridge_db_rights(db, principal, vm, uid, &mine, &any) < 0)
         return VMS_STATUS_ERR_INTERNAL;
     if (ops_allowed)
         *ops_allowed = mine;
-    return o != VMS_OP_UNKNOWN && (any & ((int64_t)1 << o)) ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
+    return bridge_ops_allow(any, vms_op_from_name(op)) ? VMS_STATUS_OK : VMS_STATUS_ERR_DENIED;
 }
 
 void bridge_auth_verify_clear(struct bridge_auth_verify *v)

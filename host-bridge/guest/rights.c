@@ -34,7 +34,7 @@ static int has_op_right(struct bridge_vm *vm, struct bridge_request *r, enum vms
     if (!r->ops_allowed && bridge_db_rights(&vm->br->db, r->principal, vm->cfg->name, r->uid,
                                             &r->ops_allowed, NULL) < 0)
         return -1;
-    return op != VMS_OP_UNKNOWN && (r->ops_allowed & ((int64_t)1 << op)) != 0;
+    return bridge_ops_allow(r->ops_allowed, op);
 }
 
 static enum vms_status judge_followups(struct bridge_vm *vm, const struct vms_msg *m,

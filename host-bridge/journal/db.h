@@ -311,5 +311,10 @@ int bridge_db_right_check_uid(struct bridge_db *db, const char *principal, const
 #define BRIDGE_OPS_READ ((int64_t)1 << VMS_OP_UNKNOWN) /* never an operation's bit */
 int bridge_db_rights(struct bridge_db *db, const char *principal, const char *vm, int64_t uid,
                      int64_t *for_uid, int64_t *any_uid);
+/* 1 if a mask of bridge_db_rights() allows @op, 0 if not. */
+static inline int bridge_ops_allow(int64_t mask, enum vms_op op)
+{
+    return op != VMS_OP_UNKNOWN && (mask & ((int64_t)1 << op)) != 0;
+}
 
 #endif

@@ -829,7 +829,7 @@ void bridge_hostinfo_fill(struct bridge_vm *vm, const struct bridge_request *r,
         const char *name = vms_op_name(ops[i]);
         size_t len = strlen(name);
 
-        if (rights <= 0 || !(rights & ((int64_t)1 << ops[i])) || used + len + 2 > sizeof(allowed))
+        if (!bridge_ops_allow(rights, ops[i]) || used + len + 2 > sizeof(allowed))
             continue;
         if (used)
             allowed[used++] = ' ';
