@@ -28,10 +28,15 @@
  *   vsbench-dbus relay NAME A B  a save's design floor in the guest, for bench-saverestore.py
  *                                --floor=design (see do_relay): Save() over D-Bus, ports A/B
  *                                to the host, the PrepareSave/Proceed handshake, the answer
- *                                as a signal; no vmstate code
+ *                                as a signal; no vmstate code. A and B: device paths, or
+ *                                unix:PATH (the native bed's relay)
  *   vsbench-dbus saves NAME N MARK  N saves in a row through relay NAME, with the marks of
  *                                vsbench-app saves ('s' before the call, 'e' at the answer,
  *                                'q' at the end) on the device MARK
+ *   vsbench-dbus design NAME N   N Save round trips through relay NAME, each timed from the
+ *                                call to its Tick (after 10 untimed), the host side echoing
+ *                                port A to port B: a hostinfo's design floor on the native bed
+ *                                (bench-native.py), every hop of vmstate's and none of its work
  *
  * The bus is $DBUS_SYSTEM_BUS_ADDRESS (the system bus). Experiments: VSBENCH_BODY=N gives Tick an
  * N-byte body; VSBENCH_SHAPE=completed gives Fire's Tick the body of the helper's Completed for a
@@ -54,6 +59,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -272,8 +279,9 @@ static void wait_tick(DBusConnection *c, const char *relay)
     }
 }
 
-/* N timed round trips after 10 untimed: Ping (call), or Ack until its Tick (async). */
-static int do_call(const char *name, size_t n, int async)
+/* N timed round trips after 10 untimed of @member: until its reply, or with @async until
+ * its Tick too. */
+static int do_call(const char *name, size_t n, const char *member, int async)
 {
     DBusConnection *c = connect_bus();
     uint64_t *s = calloc(n, sizeof(*s));
@@ -281,7 +289,7 @@ static int do_call(const char *name, size_t n, int async)
         die("calloc", NULL);
     for (size_t i = 0; i < 10 + n; i++) {
         uint64_t t0 = vsbench_now_ns();
-        call_method(c, name, async ? "Ack" : "Ping");
+        call_method(c, name, member);
         if (async)
             wait_tick(c, NULL);
         if (i >= 10)
@@ -458,9 +466,24 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
 
 /* ---- a save's design floor (bench-saverestore.py --floor=design) ------------------------ */
 
+/* A port: a device path, or unix:PATH (connect; the native bed's relay, vsbench-relay). */
 static int open_dev(const char *path)
 {
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    int fd;
+
+    if (strncmp(path, "unix:", 5) == 0) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && strlen(path + 5) < sizeof(sa.sun_path)) {
+            strcpy(sa.sun_path, path + 5);
+            if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                return fd;
+        }
+        fprintf(stderr, "vsbench-dbus: %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         fprintf(stderr, "vsbench-dbus: %s: %s\n", path, strerror(errno));
         exit(1);
@@ -516,9 +539,11 @@ static int do_relay(const char *name, const char *a, const char *b)
             return 0;
         while ((m = dbus_connection_pop_message(c))) {
             if (dbus_message_is_method_call(m, IFACE, "Save")) {
+                /* the port first, then the reply: the helper's order, the faster one for
+                 * the request's chain (bench/RESULTS.md §19) */
                 snprintf(caller, sizeof(caller), "%s", dbus_message_get_sender(m));
-                send_to(c, dbus_message_new_method_return(m), caller);
                 write_byte(fa, 'S');
+                send_to(c, dbus_message_new_method_return(m), caller);
             } else if (dbus_message_is_method_call(m, IFACE, "Proceed")) {
                 write_byte(fa, 'R');
             }
@@ -573,9 +598,11 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "serve"))
         return do_serve(argv[2]);
     if (argc == 4 && !strcmp(argv[1], "call") && strtoul(argv[3], NULL, 10) > 0)
-        return do_call(argv[2], strtoul(argv[3], NULL, 10), 0);
+        return do_call(argv[2], strtoul(argv[3], NULL, 10), "Ping", 0);
     if (argc == 4 && !strcmp(argv[1], "async") && strtoul(argv[3], NULL, 10) > 0)
-        return do_call(argv[2], strtoul(argv[3], NULL, 10), 1);
+        return do_call(argv[2], strtoul(argv[3], NULL, 10), "Ack", 1);
+    if (argc == 4 && !strcmp(argv[1], "design") && strtoul(argv[3], NULL, 10) > 0)
+        return do_call(argv[2], strtoul(argv[3], NULL, 10), "Save", 1);
     if (argc == 5 && !strcmp(argv[1], "tput") && atoi(argv[3]) > 0)
         return do_tput(argv[2], atoi(argv[3]), strtoul(argv[4], NULL, 10));
     if (argc == 5 && !strcmp(argv[1], "fanout") && strtoul(argv[3], NULL, 10) > 0 &&
@@ -586,6 +613,6 @@ int main(int argc, char **argv)
     if (argc == 5 && !strcmp(argv[1], "saves") && strtoul(argv[3], NULL, 10) > 0)
         return do_relay_saves(argv[2], strtoul(argv[3], NULL, 10), argv[4]);
     fprintf(stderr, "usage: vsbench-dbus serve NAME | call NAME N | async NAME N | tput NAME K M | "
-                    "fanout NAME L R | relay NAME A B | saves NAME N MARK\n");
+                    "fanout NAME L R | relay NAME A B | saves NAME N MARK | design NAME N\n");
     return 2;
 }

@@ -10,8 +10,9 @@
  *   vsbench-port saveloop N A B MARK     the floor of a save and a restore (see do_saveloop)
  *   vsbench-port saves N A B MARK        the floor of N saves in a row (no restore between)
  *
- * IN/OUT/SOCK: a path to open (a /dev/vportNpM device in the guest) or unix:PATH (connect to
- * QEMU's chardev socket on the host; the same socket may be both IN and OUT). Output of ping
+ * IN/OUT/SOCK: a path to open (a /dev/vportNpM device in the guest), unix:PATH (connect to
+ * QEMU's chardev socket on the host; the same socket may be both IN and OUT) or fd:N (a
+ * descriptor inherited open, e.g. one end of a socketpair between two echoes). Output of ping
  * and qga: one line "n=N median_us=M p99_us=P min_us=A max_us=B mean_us=C", and with
  * VSBENCH_SAMPLES=FILE every sample (ns, one per line) written to FILE.
  */
@@ -37,6 +38,8 @@ static void die(const char *what)
 
 static int open_end(const char *spec)
 {
+    if (strncmp(spec, "fd:", 3) == 0)
+        return atoi(spec + 3);
     if (strncmp(spec, "unix:", 5) == 0) {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         if (strlen(spec + 5) >= sizeof(sa.sun_path)) {
