@@ -464,7 +464,7 @@ static int do_fanout(const char *name, size_t l, size_t rounds)
     return 0;
 }
 
-/* ---- a save's design floor (bench-saverestore.py --floor=design) ------------------------ */
+/* ---- design floors: a save's (bench-saverestore.py), a hostinfo's (bench-native, -tcg) -- */
 
 /* A port: a device path, or unix:PATH (connect; the native bed's relay, vsbench-relay). */
 static int open_dev(const char *path)
@@ -539,8 +539,8 @@ static int do_relay(const char *name, const char *a, const char *b)
             return 0;
         while ((m = dbus_connection_pop_message(c))) {
             if (dbus_message_is_method_call(m, IFACE, "Save")) {
-                /* the port first, then the reply: the helper's order, the faster one for
-                 * the request's chain (bench/RESULTS.md §19) */
+                /* the port first, then the reply: the helper's order (bench/RESULTS.md
+                 * §19; for this relay either order measured the same, §21) */
                 snprintf(caller, sizeof(caller), "%s", dbus_message_get_sender(m));
                 write_byte(fa, 'S');
                 send_to(c, dbus_message_new_method_return(m), caller);
