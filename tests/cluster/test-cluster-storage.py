@@ -283,7 +283,7 @@ def main():
         t.close()
         store.close()
         store2.close()
-    print(f"work directory: {workdir}")
+    results.workdir_done(workdir, made_here=not a.workdir)
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
 

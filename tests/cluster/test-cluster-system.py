@@ -76,7 +76,6 @@ def test_failover(t):
     for name in ("b", "c"):
         vm = t.vms[name]
         vm.attach()
-        t1 = time.monotonic()
         vm.wait_ready(120)
         data = vm.check("cat /tmp/appdata").split()
         check(data == [f"before-{name}"],
@@ -200,7 +199,7 @@ def main():
             test_priorities(a.image, a.builddir, workdir)
         except Exception as e:  # noqa: BLE001
             check(False, f"test 4 raised {type(e).__name__}: {e}")
-    print(f"work directory: {workdir}")
+    results.workdir_done(workdir, made_here=not a.workdir)
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
 

@@ -282,7 +282,7 @@ def main():
                 rc = b.stop()
                 check(rc == 0, f"h{i}'s bridge exits 0 on SIGTERM ({rc})")
         t.close()
-        print(f"work directory: {workdir}")
+        results.workdir_done(workdir, made_here=not a.workdir)
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
 

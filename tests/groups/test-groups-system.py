@@ -24,7 +24,6 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -557,7 +556,7 @@ def main():
             rc = b.stop()
             check(rc == 0, f"bridge exits 0 on SIGTERM ({rc})")
         t.cleanup()
-        print(f"work directory: {workdir}")
+        results.workdir_done(workdir, made_here=not a.workdir)
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
 

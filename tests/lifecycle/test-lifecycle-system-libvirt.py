@@ -272,7 +272,7 @@ def main():
         rc = s.bridge.stop()
         check(rc == 0, f"the bridge exits 0 on SIGTERM ({rc})")
         s.vm.undefine()
-        print(f"work directory: {workdir}")
+        results.workdir_done(workdir, made_here=not a.workdir)
     return results.summary(f"in {time.monotonic() - t0:.0f} s")
 
 

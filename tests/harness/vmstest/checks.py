@@ -6,9 +6,12 @@ field() reads key=value words of the probes' log lines, numbers collects measure
     check(rc == 0, "the bridge exits 0")
     results.numbers["save_s"] = 1.2
     ...
+    results.workdir_done(workdir, made_here=not a.workdir)  # removed if it passed
     return results.summary(f"in {elapsed:.0f} s")   # prints the counts; exit status 0 or 1
 """
+import os
 import re
+import shutil
 import time
 
 
@@ -25,6 +28,17 @@ class Results:
         (self.passed if cond else self.failures).append(what)
         return bool(cond)
 
+    def workdir_done(self, workdir, made_here):
+        """A passing run removes the work directory it made itself (@made_here: not given with
+        --workdir), so that repeated runs do not fill /tmp (a cluster run leaves ~1 GiB);
+        a failing run keeps it for its logs and says where. Nothing is removed while a
+        mount lies under it (rmtree would reach into the mounted filesystem)."""
+        workdir = os.path.realpath(workdir)
+        if made_here and not self.failures and not _mounts_under(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
+        print(f"work directory: {workdir}", flush=True)
+
     def summary(self, suffix="", numbers=True):
         """Print the numbers and the counts; returns the exit status (1 if anything failed)."""
         if numbers and self.numbers:
@@ -36,6 +50,16 @@ class Results:
             print(f"failed: {what[:200]}")
         print(f"{len(self.passed)} passed, {len(self.failures)} failed{' ' + suffix if suffix else ''}")
         return 1 if self.failures else 0
+
+
+def _mounts_under(path):
+    """The mount points at or below @path in this mount namespace."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return ["(unknown: /proc/self/mountinfo unreadable)"]
+    return [m for m in points if m == path or m.startswith(path + "/")]
 
 
 results = Results()  # the suite's one set of results (one suite per process)
