@@ -13,8 +13,8 @@ method call round trip to a trivial service (vsbench-dbus call); L unicast signa
 trivial emitter to L connections (vsbench-dbus fanout: spread last - first; again with the
 body of a hostinfo's Completed, VSBENCH_SHAPE=completed); a hostinfo's design floor in one
 chain (vsbench-dbus design: every hop of vmstate's round trip, no work in any; see
-measure_design_floor); L connections each making one trivial call (the registration floor); SQLite transactions with the
-journal's settings (vsbench-sqlite: empty, and one durable row). With --vms N: the floor of
+measure_design_floor); L connections each making one trivial call (the registration floor);
+SQLite transactions with the journal's settings (vsbench-sqlite: empty, and one durable row). With --vms N: the floor of
 one request (port echo + D-Bus call) in N stacks of its own, alone and all N at once, beside
 the N VMs' round trips alone and at once.
 
@@ -28,7 +28,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -74,12 +73,11 @@ def run(argv, env=None, timeout=600):
     return r.stdout
 
 
-def spawn(argv, wd, name, env=None, ready=False, pass_fds=()):
+def spawn(argv, wd, name, env=None, ready=False):
     """A child process with its output in wd/name.log; ready=True waits for its "ready" line."""
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if ready else
                          open(os.path.join(wd, f"{name}.log"), "w"),
-                         stderr=subprocess.STDOUT, text=True, preexec_fn=bl.harness.child_setup,
-                         pass_fds=pass_fds)
+                         stderr=subprocess.STDOUT, text=True, preexec_fn=bl.harness.child_setup)
     if ready and p.stdout.readline().strip() != "ready":
         p.kill()
         raise SystemExit(f"{name} did not start")
@@ -220,30 +218,25 @@ def measure_design_floor(a, prog, wd, env, dbus):
     d = os.path.join(wd, "design-relay")
     os.makedirs(d, exist_ok=True)
     procs = [spawn([prog["relay"], d], wd, "design-relay", ready=True)]
-    sp = socket.socketpair()
     try:
-        r_fd, b_fd = sp[0].fileno(), sp[1].fileno()
-        procs.append(spawn([prog["port"], "echo", f"unix:{d}/ba.sock", f"fd:{r_fd}"], wd,
-                           "design-reader", pass_fds=(r_fd,)))
-        procs.append(spawn([prog["port"], "echo", f"fd:{b_fd}", f"unix:{d}/bb.sock"], wd,
-                           "design-bridge", pass_fds=(b_fd,)))
-        svc = spawn([prog["dbus"], "relay", DESIGN_NAME, f"unix:{d}/ha.sock", f"unix:{d}/hb.sock"],
-                    wd, "design-service", env=dict(env, VSBENCH_SHAPE="completed"), ready=True)
-        procs.append(svc)
-        stats = bl.stats_after(run([prog["dbus"], "design", DESIGN_NAME, str(a.n)], env=env))
-        chains = None
-        if a.sched:
-            data = os.path.join(wd, "sched-design.data")
-            names = {dbus.pid: "dbus-daemon", svc.pid: "service", procs[0].pid: "relay",
-                     procs[1].pid: "reader stand-in", procs[2].pid: "bridge stand-in"}
-            schedpath.record(data, lambda: run([prog["dbus"], "design", DESIGN_NAME, str(a.n)],
-                                               env=env))
-            chains = schedpath.chains(data, "vsbench-dbus", names)
-        return stats, chains
+        with bl.design_floor_host(prog["port"], f"unix:{d}/ba.sock",
+                                  f"unix:{d}/bb.sock") as (reader, bridge):
+            svc = spawn([prog["dbus"], "relay", DESIGN_NAME, f"unix:{d}/ha.sock",
+                         f"unix:{d}/hb.sock"], wd, "design-service",
+                        env=dict(env, VSBENCH_SHAPE="completed"), ready=True)
+            procs.append(svc)
+            stats = bl.stats_after(run([prog["dbus"], "design", DESIGN_NAME, str(a.n)], env=env))
+            chains = None
+            if a.sched:
+                data = os.path.join(wd, "sched-design.data")
+                names = {dbus.pid: "dbus-daemon", svc.pid: "service", procs[0].pid: "relay",
+                         reader.pid: "reader stand-in", bridge.pid: "bridge stand-in"}
+                schedpath.record(data, lambda: run([prog["dbus"], "design", DESIGN_NAME,
+                                                    str(a.n)], env=env))
+                chains = schedpath.chains(data, "vsbench-dbus", names)
+            return stats, chains
     finally:
         stop(procs)
-        for s_ in sp:
-            s_.close()
 
 
 def measure_vms(a, prog, wd):

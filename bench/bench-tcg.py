@@ -42,7 +42,6 @@ The floors and vmstate's figures alternate in blocks, each ratio to its own bloc
 """
 import importlib.util
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -92,26 +91,14 @@ def design_floor_guest(a, vm, dev_a, dev_b, n):
     ports, the host side two echoes (the privsep reader's and the bridge's stand-ins) joined
     by a socketpair; `vsbench-dbus design` timed in the guest. Needs the ports free and
     FLOOR_NAME unowned."""
-    prog = bl.host_prog(a, "vsbench-port")
-    r_end, b_end = socket.socketpair()
-    hosts = []
-    try:
-        hosts = [subprocess.Popen([prog, "echo", f"unix:{vm.a_sock}", f"fd:{r_end.fileno()}"],
-                                  pass_fds=(r_end.fileno(),), stdout=subprocess.DEVNULL),
-                 subprocess.Popen([prog, "echo", f"fd:{b_end.fileno()}", f"unix:{vm.b_sock}"],
-                                  pass_fds=(b_end.fileno(),), stdout=subprocess.DEVNULL)]
+    with bl.design_floor_host(bl.host_prog(a, "vsbench-port"), f"unix:{vm.a_sock}",
+                              f"unix:{vm.b_sock}"):
         pid = vm.spawn(f"VSBENCH_SHAPE=completed exec vsbench-dbus relay {FLOOR_NAME} {dev_a} "
                        f"{dev_b}", log="/tmp/design-relay.log")
         bl.wait_guest_file(vm, "/tmp/design-relay.log", "ready")
         out = vm.check(f"vsbench-dbus design {FLOOR_NAME} {n}", timeout=60 + n * 0.1)
         vm.run(f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.05; done")
-        return bl.stats_after(out)
-    finally:
-        for h in hosts:
-            h.kill()
-            h.wait()
-        r_end.close()
-        b_end.close()
+    return bl.stats_after(out)
 
 
 def settle(vm, timeout=60):

@@ -7,11 +7,13 @@ Statistics: median and p99 by nearest rank (p99 = the ceil(0.99 n)-th smallest s
 """
 import argparse
 import atexit
+import contextlib
 import math
 import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,29 @@ def qga_args(wd):
         os.unlink(sock)
     return sock, ["-chardev", f"socket,id=qga0,path={sock},server=on,wait=off",
                   "-device", f"virtserialport,bus=vser0.0,chardev=qga0,id=portqga,name={QGA_PORT}"]
+
+
+@contextlib.contextmanager
+def design_floor_host(port_prog, port_a, port_b):
+    """The host side of a hostinfo's design floor (`vsbench-dbus design`, bench-native and
+    bench-tcg): an echo standing in for the privsep reader reads port A and passes the bytes
+    over a socketpair to an echo standing in for the bridge, which writes them on port B.
+    @port_a, @port_b: vsbench-port endpoints (unix:PATH). Yields [reader, bridge] (Popen),
+    killed on exit."""
+    r_end, b_end = socket.socketpair()
+    procs = []
+    try:
+        for argv, fd in (([port_prog, "echo", port_a, f"fd:{r_end.fileno()}"], r_end.fileno()),
+                         ([port_prog, "echo", f"fd:{b_end.fileno()}", port_b], b_end.fileno())):
+            procs.append(subprocess.Popen(argv, pass_fds=(fd,), stdout=subprocess.DEVNULL,
+                                          preexec_fn=harness.child_setup))
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        r_end.close()
+        b_end.close()
 
 
 def wait_guest_file(vm, path, word, timeout=60):
